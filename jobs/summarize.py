@@ -1,0 +1,210 @@
+"""Batch summarization of a documents dataset with Ray Data and the vLLM engine.
+
+Run it anywhere the same way::
+
+    python -m jobs.summarize input=s3://bucket/documents output=s3://bucket/summaries
+    ray job submit --working-dir . -- python -m jobs.summarize input=... output=...
+    python -m jobs.summarize config=jobs/configs/summarize/smollm2_vllm.yaml input=... output=...
+
+Input: Parquet files (a file or a folder/prefix) with at least ``doc_id`` and ``text``
+(see ``schemas/``). Output: one summary row per ``doc_id`` in Parquet files under
+``output``; inputs that could not be summarized go to ``output/_errors/`` with the
+reason. The job is resumable: a rerun skips every ``doc_id`` already in ``output``,
+so killing it part-way and running it again finishes the rest, with nothing doubled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from rayfleet import storage
+from rayfleet.assets import folder_fingerprint, resolve_model
+from rayfleet.config import BaseConfig, describe, load_config
+from rayfleet.documents import WorkItem, plan_input, read_work_item, split_item
+from rayfleet.engines import EngineConfig, SamplingConfig, create_engine
+from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
+from rayfleet.summarization import Summarizer, SummaryPrompts, SummaryResult
+from rayfleet.tables import error_row, new_run_id, read_column_values, read_folder, utc_now, write_errors
+from schemas import SUMMARIES_SCHEMA
+
+logger = logging.getLogger("jobs.summarize")
+
+
+class SummarizeConfig(BaseConfig):
+    """Configuration of the summarization job."""
+
+    input: str = Field(..., description="Parquet file or folder/prefix of documents (local path or s3://).")
+    output: str = Field(..., description="Folder/prefix for the summaries Parquet (local path or s3://).")
+    errors_output: str | None = Field(None, description="Errors table folder; default <output>/_errors.")
+    id_column: str = Field("doc_id", description="Column holding each document's unique id.")
+    text_column: str = Field("text", description="Column holding each document's text.")
+    batch_size: int = Field(32, ge=1, description="Documents per engine batch (and per output file).")
+    rows_per_read_task: int = Field(256, ge=1, description="Most rows one read task handles.")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine and model.")
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=160))
+    prompts: SummaryPrompts = Field(default_factory=SummaryPrompts, description="Prompt templates.")
+    workers: WorkerPoolConfig = Field(default_factory=WorkerPoolConfig, description="Engine actor pool sizing.")
+    ray_address: str | None = Field(None, description="Ray cluster address; default $RAY_ADDRESS or a local Ray.")
+
+    @property
+    def errors_uri(self) -> str:
+        return self.errors_output or storage.join(self.output, "_errors")
+
+
+class SummarizeWorker:
+    """Ray Data actor: holds one engine and summarizes batches of documents."""
+
+    def __init__(self, config: SummarizeConfig, run_id: str):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.config, self.run_id = config, run_id
+        started = time.monotonic()
+        self.engine = create_engine(config.engine)
+        self.summarizer = Summarizer(self.engine, config.sampling, config.prompts, config.engine.max_model_len)
+        self.fingerprint = folder_fingerprint(resolve_model(config.engine.model))
+        self.done_documents = self.done_tokens = 0
+        self.busy_seconds = 0.0
+        logger.info("%s engine ready in %.1f s", self.engine.name, time.monotonic() - started)
+
+    def __call__(self, batch: dict) -> pa.Table:
+        started = time.monotonic()
+        documents = list(zip(batch["doc_id"], batch["text"]))
+        results, errors = self._summarize_isolating_failures(documents, batch)
+        write_errors(self.config.errors_uri, errors)
+        self.busy_seconds += time.monotonic() - started
+        self.done_documents += len(results)
+        self.done_tokens += sum(result.completion_tokens for result in results)
+        logger.info(
+            "progress: +%d summaries (%d errors) in %.1f s; this worker: %d documents, %.1f generated tokens/s",
+            len(results), len(errors), time.monotonic() - started,
+            self.done_documents, self.done_tokens / max(self.busy_seconds, 1e-9),
+        )  # fmt: skip
+        sources = dict(zip(batch["doc_id"], batch["source"]))
+        return pa.Table.from_pylist([self._row(result, sources[result.doc_id]) for result in results], SUMMARIES_SCHEMA)
+
+    def _summarize_isolating_failures(self, documents, batch) -> tuple[list[SummaryResult], list[dict]]:
+        """Summarize the batch; if the engine fails on it, retry one document at a time."""
+        try:
+            outcomes = [(doc_id, result) for (doc_id, _), result in zip(documents, self.summarizer.summarize(documents))]
+        except Exception:
+            logger.exception("batch of %d failed; retrying one document at a time", len(documents))
+            outcomes = []
+            for document in documents:
+                try:
+                    outcomes.append((document[0], self.summarizer.summarize([document])[0]))
+                except Exception as error:
+                    outcomes.append((document[0], error))
+        rows = dict(zip(batch["doc_id"], zip(batch["source"], batch["row"])))
+        results, errors = [], []
+        for doc_id, outcome in outcomes:
+            source, row = rows[doc_id]
+            if isinstance(outcome, Exception):
+                errors.append(error_row(source, f"{type(outcome).__name__}: {outcome}", "summarize", self.run_id, int(row), doc_id))
+            elif not outcome.summary.strip():
+                errors.append(error_row(source, "the model returned an empty summary", "summarize", self.run_id, int(row), doc_id))
+            else:
+                results.append(outcome)
+        return results, errors
+
+    def _row(self, result: SummaryResult, source: str) -> dict:
+        return {
+            **asdict(result),
+            "model": self.config.engine.model,
+            "model_fingerprint": self.fingerprint,
+            "adapter": self.config.engine.adapter,
+            "engine": self.engine.name,
+            "source": source,
+            "run_id": self.run_id,
+            "created_at": utc_now(),
+        }
+
+
+def read_rows(batch: pa.Table, config: SummarizeConfig, run_id: str) -> pa.Table:
+    """Ray Data task: read the work items of ``batch``; set aside invalid rows."""
+    rows, errors = [], []
+    for item in batch.column("item").to_pylist():
+        found, invalid = read_work_item(WorkItem(**item), config.id_column, config.text_column, run_id)
+        rows += found
+        errors += invalid
+    write_errors(config.errors_uri, errors)
+    schema = pa.schema([("doc_id", pa.string()), ("text", pa.large_string()), ("source", pa.string()), ("row", pa.int64())])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def summarize_dataset(config: SummarizeConfig, items: list[WorkItem], run_id: str) -> None:
+    """Build and run the Ray Data pipeline: read -> summarize (actor pool) -> write Parquet."""
+    import ray
+
+    workers, claim = cluster_pool_size(config.workers)
+    logger.info("engine pool: %d worker(s), each claiming %s", workers, claim)
+    output = storage.resolve(config.output)
+    work = [{"item": asdict(piece)} for item in items for piece in split_item(item, config.rows_per_read_task)]
+    dataset = (
+        ray.data.from_items(work, override_num_blocks=len(work))
+        .map_batches(read_rows, batch_size=1, batch_format="pyarrow", num_cpus=0.25, fn_kwargs={"config": config, "run_id": run_id})
+        .map_batches(
+            SummarizeWorker,
+            batch_size=config.batch_size,
+            batch_format="numpy",
+            fn_constructor_kwargs={"config": config, "run_id": run_id},
+            concurrency=workers,
+            **claim,
+        )
+    )
+    dataset.write_parquet(output.path, filesystem=output.filesystem, ray_remote_args={"num_cpus": 0.25})
+
+
+def main(config: SummarizeConfig) -> dict:
+    """Summarize every document of ``config.input`` not yet in ``config.output``.
+
+    Returns:
+        The run report (also logged and printed as one JSON line).
+    """
+    run_id = new_run_id()
+    started = time.monotonic()
+    logger.info("run %s with config:\n%s", run_id, describe(config))
+    storage.ensure_bucket(config.output)
+    done_ids = read_column_values(config.output, "doc_id", drop_unreadable=True)
+    plan = plan_input(config.input, config.id_column, config.text_column, done_ids, run_id)
+    write_errors(config.errors_uri, plan.errors)
+    logger.info(
+        "%d files, %d rows: %d to summarize, %d already done, %d set aside",
+        plan.files, plan.total_rows, plan.todo_rows, plan.already_done, len(plan.errors),
+    )  # fmt: skip
+    if plan.items:
+        init_ray(config.ray_address)
+        summarize_dataset(config, plan.items, run_id)
+    report = run_report(config, run_id, plan.already_done, time.monotonic() - started)
+    print(json.dumps(report), flush=True)
+    return report
+
+
+def run_report(config: SummarizeConfig, run_id: str, already_done: int, seconds: float) -> dict:
+    """Figures of this run, read back from what it wrote."""
+    summaries = read_folder(config.output, ["run_id", "completion_tokens"])
+    mine = summaries.filter(pc.equal(summaries["run_id"], run_id)) if summaries.num_rows else summaries
+    errors = read_folder(config.errors_uri, ["run_id"])
+    generated = int(pc.sum(mine["completion_tokens"]).as_py() or 0) if mine.num_rows else 0
+    return {
+        "run_id": run_id,
+        "summarized": mine.num_rows,
+        "already_done": already_done,
+        "errors": int(pc.sum(pc.equal(errors["run_id"], run_id)).as_py() or 0) if errors.num_rows else 0,
+        "generated_tokens": generated,
+        "seconds": round(seconds, 1),
+        "generated_tokens_per_s": round(generated / seconds, 2) if seconds else 0.0,
+        "output": config.output,
+        "errors_output": config.errors_uri,
+    }
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(load_config(SummarizeConfig, sys.argv[1:]))

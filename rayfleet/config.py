@@ -1,0 +1,109 @@
+"""Typed job configuration: pydantic models, YAML files and ``key.sub=value`` overrides.
+
+Every job and app has one config class deriving from :class:`BaseConfig`. A config is
+built from three layers, later ones winning: the class defaults (the embedded
+defaults), an optional YAML file, and command-line overrides::
+
+    python -m jobs.summarize config=jobs/configs/summarize/smollm2_vllm.yaml \\
+        input=s3://bucket/docs output=s3://bucket/summaries engine.max_model_len=4096
+
+Unknown keys fail loudly (``extra="forbid"``), so a typo never silently falls back
+to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+ConfigT = TypeVar("ConfigT", bound="BaseConfig")
+
+CONFIG_FILE_KEY = "config"
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be turned into a valid config."""
+
+
+class BaseConfig(BaseModel):
+    """Base of every rayfleet config: strict, validated on assignment, documented."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def parse_override(argument: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and a YAML-parsed value.
+
+    The value is parsed as YAML so ``n=3`` is an int, ``flag=true`` a bool,
+    ``items=[a,b]`` a list and ``path=s3://x`` stays a string.
+    """
+    key, separator, raw_value = argument.partition("=")
+    if not separator or not key.strip():
+        raise ConfigError(f"override {argument!r} is not of the form key.sub=value")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value != "" else ""
+    except yaml.YAMLError:
+        value = raw_value
+    return key.strip().split("."), value
+
+
+def set_nested(tree: dict[str, Any], key_path: list[str], value: Any) -> None:
+    """Set ``tree[k1][k2]...[kn] = value``, creating the dicts on the way."""
+    node = tree
+    for key in key_path[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {'.'.join(key_path)}: {key!r} is not a section")
+        node = child
+    node[key_path[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read one YAML config file into a dict (an empty file is an empty dict)."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConfigError(f"config file not found: {path}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return loaded
+
+
+def load_config(config_class: type[ConfigT], arguments: Sequence[str] = ()) -> ConfigT:
+    """Build a config from embedded defaults, an optional ``config=FILE`` and overrides.
+
+    Args:
+        config_class: the job's config class.
+        arguments: command-line words, each ``key.sub=value``; ``config=FILE`` names a
+            YAML file applied before the other overrides.
+
+    Raises:
+        ConfigError: on a missing or malformed file, a bad override, an unknown key
+            or a value of the wrong type; the message names the offending key.
+    """
+    values: dict[str, Any] = {}
+    overrides: list[tuple[list[str], Any]] = []
+    for argument in arguments:
+        key_path, value = parse_override(argument)
+        if key_path == [CONFIG_FILE_KEY]:
+            values = read_yaml(str(value))
+        else:
+            overrides.append((key_path, value))
+    for key_path, value in overrides:
+        set_nested(values, key_path, value)
+    try:
+        return config_class.model_validate(values)
+    except ValidationError as error:
+        raise ConfigError(f"invalid {config_class.__name__}:\n{error}") from error
+
+
+def describe(config: BaseConfig) -> str:
+    """Render a config as YAML, for logs and run metadata."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,89 @@
+"""The generation-engine contract shared by every engine (vLLM, transformers).
+
+Engines take chat conversations, render them with the model's own chat template into
+token ids (the same ids for every engine, so their outputs are comparable) and return
+one :class:`Generation` per conversation, in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, Sequence, runtime_checkable
+
+from pydantic import Field
+from transformers import PreTrainedTokenizerBase
+
+from rayfleet.config import BaseConfig
+
+ChatMessage = dict[str, str]
+Conversation = list[ChatMessage]
+
+
+class SamplingConfig(BaseConfig):
+    """Sampling parameters, identical in meaning for every engine."""
+
+    max_tokens: int = Field(256, ge=1, description="Most new tokens to generate per request.")
+    temperature: float = Field(0.0, ge=0.0, description="0 means greedy decoding.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    repetition_penalty: float = Field(1.1, gt=0.0, description="1.0 disables it; small models loop without it.")
+    seed: int = Field(0, description="Random seed for sampled (temperature > 0) decoding.")
+
+
+class EngineConfig(BaseConfig):
+    """Which engine runs which model, and how."""
+
+    kind: Literal["auto", "vllm", "transformers"] = Field(
+        "auto", description="auto picks vLLM when it imports, else transformers (with a warning)."
+    )
+    model: str = Field(
+        "smollm2-135m-instruct",
+        description="A provisioned model name (see rayfleet.assets) or a path to an HF model folder.",
+    )
+    adapter: str | None = Field(None, description="Path or URI of a peft LoRA adapter to apply, if any.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights dtype; fp32 on CPU (bf16 is slower there and hurts small models)."
+    )
+    max_model_len: int = Field(2048, ge=128, description="Context length: prompt plus generated tokens.")
+    max_num_seqs: int = Field(32, ge=1, description="Most sequences batched together by the engine.")
+    enforce_eager: bool = Field(True, description="vLLM: skip graph compilation (fast start).")
+    cpu_kv_cache_gib: float = Field(2.0, gt=0, description="vLLM on CPU: KV cache size in GiB.")
+    cpu_threads_bind: str = Field(
+        "auto", description="vLLM on CPU: cores to bind, e.g. '0-1'; auto binds every core the process may use."
+    )
+    in_process: bool = Field(
+        True, description="vLLM on CPU: run the engine core in this process (fast start; see vllm_engine)."
+    )
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM on GPU: share of memory to use.")
+    transformers_batch_size: int = Field(8, ge=1, description="transformers engine: prompts per generate call.")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One engine output: the text and its token accounting."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"
+    token_ids: list[int] = field(default_factory=list, repr=False)
+
+
+@runtime_checkable
+class GenerationEngine(Protocol):
+    """What every engine offers; see :func:`rayfleet.engines.create_engine`."""
+
+    name: str
+    model_name: str
+    tokenizer: PreTrainedTokenizerBase
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens ``text`` takes in this model's tokenizer."""
+
+    def prompt_token_ids(self, conversation: Conversation) -> list[int]:
+        """The token ids a conversation renders to with the chat template."""
+
+    def generate(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
+        """Generate one reply per conversation, in order."""
+
+    def close(self) -> None:
+        """Release the engine's memory and worker processes."""

@@ -1,0 +1,21 @@
+"""Chat-template rendering shared by every engine, so all engines see identical token ids."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+from rayfleet.engines.base import Conversation
+
+
+def render_prompt_text(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -> str:
+    """The conversation rendered by the model's chat template, ready for the assistant turn."""
+    if not tokenizer.chat_template:
+        # Base models without a template: plain "role: content" lines.
+        lines = [f"{message['role']}: {message['content']}" for message in conversation]
+        return "\n".join(lines) + "\nassistant:"
+    return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+
+
+def render_prompt_ids(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -> list[int]:
+    """Token ids of :func:`render_prompt_text` (the template already holds special tokens)."""
+    return tokenizer(render_prompt_text(tokenizer, conversation), add_special_tokens=False)["input_ids"]

@@ -1,0 +1,72 @@
+"""Connecting to Ray and sizing actor pools from the cluster's resources.
+
+Pools are sized from what the cluster has, never hard-coded: on a 2-CPU machine a pool
+that claims every CPU starves Ray Data's read and write tasks and the job hangs
+without a word, so CPU pools always leave ``reserve_cpus`` free.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pydantic import Field
+
+from rayfleet.config import BaseConfig
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerPoolConfig(BaseConfig):
+    """How many engine workers a batch job runs, and what each one claims."""
+
+    max_workers: int = Field(4, ge=1, description="Upper bound on engine actors.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each engine actor claims from Ray.")
+    gpus_per_worker: float = Field(1.0, ge=0, description="GPUs each engine actor claims when the cluster has GPUs.")
+    reserve_cpus: float = Field(1.0, ge=0, description="CPUs left free for Ray Data read/write tasks.")
+    cpu_workers_per_node: int = Field(
+        1, ge=1, description="CPU-only clusters: engine actors per node (a CPU engine binds all its node's cores)."
+    )
+
+
+def init_ray(address: str | None = None) -> None:
+    """Connect to a running cluster (``address``, ``$RAY_ADDRESS``) or start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    target = address or os.environ.get("RAY_ADDRESS")
+    ray.init(address=target, logging_level=logging.WARNING, log_to_driver=True)
+    logger.info("connected to Ray at %s: %s", target or "a new local instance", ray.cluster_resources())
+
+
+def pool_size(resources: dict[str, float], nodes: int, config: WorkerPoolConfig) -> tuple[int, dict]:
+    """The number of engine actors and the Ray resources each claims.
+
+    Args:
+        resources: ``ray.cluster_resources()``.
+        nodes: alive nodes with CPUs.
+    """
+    gpus = resources.get("GPU", 0.0)
+    if gpus >= config.gpus_per_worker > 0:
+        workers = int(gpus // config.gpus_per_worker)
+        claim = {"num_cpus": config.cpus_per_worker, "num_gpus": config.gpus_per_worker}
+    else:
+        usable = resources.get("CPU", 0.0) - config.reserve_cpus
+        workers = min(int(usable // config.cpus_per_worker), nodes * config.cpu_workers_per_node)
+        claim = {"num_cpus": config.cpus_per_worker}
+    if workers < 1:
+        raise RuntimeError(
+            f"the cluster ({resources.get('CPU', 0):g} CPUs, {gpus:g} GPUs) cannot fit one engine worker "
+            f"claiming {claim} with {config.reserve_cpus:g} CPUs reserved; lower workers.cpus_per_worker "
+            "or workers.reserve_cpus, or add nodes"
+        )
+    return min(workers, config.max_workers), claim
+
+
+def cluster_pool_size(config: WorkerPoolConfig) -> tuple[int, dict]:
+    """:func:`pool_size` for the connected cluster."""
+    import ray
+
+    nodes = sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0)
+    return pool_size(ray.cluster_resources(), max(nodes, 1), config)

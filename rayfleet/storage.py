@@ -1,0 +1,165 @@
+"""One filesystem layer for local paths and ``s3://`` URIs, over ``pyarrow.fs``.
+
+Every read and write in rayfleet goes through here, so jobs take the same URIs on a
+laptop, against the local SeaweedFS and against AWS. S3 settings come from the
+standard AWS environment variables:
+
+- ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``): an S3-compatible endpoint such as
+  ``http://127.0.0.1:8333``; unset means AWS itself.
+- ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``.
+- ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``), default ``us-east-1``.
+
+Writes are atomic: an S3 PUT is atomic by nature, a local write goes to a temporary
+file that is renamed into place, so a killed job never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+S3_SCHEMES = ("s3", "s3a")
+
+
+@dataclass(frozen=True)
+class Location:
+    """A resolved URI: the filesystem that holds it and the path inside that filesystem."""
+
+    filesystem: pafs.FileSystem
+    path: str
+    uri: str
+
+    @property
+    def is_s3(self) -> bool:
+        return isinstance(self.filesystem, pafs.S3FileSystem)
+
+
+def is_s3_uri(uri: str) -> bool:
+    """True for ``s3://bucket/key`` style URIs."""
+    return urlparse(uri).scheme in S3_SCHEMES
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    """An S3 filesystem configured from the standard AWS environment variables."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    options: dict = {
+        "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        "connect_timeout": 10,
+        "request_timeout": 60,
+    }
+    if endpoint:
+        parsed = urlparse(endpoint)
+        options["endpoint_override"] = parsed.netloc or parsed.path
+        options["scheme"] = parsed.scheme or "https"
+        # S3-compatible servers rarely support virtual-host addressing.
+        options["force_virtual_addressing"] = False
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        options["access_key"] = os.environ["AWS_ACCESS_KEY_ID"]
+        options["secret_key"] = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            options["session_token"] = os.environ["AWS_SESSION_TOKEN"]
+    return pafs.S3FileSystem(**options)
+
+
+def resolve(uri: str) -> Location:
+    """Map a local path or ``s3://`` URI to its filesystem and in-filesystem path."""
+    if is_s3_uri(uri):
+        parsed = urlparse(uri)
+        path = f"{parsed.netloc}{parsed.path}".rstrip("/")
+        return Location(s3_filesystem(), path, f"s3://{path}")
+    if "://" in uri and not uri.startswith("file://"):
+        raise ValueError(f"unsupported storage URI {uri!r}: use a local path or s3://bucket/key")
+    local_path = os.path.abspath(uri.removeprefix("file://"))
+    return Location(pafs.LocalFileSystem(), local_path, local_path)
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join URI parts with ``/`` (``os.path.join`` would break ``s3://``)."""
+    return posixpath.join(uri.rstrip("/"), *parts) if is_s3_uri(uri) else os.path.join(uri, *parts)
+
+
+def exists(uri: str) -> bool:
+    """True if a file or folder (prefix) exists at ``uri``."""
+    location = resolve(uri)
+    return location.filesystem.get_file_info(location.path).type != pafs.FileType.NotFound
+
+
+def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
+    """All files at or under ``uri`` (a file or a folder/prefix), sorted, as URIs.
+
+    Hidden and underscore-prefixed names (``_errors/``, ``.tmp``) are skipped, as Parquet
+    dataset readers do.
+
+    Raises:
+        FileNotFoundError: nothing exists at ``uri``.
+    """
+    location = resolve(uri)
+    info = location.filesystem.get_file_info(location.path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"no file or folder at {uri}")
+    if info.type == pafs.FileType.File:
+        return [location.uri]
+    selector = pafs.FileSelector(location.path, recursive=True)
+    found = []
+    for entry in location.filesystem.get_file_info(selector):
+        if entry.type != pafs.FileType.File:
+            continue
+        relative = entry.path[len(location.path):].lstrip("/")
+        if any(part.startswith(("_", ".")) for part in relative.split("/")):
+            continue
+        if suffixes and not entry.path.endswith(suffixes):
+            continue
+        found.append(_to_uri(location, entry.path))
+    return sorted(found)
+
+
+def read_bytes(uri: str) -> bytes:
+    """The whole content of one file."""
+    location = resolve(uri)
+    with location.filesystem.open_input_stream(location.path) as stream:
+        return stream.read()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write one file atomically, creating parent folders as needed."""
+    location = resolve(uri)
+    if location.is_s3:
+        with location.filesystem.open_output_stream(location.path) as stream:
+            stream.write(data)
+        return
+    parent = os.path.dirname(location.path)
+    os.makedirs(parent, exist_ok=True)
+    temporary = os.path.join(parent, f".tmp-{uuid.uuid4().hex}")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, location.path)
+
+
+def delete(uri: str) -> None:
+    """Delete one file; a missing file is not an error."""
+    location = resolve(uri)
+    try:
+        location.filesystem.delete_file(location.path)
+    except FileNotFoundError:
+        pass
+
+
+def ensure_bucket(uri: str) -> None:
+    """Create the bucket of an ``s3://`` URI (or the local folder) if it does not exist."""
+    location = resolve(uri)
+    if location.is_s3:
+        bucket = location.path.split("/", 1)[0]
+        location.filesystem.create_dir(bucket, recursive=False)
+    else:
+        os.makedirs(location.path, exist_ok=True)
+
+
+def _to_uri(location: Location, path: str) -> str:
+    return f"s3://{path}" if location.is_s3 else path

@@ -1,0 +1,151 @@
+"""Map-reduce summarization of documents of any length over a generation engine.
+
+A document that fits the model's context is summarized in one call. A longer one is
+split into token-bounded pieces (:mod:`rayfleet.text.chunking`); each piece is
+summarized ("map"), and the piece summaries are summarized together ("reduce"),
+again split and reduced while they do not fit. Nothing is ever silently truncated.
+All documents of a batch advance level by level, so every engine call is one large
+batch (what continuous batching wants).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import Field, field_validator
+
+from rayfleet.config import BaseConfig
+from rayfleet.engines.base import Conversation, GenerationEngine, SamplingConfig
+from rayfleet.text.chunking import split_by_tokens
+
+# Tokens kept free beyond the measured prompt, for tokenizer merges at piece edges.
+SAFETY_MARGIN_TOKENS = 16
+
+
+class SummaryPrompts(BaseConfig):
+    """Prompt templates; each must contain ``{text}``."""
+
+    system: str = Field(
+        "You are a careful assistant who writes concise, faithful summaries. Never invent facts.",
+        description="System message of every summarization call.",
+    )
+    document: str = Field(
+        "Summarize the following document in 3 to 5 sentences. Keep the key facts, "
+        "methods and results.\n\nDocument:\n{text}",
+        description="Prompt for a document that fits in one call.",
+    )
+    part: str = Field(
+        "The following is one part of a longer document. Summarize this part in 2 to 4 "
+        "sentences, keeping its key facts.\n\nPart:\n{text}",
+        description="Map step: prompt for one piece of a long document.",
+    )
+    combine: str = Field(
+        "The following are summaries of consecutive parts of one document. Write one "
+        "coherent summary of the whole document in 3 to 5 sentences.\n\nPart summaries:\n{text}",
+        description="Reduce step: prompt that merges piece summaries.",
+    )
+
+    @field_validator("document", "part", "combine")
+    @classmethod
+    def _has_text_placeholder(cls, template: str) -> str:
+        if "{text}" not in template:
+            raise ValueError("a summarization prompt must contain the {text} placeholder")
+        return template
+
+
+@dataclass
+class SummaryResult:
+    """The summary of one document and what it cost."""
+
+    doc_id: str
+    summary: str
+    input_tokens: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    llm_calls: int = 0
+    reduce_levels: int = 0
+    finish_reason: str = "stop"
+
+
+@dataclass
+class _Work:
+    """A document in flight: the texts to summarize at the current level."""
+
+    result: SummaryResult
+    pieces: list[str] = field(default_factory=list)
+    stage: str = "document"  # document | part | combine
+
+
+class Summarizer:
+    """Summarizes batches of documents with one engine, map-reduce style where needed."""
+
+    def __init__(self, engine: GenerationEngine, sampling: SamplingConfig, prompts: SummaryPrompts, max_model_len: int):
+        self.engine = engine
+        self.sampling = sampling
+        self.prompts = prompts
+        self.piece_budget = self._piece_budget(max_model_len)
+
+    def _piece_budget(self, max_model_len: int) -> int:
+        """Most text tokens one call may carry: context less prompt scaffolding and output."""
+        scaffolding = max(
+            len(self.engine.prompt_token_ids(self._conversation(template, "")))
+            for template in (self.prompts.document, self.prompts.part, self.prompts.combine)
+        )
+        budget = max_model_len - scaffolding - self.sampling.max_tokens - SAFETY_MARGIN_TOKENS
+        # Each reduce level must shrink the text, or long documents would never converge.
+        if budget < 2 * self.sampling.max_tokens:
+            raise ValueError(
+                f"max_model_len={max_model_len} leaves {budget} tokens of text per call with "
+                f"max_tokens={self.sampling.max_tokens}; need at least {2 * self.sampling.max_tokens}. "
+                "Raise engine.max_model_len or lower sampling.max_tokens."
+            )
+        return budget
+
+    def _conversation(self, template: str, text: str) -> Conversation:
+        return [
+            {"role": "system", "content": self.prompts.system},
+            {"role": "user", "content": template.replace("{text}", text)},
+        ]
+
+    def summarize(self, documents: list[tuple[str, str]]) -> list[SummaryResult]:
+        """Summarize ``(doc_id, text)`` pairs; results come back in input order."""
+        in_flight = [self._start(doc_id, text) for doc_id, text in documents]
+        while pending := [work for work in in_flight if work.pieces]:
+            calls = [(work, piece) for work in pending for piece in work.pieces]
+            generations = self.engine.generate(
+                [self._conversation(self._template(work.stage), piece) for work, piece in calls], self.sampling
+            )
+            outputs: dict[int, list[str]] = {}
+            for (work, _), generation in zip(calls, generations):
+                work.result.prompt_tokens += generation.prompt_tokens
+                work.result.completion_tokens += generation.completion_tokens
+                work.result.llm_calls += 1
+                work.result.finish_reason = generation.finish_reason
+                outputs.setdefault(id(work), []).append(generation.text)
+            for work in pending:
+                self._advance(work, outputs[id(work)])
+        return [work.result for work in in_flight]
+
+    def _template(self, stage: str) -> str:
+        return {"document": self.prompts.document, "part": self.prompts.part, "combine": self.prompts.combine}[stage]
+
+    def _start(self, doc_id: str, text: str) -> _Work:
+        input_tokens = self.engine.count_tokens(text)
+        work = _Work(SummaryResult(doc_id=doc_id, summary="", input_tokens=input_tokens))
+        if input_tokens <= self.piece_budget:
+            work.pieces, work.stage = [text], "document"
+        else:
+            work.pieces, work.stage = split_by_tokens(self.engine.tokenizer, text, self.piece_budget), "part"
+        return work
+
+    def _advance(self, work: _Work, outputs: list[str]) -> None:
+        """After a level: finish, reduce the piece summaries, or split them again."""
+        if work.stage in ("document", "combine"):
+            work.result.summary, work.pieces = outputs[0], []
+            return
+        work.result.reduce_levels += 1
+        combined = "\n\n".join(outputs)
+        if self.engine.count_tokens(combined) <= self.piece_budget:
+            work.pieces, work.stage = [combined], "combine"
+        else:
+            work.pieces, work.stage = split_by_tokens(self.engine.tokenizer, combined, self.piece_budget), "part"

@@ -1,0 +1,93 @@
+"""Parquet tables in storage: atomic writes, tolerant reads, the errors table.
+
+Each write is one whole file under a unique name (atomic through :mod:`rayfleet.storage`),
+so a table is a folder that only ever gains complete files.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from datetime import datetime, timezone
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rayfleet import storage
+from schemas import ERRORS_SCHEMA
+
+logger = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_run_id() -> str:
+    """A sortable, unique id for one run of a job."""
+    return f"{utc_now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def write_table(uri: str, table: pa.Table) -> None:
+    """Write ``table`` as one Parquet file at ``uri``, atomically."""
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    storage.write_bytes(uri, buffer.getvalue())
+
+
+def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """Read one Parquet file."""
+    location = storage.resolve(uri)
+    return pq.read_table(location.path, filesystem=location.filesystem, columns=columns)
+
+
+def read_folder(folder_uri: str, columns: list[str]) -> pa.Table:
+    """``columns`` of every Parquet file under ``folder_uri``, concatenated (empty if none)."""
+    if not storage.exists(folder_uri):
+        return pa.table({column: pa.array([], pa.null()) for column in columns})
+    tables = [read_table(uri, columns) for uri in storage.list_files(folder_uri, suffixes=(".parquet",))]
+    if not tables:
+        return pa.table({column: pa.array([], pa.null()) for column in columns})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def read_column_values(folder_uri: str, column: str, drop_unreadable: bool = False) -> set[str]:
+    """Every value of ``column`` across the Parquet files under ``folder_uri``.
+
+    Args:
+        drop_unreadable: delete files that do not read (a local write cut off by a kill)
+            instead of failing; their rows are then simply done again.
+    """
+    if not storage.exists(folder_uri):
+        return set()
+    values: set[str] = set()
+    for file_uri in storage.list_files(folder_uri, suffixes=(".parquet",)):
+        try:
+            values.update(v for v in read_table(file_uri, columns=[column]).column(column).to_pylist() if v)
+        except (OSError, pa.ArrowInvalid) as error:
+            if not drop_unreadable:
+                raise
+            logger.warning("removing unreadable output file %s (%s); its rows will be redone", file_uri, error)
+            storage.delete(file_uri)
+    return values
+
+
+def error_row(source: str, error: str, stage: str, run_id: str, row: int | None = None, doc_id: str | None = None) -> dict:
+    """One row of the errors table."""
+    return {"source": source, "row": row, "doc_id": doc_id, "stage": stage, "error": error,
+            "run_id": run_id, "created_at": utc_now()}  # fmt: skip
+
+
+def write_errors(errors_uri: str, rows: Iterable[dict]) -> int:
+    """Append error rows to the errors table (one new file); log each one. Returns the count."""
+    rows = list(rows)
+    if not rows:
+        return 0
+    for row in rows:
+        where = f"row {row['row']}" if row["row"] is not None else "whole file"
+        logger.error("skipped %s %s (doc_id=%s) at %s: %s", row["source"], where, row["doc_id"], row["stage"], row["error"])
+    table = pa.Table.from_pylist(rows, schema=ERRORS_SCHEMA)
+    write_table(storage.join(errors_uri, f"{rows[0]['run_id']}-{uuid.uuid4().hex}.parquet"), table)
+    return len(rows)

@@ -1,0 +1,88 @@
+"""Schemas of the documents, summaries and errors tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    """A column a table must have, and the Arrow types accepted for it."""
+
+    name: str
+    accepted: tuple[pa.DataType, ...]
+    description: str
+
+    def accepts(self, data_type: pa.DataType) -> bool:
+        return any(data_type.equals(accepted) for accepted in self.accepted)
+
+
+TEXT_TYPES = (pa.string(), pa.large_string())
+# Binary text is accepted and decoded as UTF-8 row by row, so one bad row fails alone.
+TEXT_OR_BYTES = TEXT_TYPES + (pa.binary(), pa.large_binary())
+
+# The columns the summarization job needs from a documents table. The ingest job writes
+# more (source URI, title, pages...); extra columns are allowed and ignored.
+DOCUMENT_INPUT_COLUMNS = (
+    ColumnRule("doc_id", TEXT_TYPES, "stable unique id of the document"),
+    ColumnRule("text", TEXT_OR_BYTES, "the document's full text, UTF-8"),
+)
+
+SUMMARIES_SCHEMA = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("summary", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("model_fingerprint", pa.string()),
+        pa.field("adapter", pa.string()),
+        pa.field("engine", pa.string(), nullable=False),
+        pa.field("input_tokens", pa.int64(), nullable=False),
+        pa.field("prompt_tokens", pa.int64(), nullable=False),
+        pa.field("completion_tokens", pa.int64(), nullable=False),
+        pa.field("llm_calls", pa.int32(), nullable=False),
+        pa.field("reduce_levels", pa.int32(), nullable=False),
+        pa.field("finish_reason", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={"description": "one summary per input doc_id"},
+)
+
+ERRORS_SCHEMA = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("row", pa.int64()),
+        pa.field("doc_id", pa.string()),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("error", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={"description": "inputs a job could not process, with the reason; the job finished the rest"},
+)
+
+
+def check_columns(schema: pa.Schema, rules: tuple[ColumnRule, ...], column_names: dict[str, str]) -> list[str]:
+    """Problems with ``schema`` against ``rules``; empty when it is fine.
+
+    Args:
+        schema: the schema found in the file.
+        rules: the required columns.
+        column_names: maps a rule's name to the column name used in this table
+            (jobs may read ``body`` as ``text``).
+    """
+    problems = []
+    for rule in rules:
+        name = column_names.get(rule.name, rule.name)
+        index = schema.get_field_index(name)
+        if index < 0:
+            problems.append(f"missing column {name!r} ({rule.description}); found {schema.names}")
+            continue
+        found = schema.field(index).type
+        if not rule.accepts(found):
+            expected = " or ".join(str(t) for t in rule.accepted)
+            problems.append(f"column {name!r} has type {found}, expected {expected}")
+    return problems
