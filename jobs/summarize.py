@@ -19,6 +19,7 @@ import json
 import logging
 import sys
 import time
+import uuid
 from dataclasses import asdict
 
 import pyarrow as pa
@@ -32,7 +33,7 @@ from rayfleet.documents import WorkItem, plan_input, read_work_item, split_item
 from rayfleet.engines import EngineConfig, SamplingConfig, create_engine
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.summarization import Summarizer, SummaryPrompts, SummaryResult
-from rayfleet.tables import error_row, new_run_id, read_column_values, read_folder, utc_now, write_errors
+from rayfleet.tables import drop_duplicate_ids, error_row, new_run_id, read_column_values, read_folder, utc_now, write_errors, write_table
 from schemas import SUMMARIES_SCHEMA
 
 logger = logging.getLogger("jobs.summarize")
@@ -69,25 +70,29 @@ class SummarizeWorker:
         self.engine = create_engine(config.engine)
         self.summarizer = Summarizer(self.engine, config.sampling, config.prompts, config.engine.max_model_len)
         self.fingerprint = folder_fingerprint(resolve_model(config.engine.model))
-        self.done_documents = self.done_tokens = 0
-        self.busy_seconds = 0.0
         logger.info("%s engine ready in %.1f s", self.engine.name, time.monotonic() - started)
 
-    def __call__(self, batch: dict) -> pa.Table:
+    def __call__(self, batch: dict) -> dict:
+        """Summarize one batch and commit its summaries as one new output file.
+
+        Committing here, batch by batch (not in a final Ray Data write, which buffers),
+        is what makes a killed run resumable: every finished batch is already in
+        ``output`` as a complete file. Returns the batch's figures for progress.
+        """
         started = time.monotonic()
         documents = list(zip(batch["doc_id"], batch["text"]))
         results, errors = self._summarize_isolating_failures(documents, batch)
-        write_errors(self.config.errors_uri, errors)
-        self.busy_seconds += time.monotonic() - started
-        self.done_documents += len(results)
-        self.done_tokens += sum(result.completion_tokens for result in results)
-        logger.info(
-            "progress: +%d summaries (%d errors) in %.1f s; this worker: %d documents, %.1f generated tokens/s",
-            len(results), len(errors), time.monotonic() - started,
-            self.done_documents, self.done_tokens / max(self.busy_seconds, 1e-9),
-        )  # fmt: skip
         sources = dict(zip(batch["doc_id"], batch["source"]))
-        return pa.Table.from_pylist([self._row(result, sources[result.doc_id]) for result in results], SUMMARIES_SCHEMA)
+        if results:
+            table = pa.Table.from_pylist([self._row(result, sources[result.doc_id]) for result in results], SUMMARIES_SCHEMA)
+            write_table(storage.join(self.config.output, f"part-{self.run_id}-{uuid.uuid4().hex[:12]}.parquet"), table)
+        write_errors(self.config.errors_uri, errors)
+        return {
+            "summaries": [len(results)],
+            "errors": [len(errors)],
+            "completion_tokens": [sum(result.completion_tokens for result in results)],
+            "seconds": [time.monotonic() - started],
+        }
 
     def _summarize_isolating_failures(self, documents, batch) -> tuple[list[SummaryResult], list[dict]]:
         """Summarize the batch; if the engine fails on it, retry one document at a time."""
@@ -138,15 +143,14 @@ def read_rows(batch: pa.Table, config: SummarizeConfig, run_id: str) -> pa.Table
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def summarize_dataset(config: SummarizeConfig, items: list[WorkItem], run_id: str) -> None:
-    """Build and run the Ray Data pipeline: read -> summarize (actor pool) -> write Parquet."""
+def summarize_dataset(config: SummarizeConfig, items: list[WorkItem], run_id: str, total: int) -> None:
+    """Run the Ray Data pipeline (read -> summarize and commit, in an actor pool) with progress lines."""
     import ray
 
     workers, claim = cluster_pool_size(config.workers)
     logger.info("engine pool: %d worker(s), each claiming %s", workers, claim)
-    output = storage.resolve(config.output)
     work = [{"item": asdict(piece)} for item in items for piece in split_item(item, config.rows_per_read_task)]
-    dataset = (
+    batch_figures = (
         ray.data.from_items(work, override_num_blocks=len(work))
         .map_batches(read_rows, batch_size=1, batch_format="pyarrow", num_cpus=0.25, fn_kwargs={"config": config, "run_id": run_id})
         .map_batches(
@@ -158,7 +162,29 @@ def summarize_dataset(config: SummarizeConfig, items: list[WorkItem], run_id: st
             **claim,
         )
     )
-    dataset.write_parquet(output.path, filesystem=output.filesystem, ray_remote_args={"num_cpus": 0.25})
+    progress = Progress(total)
+    for figures in batch_figures.iter_rows():
+        progress.add(figures)
+
+
+class Progress:
+    """Driver-side progress lines: documents done of total, errors, throughput and ETA."""
+
+    def __init__(self, total: int):
+        self.total, self.started = total, time.monotonic()
+        self.summaries = self.errors = self.tokens = 0
+
+    def add(self, figures: dict) -> None:
+        self.summaries += int(figures["summaries"])
+        self.errors += int(figures["errors"])
+        self.tokens += int(figures["completion_tokens"])
+        elapsed = time.monotonic() - self.started
+        done = self.summaries + self.errors
+        remaining = elapsed / done * (self.total - done) if done else float("nan")
+        logger.info(
+            "progress: %d/%d documents (%.0f%%), %d errors, %.1f generated tokens/s, ~%.0f s left",
+            done, self.total, 100 * done / max(self.total, 1), self.errors, self.tokens / elapsed, remaining,
+        )  # fmt: skip
 
 
 def main(config: SummarizeConfig) -> dict:
@@ -180,7 +206,8 @@ def main(config: SummarizeConfig) -> dict:
     )  # fmt: skip
     if plan.items:
         init_ray(config.ray_address)
-        summarize_dataset(config, plan.items, run_id)
+        summarize_dataset(config, plan.items, run_id, plan.todo_rows)
+    drop_duplicate_ids(config.output, "doc_id")
     report = run_report(config, run_id, plan.already_done, time.monotonic() - started)
     print(json.dumps(report), flush=True)
     return report

@@ -91,3 +91,31 @@ def write_errors(errors_uri: str, rows: Iterable[dict]) -> int:
     table = pa.Table.from_pylist(rows, schema=ERRORS_SCHEMA)
     write_table(storage.join(errors_uri, f"{rows[0]['run_id']}-{uuid.uuid4().hex}.parquet"), table)
     return len(rows)
+
+
+def drop_duplicate_ids(folder_uri: str, column: str) -> int:
+    """Keep one row per ``column`` value across a folder's files; returns rows removed.
+
+    A batch still in flight when a job is killed can land after the rerun has planned;
+    this pass at the end of every run keeps the output exactly-once anyway. The earliest
+    file (by name: run ids sort by time) keeps its row; later files are rewritten
+    atomically without theirs.
+    """
+    if not storage.exists(folder_uri):
+        return 0
+    seen: set[str] = set()
+    removed = 0
+    for file_uri in storage.list_files(folder_uri, suffixes=(".parquet",)):
+        values = read_table(file_uri, columns=[column]).column(column).to_pylist()
+        keep = [value not in seen for value in values]
+        seen.update(values)
+        if all(keep):
+            continue
+        removed += keep.count(False)
+        kept = read_table(file_uri).filter(pa.array(keep))
+        logger.warning("removing %d duplicate %s rows from %s", keep.count(False), column, file_uri)
+        if kept.num_rows:
+            write_table(file_uri, kept)
+        else:
+            storage.delete(file_uri)
+    return removed

@@ -1,0 +1,19 @@
+"""Which config class validates which YAML folder (used by tests/test_config.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jobs.summarize import SummarizeConfig
+
+# jobs/configs/<folder>/*.yaml -> the job's config class. Add a line for every new job.
+CONFIG_CLASSES = {
+    "summarize": SummarizeConfig,
+}
+
+
+def config_class_for(path: Path):
+    folder = path.parent.name
+    if folder not in CONFIG_CLASSES:
+        raise KeyError(f"{path}: no config class registered for folder {folder!r} in tests/config_registry.py")
+    return CONFIG_CLASSES[folder]

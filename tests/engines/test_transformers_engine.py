@@ -1,0 +1,50 @@
+"""The transformers engine on a tiny random Llama: order, shape, budgets, determinism."""
+
+from __future__ import annotations
+
+import pytest
+
+from rayfleet.engines import EngineConfig, GenerationEngine, SamplingConfig, create_engine
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_llama_path):
+    return create_engine(EngineConfig(kind="transformers", model=str(tiny_llama_path), transformers_batch_size=3))
+
+
+def conversations(n):
+    return [[{"role": "user", "content": f"Question number {i}: " + "why? " * i}] for i in range(n)]
+
+
+def test_satisfies_the_protocol(engine):
+    assert isinstance(engine, GenerationEngine)
+    assert engine.name == "transformers"
+
+
+def test_one_generation_per_prompt_in_order(engine):
+    sampling = SamplingConfig(max_tokens=8)
+    batched = engine.generate(conversations(7), sampling)
+    assert len(batched) == 7
+    # Batching (sorted by length, left padded) must not change any answer.
+    one_by_one = [engine.generate([conversation], sampling)[0] for conversation in conversations(7)]
+    assert [g.token_ids for g in batched] == [g.token_ids for g in one_by_one]
+    for conversation, generation in zip(conversations(7), batched):
+        assert generation.prompt_tokens == len(engine.prompt_token_ids(conversation))
+
+
+def test_max_tokens_is_respected(engine):
+    [generation] = engine.generate(conversations(1), SamplingConfig(max_tokens=5, repetition_penalty=1.0))
+    assert 1 <= generation.completion_tokens <= 5
+    if generation.completion_tokens == 5 and engine.tokenizer.eos_token_id not in generation.token_ids:
+        assert generation.finish_reason == "length"
+
+
+def test_greedy_is_deterministic_and_sampling_is_seeded(engine):
+    greedy = SamplingConfig(max_tokens=6)
+    assert engine.generate(conversations(2), greedy) == engine.generate(conversations(2), greedy)
+    sampled = SamplingConfig(max_tokens=6, temperature=1.0, seed=3)
+    assert engine.generate(conversations(2), sampled) == engine.generate(conversations(2), sampled)
+
+
+def test_count_tokens_matches_tokenizer(engine):
+    assert engine.count_tokens("hello world") == len(engine.tokenizer("hello world", add_special_tokens=False)["input_ids"])

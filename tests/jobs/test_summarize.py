@@ -1,0 +1,107 @@
+"""The summarization job end to end on a real local Ray and a real S3 API.
+
+Fast engine here (tiny Llama on transformers) so the Ray/S3 mechanics — bad input,
+errors table, exactly-once output after a real kill — are what is tested; the vLLM +
+SmolLM2 path through ``ray job submit`` is tests/jobs/test_summarize_submit.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from jobs.summarize import SummarizeConfig, main
+from rayfleet import storage
+from rayfleet.tables import read_folder, write_table
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+def documents(prefix: str, n: int, name: str = "docs.parquet") -> list[str]:
+    ids = [f"doc-{i:03d}" for i in range(n)]
+    texts = [f"Report {i}. The committee met on day {i} and approved budget line {i}." for i in range(n)]
+    write_table(storage.join(prefix, name), pa.table({"doc_id": ids, "text": texts}))
+    return ids
+
+
+def job_arguments(tiny_llama_path, input_uri, output_uri, batch_size=4):
+    return [
+        f"input={input_uri}", f"output={output_uri}", "engine.kind=transformers",
+        f"engine.model={tiny_llama_path}", "engine.max_model_len=512", "sampling.max_tokens=16",
+        f"batch_size={batch_size}",
+    ]  # fmt: skip
+
+
+def config(tiny_llama_path, input_uri, output_uri, **overrides) -> SummarizeConfig:
+    from rayfleet.config import load_config
+
+    return load_config(SummarizeConfig, job_arguments(tiny_llama_path, input_uri, output_uri, **overrides))
+
+
+def test_bad_input_goes_to_errors_and_the_rest_is_summarized(ray_cluster, s3_prefix, tiny_llama_path):
+    good = documents(f"{s3_prefix}/in", 6)
+    write_table(f"{s3_prefix}/in/mistyped.parquet", pa.table({"doc_id": ["m1"], "text": pa.array([1], pa.int64())}))
+    write_table(f"{s3_prefix}/in/missing.parquet", pa.table({"doc_id": ["x1"], "content": ["no text column"]}))
+    write_table(
+        f"{s3_prefix}/in/rows.parquet",
+        pa.table({"doc_id": ["r-empty", "r-bytes", "r-ok"], "text": pa.array([b"   ", b"\xc3\x28 broken", b"fine text"], pa.binary())}),
+    )
+    storage.write_bytes(f"{s3_prefix}/in/corrupt.parquet", b"PAR1 not really parquet")
+
+    report = main(config(tiny_llama_path, f"{s3_prefix}/in", f"{s3_prefix}/out"))
+
+    summaries = read_folder(f"{s3_prefix}/out", ["doc_id", "summary", "engine", "model", "completion_tokens"])
+    assert sorted(summaries["doc_id"].to_pylist()) == sorted(good + ["r-ok"])
+    assert set(summaries["engine"].to_pylist()) == {"transformers"}
+    assert all(tokens >= 1 for tokens in summaries["completion_tokens"].to_pylist())
+    errors = read_folder(f"{s3_prefix}/out/_errors", ["source", "row", "doc_id", "error"]).to_pylist()
+    by_source = {(e["source"].rsplit("/", 1)[-1], e["doc_id"]): e for e in errors}
+    assert "has type int64" in by_source[("mistyped.parquet", None)]["error"]
+    assert "missing column 'text'" in by_source[("missing.parquet", None)]["error"]
+    assert "unreadable Parquet file" in by_source[("corrupt.parquet", None)]["error"]
+    assert by_source[("rows.parquet", "r-empty")]["row"] == 0
+    assert "not valid UTF-8" in by_source[("rows.parquet", "r-bytes")]["error"]
+    assert report["summarized"] == 7 and report["errors"] == 5
+
+
+def test_rerun_of_a_finished_job_does_nothing(ray_cluster, s3_prefix, tiny_llama_path):
+    documents(f"{s3_prefix}/in", 3)
+    first = main(config(tiny_llama_path, f"{s3_prefix}/in", f"{s3_prefix}/out"))
+    second = main(config(tiny_llama_path, f"{s3_prefix}/in", f"{s3_prefix}/out"))
+    assert (first["summarized"], second["summarized"], second["already_done"]) == (3, 0, 3)
+    assert read_folder(f"{s3_prefix}/out", ["doc_id"]).num_rows == 3
+
+
+def test_killed_job_resumes_with_nothing_lost_or_doubled(ray_cluster, s3_prefix, smollm2_path):
+    """Kill the job's driver for real (SIGKILL) after some batches are committed, then rerun."""
+    ids = documents(f"{s3_prefix}/in", 24)
+    output = f"{s3_prefix}/out"
+    # SmolLM2 on transformers: slow enough (seconds per batch) to kill part-way.
+    arguments = job_arguments(smollm2_path, f"{s3_prefix}/in", output, batch_size=2)
+    environment = {**os.environ, "RAY_ADDRESS": ray_cluster.address_info["address"], "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "jobs.summarize", *arguments]
+    process = subprocess.Popen(command, cwd=REPO, env=environment, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    committed = 0
+    while time.monotonic() < deadline and committed < 4:
+        time.sleep(1)
+        committed = read_folder(output, ["doc_id"]).num_rows if storage.exists(output) else 0
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    time.sleep(3)  # let Ray reap the dead driver's actors
+    after_kill = read_folder(output, ["doc_id"]).num_rows
+    assert 4 <= after_kill < len(ids), f"the kill must land part-way ({after_kill} of {len(ids)} done)"
+
+    rerun = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    done = read_folder(output, ["doc_id"])["doc_id"].to_pylist()
+    assert sorted(done) == sorted(ids), "every document exactly once"

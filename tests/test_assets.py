@@ -1,0 +1,48 @@
+"""Model provisioning: local folders only, clear errors, idempotent setup."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rayfleet.assets import (
+    MINILM,
+    PROVISIONED_MARKER,
+    SMOLLM2,
+    ModelNotFoundError,
+    folder_fingerprint,
+    models_dir,
+    provision_smollm2,
+    resolve_model,
+)
+
+
+def test_unknown_model_says_how_to_fix():
+    with pytest.raises(ModelNotFoundError, match="make setup"):
+        resolve_model("no-such-model-anywhere")
+
+
+def test_smollm2_is_a_plain_fp32_folder(smollm2_path):
+    config = json.loads((smollm2_path / "config.json").read_text())
+    assert config["model_type"] == "llama"
+    assert "quantization_config" not in config
+    assert config.get("dtype", config.get("torch_dtype")) == "float32"
+    marker = json.loads((smollm2_path / PROVISIONED_MARKER).read_text())
+    assert len(marker["weights_sha256"]) == 64
+
+
+def test_provisioning_twice_does_nothing(smollm2_path):
+    before = (smollm2_path / "model.safetensors").stat().st_mtime_ns
+    assert provision_smollm2(models_dir() / SMOLLM2) is False
+    assert (smollm2_path / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_minilm_comes_from_its_wheel():
+    folder = resolve_model(MINILM)
+    assert (folder / "modules.json").is_file()
+
+
+def test_fingerprint_is_stable_and_short(smollm2_path):
+    assert folder_fingerprint(smollm2_path) == folder_fingerprint(smollm2_path)
+    assert len(folder_fingerprint(smollm2_path)) == 16

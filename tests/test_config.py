@@ -1,0 +1,84 @@
+"""Config loading: defaults, YAML files, overrides, loud failures, and every YAML in the repo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.summarize import SummarizeConfig
+from rayfleet.config import ConfigError, load_config, parse_override
+from tests.config_registry import CONFIG_CLASSES, config_class_for
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_overrides_are_typed_by_yaml():
+    assert parse_override("engine.max_model_len=4096") == (["engine", "max_model_len"], 4096)
+    assert parse_override("flag=true") == (["flag"], True)
+    assert parse_override("input=s3://bucket/key") == (["input"], "s3://bucket/key")
+
+
+def test_embedded_defaults_and_nested_override():
+    config = load_config(SummarizeConfig, ["input=in", "output=out", "engine.max_model_len=1024", "sampling.max_tokens=64"])
+    assert config.engine.max_model_len == 1024
+    assert config.sampling.max_tokens == 64
+    assert config.engine.kind == "auto"
+    assert config.errors_uri.endswith("_errors")
+
+
+def test_typo_fails_loudly():
+    with pytest.raises(ConfigError, match="engine.max_model_lenn|max_model_lenn"):
+        load_config(SummarizeConfig, ["input=in", "output=out", "engine.max_model_lenn=1024"])
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match="batch_size"):
+        load_config(SummarizeConfig, ["input=in", "output=out", "batch_size=many"])
+
+
+def test_missing_required_key():
+    with pytest.raises(ConfigError, match="output"):
+        load_config(SummarizeConfig, ["input=in"])
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(SummarizeConfig, ["input"])
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("input: a\noutput: b\nbatch_size: 7\nengine:\n  kind: transformers\n")
+    config = load_config(SummarizeConfig, [f"config={path}", "batch_size=9"])
+    assert (config.batch_size, config.engine.kind, config.input) == (9, "transformers", "a")
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(SummarizeConfig, ["config=/no/such/file.yaml"])
+
+
+def yaml_files() -> list[Path]:
+    roots = [REPO / "jobs" / "configs", REPO / "serve_apps" / "configs"]
+    return sorted(path for root in roots if root.exists() for path in root.rglob("*.y*ml"))
+
+
+def test_there_are_config_files_to_check():
+    assert yaml_files(), "no YAML configs found under jobs/configs or serve_apps/configs"
+
+
+@pytest.mark.parametrize("path", yaml_files(), ids=lambda path: str(path.relative_to(REPO)))
+def test_every_yaml_config_validates(path):
+    config_class = config_class_for(path)
+    # Job configs may leave input/output to the command line; give placeholders for those.
+    required = [name for name, field in config_class.model_fields.items() if field.is_required()]
+    placeholders = [f"{name}=placeholder" for name in required]
+    config = load_config(config_class, placeholders + [f"config={path}"])
+    assert isinstance(config, config_class)
+
+
+def test_registry_names_real_config_classes():
+    for folder, config_class in CONFIG_CLASSES.items():
+        assert (REPO / "jobs" / "configs" / folder).is_dir() or folder.startswith("serve:"), folder
+        assert config_class.model_config["extra"] == "forbid"

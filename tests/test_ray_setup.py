@@ -1,0 +1,30 @@
+"""Actor pools are sized from the cluster, and never starve the read/write tasks."""
+
+from __future__ import annotations
+
+import pytest
+
+from rayfleet.ray_setup import WorkerPoolConfig, pool_size
+
+
+def test_two_cpu_machine_gets_one_worker_and_keeps_a_cpu_free():
+    workers, claim = pool_size({"CPU": 2.0}, nodes=1, config=WorkerPoolConfig())
+    assert workers == 1
+    assert claim == {"num_cpus": 1.0}
+    assert 2.0 - workers * claim["num_cpus"] >= WorkerPoolConfig().reserve_cpus
+
+
+def test_cpu_workers_are_one_per_node_by_default():
+    workers, _ = pool_size({"CPU": 64.0}, nodes=3, config=WorkerPoolConfig(max_workers=10))
+    assert workers == 3
+
+
+def test_gpu_cluster_gets_a_worker_per_gpu_capped():
+    workers, claim = pool_size({"CPU": 32.0, "GPU": 8.0}, nodes=2, config=WorkerPoolConfig(max_workers=6))
+    assert workers == 6
+    assert claim["num_gpus"] == 1.0
+
+
+def test_too_small_cluster_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="cannot fit one engine worker"):
+        pool_size({"CPU": 1.0}, nodes=1, config=WorkerPoolConfig())

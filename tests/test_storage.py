@@ -1,0 +1,51 @@
+"""The storage layer on local paths and on a real S3 API (SeaweedFS)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from rayfleet import storage
+
+
+def test_local_roundtrip_is_atomic(tmp_path):
+    target = str(tmp_path / "a" / "b.bin")
+    storage.write_bytes(target, b"payload")
+    assert storage.read_bytes(target) == b"payload"
+    assert os.listdir(tmp_path / "a") == ["b.bin"]  # no temporary file left behind
+
+
+def test_list_files_skips_hidden_and_underscore(tmp_path):
+    for name in ["x.parquet", "_errors/e.parquet", ".tmp-1", "sub/y.parquet", "z.txt"]:
+        storage.write_bytes(str(tmp_path / name), b"1")
+    found = storage.list_files(str(tmp_path), suffixes=(".parquet",))
+    assert found == [str(tmp_path / "sub" / "y.parquet"), str(tmp_path / "x.parquet")]
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no file or folder"):
+        storage.list_files(str(tmp_path / "nothing"))
+
+
+def test_unsupported_scheme():
+    with pytest.raises(ValueError, match="unsupported storage URI"):
+        storage.resolve("gs://bucket/key")
+
+
+def test_s3_roundtrip_list_exists_delete(s3_prefix):
+    uri = storage.join(s3_prefix, "docs", "one.txt")
+    storage.write_bytes(uri, b"hello s3")
+    assert storage.read_bytes(uri) == b"hello s3"
+    assert storage.exists(storage.join(s3_prefix, "docs"))
+    assert storage.list_files(s3_prefix) == [uri]
+    storage.delete(uri)
+    assert not storage.exists(uri)
+
+
+def test_s3_credentials_come_from_environment(s3_prefix, monkeypatch):
+    uri = storage.join(s3_prefix, "secret.txt")
+    storage.write_bytes(uri, b"x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    with pytest.raises(OSError, match="ACCESS_DENIED|Access Denied|403"):
+        storage.read_bytes(uri)
