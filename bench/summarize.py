@@ -37,7 +37,7 @@ from rayfleet.tables import write_table
 
 class SummarizeBenchConfig(BaseConfig):
     documents: int = Field(16, ge=1, le=250, description="Number of ACL papers.")
-    content: Literal["sections", "full"] = Field("sections", description="Paper text to summarize.")
+    content: Literal["abstract", "sections", "full"] = Field("sections", description="Paper text to summarize.")
     max_tokens: int = Field(160, ge=1, description="Summary token budget.")
     max_model_len: int = Field(2048, description="Context length for every engine.")
     batch_size: int = Field(32, ge=1, description="Documents per engine batch in the pipeline.")

@@ -5,8 +5,9 @@
 Writes one Parquet file of documents (``doc_id``, ``title``, ``text``, ``source``) plus
 the papers' three human summaries (``reference_challenge``, ``reference_approach``,
 ``reference_outcome``) for evaluation. ``content=sections`` takes the abstract,
-introduction and conclusion the human summaries were written from; ``content=full``
-takes the whole paper body (long documents, summarized map-reduce style).
+introduction and conclusion the human summaries were written from; ``content=abstract``
+the abstract alone (short documents); ``content=full`` the whole paper body (long
+documents, summarized map-reduce style).
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ class DemoDocumentsConfig(BaseConfig):
     output: str = Field(..., description="Folder/prefix for the documents Parquet (local or s3://).")
     count: int = Field(16, ge=1, le=250, description="Number of papers.")
     split: Literal["train", "val", "test"] = Field("test", description="aclsum split to take papers from.")
-    content: Literal["sections", "full"] = Field("sections", description="Abstract+intro+conclusion, or the full body.")
+    content: Literal["abstract", "sections", "full"] = Field(
+        "sections", description="The abstract alone, abstract+introduction+conclusion, or the full body."
+    )
+
+
+SECTIONS = {"abstract": ("abstract",), "sections": ("abstract", "introduction", "conclusion")}
 
 
 def detokenize(text: str) -> str:
@@ -44,10 +50,9 @@ def detokenize(text: str) -> str:
 
 def paper_text(document, content: str) -> str:
     """The text of one paper: its key sections, or its whole parsed body with headings."""
-    if content == "sections":
+    if content in SECTIONS:
         return "\n\n".join(
-            f"{section.title()}\n" + detokenize(" ".join(document.sentences[section]))
-            for section in ("abstract", "introduction", "conclusion")
+            f"{section.title()}\n" + detokenize(" ".join(document.sentences[section])) for section in SECTIONS[content]
         )
     parse = document.get_fulltext_parse()
     paragraphs, heading = [], None

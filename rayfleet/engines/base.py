@@ -7,6 +7,7 @@ one :class:`Generation` per conversation, in order.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, Sequence, runtime_checkable
 
@@ -66,6 +67,21 @@ class Generation:
     completion_tokens: int
     finish_reason: str = "stop"
     token_ids: list[int] = field(default_factory=list, repr=False)
+
+
+def claim_cpu_threads(threads: int | None = None) -> int:
+    """Let a CPU engine use ``threads`` cores (default: every core this process may run on).
+
+    Ray sets ``OMP_NUM_THREADS`` to an actor's ``num_cpus`` (often 1), which halves an
+    engine's speed on a node it is meant to own (measured: vLLM prefill at 170 against
+    338 prompt tokens/s on 2 cores). Returns the thread count set.
+    """
+    import torch
+
+    threads = threads or len(os.sched_getaffinity(0))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    return threads
 
 
 @runtime_checkable

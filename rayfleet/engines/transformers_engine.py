@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from rayfleet.engines.base import Conversation, EngineConfig, Generation, SamplingConfig
+from rayfleet.engines.base import Conversation, EngineConfig, Generation, SamplingConfig, claim_cpu_threads
 from rayfleet.engines.templates import render_prompt_ids
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ class TransformersEngine:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cpu":
+            claim_cpu_threads()
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=DTYPES[config.dtype])
         if config.adapter:
             from peft import PeftModel

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from transformers import AutoTokenizer
 
-from rayfleet.engines.base import Conversation, EngineConfig, Generation, SamplingConfig
+from rayfleet.engines.base import Conversation, EngineConfig, Generation, SamplingConfig, claim_cpu_threads
 from rayfleet.engines.templates import render_prompt_ids
 
 logger = logging.getLogger(__name__)
@@ -25,15 +25,28 @@ def cpu_threads_bind(setting: str) -> str:
     if setting != "auto":
         return setting
     cores = sorted(os.sched_getaffinity(0))
+    if len(cores) == 1:
+        return str(cores[0])
     if cores == list(range(cores[0], cores[-1] + 1)):
         return f"{cores[0]}-{cores[-1]}"
     return ",".join(str(core) for core in cores)
 
 
+def bound_core_count(bind: str) -> int:
+    """How many cores a ``VLLM_CPU_OMP_THREADS_BIND`` value names (``0-3,6`` -> 5)."""
+    count = 0
+    for part in bind.split(","):
+        first, _, last = part.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
+
+
 def configure_cpu_environment(config: EngineConfig) -> None:
     """Set vLLM's CPU-backend environment before the engine starts (it reads it once)."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{config.cpu_kv_cache_gib:g}")
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_threads_bind(config.cpu_threads_bind))
+    bind = os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_threads_bind(config.cpu_threads_bind))
+    # Before vLLM binds its threads: afterwards it refuses to change torch's thread count.
+    claim_cpu_threads(bound_core_count(bind))
     if config.in_process:
         # One process instead of three: saves ~50 s of start-up (each re-imports torch and
         # vLLM) and the copies between them; on two cores the extra processes only compete.
