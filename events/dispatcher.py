@@ -126,8 +126,10 @@ class Dispatcher:
         """Submit a claimed entry's job and record it; a failure to submit leaves the claim for reconciling."""
         metadata = {"rayfleet_object": f"s3://{entry.bucket}/{entry.key}", "rayfleet_version": entry.version,
                     "rayfleet_rule": entry.rule, "rayfleet_attempt": str(entry.attempt)}  # fmt: skip
+        rule = next((rule for rule in self.config.rules if rule.name == entry.rule), None)
+        resources = {"num_cpus": rule.entrypoint_num_cpus, "num_gpus": rule.entrypoint_num_gpus} if rule else {}
         try:
-            self.jobs.submit(entry.submission_id, entry.entrypoint, metadata)
+            self.jobs.submit(entry.submission_id, entry.entrypoint, metadata, **resources)
         except Exception as error:
             logger.exception("could not submit %s; the claim stays and is reconciled later", entry.submission_id)
             self.ledger.transition(entry.object_version, [CLAIMED], last_error=f"submit failed: {error}")

@@ -32,12 +32,13 @@ class RayJobs:
         self.client = JobSubmissionClient(address)
         self.runtime_env = runtime_env
 
-    def submit(self, submission: str, entrypoint: str, metadata: dict[str, str]) -> bool:
+    def submit(self, submission: str, entrypoint: str, metadata: dict[str, str], num_cpus: float = 0, num_gpus: float = 0) -> bool:
         """Submit ``entrypoint`` as ``submission``; False if Ray already had that job (adopted)."""
         try:
             self.client.submit_job(
-                entrypoint=entrypoint, submission_id=submission, runtime_env=self.runtime_env, metadata=metadata
-            )
+                entrypoint=entrypoint, submission_id=submission, runtime_env=self.runtime_env, metadata=metadata,
+                entrypoint_num_cpus=num_cpus or None, entrypoint_num_gpus=num_gpus or None,
+            )  # fmt: skip
             return True
         except RuntimeError as error:
             if "already exists" not in str(error):

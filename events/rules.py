@@ -69,6 +69,8 @@ class Rule(BaseConfig):
     overrides: list[str] = Field(
         default_factory=list, description="key=value overrides for the job; values may use the placeholders {uri}, {key}, ..."
     )
+    entrypoint_num_cpus: float = Field(0, ge=0, description="CPUs reserved for the job's driver (>0 makes an autoscaler start a worker for it).")
+    entrypoint_num_gpus: float = Field(0, ge=0, description="GPUs reserved for the job's driver.")
 
     @field_validator("overrides")
     @classmethod
