@@ -185,8 +185,14 @@ class Dispatcher:
 
 
 def aws_client(service: str, endpoint_url: str | None):
-    """A boto3 client; None leaves the endpoint to the standard AWS environment variables."""
-    return boto3.client(service, endpoint_url=endpoint_url) if endpoint_url else boto3.client(service)
+    """A boto3 client; None leaves the endpoint to the standard AWS environment variables.
+
+    The region comes from ``AWS_REGION`` or ``AWS_DEFAULT_REGION`` (default ``us-east-1``), as
+    in :mod:`rayfleet.storage`; boto3 alone reads only the second.
+    """
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    options = {"endpoint_url": endpoint_url} if endpoint_url else {}
+    return boto3.client(service, region_name=region, **options)
 
 
 def build_source(config: DispatchConfig) -> EventSource:
