@@ -44,7 +44,10 @@ def main(arguments: list[str]) -> None:
         sys.exit(USAGE)
     config = load_config(DispatchConfig, arguments[1:])
     if arguments[0] == "run":
-        build_dispatcher(config).run()
+        try:
+            build_dispatcher(config).run()
+        except KeyboardInterrupt:
+            print("dispatcher stopped; open entries are picked up at the next start", file=sys.stderr)
     else:
         entries = build_ledger(config).recent(config.status_limit)
         print(status_table(entries) if entries else "the ledger has no events yet")
