@@ -96,3 +96,12 @@ bench-summarize: setup
 
 clean: ray-down s3-down
 	rm -rf .data .run
+
+## dispatch: S3 events -> Ray jobs in the foreground: local S3 poller -> local Ray head (docs/dispatch.md).
+.PHONY: dispatch dispatch-status
+DISPATCH_CONFIG ?= jobs/configs/dispatch/local.yaml
+dispatch: setup
+	$(PY) -m events run config=$(DISPATCH_CONFIG) ray.address=$(RAY_ADDRESS_HTTP)
+
+dispatch-status: setup
+	@$(PY) -m events status config=$(DISPATCH_CONFIG)
