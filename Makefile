@@ -36,10 +36,11 @@ DEMO_DOCS      ?= 16
 .PHONY: help setup test test-fast demo s3-up s3-down ray-up ray-down bench-summarize lock clean
 
 help:
-	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | bench-summarize | lock | clean"
+	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | dispatch | dispatch-status | bench-summarize | lock | clean"
 
 ## setup: build .venv from nothing and provision the models; a second run does nothing.
 setup: $(STAMP)
+	@echo "setup: $(VENV) matches the lock (requirements unchanged since it was built)"
 	@$(PY) -m rayfleet.assets provision
 
 $(STAMP): $(REQS)
@@ -65,7 +66,7 @@ lock: $(STAMP)
 
 ## test: the whole suite (starts its own S3 and Ray on private ports).
 test: setup
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra --durations=15
 
 test-fast: setup
 	$(PY) -m pytest -ra -m "not slow"
