@@ -21,6 +21,9 @@ export RAYFLEET_MODELS_DIR := $(MODELS)
 export HF_HUB_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+# The local head listens on loopback only. Ray 2.60 switches token auth on by itself once
+# ~/.ray/auth_token exists, and then its own CLI and clients disagree; say it explicitly.
+export RAY_AUTH_MODE ?= disabled
 export AWS_ENDPOINT_URL ?= http://127.0.0.1:8333
 export AWS_ACCESS_KEY_ID ?= rayfleet
 export AWS_SECRET_ACCESS_KEY ?= rayfleet-local-secret

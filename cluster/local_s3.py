@@ -59,19 +59,29 @@ class LocalS3:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
 
+    def http_ports(self) -> dict[str, int]:
+        """The HTTP port of each SeaweedFS service, all shifted with ``s3_port`` from the defaults."""
+        offset = self.s3_port - 8333
+        return {"s3": self.s3_port, "master": 9333 + offset, "volume": 9340 + offset,
+                "filer": 8888 + offset, "admin": 23646 + offset}  # fmt: skip
+
+    def all_ports(self) -> list[int]:
+        """Every port the server listens on: each HTTP port and its gRPC twin (+10000)."""
+        return [port + shift for port in self.http_ports().values() for shift in (0, 10000)]
+
     def command(self) -> list[str]:
         weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-        offset = self.s3_port - 8333
+        ports = self.http_ports()
         return [
             weed, "mini",
             f"-dir={self.data_dir / 'data'}",
             f"-ip={self.host}", f"-ip.bind={self.host}",
-            f"-s3.port={self.s3_port}",
+            f"-s3.port={ports['s3']}",
             f"-s3.config={self.data_dir / 's3.json'}",
-            f"-master.port={9333 + offset}",
-            f"-volume.port={9340 + offset}",
-            f"-filer.port={8888 + offset}",
-            f"-admin.port={23646 + offset}",
+            f"-master.port={ports['master']}",
+            f"-volume.port={ports['volume']}",
+            f"-filer.port={ports['filer']}",
+            f"-admin.port={ports['admin']}",
             "-admin.ui=false", "-webdav=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]  # fmt: skip

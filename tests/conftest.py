@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -17,7 +18,10 @@ import pytest
 from cluster.local_s3 import LocalS3
 from rayfleet.assets import SMOLLM2, models_dir, resolve_model
 
-TEST_S3_PORT = 18433  # its derived ports (+1000..+25000) avoid a dev server on 8333
+# Candidate S3 ports for the test server; each shifts all of SeaweedFS's ports, and the
+# first candidate whose ports are all free wins (a dev server on 8333 or a parallel
+# test session keep theirs).
+TEST_S3_PORTS = range(18433, 18433 + 40 * 50, 50)
 
 
 @pytest.fixture(scope="session")
@@ -55,9 +59,11 @@ def _port_is_free(port: int) -> bool:
 @pytest.fixture(scope="session")
 def local_s3(tmp_path_factory) -> LocalS3:
     """A real S3 API (SeaweedFS) for the session; the AWS_* variables point at it."""
-    if not _port_is_free(TEST_S3_PORT):
-        pytest.fail(f"port {TEST_S3_PORT} is taken: stop whatever holds it (an earlier test S3?)")
-    server = LocalS3(tmp_path_factory.mktemp("s3"), s3_port=TEST_S3_PORT)
+    data_dir = tmp_path_factory.mktemp("s3")
+    candidates = (LocalS3(data_dir, s3_port=port) for port in TEST_S3_PORTS)
+    server = next((c for c in candidates if all(_port_is_free(p) for p in c.all_ports())), None)
+    if server is None:
+        pytest.fail(f"no free port set for a test S3 among {list(TEST_S3_PORTS)}")
     server.start()
     os.environ.update(server.environment())
     yield server
@@ -71,23 +77,58 @@ def s3_prefix(local_s3) -> str:
     return f"s3://rayfleet-test/{uuid.uuid4().hex[:12]}"
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _stop_processes_under(folder: Path) -> None:
+    """Stop every process whose command line names ``folder`` (one Ray head's processes)."""
+    import psutil
+
+    mine = [p for p in psutil.process_iter(["cmdline"]) if str(folder) in " ".join(p.info["cmdline"] or [])]
+    for process in mine:
+        process.terminate()
+    _, alive = psutil.wait_procs(mine, timeout=10)
+    for process in alive:
+        process.kill()
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(local_s3, tmp_path_factory):
-    """A real local Ray (2 CPUs, loopback, dashboard for the jobs API) that sees the test S3."""
+    """A real local Ray head (2 CPUs, loopback, jobs API) on free ports, seeing the test S3.
+
+    Started with ``ray start`` on ports of its own, so it never collides with a
+    developer's head (``make ray-up``) or another test session: ``ray.init`` alone
+    would put every cluster's dashboard agent on the same fixed port.
+    """
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray 2.60 turns token auth on for local clusters when ~/.ray/auth_token exists, and
+    # clients then disagree about it; this loopback-only test head runs without it.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     # Jobs submitted to this Ray inherit this environment: our Python, the repo, the models.
     os.environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     os.environ["RAYFLEET_MODELS_DIR"] = str(models_dir())
-    context = ray.init(
-        num_cpus=2,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        _node_ip_address="127.0.0.1",
-        _temp_dir=str(tmp_path_factory.mktemp("ray")),
-        logging_level="WARNING",
-    )
-    yield context
-    ray.shutdown()
+    temp_dir = tmp_path_factory.mktemp("ray")
+    gcs_port = _free_port()
+    ports = [
+        f"--port={gcs_port}", f"--dashboard-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+        f"--dashboard-agent-grpc-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}",
+        f"--metrics-export-port={_free_port()}", f"--ray-client-server-port={_free_port()}",
+    ]  # fmt: skip
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    subprocess.run(
+        [ray_cli, "start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+         "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp_dir}", *ports],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        context = ray.init(address=f"127.0.0.1:{gcs_port}", logging_level="WARNING")
+        yield context
+    finally:
+        ray.shutdown()
+        _stop_processes_under(temp_dir)
