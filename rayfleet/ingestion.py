@@ -15,7 +15,6 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from pydantic import Field, model_validator
-from transformers import AutoTokenizer
 
 from rayfleet import storage
 from rayfleet.assets import resolve_model
@@ -23,6 +22,7 @@ from rayfleet.config import BaseConfig
 from rayfleet.tables import error_row, utc_now
 from rayfleet.text.chunking import chunk_document
 from rayfleet.text.parsing import ParseError, parse_file
+from rayfleet.text.tokenizer import FastTokenizer
 
 OUTCOME_INGESTED = "ingested"
 OUTCOME_DUPLICATE = "duplicate"
@@ -67,7 +67,7 @@ class FileIngester:
 
     def __init__(self, chunking: ChunkingConfig, max_file_bytes: int, run_id: str):
         self.chunking, self.max_file_bytes, self.run_id = chunking, max_file_bytes, run_id
-        self.tokenizer = AutoTokenizer.from_pretrained(resolve_model(chunking.tokenizer))
+        self.tokenizer = FastTokenizer(resolve_model(chunking.tokenizer))
 
     def ingest(self, file: storage.FileEntry, known_sources: dict[str, str]) -> FileResult:
         """Ingest one file.
