@@ -181,7 +181,9 @@ def check_pair(question: str, answer: str, chunk_text: str, validation: QaValida
         return Verdict("question_length", f"question has {question_words} words")
     if answer_words == 0 or answer_words > validation.max_answer_words:
         return Verdict("answer_length", f"answer has {answer_words} words")
-    if content_words(answer) and content_words(answer) <= content_words(question):
+    if not content_words(answer):
+        return Verdict("uninformative", "the answer has only stopwords (yes/no and the like)")
+    if content_words(answer) <= content_words(question):
         return Verdict("answer_in_question", "the answer only repeats words of the question")
     chunk_words = set(words(chunk_text))
     answer_share = grounding(answer, chunk_words)

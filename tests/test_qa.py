@@ -56,6 +56,7 @@ def test_grounded_pair_is_kept_and_each_failure_has_its_reason():
         ("What does the load command execute?", "a random forest with gradient boosting"): "ungrounded",
         ("Who won the football world cup final?", "the save command"): "off_topic",
         ("Which command creates files later loaded?", "command files"): "answer_in_question",
+        ("Can files created by save be loaded?", "yes, they can"): "uninformative",
     }
     for (question, answer), reason in reasons.items():
         verdict = check_pair(question, answer, CHUNK, validation)
