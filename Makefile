@@ -36,10 +36,10 @@ export RAY_ADDRESS_HTTP := http://127.0.0.1:$(DASHBOARD_PORT)
 DEMO_BUCKET    := s3://rayfleet/demo
 DEMO_DOCS      ?= 16
 
-.PHONY: help setup test test-fast demo s3-up s3-down ray-up ray-down bench-summarize lock clean
+.PHONY: help setup test test-fast demo s3-up s3-down ray-up ray-down bench-summarize ingest bench-ingest lock clean
 
 help:
-	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | dispatch | dispatch-status | bench-summarize | lock | clean"
+	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | dispatch | dispatch-status | ingest | bench-summarize | bench-ingest | lock | clean"
 
 ## setup: build .venv from nothing and provision the models; a second run does nothing.
 setup: $(STAMP)
@@ -97,6 +97,14 @@ demo: setup
 ## bench-summarize: naive transformers loop vs bare vLLM engine vs the full job, one JSON line.
 bench-summarize: setup
 	$(PY) -m bench.summarize
+
+## ingest: the real PDFs of ../shared/data/pdfs plus this repo's Markdown docs -> documents, chunks, errors.
+ingest: setup
+	$(PY) -m jobs.ingest input=[../shared/data/pdfs,docs] output=.data/ingest
+
+## bench-ingest: the Ray Data ingestion job against a plain loop over the same files, one JSON line.
+bench-ingest: setup
+	$(PY) -m bench.ingest
 
 clean: ray-down s3-down
 	rm -rf .data .run

@@ -89,8 +89,17 @@ def exists(uri: str) -> bool:
     return location.filesystem.get_file_info(location.path).type != pafs.FileType.NotFound
 
 
-def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
-    """All files at or under ``uri`` (a file or a folder/prefix), sorted, as URIs.
+@dataclass(frozen=True)
+class FileEntry:
+    """One listed file: its URI, size and last-modified time (ISO 8601, as the filesystem reports it)."""
+
+    uri: str
+    size: int
+    modified: str
+
+
+def list_entries(uri: str, suffixes: tuple[str, ...] = ()) -> list[FileEntry]:
+    """All files at or under ``uri`` (a file or a folder/prefix), sorted, with their size and mtime.
 
     Hidden and underscore-prefixed names (``_errors/``, ``.tmp``) are skipped, as Parquet
     dataset readers do.
@@ -103,7 +112,7 @@ def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"no file or folder at {uri}")
     if info.type == pafs.FileType.File:
-        return [location.uri]
+        return [_entry(location, info)]
     selector = pafs.FileSelector(location.path, recursive=True)
     found = []
     for entry in location.filesystem.get_file_info(selector):
@@ -114,8 +123,13 @@ def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
             continue
         if suffixes and not entry.path.endswith(suffixes):
             continue
-        found.append(_to_uri(location, entry.path))
-    return sorted(found)
+        found.append(_entry(location, entry))
+    return sorted(found, key=lambda entry: entry.uri)
+
+
+def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
+    """The URIs of :func:`list_entries`."""
+    return [entry.uri for entry in list_entries(uri, suffixes)]
 
 
 def read_bytes(uri: str) -> bytes:
@@ -163,3 +177,8 @@ def ensure_bucket(uri: str) -> None:
 
 def _to_uri(location: Location, path: str) -> str:
     return f"s3://{path}" if location.is_s3 else path
+
+
+def _entry(location: Location, info: pafs.FileInfo) -> FileEntry:
+    modified = info.mtime.isoformat() if info.mtime is not None else ""
+    return FileEntry(_to_uri(location, info.path), int(info.size or 0), modified)

@@ -4,6 +4,8 @@ Jobs validate their input with :func:`check_columns` and say exactly what is wro
 (file, column, expected type) instead of failing somewhere downstream.
 """
 
+from schemas.ingest import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, FILES_SCHEMA, HEADING_TYPE
+from schemas.qa import MESSAGE_TYPE, QA_CANDIDATES_SCHEMA, QA_SCHEMA, SFT_SCHEMA, USER_QA_OPTIONAL, USER_QA_REQUIRED
 from schemas.tables import (
     DOCUMENT_INPUT_COLUMNS,
     ERRORS_SCHEMA,
@@ -13,9 +15,19 @@ from schemas.tables import (
 )
 
 __all__ = [
+    "CHUNKS_SCHEMA",
     "DOCUMENT_INPUT_COLUMNS",
+    "DOCUMENTS_SCHEMA",
     "ERRORS_SCHEMA",
+    "FILES_SCHEMA",
+    "HEADING_TYPE",
+    "MESSAGE_TYPE",
+    "QA_CANDIDATES_SCHEMA",
+    "QA_SCHEMA",
+    "SFT_SCHEMA",
     "SUMMARIES_SCHEMA",
+    "USER_QA_OPTIONAL",
+    "USER_QA_REQUIRED",
     "ColumnRule",
     "check_columns",
 ]

@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from events.config import DispatchConfig
+from jobs.ingest import IngestConfig
+from jobs.make_qa import MakeQaConfig
 from jobs.summarize import SummarizeConfig
 
 # jobs/configs/<folder>/*.yaml -> the job's config class. Add a line for every new job.
 CONFIG_CLASSES = {
     "summarize": SummarizeConfig,
     "dispatch": DispatchConfig,
+    "ingest": IngestConfig,
+    "make_qa": MakeQaConfig,
 }
 
 

@@ -23,6 +23,15 @@ def test_list_files_skips_hidden_and_underscore(tmp_path):
     assert found == [str(tmp_path / "sub" / "y.parquet"), str(tmp_path / "x.parquet")]
 
 
+def test_list_entries_give_size_and_a_modified_time_that_changes_with_the_file(tmp_path):
+    target = str(tmp_path / "doc.txt")
+    storage.write_bytes(target, b"12345")
+    [entry] = storage.list_entries(str(tmp_path))
+    assert (entry.uri, entry.size) == (target, 5) and entry.modified
+    os.utime(target, (1_000_000_000, 1_000_000_000))
+    assert storage.list_entries(target)[0].modified != entry.modified
+
+
 def test_missing_path_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no file or folder"):
         storage.list_files(str(tmp_path / "nothing"))
@@ -39,6 +48,8 @@ def test_s3_roundtrip_list_exists_delete(s3_prefix):
     assert storage.read_bytes(uri) == b"hello s3"
     assert storage.exists(storage.join(s3_prefix, "docs"))
     assert storage.list_files(s3_prefix) == [uri]
+    [entry] = storage.list_entries(s3_prefix)
+    assert entry.size == len(b"hello s3") and entry.modified
     storage.delete(uri)
     assert not storage.exists(uri)
 

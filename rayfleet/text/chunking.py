@@ -1,15 +1,23 @@
-"""Token-aware splitting of text into pieces that fit a token budget.
+"""Token-aware splitting of text into pieces that fit a token budget, and document chunking.
 
 Pieces are measured with the model's own tokenizer and cut, in order of preference,
 at a paragraph break, a line break, a sentence end or a word boundary inside the last
 part of the window; only text with none of those is cut mid-word. Nothing is dropped:
-joining the pieces gives back the whole text (less the whitespace at the cuts).
+joining the pieces gives back the whole text (less the whitespace at the cuts, and
+less the overlap when one is asked for).
+
+:func:`split_by_tokens` splits a plain string (used by map-reduce summarization).
+:func:`chunk_document` chunks a parsed document for retrieval and Q&A generation: it
+packs whole sections (between headings) into chunks while they fit, splits only the
+sections that do not, and records the page range and heading of every chunk.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, Sequence
 
 # Boundaries, best first; each matches the separator that ends a piece.
 BOUNDARIES = (re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?])\s+"), re.compile(r"\s+"))
@@ -21,10 +29,74 @@ class Tokenizer(Protocol):
     def __call__(self, text: str, **kwargs) -> dict: ...
 
 
+@dataclass(frozen=True)
+class TokenOffsets:
+    """Where each token of a text starts and ends (character offsets), from one tokenizer call."""
+
+    starts: list[int]
+    ends: list[int]
+
+    def first_ending_after(self, offset: int) -> int:
+        """Index of the first token that ends after ``offset``."""
+        return bisect.bisect_right(self.ends, offset)
+
+    def count(self, start: int, end: int) -> int:
+        """Tokens that overlap ``[start, end)``; one straddling an edge counts for both sides, so sums never undercount."""
+        return max(0, bisect.bisect_left(self.starts, end) - bisect.bisect_right(self.ends, start))
+
+
+def token_offsets(tokenizer: Tokenizer, text: str) -> TokenOffsets:
+    """The token spans of ``text`` (needs a fast tokenizer)."""
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = encoded["offset_mapping"]
+    return TokenOffsets([start for start, _ in spans], [end for _, end in spans])
+
+
 def token_end_offsets(tokenizer: Tokenizer, text: str) -> list[int]:
     """The character offset where each token of ``text`` ends (needs a fast tokenizer)."""
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    return [end for _, end in encoded["offset_mapping"]]
+    return token_offsets(tokenizer, text).ends
+
+
+def split_spans(
+    text: str, tokens: TokenOffsets, start: int, end: int, max_tokens: int, overlap_tokens: int = 0
+) -> list[tuple[int, int]]:
+    """Cut ``text[start:end]`` into spans of at most ``max_tokens`` tokens, at the best boundaries.
+
+    Each span after the first begins ``overlap_tokens`` tokens before the previous cut.
+    Spans are trimmed of surrounding whitespace; blank ones are left out.
+
+    Raises:
+        ValueError: ``max_tokens`` is not positive, or the overlap is not smaller than it.
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    if not 0 <= overlap_tokens < max_tokens:
+        raise ValueError(f"overlap_tokens must be in [0, max_tokens), got {overlap_tokens}")
+    first = tokens.first_ending_after(start)
+    last = bisect.bisect_left(tokens.starts, end)  # tokens [first, last) start before `end`
+    spans: list[tuple[int, int]] = []
+    start_char, start_token = start, first
+    while last - start_token > max_tokens:
+        window_end = tokens.ends[start_token + max_tokens - 1]
+        search_from = tokens.ends[start_token + int(max_tokens * (1 - SEARCH_FRACTION))]
+        cut = best_cut(text, search_from, window_end) or window_end
+        spans.append((start_char, cut))
+        after_cut = tokens.first_ending_after(cut)
+        # Step back for the overlap, but always move forward by at least one token.
+        start_token = max(after_cut - overlap_tokens, start_token + 1) if overlap_tokens else after_cut
+        start_char = min(tokens.starts[start_token], cut) if overlap_tokens else cut
+    spans.append((start_char, end))
+    return [trimmed for span in spans if (trimmed := trim_span(text, *span))]
+
+
+def trim_span(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """``(start, end)`` without leading and trailing whitespace; None when nothing is left."""
+    piece = text[start:end]
+    stripped = piece.strip()
+    if not stripped:
+        return None
+    lead = len(piece) - len(piece.lstrip())
+    return start + lead, start + lead + len(stripped)
 
 
 def split_by_tokens(tokenizer: Tokenizer, text: str, max_tokens: int) -> list[str]:
@@ -35,24 +107,9 @@ def split_by_tokens(tokenizer: Tokenizer, text: str, max_tokens: int) -> list[st
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
-    ends = token_end_offsets(tokenizer, text)
-    pieces: list[str] = []
-    start_char, start_token = 0, 0
-    while len(ends) - start_token > max_tokens:
-        window_end = ends[start_token + max_tokens - 1]
-        search_from = ends[start_token + int(max_tokens * (1 - SEARCH_FRACTION))]
-        cut = best_cut(text, search_from, window_end) or window_end
-        piece = text[start_char:cut].strip()
-        if piece:
-            pieces.append(piece)
-        start_char = cut
-        # The next piece starts at the first token that ends after the cut.
-        while start_token < len(ends) and ends[start_token] <= cut:
-            start_token += 1
-    tail = text[start_char:].strip()
-    if tail:
-        pieces.append(tail)
-    return pieces
+    return [
+        text[start:end] for start, end in split_spans(text, token_offsets(tokenizer, text), 0, len(text), max_tokens)
+    ]
 
 
 def best_cut(text: str, search_from: int, window_end: int) -> int | None:
@@ -64,3 +121,86 @@ def best_cut(text: str, search_from: int, window_end: int) -> int | None:
         if last is not None and last.end() > search_from:
             return last.end()
     return None
+
+
+@dataclass(frozen=True)
+class SectionStart:
+    """Where a section starts and its heading (what :class:`rayfleet.text.parsing.Heading` provides)."""
+
+    offset: int
+    title: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk of a document: its span in the text, its size, pages (1-based) and heading."""
+
+    ordinal: int
+    text: str
+    token_count: int
+    char_start: int
+    char_end: int
+    page_start: int
+    page_end: int
+    heading: str | None
+
+
+def sections(text_length: int, headings: Sequence[SectionStart]) -> list[tuple[int, int, str | None]]:
+    """``(start, end, heading)`` spans covering the whole text, one per heading (and one before the first)."""
+    starts = sorted({min(max(heading.offset, 0), text_length): heading.title for heading in headings}.items())
+    if not starts or starts[0][0] > 0:
+        starts.insert(0, (0, None))
+    ends = [offset for offset, _ in starts[1:]] + [text_length]
+    return [(start, end, title) for (start, title), end in zip(starts, ends) if end > start]
+
+
+def chunk_document(
+    tokenizer: Tokenizer,
+    text: str,
+    max_tokens: int,
+    overlap_tokens: int = 0,
+    page_offsets: Sequence[int] = (0,),
+    headings: Sequence[SectionStart] = (),
+) -> list[Chunk]:
+    """Chunk a document at section boundaries where it can, at paragraph ones where it must.
+
+    Consecutive sections are packed into one chunk while their tokens fit in
+    ``max_tokens``; a section larger than that is split with :func:`split_spans`
+    (with ``overlap_tokens`` of overlap between its pieces). Token counts are
+    measured again on each chunk's own text, so they are exact.
+    """
+    tokens = token_offsets(tokenizer, text)
+    spans = [trimmed + (heading,) for start, end, heading in pack_sections(text, tokens, headings, max_tokens, overlap_tokens)
+             if (trimmed := trim_span(text, start, end))]  # fmt: skip
+    texts = [text[start:end] for start, end, _ in spans]
+    counts = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    return [
+        Chunk(ordinal, piece, count, start, end, page_of(page_offsets, start), page_of(page_offsets, end - 1), heading)
+        for ordinal, (piece, count, (start, end, heading)) in enumerate(zip(texts, counts, spans))
+    ]
+
+
+def pack_sections(
+    text: str, tokens: TokenOffsets, headings: Sequence[SectionStart], max_tokens: int, overlap_tokens: int
+) -> list[tuple[int, int, str | None]]:
+    """``(start, end, heading)`` of each chunk: runs of whole sections that fit, or pieces of one that does not."""
+    spans: list[tuple[int, int, str | None]] = []
+    packed_tokens = 0  # tokens in spans[-1] while it is still open to more sections, else -1
+    for start, end, heading in sections(len(text), headings):
+        size = tokens.count(start, end)
+        if packed_tokens >= 0 and spans and packed_tokens + size <= max_tokens:
+            spans[-1] = (spans[-1][0], end, spans[-1][2])
+            packed_tokens += size
+        elif size <= max_tokens:
+            spans.append((start, end, heading))
+            packed_tokens = size
+        else:
+            pieces = split_spans(text, tokens, start, end, max_tokens, overlap_tokens)
+            spans += [(piece_start, piece_end, heading) for piece_start, piece_end in pieces]
+            packed_tokens = -1
+    return spans
+
+
+def page_of(page_offsets: Sequence[int], offset: int) -> int:
+    """The 1-based page that holds character ``offset``."""
+    return max(bisect.bisect_right(page_offsets, offset), 1)

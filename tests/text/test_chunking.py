@@ -1,4 +1,4 @@
-"""Token-aware splitting: bounded, lossless, and cut at natural boundaries."""
+"""Token-aware splitting and document chunking: bounded, lossless, cut at natural boundaries."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 import pytest
 from transformers import AutoTokenizer
 
-from rayfleet.text.chunking import split_by_tokens
+from rayfleet.text.chunking import SectionStart, chunk_document, split_by_tokens
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +52,74 @@ def test_text_without_spaces_is_still_split(tokenizer):
 def test_rejects_nonpositive_budget(tokenizer):
     with pytest.raises(ValueError):
         split_by_tokens(tokenizer, "text", 0)
+
+
+# Document chunking: sections, pages, overlap, and the real manual.
+
+
+def test_small_sections_are_packed_and_big_ones_split_at_paragraphs(tokenizer):
+    section = "Some facts about pumps and valves. " * 8
+    text = "\n\n".join(f"Heading {i}\n\n{section}" for i in range(6))
+    headings = [SectionStart(match.start(), match.group()) for match in re.finditer(r"Heading \d", text)]
+    size = n_tokens(tokenizer, f"Heading 0\n\n{section}")
+    chunks = chunk_document(tokenizer, text, max_tokens=2 * size + 8, headings=headings)
+    assert [chunk.heading for chunk in chunks] == ["Heading 0", "Heading 2", "Heading 4"]
+    assert all(chunk.text.startswith(chunk.heading) for chunk in chunks)
+    assert squash("".join(chunk.text for chunk in chunks)) == squash(text)
+
+
+def test_overlap_repeats_text_between_pieces_of_a_split_section(tokenizer):
+    text = " ".join(f"Sentence number {i} is here." for i in range(200))
+    chunks = chunk_document(tokenizer, text, max_tokens=64, overlap_tokens=16)
+    assert len(chunks) > 5
+    assert all(chunk.token_count <= 64 for chunk in chunks)
+    for previous, current in zip(chunks, chunks[1:]):
+        assert current.char_start < previous.char_end, "consecutive pieces overlap"
+        assert current.char_start > previous.char_start, "and still move forward"
+    assert chunks[-1].char_end == len(text)
+
+
+def test_page_ranges_follow_page_offsets(tokenizer):
+    pages = [f"Page {p} line. " * 30 for p in range(1, 5)]
+    offsets = [sum(len(page) + 2 for page in pages[:index]) for index in range(len(pages))]
+    chunks = chunk_document(tokenizer, "\n\n".join(pages), max_tokens=100, page_offsets=offsets)
+    for chunk in chunks:
+        words = {int(number) for number in re.findall(r"Page (\d)", chunk.text)}
+        assert (chunk.page_start, chunk.page_end) == (min(words), max(words))
+
+
+def test_real_manual_chunks_are_bounded_and_lose_nothing_between_pages(tokenizer):
+    from rayfleet.text.parsing import parse_file
+    from tests.text.pdf_samples import PDFS
+
+    manual = parse_file("gnuplot.pdf", (PDFS / "gnuplot.pdf").read_bytes())
+    chunks = chunk_document(tokenizer, manual.text, 256, 0, manual.page_offsets, manual.headings)
+    assert all(1 <= chunk.token_count <= 256 for chunk in chunks)
+    assert all(chunk.token_count == n_tokens(tokenizer, chunk.text) for chunk in chunks[:50])
+    assert squash("".join(chunk.text for chunk in chunks)) == squash(manual.text)
+    assert chunks[-1].page_end == 311 and all(c.page_start <= c.page_end for c in chunks)
+    # Around a page break the chunks still hold every word, and say they span the break.
+    for page in (50, 150, 250):
+        boundary = manual.page_offsets[page]
+        around = [chunk for chunk in chunks if chunk.char_end > boundary - 60 and chunk.char_start < boundary + 60]
+        assert squash(manual.text[boundary - 60 : boundary + 60]) in squash("".join(chunk.text for chunk in around))
+        assert any(chunk.page_start <= page + 1 <= chunk.page_end for chunk in around)
+    assert {"Load", "Copyright"} <= {chunk.heading for chunk in chunks}
+
+
+def test_chunks_start_at_headings_where_sections_fit(tokenizer):
+    from rayfleet.text.parsing import parse_file
+
+    markdown = "\n\n".join(f"## Part {i}\n\n" + "Words of this part. " * (5 + 3 * i) for i in range(8))
+    document = parse_file("parts.md", markdown.encode())
+    chunks = chunk_document(tokenizer, document.text, 80, 8, document.page_offsets, document.headings)
+    starts = [heading.offset for heading in document.headings]
+    section_text = {
+        heading.title: document.text[start:end]
+        for heading, start, end in zip(document.headings, starts, starts[1:] + [len(document.text)])
+    }
+    assert all(chunk.token_count <= 80 for chunk in chunks)
+    assert sum(chunk.char_start in starts for chunk in chunks) >= 6
+    for chunk in chunks:
+        if chunk.char_start not in starts:  # only a section too big for one chunk is cut inside
+            assert n_tokens(tokenizer, section_text[chunk.heading]) > 80

@@ -1,0 +1,246 @@
+"""Ingestion: files (PDF, HTML, Markdown, text, DOCX) -> documents, chunks and errors tables.
+
+Run it anywhere the same way::
+
+    python -m jobs.ingest input=s3://bucket/raw output=s3://bucket/corpus
+    python -m jobs.ingest input=[../shared/data/pdfs,docs] output=.data/corpus chunking.max_tokens=384
+    ray job submit --working-dir . -- python -m jobs.ingest config=jobs/configs/ingest/smollm2_default.yaml input=... output=...
+
+Every file under ``input`` (one or more local folders or ``s3://`` prefixes) is read,
+parsed and chunked by a Ray Data actor pool; each batch of files is committed as
+complete Parquet files under ``output``:
+
+- ``documents/``: one row per distinct content (``doc_id`` = sha256 of the bytes),
+  with source, title, text, page count and page offsets, headings, MIME type, size and
+  parse time (``schemas.DOCUMENTS_SCHEMA``; ``jobs.summarize`` reads it as it is);
+- ``chunks/``: token-bounded chunks with page range and heading (``schemas.CHUNKS_SCHEMA``);
+- ``errors/``: files that gave no document (corrupt, encrypted, no text, unknown type,
+  oversize) with the reason; the run finishes the rest;
+- ``_files/``: the ledger of every file handled (``schemas.FILES_SCHEMA``).
+
+Exact duplicates (same bytes) are kept once and counted. A rerun skips every file in
+the ledger with the same size and modification time, so it does no work twice and
+picks up new or changed files incrementally.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import uuid
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field, field_validator
+
+from rayfleet import storage
+from rayfleet.config import BaseConfig, describe, load_config
+from rayfleet.ingestion import OUTCOME_DUPLICATE, OUTCOME_ERROR, ChunkingConfig, FileIngester, FileResult
+from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
+from rayfleet.tables import drop_duplicate_ids, new_run_id, read_folder, write_errors, write_table
+from schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, FILES_SCHEMA
+
+logger = logging.getLogger("jobs.ingest")
+
+
+def ingest_pool_defaults() -> WorkerPoolConfig:
+    # Parsing is one CPU per file and the input is a list of names held in memory (no
+    # Ray Data read tasks to starve), so the pool may claim every CPU of every node.
+    return WorkerPoolConfig(
+        max_workers=64, cpus_per_worker=1.0, gpus_per_worker=0.0, reserve_cpus=0.0, cpu_workers_per_node=64
+    )
+
+
+class IngestConfig(BaseConfig):
+    """Configuration of the ingestion job."""
+
+    input: list[str] = Field(
+        ..., description="Folders/prefixes or files to ingest (local paths or s3://); one or a list."
+    )
+    output: str = Field(..., description="Folder/prefix for the documents, chunks, errors and ledger tables.")
+    max_file_bytes: int = Field(100 * 2**20, ge=1, description="Files larger than this are set aside as oversize.")
+    files_per_batch: int = Field(4, ge=1, description="Files per worker batch (and per committed output file).")
+    retry_errors: bool = Field(False, description="Try again files that an earlier run set aside as errors.")
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Chunk size, overlap and tokenizer.")
+    workers: WorkerPoolConfig = Field(default_factory=ingest_pool_defaults, description="Parser actor pool sizing.")
+    ray_address: str | None = Field(None, description="Ray cluster address; default $RAY_ADDRESS or a local Ray.")
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [value] if isinstance(value, str) else value
+
+    def table(self, name: str) -> str:
+        """URI of one output table: documents, chunks, errors or _files."""
+        return storage.join(self.output, name)
+
+
+class IngestWorker:
+    """Ray Data actor: ingests batches of files and commits each batch's tables."""
+
+    def __init__(self, config: IngestConfig, run_id: str, known_sources: dict[str, str]):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.config, self.run_id, self.known_sources = config, run_id, known_sources
+        self.ingester = FileIngester(config.chunking, config.max_file_bytes, run_id)
+
+    def __call__(self, batch: pa.Table) -> dict:
+        """Ingest the batch's files and commit them; returns the batch's figures for progress.
+
+        The ledger is written last: a run killed before it redoes these files, and finds
+        their content already in ``documents`` (no duplicate is made).
+        """
+        started = time.monotonic()
+        results = [self.ingester.ingest(storage.FileEntry(**row), self.known_sources) for row in batch.to_pylist()]
+        commit(self.config, self.run_id, results)
+        documents = [result.document for result in results if result.document]
+        return {
+            "files": [len(results)],
+            "documents": [len(documents)],
+            "pages": [sum(document["page_count"] for document in documents)],
+            "chunks": [sum(len(result.chunks) for result in results)],
+            "duplicates": [sum(result.ledger["outcome"] == OUTCOME_DUPLICATE for result in results)],
+            "errors": [sum(result.error is not None for result in results)],
+            "seconds": [time.monotonic() - started],
+        }
+
+
+def commit(config: IngestConfig, run_id: str, results: list[FileResult]) -> None:
+    """Write one batch's chunks, documents, errors and (last) ledger rows, each as one new file."""
+    name = f"part-{run_id}-{uuid.uuid4().hex[:12]}.parquet"
+    chunks = [chunk for result in results for chunk in result.chunks]
+    documents = [result.document for result in results if result.document]
+    if chunks:
+        write_table(storage.join(config.table("chunks"), name), pa.Table.from_pylist(chunks, CHUNKS_SCHEMA))
+    if documents:
+        write_table(storage.join(config.table("documents"), name), pa.Table.from_pylist(documents, DOCUMENTS_SCHEMA))
+    write_errors(config.table("errors"), [result.error for result in results if result.error])
+    write_table(
+        storage.join(config.table("_files"), name), pa.Table.from_pylist([r.ledger for r in results], FILES_SCHEMA)
+    )
+
+
+def list_input_files(config: IngestConfig) -> list[storage.FileEntry]:
+    """Every file under the inputs, once, leaving out the job's own output folder."""
+    output = storage.resolve(config.output).uri.rstrip("/") + "/"
+    found: dict[str, storage.FileEntry] = {}
+    for uri in config.input:
+        for entry in storage.list_entries(uri):
+            if not entry.uri.startswith(output):
+                found.setdefault(entry.uri, entry)
+    return list(found.values())
+
+
+def plan_files(config: IngestConfig, files: list[storage.FileEntry]) -> tuple[list[storage.FileEntry], int]:
+    """The files this run must handle, and how many are skipped as already done."""
+    ledger = read_folder(config.table("_files"), ["source", "bytes", "modified", "outcome"]).to_pylist()
+    done = {
+        (row["source"], row["bytes"], row["modified"])
+        for row in ledger
+        if not (config.retry_errors and row["outcome"] == OUTCOME_ERROR)
+    }
+    todo = [entry for entry in files if (entry.uri, entry.size, entry.modified) not in done]
+    return todo, len(files) - len(todo)
+
+
+def known_documents(config: IngestConfig) -> dict[str, str]:
+    """``doc_id -> source`` of every document already ingested."""
+    table = read_folder(config.table("documents"), ["doc_id", "source"])
+    return dict(zip(table["doc_id"].to_pylist(), table["source"].to_pylist()))
+
+
+def ingest_dataset(
+    config: IngestConfig, files: list[storage.FileEntry], run_id: str, known: dict[str, str]
+) -> "Progress":
+    """Run the Ray Data pipeline (file names -> ingest and commit, in an actor pool) with progress lines."""
+    import ray
+
+    workers, claim = cluster_pool_size(config.workers)
+    workers = min(workers, len(files))
+    logger.info("parser pool: %d worker(s), each claiming %s", workers, claim)
+    items = [{"uri": entry.uri, "size": entry.size, "modified": entry.modified} for entry in files]
+    batch_figures = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        IngestWorker,
+        batch_size=config.files_per_batch,
+        batch_format="pyarrow",
+        fn_constructor_kwargs={"config": config, "run_id": run_id, "known_sources": known},
+        concurrency=workers,
+        **claim,
+    )
+    progress = Progress(len(files))
+    for figures in batch_figures.iter_rows():
+        progress.add(figures)
+    return progress
+
+
+class Progress:
+    """Driver-side progress lines: files done of total, pages, chunks, errors and throughput."""
+
+    FIGURES = ("files", "documents", "pages", "chunks", "duplicates", "errors")
+
+    def __init__(self, total: int):
+        self.total, self.started = total, time.monotonic()
+        self.counts = dict.fromkeys(self.FIGURES, 0)
+
+    def add(self, figures: dict) -> None:
+        for name in self.FIGURES:
+            self.counts[name] += int(figures[name])
+        elapsed = time.monotonic() - self.started
+        logger.info(
+            "progress: %d/%d files, %d documents, %d pages (%.1f pages/s), %d chunks, %d duplicates, %d errors",
+            self.counts["files"], self.total, self.counts["documents"], self.counts["pages"],
+            self.counts["pages"] / elapsed, self.counts["chunks"], self.counts["duplicates"], self.counts["errors"],
+        )  # fmt: skip
+
+
+def main(config: IngestConfig) -> dict:
+    """Ingest every file of ``config.input`` not already in ``config.output``.
+
+    Returns:
+        The run report (also logged and printed as one JSON line).
+    """
+    run_id = new_run_id()
+    started = time.monotonic()
+    logger.info("run %s with config:\n%s", run_id, describe(config))
+    storage.ensure_bucket(config.output)
+    files = list_input_files(config)
+    todo, already_done = plan_files(config, files)
+    logger.info("%d files: %d to ingest, %d already done", len(files), len(todo), already_done)
+    if todo:
+        init_ray(config.ray_address)
+        ingest_dataset(config, todo, run_id, known_documents(config))
+    # Two copies of one content in the same run were both parsed; keep the first.
+    removed = drop_duplicate_ids(config.table("documents"), "doc_id")
+    drop_duplicate_ids(config.table("chunks"), "chunk_id")
+    report = run_report(config, run_id, already_done, removed, time.monotonic() - started)
+    print(json.dumps(report), flush=True)
+    return report
+
+
+def run_report(config: IngestConfig, run_id: str, already_done: int, duplicates_removed: int, seconds: float) -> dict:
+    """Figures of this run, read back from what it wrote."""
+    ledger = read_folder(config.table("_files"), ["run_id", "outcome"])
+    mine = ledger.filter(pc.equal(ledger["run_id"], run_id)).column("outcome").to_pylist() if ledger.num_rows else []
+    documents = read_folder(config.table("documents"), ["run_id", "page_count"])
+    new_documents = documents.filter(pc.equal(documents["run_id"], run_id)) if documents.num_rows else documents
+    chunks = read_folder(config.table("chunks"), ["run_id"])
+    pages = int(pc.sum(new_documents["page_count"]).as_py() or 0) if new_documents.num_rows else 0
+    return {
+        "run_id": run_id,
+        "files": len(mine),
+        "already_done": already_done,
+        "documents": new_documents.num_rows,
+        "pages": pages,
+        "chunks": int(pc.sum(pc.equal(chunks["run_id"], run_id)).as_py() or 0) if chunks.num_rows else 0,
+        "duplicates": mine.count(OUTCOME_DUPLICATE) + duplicates_removed,
+        "errors": mine.count(OUTCOME_ERROR),
+        "seconds": round(seconds, 1),
+        "pages_per_s": round(pages / seconds, 2) if seconds else 0.0,
+        "output": config.output,
+    }
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(load_config(IngestConfig, sys.argv[1:]))

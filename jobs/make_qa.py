@@ -1,0 +1,275 @@
+"""Q&A training set: chunks -> grounded question-answer pairs -> chat-format SFT splits.
+
+Run it anywhere the same way::
+
+    python -m jobs.make_qa input=s3://bucket/corpus/chunks output=s3://bucket/qa
+    python -m jobs.make_qa input=.data/corpus/chunks output=.data/qa user_qa=my_pairs.jsonl
+    ray job submit --working-dir . -- python -m jobs.make_qa config=jobs/configs/make_qa/smollm2_vllm.yaml input=... output=...
+
+Each chunk (from ``jobs.ingest``) is sent to the LLM through the batch engine (Ray Data
+actor pool, vLLM by default; the same path as ``jobs.summarize``), asking for JSON.
+Every pair the model proposes is parsed leniently and validated (sizes, answer
+grounded in the chunk, question about the chunk); each batch commits all proposals,
+kept or dropped with the reason, to ``output/_candidates/``, so a rerun only
+generates for chunks not yet done. Then, over all candidates (and the optional
+user-written pairs, JSONL or Parquet, validated against the same schema):
+near-duplicate questions are removed, documents are split train / validation / test
+by a hash of ``doc_id`` (no document in two splits), and the job writes
+
+- ``sft/{train,validation,test}.parquet``: ``messages`` (system, user, assistant) with
+  ``chunk_id`` / ``doc_id`` (``schemas.SFT_SCHEMA``);
+- ``qa/{train,validation,test}.parquet``: question, answer, chunk_id, doc_id for
+  evaluation (``schemas.QA_SCHEMA``);
+- ``errors/``: bad user rows and chunks the engine failed on;
+
+and prints a report with how many pairs were dropped, by reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import sys
+import time
+import uuid
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from rayfleet import storage
+from rayfleet.config import BaseConfig, describe, load_config
+from rayfleet.engines import EngineConfig, SamplingConfig, create_engine
+from rayfleet.qa import (
+    QaPrompts,
+    QaValidation,
+    SplitConfig,
+    check_pair,
+    drop_near_duplicates,
+    extract_pairs,
+    read_user_qa,
+    sft_messages,
+    split_of,
+)
+from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
+from rayfleet.tables import (
+    error_row,
+    new_run_id,
+    read_column_values,
+    read_folder,
+    read_table,
+    utc_now,
+    write_errors,
+    write_table,
+)
+from schemas import QA_CANDIDATES_SCHEMA, QA_SCHEMA, SFT_SCHEMA
+
+logger = logging.getLogger("jobs.make_qa")
+
+SPLITS = ("train", "validation", "test")
+CHUNK_COLUMNS = ["chunk_id", "doc_id", "text", "token_count"]
+
+
+class MakeQaConfig(BaseConfig):
+    """Configuration of the Q&A generation job."""
+
+    input: str = Field(..., description="Chunks Parquet folder/prefix written by jobs.ingest (local path or s3://).")
+    output: str = Field(..., description="Folder/prefix for the SFT splits, the QA sets and the candidates.")
+    user_qa: str | None = Field(None, description="Optional user-written Q&A: a JSONL or Parquet file or folder.")
+    pairs_per_chunk: int = Field(3, ge=1, le=10, description="Pairs asked of the model for each chunk.")
+    min_chunk_tokens: int = Field(
+        24, ge=1, description="Chunks shorter than this are skipped (too little to ask about)."
+    )
+    batch_size: int = Field(32, ge=1, description="Chunks per engine batch (and per committed candidates file).")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine and model.")
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=256), description="Decoding.")
+    prompts: QaPrompts = Field(default_factory=QaPrompts, description="Generation prompt templates.")
+    validation: QaValidation = Field(default_factory=QaValidation, description="What a kept pair must satisfy.")
+    splits: SplitConfig = Field(default_factory=SplitConfig, description="Held-out shares of documents.")
+    sft_system_prompt: str | None = Field(None, description="System message of every SFT example; none if null.")
+    workers: WorkerPoolConfig = Field(default_factory=WorkerPoolConfig, description="Engine actor pool sizing.")
+    ray_address: str | None = Field(None, description="Ray cluster address; default $RAY_ADDRESS or a local Ray.")
+
+    def table(self, name: str) -> str:
+        """URI of one output table or folder."""
+        return storage.join(self.output, name)
+
+
+class QaWorker:
+    """Ray Data actor: holds one engine, proposes and validates pairs for batches of chunks."""
+
+    def __init__(self, config: MakeQaConfig, run_id: str):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.config, self.run_id = config, run_id
+        started = time.monotonic()
+        self.engine = create_engine(config.engine)
+        logger.info("%s engine ready in %.1f s", self.engine.name, time.monotonic() - started)
+
+    def __call__(self, batch: pa.Table) -> dict:
+        """Generate for one batch and commit every proposal (kept or dropped) as one new file."""
+        started = time.monotonic()
+        chunks = batch.to_pylist()
+        if not chunks:
+            return batch_figures([], [], 0, started)
+        conversations = [
+            self.config.prompts.conversation(chunk["text"], self.config.pairs_per_chunk) for chunk in chunks
+        ]
+        try:
+            generations = self.engine.generate(conversations, self.config.sampling)
+        except Exception as error:  # the batch's chunks go to the errors table; a rerun tries them again
+            logger.exception("engine failed on a batch of %d chunks", len(chunks))
+            write_errors(self.config.table("errors"), [
+                error_row(chunk["chunk_id"], f"{type(error).__name__}: {error}", "generate", self.run_id, doc_id=chunk["doc_id"])
+                for chunk in chunks
+            ])  # fmt: skip
+            return batch_figures([], [], 0, started)
+        rows = [
+            row for chunk, generation in zip(chunks, generations) for row in self.candidates(chunk, generation.text)
+        ]
+        write_table(storage.join(self.config.table("_candidates"), f"part-{self.run_id}-{uuid.uuid4().hex[:12]}.parquet"),
+                    pa.Table.from_pylist(rows, QA_CANDIDATES_SCHEMA))  # fmt: skip
+        return batch_figures(chunks, rows, sum(generation.completion_tokens for generation in generations), started)
+
+    def candidates(self, chunk: dict, output: str) -> list[dict]:
+        """One row per proposed pair, valid or dropped; one dropped row when the output held none."""
+        base = {"chunk_id": chunk["chunk_id"], "doc_id": chunk["doc_id"], "model": self.config.engine.model,
+                "run_id": self.run_id, "created_at": utc_now(), "raw_output": None}  # fmt: skip
+        pairs = extract_pairs(output)
+        if not pairs:
+            detail = "no JSON question/answer objects and no Q:/A: lines in the output"
+            return [{**base, "question": None, "answer": None, "status": "dropped", "reason": "unparseable",
+                     "detail": detail, "raw_output": output}]  # fmt: skip
+        rows = []
+        for question, answer in pairs[: self.config.pairs_per_chunk]:
+            verdict = check_pair(question, answer, chunk["text"], self.config.validation)
+            rows.append({**base, "question": question, "answer": answer, "status": "dropped" if verdict else "valid",
+                         "reason": verdict and verdict.reason, "detail": verdict and verdict.detail})  # fmt: skip
+        return rows
+
+
+def batch_figures(chunks: list[dict], rows: list[dict], completion_tokens: int, started: float) -> dict:
+    """One batch's figures, for the driver's progress lines."""
+    return {
+        "chunks": [len(chunks)],
+        "proposed": [sum(row["question"] is not None for row in rows)],
+        "valid": [sum(row["status"] == "valid" for row in rows)],
+        "completion_tokens": [completion_tokens],
+        "seconds": [time.monotonic() - started],
+    }
+
+
+def read_chunks(batch: pa.Table, config: MakeQaConfig, done: set[str]) -> pa.Table:
+    """Ray Data task: the chunks of one file that are long enough and not done yet."""
+    source = batch.column("source")[0].as_py()
+    chunks = read_table(source, CHUNK_COLUMNS)
+    keep = [chunk_id not in done and tokens >= config.min_chunk_tokens
+            for chunk_id, tokens in zip(chunks["chunk_id"].to_pylist(), chunks["token_count"].to_pylist())]  # fmt: skip
+    return chunks.filter(pa.array(keep, pa.bool_())).select(["chunk_id", "doc_id", "text"])
+
+
+def plan_chunks(config: MakeQaConfig, done: set[str]) -> tuple[list[str], int, int]:
+    """The chunk files to read, the chunks to generate for, and how many are skipped as too short."""
+    sources = storage.list_files(config.input, suffixes=(".parquet",))
+    if not sources:
+        raise ValueError(f"no chunks Parquet files at {config.input}")
+    table = read_folder(config.input, ["chunk_id", "token_count"])
+    long_enough = pc.greater_equal(table["token_count"], config.min_chunk_tokens)
+    todo = sum(
+        1 for chunk_id, ok in zip(table["chunk_id"].to_pylist(), long_enough.to_pylist()) if ok and chunk_id not in done
+    )
+    return sources, todo, table.num_rows - int(pc.sum(long_enough).as_py() or 0)
+
+
+def generate_candidates(config: MakeQaConfig, sources: list[str], done: set[str], run_id: str, total: int) -> None:
+    """Run the Ray Data pipeline (read chunks -> generate, validate and commit, in an actor pool) with progress."""
+    import ray
+
+    workers, claim = cluster_pool_size(config.workers)
+    logger.info("engine pool: %d worker(s), each claiming %s", workers, claim)
+    batch_figures = (
+        ray.data.from_items([{"source": source} for source in sources], override_num_blocks=len(sources))
+        .map_batches(
+            read_chunks, batch_size=1, batch_format="pyarrow", num_cpus=0.25, fn_kwargs={"config": config, "done": done}
+        )
+        .map_batches(
+            QaWorker,
+            batch_size=config.batch_size,
+            batch_format="pyarrow",
+            fn_constructor_kwargs={"config": config, "run_id": run_id},
+            concurrency=workers,
+            **claim,
+        )
+    )
+    started, counts = time.monotonic(), collections.Counter()
+    for figures in batch_figures.iter_rows():
+        counts.update({name: int(figures[name]) for name in ("chunks", "proposed", "valid", "completion_tokens")})
+        logger.info(
+            "progress: %d/%d chunks, %d pairs proposed, %d valid, %.1f generated tokens/s",
+            counts["chunks"], total, counts["proposed"], counts["valid"], counts["completion_tokens"] / (time.monotonic() - started),
+        )  # fmt: skip
+
+
+def build_dataset(config: MakeQaConfig, run_id: str) -> dict:
+    """Merge valid candidates and user pairs, drop near-duplicates, split by document, write SFT and QA sets."""
+    candidates = read_folder(config.table("_candidates"), ["chunk_id", "doc_id", "question", "answer", "status"])
+    generated = [{**row, "origin": "generated"} for row in candidates.to_pylist() if row["status"] == "valid"]
+    user_pairs, user_errors = read_user_qa(config.user_qa, run_id) if config.user_qa else ([], [])
+    write_errors(config.table("errors"), user_errors)
+    # User pairs first: where a generated question repeats a user's, the user's wins.
+    kept, duplicates = drop_near_duplicates([{**pair, "origin": "user"} for pair in user_pairs] + generated,
+                                            config.validation.near_duplicate_similarity)  # fmt: skip
+    by_split: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    for pair in kept:
+        by_split[split_of(pair["doc_id"], config.splits)].append(pair)
+    for split, pairs in by_split.items():
+        qa_rows = [{"question": p["question"], "answer": p["answer"], "chunk_id": p["chunk_id"], "doc_id": p["doc_id"],
+                    "origin": p["origin"], "split": split} for p in pairs]  # fmt: skip
+        sft_rows = [{"messages": sft_messages(p["question"], p["answer"], config.sft_system_prompt), "chunk_id": p["chunk_id"],
+                     "doc_id": p["doc_id"], "origin": p["origin"]} for p in pairs]  # fmt: skip
+        write_table(storage.join(config.table("qa"), f"{split}.parquet"), pa.Table.from_pylist(qa_rows, QA_SCHEMA))
+        write_table(storage.join(config.table("sft"), f"{split}.parquet"), pa.Table.from_pylist(sft_rows, SFT_SCHEMA))
+    dropped = collections.Counter(row["reason"] for row in read_folder(config.table("_candidates"), ["status", "reason"]).to_pylist()
+                                  if row["status"] == "dropped")  # fmt: skip
+    dropped["near_duplicate"] = len(duplicates)
+    return {
+        "generated_valid": len(generated),
+        "user_pairs": len(user_pairs),
+        "user_rows_rejected": len(user_errors),
+        "dropped": dict(sorted(dropped.items())),
+        "pairs": {split: len(pairs) for split, pairs in by_split.items()},
+        "documents": {split: len({pair["doc_id"] for pair in pairs}) for split, pairs in by_split.items()},
+    }
+
+
+def main(config: MakeQaConfig) -> dict:
+    """Generate pairs for every chunk not yet done, then rebuild the SFT and QA sets from all of them.
+
+    Returns:
+        The run report (also logged and printed as one JSON line).
+    """
+    run_id = new_run_id()
+    started = time.monotonic()
+    logger.info("run %s with config:\n%s", run_id, describe(config))
+    storage.ensure_bucket(config.output)
+    done = read_column_values(config.table("_candidates"), "chunk_id", drop_unreadable=True)
+    sources, todo, too_short = plan_chunks(config, done)
+    logger.info("%d chunks to generate for, %d already done, %d too short to use", todo, len(done), too_short)
+    if todo:
+        init_ray(config.ray_address)
+        generate_candidates(config, sources, done, run_id, todo)
+    report = {
+        "run_id": run_id,
+        "chunks_generated": todo,
+        "chunks_already_done": len(done),
+        "chunks_too_short": too_short,
+    }
+    report |= build_dataset(config, run_id)
+    report |= {"seconds": round(time.monotonic() - started, 1), "output": config.output}
+    print(json.dumps(report), flush=True)
+    return report
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(load_config(MakeQaConfig, sys.argv[1:]))

@@ -1,0 +1,128 @@
+"""One file in, one document and its chunks out: the plain per-file step of ingestion.
+
+:class:`FileIngester` reads a file, names it by the sha256 of its bytes (so the same
+content always gets the same ``doc_id``, wherever it lies), parses it
+(:mod:`rayfleet.text.parsing`) and chunks it with the model's tokenizer
+(:mod:`rayfleet.text.chunking`). Every outcome, good or bad, is a :class:`FileResult`
+with a ledger row; bad files carry an errors-table row with the reason. It knows
+nothing of Ray: ``jobs.ingest`` runs it in an actor pool, ``bench.ingest`` in a loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+
+from pydantic import Field, model_validator
+
+from rayfleet import storage
+from rayfleet.assets import resolve_model
+from rayfleet.config import BaseConfig
+from rayfleet.tables import error_row, utc_now
+from rayfleet.text.chunking import chunk_document
+from rayfleet.text.parsing import ParseError, parse_file
+from rayfleet.text.tokenizer import FastTokenizer
+
+OUTCOME_INGESTED = "ingested"
+OUTCOME_DUPLICATE = "duplicate"
+OUTCOME_ERROR = "error"
+
+
+class ChunkingConfig(BaseConfig):
+    """How documents are cut into chunks."""
+
+    tokenizer: str = Field(
+        "smollm2-135m-instruct", description="Model whose tokenizer measures chunks (provisioned name or folder)."
+    )
+    max_tokens: int = Field(256, ge=16, description="Most tokens in one chunk.")
+    overlap_tokens: int = Field(32, ge=0, description="Tokens repeated between consecutive pieces of a split section.")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> "ChunkingConfig":
+        if self.overlap_tokens >= self.max_tokens:
+            raise ValueError(
+                f"overlap_tokens ({self.overlap_tokens}) must be smaller than max_tokens ({self.max_tokens})"
+            )
+        return self
+
+
+@dataclass
+class FileResult:
+    """What became of one file: its ledger row, and its document and chunks or its error."""
+
+    ledger: dict
+    document: dict | None = None
+    chunks: list[dict] = field(default_factory=list)
+    error: dict | None = None
+
+
+def content_id(data: bytes) -> str:
+    """The stable id of a file's content: the hex sha256 of its bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class FileIngester:
+    """Reads, parses and chunks files; holds the tokenizer so it loads once."""
+
+    def __init__(self, chunking: ChunkingConfig, max_file_bytes: int, run_id: str):
+        self.chunking, self.max_file_bytes, self.run_id = chunking, max_file_bytes, run_id
+        self.tokenizer = FastTokenizer(resolve_model(chunking.tokenizer))
+
+    def ingest(self, file: storage.FileEntry, known_sources: dict[str, str]) -> FileResult:
+        """Ingest one file.
+
+        Args:
+            file: the listed file.
+            known_sources: ``doc_id -> source`` of documents already ingested; content
+                found there is not parsed again (an exact duplicate, or this very file
+                committed by a run that was stopped before its ledger row).
+        """
+        if file.size > self.max_file_bytes:
+            return self._failed(
+                file, None, "oversize", f"oversize: {file.size} bytes > max_file_bytes={self.max_file_bytes}"
+            )
+        try:
+            data = storage.read_bytes(file.uri)
+        except OSError as error:
+            return self._failed(file, None, "read", f"unreadable: {type(error).__name__}: {error}")
+        doc_id = content_id(data)
+        if doc_id in known_sources:
+            outcome = OUTCOME_INGESTED if known_sources[doc_id] == file.uri else OUTCOME_DUPLICATE
+            return FileResult(self._ledger(file, doc_id, outcome))
+        started = time.monotonic()
+        try:
+            parsed = parse_file(file.uri, data)
+        except ParseError as error:
+            return self._failed(file, doc_id, "parse", str(error))
+        except Exception as error:  # a parser bug on one file must not stop the run
+            return self._failed(file, doc_id, "parse", f"parser failed: {type(error).__name__}: {error}")
+        parse_seconds = time.monotonic() - started
+        chunks = chunk_document(
+            self.tokenizer, parsed.text, self.chunking.max_tokens, self.chunking.overlap_tokens,
+            parsed.page_offsets, parsed.headings,
+        )  # fmt: skip
+        now = utc_now()
+        document = {
+            "doc_id": doc_id, "source": file.uri, "title": parsed.title, "text": parsed.text,
+            "page_count": parsed.page_count, "page_offsets": parsed.page_offsets,
+            "headings": [asdict(heading) for heading in parsed.headings], "mime_type": parsed.mime_type,
+            "bytes": len(data), "parser": parsed.parser, "parse_seconds": parse_seconds,
+            "run_id": self.run_id, "created_at": now,
+        }  # fmt: skip
+        chunk_rows = [
+            {**asdict(chunk), "chunk_id": f"{doc_id}-{chunk.ordinal:05d}", "doc_id": doc_id,
+             "tokenizer": self.chunking.tokenizer, "run_id": self.run_id, "created_at": now}
+            for chunk in chunks
+        ]  # fmt: skip
+        return FileResult(self._ledger(file, doc_id, OUTCOME_INGESTED), document, chunk_rows)
+
+    def _ledger(self, file: storage.FileEntry, doc_id: str | None, outcome: str) -> dict:
+        return {"source": file.uri, "bytes": file.size, "modified": file.modified, "doc_id": doc_id,
+                "outcome": outcome, "run_id": self.run_id, "created_at": utc_now()}  # fmt: skip
+
+    def _failed(self, file: storage.FileEntry, doc_id: str | None, stage: str, reason: str) -> FileResult:
+        return FileResult(
+            self._ledger(file, doc_id, OUTCOME_ERROR),
+            error=error_row(file.uri, reason, stage, self.run_id, doc_id=doc_id),
+        )

@@ -1,0 +1,307 @@
+"""Grounded question-answer pairs from chunks: prompting, lenient parsing, validation, dedup, splits.
+
+The model is asked for a JSON list of ``{"question", "answer"}`` objects. Small models
+often wrap it in prose, break the JSON or fall back to "Q: ... A: ..." lines, so
+:func:`extract_pairs` takes any JSON value found in the text, and those lines as a
+last resort. Every proposed pair is then checked (:func:`check_pair`): sizes, and
+grounding (most of the answer's content words must appear in the chunk, and the
+question must be about the chunk). Near-duplicate questions are removed
+(:func:`drop_near_duplicates`) and documents are assigned to train / validation /
+test by a hash of their id (:func:`split_of`), so no document spans two splits and a
+document keeps its split when more are added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from pydantic import Field, field_validator, model_validator
+
+from rayfleet.config import BaseConfig
+from rayfleet.engines.base import Conversation
+
+WORD = re.compile(r"[^\W_]+", re.UNICODE)
+# Words too common to show that an answer comes from a chunk.
+STOPWORDS = frozenset(
+    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
+    "these those there here what which who whom whose when where why how do does did can could should would "
+    "will may might must not no yes than then so such into about over under between each all any some you your "
+    "we our they their he she his her i me my".split()
+)
+QA_LINES = re.compile(
+    r"^\s*(?:\d+[.)]\s*)?(?:Q|Question)\s*\d*\s*[:.-]\s*(?P<question>.+?)\s*\n+"
+    r"\s*(?:A|Answer)\s*\d*\s*[:.-]\s*(?P<answer>.+?)\s*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+class QaPrompts(BaseConfig):
+    """Prompt templates; ``user`` must contain ``{text}`` and ``{count}``.
+
+    A worked example (one user turn and the reply wanted) goes before the real request:
+    small models follow a shown JSON reply far more often than a described one.
+    """
+
+    system: str = Field(
+        "You write quiz questions about a text. Every answer is copied from the text. Reply with JSON only.",
+        description="System message of every generation call.",
+    )
+    user: str = Field(
+        "Text:\n{text}\n\nWrite {count} questions about the text, each answered by words copied from the text. "
+        "Reply with JSON only.",
+        description="User message; {text} is the chunk, {count} the number of pairs asked for.",
+    )
+    example_text: str | None = Field(
+        "The pump must be serviced every 6 months. Use only grade 40 oil in the gearbox.",
+        description="Text of the worked example shown before each request; null for no example.",
+    )
+    example_reply: str = Field(
+        '[{"question": "How often must the pump be serviced?", "answer": "every 6 months"}, '
+        '{"question": "Which oil goes in the gearbox?", "answer": "grade 40 oil"}]',
+        description="The reply wanted for the worked example (two pairs, as JSON).",
+    )
+
+    @field_validator("user")
+    @classmethod
+    def _has_placeholders(cls, template: str) -> str:
+        if "{text}" not in template or "{count}" not in template:
+            raise ValueError("the Q&A prompt must contain the {text} and {count} placeholders")
+        return template
+
+    def request(self, text: str, count: int) -> str:
+        return self.user.replace("{text}", text).replace("{count}", str(count))
+
+    def conversation(self, text: str, count: int) -> Conversation:
+        messages: Conversation = [{"role": "system", "content": self.system}]
+        if self.example_text:
+            messages += [
+                {"role": "user", "content": self.request(self.example_text, 2)},
+                {"role": "assistant", "content": self.example_reply},
+            ]
+        return messages + [{"role": "user", "content": self.request(text, count)}]
+
+
+class QaValidation(BaseConfig):
+    """What a generated pair must satisfy to be kept."""
+
+    min_question_words: int = Field(3, ge=1, description="Fewest words in a question.")
+    max_question_words: int = Field(40, ge=1, description="Most words in a question.")
+    max_answer_words: int = Field(60, ge=1, description="Most words in an answer.")
+    min_answer_grounding: float = Field(
+        0.7, ge=0, le=1, description="Share of the answer's content words that must appear in the chunk."
+    )
+    min_question_grounding: float = Field(
+        0.3, ge=0, le=1, description="Share of the question's content words that must appear in the chunk."
+    )
+    near_duplicate_similarity: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Questions of one document whose word-set Jaccard similarity reaches this are duplicates.",
+    )
+
+
+class SplitConfig(BaseConfig):
+    """Shares of documents held out; the rest is training data."""
+
+    validation: float = Field(0.1, ge=0, lt=1, description="Share of documents in the validation split.")
+    test: float = Field(0.1, ge=0, lt=1, description="Share of documents in the test split.")
+    seed: str = Field("rayfleet", description="Salt of the document hash; change it to draw other splits.")
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self) -> "SplitConfig":
+        if self.validation + self.test >= 1:
+            raise ValueError("validation + test must leave a share for training")
+        return self
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why a pair is dropped: a short code for counting and the reason in words."""
+
+    reason: str
+    detail: str
+
+
+def words(text: str) -> list[str]:
+    return [word.lower() for word in WORD.findall(text)]
+
+
+def content_words(text: str) -> set[str]:
+    """The words of ``text`` that carry meaning (no stopwords)."""
+    return {word for word in words(text) if word not in STOPWORDS}
+
+
+def extract_pairs(output: str) -> list[tuple[str, str]]:
+    """Every ``(question, answer)`` found in a model's output: JSON anywhere in it, else Q:/A: lines."""
+    pairs: list[tuple[str, str]] = []
+    decoder = json.JSONDecoder()
+    position = 0
+    while position < len(output):
+        if output[position] in "[{":
+            try:
+                value, position = decoder.raw_decode(output, position)
+                pairs += _pairs_in(value)
+                continue
+            except json.JSONDecodeError:
+                pass
+        position += 1
+    if not pairs:
+        pairs = [(match["question"], match["answer"]) for match in QA_LINES.finditer(output)]
+    return [(question.strip(), answer.strip()) for question, answer in pairs]
+
+
+def _pairs_in(value) -> list[tuple[str, str]]:
+    """Pairs in a decoded JSON value: objects with question/answer keys, at any depth."""
+    if isinstance(value, list):
+        return [pair for item in value for pair in _pairs_in(item)]
+    if not isinstance(value, dict):
+        return []
+    keys = {str(key).lower(): item for key, item in value.items()}
+    question, answer = keys.get("question", keys.get("q")), keys.get("answer", keys.get("a"))
+    if isinstance(question, str) and isinstance(answer, (str, int, float)):
+        return [(question, str(answer))]
+    return [pair for item in value.values() if isinstance(item, (list, dict)) for pair in _pairs_in(item)]
+
+
+def grounding(text: str, chunk_words: set[str]) -> float:
+    """Share of the content words of ``text`` that appear in the chunk (1.0 when it has none)."""
+    found = content_words(text)
+    return len(found & chunk_words) / len(found) if found else 1.0
+
+
+def check_pair(question: str, answer: str, chunk_text: str, validation: QaValidation) -> Verdict | None:
+    """None when the pair may be kept, else why it is dropped."""
+    question_words, answer_words = len(words(question)), len(words(answer))
+    if not validation.min_question_words <= question_words <= validation.max_question_words:
+        return Verdict("question_length", f"question has {question_words} words")
+    if answer_words == 0 or answer_words > validation.max_answer_words:
+        return Verdict("answer_length", f"answer has {answer_words} words")
+    if not content_words(answer):
+        return Verdict("uninformative", "the answer has only stopwords (yes/no and the like)")
+    if content_words(answer) <= content_words(question):
+        return Verdict("answer_in_question", "the answer only repeats words of the question")
+    chunk_words = set(words(chunk_text))
+    answer_share = grounding(answer, chunk_words)
+    if answer_share < validation.min_answer_grounding:
+        return Verdict("ungrounded", f"{answer_share:.0%} of the answer's content words are in the chunk")
+    question_share = grounding(question, chunk_words)
+    if question_share < validation.min_question_grounding:
+        return Verdict("off_topic", f"{question_share:.0%} of the question's content words are in the chunk")
+    return None
+
+
+def jaccard(first: set[str], second: set[str]) -> float:
+    return len(first & second) / len(first | second) if first | second else 1.0
+
+
+def drop_near_duplicates(pairs: Iterable[dict], threshold: float) -> tuple[list[dict], list[dict]]:
+    """Split ``pairs`` (dicts with ``question`` and ``doc_id``) into kept and near-duplicates.
+
+    A question is a duplicate when its word set reaches ``threshold`` Jaccard
+    similarity with a kept question of the same document (the first one wins), or is
+    the same text as any kept question.
+    """
+    kept: list[dict] = []
+    duplicates: list[dict] = []
+    seen_text: set[str] = set()
+    kept_words: dict[str, list[set[str]]] = {}
+    for pair in pairs:
+        normalized = " ".join(words(pair["question"]))
+        question_words = set(words(pair["question"]))
+        others = kept_words.setdefault(pair["doc_id"], [])
+        if normalized in seen_text or any(jaccard(question_words, other) >= threshold for other in others):
+            duplicates.append(pair)
+            continue
+        seen_text.add(normalized)
+        others.append(question_words)
+        kept.append(pair)
+    return kept, duplicates
+
+
+def split_of(doc_id: str, splits: SplitConfig) -> str:
+    """The split of a document: a stable hash of its id against the configured shares."""
+    digest = hashlib.sha256(f"{splits.seed}:{doc_id}".encode()).digest()
+    draw = int.from_bytes(digest[:8], "big") / 2**64
+    if draw < splits.test:
+        return "test"
+    if draw < splits.test + splits.validation:
+        return "validation"
+    return "train"
+
+
+def sft_messages(question: str, answer: str, system: str | None) -> list[dict[str, str]]:
+    """One chat-format training example."""
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+
+
+def validate_user_row(row: dict) -> str | None:
+    """None when a user-written row fits the Q&A schema, else what is wrong with it."""
+    from schemas import USER_QA_OPTIONAL, USER_QA_REQUIRED
+
+    unknown = sorted(set(row) - set(USER_QA_REQUIRED) - set(USER_QA_OPTIONAL))
+    if unknown:
+        return f"unknown field(s) {unknown}; expected {list(USER_QA_REQUIRED)} and optionally {list(USER_QA_OPTIONAL)}"
+    for name in USER_QA_REQUIRED:
+        if name not in row or row[name] is None:
+            return f"missing {name!r}"
+        if not isinstance(row[name], str) or not row[name].strip():
+            return f"{name!r} must be a non-empty string, got {type(row[name]).__name__} {row[name]!r:.60}"
+    chunk_id = row.get("chunk_id")
+    if chunk_id is not None and (not isinstance(chunk_id, str) or not chunk_id.strip()):
+        return f"'chunk_id' must be a non-empty string or absent, got {chunk_id!r:.60}"
+    return None
+
+
+def read_user_qa(uri: str, run_id: str) -> tuple[list[dict], list[dict]]:
+    """User-written pairs from JSONL or Parquet files at ``uri``, validated row by row.
+
+    Returns:
+        ``(pairs, errors)``: valid rows as ``{question, answer, doc_id, chunk_id}``, and
+        errors-table rows naming the file, the line (JSONL) or row (Parquet) and what
+        is wrong.
+    """
+    from rayfleet import storage
+    from rayfleet.tables import error_row, read_table
+
+    pairs, errors = [], []
+    for source in storage.list_files(uri):
+        if source.endswith((".jsonl", ".json")):
+            rows = []
+            for index, line in enumerate(storage.read_bytes(source).decode("utf-8", errors="replace").splitlines()):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as error:
+                    errors.append(
+                        error_row(source, f"line {index + 1}: not valid JSON: {error.msg}", "user_qa", run_id, index)
+                    )
+                    continue
+                rows.append((index, f"line {index + 1}", value))
+        elif source.endswith(".parquet"):
+            try:
+                rows = [(index, f"row {index}", value) for index, value in enumerate(read_table(source).to_pylist())]
+            except Exception as error:  # an unreadable file is this file's error
+                errors.append(error_row(source, f"unreadable Parquet file: {error}", "user_qa", run_id))
+                continue
+        else:
+            errors.append(error_row(source, "unsupported Q&A file type: use .jsonl or .parquet", "user_qa", run_id))
+            continue
+        for index, label, value in rows:
+            problem = (
+                validate_user_row(value)
+                if isinstance(value, dict)
+                else f"expected an object, got {type(value).__name__}"
+            )
+            if problem:
+                errors.append(error_row(source, f"{label}: {problem}", "user_qa", run_id, index))
+            else:
+                pairs.append({"question": value["question"].strip(), "answer": value["answer"].strip(),
+                              "doc_id": value["doc_id"], "chunk_id": value.get("chunk_id")})  # fmt: skip
+    return pairs, errors

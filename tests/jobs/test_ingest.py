@@ -1,0 +1,135 @@
+"""The ingestion job end to end on a real local Ray and a real S3 API, with the real PDFs.
+
+One S3 corpus holds the real manual and reference card, an HTML page, a Markdown file,
+a DOCX, an exact duplicate and one file of each kind of bad input; runs are checked
+for content, error reasons, exactly-once output and incremental reruns.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from jobs.ingest import IngestConfig, main
+from rayfleet import storage
+from rayfleet.config import load_config
+from rayfleet.documents import plan_input
+from rayfleet.tables import read_folder
+from tests.text.pdf_samples import PDFS, blank_pdf, docx_bytes, encrypted_pdf
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+MAX_TOKENS = 200
+
+HTML = b"""<html><head><title>Plotting notes</title></head><body><h1>Plotting notes</h1>
+<p>Use <code>set logscale y</code> to plot growth on a log axis.</p></body></html>"""
+MARKDOWN = b"# Octave tips\n\nRun `octave --eval code` to evaluate code without a session.\n"
+
+
+def upload_corpus(prefix: str) -> None:
+    files = {
+        "pdfs/gnuplot.pdf": (PDFS / "gnuplot.pdf").read_bytes(),
+        "pdfs/refcard-a4.pdf": (PDFS / "refcard-a4.pdf").read_bytes(),
+        "copies/refcard-again.pdf": (PDFS / "refcard-a4.pdf").read_bytes(),
+        "web/notes.html": HTML,
+        "notes/tips.md": MARKDOWN,
+        "notes/pump.docx": docx_bytes(),
+        "bad/corrupt.pdf": b"%PDF-1.4 not a pdf at all",
+        "bad/locked.pdf": encrypted_pdf(),
+        "bad/scan.pdf": blank_pdf(),
+        "bad/photo.png": b"\x89PNG\r\n\x1a\n" + bytes(64),
+        "bad/huge.txt": b"word " * 400_000,
+    }
+    for name, data in files.items():
+        storage.write_bytes(storage.join(prefix, name), data)
+
+
+def ingest(input_uri: str, output_uri: str) -> dict:
+    overrides = [
+        f"input={input_uri}",
+        f"output={output_uri}",
+        "max_file_bytes=1500000",
+        f"chunking.max_tokens={MAX_TOKENS}",
+    ]
+    return main(load_config(IngestConfig, overrides))
+
+
+def test_corpus_is_ingested_with_errors_duplicates_and_incremental_reruns(ray_cluster, s3_prefix):
+    upload_corpus(f"{s3_prefix}/raw")
+    output = f"{s3_prefix}/corpus"
+
+    first = ingest(f"{s3_prefix}/raw", output)
+
+    documents = read_folder(
+        f"{output}/documents", ["doc_id", "source", "title", "text", "page_count", "mime_type", "bytes"]
+    )
+    by_name = {row["source"].rsplit("/", 1)[-1]: row for row in documents.to_pylist()}
+    names = sorted(by_name)
+    assert [name for name in names if "refcard" not in name] == ["gnuplot.pdf", "notes.html", "pump.docx", "tips.md"]
+    assert len(names) == 5, "the two copies of the refcard are one document"
+    assert by_name["gnuplot.pdf"]["page_count"] == 311
+    assert "The load command executes each line" in by_name["gnuplot.pdf"]["text"]
+    assert by_name["notes.html"]["title"] == "Plotting notes" and by_name["notes.html"]["mime_type"] == "text/html"
+    assert len(set(documents["doc_id"].to_pylist())) == documents.num_rows == 5
+
+    errors = read_folder(f"{output}/errors", ["source", "stage", "error"]).to_pylist()
+    reasons = {row["source"].rsplit("/", 1)[-1]: row["error"] for row in errors}
+    assert set(reasons) == {"corrupt.pdf", "locked.pdf", "scan.pdf", "photo.png", "huge.txt"}
+    assert "corrupt PDF" in reasons["corrupt.pdf"] and "encrypted" in reasons["locked.pdf"]
+    assert "no extractable text" in reasons["scan.pdf"] and "unknown file type" in reasons["photo.png"]
+    assert "oversize" in reasons["huge.txt"]
+
+    chunks = read_folder(f"{output}/chunks", ["chunk_id", "doc_id", "text", "token_count", "page_start", "page_end"])
+    assert set(chunks["doc_id"].to_pylist()) == set(documents["doc_id"].to_pylist())
+    assert len(set(chunks["chunk_id"].to_pylist())) == chunks.num_rows, "no chunk twice (the duplicate's are removed)"
+    assert pc.max(chunks["token_count"]).as_py() <= MAX_TOKENS and pc.min(chunks["token_count"]).as_py() >= 1
+    assert pc.max(chunks["page_end"]).as_py() == 311
+    assert (first["documents"], first["duplicates"], first["errors"], first["files"]) == (5, 1, 5, 11)
+    assert first["pages"] == 311 + 3 + 3 and first["chunks"] == chunks.num_rows
+
+    # The documents table is a valid input of the summarization job.
+    plan = plan_input(f"{output}/documents", "doc_id", "text", set(), "check")
+    assert not plan.errors and plan.todo_rows == 5
+
+    rerun = ingest(f"{s3_prefix}/raw", output)
+    assert (rerun["files"], rerun["already_done"], rerun["documents"], rerun["chunks"]) == (0, 11, 0, 0)
+
+    time.sleep(1)  # a new file, and nothing else, is picked up
+    storage.write_bytes(f"{s3_prefix}/raw/notes/later.md", b"# Later\n\nA note added after the first run.\n")
+    incremental = ingest(f"{s3_prefix}/raw", output)
+    assert (incremental["files"], incremental["documents"], incremental["already_done"]) == (1, 1, 11)
+    assert read_folder(f"{output}/documents", ["doc_id"]).num_rows == 6
+
+
+def test_ray_job_submit_with_default_config_on_local_paths(ray_cluster, tmp_path):
+    """`ray job submit --working-dir . -- python -m jobs.ingest input=... output=...`, as the checks run it."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "refcard-a4.pdf").write_bytes((PDFS / "refcard-a4.pdf").read_bytes())
+    (raw / "tips.md").write_bytes(MARKDOWN)
+    (raw / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    output = tmp_path / "out"
+
+    client = JobSubmissionClient(f"http://{ray_cluster.dashboard_url}")
+    job_id = client.submit_job(
+        entrypoint=f"python -m jobs.ingest input={raw} output={output}", runtime_env={"working_dir": str(REPO)}
+    )
+    deadline = time.monotonic() + 300
+    while client.get_job_status(job_id) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, "job did not finish in 5 minutes"
+        time.sleep(2)
+    logs = client.get_job_logs(job_id)
+    assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, logs[-5000:]
+    assert "progress:" in logs
+
+    documents = read_folder(str(output / "documents"), ["doc_id", "text", "page_count"]).to_pylist()
+    assert sorted(row["page_count"] for row in documents) == [1, 3]
+    chunks = read_folder(str(output / "chunks"), ["chunk_id", "doc_id", "text"])
+    assert chunks.num_rows >= 10
+    errors = read_folder(str(output / "errors"), ["source", "error"]).to_pylist()
+    assert [row["source"].rsplit("/", 1)[-1] for row in errors] == ["photo.png"]

@@ -1,0 +1,117 @@
+"""The Q&A job end to end on a real local Ray and S3 API.
+
+With the tiny random model every output is junk, so the test checks the accounting:
+every chunk is answered for, every proposal is dropped with a reason, user-written
+pairs still make the splits, and a rerun generates nothing. The SmolLM2 + vLLM test
+checks the real path: pairs grounded in the real reference card, no document in two splits.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from transformers import AutoTokenizer
+
+from jobs.make_qa import MakeQaConfig, main
+from rayfleet import storage
+from rayfleet.config import load_config
+from rayfleet.qa import QaValidation, check_pair
+from rayfleet.tables import read_folder, write_table
+from rayfleet.text.chunking import chunk_document
+from rayfleet.text.parsing import parse_file
+from tests.text.pdf_samples import PDFS
+
+pytestmark = pytest.mark.slow
+CONFIG = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "make_qa" / "smollm2_vllm.yaml"
+
+
+def write_chunks(uri: str, tokenizer, documents: dict[str, str], max_tokens: int) -> list[dict]:
+    rows = []
+    for doc_id, text in documents.items():
+        for chunk in chunk_document(tokenizer, text, max_tokens):
+            rows.append({"chunk_id": f"{doc_id}-{chunk.ordinal:05d}", "doc_id": doc_id, "text": chunk.text,
+                         "token_count": chunk.token_count})  # fmt: skip
+    write_table(uri, pa.Table.from_pylist(rows))
+    return rows
+
+
+def test_junk_outputs_are_all_dropped_and_accounted_for(ray_cluster, s3_prefix, tiny_llama_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_path)
+    documents = {f"doc{i}": f"Valve {i} is checked every {i + 2} weeks by the night shift. " * 6 for i in range(4)}
+    documents["tiny"] = "Too short."
+    chunks = write_chunks(f"{s3_prefix}/chunks/part.parquet", tokenizer, documents, 64)
+    user_lines = [
+        {
+            "question": "How often is valve 1 checked?",
+            "answer": "every 3 weeks",
+            "doc_id": "doc1",
+            "chunk_id": "doc1-00000",
+        },
+        {"question": "Who checks the valves?", "answer": "the night shift", "doc_id": "doc2"},
+        {"question": "Missing its answer?", "doc_id": "doc3"},
+    ]
+    storage.write_bytes(f"{s3_prefix}/user/pairs.jsonl", "\n".join(map(json.dumps, user_lines)).encode())
+    overrides = [
+        f"input={s3_prefix}/chunks", f"output={s3_prefix}/qa", f"user_qa={s3_prefix}/user", "engine.kind=transformers",
+        f"engine.model={tiny_llama_path}", "engine.max_model_len=512", "sampling.max_tokens=24", "batch_size=4",
+        "min_chunk_tokens=8", "splits.validation=0.0", "splits.test=0.0",
+    ]  # fmt: skip
+
+    report = main(load_config(MakeQaConfig, overrides))
+
+    usable = [chunk for chunk in chunks if chunk["token_count"] >= 8]
+    assert report["chunks_generated"] == len(usable) and report["chunks_too_short"] == len(chunks) - len(usable)
+    candidates = read_folder(f"{s3_prefix}/qa/_candidates", ["chunk_id", "status", "reason"]).to_pylist()
+    assert {row["chunk_id"] for row in candidates} == {chunk["chunk_id"] for chunk in usable}, (
+        "every chunk answered for"
+    )
+    assert all(row["status"] == "dropped" and row["reason"] for row in candidates), "junk is never kept"
+    assert sum(report["dropped"].values()) == len(candidates) and report["generated_valid"] == 0
+    assert (report["user_pairs"], report["user_rows_rejected"]) == (2, 1)
+    assert report["pairs"] == {"train": 2, "validation": 0, "test": 0}
+
+    sft = read_folder(f"{s3_prefix}/qa/sft", ["messages", "doc_id", "origin"]).to_pylist()
+    assert sorted(row["doc_id"] for row in sft) == ["doc1", "doc2"]
+    assert [message["role"] for message in sft[0]["messages"]] == ["user", "assistant"]
+    errors = read_folder(f"{s3_prefix}/qa/errors", ["source", "error"]).to_pylist()
+    assert [row["error"] for row in errors] == ["line 3: missing 'answer'"]
+
+    rerun = main(load_config(MakeQaConfig, overrides))
+    assert rerun["chunks_generated"] == 0 and rerun["chunks_already_done"] == len(usable)
+    assert read_folder(f"{s3_prefix}/qa/_candidates", ["chunk_id"]).num_rows == len(candidates)
+
+
+def test_smollm2_on_vllm_runs_the_real_path_and_keeps_only_grounded_pairs(ray_cluster, s3_prefix, smollm2_path):
+    """SmolLM2-135M mostly answers from its own head; what matters is that nothing ungrounded is kept."""
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    refcard = parse_file("refcard-a4.pdf", (PDFS / "refcard-a4.pdf").read_bytes()).text
+    manual = parse_file("gnuplot.pdf", (PDFS / "gnuplot.pdf").read_bytes())
+    load_pages = manual.text[manual.page_offsets[100] : manual.page_offsets[102]]
+    chunks = write_chunks(
+        f"{s3_prefix}/chunks/part.parquet", tokenizer, {"refcard": refcard, "manual": load_pages}, 200
+    )
+    overrides = [f"input={s3_prefix}/chunks", f"output={s3_prefix}/qa", f"config={CONFIG}"]
+
+    report = main(load_config(MakeQaConfig, overrides))
+
+    candidates = read_folder(f"{s3_prefix}/qa/_candidates", ["chunk_id", "question", "status", "reason"]).to_pylist()
+    assert {row["chunk_id"] for row in candidates} == {chunk["chunk_id"] for chunk in chunks}, (
+        "every chunk answered for"
+    )
+    parsed = [row for row in candidates if row["question"] is not None]
+    assert len(parsed) >= len(chunks) // 2, f"the JSON request is followed for most chunks: {report['dropped']}"
+    not_dedup = sum(count for reason, count in report["dropped"].items() if reason != "near_duplicate")
+    assert report["generated_valid"] + not_dedup == len(candidates)
+
+    qa = read_folder(f"{s3_prefix}/qa/qa", ["question", "answer", "chunk_id", "doc_id", "split"]).to_pylist()
+    assert len(qa) == report["generated_valid"] - report["dropped"]["near_duplicate"]
+    texts = {chunk["chunk_id"]: chunk["text"] for chunk in chunks}
+    for pair in qa:
+        assert check_pair(pair["question"], pair["answer"], texts[pair["chunk_id"]], QaValidation()) is None
+        assert pair["chunk_id"].startswith(pair["doc_id"])
+    assert len({(pair["doc_id"], pair["split"]) for pair in qa}) == len({pair["doc_id"] for pair in qa}), (
+        "one split per document"
+    )

@@ -1,0 +1,126 @@
+"""Q&A pieces without a model: lenient parsing, validation, near-duplicates, splits, user files."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from rayfleet.qa import (
+    QaValidation,
+    SplitConfig,
+    check_pair,
+    drop_near_duplicates,
+    extract_pairs,
+    read_user_qa,
+    split_of,
+)
+from rayfleet.tables import write_table
+
+CHUNK = (
+    "The load command executes each line of the specified input file as if it had been typed in "
+    "interactively. Files created by the save command can later be loaded."
+)
+
+
+def test_json_is_found_inside_prose_and_broken_json_is_skipped():
+    output = (
+        'Sure! Here they are:\n[{"question": "What does load execute?", "answer": "each line of the input file"},\n'
+        '{"Question": "Which command creates files?", "Answer": "the save command"}] {"question": "broken'
+    )
+    assert extract_pairs(output) == [
+        ("What does load execute?", "each line of the input file"),
+        ("Which command creates files?", "the save command"),
+    ]
+
+
+def test_nested_json_and_qa_lines_fallback():
+    assert extract_pairs('{"pairs": [{"q": "What is loaded?", "a": "files"}]}') == [("What is loaded?", "files")]
+    lines = "1. Q: What does load execute?\nA: each line of the file\n2. Question: What creates files?\nAnswer: save"
+    assert extract_pairs(lines) == [
+        ("What does load execute?", "each line of the file"),
+        ("What creates files?", "save"),
+    ]
+    assert extract_pairs("I cannot help with that. ]]}{") == []
+
+
+def test_grounded_pair_is_kept_and_each_failure_has_its_reason():
+    validation = QaValidation()
+    assert (
+        check_pair("What does the load command execute?", "each line of the specified input file", CHUNK, validation)
+        is None
+    )
+    reasons = {
+        ("Load?", "each line"): "question_length",
+        ("What does the load command execute?", ""): "answer_length",
+        ("What does the load command execute?", "a random forest with gradient boosting"): "ungrounded",
+        ("Who won the football world cup final?", "the save command"): "off_topic",
+        ("Which command creates files later loaded?", "command files"): "answer_in_question",
+        ("Can files created by save be loaded?", "yes, they can"): "uninformative",
+    }
+    for (question, answer), reason in reasons.items():
+        verdict = check_pair(question, answer, CHUNK, validation)
+        assert verdict is not None and verdict.reason == reason, (question, answer, verdict)
+
+
+def test_near_duplicates_within_a_document_are_dropped():
+    pairs = [
+        {"question": "What does the load command execute?", "doc_id": "d1"},
+        {"question": "What does the load command execute ?", "doc_id": "d1"},
+        {"question": "What does the load command execute exactly?", "doc_id": "d1"},
+        {"question": "Which files can be loaded later?", "doc_id": "d1"},
+        {"question": "Which files can be loaded later?", "doc_id": "d2"},
+    ]
+    kept, duplicates = drop_near_duplicates(pairs, 0.8)
+    assert [pair["question"] for pair in kept] == [
+        "What does the load command execute?",
+        "Which files can be loaded later?",
+    ]
+    assert len(duplicates) == 3
+
+
+def test_splits_are_by_document_stable_and_near_the_shares():
+    splits = SplitConfig(validation=0.1, test=0.2)
+    drawn = [split_of(f"doc-{i}", splits) for i in range(2000)]
+    assert drawn == [split_of(f"doc-{i}", splits) for i in range(2000)]
+    assert abs(drawn.count("test") / 2000 - 0.2) < 0.04 and abs(drawn.count("validation") / 2000 - 0.1) < 0.04
+    assert split_of("doc-1", SplitConfig(seed="other")) in {"train", "validation", "test"}
+
+
+def test_user_qa_files_are_validated_with_clear_errors(tmp_path):
+    lines = [
+        {"question": "What does load do?", "answer": "runs a file", "doc_id": "d1", "chunk_id": "d1-00000"},
+        {"question": "No answer here?", "doc_id": "d1"},
+        {"question": "Typo?", "anwser": "x", "doc_id": "d1"},
+        {"question": 5, "answer": "five", "doc_id": "d2"},
+    ]
+    (tmp_path / "user.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\nnot json\n")
+    write_table(
+        str(tmp_path / "user.parquet"), pa.table({"question": ["Q from parquet?"], "answer": ["A"], "doc_id": ["d3"]})
+    )
+    (tmp_path / "user.csv").write_text("question,answer\n")
+
+    pairs, errors = read_user_qa(str(tmp_path), "run")
+    assert [(pair["question"], pair["chunk_id"]) for pair in pairs] == [
+        ("What does load do?", "d1-00000"),
+        ("Q from parquet?", None),
+    ]
+    messages = {(row["source"].rsplit("/", 1)[-1], row["row"]): row["error"] for row in errors}
+    assert messages[("user.jsonl", 1)] == "line 2: missing 'answer'"
+    assert "unknown field(s) ['anwser']" in messages[("user.jsonl", 2)]
+    assert "'question' must be a non-empty string, got int" in messages[("user.jsonl", 3)]
+    assert "line 5: not valid JSON" in messages[("user.jsonl", 4)]
+    assert "use .jsonl or .parquet" in messages[("user.csv", None)]
+
+
+def test_prompt_shows_a_worked_example_before_the_request():
+    from rayfleet.qa import QaPrompts
+
+    conversation = QaPrompts().conversation("The valve opens at 3 bar.", 2)
+    assert [message["role"] for message in conversation] == ["system", "user", "assistant", "user"]
+    assert extract_pairs(conversation[2]["content"]) == [
+        ("How often must the pump be serviced?", "every 6 months"),
+        ("Which oil goes in the gearbox?", "grade 40 oil"),
+    ]
+    assert "The valve opens at 3 bar." in conversation[3]["content"]
+    assert [m["role"] for m in QaPrompts(example_text=None).conversation("x", 1)] == ["system", "user"]

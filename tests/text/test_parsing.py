@@ -1,0 +1,117 @@
+"""Parsing every supported format, on the real PDFs and on small files built here."""
+
+from __future__ import annotations
+
+import pytest
+
+from rayfleet.text.parsing import MIME_DOCX, MIME_HTML, MIME_PDF, ParseError, detect_mime_type, parse_file
+from tests.text.pdf_samples import PDFS, blank_pdf, docx_bytes, encrypted_pdf
+
+
+@pytest.fixture(scope="module")
+def manual():
+    return parse_file("gnuplot.pdf", (PDFS / "gnuplot.pdf").read_bytes())
+
+
+@pytest.fixture(scope="module")
+def refcard():
+    return parse_file("refcard-a4.pdf", (PDFS / "refcard-a4.pdf").read_bytes())
+
+
+def page_text(document, page: int) -> str:
+    """Text of 1-based ``page``."""
+    offsets = document.page_offsets + [len(document.text)]
+    return document.text[offsets[page - 1] : offsets[page]]
+
+
+def test_manual_pages_and_known_phrases(manual):
+    assert manual.page_count == 311
+    assert manual.mime_type == MIME_PDF and manual.title == "gnuplot documentation"
+    assert "An Interactive Plotting Program" in page_text(manual, 1)
+    assert "The load command executes each line of the specified input file" in page_text(manual, 101)
+    assert manual.page_offsets == sorted(manual.page_offsets)
+
+
+def test_manual_headings_come_from_the_outline_at_their_line(manual):
+    assert len(manual.headings) > 300
+    load = next(heading for heading in manual.headings if heading.title == "Load")
+    assert manual.text[load.offset :].startswith("Load")
+    assert manual.page_offsets[100] <= load.offset < manual.page_offsets[101]
+
+
+def test_refcard_pages_and_phrases(refcard):
+    # The A4 card: two dense pages of reference plus a third with the last sections and the copyright.
+    assert refcard.page_count == 3
+    assert "Octave Quick Reference" in page_text(refcard, 1)
+    assert "Arithmetic and Increment Operators" in page_text(refcard, 2)
+    assert "Copyright 1996-2022" in page_text(refcard, 3)
+    assert "\r" not in refcard.text
+
+
+def test_html_keeps_visible_text_and_headings():
+    html = b"""<!doctype html><html><head><title>Valve guide</title><style>p {color: red}</style></head>
+    <body><nav>Home | About</nav><h1>Valves</h1><p>A valve &amp; its <b>seat</b> wear
+    together.</p><!-- a comment --><script>var hidden = 1;</script>
+    <h2>Checks</h2><ul><li>Listen for leaks.</li><li>Measure the pressure.</li></ul></body></html>"""
+    document = parse_file("guide.html", html)
+    assert document.title == "Valve guide" and document.mime_type == MIME_HTML
+    assert "A valve & its seat wear together." in document.text
+    assert "Listen for leaks.\n\nMeasure the pressure." in document.text
+    for hidden in ("hidden", "color", "Home | About", "a comment"):
+        assert hidden not in document.text
+    assert [(h.level, h.title) for h in document.headings] == [(1, "Valves"), (2, "Checks")]
+    assert all(document.text[h.offset :].startswith(h.title) for h in document.headings)
+
+
+def test_markdown_headings_by_line():
+    text = "Intro line.\n\n# Setup guide\n\nInstall it.\n\n## Ports\n\nOpen port 8333.\n\n```\n# not a heading\n```\n"
+    document = parse_file("guide.md", text.encode())
+    assert document.title == "Setup guide"
+    assert [(h.level, h.title) for h in document.headings] == [(1, "Setup guide"), (2, "Ports")]
+    assert all(document.text[h.offset :].startswith("#" * h.level + " " + h.title) for h in document.headings)
+
+
+@pytest.mark.parametrize(
+    "text, encoding",
+    [
+        ("Le café était fermé. Les élèves ont mangé à la crêperie près de la gare, déçus. Après le dîner, "
+         "nous sommes allés au théâtre où la pièce était très appréciée.\n" * 3, "cp1252"),
+        ("Съешь же ещё этих мягких французских булок, да выпей чаю. Программа читает файлы в разных кодировках.\n" * 3,
+         "cp1251"),
+    ],
+)  # fmt: skip
+def test_text_in_a_legacy_encoding_is_decoded(text, encoding):
+    assert parse_file("notes.txt", text.encode(encoding)).text == text
+
+
+def test_docx_paragraphs_tables_and_headings():
+    document = parse_file("pump.docx", docx_bytes())
+    assert document.mime_type == MIME_DOCX and document.title == "Pump maintenance"
+    assert "Check the seals every month." in document.text
+    assert "impeller | yearly" in document.text
+    assert [(h.level, h.title) for h in document.headings] == [(1, "Pump maintenance"), (2, "Parts")]
+
+
+def test_type_is_sniffed_when_the_extension_says_nothing():
+    assert detect_mime_type("download", (PDFS / "refcard-a4.pdf").read_bytes()) == MIME_PDF
+    assert detect_mime_type("page", b"  <!DOCTYPE html><html></html>") == MIME_HTML
+    assert detect_mime_type("report", docx_bytes()) == MIME_DOCX
+    assert detect_mime_type("photo.png", b"\x89PNG\r\n") is None
+
+
+@pytest.mark.parametrize(
+    "name, data, reason",
+    [
+        ("corrupt.pdf", b"%PDF-1.4 this is not a pdf", "corrupt PDF"),
+        ("truncated.pdf", (PDFS / "refcard-a4.pdf").read_bytes()[:4000], "corrupt PDF"),
+        ("locked.pdf", encrypted_pdf(), "encrypted PDF"),
+        ("scan.pdf", blank_pdf(), "no extractable text"),
+        ("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(100), "unknown file type '.png'"),
+        ("empty.txt", b"   \n\n", "no extractable text"),
+        ("binary.txt", b"\x00\x01\x02" * 10, "binary content"),
+        ("broken.docx", b"PK\x03\x04 not a zip", "corrupt DOCX"),
+    ],
+)
+def test_bad_files_raise_a_clear_reason(name, data, reason):
+    with pytest.raises(ParseError, match=reason):
+        parse_file(name, data)
