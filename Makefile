@@ -31,6 +31,8 @@ export AWS_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED := true
 
 RAY_PORT       ?= 6379
+# One temp dir per checkout (short: Ray's unix sockets live under it).
+RAY_TMP        := /tmp/rayfleet-$(shell echo $(CURDIR) | md5sum | cut -c1-8)
 DASHBOARD_PORT ?= 8265
 export RAY_ADDRESS_HTTP := http://127.0.0.1:$(DASHBOARD_PORT)
 DEMO_BUCKET    := s3://rayfleet/demo
@@ -84,11 +86,15 @@ s3-down:
 ray-up: setup
 	@if ray status --address 127.0.0.1:$(RAY_PORT) >/dev/null 2>&1; then echo "ray head already running"; else \
 	  ray start --head --node-ip-address=127.0.0.1 --port=$(RAY_PORT) --dashboard-host=127.0.0.1 \
-	    --dashboard-port=$(DASHBOARD_PORT) --include-dashboard=true --disable-usage-stats >/dev/null && \
+	    --dashboard-port=$(DASHBOARD_PORT) --include-dashboard=true --disable-usage-stats \
+	    --temp-dir=$(RAY_TMP) >/dev/null && \
 	  echo "ray head up: address 127.0.0.1:$(RAY_PORT), jobs API $(RAY_ADDRESS_HTTP)"; fi
 
+## ray-down stops this checkout's head only (found by its temp dir), never other Ray
+## instances on the machine as `ray stop` would.
 ray-down:
-	@[ -x $(VENV)/bin/ray ] && ray stop --force >/dev/null 2>&1; echo "ray head stopped"
+	@# "[/]" keeps the pattern from matching this recipe's own shell.
+	@pkill -f -- "[/]$(RAY_TMP:/%=%)" 2>/dev/null; sleep 2; pkill -9 -f -- "[/]$(RAY_TMP:/%=%)" 2>/dev/null; echo "ray head stopped"
 
 ## demo: real ACL papers -> Parquet in the local S3 -> `ray job submit` summarization -> a few summaries.
 demo: setup
