@@ -39,11 +39,12 @@ CHUNK_INPUT_COLUMNS = (
     ColumnRule("text", TEXT_TYPES, "the chunk's text, UTF-8"),
 )
 # Carried into the index when present, so answers can cite a page and filter by source.
+# Each is nullable, and a column that is null in every row may have Arrow's null type.
 CHUNK_OPTIONAL_COLUMNS = (
-    ColumnRule("page_start", INT_TYPES, "first page of the chunk in its document"),
-    ColumnRule("page_end", INT_TYPES, "last page of the chunk in its document"),
-    ColumnRule("heading", TEXT_TYPES, "the section heading the chunk sits under"),
-    ColumnRule("source", TEXT_TYPES, "URI of the file the document was ingested from"),
+    ColumnRule("page_start", INT_TYPES + (pa.null(),), "first page of the chunk in its document"),
+    ColumnRule("page_end", INT_TYPES + (pa.null(),), "last page of the chunk in its document"),
+    ColumnRule("heading", TEXT_TYPES + (pa.null(),), "the section heading the chunk sits under"),
+    ColumnRule("source", TEXT_TYPES + (pa.null(),), "URI of the file the document was ingested from"),
 )
 
 # One row per indexed chunk, in index order: row i is the vector with id i in the index.

@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from events.config import DispatchConfig
+from jobs.build_index import BuildIndexConfig
 from jobs.summarize import SummarizeConfig
 
 # jobs/configs/<folder>/*.yaml -> the job's config class. Add a line for every new job.
 CONFIG_CLASSES = {
     "summarize": SummarizeConfig,
     "dispatch": DispatchConfig,
+    "build_index": BuildIndexConfig,
 }
 
 
