@@ -7,12 +7,14 @@ from pathlib import Path
 from events.config import DispatchConfig
 from jobs.build_index import BuildIndexConfig
 from jobs.summarize import SummarizeConfig
+from jobs.train_router import TrainRouterConfig
 
 # jobs/configs/<folder>/*.yaml -> the job's config class. Add a line for every new job.
 CONFIG_CLASSES = {
     "summarize": SummarizeConfig,
     "dispatch": DispatchConfig,
     "build_index": BuildIndexConfig,
+    "train_router": TrainRouterConfig,
 }
 
 
