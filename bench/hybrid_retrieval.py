@@ -7,7 +7,8 @@ of ``papers`` ACL papers (aclsum test split), and as queries each paper's three
 human-written summaries (challenge, approach, outcome), whose right answer is a chunk of
 that paper. For dense, BM25 (k1=1.2, b=0.75) and their reciprocal-rank fusion (k=60),
 prints one JSON line with hit@5 (a chunk of the right paper among the top 5) and MRR.
-This decides whether hybrid scoring earns a place in ``rayfleet.retrieval``.
+This decided that ``Retriever.search`` offers ``hybrid=True``
+(``rayfleet/retrieval/lexical.py``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,9 @@ import sys
 
 import numpy as np
 from pydantic import Field
-from sklearn.feature_extraction.text import CountVectorizer
-
 from rayfleet.config import BaseConfig, load_config
 from rayfleet.retrieval import Embedder
-
-RRF_K = 60
+from rayfleet.retrieval.lexical import BM25, reciprocal_rank_fusion
 
 
 class HybridBenchConfig(BaseConfig):
@@ -31,21 +29,13 @@ class HybridBenchConfig(BaseConfig):
     max_tokens: int = Field(128, ge=16, description="Chunk size in MiniLM tokens.")
 
 
-def bm25_scores(chunks: list[str], queries: list[str], k1: float = 1.2, b: float = 0.75) -> np.ndarray:
-    """Okapi BM25 score of every chunk for every query, shape ``(queries, chunks)``."""
-    vectorizer = CountVectorizer(stop_words="english")
-    counts = vectorizer.fit_transform(chunks).toarray().astype(np.float64)
-    lengths = counts.sum(axis=1)
-    frequency = (counts > 0).sum(axis=0)
-    idf = np.log(1 + (len(chunks) - frequency + 0.5) / (frequency + 0.5))
-    weights = counts * (k1 + 1) / (counts + k1 * (1 - b + b * lengths[:, None] / lengths.mean()))
-    query_terms = (vectorizer.transform(queries).toarray() > 0).astype(np.float64)
-    return query_terms @ (weights * idf).T
-
-
-def ranks(scores: np.ndarray) -> np.ndarray:
-    """Rank of each chunk per query (0 = best)."""
-    return np.argsort(np.argsort(-scores, axis=1, kind="stable"), axis=1)
+def fused_scores(dense: np.ndarray, lexical: np.ndarray) -> np.ndarray:
+    """Reciprocal-rank fusion of two full score matrices, as a score matrix."""
+    fused = np.zeros_like(dense)
+    for row, (dense_row, lexical_row) in enumerate(zip(dense, lexical)):
+        for item, score in reciprocal_rank_fusion(np.argsort(-dense_row), np.argsort(-lexical_row)).items():
+            fused[row, item] = score
+    return fused
 
 
 def figures(scores: np.ndarray, chunk_docs: np.ndarray, query_docs: np.ndarray) -> dict:
@@ -65,7 +55,11 @@ def paper_chunks(papers: int, max_tokens: int) -> list[tuple[str, str]]:
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(MINILM)))
     documents = build_documents(DemoDocumentsConfig(output="unused", count=papers, split="test")).to_pylist()
-    return [(document["doc_id"], text) for document in documents for text in split_by_tokens(tokenizer, document["text"], max_tokens)]
+    return [
+        (document["doc_id"], text)
+        for document in documents
+        for text in split_by_tokens(tokenizer, document["text"], max_tokens)
+    ]
 
 
 def main(config: HybridBenchConfig) -> dict:
@@ -74,12 +68,16 @@ def main(config: HybridBenchConfig) -> dict:
     rows = paper_chunks(config.papers, config.max_tokens)
     chunk_texts, chunk_docs = [text for _, text in rows], np.array([doc for doc, _ in rows])
     papers = ACLSum("test").documents[: config.papers]
-    queries = [(paper.summaries[aspect], f"acl-{paper.id}") for paper in papers for aspect in ("challenge", "approach", "outcome")]
+    queries = [
+        (paper.summaries[aspect], f"acl-{paper.id}")
+        for paper in papers
+        for aspect in ("challenge", "approach", "outcome")
+    ]
     query_texts, query_docs = [text for text, _ in queries], np.array([doc for _, doc in queries])
     embedder = Embedder()
     dense = embedder.embed(query_texts) @ embedder.embed(chunk_texts).T
-    lexical = bm25_scores(chunk_texts, query_texts)
-    fused = 1 / (RRF_K + ranks(dense)) + 1 / (RRF_K + ranks(lexical))
+    lexical = BM25(chunk_texts).scores(query_texts)
+    fused = fused_scores(dense, lexical)
     result = {
         "bench": "hybrid_retrieval",
         "n_chunks": len(rows),

@@ -57,12 +57,15 @@ class BuildIndexConfig(BaseConfig):
     input: str = Field(..., description="Parquet file or folder/prefix of chunks (local path or s3://).")
     output: str = Field(..., description="Index root folder/prefix: embeddings, versions and LATEST (local or s3://).")
     errors_output: str | None = Field(None, description="Errors table folder; default <output>/_errors.")
-    embedding_model: str = Field("all-minilm-l6-v2", description="Sentence-transformers model: provisioned name or local folder.")
+    embedding_model: str = Field(
+        "all-minilm-l6-v2", description="Sentence-transformers model: provisioned name or local folder."
+    )
     batch_size: int = Field(256, ge=1, description="Chunks per actor batch (and per committed embeddings file).")
     encode_batch_size: int = Field(64, ge=1, description="Texts per model forward pass inside a batch.")
     index: IndexParams = Field(default_factory=IndexParams, description="HNSW index parameters.")
     workers: WorkerPoolConfig = Field(
-        default_factory=lambda: WorkerPoolConfig(gpus_per_worker=0.0), description="Embedding actor pool sizing (CPU by default)."
+        default_factory=lambda: WorkerPoolConfig(gpus_per_worker=0.0),
+        description="Embedding actor pool sizing (CPU by default).",
     )
     ray_address: str | None = Field(None, description="Ray cluster address; default $RAY_ADDRESS or a local Ray.")
 
@@ -87,7 +90,9 @@ class EmbedWorker:
         started = time.monotonic()
         vectors = self.embedder.embed([str(text) for text in batch["text"]])
         table = embeddings_table(list(batch["embedding_key"]), list(batch["chunk_id"]), vectors, self.run_id)
-        write_table(storage.join(self.config.embeddings_uri, f"part-{self.run_id}-{uuid.uuid4().hex[:12]}.parquet"), table)
+        write_table(
+            storage.join(self.config.embeddings_uri, f"part-{self.run_id}-{uuid.uuid4().hex[:12]}.parquet"), table
+        )
         return {"embedded": [len(vectors)], "seconds": [time.monotonic() - started]}
 
 
@@ -150,25 +155,35 @@ def load_embeddings(embeddings_uri: str, keys: list[str]) -> np.ndarray:
             matrix = table["embedding"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
             found.update(zip(table["embedding_key"].to_pylist(), matrix))
     if len(dimensions) > 1:
-        raise DimensionError(f"embeddings under {embeddings_uri} have different dimensions: {dimensions} (first file of each)")
+        raise DimensionError(
+            f"embeddings under {embeddings_uri} have different dimensions: {dimensions} (first file of each)"
+        )
     missing = [key for key in keys if key not in found]
     if missing:
         raise KeyError(f"{len(missing)} chunks have no stored embedding under {embeddings_uri} (first: {missing[0]})")
     return np.stack([found[key] for key in keys]).astype(np.float32)
 
 
-def plan_build(previous: IndexManifest | None, previous_keys: list[str], keys: list[str], config: BuildIndexConfig, model_hash: str) -> str:
+def plan_build(
+    previous: IndexManifest | None, previous_keys: list[str], keys: list[str], config: BuildIndexConfig, model_hash: str
+) -> str:
     """'incremental' when the previous index holds only current chunks, built the same way; else 'full'."""
     if previous is None:
         return "full"
-    same_build = previous.embedding_model_hash == model_hash and previous.index_params.model_dump(exclude={"ef_search"}) == config.index.model_dump(
+    same_build = previous.embedding_model_hash == model_hash and previous.index_params.model_dump(
         exclude={"ef_search"}
-    )
+    ) == config.index.model_dump(exclude={"ef_search"})
     return "incremental" if same_build and set(previous_keys) <= set(keys) else "full"
 
 
 def build_version(
-    config: BuildIndexConfig, previous: IndexManifest | None, chunks: pa.Table, keys: list[str], run_id: str, model_hash: str, source_version: str
+    config: BuildIndexConfig,
+    previous: IndexManifest | None,
+    chunks: pa.Table,
+    keys: list[str],
+    run_id: str,
+    model_hash: str,
+    source_version: str,
 ) -> IndexManifest:
     """Build the next index version from stored embeddings and write it; returns its manifest."""
     index, previous_keys = None, []
@@ -187,7 +202,9 @@ def build_version(
         index = index or VectorIndex.create(vectors.shape[1], config.index)
         index.add(vectors)
     position = {key: row for row, key in enumerate(keys)}
-    rows = chunks.take(pa.array([position[key] for key in order], pa.int64())).append_column("embedding_key", pa.array(order, pa.string()))
+    rows = chunks.take(pa.array([position[key] for key in order], pa.int64())).append_column(
+        "embedding_key", pa.array(order, pa.string())
+    )
     manifest = IndexManifest(
         version=run_id, created_at=utc_now().isoformat(), embedding_model=config.embedding_model,
         embedding_model_hash=model_hash, dimension=index.dimension, row_count=len(index), source=config.input,
@@ -216,19 +233,39 @@ def main(config: BuildIndexConfig) -> dict:
     source_version = chunks_version(chunks, keys)
     previous = store.load_manifest(config.output) if store.latest_version(config.output) else None
     report = {"run_id": run_id, "chunks": chunks.num_rows, "errors": len(errors), "output": config.output}
-    if previous is not None and previous.source_chunks_version == source_version and previous.index_params == config.index:
+    if (
+        previous is not None
+        and previous.source_chunks_version == source_version
+        and previous.index_params == config.index
+    ):
         logger.info("index %s already holds exactly these %d chunks: nothing to do", previous.version, chunks.num_rows)
         report.update(embedded=0, build_mode="unchanged", version=previous.version, rows=previous.row_count)
     else:
         done = read_column_values(config.embeddings_uri, "embedding_key", drop_unreadable=True)
-        todo = chunks.append_column("embedding_key", pa.array(keys, pa.string())).filter(pa.array([key not in done for key in keys]))
-        logger.info("%d chunks: %d to embed, %d already embedded, %d set aside", chunks.num_rows, todo.num_rows, chunks.num_rows - todo.num_rows, len(errors))
+        todo = chunks.append_column("embedding_key", pa.array(keys, pa.string())).filter(
+            pa.array([key not in done for key in keys])
+        )
+        logger.info(
+            "%d chunks: %d to embed, %d already embedded, %d set aside",
+            chunks.num_rows,
+            todo.num_rows,
+            chunks.num_rows - todo.num_rows,
+            len(errors),
+        )
         if todo.num_rows:
             init_ray(config.ray_address)
             embed_dataset(config, todo, run_id)
         manifest = build_version(config, previous, chunks, keys, run_id, model_hash, source_version)
-        logger.info("wrote index version %s (%s, %d rows, %d added)", manifest.version, manifest.build_mode, manifest.row_count, manifest.added_rows)
-        report.update(embedded=todo.num_rows, build_mode=manifest.build_mode, version=manifest.version, rows=manifest.row_count)
+        logger.info(
+            "wrote index version %s (%s, %d rows, %d added)",
+            manifest.version,
+            manifest.build_mode,
+            manifest.row_count,
+            manifest.added_rows,
+        )
+        report.update(
+            embedded=todo.num_rows, build_mode=manifest.build_mode, version=manifest.version, rows=manifest.row_count
+        )
     report["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(report), flush=True)
     return report

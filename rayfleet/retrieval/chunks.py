@@ -67,7 +67,14 @@ def _read_file(source: str) -> tuple[pa.Table | None, str | None]:
     problems += check_columns(table.schema, present, {})
     if problems:
         return None, "; ".join(problems)
-    columns = {field.name: (table[field.name].cast(field.type) if field.name in table.schema.names else pa.nulls(table.num_rows, field.type)) for field in CHUNK_COLUMNS}
+    columns = {
+        field.name: (
+            table[field.name].cast(field.type)
+            if field.name in table.schema.names
+            else pa.nulls(table.num_rows, field.type)
+        )
+        for field in CHUNK_COLUMNS
+    }
     return pa.table(columns, schema=CHUNK_COLUMNS), None
 
 
@@ -98,7 +105,9 @@ def embedding_keys(chunks: pa.Table, model_hash: str) -> list[str]:
 def chunks_version(chunks: pa.Table, keys: list[str]) -> str:
     """A hash of everything the index holds about the chunks: equal means an unchanged input."""
     digest = hashlib.sha256()
-    metadata = zip(keys, *(chunks[name].to_pylist() for name in ("doc_id", "page_start", "page_end", "heading", "source")))
+    metadata = zip(
+        keys, *(chunks[name].to_pylist() for name in ("doc_id", "page_start", "page_end", "heading", "source"))
+    )
     for record in sorted(metadata, key=lambda values: values[0]):
         digest.update(repr(record).encode())
     return digest.hexdigest()[:32]

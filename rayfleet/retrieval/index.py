@@ -19,9 +19,15 @@ from rayfleet.config import BaseConfig
 class IndexParams(BaseConfig):
     """HNSW parameters (recorded in the index manifest)."""
 
-    m: int = Field(32, ge=4, le=128, description="HNSW graph degree: more is better recall, more memory and build time.")
-    ef_construction: int = Field(80, ge=8, description="Candidate list size while inserting: build quality vs build time.")
-    ef_search: int = Field(128, ge=1, description="Candidate list size per query: recall vs latency (set at load, not stored).")
+    m: int = Field(
+        32, ge=4, le=128, description="HNSW graph degree: more is better recall, more memory and build time."
+    )
+    ef_construction: int = Field(
+        80, ge=8, description="Candidate list size while inserting: build quality vs build time."
+    )
+    ef_search: int = Field(
+        128, ge=1, description="Candidate list size per query: recall vs latency (set at load, not stored)."
+    )
 
 
 class DimensionError(ValueError):

@@ -40,7 +40,9 @@ class IndexManifest(BaseConfig):
     dimension: int = Field(..., ge=1, description="Vector dimension.")
     row_count: int = Field(..., ge=0, description="Vectors (chunks) in the index.")
     source: str = Field(..., description="The chunks input (file or folder) the index was built from.")
-    source_chunks_version: str = Field(..., description="Hash of the (chunk_id, text) set indexed: equal means same input.")
+    source_chunks_version: str = Field(
+        ..., description="Hash of the (chunk_id, text) set indexed: equal means same input."
+    )
     index_kind: str = Field("faiss.IndexHNSWFlat", description="FAISS index class.")
     metric: str = Field("inner_product", description="Score: inner product of unit vectors (cosine).")
     index_params: IndexParams = Field(..., description="HNSW parameters.")
@@ -80,7 +82,9 @@ def load_manifest(root: str, version: str | None = None) -> IndexManifest:
     """
     version = version or latest_version(root)
     if version is None:
-        raise FileNotFoundError(f"no index at {root}: {storage.join(root, LATEST)} does not exist (run jobs.build_index)")
+        raise FileNotFoundError(
+            f"no index at {root}: {storage.join(root, LATEST)} does not exist (run jobs.build_index)"
+        )
     data = json.loads(storage.read_bytes(storage.join(version_uri(root, version), "manifest.json")))
     return IndexManifest.model_validate(data)
 

@@ -40,7 +40,7 @@ RAG_TEMPLATES = (
     'According to our documents, what does "{title}" conclude?',
     "Can you find where the paper on {title_lower} describes its dataset?",
     "Which baselines does {title} compare against?",
-    'From the indexed papers: {summary_question}',
+    "From the indexed papers: {summary_question}",
     "What do the papers in the collection say about this: {summary_question}",
     "Find the passage that explains: {summary_question}",
 )

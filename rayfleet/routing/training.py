@@ -27,7 +27,9 @@ class Split:
     labels: list[str]
 
 
-def split_examples(texts: list[str], labels: list[str], validation_fraction: float, test_fraction: float, seed: int) -> tuple[Split, Split, Split]:
+def split_examples(
+    texts: list[str], labels: list[str], validation_fraction: float, test_fraction: float, seed: int
+) -> tuple[Split, Split, Split]:
     """Stratified train / validation / test splits."""
     rest_texts, test_texts, rest_labels, test_labels = train_test_split(
         texts, labels, test_size=test_fraction, stratify=labels, random_state=seed
@@ -39,7 +41,9 @@ def split_examples(texts: list[str], labels: list[str], validation_fraction: flo
     return Split(train_texts, train_labels), Split(val_texts, val_labels), Split(test_texts, test_labels)
 
 
-def fit_classifier(vectors: np.ndarray, labels: list[str], regularization: float, calibration: str, folds: int, seed: int):
+def fit_classifier(
+    vectors: np.ndarray, labels: list[str], regularization: float, calibration: str, folds: int, seed: int
+):
     """Logistic regression on embeddings, calibrated by cross-validation (labels weighed evenly)."""
     base = LogisticRegression(C=regularization, class_weight="balanced", max_iter=2000, random_state=seed)
     smallest = min(labels.count(label) for label in set(labels))
@@ -47,7 +51,9 @@ def fit_classifier(vectors: np.ndarray, labels: list[str], regularization: float
     return classifier.fit(vectors, labels)
 
 
-def routed_accuracy(probabilities: np.ndarray, labels: list[str], classes: list[str], threshold: float, default_label: str) -> float:
+def routed_accuracy(
+    probabilities: np.ndarray, labels: list[str], classes: list[str], threshold: float, default_label: str
+) -> float:
     """Share of requests that go where they belong when unsure ones go to ``default_label``."""
     best = probabilities.argmax(axis=1)
     routes = np.where(probabilities.max(axis=1) >= threshold, np.array(classes)[best], default_label)
@@ -82,15 +88,22 @@ def evaluate(router: RequestRouter, test: Split) -> tuple[dict, np.ndarray]:
     confident = probabilities.max(axis=1) >= router.threshold
     report = {
         "accuracy": round(float(accuracy_score(test.labels, predicted)), 4),
-        "macro_f1": round(float(f1_score(test.labels, predicted, labels=router.labels, average="macro", zero_division=0)), 4),
-        "routed_accuracy": round(routed_accuracy(probabilities, test.labels, router.labels, router.threshold, router.default_label), 4),
+        "macro_f1": round(
+            float(f1_score(test.labels, predicted, labels=router.labels, average="macro", zero_division=0)), 4
+        ),
+        "routed_accuracy": round(
+            routed_accuracy(probabilities, test.labels, router.labels, router.threshold, router.default_label), 4
+        ),
         "sent_to_default": round(float(1 - confident.mean()), 4),
         "majority_baseline_accuracy": round(test.labels.count(majority) / len(test.labels), 4),
         "threshold": router.threshold,
         "default_label": router.default_label,
         "labels": router.labels,
         "per_label": {label: {k: round(v, 4) for k, v in per_label[label].items()} for label in router.labels},
-        "confusion_matrix": {"labels": router.labels, "rows_true_columns_predicted": confusion_matrix(test.labels, predicted, labels=router.labels).tolist()},
+        "confusion_matrix": {
+            "labels": router.labels,
+            "rows_true_columns_predicted": confusion_matrix(test.labels, predicted, labels=router.labels).tolist(),
+        },
         "calibration": calibration_figures(probabilities, test.labels, router.labels),
         "test_size": len(test.labels),
     }
@@ -107,7 +120,13 @@ def calibration_figures(probabilities: np.ndarray, labels: list[str], classes: l
     for index in range(bins):
         members = which == index
         if members.any():
-            curve.append({"confidence": round(float(confidence[members].mean()), 4), "accuracy": round(float(correct[members].mean()), 4), "count": int(members.sum())})
+            curve.append(
+                {
+                    "confidence": round(float(confidence[members].mean()), 4),
+                    "accuracy": round(float(correct[members].mean()), 4),
+                    "count": int(members.sum()),
+                }
+            )
             error += members.mean() * abs(confidence[members].mean() - correct[members].mean())
     return {"expected_calibration_error": round(float(error), 4), "top_label_curve": curve}
 
@@ -126,8 +145,16 @@ def calibration_plot(probabilities: np.ndarray, labels: list[str], classes: list
         observed, predicted = calibration_curve(truth == label, probabilities[:, column], n_bins=8, strategy="quantile")
         axes.plot(predicted, observed, marker="o", label=label)
     top = calibration_figures(probabilities, labels, classes)["top_label_curve"]
-    axes.plot([p["confidence"] for p in top], [p["accuracy"] for p in top], marker="s", color="black", label="top label")
-    axes.set(xlabel="predicted probability", ylabel="observed frequency", title="Router calibration (held-out split)", xlim=(0, 1), ylim=(0, 1.02))
+    axes.plot(
+        [p["confidence"] for p in top], [p["accuracy"] for p in top], marker="s", color="black", label="top label"
+    )
+    axes.set(
+        xlabel="predicted probability",
+        ylabel="observed frequency",
+        title="Router calibration (held-out split)",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
     axes.legend(loc="lower right", fontsize=8)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")

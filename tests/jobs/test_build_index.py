@@ -23,11 +23,18 @@ def test_build_rerun_grow_and_shrink(ray_cluster, s3_prefix, acl_chunks):
     first = [row for row in acl_chunks if row["doc_id"] in papers[:8]]
     later = [row for row in acl_chunks if row["doc_id"] in papers[8:]]
     chunks_uri, index_uri = storage.join(s3_prefix, "chunks"), storage.join(s3_prefix, "index")
-    write_chunks(storage.join(chunks_uri, "part-1.parquet"), first + [{**first[0], "chunk_id": "blank", "text": " \n "}])
+    write_chunks(
+        storage.join(chunks_uri, "part-1.parquet"), first + [{**first[0], "chunk_id": "blank", "text": " \n "}]
+    )
     config = BuildIndexConfig(input=chunks_uri, output=index_uri, batch_size=32)
 
     built = main(config)
-    assert (built["build_mode"], built["embedded"], built["rows"], built["errors"]) == ("full", len(first), len(first), 1)
+    assert (built["build_mode"], built["embedded"], built["rows"], built["errors"]) == (
+        "full",
+        len(first),
+        len(first),
+        1,
+    )
     (error,) = read_folder(config.errors_uri, ["error"])["error"].to_pylist()
     assert error == "empty chunk text (chunk_id 'blank')"
     manifest = store.load_manifest(index_uri)

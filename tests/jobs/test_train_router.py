@@ -14,12 +14,28 @@ from tests.routing.conftest import aspect_examples
 
 
 def test_trains_on_any_label_set_and_writes_model_report_and_plot(s3_prefix, tmp_path):
-    rows = aspect_examples(30) + [{"text": text, "label": "chitchat"} for text in ("Hi there!", "Thanks a lot.", "Good night!", "How are you?", "See you soon.", "Nice weather today.")] * 5
+    rows = (
+        aspect_examples(30)
+        + [
+            {"text": text, "label": "chitchat"}
+            for text in (
+                "Hi there!",
+                "Thanks a lot.",
+                "Good night!",
+                "How are you?",
+                "See you soon.",
+                "Nice weather today.",
+            )
+        ]
+        * 5
+    )
     labelled = tmp_path / "labelled.jsonl"
     labelled.write_text("\n".join(json.dumps(row) for row in rows))
     output = storage.join(s3_prefix, "registry", "router")
     report = main(TrainRouterConfig(input=str(labelled), output=output))
-    assert report["labels"] == ["approach", "challenge", "chitchat", "outcome"] and report["default_label"] == "approach"
+    assert (
+        report["labels"] == ["approach", "challenge", "chitchat", "outcome"] and report["default_label"] == "approach"
+    )
     assert report["accuracy"] > report["majority_baseline_accuracy"]
     stored = json.loads(storage.read_bytes(storage.join(output, "report.json")))
     assert {"accuracy", "macro_f1", "per_label", "confusion_matrix", "threshold", "calibration"} <= set(stored)

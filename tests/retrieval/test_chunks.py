@@ -14,7 +14,9 @@ def chunk(chunk_id: str, text: str, doc_id: str = "d1", **extra) -> dict:
 
 def test_valid_rows_are_read_with_optional_columns_and_bad_rows_set_aside(tmp_path):
     rows = [
-        chunk("c1", "Parsing with CCG supertags.", page_start=1, page_end=2, heading="Introduction", source="s3://b/p.pdf"),
+        chunk(
+            "c1", "Parsing with CCG supertags.", page_start=1, page_end=2, heading="Introduction", source="s3://b/p.pdf"
+        ),
         chunk("c2", "   ", page_start=2, page_end=2, heading=None, source="s3://b/p.pdf"),
         chunk("c1", "A repeated chunk id.", page_start=3, page_end=3, heading=None, source="s3://b/p.pdf"),
         chunk("c3", "Results on the treebank.", page_start=3, page_end=4, heading="Results", source=None),

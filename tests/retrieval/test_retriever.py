@@ -87,3 +87,13 @@ def test_a_query_vector_of_another_dimension_is_a_clear_error(stored_index, embe
 def test_a_missing_index_says_how_to_build_one(tmp_path):
     with pytest.raises(FileNotFoundError, match="run jobs.build_index"):
         Retriever.load(str(tmp_path))
+
+
+def test_hybrid_search_finds_the_chunk_respects_filters_and_reports_cosine(stored_index, chunks, embedder, vectors):
+    retriever = Retriever.load(stored_index, embedder=embedder)
+    target = chunks.to_pylist()[11]
+    hits = retriever.search(target["text"].split(". ")[1], k=5, hybrid=True)
+    assert hits[0].chunk_id == target["chunk_id"] and len(hits) == 5
+    assert hits[0].score == pytest.approx(float(vectors[11] @ embedder.embed([target["text"].split(". ")[1]])[0]), abs=1e-5)
+    doc_ids = [chunks["doc_id"][0].as_py()]
+    assert {hit.doc_id for hit in retriever.search("results", k=10, doc_ids=doc_ids, hybrid=True)} == set(doc_ids)

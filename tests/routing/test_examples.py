@@ -15,7 +15,9 @@ def test_jsonl_and_parquet_read_the_same(tmp_path):
     rows = [{"text": "What is BLEU?", "label": "rag", "extra": 1}, {"text": "Hello!", "label": "smalltalk", "extra": 2}]
     (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     write_table(str(tmp_path / "a.parquet"), pa.Table.from_pylist(rows))
-    assert read_examples(str(tmp_path / "a.jsonl")).to_pylist() == read_examples(str(tmp_path / "a.parquet")).to_pylist()
+    assert (
+        read_examples(str(tmp_path / "a.jsonl")).to_pylist() == read_examples(str(tmp_path / "a.parquet")).to_pylist()
+    )
     assert read_examples(str(tmp_path / "a.jsonl")).column_names == ["text", "label"]
 
 

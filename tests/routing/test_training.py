@@ -28,7 +28,11 @@ def test_split_is_stratified_and_disjoint(aspect_rows):
     assert len(train.texts) + len(validation.texts) + len(test.texts) == len(texts)
     assert not set(train.texts) & set(test.texts) and not set(validation.texts) & set(test.texts)
     assert sorted(set(test.labels)) == ["approach", "challenge", "outcome"]
-    assert max(test.labels.count(label) for label in set(test.labels)) - min(test.labels.count(label) for label in set(test.labels)) <= 1
+    assert (
+        max(test.labels.count(label) for label in set(test.labels))
+        - min(test.labels.count(label) for label in set(test.labels))
+        <= 1
+    )
 
 
 def test_a_router_trained_on_a_small_labelled_set_beats_the_majority_class(trained):
@@ -38,7 +42,9 @@ def test_a_router_trained_on_a_small_labelled_set_beats_the_majority_class(train
     assert report["macro_f1"] > 0.5
     assert np.allclose(probabilities.sum(axis=1), 1.0)
     matrix = np.array(report["confusion_matrix"]["rows_true_columns_predicted"])
-    assert matrix.sum() == len(test.labels) and np.trace(matrix) / matrix.sum() == pytest.approx(report["accuracy"], abs=1e-4)
+    assert matrix.sum() == len(test.labels) and np.trace(matrix) / matrix.sum() == pytest.approx(
+        report["accuracy"], abs=1e-4
+    )
     assert set(report["per_label"]) == {"approach", "challenge", "outcome"}
 
 
@@ -65,7 +71,11 @@ def test_save_and_load_round_trip(trained, embedder, tmp_path):
     router, test = trained
     router.save(str(tmp_path))
     loaded = RequestRouter.load(str(tmp_path), embedder=embedder)
-    assert (loaded.labels, loaded.threshold, loaded.default_label) == (router.labels, router.threshold, router.default_label)
+    assert (loaded.labels, loaded.threshold, loaded.default_label) == (
+        router.labels,
+        router.threshold,
+        router.default_label,
+    )
     assert np.allclose(loaded.probabilities(test.texts[:5]), router.probabilities(test.texts[:5]))
 
 
