@@ -199,7 +199,7 @@ def build_version(
         order, added = keys, keys
     if added:
         vectors = load_embeddings(config.embeddings_uri, added)
-        index = index or VectorIndex.create(vectors.shape[1], config.index)
+        index = index if index is not None else VectorIndex.create(vectors.shape[1], config.index)
         index.add(vectors)
     position = {key: row for row, key in enumerate(keys)}
     rows = chunks.take(pa.array([position[key] for key in order], pa.int64())).append_column(

@@ -3,21 +3,37 @@ unchanged rerun, incremental add, rebuild without re-embedding, bad rows set asi
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.build_index import BuildIndexConfig, main
+from jobs.build_index import BuildIndexConfig, embeddings_table, load_embeddings, main
 from rayfleet import storage
 from rayfleet.retrieval import Retriever, store
+from rayfleet.retrieval.index import DimensionError
 from rayfleet.tables import read_folder, write_table
-
-pytestmark = pytest.mark.slow
 
 
 def write_chunks(uri: str, rows: list[dict]) -> None:
     write_table(uri, pa.Table.from_pylist(rows))
 
 
+def test_embeddings_of_another_dimension_are_a_clear_error(tmp_path):
+    write_table(str(tmp_path / "a.parquet"), embeddings_table(["k1"], ["c1"], np.ones((1, 384), np.float32), "run-1"))
+    write_table(str(tmp_path / "b.parquet"), embeddings_table(["k2"], ["c2"], np.ones((1, 768), np.float32), "run-2"))
+    with pytest.raises(DimensionError, match="different dimensions"):
+        load_embeddings(str(tmp_path), ["k1", "k2"])
+
+
+def test_stored_embeddings_come_back_in_the_asked_order(tmp_path):
+    vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
+    write_table(str(tmp_path / "a.parquet"), embeddings_table(["k1", "k2", "k3"], ["c1", "c2", "c3"], vectors, "run-1"))
+    assert np.array_equal(load_embeddings(str(tmp_path), ["k3", "k1"]), vectors[[2, 0]])
+    with pytest.raises(KeyError, match="no stored embedding"):
+        load_embeddings(str(tmp_path), ["k4"])
+
+
+@pytest.mark.slow
 def test_build_rerun_grow_and_shrink(ray_cluster, s3_prefix, acl_chunks):
     papers = sorted({row["doc_id"] for row in acl_chunks})
     first = [row for row in acl_chunks if row["doc_id"] in papers[:8]]
