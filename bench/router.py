@@ -38,6 +38,7 @@ class RouterBenchConfig(BaseConfig):
     router: str | None = Field(
         None, description="Folder of a trained router; unset: train one on the default set first."
     )
+    threads: int = Field(1, ge=1, description="torch threads while routing (one request at a time).")
 
 
 def measure(router_uri: str, threads: int) -> dict:

@@ -1,5 +1,5 @@
-"""jobs.train_router on a user's own label set (real text, four labels) into the test S3,
-and its clear errors for a bad label configuration."""
+"""jobs.train_router on a user's own label set (real text, four labels) into local storage (the
+`ray job submit` test writes to S3), and its clear errors for a bad label configuration."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rayfleet.routing import RequestRouter
 from tests.routing.conftest import aspect_examples
 
 
-def test_trains_on_any_label_set_and_writes_model_report_and_plot(s3_prefix, tmp_path):
+def test_trains_on_any_label_set_and_writes_model_report_and_plot(tmp_path):
     rows = (
         aspect_examples(30)
         + [
@@ -31,7 +31,7 @@ def test_trains_on_any_label_set_and_writes_model_report_and_plot(s3_prefix, tmp
     )
     labelled = tmp_path / "labelled.jsonl"
     labelled.write_text("\n".join(json.dumps(row) for row in rows))
-    output = storage.join(s3_prefix, "registry", "router")
+    output = str(tmp_path / "registry" / "router")
     report = main(TrainRouterConfig(input=str(labelled), output=output))
     assert (
         report["labels"] == ["approach", "challenge", "chitchat", "outcome"] and report["default_label"] == "approach"

@@ -1,4 +1,5 @@
-"""Retriever over real MiniLM embeddings of real ACL paper chunks, stored in the test S3."""
+"""Retriever over real MiniLM embeddings of real ACL paper chunks, stored locally the way the job
+stores them (the job's tests go through S3)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ def vectors(embedder, chunks) -> np.ndarray:
 
 
 @pytest.fixture
-def stored_index(s3_prefix, embedder, chunks, vectors) -> str:
-    """The chunks' index written to S3 the way jobs.build_index writes it."""
+def stored_index(tmp_path, embedder, chunks, vectors) -> str:
+    """The chunks' index written the way jobs.build_index writes it."""
     index = VectorIndex.create(embedder.dimension, IndexParams())
     index.add(vectors)
     keys = embedding_keys(chunks, embedder.fingerprint)
@@ -39,8 +40,8 @@ def stored_index(s3_prefix, embedder, chunks, vectors) -> str:
         source="test", source_chunks_version=chunks_version(chunks, keys), index_params=IndexParams(),
         faiss_version=store.faiss_version(), build_mode="full", added_rows=len(index),
     )  # fmt: skip
-    store.save_version(s3_prefix, index, chunks.append_column("embedding_key", pa.array(keys)), manifest)
-    return s3_prefix
+    store.save_version(str(tmp_path), index, chunks.append_column("embedding_key", pa.array(keys)), manifest)
+    return str(tmp_path)
 
 
 def test_embeddings_are_unit_vectors_of_the_model_dimension(vectors, embedder):
