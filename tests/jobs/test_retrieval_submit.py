@@ -47,7 +47,7 @@ def test_ray_job_submit_builds_an_index_and_trains_a_router(ray_cluster, s3_pref
         Retriever.load(f"{s3_prefix}/index").search(acl_chunks[5]["text"], k=1)[0].chunk_id == acl_chunks[5]["chunk_id"]
     )
 
-    labelled = "\n".join(json.dumps(row) for row in aspect_examples(20))
+    labelled = "\n".join(json.dumps(row) for row in aspect_examples(50))
     storage.write_bytes(storage.join(s3_prefix, "labelled.jsonl"), labelled.encode())
     logs = submit_and_wait(
         client, f"python -m jobs.train_router input={s3_prefix}/labelled.jsonl output={s3_prefix}/router"
