@@ -123,3 +123,20 @@ dispatch: setup
 
 dispatch-status: setup
 	@$(PY) -m events status config=$(DISPATCH_CONFIG)
+
+## retrieval + router (docs/retrieval.md): build the index over chunks, train the router, benchmarks.
+.PHONY: build-index train-router bench-retrieval bench-router
+CHUNKS ?= s3://rayfleet/demo/chunks
+INDEX  ?= s3://rayfleet/demo/index
+ROUTER ?= s3://rayfleet/registry/router
+build-index: setup
+	$(PY) -m jobs.build_index config=jobs/configs/build_index/minilm_hnsw.yaml input=$(CHUNKS) output=$(INDEX)
+
+train-router: setup
+	$(PY) -m jobs.train_router config=jobs/configs/train_router/minilm_logreg.yaml output=$(ROUTER)
+
+bench-retrieval: setup
+	$(PY) -m bench.retrieval
+
+bench-router: setup
+	$(PY) -m bench.router

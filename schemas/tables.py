@@ -1,4 +1,4 @@
-"""Schemas of the documents, summaries and errors tables."""
+"""Schemas of the documents, chunks, summaries, retrieval, router and errors tables."""
 
 from __future__ import annotations
 
@@ -28,6 +28,59 @@ TEXT_OR_BYTES = TEXT_TYPES + (pa.binary(), pa.large_binary())
 DOCUMENT_INPUT_COLUMNS = (
     ColumnRule("doc_id", TEXT_TYPES, "stable unique id of the document"),
     ColumnRule("text", TEXT_OR_BYTES, "the document's full text, UTF-8"),
+)
+
+INT_TYPES = (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32())
+
+# The columns jobs.build_index needs from a chunks table (written by the ingest job).
+CHUNK_INPUT_COLUMNS = (
+    ColumnRule("chunk_id", TEXT_TYPES, "stable unique id of the chunk"),
+    ColumnRule("doc_id", TEXT_TYPES, "id of the document the chunk comes from"),
+    ColumnRule("text", TEXT_TYPES, "the chunk's text, UTF-8"),
+)
+# Carried into the index when present, so answers can cite a page and filter by source.
+# Each is nullable, and a column that is null in every row may have Arrow's null type.
+CHUNK_OPTIONAL_COLUMNS = (
+    ColumnRule("page_start", INT_TYPES + (pa.null(),), "first page of the chunk in its document"),
+    ColumnRule("page_end", INT_TYPES + (pa.null(),), "last page of the chunk in its document"),
+    ColumnRule("heading", TEXT_TYPES + (pa.null(),), "the section heading the chunk sits under"),
+    ColumnRule("source", TEXT_TYPES + (pa.null(),), "URI of the file the document was ingested from"),
+)
+
+# One row per indexed chunk, in index order: row i is the vector with id i in the index.
+INDEX_ROWS_SCHEMA = pa.schema(
+    [
+        pa.field("chunk_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("text", pa.large_string(), nullable=False),
+        pa.field("page_start", pa.int64()),
+        pa.field("page_end", pa.int64()),
+        pa.field("heading", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("embedding_key", pa.string(), nullable=False),
+    ],
+    metadata={"description": "the chunks of one index version; row i is vector id i"},
+)
+
+
+def embeddings_schema(dimension: int) -> pa.Schema:
+    """One embedding per (model, chunk_id, text): what jobs.build_index commits batch by batch."""
+    return pa.schema(
+        [
+            pa.field("embedding_key", pa.string(), nullable=False),
+            pa.field("chunk_id", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), dimension), nullable=False),
+            pa.field("run_id", pa.string(), nullable=False),
+            pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        ],
+        metadata={"description": "L2-normalized chunk embeddings keyed by model, chunk_id and text"},
+    )
+
+
+# Labelled prompts that jobs.train_router learns from (Parquet or JSONL).
+ROUTER_EXAMPLE_COLUMNS = (
+    ColumnRule("text", TEXT_TYPES, "the request's prompt"),
+    ColumnRule("label", TEXT_TYPES, "the path it should take (rag, finetuned, base, or your own)"),
 )
 
 SUMMARIES_SCHEMA = pa.schema(

@@ -7,7 +7,9 @@ from pathlib import Path
 from events.config import DispatchConfig
 from jobs.ingest import IngestConfig
 from jobs.make_qa import MakeQaConfig
+from jobs.build_index import BuildIndexConfig
 from jobs.summarize import SummarizeConfig
+from jobs.train_router import TrainRouterConfig
 
 # jobs/configs/<folder>/*.yaml -> the job's config class. Add a line for every new job.
 CONFIG_CLASSES = {
@@ -15,6 +17,8 @@ CONFIG_CLASSES = {
     "dispatch": DispatchConfig,
     "ingest": IngestConfig,
     "make_qa": MakeQaConfig,
+    "build_index": BuildIndexConfig,
+    "train_router": TrainRouterConfig,
 }
 
 

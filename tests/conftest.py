@@ -132,3 +132,30 @@ def ray_cluster(local_s3, tmp_path_factory):
     finally:
         ray.shutdown()
         _stop_processes_under(temp_dir)
+
+
+def chunk_rows(papers: int, max_tokens: int = 128, split: str = "test") -> list[dict]:
+    """Chunks of real ACL papers (``jobs.demo_documents``) in the ingest job's chunks columns."""
+    from transformers import AutoTokenizer
+
+    from jobs.demo_documents import DemoDocumentsConfig, build_documents
+    from rayfleet.assets import MINILM
+    from rayfleet.text.chunking import split_by_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(MINILM)))
+    rows = []
+    for document in build_documents(DemoDocumentsConfig(output="unused", count=papers, split=split)).to_pylist():
+        for ordinal, text in enumerate(split_by_tokens(tokenizer, document["text"], max_tokens)):
+            rows.append({
+                "chunk_id": f"{document['doc_id']}#{ordinal}", "doc_id": document["doc_id"], "ordinal": ordinal,
+                "text": text, "token_count": len(tokenizer(text, add_special_tokens=False)["input_ids"]),
+                "page_start": None, "page_end": None, "heading": text.split("\n", 1)[0] if ordinal == 0 else None,
+                "source": document["source"],
+            })  # fmt: skip
+    return rows
+
+
+@pytest.fixture(scope="session")
+def acl_chunks() -> list[dict]:
+    """About 130 chunks of 12 real ACL papers (abstract, introduction, conclusion)."""
+    return chunk_rows(12)

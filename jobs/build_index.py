@@ -1,0 +1,276 @@
+"""Embed a chunks dataset and build (or grow) its vector index in storage.
+
+Run it anywhere the same way::
+
+    python -m jobs.build_index input=s3://bucket/chunks output=s3://bucket/index
+    ray job submit --working-dir . -- python -m jobs.build_index input=... output=...
+    python -m jobs.build_index config=jobs/configs/build_index/minilm_hnsw.yaml input=... output=...
+
+Input: chunks Parquet (a file or folder/prefix) with ``chunk_id``, ``doc_id``, ``text`` and
+optionally ``page_start``, ``page_end``, ``heading``, ``source`` (``schemas.CHUNK_INPUT_COLUMNS``).
+Output, under ``output``:
+
+- ``embeddings/``: all-MiniLM-L6-v2 embeddings, committed batch by batch by a Ray Data actor
+  pool sized from the cluster, keyed by model, chunk_id and text. A killed run resumes;
+  a rerun embeds only new or changed chunks.
+- ``versions/<run_id>/``: the FAISS HNSW index, its rows and a manifest (model and hash,
+  dimension, row count, source chunks version, index parameters); ``LATEST`` names the
+  current one (see ``rayfleet/retrieval/store.py``).
+- ``_errors/``: chunks set aside (empty text, duplicate ids, files that do not fit the schema).
+
+New chunks are added to the previous index (incremental); changed or removed chunks
+rebuild it from the stored embeddings (nothing is embedded twice); an unchanged input
+does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from rayfleet import storage
+from rayfleet.assets import folder_fingerprint, resolve_model
+from rayfleet.config import BaseConfig, describe, load_config
+from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
+from rayfleet.retrieval import store
+from rayfleet.retrieval.chunks import chunks_version, embedding_keys, read_chunks
+from rayfleet.retrieval.embedder import Embedder
+from rayfleet.retrieval.index import DimensionError, IndexParams, VectorIndex
+from rayfleet.retrieval.store import IndexManifest
+from rayfleet.tables import new_run_id, read_column_values, read_table, utc_now, write_errors, write_table
+from schemas import embeddings_schema
+
+logger = logging.getLogger("jobs.build_index")
+
+
+class BuildIndexConfig(BaseConfig):
+    """Configuration of the index build."""
+
+    input: str = Field(..., description="Parquet file or folder/prefix of chunks (local path or s3://).")
+    output: str = Field(..., description="Index root folder/prefix: embeddings, versions and LATEST (local or s3://).")
+    errors_output: str | None = Field(None, description="Errors table folder; default <output>/_errors.")
+    embedding_model: str = Field(
+        "all-minilm-l6-v2", description="Sentence-transformers model: provisioned name or local folder."
+    )
+    batch_size: int = Field(256, ge=1, description="Chunks per actor batch (and per committed embeddings file).")
+    encode_batch_size: int = Field(64, ge=1, description="Texts per model forward pass inside a batch.")
+    index: IndexParams = Field(default_factory=IndexParams, description="HNSW index parameters.")
+    workers: WorkerPoolConfig = Field(
+        default_factory=lambda: WorkerPoolConfig(gpus_per_worker=0.0),
+        description="Embedding actor pool sizing (CPU by default).",
+    )
+    ray_address: str | None = Field(None, description="Ray cluster address; default $RAY_ADDRESS or a local Ray.")
+
+    @property
+    def errors_uri(self) -> str:
+        return self.errors_output or storage.join(self.output, "_errors")
+
+    @property
+    def embeddings_uri(self) -> str:
+        return storage.join(self.output, "embeddings")
+
+
+class EmbedWorker:
+    """Ray Data actor: holds the embedding model and commits each batch's embeddings as one file."""
+
+    def __init__(self, config: BuildIndexConfig, run_id: str):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.config, self.run_id = config, run_id
+        self.embedder = Embedder(config.embedding_model, config.encode_batch_size)
+
+    def __call__(self, batch: dict) -> dict:
+        started = time.monotonic()
+        vectors = self.embedder.embed([str(text) for text in batch["text"]])
+        table = embeddings_table(list(batch["embedding_key"]), list(batch["chunk_id"]), vectors, self.run_id)
+        write_table(
+            storage.join(self.config.embeddings_uri, f"part-{self.run_id}-{uuid.uuid4().hex[:12]}.parquet"), table
+        )
+        return {"embedded": [len(vectors)], "seconds": [time.monotonic() - started]}
+
+
+def embeddings_table(keys: list[str], chunk_ids: list[str], vectors: np.ndarray, run_id: str) -> pa.Table:
+    """The embeddings rows of one batch."""
+    dimension = vectors.shape[1]
+    flat = pa.array(vectors.reshape(-1), pa.float32())
+    now = utc_now()
+    return pa.table(
+        {
+            "embedding_key": pa.array(keys, pa.string()),
+            "chunk_id": pa.array(chunk_ids, pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, dimension),
+            "run_id": pa.array([run_id] * len(keys), pa.string()),
+            "created_at": pa.array([now] * len(keys), pa.timestamp("us", tz="UTC")),
+        },
+        schema=embeddings_schema(dimension),
+    )
+
+
+def embed_dataset(config: BuildIndexConfig, todo: pa.Table, run_id: str) -> None:
+    """Ray Data pipeline: chunks -> embed and commit (actor pool sized from the cluster), with progress."""
+    import ray
+
+    workers, claim = cluster_pool_size(config.workers)
+    logger.info("embedding pool: %d worker(s), each claiming %s", workers, claim)
+    figures = ray.data.from_arrow(todo.select(["embedding_key", "chunk_id", "text"])).map_batches(
+        EmbedWorker,
+        batch_size=config.batch_size,
+        batch_format="numpy",
+        fn_constructor_kwargs={"config": config, "run_id": run_id},
+        concurrency=workers,
+        **claim,
+    )
+    done, started = 0, time.monotonic()
+    for batch in figures.iter_rows():
+        done += int(batch["embedded"])
+        elapsed = time.monotonic() - started
+        logger.info(
+            "progress: %d/%d chunks embedded (%.0f%%), %.1f chunks/s, ~%.0f s left",
+            done, todo.num_rows, 100 * done / todo.num_rows, done / elapsed, elapsed / done * (todo.num_rows - done),
+        )  # fmt: skip
+
+
+def load_embeddings(embeddings_uri: str, keys: list[str]) -> np.ndarray:
+    """The stored embedding of each of ``keys``, in that order.
+
+    Raises:
+        DimensionError: stored embeddings of different dimensions (files from another model).
+        KeyError: a key with no stored embedding.
+    """
+    wanted = pa.array(keys, pa.string())
+    found: dict[str, np.ndarray] = {}
+    dimensions: dict[int, str] = {}
+    for file_uri in storage.list_files(embeddings_uri, suffixes=(".parquet",)):
+        table = read_table(file_uri, columns=["embedding_key", "embedding"])
+        dimensions.setdefault(table.schema.field("embedding").type.list_size, file_uri)
+        table = table.filter(pc.is_in(table["embedding_key"], wanted))
+        if table.num_rows:
+            matrix = table["embedding"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
+            found.update(zip(table["embedding_key"].to_pylist(), matrix))
+    if len(dimensions) > 1:
+        raise DimensionError(
+            f"embeddings under {embeddings_uri} have different dimensions: {dimensions} (first file of each)"
+        )
+    missing = [key for key in keys if key not in found]
+    if missing:
+        raise KeyError(f"{len(missing)} chunks have no stored embedding under {embeddings_uri} (first: {missing[0]})")
+    return np.stack([found[key] for key in keys]).astype(np.float32)
+
+
+def plan_build(
+    previous: IndexManifest | None, previous_keys: list[str], keys: list[str], config: BuildIndexConfig, model_hash: str
+) -> str:
+    """'incremental' when the previous index holds only current chunks, built the same way; else 'full'."""
+    if previous is None:
+        return "full"
+    same_build = previous.embedding_model_hash == model_hash and previous.index_params.model_dump(
+        exclude={"ef_search"}
+    ) == config.index.model_dump(exclude={"ef_search"})
+    return "incremental" if same_build and set(previous_keys) <= set(keys) else "full"
+
+
+def build_version(
+    config: BuildIndexConfig,
+    previous: IndexManifest | None,
+    chunks: pa.Table,
+    keys: list[str],
+    run_id: str,
+    model_hash: str,
+    source_version: str,
+) -> IndexManifest:
+    """Build the next index version from stored embeddings and write it; returns its manifest."""
+    index, previous_keys = None, []
+    if previous is not None:
+        previous_index, previous_rows, _ = store.load_version(config.output, previous.version)
+        previous_keys = previous_rows["embedding_key"].to_pylist()
+    mode = plan_build(previous, previous_keys, keys, config, model_hash)
+    if mode == "incremental":
+        known = set(previous_keys)
+        order = previous_keys + [key for key in keys if key not in known]
+        index, added = previous_index, order[len(previous_keys) :]
+    else:
+        order, added = keys, keys
+    if added:
+        vectors = load_embeddings(config.embeddings_uri, added)
+        index = index if index is not None else VectorIndex.create(vectors.shape[1], config.index)
+        index.add(vectors)
+    position = {key: row for row, key in enumerate(keys)}
+    rows = chunks.take(pa.array([position[key] for key in order], pa.int64())).append_column(
+        "embedding_key", pa.array(order, pa.string())
+    )
+    manifest = IndexManifest(
+        version=run_id, created_at=utc_now().isoformat(), embedding_model=config.embedding_model,
+        embedding_model_hash=model_hash, dimension=index.dimension, row_count=len(index), source=config.input,
+        source_chunks_version=source_version, index_params=config.index, faiss_version=store.faiss_version(),
+        parent_version=previous.version if mode == "incremental" else None, build_mode=mode, added_rows=len(added),
+    )  # fmt: skip
+    store.save_version(config.output, index, rows, manifest)
+    return manifest
+
+
+def main(config: BuildIndexConfig) -> dict:
+    """Bring the index at ``config.output`` up to date with ``config.input``.
+
+    Returns:
+        The run report (also printed as one JSON line).
+    """
+    run_id, started = new_run_id(), time.monotonic()
+    logger.info("run %s with config:\n%s", run_id, describe(config))
+    storage.ensure_bucket(config.output)
+    chunks, errors = read_chunks(config.input, run_id)
+    write_errors(config.errors_uri, errors)
+    if not chunks.num_rows:
+        raise ValueError(f"no valid chunks in {config.input} ({len(errors)} set aside, see {config.errors_uri})")
+    model_hash = folder_fingerprint(resolve_model(config.embedding_model))
+    keys = embedding_keys(chunks, model_hash)
+    source_version = chunks_version(chunks, keys)
+    previous = store.load_manifest(config.output) if store.latest_version(config.output) else None
+    report = {"run_id": run_id, "chunks": chunks.num_rows, "errors": len(errors), "output": config.output}
+    if (
+        previous is not None
+        and previous.source_chunks_version == source_version
+        and previous.index_params == config.index
+    ):
+        logger.info("index %s already holds exactly these %d chunks: nothing to do", previous.version, chunks.num_rows)
+        report.update(embedded=0, build_mode="unchanged", version=previous.version, rows=previous.row_count)
+    else:
+        done = read_column_values(config.embeddings_uri, "embedding_key", drop_unreadable=True)
+        todo = chunks.append_column("embedding_key", pa.array(keys, pa.string())).filter(
+            pa.array([key not in done for key in keys])
+        )
+        logger.info(
+            "%d chunks: %d to embed, %d already embedded, %d set aside",
+            chunks.num_rows,
+            todo.num_rows,
+            chunks.num_rows - todo.num_rows,
+            len(errors),
+        )
+        if todo.num_rows:
+            init_ray(config.ray_address)
+            embed_dataset(config, todo, run_id)
+        manifest = build_version(config, previous, chunks, keys, run_id, model_hash, source_version)
+        logger.info(
+            "wrote index version %s (%s, %d rows, %d added)",
+            manifest.version,
+            manifest.build_mode,
+            manifest.row_count,
+            manifest.added_rows,
+        )
+        report.update(
+            embedded=todo.num_rows, build_mode=manifest.build_mode, version=manifest.version, rows=manifest.row_count
+        )
+    report["seconds"] = round(time.monotonic() - started, 1)
+    print(json.dumps(report), flush=True)
+    return report
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(load_config(BuildIndexConfig, sys.argv[1:]))

@@ -1,0 +1,15 @@
+"""Embedding and vector search over document chunks: what the RAG path retrieves from.
+
+- :class:`Embedder`: all-MiniLM-L6-v2 (from its wheel) turning texts into L2-normalized
+  vectors, so cosine similarity is an inner product.
+- :class:`VectorIndex`: a FAISS HNSW index over those vectors, grown incrementally.
+- :mod:`rayfleet.retrieval.store`: index versions in storage (index, rows, manifest).
+- :class:`Retriever`: loads the latest version and answers top-k queries, optionally
+  restricted to some documents or sources.
+"""
+
+from rayfleet.retrieval.embedder import Embedder
+from rayfleet.retrieval.index import IndexParams, VectorIndex
+from rayfleet.retrieval.retriever import Hit, Retriever
+
+__all__ = ["Embedder", "Hit", "IndexParams", "Retriever", "VectorIndex"]

@@ -1,0 +1,107 @@
+"""Index versions in storage (local or ``s3://``), one folder each, plus a ``LATEST`` pointer.
+
+Layout under an index root::
+
+    <root>/versions/<version>/index.faiss     the serialized FAISS index
+    <root>/versions/<version>/rows.parquet    chunk per vector id (schemas.INDEX_ROWS_SCHEMA)
+    <root>/versions/<version>/manifest.json   model and hash, dimension, rows, source version, params
+    <root>/LATEST                             the current version's name, written last
+
+A version folder is complete before ``LATEST`` names it, so a reader never sees half an
+index; older versions stay until someone deletes them (a rollback is one small write).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import faiss
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from rayfleet import storage
+from rayfleet.config import BaseConfig
+from rayfleet.retrieval.index import IndexParams, VectorIndex
+from rayfleet.tables import write_table
+from schemas import INDEX_ROWS_SCHEMA
+
+LATEST = "LATEST"
+
+
+class IndexManifest(BaseConfig):
+    """What an index version holds and how it was built."""
+
+    version: str = Field(..., description="Name of this version (the run id that built it).")
+    created_at: str = Field(..., description="UTC time the version was written (ISO 8601).")
+    embedding_model: str = Field(..., description="Embedding model name or folder.")
+    embedding_model_hash: str = Field(..., description="Fingerprint of the embedding model's weights and config.")
+    dimension: int = Field(..., ge=1, description="Vector dimension.")
+    row_count: int = Field(..., ge=0, description="Vectors (chunks) in the index.")
+    source: str = Field(..., description="The chunks input (file or folder) the index was built from.")
+    source_chunks_version: str = Field(
+        ..., description="Hash of the (chunk_id, text) set indexed: equal means same input."
+    )
+    index_kind: str = Field("faiss.IndexHNSWFlat", description="FAISS index class.")
+    metric: str = Field("inner_product", description="Score: inner product of unit vectors (cosine).")
+    index_params: IndexParams = Field(..., description="HNSW parameters.")
+    faiss_version: str = Field(..., description="faiss version that wrote the index.")
+    parent_version: str | None = Field(None, description="The version this one grew from (incremental), if any.")
+    build_mode: str = Field(..., description="'full' (built from all embeddings) or 'incremental' (parent + new rows).")
+    added_rows: int = Field(..., ge=0, description="Rows added to the parent (all rows for a full build).")
+
+
+def version_uri(root: str, version: str) -> str:
+    return storage.join(root, "versions", version)
+
+
+def latest_version(root: str) -> str | None:
+    """The version ``LATEST`` names, or None for an index root with no version yet."""
+    pointer = storage.join(root, LATEST)
+    return storage.read_bytes(pointer).decode().strip() if storage.exists(pointer) else None
+
+
+def save_version(root: str, index: VectorIndex, rows: pa.Table, manifest: IndexManifest) -> str:
+    """Write one complete version, then point ``LATEST`` at it. Returns the version's URI."""
+    if rows.num_rows != len(index) or manifest.row_count != len(index):
+        raise ValueError(f"rows ({rows.num_rows}), manifest ({manifest.row_count}) and index ({len(index)}) disagree")
+    folder = version_uri(root, manifest.version)
+    storage.write_bytes(storage.join(folder, "index.faiss"), index.to_bytes())
+    write_table(storage.join(folder, "rows.parquet"), rows.cast(INDEX_ROWS_SCHEMA))
+    storage.write_bytes(storage.join(folder, "manifest.json"), manifest.model_dump_json(indent=2).encode())
+    storage.write_bytes(storage.join(root, LATEST), manifest.version.encode())
+    return folder
+
+
+def load_manifest(root: str, version: str | None = None) -> IndexManifest:
+    """The manifest of ``version`` (default: the latest).
+
+    Raises:
+        FileNotFoundError: the root holds no index version.
+    """
+    version = version or latest_version(root)
+    if version is None:
+        raise FileNotFoundError(
+            f"no index at {root}: {storage.join(root, LATEST)} does not exist (run jobs.build_index)"
+        )
+    data = json.loads(storage.read_bytes(storage.join(version_uri(root, version), "manifest.json")))
+    return IndexManifest.model_validate(data)
+
+
+def load_version(root: str, version: str | None = None) -> tuple[VectorIndex, pa.Table, IndexManifest]:
+    """Index, rows and manifest of ``version`` (default: the latest), checked against each other."""
+    manifest = load_manifest(root, version)
+    folder = version_uri(root, manifest.version)
+    index = VectorIndex.from_bytes(storage.read_bytes(storage.join(folder, "index.faiss")), manifest.index_params)
+    rows = pq.read_table(io.BytesIO(storage.read_bytes(storage.join(folder, "rows.parquet"))))
+    if index.dimension != manifest.dimension or len(index) != manifest.row_count or rows.num_rows != manifest.row_count:
+        raise ValueError(
+            f"index version {folder} is inconsistent: manifest says {manifest.row_count} rows of dimension "
+            f"{manifest.dimension}, index has {len(index)} of {index.dimension}, rows table {rows.num_rows}"
+        )
+    return index, rows, manifest
+
+
+def faiss_version() -> str:
+    return faiss.__version__

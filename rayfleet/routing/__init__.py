@@ -1,0 +1,12 @@
+"""The request router's classifier: which path (RAG, fine-tuned, base, or yours) a prompt takes.
+
+- :mod:`rayfleet.routing.examples`: labelled prompts from a file, or the default set built
+  from the project's own data.
+- :class:`RequestRouter`: MiniLM embeddings + calibrated logistic regression, with a
+  confidence threshold below which requests go to a default path.
+- :mod:`rayfleet.routing.training`: splits, fitting, threshold choice and the report.
+"""
+
+from rayfleet.routing.router import RequestRouter, RouteDecision
+
+__all__ = ["RequestRouter", "RouteDecision"]

@@ -1,0 +1,90 @@
+"""A trained request router: embed the prompt, calibrated probabilities, threshold, route."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import joblib
+import numpy as np
+
+from rayfleet import storage
+from rayfleet.retrieval.embedder import Embedder
+
+MODEL_FILE = "model.joblib"
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """Where one request goes and why."""
+
+    route: str  # the path taken: the predicted label, or the default when unsure
+    predicted: str  # the most probable label
+    confidence: float  # its calibrated probability
+    probabilities: dict[str, float]
+
+
+class RequestRouter:
+    """Routes prompts with a calibrated classifier over sentence embeddings.
+
+    Args:
+        classifier: a fitted scikit-learn classifier with ``predict_proba`` over embeddings.
+        labels: the label of each ``predict_proba`` column.
+        threshold: below this confidence a request goes to ``default_label``.
+        embedder: the sentence embedder the classifier was trained on.
+    """
+
+    def __init__(self, classifier, labels: list[str], threshold: float, default_label: str, embedder: Embedder):
+        if default_label not in labels:
+            raise ValueError(f"default label {default_label!r} is not one of the router's labels {labels}")
+        self.classifier, self.labels = classifier, list(labels)
+        self.threshold, self.default_label, self.embedder = threshold, default_label, embedder
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        """Calibrated probabilities, one row per text, columns in :attr:`labels` order."""
+        return self.classifier.predict_proba(self.embedder.embed(texts))
+
+    def route_many(self, texts: list[str]) -> list[RouteDecision]:
+        return [self._decide(row) for row in self.probabilities(texts)]
+
+    def route(self, text: str) -> RouteDecision:
+        """The path for one request."""
+        return self.route_many([text])[0]
+
+    def _decide(self, probabilities: np.ndarray) -> RouteDecision:
+        best = int(np.argmax(probabilities))
+        confidence = float(probabilities[best])
+        predicted = self.labels[best]
+        route = predicted if confidence >= self.threshold else self.default_label
+        return RouteDecision(route, predicted, confidence, dict(zip(self.labels, map(float, probabilities))))
+
+    def save(self, folder: str) -> str:
+        """Write the router (classifier and settings; the embedder by name and hash) under ``folder``."""
+        buffer = io.BytesIO()
+        joblib.dump(
+            {
+                "classifier": self.classifier, "labels": self.labels, "threshold": self.threshold,
+                "default_label": self.default_label, "embedding_model": self.embedder.model_name,
+                "embedding_model_hash": self.embedder.fingerprint,
+            },
+            buffer,
+        )  # fmt: skip
+        uri = storage.join(folder, MODEL_FILE)
+        storage.write_bytes(uri, buffer.getvalue())
+        return uri
+
+    @classmethod
+    def load(cls, folder: str, embedder: Embedder | None = None) -> "RequestRouter":
+        """Load a router written by :meth:`save` (only load routers from storage you trust: joblib is pickle).
+
+        Raises:
+            ValueError: the embedder is not the model the router was trained on.
+        """
+        saved = joblib.load(io.BytesIO(storage.read_bytes(storage.join(folder, MODEL_FILE))))
+        embedder = embedder or Embedder(saved["embedding_model"])
+        if embedder.fingerprint != saved["embedding_model_hash"]:
+            raise ValueError(
+                f"router at {folder} was trained on embeddings of {saved['embedding_model']} "
+                f"(hash {saved['embedding_model_hash']}), not {embedder.model_name} (hash {embedder.fingerprint})"
+            )
+        return cls(saved["classifier"], saved["labels"], saved["threshold"], saved["default_label"], embedder)

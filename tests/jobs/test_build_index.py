@@ -1,0 +1,73 @@
+"""jobs.build_index end to end on a real local Ray and S3 with real ACL chunks: full build,
+unchanged rerun, incremental add, rebuild without re-embedding, bad rows set aside."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from jobs.build_index import BuildIndexConfig, embeddings_table, load_embeddings, main
+from rayfleet import storage
+from rayfleet.retrieval import Retriever, store
+from rayfleet.retrieval.index import DimensionError
+from rayfleet.tables import read_folder, write_table
+
+
+def write_chunks(uri: str, rows: list[dict]) -> None:
+    write_table(uri, pa.Table.from_pylist(rows))
+
+
+def test_embeddings_of_another_dimension_are_a_clear_error(tmp_path):
+    write_table(str(tmp_path / "a.parquet"), embeddings_table(["k1"], ["c1"], np.ones((1, 384), np.float32), "run-1"))
+    write_table(str(tmp_path / "b.parquet"), embeddings_table(["k2"], ["c2"], np.ones((1, 768), np.float32), "run-2"))
+    with pytest.raises(DimensionError, match="different dimensions"):
+        load_embeddings(str(tmp_path), ["k1", "k2"])
+
+
+def test_stored_embeddings_come_back_in_the_asked_order(tmp_path):
+    vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
+    write_table(str(tmp_path / "a.parquet"), embeddings_table(["k1", "k2", "k3"], ["c1", "c2", "c3"], vectors, "run-1"))
+    assert np.array_equal(load_embeddings(str(tmp_path), ["k3", "k1"]), vectors[[2, 0]])
+    with pytest.raises(KeyError, match="no stored embedding"):
+        load_embeddings(str(tmp_path), ["k4"])
+
+
+@pytest.mark.slow
+def test_build_rerun_grow_and_shrink(ray_cluster, s3_prefix, acl_chunks):
+    papers = sorted({row["doc_id"] for row in acl_chunks})
+    first = [row for row in acl_chunks if row["doc_id"] in papers[:8]]
+    later = [row for row in acl_chunks if row["doc_id"] in papers[8:]]
+    chunks_uri, index_uri = storage.join(s3_prefix, "chunks"), storage.join(s3_prefix, "index")
+    write_chunks(
+        storage.join(chunks_uri, "part-1.parquet"), first + [{**first[0], "chunk_id": "blank", "text": " \n "}]
+    )
+    config = BuildIndexConfig(input=chunks_uri, output=index_uri, batch_size=32)
+
+    built = main(config)
+    assert (built["build_mode"], built["embedded"], built["rows"], built["errors"]) == (
+        "full",
+        len(first),
+        len(first),
+        1,
+    )
+    (error,) = read_folder(config.errors_uri, ["error"])["error"].to_pylist()
+    assert error == "empty chunk text (chunk_id 'blank')"
+    manifest = store.load_manifest(index_uri)
+    assert (manifest.dimension, manifest.row_count, manifest.embedding_model) == (384, len(first), "all-minilm-l6-v2")
+
+    rerun = main(config)
+    assert (rerun["build_mode"], rerun["embedded"], rerun["version"]) == ("unchanged", 0, built["version"])
+
+    write_chunks(storage.join(chunks_uri, "part-2.parquet"), later)
+    grown = main(config)
+    assert (grown["build_mode"], grown["embedded"], grown["rows"]) == ("incremental", len(later), len(acl_chunks))
+    assert store.load_manifest(index_uri).parent_version == built["version"]
+    target = later[3]
+    hit = Retriever.load(index_uri).search(target["text"], k=1)[0]
+    assert (hit.chunk_id, hit.doc_id) == (target["chunk_id"], target["doc_id"])
+
+    storage.delete(storage.join(chunks_uri, "part-1.parquet"))
+    shrunk = main(config)
+    assert (shrunk["build_mode"], shrunk["embedded"], shrunk["rows"]) == ("full", 0, len(later))
+    assert set(Retriever.load(index_uri).rows["doc_id"].to_pylist()) == set(papers[8:])

@@ -1,0 +1,63 @@
+"""jobs.train_router on a user's own label set (real text, four labels) into local storage (the
+`ray job submit` test writes to S3), and its clear errors for a bad label configuration."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs.train_router import TrainRouterConfig, check_labels, main
+from rayfleet import storage
+from rayfleet.routing import RequestRouter
+from tests.routing.conftest import aspect_examples
+
+
+def test_trains_on_any_label_set_and_writes_model_report_and_plot(tmp_path):
+    rows = (
+        aspect_examples(30)
+        + [
+            {"text": text, "label": "chitchat"}
+            for text in (
+                "Hi there!",
+                "Thanks a lot.",
+                "Good night!",
+                "How are you?",
+                "See you soon.",
+                "Nice weather today.",
+            )
+        ]
+        * 5
+    )
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("\n".join(json.dumps(row) for row in rows))
+    output = str(tmp_path / "registry" / "router")
+    report = main(TrainRouterConfig(input=str(labelled), output=output))
+    assert (
+        report["labels"] == ["approach", "challenge", "chitchat", "outcome"] and report["default_label"] == "approach"
+    )
+    assert report["accuracy"] > report["majority_baseline_accuracy"]
+    stored = json.loads(storage.read_bytes(storage.join(output, "report.json")))
+    assert {"accuracy", "macro_f1", "per_label", "confusion_matrix", "threshold", "calibration"} <= set(stored)
+    assert storage.read_bytes(storage.join(output, "calibration.png")).startswith(b"\x89PNG")
+    assert RequestRouter.load(output).route("Hi there!").predicted == "chitchat"
+
+
+def config(**values) -> TrainRouterConfig:
+    return TrainRouterConfig(output="unused", **values)
+
+
+def test_an_unknown_label_in_the_config_is_a_clear_error():
+    labels = ["rag"] * 5 + ["base"] * 5 + ["finetuned"] * 5
+    with pytest.raises(ValueError, match=r"unknown \['finetuned'\], absent \['fine-tuned'\]"):
+        check_labels(labels, config(labels=["rag", "base", "fine-tuned"]))
+    with pytest.raises(ValueError, match="default_label 'fallback' is not one of the labels"):
+        check_labels(labels, config(default_label="fallback"))
+    assert check_labels(labels, config(labels=["rag", "finetuned", "base"])) == "base"
+
+
+def test_too_few_labels_or_rows_are_clear_errors():
+    with pytest.raises(ValueError, match="at least two labels"):
+        check_labels(["rag"] * 10, config())
+    with pytest.raises(ValueError, match="fewer than 5 rows"):
+        check_labels(["rag"] * 10 + ["base"] * 2, config())

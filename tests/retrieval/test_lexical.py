@@ -1,0 +1,33 @@
+"""BM25 scores and reciprocal-rank fusion."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rayfleet.retrieval.lexical import BM25, reciprocal_rank_fusion
+
+
+def test_bm25_matches_the_okapi_formula():
+    texts = ["ccg parsing with supertags", "neural machine translation", "ccg supertags help ccg parsing"]
+    scores = BM25(texts, k1=1.2, b=0.75).scores(["ccg translation"])[0]
+    lengths = [3, 3, 5]  # "with" is an English stop word, not counted
+    average = sum(lengths) / 3
+
+    def term(count: int, length: int, documents_with_term: int) -> float:
+        idf = math.log(1 + (3 - documents_with_term + 0.5) / (documents_with_term + 0.5))
+        return idf * count * 2.2 / (count + 1.2 * (0.25 + 0.75 * length / average))
+
+    assert scores == pytest.approx([term(1, lengths[0], 2), term(1, lengths[1], 1), term(2, lengths[2], 2)])
+
+
+def test_a_query_with_no_known_term_scores_zero():
+    assert not np.any(BM25(["alpha beta", "gamma"]).scores(["delta"]))
+
+
+def test_rrf_rewards_agreement():
+    fused = reciprocal_rank_fusion(np.array([3, 1, 2]), np.array([1, 3, 7]))
+    assert fused[1] == fused[3] > fused[2] > fused[7] - 1e-9
+    assert fused[7] == pytest.approx(1 / 63)

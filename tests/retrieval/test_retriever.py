@@ -1,0 +1,100 @@
+"""Retriever over real MiniLM embeddings of real ACL paper chunks, stored locally the way the job
+stores them (the job's tests go through S3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from rayfleet.retrieval import Embedder, IndexParams, Retriever, VectorIndex, store
+from rayfleet.retrieval.chunks import CHUNK_COLUMNS, chunks_version, embedding_keys
+from rayfleet.retrieval.index import DimensionError
+from rayfleet.retrieval.store import IndexManifest
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder()
+
+
+@pytest.fixture(scope="module")
+def chunks(acl_chunks) -> pa.Table:
+    return pa.Table.from_pylist(acl_chunks, schema=CHUNK_COLUMNS)
+
+
+@pytest.fixture(scope="module")
+def vectors(embedder, chunks) -> np.ndarray:
+    return embedder.embed(chunks["text"].to_pylist())
+
+
+@pytest.fixture
+def stored_index(tmp_path, embedder, chunks, vectors) -> str:
+    """The chunks' index written the way jobs.build_index writes it."""
+    index = VectorIndex.create(embedder.dimension, IndexParams())
+    index.add(vectors)
+    keys = embedding_keys(chunks, embedder.fingerprint)
+    manifest = IndexManifest(
+        version="v1", created_at="2026-01-01T00:00:00+00:00", embedding_model=embedder.model_name,
+        embedding_model_hash=embedder.fingerprint, dimension=embedder.dimension, row_count=len(index),
+        source="test", source_chunks_version=chunks_version(chunks, keys), index_params=IndexParams(),
+        faiss_version=store.faiss_version(), build_mode="full", added_rows=len(index),
+    )  # fmt: skip
+    store.save_version(str(tmp_path), index, chunks.append_column("embedding_key", pa.array(keys)), manifest)
+    return str(tmp_path)
+
+
+def test_embeddings_are_unit_vectors_of_the_model_dimension(vectors, embedder):
+    assert vectors.shape[1] == embedder.dimension == 384
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_sentence_finds_the_chunk_it_comes_from(stored_index, chunks, embedder):
+    retriever = Retriever.load(stored_index, embedder=embedder)
+    target = chunks.to_pylist()[7]
+    sentence = target["text"].split(". ")[1]
+    hits = retriever.search(sentence, k=5)
+    assert len(hits) == 5 and hits[0].chunk_id == target["chunk_id"]
+    assert hits[0].doc_id == target["doc_id"] and hits[0].text == target["text"] and hits[0].source == target["source"]
+    assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+
+
+def test_recall_against_exact_search_on_real_embeddings(stored_index, vectors, embedder, chunks):
+    retriever = Retriever.load(stored_index, embedder=embedder)
+    queries = embedder.embed([text.split(". ")[0] for text in chunks["text"].to_pylist()[::3]])
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :5]
+    found = [[chunks["chunk_id"][int(i)].as_py() for i in row] for row in truth]
+    got = [[hit.chunk_id for hit in retriever.search_vector(query, 5)] for query in queries]
+    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(got, found)]) >= 0.95
+
+
+def test_filters_restrict_hits_to_documents_and_sources(stored_index, chunks, embedder):
+    retriever = Retriever.load(stored_index, embedder=embedder)
+    doc_ids = sorted(set(chunks["doc_id"].to_pylist()))[:2]
+    hits = retriever.search("neural machine translation results", k=50, doc_ids=doc_ids)
+    assert {hit.doc_id for hit in hits} == set(doc_ids)
+    assert len(hits) == sum(1 for doc_id in chunks["doc_id"].to_pylist() if doc_id in doc_ids)
+    source = chunks["source"][0].as_py()
+    assert {hit.source for hit in retriever.search("evaluation", k=5, sources=[source])} == {source}
+    assert retriever.search("evaluation", k=5, doc_ids=["no-such-document"]) == []
+
+
+def test_a_query_vector_of_another_dimension_is_a_clear_error(stored_index, embedder):
+    retriever = Retriever.load(stored_index, embedder=embedder)
+    with pytest.raises(DimensionError, match="dimension 384"):
+        retriever.search_vector(np.ones(768, np.float32))
+
+
+def test_a_missing_index_says_how_to_build_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run jobs.build_index"):
+        Retriever.load(str(tmp_path))
+
+
+def test_hybrid_search_finds_the_chunk_respects_filters_and_reports_cosine(stored_index, chunks, embedder, vectors):
+    retriever = Retriever.load(stored_index, embedder=embedder)
+    target = chunks.to_pylist()[11]
+    hits = retriever.search(target["text"].split(". ")[1], k=5, hybrid=True)
+    assert hits[0].chunk_id == target["chunk_id"] and len(hits) == 5
+    assert hits[0].score == pytest.approx(float(vectors[11] @ embedder.embed([target["text"].split(". ")[1]])[0]), abs=1e-5)
+    doc_ids = [chunks["doc_id"][0].as_py()]
+    assert {hit.doc_id for hit in retriever.search("results", k=10, doc_ids=doc_ids, hybrid=True)} == set(doc_ids)
