@@ -124,7 +124,7 @@ def embed_dataset(config: BuildIndexConfig, todo: pa.Table, run_id: str) -> None
         batch_size=config.batch_size,
         batch_format="numpy",
         fn_constructor_kwargs={"config": config, "run_id": run_id},
-        concurrency=workers,
+        compute=ray.data.ActorPoolStrategy(size=workers),
         **claim,
     )
     done, started = 0, time.monotonic()

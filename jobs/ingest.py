@@ -165,7 +165,7 @@ def ingest_dataset(
         batch_size=config.files_per_batch,
         batch_format="pyarrow",
         fn_constructor_kwargs={"config": config, "run_id": run_id, "known_sources": known},
-        concurrency=workers,
+        compute=ray.data.ActorPoolStrategy(size=workers),
         **claim,
     )
     progress = Progress(len(files))

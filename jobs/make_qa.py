@@ -197,7 +197,7 @@ def generate_candidates(config: MakeQaConfig, sources: list[str], done: set[str]
             batch_size=config.batch_size,
             batch_format="pyarrow",
             fn_constructor_kwargs={"config": config, "run_id": run_id},
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             **claim,
         )
     )

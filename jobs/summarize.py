@@ -158,7 +158,7 @@ def summarize_dataset(config: SummarizeConfig, items: list[WorkItem], run_id: st
             batch_size=config.batch_size,
             batch_format="numpy",
             fn_constructor_kwargs={"config": config, "run_id": run_id},
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             **claim,
         )
     )
