@@ -93,9 +93,7 @@ def plan_input(input_uri: str, id_column: str, text_column: str, done_ids: set[s
         FileNotFoundError: nothing exists at ``input_uri``.
         ValueError: it holds no Parquet file.
     """
-    sources = storage.list_files(input_uri, suffixes=(".parquet", ".parq", ".pq"))
-    if not sources:
-        raise ValueError(f"no Parquet files (*.parquet) at {input_uri}")
+    sources = storage.list_parquet_files(input_uri)
     with ThreadPoolExecutor(PLAN_THREADS) as pool:
         per_file = list(pool.map(lambda source: _read_ids(source, id_column, text_column), sources))
     plan = InputPlan(files=len(sources))

@@ -132,6 +132,22 @@ def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
     return [entry.uri for entry in list_entries(uri, suffixes)]
 
 
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+
+
+def list_parquet_files(uri: str) -> list[str]:
+    """The Parquet files at or under ``uri``, sorted.
+
+    Raises:
+        FileNotFoundError: nothing exists at ``uri``.
+        ValueError: it holds no Parquet file.
+    """
+    found = list_files(uri, suffixes=PARQUET_SUFFIXES)
+    if not found:
+        raise ValueError(f"no Parquet files (*.parquet) at {uri}")
+    return found
+
+
 def read_bytes(uri: str) -> bytes:
     """The whole content of one file."""
     location = resolve(uri)

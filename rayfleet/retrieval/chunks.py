@@ -36,9 +36,7 @@ def read_chunks(input_uri: str, run_id: str) -> tuple[pa.Table, list[dict]]:
         FileNotFoundError: nothing exists at ``input_uri``.
         ValueError: it holds no Parquet file.
     """
-    sources = storage.list_files(input_uri, suffixes=(".parquet", ".parq", ".pq"))
-    if not sources:
-        raise ValueError(f"no Parquet files (*.parquet) at {input_uri}")
+    sources = storage.list_parquet_files(input_uri)
     rows, errors, seen = [], [], {}
     for source in sources:
         table, problem = _read_file(source)
