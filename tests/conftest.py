@@ -77,7 +77,8 @@ def s3_prefix(local_s3) -> str:
     return f"s3://rayfleet-test/{uuid.uuid4().hex[:12]}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -114,11 +115,11 @@ def ray_cluster(local_s3, tmp_path_factory):
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     os.environ["RAYFLEET_MODELS_DIR"] = str(models_dir())
     temp_dir = tmp_path_factory.mktemp("ray")
-    gcs_port = _free_port()
+    gcs_port = free_port()
     ports = [
-        f"--port={gcs_port}", f"--dashboard-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
-        f"--dashboard-agent-grpc-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}",
-        f"--metrics-export-port={_free_port()}", f"--ray-client-server-port={_free_port()}",
+        f"--port={gcs_port}", f"--dashboard-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}", f"--ray-client-server-port={free_port()}",
     ]  # fmt: skip
     ray_cli = str(Path(sys.executable).parent / "ray")
     subprocess.run(

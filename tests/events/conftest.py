@@ -7,16 +7,12 @@ HTTP server (real boto3 clients, real wire protocol); S3 is the real local Seawe
 from __future__ import annotations
 
 import os
-import socket
+import uuid
 
 import boto3
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.conftest import free_port
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +23,7 @@ def moto_url() -> str:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_REGION", "us-east-1")
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"
@@ -45,3 +41,22 @@ def moto_client(moto_url):
         )  # fmt: skip
 
     return make
+
+
+@pytest.fixture
+def notifying_bucket(moto_client):
+    """A moto S3 bucket that sends its ObjectCreated notifications to an SQS queue of the same name.
+
+    Returns ``(s3, sqs, name, queue_url)``. S3 puts a test event on the queue when the
+    notification is configured.
+    """
+    s3, sqs = moto_client("s3"), moto_client("sqs")
+    name = f"incoming-{uuid.uuid4().hex[:8]}"
+    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.create_bucket(Bucket=name)
+    s3.put_bucket_notification_configuration(
+        Bucket=name,
+        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]},
+    )
+    return s3, sqs, name, queue_url

@@ -175,16 +175,8 @@ def test_always_failing_job_is_dead_lettered_after_the_configured_tries(ray_clus
 
 
 @pytest.mark.slow
-def test_sqs_notifications_start_one_job_per_object_version(ray_cluster, moto_client, moto_url, tmp_path):
-    s3, sqs = moto_client("s3"), moto_client("sqs")
-    name = f"incoming-{uuid.uuid4().hex[:8]}"
-    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    s3.create_bucket(Bucket=name)
-    s3.put_bucket_notification_configuration(
-        Bucket=name,
-        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]},
-    )
+def test_sqs_notifications_start_one_job_per_object_version(ray_cluster, notifying_bucket, moto_url, tmp_path):
+    s3, sqs, name, queue_url = notifying_bucket
     etag = s3.put_object(Bucket=name, Key="incoming/q3 report.parquet", Body=b"PAR1 data")["ETag"].strip('"')
     duplicate = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": name},
                  "object": {"key": "incoming/q3+report.parquet", "size": 9, "eTag": etag}}}]}  # fmt: skip

@@ -49,16 +49,8 @@ def test_other_messages_are_rejected(body):
         parse_s3_notification(body)
 
 
-def test_sqs_source_reads_s3_notifications_and_deletes_only_what_it_acknowledges(moto_client):
-    s3, sqs = moto_client("s3"), moto_client("sqs")
-    name = f"incoming-{uuid.uuid4().hex[:8]}"
-    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    s3.create_bucket(Bucket=name)
-    s3.put_bucket_notification_configuration(
-        Bucket=name,
-        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]},
-    )  # S3 sends a test event to the queue here
+def test_sqs_source_reads_s3_notifications_and_deletes_only_what_it_acknowledges(notifying_bucket):
+    s3, sqs, name, queue_url = notifying_bucket  # S3 sent a test event to the queue
     etag = s3.put_object(Bucket=name, Key="incoming/q3 report.parquet", Body=b"PAR1 data")["ETag"].strip('"')
     sqs.send_message(QueueUrl=queue_url, MessageBody="not an S3 notification")
 
