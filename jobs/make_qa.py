@@ -33,6 +33,7 @@ import logging
 import sys
 import time
 import uuid
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,12 +43,15 @@ from rayfleet import storage
 from rayfleet.config import BaseConfig, describe, load_config
 from rayfleet.engines import EngineConfig, SamplingConfig, create_engine
 from rayfleet.qa import (
+    AnswerFirstPrompts,
     QaPrompts,
     QaValidation,
     SplitConfig,
     check_pair,
+    answer_sentences,
     drop_near_duplicates,
     extract_pairs,
+    question_from_output,
     read_user_qa,
     sft_messages,
     split_of,
@@ -77,6 +81,11 @@ class MakeQaConfig(BaseConfig):
     input: str = Field(..., description="Chunks Parquet folder/prefix written by jobs.ingest (local path or s3://).")
     output: str = Field(..., description="Folder/prefix for the SFT splits, the QA sets and the candidates.")
     user_qa: str | None = Field(None, description="Optional user-written Q&A: a JSONL or Parquet file or folder.")
+    strategy: Literal["answer_first", "free"] = Field(
+        "answer_first",
+        description="answer_first: sentences of the chunk are the answers and the model writes a question for each "
+        "(reliable with small models); free: the model proposes question-answer pairs as JSON (needs a stronger model).",
+    )
     pairs_per_chunk: int = Field(3, ge=1, le=10, description="Pairs asked of the model for each chunk.")
     min_chunk_tokens: int = Field(
         24, ge=1, description="Chunks shorter than this are skipped (too little to ask about)."
@@ -84,7 +93,10 @@ class MakeQaConfig(BaseConfig):
     batch_size: int = Field(32, ge=1, description="Chunks per engine batch (and per committed candidates file).")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine and model.")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=256), description="Decoding.")
-    prompts: QaPrompts = Field(default_factory=QaPrompts, description="Generation prompt templates.")
+    prompts: QaPrompts = Field(default_factory=QaPrompts, description="Prompt templates of the free strategy.")
+    answer_first: AnswerFirstPrompts = Field(
+        default_factory=AnswerFirstPrompts, description="Prompts and answer-sentence sizes of the answer_first strategy."
+    )
     validation: QaValidation = Field(default_factory=QaValidation, description="What a kept pair must satisfy.")
     splits: SplitConfig = Field(default_factory=SplitConfig, description="Held-out shares of documents.")
     sft_system_prompt: str | None = Field(None, description="System message of every SFT example; none if null.")
@@ -112,11 +124,9 @@ class QaWorker:
         chunks = batch.to_pylist()
         if not chunks:
             return batch_figures([], [], 0, started)
-        conversations = [
-            self.config.prompts.conversation(chunk["text"], self.config.pairs_per_chunk) for chunk in chunks
-        ]
+        requests = [request for chunk in chunks for request in self.requests(chunk)]
         try:
-            generations = self.engine.generate(conversations, self.config.sampling)
+            generations = self.engine.generate([conversation for _, _, conversation in requests], self.config.sampling)
         except Exception as error:  # the batch's chunks go to the errors table; a rerun tries them again
             logger.exception("engine failed on a batch of %d chunks", len(chunks))
             write_errors(self.config.table("errors"), [
@@ -125,27 +135,50 @@ class QaWorker:
             ])  # fmt: skip
             return batch_figures([], [], 0, started)
         rows = [
-            row for chunk, generation in zip(chunks, generations) for row in self.candidates(chunk, generation.text)
+            row
+            for (chunk, answer, _), generation in zip(requests, generations)
+            for row in self.candidates(chunk, answer, generation.text)
         ]
+        rows += [self.no_pair_row(chunk, "no sentence of a usable length to take as an answer", None)
+                 for chunk in chunks if not any(request[0] is chunk for request in requests)]  # fmt: skip
         write_table(storage.join(self.config.table("_candidates"), f"part-{self.run_id}-{uuid.uuid4().hex[:12]}.parquet"),
                     pa.Table.from_pylist(rows, QA_CANDIDATES_SCHEMA))  # fmt: skip
         return batch_figures(chunks, rows, sum(generation.completion_tokens for generation in generations), started)
 
-    def candidates(self, chunk: dict, output: str) -> list[dict]:
+    def requests(self, chunk: dict) -> list[tuple[dict, str | None, list]]:
+        """The engine calls for one chunk: ``(chunk, answer sentence or None, conversation)``."""
+        if self.config.strategy == "free":
+            return [(chunk, None, self.config.prompts.conversation(chunk["text"], self.config.pairs_per_chunk))]
+        prompts = self.config.answer_first
+        answers = answer_sentences(chunk["text"], self.config.pairs_per_chunk, prompts.min_answer_words,
+                                   prompts.max_answer_words)  # fmt: skip
+        return [(chunk, answer, prompts.conversation(chunk["text"], answer)) for answer in answers]
+
+    def candidates(self, chunk: dict, answer: str | None, output: str) -> list[dict]:
         """One row per proposed pair, valid or dropped; one dropped row when the output held none."""
-        base = {"chunk_id": chunk["chunk_id"], "doc_id": chunk["doc_id"], "model": self.config.engine.model,
-                "run_id": self.run_id, "created_at": utc_now(), "raw_output": None}  # fmt: skip
-        pairs = extract_pairs(output)
-        if not pairs:
-            detail = "no JSON question/answer objects and no Q:/A: lines in the output"
-            return [{**base, "question": None, "answer": None, "status": "dropped", "reason": "unparseable",
-                     "detail": detail, "raw_output": output}]  # fmt: skip
+        if answer is not None:
+            pairs = [(question_from_output(output), answer)]
+        else:
+            pairs = extract_pairs(output)[: self.config.pairs_per_chunk]
+        if not pairs or not pairs[0][0]:
+            return [self.no_pair_row(chunk, "no JSON question/answer objects and no Q:/A: lines in the output", output)]
         rows = []
-        for question, answer in pairs[: self.config.pairs_per_chunk]:
-            verdict = check_pair(question, answer, chunk["text"], self.config.validation)
-            rows.append({**base, "question": question, "answer": answer, "status": "dropped" if verdict else "valid",
+        for question, pair_answer in pairs:
+            verdict = check_pair(question, pair_answer, chunk["text"], self.config.validation)
+            rows.append({**self.base_row(chunk), "question": question, "answer": pair_answer,
+                         "status": "dropped" if verdict else "valid",
                          "reason": verdict and verdict.reason, "detail": verdict and verdict.detail})  # fmt: skip
         return rows
+
+    def base_row(self, chunk: dict) -> dict:
+        return {"chunk_id": chunk["chunk_id"], "doc_id": chunk["doc_id"], "model": self.config.engine.model,
+                "run_id": self.run_id, "created_at": utc_now(), "raw_output": None}  # fmt: skip
+
+    def no_pair_row(self, chunk: dict, detail: str, output: str | None) -> dict:
+        """The row that records a chunk (or model output) that gave no pair at all."""
+        return {**self.base_row(chunk), "question": None, "answer": None, "status": "dropped",
+                "reason": "unparseable" if output is not None else "no_answer_sentence", "detail": detail,
+                "raw_output": output}  # fmt: skip
 
 
 def batch_figures(chunks: list[dict], rows: list[dict], completion_tokens: int, started: float) -> dict:

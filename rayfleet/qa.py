@@ -85,6 +85,83 @@ class QaPrompts(BaseConfig):
         return messages + [{"role": "user", "content": self.request(text, count)}]
 
 
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+class AnswerFirstPrompts(BaseConfig):
+    """Prompts of the answer-first strategy: the answer is a sentence of the chunk, the model writes its question.
+
+    ``user`` must contain ``{text}`` (the chunk) and ``{answer}`` (the chosen sentence).
+    Small models write vague JSON quizzes but can phrase one question for a given
+    answer; the answer is then grounded by construction.
+    """
+
+    system: str = Field(
+        "You write one quiz question. The given answer sentence must answer it. Reply with the question only.",
+        description="System message of every question-writing call.",
+    )
+    user: str = Field(
+        "Text: {text}\nAnswer: {answer}\nQuestion?",
+        description="User message; {text} is the chunk, {answer} the sentence the question must be answered by.",
+    )
+    example_text: str | None = Field(
+        "The pump must be serviced every 6 months by a certified technician. Use only grade 40 oil.",
+        description="Text of the worked example shown before each request; null for no example.",
+    )
+    example_answer: str = Field(
+        "The pump must be serviced every 6 months by a certified technician.",
+        description="Answer sentence of the worked example.",
+    )
+    example_question: str = Field(
+        "How often must the pump be serviced, and by whom?", description="The question wanted for the worked example."
+    )
+    min_answer_words: int = Field(8, ge=1, description="Shortest sentence (in words) chosen as an answer.")
+    max_answer_words: int = Field(40, ge=1, description="Longest sentence (in words) chosen as an answer.")
+
+    @field_validator("user")
+    @classmethod
+    def _has_placeholders(cls, template: str) -> str:
+        if "{text}" not in template or "{answer}" not in template:
+            raise ValueError("the answer-first prompt must contain the {text} and {answer} placeholders")
+        return template
+
+    def conversation(self, text: str, answer: str) -> Conversation:
+        messages: Conversation = [{"role": "system", "content": self.system}]
+        if self.example_text:
+            messages += [
+                {"role": "user", "content": self._request(self.example_text, self.example_answer)},
+                {"role": "assistant", "content": self.example_question},
+            ]
+        return messages + [{"role": "user", "content": self._request(text, answer)}]
+
+    def _request(self, text: str, answer: str) -> str:
+        return self.user.replace("{text}", text).replace("{answer}", answer)
+
+
+def answer_sentences(text: str, count: int, min_words: int, max_words: int) -> list[str]:
+    """Up to ``count`` sentences of ``text`` worth asking about, in text order.
+
+    Sentences of the allowed length are ranked by how many distinct content words they
+    carry (facts, names and figures rather than transitions), and the best ``count`` kept.
+    """
+    sentences = [" ".join(sentence.split()) for sentence in SENTENCE_END.split(text)]
+    usable = [
+        (index, sentence) for index, sentence in enumerate(sentences)
+        if min_words <= len(words(sentence)) <= max_words and sentence[-1:] in ".!?"
+    ]  # fmt: skip
+    best = sorted(usable, key=lambda item: len(content_words(item[1])), reverse=True)[:count]
+    return [sentence for _, sentence in sorted(best)]
+
+
+def question_from_output(output: str) -> str:
+    """The question in a model's reply: its first non-empty line, without a "Question:" label."""
+    for line in output.splitlines():
+        line = re.sub(r"^\s*(?:\d+[.)]\s*)?(?:Q|Question)\s*[:.-]\s*", "", line, flags=re.IGNORECASE).strip()
+        if line:
+            return line.strip('"')
+    return ""
+
+
 class QaValidation(BaseConfig):
     """What a generated pair must satisfy to be kept."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
+import pytest
 
 from rayfleet.qa import (
     QaValidation,
@@ -124,3 +125,38 @@ def test_prompt_shows_a_worked_example_before_the_request():
     ]
     assert "The valve opens at 3 bar." in conversation[3]["content"]
     assert [m["role"] for m in QaPrompts(example_text=None).conversation("x", 1)] == ["system", "user"]
+
+
+def test_answer_sentences_prefers_informative_sentences_in_text_order():
+    from rayfleet.qa import answer_sentences
+
+    text = (
+        "See below. The valve opens at 3 bar when the pump starts in winter. "
+        "This is it and that is so and it was. "
+        "Grade 40 oil from Acme keeps the gearbox cool under heavy load. Too short."
+    )
+    assert answer_sentences(text, 2, 6, 40) == [
+        "The valve opens at 3 bar when the pump starts in winter.",
+        "Grade 40 oil from Acme keeps the gearbox cool under heavy load.",
+    ]
+    # 9 content words against 7: the oil sentence is the more informative one.
+    assert answer_sentences(text, 1, 6, 40) == ["Grade 40 oil from Acme keeps the gearbox cool under heavy load."]
+    assert answer_sentences("no sentence end here at all in this text", 3, 2, 40) == []
+
+
+def test_question_is_the_first_line_without_its_label():
+    from rayfleet.qa import question_from_output
+
+    assert question_from_output('\nQuestion: "When does the valve open?"\nAnswer: at 3 bar') == "When does the valve open?"
+    assert question_from_output("1. Q: Who services the pump?") == "Who services the pump?"
+    assert question_from_output("  \n ") == ""
+
+
+def test_answer_first_prompt_shows_the_worked_example_then_the_request():
+    from rayfleet.qa import AnswerFirstPrompts
+
+    messages = AnswerFirstPrompts().conversation("The valve opens at 3 bar.", "The valve opens at 3 bar.")
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert "Answer: The valve opens at 3 bar." in messages[-1]["content"]
+    with pytest.raises(ValueError, match="placeholders"):
+        AnswerFirstPrompts(user="no placeholders")

@@ -1,9 +1,10 @@
 """The Q&A job end to end on a real local Ray and S3 API.
 
-With the tiny random model every output is junk, so the test checks the accounting:
+With the tiny random model every output is junk (asked for JSON pairs, the free strategy),
+so the test checks the accounting:
 every chunk is answered for, every proposal is dropped with a reason, user-written
 pairs still make the splits, and a rerun generates nothing. The SmolLM2 + vLLM test
-checks the real path: pairs grounded in the real reference card, no document in two splits.
+checks the real path (answer-first, the default): pairs grounded in the real reference card, no document in two splits.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def test_junk_outputs_are_all_dropped_and_accounted_for(ray_cluster, s3_prefix, 
     overrides = [
         f"input={s3_prefix}/chunks", f"output={s3_prefix}/qa", f"user_qa={s3_prefix}/user", "engine.kind=transformers",
         f"engine.model={tiny_llama_path}", "engine.max_model_len=512", "sampling.max_tokens=24", "batch_size=4",
-        "min_chunk_tokens=8", "splits.validation=0.0", "splits.test=0.0",
+        "min_chunk_tokens=8", "splits.validation=0.0", "splits.test=0.0", "strategy=free",
     ]  # fmt: skip
 
     report = main(load_config(MakeQaConfig, overrides))
@@ -85,7 +86,7 @@ def test_junk_outputs_are_all_dropped_and_accounted_for(ray_cluster, s3_prefix, 
 
 
 def test_smollm2_on_vllm_runs_the_real_path_and_keeps_only_grounded_pairs(ray_cluster, s3_prefix, smollm2_path):
-    """SmolLM2-135M mostly answers from its own head; what matters is that nothing ungrounded is kept."""
+    """Answer-first with SmolLM2-135M: sentences of the chunks are answers, and most get a kept question."""
     tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
     refcard = parse_file("refcard-a4.pdf", (PDFS / "refcard-a4.pdf").read_bytes()).text
     manual = parse_file("gnuplot.pdf", (PDFS / "gnuplot.pdf").read_bytes())
@@ -102,7 +103,10 @@ def test_smollm2_on_vllm_runs_the_real_path_and_keeps_only_grounded_pairs(ray_cl
         "every chunk answered for"
     )
     parsed = [row for row in candidates if row["question"] is not None]
-    assert len(parsed) >= len(chunks) // 2, f"the JSON request is followed for most chunks: {report['dropped']}"
+    assert len(parsed) >= len(chunks) // 2, f"most chunks get questions: {report['dropped']}"
+    asked = [row for row in candidates if row["reason"] != "no_answer_sentence"]
+    # The free JSON strategy kept about 1 in 45 here; answer-first keeps about 1 in 3.
+    assert report["generated_valid"] >= len(asked) // 5, f"a usable share is kept: {report['dropped']}"
     not_dedup = sum(count for reason, count in report["dropped"].items() if reason != "near_duplicate")
     assert report["generated_valid"] + not_dedup == len(candidates)
 
