@@ -1,0 +1,287 @@
+"""Drift and A/B analysis of the serving request logs.
+
+Run it anywhere the same way::
+
+    python -m jobs.monitor                                    # embedded defaults (the local serving logs)
+    python -m jobs.monitor logs=s3://bucket/serving/requests recent_hours=6 baseline_hours=72
+    ray job submit --working-dir . -- python -m jobs.monitor logs=s3://bucket/serving/requests
+
+The request logs (``schemas.REQUEST_LOG_SCHEMA``, written by the serving app) are split
+into a recent window (the last ``recent_hours`` before ``until``) and the baseline window
+before it. Drift compares the two: the route distribution, prompt embeddings (a projection
+logged by the router, when present), prompt and output lengths (population stability
+index each), and fallback and error rates (two-proportion tests). Measures above their
+thresholds are flagged. For each A/B test in the recent window, every arm gets its
+request count, latency, error and fallback rates with intervals; the arms are compared
+with a significance test and the job says which arm wins or that it is too early.
+
+Writes ``report.json``, ``report.html`` and ``drift.prom`` (Prometheus text format, for a
+node-exporter textfile collector or a Pushgateway) under ``output/<run_id>/``, pushes the
+gauges when ``pushgateway`` is set, and prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import logging
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from rayfleet import storage
+from rayfleet.config import BaseConfig, describe, load_config
+from rayfleet.evaluation.drift import categorical_psi, category_shares, embedding_psi, numeric_psi
+from rayfleet.evaluation.stats import bootstrap_mean, two_proportion_test, welch_test
+from rayfleet.tables import new_run_id, read_folder
+
+logger = logging.getLogger("jobs.monitor")
+
+LOG_COLUMNS = ["created_at", "path", "fallback", "status", "latency_ms", "ttft_ms", "prompt_tokens",
+               "completion_tokens", "ab_test", "arm"]  # fmt: skip
+EMBEDDING_COLUMN = "prompt_embedding"
+
+
+class DriftThresholds(BaseConfig):
+    """When a measure counts as drift."""
+
+    route_psi: float = Field(0.1, gt=0, description="PSI of the route distribution.")
+    embedding_psi: float = Field(0.1, gt=0, description="Mean per-dimension PSI of the prompt embeddings.")
+    length_psi: float = Field(0.2, gt=0, description="PSI of prompt or output token counts.")
+    rate_change: float = Field(0.05, gt=0, description="Absolute change of the fallback or error rate that counts as drift...")
+    alpha: float = Field(0.01, gt=0, lt=1, description="...that is also significant at this level.")
+
+
+class AbConfig(BaseConfig):
+    """How A/B arms are compared."""
+
+    min_requests_per_arm: int = Field(100, ge=2, description="Below this, the verdict is 'too early'.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the arm comparison.")
+    primary_metric: str = Field(
+        "latency_ms", description="latency_ms (lower wins, Welch's t-test) or error_rate (lower wins, z-test)."
+    )
+
+
+class MonitorConfig(BaseConfig):
+    """Configuration of the drift and A/B monitor."""
+
+    logs: str = Field(".data/serving/requests", description="Request log Parquet folder written by the serving app.")
+    output: str = Field(".data/monitor", description="Folder/prefix for the reports and the Prometheus text file.")
+    until: dt.datetime | None = Field(None, description="End of the recent window (UTC); default: the newest log row.")
+    recent_hours: float = Field(24.0, gt=0, description="Length of the recent window.")
+    baseline_hours: float = Field(168.0, gt=0, description="Length of the baseline window just before it.")
+    min_requests: int = Field(50, ge=1, description="Fewest requests per window for a drift verdict.")
+    thresholds: DriftThresholds = Field(default_factory=DriftThresholds, description="Drift thresholds.")
+    ab: AbConfig = Field(default_factory=AbConfig, description="A/B analysis.")
+    pushgateway: str | None = Field(None, description="Prometheus Pushgateway address to push the gauges to.")
+
+
+def read_logs(config: MonitorConfig) -> pa.Table:
+    if not storage.exists(config.logs):
+        raise FileNotFoundError(f"no request logs at {config.logs}: point `logs` at the serving app's request_log folder")
+    schema_names = set(pa.unify_schemas([_schema(uri) for uri in storage.list_parquet_files(config.logs)]).names)
+    columns = LOG_COLUMNS + ([EMBEDDING_COLUMN] if EMBEDDING_COLUMN in schema_names else [])
+    missing = [column for column in LOG_COLUMNS if column not in schema_names]
+    if missing:
+        raise ValueError(f"the logs at {config.logs} lack columns {missing}; expected schemas.REQUEST_LOG_SCHEMA")
+    return read_folder(config.logs, columns)
+
+
+def _schema(uri: str) -> pa.Schema:
+    import pyarrow.parquet as pq
+
+    location = storage.resolve(uri)
+    with location.filesystem.open_input_file(location.path) as handle:
+        return pq.read_schema(handle)
+
+
+def windows(config: MonitorConfig, logs: pa.Table) -> tuple[pa.Table, pa.Table, dict]:
+    """The baseline rows ``[start, split)``, the recent rows ``[split, until]`` and the bounds."""
+    times = logs["created_at"].cast(pa.timestamp("ms", tz="UTC"))
+    until = config.until or pc.max(times).as_py()
+    if until.tzinfo is None:
+        until = until.replace(tzinfo=dt.timezone.utc)
+    split = until - dt.timedelta(hours=config.recent_hours)
+    start = split - dt.timedelta(hours=config.baseline_hours)
+    at_least = lambda bound: pc.greater_equal(times, pa.scalar(bound, times.type))  # noqa: E731
+    baseline = logs.filter(pc.and_(at_least(start), pc.invert(at_least(split))))
+    recent = logs.filter(pc.and_(at_least(split), pc.less_equal(times, pa.scalar(until, times.type))))
+    bounds = {"baseline_start": start.isoformat(), "recent_start": split.isoformat(), "recent_end": until.isoformat()}
+    return baseline, recent, bounds
+
+
+def rates(rows: pa.Table) -> dict[str, tuple[int, int]]:
+    """(hits, total) of fallbacks and of errors (status 5xx other than deliberate 503s, or any error)."""
+    total = rows.num_rows
+    fallbacks = int(pc.sum(pc.cast(rows["fallback"], pa.int64())).as_py() or 0)
+    statuses = rows["status"].to_pylist()
+    errors = sum(1 for status in statuses if status >= 500 and status != 503)
+    return {"fallback_rate": (fallbacks, total), "error_rate": (errors, total)}
+
+
+def drift_report(config: MonitorConfig, baseline: pa.Table, recent: pa.Table) -> dict:
+    """Every drift measure, its threshold and whether it is flagged."""
+    limits = config.thresholds
+    measures: dict[str, dict] = {}
+    route = categorical_psi(baseline["path"].to_pylist(), recent["path"].to_pylist())
+    measures["route_psi"] = {"value": route, "threshold": limits.route_psi,
+                             "baseline": category_shares(baseline["path"].to_pylist()),
+                             "recent": category_shares(recent["path"].to_pylist())}  # fmt: skip
+    for column in ("prompt_tokens", "completion_tokens"):
+        value = numeric_psi(baseline[column].to_pylist(), recent[column].to_pylist())
+        measures[f"{column}_psi"] = {"value": value, "threshold": limits.length_psi,
+                                     "baseline_mean": _mean(baseline[column]), "recent_mean": _mean(recent[column])}  # fmt: skip
+    if EMBEDDING_COLUMN in recent.column_names:
+        value = embedding_psi(_embeddings(baseline), _embeddings(recent))
+        measures["prompt_embedding_psi"] = {"value": value, "threshold": limits.embedding_psi}
+    before, after = rates(baseline), rates(recent)
+    for name in ("fallback_rate", "error_rate"):
+        (hits_before, total_before), (hits_after, total_after) = before[name], after[name]
+        rate_before = hits_before / total_before if total_before else None
+        rate_after = hits_after / total_after if total_after else None
+        test = two_proportion_test((hits_after, hits_before), (total_after, total_before))
+        change = rate_after - rate_before if rate_before is not None and rate_after is not None else None
+        flagged = change is not None and abs(change) >= limits.rate_change and (test["p_value"] or 1) < limits.alpha
+        measures[name] = {"value": change, "baseline": rate_before, "recent": rate_after, "p_value": test["p_value"],
+                          "threshold": limits.rate_change, "flagged": flagged}  # fmt: skip
+    for name, measure in measures.items():
+        if "flagged" not in measure:
+            measure["flagged"] = measure["value"] is not None and measure["value"] > measure["threshold"]
+    return measures
+
+
+def _mean(column: pa.ChunkedArray) -> float | None:
+    value = pc.mean(column).as_py()
+    return float(value) if value is not None else None
+
+
+def _embeddings(rows: pa.Table) -> np.ndarray:
+    vectors = [vector for vector in rows[EMBEDDING_COLUMN].to_pylist() if vector]
+    return np.asarray(vectors, dtype=float) if vectors else np.zeros((0, 0))
+
+
+def ab_report(config: MonitorConfig, recent: pa.Table) -> dict[str, dict]:
+    """Per A/B test: each arm's figures, the comparison and the verdict."""
+    tests = {}
+    for test_name in sorted({name for name in recent["ab_test"].to_pylist() if name}):
+        rows = recent.filter(pc.equal(recent["ab_test"], test_name))
+        arms = {}
+        for arm in sorted({arm for arm in rows["arm"].to_pylist() if arm}):
+            arm_rows = rows.filter(pc.equal(rows["arm"], arm))
+            latency = [value for value in arm_rows["latency_ms"].to_pylist() if value is not None]
+            arm_rates = rates(arm_rows)
+            arms[arm] = {
+                "requests": arm_rows.num_rows,
+                "latency_ms": bootstrap_mean(latency).as_dict() if latency else None,
+                "latency_p95_ms": float(np.percentile(latency, 95)) if latency else None,
+                "error_rate": arm_rates["error_rate"][0] / arm_rows.num_rows,
+                "fallback_rate": arm_rates["fallback_rate"][0] / arm_rows.num_rows,
+                "_latency": latency,
+                "_errors": arm_rates["error_rate"],
+            }
+        tests[test_name] = {"arms": arms, **ab_verdict(config.ab, arms)}
+        for arm in arms.values():
+            arm.pop("_latency"), arm.pop("_errors")
+    return tests
+
+
+def ab_verdict(config: AbConfig, arms: dict[str, dict]) -> dict:
+    """Which of two arms wins on the primary metric, or why there is no verdict yet."""
+    if len(arms) != 2:
+        return {"verdict": "not_comparable", "reason": f"{len(arms)} arm(s); the comparison needs exactly two"}
+    (first_name, first), (second_name, second) = sorted(arms.items())
+    small = [name for name, arm in arms.items() if arm["requests"] < config.min_requests_per_arm]
+    if config.primary_metric == "error_rate":
+        test = two_proportion_test((first["_errors"][0], second["_errors"][0]), (first["_errors"][1], second["_errors"][1]))
+        first_value, second_value = first["error_rate"], second["error_rate"]
+    else:
+        test = welch_test(first["_latency"], second["_latency"])
+        first_value = first["latency_ms"]["mean"] if first["latency_ms"] else None
+        second_value = second["latency_ms"]["mean"] if second["latency_ms"] else None
+    result = {"primary_metric": config.primary_metric, "p_value": test["p_value"]}
+    if small:
+        return {**result, "verdict": "too_early", "reason": f"arms {small} have under {config.min_requests_per_arm} requests"}
+    if test["p_value"] is None or test["p_value"] >= config.alpha:
+        return {**result, "verdict": "too_early", "reason": f"no significant difference (p = {test['p_value']})"}
+    winner = first_name if first_value < second_value else second_name
+    return {**result, "verdict": "winner", "winner": winner,
+            "reason": f"{winner} has the lower {config.primary_metric} (p = {test['p_value']:.2g})"}  # fmt: skip
+
+
+def prometheus_text(drift: dict, run_registry=None):
+    """The drift gauges in a fresh Prometheus registry (one gauge per measure, plus a flag)."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    registry = run_registry or CollectorRegistry()
+    value = Gauge("rayfleet_drift_value", "Drift measure of the recent window against the baseline", ["measure"],
+                  registry=registry)  # fmt: skip
+    flagged = Gauge("rayfleet_drift_flagged", "1 when the drift measure is above its threshold", ["measure"],
+                    registry=registry)  # fmt: skip
+    for name, measure in drift.items():
+        if measure["value"] is not None:
+            value.labels(name).set(measure["value"])
+        flagged.labels(name).set(1 if measure["flagged"] else 0)
+    return registry
+
+
+def render_html(report: dict) -> str:
+    escape = html.escape
+    drift_rows = "".join(
+        f"<tr><td>{escape(name)}</td><td>{_fmt(m['value'])}</td><td>{_fmt(m['threshold'])}</td>"
+        f"<td>{'DRIFT' if m['flagged'] else 'ok'}</td></tr>"
+        for name, m in report["drift"].items()
+    )
+    ab_rows = "".join(
+        f"<tr><td>{escape(test)}</td><td>{escape(arm)}</td><td>{figures['requests']}</td>"
+        f"<td>{_fmt((figures['latency_ms'] or {}).get('mean'))}</td><td>{_fmt(figures['error_rate'])}</td>"
+        f"<td>{escape(result['verdict'])}: {escape(result['reason'])}</td></tr>"
+        for test, result in report["ab"].items()
+        for arm, figures in result["arms"].items()
+    )
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>rayfleet monitor {escape(report['run_id'])}</title></head>"
+            f"<body><h1>Serving drift and A/B</h1><p>{escape(json.dumps(report['windows']))}</p>"
+            f"<p>baseline {report['baseline_requests']} requests, recent {report['recent_requests']}</p>"
+            f"<h2>Drift</h2><table border=1><tr><th>measure</th><th>value</th><th>threshold</th><th></th></tr>{drift_rows}</table>"
+            f"<h2>A/B</h2><table border=1><tr><th>test</th><th>arm</th><th>requests</th><th>latency ms</th>"
+            f"<th>error rate</th><th>verdict</th></tr>{ab_rows}</table></body></html>")  # fmt: skip
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def main(config: MonitorConfig) -> dict:
+    from prometheus_client import generate_latest, push_to_gateway
+
+    run_id = new_run_id()
+    logger.info("monitor %s with\n%s", run_id, describe(config))
+    baseline, recent, bounds = windows(config, read_logs(config))
+    enough = baseline.num_rows >= config.min_requests and recent.num_rows >= config.min_requests
+    drift = drift_report(config, baseline, recent) if enough else {}
+    report = {
+        "run_id": run_id, "windows": bounds, "baseline_requests": baseline.num_rows, "recent_requests": recent.num_rows,
+        "drift": drift, "drift_flags": sorted(name for name, measure in drift.items() if measure["flagged"]),
+        "drift_verdict": ("drift" if any(m["flagged"] for m in drift.values()) else "stable") if enough
+        else f"too few requests (need {config.min_requests} per window)",
+        "ab": ab_report(config, recent),
+    }  # fmt: skip
+    folder = storage.join(config.output, run_id)
+    registry = prometheus_text(drift)
+    storage.write_bytes(storage.join(folder, "drift.prom"), generate_latest(registry))
+    storage.write_bytes(storage.join(folder, "report.html"), render_html(report).encode())
+    report["report"] = storage.join(folder, "report.json")
+    storage.write_bytes(report["report"], json.dumps(report, indent=2, default=str).encode())
+    if config.pushgateway:
+        push_to_gateway(config.pushgateway, job="rayfleet_monitor", registry=registry)
+    for name in report["drift_flags"]:
+        logger.warning("drift: %s = %s above %s", name, drift[name]["value"], drift[name]["threshold"])
+    return report
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(json.dumps(main(load_config(MonitorConfig, sys.argv[1:])), default=str))

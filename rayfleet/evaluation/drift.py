@@ -1,0 +1,68 @@
+"""Drift measures between a baseline window and a recent window of serving traffic.
+
+Population stability index (PSI) compares two distributions over the same bins:
+``sum((recent - baseline) * ln(recent / baseline))``. The usual reading: below 0.1 stable,
+0.1-0.25 a moderate shift, above 0.25 a major one. Numeric values are binned at the
+baseline's quantiles; categories (routes) are their own bins; embeddings are compared
+dimension by dimension (on a projection) and the mean PSI reported.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+EPSILON = 1e-4  # share given to an empty bin, so an unseen category counts as a shift, not infinity
+MIN_PER_BIN = 25  # fewer items per bin and sampling noise alone reads as drift
+
+
+def psi_from_shares(baseline: np.ndarray, recent: np.ndarray) -> float:
+    """PSI of two share vectors over the same bins."""
+    baseline = np.clip(np.asarray(baseline, dtype=float), EPSILON, None)
+    recent = np.clip(np.asarray(recent, dtype=float), EPSILON, None)
+    baseline, recent = baseline / baseline.sum(), recent / recent.sum()
+    return float(np.sum((recent - baseline) * np.log(recent / baseline)))
+
+
+def numeric_psi(baseline: list[float], recent: list[float], bins: int = 10) -> float | None:
+    """PSI of two samples of a number, binned at the baseline's quantiles (None without data).
+
+    Small samples get fewer bins (at least ``MIN_PER_BIN`` items each), so noise does not
+    read as drift.
+    """
+    baseline_values = np.asarray([value for value in baseline if value is not None], dtype=float)
+    recent_values = np.asarray([value for value in recent if value is not None], dtype=float)
+    if baseline_values.size == 0 or recent_values.size == 0:
+        return None
+    bins = max(2, min(bins, min(baseline_values.size, recent_values.size) // MIN_PER_BIN))
+    edges = np.unique(np.quantile(baseline_values, np.linspace(0, 1, bins + 1)[1:-1]))
+    baseline_counts = np.bincount(np.searchsorted(edges, baseline_values, side="right"), minlength=edges.size + 1)
+    recent_counts = np.bincount(np.searchsorted(edges, recent_values, side="right"), minlength=edges.size + 1)
+    return psi_from_shares(baseline_counts / baseline_counts.sum(), recent_counts / recent_counts.sum())
+
+
+def category_shares(values: list[str | None]) -> dict[str, float]:
+    """Share of each category (None counts as "none")."""
+    counts = Counter(value if value is not None else "none" for value in values)
+    total = sum(counts.values())
+    return {name: count / total for name, count in sorted(counts.items())} if total else {}
+
+
+def categorical_psi(baseline: list[str | None], recent: list[str | None]) -> float | None:
+    """PSI over the union of categories seen in either window."""
+    before, after = category_shares(baseline), category_shares(recent)
+    if not before or not after:
+        return None
+    names = sorted(set(before) | set(after))
+    return psi_from_shares(np.array([before.get(n, 0.0) for n in names]), np.array([after.get(n, 0.0) for n in names]))
+
+
+def embedding_psi(baseline: np.ndarray, recent: np.ndarray, bins: int = 10) -> float | None:
+    """Mean over dimensions of the per-dimension PSI of two sets of (projected) embeddings."""
+    if baseline.size == 0 or recent.size == 0:
+        return None
+    if baseline.shape[1] != recent.shape[1]:
+        raise ValueError(f"embeddings of different sizes: {baseline.shape[1]} against {recent.shape[1]}")
+    values = [numeric_psi(list(baseline[:, d]), list(recent[:, d]), bins) for d in range(baseline.shape[1])]
+    return float(np.mean([value for value in values if value is not None]))

@@ -1,0 +1,35 @@
+"""Population stability index on numbers, categories and embeddings."""
+
+import numpy as np
+import pytest
+
+from rayfleet.evaluation.drift import categorical_psi, embedding_psi, numeric_psi, psi_from_shares
+
+
+def test_identical_distributions_have_zero_psi_and_shifts_grow_it():
+    rng = np.random.default_rng(0)
+    baseline = list(rng.normal(100, 10, 5000))
+    assert numeric_psi(baseline, list(rng.normal(100, 10, 5000))) < 0.02
+    small, large = numeric_psi(baseline, list(rng.normal(104, 10, 5000))), numeric_psi(baseline, list(rng.normal(120, 10, 5000)))
+    assert 0.02 < small < large and large > 0.25
+
+
+def test_psi_by_hand():
+    # shares 0.5/0.5 -> 0.8/0.2: 0.3*ln(1.6) + (-0.3)*ln(0.4) = 0.1410 + 0.2749
+    assert psi_from_shares(np.array([0.5, 0.5]), np.array([0.8, 0.2])) == pytest.approx(0.4159, abs=1e-3)
+
+
+def test_a_new_route_counts_as_drift():
+    baseline = ["rag"] * 50 + ["base"] * 50
+    assert categorical_psi(baseline, ["rag"] * 49 + ["base"] * 51) < 0.01
+    assert categorical_psi(baseline, ["rag"] * 40 + ["base"] * 40 + ["finetuned"] * 20) > 0.1
+    assert categorical_psi([], ["rag"]) is None
+
+
+def test_embedding_psi_sees_a_moved_cluster():
+    rng = np.random.default_rng(1)
+    baseline = rng.normal(0, 1, (2000, 8))
+    assert embedding_psi(baseline, rng.normal(0, 1, (2000, 8))) < 0.02
+    assert embedding_psi(baseline, rng.normal(1, 1, (2000, 8))) > 0.25
+    with pytest.raises(ValueError, match="different sizes"):
+        embedding_psi(baseline, rng.normal(0, 1, (10, 4)))
