@@ -140,3 +140,22 @@ bench-retrieval: setup
 
 bench-router: setup
 	$(PY) -m bench.router
+
+## evaluation (docs/evaluation.md): base vs adapters vs RAG on held-out Q&A with the promotion gate; drift/A-B monitor.
+.PHONY: eval monitor quality
+QUALITY_DOCS ?= 40
+## quality: held-out ACL papers (Q&A from their human summaries) and their index, the fine-tuned adapter,
+## then base vs fine-tuned vs RAG with the promotion gate (the README's quality table).
+quality: setup
+	$(PY) -m jobs.demo_documents output=.data/demo/documents count=$(QUALITY_DOCS) split=test content=sections \
+	  qa_output=.data/demo/qa chunks_output=.data/demo/chunks
+	$(PY) -m jobs.build_index config=jobs/configs/build_index/minilm_hnsw.yaml input=.data/demo/chunks output=.data/demo/index
+	$(PY) -m jobs.finetune
+	$(MAKE) --no-print-directory eval
+
+eval: setup
+	@mkdir -p .run && $(PY) -m jobs.evaluate config=jobs/configs/evaluate/smollm2_vllm.yaml | tee .run/eval.json
+	@echo "eval: report at $$($(PY) -c 'import json; print(json.load(open(".run/eval.json"))["report"])')"
+
+monitor: setup
+	$(PY) -m jobs.monitor config=jobs/configs/monitor/default.yaml

@@ -7,7 +7,9 @@ from pathlib import Path
 from events.config import DispatchConfig
 from jobs.ingest import IngestConfig
 from jobs.make_qa import MakeQaConfig
+from jobs.monitor import MonitorConfig
 from jobs.build_index import BuildIndexConfig
+from jobs.evaluate import EvaluateConfig
 from jobs.summarize import SummarizeConfig
 from jobs.train_router import TrainRouterConfig
 
@@ -19,6 +21,8 @@ CONFIG_CLASSES = {
     "make_qa": MakeQaConfig,
     "build_index": BuildIndexConfig,
     "train_router": TrainRouterConfig,
+    "evaluate": EvaluateConfig,
+    "monitor": MonitorConfig,
 }
 
 

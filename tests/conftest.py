@@ -110,6 +110,8 @@ def ray_cluster(local_s3, tmp_path_factory):
     # Ray 2.60 turns token auth on for local clusters when ~/.ray/auth_token exists, and
     # clients then disagree about it; this loopback-only test head runs without it.
     os.environ["RAY_AUTH_MODE"] = "disabled"
+    # On a busy 2-core machine the raylet's default 15 s wait for its dashboard agent runs out.
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
     # Jobs submitted to this Ray inherit this environment: our Python, the repo, the models.
     os.environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
@@ -122,11 +124,14 @@ def ray_cluster(local_s3, tmp_path_factory):
         f"--metrics-export-port={free_port()}", f"--ray-client-server-port={free_port()}",
     ]  # fmt: skip
     ray_cli = str(Path(sys.executable).parent / "ray")
-    subprocess.run(
+    started = subprocess.run(
         [ray_cli, "start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
          "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp_dir}", *ports],
-        check=True, capture_output=True,
+        capture_output=True, text=True,
     )  # fmt: skip
+    if started.returncode != 0:
+        _stop_processes_under(temp_dir)
+        pytest.fail(f"`ray start` failed ({started.returncode}):\n{started.stdout[-3000:]}\n{started.stderr[-3000:]}")
     try:
         context = ray.init(address=f"127.0.0.1:{gcs_port}", logging_level="WARNING")
         yield context

@@ -1,0 +1,393 @@
+"""Evaluate the base model, registry adapters and the RAG path on held-out Q&A, then gate promotion.
+
+Run it anywhere the same way::
+
+    python -m jobs.evaluate                                   # embedded defaults: `make quality`'s locations
+    python -m jobs.evaluate qa=s3://bucket/qa/qa index=s3://bucket/index registry=s3://bucket/registry max_items=200
+    ray job submit --working-dir . -- python -m jobs.evaluate config=jobs/configs/evaluate/smollm2_vllm.yaml
+
+Candidates answer every held-out question (the ``test`` split of ``jobs.make_qa``, split by
+document) through the batch engine path of every job (a Ray Data actor pool, vLLM by
+default); the RAG candidate first retrieves from the index and answers from the
+retrieved passages with the same prompt as the online RAG path. Each answer gets exact
+match, token F1, ROUGE-L and an LLM-judge score; means come with bootstrap intervals and
+the judge's rank agreement with F1 is reported. Optionally, summaries are scored against
+human references (ROUGE-L and judge), and local lm-evaluation-harness tasks run on the
+base and adapter candidates (``harness.tasks``). Under ``output/<run_id>/`` the job writes
+``result.json``, ``items.jsonl`` (every answer and score) and ``report.html``, and prints
+one JSON line with each candidate's means and the report's location.
+
+When an adapter candidate was evaluated and the gate is enabled, the adapter is promoted
+in the registry only if it beats the incumbent (the promoted version, else the base
+model) by the configured margin without regressing the guard metric; the decision is
+recorded beside the version either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from typing import Literal
+
+import pyarrow.compute as pc
+from pydantic import Field, model_validator
+
+from rayfleet import storage
+from rayfleet.batch_inference import generate_on_ray
+from rayfleet.config import BaseConfig, describe, load_config
+from rayfleet.engines import EngineConfig, SamplingConfig
+from rayfleet.engines.base import Conversation
+from rayfleet.evaluation.gate import PromotionGateConfig, decide
+from rayfleet.evaluation.harness import HarnessConfig, run_harness
+from rayfleet.evaluation.judge import JudgeConfig, parse_verdict
+from rayfleet.evaluation.metrics import rouge_l, score_answer
+from rayfleet.evaluation.report import METRICS, render_report
+from rayfleet.evaluation.stats import bootstrap_mean, rank_agreement
+from rayfleet.ray_setup import WorkerPoolConfig, init_ray
+from rayfleet.registry import ArtifactVersion, Registry
+from rayfleet.retrieval.rag import RagPrompt, citations_of
+from rayfleet.tables import new_run_id, read_folder
+
+logger = logging.getLogger("jobs.evaluate")
+
+QA_COLUMNS = ["question", "answer", "doc_id", "chunk_id", "split"]
+REFERENCE_COLUMNS = ("reference_challenge", "reference_approach", "reference_outcome")
+
+
+class CandidateConfig(BaseConfig):
+    """One system under evaluation."""
+
+    name: str = Field(..., description="Label in the report and the JSON line, e.g. base, finetuned, rag.")
+    kind: Literal["base", "adapter", "rag"] = Field(
+        ..., description="base: the base model alone; adapter: the base model with a registry adapter; rag: retrieval + base model."
+    )
+    adapter: str | None = Field(
+        None, description="adapter (or rag with an adapter): registry reference name, name@<version>, name@latest or name@promoted."
+    )
+
+    @model_validator(mode="after")
+    def _adapter_when_needed(self) -> "CandidateConfig":
+        if self.kind == "adapter" and not self.adapter:
+            raise ValueError(f"candidate {self.name!r} of kind adapter needs `adapter` (a registry reference)")
+        if self.kind == "base" and self.adapter:
+            raise ValueError(f"candidate {self.name!r} of kind base takes no adapter")
+        return self
+
+
+class SummaryEvalConfig(BaseConfig):
+    """Scoring summaries (``jobs.summarize`` output) against the documents' human references."""
+
+    summaries: str = Field(..., description="Summaries Parquet folder (doc_id, summary).")
+    documents: str = Field(
+        ..., description="Documents Parquet with reference_* columns (e.g. jobs.demo_documents output)."
+    )
+
+
+class BootstrapConfig(BaseConfig):
+    """Confidence intervals of the means."""
+
+    samples: int = Field(1000, ge=100, description="Bootstrap resamples.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Interval coverage.")
+    seed: int = Field(0, description="Resampling seed (fixed, so reports are reproducible).")
+
+
+def default_candidates() -> list[CandidateConfig]:
+    return [
+        CandidateConfig(name="base", kind="base"),
+        CandidateConfig(name="finetuned", kind="adapter", adapter="smollm2-acl-qa@latest"),
+        CandidateConfig(name="rag", kind="rag"),
+    ]
+
+
+class EvaluateConfig(BaseConfig):
+    """Configuration of the evaluation job."""
+
+    qa: str = Field(
+        ".data/demo/qa", description="Held-out Q&A Parquet folder (jobs.make_qa's qa/, or jobs.demo_documents qa_output)."
+    )
+    split: Literal["train", "validation", "test"] = Field("test", description="Which split to score.")
+    max_items: int | None = Field(None, ge=1, description="Score at most this many questions (a stable sample).")
+    output: str = Field(".data/eval", description="Folder/prefix for result.json, items.jsonl, report.html.")
+    registry: str = Field(".data/registry", description="Registry root holding the adapters (jobs.finetune publishes there).")
+    index: str | None = Field(".data/demo/index", description="Index root for RAG candidates (jobs.build_index).")
+    top_k: int = Field(4, ge=1, description="Passages retrieved per question for RAG candidates.")
+    candidates: list[CandidateConfig] = Field(default_factory=default_candidates, description="Systems to score.")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="Base model and engine of every candidate.")
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(max_tokens=96), description="Answer decoding (greedy by default)."
+    )
+    answer_system_prompt: str | None = Field(
+        None, description="System message before each question (base and adapter); none if null, as in training."
+    )
+    rag_prompt: RagPrompt = Field(default_factory=RagPrompt, description="The RAG prompt (shared with serving).")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The LLM judge.")
+    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig, description="Confidence intervals.")
+    gate: PromotionGateConfig = Field(default_factory=PromotionGateConfig, description="The promotion gate.")
+    summaries: SummaryEvalConfig | None = Field(None, description="Also score summaries against human references.")
+    harness: HarnessConfig = Field(
+        default_factory=HarnessConfig, description="Local lm-evaluation-harness tasks for the base and adapter candidates."
+    )
+    workers: WorkerPoolConfig = Field(default_factory=WorkerPoolConfig, description="Engine actor pool sizing.")
+    batch_size: int = Field(32, ge=1, description="Conversations per engine batch.")
+    ray_address: str | None = Field(None, description="Ray cluster address; default $RAY_ADDRESS or a local Ray.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "EvaluateConfig":
+        names = [candidate.name for candidate in self.candidates]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError(f"candidates need distinct names, got {names}")
+        if any(candidate.kind == "rag" for candidate in self.candidates) and not self.index:
+            raise ValueError("a rag candidate needs `index` (an index root built by jobs.build_index)")
+        return self
+
+
+def load_questions(config: EvaluateConfig) -> list[dict]:
+    """The held-out pairs of ``config.split``, a stable sample of ``max_items`` if set."""
+    if not storage.exists(config.qa):
+        raise FileNotFoundError(f"no Q&A set at {config.qa}: build one with `python -m jobs.make_qa` (see README)")
+    table = read_folder(config.qa, QA_COLUMNS)
+    table = table.filter(pc.equal(table["split"], config.split))
+    items = sorted(table.to_pylist(), key=lambda row: hashlib.sha256(row["question"].encode()).hexdigest())
+    if not items:
+        raise ValueError(f"the Q&A set at {config.qa} has no {config.split!r} pairs")
+    return items[: config.max_items] if config.max_items else items
+
+
+def resolve_adapters(config: EvaluateConfig) -> dict[str, ArtifactVersion]:
+    """The registry version behind each adapter candidate (fails clearly on unknown references)."""
+    registry = Registry(config.registry, kind="adapters")
+    return {
+        candidate.name: registry.resolve(candidate.adapter)
+        for candidate in config.candidates
+        if candidate.adapter
+    }
+
+
+def question_conversation(config: EvaluateConfig, question: str) -> Conversation:
+    system = [{"role": "system", "content": config.answer_system_prompt}] if config.answer_system_prompt else []
+    return system + [{"role": "user", "content": question}]
+
+
+def build_conversations(config: EvaluateConfig, items: list[dict]) -> tuple[dict[str, list], dict[str, list]]:
+    """Each candidate's conversations, and the RAG candidates' citations, one per item."""
+    conversations, citations = {}, {}
+    retriever = None
+    for candidate in config.candidates:
+        if candidate.kind != "rag":
+            conversations[candidate.name] = [question_conversation(config, item["question"]) for item in items]
+            continue
+        if retriever is None:
+            from rayfleet.retrieval.retriever import Retriever
+
+            retriever = Retriever.load(config.index)
+        hits = [retriever.search(item["question"], k=config.top_k) for item in items]
+        conversations[candidate.name] = [config.rag_prompt.conversation(item["question"], h) for item, h in zip(items, hits)]
+        citations[candidate.name] = [citations_of(h) for h in hits]
+    return conversations, citations
+
+
+def generate_answers(config: EvaluateConfig, conversations: dict[str, list], adapters: dict[str, ArtifactVersion]) -> dict[str, list]:
+    """Every candidate's answers; candidates on the same engine (model + adapter) share one pass."""
+    registry = Registry(config.registry, kind="adapters")
+    by_engine: dict[str | None, list[str]] = {}
+    for candidate in config.candidates:
+        by_engine.setdefault(candidate.name in adapters and adapters[candidate.name].uri or None, []).append(candidate.name)
+    answers = {}
+    for adapter_uri, names in by_engine.items():
+        adapter_path = registry.fetch(next(adapters[n] for n in names)) if adapter_uri else None
+        engine = config.engine.model_copy(update={"adapter": adapter_path})
+        batch = [conversation for name in names for conversation in conversations[name]]
+        logger.info("generating %d answers for %s on %s", len(batch), names, adapter_uri or "the base model")
+        generations = generate_on_ray(batch, engine, config.sampling, config.workers, config.batch_size)
+        for position, name in enumerate(names):
+            count = len(conversations[name])
+            answers[name] = [generation.text for generation in generations[position * count : (position + 1) * count]]
+    return answers
+
+
+def judge_answers(config: EvaluateConfig, items: list[dict], answers: dict[str, list]) -> dict[str, list]:
+    """The judge's score (0-1, or None when its reply had no grades) of every answer."""
+    names = list(answers)
+    if not config.judge.enabled:
+        return {name: [None] * len(items) for name in names}
+    batch = [
+        config.judge.conversation(item["question"], item["answer"], answer)
+        for name in names
+        for item, answer in zip(items, answers[name])
+    ]
+    replies = generate_on_ray(batch, config.judge.engine, config.judge.sampling, config.workers, config.batch_size)
+    scores = [parse_verdict(reply.text).score for reply in replies]
+    return {name: scores[index * len(items) : (index + 1) * len(items)] for index, name in enumerate(names)}
+
+
+def score_items(items: list[dict], answers: dict[str, list], judged: dict[str, list], citations: dict[str, list]) -> list[dict]:
+    """One record per question: the reference, every candidate's answer and its scores."""
+    records = []
+    for index, item in enumerate(items):
+        record = {"question": item["question"], "reference": item["answer"], "doc_id": item["doc_id"],
+                  "chunk_id": item["chunk_id"], "answers": {}, "scores": {}, "citations": {}}  # fmt: skip
+        for name in answers:
+            record["answers"][name] = answers[name][index]
+            record["scores"][name] = {**score_answer(answers[name][index], item["answer"]), "judge": judged[name][index]}
+            if name in citations:
+                record["citations"][name] = citations[name][index]
+        records.append(record)
+    return records
+
+
+def summarize_scores(config: EvaluateConfig, records: list[dict]) -> dict[str, dict]:
+    """Each candidate's mean and bootstrap interval of every metric."""
+    bootstrap = config.bootstrap
+    intervals = {}
+    for name in records[0]["scores"]:
+        intervals[name] = {}
+        for metric in METRICS:
+            values = [record["scores"][name][metric] for record in records if record["scores"][name][metric] is not None]
+            interval = bootstrap_mean(values, bootstrap.samples, bootstrap.confidence, bootstrap.seed) if values else None
+            intervals[name][metric] = interval.as_dict() if interval else None
+    return intervals
+
+
+def judge_agreement(records: list[dict]) -> dict:
+    """How well the judge's ranking of answers agrees with token F1's, over all answers."""
+    judge, f1 = [], []
+    for record in records:
+        for scores in record["scores"].values():
+            judge.append(scores["judge"])
+            f1.append(scores["f1"])
+    agreement = rank_agreement(judge, f1)
+    agreement["unparsed_judge_replies"] = sum(score is None for score in judge)
+    return agreement
+
+
+def means(intervals: dict[str, dict]) -> dict[str, dict[str, float | None]]:
+    return {name: {metric: (value or {}).get("mean") for metric, value in by_metric.items()} for name, by_metric in intervals.items()}
+
+
+def apply_gate(config: EvaluateConfig, adapters: dict[str, ArtifactVersion], scores: dict[str, dict]) -> list[dict]:
+    """Decide, record and (when it passes) promote each evaluated adapter version against its incumbent."""
+    if not config.gate.enabled:
+        return []
+    registry = Registry(config.registry, kind="adapters")
+    base_name = next((c.name for c in config.candidates if c.kind == "base"), None)
+    decisions = []
+    for candidate in config.candidates:
+        if candidate.kind != "adapter":
+            continue
+        version = adapters[candidate.name]
+        promoted = registry.promoted(version.name)
+        if promoted is not None and promoted.version == version.version:
+            decisions.append({"candidate": version.ref, "promote": False, "reason": "already the promoted version"})
+            continue
+        incumbent = next(
+            (c.name for c in config.candidates if promoted and c.name in adapters and adapters[c.name].ref == promoted.ref),
+            None,
+        )
+        if promoted is not None and incumbent is None:
+            decision = {"promote": False, "reason": f"the promoted version {promoted.ref} was not evaluated in this run; "
+                        f"add it as a candidate ({version.name}@promoted) to compare"}  # fmt: skip
+        elif incumbent is None and base_name is None:
+            decision = {"promote": False, "reason": "no incumbent to compare with: evaluate the base model too"}
+        else:
+            incumbent = incumbent or base_name
+            decision = decide(scores[candidate.name], scores[incumbent], incumbent, config.gate)
+        decision = {**decision, "candidate": version.ref}
+        registry.record_decision(version, decision)
+        if decision["promote"]:
+            registry.promote(version.name, version.version, decision)
+        logger.info("promotion gate for %s: %s", version.ref, decision["reason"])
+        decisions.append(decision)
+    return decisions
+
+
+def score_summaries(config: EvaluateConfig) -> dict:
+    """ROUGE-L (and judge) of summaries against the concatenated human references of each document."""
+    spec = config.summaries
+    summaries = {row["doc_id"]: row["summary"] for row in read_folder(spec.summaries, ["doc_id", "summary"]).to_pylist()}
+    documents = read_folder(spec.documents, ["doc_id", *REFERENCE_COLUMNS]).to_pylist()
+    pairs = [
+        (summaries[doc["doc_id"]], " ".join(doc[column] for column in REFERENCE_COLUMNS if doc.get(column)))
+        for doc in documents
+        if doc["doc_id"] in summaries
+    ]
+    if not pairs:
+        raise ValueError(f"no summaries in {spec.summaries} match a document with references in {spec.documents}")
+    rouge = [rouge_l(summary, reference) for summary, reference in pairs]
+    result = {"documents": len(pairs), "rouge_l": bootstrap_mean(rouge, config.bootstrap.samples).as_dict()}
+    if config.judge.enabled:
+        batch = [config.judge.conversation("Summarize the paper.", reference, summary) for summary, reference in pairs]
+        replies = generate_on_ray(batch, config.judge.engine, config.judge.sampling, config.workers, config.batch_size)
+        judged = [score for score in (parse_verdict(reply.text).score for reply in replies) if score is not None]
+        result["judge"] = bootstrap_mean(judged, config.bootstrap.samples).as_dict() if judged else None
+    return result
+
+
+def harness_scores(config: EvaluateConfig, adapters: dict[str, ArtifactVersion]) -> dict[str, dict]:
+    """The local lm-evaluation-harness tasks for every base and adapter candidate."""
+    from rayfleet.assets import resolve_model
+
+    registry = Registry(config.registry, kind="adapters")
+    model_path = str(resolve_model(config.engine.model))
+    scores = {}
+    for candidate in config.candidates:
+        if candidate.kind == "rag":
+            continue
+        adapter_path = registry.fetch(adapters[candidate.name]) if candidate.name in adapters else None
+        logger.info("lm-evaluation-harness %s on %s", config.harness.tasks, candidate.name)
+        scores[candidate.name] = run_harness(config.harness, model_path, adapter_path, config.engine.dtype)
+    return scores
+
+
+def write_outputs(config: EvaluateConfig, result: dict, records: list[dict]) -> str:
+    """result.json, items.jsonl and report.html under ``output/<run_id>/``; returns the report's URI."""
+    folder = storage.join(config.output, result["run_id"])
+    storage.write_bytes(storage.join(folder, "items.jsonl"), "\n".join(json.dumps(r) for r in records).encode())
+    report_uri = storage.join(folder, "report.html")
+    result["report"] = report_uri
+    storage.write_bytes(report_uri, render_report(result, records).encode())
+    storage.write_bytes(storage.join(folder, "result.json"), json.dumps(result, indent=2, default=str).encode())
+    return report_uri
+
+
+def main(config: EvaluateConfig) -> dict:
+    started = time.monotonic()
+    run_id = new_run_id()
+    logger.info("evaluation %s with\n%s", run_id, describe(config))
+    items = load_questions(config)
+    adapters = resolve_adapters(config)
+    init_ray(config.ray_address)
+    conversations, citations = build_conversations(config, items)
+    answers = generate_answers(config, conversations, adapters)
+    judged = judge_answers(config, items, answers)
+    records = score_items(items, answers, judged, citations)
+    intervals = summarize_scores(config, records)
+    scores = means(intervals)
+    result = {
+        "run_id": run_id,
+        "qa": config.qa,
+        "split": config.split,
+        "items": len(items),
+        "candidates": {c.name: {"kind": c.kind, "adapter": adapters[c.name].ref if c.name in adapters else None}
+                       for c in config.candidates},  # fmt: skip
+        "intervals": intervals,
+        "judge_agreement": judge_agreement(records),
+        "judge_model": config.judge.engine.model if config.judge.enabled else None,
+    }
+    result["promotion"] = apply_gate(config, adapters, scores)
+    if config.summaries:
+        result["summaries"] = score_summaries(config)
+    if config.harness.tasks:
+        result["harness"] = harness_scores(config, adapters)
+    write_outputs(config, result, records)
+    result["seconds"] = round(time.monotonic() - started, 1)
+    logger.info("evaluation %s done in %.0f s; report at %s", run_id, result["seconds"], result["report"])
+    return {**scores, **{key: result[key] for key in ("report", "items", "judge_agreement", "promotion", "run_id", "seconds")},
+            **{key: result[key] for key in ("summaries", "harness") if key in result}}  # fmt: skip
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(json.dumps(main(load_config(EvaluateConfig, sys.argv[1:])), default=str))

@@ -1,0 +1,57 @@
+"""The promotion gate: an adapter version goes live only if it measurably beats the incumbent.
+
+The incumbent is the currently promoted version, or the base model when none is. The
+candidate must beat it on the primary metric by at least ``min_improvement`` (absolute,
+on the mean) and must not fall behind on the guard metric by more than
+``guard_tolerance``. The decision and every number behind it are returned as a plain
+dict, which the evaluation job records in the registry beside the version.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from rayfleet.config import BaseConfig
+
+Metric = Literal["exact_match", "f1", "rouge_l", "judge"]
+
+
+class PromotionGateConfig(BaseConfig):
+    """When an evaluated adapter may replace the promoted one."""
+
+    enabled: bool = Field(True, description="Decide (and promote when it passes) after each evaluation.")
+    primary_metric: Metric = Field("f1", description="The metric the candidate must improve.")
+    min_improvement: float = Field(0.02, ge=0, description="Least absolute gain on the primary metric's mean.")
+    guard_metric: Metric = Field("rouge_l", description="A metric the candidate must not regress.")
+    guard_tolerance: float = Field(0.01, ge=0, description="Largest allowed absolute drop of the guard metric's mean.")
+
+
+def decide(candidate: dict[str, float], incumbent: dict[str, float], incumbent_name: str, config: PromotionGateConfig) -> dict:
+    """Whether ``candidate`` (metric means) may replace ``incumbent``, and why, with the numbers."""
+    primary, guard = config.primary_metric, config.guard_metric
+    for name, scores in (("candidate", candidate), (incumbent_name, incumbent)):
+        for metric in (primary, guard):
+            if scores.get(metric) is None:
+                raise ValueError(f"the gate needs {metric!r} for {name}, which has no such score")
+    gain = candidate[primary] - incumbent[primary]
+    guard_change = candidate[guard] - incumbent[guard]
+    reasons = []
+    if gain < config.min_improvement:
+        reasons.append(f"{primary} gain {gain:+.4f} is below the required {config.min_improvement:+.4f}")
+    if guard_change < -config.guard_tolerance:
+        reasons.append(f"{guard} fell by {-guard_change:.4f}, more than the tolerated {config.guard_tolerance:.4f}")
+    return {
+        "promote": not reasons,
+        "reason": "; ".join(reasons) or f"{primary} gain {gain:+.4f} and {guard} change {guard_change:+.4f} pass the gate",
+        "incumbent": incumbent_name,
+        "primary_metric": primary,
+        "candidate_primary": candidate[primary],
+        "incumbent_primary": incumbent[primary],
+        "guard_metric": guard,
+        "candidate_guard": candidate[guard],
+        "incumbent_guard": incumbent[guard],
+        "min_improvement": config.min_improvement,
+        "guard_tolerance": config.guard_tolerance,
+    }

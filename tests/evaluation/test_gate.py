@@ -1,0 +1,30 @@
+"""The promotion gate's decision."""
+
+import pytest
+
+from rayfleet.evaluation.gate import PromotionGateConfig, decide
+
+GATE = PromotionGateConfig(min_improvement=0.02, guard_tolerance=0.01)
+
+
+def test_a_clear_gain_without_guard_regression_is_promoted():
+    decision = decide({"f1": 0.40, "rouge_l": 0.35}, {"f1": 0.30, "rouge_l": 0.345}, "base", GATE)
+    assert decision["promote"] is True
+    assert decision["candidate_primary"] == 0.40 and decision["incumbent"] == "base"
+
+
+def test_a_worse_or_barely_better_candidate_is_refused_with_the_numbers():
+    worse = decide({"f1": 0.20, "rouge_l": 0.30}, {"f1": 0.30, "rouge_l": 0.30}, "base", GATE)
+    assert worse["promote"] is False and "f1 gain -0.1000" in worse["reason"]
+    barely = decide({"f1": 0.31, "rouge_l": 0.30}, {"f1": 0.30, "rouge_l": 0.30}, "base", GATE)
+    assert barely["promote"] is False
+
+
+def test_a_guard_regression_blocks_even_a_primary_gain():
+    decision = decide({"f1": 0.50, "rouge_l": 0.20}, {"f1": 0.30, "rouge_l": 0.30}, "rayfleet-qa@1", GATE)
+    assert decision["promote"] is False and "rouge_l fell by 0.1000" in decision["reason"]
+
+
+def test_a_missing_metric_is_an_error_not_a_pass():
+    with pytest.raises(ValueError, match="needs 'judge'"):
+        decide({"f1": 0.5, "judge": None}, {"f1": 0.3, "judge": 0.2}, "base", PromotionGateConfig(guard_metric="judge"))

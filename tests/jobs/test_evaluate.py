@@ -1,0 +1,98 @@
+"""The evaluation job end to end on real Ray and S3: base, adapters and RAG scored, the gate applied.
+
+The held-out set is built from real ACL paper chunks: each question quotes the start of a
+sentence and asks how it continues, so retrieval can find the passage and the reference
+is that sentence. Two real peft adapters are published to the registry: one with large
+random weights (garbles answers), which the default gate must refuse, and a
+zero-initialised one (answers exactly like the base model), which a gate that asks for
+no gain promotes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from jobs.build_index import BuildIndexConfig
+from jobs.build_index import main as build_index
+from jobs.evaluate import EvaluateConfig, main
+from rayfleet import storage
+from rayfleet.config import load_config
+from rayfleet.qa import answer_sentences
+from rayfleet.registry import Registry
+from rayfleet.tables import write_table
+from tests.jobs.test_build_index import write_chunks
+
+pytestmark = pytest.mark.slow
+
+
+def held_out_pairs(chunks: list[dict], count: int) -> list[dict]:
+    pairs = []
+    for chunk in chunks:
+        for sentence in answer_sentences(chunk["text"], 1, 10, 30):
+            start = " ".join(sentence.split()[:6])
+            pairs.append({"question": f"How does the sentence that starts with '{start}' continue?", "answer": sentence,
+                          "doc_id": chunk["doc_id"], "chunk_id": chunk["chunk_id"], "origin": "generated", "split": "test"})  # fmt: skip
+        if len(pairs) == count:
+            break
+    return pairs
+
+
+def publish_adapter(registry: Registry, smollm2_path, folder, garble: bool) -> str:
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
+    lora = LoraConfig(r=8, lora_alpha=512 if garble else 16, target_modules=["q_proj", "v_proj"],
+                      init_lora_weights=not garble)  # fmt: skip
+    get_peft_model(model, lora).save_pretrained(folder)
+    return registry.publish("rayfleet-qa", str(folder), {"base_model": "smollm2-135m-instruct", "garbled": garble}).ref
+
+
+def test_base_adapter_and_rag_are_scored_a_worse_adapter_is_refused_and_a_passing_one_promoted(
+    ray_cluster, s3_prefix, acl_chunks, smollm2_path, tmp_path
+):
+    chunks_uri, index_uri = storage.join(s3_prefix, "chunks"), storage.join(s3_prefix, "index")
+    write_chunks(storage.join(chunks_uri, "part-1.parquet"), acl_chunks)
+    build_index(BuildIndexConfig(input=chunks_uri, output=index_uri, batch_size=64))
+    pairs = held_out_pairs(acl_chunks, 5)
+    write_table(storage.join(s3_prefix, "qa", "test.parquet"), pa.Table.from_pylist(pairs))
+    registry = Registry(storage.join(s3_prefix, "registry"))
+    garbled = publish_adapter(registry, smollm2_path, tmp_path / "garbled", garble=True)
+    harmless = publish_adapter(registry, smollm2_path, tmp_path / "harmless", garble=False)
+    overrides = [
+        f"qa={s3_prefix}/qa", f"index={index_uri}", f"registry={s3_prefix}/registry", f"output={s3_prefix}/eval",
+        "engine.kind=transformers", "judge.engine.kind=transformers", "sampling.max_tokens=32", "top_k=2",
+    ]  # fmt: skip
+    candidates = [{"name": "base", "kind": "base"}, {"name": "garbled", "kind": "adapter", "adapter": garbled},
+                  {"name": "rag", "kind": "rag"}]  # fmt: skip
+
+    result = main(load_config(EvaluateConfig, overrides + [f"candidates={json.dumps(candidates)}"]))
+
+    for name in ("base", "garbled", "rag"):
+        assert set(result[name]) == {"exact_match", "f1", "rouge_l", "judge"}
+        assert all(value is None or 0.0 <= value <= 1.0 for value in result[name].values())
+    assert result["garbled"]["f1"] < result["base"]["f1"], "a garbling adapter must score below the base model"
+    assert result["rag"]["f1"] > result["base"]["f1"], "the passage holding the answer makes RAG better"
+    assert result["items"] == len(pairs) and result["judge_agreement"]["items"] + result["judge_agreement"][
+        "unparsed_judge_replies"] == 3 * len(pairs)  # fmt: skip
+    (decision,) = result["promotion"]
+    assert decision["candidate"] == garbled and decision["promote"] is False and decision["incumbent"] == "base"
+    assert registry.promoted("rayfleet-qa") is None
+    assert registry.decisions("rayfleet-qa", int(garbled.split("@")[1]))[-1]["promote"] is False
+    items_uri = result["report"].replace("report.html", "items.jsonl")
+    items = [json.loads(line) for line in storage.read_bytes(items_uri).decode().splitlines()]
+    cited = sum(item["chunk_id"] in {c["chunk_id"] for c in item["citations"]["rag"]} for item in items)
+    assert cited >= len(items) // 2, "retrieval finds the passage of most questions"
+    report = storage.read_bytes(result["report"]).decode()
+    assert "data:image/png;base64," in report and "Worst examples" in report and pairs[0]["doc_id"] in report
+
+    # A zero-initialised adapter answers exactly like the base model: it passes a gate that asks for no gain.
+    lenient = overrides + ["gate.min_improvement=0.0", "judge.enabled=false", "candidates=" + json.dumps(
+        [{"name": "base", "kind": "base"}, {"name": "harmless", "kind": "adapter", "adapter": harmless}])]  # fmt: skip
+    second = main(load_config(EvaluateConfig, lenient))
+    assert second["harmless"]["f1"] == pytest.approx(second["base"]["f1"])
+    assert second["promotion"][0]["promote"] is True
+    assert registry.resolve("rayfleet-qa@promoted").ref == harmless
