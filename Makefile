@@ -140,3 +140,15 @@ bench-retrieval: setup
 
 bench-router: setup
 	$(PY) -m bench.router
+
+## serving (README "Online serving"): the OpenAI-compatible app on the local Ray head at http://127.0.0.1:8000.
+.PHONY: serve serve-down bench-serve
+SERVE_CONFIG ?= serve_apps/configs/local.yaml
+serve: ray-up
+	$(PY) -m serve_apps.cli up config=$(SERVE_CONFIG) address=127.0.0.1:$(RAY_PORT)
+
+serve-down:
+	$(PY) -m serve_apps.cli down address=127.0.0.1:$(RAY_PORT)
+
+bench-serve: setup
+	$(PY) -m bench.serve

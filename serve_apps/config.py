@@ -225,3 +225,28 @@ class ServeAppConfig(BaseConfig):
         if unknown:
             raise ValueError(f"router names paths that do not exist: {unknown} (paths: {sorted(self.paths)})")
         return self
+
+
+class HttpOptions(BaseConfig):
+    """Where Serve's HTTP proxy listens."""
+
+    host: str = Field("127.0.0.1", description="Bind address (0.0.0.0 inside a cluster).")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
+
+
+class ServeApplicationFile(BaseConfig):
+    """One application of a Serve config file, its ``args`` being this app's config."""
+
+    name: str = Field(..., description="Serve application name.")
+    route_prefix: str = Field("/", description="URL prefix of the application.")
+    import_path: Literal["serve_apps.openai_app:build_app"] = Field(..., description="The application builder.")
+    runtime_env: dict[str, Any] | None = Field(None, description="Ray runtime environment (Serve's own schema).")
+    args: ServeAppConfig = Field(..., description="The application's config.")
+
+
+class ServeConfigFile(BaseConfig):
+    """A ``serve run`` / ``serve deploy`` config file of this project (serve_apps/configs/*.yaml)."""
+
+    proxy_location: Literal["HeadOnly", "EveryNode", "Disabled"] = Field("HeadOnly", description="Where HTTP proxies run.")
+    http_options: HttpOptions = Field(default_factory=HttpOptions, description="HTTP proxy address.")
+    applications: list[ServeApplicationFile] = Field(..., min_length=1, description="The applications.")
