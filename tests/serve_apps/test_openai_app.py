@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -250,3 +253,15 @@ def test_request_logs_land_in_parquet_without_secrets(app, client, serve_artifac
     assert any(row["arm"] in ("v1", "v2") for row in rows)
     assert any(row["fallback"] for row in rows)
     assert API_KEY not in json.dumps(rows, default=str) and "log-user" not in json.dumps(rows, default=str)
+
+
+def test_schemathesis_finds_no_server_errors(app):
+    """Property-based requests generated from the app's OpenAPI schema never get a 5xx."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "schemathesis"), "run", f"{app[1]}/openapi.json",
+         "--checks", "not_a_server_error", "--header", f"Authorization: Bearer {API_KEY}",
+         "--max-examples", "25", "--seed", "1", "--request-timeout", "120", "--phases", "examples,fuzzing"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "not_a_server_error" in result.stdout

@@ -231,3 +231,11 @@ def test_ingress_refuses_clearly(server):
 
     asyncio.run(scenario())
     assert server.in_flight == 2  # refusals hold no slot
+
+
+def test_rayservice_serves_the_gpu_cluster_config():
+    import yaml
+
+    rayservice = yaml.safe_load((REPO / "cluster/kuberay/rayservice.yaml").read_text())
+    serve_config = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+    assert serve_config["applications"] == read_yaml(REPO / "serve_apps/configs/gpu_cluster.yaml")["applications"]
