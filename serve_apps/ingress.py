@@ -220,7 +220,7 @@ class OpenAIServer:
             self.finish(outcome, error)
             raise
         self.finish(outcome)
-        return JSONResponse(self.response_body(outcome, chunks).model_dump(exclude_none=True), headers=outcome.headers())
+        return JSONResponse(self.response_body(outcome, chunks).model_dump(mode="json"), headers=outcome.headers())
 
     async def decide(self, model: str, text: str, user_id: str | None) -> Decision:
         try:
@@ -332,7 +332,7 @@ class OpenAIServer:
                 id=stream_id, created=created, model=model, citations=citations,
                 choices=[TextChoice(text=chunk.text, finish_reason=chunk.finish_reason)],
             )  # fmt: skip
-        return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+        return f"data: {body.model_dump_json()}\n\n"
 
     def sse_usage(self, outcome: Outcome, stream_id: str, created: int) -> str:
         model = self.served_model(outcome)
@@ -340,7 +340,7 @@ class OpenAIServer:
             body = ChatCompletionChunk(id=stream_id, created=created, model=model, choices=[], usage=outcome.usage())
         else:
             body = CompletionResponse(id=stream_id, created=created, model=model, choices=[], usage=outcome.usage())
-        return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+        return f"data: {body.model_dump_json()}\n\n"
 
     def served_model(self, outcome: Outcome) -> str:
         target = Target(outcome.path, outcome.adapter if outcome.path == outcome.decision.target.path else None)
@@ -402,7 +402,7 @@ class OpenAIServer:
 
 def error_response(status: int, message: str, error_type: str, code: str | None = None, headers=None) -> JSONResponse:
     body = ErrorResponse(error=ErrorDetail(message=message, type=error_type, code=code))
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
 class ApiKeyMiddleware:

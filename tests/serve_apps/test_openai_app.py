@@ -202,7 +202,7 @@ def test_ab_split_is_sticky_per_user_and_follows_the_assignment(app, client):
     config = app[0]
     (test,) = config.ab_tests
     seen = {}
-    for user in [f"user-{n}" for n in range(16)]:
+    for user in [f"user-{n}" for n in range(6)]:  # arms v1 v1 v1 v2 v2 v1
         arms = {
             chat(client, "rayfleet-finetuned", max_tokens=1, extra_headers={"x-user-id": user}).headers["x-rayfleet-arm"]
             for _ in range(2)
@@ -241,17 +241,22 @@ def test_metrics_count_per_path_and_arm(app, client):
     assert "rayfleet_time_to_first_token_seconds_bucket" in text and "rayfleet_completion_tokens_total" in text
 
 
-def test_request_logs_land_in_parquet_without_secrets(app, client, serve_artifacts):
-    chat(client, "rayfleet-base", extra_headers={"x-user-id": "log-user"})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not storage.exists(serve_artifacts.logs):
+def test_request_logs_land_in_parquet_without_secrets(client, serve_artifacts):
+    ids = {
+        chat(client, "rayfleet-base", extra_headers={"x-user-id": "log-user"}).headers["x-request-id"],
+        chat(client, "rayfleet-broken").headers["x-request-id"],
+        chat(client, "rayfleet-finetuned", max_tokens=1, extra_headers={"x-user-id": "log-user"}).headers["x-request-id"],
+    }
+    rows, deadline = [], time.monotonic() + 30
+    while time.monotonic() < deadline and not ids <= {row["request_id"] for row in rows}:
         time.sleep(1)
-    time.sleep(3)
-    files = storage.list_parquet_files(serve_artifacts.logs)
-    rows = [row for uri in files for row in pq.read_table(storage.resolve(uri).path, filesystem=storage.resolve(uri).filesystem).to_pylist()]
-    assert rows and {row["path"] for row in rows} >= {"base"}
-    assert any(row["arm"] in ("v1", "v2") for row in rows)
-    assert any(row["fallback"] for row in rows)
+        files = storage.list_parquet_files(serve_artifacts.logs) if storage.exists(serve_artifacts.logs) else []
+        rows = [row for uri in files for row in pq.read_table(storage.resolve(uri).path, filesystem=storage.resolve(uri).filesystem).to_pylist()]
+    mine = {row["request_id"]: row for row in rows if row["request_id"] in ids}
+    assert len(mine) == 3
+    assert {(row["path"], row["first_path"], row["fallback"]) for row in mine.values()} >= {("base", "broken", True), ("base", "base", False)}
+    assert {row["arm"] for row in mine.values()} & {"v1", "v2"}
+    assert all(row["latency_ms"] > 0 and row["completion_tokens"] >= 1 for row in mine.values())
     assert API_KEY not in json.dumps(rows, default=str) and "log-user" not in json.dumps(rows, default=str)
 
 
