@@ -99,7 +99,7 @@ class Outcome:
 
     def headers(self) -> dict[str, str]:
         decision = self.decision
-        headers = {"x-request-id": self.request_id, "x-rayfleet-path": self.path or ""}
+        headers = {"x-rayfleet-request-id": self.request_id, "x-rayfleet-path": self.path or ""}
         headers["x-rayfleet-selected-by"] = decision.selected_by
         if decision.confidence is not None:
             headers["x-rayfleet-router-confidence"] = f"{decision.confidence:.4f}"

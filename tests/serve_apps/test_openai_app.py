@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
@@ -243,9 +244,9 @@ def test_metrics_count_per_path_and_arm(app, client):
 
 def test_request_logs_land_in_parquet_without_secrets(client, serve_artifacts):
     ids = {
-        chat(client, "rayfleet-base", extra_headers={"x-user-id": "log-user"}).headers["x-request-id"],
-        chat(client, "rayfleet-broken").headers["x-request-id"],
-        chat(client, "rayfleet-finetuned", max_tokens=1, extra_headers={"x-user-id": "log-user"}).headers["x-request-id"],
+        chat(client, "rayfleet-base", extra_headers={"x-user-id": "log-user"}).headers["x-rayfleet-request-id"],
+        chat(client, "rayfleet-broken").headers["x-rayfleet-request-id"],
+        chat(client, "rayfleet-finetuned", max_tokens=1, extra_headers={"x-user-id": "log-user"}).headers["x-rayfleet-request-id"],
     }
     rows, deadline = [], time.monotonic() + 30
     while time.monotonic() < deadline and not ids <= {row["request_id"] for row in rows}:
@@ -268,5 +269,6 @@ def test_schemathesis_finds_no_server_errors(app):
          "--max-examples", "25", "--seed", "1", "--request-timeout", "120", "--phases", "examples,fuzzing"],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
+    print(result.stdout[-3000:])
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "not_a_server_error" in result.stdout
+    assert int(re.search(r"(\d+) passed", result.stdout).group(1)) >= 20  # cases really ran
