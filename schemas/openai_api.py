@@ -43,12 +43,18 @@ class SamplingFields(BaseModel):
 class ChatCompletionRequest(SamplingFields):
     """``POST /v1/chat/completions``."""
 
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
+        {"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}]})  # fmt: skip
+
     messages: list[ChatMessage] = Field(..., min_length=1, description="The conversation, oldest first.")
     max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens; wins when both are set.")
 
 
 class CompletionRequest(SamplingFields):
     """``POST /v1/completions`` (one prompt per request)."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
+        {"model": "rayfleet-base", "prompt": "The capital of France is", "max_tokens": 4}]})  # fmt: skip
 
     prompt: str = Field(..., min_length=1, description="The prompt text, continued as is (no chat template).")
 
