@@ -145,7 +145,7 @@ bench-router: setup
 .PHONY: serve serve-down bench-serve
 SERVE_CONFIG ?= serve_apps/configs/local.yaml
 serve: ray-up
-	$(PY) -m serve_apps.cli up config=$(SERVE_CONFIG) address=127.0.0.1:$(RAY_PORT)
+	$(PY) -m serve_apps.cli up serve_config=$(SERVE_CONFIG) address=127.0.0.1:$(RAY_PORT)
 
 serve-down:
 	$(PY) -m serve_apps.cli down address=127.0.0.1:$(RAY_PORT)

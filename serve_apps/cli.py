@@ -1,6 +1,6 @@
 """Start or stop the serving app on a running Ray head (``make serve`` / ``make serve-down``).
 
-    python -m serve_apps.cli up [config=serve_apps/configs/local.yaml] [address=127.0.0.1:6379]
+    python -m serve_apps.cli up [serve_config=serve_apps/configs/local.yaml] [address=127.0.0.1:6379]
     python -m serve_apps.cli down [address=127.0.0.1:6379]
 
 ``up`` deploys the first application of the Serve config file, waits until ``/healthz``
@@ -30,7 +30,7 @@ KEYS_ENV = "RAYFLEET_API_KEYS"
 class ServeCliConfig(BaseConfig):
     """Options of ``python -m serve_apps.cli``."""
 
-    config: str = Field("serve_apps/configs/local.yaml", description="Serve config file to deploy.")
+    serve_config: str = Field("serve_apps/configs/local.yaml", description="Serve config file to deploy.")
     address: str = Field("127.0.0.1:6379", description="GCS address of the Ray head.")
     keys_file: str = Field(".run/serve-api-keys", description="Where up writes the API keys (mode 600).")
     ready_timeout_s: float = Field(600.0, gt=0, description="Longest wait for /healthz after deploying.")
@@ -67,7 +67,7 @@ def up(options: ServeCliConfig) -> None:
 
     from serve_apps.openai_app import build_app
 
-    file = ServeConfigFile.model_validate(read_yaml(options.config))
+    file = ServeConfigFile.model_validate(read_yaml(options.serve_config))
     application = file.applications[0]
     keys_file = Path(options.keys_file).resolve()
     write_keys_file(keys_file)
