@@ -85,12 +85,15 @@ def stream_chat(session, config: BenchServeConfig, model: str, phase: str, **req
             "messages": [{"role": "user", "content": random.choice(PROMPTS)}]}  # fmt: skip
     started = time.perf_counter()
     record = {"phase": phase, "model": model, "started": time.time(), "ttft_ms": None}
-    with session.post(f"{config.base_url}/v1/chat/completions", json=body, stream=True, timeout=300, **request_options) as response:
+    response = session.post(f"{config.base_url}/v1/chat/completions", json=body, stream=True, timeout=300, **request_options)
+    try:
         record["status"] = response.status_code
         record["path"] = response.headers.get("x-rayfleet-path")
         for line in response.iter_lines():
             if line.startswith(b"data: ") and record["ttft_ms"] is None and b'"content"' in line:
                 record["ttft_ms"] = (time.perf_counter() - started) * 1000
+    finally:
+        response.close()
     record["latency_ms"] = (time.perf_counter() - started) * 1000
     return record
 
