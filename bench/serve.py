@@ -89,7 +89,7 @@ def stream_chat(session, config: BenchServeConfig, model: str, phase: str, **req
     try:
         record["status"] = response.status_code
         record["path"] = response.headers.get("x-rayfleet-path")
-        for line in response.iter_lines():
+        for line in response.iter_lines(chunk_size=None):  # lines as they arrive, not per 512 bytes
             if line.startswith(b"data: ") and record["ttft_ms"] is None and b'"content"' in line:
                 record["ttft_ms"] = (time.perf_counter() - started) * 1000
     finally:
