@@ -7,7 +7,9 @@ Three phases, one JSON line at the end:
 
 1. router overhead, on an otherwise idle app: the same short prompt sent alternately as the
    routed model (``rayfleet``: ingress -> router -> path) and straight to the path the router
-   picks (``rayfleet-base``: ingress -> path); overhead = p50 routed - p50 direct;
+   picks (e.g. ``rayfleet-base``: ingress -> path); overhead = p50 routed - p50 direct, and
+   ``router_hop_p50_ms``, the router call as the ingress timed it (``x-rayfleet-router-ms``),
+   which generation-time noise does not blur;
 2. steady load: ``steady_users`` Locust users, each streaming chat requests over ``models``;
 3. spike: ``spike_multiplier`` times the users at once; ``spike_p99_ms`` counts requests
    started after ``spike_settle_seconds`` (the time autoscaling gets to react).
@@ -98,26 +100,30 @@ def stream_chat(session, config: BenchServeConfig, model: str, phase: str, **req
     return record
 
 
-def chat_once(config: BenchServeConfig, key: str, model: str, prompt: str) -> float:
-    """Latency of one non-streaming one-token request, in ms."""
+def chat_once(config: BenchServeConfig, key: str, model: str, prompt: str) -> tuple[float, requests.Response]:
+    """Latency (ms) and response of one non-streaming one-token request."""
     started = time.perf_counter()
     response = requests.post(
         f"{config.base_url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=300,
         json={"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": prompt}]},
     )  # fmt: skip
     response.raise_for_status()
-    return (time.perf_counter() - started) * 1000
+    return (time.perf_counter() - started) * 1000, response
 
 
 def router_overhead(config: BenchServeConfig, key: str) -> dict:
+    """Routed minus direct p50, and the router hop the ingress itself timed (x-rayfleet-router-ms)."""
     prompt = "What's a good name for a pet goldfish?"
     chat_once(config, key, "rayfleet", prompt)  # warm both
-    routed, direct = [], []
+    routed, direct, hops = [], [], []
     for _ in range(config.overhead_pairs):
-        routed.append(chat_once(config, key, "rayfleet", prompt))
-        direct.append(chat_once(config, key, "rayfleet-base", prompt))
+        latency, response = chat_once(config, key, "rayfleet", prompt)
+        routed.append(latency)
+        hops.append(float(response.headers["x-rayfleet-router-ms"]))
+        direct.append(chat_once(config, key, f"rayfleet-{response.headers['x-rayfleet-path']}", prompt)[0])  # the same path, no router
     return {
         "router_overhead_p50_ms": round(float(np.median(routed) - np.median(direct)), 2),
+        "router_hop_p50_ms": round(float(np.median(hops)), 2), "router_hop_p99_ms": round(float(np.percentile(hops, 99)), 2),
         "routed_p50_ms": round(float(np.median(routed)), 2), "direct_p50_ms": round(float(np.median(direct)), 2),
     }  # fmt: skip
 

@@ -73,6 +73,7 @@ class Decision:
     confidence: float | None = None
     ab_test: str | None = None
     arm: str | None = None
+    router_ms: float | None = None  # time the ingress waited for the router
 
 
 @dataclass
@@ -103,6 +104,8 @@ class Outcome:
         headers["x-rayfleet-selected-by"] = decision.selected_by
         if decision.confidence is not None:
             headers["x-rayfleet-router-confidence"] = f"{decision.confidence:.4f}"
+        if decision.router_ms is not None:
+            headers["x-rayfleet-router-ms"] = f"{decision.router_ms:.2f}"
         if decision.arm:
             headers["x-rayfleet-ab-test"], headers["x-rayfleet-arm"] = decision.ab_test, decision.arm
         if self.failures:
@@ -236,13 +239,14 @@ class OpenAIServer:
         return decision
 
     async def routed(self, text: str) -> Decision:
+        started = time.perf_counter()
         try:
             choice = await asyncio.wait_for(self.route(text), self.config.router.timeout_s)
         except Exception as error:  # a broken router must not take requests down
             logger.warning("router failed (%s): sending to %s", failure_reason(error), self.config.router.default_path)
             self.metrics.errors.labels("router", NO_ARM, failure_reason(error)[:60]).inc()
             return Decision(Target(self.config.router.default_path), "default")
-        return Decision(Target(choice.path), "router", choice.confidence)
+        return Decision(Target(choice.path), "router", choice.confidence, router_ms=(time.perf_counter() - started) * 1000)
 
     def ab_test_for(self, target: Target) -> ABTestConfig | None:
         return next((test for test in self.config.ab_tests if test.applies_to == target.model), None)

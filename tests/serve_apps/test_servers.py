@@ -193,6 +193,7 @@ def test_ingress_routes_answers_and_reports_headers(server):
         client = openai_client(server)
         raw = await ask(client)
         assert raw.headers["x-rayfleet-path"] == "base" and raw.headers["x-rayfleet-router-confidence"] == "0.8000"
+        assert 0 <= float(raw.headers["x-rayfleet-router-ms"]) < 1000
         completion = raw.parse()
         assert completion.usage.completion_tokens >= 1 and completion.model == "rayfleet-base"
         fallen = await ask(client, text="please break")
