@@ -41,7 +41,7 @@ DEMO_DOCS      ?= 16
 .PHONY: help setup test test-fast demo s3-up s3-down ray-up ray-down bench-summarize ingest bench-ingest lock clean
 
 help:
-	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | dispatch | dispatch-status | ingest | bench-summarize | bench-ingest | lock | clean"
+	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | serve | serve-down | bench-serve | dispatch | dispatch-status | ingest | bench-summarize | bench-ingest | lock | clean"
 
 ## setup: build .venv from nothing and provision the models; a second run does nothing.
 setup: $(STAMP)
@@ -159,3 +159,15 @@ eval: setup
 
 monitor: setup
 	$(PY) -m jobs.monitor config=jobs/configs/monitor/default.yaml
+
+## serving (README "Online serving"): the OpenAI-compatible app on the local Ray head at http://127.0.0.1:8000.
+.PHONY: serve serve-down bench-serve
+SERVE_CONFIG ?= serve_apps/configs/local.yaml
+serve: ray-up
+	$(PY) -m serve_apps.cli up serve_config=$(SERVE_CONFIG) address=127.0.0.1:$(RAY_PORT)
+
+serve-down:
+	$(PY) -m serve_apps.cli down address=127.0.0.1:$(RAY_PORT)
+
+bench-serve: setup
+	$(PY) -m bench.serve

@@ -5,6 +5,7 @@ Jobs validate their input with :func:`check_columns` and say exactly what is wro
 """
 
 from schemas.ingest import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, FILES_SCHEMA, HEADING_TYPE
+from schemas.serving import REQUEST_LOG_SCHEMA
 from schemas.qa import MESSAGE_TYPE, QA_CANDIDATES_SCHEMA, QA_SCHEMA, SFT_SCHEMA, USER_QA_OPTIONAL, USER_QA_REQUIRED
 from schemas.tables import (
     CHUNK_INPUT_COLUMNS,
@@ -33,6 +34,7 @@ __all__ = [
     "QA_SCHEMA",
     "SFT_SCHEMA",
     "INDEX_ROWS_SCHEMA",
+    "REQUEST_LOG_SCHEMA",
     "ROUTER_EXAMPLE_COLUMNS",
     "SUMMARIES_SCHEMA",
     "USER_QA_OPTIONAL",

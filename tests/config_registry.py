@@ -12,6 +12,7 @@ from jobs.build_index import BuildIndexConfig
 from jobs.evaluate import EvaluateConfig
 from jobs.summarize import SummarizeConfig
 from jobs.train_router import TrainRouterConfig
+from serve_apps.config import ServeConfigFile
 
 # jobs/configs/<folder>/*.yaml -> the job's config class. Add a line for every new job.
 CONFIG_CLASSES = {
@@ -23,11 +24,12 @@ CONFIG_CLASSES = {
     "train_router": TrainRouterConfig,
     "evaluate": EvaluateConfig,
     "monitor": MonitorConfig,
+    "serve:configs": ServeConfigFile,  # serve_apps/configs/*.yaml: Serve config files of the OpenAI app
 }
 
 
 def config_class_for(path: Path):
-    folder = path.parent.name
+    folder = f"serve:{path.parent.name}" if path.parent.parent.name == "serve_apps" else path.parent.name
     if folder not in CONFIG_CLASSES:
         raise KeyError(f"{path}: no config class registered for folder {folder!r} in tests/config_registry.py")
     return CONFIG_CLASSES[folder]

@@ -1,0 +1,252 @@
+"""The serving app's one typed config: engines, answer paths, router, ingress limits, A/B tests, logs.
+
+Every Ray option (replicas, autoscaling, resources, queue bounds) lives here, per
+deployment, never in decorators. The Serve config files in ``serve_apps/configs/`` carry
+it as the application's ``args``; ``build_app`` validates it with :class:`ServeAppConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, model_validator
+
+from rayfleet.config import BaseConfig
+from rayfleet.engines.base import EngineConfig, SamplingConfig
+
+MODEL_PREFIX = "rayfleet"  # served names: rayfleet (routed), rayfleet-<path>, rayfleet-<path>:<adapter>@<version>
+
+
+class AutoscalingConfig(BaseConfig):
+    """Serve autoscaling of one deployment (replicas follow the ongoing requests per replica)."""
+
+    min_replicas: int = Field(1, ge=0, description="Fewest replicas; 0 lets an idle deployment scale to zero.")
+    max_replicas: int = Field(1, ge=1, description="Most replicas.")
+    initial_replicas: int | None = Field(None, ge=0, description="Replicas at start (default: min_replicas).")
+    target_ongoing_requests: float = Field(2.0, gt=0, description="Ongoing requests per replica that autoscaling aims at.")
+    upscale_delay_s: float = Field(3.0, ge=0, description="Load must stay high this long before adding replicas.")
+    downscale_delay_s: float = Field(60.0, ge=0, description="Load must stay low this long before removing replicas.")
+
+    @model_validator(mode="after")
+    def _bounds_are_ordered(self) -> "AutoscalingConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
+        return self
+
+
+class DeploymentOptions(BaseConfig):
+    """Ray options of one deployment."""
+
+    num_replicas: int | None = Field(None, ge=1, description="Fixed replica count; leave empty when autoscaling.")
+    autoscaling: AutoscalingConfig | None = Field(None, description="Autoscaling instead of a fixed replica count.")
+    num_cpus: float = Field(0.1, ge=0, description="CPUs each replica reserves.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs each replica reserves (GPU clusters).")
+    max_ongoing_requests: int = Field(64, ge=1, description="Requests one replica works on at once.")
+    max_queued_requests: int = Field(256, ge=-1, description="Requests waiting per caller before Serve rejects (-1: no bound).")
+    graceful_shutdown_timeout_s: float = Field(10.0, ge=0, description="How long a stopping replica finishes its requests.")
+    health_check_period_s: float = Field(10.0, gt=0, description="Seconds between replica health checks.")
+    health_check_timeout_s: float = Field(60.0, gt=0, description="A health check slower than this fails.")
+
+    @model_validator(mode="after")
+    def _replicas_or_autoscaling(self) -> "DeploymentOptions":
+        if self.num_replicas is not None and self.autoscaling is not None:
+            raise ValueError("set num_replicas or autoscaling, not both")
+        return self
+
+    def serve_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``Deployment.options``."""
+        options: dict[str, Any] = dict(
+            ray_actor_options={"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            max_ongoing_requests=self.max_ongoing_requests,
+            max_queued_requests=self.max_queued_requests,
+            graceful_shutdown_timeout_s=self.graceful_shutdown_timeout_s,
+            health_check_period_s=self.health_check_period_s,
+            health_check_timeout_s=self.health_check_timeout_s,
+        )
+        if self.autoscaling is not None:
+            options["autoscaling_config"] = self.autoscaling.model_dump(exclude_none=True)
+        else:
+            options["num_replicas"] = self.num_replicas or 1
+        return options
+
+
+class LLMEngineConfig(BaseConfig):
+    """One LLM deployment: a vLLM async engine on a base model, with multi-LoRA."""
+
+    engine: EngineConfig = Field(
+        default_factory=lambda: EngineConfig(kind="vllm", cpu_kv_cache_gib=1.0, max_model_len=2048),
+        description="Model and engine settings (shared with the batch engines).",
+    )
+    max_loras: int = Field(4, ge=0, description="LoRA adapters active in one batch; 0 disables adapters.")
+    max_lora_rank: int = Field(16, ge=1, description="Largest adapter rank accepted.")
+    max_cpu_loras: int = Field(8, ge=1, description="Adapters kept loaded per replica (least recently used evicted).")
+    deployment: DeploymentOptions = Field(
+        default_factory=lambda: DeploymentOptions(num_cpus=1.0, max_ongoing_requests=64),
+        description="Ray options of the engine deployment.",
+    )
+
+
+class PathCommon(BaseConfig):
+    """Settings every answer path has."""
+
+    engine: str = Field("default", description="Name of the LLM deployment (in engines) this path generates with.")
+    timeout_s: float = Field(30.0, gt=0, description="Longest wait for the answer (first token when streaming) before falling back.")
+    fallback: list[str] = Field(default_factory=list, description="Paths tried next, in order, if this one fails; one fallback per request.")
+    system_prompt: str | None = Field(None, description="System message put before the conversation, if any.")
+    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions, description="Ray options of the path deployment.")
+
+
+class BasePathConfig(PathCommon):
+    """The base model as it is."""
+
+    kind: Literal["base"] = Field("base", description="Path type.")
+
+
+class FineTunedPathConfig(PathCommon):
+    """LoRA adapters from the registry on the engine's base model."""
+
+    kind: Literal["finetuned"] = Field("finetuned", description="Path type.")
+    registry: str = Field(..., description="Registry root (local or s3://) holding the adapters kind.")
+    default_adapter: str | None = Field(None, description="Adapter reference used when a request names none, e.g. qa@promoted.")
+
+
+class RagPathConfig(PathCommon):
+    """Retrieve chunks from the index, answer grounded on them, cite them."""
+
+    kind: Literal["rag"] = Field("rag", description="Path type.")
+    index: str = Field(..., description="Index root (local or s3://) written by jobs.build_index.")
+    top_k: int = Field(3, ge=1, le=20, description="Chunks retrieved per question.")
+    hybrid: bool = Field(False, description="Fuse BM25 into the dense ranking (see docs/retrieval.md).")
+    max_context_tokens: int = Field(768, ge=64, description="Most prompt tokens of retrieved text; lower-ranked chunks are cut first.")
+
+
+class FaultInjectionPathConfig(PathCommon):
+    """A fault injector standing in for a broken path (tests, drills): it errors or hangs."""
+
+    kind: Literal["fault_injection"] = Field("fault_injection", description="Path type.")
+    mode: Literal["error", "hang"] = Field("error", description="error: raise at once; hang: never answer.")
+
+
+PathConfig = Annotated[
+    Union[BasePathConfig, FineTunedPathConfig, RagPathConfig, FaultInjectionPathConfig], Field(discriminator="kind")
+]
+
+
+class RouterConfig(BaseConfig):
+    """The router deployment: the trained classifier of rayfleet.routing."""
+
+    model: str | None = Field(None, description="Router folder written by jobs.train_router; none sends routed requests to default_path.")
+    label_paths: dict[str, str] = Field(default_factory=dict, description="Classifier label -> path name, where they differ.")
+    default_path: str = Field("base", description="Path for labels that name no path, and when no router is configured.")
+    timeout_s: float = Field(2.0, gt=0, description="Longest wait for the router; slower or failed routing sends the request to default_path.")
+    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions, description="Ray options of the router deployment.")
+
+
+class AuthConfig(BaseConfig):
+    """API keys: every /v1 request needs ``Authorization: Bearer <key>``."""
+
+    keys_env: str = Field("RAYFLEET_API_KEYS", description="Environment variable with comma-separated keys.")
+    keys_file: str | None = Field(None, description="Secrets file with one key per line (joins the variable's keys).")
+    required: bool = Field(True, description="False serves without keys (never outside a laptop).")
+
+
+class LimitsConfig(BaseConfig):
+    """Request limits, answered with clear 4xx errors."""
+
+    max_prompt_tokens: int = Field(1024, ge=1, description="Longest prompt (rendered, in tokens) accepted.")
+    max_tokens: int = Field(256, ge=1, description="Largest max_tokens accepted.")
+    default_max_tokens: int = Field(64, ge=1, description="max_tokens when a request sets none.")
+    max_in_flight: int = Field(64, ge=1, description="Requests one ingress replica admits at once; more get 503.")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503.")
+
+
+class IngressConfig(BaseConfig):
+    """The OpenAI-compatible ingress."""
+
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Prompt, output and concurrency limits.")
+    user_header: str = Field("x-user-id", description="Header naming the end user (sticky A/B arms).")
+    deployment: DeploymentOptions = Field(
+        default_factory=lambda: DeploymentOptions(max_ongoing_requests=256), description="Ray options of the ingress."
+    )
+
+
+class ABArm(BaseConfig):
+    """One arm of an A/B test."""
+
+    name: str = Field(..., min_length=1, description="Arm name (response header, metrics, logs).")
+    weight: float = Field(..., gt=0, description="Relative share of users.")
+    model: str = Field(..., description="What the arm serves: rayfleet-<path> or rayfleet-<path>:<adapter>@<version>.")
+
+
+class ABTestConfig(BaseConfig):
+    """Split the users of one target between arms, sticky per user."""
+
+    name: str = Field(..., min_length=1, description="Test name (also salts the user hash).")
+    applies_to: str = Field(..., description="Requests whose target is this (e.g. rayfleet-finetuned) are split.")
+    arms: list[ABArm] = Field(..., min_length=2, description="The arms and their weights.")
+
+
+class RequestLogConfig(BaseConfig):
+    """Request logs in Parquet, written in batches."""
+
+    uri: str | None = Field(None, description="Folder (local or s3://) for the logs; none disables them.")
+    batch_rows: int = Field(256, ge=1, description="Rows per file when traffic is heavy.")
+    flush_seconds: float = Field(30.0, gt=0, description="Longest a row waits before its batch is written.")
+
+
+class ServeAppConfig(BaseConfig):
+    """The OpenAI-compatible serving application."""
+
+    engines: dict[str, LLMEngineConfig] = Field(
+        default_factory=lambda: {"default": LLMEngineConfig()}, description="LLM deployments by name, shared by paths."
+    )
+    paths: dict[str, PathConfig] = Field(..., min_length=1, description="Answer paths by name (served as rayfleet-<name>).")
+    router: RouterConfig = Field(default_factory=RouterConfig, description="The router deployment.")
+    ingress: IngressConfig = Field(default_factory=IngressConfig, description="The HTTP ingress.")
+    ab_tests: list[ABTestConfig] = Field(default_factory=list, description="A/B tests.")
+    request_log: RequestLogConfig = Field(default_factory=RequestLogConfig, description="Request logs.")
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(max_tokens=64), description="Defaults for fields a request does not set."
+    )
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> "ServeAppConfig":
+        for name, path in self.paths.items():
+            if "-" in name or ":" in name:
+                raise ValueError(f"path name {name!r} may not hold '-' or ':'")
+            if path.engine not in self.engines:
+                raise ValueError(f"path {name!r} uses engine {path.engine!r}, not one of {sorted(self.engines)}")
+            unknown = [target for target in path.fallback if target not in self.paths or target == name]
+            if unknown:
+                raise ValueError(f"path {name!r} falls back to unknown or itself: {unknown}")
+        targets = [self.router.default_path, *self.router.label_paths.values()]
+        unknown = [target for target in targets if target not in self.paths]
+        if unknown:
+            raise ValueError(f"router names paths that do not exist: {unknown} (paths: {sorted(self.paths)})")
+        return self
+
+
+class HttpOptions(BaseConfig):
+    """Where Serve's HTTP proxy listens."""
+
+    host: str = Field("127.0.0.1", description="Bind address (0.0.0.0 inside a cluster).")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
+
+
+class ServeApplicationFile(BaseConfig):
+    """One application of a Serve config file, its ``args`` being this app's config."""
+
+    name: str = Field(..., description="Serve application name.")
+    route_prefix: str = Field("/", description="URL prefix of the application.")
+    import_path: Literal["serve_apps.openai_app:build_app"] = Field(..., description="The application builder.")
+    runtime_env: dict[str, Any] | None = Field(None, description="Ray runtime environment (Serve's own schema).")
+    args: ServeAppConfig = Field(..., description="The application's config.")
+
+
+class ServeConfigFile(BaseConfig):
+    """A ``serve run`` / ``serve deploy`` config file of this project (serve_apps/configs/*.yaml)."""
+
+    proxy_location: Literal["HeadOnly", "EveryNode", "Disabled"] = Field("HeadOnly", description="Where HTTP proxies run.")
+    http_options: HttpOptions = Field(default_factory=HttpOptions, description="HTTP proxy address.")
+    applications: list[ServeApplicationFile] = Field(..., min_length=1, description="The applications.")

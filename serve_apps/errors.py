@@ -1,0 +1,20 @@
+"""Errors that are the client's fault: they carry their HTTP status and never trigger a fallback."""
+
+from __future__ import annotations
+
+
+class RequestError(Exception):
+    """A request the app refuses, with the HTTP status and OpenAI error type to answer with."""
+
+    def __init__(self, status: int, message: str, code: str | None = None):
+        super().__init__(status, message, code)
+        self.status, self.message, self.code = status, message, code
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
+    def error_type(self) -> str:
+        return {401: "authentication_error", 404: "not_found_error", 503: "overloaded_error"}.get(
+            self.status, "invalid_request_error"
+        )

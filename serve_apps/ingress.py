@@ -1,0 +1,470 @@
+"""The OpenAI-compatible ingress as a plain class (:class:`OpenAIServer`) and its HTTP app (:func:`build_http_app`).
+
+Per request: API key (401 before anything else), admission (503 + Retry-After past
+``max_in_flight``), limits (400), target (``model``, else the router), A/B arm, then the
+target path with its timeout, falling back along the path's chain, each path once.
+Response headers say what happened (``x-rayfleet-*``); metrics and request logs record it.
+
+The Serve deployment (serve_apps.openai_app) passes the router and the paths as
+callables over deployment handles; tests may pass any callables of the same shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import AsyncIterator, Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from transformers import AutoTokenizer
+
+from rayfleet.assets import resolve_model
+from rayfleet.engines.base import SamplingConfig
+from rayfleet.engines.templates import render_prompt_ids
+from rayfleet.tables import utc_now
+from schemas.openai_api import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatDelta,
+    ChatMessage,
+    CompletionRequest,
+    CompletionResponse,
+    ErrorDetail,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    SamplingFields,
+    TextChoice,
+    Usage,
+    completion_id,
+)
+from serve_apps.auth import ApiKeyChecker
+from serve_apps.config import ABTestConfig, ServeAppConfig
+from serve_apps.errors import RequestError
+from serve_apps.metrics import ServeMetrics
+from serve_apps.paths import PathChunk, PathRequest
+from serve_apps.request_log import RequestLogWriter
+from serve_apps.router_server import RouteChoice
+from serve_apps.targets import Target, UnknownModelError, choose_arm, parse_model, served_models
+
+logger = logging.getLogger(__name__)
+
+Route = Callable[[str], Awaitable[RouteChoice]]
+CallPath = Callable[[PathRequest], AsyncIterator[PathChunk]]
+NO_ARM = "none"
+
+
+@dataclass
+class Decision:
+    """Where a request goes and why."""
+
+    target: Target
+    selected_by: str  # model | router
+    confidence: float | None = None
+    ab_test: str | None = None
+    arm: str | None = None
+    router_ms: float | None = None  # time the ingress waited for the router
+
+
+@dataclass
+class Outcome:
+    """What answering one request did (metrics, log row, headers)."""
+
+    endpoint: str
+    model: str
+    stream: bool
+    prompt_sha256: str
+    user_sha256: str | None
+    decision: Decision | None = None
+    path: str | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    adapter: str | None = None
+    citations: list[dict] | None = None
+    status: int = 200
+    error: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def headers(self) -> dict[str, str]:
+        decision = self.decision
+        headers = {"x-rayfleet-request-id": self.request_id, "x-rayfleet-path": self.path or ""}
+        headers["x-rayfleet-selected-by"] = decision.selected_by
+        if decision.confidence is not None:
+            headers["x-rayfleet-router-confidence"] = f"{decision.confidence:.4f}"
+        if decision.router_ms is not None:
+            headers["x-rayfleet-router-ms"] = f"{decision.router_ms:.2f}"
+        if decision.arm:
+            headers["x-rayfleet-ab-test"], headers["x-rayfleet-arm"] = decision.ab_test, decision.arm
+        if self.failures:
+            headers["x-rayfleet-fallback"] = ">".join([name for name, _ in self.failures] + [self.path])
+            headers["x-rayfleet-fallback-reason"] = "; ".join(f"{name}: {reason}" for name, reason in self.failures)
+        if self.adapter:
+            headers["x-rayfleet-adapter"] = self.adapter
+        if self.citations:
+            headers["x-rayfleet-citations"] = ",".join(
+                f"{c['doc_id']}|{c['chunk_id']}|{'' if c['page'] is None else c['page']}" for c in self.citations
+            )
+        return headers
+
+    def usage(self) -> Usage:
+        prompt, completion = self.prompt_tokens or 0, self.completion_tokens or 0
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def as_request_error(error: BaseException) -> RequestError | None:
+    """The client error inside ``error`` (Ray wraps errors raised in other replicas), if it is one."""
+    for candidate in (error, getattr(error, "cause", None)):
+        if isinstance(candidate, RequestError):
+            return RequestError(candidate.status, candidate.message, candidate.code)
+    return None
+
+
+def failure_reason(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    cause = getattr(error, "cause", None) or error
+    return f"{type(cause).__name__}: {str(cause).splitlines()[0][:160] if str(cause) else ''}"
+
+
+class OpenAIServer:
+    """Answers OpenAI API requests by routing them to answer paths."""
+
+    def __init__(self, config: ServeAppConfig, route: Route, paths: dict[str, CallPath]):
+        self.config = config
+        self.route, self.paths = route, paths
+        self.path_kinds = {name: path.kind for name, path in config.paths.items()}
+        self.keys = ApiKeyChecker(config.ingress.auth)
+        self.metrics = ServeMetrics()
+        self.request_log = RequestLogWriter(config.request_log)
+        engine = config.engines[config.paths[config.router.default_path].engine].engine
+        self.tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(engine.model)))
+        self.in_flight = 0
+
+    # -- the endpoints ----------------------------------------------------------------------
+
+    def models(self) -> ModelList:
+        return ModelList(data=[ModelCard(id=name) for name in served_models(self.path_kinds)])
+
+    async def chat(self, body: ChatCompletionRequest, headers) -> Response:
+        conversation = [message.model_dump() for message in body.messages]
+        prompt_tokens = len(render_prompt_ids(self.tokenizer, conversation))
+        request = PathRequest(self.sampling(body, body.max_completion_tokens or body.max_tokens), conversation=conversation)
+        return await self.answer("chat.completions", body, request, prompt_tokens, headers)
+
+    async def complete(self, body: CompletionRequest, headers) -> Response:
+        prompt_tokens = len(self.tokenizer(body.prompt, add_special_tokens=False)["input_ids"])
+        request = PathRequest(self.sampling(body, body.max_tokens), prompt=body.prompt)
+        return await self.answer("completions", body, request, prompt_tokens, headers)
+
+    # -- one request --------------------------------------------------------------------------
+
+    def sampling(self, body: SamplingFields, max_tokens: int | None) -> SamplingConfig:
+        limits = self.config.ingress.limits
+        max_tokens = max_tokens or limits.default_max_tokens
+        if max_tokens > limits.max_tokens:
+            raise RequestError(400, f"max_tokens {max_tokens} is above this server's limit of {limits.max_tokens}", "max_tokens_too_large")
+        defaults = self.config.sampling
+        return defaults.model_copy(update=dict(
+            max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
+            seed=defaults.seed if body.seed is None else body.seed,
+        ))  # fmt: skip
+
+    def check_prompt(self, prompt_tokens: int) -> None:
+        limit = self.config.ingress.limits.max_prompt_tokens
+        if prompt_tokens > limit:
+            raise RequestError(400, f"the prompt is {prompt_tokens} tokens, above this server's limit of {limit}", "context_length_exceeded")
+
+    def admit(self) -> None:
+        if self.in_flight >= self.config.ingress.limits.max_in_flight:
+            self.metrics.rejected.labels("overload").inc()
+            raise RequestError(503, "the server is at capacity; retry shortly", "overloaded")
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self.metrics.in_flight.dec()
+
+    async def answer(self, endpoint: str, body: SamplingFields, request: PathRequest, prompt_tokens: int, headers) -> Response:
+        self.check_prompt(prompt_tokens)
+        self.admit()
+        user_id = headers.get(self.config.ingress.user_header) or body.user
+        outcome = Outcome(
+            endpoint, body.model, body.stream, sha256_hex(request.question() if request.prompt else json.dumps(request.conversation)),
+            sha256_hex(user_id) if user_id else None,
+        )  # fmt: skip
+        try:
+            outcome.decision = await self.decide(body.model, request.question(), user_id)
+            request = replace(request, adapter=outcome.decision.target.adapter)
+            if body.stream:
+                first, rest = await self.open_stream(outcome, request)
+                include_usage = bool(body.stream_options and body.stream_options.include_usage)
+                events = self.sse_events(outcome, first, rest, include_usage)
+                return StreamingResponse(events, media_type="text/event-stream", headers=outcome.headers())
+            chunks = await self.run_to_end(outcome, request)
+        except BaseException as error:
+            self.finish(outcome, error)
+            raise
+        self.finish(outcome)
+        return JSONResponse(self.response_body(outcome, chunks).model_dump(mode="json"), headers=outcome.headers())
+
+    async def decide(self, model: str, text: str, user_id: str | None) -> Decision:
+        try:
+            target = parse_model(model, self.path_kinds)
+        except UnknownModelError as error:
+            raise RequestError(404, str(error), "model_not_found") from error
+        decision = Decision(target, "model") if target else await self.routed(text)
+        test = self.ab_test_for(decision.target)
+        if test is not None:
+            arm = choose_arm(test, user_id or uuid.uuid4().hex)
+            decision.target = parse_model(arm.model, self.path_kinds)
+            decision.ab_test, decision.arm = test.name, arm.name
+        return decision
+
+    async def routed(self, text: str) -> Decision:
+        started = time.perf_counter()
+        try:
+            choice = await asyncio.wait_for(self.route(text), self.config.router.timeout_s)
+        except Exception as error:  # a broken router must not take requests down
+            logger.warning("router failed (%s): sending to %s", failure_reason(error), self.config.router.default_path)
+            self.metrics.errors.labels("router", NO_ARM, failure_reason(error)[:60]).inc()
+            return Decision(Target(self.config.router.default_path), "default")
+        return Decision(Target(choice.path), "router", choice.confidence, router_ms=(time.perf_counter() - started) * 1000)
+
+    def ab_test_for(self, target: Target) -> ABTestConfig | None:
+        return next((test for test in self.config.ab_tests if test.applies_to == target.model), None)
+
+    def chain(self, outcome: Outcome, request: PathRequest) -> list[tuple[str, PathRequest]]:
+        """The target path, then its fallbacks (each once, without the target's adapter)."""
+        first = outcome.decision.target.path
+        return [(first, request)] + [(name, replace(request, adapter=None)) for name in self.config.paths[first].fallback]
+
+    async def run_to_end(self, outcome: Outcome, request: PathRequest) -> list[PathChunk]:
+        for path, path_request in self.chain(outcome, request):
+            try:
+                return await asyncio.wait_for(self.collect(outcome, path, path_request), self.config.paths[path].timeout_s)
+            except Exception as error:
+                self.path_failed(outcome, path, error)
+        raise self.all_failed(outcome)
+
+    async def collect(self, outcome: Outcome, path: str, request: PathRequest) -> list[PathChunk]:
+        chunks = []
+        async for chunk in self.paths[path](request):
+            self.note_chunk(outcome, path, chunk)
+            chunks.append(chunk)
+        return chunks
+
+    async def open_stream(self, outcome: Outcome, request: PathRequest) -> tuple[PathChunk, AsyncIterator[PathChunk]]:
+        for path, path_request in self.chain(outcome, request):
+            chunks = aiter(self.paths[path](path_request))
+            try:
+                first = await asyncio.wait_for(anext(chunks), self.config.paths[path].timeout_s)
+            except Exception as error:
+                self.path_failed(outcome, path, error)
+                continue
+            self.note_chunk(outcome, path, first)
+            return first, chunks
+        raise self.all_failed(outcome)
+
+    def note_chunk(self, outcome: Outcome, path: str, chunk: PathChunk) -> None:
+        if outcome.first_token_at is None:
+            outcome.first_token_at = time.perf_counter()
+        outcome.path = path
+        outcome.adapter = outcome.adapter or chunk.adapter
+        outcome.citations = outcome.citations or chunk.citations
+        outcome.prompt_tokens, outcome.completion_tokens = chunk.prompt_tokens, chunk.completion_tokens
+
+    def path_failed(self, outcome: Outcome, path: str, error: BaseException) -> None:
+        client_error = as_request_error(error)
+        if client_error is not None:
+            raise client_error from None
+        reason = failure_reason(error)
+        logger.warning("path %s failed for request %s: %s", path, outcome.request_id, reason)
+        self.metrics.errors.labels(path, outcome.decision.arm or NO_ARM, reason.split(":")[0]).inc()
+        outcome.failures.append((path, reason))
+        outcome.first_token_at = None
+
+    def all_failed(self, outcome: Outcome) -> RequestError:
+        tried = "; ".join(f"{name}: {reason}" for name, reason in outcome.failures)
+        return RequestError(503, f"no path could answer ({tried}); retry shortly", "paths_unavailable")
+
+    async def sse_events(self, outcome: Outcome, first: PathChunk, rest: AsyncIterator[PathChunk], include_usage: bool):
+        stream_id, created = completion_id("chatcmpl" if outcome.endpoint == "chat.completions" else "cmpl"), int(time.time())
+        try:
+            yield self.sse_chunk(outcome, stream_id, created, first, opening=True)
+            async for chunk in rest:
+                self.note_chunk(outcome, outcome.path, chunk)
+                yield self.sse_chunk(outcome, stream_id, created, chunk, opening=False)
+            if include_usage:
+                yield self.sse_usage(outcome, stream_id, created)
+            yield "data: [DONE]\n\n"
+        except Exception as error:  # mid-stream failure: the headers are gone, say it in the stream
+            outcome.status, outcome.error = 500, failure_reason(error)
+            self.metrics.errors.labels(outcome.path, outcome.decision.arm or NO_ARM, "stream").inc()
+            yield f"data: {ErrorResponse(error=ErrorDetail(message=outcome.error, type='server_error')).model_dump_json()}\n\n"
+        finally:
+            self.finish(outcome)
+
+    def sse_chunk(self, outcome: Outcome, stream_id: str, created: int, chunk: PathChunk, opening: bool) -> str:
+        model = self.served_model(outcome)
+        citations = outcome.citations if opening else None
+        if outcome.endpoint == "chat.completions":
+            delta = ChatDelta(role="assistant" if opening else None, content=chunk.text)
+            body = ChatCompletionChunk(
+                id=stream_id, created=created, model=model, citations=citations,
+                choices=[ChatChunkChoice(delta=delta, finish_reason=chunk.finish_reason)],
+            )  # fmt: skip
+        else:
+            body = CompletionResponse(
+                id=stream_id, created=created, model=model, citations=citations,
+                choices=[TextChoice(text=chunk.text, finish_reason=chunk.finish_reason)],
+            )  # fmt: skip
+        return f"data: {body.model_dump_json()}\n\n"
+
+    def sse_usage(self, outcome: Outcome, stream_id: str, created: int) -> str:
+        model = self.served_model(outcome)
+        if outcome.endpoint == "chat.completions":
+            body = ChatCompletionChunk(id=stream_id, created=created, model=model, choices=[], usage=outcome.usage())
+        else:
+            body = CompletionResponse(id=stream_id, created=created, model=model, choices=[], usage=outcome.usage())
+        return f"data: {body.model_dump_json()}\n\n"
+
+    def served_model(self, outcome: Outcome) -> str:
+        target = Target(outcome.path, outcome.adapter if outcome.path == outcome.decision.target.path else None)
+        return target.model
+
+    def response_body(self, outcome: Outcome, chunks: list[PathChunk]) -> ChatCompletionResponse | CompletionResponse:
+        text = "".join(chunk.text for chunk in chunks).strip()
+        finish_reason = chunks[-1].finish_reason if chunks else "stop"
+        model, citations = self.served_model(outcome), outcome.citations
+        if outcome.endpoint == "chat.completions":
+            return ChatCompletionResponse(
+                model=model, usage=outcome.usage(), citations=citations,
+                choices=[ChatChoice(message=ChatMessage(role="assistant", content=text), finish_reason=finish_reason)],
+            )  # fmt: skip
+        return CompletionResponse(
+            model=model, usage=outcome.usage(), citations=citations,
+            choices=[TextChoice(text=text, finish_reason=finish_reason)],
+        )  # fmt: skip
+
+    # -- accounting -----------------------------------------------------------------------------
+
+    def finish(self, outcome: Outcome, error: BaseException | None = None) -> None:
+        """Release the admission slot and record the request (metrics, log row)."""
+        self.release()
+        if error is not None:
+            client_error = as_request_error(error)
+            outcome.status = client_error.status if client_error else 500
+            outcome.error = str(client_error) if client_error else failure_reason(error)
+        if outcome.decision is None:
+            return
+        path, arm = outcome.path or outcome.decision.target.path, outcome.decision.arm or NO_ARM
+        latency = time.perf_counter() - outcome.started
+        self.metrics.requests.labels(path, arm, str(outcome.status)).inc()
+        self.metrics.latency.labels(path, arm).observe(latency)
+        if outcome.first_token_at is not None:
+            self.metrics.ttft.labels(path, arm).observe(outcome.first_token_at - outcome.started)
+        if outcome.failures and outcome.path:
+            self.metrics.fallbacks.labels(outcome.failures[0][0], outcome.path).inc()
+        self.metrics.tokens_in.labels(path, arm).inc(outcome.prompt_tokens or 0)
+        self.metrics.tokens_out.labels(path, arm).inc(outcome.completion_tokens or 0)
+        self.request_log.add(self.log_row(outcome, latency))
+
+    def log_row(self, outcome: Outcome, latency: float) -> dict:
+        decision = outcome.decision
+        return dict(
+            request_id=outcome.request_id, created_at=utc_now(), endpoint=outcome.endpoint, model=outcome.model,
+            path=outcome.path, first_path=decision.target.path, fallback=bool(outcome.failures and outcome.path),
+            selected_by=decision.selected_by, router_confidence=decision.confidence, ab_test=decision.ab_test,
+            arm=decision.arm, adapter=outcome.adapter, status=outcome.status, error=outcome.error,
+            stream=outcome.stream, latency_ms=round(latency * 1000, 3),
+            ttft_ms=None if outcome.first_token_at is None else round((outcome.first_token_at - outcome.started) * 1000, 3),
+            prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
+            prompt_sha256=outcome.prompt_sha256, user_sha256=outcome.user_sha256,
+        )  # fmt: skip
+
+
+# -- HTTP ------------------------------------------------------------------------------------------
+
+
+def error_response(status: int, message: str, error_type: str, code: str | None = None, headers=None) -> JSONResponse:
+    body = ErrorResponse(error=ErrorDetail(message=message, type=error_type, code=code))
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+class ApiKeyMiddleware:
+    """Refuses /v1 requests without a valid key with 401, before the body is even read."""
+
+    def __init__(self, app, server: OpenAIServer):
+        self.app, self.server = app, server
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/v1"):
+            authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            if not self.server.keys.allows(authorization):
+                self.server.metrics.rejected.labels("auth").inc()
+                response = error_response(401, "missing or invalid API key (Authorization: Bearer <key>)", "authentication_error", "invalid_api_key")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+ERROR_RESPONSES = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {400: "invalid request", 401: "no or wrong API key", 404: "unknown model or adapter", 503: "overloaded; see Retry-After"}.items()
+}
+
+
+def build_http_app(server: OpenAIServer) -> FastAPI:
+    """The FastAPI app over ``server``: the OpenAI routes, /healthz and /metrics."""
+    app = FastAPI(title="rayfleet", version="0.1.0", description="OpenAI-compatible endpoint routed to fine-tuned, RAG and base paths.")
+    app.add_middleware(ApiKeyMiddleware, server=server)
+
+    @app.exception_handler(RequestError)
+    async def request_error(_request: Request, error: RequestError) -> JSONResponse:
+        retry = {"Retry-After": str(server.config.ingress.limits.retry_after_s)} if error.status == 503 else None
+        return error_response(error.status, error.message, error.error_type, error.code, retry)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        return error_response(400, f"invalid request: {problems}", "invalid_request_error", "invalid_request")
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=ERROR_RESPONSES)
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        return await server.chat(body, request.headers)
+
+    @app.post("/v1/completions", response_model=CompletionResponse, responses=ERROR_RESPONSES)
+    async def completions(body: CompletionRequest, request: Request):
+        return await server.complete(body, request.headers)
+
+    @app.get("/v1/models", response_model=ModelList, responses={401: ERROR_RESPONSES[401]})
+    async def models() -> ModelList:
+        return server.models()
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(server.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    return app

@@ -1,0 +1,45 @@
+"""The LLM server: one async vLLM engine (continuous batching) serving the base model and LoRA adapters.
+
+Paths call :meth:`LLMServer.stream` with prompt token ids; requests that name an adapter
+get it fetched from the registry to local disk (once per replica) and loaded by the
+engine on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+from rayfleet.engines.async_vllm import AdapterRef, AsyncVllmEngine, TextDelta
+from rayfleet.engines.base import SamplingConfig
+from rayfleet.registry import Registry
+from serve_apps.config import LLMEngineConfig
+from serve_apps.paths import AdapterSource
+
+
+class LLMServer:
+    """Streams generations for many concurrent callers from one engine."""
+
+    def __init__(self, config: LLMEngineConfig):
+        self.engine = AsyncVllmEngine(
+            config.engine, max_loras=config.max_loras, max_lora_rank=config.max_lora_rank,
+            max_cpu_loras=config.max_cpu_loras,
+        )  # fmt: skip
+        self._local_adapters: dict[str, str] = {}
+
+    async def stream(
+        self, prompt_ids: list[int], sampling: SamplingConfig, adapter: AdapterSource | None = None
+    ) -> AsyncIterator[TextDelta]:
+        lora = await self._adapter_ref(adapter) if adapter else None
+        async for delta in self.engine.stream(prompt_ids, sampling, lora):
+            yield delta
+
+    async def _adapter_ref(self, adapter: AdapterSource) -> AdapterRef:
+        folder = self._local_adapters.get(adapter.artifact.uri)
+        if folder is None:
+            folder = await asyncio.to_thread(Registry(adapter.registry, kind="adapters").fetch, adapter.artifact)
+            self._local_adapters[adapter.artifact.uri] = folder
+        return AdapterRef(adapter.name, adapter.lora_id, folder)
+
+    def close(self) -> None:
+        self.engine.close()

@@ -1,0 +1,134 @@
+"""The OpenAI-compatible Serve application: thin deployments over the plain servers, and ``build_app``.
+
+    serve run serve_apps/configs/local.yaml              # or: serve deploy ..., make serve
+    build_app({"paths": {...}, ...})                       # args: a ServeAppConfig as a dict
+
+Deployments (each with its own Ray options from :class:`ServeAppConfig`):
+
+- ``OpenAIIngress``: HTTP, auth, limits, A/B, fallback (:class:`serve_apps.ingress.OpenAIServer`);
+- ``Router``: the trained classifier (:class:`serve_apps.router_server.RouterServer`);
+- one per path, ``<Kind>Path_<name>`` (e.g. ``RagPath_rag``, ``FaultInjectionPath_broken``);
+- one per engine, ``LLMServer_<name>``: vLLM with continuous batching and multi-LoRA,
+  shared by the paths that name it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from rayfleet.engines.base import SamplingConfig
+from serve_apps.config import DeploymentOptions, ServeAppConfig
+from serve_apps.ingress import OpenAIServer, build_http_app
+from serve_apps.llm_server import LLMServer
+from serve_apps.paths import AdapterSource, BasePath, FaultInjectionPath, FineTunedPath, PathRequest, RagPath
+from serve_apps.router_server import RouterServer
+
+PATH_CLASSES = {"base": BasePath, "finetuned": FineTunedPath, "rag": RagPath}
+PATH_DEPLOYMENT_NAMES = {"base": "BasePath", "finetuned": "FineTunedPath", "rag": "RagPath", "fault_injection": "FaultInjectionPath"}
+
+
+class LLMDeployment:
+    """Serve glue over :class:`LLMServer`."""
+
+    def __init__(self, config: dict):
+        from serve_apps.config import LLMEngineConfig
+
+        self.server = LLMServer(LLMEngineConfig.model_validate(config))
+
+    async def stream(self, prompt_ids: list[int], sampling: SamplingConfig, adapter: AdapterSource | None = None):
+        async for delta in self.server.stream(prompt_ids, sampling, adapter):
+            yield delta
+
+    def __del__(self):
+        self.server.close()
+
+
+class PathDeployment:
+    """Serve glue over one answer path; generation goes to its LLM deployment's handle."""
+
+    def __init__(self, config: dict, engine_model: str, engine: DeploymentHandle | None):
+        from pydantic import TypeAdapter
+
+        from serve_apps.config import PathConfig
+
+        path_config = TypeAdapter(PathConfig).validate_python(config)
+        if path_config.kind == "fault_injection":
+            self.path = FaultInjectionPath(path_config)
+            return
+        streaming_engine = engine.options(stream=True)
+
+        def generate(prompt_ids, sampling, adapter):
+            return streaming_engine.stream.remote(prompt_ids, sampling, adapter)
+
+        self.path = PATH_CLASSES[path_config.kind](path_config, engine_model, generate)
+
+    async def stream(self, request: PathRequest):
+        async for chunk in self.path.stream(request):
+            yield chunk
+
+
+class RouterDeployment:
+    """Serve glue over :class:`RouterServer`."""
+
+    def __init__(self, config: dict, paths: list[str]):
+        from serve_apps.config import RouterConfig
+
+        self.server = RouterServer(RouterConfig.model_validate(config), paths)
+
+    async def route(self, text: str):
+        return await self.server.route(text)
+
+
+@serve.ingress()
+class IngressDeployment:
+    """Serve glue over :class:`OpenAIServer`: handles in, FastAPI app out, request-log flusher running."""
+
+    def __init__(self, config: dict, router: DeploymentHandle, paths: dict[str, DeploymentHandle]):
+        import asyncio
+
+        app_config = ServeAppConfig.model_validate(config)
+        streaming_paths = {name: handle.options(stream=True) for name, handle in paths.items()}
+
+        async def route(text: str):
+            return await router.route.remote(text)
+
+        def call_path(name: str):
+            return lambda request: streaming_paths[name].stream.remote(request)
+
+        self.server = OpenAIServer(app_config, route, {name: call_path(name) for name in paths})
+        self.log_flusher = asyncio.get_running_loop().create_task(self.server.request_log.run())
+
+    def __serve_build_asgi_app__(self):
+        return build_http_app(self.server)
+
+    def __del__(self):
+        self.log_flusher.cancel()
+        self.server.request_log.flush()
+
+
+def deployment(cls, name: str, options: DeploymentOptions):
+    return serve.deployment(cls).options(name=name, **options.serve_options())
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """The application for ``serve run`` / ``serve deploy`` (``args`` validated as :class:`ServeAppConfig`)."""
+    config = args if isinstance(args, ServeAppConfig) else ServeAppConfig.model_validate(args)
+    engines = {
+        name: deployment(LLMDeployment, f"LLMServer_{name}", engine.deployment).bind(engine.model_dump(mode="json"))
+        for name, engine in config.engines.items()
+        if any(path.engine == name and path.kind != "fault_injection" for path in config.paths.values())
+    }
+    paths = {
+        name: deployment(PathDeployment, f"{PATH_DEPLOYMENT_NAMES[path.kind]}_{name}", path.deployment).bind(
+            path.model_dump(mode="json"), config.engines[path.engine].engine.model, engines.get(path.engine)
+        )
+        for name, path in config.paths.items()
+    }
+    router = deployment(RouterDeployment, "Router", config.router.deployment).bind(
+        config.router.model_dump(mode="json"), list(config.paths)
+    )
+    ingress = deployment(IngressDeployment, "OpenAIIngress", config.ingress.deployment)
+    return ingress.bind(config.model_dump(mode="json"), router, paths)

@@ -1,0 +1,213 @@
+"""The answer paths as plain classes: base model, fine-tuned (LoRA from the registry), RAG, fault injection.
+
+Each path turns a :class:`PathRequest` into prompt token ids and streams the answer from
+an LLM engine through ``generate`` (in Serve: a handle to an LLM deployment; in tests:
+any async generator function with the same signature), as :class:`PathChunk` objects.
+The first chunk carries what the path decided (the adapter version, the citations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable
+
+from transformers import AutoTokenizer
+
+from rayfleet.assets import resolve_model
+from rayfleet.engines.async_vllm import TextDelta
+from rayfleet.engines.base import Conversation, SamplingConfig
+from rayfleet.engines.templates import render_prompt_ids
+from rayfleet.registry import ArtifactVersion, Registry, RegistryError
+from serve_apps.config import BasePathConfig, FaultInjectionPathConfig, FineTunedPathConfig, RagPathConfig
+from serve_apps.errors import RequestError
+
+MOVING_SELECTORS_TTL_S = 30.0  # how long name@latest / name@promoted resolutions are reused
+
+RAG_INSTRUCTIONS = (
+    "Answer the question using only the numbered context passages below. Cite the passages you use "
+    "like [1]. If the passages do not contain the answer, say that you do not know."
+)
+
+
+@dataclass(frozen=True)
+class PathRequest:
+    """What a path is asked: a conversation (chat) or a raw prompt (completions), and sampling."""
+
+    sampling: SamplingConfig
+    conversation: Conversation | None = None
+    prompt: str | None = None
+    adapter: str | None = None  # registry reference, fine-tuned paths only
+
+    def question(self) -> str:
+        """The text to route and retrieve with: the last user message, or the prompt."""
+        if self.prompt is not None:
+            return self.prompt
+        users = [message["content"] for message in self.conversation or [] if message["role"] == "user"]
+        return users[-1] if users else self.conversation[-1]["content"]
+
+
+@dataclass(frozen=True)
+class AdapterSource:
+    """A registry adapter version for the engine to load: where it lives and its LoRA id."""
+
+    registry: str
+    artifact: ArtifactVersion
+
+    @property
+    def name(self) -> str:
+        return self.artifact.ref
+
+    @property
+    def lora_id(self) -> int:
+        """A positive id that is the same for this version in every replica."""
+        return int.from_bytes(hashlib.sha256(self.artifact.uri.encode()).digest()[:4], "big") % (2**31 - 1) + 1
+
+
+@dataclass(frozen=True)
+class PathChunk:
+    """Part of an answer: new text, running token counts, and (first chunk) what the path used."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None = None
+    adapter: str | None = None
+    citations: list[dict] | None = field(default=None)
+
+
+Generate = Callable[[list[int], SamplingConfig, AdapterSource | None], AsyncIterator[TextDelta]]
+
+
+class GeneratingPath:
+    """A path that renders a prompt and streams it from an engine."""
+
+    def __init__(self, config, model: str, generate: Generate):
+        self.config = config
+        self.generate = generate
+        self.tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(model)))
+
+    def prompt_ids(self, request: PathRequest) -> list[int]:
+        if request.prompt is not None:
+            return self.tokenizer(request.prompt, add_special_tokens=False)["input_ids"]
+        system = [{"role": "system", "content": self.config.system_prompt}] if self.config.system_prompt else []
+        return render_prompt_ids(self.tokenizer, system + list(request.conversation))
+
+    async def stream(self, request: PathRequest) -> AsyncIterator[PathChunk]:
+        adapter = await self.adapter_for(request)
+        first = True
+        async for delta in self.generate(self.prompt_ids(request), request.sampling, adapter):
+            yield PathChunk(
+                delta.text, delta.prompt_tokens, delta.completion_tokens, delta.finish_reason,
+                adapter=adapter.name if adapter and first else None,
+            )  # fmt: skip
+            first = False
+
+    async def adapter_for(self, request: PathRequest) -> AdapterSource | None:
+        if request.adapter:
+            raise RequestError(404, f"path {self.config.kind!r} takes no adapter", "model_not_found")
+        return None
+
+
+class BasePath(GeneratingPath):
+    """The base model, as it is: the fallback of the other paths."""
+
+    def __init__(self, config: BasePathConfig, model: str, generate: Generate):
+        super().__init__(config, model, generate)
+
+
+class FineTunedPath(GeneratingPath):
+    """LoRA adapters from the registry, applied per request on the engine's base model."""
+
+    def __init__(self, config: FineTunedPathConfig, model: str, generate: Generate):
+        super().__init__(config, model, generate)
+        self.registry = Registry(config.registry, kind="adapters")
+        self._resolved: dict[str, tuple[float, ArtifactVersion]] = {}
+
+    async def adapter_for(self, request: PathRequest) -> AdapterSource:
+        reference = request.adapter or self.config.default_adapter
+        if reference is None:
+            raise RequestError(404, "name an adapter: model rayfleet-<path>:<adapter>@<version>", "model_not_found")
+        return AdapterSource(self.config.registry, await asyncio.to_thread(self.resolve, reference))
+
+    def resolve(self, reference: str) -> ArtifactVersion:
+        """The adapter version a reference names; numbered versions are cached for good, moving ones briefly."""
+        cached = self._resolved.get(reference)
+        if cached and (cached[0] == float("inf") or time.monotonic() - cached[0] < MOVING_SELECTORS_TTL_S):
+            return cached[1]
+        try:
+            artifact = self.registry.resolve(reference)
+        except RegistryError as error:
+            raise RequestError(404, f"adapter {reference!r} not found: {error}", "model_not_found") from error
+        fixed = reference.partition("@")[2].isdigit()
+        self._resolved[reference] = (float("inf") if fixed else time.monotonic(), artifact)
+        return artifact
+
+
+class RagPath(GeneratingPath):
+    """Retrieve chunks for the question, answer grounded on them, return them as citations."""
+
+    def __init__(self, config: RagPathConfig, model: str, generate: Generate):
+        from rayfleet.retrieval import Retriever
+
+        super().__init__(config, model, generate)
+        self.retriever = Retriever.load(config.index)
+        self.retriever.embedder  # load the query embedder now, not on the first request
+
+    async def stream(self, request: PathRequest) -> AsyncIterator[PathChunk]:
+        if request.adapter:
+            raise RequestError(404, "the RAG path takes no adapter", "model_not_found")
+        hits = await asyncio.to_thread(self.retriever.search, request.question(), self.config.top_k, None, None, self.config.hybrid)
+        passages = self.fit_to_budget(hits)
+        grounded = PathRequest(request.sampling, conversation=self.grounded_conversation(request, passages))
+        citations = [
+            {"doc_id": hit.doc_id, "chunk_id": hit.chunk_id, "page": hit.page_start, "score": round(hit.score, 4)}
+            for hit in passages
+        ]
+        first = True
+        async for delta in self.generate(self.prompt_ids(grounded), request.sampling, None):
+            yield PathChunk(
+                delta.text, delta.prompt_tokens, delta.completion_tokens, delta.finish_reason,
+                citations=citations if first else None,
+            )  # fmt: skip
+            first = False
+
+    def fit_to_budget(self, hits) -> list:
+        """The best hits whose texts fit ``max_context_tokens`` together (at least the best one, cut)."""
+        kept, used = [], 0
+        for hit in hits:
+            tokens = len(self.tokenizer(hit.text, add_special_tokens=False)["input_ids"])
+            if kept and used + tokens > self.config.max_context_tokens:
+                break
+            kept.append(hit)
+            used += tokens
+        return kept
+
+    def grounded_conversation(self, request: PathRequest, hits) -> Conversation:
+        budget = self.config.max_context_tokens
+        passages = []
+        for number, hit in enumerate(hits, start=1):
+            ids = self.tokenizer(hit.text, add_special_tokens=False)["input_ids"][:budget]
+            page = f", page {hit.page_start}" if hit.page_start is not None else ""
+            passages.append(f"[{number}] ({hit.doc_id}{page}) {self.tokenizer.decode(ids)}")
+        context = "\n\n".join(passages)
+        system = "\n\n".join(filter(None, [self.config.system_prompt, RAG_INSTRUCTIONS]))
+        return [
+            {"role": "system", "content": system},
+            {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {request.question()}"},
+        ]
+
+
+class FaultInjectionPath:
+    """A deliberately broken path (fault injection for tests and drills): errors at once, or hangs."""
+
+    def __init__(self, config: FaultInjectionPathConfig):
+        self.config = config
+
+    async def stream(self, request: PathRequest) -> AsyncIterator[PathChunk]:
+        if self.config.mode == "hang":
+            await asyncio.sleep(3600)
+        raise RuntimeError("fault injection: this path is broken on purpose")
+        yield  # an async generator, like the real paths

@@ -1,0 +1,275 @@
+"""End to end: the Serve app on a real local Ray head, real vLLM with SmolLM2, real S3, the official openai client.
+
+The app starts once for this module (~1-2 min on 2 cores); every test sends small requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pyarrow.parquet as pq
+import pytest
+
+from rayfleet import storage
+from serve_apps.config import ServeAppConfig
+from serve_apps.targets import choose_arm
+from tests.conftest import free_port
+from tests.serve_apps.conftest import API_KEY
+
+pytestmark = pytest.mark.slow
+
+PAPER_QUESTION = "According to the paper, which dataset do the authors evaluate their parser on?"
+
+
+def app_config(artifacts, keys_file) -> ServeAppConfig:
+    return ServeAppConfig.model_validate({
+        "engines": {"default": {"engine": {"kind": "vllm", "cpu_kv_cache_gib": 1, "max_model_len": 2048, "max_num_seqs": 16},
+                                "max_loras": 2, "max_lora_rank": 8}},
+        "paths": {
+            "base": {"kind": "base", "timeout_s": 60},
+            "finetuned": {"kind": "finetuned", "registry": artifacts.registry, "default_adapter": "qa@latest",
+                          "fallback": ["base"], "timeout_s": 60},
+            "rag": {"kind": "rag", "index": artifacts.index, "top_k": 2, "max_context_tokens": 256,
+                    "fallback": ["base"], "timeout_s": 60},
+            "broken": {"kind": "fault_injection", "mode": "error", "fallback": ["base"]},
+            "stuck": {"kind": "fault_injection", "mode": "hang", "timeout_s": 2, "fallback": ["base"]},
+        },
+        "router": {"model": artifacts.router},
+        "ingress": {"auth": {"keys_file": str(keys_file)},
+                    "limits": {"max_prompt_tokens": 256, "max_tokens": 48, "default_max_tokens": 8, "max_in_flight": 6}},
+        "ab_tests": [{"name": "qa-v1-v2", "applies_to": "rayfleet-finetuned",
+                      "arms": [{"name": "v1", "weight": 3, "model": "rayfleet-finetuned:qa@1"},
+                               {"name": "v2", "weight": 1, "model": "rayfleet-finetuned:qa@2"}]}],
+        "request_log": {"uri": artifacts.logs, "batch_rows": 1000, "flush_seconds": 2},
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def app(ray_cluster, serve_artifacts, tmp_path_factory):
+    """The running app: its config and base URL."""
+    from ray import serve
+
+    from serve_apps.openai_app import build_app
+
+    keys_file = tmp_path_factory.mktemp("secrets") / "api-keys"
+    keys_file.write_text(f"# one key a line\nanother-key\n{API_KEY}\n")
+    config = app_config(serve_artifacts, keys_file)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(config), name="rayfleet", route_prefix="/")
+    yield config, f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(app) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{app[1]}/v1", api_key=API_KEY, max_retries=0, timeout=120)
+
+
+def chat(client, model, text="What is the capital of France?", max_tokens=8, **options):
+    return client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": text}], max_tokens=max_tokens, **options
+    )
+
+
+def test_models_lists_every_path(client):
+    names = {model.id for model in client.models.list()}
+    assert {"rayfleet", "rayfleet-base", "rayfleet-finetuned", "rayfleet-rag", "rayfleet-broken"} <= names
+
+
+def test_base_path_answers_with_its_headers(client):
+    raw = chat(client, "rayfleet-base")
+    completion = raw.parse()
+    assert raw.headers["x-rayfleet-path"] == "base" and raw.headers["x-rayfleet-selected-by"] == "model"
+    assert "paris" in completion.choices[0].message.content.lower()
+    assert completion.usage.completion_tokens > 0 and completion.usage.prompt_tokens > 10
+    assert completion.model == "rayfleet-base"
+
+
+def test_router_picks_a_path_and_reports_its_confidence(client):
+    raw = chat(client, "rayfleet", PAPER_QUESTION)
+    assert raw.headers["x-rayfleet-selected-by"] == "router"
+    assert raw.headers["x-rayfleet-path"] == "rag"
+    assert 0.0 < float(raw.headers["x-rayfleet-router-confidence"]) <= 1.0
+    general = chat(client, "rayfleet", "What's a good name for a pet goldfish?")
+    assert general.headers["x-rayfleet-path"] == "base"
+
+
+def test_rag_answers_with_citations(client, serve_artifacts):
+    from rayfleet.retrieval import Retriever
+
+    raw = chat(client, "rayfleet-rag", PAPER_QUESTION, max_tokens=16)
+    completion = raw.parse()
+    citations = completion.model_extra["citations"]
+    indexed = set(Retriever.load(serve_artifacts.index).rows["chunk_id"].to_pylist())
+    assert len(citations) >= 1 and all(c["chunk_id"] in indexed for c in citations)
+    assert all(set(c) >= {"doc_id", "chunk_id", "page", "score"} for c in citations)
+    assert raw.headers["x-rayfleet-citations"].startswith(f"{citations[0]['doc_id']}|{citations[0]['chunk_id']}|")
+    assert completion.choices[0].message.content
+
+
+def test_finetuned_path_applies_the_named_adapter_version(client):
+    base = chat(client, "rayfleet-base", max_tokens=12).parse().choices[0].message.content
+    raw = chat(client, "rayfleet-finetuned:qa@2", max_tokens=12)
+    assert raw.headers["x-rayfleet-adapter"] == "qa@2" and raw.headers["x-rayfleet-path"] == "finetuned"
+    assert raw.parse().model == "rayfleet-finetuned:qa@2"
+    assert raw.parse().choices[0].message.content != base  # the random LoRA changes greedy output
+
+
+def test_unknown_adapter_or_model_is_404(client):
+    with pytest.raises(openai.NotFoundError, match="qa@9"):
+        chat(client, "rayfleet-finetuned:qa@9")
+    with pytest.raises(openai.NotFoundError, match="nope"):
+        chat(client, "rayfleet-nope")
+    with pytest.raises(openai.NotFoundError):
+        chat(client, "gpt-4o")
+
+
+def test_chat_streaming_matches_the_whole_answer(client):
+    whole = chat(client, "rayfleet-base", max_tokens=12).parse().choices[0].message.content
+    stream = client.chat.completions.create(
+        model="rayfleet-base", messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=12, stream=True, stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip() == whole
+    assert sum(1 for c in chunks if c.choices) >= 3  # really streamed, token by token
+    assert chunks[-1].usage.completion_tokens == 12 or chunks[-2].choices[0].finish_reason == "stop"
+
+
+def test_completions_streaming_and_not(client):
+    whole = client.completions.create(model="rayfleet-base", prompt="The capital of France is", max_tokens=6)
+    assert whole.choices[0].text
+    pieces = [c.choices[0].text for c in client.completions.create(
+        model="rayfleet-base", prompt="The capital of France is", max_tokens=6, stream=True) if c.choices]  # fmt: skip
+    assert "".join(pieces).strip() == whole.choices[0].text
+
+
+def test_rag_streaming_sends_citations_first(client):
+    stream = client.chat.completions.create(
+        model="rayfleet-rag", messages=[{"role": "user", "content": PAPER_QUESTION}], max_tokens=6, stream=True
+    )
+    first = next(iter(stream))
+    assert first.model_extra["citations"]
+
+
+def test_no_or_wrong_key_is_401_before_any_work(app):
+    for key in ["wrong-key", API_KEY[:-1]]:
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{app[1]}/v1", api_key=key, max_retries=0).models.list()
+    response = httpx.post(f"{app[1]}/v1/chat/completions", content=b"{not json")
+    assert response.status_code == 401  # auth comes before parsing
+    assert httpx.get(f"{app[1]}/healthz").status_code == 200
+
+
+def test_limits_and_malformed_requests_are_clear_4xx(app, client):
+    with pytest.raises(openai.BadRequestError, match="max_tokens 49 is above"):
+        chat(client, "rayfleet-base", max_tokens=49)
+    with pytest.raises(openai.BadRequestError, match="above this server's limit of 256"):
+        chat(client, "rayfleet-base", "word " * 400)
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    malformed = httpx.post(f"{app[1]}/v1/chat/completions", content=b"{not json", headers=headers)
+    assert malformed.status_code in (400, 422) and "error" in malformed.json()
+    missing = httpx.post(f"{app[1]}/v1/chat/completions", json={"model": "rayfleet-base"}, headers=headers)
+    assert missing.status_code in (400, 422) and "messages" in missing.json()["error"]["message"]
+
+
+def test_a_broken_path_falls_back_once_and_the_others_keep_working(client):
+    raw = chat(client, "rayfleet-broken")
+    assert raw.headers["x-rayfleet-path"] == "base" and raw.headers["x-rayfleet-fallback"] == "broken>base"
+    assert "fault injection" in raw.headers["x-rayfleet-fallback-reason"]
+    assert "paris" in raw.parse().choices[0].message.content.lower()
+    started = time.monotonic()
+    stuck = chat(client, "rayfleet-stuck", stream=False)
+    assert stuck.headers["x-rayfleet-fallback"] == "stuck>base" and "timeout" in stuck.headers["x-rayfleet-fallback-reason"]
+    assert 2 <= time.monotonic() - started < 30
+    stream = client.chat.completions.with_raw_response.create(
+        model="rayfleet-broken", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, stream=True
+    )
+    assert stream.headers["x-rayfleet-fallback"] == "broken>base"
+    assert chat(client, "rayfleet-rag", PAPER_QUESTION).headers["x-rayfleet-path"] == "rag"
+
+
+def test_ab_split_is_sticky_per_user_and_follows_the_assignment(app, client):
+    config = app[0]
+    (test,) = config.ab_tests
+    seen = {}
+    for user in [f"user-{n}" for n in range(6)]:  # arms v1 v1 v1 v2 v2 v1
+        arms = {
+            chat(client, "rayfleet-finetuned", max_tokens=1, extra_headers={"x-user-id": user}).headers["x-rayfleet-arm"]
+            for _ in range(2)
+        }
+        assert arms == {choose_arm(test, user).name}, user  # sticky, and the configured assignment
+        seen[user] = arms.pop()
+    assert set(seen.values()) == {"v1", "v2"}
+    raw = chat(client, "rayfleet-finetuned", max_tokens=1, extra_headers={"x-user-id": "user-0"})
+    assert raw.headers["x-rayfleet-adapter"] == ("qa@1" if seen["user-0"] == "v1" else "qa@2")
+
+
+def test_overload_gets_503_with_retry_after_and_nothing_else_fails(app):
+    async def one(http: httpx.AsyncClient):
+        return await http.post("/v1/chat/completions", json={
+            "model": "rayfleet-base", "max_tokens": 24, "messages": [{"role": "user", "content": "Tell me a story."}]})
+
+    async def burst():
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with httpx.AsyncClient(base_url=app[1], headers=headers, timeout=120) as http:
+            return await asyncio.gather(*[one(http) for _ in range(20)])
+
+    responses = asyncio.run(burst())
+    statuses = [response.status_code for response in responses]
+    assert set(statuses) == {200, 503}, statuses
+    rejected = [response for response in responses if response.status_code == 503]
+    assert all(response.headers["retry-after"] == "1" for response in rejected)
+    assert rejected[0].json()["error"]["type"] == "overloaded_error"
+
+
+def test_metrics_count_per_path_and_arm(app, client):
+    chat(client, "rayfleet-broken")
+    text = httpx.get(f"{app[1]}/metrics").text
+    assert 'rayfleet_requests_total{arm="none",path="base",status="200"}' in text
+    assert 'rayfleet_fallbacks_total{from_path="broken",to_path="base"}' in text
+    assert 'arm="v1"' in text or 'arm="v2"' in text
+    assert "rayfleet_time_to_first_token_seconds_bucket" in text and "rayfleet_completion_tokens_total" in text
+
+
+def test_request_logs_land_in_parquet_without_secrets(client, serve_artifacts):
+    ids = {
+        chat(client, "rayfleet-base", extra_headers={"x-user-id": "log-user"}).headers["x-rayfleet-request-id"],
+        chat(client, "rayfleet-broken").headers["x-rayfleet-request-id"],
+        chat(client, "rayfleet-finetuned", max_tokens=1, extra_headers={"x-user-id": "log-user"}).headers["x-rayfleet-request-id"],
+    }
+    rows, deadline = [], time.monotonic() + 30
+    while time.monotonic() < deadline and not ids <= {row["request_id"] for row in rows}:
+        time.sleep(1)
+        files = storage.list_parquet_files(serve_artifacts.logs) if storage.exists(serve_artifacts.logs) else []
+        rows = [row for uri in files for row in pq.read_table(storage.resolve(uri).path, filesystem=storage.resolve(uri).filesystem).to_pylist()]
+    mine = {row["request_id"]: row for row in rows if row["request_id"] in ids}
+    assert len(mine) == 3
+    assert {(row["path"], row["first_path"], row["fallback"]) for row in mine.values()} >= {("base", "broken", True), ("base", "base", False)}
+    assert {row["arm"] for row in mine.values()} & {"v1", "v2"}
+    assert all(row["latency_ms"] > 0 and row["completion_tokens"] >= 1 for row in mine.values())
+    assert API_KEY not in json.dumps(rows, default=str) and "log-user" not in json.dumps(rows, default=str)
+
+
+def test_schemathesis_finds_no_server_errors(app):
+    """Property-based requests generated from the app's OpenAPI schema never get a 5xx."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "schemathesis"), "run", f"{app[1]}/openapi.json",
+         "--checks", "not_a_server_error", "--header", f"Authorization: Bearer {API_KEY}",
+         "--max-examples", "25", "--seed", "1", "--request-timeout", "120", "--phases", "examples,fuzzing"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    print(result.stdout[-3000:])
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    generated = re.search(r"(\d+) generated, (\d+) passed", result.stdout)
+    assert int(generated.group(1)) >= 20 and generated.group(1) == generated.group(2)  # cases really ran, all passed

@@ -1,0 +1,242 @@
+"""The serving app's plain classes without Ray: model names, A/B arms, keys, configs, logs, and the
+ingress over in-process paths, driven by the official openai client through an ASGI transport.
+
+The answering path here is the real BasePath over the real transformers engine (a tiny random
+Llama); broken paths are the FaultInjectionPath.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import openai
+import pyarrow.parquet as pq
+import pytest
+from ray.serve.schema import ServeDeploySchema
+
+from rayfleet.config import read_yaml
+from rayfleet.engines.async_vllm import TextDelta
+from rayfleet.engines.base import EngineConfig
+from rayfleet.engines.transformers_engine import TransformersEngine
+from schemas.serving import REQUEST_LOG_SCHEMA
+from serve_apps.auth import ApiKeyChecker
+from serve_apps.config import ABTestConfig, AuthConfig, RequestLogConfig, ServeAppConfig, ServeConfigFile
+from serve_apps.ingress import OpenAIServer, build_http_app
+from serve_apps.paths import BasePath, FaultInjectionPath
+from serve_apps.request_log import RequestLogWriter
+from serve_apps.router_server import RouteChoice
+from serve_apps.targets import Target, UnknownModelError, choose_arm, parse_model
+
+REPO = Path(__file__).resolve().parents[2]
+KINDS = {"base": "base", "finetuned": "finetuned", "rag": "rag"}
+
+
+def test_model_names_parse_to_paths_and_adapters():
+    assert parse_model("rayfleet", KINDS) is None
+    assert parse_model("rayfleet-rag", KINDS) == Target("rag")
+    assert parse_model("rayfleet-finetuned:qa@3", KINDS) == Target("finetuned", "qa@3")
+    assert Target("finetuned", "qa@3").model == "rayfleet-finetuned:qa@3"
+    for unknown in ["gpt-4o", "rayfleet-nope", "rayfleet-base:qa@1", "rayfleet-"]:
+        with pytest.raises(UnknownModelError):
+            parse_model(unknown, KINDS)
+
+
+def test_ab_arms_follow_the_weights_and_stick_to_users():
+    test = ABTestConfig.model_validate({"name": "t", "applies_to": "rayfleet-finetuned", "arms": [
+        {"name": "a", "weight": 3, "model": "rayfleet-finetuned:qa@1"}, {"name": "b", "weight": 1, "model": "rayfleet-base"}]})  # fmt: skip
+    counts = Counter(choose_arm(test, f"user-{n}").name for n in range(20000))
+    assert abs(counts["a"] / 20000 - 0.75) < 0.015
+    assert all(choose_arm(test, f"user-{n}") == choose_arm(test, f"user-{n}") for n in range(100))
+    other = test.model_copy(update={"name": "other"})
+    moved = sum(choose_arm(test, f"u{n}").name != choose_arm(other, f"u{n}").name for n in range(2000))
+    assert moved > 300  # each test splits users independently
+
+
+def test_api_keys_from_environment_and_file(tmp_path, monkeypatch):
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# comment\nfile-key\n")
+    monkeypatch.setenv("RAYFLEET_API_KEYS", "env-one, env-two")
+    checker = ApiKeyChecker(AuthConfig(keys_file=str(keys_file)))
+    for key in ["env-one", "env-two", "file-key"]:
+        assert checker.allows(f"Bearer {key}")
+    for header in [None, "", "Bearer", "Bearer env-on", "Basic env-one", "env-one", "Bearer # comment"]:
+        assert not checker.allows(header), header
+    monkeypatch.delenv("RAYFLEET_API_KEYS")
+    with pytest.raises(ValueError, match="no API keys"):
+        ApiKeyChecker(AuthConfig())
+
+
+def minimal_config(**changes) -> dict:
+    config = {"paths": {"base": {"kind": "base"}, "broken": {"kind": "fault_injection", "fallback": ["base"]}}}
+    config.update(changes)
+    return config
+
+
+@pytest.mark.parametrize(
+    "change, complaint",
+    [
+        ({"paths": {"base": {"kind": "base", "engine": "gpu"}}}, "engine 'gpu'"),
+        ({"paths": {"base": {"kind": "base", "fallback": ["rag"]}}}, "falls back to unknown"),
+        ({"paths": {"base": {"kind": "base", "fallback": ["base"]}}}, "falls back to unknown or itself"),
+        ({"router": {"default_path": "rag"}}, "router names paths that do not exist"),
+        ({"paths": {"base": {"kind": "base", "deployment": {"num_replicas": 2, "autoscaling": {}}}}}, "not both"),
+        ({"paths": {"base": {"kind": "sql"}}}, "does not match any of the expected tags"),
+        ({"paths": {"base": {"kind": "base", "timeout": 3}}}, "Extra inputs are not permitted"),
+    ],
+)  # fmt: skip
+def test_config_mistakes_fail_loudly(change, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        ServeAppConfig.model_validate(minimal_config(**change))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "serve_apps" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_serve_config_files_are_valid_for_serve_and_build(path):
+    from serve_apps.openai_app import build_app
+
+    raw = read_yaml(path)
+    ServeDeploySchema.model_validate(raw)  # Serve's own schema: serve deploy accepts the file
+    application = ServeConfigFile.model_validate(raw).applications[0]
+    built = build_app(application.args.model_dump(mode="json"))
+    assert built._bound_deployment.name == "OpenAIIngress"
+
+
+def test_gpu_config_puts_engines_on_gpus_and_lets_accelerator_paths_scale_to_zero():
+    config = ServeConfigFile.model_validate(read_yaml(REPO / "serve_apps/configs/gpu_cluster.yaml")).applications[0].args
+    for name, engine in config.engines.items():
+        options = engine.deployment.serve_options()
+        assert options["ray_actor_options"]["num_gpus"] == 1, name
+    assert config.engines["adapters"].deployment.serve_options()["autoscaling_config"]["min_replicas"] == 0
+
+
+def test_request_log_writes_batches_by_rows_and_age(tmp_path):
+    writer = RequestLogWriter(RequestLogConfig(uri=str(tmp_path / "logs"), batch_rows=2, flush_seconds=0.2))
+    row = dict(
+        request_id="r1", created_at=datetime.now(timezone.utc),
+        endpoint="chat.completions", model="rayfleet", path="base", first_path="base", fallback=False,
+        selected_by="router", router_confidence=0.9, ab_test=None, arm=None, adapter=None, status=200, error=None,
+        stream=False, latency_ms=12.5, ttft_ms=3.0, prompt_tokens=10, completion_tokens=4, prompt_sha256="ab",
+        user_sha256=None,
+    )  # fmt: skip
+    writer.add(row)
+    assert not writer.due()
+    writer.add({**row, "request_id": "r2"})
+    assert writer.due()
+    uri = writer.flush()
+    table = pq.read_table(uri)
+    assert table.schema.equals(REQUEST_LOG_SCHEMA) and table["request_id"].to_pylist() == ["r1", "r2"]
+    writer.add({**row, "request_id": "r3"})
+    asyncio.run(asyncio.wait_for(run_until_written(writer), 5))
+    assert len(list((tmp_path / "logs").rglob("*.parquet"))) == 2
+
+
+async def run_until_written(writer: RequestLogWriter) -> None:
+    task = asyncio.create_task(writer.run(poll_seconds=0.05))
+    while writer.rows:
+        await asyncio.sleep(0.05)
+    task.cancel()
+
+
+# -- the ingress over in-process paths -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_llama_path) -> TransformersEngine:
+    return TransformersEngine(str(tiny_llama_path), EngineConfig(kind="transformers"))
+
+
+def transformers_generate(engine: TransformersEngine):
+    """The transformers engine behind the LLM deployment's streaming signature (one delta per answer)."""
+
+    async def generate(prompt_ids, sampling, adapter):
+        [result] = await asyncio.to_thread(engine._generate_batch, [prompt_ids], sampling)
+        yield TextDelta(result.text, result.prompt_tokens, result.completion_tokens, result.finish_reason)
+
+    return generate
+
+
+@pytest.fixture
+def server(tiny_engine, tiny_llama_path, monkeypatch) -> OpenAIServer:
+    monkeypatch.setenv("RAYFLEET_API_KEYS", "k1")
+    config = ServeAppConfig.model_validate(minimal_config(
+        paths={"base": {"kind": "base"}, "broken": {"kind": "fault_injection", "fallback": ["base"]},
+               "lonely": {"kind": "fault_injection"}},
+        ingress={"limits": {"max_tokens": 16, "max_prompt_tokens": 64, "max_in_flight": 2}},
+    ))  # fmt: skip
+    base = BasePath(config.paths["base"], str(tiny_llama_path), transformers_generate(tiny_engine))
+    paths = {"base": base.stream, "broken": FaultInjectionPath(config.paths["broken"]).stream,
+             "lonely": FaultInjectionPath(config.paths["lonely"]).stream}  # fmt: skip
+
+    async def route(text: str) -> RouteChoice:
+        return RouteChoice("broken" if "break" in text else "base", 0.8, "base")
+
+    return OpenAIServer(config, route, paths)
+
+
+def openai_client(server: OpenAIServer, key: str = "k1") -> openai.AsyncOpenAI:
+    transport = httpx.ASGITransport(app=build_http_app(server))
+    http = httpx.AsyncClient(transport=transport, base_url="http://app")
+    return openai.AsyncOpenAI(base_url="http://app/v1", api_key=key, http_client=http, max_retries=0)
+
+
+def ask(client, model="rayfleet", text="Hello there", **options):
+    return client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": text}], max_tokens=4, **options
+    )
+
+
+def test_ingress_routes_answers_and_reports_headers(server):
+    async def scenario():
+        client = openai_client(server)
+        raw = await ask(client)
+        assert raw.headers["x-rayfleet-path"] == "base" and raw.headers["x-rayfleet-router-confidence"] == "0.8000"
+        assert 0 <= float(raw.headers["x-rayfleet-router-ms"]) < 1000
+        completion = raw.parse()
+        assert completion.usage.completion_tokens >= 1 and completion.model == "rayfleet-base"
+        fallen = await ask(client, text="please break")
+        assert fallen.headers["x-rayfleet-fallback"] == "broken>base"
+        chunks = [chunk async for chunk in await client.chat.completions.create(
+            model="rayfleet-base", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, stream=True)]  # fmt: skip
+        assert chunks[0].choices[0].delta.role == "assistant"
+        assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+    asyncio.run(scenario())
+    metrics = server.metrics.exposition().decode()
+    assert 'rayfleet_fallbacks_total{from_path="broken",to_path="base"} 1.0' in metrics
+    assert 'rayfleet_requests_total{arm="none",path="base",status="200"} 3.0' in metrics
+
+
+def test_ingress_refuses_clearly(server):
+    async def scenario():
+        client = openai_client(server)
+        with pytest.raises(openai.AuthenticationError):
+            await ask(openai_client(server, key="k2"))
+        with pytest.raises(openai.NotFoundError, match="does not exist"):
+            await ask(client, model="rayfleet-gpt")
+        with pytest.raises(openai.BadRequestError, match="max_tokens 17 is above"):
+            await client.chat.completions.create(model="rayfleet", messages=[{"role": "user", "content": "x"}], max_tokens=17)
+        with pytest.raises(openai.BadRequestError, match="limit of 64"):
+            await ask(client, text="word " * 100)
+        with pytest.raises(openai.BadRequestError, match="messages"):
+            await client.chat.completions.create(model="rayfleet", messages=[], max_tokens=2)
+        with pytest.raises(openai.InternalServerError) as failed:  # every path of the chain failed: 503
+            await ask(client, model="rayfleet-lonely")
+        assert failed.value.status_code == 503 and failed.value.response.headers["retry-after"] == "1"
+        server.in_flight = 2  # two requests in flight already: the next one is over capacity
+        with pytest.raises(openai.InternalServerError, match="capacity") as overloaded:
+            await ask(client)
+        assert overloaded.value.status_code == 503
+
+    asyncio.run(scenario())
+    assert server.in_flight == 2  # refusals hold no slot
+
+
+def test_rayservice_serves_the_gpu_cluster_config():
+    import yaml
+
+    rayservice = yaml.safe_load((REPO / "cluster/kuberay/rayservice.yaml").read_text())
+    serve_config = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+    assert serve_config["applications"] == read_yaml(REPO / "serve_apps/configs/gpu_cluster.yaml")["applications"]
