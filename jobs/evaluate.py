@@ -114,6 +114,7 @@ class EvaluateConfig(BaseConfig):
     registry: str = Field(".data/registry", description="Registry root holding the adapters (jobs.finetune publishes there).")
     index: str | None = Field(".data/demo/index", description="Index root for RAG candidates (jobs.build_index).")
     top_k: int = Field(4, ge=1, description="Passages retrieved per question for RAG candidates.")
+    hybrid: bool = Field(True, description="RAG retrieval fuses BM25 into the dense ranking, as the serving RAG path does.")
     candidates: list[CandidateConfig] = Field(default_factory=default_candidates, description="Systems to score.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Base model and engine of every candidate.")
     sampling: SamplingConfig = Field(
@@ -183,7 +184,7 @@ def build_conversations(config: EvaluateConfig, items: list[dict]) -> tuple[dict
             from rayfleet.retrieval.retriever import Retriever
 
             retriever = Retriever.load(config.index)
-        hits = [retriever.search(item["question"], k=config.top_k) for item in items]
+        hits = [retriever.search(item["question"], k=config.top_k, hybrid=config.hybrid) for item in items]
         conversations[candidate.name] = [config.rag_prompt.conversation(item["question"], h) for item, h in zip(items, hits)]
         citations[candidate.name] = [citations_of(h) for h in hits]
     return conversations, citations

@@ -116,7 +116,9 @@ class RagPathConfig(PathCommon):
     kind: Literal["rag"] = Field("rag", description="Path type.")
     index: str = Field(..., description="Index root (local or s3://) written by jobs.build_index.")
     top_k: int = Field(3, ge=1, le=20, description="Chunks retrieved per question.")
-    hybrid: bool = Field(False, description="Fuse BM25 into the dense ranking (see docs/retrieval.md).")
+    hybrid: bool = Field(
+        True, description="Fuse BM25 into the dense ranking (see docs/retrieval.md): names and titles in questions match."
+    )
     max_context_tokens: int = Field(768, ge=64, description="Most prompt tokens of retrieved text; lower-ranked chunks are cut first.")
 
 

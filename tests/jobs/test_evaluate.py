@@ -35,7 +35,7 @@ def held_out_pairs(chunks: list[dict], count: int) -> list[dict]:
     pairs = []
     for chunk in chunks:
         for sentence in answer_sentences(chunk["text"], 1, 10, 30):
-            start = " ".join(sentence.split()[:6])
+            start = " ".join(sentence.split()[:10])
             pairs.append({"question": f"How does the sentence that starts with '{start}' continue?", "answer": sentence,
                           "doc_id": chunk["doc_id"], "chunk_id": chunk["chunk_id"], "origin": "generated", "split": "test"})  # fmt: skip
         if len(pairs) == count:
