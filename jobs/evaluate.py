@@ -48,7 +48,7 @@ from rayfleet.evaluation.report import METRICS, render_report
 from rayfleet.evaluation.stats import bootstrap_mean, rank_agreement
 from rayfleet.ray_setup import WorkerPoolConfig, init_ray
 from rayfleet.registry import ArtifactVersion, Registry
-from rayfleet.retrieval.rag import RagPrompt, citations_of
+from rayfleet.retrieval.rag import citations_of, fit_to_budget, grounded_conversation
 from rayfleet.tables import new_run_id, read_folder
 
 logger = logging.getLogger("jobs.evaluate")
@@ -123,7 +123,10 @@ class EvaluateConfig(BaseConfig):
     answer_system_prompt: str | None = Field(
         None, description="System message before each question (base and adapter); none if null, as in training."
     )
-    rag_prompt: RagPrompt = Field(default_factory=RagPrompt, description="The RAG prompt (shared with serving).")
+    max_context_tokens: int = Field(
+        768, ge=64, description="RAG: most prompt tokens of retrieved text, as the serving RAG path's setting."
+    )
+    rag_system_prompt: str | None = Field(None, description="RAG: system message before the serving path's instructions.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The LLM judge.")
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig, description="Confidence intervals.")
     gate: PromotionGateConfig = Field(default_factory=PromotionGateConfig, description="The promotion gate.")
@@ -175,18 +178,29 @@ def question_conversation(config: EvaluateConfig, question: str) -> Conversation
 def build_conversations(config: EvaluateConfig, items: list[dict]) -> tuple[dict[str, list], dict[str, list]]:
     """Each candidate's conversations, and the RAG candidates' citations, one per item."""
     conversations, citations = {}, {}
-    retriever = None
+    retriever = tokenizer = None
     for candidate in config.candidates:
         if candidate.kind != "rag":
             conversations[candidate.name] = [question_conversation(config, item["question"]) for item in items]
             continue
         if retriever is None:
+            from transformers import AutoTokenizer
+
+            from rayfleet.assets import resolve_model
             from rayfleet.retrieval.retriever import Retriever
 
             retriever = Retriever.load(config.index)
-        hits = [retriever.search(item["question"], k=config.top_k, hybrid=config.hybrid) for item in items]
-        conversations[candidate.name] = [config.rag_prompt.conversation(item["question"], h) for item, h in zip(items, hits)]
-        citations[candidate.name] = [citations_of(h) for h in hits]
+            tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(config.engine.model)))
+        budget = config.max_context_tokens
+        hits = [
+            fit_to_budget(retriever.search(item["question"], k=config.top_k, hybrid=config.hybrid), tokenizer, budget)
+            for item in items
+        ]
+        conversations[candidate.name] = [
+            grounded_conversation(item["question"], passages, tokenizer, budget, config.rag_system_prompt)
+            for item, passages in zip(items, hits)
+        ]
+        citations[candidate.name] = [citations_of(passages) for passages in hits]
     return conversations, citations
 
 

@@ -21,16 +21,11 @@ from rayfleet.engines.async_vllm import TextDelta
 from rayfleet.engines.base import Conversation, SamplingConfig
 from rayfleet.engines.templates import render_prompt_ids
 from rayfleet.registry import ArtifactVersion, Registry, RegistryError
+from rayfleet.retrieval.rag import citations_of, fit_to_budget, grounded_conversation
 from serve_apps.config import BasePathConfig, FaultInjectionPathConfig, FineTunedPathConfig, RagPathConfig
 from serve_apps.errors import RequestError
 
 MOVING_SELECTORS_TTL_S = 30.0  # how long name@latest / name@promoted resolutions are reused
-
-RAG_INSTRUCTIONS = (
-    "Answer the question using only the numbered context passages below. Cite the passages you use "
-    "like [1]. If the passages do not contain the answer, say that you do not know."
-)
-
 
 @dataclass(frozen=True)
 class PathRequest:
@@ -160,12 +155,11 @@ class RagPath(GeneratingPath):
         if request.adapter:
             raise RequestError(404, "the RAG path takes no adapter", "model_not_found")
         hits = await asyncio.to_thread(self.retriever.search, request.question(), self.config.top_k, None, None, self.config.hybrid)
-        passages = self.fit_to_budget(hits)
-        grounded = PathRequest(request.sampling, conversation=self.grounded_conversation(request, passages))
-        citations = [
-            {"doc_id": hit.doc_id, "chunk_id": hit.chunk_id, "page": hit.page_start, "score": round(hit.score, 4)}
-            for hit in passages
-        ]
+        budget = self.config.max_context_tokens
+        passages = fit_to_budget(hits, self.tokenizer, budget)
+        conversation = grounded_conversation(request.question(), passages, self.tokenizer, budget, self.config.system_prompt)
+        grounded = PathRequest(request.sampling, conversation=conversation)
+        citations = citations_of(passages)
         first = True
         async for delta in self.generate(self.prompt_ids(grounded), request.sampling, None):
             yield PathChunk(
@@ -173,31 +167,6 @@ class RagPath(GeneratingPath):
                 citations=citations if first else None,
             )  # fmt: skip
             first = False
-
-    def fit_to_budget(self, hits) -> list:
-        """The best hits whose texts fit ``max_context_tokens`` together (at least the best one, cut)."""
-        kept, used = [], 0
-        for hit in hits:
-            tokens = len(self.tokenizer(hit.text, add_special_tokens=False)["input_ids"])
-            if kept and used + tokens > self.config.max_context_tokens:
-                break
-            kept.append(hit)
-            used += tokens
-        return kept
-
-    def grounded_conversation(self, request: PathRequest, hits) -> Conversation:
-        budget = self.config.max_context_tokens
-        passages = []
-        for number, hit in enumerate(hits, start=1):
-            ids = self.tokenizer(hit.text, add_special_tokens=False)["input_ids"][:budget]
-            page = f", page {hit.page_start}" if hit.page_start is not None else ""
-            passages.append(f"[{number}] ({hit.doc_id}{page}) {self.tokenizer.decode(ids)}")
-        context = "\n\n".join(passages)
-        system = "\n\n".join(filter(None, [self.config.system_prompt, RAG_INSTRUCTIONS]))
-        return [
-            {"role": "system", "content": system},
-            {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {request.question()}"},
-        ]
 
 
 class FaultInjectionPath:
