@@ -8,6 +8,7 @@ from events.config import DispatchConfig
 from jobs.ingest import IngestConfig
 from jobs.make_qa import MakeQaConfig
 from jobs.build_index import BuildIndexConfig
+from jobs.finetune import FinetuneConfig
 from jobs.summarize import SummarizeConfig
 from jobs.train_router import TrainRouterConfig
 
@@ -19,6 +20,7 @@ CONFIG_CLASSES = {
     "make_qa": MakeQaConfig,
     "build_index": BuildIndexConfig,
     "train_router": TrainRouterConfig,
+    "finetune": FinetuneConfig,
 }
 
 

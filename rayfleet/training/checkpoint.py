@@ -4,7 +4,7 @@ A checkpoint folder holds::
 
     adapter/            the peft adapter (save_pretrained format; what the registry publishes)
     optimizer.pt        optimizer and LR-scheduler state dicts
-    train_state.json    step, epoch, data position, tokens trained, resumes
+    train_state.json    step, epoch, data position, tokens trained, resumes, loss history
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class TrainState:
     rows_in_epoch: int = 0
     tokens_trained: int = 0
     resumed_from_steps: list[int] = field(default_factory=list)
+    train_losses: dict[str, float] = field(default_factory=dict)
     validation_losses: dict[str, float] = field(default_factory=dict)
 
 

@@ -132,7 +132,7 @@ def validation_loss(model, rows: Sequence[dict], device: torch.device) -> float:
     totals = torch.zeros(2, dtype=torch.float64, device=device)
     for row in rows:
         total, count = loss_sum(model, row, device)
-        totals += torch.tensor([float(total), count], dtype=torch.float64, device=device)
+        totals += torch.tensor([total.item(), count], dtype=torch.float64, device=device)
     model.train(was_training)
     total, count = sum_across_workers(totals).tolist()
     return total / count if count else float("nan")
@@ -195,7 +195,7 @@ def train(
             row = next(rows)
             total, count = loss_sum(model, row, device)
             total.backward()
-            totals += torch.tensor([float(total), count, len(row["input_ids"])], dtype=torch.float64, device=device)
+            totals += torch.tensor([total.item(), count, len(row["input_ids"])], dtype=torch.float64, device=device)
         summed_loss, label_tokens, tokens = sum_across_workers(totals).tolist()
         average_gradients(parameters, label_tokens)
         torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
@@ -205,9 +205,10 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
         state.tokens_trained += int(tokens)
+        state.train_losses[str(state.step)] = summed_loss / max(label_tokens, 1.0)
         seconds = time.perf_counter() - started
         if state.step % settings.eval_every == 0 or state.step == settings.max_steps:
             state.validation_losses[str(state.step)] = validation_loss(model, validation_rows, device)
-        on_step(StepReport(state.step, summed_loss / max(label_tokens, 1.0), learning_rate, int(tokens),
+        on_step(StepReport(state.step, state.train_losses[str(state.step)], learning_rate, int(tokens),
                            int(label_tokens), seconds, tokens / seconds), state)  # fmt: skip
     return state

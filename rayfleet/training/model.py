@@ -38,14 +38,14 @@ def training_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def check_quantization(settings: LoraSettings, device: torch.device) -> None:
-    """Fail at once when QLoRA is asked for off a CUDA GPU, or without bitsandbytes."""
+def check_quantization(settings: LoraSettings, device_type: str) -> None:
+    """Fail at once when QLoRA is asked for off a CUDA GPU (``device_type`` "cpu"), or without bitsandbytes."""
     if settings.quantization == "none":
         return
-    if device.type != "cuda":
+    if device_type != "cuda":
         raise QuantizationUnavailableError(
             "lora.quantization=4bit (QLoRA) needs a CUDA GPU: bitsandbytes' 4-bit kernels do not run on "
-            f"{device.type}. Set lora.quantization=none to train LoRA on a full-precision base here."
+            f"{device_type}. Set lora.quantization=none to train LoRA on a full-precision base here."
         )
     try:
         import bitsandbytes  # noqa: F401
@@ -63,7 +63,7 @@ def build_lora_model(model_path: str, settings: LoraSettings, device: torch.devi
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    check_quantization(settings, device)
+    check_quantization(settings, device.type)
     options: dict = {"attn_implementation": "sdpa", "dtype": torch.bfloat16 if device.type == "cuda" else torch.float32}
     if settings.quantization == "4bit":
         from peft import prepare_model_for_kbit_training
