@@ -209,14 +209,26 @@ def train_worker(payload: dict) -> None:
                         report.loss, report.learning_rate, tokens_per_s, report.tokens_per_s,
                         f" validation loss {state.validation_losses[str(report.step)]:.4f}"
                         if str(report.step) in state.validation_losses else "")  # fmt: skip
-        fault = config.fault_injection
-        if fault.kill_worker_at_step == report.step and fault.kill_worker_rank == rank and checkpoint is None:
-            logger.warning("fault injection: rank %d kills its own process (pid %d) after step %d", rank, os.getpid(), report.step)
-            os.kill(os.getpid(), signal.SIGKILL)
+        if config.fault_injection.kill_worker_at_step == report.step and checkpoint is None:
+            kill_worker_for_fault_injection(config.fault_injection, rank, report.step)
         if report.step % config.train.checkpoint_every == 0 or report.step == config.train.max_steps:
             report_checkpoint(model, optimizer, scheduler, state, report, tokens_per_s, rank)
 
     train(model, optimizer, scheduler, epochs, validation, config.train, state, on_step)
+
+
+def kill_worker_for_fault_injection(fault: FaultInjectionConfig, rank: int, step: int) -> None:
+    """Tests only: SIGKILL this worker process if it has the configured rank, once the last checkpoint is committed.
+
+    Waiting for the commit makes the test deterministic (a crash while a checkpoint is
+    still in flight is legitimate too: the run then resumes from the one before).
+    """
+    import ray.train
+
+    ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+    if rank == fault.kill_worker_rank:
+        logger.warning("fault injection: rank %d kills its own process (pid %d) after step %d", rank, os.getpid(), step)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def report_checkpoint(model, optimizer, scheduler, state: TrainState, report: StepReport, tokens_per_s: float, rank: int) -> None:
@@ -239,6 +251,7 @@ def run_training(config: FinetuneConfig, model_path: str, train_rows: list[dict]
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the workers' step lines are the progress
     ordered = DataConfig.default_ingest_options()
     ordered.preserve_order = True  # the same rows in the same order after a restart: the data position holds
     location = storage.resolve(config.storage_path)
@@ -319,7 +332,7 @@ def main(config: FinetuneConfig) -> dict:
     result = run_training(config, model_path, train_rows, validation_rows)
     with result.checkpoint.as_directory() as folder:
         state = read_train_state(folder)
-        metrics = {**result.metrics, "resumed_from_steps": state.resumed_from_steps,
+        metrics = {**result.metrics, "resumed_from_steps": state.resumed_from_steps, "train_losses": state.train_losses,
                    "validation_losses": state.validation_losses, "epochs": state.epoch}  # fmt: skip
         metadata = {
             "base_model": {"name": config.model, "path": model_path, "hash": folder_fingerprint(resolve_model(config.model))},
