@@ -77,7 +77,12 @@ class FinetuneDataConfig(BaseConfig):
     demo_train_papers: int = Field(100, ge=1, le=100, description="Demo set: aclsum train-split papers (3 pairs each).")
     demo_validation_papers: int = Field(20, ge=1, le=100, description="Demo set: aclsum val-split papers held out.")
     max_seq_len: int = Field(512, ge=16, description="Longest example in tokens; longer ones are bad rows.")
-    pack_length: int = Field(1024, ge=16, description="Tokens per packed row (one row is one micro-batch).")
+    pack_length: int = Field(
+        512,
+        ge=16,
+        description="Tokens per packed row (one micro-batch), at least max_seq_len; keep it short on CPU, where "
+        "the block-diagonal mask still costs the full T x T attention.",
+    )
     on_bad_example: BadExamplePolicy = Field(
         "drop", description="drop: skip and count bad rows (no messages, empty answer, too long); fail: stop at the first."
     )
@@ -198,12 +203,12 @@ def train_worker(payload: dict) -> None:
             if index >= skip:
                 yield row
 
-    started, tokens_this_attempt = time.perf_counter(), 0
+    step_tokens, step_seconds = 0, 0.0  # training steps only: validation and checkpoints are not in tokens/s
 
     def on_step(report: StepReport, state: TrainState) -> None:
-        nonlocal tokens_this_attempt
-        tokens_this_attempt += report.tokens
-        tokens_per_s = tokens_this_attempt / (time.perf_counter() - started)
+        nonlocal step_tokens, step_seconds
+        step_tokens, step_seconds = step_tokens + report.tokens, step_seconds + report.seconds
+        tokens_per_s = step_tokens / step_seconds
         if rank == 0 and (report.step % config.train.log_every == 0 or report.step == config.train.max_steps):
             logger.info("step %d/%d loss %.4f lr %.2e tokens/s %.0f (this step %.0f)%s", report.step, config.train.max_steps,
                         report.loss, report.learning_rate, tokens_per_s, report.tokens_per_s,
