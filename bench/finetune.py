@@ -1,6 +1,6 @@
 """Benchmark: our LoRA training loop against HF ``Trainer`` + peft, and 1 against 2 Ray Train workers.
 
-    python -m bench.finetune [steps=6] [papers=100] [max_seq_len=256]
+    python -m bench.finetune [steps=5] [papers=100] [max_seq_len=256]
 
 Same model (SmolLM2-135M-Instruct, fp32, LoRA r16 on every attention and MLP
 projection, dropout 0.05), same data (the aclsum demo Q&A set of ``jobs.finetune``),
@@ -42,12 +42,12 @@ class FinetuneBenchConfig(BaseConfig):
 
     model: str = Field("smollm2-135m-instruct", description="Base model: provisioned name or local folder.")
     papers: int = Field(100, ge=4, le=100, description="aclsum train papers in the data (3 Q&A pairs each).")
-    steps: int = Field(6, ge=2, description="Optimizer steps per in-process run; the first is not timed.")
+    steps: int = Field(5, ge=2, description="Optimizer steps per in-process run; the first is not timed.")
     max_seq_len: int = Field(256, ge=64, description="Longest example in tokens (both loops).")
     pack_length: int = Field(256, ge=64, description="Our loop: tokens per packed row (one micro-batch).")
     accumulation: int = Field(4, ge=1, description="Our loop: packed rows per optimizer step.")
     hf_batch_size: int = Field(8, ge=1, description="HF Trainer: examples per step (its default is 8).")
-    ray_steps: int = Field(4, ge=1, description="Optimizer steps of each Ray Train run (1 and 2 workers).")
+    ray_steps: int = Field(3, ge=1, description="Optimizer steps of each Ray Train run (1 and 2 workers).")
     threads: int = Field(2, ge=1, description="torch threads of the in-process runs.")
 
 
@@ -144,7 +144,7 @@ def main(config: FinetuneBenchConfig) -> dict:
     examples, rows = examples_and_rows(config, tokenizer)
     ours = run_ours(config, model_path, rows)
     hf = run_hf_trainer(config, model_path, examples, tokenizer)
-    ray.init(num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, logging_level=logging.WARNING)
     with tempfile.TemporaryDirectory() as folder:
         one, two = run_ray(config, 1, folder), run_ray(config, 2, folder)
     ray.shutdown()

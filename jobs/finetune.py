@@ -36,6 +36,7 @@ import tempfile
 import time
 from typing import Literal
 
+import pyarrow as pa
 from pydantic import Field
 
 from rayfleet import storage
@@ -55,6 +56,7 @@ from rayfleet.training.data import (
 )
 from rayfleet.training.loop import StepReport, TrainSettings, make_optimizer, make_scheduler, train
 from rayfleet.training.model import LoraSettings, build_lora_model, check_quantization, training_device
+from schemas import SFT_SCHEMA
 
 logger = logging.getLogger("jobs.finetune")
 
@@ -146,9 +148,6 @@ def data_uris(config: FinetuneConfig) -> tuple[str, str | None]:
     """The train and validation SFT URIs, building the demo set under ``storage_path`` when none is given."""
     if config.data.train is not None:
         return config.data.train, config.data.validation
-    from schemas import SFT_SCHEMA
-    import pyarrow as pa
-
     folder = storage.join(config.storage_path, "demo-sft")
     train_uri, validation_uri = storage.join(folder, "train.parquet"), storage.join(folder, "validation.parquet")
     if not (storage.exists(train_uri) and storage.exists(validation_uri)):
