@@ -134,6 +134,12 @@ def run_ray(config: FinetuneBenchConfig, workers: int, folder: str) -> dict:
     return {"tokens_per_s": report["tokens_per_s"], "seconds": report["seconds"]}
 
 
+def report_stage(name: str, figures: dict) -> dict:
+    """Log one stage's figures as soon as it ends (stderr), so a cut-short run still tells something."""
+    print(f"bench.finetune {name}: {json.dumps(figures)}", file=sys.stderr, flush=True)
+    return figures
+
+
 def main(config: FinetuneBenchConfig) -> dict:
     import ray
     from transformers import AutoTokenizer
@@ -142,11 +148,12 @@ def main(config: FinetuneBenchConfig) -> dict:
     model_path = str(resolve_model(config.model))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     examples, rows = examples_and_rows(config, tokenizer)
-    ours = run_ours(config, model_path, rows)
-    hf = run_hf_trainer(config, model_path, examples, tokenizer)
+    ours = report_stage("ours", run_ours(config, model_path, rows))
+    hf = report_stage("hf_trainer", run_hf_trainer(config, model_path, examples, tokenizer))
     ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, logging_level=logging.WARNING)
     with tempfile.TemporaryDirectory() as folder:
-        one, two = run_ray(config, 1, folder), run_ray(config, 2, folder)
+        one = report_stage("workers_1", run_ray(config, 1, folder))
+        two = report_stage("workers_2", run_ray(config, 2, folder))
     ray.shutdown()
     figures = {
         "tokens_per_s": round(ours["tokens_per_s"], 1),
