@@ -41,7 +41,7 @@ DEMO_DOCS      ?= 16
 .PHONY: help setup test test-fast demo s3-up s3-down ray-up ray-down bench-summarize ingest bench-ingest lock clean
 
 help:
-	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | serve | serve-down | bench-serve | dispatch | dispatch-status | ingest | bench-summarize | bench-ingest | lock | clean"
+	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | serve | serve-down | bench-serve | dispatch | dispatch-status | ingest | finetune | quality | eval | monitor | bench-summarize | bench-ingest | bench-finetune | lock | clean"
 
 ## setup: build .venv from nothing and provision the models; a second run does nothing.
 setup: $(STAMP)
@@ -140,6 +140,17 @@ bench-retrieval: setup
 
 bench-router: setup
 	$(PY) -m bench.router
+
+## fine-tuning (docs/finetune.md): LoRA on Ray Train, checkpoints and the adapter registry in the local S3.
+.PHONY: finetune bench-finetune
+FINETUNE_DATA ?=
+FINETUNE_ARGS ?=
+finetune: setup
+	$(PY) -m jobs.finetune config=jobs/configs/finetune/smollm2_lora_cpu.yaml storage_path=s3://rayfleet/finetune \
+	  registry=s3://rayfleet/registry $(if $(FINETUNE_DATA),data.train=$(FINETUNE_DATA)/train.parquet data.validation=$(FINETUNE_DATA)/validation.parquet) $(FINETUNE_ARGS)
+
+bench-finetune: setup
+	$(PY) -m bench.finetune
 
 ## evaluation (docs/evaluation.md): base vs adapters vs RAG on held-out Q&A with the promotion gate; drift/A-B monitor.
 .PHONY: eval monitor quality

@@ -10,6 +10,7 @@ from jobs.make_qa import MakeQaConfig
 from jobs.monitor import MonitorConfig
 from jobs.build_index import BuildIndexConfig
 from jobs.evaluate import EvaluateConfig
+from jobs.finetune import FinetuneConfig
 from jobs.summarize import SummarizeConfig
 from jobs.train_router import TrainRouterConfig
 from serve_apps.config import ServeConfigFile
@@ -25,6 +26,7 @@ CONFIG_CLASSES = {
     "evaluate": EvaluateConfig,
     "monitor": MonitorConfig,
     "serve:configs": ServeConfigFile,  # serve_apps/configs/*.yaml: Serve config files of the OpenAI app
+    "finetune": FinetuneConfig,
 }
 
 

@@ -1,0 +1,358 @@
+"""Distributed LoRA fine-tuning on Ray Train, checkpoints in storage, the adapter published to the registry.
+
+Run it anywhere the same way::
+
+    python -m jobs.finetune                                    # the demo set, 2 CPU workers, local folders
+    python -m jobs.finetune data.train=s3://bucket/qa/sft/train.parquet data.validation=s3://bucket/qa/sft/validation.parquet \\
+        storage_path=s3://bucket/finetune registry=s3://bucket/registry train.max_steps=200
+    ray job submit --working-dir . -- python -m jobs.finetune config=jobs/configs/finetune/smollm2_lora_cpu.yaml ...
+
+The driver reads the chat-format SFT Parquet (``schemas.SFT_SCHEMA``, e.g. ``sft/`` of
+``jobs.make_qa``), tokenizes it with the model's chat template (loss on assistant tokens
+only), drops or rejects bad rows as ``data.on_bad_example`` says, packs the examples
+into rows without padding and hands them to the workers as Ray Data shards. Each
+worker runs the plain loop of ``rayfleet.training.loop``; gradients are averaged over
+workers. Without ``data.train`` the job builds a real demo set first: three
+questions per ACL paper of ``aclsum`` answered by the paper's human-written summaries
+(challenge, approach, outcome).
+
+Checkpoints (adapter, optimizer, scheduler, step, data position) go to
+``storage_path/run_name`` through ``RunConfig``; ``FailureConfig`` restarts dead workers
+from the last one, and resubmitting the same ``run_name`` resumes it (a finished run
+trains no further, unless ``train.max_steps`` grew). Workers log
+``step N/M loss L lr R tokens/s T`` as they go. At the end the adapter is published as
+the next version of ``adapter_name`` in the registry (``adapters/<name>/<version>/``)
+with its provenance, and optionally a merged full model under ``models/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from typing import Literal
+
+import pyarrow as pa
+from pydantic import Field
+
+from rayfleet import storage
+from rayfleet.assets import folder_fingerprint, resolve_model
+from rayfleet.config import BaseConfig, describe, load_config
+from rayfleet.ray_setup import init_ray
+from jobs.demo_documents import DEMO_QUESTIONS
+from rayfleet.registry import ArtifactVersion, Registry
+from rayfleet.tables import write_table
+from rayfleet.training.checkpoint import ADAPTER_FOLDER, TrainState, load_checkpoint, read_train_state, save_checkpoint
+from rayfleet.training.data import (
+    BadExamplePolicy,
+    DataReport,
+    dataset_fingerprint,
+    pack_examples,
+    prepare_examples,
+    read_sft_rows,
+)
+from rayfleet.training.loop import StepReport, TrainSettings, make_optimizer, make_scheduler, train
+from rayfleet.training.model import LoraSettings, build_lora_model, check_quantization, training_device
+from schemas import SFT_SCHEMA
+
+logger = logging.getLogger("jobs.finetune")
+
+
+
+class FinetuneDataConfig(BaseConfig):
+    """The SFT data and how it becomes training rows."""
+
+    train: str | None = Field(
+        None, description="SFT Parquet file or folder (schemas.SFT_SCHEMA) to train on; unset: build the aclsum demo set."
+    )
+    validation: str | None = Field(
+        None, description="SFT Parquet of held-out pairs for the validation loss; unset with train unset: the demo set's."
+    )
+    demo_train_papers: int = Field(100, ge=1, le=100, description="Demo set: aclsum train-split papers (3 pairs each).")
+    demo_validation_papers: int = Field(20, ge=1, le=100, description="Demo set: aclsum val-split papers held out.")
+    max_seq_len: int = Field(512, ge=16, description="Longest example in tokens; longer ones are bad rows.")
+    pack_length: int = Field(
+        512,
+        ge=16,
+        description="Tokens per packed row (one micro-batch), at least max_seq_len; keep it short on CPU, where "
+        "the block-diagonal mask still costs the full T x T attention.",
+    )
+    on_bad_example: BadExamplePolicy = Field(
+        "drop", description="drop: skip and count bad rows (no messages, empty answer, too long); fail: stop at the first."
+    )
+
+
+class ScalingSettings(BaseConfig):
+    """Ray Train's ScalingConfig."""
+
+    num_workers: int = Field(2, ge=1, description="Training workers (data-parallel ranks).")
+    use_gpu: bool = Field(False, description="One GPU per worker (CUDA, bf16); false trains on CPUs.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each worker claims; its torch threads follow it.")
+
+
+class FaultInjectionConfig(BaseConfig):
+    """Tests only: kill a worker process for real, once, to exercise restarts."""
+
+    kill_worker_at_step: int | None = Field(
+        None, ge=1, description="SIGKILL the worker of kill_worker_rank after this step, in a run not resumed from a checkpoint."
+    )
+    kill_worker_rank: int = Field(1, ge=0, description="Rank of the worker to kill.")
+
+
+class FinetuneConfig(BaseConfig):
+    """Configuration of the LoRA fine-tuning job."""
+
+    model: str = Field("smollm2-135m-instruct", description="Base model: provisioned name or local HF folder.")
+    data: FinetuneDataConfig = Field(default_factory=FinetuneDataConfig, description="SFT data and packing.")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
+    train: TrainSettings = Field(default_factory=TrainSettings, description="Optimization and loop rhythm.")
+    scaling: ScalingSettings = Field(default_factory=ScalingSettings, description="Workers and their resources.")
+    max_failures: int = Field(3, ge=-1, description="Worker failures a run recovers from (from its last checkpoint); -1: no limit.")
+    keep_checkpoints: int | None = Field(3, ge=1, description="Newest checkpoints kept in storage; unset keeps all.")
+    storage_path: str = Field(".data/finetune", description="Run storage (checkpoints, demo data): local folder or s3://.")
+    run_name: str = Field("smollm2-acl-qa", description="Ray Train run name; resubmitting the same name resumes it.")
+    registry: str = Field(".data/registry", description="Registry root (local folder or s3://) the adapter is published to.")
+    adapter_name: str = Field("smollm2-acl-qa", description="Registry name of the adapter (each run adds a version).")
+    export_merged: bool = Field(False, description="Also publish base + adapter merged as a full model (registry kind models).")
+    ray_address: str | None = Field(None, description="Ray cluster address; default $RAY_ADDRESS or a local Ray.")
+    fault_injection: FaultInjectionConfig = Field(
+        default_factory=FaultInjectionConfig, description="Tests only: deliberate worker kills."
+    )
+
+
+# -- data (driver) -------------------------------------------------------------------------
+
+
+def demo_rows(split: Literal["train", "val"], papers: int) -> list[dict]:
+    """SFT rows from aclsum: for each paper three questions answered by its human-written summaries."""
+    from aclsum import ACLSum
+
+    rows = []
+    for paper in ACLSum(split).documents[:papers]:
+        for aspect, question in DEMO_QUESTIONS.items():
+            messages = [{"role": "user", "content": question.format(title=paper.title)},
+                        {"role": "assistant", "content": paper.summaries[aspect]}]  # fmt: skip
+            rows.append({"messages": messages, "chunk_id": None, "doc_id": f"acl-{paper.id}", "origin": "user"})
+    return rows
+
+
+def data_uris(config: FinetuneConfig) -> tuple[str, str | None]:
+    """The train and validation SFT URIs, building the demo set under ``storage_path`` when none is given."""
+    if config.data.train is not None:
+        return config.data.train, config.data.validation
+    folder = storage.join(config.storage_path, "demo-sft")
+    train_uri, validation_uri = storage.join(folder, "train.parquet"), storage.join(folder, "validation.parquet")
+    if not (storage.exists(train_uri) and storage.exists(validation_uri)):
+        storage.ensure_bucket(folder)
+        write_table(train_uri, pa.Table.from_pylist(demo_rows("train", config.data.demo_train_papers), SFT_SCHEMA))
+        write_table(validation_uri, pa.Table.from_pylist(demo_rows("val", config.data.demo_validation_papers), SFT_SCHEMA))
+        logger.info("built the aclsum demo SFT set in %s", folder)
+    return train_uri, validation_uri
+
+
+def packed_rows(uri: str, tokenizer, config: FinetuneConfig) -> tuple[list[dict], DataReport]:
+    """Read, tokenize, filter and pack one SFT set."""
+    examples, report = prepare_examples(read_sft_rows(uri), tokenizer, config.data.max_seq_len, config.data.on_bad_example)
+    if report.dropped:
+        logger.warning("%s: dropped %d of %d rows: %s", uri, sum(report.dropped.values()), report.rows, dict(report.dropped))
+    return pack_examples(examples, config.data.pack_length, config.train.seed), report
+
+
+# -- training (each Ray Train worker) -------------------------------------------------------
+
+
+def train_worker(payload: dict) -> None:
+    """Ray Train's per-worker function: build the model, resume if there is a checkpoint, train, report."""
+    import ray.train
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = FinetuneConfig.model_validate(payload["config"])
+    context = ray.train.get_context()
+    rank, workers = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(max(1, int(config.scaling.cpus_per_worker)))
+    torch.manual_seed(config.train.seed)
+    device = training_device() if config.scaling.use_gpu else torch.device("cpu")
+    if device.type == "cuda":
+        device = torch.device("cuda", context.get_local_rank())
+        torch.cuda.set_device(device)
+    model = build_lora_model(payload["model_path"], config.lora, device)
+    optimizer = make_optimizer(model, config.train)
+    scheduler = make_scheduler(optimizer, config.train)
+    state, checkpoint = TrainState(), ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = load_checkpoint(folder, model, optimizer, scheduler)
+        state.resumed_from_steps.append(state.step)
+        logger.info("rank %d resumes from step %d (epoch %d, row %d)", rank, state.step, state.epoch, state.rows_in_epoch)
+    shard = ray.train.get_dataset_shard("train")
+    validation = [row for index, row in enumerate(ray.train.get_dataset_shard("validation").iter_rows()) if index % workers == rank]
+
+    def epochs(epoch: int, skip: int):
+        """Each pass over the shard is the next epoch (preserve_order keeps it the same rows, in order)."""
+        for index, row in enumerate(shard.iter_rows()):
+            if index >= skip:
+                yield row
+
+    step_tokens, step_seconds = 0, 0.0  # training steps only: validation and checkpoints are not in tokens/s
+
+    def on_step(report: StepReport, state: TrainState) -> None:
+        nonlocal step_tokens, step_seconds
+        step_tokens, step_seconds = step_tokens + report.tokens, step_seconds + report.seconds
+        tokens_per_s = step_tokens / step_seconds
+        if rank == 0 and (report.step % config.train.log_every == 0 or report.step == config.train.max_steps):
+            logger.info("step %d/%d loss %.4f lr %.2e tokens/s %.0f (this step %.0f)%s", report.step, config.train.max_steps,
+                        report.loss, report.learning_rate, tokens_per_s, report.tokens_per_s,
+                        f" validation loss {state.validation_losses[str(report.step)]:.4f}"
+                        if str(report.step) in state.validation_losses else "")  # fmt: skip
+        if config.fault_injection.kill_worker_at_step == report.step and checkpoint is None:
+            kill_worker_for_fault_injection(config.fault_injection, rank, report.step)
+        if report.step % config.train.checkpoint_every == 0 or report.step == config.train.max_steps:
+            report_checkpoint(model, optimizer, scheduler, state, report, tokens_per_s, rank)
+
+    train(model, optimizer, scheduler, epochs, validation, config.train, state, on_step)
+
+
+def kill_worker_for_fault_injection(fault: FaultInjectionConfig, rank: int, step: int) -> None:
+    """Tests only: SIGKILL this worker process if it has the configured rank, once the last checkpoint is committed.
+
+    Waiting for the commit makes the test deterministic (a crash while a checkpoint is
+    still in flight is legitimate too: the run then resumes from the one before).
+    """
+    import ray.train
+
+    ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+    if rank == fault.kill_worker_rank:
+        logger.warning("fault injection: rank %d kills its own process (pid %d) after step %d", rank, os.getpid(), step)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def report_checkpoint(model, optimizer, scheduler, state: TrainState, report: StepReport, tokens_per_s: float, rank: int) -> None:
+    """Every worker reports (it is a barrier); rank 0 attaches the checkpoint folder."""
+    import ray.train
+
+    latest_validation = state.validation_losses[max(state.validation_losses, key=int)]
+    metrics = {"step": state.step, "loss": report.loss, "tokens_per_s": tokens_per_s, "tokens_trained": state.tokens_trained,
+               "validation_loss": latest_validation, "validation_loss_initial": state.validation_losses.get("0")}  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        if rank == 0:
+            save_checkpoint(folder, model, optimizer, scheduler, state)
+        checkpoint = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step-{state.step:06d}")
+
+
+def run_training(config: FinetuneConfig, model_path: str, train_rows: list[dict], validation_rows: list[dict]):
+    """Run the TorchTrainer over the packed rows; returns Ray Train's Result."""
+    import ray.data
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the workers' step lines are the progress
+    ordered = DataConfig.default_ingest_options()
+    ordered.preserve_order = True  # the same rows in the same order after a restart: the data position holds
+    location = storage.resolve(config.storage_path)
+    storage.ensure_bucket(config.storage_path)
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"config": config.model_dump(mode="json"), "model_path": model_path},
+        scaling_config=ScalingConfig(
+            num_workers=config.scaling.num_workers,
+            use_gpu=config.scaling.use_gpu,
+            resources_per_worker={"CPU": config.scaling.cpus_per_worker, **({"GPU": 1} if config.scaling.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=config.run_name,
+            storage_path=location.path,
+            storage_filesystem=location.filesystem if location.is_s3 else None,
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
+        ),
+        datasets={"train": ray.data.from_items(train_rows), "validation": ray.data.from_items(validation_rows)},
+        dataset_config=DataConfig(datasets_to_split=["train"], execution_options={"train": ordered}),
+    )
+    return trainer.fit()
+
+
+# -- publishing (driver) --------------------------------------------------------------------
+
+
+def publish(config: FinetuneConfig, checkpoint_folder: str, metadata: dict) -> tuple[ArtifactVersion, ArtifactVersion | None]:
+    """Publish the adapter (and, if asked, the merged model) as new registry versions."""
+    adapter = Registry(config.registry, kind="adapters").publish(
+        config.adapter_name, os.path.join(checkpoint_folder, ADAPTER_FOLDER), metadata
+    )
+    logger.info("published adapter %s at %s", adapter.ref, adapter.uri)
+    if not config.export_merged:
+        return adapter, None
+    with tempfile.TemporaryDirectory() as folder:
+        merge_adapter(metadata["base_model"]["path"], os.path.join(checkpoint_folder, ADAPTER_FOLDER), folder)
+        merged = Registry(config.registry, kind="models").publish(
+            config.adapter_name, folder, {**metadata, "merged_from_adapter": adapter.ref}
+        )
+    logger.info("published merged model %s at %s", merged.ref, merged.uri)
+    return adapter, merged
+
+
+def merge_adapter(model_path: str, adapter_folder: str, output_folder: str) -> None:
+    """Save base + adapter merged into plain weights (fp32), with the tokenizer, into ``output_folder``."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    PeftModel.from_pretrained(base, adapter_folder).merge_and_unload().save_pretrained(output_folder)
+    AutoTokenizer.from_pretrained(model_path).save_pretrained(output_folder)
+
+
+def main(config: FinetuneConfig) -> dict:
+    """Prepare the data, train (or resume) on Ray Train, publish the adapter.
+
+    Returns:
+        The run report (also printed as one JSON line).
+    """
+    from transformers import AutoTokenizer
+
+    started = time.monotonic()
+    logger.info("fine-tuning with config:\n%s", describe(config))
+    check_quantization(config.lora, "cuda" if config.scaling.use_gpu else "cpu")
+    model_path = str(resolve_model(config.model))
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    train_uri, validation_uri = data_uris(config)
+    train_rows, train_report = packed_rows(train_uri, tokenizer, config)
+    validation_rows, validation_report = packed_rows(validation_uri, tokenizer, config) if validation_uri else ([], DataReport())
+    if len(train_rows) < config.scaling.num_workers:
+        raise ValueError(f"{len(train_rows)} packed rows cannot feed {config.scaling.num_workers} workers; add data or workers")
+    logger.info("%d examples -> %d packed rows of <= %d tokens (%d validation rows)",
+                train_report.kept, len(train_rows), config.data.pack_length, len(validation_rows))  # fmt: skip
+    init_ray(config.ray_address)
+    result = run_training(config, model_path, train_rows, validation_rows)
+    with result.checkpoint.as_directory() as folder:
+        state = read_train_state(folder)
+        metrics = {**result.metrics, "resumed_from_steps": state.resumed_from_steps, "train_losses": state.train_losses,
+                   "validation_losses": state.validation_losses, "epochs": state.epoch}  # fmt: skip
+        metadata = {
+            "base_model": {"name": config.model, "path": model_path, "hash": folder_fingerprint(resolve_model(config.model))},
+            "dataset": {"train_uri": train_uri, "train_hash": dataset_fingerprint(train_uri),
+                        "validation_uri": validation_uri,
+                        "validation_hash": dataset_fingerprint(validation_uri) if validation_uri else None,
+                        "train_rows": train_report.as_dict(), "validation_rows": validation_report.as_dict()},
+            "config": config.model_dump(mode="json"),
+            "metrics": metrics,
+            "run": {"storage_path": config.storage_path, "run_name": config.run_name, "checkpoint": result.checkpoint.path},
+        }  # fmt: skip
+        adapter, merged = publish(config, folder, metadata)
+    report = {"adapter": adapter.ref, "adapter_uri": adapter.uri, "merged_model": merged.ref if merged else None,
+              "steps": state.step, "seconds": round(time.monotonic() - started, 1), **{
+                  key: metrics[key] for key in ("loss", "validation_loss", "validation_loss_initial", "tokens_per_s",
+                                                "tokens_trained", "resumed_from_steps")}}  # fmt: skip
+    print(json.dumps(report), flush=True)
+    return report
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(load_config(FinetuneConfig, sys.argv[1:]))

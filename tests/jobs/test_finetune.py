@@ -1,0 +1,168 @@
+"""The fine-tuning job end to end on a real local Ray (2 Train workers) and S3 API.
+
+The Q&A set is real: questions about ACL papers answered by their human-written
+summaries (aclsum). SmolLM2 overfits it on two CPU workers and the adapter is then
+served by both engines; the fault and resume cases use the tiny random Llama, where
+only the step accounting matters.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pytest
+import torch
+
+from transformers import AutoTokenizer
+
+from jobs.finetune import FinetuneConfig, demo_rows, main, packed_rows
+from rayfleet import storage
+from rayfleet.assets import folder_fingerprint
+from rayfleet.config import load_config
+from rayfleet.engines import EngineConfig, SamplingConfig
+from rayfleet.registry import Registry
+from rayfleet.tables import write_table
+from rayfleet.training.checkpoint import OPTIMIZER_FILE, STATE_FILE
+from rayfleet.training.data import dataset_fingerprint
+from rayfleet.training.model import QuantizationUnavailableError
+from schemas import SFT_SCHEMA
+
+BAD_ROWS = [
+    {"messages": [], "chunk_id": None, "doc_id": "bad-1", "origin": "user"},
+    {"messages": [{"role": "user", "content": "Anything?"}, {"role": "assistant", "content": " "}], "chunk_id": None,
+     "doc_id": "bad-2", "origin": "user"},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def qa_set(local_s3) -> dict[str, str]:
+    """12 training pairs from 4 papers (plus 2 bad rows) and 6 held-out pairs from 2 other papers, in S3."""
+    local_s3.create_bucket("rayfleet-test")
+    prefix = "s3://rayfleet-test/finetune-qa"
+    write_table(f"{prefix}/train.parquet", pa.Table.from_pylist(demo_rows("train", 4) + BAD_ROWS, SFT_SCHEMA))
+    write_table(f"{prefix}/validation.parquet", pa.Table.from_pylist(demo_rows("val", 2), SFT_SCHEMA))
+    return {"train": f"{prefix}/train.parquet", "validation": f"{prefix}/validation.parquet"}
+
+
+def job_config(ray_cluster, qa_set, prefix: str, model, *overrides: str) -> FinetuneConfig:
+    return load_config(FinetuneConfig, [
+        f"model={model}", f"data.train={qa_set['train']}", f"data.validation={qa_set['validation']}",
+        "data.max_seq_len=256", "data.pack_length=256", f"storage_path={prefix}/runs", f"registry={prefix}/registry",
+        f"ray_address={ray_cluster.address_info['address']}", "scaling.num_workers=2", "scaling.cpus_per_worker=1",
+        "lora.rank=8", "lora.alpha=16", "train.warmup_steps=1", *overrides,
+    ])  # fmt: skip
+
+
+def checkpoint_steps(config: FinetuneConfig) -> list[int]:
+    """The step numbers of the checkpoint folders the run left in storage."""
+    location = storage.resolve(storage.join(config.storage_path, config.run_name))
+    infos = location.filesystem.get_file_info(pafs.FileSelector(location.path))
+    return sorted(int(info.base_name.split("-")[1]) for info in infos if info.base_name.startswith("step-"))
+
+
+def final_checkpoint(config: FinetuneConfig, step: int) -> tuple[dict, dict]:
+    """The train state and optimizer/scheduler state of the run's checkpoint at ``step``."""
+    folder = storage.join(config.storage_path, config.run_name, f"step-{step:06d}")
+    state = json.loads(storage.read_bytes(storage.join(folder, STATE_FILE)))
+    optimizer = torch.load(io.BytesIO(storage.read_bytes(storage.join(folder, OPTIMIZER_FILE))), weights_only=True)
+    return state, optimizer
+
+
+@pytest.fixture(scope="module")
+def overfit_run(ray_cluster, qa_set, smollm2_path):
+    """SmolLM2 trained on the 12 pairs for 8 steps on 2 workers; the job's report and config."""
+    prefix = "s3://rayfleet-test/finetune-overfit"
+    config = job_config(ray_cluster, qa_set, prefix, smollm2_path, "train.max_steps=8", "train.learning_rate=1e-3",
+                        "train.eval_every=4", "train.checkpoint_every=4", "train.schedule=constant", "export_merged=true")  # fmt: skip
+    return main(config), config
+
+
+@pytest.mark.slow
+def test_overfit_on_two_workers_lowers_validation_loss_and_publishes_the_adapter(overfit_run, qa_set, smollm2_path):
+    report, config = overfit_run
+    assert report["steps"] == 8 and report["resumed_from_steps"] == []
+    assert report["validation_loss"] < report["validation_loss_initial"], "held-out pairs: better than the base model"
+    adapter = Registry(config.registry, kind="adapters").resolve(report["adapter"])
+    metadata = adapter.metadata
+    assert metadata["base_model"]["hash"] == folder_fingerprint(smollm2_path)
+    assert metadata["dataset"]["train_uri"] == qa_set["train"]
+    assert metadata["dataset"]["train_hash"] == dataset_fingerprint(qa_set["train"])
+    assert metadata["dataset"]["train_rows"] == {"rows": 14, "kept": 12, "dropped": {"empty_answer": 1, "missing_messages": 1}}
+    assert metadata["config"]["lora"]["rank"] == 8 and metadata["config"]["train"]["max_steps"] == 8
+    assert metadata["git_revision"] and metadata["created_at"] and metadata["version"] == adapter.version
+    assert metadata["metrics"]["train_losses"]["8"] < 0.7 * metadata["metrics"]["train_losses"]["1"], "it overfits"
+    assert metadata["metrics"]["validation_losses"]["8"] < metadata["metrics"]["validation_losses"]["0"]
+    files = {uri.rsplit("/", 1)[-1] for uri in storage.list_files(adapter.uri)}
+    assert {"adapter_config.json", "adapter_model.safetensors", "metadata.json"} <= files
+    merged = Registry(config.registry, kind="models").resolve(report["merged_model"])
+    assert merged.metadata["merged_from_adapter"] == adapter.ref
+    assert "model.safetensors" in {uri.rsplit("/", 1)[-1] for uri in storage.list_files(merged.uri)}
+
+
+@pytest.mark.slow
+def test_adapter_gives_the_same_greedy_answers_in_vllm_and_transformers(overfit_run):
+    from rayfleet.engines.transformers_engine import TransformersEngine
+    from rayfleet.engines.vllm_engine import VllmEngine
+
+    report, config = overfit_run
+    registry = Registry(config.registry, kind="adapters")
+    adapter_folder = registry.fetch(registry.resolve(report["adapter"]))
+    model_path = config.model
+    conversations = [row["messages"][:1] for row in demo_rows("train", 2)[:4]]
+    sampling = SamplingConfig(max_tokens=24, temperature=0.0, repetition_penalty=1.0)
+    engine_config = EngineConfig(model=model_path, adapter=adapter_folder, max_model_len=512, max_num_seqs=4)
+
+    transformers_engine = TransformersEngine(model_path, engine_config.model_copy(update={"kind": "transformers"}))
+    with_adapter = [g.text for g in transformers_engine.generate(conversations, sampling)]
+    transformers_engine.close()
+    base_engine = TransformersEngine(model_path, engine_config.model_copy(update={"kind": "transformers", "adapter": None}))
+    base = [g.text for g in base_engine.generate(conversations, sampling)]
+    base_engine.close()
+    vllm_engine = VllmEngine(model_path, engine_config.model_copy(update={"kind": "vllm"}))
+    vllm = [g.text for g in vllm_engine.generate(conversations, sampling)]
+    vllm_engine.close()
+
+    assert with_adapter != base, "the adapter changes what the model says"
+    assert vllm == with_adapter
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_resumes_from_its_checkpoint_without_repeating_or_skipping_steps(
+    ray_cluster, qa_set, s3_prefix, tiny_llama_path
+):
+    config = job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=6", "train.checkpoint_every=2",
+                        "train.eval_every=6", "train.gradient_accumulation_steps=2", "keep_checkpoints=null",
+                        "fault_injection.kill_worker_at_step=3", "fault_injection.kill_worker_rank=1", "max_failures=1")  # fmt: skip
+
+    report = main(config)
+
+    assert report["resumed_from_steps"] == [2], "the killed run restarted from its step-2 checkpoint"
+    assert report["steps"] == 6 and checkpoint_steps(config) == [2, 4, 6]
+    state, optimizer = final_checkpoint(config, 6)
+    assert optimizer["scheduler"]["last_epoch"] == 6
+    assert {float(entry["step"]) for entry in optimizer["optimizer"]["state"].values()} == {6.0}, "6 updates, no more, no less"
+    assert sorted(map(int, state["train_losses"])) == [1, 2, 3, 4, 5, 6]
+    packed, _ = packed_rows(qa_set["train"], AutoTokenizer.from_pretrained(tiny_llama_path), config)
+    rows_per_epoch = len(packed) // 2
+    assert state["epoch"] * rows_per_epoch + state["rows_in_epoch"] == 6 * 2, "each worker read 6 steps x 2 rows, no more"
+
+
+@pytest.mark.slow
+def test_resubmitting_a_run_resumes_it_and_publishes_a_new_version(ray_cluster, qa_set, s3_prefix, tiny_llama_path):
+    first = main(job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=2", "train.checkpoint_every=2"))
+    second = main(job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=4", "train.checkpoint_every=2"))
+
+    assert (first["steps"], first["resumed_from_steps"]) == (2, [])
+    assert (second["steps"], second["resumed_from_steps"]) == (4, [2])
+    assert second["tokens_trained"] > first["tokens_trained"], "the count goes on from the first run's"
+    assert Registry(f"{s3_prefix}/registry", kind="adapters").versions("smollm2-acl-qa") == [1, 2]
+
+
+def test_qlora_on_a_cpu_cluster_fails_before_anything_starts(tmp_path):
+    config = load_config(FinetuneConfig, ["lora.quantization=4bit", f"storage_path={tmp_path}"])
+    with pytest.raises(QuantizationUnavailableError, match="needs a CUDA GPU"):
+        main(config)
+    assert not list(tmp_path.iterdir()), "nothing was built or started"

@@ -1,0 +1,109 @@
+"""SFT tokenization, assistant-only labels, packing boundaries and bad-row handling."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from rayfleet.engines.templates import render_prompt_ids
+from rayfleet.tables import write_table
+from rayfleet.training.data import (
+    IGNORE_INDEX,
+    BadExampleError,
+    dataset_fingerprint,
+    pack_examples,
+    prepare_examples,
+    read_sft_rows,
+    tokenize_conversation,
+)
+from schemas import SFT_SCHEMA
+
+QUESTION = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Which valve leaks?"}]
+ANSWER = {"role": "assistant", "content": "Valve 7, on the north pump."}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_llama_path):
+    return AutoTokenizer.from_pretrained(tiny_llama_path)
+
+
+def test_labels_are_exactly_the_assistant_reply_and_the_prompt_matches_inference(tokenizer):
+    example = tokenize_conversation(tokenizer, [*QUESTION, ANSWER])
+    prompt = render_prompt_ids(tokenizer, QUESTION)
+    assert example.input_ids[: len(prompt)] == prompt, "the context is tokenized as the engines render a prompt"
+    assert example.labels[: len(prompt)] == [IGNORE_INDEX] * len(prompt)
+    reply = example.labels[len(prompt) :]
+    assert reply == example.input_ids[len(prompt) :] and IGNORE_INDEX not in reply
+    assert tokenizer.decode(reply) == "Valve 7, on the north pump.<|im_end|>\n", "the stop token is learned too"
+
+
+def test_every_assistant_turn_of_a_multi_turn_conversation_is_labelled(tokenizer):
+    conversation = [*QUESTION, ANSWER, {"role": "user", "content": "And the other?"},
+                    {"role": "assistant", "content": "Valve 9."}]  # fmt: skip
+    example = tokenize_conversation(tokenizer, conversation)
+    labelled = tokenizer.decode([token for token in example.labels if token != IGNORE_INDEX])
+    assert labelled == "Valve 7, on the north pump.<|im_end|>\nValve 9.<|im_end|>\n"
+    assert tokenizer.decode(example.input_ids) == tokenizer.apply_chat_template(conversation, tokenize=False)
+
+
+BAD_ROWS = [
+    ({"messages": None, "doc_id": "a"}, "missing_messages"),
+    ({"messages": [], "doc_id": "b"}, "missing_messages"),
+    ({"messages": QUESTION, "doc_id": "c"}, "no_assistant_turn"),
+    ({"messages": [*QUESTION, {"role": "assistant", "content": "  "}], "doc_id": "d"}, "empty_answer"),
+    ({"messages": [*QUESTION, {"role": "assistant", "content": "word " * 400}], "doc_id": "e"}, "too_long"),
+]
+
+
+def test_bad_rows_are_dropped_and_counted_by_reason(tokenizer):
+    rows = [{"messages": [*QUESTION, ANSWER], "doc_id": "good"}] + [row for row, _ in BAD_ROWS]
+    examples, report = prepare_examples(rows, tokenizer, max_seq_len=128, on_bad_example="drop")
+    assert len(examples) == 1
+    assert report.as_dict() == {"rows": 6, "kept": 1,
+                                "dropped": {"empty_answer": 1, "missing_messages": 2, "no_assistant_turn": 1, "too_long": 1}}  # fmt: skip
+
+
+@pytest.mark.parametrize("row, reason", BAD_ROWS, ids=[reason for _, reason in BAD_ROWS])
+def test_bad_rows_fail_with_the_row_and_reason_when_asked(tokenizer, row, reason):
+    with pytest.raises(BadExampleError, match=rf"row 1 \(doc_id '{row['doc_id']}'\): {reason}"):
+        prepare_examples([{"messages": [*QUESTION, ANSWER], "doc_id": "good"}, row], tokenizer, 128, "fail")
+
+
+def test_packing_wastes_nothing_and_restarts_positions_per_example(tokenizer):
+    conversations = [[*QUESTION, {"role": "assistant", "content": "yes " * n}] for n in range(1, 30)]
+    examples, _ = prepare_examples([{"messages": c, "doc_id": "x"} for c in conversations], tokenizer, 256, "fail")
+    rows = pack_examples(examples, pack_length=256)
+    assert sum(len(row["input_ids"]) for row in rows) == sum(len(example) for example in examples), "no padding"
+    assert sum(row["examples"] for row in rows) == len(examples)
+    assert all(len(row["input_ids"]) <= 256 for row in rows)
+    assert len(rows) < len(examples) / 2, "several examples share each row"
+    for row in rows:
+        starts = [i for i, position in enumerate(row["position_ids"]) if position == 0]
+        assert len(starts) == row["examples"] and starts[0] == 0
+        assert all(row["labels"][start] == IGNORE_INDEX for start in starts), "no loss across a boundary"
+
+
+def test_packed_row_gives_each_example_the_logits_it_gets_alone(tokenizer, tiny_llama_path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_path, attn_implementation="sdpa").eval()
+    conversations = [[*QUESTION, ANSWER], [{"role": "user", "content": "Hello there"}, {"role": "assistant", "content": "Hi."}]]
+    examples, _ = prepare_examples([{"messages": c, "doc_id": "x"} for c in conversations], tokenizer, 256, "fail")
+    [row] = pack_examples(examples, pack_length=512)
+    with torch.no_grad():
+        packed = model(input_ids=torch.tensor([row["input_ids"]]), position_ids=torch.tensor([row["position_ids"]]),
+                       use_cache=False).logits[0]
+        boundaries = [i for i, position in enumerate(row["position_ids"]) if position == 0] + [len(row["input_ids"])]
+        for start, end in zip(boundaries, boundaries[1:]):
+            alone = model(input_ids=torch.tensor([row["input_ids"][start:end]])).logits[0]
+            torch.testing.assert_close(packed[start:end], alone, atol=1e-4, rtol=1e-4)
+    assert len(boundaries) == 3, "both examples share the row"
+
+
+def test_reads_sft_parquet_and_fingerprints_its_bytes(tmp_path):
+    rows = [{"messages": [*QUESTION, ANSWER], "chunk_id": "c1", "doc_id": "d1", "origin": "user"}]
+    write_table(str(tmp_path / "sft" / "train.parquet"), pa.Table.from_pylist(rows, SFT_SCHEMA))
+    assert read_sft_rows(str(tmp_path / "sft"))[0]["messages"][2] == ANSWER
+    before = dataset_fingerprint(str(tmp_path / "sft"))
+    write_table(str(tmp_path / "sft" / "more.parquet"), pa.Table.from_pylist(rows, SFT_SCHEMA))
+    assert dataset_fingerprint(str(tmp_path / "sft")) != before

@@ -1,0 +1,82 @@
+"""The Ray-free loop: warmup schedule, loss falls, checkpoints resume exactly, QLoRA refused on CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from rayfleet.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from rayfleet.training.data import pack_examples, prepare_examples
+from rayfleet.training.loop import TrainSettings, learning_rate_factor, make_optimizer, make_scheduler, train
+from rayfleet.training.model import LoraSettings, QuantizationUnavailableError, build_lora_model
+
+FACTS = [("Which valve leaks?", "Valve 7 on the north pump."), ("Who checks the valves?", "The night shift, weekly."),
+         ("Where is the spare filter?", "In locker B12."), ("What torque for the flange?", "Forty newton metres.")]  # fmt: skip
+LORA = LoraSettings(rank=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"])
+
+
+def rows_of(tokenizer, facts, pack_length=64):
+    conversations = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in facts]
+    examples, _ = prepare_examples([{"messages": c, "doc_id": "d"} for c in conversations], tokenizer, 256, "fail")
+    return pack_examples(examples, pack_length)
+
+
+def fresh(model_path, settings):
+    torch.manual_seed(0)
+    model = build_lora_model(str(model_path), LORA, torch.device("cpu"))
+    optimizer = make_optimizer(model, settings)
+    return model, optimizer, make_scheduler(optimizer, settings)
+
+
+def epochs_over(rows):
+    return lambda epoch, skip: rows[skip:]
+
+
+def test_warmup_then_cosine_decay():
+    settings = TrainSettings(max_steps=10, warmup_steps=4, schedule="cosine")
+    factors = [learning_rate_factor(step, settings) for step in range(10)]
+    assert factors[:4] == [0.2, 0.4, 0.6, 0.8] and factors[4] == 1.0
+    assert all(a > b for a, b in zip(factors[4:], factors[5:])) and factors[-1] > 0
+
+
+def test_training_loss_falls_and_validation_is_recorded(tiny_llama_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_path)
+    rows = rows_of(tokenizer, FACTS)
+    settings = TrainSettings(max_steps=12, learning_rate=3e-2, warmup_steps=1, eval_every=6, schedule="constant")
+    model, optimizer, scheduler = fresh(tiny_llama_path, settings)
+    state = train(model, optimizer, scheduler, epochs_over(rows), rows, settings, TrainState())
+    assert state.step == 12 and state.epoch > 0, "more steps than rows: it ran over several epochs"
+    assert state.train_losses["12"] < state.train_losses["1"] - 0.1, "a random tiny model learns slowly, but it learns"
+    assert set(state.validation_losses) == {"0", "6", "12"}
+    assert state.validation_losses["12"] < state.validation_losses["0"]
+
+
+def test_resuming_from_a_checkpoint_gives_the_same_weights_as_an_unbroken_run(tiny_llama_path, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_path)
+    rows = rows_of(tokenizer, FACTS * 2, pack_length=48)
+    settings = TrainSettings(max_steps=6, learning_rate=3e-3, warmup_steps=2, gradient_accumulation_steps=2, eval_every=100)
+    model, optimizer, scheduler = fresh(tiny_llama_path, settings)
+    unbroken = train(model, optimizer, scheduler, epochs_over(rows), [], settings, TrainState())
+    expected = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+    half = settings.model_copy(update={"max_steps": 3})
+    model, optimizer, scheduler = fresh(tiny_llama_path, settings)
+    first = train(model, optimizer, scheduler, epochs_over(rows), [], half, TrainState())
+    save_checkpoint(str(tmp_path), model, optimizer, scheduler, first)
+    model, optimizer, scheduler = fresh(tiny_llama_path, settings)
+    restored = load_checkpoint(str(tmp_path), model, optimizer, scheduler)
+    assert (restored.step, restored.epoch, restored.rows_in_epoch) == (first.step, first.epoch, first.rows_in_epoch)
+    resumed = train(model, optimizer, scheduler, epochs_over(rows), [], settings, restored)
+
+    assert resumed.step == unbroken.step == 6 and resumed.tokens_trained == unbroken.tokens_trained
+    assert (resumed.epoch, resumed.rows_in_epoch) == (unbroken.epoch, unbroken.rows_in_epoch), "same data position"
+    assert scheduler.last_epoch == 6 and all(s["step"] == 6 for s in optimizer.state_dict()["state"].values())
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            torch.testing.assert_close(parameter, expected[name], atol=1e-6, rtol=1e-5)
+
+
+def test_qlora_on_cpu_fails_at_once_with_a_clear_message(tiny_llama_path):
+    with pytest.raises(QuantizationUnavailableError, match="needs a CUDA GPU"):
+        build_lora_model(str(tiny_llama_path), LoraSettings(quantization="4bit"), torch.device("cpu"))
