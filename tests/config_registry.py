@@ -10,6 +10,7 @@ from jobs.make_qa import MakeQaConfig
 from jobs.build_index import BuildIndexConfig
 from jobs.summarize import SummarizeConfig
 from jobs.train_router import TrainRouterConfig
+from jobs.quantize import QuantizeConfig
 
 # jobs/configs/<folder>/*.yaml -> the job's config class. Add a line for every new job.
 CONFIG_CLASSES = {
@@ -19,6 +20,7 @@ CONFIG_CLASSES = {
     "make_qa": MakeQaConfig,
     "build_index": BuildIndexConfig,
     "train_router": TrainRouterConfig,
+    "quantize": QuantizeConfig,
 }
 
 

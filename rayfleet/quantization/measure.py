@@ -20,6 +20,10 @@ from rayfleet.engines import Conversation, EngineConfig, Generation, SamplingCon
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
+class EngineRunError(RuntimeError):
+    """The measured engine failed in its process; the message carries the original error."""
+
+
 @dataclass(frozen=True)
 class GenerationRun:
     """One engine's outputs and what they cost."""
@@ -55,6 +59,14 @@ def generate_and_measure(
     config: EngineConfig, conversations: list[Conversation], sampling: SamplingConfig
 ) -> GenerationRun:
     """Runs inside the measuring process: load, one short warm-up request, then the timed batch."""
+    try:
+        return timed_generation(config, conversations, sampling)
+    except Exception as error:  # not every engine error pickles back to the parent (pydantic's do not)
+        raise EngineRunError(f"{config.kind} engine on {config.model}: {type(error).__name__}: {error}") from None
+
+
+def timed_generation(config: EngineConfig, conversations: list[Conversation], sampling: SamplingConfig) -> GenerationRun:
+    """Load, warm up, time one batch; peak resident memory of this process at the end."""
     started = time.perf_counter()
     engine = create_engine(config)
     engine.generate(conversations[:1], sampling.model_copy(update={"max_tokens": 4}))
