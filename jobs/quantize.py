@@ -5,7 +5,8 @@ Run it anywhere the same way::
     python -m jobs.quantize registry=s3://rayfleet/registry                       # provisioned SmolLM2, w8a8_int8
     python -m jobs.quantize model=acme-merged@3 registry=s3://rayfleet/registry    # a merged model from the registry
     python -m jobs.quantize config=jobs/configs/quantize/smollm2_w8a8_cpu.yaml registry=... adapters=[acme-qa@promoted]
-    ray job submit --working-dir . -- python -m jobs.quantize config=jobs/configs/quantize/smollm2_w4a16_gpu.yaml registry=...
+    ray job submit --working-dir . -- \\
+        python -m jobs.quantize config=jobs/configs/quantize/smollm2_w4a16_gpu.yaml registry=...
 
 Steps: resolve the source model (provisioned name, local folder, or ``name@version`` of
 kind ``models`` in ``registry``); draw the calibration sample from our own chunks and hash
@@ -37,7 +38,13 @@ from pydantic import Field
 from rayfleet.assets import folder_fingerprint, resolve_model_reference
 from rayfleet.config import BaseConfig, describe, load_config
 from rayfleet.engines import EngineConfig, SamplingConfig
-from rayfleet.quantization import QuantizationMethod, calibration_sample, quantize_model, read_chunk_texts, require_runnable
+from rayfleet.quantization import (
+    QuantizationMethod,
+    calibration_sample,
+    quantize_model,
+    read_chunk_texts,
+    require_runnable,
+)
 from rayfleet.quantization.calibration import CalibrationSample
 from rayfleet.quantization.compare import compare_models
 from rayfleet.quantization.lora import LoraCheckConfig, check_lora_compatibility
@@ -86,7 +93,9 @@ class QuantizeConfig(BaseConfig):
         "w8a8_int8", description="w8a8_int8 (CPU and GPU, no calibration) or w4a16_gptq (NVIDIA GPU + llmcompressor)."
     )
     registry: str | None = Field(None, description="Registry root (local or s3://); none: nothing is published.")
-    name: str | None = Field(None, description="Registry name of the quantized model; default `<source name>-<method>`.")
+    name: str | None = Field(
+        None, description="Registry name of the quantized model; default `<source name>-<method>`."
+    )
     output: str | None = Field(None, description="Local folder that keeps the checkpoint; default a temporary folder.")
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig, description="Calibration sample.")
     heldout: HeldoutConfig = Field(default_factory=HeldoutConfig, description="Held-out QA for the quality figures.")
@@ -141,7 +150,11 @@ def aclsum_chunk_texts(papers: int, chunk_tokens: int, tokenizer_folder: Path) -
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
     documents = build_documents(DemoDocumentsConfig(output="unused", count=papers, split="train"))
-    texts = [chunk for text in documents.column("text").to_pylist() for chunk in split_by_tokens(tokenizer, text, chunk_tokens)]
+    texts = [
+        chunk
+        for text in documents.column("text").to_pylist()
+        for chunk in split_by_tokens(tokenizer, text, chunk_tokens)
+    ]
     return texts, f"aclsum:train[:{papers}] chunks of {chunk_tokens} tokens"
 
 
@@ -151,8 +164,9 @@ def heldout_pairs(config: HeldoutConfig) -> tuple[list[QaPair], str]:
         return read_qa_pairs(config.qa), config.qa
     from jobs.demo_documents import DemoDocumentsConfig, build_documents
 
-    papers = build_documents(DemoDocumentsConfig(output="unused", count=config.papers, split="test", content="abstract"))
-    return qa_pairs_from_papers(papers.to_pylist()), f"aclsum:test[:{config.papers}] abstracts, human summaries as answers"
+    papers = DemoDocumentsConfig(output="unused", count=config.papers, split="test", content="abstract")
+    source = f"aclsum:test[:{config.papers}] abstracts, human summaries as answers"
+    return qa_pairs_from_papers(build_documents(papers).to_pylist()), source
 
 
 def default_name(config: QuantizeConfig, source: dict) -> str:
@@ -168,7 +182,9 @@ def main(config: QuantizeConfig) -> dict:
     require_runnable(config.method)  # before any slow step: say at once what this machine lacks
     source_folder, source = resolve_source(config)
     calibration = draw_calibration(config.calibration, source_folder)
-    logger.info("calibration sample %s: %d texts from %s", calibration.sha256[:16], len(calibration.texts), calibration.source)
+    logger.info(
+        "calibration sample %s: %d texts from %s", calibration.sha256[:16], len(calibration.texts), calibration.source
+    )
     with tempfile.TemporaryDirectory(prefix="quantize-") as scratch:
         output = Path(config.output or Path(scratch) / "checkpoint")
         manifest = quantize_model(source_folder, output, config.method, calibration)

@@ -41,7 +41,9 @@ def texts_sha256(texts: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def calibration_sample(texts: Sequence[str], count: int, seed: int, source: str, max_tokens: int = 512) -> CalibrationSample:
+def calibration_sample(
+    texts: Sequence[str], count: int, seed: int, source: str, max_tokens: int = 512
+) -> CalibrationSample:
     """``count`` distinct non-empty texts chosen by a seeded hash order (independent of input order).
 
     Raises:
@@ -57,4 +59,5 @@ def calibration_sample(texts: Sequence[str], count: int, seed: int, source: str,
 
 def read_chunk_texts(chunks_uri: str) -> list[str]:
     """The ``text`` column of a chunks table (one Parquet file or a folder of them, local or S3)."""
-    return [text for uri in storage.list_parquet_files(chunks_uri) for text in read_table(uri, ["text"]).column("text").to_pylist()]
+    files = storage.list_parquet_files(chunks_uri)
+    return [text for uri in files for text in read_table(uri, ["text"]).column("text").to_pylist()]

@@ -49,7 +49,10 @@ class LoraCheckConfig(BaseConfig):
 
     max_tokens: int = Field(48, ge=1, description="Most new tokens per held-out answer.")
     min_prefix_agreement: float = Field(
-        0.5, ge=0, le=1, description="Least mean share of greedy tokens the quantized pair must generate as the fp pair does."
+        0.5,
+        ge=0,
+        le=1,
+        description="Least mean share of greedy tokens the quantized pair generates as the fp pair does.",
     )
     max_f1_drop: float = Field(
         0.05, ge=0, le=1, description="Most held-out token F1 the quantized pair may lose against the fp pair."

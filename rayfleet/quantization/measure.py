@@ -65,7 +65,9 @@ def generate_and_measure(
         raise EngineRunError(f"{config.kind} engine on {config.model}: {type(error).__name__}: {error}") from None
 
 
-def timed_generation(config: EngineConfig, conversations: list[Conversation], sampling: SamplingConfig) -> GenerationRun:
+def timed_generation(
+    config: EngineConfig, conversations: list[Conversation], sampling: SamplingConfig
+) -> GenerationRun:
     """Load, warm up, time one batch; peak resident memory of this process at the end."""
     started = time.perf_counter()
     engine = create_engine(config)
