@@ -182,3 +182,13 @@ serve-down:
 
 bench-serve: setup
 	$(PY) -m bench.serve
+
+## quantization (README "Quantization"): quantize SmolLM2 and publish it, and the fp-vs-quantized benchmark.
+.PHONY: quantize bench-quantize
+REGISTRY ?= s3://rayfleet/registry
+QUANTIZE_CONFIG ?= jobs/configs/quantize/smollm2_w8a8_cpu.yaml
+quantize: setup
+	$(PY) -m jobs.quantize config=$(QUANTIZE_CONFIG) registry=$(REGISTRY)
+
+bench-quantize: setup
+	$(PY) -m bench.quantize

@@ -63,6 +63,26 @@ def resolve_model(name_or_path: str) -> Path:
     )
 
 
+REGISTRY_MODELS_MARKER = "/models/"
+
+
+def resolve_model_reference(reference: str) -> Path:
+    """The local folder of a model given by path, provisioned name or registry reference.
+
+    A registry reference is ``<registry root>/models/<name>@<version|latest|promoted>``,
+    e.g. ``s3://rayfleet/registry/models/smollm2-135m-instruct-w8a8@latest`` (a merged or
+    quantized checkpoint published with ``Registry(root, kind="models")``); its files are
+    fetched once into the local cache. Anything else goes to :func:`resolve_model`.
+    """
+    root, marker, ref = reference.rpartition(REGISTRY_MODELS_MARKER)
+    if not marker or "@" not in ref or Path(reference).expanduser().is_dir():
+        return resolve_model(reference)
+    from rayfleet.registry import Registry
+
+    registry = Registry(root, kind="models")
+    return Path(registry.fetch(registry.resolve(ref)))
+
+
 def package_folder(module_name: str, wheel: str) -> Path:
     """The install folder of a package, found without importing it (its imports may be missing)."""
     spec = importlib.util.find_spec(module_name)

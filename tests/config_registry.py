@@ -14,6 +14,7 @@ from jobs.finetune import FinetuneConfig
 from jobs.summarize import SummarizeConfig
 from jobs.train_router import TrainRouterConfig
 from serve_apps.config import ServeConfigFile
+from jobs.quantize import QuantizeConfig
 
 # jobs/configs/<folder>/*.yaml -> the job's config class. Add a line for every new job.
 CONFIG_CLASSES = {
@@ -27,6 +28,7 @@ CONFIG_CLASSES = {
     "monitor": MonitorConfig,
     "serve:configs": ServeConfigFile,  # serve_apps/configs/*.yaml: Serve config files of the OpenAI app
     "finetune": FinetuneConfig,
+    "quantize": QuantizeConfig,
 }
 
 

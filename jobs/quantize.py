@@ -1,0 +1,231 @@
+"""Quantize a base or merged fine-tuned model, verify the serving engine loads it, publish it.
+
+Run it anywhere the same way::
+
+    python -m jobs.quantize registry=s3://rayfleet/registry                       # provisioned SmolLM2, w8a8_int8
+    python -m jobs.quantize model=acme-merged@3 registry=s3://rayfleet/registry    # a merged model from the registry
+    python -m jobs.quantize config=jobs/configs/quantize/smollm2_w8a8_cpu.yaml registry=... adapters=[acme-qa@promoted]
+    ray job submit --working-dir . -- \\
+        python -m jobs.quantize config=jobs/configs/quantize/smollm2_w4a16_gpu.yaml registry=...
+
+Steps: resolve the source model (provisioned name, local folder, or ``name@version`` of
+kind ``models`` in ``registry``); draw the calibration sample from our own chunks and hash
+it; write the checkpoint with the chosen method (``rayfleet.quantization.methods``;
+``w4a16_gptq`` stops at once on a machine without a GPU or without llmcompressor);
+generate the held-out QA answers with the serving engine on the full-precision and the
+quantized checkpoint (each in its own process: this is the load check, and it measures
+size, peak memory, tokens/s, token F1 and greedy agreement); check each listed LoRA
+adapter against the quantized base (``rayfleet.quantization.lora``); publish the
+checkpoint as the next version of ``name`` with all of it in its metadata. Serve it with
+``engine.model=<registry>/models/<name>@<version>`` (see ``rayfleet.assets.resolve_model_reference``).
+
+A single-process job: it needs no Ray cluster, and under ``ray job submit`` the
+entrypoint runs where the job's resources put it (``entrypointNumGpus`` for the GPU method).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from pydantic import Field
+
+from rayfleet.assets import folder_fingerprint, resolve_model_reference
+from rayfleet.config import BaseConfig, describe, load_config
+from rayfleet.engines import EngineConfig, SamplingConfig
+from rayfleet.quantization import (
+    QuantizationMethod,
+    calibration_sample,
+    quantize_model,
+    read_chunk_texts,
+    require_runnable,
+)
+from rayfleet.quantization.calibration import CalibrationSample
+from rayfleet.quantization.compare import compare_models
+from rayfleet.quantization.lora import LoraCheckConfig, check_lora_compatibility
+from rayfleet.quantization.quality import QaPair, qa_pairs_from_papers, read_qa_pairs
+from rayfleet.registry import Registry
+
+logger = logging.getLogger("jobs.quantize")
+
+
+class CalibrationConfig(BaseConfig):
+    """Where the calibration sample comes from and how big it is."""
+
+    chunks: str | None = Field(
+        None,
+        description="Chunks table of jobs.ingest (Parquet file or folder, local or s3://); "
+        "none: chunks of the first `papers` aclsum train papers.",
+    )
+    papers: int = Field(16, ge=1, le=100, description="aclsum train papers to chunk when `chunks` is not given.")
+    chunk_tokens: int = Field(256, ge=16, description="Tokens per chunk when chunking the aclsum papers.")
+    samples: int = Field(64, ge=1, description="Chunks in the sample.")
+    seed: int = Field(0, description="Seed of the sample's draw (same chunks + seed = same sample and hash).")
+    max_tokens: int = Field(512, ge=16, description="Longest calibration sequence, in tokens (GPTQ).")
+
+
+class HeldoutConfig(BaseConfig):
+    """The held-out QA the checkpoint and the adapters are judged on."""
+
+    qa: str | None = Field(
+        None,
+        description="QA Parquet with question, answer and optional context (e.g. jobs.make_qa's qa/test.parquet); "
+        "none: questions on `papers` aclsum test papers answered by their human summaries.",
+    )
+    papers: int = Field(4, ge=1, le=100, description="aclsum test papers (3 questions each) when `qa` is not given.")
+    max_tokens: int = Field(48, ge=1, description="Most new tokens per answer.")
+
+
+class QuantizeConfig(BaseConfig):
+    """Which model, which method, how it is checked and where it is published."""
+
+    model: str = Field(
+        "smollm2-135m-instruct",
+        description="Source model: provisioned name, local HF folder, `name@version|latest|promoted` of kind models "
+        "in `registry`, or a full `<root>/models/name@version` reference.",
+    )
+    method: QuantizationMethod = Field(
+        "w8a8_int8", description="w8a8_int8 (CPU and GPU, no calibration) or w4a16_gptq (NVIDIA GPU + llmcompressor)."
+    )
+    registry: str | None = Field(None, description="Registry root (local or s3://); none: nothing is published.")
+    name: str | None = Field(
+        None, description="Registry name of the quantized model; default `<source name>-<method>`."
+    )
+    output: str | None = Field(None, description="Local folder that keeps the checkpoint; default a temporary folder.")
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig, description="Calibration sample.")
+    heldout: HeldoutConfig = Field(default_factory=HeldoutConfig, description="Held-out QA for the quality figures.")
+    engine: EngineConfig = Field(
+        default_factory=lambda: EngineConfig(kind="auto", max_model_len=1024, max_num_seqs=16, cpu_kv_cache_gib=1.0),
+        description="Serving engine the checkpoint is verified with (its `model` is set by the job).",
+    )
+    adapters: list[str] = Field(
+        default_factory=list,
+        description="LoRA adapters trained on the source to check on the quantized base: local folders or "
+        "`name@version` of kind adapters in `registry`.",
+    )
+    lora_check: LoraCheckConfig = Field(default_factory=LoraCheckConfig, description="What an adapter must pass.")
+
+
+def resolve_source(config: QuantizeConfig) -> tuple[Path, dict]:
+    """The source model's local folder and what is recorded about it."""
+    if "@" in config.model and "/" not in config.model:
+        if config.registry is None:
+            raise ValueError(f"model={config.model} is a registry reference: set registry=<root>")
+        registry = Registry(config.registry, kind="models")
+        artifact = registry.resolve(config.model)
+        return Path(registry.fetch(artifact)), {"model": artifact.ref, "registry": config.registry, "kind": "models"}
+    return resolve_model_reference(config.model), {"model": config.model}
+
+
+def resolve_adapter(reference: str, registry_root: str | None) -> str:
+    """A local folder for an adapter given as a folder or as a registry reference of kind adapters."""
+    if Path(reference).expanduser().is_dir():
+        return str(Path(reference).expanduser().resolve())
+    if registry_root is None:
+        raise ValueError(f"adapter {reference!r} is not a local folder and no registry is set")
+    registry = Registry(registry_root, kind="adapters")
+    return registry.fetch(registry.resolve(reference))
+
+
+def draw_calibration(config: CalibrationConfig, tokenizer_folder: Path) -> CalibrationSample:
+    """The calibration sample: from the given chunks table, or from chunked aclsum train papers."""
+    if config.chunks is not None:
+        texts, source = read_chunk_texts(config.chunks), config.chunks
+    else:
+        texts, source = aclsum_chunk_texts(config.papers, config.chunk_tokens, tokenizer_folder)
+    return calibration_sample(texts, config.samples, config.seed, source, config.max_tokens)
+
+
+def aclsum_chunk_texts(papers: int, chunk_tokens: int, tokenizer_folder: Path) -> tuple[list[str], str]:
+    """Chunks of real ACL papers (train split: disjoint from the test papers held out for QA)."""
+    from transformers import AutoTokenizer
+
+    from jobs.demo_documents import DemoDocumentsConfig, build_documents
+    from rayfleet.text.chunking import split_by_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+    documents = build_documents(DemoDocumentsConfig(output="unused", count=papers, split="train"))
+    texts = [
+        chunk
+        for text in documents.column("text").to_pylist()
+        for chunk in split_by_tokens(tokenizer, text, chunk_tokens)
+    ]
+    return texts, f"aclsum:train[:{papers}] chunks of {chunk_tokens} tokens"
+
+
+def heldout_pairs(config: HeldoutConfig) -> tuple[list[QaPair], str]:
+    """The held-out QA pairs and where they came from."""
+    if config.qa is not None:
+        return read_qa_pairs(config.qa), config.qa
+    from jobs.demo_documents import DemoDocumentsConfig, build_documents
+
+    papers = DemoDocumentsConfig(output="unused", count=config.papers, split="test", content="abstract")
+    source = f"aclsum:test[:{config.papers}] abstracts, human summaries as answers"
+    return qa_pairs_from_papers(build_documents(papers).to_pylist()), source
+
+
+def default_name(config: QuantizeConfig, source: dict) -> str:
+    """``<source name>-<method>``, the source name without its version."""
+    base = source["model"].partition("@")[0].rstrip("/").rsplit("/", 1)[-1]
+    return f"{base}-{config.method.replace('_', '-')}"
+
+
+def main(config: QuantizeConfig) -> dict:
+    """Quantize, verify, check adapters and publish; returns the report (also printed as one JSON line)."""
+    started = time.monotonic()
+    logger.info("config:\n%s", describe(config))
+    require_runnable(config.method)  # before any slow step: say at once what this machine lacks
+    source_folder, source = resolve_source(config)
+    calibration = draw_calibration(config.calibration, source_folder)
+    logger.info(
+        "calibration sample %s: %d texts from %s", calibration.sha256[:16], len(calibration.texts), calibration.source
+    )
+    with tempfile.TemporaryDirectory(prefix="quantize-") as scratch:
+        output = Path(config.output or Path(scratch) / "checkpoint")
+        manifest = quantize_model(source_folder, output, config.method, calibration)
+        pairs, qa_source = heldout_pairs(config.heldout)
+        metrics = compare_models(
+            source_folder, output, pairs, config.engine, SamplingConfig(max_tokens=config.heldout.max_tokens)
+        )
+        logger.info("verified with %s: %s", config.engine.kind, metrics)
+        adapters = [
+            check_lora_compatibility(
+                source_folder, output, resolve_adapter(reference, config.registry), pairs, config.lora_check,
+                on_gpu=torch.cuda.is_available(),
+            ).record() | {"reference": reference}
+            for reference in config.adapters
+        ]  # fmt: skip
+        for verdict in adapters:
+            log = logger.info if verdict["compatible"] else logger.error
+            log("adapter %s on the quantized base: %s", verdict["reference"], verdict["reason"])
+        metadata = {
+            "source": source | {"fingerprint": folder_fingerprint(source_folder)},
+            "method": config.method,
+            "quantization": manifest,
+            "calibration_sha256": calibration.sha256,
+            "heldout_qa": qa_source,
+            "metrics": metrics,
+            "lora_compatibility": adapters,
+        }
+        report = {"method": config.method, "calibration_sha256": calibration.sha256, **metrics}
+        if config.registry is not None:
+            published = Registry(config.registry, kind="models").publish(
+                config.name or default_name(config, source), str(output), metadata
+            )
+            report |= {"published": f"{config.registry.rstrip('/')}/models/{published.ref}"}
+        report |= {
+            "adapters_refused": [verdict["reference"] for verdict in adapters if not verdict["compatible"]],
+            "seconds": round(time.monotonic() - started, 1),
+        }
+    print(json.dumps(report), flush=True)
+    return report
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(load_config(QuantizeConfig, sys.argv[1:]))

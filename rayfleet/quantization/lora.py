@@ -1,0 +1,142 @@
+"""Do LoRA adapters trained on the full-precision base still work on its quantized checkpoint?
+
+Two separate questions, both recorded:
+
+1. **Can the serving engine apply the adapter to this checkpoint at all?** vLLM 0.32 on
+   CPU cannot for ``w8a8_int8``: its oneDNN int8 kernel prepacks the weights and sets
+   ``layer.weight = None``, and its LoRA layers read ``base_layer.weight.device`` at start
+   (``AttributeError`` in ``vllm/lora/layers/utils.py``). ``tests/quantization`` keeps
+   that fact honest by starting the engine on such a pair.
+2. **Is the adapter numerically compatible with the quantized weights?** The transformers
+   engine loads the compressed-tensors checkpoint with peft on top; the adapter on the
+   quantized base is compared to the adapter on the full-precision base: greedy token
+   agreement, and token F1 of both on held-out QA.
+
+A pair fails when either answer is no; :func:`require_servable_pair` refuses it with the
+reason and what to do instead (serve the adapter on the full-precision base, or merge it
+into the base first and quantize the merged model).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from pydantic import Field
+
+from rayfleet.config import BaseConfig
+from rayfleet.engines import EngineConfig, SamplingConfig, create_engine
+from rayfleet.quantization.quality import QaPair, greedy_agreement, qa_f1
+
+VLLM_CPU_INT8_LORA = (
+    "vLLM 0.32 on CPU cannot apply LoRA to an int8 (W8A8) checkpoint: its oneDNN kernel releases "
+    "layer.weight after prepacking and its LoRA layers need it"
+)
+REMEDY = (
+    "serve the adapter on the full-precision base, or merge it into the base (the fine-tuning job's "
+    "merged export) and quantize the merged model"
+)
+
+
+class IncompatibleAdapterError(ValueError):
+    """A LoRA adapter that must not be served on a quantized checkpoint; the message says why."""
+
+
+class LoraCheckConfig(BaseConfig):
+    """How an adapter is checked against a quantized base, and what passes."""
+
+    max_tokens: int = Field(48, ge=1, description="Most new tokens per held-out answer.")
+    min_prefix_agreement: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Least mean share of greedy tokens the quantized pair generates as the fp pair does.",
+    )
+    max_f1_drop: float = Field(
+        0.05, ge=0, le=1, description="Most held-out token F1 the quantized pair may lose against the fp pair."
+    )
+
+
+@dataclass(frozen=True)
+class LoraCompatibility:
+    """The recorded verdict on one adapter and one quantized checkpoint."""
+
+    adapter: str
+    serving_engine_applies_lora: bool
+    prefix_agreement: float
+    identical_share: float
+    f1_full: float
+    f1_quantized: float
+    compatible: bool
+    reason: str
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+def quantization_format(model_folder: Path) -> str | None:
+    """The compressed-tensors format in a checkpoint's ``config.json`` (None when not quantized)."""
+    config = json.loads((model_folder / "config.json").read_text())
+    quantization = config.get("quantization_config")
+    return None if quantization is None else quantization.get("format") or quantization.get("quant_method")
+
+
+def vllm_lora_problem(model_folder: Path, on_gpu: bool) -> str | None:
+    """Why vLLM cannot apply LoRA on this checkpoint here, or None when it can."""
+    if not on_gpu and quantization_format(model_folder) == "int-quantized":
+        return VLLM_CPU_INT8_LORA
+    return None
+
+
+def require_servable_pair(model_folder: Path, adapter: str | None, engine_kind: str, on_gpu: bool) -> None:
+    """Refuse an adapter on a quantized checkpoint the serving engine cannot combine it with.
+
+    Raises:
+        IncompatibleAdapterError: with the reason and the remedy.
+    """
+    if adapter is None or engine_kind != "vllm":
+        return
+    problem = vllm_lora_problem(model_folder, on_gpu)
+    if problem:
+        raise IncompatibleAdapterError(f"refusing adapter {adapter} on {model_folder}: {problem}; {REMEDY}")
+
+
+def check_lora_compatibility(
+    full_model: Path,
+    quantized_model: Path,
+    adapter: str,
+    pairs: Sequence[QaPair],
+    config: LoraCheckConfig,
+    on_gpu: bool,
+) -> LoraCompatibility:
+    """Generate the held-out answers with the adapter on both bases and judge the pair."""
+    sampling = SamplingConfig(max_tokens=config.max_tokens)
+    conversations = [pair.conversation() for pair in pairs]
+    outputs = {}
+    for label, model in (("full", full_model), ("quantized", quantized_model)):
+        engine = create_engine(EngineConfig(kind="transformers", model=str(model), adapter=adapter))
+        outputs[label] = engine.generate(conversations, sampling)
+        engine.close()
+    agreement = greedy_agreement(outputs["full"], outputs["quantized"])
+    f1_full, f1_quantized = qa_f1(outputs["full"], pairs), qa_f1(outputs["quantized"], pairs)
+    serving_problem = vllm_lora_problem(quantized_model, on_gpu)
+    reasons = [serving_problem] if serving_problem else []
+    if agreement["prefix_agreement"] < config.min_prefix_agreement:
+        reasons.append(
+            f"greedy agreement {agreement['prefix_agreement']:.2f} with the fp base + adapter is below "
+            f"{config.min_prefix_agreement:.2f}"
+        )
+    if f1_full - f1_quantized > config.max_f1_drop:
+        reasons.append(f"held-out F1 falls from {f1_full:.3f} to {f1_quantized:.3f} (more than {config.max_f1_drop})")
+    return LoraCompatibility(
+        adapter=adapter,
+        serving_engine_applies_lora=serving_problem is None,
+        prefix_agreement=agreement["prefix_agreement"],
+        identical_share=agreement["identical_share"],
+        f1_full=round(f1_full, 4),
+        f1_quantized=round(f1_quantized, 4),
+        compatible=not reasons,
+        reason="; ".join(reasons) + f"; {REMEDY}" if reasons else "compatible",
+    )
