@@ -41,7 +41,7 @@ DEMO_DOCS      ?= 16
 .PHONY: help setup test test-fast demo s3-up s3-down ray-up ray-down bench-summarize ingest bench-ingest lock clean
 
 help:
-	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | serve | serve-down | bench-serve | dispatch | dispatch-status | ingest | finetune | quality | eval | monitor | bench-summarize | bench-ingest | bench-finetune | lock | clean"
+	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | serve-artifacts | serve | serve-down | bench-serve | dispatch | dispatch-status | ingest | finetune | quality | eval | monitor | bench-summarize | bench-ingest | bench-finetune | lock | clean"
 
 ## setup: build .venv from nothing and provision the models; a second run does nothing.
 setup: $(STAMP)
@@ -172,10 +172,18 @@ monitor: setup
 	$(PY) -m jobs.monitor config=jobs/configs/monitor/default.yaml
 
 ## serving (README "Online serving"): the OpenAI-compatible app on the local Ray head at http://127.0.0.1:8000.
-.PHONY: serve serve-down bench-serve
+.PHONY: serve serve-down serve-artifacts bench-serve
 SERVE_CONFIG ?= serve_apps/configs/local.yaml
 serve: ray-up
 	$(PY) -m serve_apps.cli up serve_config=$(SERVE_CONFIG) address=127.0.0.1:$(RAY_PORT)
+
+## serve-artifacts: what `make serve` loads, built from real ACL papers into the local S3:
+## their chunks and index, the router, and a fine-tuned adapter (the fine-tuned path serves
+## its promoted version: `make quality` or jobs.evaluate promotes one; until then it falls back to base).
+serve-artifacts: s3-up
+	$(PY) -m jobs.demo_documents output=s3://rayfleet/demo/papers count=$(DEMO_DOCS) split=test content=sections \
+	  chunks_output=$(CHUNKS)
+	$(MAKE) --no-print-directory build-index train-router finetune
 
 serve-down:
 	$(PY) -m serve_apps.cli down address=127.0.0.1:$(RAY_PORT)

@@ -2,7 +2,7 @@
 
 Run it anywhere the same way::
 
-    python -m jobs.monitor                                    # embedded defaults (the local serving logs)
+    python -m jobs.monitor                                    # embedded defaults: the local serving app's logs in the local S3
     python -m jobs.monitor logs=s3://bucket/serving/requests recent_hours=6 baseline_hours=72
     ray job submit --working-dir . -- python -m jobs.monitor logs=s3://bucket/serving/requests
 
@@ -69,8 +69,10 @@ class AbConfig(BaseConfig):
 class MonitorConfig(BaseConfig):
     """Configuration of the drift and A/B monitor."""
 
-    logs: str = Field(".data/serving/requests", description="Request log Parquet folder written by the serving app.")
-    output: str = Field(".data/monitor", description="Folder/prefix for the reports and the Prometheus text file.")
+    logs: str = Field(
+        "s3://rayfleet/serve/request-logs", description="Request log Parquet folder written by the serving app."
+    )
+    output: str = Field("s3://rayfleet/monitor", description="Folder/prefix for the reports and the Prometheus text file.")
     until: dt.datetime | None = Field(None, description="End of the recent window (UTC); default: the newest log row.")
     recent_hours: float = Field(24.0, gt=0, description="Length of the recent window.")
     baseline_hours: float = Field(168.0, gt=0, description="Length of the baseline window just before it.")

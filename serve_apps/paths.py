@@ -113,6 +113,10 @@ class BasePath(GeneratingPath):
         super().__init__(config, model, generate)
 
 
+class DefaultAdapterUnavailable(RuntimeError):
+    """The fine-tuned path's default adapter reference resolves to nothing (e.g. no version promoted yet)."""
+
+
 class FineTunedPath(GeneratingPath):
     """LoRA adapters from the registry, applied per request on the engine's base model."""
 
@@ -125,7 +129,14 @@ class FineTunedPath(GeneratingPath):
         reference = request.adapter or self.config.default_adapter
         if reference is None:
             raise RequestError(404, "name an adapter: model rayfleet-<path>:<adapter>@<version>", "model_not_found")
-        return AdapterSource(self.config.registry, await asyncio.to_thread(self.resolve, reference))
+        try:
+            return AdapterSource(self.config.registry, await asyncio.to_thread(self.resolve, reference))
+        except RequestError as error:
+            if request.adapter:
+                raise  # the client named it: its mistake (404)
+            # The configured default is missing (nothing promoted yet): a server-side fault, so the
+            # request falls back along the path's chain instead of failing the client.
+            raise DefaultAdapterUnavailable(error.message) from None
 
     def resolve(self, reference: str) -> ArtifactVersion:
         """The adapter version a reference names; numbered versions are cached for good, moving ones briefly."""

@@ -240,3 +240,26 @@ def test_rayservice_serves_the_gpu_cluster_config():
     rayservice = yaml.safe_load((REPO / "cluster/kuberay/rayservice.yaml").read_text())
     serve_config = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
     assert serve_config["applications"] == read_yaml(REPO / "serve_apps/configs/gpu_cluster.yaml")["applications"]
+
+
+def test_a_missing_default_adapter_is_a_path_fault_but_a_missing_named_one_is_a_404(tmp_path, smollm2_path):
+    from rayfleet.registry import Registry
+    from serve_apps.config import FineTunedPathConfig
+    from serve_apps.errors import RequestError
+    from serve_apps.paths import DefaultAdapterUnavailable, FineTunedPath, PathRequest
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    Registry(str(tmp_path / "registry")).publish("acme-qa", str(adapter), {})
+    config = FineTunedPathConfig(registry=str(tmp_path / "registry"), default_adapter="acme-qa@promoted")
+    path = FineTunedPath(config, str(smollm2_path), generate=None)
+    conversation = [{"role": "user", "content": "hi"}]
+
+    with pytest.raises(DefaultAdapterUnavailable, match="no promoted version"):
+        asyncio.run(path.adapter_for(PathRequest(None, conversation=conversation)))
+    with pytest.raises(RequestError) as named:
+        asyncio.run(path.adapter_for(PathRequest(None, conversation=conversation, adapter="acme-qa@7")))
+    assert named.value.status == 404
+    pinned = asyncio.run(path.adapter_for(PathRequest(None, conversation=conversation, adapter="acme-qa@1")))
+    assert pinned.name == "acme-qa@1"
