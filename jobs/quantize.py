@@ -17,7 +17,7 @@ quantized checkpoint (each in its own process: this is the load check, and it me
 size, peak memory, tokens/s, token F1 and greedy agreement); check each listed LoRA
 adapter against the quantized base (``rayfleet.quantization.lora``); publish the
 checkpoint as the next version of ``name`` with all of it in its metadata. Serve it with
-``engine.model=<registry>/models/<name>@<version>`` (see ``rayfleet.assets.resolve_model_reference``).
+``engine.model=<registry>/models/<name>@<version>`` (see ``rayfleet.assets.resolve_model``).
 
 A single-process job: it needs no Ray cluster, and under ``ray job submit`` the
 entrypoint runs where the job's resources put it (``entrypointNumGpus`` for the GPU method).
@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from pydantic import Field
 
-from rayfleet.assets import folder_fingerprint, resolve_model_reference
+from rayfleet.assets import folder_fingerprint, resolve_model
 from rayfleet.config import BaseConfig, describe, load_config
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.quantization import (
@@ -119,7 +119,7 @@ def resolve_source(config: QuantizeConfig) -> tuple[Path, dict]:
         registry = Registry(config.registry, kind="models")
         artifact = registry.resolve(config.model)
         return Path(registry.fetch(artifact)), {"model": artifact.ref, "registry": config.registry, "kind": "models"}
-    return resolve_model_reference(config.model), {"model": config.model}
+    return resolve_model(config.model), {"model": config.model}
 
 
 def resolve_adapter(reference: str, registry_root: str | None) -> str:

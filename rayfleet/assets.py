@@ -41,8 +41,16 @@ def models_dir() -> Path:
     return Path(os.environ.get("RAYFLEET_MODELS_DIR") or REPO_ROOT / ".models").resolve()
 
 
+REGISTRY_MODELS_MARKER = "/models/"
+
+
 def resolve_model(name_or_path: str) -> Path:
-    """The local folder of a model given by provisioned name or by path.
+    """The local folder of a model given by path, provisioned name or registry reference.
+
+    A registry reference is ``<registry root>/models/<name>@<version|latest|promoted>``,
+    e.g. ``s3://rayfleet/registry/models/smollm2-135m-instruct-w8a8@latest`` (a merged or
+    quantized checkpoint published with ``Registry(root, kind="models")``); its files are
+    fetched once into the local cache. Every engine and serving path takes these.
 
     Raises:
         ModelNotFoundError: the model is not there, with the command that provisions it.
@@ -50,6 +58,12 @@ def resolve_model(name_or_path: str) -> Path:
     as_path = Path(name_or_path).expanduser()
     if as_path.is_dir():
         return as_path.resolve()
+    root, marker, ref = name_or_path.rpartition(REGISTRY_MODELS_MARKER)
+    if marker and "@" in ref:
+        from rayfleet.registry import Registry
+
+        registry = Registry(root, kind="models")
+        return Path(registry.fetch(registry.resolve(ref)))
     if name_or_path == MINILM:
         return minilm_folder()
     provisioned = models_dir() / name_or_path
@@ -61,26 +75,6 @@ def resolve_model(name_or_path: str) -> Path:
         f"Known names: {known}. Run `make setup` (or `python -m rayfleet.assets provision`), "
         "or set RAYFLEET_MODELS_DIR to the folder that holds it. Model hubs are never contacted."
     )
-
-
-REGISTRY_MODELS_MARKER = "/models/"
-
-
-def resolve_model_reference(reference: str) -> Path:
-    """The local folder of a model given by path, provisioned name or registry reference.
-
-    A registry reference is ``<registry root>/models/<name>@<version|latest|promoted>``,
-    e.g. ``s3://rayfleet/registry/models/smollm2-135m-instruct-w8a8@latest`` (a merged or
-    quantized checkpoint published with ``Registry(root, kind="models")``); its files are
-    fetched once into the local cache. Anything else goes to :func:`resolve_model`.
-    """
-    root, marker, ref = reference.rpartition(REGISTRY_MODELS_MARKER)
-    if not marker or "@" not in ref or Path(reference).expanduser().is_dir():
-        return resolve_model(reference)
-    from rayfleet.registry import Registry
-
-    registry = Registry(root, kind="models")
-    return Path(registry.fetch(registry.resolve(ref)))
 
 
 def package_folder(module_name: str, wheel: str) -> Path:

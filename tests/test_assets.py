@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,17 @@ def test_minilm_comes_from_its_wheel():
 def test_fingerprint_is_stable_and_short(smollm2_path):
     assert folder_fingerprint(smollm2_path) == folder_fingerprint(smollm2_path)
     assert len(folder_fingerprint(smollm2_path)) == 16
+
+
+def test_a_registry_model_reference_resolves_to_its_published_folder(tmp_path):
+    from rayfleet.registry import Registry
+
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    published = Registry(str(tmp_path / "registry"), kind="models").publish("tiny-int8", str(checkpoint), {})
+
+    assert resolve_model(f"{tmp_path}/registry/models/tiny-int8@latest") == Path(published.uri)
+    assert resolve_model(f"{tmp_path}/registry/models/tiny-int8@1") == Path(published.uri)
+    with pytest.raises(LookupError, match="no version 2"):
+        resolve_model(f"{tmp_path}/registry/models/tiny-int8@2")

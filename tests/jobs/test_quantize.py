@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from jobs.quantize import QuantizeConfig, main
-from rayfleet.assets import resolve_model_reference
+from rayfleet.assets import resolve_model
 from rayfleet.config import load_config
 from rayfleet.registry import Registry
 
@@ -52,7 +52,7 @@ def test_quantize_verify_and_publish_to_s3_registry(s3_prefix):
     assert metadata["quantization"]["calibration"]["source"] == "aclsum:train[:4] chunks of 256 tokens"
     assert metadata["metrics"]["engine"] == "vllm" and metadata["source"]["model"] == "smollm2-135m-instruct"
 
-    served = resolve_model_reference(report["published"])  # what engine.model=<reference> loads
+    served = resolve_model(report["published"])  # what engine.model=<reference> loads
     quantization = json.loads((served / "config.json").read_text())["quantization_config"]
     assert quantization["format"] == "int-quantized"
 
