@@ -47,7 +47,7 @@ class EngineConfig(BaseConfig):
     max_model_len: int = Field(2048, ge=128, description="Context length: prompt plus generated tokens.")
     max_num_seqs: int = Field(32, ge=1, description="Most sequences batched together by the engine.")
     enforce_eager: bool = Field(True, description="vLLM: skip graph compilation (fast start).")
-    cpu_kv_cache_gib: float = Field(2.0, gt=0, description="vLLM on CPU: KV cache size in GiB.")
+    cpu_kv_cache_gib: int = Field(2, ge=1, description="vLLM on CPU: KV cache size in whole GiB (vLLM reads an integer).")
     cpu_threads_bind: str = Field(
         "auto", description="vLLM on CPU: cores to bind, e.g. '0-1'; auto binds every core the process may use."
     )
