@@ -24,7 +24,7 @@ from transformers import AutoTokenizer
 
 from rayfleet.assets import resolve_model
 from rayfleet.engines.base import EngineConfig, SamplingConfig
-from rayfleet.engines.vllm_engine import configure_cpu_environment
+from rayfleet.engines.vllm_engine import configure_cpu_environment, engine_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -78,16 +78,7 @@ class AsyncVllmEngine:
             else {}
         )
         arguments = AsyncEngineArgs(
-            model=model_path,
-            tokenizer=model_path,
-            dtype=config.dtype,
-            max_model_len=config.max_model_len,
-            max_num_seqs=config.max_num_seqs,
-            enforce_eager=config.enforce_eager,
-            distributed_executor_backend="uni",
-            disable_log_stats=True,
-            **({"gpu_memory_utilization": config.gpu_memory_utilization} if torch.cuda.is_available() else {}),
-            **lora_options,
+            **engine_arguments(model_path, config, torch.cuda.is_available()), disable_log_stats=True, **lora_options
         )
         logger.info("starting vLLM AsyncLLM with %s", arguments)
         self.engine = AsyncLLM.from_engine_args(arguments)

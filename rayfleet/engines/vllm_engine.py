@@ -53,6 +53,22 @@ def configure_cpu_environment(config: EngineConfig) -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
+def engine_arguments(model_path: str, config: EngineConfig, on_gpu: bool) -> dict:
+    """The vLLM engine arguments every rayfleet engine (offline and async) starts with."""
+    arguments = dict(
+        model=model_path,
+        tokenizer=model_path,
+        dtype=config.dtype,
+        max_model_len=config.max_model_len,
+        max_num_seqs=config.max_num_seqs,
+        enforce_eager=config.enforce_eager,
+        distributed_executor_backend="uni",
+    )
+    if on_gpu:
+        arguments["gpu_memory_utilization"] = config.gpu_memory_utilization
+    return arguments
+
+
 class VllmEngine:
     """A :class:`~rayfleet.engines.base.GenerationEngine` over ``vllm.LLM``."""
 
@@ -69,18 +85,7 @@ class VllmEngine:
         self.config = config
         self.model_name = model_name or config.model
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        options = dict(
-            model=model_path,
-            tokenizer=model_path,
-            dtype=config.dtype,
-            max_model_len=config.max_model_len,
-            max_num_seqs=config.max_num_seqs,
-            enforce_eager=config.enforce_eager,
-            enable_lora=config.adapter is not None,
-            distributed_executor_backend="uni",
-        )
-        if on_gpu:
-            options["gpu_memory_utilization"] = config.gpu_memory_utilization
+        options = {**engine_arguments(model_path, config, on_gpu), "enable_lora": config.adapter is not None}
         logger.info("starting vLLM on %s with %s", "GPU" if on_gpu else "CPU", options)
         self.llm = LLM(**options)
         self.lora_request = self._lora_request(config.adapter)
