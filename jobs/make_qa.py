@@ -41,7 +41,8 @@ from pydantic import Field
 
 from rayfleet import storage
 from rayfleet.config import BaseConfig, describe, load_config
-from rayfleet.engines import EngineConfig, SamplingConfig, create_engine
+from rayfleet.engines import EngineConfig, SamplingConfig
+from rayfleet.engines.thread_bound import ThreadBoundEngine
 from rayfleet.qa import (
     AnswerFirstPrompts,
     QaPrompts,
@@ -115,7 +116,7 @@ class QaWorker:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.config, self.run_id = config, run_id
         started = time.monotonic()
-        self.engine = create_engine(config.engine)
+        self.engine = ThreadBoundEngine(config.engine)
         logger.info("%s engine ready in %.1f s", self.engine.name, time.monotonic() - started)
 
     def __call__(self, batch: pa.Table) -> dict:

@@ -30,7 +30,8 @@ from rayfleet import storage
 from rayfleet.assets import folder_fingerprint, resolve_model
 from rayfleet.config import BaseConfig, describe, load_config
 from rayfleet.documents import WorkItem, plan_input, read_work_item, split_item
-from rayfleet.engines import EngineConfig, SamplingConfig, create_engine
+from rayfleet.engines import EngineConfig, SamplingConfig
+from rayfleet.engines.thread_bound import ThreadBoundEngine
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.summarization import Summarizer, SummaryPrompts, SummaryResult
 from rayfleet.tables import drop_duplicate_ids, error_row, new_run_id, read_column_values, read_folder, utc_now, write_errors, write_table
@@ -67,7 +68,7 @@ class SummarizeWorker:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.config, self.run_id = config, run_id
         started = time.monotonic()
-        self.engine = create_engine(config.engine)
+        self.engine = ThreadBoundEngine(config.engine)
         self.summarizer = Summarizer(self.engine, config.sampling, config.prompts, config.engine.max_model_len)
         self.fingerprint = folder_fingerprint(resolve_model(config.engine.model))
         logger.info("%s engine ready in %.1f s", self.engine.name, time.monotonic() - started)

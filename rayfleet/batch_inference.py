@@ -1,7 +1,7 @@
 """Generate replies to many conversations on a Ray Data actor pool of engines.
 
 The thin Ray glue that batch jobs without their own commit logic share (evaluation,
-judging): each actor holds one engine (:func:`rayfleet.engines.create_engine`), the
+judging): each actor holds one engine (:class:`rayfleet.engines.thread_bound.ThreadBoundEngine`), the
 conversations stream through in batches, and the replies come back in input order::
 
     generations = generate_on_ray(conversations, EngineConfig(kind="vllm"), SamplingConfig(max_tokens=64))
@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from rayfleet.engines import EngineConfig, SamplingConfig, create_engine
+from rayfleet.engines import EngineConfig, SamplingConfig
+from rayfleet.engines.thread_bound import ThreadBoundEngine
 from rayfleet.engines.base import Conversation, Generation
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size
 
@@ -28,7 +29,7 @@ class GenerationWorker:
     def __init__(self, engine: EngineConfig, sampling: SamplingConfig):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         started = time.monotonic()
-        self.engine = create_engine(engine)
+        self.engine = ThreadBoundEngine(engine)
         self.sampling = sampling
         logger.info("%s engine for %s ready in %.1f s", self.engine.name, engine.model, time.monotonic() - started)
 
