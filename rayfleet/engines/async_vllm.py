@@ -24,7 +24,7 @@ from transformers import AutoTokenizer
 
 from rayfleet.assets import resolve_model
 from rayfleet.engines.base import EngineConfig, SamplingConfig
-from rayfleet.engines.vllm_engine import configure_cpu_environment, engine_arguments
+from rayfleet.engines.vllm_engine import configure_cpu_environment, engine_arguments, sampling_params
 
 logger = logging.getLogger(__name__)
 
@@ -90,19 +90,11 @@ class AsyncVllmEngine:
         self, prompt_ids: list[int], sampling: SamplingConfig, adapter: AdapterRef | None = None
     ) -> AsyncIterator[TextDelta]:
         """Generate for one prompt, yielding the new text as the engine produces it."""
-        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.lora.request import LoRARequest
         from vllm.sampling_params import RequestOutputKind
 
-        params = SamplingParams(
-            max_tokens=sampling.max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            repetition_penalty=sampling.repetition_penalty,
-            seed=sampling.seed if sampling.temperature > 0 else None,
-            output_kind=RequestOutputKind.DELTA,
-        )
+        params = sampling_params(sampling, output_kind=RequestOutputKind.DELTA)
         lora = LoRARequest(adapter.name, adapter.lora_id, adapter.path) if adapter else None
         completion_tokens = 0
         request_id = uuid.uuid4().hex

@@ -28,6 +28,9 @@ class SamplingConfig(BaseConfig):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     repetition_penalty: float = Field(1.1, gt=0.0, description="1.0 disables it; small models loop without it.")
     seed: int = Field(0, description="Random seed for sampled (temperature > 0) decoding.")
+    regex: str | None = Field(
+        None, description="Constrain every reply to this regular expression (vLLM structured outputs; the transformers engine refuses it)."
+    )
 
 
 class EngineConfig(BaseConfig):

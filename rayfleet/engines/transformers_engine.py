@@ -49,6 +49,11 @@ class TransformersEngine:
         return render_prompt_ids(self.tokenizer, conversation)
 
     def generate(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
+        if sampling.regex is not None:
+            raise ValueError(
+                f"sampling.regex ({sampling.regex!r}) needs the vLLM engine: the transformers engine cannot constrain "
+                "its output; use engine kind vllm or set sampling.regex to null"
+            )
         prompts = [self.prompt_token_ids(conversation) for conversation in conversations]
         order = sorted(range(len(prompts)), key=lambda index: len(prompts[index]))
         results: dict[int, Generation] = {}

@@ -53,6 +53,22 @@ def configure_cpu_environment(config: EngineConfig) -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
+def sampling_params(sampling: SamplingConfig, **options):
+    """vLLM's ``SamplingParams`` for ``sampling`` (``options``: vLLM-only extras such as ``output_kind``)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    return SamplingParams(
+        max_tokens=sampling.max_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        repetition_penalty=sampling.repetition_penalty,
+        seed=sampling.seed if sampling.temperature > 0 else None,
+        structured_outputs=StructuredOutputsParams(regex=sampling.regex) if sampling.regex else None,
+        **options,
+    )
+
+
 def engine_arguments(model_path: str, config: EngineConfig, on_gpu: bool) -> dict:
     """The vLLM engine arguments every rayfleet engine (offline and async) starts with."""
     arguments = dict(
@@ -105,16 +121,9 @@ class VllmEngine:
         return render_prompt_ids(self.tokenizer, conversation)
 
     def generate(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
-        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(
-            max_tokens=sampling.max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            repetition_penalty=sampling.repetition_penalty,
-            seed=sampling.seed if sampling.temperature > 0 else None,
-        )
+        params = sampling_params(sampling)
         prompts = [TokensPrompt(prompt_token_ids=self.prompt_token_ids(c)) for c in conversations]
         outputs = self.llm.generate(prompts, params, lora_request=self.lora_request, use_tqdm=False)
         return [self._to_generation(output) for output in outputs]

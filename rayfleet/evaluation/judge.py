@@ -1,7 +1,9 @@
 """LLM-as-judge: a fixed rubric scores an answer's relevance and correctness against the reference.
 
 The judge model is configurable (``JudgeConfig.engine``). Its replies are parsed for two
-1-5 grades; an unparseable reply scores ``None`` and is counted, never guessed. Because
+1-5 grades; an unparseable reply scores ``None`` and is counted, never guessed. On vLLM the
+reply is held to the format in decoding (:data:`VERDICT_FORMAT`, structured outputs): the
+grades are still the model's, only their layout is forced. Because
 a small judge can be noisy, the evaluation job reports the judge's rank agreement with
 the reference-based metrics next to its scores.
 """
@@ -22,6 +24,8 @@ GRADE = {
     "correctness": re.compile(r"correctness\W{0,3}(?:score\W{0,3})?([1-5])", re.IGNORECASE),
 }
 
+VERDICT_FORMAT = r"Relevance: [1-5]\nCorrectness: [1-5]"  # the rubric's reply format, enforced in decoding
+
 RUBRIC = (
     "You grade an answer to a question against a reference answer.\n"
     "Relevance (1-5): 5 = the answer addresses exactly the question asked; 1 = it is about something else.\n"
@@ -37,8 +41,8 @@ class JudgeConfig(BaseConfig):
     enabled: bool = Field(True, description="Score answers with the judge; false leaves the judge column empty.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="The judge model and engine.")
     sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(max_tokens=16, repetition_penalty=1.0),
-        description="Judge decoding (greedy, short: it only writes two grades).",
+        default_factory=lambda: SamplingConfig(max_tokens=16, repetition_penalty=1.0, regex=VERDICT_FORMAT),
+        description="Judge decoding: greedy, short, and held to the reply format (a small judge rarely keeps it unaided).",
     )
     rubric: str = Field(RUBRIC, description="System message: the grading rubric and the reply format.")
     user: str = Field(

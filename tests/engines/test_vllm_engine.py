@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from rayfleet.engines import EngineConfig, SamplingConfig, create_engine, vllm_available
+from rayfleet.evaluation.judge import VERDICT_FORMAT, JudgeConfig, parse_verdict
 
 pytestmark = pytest.mark.slow
 
@@ -37,3 +40,19 @@ def test_vllm_and_transformers_agree_greedily(smollm2_path):
         # fp32 kernels differ slightly between engines: the first tokens must agree.
         assert a.token_ids[:8] == b.token_ids[:8], (a.text, b.text)
     assert "Paris" in from_vllm[0].text
+
+
+def test_a_regex_holds_the_reply_to_the_judges_format_and_transformers_refuses_one(smollm2_path):
+    judge = JudgeConfig()
+    conversations = [judge.conversation("What is the capital of France?", "Paris.", answer)
+                     for answer in ["Paris.", "Berlin is the capital.", "I like turtles."]]  # fmt: skip
+    engine = create_engine(EngineConfig(kind="vllm", model=str(smollm2_path), max_model_len=512, max_num_seqs=4))
+    try:
+        replies = engine.generate(conversations, judge.sampling)
+    finally:
+        engine.close()
+    assert all(re.fullmatch(VERDICT_FORMAT, reply.text) for reply in replies), [reply.text for reply in replies]
+    assert all(parse_verdict(reply.text).score is not None for reply in replies)
+    transformers_engine = create_engine(EngineConfig(kind="transformers", model=str(smollm2_path)))
+    with pytest.raises(ValueError, match="needs the vLLM engine"):
+        transformers_engine.generate(conversations[:1], judge.sampling)

@@ -64,7 +64,7 @@ def test_base_adapter_and_rag_are_scored_a_worse_adapter_is_refused_and_a_passin
     harmless = publish_adapter(registry, smollm2_path, tmp_path / "harmless", garble=False)
     overrides = [
         f"qa={s3_prefix}/qa", f"index={index_uri}", f"registry={s3_prefix}/registry", f"output={s3_prefix}/eval",
-        "engine.kind=transformers", "judge.engine.kind=transformers", "sampling.max_tokens=32", "top_k=2",
+        "engine.kind=transformers", "judge.engine.kind=transformers", "judge.sampling.regex=null", "sampling.max_tokens=32", "top_k=2",
     ]  # fmt: skip
     candidates = [{"name": "base", "kind": "base"}, {"name": "garbled", "kind": "adapter", "adapter": garbled},
                   {"name": "rag", "kind": "rag"}]  # fmt: skip
