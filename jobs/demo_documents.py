@@ -27,6 +27,7 @@ from pydantic import Field
 
 from rayfleet import storage
 from rayfleet.config import BaseConfig, load_config
+from rayfleet.qa import paper_questions
 from rayfleet.tables import write_table
 
 logger = logging.getLogger("jobs.demo_documents")
@@ -47,11 +48,7 @@ class DemoDocumentsConfig(BaseConfig):
 
 
 # One question per human summary of a paper; its answer is that summary.
-DEMO_QUESTIONS = {
-    "challenge": 'What problem does the paper "{title}" address?',
-    "approach": 'What approach does the paper "{title}" take?',
-    "outcome": 'What are the results of the paper "{title}"?',
-}
+DEMO_QUESTIONS = paper_questions('the paper "{title}"')  # by aspect; format(title=...) per paper
 QA_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
 

@@ -24,6 +24,21 @@ from pydantic import Field, field_validator, model_validator
 from rayfleet.config import BaseConfig
 from rayfleet.engines.base import Conversation
 
+# The three questions the demo asks of every ACL paper; its human summaries (aclsum's three
+# aspects) answer them. ``{paper}`` names the paper: 'the paper "<title>"' when a question
+# stands alone, "this paper" when the paper's text comes with it.
+PAPER_ASPECT_QUESTIONS = {
+    "challenge": "What problem does {paper} address?",
+    "approach": "What approach does {paper} take?",
+    "outcome": "What are the results of {paper}?",
+}
+
+
+def paper_questions(paper: str) -> dict[str, str]:
+    """:data:`PAPER_ASPECT_QUESTIONS` about ``paper``, by aspect."""
+    return {aspect: question.format(paper=paper) for aspect, question in PAPER_ASPECT_QUESTIONS.items()}
+
+
 WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # Words too common to show that an answer comes from a chunk.
 STOPWORDS = frozenset(

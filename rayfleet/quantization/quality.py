@@ -15,13 +15,11 @@ from typing import Iterable, Sequence
 
 from rayfleet.engines import Conversation, Generation
 from rayfleet.evaluation.metrics import token_f1
+from rayfleet.qa import paper_questions
 from rayfleet.tables import read_table
 
-PAPER_QUESTIONS = {
-    "reference_challenge": "What problem does this paper address?",
-    "reference_approach": "What approach does this paper take to solve it?",
-    "reference_outcome": "What is the main outcome of this paper?",
-}
+# The reference column of each question about a paper whose abstract comes with it.
+PAPER_QUESTIONS = {f"reference_{aspect}": question for aspect, question in paper_questions("this paper").items()}
 
 
 @dataclass(frozen=True)
