@@ -1,7 +1,9 @@
 """Arrow schema of the serving app's request log (Parquet in storage, read by drift and A/B monitors).
 
 One row per request that reached model work. Never holds prompts, answers or API keys:
-the prompt is a SHA-256, the user a SHA-256 of their id.
+the prompt is a SHA-256, the user a SHA-256 of their id, and for routed requests a
+low-dimensional random projection of its sentence embedding (for drift monitoring; see
+:func:`rayfleet.evaluation.drift.project_embeddings`).
 """
 
 from __future__ import annotations
@@ -31,5 +33,6 @@ REQUEST_LOG_SCHEMA = pa.schema(
         pa.field("completion_tokens", pa.int64()),
         pa.field("prompt_sha256", pa.string(), nullable=False),
         pa.field("user_sha256", pa.string()),
+        pa.field("prompt_embedding", pa.list_(pa.float32())),  # routed requests only
     ]
 )

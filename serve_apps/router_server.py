@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from rayfleet.evaluation.drift import project_embeddings
 from rayfleet.routing import RequestRouter
 from serve_apps.config import RouterConfig
 
 
 @dataclass(frozen=True)
 class RouteChoice:
-    """The path for one request and the classifier's confidence in its label (None without a classifier)."""
+    """The path for one request and the classifier's confidence in its label (None without a classifier),
+    with the prompt's projected embedding for the request log (None without a classifier)."""
 
     path: str
     confidence: float | None
     label: str | None
+    prompt_embedding: list[float] | None = None
 
 
 class RouterServer:
@@ -35,4 +38,9 @@ class RouterServer:
         path = self.config.label_paths.get(decision.route, decision.route)
         if path not in self.paths:
             path = self.config.default_path
-        return RouteChoice(path, round(decision.confidence, 4), decision.predicted)
+        return RouteChoice(path, round(decision.confidence, 4), decision.predicted, self.projected(decision.embedding))
+
+    def projected(self, embedding) -> list[float] | None:
+        if not self.config.embedding_dims or embedding is None:
+            return None
+        return project_embeddings(embedding, self.config.embedding_dims)[0].round(5).tolist()

@@ -5,6 +5,11 @@ Population stability index (PSI) compares two distributions over the same bins:
 0.1-0.25 a moderate shift, above 0.25 a major one. Numeric values are binned at the
 baseline's quantiles; categories (routes) are their own bins; embeddings are compared
 dimension by dimension (on a projection) and the mean PSI reported.
+
+Serving logs a prompt's embedding only as :func:`project_embeddings` of it: a fixed,
+seeded Gaussian random projection to a few dimensions. It keeps the distribution's shape
+(distances are roughly preserved, Johnson-Lindenstrauss) for drift measures, while a
+handful of numbers cannot be read back into the prompt.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy as np
 
 EPSILON = 1e-4  # share given to an empty bin, so an unseen category counts as a shift, not infinity
 MIN_PER_BIN = 25  # fewer items per bin and sampling noise alone reads as drift
+PROJECTION_SEED = 20261129  # every replica and every monitor run must project the same way
 
 
 def psi_from_shares(baseline: np.ndarray, recent: np.ndarray) -> float:
@@ -66,3 +72,12 @@ def embedding_psi(baseline: np.ndarray, recent: np.ndarray, bins: int = 10) -> f
         raise ValueError(f"embeddings of different sizes: {baseline.shape[1]} against {recent.shape[1]}")
     values = [numeric_psi(list(baseline[:, d]), list(recent[:, d]), bins) for d in range(baseline.shape[1])]
     return float(np.mean([value for value in values if value is not None]))
+
+
+def project_embeddings(vectors: np.ndarray, dims: int, seed: int = PROJECTION_SEED) -> np.ndarray:
+    """``vectors`` (n, d) projected to (n, dims) by a fixed random Gaussian matrix (the same for every caller)."""
+    vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+    if dims < 1:
+        raise ValueError(f"a projection needs at least one dimension, not {dims}")
+    matrix = np.random.default_rng(seed).standard_normal((vectors.shape[1], dims)) / np.sqrt(dims)
+    return vectors @ matrix

@@ -22,6 +22,7 @@ class RouteDecision:
     predicted: str  # the most probable label
     confidence: float  # its calibrated probability
     probabilities: dict[str, float]
+    embedding: np.ndarray | None = None  # the prompt's sentence embedding the classifier read
 
 
 class RequestRouter:
@@ -45,18 +46,19 @@ class RequestRouter:
         return self.classifier.predict_proba(self.embedder.embed(texts))
 
     def route_many(self, texts: list[str]) -> list[RouteDecision]:
-        return [self._decide(row) for row in self.probabilities(texts)]
+        embeddings = self.embedder.embed(texts)
+        return [self._decide(row, vector) for row, vector in zip(self.classifier.predict_proba(embeddings), embeddings)]
 
     def route(self, text: str) -> RouteDecision:
         """The path for one request."""
         return self.route_many([text])[0]
 
-    def _decide(self, probabilities: np.ndarray) -> RouteDecision:
+    def _decide(self, probabilities: np.ndarray, embedding: np.ndarray | None = None) -> RouteDecision:
         best = int(np.argmax(probabilities))
         confidence = float(probabilities[best])
         predicted = self.labels[best]
         route = predicted if confidence >= self.threshold else self.default_label
-        return RouteDecision(route, predicted, confidence, dict(zip(self.labels, map(float, probabilities))))
+        return RouteDecision(route, predicted, confidence, dict(zip(self.labels, map(float, probabilities))), embedding)
 
     def save(self, folder: str) -> str:
         """Write the router (classifier and settings; the embedder by name and hash) under ``folder``."""

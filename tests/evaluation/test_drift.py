@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rayfleet.evaluation.drift import categorical_psi, embedding_psi, numeric_psi, psi_from_shares
+from rayfleet.evaluation.drift import categorical_psi, embedding_psi, numeric_psi, project_embeddings, psi_from_shares
 
 
 def test_identical_distributions_have_zero_psi_and_shifts_grow_it():
@@ -33,3 +33,25 @@ def test_embedding_psi_sees_a_moved_cluster():
     assert embedding_psi(baseline, rng.normal(1, 1, (2000, 8))) > 0.25
     with pytest.raises(ValueError, match="different sizes"):
         embedding_psi(baseline, rng.normal(0, 1, (10, 4)))
+
+
+def unit_rows(rng, center: np.ndarray, count: int) -> np.ndarray:
+    rows = center + rng.normal(0, 1, (count, center.size))
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_the_logged_projection_is_fixed_keeps_distances_and_shows_a_topic_shift():
+    rng = np.random.default_rng(2)
+    topic_a, topic_b = rng.normal(0, 1, 384), rng.normal(0, 1, 384)  # within-topic cosine ~0.5, as with sentences
+    baseline, same, shifted = unit_rows(rng, topic_a, 1500), unit_rows(rng, topic_a, 1500), unit_rows(rng, topic_b, 1500)
+    projected = project_embeddings(baseline, 16)
+    assert projected.shape == (1500, 16)
+    assert np.array_equal(projected, project_embeddings(baseline, 16))  # every replica projects alike
+    assert np.allclose(project_embeddings(baseline[0], 16)[0], projected[0])  # one vector at a time too
+    original = np.linalg.norm(baseline[:200, None] - baseline[None, 200:400], axis=2)
+    kept = np.linalg.norm(projected[:200, None] - projected[None, 200:400], axis=2)
+    assert 0.8 < np.median(kept / original) < 1.2
+    assert embedding_psi(projected, project_embeddings(same, 16)) < 0.05
+    assert embedding_psi(projected, project_embeddings(shifted, 16)) > 0.25
+    with pytest.raises(ValueError, match="at least one dimension"):
+        project_embeddings(baseline, 0)
