@@ -120,6 +120,16 @@ class RagPathConfig(PathCommon):
         True, description="Fuse BM25 into the dense ranking (see docs/retrieval.md): names and titles in questions match."
     )
     max_context_tokens: int = Field(768, ge=64, description="Most prompt tokens of retrieved text; lower-ranked chunks are cut first.")
+    registry: str | None = Field(None, description="Registry root holding `adapter`.")
+    adapter: str | None = Field(
+        None, description="Adapter reference that answers (e.g. qa@promoted); none, or none resolvable yet: the base model."
+    )
+
+    @model_validator(mode="after")
+    def _adapter_has_registry(self) -> "RagPathConfig":
+        if self.adapter and not self.registry:
+            raise ValueError(f"the RAG path's adapter {self.adapter!r} needs `registry`")
+        return self
 
 
 class FaultInjectionPathConfig(PathCommon):
@@ -141,6 +151,7 @@ class RouterConfig(BaseConfig):
     label_paths: dict[str, str] = Field(default_factory=dict, description="Classifier label -> path name, where they differ.")
     default_path: str = Field("base", description="Path for labels that name no path, and when no router is configured.")
     timeout_s: float = Field(2.0, gt=0, description="Longest wait for the router; slower or failed routing sends the request to default_path.")
+    embedding_dims: int = Field(16, ge=0, description="Dimensions of the projected prompt embedding logged per routed request for drift monitoring (0: none).")
     deployment: DeploymentOptions = Field(default_factory=DeploymentOptions, description="Ray options of the router deployment.")
 
 

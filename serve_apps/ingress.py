@@ -74,6 +74,7 @@ class Decision:
     ab_test: str | None = None
     arm: str | None = None
     router_ms: float | None = None  # time the ingress waited for the router
+    prompt_embedding: list[float] | None = None  # the router's projection, for drift monitoring
 
 
 @dataclass
@@ -146,12 +147,12 @@ def failure_reason(error: BaseException) -> str:
 class OpenAIServer:
     """Answers OpenAI API requests by routing them to answer paths."""
 
-    def __init__(self, config: ServeAppConfig, route: Route, paths: dict[str, CallPath]):
+    def __init__(self, config: ServeAppConfig, route: Route, paths: dict[str, CallPath], metrics: ServeMetrics | None = None):
         self.config = config
         self.route, self.paths = route, paths
         self.path_kinds = {name: path.kind for name, path in config.paths.items()}
         self.keys = ApiKeyChecker(config.ingress.auth)
-        self.metrics = ServeMetrics()
+        self.metrics = metrics or ServeMetrics()
         self.request_log = RequestLogWriter(config.request_log)
         engine = config.engines[config.paths[config.router.default_path].engine].engine
         self.tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(engine.model)))
@@ -193,14 +194,14 @@ class OpenAIServer:
 
     def admit(self) -> None:
         if self.in_flight >= self.config.ingress.limits.max_in_flight:
-            self.metrics.rejected.labels("overload").inc()
+            self.metrics.rejected("overload")
             raise RequestError(503, "the server is at capacity; retry shortly", "overloaded")
         self.in_flight += 1
-        self.metrics.in_flight.inc()
+        self.metrics.in_flight(self.in_flight)
 
     def release(self) -> None:
         self.in_flight -= 1
-        self.metrics.in_flight.dec()
+        self.metrics.in_flight(self.in_flight)
 
     async def answer(self, endpoint: str, body: SamplingFields, request: PathRequest, prompt_tokens: int, headers) -> Response:
         self.check_prompt(prompt_tokens)
@@ -244,9 +245,10 @@ class OpenAIServer:
             choice = await asyncio.wait_for(self.route(text), self.config.router.timeout_s)
         except Exception as error:  # a broken router must not take requests down
             logger.warning("router failed (%s): sending to %s", failure_reason(error), self.config.router.default_path)
-            self.metrics.errors.labels("router", NO_ARM, failure_reason(error)[:60]).inc()
+            self.metrics.path_error("router", NO_ARM, failure_reason(error)[:60])
             return Decision(Target(self.config.router.default_path), "default")
-        return Decision(Target(choice.path), "router", choice.confidence, router_ms=(time.perf_counter() - started) * 1000)
+        return Decision(Target(choice.path), "router", choice.confidence, router_ms=(time.perf_counter() - started) * 1000,
+                        prompt_embedding=choice.prompt_embedding)  # fmt: skip
 
     def ab_test_for(self, target: Target) -> ABTestConfig | None:
         return next((test for test in self.config.ab_tests if test.applies_to == target.model), None)
@@ -297,7 +299,7 @@ class OpenAIServer:
             raise client_error from None
         reason = failure_reason(error)
         logger.warning("path %s failed for request %s: %s", path, outcome.request_id, reason)
-        self.metrics.errors.labels(path, outcome.decision.arm or NO_ARM, reason.split(":")[0]).inc()
+        self.metrics.path_error(path, outcome.decision.arm or NO_ARM, reason.split(":")[0])
         outcome.failures.append((path, reason))
         outcome.first_token_at = None
 
@@ -317,7 +319,7 @@ class OpenAIServer:
             yield "data: [DONE]\n\n"
         except Exception as error:  # mid-stream failure: the headers are gone, say it in the stream
             outcome.status, outcome.error = 500, failure_reason(error)
-            self.metrics.errors.labels(outcome.path, outcome.decision.arm or NO_ARM, "stream").inc()
+            self.metrics.path_error(outcome.path, outcome.decision.arm or NO_ARM, "stream")
             yield f"data: {ErrorResponse(error=ErrorDetail(message=outcome.error, type='server_error')).model_dump_json()}\n\n"
         finally:
             self.finish(outcome)
@@ -377,14 +379,10 @@ class OpenAIServer:
             return
         path, arm = outcome.path or outcome.decision.target.path, outcome.decision.arm or NO_ARM
         latency = time.perf_counter() - outcome.started
-        self.metrics.requests.labels(path, arm, str(outcome.status)).inc()
-        self.metrics.latency.labels(path, arm).observe(latency)
-        if outcome.first_token_at is not None:
-            self.metrics.ttft.labels(path, arm).observe(outcome.first_token_at - outcome.started)
+        ttft = None if outcome.first_token_at is None else outcome.first_token_at - outcome.started
+        self.metrics.request_done(path, arm, outcome.status, latency, ttft, outcome.prompt_tokens or 0, outcome.completion_tokens or 0)
         if outcome.failures and outcome.path:
-            self.metrics.fallbacks.labels(outcome.failures[0][0], outcome.path).inc()
-        self.metrics.tokens_in.labels(path, arm).inc(outcome.prompt_tokens or 0)
-        self.metrics.tokens_out.labels(path, arm).inc(outcome.completion_tokens or 0)
+            self.metrics.fallback(outcome.failures[0][0], outcome.path)
         self.request_log.add(self.log_row(outcome, latency))
 
     def log_row(self, outcome: Outcome, latency: float) -> dict:
@@ -398,6 +396,7 @@ class OpenAIServer:
             ttft_ms=None if outcome.first_token_at is None else round((outcome.first_token_at - outcome.started) * 1000, 3),
             prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
             prompt_sha256=outcome.prompt_sha256, user_sha256=outcome.user_sha256,
+            prompt_embedding=decision.prompt_embedding,
         )  # fmt: skip
 
 
@@ -419,7 +418,7 @@ class ApiKeyMiddleware:
         if scope["type"] == "http" and scope["path"].startswith("/v1"):
             authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             if not self.server.keys.allows(authorization):
-                self.server.metrics.rejected.labels("auth").inc()
+                self.server.metrics.rejected("auth")
                 response = error_response(401, "missing or invalid API key (Authorization: Bearer <key>)", "authentication_error", "invalid_api_key")
                 await response(scope, receive, send)
                 return

@@ -23,6 +23,7 @@ from rayfleet.engines.base import SamplingConfig
 from serve_apps.config import DeploymentOptions, ServeAppConfig
 from serve_apps.ingress import OpenAIServer, build_http_app
 from serve_apps.llm_server import LLMServer
+from serve_apps.metrics import ServeMetrics
 from serve_apps.paths import AdapterSource, BasePath, FaultInjectionPath, FineTunedPath, PathRequest, RagPath
 from serve_apps.router_server import RouterServer
 
@@ -98,7 +99,8 @@ class IngressDeployment:
         def call_path(name: str):
             return lambda request: streaming_paths[name].stream.remote(request)
 
-        self.server = OpenAIServer(app_config, route, {name: call_path(name) for name in paths})
+        paths_by_name = {name: call_path(name) for name in paths}
+        self.server = OpenAIServer(app_config, route, paths_by_name, ServeMetrics(export_to_ray=True))
         self.log_flusher = asyncio.get_running_loop().create_task(self.server.request_log.run())
 
     def __serve_build_asgi_app__(self):

@@ -242,19 +242,40 @@ def test_metrics_count_per_path_and_arm(app, client):
     assert "rayfleet_time_to_first_token_seconds_bucket" in text and "rayfleet_completion_tokens_total" in text
 
 
+def test_metrics_reach_rays_exporter_tagged_with_the_replica(app, client, ray_cluster):
+    """Every ingress replica's figures in Ray's metrics, where the cluster's Prometheus sums the replicas."""
+    import ray
+
+    chat(client, "rayfleet-broken")
+    port = next(node["MetricsExportPort"] for node in ray.nodes() if node["Alive"])
+    series, deadline = [], time.monotonic() + 90  # Ray's agents report every few seconds
+    while time.monotonic() < deadline and not series:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        series = [line for line in text.splitlines() if line.startswith("ray_rayfleet_fallbacks_total{")]
+        time.sleep(2)
+    assert series, "no rayfleet series on Ray's metrics export port"
+    fallback = next(line for line in series if 'from_path="broken"' in line and 'to_path="base"' in line)
+    assert 'deployment="OpenAIIngress"' in fallback and 'replica="' in fallback and 'application="rayfleet"' in fallback
+    assert float(fallback.rsplit(" ", 1)[1]) >= 1
+    assert 'ray_rayfleet_requests_total{' in text and 'ray_rayfleet_request_latency_seconds_bucket{' in text
+
 def test_request_logs_land_in_parquet_without_secrets(client, serve_artifacts):
     ids = {
         chat(client, "rayfleet-base", extra_headers={"x-user-id": "log-user"}).headers["x-rayfleet-request-id"],
         chat(client, "rayfleet-broken").headers["x-rayfleet-request-id"],
         chat(client, "rayfleet-finetuned", max_tokens=1, extra_headers={"x-user-id": "log-user"}).headers["x-rayfleet-request-id"],
     }
+    routed = chat(client, "rayfleet", text="Which method does the paper propose?", max_tokens=1).headers["x-rayfleet-request-id"]
+    ids.add(routed)
     rows, deadline = [], time.monotonic() + 30
     while time.monotonic() < deadline and not ids <= {row["request_id"] for row in rows}:
         time.sleep(1)
         files = storage.list_parquet_files(serve_artifacts.logs) if storage.exists(serve_artifacts.logs) else []
         rows = [row for uri in files for row in pq.read_table(storage.resolve(uri).path, filesystem=storage.resolve(uri).filesystem).to_pylist()]
     mine = {row["request_id"]: row for row in rows if row["request_id"] in ids}
-    assert len(mine) == 3
+    assert len(mine) == 4
+    assert mine[routed]["selected_by"] == "router" and len(mine[routed]["prompt_embedding"]) == 16  # for drift
+    assert all(row["prompt_embedding"] is None for key, row in mine.items() if key != routed)
     assert {(row["path"], row["first_path"], row["fallback"]) for row in mine.values()} >= {("base", "broken", True), ("base", "base", False)}
     assert {row["arm"] for row in mine.values()} & {"v1", "v2"}
     assert all(row["latency_ms"] > 0 and row["completion_tokens"] >= 1 for row in mine.values())
