@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
@@ -26,6 +27,8 @@ from serve_apps.config import BasePathConfig, FaultInjectionPathConfig, FineTune
 from serve_apps.errors import RequestError
 
 MOVING_SELECTORS_TTL_S = 30.0  # how long name@latest / name@promoted resolutions are reused
+
+logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PathRequest:
@@ -117,29 +120,19 @@ class DefaultAdapterUnavailable(RuntimeError):
     """The fine-tuned path's default adapter reference resolves to nothing (e.g. no version promoted yet)."""
 
 
-class FineTunedPath(GeneratingPath):
-    """LoRA adapters from the registry, applied per request on the engine's base model."""
+class AdapterResolver:
+    """Registry references to adapter versions: numbered versions cached for good, moving ones briefly."""
 
-    def __init__(self, config: FineTunedPathConfig, model: str, generate: Generate):
-        super().__init__(config, model, generate)
-        self.registry = Registry(config.registry, kind="adapters")
+    def __init__(self, registry_root: str):
+        self.root = registry_root
+        self.registry = Registry(registry_root, kind="adapters")
         self._resolved: dict[str, tuple[float, ArtifactVersion]] = {}
 
-    async def adapter_for(self, request: PathRequest) -> AdapterSource:
-        reference = request.adapter or self.config.default_adapter
-        if reference is None:
-            raise RequestError(404, "name an adapter: model rayfleet-<path>:<adapter>@<version>", "model_not_found")
-        try:
-            return AdapterSource(self.config.registry, await asyncio.to_thread(self.resolve, reference))
-        except RequestError as error:
-            if request.adapter:
-                raise  # the client named it: its mistake (404)
-            # The configured default is missing (nothing promoted yet): a server-side fault, so the
-            # request falls back along the path's chain instead of failing the client.
-            raise DefaultAdapterUnavailable(error.message) from None
+    async def source(self, reference: str) -> AdapterSource:
+        """The adapter a reference names, for the engine (404 RequestError when there is none)."""
+        return AdapterSource(self.root, await asyncio.to_thread(self.resolve, reference))
 
     def resolve(self, reference: str) -> ArtifactVersion:
-        """The adapter version a reference names; numbered versions are cached for good, moving ones briefly."""
         cached = self._resolved.get(reference)
         if cached and (cached[0] == float("inf") or time.monotonic() - cached[0] < MOVING_SELECTORS_TTL_S):
             return cached[1]
@@ -152,8 +145,30 @@ class FineTunedPath(GeneratingPath):
         return artifact
 
 
+class FineTunedPath(GeneratingPath):
+    """LoRA adapters from the registry, applied per request on the engine's base model."""
+
+    def __init__(self, config: FineTunedPathConfig, model: str, generate: Generate):
+        super().__init__(config, model, generate)
+        self.adapters = AdapterResolver(config.registry)
+
+    async def adapter_for(self, request: PathRequest) -> AdapterSource:
+        reference = request.adapter or self.config.default_adapter
+        if reference is None:
+            raise RequestError(404, "name an adapter: model rayfleet-<path>:<adapter>@<version>", "model_not_found")
+        try:
+            return await self.adapters.source(reference)
+        except RequestError as error:
+            if request.adapter:
+                raise  # the client named it: its mistake (404)
+            # The configured default is missing (nothing promoted yet): a server-side fault, so the
+            # request falls back along the path's chain instead of failing the client.
+            raise DefaultAdapterUnavailable(error.message) from None
+
+
 class RagPath(GeneratingPath):
-    """Retrieve chunks for the question, answer grounded on them, return them as citations."""
+    """Retrieve chunks for the question, answer grounded on them (with the configured adapter, if
+    any), return them as citations."""
 
     def __init__(self, config: RagPathConfig, model: str, generate: Generate):
         from rayfleet.retrieval import Retriever
@@ -161,23 +176,35 @@ class RagPath(GeneratingPath):
         super().__init__(config, model, generate)
         self.retriever = Retriever.load(config.index)
         self.retriever.embedder  # load the query embedder now, not on the first request
+        self.adapters = AdapterResolver(config.registry) if config.adapter else None
 
     async def stream(self, request: PathRequest) -> AsyncIterator[PathChunk]:
         if request.adapter:
-            raise RequestError(404, "the RAG path takes no adapter", "model_not_found")
+            raise RequestError(404, "the RAG path takes no adapter in the model name; its adapter is configured", "model_not_found")
         hits = await asyncio.to_thread(self.retriever.search, request.question(), self.config.top_k, None, None, self.config.hybrid)
         budget = self.config.max_context_tokens
         passages = fit_to_budget(hits, self.tokenizer, budget)
         conversation = grounded_conversation(request.question(), passages, self.tokenizer, budget, self.config.system_prompt)
         grounded = PathRequest(request.sampling, conversation=conversation)
         citations = citations_of(passages)
+        adapter = await self.configured_adapter()
         first = True
-        async for delta in self.generate(self.prompt_ids(grounded), request.sampling, None):
+        async for delta in self.generate(self.prompt_ids(grounded), request.sampling, adapter):
             yield PathChunk(
                 delta.text, delta.prompt_tokens, delta.completion_tokens, delta.finish_reason,
-                citations=citations if first else None,
+                adapter=adapter.name if adapter and first else None, citations=citations if first else None,
             )  # fmt: skip
             first = False
+
+    async def configured_adapter(self) -> AdapterSource | None:
+        """The configured adapter; while it resolves to nothing (none promoted yet), the base model answers."""
+        if self.adapters is None:
+            return None
+        try:
+            return await self.adapters.source(self.config.adapter)
+        except RequestError as error:
+            logger.warning("RAG adapter unavailable (%s): answering with the base model", error.message)
+            return None
 
 
 class FaultInjectionPath:

@@ -20,7 +20,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from rayfleet.config import read_yaml
 from rayfleet.engines.async_vllm import TextDelta
-from rayfleet.engines.base import EngineConfig
+from rayfleet.engines.base import EngineConfig, SamplingConfig
 from rayfleet.engines.transformers_engine import TransformersEngine
 from schemas.serving import REQUEST_LOG_SCHEMA
 from serve_apps.auth import ApiKeyChecker
@@ -263,3 +263,41 @@ def test_a_missing_default_adapter_is_a_path_fault_but_a_missing_named_one_is_a_
     assert named.value.status == 404
     pinned = asyncio.run(path.adapter_for(PathRequest(None, conversation=conversation, adapter="acme-qa@1")))
     assert pinned.name == "acme-qa@1"
+
+
+def test_the_rag_path_answers_with_its_adapter_once_one_is_promoted(tmp_path, tiny_engine, tiny_llama_path, acl_chunks, monkeypatch):
+    import serve_apps.paths
+    from rayfleet.registry import Registry
+    from serve_apps.config import RagPathConfig
+    from serve_apps.paths import PathRequest, RagPath
+    from tests.serve_apps.conftest import build_index
+
+    build_index(acl_chunks[:12], str(tmp_path / "index"))
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    registry = Registry(str(tmp_path / "registry"))
+    registry.publish("acme-qa", str(adapter), {})
+    engine_saw = []
+    generate = transformers_generate(tiny_engine)
+
+    def recording_generate(prompt_ids, sampling, adapter):
+        engine_saw.append(adapter.name if adapter else None)
+        return generate(prompt_ids, sampling, adapter)
+
+    config = RagPathConfig(index=str(tmp_path / "index"), registry=str(tmp_path / "registry"), adapter="acme-qa@promoted", top_k=2)
+    path = RagPath(config, str(tiny_llama_path), recording_generate)
+    request = PathRequest(SamplingConfig(max_tokens=2), conversation=[{"role": "user", "content": acl_chunks[0]["text"][:200]}])
+
+    async def first_chunk():
+        return [chunk async for chunk in path.stream(request)][0]
+
+    before = asyncio.run(first_chunk())  # nothing promoted yet: the base model answers, still grounded
+    assert before.adapter is None and before.citations and engine_saw == [None]
+    registry.promote("acme-qa", 1, {"reason": "test"})
+    monkeypatch.setattr(serve_apps.paths, "MOVING_SELECTORS_TTL_S", 0.0)  # no reuse of the earlier resolution
+    after = asyncio.run(first_chunk())
+    assert after.adapter == "acme-qa@1" and engine_saw == [None, "acme-qa@1"]
+    assert acl_chunks[0]["chunk_id"] in {citation["chunk_id"] for citation in after.citations}
+    with pytest.raises(ValueError, match="needs `registry`"):
+        RagPathConfig(index="x", adapter="acme-qa@promoted")
