@@ -42,6 +42,7 @@ from pydantic import Field
 from rayfleet import storage
 from rayfleet.assets import folder_fingerprint, resolve_model
 from rayfleet.config import BaseConfig, describe, load_config
+from rayfleet.engines.merged import merge_adapter
 from rayfleet.ray_setup import init_ray
 from jobs.demo_documents import DEMO_QUESTIONS
 from rayfleet.registry import ArtifactVersion, Registry
@@ -295,17 +296,6 @@ def publish(config: FinetuneConfig, checkpoint_folder: str, metadata: dict) -> t
         )
     logger.info("published merged model %s at %s", merged.ref, merged.uri)
     return adapter, merged
-
-
-def merge_adapter(model_path: str, adapter_folder: str, output_folder: str) -> None:
-    """Save base + adapter merged into plain weights (fp32), with the tokenizer, into ``output_folder``."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    PeftModel.from_pretrained(base, adapter_folder).merge_and_unload().save_pretrained(output_folder)
-    AutoTokenizer.from_pretrained(model_path).save_pretrained(output_folder)
 
 
 def main(config: FinetuneConfig) -> dict:

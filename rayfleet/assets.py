@@ -41,6 +41,12 @@ def models_dir() -> Path:
     return Path(os.environ.get("RAYFLEET_MODELS_DIR") or REPO_ROOT / ".models").resolve()
 
 
+def cache_dir() -> Path:
+    """Where derived local copies live (fetched registry versions, merged adapters):
+    ``$RAYFLEET_CACHE_DIR`` or ``~/.cache/rayfleet``."""
+    return Path(os.environ.get("RAYFLEET_CACHE_DIR") or os.path.expanduser("~/.cache/rayfleet"))
+
+
 REGISTRY_MODELS_MARKER = "/models/"
 
 

@@ -178,7 +178,9 @@ class Registry:
         """
         if not storage.is_s3_uri(artifact.uri):
             return artifact.uri
-        cache_root = cache_dir or os.environ.get("RAYFLEET_CACHE_DIR") or os.path.expanduser("~/.cache/rayfleet")
+        from rayfleet.assets import cache_dir as default_cache_dir
+
+        cache_root = cache_dir or str(default_cache_dir())
         target = os.path.join(cache_root, "registry", artifact.uri.removeprefix("s3://"))
         if os.path.exists(os.path.join(target, METADATA_FILE)):
             return target

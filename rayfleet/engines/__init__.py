@@ -52,6 +52,10 @@ def engine_kind(config: EngineConfig) -> str:
 def create_engine(config: EngineConfig) -> GenerationEngine:
     """Start the engine ``config`` names, on the model it names (resolved locally, never downloaded)."""
     model_path = str(resolve_model(config.model))
+    if config.adapter and config.merge_adapter:
+        from rayfleet.engines.merged import merged_model
+
+        model_path, config = merged_model(model_path, config.adapter), config.model_copy(update={"adapter": None})
     kind = engine_kind(config)
     if kind == "vllm":
         from rayfleet.engines.vllm_engine import VllmEngine

@@ -44,6 +44,9 @@ class EngineConfig(BaseConfig):
         description="A provisioned model name (see rayfleet.assets) or a path to an HF model folder.",
     )
     adapter: str | None = Field(None, description="Path or URI of a peft LoRA adapter to apply, if any.")
+    merge_adapter: bool = Field(
+        False, description="Run the adapter merged into the weights (cached per base and adapter): no per-token LoRA cost."
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Weights dtype; fp32 on CPU (bf16 is slower there and hurts small models)."
     )
