@@ -117,6 +117,9 @@ class EvaluateConfig(BaseConfig):
     hybrid: bool = Field(True, description="RAG retrieval fuses BM25 into the dense ranking, as the serving RAG path does.")
     candidates: list[CandidateConfig] = Field(default_factory=default_candidates, description="Systems to score.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Base model and engine of every candidate.")
+    merge_adapters: bool = Field(
+        True, description="Run each adapter merged into the base weights: the same function without the per-token LoRA cost."
+    )
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(max_tokens=96), description="Answer decoding (greedy by default)."
     )
@@ -213,7 +216,7 @@ def generate_answers(config: EvaluateConfig, conversations: dict[str, list], ada
     answers = {}
     for adapter_uri, names in by_engine.items():
         adapter_path = registry.fetch(next(adapters[n] for n in names)) if adapter_uri else None
-        engine = config.engine.model_copy(update={"adapter": adapter_path})
+        engine = config.engine.model_copy(update={"adapter": adapter_path, "merge_adapter": config.merge_adapters})
         batch = [conversation for name in names for conversation in conversations[name]]
         logger.info("generating %d answers for %s on %s", len(batch), names, adapter_uri or "the base model")
         generations = generate_on_ray(batch, engine, config.sampling, config.workers, config.batch_size)
