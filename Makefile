@@ -178,12 +178,15 @@ serve: ray-up
 	$(PY) -m serve_apps.cli up serve_config=$(SERVE_CONFIG) address=127.0.0.1:$(RAY_PORT)
 
 ## serve-artifacts: what `make serve` loads, built from real ACL papers into the local S3:
-## their chunks and index, the router, and a fine-tuned adapter (the fine-tuned path serves
-## its promoted version: `make quality` or jobs.evaluate promotes one; until then it falls back to base).
+## their chunks and index, the router, a fine-tuned adapter, and its evaluation on the papers'
+## held-out Q&A, whose gate promotes the adapter if it beats the base model (the fine-tuned
+## path serves the promoted version and falls back to base while there is none).
 serve-artifacts: s3-up
 	$(PY) -m jobs.demo_documents output=s3://rayfleet/demo/papers count=$(DEMO_DOCS) split=test content=sections \
-	  chunks_output=$(CHUNKS)
+	  chunks_output=$(CHUNKS) qa_output=s3://rayfleet/demo/qa
 	$(MAKE) --no-print-directory build-index train-router finetune
+	$(PY) -m jobs.evaluate config=jobs/configs/evaluate/smollm2_vllm.yaml qa=s3://rayfleet/demo/qa index=$(INDEX) \
+	  registry=s3://rayfleet/registry output=s3://rayfleet/eval
 
 serve-down:
 	$(PY) -m serve_apps.cli down address=127.0.0.1:$(RAY_PORT)
