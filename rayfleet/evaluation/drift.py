@@ -14,6 +14,7 @@ handful of numbers cannot be read back into the prompt.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 
 import numpy as np
@@ -79,5 +80,12 @@ def project_embeddings(vectors: np.ndarray, dims: int, seed: int = PROJECTION_SE
     vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
     if dims < 1:
         raise ValueError(f"a projection needs at least one dimension, not {dims}")
-    matrix = np.random.default_rng(seed).standard_normal((vectors.shape[1], dims)) / np.sqrt(dims)
-    return vectors @ matrix
+    return vectors @ projection_matrix(vectors.shape[1], dims, seed)
+
+
+@functools.lru_cache(maxsize=8)
+def projection_matrix(input_dims: int, dims: int, seed: int) -> np.ndarray:
+    """The (input_dims, dims) projection, drawn once per process (the router projects every request)."""
+    matrix = np.random.default_rng(seed).standard_normal((input_dims, dims)) / np.sqrt(dims)
+    matrix.setflags(write=False)
+    return matrix

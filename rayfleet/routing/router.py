@@ -53,7 +53,7 @@ class RequestRouter:
         """The path for one request."""
         return self.route_many([text])[0]
 
-    def _decide(self, probabilities: np.ndarray, embedding: np.ndarray | None = None) -> RouteDecision:
+    def _decide(self, probabilities: np.ndarray, embedding: np.ndarray) -> RouteDecision:
         best = int(np.argmax(probabilities))
         confidence = float(probabilities[best])
         predicted = self.labels[best]
