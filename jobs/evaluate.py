@@ -118,7 +118,9 @@ class EvaluateConfig(BaseConfig):
     candidates: list[CandidateConfig] = Field(default_factory=default_candidates, description="Systems to score.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Base model and engine of every candidate.")
     merge_adapters: bool = Field(
-        True, description="Run each adapter merged into the base weights: the same function without the per-token LoRA cost."
+        True,
+        description="Run each adapter merged into the base weights: the same function without the per-token LoRA cost "
+        "(sets engine.merge_adapter for every adapter candidate).",
     )
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(max_tokens=96), description="Answer decoding (greedy by default)."
