@@ -133,7 +133,7 @@ build-index: setup
 	$(PY) -m jobs.build_index config=jobs/configs/build_index/minilm_hnsw.yaml input=$(CHUNKS) output=$(INDEX)
 
 train-router: setup
-	$(PY) -m jobs.train_router config=jobs/configs/train_router/minilm_logreg.yaml output=$(ROUTER)
+	$(PY) -m jobs.train_router config=jobs/configs/train_router/static_minilm_logreg.yaml output=$(ROUTER)
 
 bench-retrieval: setup
 	$(PY) -m bench.retrieval

@@ -1,15 +1,16 @@
-"""Benchmark: the router's accuracy and per-request latency on its held-out split.
+"""Benchmark: the router's accuracy and per-request latency, against the transformer baseline.
 
-    python -m bench.router [router=PATH]
+    python -m bench.router [threads=1]
 
-``router`` is a folder written by ``jobs.train_router``; without it the router is
-trained first on the default set (into a temporary folder). Each held-out prompt is
-routed alone, as an online request is (embedding + calibrated classifier + threshold),
-after a few warm-up calls, on ``threads`` torch threads (one request is too small to gain
-from more, and on a shared machine extra threads only wait: measured 31 ms p50 on one
-thread vs 85 ms on two here). The honest baseline is the majority label. Prints one JSON
-line: accuracy, routed_accuracy (uncertain requests sent to the default path),
-majority_baseline_accuracy, p50_ms, p99_ms, n_requests.
+Two routers are trained on the default set (same split, same classifier), each into a
+temporary folder: the shipped one on static MiniLM embeddings (``all-minilm-l6-v2-static``,
+compiled classifier) and the baseline on the transformer MiniLM (``all-minilm-l6-v2``) with
+scikit-learn's own ``predict_proba``, the router as it was before. Each held-out prompt is routed alone, as an
+online request is (embedding + calibrated classifier + threshold), after a few warm-up
+calls, on ``threads`` torch threads (one request is too small to gain from more). The
+majority label is the accuracy floor. Prints one JSON line: accuracy, routed_accuracy
+(uncertain requests sent to the default path), p50_ms, p99_ms, the same for the baseline,
+and ``speedup_p50`` (baseline p50 / ours).
 """
 
 from __future__ import annotations
@@ -32,22 +33,15 @@ from rayfleet.config import BaseConfig, load_config
 from rayfleet.routing import RequestRouter
 
 WARM_UP = 5
+BASELINE_EMBEDDING_MODEL = "all-minilm-l6-v2"
 
 
 class RouterBenchConfig(BaseConfig):
-    router: str | None = Field(
-        None, description="Folder of a trained router; unset: train one on the default set first."
-    )
     threads: int = Field(1, ge=1, description="torch threads while routing (one request at a time).")
 
 
-def measure(router_uri: str, threads: int) -> dict:
-    import torch
-
-    router = RequestRouter.load(router_uri)
-    torch.set_num_threads(threads)
-    heldout = pq.read_table(io.BytesIO(storage.read_bytes(storage.join(router_uri, "heldout.parquet"))))
-    texts, labels = heldout["text"].to_pylist(), heldout["label"].to_pylist()
+def route_timed(router: RequestRouter, texts: list[str]) -> tuple[list, list[float]]:
+    """Each text routed alone, after a few warm-up calls: decisions and milliseconds."""
     for text in texts[:WARM_UP]:
         router.route(text)
     decisions, milliseconds = [], []
@@ -55,29 +49,52 @@ def measure(router_uri: str, threads: int) -> dict:
         started = time.perf_counter()
         decisions.append(router.route(text))
         milliseconds.append((time.perf_counter() - started) * 1000)
-    majority = max(set(labels), key=labels.count)
+    return decisions, milliseconds
+
+
+def measure(router: RequestRouter, texts: list[str], labels: list[str]) -> dict:
+    decisions, milliseconds = route_timed(router, texts)
     return {
-        "bench": "router",
         "accuracy": round(float(np.mean([d.predicted == label for d, label in zip(decisions, labels)])), 4),
         "routed_accuracy": round(float(np.mean([d.route == label for d, label in zip(decisions, labels)])), 4),
-        "majority_baseline_accuracy": round(labels.count(majority) / len(labels), 4),
         "p50_ms": round(float(np.percentile(milliseconds, 50)), 2),
         "p99_ms": round(float(np.percentile(milliseconds, 99)), 2),
-        "n_requests": len(texts),
-        "labels": router.labels,
-        "threshold": router.threshold,
-        "threads": threads,
-        "router": router_uri,
     }
 
 
+def sklearn_router(router_uri: str) -> RequestRouter:
+    """The router at ``router_uri`` with scikit-learn's ``predict_proba``, as before compiling."""
+    router = RequestRouter.load(router_uri)
+    router._predict_proba = router.classifier.predict_proba
+    return router
+
+
 def main(config: RouterBenchConfig) -> dict:
+    import torch
+
+    torch.set_num_threads(config.threads)
     with tempfile.TemporaryDirectory() as scratch:
-        router_uri = config.router
-        if router_uri is None:
-            router_uri = storage.join(scratch, "router")
-            train(TrainRouterConfig(output=router_uri))
-        result = measure(router_uri, config.threads)
+        router_uri, baseline_uri = storage.join(scratch, "router"), storage.join(scratch, "baseline")
+        train(TrainRouterConfig(output=router_uri))
+        train(TrainRouterConfig(output=baseline_uri, embedding_model=BASELINE_EMBEDDING_MODEL))
+        heldout = pq.read_table(io.BytesIO(storage.read_bytes(storage.join(router_uri, "heldout.parquet"))))
+        texts, labels = heldout["text"].to_pylist(), heldout["label"].to_pylist()
+        router = RequestRouter.load(router_uri)
+        ours, baseline = measure(router, texts, labels), measure(sklearn_router(baseline_uri), texts, labels)
+    majority = max(set(labels), key=labels.count)
+    result = {
+        "bench": "router",
+        **ours,
+        **{f"baseline_{key}": value for key, value in baseline.items()},
+        "speedup_p50": round(baseline["p50_ms"] / ours["p50_ms"], 1),
+        "majority_baseline_accuracy": round(labels.count(majority) / len(labels), 4),
+        "n_requests": len(texts),
+        "labels": router.labels,
+        "threshold": router.threshold,
+        "embedding_model": router.embedder.model_name,
+        "baseline_embedding_model": BASELINE_EMBEDDING_MODEL,
+        "threads": config.threads,
+    }
     print(json.dumps(result), flush=True)
     return result
 

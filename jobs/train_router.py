@@ -61,7 +61,9 @@ class TrainRouterConfig(BaseConfig):
     validation_fraction: float = Field(0.2, gt=0, lt=0.5, description="Share of rows for choosing the threshold.")
     test_fraction: float = Field(0.2, gt=0, lt=0.5, description="Share of rows held out for the report.")
     embedding_model: str = Field(
-        "all-minilm-l6-v2", description="Sentence-transformers model: provisioned name or local folder."
+        "all-minilm-l6-v2-static",
+        description="Embedding model (provisioned name or local sentence-transformers / model2vec folder); "
+        "the static default routes a prompt in ~1 ms, the transformer all-minilm-l6-v2 in ~20 ms.",
     )
     regularization: float = Field(
         1.0, gt=0, description="Inverse regularization strength C of the logistic regression."

@@ -9,13 +9,16 @@ import pytest
 
 from rayfleet.assets import (
     MINILM,
+    MINILM_STATIC,
     PROVISIONED_MARKER,
     SMOLLM2,
     ModelNotFoundError,
     folder_fingerprint,
     models_dir,
     provision_smollm2,
+    provision_static_minilm,
     resolve_model,
+    static_recipe,
 )
 
 
@@ -42,6 +45,17 @@ def test_provisioning_twice_does_nothing(smollm2_path):
 def test_minilm_comes_from_its_wheel():
     folder = resolve_model(MINILM)
     assert (folder / "modules.json").is_file()
+
+
+def test_static_minilm_is_distilled_once_and_known_by_its_recipe():
+    folder = resolve_model(MINILM_STATIC)
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "model2vec"
+    before = (folder / "model.safetensors").stat().st_mtime_ns
+    assert provision_static_minilm(models_dir() / MINILM_STATIC) is False
+    assert (folder / "model.safetensors").stat().st_mtime_ns == before
+    recipe = static_recipe()
+    assert recipe["source_fingerprint"] == folder_fingerprint(resolve_model(MINILM))
+    assert folder_fingerprint(folder) == recipe["fingerprint"]
 
 
 def test_fingerprint_is_stable_and_short(smollm2_path):

@@ -1,4 +1,9 @@
-"""A trained request router: embed the prompt, calibrated probabilities, threshold, route."""
+"""A trained request router: embed the prompt, calibrated probabilities, threshold, route.
+
+Routing one prompt costs about a millisecond on one core with the static MiniLM embedder
+(``all-minilm-l6-v2-static``, the default) and the compiled classifier of
+:mod:`rayfleet.routing.compiled`; with the transformer MiniLM the embedding alone is ~20 ms.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import numpy as np
 
 from rayfleet import storage
 from rayfleet.retrieval.embedder import Embedder
+from rayfleet.routing.compiled import CompiledSigmoidCalibration
 
 MODEL_FILE = "model.joblib"
 
@@ -40,14 +46,16 @@ class RequestRouter:
             raise ValueError(f"default label {default_label!r} is not one of the router's labels {labels}")
         self.classifier, self.labels = classifier, list(labels)
         self.threshold, self.default_label, self.embedder = threshold, default_label, embedder
+        compiled = CompiledSigmoidCalibration.from_sklearn(classifier)
+        self._predict_proba = compiled.predict_proba if compiled else classifier.predict_proba
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """Calibrated probabilities, one row per text, columns in :attr:`labels` order."""
-        return self.classifier.predict_proba(self.embedder.embed(texts))
+        return self._predict_proba(self.embedder.embed(texts))
 
     def route_many(self, texts: list[str]) -> list[RouteDecision]:
         embeddings = self.embedder.embed(texts)
-        return [self._decide(row, vector) for row, vector in zip(self.classifier.predict_proba(embeddings), embeddings)]
+        return [self._decide(row, vector) for row, vector in zip(self._predict_proba(embeddings), embeddings)]
 
     def route(self, text: str) -> RouteDecision:
         """The path for one request."""

@@ -10,9 +10,9 @@ from rayfleet.routing import RequestRouter
 from rayfleet.routing.training import choose_threshold, evaluate, routed_accuracy, split_examples, train_router
 
 
-@pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return Embedder()
+@pytest.fixture(scope="module", params=["all-minilm-l6-v2-static", "all-minilm-l6-v2"])
+def embedder(request) -> Embedder:
+    return Embedder(request.param)
 
 
 @pytest.fixture(scope="module")
