@@ -7,7 +7,8 @@ Three phases, one JSON line at the end:
 
 1. router overhead, on an otherwise idle app: the same short prompt sent alternately as the
    routed model (``rayfleet``: ingress -> router -> path) and straight to the path the router
-   picks (e.g. ``rayfleet-base``: ingress -> path); overhead = p50 routed - p50 direct, and
+   picks (e.g. ``rayfleet-base``: ingress -> path); overhead = p50 routed - p50 direct (and
+   the p50 of each adjacent pair's difference, which shares the moment's load), and
    ``router_hop_p50_ms``, the router call as the ingress timed it (``x-rayfleet-router-ms``),
    which generation-time noise does not blur;
 2. steady load: ``steady_users`` Locust users, each streaming chat requests over ``models``;
@@ -61,7 +62,9 @@ class BenchServeConfig(BaseConfig):
         default_factory=lambda: ["rayfleet", "rayfleet-base", "rayfleet-rag"], description="Models the users request, evenly."
     )
     max_tokens: int = Field(16, ge=1, description="max_tokens of every request.")
-    overhead_pairs: int = Field(30, ge=5, description="Routed/direct request pairs for the router overhead.")
+    overhead_pairs: int = Field(
+        100, ge=5, description="Routed/direct request pairs for the router overhead (one-token answers vary by tens of ms)."
+    )
     steady_users: int = Field(2, ge=1, description="Concurrent users under steady load.")
     steady_seconds: float = Field(60, gt=0, description="Length of the steady phase.")
     spike_multiplier: int = Field(10, ge=1, description="Users in the spike, as a multiple of steady_users.")
@@ -112,17 +115,25 @@ def chat_once(config: BenchServeConfig, key: str, model: str, prompt: str) -> tu
 
 
 def router_overhead(config: BenchServeConfig, key: str) -> dict:
-    """Routed minus direct p50, and the router hop the ingress itself timed (x-rayfleet-router-ms)."""
+    """Routed minus direct p50, and the router hop the ingress itself timed (x-rayfleet-router-ms).
+
+    The pairs alternate which request goes first: the second of a pair finds the prompt in
+    the engine's prefix cache, and always sending the direct one second would flatter it.
+    """
     prompt = "What's a good name for a pet goldfish?"
-    chat_once(config, key, "rayfleet", prompt)  # warm both
+    path = chat_once(config, key, "rayfleet", prompt)[1].headers["x-rayfleet-path"]  # warms both
     routed, direct, hops = [], [], []
-    for _ in range(config.overhead_pairs):
-        latency, response = chat_once(config, key, "rayfleet", prompt)
-        routed.append(latency)
-        hops.append(float(response.headers["x-rayfleet-router-ms"]))
-        direct.append(chat_once(config, key, f"rayfleet-{response.headers['x-rayfleet-path']}", prompt)[0])  # the same path, no router
+    for pair in range(config.overhead_pairs):
+        for model in ("rayfleet", f"rayfleet-{path}")[:: 1 if pair % 2 == 0 else -1]:
+            latency, response = chat_once(config, key, model, prompt)
+            if model == "rayfleet":
+                routed.append(latency)
+                hops.append(float(response.headers["x-rayfleet-router-ms"]))
+            else:
+                direct.append(latency)
     return {
         "router_overhead_p50_ms": round(float(np.median(routed) - np.median(direct)), 2),
+        "router_overhead_paired_p50_ms": round(float(np.median(np.subtract(routed, direct))), 2),
         "router_hop_p50_ms": round(float(np.median(hops)), 2), "router_hop_p99_ms": round(float(np.percentile(hops, 99)), 2),
         "routed_p50_ms": round(float(np.median(routed)), 2), "direct_p50_ms": round(float(np.median(direct)), 2),
     }  # fmt: skip
