@@ -71,5 +71,5 @@ def serve_artifacts(local_s3, smollm2_path, tmp_path_factory) -> ServeArtifacts:
     artifacts = ServeArtifacts(f"{prefix}/registry", f"{prefix}/index", f"{prefix}/router", f"{prefix}/request-logs")
     publish_random_adapters(smollm2_path, tmp_path_factory.mktemp("adapters"), artifacts.registry, versions=2)
     build_index(chunk_rows(4), artifacts.index)
-    train_router(TrainRouterConfig(output=artifacts.router, default_set_per_label=40))
+    train_router(TrainRouterConfig(output=artifacts.router))
     return artifacts
