@@ -63,7 +63,7 @@ class BenchServeConfig(BaseConfig):
     )
     max_tokens: int = Field(16, ge=1, description="max_tokens of every request.")
     overhead_pairs: int = Field(
-        100, ge=5, description="Routed/direct request pairs for the router overhead (one-token answers vary by tens of ms)."
+        100, ge=5, description="Routed/direct pairs for the router overhead (one-token answers vary by tens of ms)."
     )
     steady_users: int = Field(2, ge=1, description="Concurrent users under steady load.")
     steady_seconds: float = Field(60, gt=0, description="Length of the steady phase.")

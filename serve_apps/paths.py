@@ -129,13 +129,22 @@ class AdapterResolver:
         self._resolved: dict[str, tuple[float, ArtifactVersion]] = {}
 
     async def source(self, reference: str) -> AdapterSource:
-        """The adapter a reference names, for the engine (404 RequestError when there is none)."""
-        return AdapterSource(self.root, await asyncio.to_thread(self.resolve, reference))
+        """The adapter a reference names, for the engine (404 RequestError when there is none);
+        a cached answer comes without a thread hop, a registry lookup goes to a thread."""
+        artifact = self.cached(reference) or await asyncio.to_thread(self.resolve, reference)
+        return AdapterSource(self.root, artifact)
 
-    def resolve(self, reference: str) -> ArtifactVersion:
+    def cached(self, reference: str) -> ArtifactVersion | None:
+        """The still-fresh resolution of ``reference``, if there is one."""
         cached = self._resolved.get(reference)
         if cached and (cached[0] == float("inf") or time.monotonic() - cached[0] < MOVING_SELECTORS_TTL_S):
             return cached[1]
+        return None
+
+    def resolve(self, reference: str) -> ArtifactVersion:
+        cached = self.cached(reference)
+        if cached:
+            return cached
         try:
             artifact = self.registry.resolve(reference)
         except RegistryError as error:

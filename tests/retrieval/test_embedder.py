@@ -14,11 +14,14 @@ SENTENCES = [
 ]
 
 
-@pytest.mark.parametrize(("model", "dimension", "static"), [("all-minilm-l6-v2-static", 256, True), ("all-minilm-l6-v2", 384, False)])
+@pytest.mark.parametrize(
+    ("model", "dimension", "static"), [("all-minilm-l6-v2-static", 256, True), ("all-minilm-l6-v2", 384, False)]
+)
 def test_embeddings_are_unit_vectors_that_keep_meaning(model, dimension, static):
     embedder = Embedder(model)
     vectors = embedder.embed(SENTENCES)
-    assert (embedder.static, embedder.dimension, vectors.shape, vectors.dtype) == (static, dimension, (3, dimension), np.float32)
+    assert (embedder.static, embedder.dimension) == (static, dimension)
+    assert (vectors.shape, vectors.dtype) == ((3, dimension), np.float32)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     related, unrelated = float(vectors[0] @ vectors[1]), float(vectors[0] @ vectors[2])
     assert related > unrelated + 0.2

@@ -26,7 +26,8 @@ from schemas.serving import REQUEST_LOG_SCHEMA
 from serve_apps.auth import ApiKeyChecker
 from serve_apps.config import ABTestConfig, AuthConfig, RequestLogConfig, ServeAppConfig, ServeConfigFile
 from serve_apps.ingress import OpenAIServer, build_http_app
-from serve_apps.paths import BasePath, FaultInjectionPath
+from serve_apps.errors import RequestError
+from serve_apps.paths import AdapterResolver, BasePath, FaultInjectionPath
 from serve_apps.request_log import RequestLogWriter
 from serve_apps.router_server import RouteChoice
 from serve_apps.targets import Target, UnknownModelError, choose_arm, parse_model
@@ -301,3 +302,27 @@ def test_the_rag_path_answers_with_its_adapter_once_one_is_promoted(tmp_path, ti
     assert acl_chunks[0]["chunk_id"] in {citation["chunk_id"] for citation in after.citations}
     with pytest.raises(ValueError, match="needs `registry`"):
         RagPathConfig(index="x", adapter="acme-qa@promoted")
+
+
+def test_adapter_references_resolve_once_and_moving_ones_follow_the_registry(tmp_path, monkeypatch):
+    from rayfleet.registry import Registry
+
+    import serve_apps.paths as paths
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+    registry = Registry(str(tmp_path / "registry"), kind="adapters")
+    registry.publish("qa", str(folder), {})
+    resolver = AdapterResolver(str(tmp_path / "registry"))
+
+    numbered, latest = asyncio.run(resolver.source("qa@1")), asyncio.run(resolver.source("qa@latest"))
+    assert (numbered.artifact.ref, latest.artifact.ref) == ("qa@1", "qa@1")
+    registry.publish("qa", str(folder), {})
+    assert asyncio.run(resolver.source("qa@latest")).artifact.ref == "qa@1"  # still fresh: no lookup
+    monkeypatch.setattr(paths, "MOVING_SELECTORS_TTL_S", 0.0)
+    assert asyncio.run(resolver.source("qa@latest")).artifact.ref == "qa@2"
+    assert resolver.cached("qa@1") == numbered.artifact  # numbered versions never go stale
+    with pytest.raises(RequestError) as refused:
+        asyncio.run(resolver.source("qa@9"))
+    assert refused.value.status == 404 and resolver.cached("qa@9") is None
