@@ -5,12 +5,12 @@
 Two routers are trained on the default set (same split, same classifier), each into a
 temporary folder: the shipped one on static MiniLM embeddings (``all-minilm-l6-v2-static``,
 compiled classifier) and the baseline on the transformer MiniLM (``all-minilm-l6-v2``) with
-scikit-learn's own ``predict_proba``, the router as it was before. Each held-out prompt is routed alone, as an
-online request is (embedding + calibrated classifier + threshold), after a few warm-up
-calls, on ``threads`` torch threads (one request is too small to gain from more). The
-majority label is the accuracy floor. Prints one JSON line: accuracy, routed_accuracy
-(uncertain requests sent to the default path), p50_ms, p99_ms, the same for the baseline,
-and ``speedup_p50`` (baseline p50 / ours).
+scikit-learn's own ``predict_proba``, the router as it was before. Each held-out prompt is
+routed alone, as an online request is (embedding + calibrated classifier + threshold),
+after a few warm-up calls, on ``threads`` torch threads (one request is too small to gain
+from more). The majority label is the accuracy floor. Prints one JSON line: accuracy,
+routed_accuracy (uncertain requests sent to the default path), p50_ms, p99_ms, the same
+for the baseline, and ``speedup_p50`` (baseline p50 / ours).
 """
 
 from __future__ import annotations

