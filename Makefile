@@ -172,7 +172,7 @@ monitor: setup
 	$(PY) -m jobs.monitor config=jobs/configs/monitor/default.yaml
 
 ## serving (README "Online serving"): the OpenAI-compatible app on the local Ray head at http://127.0.0.1:8000.
-.PHONY: serve serve-down serve-artifacts bench-serve
+.PHONY: serve serve-down serve-artifacts bench-serve bench-serve-handles
 SERVE_CONFIG ?= serve_apps/configs/local.yaml
 serve: ray-up
 	$(PY) -m serve_apps.cli up serve_config=$(SERVE_CONFIG) address=127.0.0.1:$(RAY_PORT)
@@ -193,6 +193,10 @@ serve-down:
 
 bench-serve: setup
 	$(PY) -m bench.serve
+
+## bench-serve-handles: one call between Serve deployments, by reference vs gRPC (on its own local Ray, no HTTP proxy).
+bench-serve-handles: setup
+	$(PY) -m bench.serve_handles
 
 ## quantization (README "Quantization"): quantize SmolLM2 and publish it, and the fp-vs-quantized benchmark.
 .PHONY: quantize bench-quantize

@@ -152,7 +152,18 @@ class RouterConfig(BaseConfig):
     default_path: str = Field("base", description="Path for labels that name no path, and when no router is configured.")
     timeout_s: float = Field(2.0, gt=0, description="Longest wait for the router; slower or failed routing sends the request to default_path.")
     embedding_dims: int = Field(16, ge=0, description="Dimensions of the projected prompt embedding logged per routed request for drift monitoring (0: none).")
-    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions, description="Ray options of the router deployment.")
+    placement: Literal["deployment", "ingress"] = Field(
+        "deployment",
+        description="deployment: the Router deployment, scaled and resourced on its own (a transformer embedder, a GPU); "
+        "ingress: inside each ingress replica, without a call between deployments (for the static-embedding router, ~1 ms a request).",
+    )
+    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions, description="Ray options of the router deployment (placement: deployment).")
+
+    @model_validator(mode="after")
+    def deployment_needs_its_placement(self) -> RouterConfig:
+        if self.placement == "ingress" and self.deployment != DeploymentOptions():
+            raise ValueError("router.deployment is set but router.placement is ingress: the router runs in the ingress replicas")
+        return self
 
 
 class AuthConfig(BaseConfig):

@@ -103,6 +103,20 @@ def test_router_picks_a_path_and_reports_its_confidence(client):
     assert general.headers["x-rayfleet-path"] == "base"
 
 
+def test_router_placed_in_the_ingress_decides_as_the_router_deployment_does(app):
+    from ray import serve
+
+    from serve_apps.openai_app import route_function
+
+    config = app[0].model_copy(update={"router": app[0].router.model_copy(update={"placement": "ingress"})})
+    in_process = route_function(config, router=None)  # what an ingress replica builds without a Router deployment
+    deployed = serve.get_deployment_handle("Router", app_name="rayfleet")
+    for question in (PAPER_QUESTION, "What's a good name for a pet goldfish?"):
+        choice = asyncio.run(in_process(question))
+        assert choice == deployed.route.remote(question).result()
+        assert choice.path in {"rag", "base"} and 0.0 < choice.confidence <= 1.0
+
+
 def test_rag_answers_with_citations(client, serve_artifacts):
     from rayfleet.retrieval import Retriever
 

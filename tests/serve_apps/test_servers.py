@@ -87,6 +87,7 @@ def minimal_config(**changes) -> dict:
         ({"paths": {"base": {"kind": "base", "deployment": {"num_replicas": 2, "autoscaling": {}}}}}, "not both"),
         ({"paths": {"base": {"kind": "sql"}}}, "does not match any of the expected tags"),
         ({"paths": {"base": {"kind": "base", "timeout": 3}}}, "Extra inputs are not permitted"),
+        ({"router": {"placement": "ingress", "deployment": {"num_cpus": 1}}}, "router.placement is ingress"),
     ],
 )  # fmt: skip
 def test_config_mistakes_fail_loudly(change, complaint):
@@ -103,6 +104,16 @@ def test_serve_config_files_are_valid_for_serve_and_build(path):
     application = ServeConfigFile.model_validate(raw).applications[0]
     built = build_app(application.args.model_dump(mode="json"))
     assert built._bound_deployment.name == "OpenAIIngress"
+    ServeAppConfig.model_validate(built._bound_deployment.init_args[0])  # what the ingress replica validates again
+
+
+@pytest.mark.parametrize("placement, router_deployment", [("deployment", "Router"), ("ingress", None)])
+def test_router_placement_decides_whether_the_app_has_a_router_deployment(placement, router_deployment):
+    from serve_apps.openai_app import build_app
+
+    ingress = build_app(minimal_config(router={"placement": placement}))._bound_deployment
+    router = ingress.init_args[1]  # the ingress builds its own RouterServer when it gets None
+    assert (router and router._bound_deployment.name) == router_deployment
 
 
 def test_gpu_config_puts_engines_on_gpus_and_lets_accelerator_paths_scale_to_zero():
