@@ -29,9 +29,9 @@ from serve_apps.paths import AdapterSource, BasePath, FaultInjectionPath, FineTu
 from serve_apps.router_server import RouterServer
 
 # Calls between this app's deployments go straight to the callee replica's gRPC server rather
-# than through Ray's object store: on this 2-core machine a router-sized unary call took 4.0-4.6
-# ms p50 instead of 5.3-6.7, a two-hop stream's first chunk 7-9 ms instead of 12-15
-# (python -m bench.serve_handles; README, "Serving").
+# than through Ray's object store: on this 2-core machine a router-sized unary call took 4.0-5.1
+# ms p50 instead of 5.3-6.9, a two-hop stream's first chunk 7-9 ms instead of 12-17
+# (python -m bench.serve_handles; README, "Online serving").
 DIRECT_CALLS = {"_by_reference": False}
 
 PATH_CLASSES = {"base": BasePath, "finetuned": FineTunedPath, "rag": RagPath}
