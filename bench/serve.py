@@ -66,7 +66,7 @@ class BenchServeConfig(BaseConfig):
         100, ge=5, description="Routed/direct pairs for the router overhead (one-token answers vary by tens of ms)."
     )
     steady_users: int = Field(2, ge=1, description="Concurrent users under steady load.")
-    steady_seconds: float = Field(60, gt=0, description="Length of the steady phase.")
+    steady_seconds: float = Field(150, gt=0, description="Length of the steady phase (150 s at 2 users: ~75 requests for its p99).")
     spike_multiplier: int = Field(10, ge=1, description="Users in the spike, as a multiple of steady_users.")
     spike_seconds: float = Field(90, gt=0, description="Length of the spike phase.")
     spike_settle_seconds: float = Field(30, ge=0, description="Spike requests started before this are not in spike_p99_ms.")
