@@ -1,15 +1,15 @@
 """Benchmark: our LoRA training loop against HF ``Trainer`` + peft, and 1 against 2 Ray Train workers.
 
-    python -m bench.finetune [steps=5] [papers=100] [max_seq_len=256]
+    python -m bench.finetune [steps=10] [papers=100] [max_seq_len=256]
 
 Same model (SmolLM2-135M-Instruct, fp32, LoRA r16 on every attention and MLP
 projection, dropout 0.05), same data (the aclsum demo Q&A set of ``jobs.finetune``),
 same chat-template tokenization and assistant-only labels, same sequence limit:
 
 - ``ours``: ``rayfleet.training.loop.train`` in this process on packed rows of
-  ``pack_length`` tokens, ``accumulation`` rows per step (no padding, logits only at
-  labelled positions). Rows stay short: the block-diagonal mask still costs the full
-  T x T attention on CPU (no varlen kernel here), so long rows waste what packing saves.
+  ``pack_length`` tokens, ``accumulation`` rows per step: no padding, attention example
+  by example within a row (``segment_sdpa``), LoRA dropout drawn per dropped element
+  (``GapSampledDropout``), logits only at labelled positions.
 - ``hf_trainer``: what a user writes: ``transformers.Trainer`` on the peft model with
   its defaults (``per_device_train_batch_size=8``) and ``DataCollatorForSeq2Seq``, the
   stock collator that pads ``input_ids`` and ``labels`` to the longest example of the batch.
@@ -42,10 +42,10 @@ class FinetuneBenchConfig(BaseConfig):
 
     model: str = Field("smollm2-135m-instruct", description="Base model: provisioned name or local folder.")
     papers: int = Field(100, ge=4, le=100, description="aclsum train papers in the data (3 Q&A pairs each).")
-    steps: int = Field(5, ge=2, description="Optimizer steps per in-process run; the first is not timed.")
+    steps: int = Field(10, ge=2, description="Optimizer steps per in-process run; the first is not timed.")
     max_seq_len: int = Field(256, ge=64, description="Longest example in tokens (both loops).")
-    pack_length: int = Field(256, ge=64, description="Our loop: tokens per packed row (one micro-batch).")
-    accumulation: int = Field(4, ge=1, description="Our loop: packed rows per optimizer step.")
+    pack_length: int = Field(1024, ge=64, description="Our loop: tokens per packed row (one micro-batch).")
+    accumulation: int = Field(1, ge=1, description="Our loop: packed rows per optimizer step.")
     hf_batch_size: int = Field(8, ge=1, description="HF Trainer: examples per step (its default is 8).")
     ray_steps: int = Field(3, ge=1, description="Optimizer steps of each Ray Train run (1 and 2 workers).")
     threads: int = Field(2, ge=1, description="torch threads of the in-process runs.")

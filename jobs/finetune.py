@@ -79,8 +79,9 @@ class FinetuneDataConfig(BaseConfig):
     pack_length: int = Field(
         512,
         ge=16,
-        description="Tokens per packed row (one micro-batch), at least max_seq_len; keep it short on CPU, where "
-        "the block-diagonal mask still costs the full T x T attention.",
+        description="Tokens per packed row (one micro-batch), at least max_seq_len. On CPU attention runs "
+        "example by example (segment_sdpa), so long rows cost only memory; on GPU sdpa computes the whole "
+        "block-diagonal T x T square.",
     )
     on_bad_example: BadExamplePolicy = Field(
         "drop", description="drop: skip and count bad rows (no messages, empty answer, too long); fail: stop at the first."

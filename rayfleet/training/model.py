@@ -2,6 +2,11 @@
 
 QLoRA (a 4-bit base through bitsandbytes) needs a CUDA GPU; asked for anywhere else it
 fails at once with a message that says so, before any weights are loaded.
+
+On CPU two parts are swapped for cheaper ones that compute the same thing: attention
+runs example by example within a packed row (``rayfleet.training.attention``), and the
+LoRA dropout draws a random number per dropped element, not per element
+(``rayfleet.training.dropout``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import torch
 from pydantic import Field
 
 from rayfleet.config import BaseConfig
+from rayfleet.training.attention import SEGMENT_SDPA
+from rayfleet.training.dropout import use_gap_sampled_dropout
 
 
 class LoraSettings(BaseConfig):
@@ -56,15 +63,17 @@ def check_quantization(settings: LoraSettings, device_type: str) -> None:
 def build_lora_model(model_path: str, settings: LoraSettings, device: torch.device):
     """The base model with fresh LoRA adapters (B = 0, so it starts as the base model), on ``device``.
 
-    The base stays in fp32 on the CPU (bf16 hurts SmolLM2 and is slower on these cores);
-    on a GPU it is loaded in bf16, or in 4-bit NF4 for QLoRA. sdpa attention takes the
-    packed block-diagonal mask (see ``rayfleet.training.data``).
+    The base stays in fp32 on the CPU (bf16 hurts SmolLM2 and is slower on these cores),
+    with ``segment_sdpa`` attention; on a GPU it is loaded in bf16, or in 4-bit NF4 for
+    QLoRA, with sdpa, which takes the packed block-diagonal mask (see ``rayfleet.training.data``).
     """
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     check_quantization(settings, device.type)
-    options: dict = {"attn_implementation": "sdpa", "dtype": torch.bfloat16 if device.type == "cuda" else torch.float32}
+    on_cpu = device.type == "cpu"
+    options: dict = {"attn_implementation": SEGMENT_SDPA if on_cpu else "sdpa",
+                     "dtype": torch.float32 if on_cpu else torch.bfloat16}  # fmt: skip
     if settings.quantization == "4bit":
         from peft import prepare_model_for_kbit_training
         from transformers import BitsAndBytesConfig
@@ -84,4 +93,6 @@ def build_lora_model(model_path: str, settings: LoraSettings, device: torch.devi
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
+    if on_cpu:
+        use_gap_sampled_dropout(model)
     return model if settings.quantization == "4bit" else model.to(device)

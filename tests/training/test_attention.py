@@ -1,0 +1,58 @@
+"""segment_sdpa: the same logits and gradients as sdpa's block-diagonal mask; padding masks and caches fall back."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from rayfleet.training.attention import SEGMENT_SDPA, segments
+
+
+def test_segments_start_wherever_the_position_does_not_go_up_by_one():
+    assert segments(torch.tensor([0, 1, 2, 0, 1, 0, 1, 2, 3])) == [(0, 3), (3, 5), (5, 9)]
+    assert segments(torch.tensor([5, 6, 7, 0, 1])) == [(0, 3), (3, 5)]
+    assert segments(torch.tensor([0, 1, 2, 3])) == [(0, 4)]
+    assert segments(torch.tensor([0, 0, 0])) == [(0, 1), (1, 2), (2, 3)], "one-token examples"
+
+
+@pytest.fixture(scope="module")
+def models(tiny_llama_path):
+    def load(implementation):
+        return AutoModelForCausalLM.from_pretrained(tiny_llama_path, dtype=torch.float32, attn_implementation=implementation)
+
+    return load("sdpa"), load(SEGMENT_SDPA)
+
+
+def packed_batch(lengths_per_row: list[list[int]]):
+    generator = torch.Generator().manual_seed(0)
+    width = sum(lengths_per_row[0])
+    assert all(sum(lengths) == width for lengths in lengths_per_row)
+    input_ids = torch.randint(10, 1000, (len(lengths_per_row), width), generator=generator)
+    position_ids = torch.tensor([[p for length in lengths for p in range(length)] for lengths in lengths_per_row])
+    return input_ids, position_ids
+
+
+def test_packed_rows_give_the_same_logits_and_gradients_as_the_block_diagonal_mask(models):
+    input_ids, position_ids = packed_batch([[5, 9, 1, 7], [22]])
+    results = []
+    for model in models:
+        model.zero_grad()
+        logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+        logits.logsumexp(-1).sum().backward()
+        results.append((logits.detach(), model.model.layers[0].self_attn.q_proj.weight.grad.clone()))
+    (reference, reference_grad), (ours, our_grad) = results
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(our_grad, reference_grad, atol=1e-5, rtol=1e-4)
+    attends_across = models[1](input_ids=input_ids, position_ids=torch.arange(22).repeat(2, 1), use_cache=False).logits
+    assert not torch.allclose(attends_across[0, 5:], ours[0, 5:], atol=1e-3), "the split is what makes them equal"
+
+
+def test_a_padding_mask_and_cached_generation_take_sdpa_with_its_mask(models):
+    input_ids = torch.randint(10, 1000, (2, 9), generator=torch.Generator().manual_seed(1))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, :4] = 0  # left padding
+    reference, ours = (model(input_ids=input_ids, attention_mask=attention_mask).logits for model in models)
+    torch.testing.assert_close(ours[attention_mask.bool()], reference[attention_mask.bool()], atol=1e-5, rtol=1e-5)
+    generated = [model.generate(input_ids[:1], max_new_tokens=6, do_sample=False) for model in models]
+    assert torch.equal(generated[0], generated[1])
