@@ -29,6 +29,7 @@ import faiss
 import numpy as np
 from pydantic import Field
 
+from bench.stats import p50_p99
 from rayfleet.config import BaseConfig, load_config
 from rayfleet.retrieval import Embedder, IndexParams, VectorIndex
 
@@ -105,10 +106,8 @@ def main(config: RetrievalBenchConfig) -> dict:
     result = {
         "bench": "retrieval",
         "recall_at_5" if config.k == 5 else f"recall_at_{config.k}": round(recall, 4),
-        "p50_ms": round(float(np.percentile(hnsw_ms, 50)), 3),
-        "p99_ms": round(float(np.percentile(hnsw_ms, 99)), 3),
-        "exact_p50_ms": round(float(np.percentile(exact_ms, 50)), 3),
-        "exact_p99_ms": round(float(np.percentile(exact_ms, 99)), 3),
+        **p50_p99(hnsw_ms, digits=3),
+        **p50_p99(exact_ms, "exact_", digits=3),
         "speedup_p50": round(float(np.percentile(exact_ms, 50) / np.percentile(hnsw_ms, 50)), 1),
         "n_vectors": len(vectors),
         "n_real_vectors": len(real),

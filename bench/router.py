@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from bench.stats import p50_p99
 from jobs.train_router import TrainRouterConfig
 from jobs.train_router import main as train
 from rayfleet import storage
@@ -57,8 +58,7 @@ def measure(router: RequestRouter, texts: list[str], labels: list[str]) -> dict:
     return {
         "accuracy": round(float(np.mean([d.predicted == label for d, label in zip(decisions, labels)])), 4),
         "routed_accuracy": round(float(np.mean([d.route == label for d, label in zip(decisions, labels)])), 4),
-        "p50_ms": round(float(np.percentile(milliseconds, 50)), 2),
-        "p99_ms": round(float(np.percentile(milliseconds, 99)), 2),
+        **p50_p99(milliseconds),
     }
 
 

@@ -40,6 +40,7 @@ from locust import HttpUser, between, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from pydantic import Field  # noqa: E402
 
+from bench.stats import percentile  # noqa: E402
 from rayfleet.config import BaseConfig, load_config  # noqa: E402
 
 PROMPTS = [
@@ -134,7 +135,7 @@ def router_overhead(config: BenchServeConfig, key: str) -> dict:
     return {
         "router_overhead_p50_ms": round(float(np.median(routed) - np.median(direct)), 2),
         "router_overhead_paired_p50_ms": round(float(np.median(np.subtract(routed, direct))), 2),
-        "router_hop_p50_ms": round(float(np.median(hops)), 2), "router_hop_p99_ms": round(float(np.percentile(hops, 99)), 2),
+        "router_hop_p50_ms": round(float(np.median(hops)), 2), "router_hop_p99_ms": percentile(hops, 99),
         "routed_p50_ms": round(float(np.median(routed)), 2), "direct_p50_ms": round(float(np.median(direct)), 2),
     }  # fmt: skip
 
@@ -169,11 +170,6 @@ def poll_replicas(config: BenchServeConfig, samples: list, started: float) -> No
         except (requests.RequestException, KeyError, ValueError):
             pass
         gevent.sleep(config.replica_poll_seconds)
-
-
-def percentile(values, q) -> float | None:
-    values = [v for v in values if v is not None]
-    return round(float(np.percentile(values, q)), 1) if values else None
 
 
 def summarize(records: list[dict], phase_starts: dict) -> dict:

@@ -19,11 +19,11 @@ import logging
 import sys
 import time
 
-import numpy as np
 import ray
 from pydantic import Field
 from ray import serve
 
+from bench.stats import p50_p99
 from rayfleet.config import BaseConfig, load_config
 from serve_apps.openai_app import DIRECT_CALLS
 
@@ -86,8 +86,7 @@ def elapsed_ms(started: float) -> float:
 def summary(timings: dict[str, list[float]], chunks: int) -> dict:
     figures: dict = {"bench": "serve_handles", "chunks": chunks}
     for name, values in timings.items():
-        figures[f"{name}_p50_ms"] = round(float(np.percentile(values, 50)), 2)
-        figures[f"{name}_p99_ms"] = round(float(np.percentile(values, 99)), 2)
+        figures.update(p50_p99(values, f"{name}_"))
     figures["unary_speedup_p50"] = round(figures["unary_by_reference_p50_ms"] / figures["unary_direct_p50_ms"], 2)
     figures["stream_first_chunk_speedup_p50"] = round(
         figures["first_chunk_by_reference_p50_ms"] / figures["first_chunk_direct_p50_ms"], 2
