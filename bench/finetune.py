@@ -47,7 +47,7 @@ class FinetuneBenchConfig(BaseConfig):
     pack_length: int = Field(1024, ge=64, description="Our loop: tokens per packed row (one micro-batch).")
     accumulation: int = Field(1, ge=1, description="Our loop: packed rows per optimizer step.")
     hf_batch_size: int = Field(8, ge=1, description="HF Trainer: examples per step (its default is 8).")
-    ray_steps: int = Field(3, ge=1, description="Optimizer steps of each Ray Train run (1 and 2 workers).")
+    ray_steps: int = Field(6, ge=1, description="Optimizer steps of each Ray Train run (1 and 2 workers).")
     threads: int = Field(2, ge=1, description="torch threads of the in-process runs.")
 
 
