@@ -174,7 +174,7 @@ monitor: setup
 ## serving (README "Online serving"): the OpenAI-compatible app on the local Ray head at http://127.0.0.1:8000.
 .PHONY: serve serve-down serve-artifacts bench-serve bench-serve-handles
 SERVE_CONFIG ?= serve_apps/configs/local.yaml
-serve: ray-up
+serve: ray-up s3-up
 	$(PY) -m serve_apps.cli up serve_config=$(SERVE_CONFIG) address=127.0.0.1:$(RAY_PORT)
 
 ## serve-artifacts: what `make serve` loads, built from real ACL papers into the local S3:
