@@ -142,9 +142,7 @@ class AdapterResolver:
         return None
 
     def resolve(self, reference: str) -> ArtifactVersion:
-        cached = self.cached(reference)
-        if cached:
-            return cached
+        """Look ``reference`` up in the registry (blocking) and remember the answer."""
         try:
             artifact = self.registry.resolve(reference)
         except RegistryError as error:
