@@ -40,7 +40,7 @@ from locust import HttpUser, between, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from pydantic import Field  # noqa: E402
 
-from bench.stats import percentile  # noqa: E402
+from bench.stats import p50_p99, percentile  # noqa: E402
 from rayfleet.config import BaseConfig, load_config  # noqa: E402
 
 PROMPTS = [
@@ -135,8 +135,7 @@ def router_overhead(config: BenchServeConfig, key: str) -> dict:
     return {
         "router_overhead_p50_ms": round(float(np.median(routed) - np.median(direct)), 2),
         "router_overhead_paired_p50_ms": round(float(np.median(np.subtract(routed, direct))), 2),
-        "router_hop_p50_ms": round(float(np.median(hops)), 2), "router_hop_p99_ms": percentile(hops, 99),
-        "routed_p50_ms": round(float(np.median(routed)), 2), "direct_p50_ms": round(float(np.median(direct)), 2),
+        **p50_p99(hops, "router_hop_"), "routed_p50_ms": percentile(routed, 50), "direct_p50_ms": percentile(direct, 50),
     }  # fmt: skip
 
 
@@ -191,10 +190,8 @@ def summarize(records: list[dict], phase_starts: dict) -> dict:
         "requests": len(records), "requests_per_s": round(len(records) / duration, 2) if duration else None,
         "steady_p50_ms": percentile(steady, 50), "spike_p50_ms": percentile(spike, 50),
         "per_path": {
-            path: {"requests": len(rows), "p50_ms": percentile([r["latency_ms"] for r in rows], 50),
-                   "p99_ms": percentile([r["latency_ms"] for r in rows], 99),
-                   "ttft_p50_ms": percentile([r["ttft_ms"] for r in rows], 50),
-                   "ttft_p99_ms": percentile([r["ttft_ms"] for r in rows], 99)}
+            path: {"requests": len(rows), **p50_p99([r["latency_ms"] for r in rows]),
+                   **p50_p99([r["ttft_ms"] for r in rows], "ttft_")}
             for path, rows in sorted(by_path.items(), key=lambda item: str(item[0]))
         },
     }  # fmt: skip
