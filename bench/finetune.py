@@ -123,7 +123,8 @@ def run_ray(config: FinetuneBenchConfig, workers: int, folder: str) -> dict:
     cores = len(os.sched_getaffinity(0))
     job = FinetuneConfig.model_validate({
         "model": config.model, "data": {"demo_train_papers": config.papers, "max_seq_len": config.max_seq_len,
-                                        "pack_length": config.pack_length, "demo_validation_papers": 2},
+                                        "pack_length": config.pack_length, "demo_validation_papers": 2,
+                                        "demo_grounded_papers": 0},
         "train": {"max_steps": config.ray_steps, "gradient_accumulation_steps": config.accumulation,
                   "eval_every": 10**6, "checkpoint_every": 10**6},
         "scaling": {"num_workers": workers, "cpus_per_worker": cores // workers},

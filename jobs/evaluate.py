@@ -99,6 +99,7 @@ def default_candidates() -> list[CandidateConfig]:
         CandidateConfig(name="base", kind="base"),
         CandidateConfig(name="finetuned", kind="adapter", adapter="smollm2-acl-qa@latest"),
         CandidateConfig(name="rag", kind="rag"),
+        CandidateConfig(name="rag_finetuned", kind="rag", adapter="smollm2-acl-qa@latest"),
     ]
 
 
@@ -303,7 +304,8 @@ def apply_gate(config: EvaluateConfig, adapters: dict[str, ArtifactVersion], sco
             decisions.append({"candidate": version.ref, "promote": False, "reason": "already the promoted version"})
             continue
         incumbent = next(
-            (c.name for c in config.candidates if promoted and c.name in adapters and adapters[c.name].ref == promoted.ref),
+            (c.name for c in config.candidates
+             if promoted and c.kind == "adapter" and c.name in adapters and adapters[c.name].ref == promoted.ref),  # fmt: skip
             None,
         )
         if promoted is not None and incumbent is None:

@@ -14,12 +14,14 @@ into rows without padding and hands them to the workers as Ray Data shards. Each
 worker runs the plain loop of ``rayfleet.training.loop``; gradients are averaged over
 workers. Without ``data.train`` the job builds a real demo set first: three
 questions per ACL paper of ``aclsum`` answered by the paper's human-written summaries
-(challenge, approach, outcome).
+(challenge, approach, outcome), and for ``data.demo_grounded_papers`` of the papers the
+same questions again in the RAG path's prompt over retrieved passages.
 
 Checkpoints (adapter, optimizer, scheduler, step, data position) go to
 ``storage_path/run_name`` through ``RunConfig``; ``FailureConfig`` restarts dead workers
 from the last one, and resubmitting the same ``run_name`` resumes it (a finished run
-trains no further, unless ``train.max_steps`` grew). Workers log
+trains no further, unless ``train.max_steps`` grew); a resubmission whose packed rows differ
+from the checkpoints' is refused before it starts. Workers log
 ``step N/M loss L lr R tokens/s T`` as they go. At the end the adapter is published as
 the next version of ``adapter_name`` in the registry (``adapters/<name>/<version>/``)
 with its provenance, and optionally a merged full model under ``models/``.
@@ -27,9 +29,11 @@ with its provenance, and optionally a merged full model under ``models/``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -47,7 +51,7 @@ from rayfleet.ray_setup import init_ray
 from jobs.demo_documents import DEMO_QUESTIONS
 from rayfleet.registry import ArtifactVersion, Registry
 from rayfleet.tables import write_table
-from rayfleet.training.checkpoint import ADAPTER_FOLDER, TrainState, load_checkpoint, read_train_state, save_checkpoint
+from rayfleet.training.checkpoint import ADAPTER_FOLDER, STATE_FILE, TrainState, load_checkpoint, read_train_state, save_checkpoint
 from rayfleet.training.data import (
     BadExamplePolicy,
     DataReport,
@@ -61,6 +65,8 @@ from rayfleet.training.model import LoraSettings, build_lora_model, check_quanti
 from schemas import SFT_SCHEMA
 
 logger = logging.getLogger("jobs.finetune")
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")  # sentence ends and line breaks (headings)
+GROUNDED_TOP_K = 4  # passages retrieved per grounded demo question, as jobs.evaluate's default top_k
 
 
 
@@ -75,9 +81,28 @@ class FinetuneDataConfig(BaseConfig):
     )
     demo_train_papers: int = Field(100, ge=1, le=100, description="Demo set: aclsum train-split papers (3 pairs each).")
     demo_validation_papers: int = Field(20, ge=1, le=100, description="Demo set: aclsum val-split papers held out.")
-    max_seq_len: int = Field(512, ge=16, description="Longest example in tokens; longer ones are bad rows.")
+    demo_grounded_papers: int = Field(
+        50,
+        ge=0,
+        le=100,
+        description="Demo set: for this many papers of each split, the three questions again in the RAG path's "
+        "prompt (rayfleet.retrieval.rag) over passages BM25 retrieves from the split's chunks, so the adapter also "
+        "learns to answer from retrieved context.",
+    )
+    demo_grounded_answer: Literal["summary", "best_sentence"] = Field(
+        "summary",
+        description="Demo set: what a grounded example answers. summary: the human summary; best_sentence: the "
+        "retrieved passages' sentence with the highest token F1 against it, cited like [2] (an extractive answer, "
+        "faithful to the passages by construction).",
+    )
+    demo_context_tokens: int = Field(
+        768, ge=64, description="Demo set: most prompt tokens of retrieved text per grounded example (as the RAG path's)."
+    )
+    max_seq_len: int = Field(
+        1024, ge=16, description="Longest example in tokens; longer ones are bad rows (grounded demo rows reach ~950)."
+    )
     pack_length: int = Field(
-        512,
+        1024,
         ge=16,
         description="Tokens per packed row (one micro-batch), at least max_seq_len. On CPU attention runs "
         "example by example (segment_sdpa), so long rows cost only memory; on GPU sdpa computes the whole "
@@ -111,7 +136,10 @@ class FinetuneConfig(BaseConfig):
     model: str = Field("smollm2-135m-instruct", description="Base model: provisioned name or local HF folder.")
     data: FinetuneDataConfig = Field(default_factory=FinetuneDataConfig, description="SFT data and packing.")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
-    train: TrainSettings = Field(default_factory=TrainSettings, description="Optimization and loop rhythm.")
+    train: TrainSettings = Field(
+        default_factory=lambda: TrainSettings(max_steps=40, eval_every=20),
+        description="Optimization and loop rhythm (40 steps: about one pass over the demo set).",
+    )
     scaling: ScalingSettings = Field(default_factory=ScalingSettings, description="Workers and their resources.")
     max_failures: int = Field(3, ge=-1, description="Worker failures a run recovers from (from its last checkpoint); -1: no limit.")
     keep_checkpoints: int | None = Field(3, ge=1, description="Newest checkpoints kept in storage; unset keeps all.")
@@ -142,16 +170,79 @@ def demo_rows(split: Literal["train", "val"], papers: int) -> list[dict]:
     return rows
 
 
-def data_uris(config: FinetuneConfig) -> tuple[str, str | None]:
-    """The train and validation SFT URIs, building the demo set under ``storage_path`` when none is given."""
+def grounded_demo_rows(
+    split: Literal["train", "val"], papers: int, context_tokens: int, tokenizer, answer: str = "summary"
+) -> list[dict]:
+    """The demo questions of ``papers`` papers in the RAG path's prompt, answered from the passages.
+
+    The passages are the top chunks BM25 finds for the question among all the chunks of
+    those papers (the right paper's, mostly, as at serving time), fitted to
+    ``context_tokens`` by the same code as the RAG path and the evaluation. The answer is
+    the human summary, or (``best_sentence``) the passages' sentence closest to it.
+    """
+    import numpy as np
+
+    from jobs.demo_documents import DemoDocumentsConfig, build_documents, chunk_rows
+    from rayfleet.retrieval.lexical import BM25
+    from rayfleet.retrieval.rag import fit_to_budget, grounded_conversation
+    from rayfleet.retrieval.retriever import Hit
+
+    settings = DemoDocumentsConfig(output="unused", count=papers, split=split, content="sections")
+    documents = build_documents(settings).to_pylist()
+    chunks = chunk_rows(pa.Table.from_pylist(documents), settings.chunk_tokens)
+    lexical = BM25([chunk["text"] for chunk in chunks])
+    rows = []
+    for paper in documents:
+        for aspect, question in DEMO_QUESTIONS.items():
+            question = question.format(title=paper["title"])
+            scores = lexical.scores([question])[0]
+            hits = [Hit(chunk_id=chunks[i]["chunk_id"], doc_id=chunks[i]["doc_id"], text=chunks[i]["text"],
+                        score=float(scores[i]), page_start=None, page_end=None, heading=chunks[i]["heading"],
+                        source=chunks[i]["source"]) for i in np.argsort(-scores, kind="stable")[:GROUNDED_TOP_K]]  # fmt: skip
+            passages = fit_to_budget(hits, tokenizer, context_tokens)
+            summary = paper[f"reference_{aspect}"]
+            reply = summary if answer == "summary" else best_passage_sentence(passages, summary)
+            messages = grounded_conversation(question, passages, tokenizer, context_tokens) + [
+                {"role": "assistant", "content": reply}
+            ]
+            rows.append({"messages": messages, "chunk_id": None, "doc_id": paper["doc_id"], "origin": "user"})
+    return rows
+
+
+def best_passage_sentence(passages: list, reference: str) -> str:
+    """The sentence of the passages with the highest token F1 against ``reference``, cited by passage number."""
+    from rayfleet.evaluation.metrics import token_f1
+
+    candidates = [
+        (token_f1(sentence, reference), -number, sentence)
+        for number, passage in enumerate(passages, start=1)
+        for sentence in SENTENCE_BREAK.split(passage.text)
+        if sentence.strip()
+    ]
+    _, negative_number, sentence = max(candidates)
+    return f"{sentence.strip()} [{-negative_number}]"
+
+
+def data_uris(config: FinetuneConfig, tokenizer) -> tuple[str, str | None]:
+    """The train and validation SFT URIs, building the demo set under ``storage_path`` when none is given.
+
+    The demo set's folder is named by its settings, so changing them builds a new set.
+    """
     if config.data.train is not None:
         return config.data.train, config.data.validation
-    folder = storage.join(config.storage_path, "demo-sft")
+    data = config.data
+    name = (f"demo-sft-{data.demo_train_papers}-{data.demo_validation_papers}-{data.demo_grounded_papers}"
+            f"-{data.demo_grounded_answer}-{data.demo_context_tokens}")  # fmt: skip
+    folder = storage.join(config.storage_path, name)
     train_uri, validation_uri = storage.join(folder, "train.parquet"), storage.join(folder, "validation.parquet")
     if not (storage.exists(train_uri) and storage.exists(validation_uri)):
         storage.ensure_bucket(folder)
-        write_table(train_uri, pa.Table.from_pylist(demo_rows("train", config.data.demo_train_papers), SFT_SCHEMA))
-        write_table(validation_uri, pa.Table.from_pylist(demo_rows("val", config.data.demo_validation_papers), SFT_SCHEMA))
+        for uri, split, papers in (train_uri, "train", data.demo_train_papers), (validation_uri, "val", data.demo_validation_papers):
+            grounded = min(papers, data.demo_grounded_papers)
+            rows = demo_rows(split, papers)
+            if grounded:
+                rows += grounded_demo_rows(split, grounded, data.demo_context_tokens, tokenizer, data.demo_grounded_answer)
+            write_table(uri, pa.Table.from_pylist(rows, SFT_SCHEMA))
         logger.info("built the aclsum demo SFT set in %s", folder)
     return train_uri, validation_uri
 
@@ -191,6 +282,7 @@ def train_worker(payload: dict) -> None:
             state = load_checkpoint(folder, model, optimizer, scheduler)
         state.resumed_from_steps.append(state.step)
         logger.info("rank %d resumes from step %d (epoch %d, row %d)", rank, state.step, state.epoch, state.rows_in_epoch)
+    state.data_fingerprint = payload["data_fingerprint"]
     shard = ray.train.get_dataset_shard("train")
     validation = [row for index, row in enumerate(ray.train.get_dataset_shard("validation").iter_rows()) if index % workers == rank]
 
@@ -247,7 +339,35 @@ def report_checkpoint(model, optimizer, scheduler, state: TrainState, report: St
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step-{state.step:06d}")
 
 
-def run_training(config: FinetuneConfig, model_path: str, train_rows: list[dict], validation_rows: list[dict]):
+def rows_fingerprint(rows: list[dict]) -> str:
+    """A short sha256 of the packed training rows, in order (what a data position points into)."""
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_resumable(config: FinetuneConfig, data_fingerprint: str) -> None:
+    """Refuse, before anything starts, to resume a run whose checkpoints were trained on other rows.
+
+    A resumed run skips the rows its data position says it consumed; on another data set,
+    or the same one packed differently, that would skip and repeat examples silently.
+    """
+    run = storage.join(config.storage_path, config.run_name)
+    if not storage.exists(run):
+        return
+    states = [uri for uri in storage.list_files(run) if uri.endswith(f"/{STATE_FILE}") and "/step-" in uri]
+    if not states:
+        return
+    recorded = json.loads(storage.read_bytes(max(states))).get("data_fingerprint")  # none before fingerprints
+    if recorded is not None and recorded != data_fingerprint:
+        raise ValueError(
+            f"run {config.run_name!r} in {config.storage_path} has checkpoints trained on other data (rows {recorded}, "
+            f"now {data_fingerprint}): resuming it would skip and repeat examples. Start a new run with "
+            f"run_name=<new name>, or train on the data and packing it was started with."
+        )
+
+
+def run_training(
+    config: FinetuneConfig, model_path: str, train_rows: list[dict], validation_rows: list[dict], data_fingerprint: str
+):
     """Run the TorchTrainer over the packed rows; returns Ray Train's Result."""
     import ray.data
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -260,7 +380,8 @@ def run_training(config: FinetuneConfig, model_path: str, train_rows: list[dict]
     storage.ensure_bucket(config.storage_path)
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"config": config.model_dump(mode="json"), "model_path": model_path},
+        train_loop_config={"config": config.model_dump(mode="json"), "model_path": model_path,
+                           "data_fingerprint": data_fingerprint},  # fmt: skip
         scaling_config=ScalingConfig(
             num_workers=config.scaling.num_workers,
             use_gpu=config.scaling.use_gpu,
@@ -312,15 +433,17 @@ def main(config: FinetuneConfig) -> dict:
     check_quantization(config.lora, "cuda" if config.scaling.use_gpu else "cpu")
     model_path = str(resolve_model(config.model))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    train_uri, validation_uri = data_uris(config)
+    train_uri, validation_uri = data_uris(config, tokenizer)
     train_rows, train_report = packed_rows(train_uri, tokenizer, config)
     validation_rows, validation_report = packed_rows(validation_uri, tokenizer, config) if validation_uri else ([], DataReport())
     if len(train_rows) < config.scaling.num_workers:
         raise ValueError(f"{len(train_rows)} packed rows cannot feed {config.scaling.num_workers} workers; add data or workers")
     logger.info("%d examples -> %d packed rows of <= %d tokens (%d validation rows)",
                 train_report.kept, len(train_rows), config.data.pack_length, len(validation_rows))  # fmt: skip
+    data_fingerprint = rows_fingerprint(train_rows)
+    check_resumable(config, data_fingerprint)
     init_ray(config.ray_address)
-    result = run_training(config, model_path, train_rows, validation_rows)
+    result = run_training(config, model_path, train_rows, validation_rows, data_fingerprint)
     with result.checkpoint.as_directory() as folder:
         state = read_train_state(folder)
         metrics = {**result.metrics, "resumed_from_steps": state.resumed_from_steps, "train_losses": state.train_losses,

@@ -32,6 +32,7 @@ class TrainState:
     epoch: int = 0
     rows_in_epoch: int = 0
     tokens_trained: int = 0
+    data_fingerprint: str | None = None  # of the packed rows the run trains on: a resume on other data is refused
     resumed_from_steps: list[int] = field(default_factory=list)
     train_losses: dict[str, float] = field(default_factory=dict)
     validation_losses: dict[str, float] = field(default_factory=dict)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -18,13 +19,13 @@ import torch
 
 from transformers import AutoTokenizer
 
-from jobs.finetune import FinetuneConfig, demo_rows, main, packed_rows
+from jobs.finetune import FinetuneConfig, data_uris, demo_rows, grounded_demo_rows, main, packed_rows
 from rayfleet import storage
 from rayfleet.assets import folder_fingerprint
 from rayfleet.config import load_config
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.registry import Registry
-from rayfleet.tables import write_table
+from rayfleet.tables import read_table, write_table
 from rayfleet.training.checkpoint import OPTIMIZER_FILE, STATE_FILE
 from rayfleet.training.data import dataset_fingerprint
 from rayfleet.training.model import QuantizationUnavailableError
@@ -161,9 +162,68 @@ def test_resubmitting_a_run_resumes_it_and_publishes_a_new_version(ray_cluster, 
     assert second["tokens_trained"] > first["tokens_trained"], "the count goes on from the first run's"
     assert Registry(f"{s3_prefix}/registry", kind="adapters").versions("smollm2-acl-qa") == [1, 2]
 
+    repacked = job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=6", "data.pack_length=300")
+    with pytest.raises(ValueError, match="trained on other data"):
+        main(repacked)
+    assert checkpoint_steps(repacked) == [2, 4], "the refused resume trained nothing"
+
 
 def test_qlora_on_a_cpu_cluster_fails_before_anything_starts(tmp_path):
     config = load_config(FinetuneConfig, ["lora.quantization=4bit", f"storage_path={tmp_path}"])
     with pytest.raises(QuantizationUnavailableError, match="needs a CUDA GPU"):
         main(config)
     assert not list(tmp_path.iterdir()), "nothing was built or started"
+
+
+def test_grounded_demo_rows_ask_the_rag_prompt_over_the_papers_passages(smollm2_path):
+    from rayfleet.retrieval.rag import RAG_INSTRUCTIONS
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    closed_book = demo_rows("train", 3)
+    grounded = grounded_demo_rows("train", 3, 200, tokenizer, answer="summary")
+
+    assert len(grounded) == len(closed_book) == 9
+    for row, plain in zip(grounded, closed_book):
+        system, user, answer = row["messages"]
+        assert system == {"role": "system", "content": RAG_INSTRUCTIONS}
+        assert user["content"].endswith(f"Question: {plain['messages'][0]['content']}")
+        assert f"[1] ({row['doc_id']})" in user["content"], "BM25 ranks the asked paper's own passage first"
+        assert answer == plain["messages"][1], "the answer is the same human summary"
+        context = user["content"].split("\n\nQuestion: ")[0]
+        assert len(tokenizer(context, add_special_tokens=False)["input_ids"]) <= 200 + 40, "passages fit the budget"
+
+
+def test_an_extractive_grounded_answer_is_the_cited_passages_sentence_closest_to_the_human_summary(smollm2_path):
+    from rayfleet.evaluation.metrics import token_f1
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    summaries = [row["messages"][1]["content"] for row in demo_rows("train", 2)]
+    extractive = grounded_demo_rows("train", 2, 768, tokenizer, answer="best_sentence")
+
+    for row, summary in zip(extractive, summaries):
+        reply = row["messages"][-1]["content"]
+        sentence, number = re.fullmatch(r"(.+) \[(\d+)\]", reply).groups()
+        passages = re.split(r"\n\n(?=\[\d+\] \()", row["messages"][1]["content"].split("\n\nQuestion: ")[0])
+        cited = next(p for p in passages if re.match(rf"(Context:\n)?\[{number}\] ", p))
+        assert sentence in cited, "the answer is copied from the passage it cites"
+        every_sentence = [s for p in passages for s in re.split(r"(?<=[.!?])\s+|\n+", p) if s.strip()]
+        assert token_f1(sentence, summary) == pytest.approx(max(token_f1(s, summary) for s in every_sentence))
+        assert token_f1(sentence, summary) > 0
+
+
+def test_the_demo_set_is_built_once_per_setting_and_rebuilt_when_a_setting_changes(smollm2_path, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    settings = [f"storage_path={tmp_path}", "data.demo_train_papers=2", "data.demo_validation_papers=1",
+                "data.demo_grounded_papers=0"]  # fmt: skip
+    closed_book = data_uris(load_config(FinetuneConfig, settings), tokenizer)
+    grounded = data_uris(load_config(FinetuneConfig, [*settings, "data.demo_grounded_papers=1"]), tokenizer)
+    extractive = data_uris(
+        load_config(FinetuneConfig, [*settings, "data.demo_grounded_papers=1", "data.demo_grounded_answer=best_sentence"]),
+        tokenizer,
+    )
+
+    assert len({closed_book, grounded, extractive}) == 3
+    assert data_uris(load_config(FinetuneConfig, settings), tokenizer) == closed_book
+    rows = {uri: read_table(uri).num_rows for uri in [*closed_book, *grounded]}
+    assert [rows[uri] for uri in closed_book] == [6, 3]
+    assert [rows[uri] for uri in grounded] == [6 + 3, 3 + 3], "one paper's three questions again, grounded"
