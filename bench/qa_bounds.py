@@ -64,7 +64,7 @@ def main(config: QaBoundsConfig) -> dict:
         per_paper = [sentence_f1s(paper_sentences(paper), paper.summaries[aspect]) for paper in test]
         figures["lead_sentence"][aspect] = statistics.fmean(f1s[0] for f1s in per_paper)
         figures["oracle_sentence"][aspect] = statistics.fmean(max(f1s) for f1s in per_paper)
-    result = {"test_papers": len(test), "questions": 3 * len(test)}
+    result = {"test_papers": len(test), "questions": len(PAPER_ASPECT_QUESTIONS) * len(test)}
     for name, by_aspect in figures.items():
         result[f"{name}_f1"] = round(statistics.fmean(by_aspect.values()), 3)
         result[f"{name}_f1_by_aspect"] = {aspect: round(f1, 3) for aspect, f1 in by_aspect.items()}

@@ -29,7 +29,6 @@ with its provenance, and optionally a merged full model under ``models/``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -56,6 +55,7 @@ from rayfleet.training.data import (
     BadExamplePolicy,
     DataReport,
     dataset_fingerprint,
+    rows_fingerprint,
     pack_examples,
     prepare_examples,
     read_sft_rows,
@@ -66,6 +66,7 @@ from schemas import SFT_SCHEMA
 
 logger = logging.getLogger("jobs.finetune")
 SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")  # sentence ends and line breaks (headings)
+GroundedAnswer = Literal["summary", "best_sentence"]  # what a grounded demo question is answered with
 GROUNDED_TOP_K = 4  # passages retrieved per grounded demo question, as jobs.evaluate's default top_k
 
 
@@ -89,7 +90,7 @@ class FinetuneDataConfig(BaseConfig):
         "prompt (rayfleet.retrieval.rag) over passages BM25 retrieves from the split's chunks, so the adapter also "
         "learns to answer from retrieved context.",
     )
-    demo_grounded_answer: Literal["summary", "best_sentence"] = Field(
+    demo_grounded_answer: GroundedAnswer = Field(
         "summary",
         description="Demo set: what a grounded example answers. summary: the human summary; best_sentence: the "
         "retrieved passages' sentence with the highest token F1 against it, cited like [2] (an extractive answer, "
@@ -171,7 +172,7 @@ def demo_rows(split: Literal["train", "val"], papers: int) -> list[dict]:
 
 
 def grounded_demo_rows(
-    split: Literal["train", "val"], papers: int, context_tokens: int, tokenizer, answer: str = "summary"
+    split: Literal["train", "val"], papers: int, context_tokens: int, tokenizer, answer: GroundedAnswer = "summary"
 ) -> list[dict]:
     """The demo questions of ``papers`` papers in the RAG path's prompt, answered from the passages.
 
@@ -182,30 +183,27 @@ def grounded_demo_rows(
     """
     import numpy as np
 
-    from jobs.demo_documents import DemoDocumentsConfig, build_documents, chunk_rows
+    from jobs.demo_documents import DemoDocumentsConfig, build_documents, chunk_rows, qa_pairs
     from rayfleet.retrieval.lexical import BM25
     from rayfleet.retrieval.rag import fit_to_budget, grounded_conversation
     from rayfleet.retrieval.retriever import Hit
 
     settings = DemoDocumentsConfig(output="unused", count=papers, split=split, content="sections")
-    documents = build_documents(settings).to_pylist()
-    chunks = chunk_rows(pa.Table.from_pylist(documents), settings.chunk_tokens)
+    documents = build_documents(settings)
+    chunks = chunk_rows(documents, settings.chunk_tokens)
     lexical = BM25([chunk["text"] for chunk in chunks])
     rows = []
-    for paper in documents:
-        for aspect, question in DEMO_QUESTIONS.items():
-            question = question.format(title=paper["title"])
-            scores = lexical.scores([question])[0]
-            hits = [Hit(chunk_id=chunks[i]["chunk_id"], doc_id=chunks[i]["doc_id"], text=chunks[i]["text"],
-                        score=float(scores[i]), page_start=None, page_end=None, heading=chunks[i]["heading"],
-                        source=chunks[i]["source"]) for i in np.argsort(-scores, kind="stable")[:GROUNDED_TOP_K]]  # fmt: skip
-            passages = fit_to_budget(hits, tokenizer, context_tokens)
-            summary = paper[f"reference_{aspect}"]
-            reply = summary if answer == "summary" else best_passage_sentence(passages, summary)
-            messages = grounded_conversation(question, passages, tokenizer, context_tokens) + [
-                {"role": "assistant", "content": reply}
-            ]
-            rows.append({"messages": messages, "chunk_id": None, "doc_id": paper["doc_id"], "origin": "user"})
+    for pair in qa_pairs(documents, split):
+        scores = lexical.scores([pair["question"]])[0]
+        hits = [Hit(chunk_id=chunks[i]["chunk_id"], doc_id=chunks[i]["doc_id"], text=chunks[i]["text"],
+                    score=float(scores[i]), page_start=None, page_end=None, heading=chunks[i]["heading"],
+                    source=chunks[i]["source"]) for i in np.argsort(-scores, kind="stable")[:GROUNDED_TOP_K]]  # fmt: skip
+        passages = fit_to_budget(hits, tokenizer, context_tokens)
+        reply = pair["answer"] if answer == "summary" else best_passage_sentence(passages, pair["answer"])
+        messages = grounded_conversation(pair["question"], passages, tokenizer, context_tokens) + [
+            {"role": "assistant", "content": reply}
+        ]
+        rows.append({"messages": messages, "chunk_id": None, "doc_id": pair["doc_id"], "origin": "user"})
     return rows
 
 
@@ -337,11 +335,6 @@ def report_checkpoint(model, optimizer, scheduler, state: TrainState, report: St
             save_checkpoint(folder, model, optimizer, scheduler, state)
         checkpoint = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step-{state.step:06d}")
-
-
-def rows_fingerprint(rows: list[dict]) -> str:
-    """A short sha256 of the packed training rows, in order (what a data position points into)."""
-    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def check_resumable(config: FinetuneConfig, data_fingerprint: str) -> None:

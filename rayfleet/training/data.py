@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import random
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
@@ -86,6 +87,11 @@ def dataset_fingerprint(uri: str) -> str:
         digest.update(path.rsplit("/", 1)[-1].encode())
         digest.update(storage.read_bytes(path))
     return digest.hexdigest()[:16]
+
+
+def rows_fingerprint(rows: list[dict]) -> str:
+    """A short sha256 of packed training rows, in order (what a run's data position points into)."""
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], generation_prompt: bool) -> str:

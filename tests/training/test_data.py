@@ -16,6 +16,7 @@ from rayfleet.training.data import (
     pack_examples,
     prepare_examples,
     read_sft_rows,
+    rows_fingerprint,
     tokenize_conversation,
 )
 from schemas import SFT_SCHEMA
@@ -107,3 +108,11 @@ def test_reads_sft_parquet_and_fingerprints_its_bytes(tmp_path):
     before = dataset_fingerprint(str(tmp_path / "sft"))
     write_table(str(tmp_path / "sft" / "more.parquet"), pa.Table.from_pylist(rows, SFT_SCHEMA))
     assert dataset_fingerprint(str(tmp_path / "sft")) != before
+
+
+def test_the_rows_fingerprint_changes_with_the_rows_their_order_and_their_packing():
+    rows = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [4, 5], "labels": [4, 5]}]
+
+    assert rows_fingerprint(rows) == rows_fingerprint([dict(row) for row in rows])
+    assert rows_fingerprint(rows[::-1]) != rows_fingerprint(rows)
+    assert rows_fingerprint([{"input_ids": [1, 2, 3, 4, 5], "labels": [-100, 2, 3, 4, 5]}]) != rows_fingerprint(rows)
