@@ -1,37 +1,49 @@
 """Benchmark: naive transformers loop vs the bare vLLM engine vs the full summarization job.
 
-    python -m bench.summarize [documents=16] [max_tokens=160] [content=sections]
+    python -m bench.summarize [documents=16] [max_tokens=160] [content=sections] [repeats=1]
 
-All three run in this one process, on the same real documents (ACL papers from
-``aclsum``), model (SmolLM2-135M-Instruct, fp32), prompts and token budget, each
-timed from a cold engine to the last summary:
+All three run on the same real documents (ACL papers from ``aclsum``), model
+(SmolLM2-135M-Instruct, fp32), prompts and token budget, each from a cold process,
+timed to the last summary:
 
 - ``naive``: what a user writes first — a loop that calls ``transformers`` ``generate``
-  once per document (batch size 1), through the same map-reduce summarizer.
-- ``engine``: the bare vLLM engine given the whole batch (:class:`rayfleet.summarization.Summarizer`).
+  once per document (batch size 1), through the same map-reduce summarizer; a new
+  Python process, timed from its launch.
+- ``engine``: the bare vLLM engine given the whole batch (:class:`rayfleet.summarization.Summarizer`);
+  a new Python process, timed from its launch.
 - ``pipeline``: ``jobs.summarize.main`` — Ray Data read, vLLM actor pool, per-batch
-  commits to Parquet — on a local Ray started before the clock (a standing cluster).
+  commits to Parquet — on a local Ray started before the clock (a standing cluster),
+  whose engine actor is a new worker process that imports torch and vLLM like the others.
 
 Prints one JSON line with tokens/s for each and the ratios. Throughput counts
 generated (completion) tokens; prompt tokens are reported too, since prefill dominates
 summarization and bounds what batching can win on a CPU.
+
+On a shared VM the same run's speed drifts by 10-20 % within minutes, which moves a
+single engine-to-pipeline ratio more than anything the pipeline does. ``repeats=N``
+runs the engine and the pipeline N times each, back to back and in alternating order,
+and reports medians: ``pipeline_vs_engine`` is then the median of the N ratios of
+adjacent runs. The naive loop (minutes long) runs once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from jobs.demo_documents import DemoDocumentsConfig, build_documents
 from rayfleet.config import BaseConfig, load_config
 from rayfleet.engines import EngineConfig, SamplingConfig, create_engine
-from rayfleet.summarization import Summarizer, SummaryPrompts, SummaryResult
+from rayfleet.summarization import Summarizer, SummaryPrompts
 from rayfleet.tables import write_table
 
 
@@ -41,33 +53,58 @@ class SummarizeBenchConfig(BaseConfig):
     max_tokens: int = Field(160, ge=1, description="Summary token budget.")
     max_model_len: int = Field(2048, description="Context length for every engine.")
     batch_size: int = Field(32, ge=1, description="Documents per engine batch in the pipeline.")
-
-
-def figures(results: list[SummaryResult], seconds: float) -> dict:
-    completion = sum(result.completion_tokens for result in results)
-    return {
-        "seconds": round(seconds, 2),
-        "completion_tokens": completion,
-        "prompt_tokens": sum(result.prompt_tokens for result in results),
-        "tokens_per_s": round(completion / seconds, 2),
-    }
+    repeats: int = Field(1, ge=1, description="Engine and pipeline runs each, alternating; figures are medians.")
 
 
 def run_naive(documents, config: SummarizeBenchConfig, sampling: SamplingConfig) -> dict:
-    started = time.monotonic()
-    engine = create_engine(EngineConfig(kind="transformers", max_model_len=config.max_model_len, transformers_batch_size=1))
-    summarizer = Summarizer(engine, sampling, SummaryPrompts(), config.max_model_len)
-    results = [summarizer.summarize([document])[0] for document in documents]
-    engine.close()
-    return figures(results, time.monotonic() - started)
+    """A ``transformers`` ``generate`` call per document, in a fresh process."""
+    return run_in_fresh_process("naive", documents, config, sampling)
 
 
 def run_engine(documents, config: SummarizeBenchConfig, sampling: SamplingConfig) -> dict:
-    started = time.monotonic()
-    engine = create_engine(EngineConfig(kind="vllm", max_model_len=config.max_model_len))
-    results = Summarizer(engine, sampling, SummaryPrompts(), config.max_model_len).summarize(documents)
+    """The bare vLLM engine on the whole batch, in a fresh process."""
+    return run_in_fresh_process("engine", documents, config, sampling)
+
+
+def run_in_fresh_process(path: str, documents, config: SummarizeBenchConfig, sampling: SamplingConfig) -> dict:
+    """Run ``path`` in a new Python process, timed from its launch to its last summary.
+
+    A new process imports torch, transformers and vLLM, as the pipeline's engine actor
+    does; in this one they stay imported after the first run and later runs skip that.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        request, reply = Path(folder) / "request.json", Path(folder) / "reply.json"
+        asked = {"path": path, "documents": documents, "config": config.model_dump(), "sampling": sampling.model_dump()}
+        request.write_text(json.dumps(asked))
+        launched = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process of the machine
+        subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(request), str(reply)], check=True)
+        counts = json.loads(reply.read_text())
+    seconds = counts.pop("finished_at") - launched
+    return {**counts, "seconds": round(seconds, 2), "tokens_per_s": round(counts["completion_tokens"] / seconds, 2)}
+
+
+FRESH_PROCESS = "import sys; from bench.summarize import summarize_in_this_process; summarize_in_this_process(*sys.argv[1:])"
+
+
+def summarize_in_this_process(request: str, reply: str) -> None:
+    """:func:`run_in_fresh_process`'s child: summarize the request's documents, write the token counts."""
+    asked = json.loads(Path(request).read_text())
+    config, sampling = SummarizeBenchConfig(**asked["config"]), SamplingConfig(**asked["sampling"])
+    documents = [tuple(document) for document in asked["documents"]]
+    if asked["path"] == "naive":
+        engine = create_engine(EngineConfig(kind="transformers", max_model_len=config.max_model_len, transformers_batch_size=1))
+        summarizer = Summarizer(engine, sampling, SummaryPrompts(), config.max_model_len)
+        results = [summarizer.summarize([document])[0] for document in documents]
+    else:
+        engine = create_engine(EngineConfig(kind="vllm", max_model_len=config.max_model_len))
+        results = Summarizer(engine, sampling, SummaryPrompts(), config.max_model_len).summarize(documents)
+    finished_at = time.monotonic()
     engine.close()
-    return figures(results, time.monotonic() - started)
+    counts = {
+        "completion_tokens": sum(result.completion_tokens for result in results),
+        "prompt_tokens": sum(result.prompt_tokens for result in results),
+    }
+    Path(reply).write_text(json.dumps({**counts, "finished_at": finished_at}))
 
 
 def run_pipeline(table, config: SummarizeBenchConfig, sampling: SamplingConfig) -> dict:
@@ -101,14 +138,35 @@ def run_pipeline(table, config: SummarizeBenchConfig, sampling: SamplingConfig) 
     }
 
 
+def engine_and_pipeline_runs(table, documents, config: SummarizeBenchConfig, sampling: SamplingConfig) -> list[tuple[dict, dict]]:
+    """``config.repeats`` adjacent (engine, pipeline) runs; odd repeats run the pipeline first."""
+    pairs = []
+    for repeat in range(config.repeats):
+        if repeat % 2:
+            pipeline = run_pipeline(table, config, sampling)
+            engine = run_engine(documents, config, sampling)
+        else:
+            engine = run_engine(documents, config, sampling)
+            pipeline = run_pipeline(table, config, sampling)
+        print(f"bench.summarize repeat {repeat + 1}: engine {json.dumps(engine)} pipeline {json.dumps(pipeline)}", file=sys.stderr, flush=True)
+        pairs.append((engine, pipeline))
+    return pairs
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median tokens/s (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda run: run["tokens_per_s"])[(len(runs) - 1) // 2]
+
+
 def main(config: SummarizeBenchConfig) -> dict:
     table = build_documents(DemoDocumentsConfig(output="unused", count=config.documents, content=config.content))
     table = table.select(["doc_id", "text"])
     documents = list(zip(table["doc_id"].to_pylist(), table["text"].to_pylist()))
     sampling = SamplingConfig(max_tokens=config.max_tokens)
     naive = run_naive(documents, config, sampling)
-    engine = run_engine(documents, config, sampling)
-    pipeline = run_pipeline(table, config, sampling)
+    pairs = engine_and_pipeline_runs(table, documents, config, sampling)
+    engine, pipeline = median_run([pair[0] for pair in pairs]), median_run([pair[1] for pair in pairs])
+    paired_ratios = [pipeline_run["tokens_per_s"] / engine_run["tokens_per_s"] for engine_run, pipeline_run in pairs]
     result = {
         "bench": "summarize",
         "documents": config.documents,
@@ -120,7 +178,11 @@ def main(config: SummarizeBenchConfig) -> dict:
         "pipeline_tokens_per_s": pipeline["tokens_per_s"],
         "speedup_vs_naive": round(engine["tokens_per_s"] / naive["tokens_per_s"], 2),
         "pipeline_speedup_vs_naive": round(pipeline["tokens_per_s"] / naive["tokens_per_s"], 2),
-        "pipeline_vs_engine": round(pipeline["tokens_per_s"] / engine["tokens_per_s"], 3),
+        "pipeline_vs_engine": round(float(np.median(paired_ratios)), 3),
+        "repeats": config.repeats,
+        "engine_runs_tokens_per_s": [pair[0]["tokens_per_s"] for pair in pairs],
+        "pipeline_runs_tokens_per_s": [pair[1]["tokens_per_s"] for pair in pairs],
+        "pipeline_vs_engine_runs": [round(ratio, 3) for ratio in paired_ratios],
         "naive": naive,
         "engine": engine,
         "pipeline": pipeline,
