@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,7 +38,6 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 from jobs.demo_documents import DemoDocumentsConfig, build_documents
@@ -54,6 +54,16 @@ class SummarizeBenchConfig(BaseConfig):
     max_model_len: int = Field(2048, description="Context length for every engine.")
     batch_size: int = Field(32, ge=1, description="Documents per engine batch in the pipeline.")
     repeats: int = Field(1, ge=1, description="Engine and pipeline runs each, alternating; figures are medians.")
+
+
+def figures(completion_tokens: int, prompt_tokens: int, seconds: float) -> dict:
+    """One run's token counts, time and generated tokens/s, rounded for the JSON line."""
+    return {
+        "seconds": round(seconds, 2),
+        "completion_tokens": completion_tokens,
+        "prompt_tokens": prompt_tokens,
+        "tokens_per_s": round(completion_tokens / seconds, 2),
+    }
 
 
 def run_naive(documents, config: SummarizeBenchConfig, sampling: SamplingConfig) -> dict:
@@ -79,8 +89,7 @@ def run_in_fresh_process(path: str, documents, config: SummarizeBenchConfig, sam
         launched = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process of the machine
         subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(request), str(reply)], check=True)
         counts = json.loads(reply.read_text())
-    seconds = counts.pop("finished_at") - launched
-    return {**counts, "seconds": round(seconds, 2), "tokens_per_s": round(counts["completion_tokens"] / seconds, 2)}
+    return figures(counts["completion_tokens"], counts["prompt_tokens"], counts["finished_at"] - launched)
 
 
 FRESH_PROCESS = "import sys; from bench.summarize import summarize_in_this_process; summarize_in_this_process(*sys.argv[1:])"
@@ -91,20 +100,21 @@ def summarize_in_this_process(request: str, reply: str) -> None:
     asked = json.loads(Path(request).read_text())
     config, sampling = SummarizeBenchConfig(**asked["config"]), SamplingConfig(**asked["sampling"])
     documents = [tuple(document) for document in asked["documents"]]
-    if asked["path"] == "naive":
+    naive = asked["path"] == "naive"
+    if naive:
         engine = create_engine(EngineConfig(kind="transformers", max_model_len=config.max_model_len, transformers_batch_size=1))
-        summarizer = Summarizer(engine, sampling, SummaryPrompts(), config.max_model_len)
-        results = [summarizer.summarize([document])[0] for document in documents]
     else:
         engine = create_engine(EngineConfig(kind="vllm", max_model_len=config.max_model_len))
-        results = Summarizer(engine, sampling, SummaryPrompts(), config.max_model_len).summarize(documents)
+    summarizer = Summarizer(engine, sampling, SummaryPrompts(), config.max_model_len)
+    results = [summarizer.summarize([document])[0] for document in documents] if naive else summarizer.summarize(documents)
     finished_at = time.monotonic()
     engine.close()
     counts = {
         "completion_tokens": sum(result.completion_tokens for result in results),
         "prompt_tokens": sum(result.prompt_tokens for result in results),
+        "finished_at": finished_at,
     }
-    Path(reply).write_text(json.dumps({**counts, "finished_at": finished_at}))
+    Path(reply).write_text(json.dumps(counts))
 
 
 def run_pipeline(table, config: SummarizeBenchConfig, sampling: SamplingConfig) -> dict:
@@ -128,14 +138,8 @@ def run_pipeline(table, config: SummarizeBenchConfig, sampling: SamplingConfig) 
         main(job)
         seconds = time.monotonic() - started
         written = read_folder(job.output, ["completion_tokens", "prompt_tokens"])
-    completion = int(pc.sum(written["completion_tokens"]).as_py())
-    return {
-        "seconds": round(seconds, 2),
-        "completion_tokens": completion,
-        "prompt_tokens": int(pc.sum(written["prompt_tokens"]).as_py()),
-        "tokens_per_s": round(completion / seconds, 2),
-        "summaries": written.num_rows,
-    }
+    completion, prompt = (int(pc.sum(written[column]).as_py()) for column in ("completion_tokens", "prompt_tokens"))
+    return {**figures(completion, prompt, seconds), "summaries": written.num_rows}
 
 
 def engine_and_pipeline_runs(table, documents, config: SummarizeBenchConfig, sampling: SamplingConfig) -> list[tuple[dict, dict]]:
@@ -178,7 +182,7 @@ def main(config: SummarizeBenchConfig) -> dict:
         "pipeline_tokens_per_s": pipeline["tokens_per_s"],
         "speedup_vs_naive": round(engine["tokens_per_s"] / naive["tokens_per_s"], 2),
         "pipeline_speedup_vs_naive": round(pipeline["tokens_per_s"] / naive["tokens_per_s"], 2),
-        "pipeline_vs_engine": round(float(np.median(paired_ratios)), 3),
+        "pipeline_vs_engine": round(statistics.median(paired_ratios), 3),
         "repeats": config.repeats,
         "engine_runs_tokens_per_s": [pair[0]["tokens_per_s"] for pair in pairs],
         "pipeline_runs_tokens_per_s": [pair[1]["tokens_per_s"] for pair in pairs],

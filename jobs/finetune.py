@@ -55,10 +55,10 @@ from rayfleet.training.data import (
     BadExamplePolicy,
     DataReport,
     dataset_fingerprint,
-    rows_fingerprint,
     pack_examples,
     prepare_examples,
     read_sft_rows,
+    rows_fingerprint,
 )
 from rayfleet.training.loop import StepReport, TrainSettings, make_optimizer, make_scheduler, train
 from rayfleet.training.model import LoraSettings, build_lora_model, check_quantization, training_device
