@@ -41,7 +41,7 @@ DEMO_DOCS      ?= 16
 .PHONY: help setup test test-fast demo s3-up s3-down ray-up ray-down bench-summarize ingest bench-ingest lock clean
 
 help:
-	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | serve-artifacts | serve | serve-down | bench-serve | dispatch | dispatch-status | ingest | finetune | quality | eval | monitor | bench-summarize | bench-ingest | bench-finetune | lock | clean"
+	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | serve-artifacts | serve | serve-down | bench-serve | dispatch | dispatch-status | ingest | finetune | quality | eval | monitor | bench-summarize | bench-ingest | bench-finetune | bench-finetune-gpu | lock | clean"
 
 ## setup: build .venv from nothing and provision the models; a second run does nothing.
 setup: $(STAMP)
@@ -142,7 +142,7 @@ bench-router: setup
 	$(PY) -m bench.router
 
 ## fine-tuning (docs/finetune.md): LoRA on Ray Train, checkpoints and the adapter registry in the local S3.
-.PHONY: finetune bench-finetune
+.PHONY: finetune bench-finetune bench-finetune-gpu
 FINETUNE_DATA ?=
 FINETUNE_ARGS ?=
 finetune: setup
@@ -151,6 +151,10 @@ finetune: setup
 
 bench-finetune: setup
 	$(PY) -m bench.finetune
+
+## on a CUDA GPU: our train step against plain transformers + peft on a TinyLlama-1.1B-shaped model (tokens/s, MFU).
+bench-finetune-gpu: setup
+	$(PY) -m bench.finetune_gpu $(BENCH_ARGS)
 
 ## evaluation (docs/evaluation.md): base vs adapters vs RAG on held-out Q&A with the promotion gate; drift/A-B monitor.
 .PHONY: eval monitor quality

@@ -105,9 +105,8 @@ class FinetuneDataConfig(BaseConfig):
     pack_length: int = Field(
         1024,
         ge=16,
-        description="Tokens per packed row (one micro-batch), at least max_seq_len. On CPU attention runs "
-        "example by example (segment_sdpa), so long rows cost only memory; on GPU sdpa computes the whole "
-        "block-diagonal T x T square.",
+        description="Tokens per packed row (one micro-batch), at least max_seq_len. Attention runs example "
+        "by example (segment_sdpa; flash kernels on a GPU), so long rows cost only memory.",
     )
     on_bad_example: BadExamplePolicy = Field(
         "drop", description="drop: skip and count bad rows (no messages, empty answer, too long); fail: stop at the first."

@@ -12,6 +12,13 @@ what its examples cost one by one and rows can be as long as memory allows, with
 padding. It is used only without a padding mask and without a KV cache (training and
 validation, which is how ``rayfleet.training.loop`` calls the model); anything else
 falls back to transformers' own sdpa with the mask it builds.
+
+It serves the GPU as well: each example is a causal call with no mask, which sdpa runs
+with its flash kernel (grouped-query heads included). The loop passes each row's
+example boundaries as ``segment_bounds``, a CPU tensor worked out once per row, so no
+layer waits on the GPU to find them; rows whose examples all have one length take one
+batched call. The function is opaque to ``torch.compile`` (a graph break), so compiled
+decoder layers neither specialize on nor recompile for each row's packing.
 """
 
 from __future__ import annotations
@@ -25,30 +32,60 @@ from transformers.masking_utils import sdpa_mask
 SEGMENT_SDPA = "segment_sdpa"
 
 
-def segments(position_ids: torch.Tensor) -> list[tuple[int, int]]:
-    """(start, end) of every example in one row: a new one starts where the position does not go up by 1."""
-    restarts = (torch.diff(position_ids) != 1).nonzero().flatten().add(1).tolist()
-    starts = [0, *restarts]
-    return list(zip(starts, [*restarts, len(position_ids)]))
+def segment_bounds(position_ids) -> torch.Tensor:
+    """[0, start of every later example, row length] of one row, as a CPU tensor.
+
+    A new example starts where the position does not go up by 1.
+    """
+    position_ids = torch.as_tensor(position_ids, device="cpu").reshape(-1)
+    restarts = (torch.diff(position_ids) != 1).nonzero().flatten().add(1)
+    return torch.cat([torch.zeros(1, dtype=torch.long), restarts, torch.tensor([len(position_ids)])])
 
 
+def segments(position_ids) -> list[tuple[int, int]]:
+    """(start, end) of every example in one row."""
+    bounds = segment_bounds(position_ids).tolist()
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def causal_sdpa(query, key, value, dropout: float, scaling):
+    return F.scaled_dot_product_attention(
+        query, key, value, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=query.shape[1] != key.shape[1]
+    )
+
+
+def row_attention(query, key, value, bounds: list[int], dropout: float, scaling) -> torch.Tensor:
+    """Causal attention within each example of one row ([1, H, L, D] in and out)."""
+    lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
+    if len(set(lengths)) == 1:  # examples of one length: a batch of them, one call
+
+        def as_batch(tensor):
+            return tensor[0].unflatten(1, (len(lengths), lengths[0])).transpose(0, 1)
+
+        output = causal_sdpa(as_batch(query), as_batch(key), as_batch(value), dropout, scaling)
+        return output.transpose(0, 1).flatten(1, 2).unsqueeze(0)
+    parts = [
+        causal_sdpa(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], dropout, scaling)
+        for start, end in zip(bounds[:-1], bounds[1:])
+    ]
+    return torch.cat(parts, dim=2)
+
+
+@torch.compiler.disable
 def segment_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """Causal attention example by example within each row (see the module docstring); [B, L, H, D] out."""
-    position_ids = kwargs.get("position_ids")
+    position_ids, bounds = kwargs.get("position_ids"), kwargs.get("segment_bounds")
     one_pass = query.shape[2] == key.shape[2]
-    if attention_mask is not None or position_ids is None or not one_pass:
+    if attention_mask is not None or (position_ids is None and bounds is None) or not one_pass:
+        kwargs.pop("segment_bounds", None)
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
-    rows = []
-    for row in range(query.shape[0]):
-        parts = [
-            F.scaled_dot_product_attention(
-                query[row : row + 1, :, start:end], key[row : row + 1, :, start:end],
-                value[row : row + 1, :, start:end], dropout_p=dropout, is_causal=True, scale=scaling,
-                enable_gqa=query.shape[1] != key.shape[1],
-            )  # fmt: skip
-            for start, end in segments(position_ids[row])
-        ]
-        rows.append(torch.cat(parts, dim=2))
+    if bounds is not None and query.shape[0] != 1:
+        raise ValueError("segment_bounds describes one row; pass position_ids for a batch of several")
+    rows = [
+        row_attention(query[row : row + 1], key[row : row + 1], value[row : row + 1],
+                      (bounds if bounds is not None else segment_bounds(position_ids[row])).tolist(), dropout, scaling)
+        for row in range(query.shape[0])
+    ]  # fmt: skip
     return torch.cat(rows).transpose(1, 2).contiguous(), None
 
 

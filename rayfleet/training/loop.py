@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from rayfleet.config import BaseConfig
+from rayfleet.training.attention import segment_bounds
 from rayfleet.training.checkpoint import TrainState
 from rayfleet.training.data import IGNORE_INDEX
 
@@ -64,9 +65,10 @@ class StepReport:
 
 
 def make_optimizer(model, settings: TrainSettings) -> torch.optim.Optimizer:
-    """AdamW over the trainable (LoRA) parameters only."""
+    """AdamW over the trainable (LoRA) parameters only (fused on a GPU)."""
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    return torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    fused = all(parameter.is_cuda for parameter in trainable)  # one kernel for all adapters on a GPU
+    return torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay, fused=fused)
 
 
 def learning_rate_factor(step: int, settings: TrainSettings) -> float:
@@ -102,8 +104,9 @@ def autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-def as_tensor(values, device: torch.device) -> torch.Tensor:
-    return torch.as_tensor(values, dtype=torch.long, device=device).reshape(1, -1)
+def as_tensor(values) -> torch.Tensor:
+    """A row's column (a list or array of token ids or positions) as a flat CPU tensor."""
+    return torch.as_tensor(values, dtype=torch.long).reshape(-1)
 
 
 def loss_sum(model, row: dict, device: torch.device) -> tuple[torch.Tensor, int]:
@@ -111,17 +114,31 @@ def loss_sum(model, row: dict, device: torch.device) -> tuple[torch.Tensor, int]
 
     The decoder runs on the whole row (``position_ids`` restart per example, which makes
     the attention mask block-diagonal); the LM head only on positions whose next token
-    is labelled.
+    is labelled. Which positions those are, and the examples' boundaries, are worked out
+    on the CPU from the row, so nothing here waits on the GPU.
     """
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    input_ids, position_ids = as_tensor(row["input_ids"], device), as_tensor(row["position_ids"], device)
-    targets = as_tensor(row["labels"], device)[0, 1:]
-    labelled = targets != IGNORE_INDEX
+    input_ids, position_ids = as_tensor(row["input_ids"]), as_tensor(row["position_ids"])
+    next_tokens = as_tensor(row["labels"])[1:]
+    labelled = (next_tokens != IGNORE_INDEX).nonzero().flatten()
+    bounds = segment_bounds(position_ids)
+    # Copied without waiting: a blocking copy would stall until the GPU had run all queued work.
+    input_ids, position_ids, targets, labelled_on_device = (
+        tensor.to(device, non_blocking=True) for tensor in (input_ids, position_ids, next_tokens[labelled], labelled)
+    )
     with autocast(device):
-        # use_cache=False: with a KV cache transformers skips the packed (block-diagonal) mask.
-        hidden = causal_lm.model(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
-        logits = causal_lm.lm_head(hidden[0, :-1][labelled])
-    return F.cross_entropy(logits.float(), targets[labelled], reduction="sum"), int(labelled.sum())
+        # use_cache=False: with a KV cache transformers skips the packed (block-diagonal) mask;
+        # segment_bounds: the examples' boundaries for segment_sdpa.
+        hidden = causal_lm.model(input_ids=input_ids.reshape(1, -1), position_ids=position_ids.reshape(1, -1),
+                                 use_cache=False, segment_bounds=bounds).last_hidden_state  # fmt: skip
+        loss = getattr(causal_lm, "compiled_head_loss", head_loss)  # see rayfleet.training.model.compile_model
+        total = loss(causal_lm.lm_head, hidden[0, :-1].index_select(0, labelled_on_device), targets)
+    return total, len(labelled)
+
+
+def head_loss(lm_head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of the LM head's logits at ``hidden`` (one row per labelled token), in fp32."""
+    return F.cross_entropy(lm_head(hidden).float(), targets, reduction="sum")
 
 
 @torch.no_grad()
@@ -129,23 +146,33 @@ def validation_loss(model, rows: Sequence[dict], device: torch.device) -> float:
     """Token-mean loss over ``rows`` (this worker's share), combined over all workers."""
     was_training = model.training
     model.eval()
-    totals = torch.zeros(2, dtype=torch.float64, device=device)
+    loss, count = torch.zeros((), dtype=torch.float64, device=device), 0
     for row in rows:
-        total, count = loss_sum(model, row, device)
-        totals += torch.tensor([total.item(), count], dtype=torch.float64, device=device)
+        row_loss, row_count = loss_sum(model, row, device)
+        loss, count = loss + row_loss.double(), count + row_count
     model.train(was_training)
-    total, count = sum_across_workers(totals).tolist()
+    total, count = sum_across_workers(with_counts(loss, count)).tolist()
     return total / count if count else float("nan")
 
 
-def average_gradients(parameters: list[torch.Tensor], label_tokens: float) -> None:
-    """Sum gradients over workers in one flat all-reduce, then divide by the global label-token count."""
+def with_counts(loss: torch.Tensor, *counts: int) -> torch.Tensor:
+    """[loss, *counts] as one float64 tensor on the loss's device (one all-reduce, one read at the end)."""
+    on_host = torch.tensor(counts, dtype=torch.float64)
+    return torch.cat([loss.detach().double().reshape(1), on_host.to(loss.device, non_blocking=True)])
+
+
+def average_gradients(parameters: list[torch.Tensor], label_tokens: torch.Tensor) -> None:
+    """Sum gradients over workers in one flat all-reduce, then divide by the global label-token count.
+
+    ``label_tokens`` stays a tensor on the gradients' device, so nothing here waits for
+    the GPU; each parameter's gradient becomes a view of the one flat buffer.
+    """
     grads = [parameter.grad if parameter.grad is not None else torch.zeros_like(parameter) for parameter in parameters]
     flat = sum_across_workers(torch.cat([grad.reshape(-1) for grad in grads]))
-    flat /= max(label_tokens, 1.0)
+    flat /= label_tokens.clamp(min=1.0).to(flat.dtype)
     offset = 0
     for parameter, grad in zip(parameters, grads):
-        parameter.grad = flat[offset : offset + grad.numel()].view_as(grad).clone()
+        parameter.grad = flat[offset : offset + grad.numel()].view_as(grad)
         offset += grad.numel()
 
 
@@ -190,19 +217,20 @@ def train(
     rows = rows_from(epochs, state)
     while state.step < settings.max_steps:
         started = time.perf_counter()
-        totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, label tokens, tokens
+        loss, label_tokens, tokens = torch.zeros((), dtype=torch.float64, device=device), 0, 0
         for _ in range(settings.gradient_accumulation_steps):
             row = next(rows)
-            total, count = loss_sum(model, row, device)
-            total.backward()
-            totals += torch.tensor([total.item(), count, len(row["input_ids"])], dtype=torch.float64, device=device)
-        summed_loss, label_tokens, tokens = sum_across_workers(totals).tolist()
-        average_gradients(parameters, label_tokens)
+            row_loss, row_label_tokens = loss_sum(model, row, device)
+            row_loss.backward()
+            loss, label_tokens, tokens = loss + row_loss.detach().double(), label_tokens + row_label_tokens, tokens + len(row["input_ids"])  # fmt: skip
+        totals = sum_across_workers(with_counts(loss, label_tokens, tokens))  # summed over workers, on the device
+        average_gradients(parameters, totals[1])
         torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
         learning_rate = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        summed_loss, label_tokens, tokens = totals.tolist()  # the step's one wait for the GPU
         state.step += 1
         state.tokens_trained += int(tokens)
         state.train_losses[str(state.step)] = summed_loss / max(label_tokens, 1.0)

@@ -3,10 +3,13 @@
 QLoRA (a 4-bit base through bitsandbytes) needs a CUDA GPU; asked for anywhere else it
 fails at once with a message that says so, before any weights are loaded.
 
-On CPU two parts are swapped for cheaper ones that compute the same thing: attention
-runs example by example within a packed row (``rayfleet.training.attention``), and the
-LoRA dropout draws a random number per dropped element, not per element
-(``rayfleet.training.dropout``).
+Attention runs example by example within a packed row everywhere
+(``rayfleet.training.attention``: flash kernels on a GPU, no cross-example work on a
+CPU). On CPU the LoRA dropout draws a random number per dropped element, not per
+element (``rayfleet.training.dropout``). On a GPU each decoder layer and the loss are
+compiled with ``torch.compile`` (norms, rotary, activations, LoRA branches and the
+cross-entropy's fp32 upcast fused; attention stays outside the graph), which
+``lora.compile`` can switch off.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ class LoraSettings(BaseConfig):
     )
     quantization: Literal["none", "4bit"] = Field(
         "none", description="4bit: QLoRA, the frozen base in 4-bit NF4 through bitsandbytes (CUDA GPU only)."
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile each decoder layer and the loss; auto: on a CUDA GPU without QLoRA, off elsewhere."
     )
 
 
@@ -61,30 +67,41 @@ def check_quantization(settings: LoraSettings, device_type: str) -> None:
 
 
 def build_lora_model(model_path: str, settings: LoraSettings, device: torch.device):
-    """The base model with fresh LoRA adapters (B = 0, so it starts as the base model), on ``device``.
+    """The base model from ``model_path`` with fresh LoRA adapters, on ``device`` (see ``add_lora``).
 
-    The base stays in fp32 on the CPU (bf16 hurts SmolLM2 and is slower on these cores),
-    with ``segment_sdpa`` attention; on a GPU it is loaded in bf16, or in 4-bit NF4 for
-    QLoRA, with sdpa, which takes the packed block-diagonal mask (see ``rayfleet.training.data``).
+    The base stays in fp32 on the CPU (bf16 hurts SmolLM2 and is slower on these cores);
+    on a GPU it is loaded in bf16, or in 4-bit NF4 for QLoRA.
     """
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     check_quantization(settings, device.type)
-    on_cpu = device.type == "cpu"
-    options: dict = {"attn_implementation": SEGMENT_SDPA if on_cpu else "sdpa",
-                     "dtype": torch.float32 if on_cpu else torch.bfloat16}  # fmt: skip
+    options: dict = {"attn_implementation": SEGMENT_SDPA,
+                     "dtype": torch.float32 if device.type == "cpu" else torch.bfloat16}  # fmt: skip
     if settings.quantization == "4bit":
-        from peft import prepare_model_for_kbit_training
         from transformers import BitsAndBytesConfig
 
         options["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
         )
         options["device_map"] = {"": device.index or 0}
-    model = AutoModelForCausalLM.from_pretrained(model_path, **options)
+    return add_lora(AutoModelForCausalLM.from_pretrained(model_path, **options), settings, device)
+
+
+def add_lora(base_model, settings: LoraSettings, device: torch.device):
+    """``base_model`` with fresh LoRA adapters (B = 0, so it starts as the base model), on ``device``.
+
+    Attention becomes ``segment_sdpa``; the CPU gets gap-sampled dropout, a GPU skips peft's
+    fp32 copies of the adapters' inputs, and the decoder layers and the loss are compiled
+    where ``settings.compile`` says so.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    check_quantization(settings, device.type)
+    base_model.set_attn_implementation(SEGMENT_SDPA)
     if settings.quantization == "4bit":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        from peft import prepare_model_for_kbit_training
+
+        base_model = prepare_model_for_kbit_training(base_model, use_gradient_checkpointing=False)
     lora = LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
@@ -92,7 +109,59 @@ def build_lora_model(model_path: str, settings: LoraSettings, device: torch.devi
         target_modules=settings.target_modules,
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
-    if on_cpu:
+    model = get_peft_model(base_model, lora)
+    if device.type == "cpu":
         use_gap_sampled_dropout(model)
-    return model if settings.quantization == "4bit" else model.to(device)
+    elif settings.quantization == "none":
+        skip_adapter_input_casts(model)
+    if settings.quantization != "4bit":
+        model = model.to(device)
+    if compiles(settings, device):
+        compile_model(model)
+    return model
+
+
+def skip_adapter_input_casts(model) -> None:
+    """Leave each adapter's input in the base's dtype (bf16 on a GPU) instead of peft's fp32 copy.
+
+    peft casts a layer's input to its adapter's dtype (fp32) before the dropout; under the
+    loop's bf16 autocast the adapter's matrix product casts it straight back, so the copy
+    only costs memory traffic: two passes over every adapted activation, forward and
+    backward. The result is the same; the model must run under autocast, as the loop does.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.cast_input_dtype_enabled = False
+
+
+def compiles(settings: LoraSettings, device: torch.device) -> bool:
+    """Whether ``settings.compile`` compiles the model on ``device``."""
+    if settings.compile == "auto":
+        return device.type == "cuda" and settings.quantization == "none"
+    return settings.compile == "on"
+
+
+def decoder_layers(model) -> list[torch.nn.Module]:
+    """The repeated decoder blocks of a (peft-wrapped) causal LM."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return list(causal_lm.model.layers)
+
+
+def compile_model(model, backend: str = "inductor") -> None:
+    """``torch.compile`` each decoder layer in place (regional compilation), and the loss.
+
+    The layers share one code path, so torch compiles it once and reuses it for every
+    layer; state-dict keys do not change, so checkpoints and adapters save as before.
+    Sequence lengths that vary from row to row make the graphs dynamic after the first.
+    The loss (``rayfleet.training.loop.head_loss``: LM head, fp32 upcast, cross-entropy)
+    is compiled for any number of labelled tokens and kept on the model, where the loop
+    looks for it.
+    """
+    from rayfleet.training.loop import head_loss
+
+    for layer in decoder_layers(model):
+        layer.compile(backend=backend)
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    causal_lm.compiled_head_loss = torch.compile(head_loss, backend=backend, dynamic=True)

@@ -1,4 +1,8 @@
-"""segment_sdpa: the same logits and gradients as sdpa's block-diagonal mask; padding masks and caches fall back."""
+"""segment_sdpa: the same logits and gradients as sdpa's block-diagonal mask; padding masks and caches fall back.
+
+Rows of examples of one length take one batched call; boundaries given as ``segment_bounds``
+(the loop's way) give what ``position_ids`` give.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from rayfleet.training.attention import SEGMENT_SDPA, segments
+from rayfleet.training.attention import SEGMENT_SDPA, segment_bounds, segments
 
 
 def test_segments_start_wherever_the_position_does_not_go_up_by_one():
@@ -14,6 +18,7 @@ def test_segments_start_wherever_the_position_does_not_go_up_by_one():
     assert segments(torch.tensor([5, 6, 7, 0, 1])) == [(0, 3), (3, 5)]
     assert segments(torch.tensor([0, 1, 2, 3])) == [(0, 4)]
     assert segments(torch.tensor([0, 0, 0])) == [(0, 1), (1, 2), (2, 3)], "one-token examples"
+    assert segment_bounds([0, 1, 2, 0, 1]).tolist() == [0, 3, 5], "a list works too, and the result is on the CPU"
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +61,29 @@ def test_a_padding_mask_and_cached_generation_take_sdpa_with_its_mask(models):
     torch.testing.assert_close(ours[attention_mask.bool()], reference[attention_mask.bool()], atol=1e-5, rtol=1e-5)
     generated = [model.generate(input_ids[:1], max_new_tokens=6, do_sample=False) for model in models]
     assert torch.equal(generated[0], generated[1])
+
+
+def forward_and_gradient(model, input_ids, position_ids, **kwargs):
+    model.zero_grad()
+    logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False, **kwargs).logits
+    logits.logsumexp(-1).sum().backward()
+    return logits.detach(), model.model.layers[0].self_attn.q_proj.weight.grad.clone()
+
+
+@pytest.mark.parametrize("lengths", [[6, 6, 6, 6], [4, 9, 4, 7]], ids=["one-length-batched", "mixed-lengths"])
+def test_boundaries_given_by_the_loop_match_the_mask(models, lengths):
+    input_ids, position_ids = packed_batch([lengths])
+    reference, ours = models
+    reference_logits, reference_grad = forward_and_gradient(reference, input_ids, position_ids)
+    logits, grad = forward_and_gradient(ours, input_ids, position_ids, segment_bounds=segment_bounds(position_ids[0]))
+    torch.testing.assert_close(logits, reference_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad, reference_grad, atol=1e-5, rtol=1e-4)
+    one_example = segment_bounds(torch.arange(len(position_ids[0])))
+    attends_across = ours(input_ids=input_ids, position_ids=position_ids, use_cache=False, segment_bounds=one_example).logits
+    assert not torch.allclose(attends_across[0, 6:], logits[0, 6:], atol=1e-3), "the bounds, not the positions, split the row"
+
+
+def test_boundaries_describe_one_row_only(models):
+    input_ids, position_ids = packed_batch([[3, 5], [8]])
+    with pytest.raises(ValueError, match="one row"):
+        models[1](input_ids=input_ids, position_ids=position_ids, use_cache=False, segment_bounds=segment_bounds(position_ids[0]))
