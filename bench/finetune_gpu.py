@@ -52,6 +52,7 @@ from pydantic import Field
 
 from rayfleet.config import BaseConfig, load_config
 from rayfleet.training.data import IGNORE_INDEX
+from rayfleet.training.model import causal_lm_of
 
 TINYLLAMA_SHAPE = dict(
     vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
@@ -85,8 +86,7 @@ def flops_per_token(model, seq_len: int) -> dict[str, float]:
     positions on average.
     """
     config = model.config
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    frozen = sum(module.weight.numel() for module in causal_lm.modules()
+    frozen = sum(module.weight.numel() for module in causal_lm_of(model).modules()
                  if isinstance(module, torch.nn.Linear) and not module.weight.requires_grad)  # fmt: skip
     adapters = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads

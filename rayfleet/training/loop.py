@@ -29,6 +29,7 @@ from rayfleet.config import BaseConfig
 from rayfleet.training.attention import segment_bounds
 from rayfleet.training.checkpoint import TrainState
 from rayfleet.training.data import IGNORE_INDEX
+from rayfleet.training.model import causal_lm_of
 
 
 class TrainSettings(BaseConfig):
@@ -117,7 +118,7 @@ def loss_sum(model, row: dict, device: torch.device) -> tuple[torch.Tensor, int]
     is labelled. Which positions those are, and the examples' boundaries, are worked out
     on the CPU from the row, so nothing here waits on the GPU.
     """
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    causal_lm = causal_lm_of(model)
     input_ids, position_ids = as_tensor(row["input_ids"]), as_tensor(row["position_ids"])
     next_tokens = as_tensor(row["labels"])[1:]
     labelled = (next_tokens != IGNORE_INDEX).nonzero().flatten()

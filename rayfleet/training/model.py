@@ -143,10 +143,14 @@ def compiles(settings: LoraSettings, device: torch.device) -> bool:
     return settings.compile == "on"
 
 
+def causal_lm_of(model) -> torch.nn.Module:
+    """The transformers causal LM inside a peft model (the model itself when it is one)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def decoder_layers(model) -> list[torch.nn.Module]:
     """The repeated decoder blocks of a (peft-wrapped) causal LM."""
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return list(causal_lm.model.layers)
+    return list(causal_lm_of(model).model.layers)
 
 
 def compile_model(model, backend: str = "inductor") -> None:
@@ -163,5 +167,4 @@ def compile_model(model, backend: str = "inductor") -> None:
 
     for layer in decoder_layers(model):
         layer.compile(backend=backend)
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    causal_lm.compiled_head_loss = torch.compile(head_loss, backend=backend, dynamic=True)
+    causal_lm_of(model).compiled_head_loss = torch.compile(head_loss, backend=backend, dynamic=True)
