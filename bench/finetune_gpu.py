@@ -186,7 +186,7 @@ def packed_rows(data: torch.Tensor) -> list[dict]:
     return rows
 
 
-def run_ours(config: FinetuneGpuBenchConfig, data: torch.Tensor, device: torch.device, compile: str) -> dict:
+def run_ours(config: FinetuneGpuBenchConfig, data: torch.Tensor, device: torch.device, compile: str | bool) -> dict:
     """``rayfleet.training.loop.train`` on one packed row per step; step times."""
     from rayfleet.training.checkpoint import TrainState
     from rayfleet.training.loop import TrainSettings, make_optimizer, make_scheduler, train
@@ -245,7 +245,7 @@ def run_variant(name: str, config: FinetuneGpuBenchConfig, data: torch.Tensor, d
         if name == "hf_peft":
             result = run_hf_peft(config, data, device)
         elif name in ("ours", "ours_eager"):
-            result = run_ours(config, data, device, "auto" if name == "ours" else "off")
+            result = run_ours(config, data, device, "auto" if name == "ours" else False)
         else:
             raise ValueError(f"unknown variant {name!r}: hf_peft, ours_eager or ours")
     outcome = figures(config, result, started, device)

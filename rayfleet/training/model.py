@@ -37,8 +37,9 @@ class LoraSettings(BaseConfig):
     quantization: Literal["none", "4bit"] = Field(
         "none", description="4bit: QLoRA, the frozen base in 4-bit NF4 through bitsandbytes (CUDA GPU only)."
     )
-    compile: Literal["auto", "on", "off"] = Field(
-        "auto", description="torch.compile each decoder layer and the loss; auto: on a CUDA GPU without QLoRA, off elsewhere."
+    compile: Literal["auto"] | bool = Field(
+        "auto", description="torch.compile each decoder layer and the loss (true/on, false/off); auto: on a CUDA GPU "
+        "without QLoRA, off elsewhere."
     )
 
 
@@ -140,7 +141,7 @@ def compiles(settings: LoraSettings, device: torch.device) -> bool:
     """Whether ``settings.compile`` compiles the model on ``device``."""
     if settings.compile == "auto":
         return device.type == "cuda" and settings.quantization == "none"
-    return settings.compile == "on"
+    return settings.compile
 
 
 def causal_lm_of(model) -> torch.nn.Module:

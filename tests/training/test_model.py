@@ -10,7 +10,7 @@ from rayfleet.training.data import IGNORE_INDEX
 from rayfleet.training.loop import loss_sum
 from rayfleet.training.model import LoraSettings, add_lora, compile_model, compiles, skip_adapter_input_casts
 
-LORA = LoraSettings(rank=4, alpha=8, dropout=0.0, compile="off")
+LORA = LoraSettings(rank=4, alpha=8, dropout=0.0, compile=False)
 
 
 def packed_row(lengths: list[int], seed: int) -> dict:
@@ -39,7 +39,7 @@ def test_compile_is_on_for_a_cuda_gpu_without_qlora_unless_the_config_says_other
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
     assert compiles(LoraSettings(), cuda) and not compiles(LoraSettings(), cpu)
     assert not compiles(LoraSettings(quantization="4bit"), cuda)
-    assert compiles(LoraSettings(compile="on"), cpu) and not compiles(LoraSettings(compile="off"), cuda)
+    assert compiles(LoraSettings(compile=True), cpu) and not compiles(LoraSettings(compile=False), cuda)
 
 
 def test_compiled_layers_and_loss_give_eager_losses_and_gradients_whatever_the_packing(tiny_llama_path):
@@ -64,7 +64,7 @@ def test_compiled_layers_and_loss_give_eager_losses_and_gradients_whatever_the_p
 
 
 def test_adapters_without_peft_input_casts_give_the_same_output_under_bf16_autocast(tiny_llama_path):
-    settings = LoraSettings(rank=4, alpha=8, dropout=0.0, compile="off")
+    settings = LoraSettings(rank=4, alpha=8, dropout=0.0, compile=False)
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_path, dtype=torch.bfloat16)
     from peft import LoraConfig, get_peft_model
