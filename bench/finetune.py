@@ -80,16 +80,14 @@ def run_ours(config: FinetuneBenchConfig, model_path: str, rows: list[dict]) -> 
 
 def run_hf_trainer(config: FinetuneBenchConfig, model_path: str, examples, tokenizer) -> dict:
     """HF Trainer + peft with DataCollatorForSeq2Seq (pads to the batch's longest); tokens/s over steps 2..N."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
-    from rayfleet.training.model import LoraSettings
+    from rayfleet.training.model import LoraSettings, peft_lora_config
 
-    settings = LoraSettings()
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, attn_implementation="sdpa")
-    model = get_peft_model(base, LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                                            target_modules=settings.target_modules, task_type="CAUSAL_LM"))  # fmt: skip
+    model = get_peft_model(base, peft_lora_config(LoraSettings()))
     dataset = [{"input_ids": example.input_ids, "labels": example.labels} for example in examples]
     stock_collator = DataCollatorForSeq2Seq(tokenizer, padding=True)
     batch_tokens: list[int] = []

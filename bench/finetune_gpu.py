@@ -153,15 +153,12 @@ def synchronize(device: torch.device) -> None:
 
 def run_hf_peft(config: FinetuneGpuBenchConfig, data: torch.Tensor, device: torch.device) -> dict:
     """Plain transformers + peft: labels=input_ids on a [batch, seq_len] tensor; step times."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     from rayfleet.training.loop import autocast
-    from rayfleet.training.model import LoraSettings
+    from rayfleet.training.model import LoraSettings, peft_lora_config
 
-    settings = LoraSettings(dropout=config.lora_dropout)
-    model = get_peft_model(random_llama(config.shape, device), LoraConfig(
-        r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-        target_modules=settings.target_modules, task_type="CAUSAL_LM"))  # fmt: skip
+    model = get_peft_model(random_llama(config.shape, device), peft_lora_config(LoraSettings(dropout=config.lora_dropout)))
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=2e-4)
     model.train()

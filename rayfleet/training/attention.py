@@ -42,12 +42,6 @@ def segment_bounds(position_ids) -> torch.Tensor:
     return torch.cat([torch.zeros(1, dtype=torch.long), restarts, torch.tensor([len(position_ids)])])
 
 
-def segments(position_ids) -> list[tuple[int, int]]:
-    """(start, end) of every example in one row."""
-    bounds = segment_bounds(position_ids).tolist()
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
 def causal_sdpa(query, key, value, dropout: float, scaling):
     return F.scaled_dot_product_attention(
         query, key, value, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=query.shape[1] != key.shape[1]

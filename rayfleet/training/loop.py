@@ -223,7 +223,9 @@ def train(
             row = next(rows)
             row_loss, row_label_tokens = loss_sum(model, row, device)
             row_loss.backward()
-            loss, label_tokens, tokens = loss + row_loss.detach().double(), label_tokens + row_label_tokens, tokens + len(row["input_ids"])  # fmt: skip
+            loss = loss + row_loss.detach().double()
+            label_tokens += row_label_tokens
+            tokens += len(row["input_ids"])
         totals = sum_across_workers(with_counts(loss, label_tokens, tokens))  # summed over workers, on the device
         average_gradients(parameters, totals[1])
         torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)

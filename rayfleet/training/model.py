@@ -88,6 +88,19 @@ def build_lora_model(model_path: str, settings: LoraSettings, device: torch.devi
     return add_lora(AutoModelForCausalLM.from_pretrained(model_path, **options), settings, device)
 
 
+def peft_lora_config(settings: LoraSettings):
+    """peft's ``LoraConfig`` for a causal LM with these settings (rank, alpha, dropout, target modules)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
 def add_lora(base_model, settings: LoraSettings, device: torch.device):
     """``base_model`` with fresh LoRA adapters (B = 0, so it starts as the base model), on ``device``.
 
@@ -95,7 +108,7 @@ def add_lora(base_model, settings: LoraSettings, device: torch.device):
     fp32 copies of the adapters' inputs, and the decoder layers and the loss are compiled
     where ``settings.compile`` says so.
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     check_quantization(settings, device.type)
     base_model.set_attn_implementation(SEGMENT_SDPA)
@@ -103,14 +116,7 @@ def add_lora(base_model, settings: LoraSettings, device: torch.device):
         from peft import prepare_model_for_kbit_training
 
         base_model = prepare_model_for_kbit_training(base_model, use_gradient_checkpointing=False)
-    lora = LoraConfig(
-        r=settings.rank,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=settings.target_modules,
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(base_model, lora)
+    model = get_peft_model(base_model, peft_lora_config(settings))
     if device.type == "cpu":
         use_gap_sampled_dropout(model)
     elif settings.quantization == "none":
