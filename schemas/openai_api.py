@@ -1,24 +1,62 @@
 """Pydantic models of the OpenAI-compatible API the serving app speaks (the subset it implements).
 
 Requests accept the fields the official ``openai`` client sends; unknown fields are
-ignored as OpenAI does. Responses carry the standard fields plus ``rayfleet``
-extensions (``citations`` on RAG answers), which the client exposes as extra attributes.
+ignored as OpenAI does. Fields this server knows but cannot honour (``n`` above 1, tools,
+log probabilities, JSON response formats, ``logit_bias``, ``echo``, ``suffix``,
+``best_of``) are refused with a 400 that names them when they ask for something, never
+silently dropped: an answer that ignored them would look right and be wrong. Message
+content may be a string or a list of text parts (as newer clients send); the
+``developer`` role is read as ``system``. Responses carry the standard fields plus
+``rayfleet`` extensions (``citations`` on RAG answers), which the client exposes as extra
+attributes.
 """
 
 from __future__ import annotations
 
+import reprlib
 import time
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_STOP_SEQUENCES = 4  # as OpenAI
 
 
 class ChatMessage(BaseModel):
-    """One message of a conversation."""
+    """One message of an answer."""
 
     role: Literal["system", "user", "assistant"] = Field(..., description="Who wrote the message.")
     content: str = Field(..., description="The message text.")
+
+
+class RequestMessage(ChatMessage):
+    """One message of a request's conversation: text, or a list of text parts joined by newlines."""
+
+    role: Literal["system", "user", "assistant"] = Field(
+        ..., description="Who wrote the message (``developer`` is read as ``system``; tool messages are refused)."
+    )
+    content: str = Field(..., description="The message text, or a list of ``{type: text, text}`` parts.")
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def developer_is_system(cls, role: Any) -> Any:
+        if role in ("tool", "function"):
+            raise ValueError(f"role {role!r} is for tool calling, which this server does not support")
+        return "system" if role == "developer" else role
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def text_parts_joined(cls, content: Any) -> Any:
+        if not isinstance(content, list):
+            return content
+        texts = []
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            if kind != "text" or not isinstance(part.get("text"), str):
+                raise ValueError(f"content part of type {kind!r} is not supported: this server takes text parts only")
+            texts.append(part["text"])
+        return "\n".join(texts)
 
 
 class StreamOptions(BaseModel):
@@ -38,6 +76,35 @@ class SamplingFields(BaseModel):
     stream: bool = Field(False, description="Answer as server-sent events, one chunk per delta.")
     stream_options: StreamOptions | None = Field(None, description="Streaming options.")
     user: str | None = Field(None, max_length=256, description="End-user id (used for A/B assignment when no header is sent).")
+    stop: str | list[str] | None = Field(
+        None, validate_default=True,
+        description=f"Up to {MAX_STOP_SEQUENCES} strings; the answer ends before the first one generated.",
+    )
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Penalty on tokens already generated, once each.")
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Penalty on tokens already generated, per occurrence.")
+    n: int | None = Field(None, description="Choices per request: only 1 is served (send several requests for more).")
+    logit_bias: dict[str, float] | None = Field(None, description="Not supported: refused unless empty.")
+
+    @field_validator("stop")
+    @classmethod
+    def stop_sequences(cls, stop: str | list[str] | None) -> list[str]:
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences, got {len(stops)}")
+        if any(not text for text in stops):
+            raise ValueError("stop sequences must not be empty strings")
+        return stops
+
+    def unsupported(self) -> list[str]:
+        """What the request asks for that this server cannot do (each as ``field=value``)."""
+        asked = {"n": self.n not in (None, 1), "logit_bias": bool(self.logit_bias)}
+        return [f"{name}={reprlib.repr(getattr(self, name))}" for name, on in asked.items() if on]
+
+    @model_validator(mode="after")
+    def nothing_unsupported(self):
+        if refused := self.unsupported():
+            raise ValueError(f"not supported by this server: {', '.join(refused)}")
+        return self
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -46,8 +113,22 @@ class ChatCompletionRequest(SamplingFields):
     model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
         {"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}]})  # fmt: skip
 
-    messages: list[ChatMessage] = Field(..., min_length=1, description="The conversation, oldest first.")
+    messages: list[RequestMessage] = Field(..., min_length=1, description="The conversation, oldest first.")
     max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens; wins when both are set.")
+    logprobs: bool | None = Field(None, description="Not supported: refused when true.")
+    top_logprobs: int | None = Field(None, description="Not supported: refused above 0.")
+    tools: list[dict] | None = Field(None, description="Not supported: refused unless empty.")
+    functions: list[dict] | None = Field(None, description="Not supported (deprecated tools): refused unless empty.")
+    tool_choice: str | dict | None = Field(None, description="Only none or auto without tools.")
+    response_format: dict | None = Field(None, description="Only {type: text}.")
+
+    def unsupported(self) -> list[str]:
+        asked = {
+            "logprobs": bool(self.logprobs), "top_logprobs": bool(self.top_logprobs), "tools": bool(self.tools),
+            "functions": bool(self.functions), "tool_choice": self.tool_choice not in (None, "none", "auto"),
+            "response_format": (self.response_format or {"type": "text"}).get("type") != "text",
+        }  # fmt: skip
+        return super().unsupported() + [f"{name}={reprlib.repr(getattr(self, name))}" for name, on in asked.items() if on]
 
 
 class CompletionRequest(SamplingFields):
@@ -56,7 +137,30 @@ class CompletionRequest(SamplingFields):
     model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
         {"model": "rayfleet-base", "prompt": "The capital of France is", "max_tokens": 4}]})  # fmt: skip
 
-    prompt: str = Field(..., min_length=1, description="The prompt text, continued as is (no chat template).")
+    prompt: str = Field(
+        ..., min_length=1,
+        description="The prompt text, continued as is (no chat template); a list of one string is read as that string.",
+    )
+    echo: bool | None = Field(None, description="Not supported: refused when true.")
+    suffix: str | None = Field(None, description="Not supported: refused unless empty.")
+    best_of: int | None = Field(None, description="Only 1.")
+    logprobs: int | None = Field(None, description="Not supported: refused above 0.")
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def one_prompt(cls, prompt: Any) -> Any:
+        if isinstance(prompt, list) and all(isinstance(item, str) for item in prompt):
+            if len(prompt) != 1:
+                raise ValueError(f"one prompt per request, got a list of {len(prompt)}")
+            return prompt[0]
+        if isinstance(prompt, list):
+            raise ValueError("token-id prompts are not supported: send the prompt as text")
+        return prompt
+
+    def unsupported(self) -> list[str]:
+        asked = {"echo": bool(self.echo), "suffix": bool(self.suffix), "best_of": self.best_of not in (None, 1),
+                 "logprobs": bool(self.logprobs)}  # fmt: skip
+        return super().unsupported() + [f"{name}={reprlib.repr(getattr(self, name))}" for name, on in asked.items() if on]
 
 
 class Citation(BaseModel):

@@ -183,7 +183,8 @@ class OpenAIServer:
             raise RequestError(400, f"max_tokens {max_tokens} is above this server's limit of {limits.max_tokens}", "max_tokens_too_large")
         defaults = self.config.sampling
         return defaults.model_copy(update=dict(
-            max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
+            max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, stop=body.stop,
+            presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
             seed=defaults.seed if body.seed is None else body.seed,
         ))  # fmt: skip
 

@@ -27,6 +27,15 @@ class SamplingConfig(BaseConfig):
     temperature: float = Field(0.0, ge=0.0, description="0 means greedy decoding.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     repetition_penalty: float = Field(1.1, gt=0.0, description="1.0 disables it; small models loop without it.")
+    presence_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="Subtracted from the logit of every token already generated (OpenAI's meaning)."
+    )
+    frequency_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="Subtracted from a generated token's logit once per time it was generated."
+    )
+    stop: list[str] = Field(
+        default_factory=list, description="Strings that end the reply; the reply is cut before the first one (finish reason stop)."
+    )
     seed: int = Field(0, description="Random seed for sampled (temperature > 0) decoding.")
     regex: str | None = Field(
         None, description="Constrain every reply to this regular expression (vLLM structured outputs; the transformers engine refuses it)."

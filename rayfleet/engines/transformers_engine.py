@@ -1,7 +1,9 @@
 """Generation with plain ``transformers`` ``generate``: the fallback engine and the honest baseline.
 
 Prompts are grouped by length and run in left-padded batches of
-``EngineConfig.transformers_batch_size``; results come back in input order.
+``EngineConfig.transformers_batch_size``; results come back in input order. Stop strings
+and OpenAI's presence and frequency penalties mean what they mean in vLLM: the reply is cut
+before the first stop string, and the penalties count generated tokens only.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import logging
 from typing import Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
 from rayfleet.engines.base import Conversation, EngineConfig, Generation, SamplingConfig, claim_cpu_threads
 from rayfleet.engines.templates import render_prompt_ids
@@ -84,10 +86,13 @@ class TransformersEngine:
                 top_p=None if greedy else sampling.top_p,
                 top_k=None,
                 repetition_penalty=sampling.repetition_penalty,
+                logits_processor=LogitsProcessorList(penalties(width, sampling)),
+                stop_strings=sampling.stop or None,
+                tokenizer=self.tokenizer,
                 pad_token_id=pad,
                 eos_token_id=self._stop_token_ids(),
             )
-        return [self._decode(prompt, row[width:].tolist()) for prompt, row in zip(prompts, output)]
+        return [self._decode(prompt, row[width:].tolist(), sampling.stop) for prompt, row in zip(prompts, output)]
 
     def _stop_token_ids(self) -> list[int]:
         stop_ids = {self.tokenizer.eos_token_id}
@@ -99,7 +104,7 @@ class TransformersEngine:
             stop_ids.update(configured)
         return sorted(token for token in stop_ids if token is not None)
 
-    def _decode(self, prompt: list[int], new_tokens: list[int]) -> Generation:
+    def _decode(self, prompt: list[int], new_tokens: list[int], stop: Sequence[str] = ()) -> Generation:
         stop_ids = set(self._stop_token_ids())
         kept: list[int] = []
         finish_reason = "length"
@@ -109,9 +114,30 @@ class TransformersEngine:
                 finish_reason = "stop"
                 break
         text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        stop_at = min((text.find(string) for string in stop if string in text), default=-1)
+        if stop_at >= 0:
+            text, finish_reason = text[:stop_at], "stop"
         return Generation(text.strip(), len(prompt), len(kept), finish_reason, kept)
 
     def close(self) -> None:
         del self.model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+class OpenAIPenalties(LogitsProcessor):
+    """Presence and frequency penalties over the tokens generated after ``prompt_width`` (vLLM's and OpenAI's meaning)."""
+
+    def __init__(self, prompt_width: int, presence: float, frequency: float):
+        self.prompt_width, self.presence, self.frequency = prompt_width, presence, frequency
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.prompt_width :]
+        counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
+
+
+def penalties(prompt_width: int, sampling: SamplingConfig) -> list[LogitsProcessor]:
+    if sampling.presence_penalty == 0 and sampling.frequency_penalty == 0:
+        return []
+    return [OpenAIPenalties(prompt_width, sampling.presence_penalty, sampling.frequency_penalty)]

@@ -1,10 +1,12 @@
-"""The transformers engine on a tiny random Llama: order, shape, budgets, determinism."""
+"""The transformers engine on a tiny random Llama: order, shape, budgets, determinism, stop strings, penalties."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from rayfleet.engines import EngineConfig, GenerationEngine, SamplingConfig, create_engine
+from rayfleet.engines.transformers_engine import OpenAIPenalties
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +50,23 @@ def test_greedy_is_deterministic_and_sampling_is_seeded(engine):
 
 def test_count_tokens_matches_tokenizer(engine):
     assert engine.count_tokens("hello world") == len(engine.tokenizer("hello world", add_special_tokens=False)["input_ids"])
+
+
+def test_a_stop_string_cuts_the_reply_before_its_first_occurrence(engine):
+    plain = SamplingConfig(max_tokens=12, repetition_penalty=1.0)
+    [free] = engine.generate(conversations(1), plain)
+    stop = free.text[len(free.text) // 2 :][:3].strip() or free.text[-1]
+    [stopped] = engine.generate(conversations(1), plain.model_copy(update={"stop": ["never-generated-zzz", stop]}))
+    assert stopped.text == free.text[: free.text.find(stop)].strip()
+    assert stopped.finish_reason == "stop" and stop not in stopped.text
+    assert stopped.completion_tokens <= free.completion_tokens
+
+
+def test_penalties_count_generated_tokens_only_once_or_per_occurrence():
+    penalties = OpenAIPenalties(prompt_width=2, presence=0.5, frequency=1.0)
+    input_ids = torch.tensor([[7, 7, 3, 3, 5]])  # prompt 7 7; generated 3 3 5
+    scores = penalties(input_ids, torch.zeros(1, 8))
+    expected = torch.zeros(1, 8)
+    expected[0, 3] = -(0.5 + 2 * 1.0)
+    expected[0, 5] = -(0.5 + 1.0)
+    assert torch.equal(scores, expected)  # token 7, only in the prompt, keeps its logit

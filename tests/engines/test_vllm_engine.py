@@ -22,16 +22,20 @@ def test_vllm_is_installed():
     assert vllm_available(), "vLLM is part of the locked stack; run `make setup`"
 
 
-def test_vllm_and_transformers_agree_greedily(smollm2_path):
-    sampling = SamplingConfig(max_tokens=24, repetition_penalty=1.0)
+@pytest.fixture(scope="module")
+def engines(smollm2_path):
+    """One vLLM engine and one transformers engine on SmolLM2, shared by the tests of this module."""
     config = EngineConfig(model=str(smollm2_path), max_model_len=512, max_num_seqs=8)
     vllm_engine = create_engine(config.model_copy(update={"kind": "vllm"}))
-    try:
-        assert vllm_engine.name == "vllm"
-        from_vllm = vllm_engine.generate(PROMPTS, sampling)
-    finally:
-        vllm_engine.close()
-    transformers_engine = create_engine(config.model_copy(update={"kind": "transformers"}))
+    yield vllm_engine, create_engine(config.model_copy(update={"kind": "transformers"}))
+    vllm_engine.close()
+
+
+def test_vllm_and_transformers_agree_greedily(engines):
+    sampling = SamplingConfig(max_tokens=24, repetition_penalty=1.0)
+    vllm_engine, transformers_engine = engines
+    assert vllm_engine.name == "vllm"
+    from_vllm = vllm_engine.generate(PROMPTS, sampling)
     from_transformers = transformers_engine.generate(PROMPTS, sampling)
     assert len(from_vllm) == len(from_transformers) == len(PROMPTS)
     for a, b in zip(from_vllm, from_transformers):
@@ -42,17 +46,30 @@ def test_vllm_and_transformers_agree_greedily(smollm2_path):
     assert "Paris" in from_vllm[0].text
 
 
-def test_a_regex_holds_the_reply_to_the_judges_format_and_transformers_refuses_one(smollm2_path):
+def test_stop_strings_and_penalties_mean_the_same_in_both_engines(engines):
+    plain = SamplingConfig(max_tokens=24, repetition_penalty=1.0)
+    stop = plain.model_copy(update={"stop": [","]})
+    penalized = plain.model_copy(update={"presence_penalty": 0.5, "frequency_penalty": 1.0})
+    prompts = [[{"role": "user", "content": "Name three primary colors."}],
+               [{"role": "user", "content": "Write the word cat ten times."}]]  # fmt: skip
+    replies = {(engine.name, name): engine.generate(prompts, sampling)
+               for engine in engines for name, sampling in [("plain", plain), ("stop", stop), ("penalized", penalized)]}  # fmt: skip
+    for name in ("stop", "penalized"):
+        assert [r.text for r in replies["vllm", name]] == [r.text for r in replies["transformers", name]], name
+    for free, stopped in zip(replies["vllm", "plain"], replies["vllm", "stop"]):
+        assert "," in free.text and stopped.text == free.text[: free.text.index(",")].strip()
+        assert stopped.finish_reason == "stop"
+    repeated = replies["vllm", "plain"][1].text
+    assert repeated.count("Cat") >= 5 and replies["vllm", "penalized"][1].text.count("Cat") < repeated.count("Cat")
+
+
+def test_a_regex_holds_the_reply_to_the_judges_format_and_transformers_refuses_one(engines):
     judge = JudgeConfig()
     conversations = [judge.conversation("What is the capital of France?", "Paris.", answer)
                      for answer in ["Paris.", "Berlin is the capital.", "I like turtles."]]  # fmt: skip
-    engine = create_engine(EngineConfig(kind="vllm", model=str(smollm2_path), max_model_len=512, max_num_seqs=4))
-    try:
-        replies = engine.generate(conversations, judge.sampling)
-    finally:
-        engine.close()
+    engine, transformers_engine = engines
+    replies = engine.generate(conversations, judge.sampling)
     assert all(re.fullmatch(VERDICT_FORMAT, reply.text) for reply in replies), [reply.text for reply in replies]
     assert all(parse_verdict(reply.text).score is not None for reply in replies)
-    transformers_engine = create_engine(EngineConfig(kind="transformers", model=str(smollm2_path)))
     with pytest.raises(ValueError, match="needs the vLLM engine"):
         transformers_engine.generate(conversations[:1], judge.sampling)

@@ -168,6 +168,18 @@ def test_completions_streaming_and_not(client):
     assert "".join(pieces).strip() == whole.choices[0].text
 
 
+def test_stop_sequences_end_answers_streamed_or_not(client):
+    question = "Name three primary colors."
+    free = chat(client, "rayfleet-base", question, max_tokens=24).parse().choices[0].message.content
+    stop = free.split()[2]
+    stopped = chat(client, "rayfleet-base", question, max_tokens=24, stop=[stop]).parse().choices[0]
+    assert stopped.message.content == free[: free.index(stop)].strip() and stopped.finish_reason == "stop"
+    chunks = list(client.chat.completions.create(
+        model="rayfleet-base", messages=[{"role": "user", "content": question}], max_tokens=24, stop=stop, stream=True))  # fmt: skip
+    assert "".join(c.choices[0].delta.content or "" for c in chunks).strip() == stopped.message.content
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
 def test_rag_streaming_sends_citations_first(client):
     stream = client.chat.completions.create(
         model="rayfleet-rag", messages=[{"role": "user", "content": PAPER_QUESTION}], max_tokens=6, stream=True

@@ -8,6 +8,7 @@ Llama); broken paths are the FaultInjectionPath.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -244,6 +245,60 @@ def test_ingress_refuses_clearly(server):
 
     asyncio.run(scenario())
     assert server.in_flight == 2  # refusals hold no slot
+
+
+def test_ingress_reads_what_newer_clients_send_and_honours_stop(server):
+    async def scenario():
+        client = openai_client(server)
+        as_parts = await client.chat.completions.create(model="rayfleet-base", max_tokens=4, messages=[
+            {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+            {"role": "user", "content": [{"type": "text", "text": "Hello"}, {"type": "text", "text": "there"}]}])  # fmt: skip
+        as_strings = await client.chat.completions.create(model="rayfleet-base", max_tokens=4, messages=[
+            {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello\nthere"}])  # fmt: skip
+        user_only = (await ask(client, model="rayfleet-base", text="Hello\nthere")).parse()
+        assert as_parts.usage.prompt_tokens == as_strings.usage.prompt_tokens != user_only.usage.prompt_tokens
+        assert as_parts.choices[0].message.content == as_strings.choices[0].message.content
+        free = (await ask(client, model="rayfleet-base")).parse().choices[0].message.content
+        stop = free.split()[1] if len(free.split()) > 1 else free[-2:]
+        stopped = (await ask(client, model="rayfleet-base", stop=[stop])).parse().choices[0]
+        assert stopped.message.content == free[: free.index(stop)].strip() and stopped.finish_reason == "stop"
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("options, complaint", [
+    ({"n": 2}, "not supported by this server: n=2"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "not supported by this server: tools="),
+    ({"logprobs": True}, "not supported by this server: logprobs=True"),
+    ({"response_format": {"type": "json_object"}}, "response_format="),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "at most 4 stop sequences"),
+    ({"messages": [{"role": "tool", "content": "42", "tool_call_id": "1"}]}, "tool calling"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
+     "content part of type 'image_url'"),
+])  # fmt: skip
+def test_requests_for_what_the_server_cannot_do_are_refused_by_name(server, options, complaint):
+    request = {"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4} | options
+
+    async def scenario():
+        with pytest.raises(openai.BadRequestError, match=re.escape(complaint)):
+            await openai_client(server).chat.completions.create(**request)
+
+    asyncio.run(scenario())
+    assert 'rayfleet_requests_total{' not in server.metrics.exposition().decode()  # no model work was done
+
+
+def test_completions_take_a_list_of_one_prompt_and_refuse_more(server):
+    async def scenario():
+        client = openai_client(server)
+        one = await client.completions.create(model="rayfleet-base", prompt=["Hello there"], max_tokens=4)
+        plain = await client.completions.create(model="rayfleet-base", prompt="Hello there", max_tokens=4)
+        assert one.choices[0].text == plain.choices[0].text and one.usage.prompt_tokens == plain.usage.prompt_tokens
+        with pytest.raises(openai.BadRequestError, match="one prompt per request"):
+            await client.completions.create(model="rayfleet-base", prompt=["a", "b"], max_tokens=4)
+        with pytest.raises(openai.BadRequestError, match="echo=True"):
+            await client.completions.create(model="rayfleet-base", prompt="a", max_tokens=4, echo=True)
+
+    asyncio.run(scenario())
 
 
 def test_rayservice_serves_the_gpu_cluster_config():
