@@ -1,4 +1,4 @@
-"""Ingestion: files (PDF, HTML, Markdown, text, DOCX) -> documents, chunks and errors tables.
+"""Ingestion: files (PDF, HTML, Markdown, text, DOCX, PPTX) -> documents, chunks and errors tables.
 
 Run it anywhere the same way::
 

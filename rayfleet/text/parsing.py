@@ -1,10 +1,11 @@
-"""Turning files (PDF, HTML, Markdown, plain text, DOCX) into text with pages and headings.
+"""Turning files (PDF, HTML, Markdown, plain text, DOCX, PPTX) into text with pages and headings.
 
 Each format goes through a well-kept parser: PDFium (``pypdfium2``) for PDF, lxml via
 Beautiful Soup for HTML, ``markdown-it-py`` for Markdown structure, ``python-docx`` for
-DOCX and ``charset-normalizer`` for text in an unknown encoding. Every parser returns a
-:class:`ParsedDocument`: the text, where each page starts in it (PDF; one page for
-the rest), and the headings found, with their offsets, for chunking.
+DOCX, ``python-pptx`` for PPTX and ``charset-normalizer`` for text in an unknown encoding.
+Every parser returns a :class:`ParsedDocument`: the text, where each page starts in it
+(PDF pages, PPTX slides; one page for the rest), and the headings found, with their
+offsets, for chunking.
 
 A file that cannot give usable text raises :class:`ParseError` with a reason a person
 can act on (corrupt, encrypted, no extractable text, unknown type)::
@@ -27,6 +28,9 @@ MIME_HTML = "text/html"
 MIME_MARKDOWN = "text/markdown"
 MIME_TEXT = "text/plain"
 MIME_DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+MIME_PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+OOXML_MAIN_PARTS = {"word/document.xml": MIME_DOCX, "ppt/presentation.xml": MIME_PPTX}
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # legacy .doc/.ppt, and password-protected Office files
 
 EXTENSIONS = {
     ".pdf": MIME_PDF,
@@ -38,6 +42,7 @@ EXTENSIONS = {
     ".txt": MIME_TEXT,
     ".text": MIME_TEXT,
     ".docx": MIME_DOCX,
+    ".pptx": MIME_PPTX,
 }
 # Pages are joined with a blank line, so a page break is also a paragraph break for chunking.
 PAGE_SEPARATOR = "\n\n"
@@ -83,16 +88,27 @@ def detect_mime_type(name: str, data: bytes) -> str | None:
         return MIME_PDF
     if re.match(rb"^(\xef\xbb\xbf)?\s*<(!doctype html|html)", head, re.IGNORECASE):
         return MIME_HTML
-    if head.startswith(b"PK\x03\x04") and _is_docx(data):
-        return MIME_DOCX
+    if head.startswith(b"PK\x03\x04"):
+        return _ooxml_type(data)
     return None
 
 
-def _is_docx(data: bytes) -> bool:
+def _ooxml_type(data: bytes) -> str | None:
+    """DOCX or PPTX by the main part the zip holds; None for other zips."""
     try:
-        return "word/document.xml" in zipfile.ZipFile(io.BytesIO(data)).namelist()
+        names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
     except zipfile.BadZipFile:
-        return False
+        return None
+    return next((mime for part, mime in OOXML_MAIN_PARTS.items() if part in names), None)
+
+
+def _office_open_error(kind: str, data: bytes, error: Exception) -> ParseError:
+    if data.startswith(OLE_MAGIC):
+        return ParseError(
+            f"not a {kind} zip package: a password-protected file or a legacy binary Office file; "
+            f"remove the password or save it as {kind}"
+        )
+    return ParseError(f"corrupt {kind}: {type(error).__name__}: {error}")
 
 
 def parse_file(name: str, data: bytes) -> ParsedDocument:
@@ -205,6 +221,11 @@ class _TextBuilder:
         if offset is not None:
             self.headings.append(Heading(offset, level, title))
 
+    def next_offset(self) -> int:
+        """Where the next paragraph will start."""
+        self.end_block()
+        return self.length + (len(PAGE_SEPARATOR) if self.paragraphs else 0)
+
     def text(self) -> str:
         self.end_block()
         return PAGE_SEPARATOR.join(self.paragraphs)
@@ -314,7 +335,7 @@ def parse_docx(data: bytes) -> ParsedDocument:
     try:
         document = docx.Document(io.BytesIO(data))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as error:
-        raise ParseError(f"corrupt DOCX: {type(error).__name__}: {error}") from error
+        raise _office_open_error("DOCX", data, error) from error
     builder = _TextBuilder()
     for block in document.iter_inner_content():
         if isinstance(block, Table):
@@ -340,10 +361,56 @@ def _docx_heading_level(style_name: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def parse_pptx(data: bytes) -> ParsedDocument:
+    """PPTX through python-pptx: one page per slide, its title a heading, then its shapes top to bottom
+    (text frames, table rows, grouped shapes), then its speaker notes."""
+    from pptx import Presentation
+    from pptx.exc import PackageNotFoundError
+
+    try:
+        presentation = Presentation(io.BytesIO(data))
+    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as error:
+        raise _office_open_error("PPTX", data, error) from error
+    builder, page_offsets = _TextBuilder(), []
+    for slide in presentation.slides:
+        page_offsets.append(builder.next_offset())
+        title = slide.shapes.title
+        if title is not None and title.has_text_frame:
+            builder.add_heading(1, " ".join(title.text_frame.text.split()))
+        for shape in _reading_order(shape for shape in slide.shapes if shape != title):
+            _add_pptx_shape(shape, builder)
+        if slide.has_notes_slide and slide.notes_slide.notes_text_frame is not None:
+            builder.add_paragraph(slide.notes_slide.notes_text_frame.text.strip())
+    text = builder.text()
+    title = (presentation.core_properties.title or "").strip()
+    title = title or (builder.headings[0].title if builder.headings else first_line(text))
+    return ParsedDocument(text, title, MIME_PPTX, "python-pptx", page_offsets or [0], builder.headings)
+
+
+def _reading_order(shapes) -> list:
+    """Top to bottom, then left to right (placeholders without a position of their own first)."""
+    return sorted(shapes, key=lambda shape: (shape.top or 0, shape.left or 0))
+
+
+def _add_pptx_shape(shape, builder: _TextBuilder) -> None:
+    from pptx.shapes.group import GroupShape
+
+    if isinstance(shape, GroupShape):
+        for member in _reading_order(shape.shapes):
+            _add_pptx_shape(member, builder)
+    elif shape.has_text_frame:
+        for paragraph in shape.text_frame.paragraphs:
+            builder.add_paragraph(" ".join(paragraph.text.split()))
+    elif getattr(shape, "has_table", False):
+        for row in shape.table.rows:
+            builder.add_paragraph(" | ".join(" ".join(cell.text.split()) for cell in row.cells))
+
+
 PARSERS: dict[str, Callable[[bytes], ParsedDocument]] = {
     MIME_PDF: parse_pdf,
     MIME_HTML: parse_html,
     MIME_MARKDOWN: parse_markdown,
     MIME_TEXT: parse_text,
     MIME_DOCX: parse_docx,
+    MIME_PPTX: parse_pptx,
 }

@@ -62,3 +62,33 @@ def docx_bytes() -> bytes:
     buffer = io.BytesIO()
     document.save(buffer)
     return buffer.getvalue()
+
+
+def pptx_bytes() -> bytes:
+    """A three-slide PPTX: a title slide, bullets placed out of order with a group and notes, and a table."""
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    presentation = Presentation()
+    presentation.core_properties.title = "Quarterly pump review"
+    opening = presentation.slides.add_slide(presentation.slide_layouts[0])
+    opening.shapes.title.text = "Quarterly pump review"
+    opening.placeholders[1].text = "Plant operations, Q3"
+    bullets = presentation.slides.add_slide(presentation.slide_layouts[5])  # title only
+    bullets.shapes.title.text = "Findings"
+    lower = bullets.shapes.add_textbox(Inches(1), Inches(5), Inches(6), Inches(1))
+    lower.text_frame.text = "Seal failures fell by a third."
+    upper = bullets.shapes.add_textbox(Inches(1), Inches(2), Inches(6), Inches(1))
+    upper.text_frame.text = "Three pumps were rebuilt."
+    upper.text_frame.add_paragraph().text = "Two impellers were replaced."
+    group = bullets.shapes.add_group_shape()
+    group.shapes.add_textbox(Inches(1), Inches(3.5), Inches(6), Inches(1)).text_frame.text = "Grouped: vibration is down."
+    bullets.notes_slide.notes_text_frame.text = "Mention the new supplier."
+    table_slide = presentation.slides.add_slide(presentation.slide_layouts[5])
+    table_slide.shapes.title.text = "Costs"
+    table = table_slide.shapes.add_table(2, 2, Inches(1), Inches(2), Inches(6), Inches(1)).table
+    table.cell(0, 0).text, table.cell(0, 1).text = "item", "cost"
+    table.cell(1, 0).text, table.cell(1, 1).text = "seals", "1200 EUR"
+    buffer = io.BytesIO()
+    presentation.save(buffer)
+    return buffer.getvalue()

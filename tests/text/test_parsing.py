@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from rayfleet.text.parsing import MIME_DOCX, MIME_HTML, MIME_PDF, ParseError, detect_mime_type, parse_file
-from tests.text.pdf_samples import PDFS, blank_pdf, docx_bytes, encrypted_pdf
+from rayfleet.text.parsing import (
+    MIME_DOCX,
+    MIME_HTML,
+    MIME_PDF,
+    MIME_PPTX,
+    OLE_MAGIC,
+    ParseError,
+    detect_mime_type,
+    parse_file,
+)
+from tests.text.pdf_samples import PDFS, blank_pdf, docx_bytes, encrypted_pdf, pptx_bytes
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +101,26 @@ def test_docx_paragraphs_tables_and_headings():
     assert [(h.level, h.title) for h in document.headings] == [(1, "Pump maintenance"), (2, "Parts")]
 
 
+def test_pptx_slides_are_pages_read_top_to_bottom_with_titles_tables_and_notes():
+    document = parse_file("review.pptx", pptx_bytes())
+    assert document.mime_type == MIME_PPTX and document.title == "Quarterly pump review"
+    assert document.page_count == 3
+    assert [(h.level, h.title) for h in document.headings] == [
+        (1, "Quarterly pump review"), (1, "Findings"), (1, "Costs")]  # fmt: skip
+    assert "Plant operations, Q3" in page_text(document, 1)
+    findings = page_text(document, 2)
+    order = ["Findings", "Three pumps were rebuilt.", "Two impellers were replaced.", "Grouped: vibration is down.",
+             "Seal failures fell by a third.", "Mention the new supplier."]  # fmt: skip
+    assert [findings.index(text) for text in order] == sorted(findings.index(text) for text in order)
+    assert "seals | 1200 EUR" in page_text(document, 3) and "Findings" not in page_text(document, 3)
+    assert all(document.text[heading.offset :].startswith(heading.title) for heading in document.headings)
+
+
 def test_type_is_sniffed_when_the_extension_says_nothing():
     assert detect_mime_type("download", (PDFS / "refcard-a4.pdf").read_bytes()) == MIME_PDF
     assert detect_mime_type("page", b"  <!DOCTYPE html><html></html>") == MIME_HTML
     assert detect_mime_type("report", docx_bytes()) == MIME_DOCX
+    assert detect_mime_type("slides", pptx_bytes()) == MIME_PPTX
     assert detect_mime_type("photo.png", b"\x89PNG\r\n") is None
 
 
@@ -110,6 +135,8 @@ def test_type_is_sniffed_when_the_extension_says_nothing():
         ("empty.txt", b"   \n\n", "no extractable text"),
         ("binary.txt", b"\x00\x01\x02" * 10, "binary content"),
         ("broken.docx", b"PK\x03\x04 not a zip", "corrupt DOCX"),
+        ("broken.pptx", pptx_bytes()[:2000], "corrupt PPTX"),
+        ("locked.pptx", OLE_MAGIC + bytes(500), "password-protected file or a legacy binary Office file"),
     ],
 )
 def test_bad_files_raise_a_clear_reason(name, data, reason):
