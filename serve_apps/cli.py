@@ -3,8 +3,9 @@
     python -m serve_apps.cli up [serve_config=serve_apps/configs/local.yaml] [address=127.0.0.1:6379]
     python -m serve_apps.cli down [address=127.0.0.1:6379]
 
-``up`` deploys the first application of the Serve config file, waits until ``/healthz``
-answers and returns; the app keeps running on the head. API keys: ``RAYFLEET_API_KEYS``
+``up`` deploys the first application of the Serve config file, with its ``runtime_env``
+(as ``serve run`` would), waits until ``/healthz`` answers and returns; the app keeps
+running on the head. API keys: ``RAYFLEET_API_KEYS``
 (comma-separated) of the calling shell, written to a private secrets file that the
 ingress reads (so keys never sit in the Serve config); without it a key is generated
 and printed once.
@@ -73,7 +74,8 @@ def up(options: ServeCliConfig) -> None:
     write_keys_file(keys_file)
     app_config = application.args.model_copy(deep=True)
     app_config.ingress.auth.keys_file = str(keys_file)
-    ray.init(address=options.address, logging_level="WARNING")
+    # Serve gives the app's replicas this driver's runtime environment (env_vars, pip, ...).
+    ray.init(address=options.address, logging_level="WARNING", runtime_env=application.runtime_env)
     serve.start(http_options=file.http_options.model_dump(), proxy_location=file.proxy_location)
     serve.run(build_app(app_config), name=application.name, route_prefix=application.route_prefix, blocking=False)
     base_url = f"http://{file.http_options.host}:{file.http_options.port}"
