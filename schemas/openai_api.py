@@ -30,7 +30,7 @@ class ChatMessage(BaseModel):
     content: str = Field(..., description="The message text.")
 
 
-class RequestMessage(ChatMessage):
+class RequestMessage(BaseModel):
     """One message of a request's conversation: text, or a list of text parts joined by newlines."""
 
     role: Literal["system", "user", "assistant"] = Field(
@@ -95,14 +95,14 @@ class SamplingFields(BaseModel):
             raise ValueError("stop sequences must not be empty strings")
         return stops
 
-    def unsupported(self) -> list[str]:
-        """What the request asks for that this server cannot do (each as ``field=value``)."""
-        asked = {"n": self.n not in (None, 1), "logit_bias": bool(self.logit_bias)}
-        return [f"{name}={reprlib.repr(getattr(self, name))}" for name, on in asked.items() if on]
+    def asks_unsupported(self) -> dict[str, bool]:
+        """For each field this server cannot honour, whether the request asks for it."""
+        return {"n": self.n not in (None, 1), "logit_bias": bool(self.logit_bias)}
 
     @model_validator(mode="after")
     def nothing_unsupported(self):
-        if refused := self.unsupported():
+        refused = [f"{name}={reprlib.repr(getattr(self, name))}" for name, on in self.asks_unsupported().items() if on]
+        if refused:
             raise ValueError(f"not supported by this server: {', '.join(refused)}")
         return self
 
@@ -122,13 +122,12 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: str | dict | None = Field(None, description="Only none or auto without tools.")
     response_format: dict | None = Field(None, description="Only {type: text}.")
 
-    def unsupported(self) -> list[str]:
-        asked = {
+    def asks_unsupported(self) -> dict[str, bool]:
+        return super().asks_unsupported() | {
             "logprobs": bool(self.logprobs), "top_logprobs": bool(self.top_logprobs), "tools": bool(self.tools),
             "functions": bool(self.functions), "tool_choice": self.tool_choice not in (None, "none", "auto"),
             "response_format": (self.response_format or {"type": "text"}).get("type") != "text",
         }  # fmt: skip
-        return super().unsupported() + [f"{name}={reprlib.repr(getattr(self, name))}" for name, on in asked.items() if on]
 
 
 class CompletionRequest(SamplingFields):
@@ -157,10 +156,11 @@ class CompletionRequest(SamplingFields):
             raise ValueError("token-id prompts are not supported: send the prompt as text")
         return prompt
 
-    def unsupported(self) -> list[str]:
-        asked = {"echo": bool(self.echo), "suffix": bool(self.suffix), "best_of": self.best_of not in (None, 1),
-                 "logprobs": bool(self.logprobs)}  # fmt: skip
-        return super().unsupported() + [f"{name}={reprlib.repr(getattr(self, name))}" for name, on in asked.items() if on]
+    def asks_unsupported(self) -> dict[str, bool]:
+        return super().asks_unsupported() | {
+            "echo": bool(self.echo), "suffix": bool(self.suffix), "best_of": self.best_of not in (None, 1),
+            "logprobs": bool(self.logprobs),
+        }  # fmt: skip
 
 
 class Citation(BaseModel):
