@@ -1,4 +1,4 @@
-"""Ingestion: files (PDF, HTML, Markdown, text, DOCX, PPTX) -> documents, chunks and errors tables.
+"""Ingestion: files (PDF, HTML, Markdown, text, DOCX, PPTX, XLSX, CSV, e-mail, RTF) -> documents, chunks and errors.
 
 Run it anywhere the same way::
 
@@ -14,8 +14,8 @@ complete Parquet files under ``output``:
   with source, title, text, page count and page offsets, headings, MIME type, size and
   parse time (``schemas.DOCUMENTS_SCHEMA``; ``jobs.summarize`` reads it as it is);
 - ``chunks/``: token-bounded chunks with page range and heading (``schemas.CHUNKS_SCHEMA``);
-- ``errors/``: files that gave no document (corrupt, encrypted, no text, unknown type,
-  oversize) with the reason; the run finishes the rest;
+- ``errors/``: files that gave no document (corrupt, encrypted, no text, legacy or unknown
+  type, oversize) with the reason; the run finishes the rest;
 - ``_files/``: the ledger of every file handled (``schemas.FILES_SCHEMA``).
 
 Exact duplicates (same bytes) are kept once and counted. A rerun skips every file in

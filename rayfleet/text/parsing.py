@@ -1,14 +1,16 @@
-"""Turning files (PDF, HTML, Markdown, plain text, DOCX, PPTX) into text with pages and headings.
+"""Turning files (PDF, HTML, Markdown, plain text, DOCX, PPTX, XLSX, CSV, e-mail, RTF) into text
+with pages and headings.
 
 Each format goes through a well-kept parser: PDFium (``pypdfium2``) for PDF, lxml via
 Beautiful Soup for HTML, ``markdown-it-py`` for Markdown structure, ``python-docx`` for
-DOCX, ``python-pptx`` for PPTX and ``charset-normalizer`` for text in an unknown encoding.
-Every parser returns a :class:`ParsedDocument`: the text, where each page starts in it
-(PDF pages, PPTX slides; one page for the rest), and the headings found, with their
-offsets, for chunking.
+DOCX, ``python-pptx`` for PPTX, ``openpyxl`` for XLSX, the standard library's ``csv`` and
+``email`` for CSV/TSV and ``.eml`` messages, ``striprtf`` for RTF and ``charset-normalizer``
+for text in an unknown encoding. Every parser returns a :class:`ParsedDocument`: the text,
+where each page starts in it (PDF pages, PPTX slides, XLSX sheets; one page for the rest),
+and the headings found, with their offsets, for chunking.
 
 A file that cannot give usable text raises :class:`ParseError` with a reason a person
-can act on (corrupt, encrypted, no extractable text, unknown type)::
+can act on (corrupt, encrypted, no extractable text, legacy or unknown type)::
 
     document = parse_file("manual.pdf", data)
     document.page_count, document.text[document.page_offsets[3]:]
@@ -16,10 +18,13 @@ can act on (corrupt, encrypted, no extractable text, unknown type)::
 
 from __future__ import annotations
 
+import csv
+import datetime
 import io
 import posixpath
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -29,8 +34,16 @@ MIME_MARKDOWN = "text/markdown"
 MIME_TEXT = "text/plain"
 MIME_DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 MIME_PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
-OOXML_MAIN_PARTS = {"word/document.xml": MIME_DOCX, "ppt/presentation.xml": MIME_PPTX}
-OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # legacy .doc/.ppt, and password-protected Office files
+MIME_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+MIME_CSV = "text/csv"
+MIME_TSV = "text/tab-separated-values"
+MIME_EMAIL = "message/rfc822"
+MIME_RTF = "application/rtf"
+OOXML_MAIN_PARTS = {"word/document.xml": MIME_DOCX, "ppt/presentation.xml": MIME_PPTX, "xl/workbook.xml": MIME_XLSX}
+# What reading a damaged Office zip raises, from zipfile, zlib, the XML parser or the package readers.
+CORRUPT_PACKAGE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, SyntaxError, KeyError, ValueError,
+                          TypeError)  # fmt: skip
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # legacy .doc/.xls/.ppt/.msg, and password-protected Office files
 
 EXTENSIONS = {
     ".pdf": MIME_PDF,
@@ -41,9 +54,31 @@ EXTENSIONS = {
     ".markdown": MIME_MARKDOWN,
     ".txt": MIME_TEXT,
     ".text": MIME_TEXT,
+    ".rst": MIME_TEXT,
+    ".adoc": MIME_TEXT,
+    ".asciidoc": MIME_TEXT,
+    ".org": MIME_TEXT,
+    ".tex": MIME_TEXT,
+    ".log": MIME_TEXT,
+    ".json": MIME_TEXT,
+    ".jsonl": MIME_TEXT,
+    ".yaml": MIME_TEXT,
+    ".yml": MIME_TEXT,
     ".docx": MIME_DOCX,
     ".pptx": MIME_PPTX,
+    ".xlsx": MIME_XLSX,
+    ".xlsm": MIME_XLSX,
+    ".csv": MIME_CSV,
+    ".tsv": MIME_TSV,
+    ".tab": MIME_TSV,
+    ".eml": MIME_EMAIL,
+    ".rtf": MIME_RTF,
 }
+# Binary formats no parser here reads, with what to save them as instead.
+LEGACY_FORMATS = {".doc": "DOCX", ".xls": "XLSX", ".ppt": "PPTX", ".msg": "an .eml file"}
+EMAIL_HEADER = re.compile(
+    rb"^(return-path|received|delivered-to|message-id|mime-version|from|to|date|subject|x-[\w-]+):", re.IGNORECASE
+)
 # Pages are joined with a blank line, so a page break is also a paragraph break for chunking.
 PAGE_SEPARATOR = "\n\n"
 TITLE_MAX_CHARS = 200
@@ -79,18 +114,39 @@ class ParsedDocument:
 
 
 def detect_mime_type(name: str, data: bytes) -> str | None:
-    """The MIME type of a file, by extension, else by its first bytes; None when unknown."""
+    """The MIME type of a file, by extension, else by its first bytes; None when unknown.
+
+    A file with no extension whose bytes are UTF-8 text (``README``, ``NOTES``) is plain text.
+    """
     extension = posixpath.splitext(name.lower())[1]
     if extension in EXTENSIONS:
         return EXTENSIONS[extension]
-    head = data[:1024]
+    head = data[:4096]
     if head.startswith(b"%PDF-"):
         return MIME_PDF
     if re.match(rb"^(\xef\xbb\xbf)?\s*<(!doctype html|html)", head, re.IGNORECASE):
         return MIME_HTML
     if head.startswith(b"PK\x03\x04"):
         return _ooxml_type(data)
+    if head.startswith(b"{\\rtf"):
+        return MIME_RTF
+    if EMAIL_HEADER.match(head) and re.search(rb"^(from|subject):", head, re.IGNORECASE | re.MULTILINE):
+        return MIME_EMAIL
+    if not extension and _looks_like_utf8_text(head):
+        return MIME_TEXT
     return None
+
+
+def _looks_like_utf8_text(head: bytes) -> bool:
+    """UTF-8 (a character cut at the end allowed) with almost no control characters."""
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:
+            return False
+        text = head[: error.start].decode("utf-8-sig")
+    controls = sum(1 for char in text if ord(char) < 32 and char not in "\t\n\r\f")
+    return bool(text.strip()) and controls <= len(text) // 100
 
 
 def _ooxml_type(data: bytes) -> str | None:
@@ -111,6 +167,17 @@ def _office_open_error(kind: str, data: bytes, error: Exception) -> ParseError:
     return ParseError(f"corrupt {kind}: {type(error).__name__}: {error}")
 
 
+def _unknown_type_error(name: str, data: bytes) -> ParseError:
+    extension = posixpath.splitext(name.lower())[1]
+    if extension in LEGACY_FORMATS or data.startswith(OLE_MAGIC):
+        return ParseError(
+            f"legacy binary Office file {extension or '(no extension)'!r} (or a password-protected one): "
+            f"not readable here; save it as {LEGACY_FORMATS.get(extension, 'DOCX, XLSX or PPTX')}"
+        )
+    supported = ", ".join(sorted(EXTENSIONS))
+    return ParseError(f"unknown file type {posixpath.splitext(name)[1] or '(no extension)'!r}; supported: {supported}")
+
+
 def parse_file(name: str, data: bytes) -> ParsedDocument:
     """Parse one file's bytes by its type.
 
@@ -119,10 +186,7 @@ def parse_file(name: str, data: bytes) -> ParsedDocument:
     """
     mime_type = detect_mime_type(name, data)
     if mime_type is None:
-        supported = ", ".join(sorted(EXTENSIONS))
-        raise ParseError(
-            f"unknown file type {posixpath.splitext(name)[1] or '(no extension)'!r}; supported: {supported}"
-        )
+        raise _unknown_type_error(name, data)
     document = PARSERS[mime_type](data)
     if not document.text.strip():
         raise ParseError("no extractable text" + (" (a scanned PDF needs OCR first)" if mime_type == MIME_PDF else ""))
@@ -240,7 +304,7 @@ HTML_BLOCKS = {
 HTML_HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 
 
-def parse_html(data: bytes) -> ParsedDocument:
+def parse_html(data: bytes | str) -> ParsedDocument:
     """HTML through lxml (Beautiful Soup): visible text by block, headings h1-h6, scripts and nav dropped."""
     from bs4 import BeautifulSoup
 
@@ -334,13 +398,13 @@ def parse_docx(data: bytes) -> ParsedDocument:
 
     try:
         document = docx.Document(io.BytesIO(data))
-    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as error:
+    except (PackageNotFoundError, *CORRUPT_PACKAGE_ERRORS) as error:
         raise _office_open_error("DOCX", data, error) from error
     builder = _TextBuilder()
     for block in document.iter_inner_content():
         if isinstance(block, Table):
             for row in block.rows:
-                builder.add_paragraph(" | ".join(cell.text.strip() for cell in row.cells))
+                builder.add_paragraph(_table_row(cell.text for cell in row.cells))
             continue
         level = _docx_heading_level(block.style.name if block.style is not None else "")
         if level:
@@ -369,7 +433,7 @@ def parse_pptx(data: bytes) -> ParsedDocument:
 
     try:
         presentation = Presentation(io.BytesIO(data))
-    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as error:
+    except (PackageNotFoundError, *CORRUPT_PACKAGE_ERRORS) as error:
         raise _office_open_error("PPTX", data, error) from error
     builder, page_offsets = _TextBuilder(), []
     for slide in presentation.slides:
@@ -403,7 +467,179 @@ def _add_pptx_shape(shape, builder: _TextBuilder) -> None:
             builder.add_paragraph(" ".join(paragraph.text.split()))
     elif getattr(shape, "has_table", False):
         for row in shape.table.rows:
-            builder.add_paragraph(" | ".join(" ".join(cell.text.split()) for cell in row.cells))
+            builder.add_paragraph(_table_row(cell.text for cell in row.cells))
+
+
+def parse_xlsx(data: bytes) -> ParsedDocument:
+    """XLSX through openpyxl: one page per sheet that holds anything, its name a heading, then its rows
+    (cells joined by `` | ``, values as Excel last computed them)."""
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    builder, page_offsets = _TextBuilder(), []
+    try:
+        workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        try:
+            for sheet in workbook.worksheets:  # read-only sheets stream their rows from the zip
+                rows = [row for row in map(_table_row, sheet.iter_rows(values_only=True)) if row]
+                if rows:
+                    page_offsets.append(builder.next_offset())
+                    builder.add_heading(1, " ".join(sheet.title.split()))
+                    for row in rows:
+                        builder.add_paragraph(row)
+            title = (workbook.properties.title or "").strip()
+        finally:
+            workbook.close()
+    except (InvalidFileException, *CORRUPT_PACKAGE_ERRORS) as error:
+        raise _office_open_error("XLSX", data, error) from error
+    text = builder.text()
+    return ParsedDocument(text, title or first_line(text), MIME_XLSX, "openpyxl", page_offsets or [0], builder.headings)
+
+
+def _table_row(values) -> str:
+    """One table row as text: cells joined by `` | ``, empty cells at its end dropped ('' for an empty row)."""
+    cells = [_cell_text(value) for value in values]
+    while cells and not cells[-1]:
+        cells.pop()
+    return " | ".join(cells)
+
+
+def _cell_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, datetime.datetime) and value.time() == datetime.time():
+        return value.date().isoformat()
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return " ".join(str(value).split())
+
+
+def parse_delimited(data: bytes, delimiter: str, mime_type: str) -> ParsedDocument:
+    """CSV or TSV through the standard library: one paragraph per row, cells joined by `` | ``.
+
+    The delimiter is sniffed from the first lines among ``, ; \\t |`` (European CSV uses ``;``),
+    else the one the extension names.
+    """
+    text = normalize_text(decode_text(data))
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))  # a cell may hold a whole document
+    try:
+        delimiter = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|").delimiter
+    except csv.Error:
+        pass
+    builder = _TextBuilder()
+    try:
+        for row in csv.reader(io.StringIO(text), delimiter=delimiter):
+            builder.add_paragraph(_table_row(row))
+    except csv.Error as error:
+        raise ParseError(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {error}") from error
+    text = builder.text()
+    return ParsedDocument(text, first_line(text), mime_type, "csv", [0], [])
+
+
+def parse_csv(data: bytes) -> ParsedDocument:
+    return parse_delimited(data, ",", MIME_CSV)
+
+
+def parse_tsv(data: bytes) -> ParsedDocument:
+    return parse_delimited(data, "\t", MIME_TSV)
+
+
+EMAIL_SHOWN_HEADERS = ("From", "To", "Cc", "Date")
+
+
+def parse_email(data: bytes) -> ParsedDocument:
+    """An e-mail (``.eml``) through the standard library: its subject as a heading, sender, recipients
+    and date, the body (plain text, else its HTML as text), then each attachment in a format read here
+    (forwarded messages too) under a heading of its file name."""
+    from email import policy
+    from email.parser import BytesParser
+
+    message = BytesParser(policy=policy.default).parsebytes(data)
+    if not message.keys():
+        raise ParseError("not an e-mail message: no headers")
+    builder = _TextBuilder()
+    subject = " ".join(_header(message, "Subject").split())
+    if subject:
+        builder.add_heading(1, subject)
+    attachments = list(message.iter_attachments())
+    names = [_attachment_name(part, index) for index, part in enumerate(attachments, 1)]
+    fields = [(name, value) for name in EMAIL_SHOWN_HEADERS if (value := _header(message, name))]
+    fields += [("Attachments", ", ".join(names))] if names else []
+    builder.add_paragraph("\n".join(f"{name}: {' '.join(value.split())}" for name, value in fields))
+    builder.add_paragraph(_email_body_text(message))
+    for name, part in zip(names, attachments):
+        attached = _parse_attachment(name, part)
+        if attached is not None:
+            builder.add_heading(2, name)
+            builder.add_paragraph(attached.text)
+    text = builder.text()
+    return ParsedDocument(text, subject or first_line(text), MIME_EMAIL, "email", [0], builder.headings)
+
+
+def _header(message, name: str) -> str:
+    """A header decoded (RFC 2047), '' when absent or too malformed to parse."""
+    from email.errors import HeaderParseError
+
+    try:
+        return str(message.get(name, ""))
+    except (HeaderParseError, ValueError, IndexError):
+        return ""
+
+
+def _email_body_text(message) -> str:
+    body = message.get_body(preferencelist=("plain", "html"))
+    if body is None:
+        return ""
+    try:
+        content = body.get_content()
+    except (LookupError, UnicodeError):  # an unknown or wrong charset
+        content = (body.get_payload(decode=True) or b"").decode("utf-8", errors="replace")
+    if body.get_content_subtype() == "html":
+        return parse_html(content).text
+    return normalize_text(content).strip()
+
+
+def _attachment_name(part, index: int) -> str:
+    if part.get_content_type() == "message/rfc822":
+        subject = " ".join(_header(part.get_content(), "Subject").split())
+        return f"{subject or f'message {index}'}.eml"
+    return " ".join((part.get_filename() or f"attachment {index}").split())
+
+
+def _parse_attachment(name: str, part) -> ParsedDocument | None:
+    """The attachment's text, or None when it is not in a format read here (images, archives...)."""
+    if part.get_content_type() == "message/rfc822":
+        data = part.get_content().as_bytes()
+    else:
+        data = part.get_payload(decode=True) or b""
+    try:
+        return parse_file(name, data)
+    except Exception:  # unreadable or a parser bug: the message and its other attachments still count
+        return None
+
+
+def parse_rtf(data: bytes) -> ParsedDocument:
+    """RTF through striprtf, in the code page the file declares (``\\ansicpgNNNN``, else cp1252)."""
+    from striprtf.striprtf import rtf_to_text
+
+    if not data.lstrip().startswith(b"{\\rtf"):
+        raise ParseError("corrupt RTF: it does not start with {\\rtf")
+    code_page = re.search(rb"\\ansicpg(\d+)", data[:4096])
+    encoding = f"cp{int(code_page.group(1))}" if code_page else "cp1252"
+    try:
+        "".encode(encoding)
+    except LookupError:
+        encoding = "cp1252"
+    try:
+        text = rtf_to_text(data.decode(encoding, errors="replace"), encoding=encoding, errors="replace")
+    except (ValueError, IndexError) as error:
+        raise ParseError(f"corrupt RTF: {type(error).__name__}: {error}") from error
+    text = normalize_text(text).strip()
+    info_title = re.search(rb"\{\\title\s+([^{}\\]*)\}", data[:65536])
+    title = info_title.group(1).decode(encoding, errors="replace").strip() if info_title else ""
+    return ParsedDocument(text, title or first_line(text), MIME_RTF, "striprtf", [0], [])
 
 
 PARSERS: dict[str, Callable[[bytes], ParsedDocument]] = {
@@ -413,4 +649,9 @@ PARSERS: dict[str, Callable[[bytes], ParsedDocument]] = {
     MIME_TEXT: parse_text,
     MIME_DOCX: parse_docx,
     MIME_PPTX: parse_pptx,
+    MIME_XLSX: parse_xlsx,
+    MIME_CSV: parse_csv,
+    MIME_TSV: parse_tsv,
+    MIME_EMAIL: parse_email,
+    MIME_RTF: parse_rtf,
 }

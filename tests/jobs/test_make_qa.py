@@ -23,7 +23,7 @@ from rayfleet.qa import QaValidation, check_pair
 from rayfleet.tables import read_folder, write_table
 from rayfleet.text.chunking import chunk_document
 from rayfleet.text.parsing import parse_file
-from tests.text.pdf_samples import PDFS
+from tests.text.samples import PDFS
 
 pytestmark = pytest.mark.slow
 CONFIG = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "make_qa" / "smollm2_vllm.yaml"

@@ -90,7 +90,7 @@ def test_page_ranges_follow_page_offsets(tokenizer):
 
 def test_real_manual_chunks_are_bounded_and_lose_nothing_between_pages(tokenizer):
     from rayfleet.text.parsing import parse_file
-    from tests.text.pdf_samples import PDFS
+    from tests.text.samples import PDFS
 
     manual = parse_file("gnuplot.pdf", (PDFS / "gnuplot.pdf").read_bytes())
     chunks = chunk_document(tokenizer, manual.text, 256, 0, manual.page_offsets, manual.headings)

@@ -5,16 +5,22 @@ from __future__ import annotations
 import pytest
 
 from rayfleet.text.parsing import (
+    MIME_CSV,
     MIME_DOCX,
+    MIME_EMAIL,
     MIME_HTML,
     MIME_PDF,
     MIME_PPTX,
+    MIME_RTF,
+    MIME_TEXT,
+    MIME_TSV,
+    MIME_XLSX,
     OLE_MAGIC,
     ParseError,
     detect_mime_type,
     parse_file,
 )
-from tests.text.pdf_samples import PDFS, blank_pdf, docx_bytes, encrypted_pdf, pptx_bytes
+from tests.text.samples import PDFS, blank_pdf, damaged_member, docx_bytes, eml_bytes, encrypted_pdf, pptx_bytes, rtf_bytes, xlsx_bytes
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +122,81 @@ def test_pptx_slides_are_pages_read_top_to_bottom_with_titles_tables_and_notes()
     assert all(document.text[heading.offset :].startswith(heading.title) for heading in document.headings)
 
 
+def test_xlsx_sheets_are_pages_of_rows_and_empty_sheets_are_left_out():
+    document = parse_file("costs.xlsx", xlsx_bytes())
+    assert document.mime_type == MIME_XLSX and document.title == "Plant costs"
+    assert document.page_count == 2
+    assert [(h.level, h.title) for h in document.headings] == [(1, "Costs"), (1, "Staff")]
+    assert page_text(document, 1).split("\n\n") == ["Costs", "item | cost", "seals | 1200", "ordered | 2026-03-01", ""]
+    assert page_text(document, 2).split("\n\n") == ["Staff", "name | role", "Ann | maintenance engineer"]
+
+
+@pytest.mark.parametrize(
+    "name, data, mime_type",
+    [
+        ("staff.csv", b'name,role\nAnn,engineer\n"Bo, Jr","lead\nfitter"\n', MIME_CSV),
+        ("staff.csv", "name;role\r\nAnn;engineer\r\nBo, Jr;lead fitter\r\n".encode("cp1252"), MIME_CSV),
+        ("staff.tsv", b"name\trole\nAnn\tengineer\nBo, Jr\tlead fitter\n", MIME_TSV),
+    ],
+)
+def test_delimited_rows_whatever_the_delimiter(name, data, mime_type):
+    document = parse_file(name, data)
+    assert document.mime_type == mime_type
+    assert document.text.split("\n\n") == ["name | role", "Ann | engineer", "Bo, Jr | lead fitter"]
+
+
+def test_csv_cells_may_be_larger_than_the_csv_module_default():
+    long_cell = "word " * 40_000
+    assert parse_file("dump.csv", f'id,text\n1,"{long_cell}"\n'.encode()).text.endswith("word")
+
+
+def test_email_headers_body_and_readable_attachments():
+    document = parse_file("review.eml", eml_bytes())
+    assert document.mime_type == MIME_EMAIL and document.title == "Pump réview notes"
+    assert [(h.level, h.title) for h in document.headings] == [
+        (1, "Pump réview notes"), (2, "pump.docx"), (2, "Supplier quote.eml")]  # fmt: skip
+    assert "From: Ann <ann@example.com>\nTo: ops@example.com\nDate: Mon, 30 Nov 2026" in document.text
+    assert "Attachments: pump.docx, photo.png, Supplier quote.eml" in document.text
+    assert "The seals on pump 3 are worn." in document.text and "HTML copy" not in document.text
+    assert "impeller | yearly" in document.text  # from the attached DOCX
+    assert "The quote for new seals is 1200 EUR." in document.text  # from the forwarded message
+    assert all(document.text[h.offset :].startswith(h.title) for h in document.headings)
+
+
+def test_email_with_only_an_html_body_gives_its_text():
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["Subject"], message["From"] = "Outage", "ops@example.com"
+    message.set_content("<html><body><p>Pump 3 is <b>down</b> until Friday.</p><script>x()</script></body></html>",
+                        subtype="html")  # fmt: skip
+    document = parse_file("outage.eml", message.as_bytes())
+    assert document.text.endswith("Pump 3 is down until Friday.") and "x()" not in document.text
+
+
+def test_rtf_text_in_the_code_page_it_declares():
+    document = parse_file("notes.rtf", rtf_bytes())
+    assert document.mime_type == MIME_RTF and document.title == "Pump notes"
+    assert document.text == "Pump maintenance\nНасос pump, 12€ per visit.\nSecond paragraph with italic text."
+
+
+def test_text_formats_by_extension_and_unnamed_text_files():
+    assert parse_file("guide.rst", "Guide\n=====\n\nÉtape un.\n".encode("cp1252")).text == "Guide\n=====\n\nÉtape un.\n"
+    assert parse_file("README", b"Run make demo.\n").mime_type == MIME_TEXT
+
+
 def test_type_is_sniffed_when_the_extension_says_nothing():
     assert detect_mime_type("download", (PDFS / "refcard-a4.pdf").read_bytes()) == MIME_PDF
     assert detect_mime_type("page", b"  <!DOCTYPE html><html></html>") == MIME_HTML
     assert detect_mime_type("report", docx_bytes()) == MIME_DOCX
     assert detect_mime_type("slides", pptx_bytes()) == MIME_PPTX
+    assert detect_mime_type("sheet", xlsx_bytes()) == MIME_XLSX
+    assert detect_mime_type("message", eml_bytes()) == MIME_EMAIL
+    assert detect_mime_type("letter", rtf_bytes()) == MIME_RTF
+    assert detect_mime_type("NOTES", ("abc" + "Überblick\n" * 2000).encode()) == MIME_TEXT  # "Ü" cut at 4 KiB
     assert detect_mime_type("photo.png", b"\x89PNG\r\n") is None
+    assert detect_mime_type("blob", bytes(range(256))) is None
+    assert detect_mime_type("data.bin", b"plain words") is None  # an extension we do not read stays unknown
 
 
 @pytest.mark.parametrize(
@@ -137,6 +212,13 @@ def test_type_is_sniffed_when_the_extension_says_nothing():
         ("broken.docx", b"PK\x03\x04 not a zip", "corrupt DOCX"),
         ("broken.pptx", pptx_bytes()[:2000], "corrupt PPTX"),
         ("locked.pptx", OLE_MAGIC + bytes(500), "password-protected file or a legacy binary Office file"),
+        ("broken.xlsx", b"PK\x03\x04 not a zip", "corrupt XLSX"),
+        ("damaged.xlsx", damaged_member(xlsx_bytes(), "xl/worksheets/sheet1.xml"), "corrupt XLSX"),
+        ("damaged.docx", damaged_member(docx_bytes(), "word/document.xml"), "corrupt DOCX"),
+        ("budget.xls", OLE_MAGIC + bytes(500), "legacy binary Office file '.xls'.*save it as XLSX"),
+        ("attachment", OLE_MAGIC + bytes(500), "legacy binary Office file '\\(no extension\\)'"),
+        ("notes.rtf", b"plain words", "corrupt RTF"),
+        ("body.eml", b"\n\nno headers at all", "not an e-mail message"),
     ],
 )
 def test_bad_files_raise_a_clear_reason(name, data, reason):

@@ -7,7 +7,7 @@ from transformers import AutoTokenizer
 
 from rayfleet.text.parsing import parse_file
 from rayfleet.text.tokenizer import FastTokenizer
-from tests.text.pdf_samples import PDFS
+from tests.text.samples import PDFS
 
 
 def test_same_ids_and_offsets_as_transformers(smollm2_path):

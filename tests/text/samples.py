@@ -1,8 +1,10 @@
-"""Small PDFs built in code for parser tests: a blank one and an encrypted one."""
+"""Small files of every parsed format, built in code for parser tests (and where the real PDFs are)."""
 
 from __future__ import annotations
 
+import datetime
 import io
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,3 +94,64 @@ def pptx_bytes() -> bytes:
     buffer = io.BytesIO()
     presentation.save(buffer)
     return buffer.getvalue()
+
+
+def xlsx_bytes() -> bytes:
+    """A workbook: a costs sheet (numbers, a date, a gap row, trailing empty cells), an empty sheet, a staff sheet."""
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    workbook.properties.title = "Plant costs"
+    costs = workbook.active
+    costs.title = "Costs"
+    costs.append(["item", "cost", None])
+    costs.append(["seals", 1200.0])
+    costs.append([])
+    costs.append(["ordered", datetime.datetime(2026, 3, 1)])
+    workbook.create_sheet("Empty")
+    staff = workbook.create_sheet("Staff")
+    staff.append(["name", "role"])
+    staff.append(["Ann", "  maintenance\nengineer "])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def eml_bytes() -> bytes:
+    """An e-mail with an encoded subject, plain and HTML bodies, a DOCX, an image and a forwarded message attached."""
+    from email.message import EmailMessage
+
+    forwarded = EmailMessage()
+    forwarded["Subject"] = "Supplier quote"
+    forwarded["From"] = "bo@example.com"
+    forwarded.set_content("The quote for new seals is 1200 EUR.")
+    message = EmailMessage()
+    message["Subject"] = "Pump =?utf-8?q?r=C3=A9view?= notes"
+    message["From"] = "Ann <ann@example.com>"
+    message["To"] = "ops@example.com"
+    message["Date"] = "Mon, 30 Nov 2026 10:00:00 +0000"
+    message.set_content("Hello team,\n\nThe seals on pump 3 are worn.\n")
+    message.add_alternative("<html><body><p>HTML copy of the body</p></body></html>", subtype="html")
+    message.add_attachment(docx_bytes(), maintype="application", subtype="octet-stream", filename="pump.docx")
+    message.add_attachment(b"\x89PNG\r\n\x1a\n" + bytes(64), maintype="image", subtype="png", filename="photo.png")
+    message.add_attachment(forwarded)
+    return message.as_bytes()
+
+
+def rtf_bytes() -> bytes:
+    """An RTF in code page 1251 (Cyrillic escapes), with a title in its info group and a font table."""
+    return (
+        rb"{\rtf1\ansi\ansicpg1251\deff0{\fonttbl{\f0\fswiss Arial;}}{\info{\title Pump notes}{\author Ann}}"
+        rb"{\pard\b Pump maintenance\b0\par}"
+        rb"{\pard \'cd\'e0\'f1\'ee\'f1 pump, 12\u8364? per visit.\par}"
+        rb"{\pard Second paragraph with {\i italic} text.\par}}"
+    )
+
+
+def damaged_member(package: bytes, member: str) -> bytes:
+    """``package`` (a zip) with the middle of one member's compressed bytes overwritten."""
+    info = zipfile.ZipFile(io.BytesIO(package)).getinfo(member)
+    local_header = package[info.header_offset : info.header_offset + 30]
+    start = info.header_offset + 30 + int.from_bytes(local_header[26:28], "little") + int.from_bytes(local_header[28:30], "little")
+    middle = start + info.compress_size // 2
+    return package[:middle] + b"\xff" * 16 + package[middle + 16 :]
