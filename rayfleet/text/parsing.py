@@ -334,6 +334,10 @@ def _walk_html(node, builder: _TextBuilder) -> None:
         elif isinstance(child, Tag) and child.name not in HTML_SKIPPED:
             if child.name in HTML_HEADINGS:
                 builder.add_heading(HTML_HEADINGS[child.name], " ".join(child.get_text(" ").split()))
+            elif child.name == "table" and _is_data_table(child):
+                builder.end_block()
+                for row in _html_table_rows(child):
+                    builder.add_paragraph(_table_row(cell.get_text(" ") for cell in row))
             elif child.name == "pre":
                 builder.end_block()
                 builder.add_paragraph(normalize_text(child.get_text()).strip("\n"))
@@ -346,6 +350,23 @@ def _walk_html(node, builder: _TextBuilder) -> None:
                 _walk_html(child, builder)
                 if is_block:
                     builder.end_block()
+
+
+HTML_LAYOUT_INSIDE_CELLS = ["table", "p", "div", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote"]
+
+
+def _is_data_table(table) -> bool:
+    """A table of values (read as rows) rather than a layout table that holds the page's blocks."""
+    return table.find(HTML_LAYOUT_INSIDE_CELLS) is None
+
+
+def _html_table_rows(table) -> list[list]:
+    """The caption (as a one-cell row) and each row's cells, in order."""
+    caption = table.find("caption")
+    rows = [[caption]] if caption is not None else []
+    for row in table.find_all("tr"):
+        rows.append(row.find_all(["th", "td"], recursive=False))
+    return rows
 
 
 def decode_text(data: bytes) -> str:

@@ -78,6 +78,17 @@ def test_html_keeps_visible_text_and_headings():
     assert all(document.text[h.offset :].startswith(h.title) for h in document.headings)
 
 
+def test_html_data_tables_are_rows_and_layout_tables_are_walked():
+    html = b"""<html><body><h1>Parts</h1><table><caption>Service intervals</caption>
+    <thead><tr><th>part</th><th>interval</th></tr></thead>
+    <tbody><tr><td>impeller</td><td>yearly <b>or</b> 5000 h</td></tr><tr><td>seals</td><td></td></tr></tbody></table>
+    <table><tr><td><p>Layout cell one.</p><p>Second paragraph.</p></td><td><div>Sidebar</div></td></tr></table>
+    </body></html>"""
+    assert parse_file("parts.html", html).text.split("\n\n") == [
+        "Parts", "Service intervals", "part | interval", "impeller | yearly or 5000 h", "seals",
+        "Layout cell one.", "Second paragraph.", "Sidebar"]  # fmt: skip
+
+
 def test_markdown_headings_by_line():
     text = "Intro line.\n\n# Setup guide\n\nInstall it.\n\n## Ports\n\nOpen port 8333.\n\n```\n# not a heading\n```\n"
     document = parse_file("guide.md", text.encode())
