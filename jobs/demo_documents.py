@@ -122,7 +122,7 @@ def chunk_rows(documents: pa.Table, max_tokens: int) -> list[dict]:
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(MINILM)))
     return [
         {"chunk_id": f"{document['doc_id']}#{chunk.ordinal}", "doc_id": document["doc_id"], "text": chunk.text,
-         "heading": document["title"], "source": document["source"]}  # fmt: skip
+         "heading": document["title"], "source": document["source"], "title": document["title"]}  # fmt: skip
         for document in documents.to_pylist()
         for chunk in chunk_document(tokenizer, document["text"], max_tokens)
     ]

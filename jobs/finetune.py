@@ -49,6 +49,7 @@ from rayfleet.engines.merged import merge_adapter
 from rayfleet.ray_setup import init_ray
 from jobs.demo_documents import DEMO_QUESTIONS
 from rayfleet.registry import ArtifactVersion, Registry
+from rayfleet.retrieval.rag import prompt_layout_id
 from rayfleet.tables import write_table
 from rayfleet.training.checkpoint import ADAPTER_FOLDER, STATE_FILE, TrainState, load_checkpoint, read_train_state, save_checkpoint
 from rayfleet.training.data import (
@@ -194,9 +195,10 @@ def grounded_demo_rows(
     rows = []
     for pair in qa_pairs(documents, split):
         scores = lexical.scores([pair["question"]])[0]
+        best = np.argsort(-scores, kind="stable")[:GROUNDED_TOP_K]
         hits = [Hit(chunk_id=chunks[i]["chunk_id"], doc_id=chunks[i]["doc_id"], text=chunks[i]["text"],
                     score=float(scores[i]), page_start=None, page_end=None, heading=chunks[i]["heading"],
-                    source=chunks[i]["source"]) for i in np.argsort(-scores, kind="stable")[:GROUNDED_TOP_K]]  # fmt: skip
+                    source=chunks[i]["source"], title=chunks[i]["title"]) for i in best]  # fmt: skip
         passages = fit_to_budget(hits, tokenizer, context_tokens)
         reply = pair["answer"] if answer == "summary" else best_passage_sentence(passages, pair["answer"])
         messages = grounded_conversation(pair["question"], passages, tokenizer, context_tokens) + [
@@ -223,13 +225,16 @@ def best_passage_sentence(passages: list, reference: str) -> str:
 def data_uris(config: FinetuneConfig, tokenizer) -> tuple[str, str | None]:
     """The train and validation SFT URIs, building the demo set under ``storage_path`` when none is given.
 
-    The demo set's folder is named by its settings, so changing them builds a new set.
+    The demo set's folder is named by its settings (and the RAG prompt's layout), so changing them
+    builds a new set.
     """
     if config.data.train is not None:
         return config.data.train, config.data.validation
     data = config.data
     name = (f"demo-sft-{data.demo_train_papers}-{data.demo_validation_papers}-{data.demo_grounded_papers}"
             f"-{data.demo_grounded_answer}-{data.demo_context_tokens}")  # fmt: skip
+    if data.demo_grounded_papers:
+        name += f"-{prompt_layout_id(tokenizer)}"  # a new RAG prompt layout builds a new set
     folder = storage.join(config.storage_path, name)
     train_uri, validation_uri = storage.join(folder, "train.parquet"), storage.join(folder, "validation.parquet")
     if not (storage.exists(train_uri) and storage.exists(validation_uri)):

@@ -13,7 +13,8 @@ complete Parquet files under ``output``:
 - ``documents/``: one row per distinct content (``doc_id`` = sha256 of the bytes),
   with source, title, text, page count and page offsets, headings, MIME type, size and
   parse time (``schemas.DOCUMENTS_SCHEMA``; ``jobs.summarize`` reads it as it is);
-- ``chunks/``: token-bounded chunks with page range and heading (``schemas.CHUNKS_SCHEMA``);
+- ``chunks/``: token-bounded chunks with page range, heading, and their document's source and
+  title for citations (``schemas.CHUNKS_SCHEMA``);
 - ``errors/``: files that gave no document (corrupt, encrypted, no text, legacy or unknown
   type, oversize) with the reason; the run finishes the rest;
 - ``_files/``: the ledger of every file handled (``schemas.FILES_SCHEMA``).

@@ -111,8 +111,8 @@ class FileIngester:
             "run_id": self.run_id, "created_at": now,
         }  # fmt: skip
         chunk_rows = [
-            {**asdict(chunk), "chunk_id": f"{doc_id}-{chunk.ordinal:05d}", "doc_id": doc_id,
-             "tokenizer": self.chunking.tokenizer, "run_id": self.run_id, "created_at": now}
+            {**asdict(chunk), "chunk_id": f"{doc_id}-{chunk.ordinal:05d}", "doc_id": doc_id, "source": file.uri,
+             "title": parsed.title, "tokenizer": self.chunking.tokenizer, "run_id": self.run_id, "created_at": now}
             for chunk in chunks
         ]  # fmt: skip
         return FileResult(self._ledger(file, doc_id, OUTCOME_INGESTED), document, chunk_rows)

@@ -39,6 +39,8 @@ CHUNKS_SCHEMA = pa.schema(
         pa.field("page_start", pa.int32(), nullable=False),  # 1-based, inclusive
         pa.field("page_end", pa.int32(), nullable=False),
         pa.field("heading", pa.string()),  # the section heading in effect where the chunk starts
+        pa.field("source", pa.string()),  # the document's file (its first copy), for citations and filters
+        pa.field("title", pa.string()),  # the document's title, so a passage can be named to a reader
         pa.field("char_start", pa.int64(), nullable=False),  # span of the chunk in the document text
         pa.field("char_end", pa.int64(), nullable=False),
         pa.field("tokenizer", pa.string(), nullable=False),

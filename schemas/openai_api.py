@@ -169,6 +169,8 @@ class Citation(BaseModel):
     doc_id: str = Field(..., description="Document the chunk belongs to.")
     chunk_id: str = Field(..., description="The chunk's id in the index.")
     page: int | None = Field(None, description="First page of the chunk, when known.")
+    title: str | None = Field(None, description="Title of the chunk's document, when known.")
+    source: str | None = Field(None, description="URI of the file the document was ingested from, when known.")
     score: float = Field(..., description="Cosine similarity of the chunk to the question.")
 
 

@@ -45,6 +45,7 @@ CHUNK_OPTIONAL_COLUMNS = (
     ColumnRule("page_end", INT_TYPES + (pa.null(),), "last page of the chunk in its document"),
     ColumnRule("heading", TEXT_TYPES + (pa.null(),), "the section heading the chunk sits under"),
     ColumnRule("source", TEXT_TYPES + (pa.null(),), "URI of the file the document was ingested from"),
+    ColumnRule("title", TEXT_TYPES + (pa.null(),), "title of the chunk's document"),
 )
 
 # One row per indexed chunk, in index order: row i is the vector with id i in the index.
@@ -57,6 +58,7 @@ INDEX_ROWS_SCHEMA = pa.schema(
         pa.field("page_end", pa.int64()),
         pa.field("heading", pa.string()),
         pa.field("source", pa.string()),
+        pa.field("title", pa.string()),  # absent in versions built before titles were indexed: read as null
         pa.field("embedding_key", pa.string(), nullable=False),
     ],
     metadata={"description": "the chunks of one index version; row i is vector id i"},

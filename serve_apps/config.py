@@ -120,6 +120,9 @@ class RagPathConfig(PathCommon):
         True, description="Fuse BM25 into the dense ranking (see docs/retrieval.md): names and titles in questions match."
     )
     max_context_tokens: int = Field(768, ge=64, description="Most prompt tokens of retrieved text; lower-ranked chunks are cut first.")
+    max_history_tokens: int = Field(
+        512, ge=0, description="Most tokens of a chat's earlier turns kept before the grounded question (oldest dropped first); 0 answers each question alone."
+    )
     registry: str | None = Field(None, description="Registry root holding `adapter`.")
     adapter: str | None = Field(
         None, description="Adapter reference that answers (e.g. qa@promoted); none, or none resolvable yet: the base model."

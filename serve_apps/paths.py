@@ -22,7 +22,14 @@ from rayfleet.engines.async_vllm import TextDelta
 from rayfleet.engines.base import Conversation, SamplingConfig
 from rayfleet.engines.templates import render_prompt_ids
 from rayfleet.registry import ArtifactVersion, Registry, RegistryError
-from rayfleet.retrieval.rag import citations_of, fit_to_budget, grounded_conversation
+from rayfleet.retrieval.rag import (
+    chat_parts,
+    citations_of,
+    fit_to_budget,
+    grounded_conversation,
+    recent_turns,
+    retrieval_query,
+)
 from serve_apps.config import BasePathConfig, FaultInjectionPathConfig, FineTunedPathConfig, RagPathConfig
 from serve_apps.errors import RequestError
 
@@ -175,7 +182,8 @@ class FineTunedPath(GeneratingPath):
 
 class RagPath(GeneratingPath):
     """Retrieve chunks for the question, answer grounded on them (with the configured adapter, if
-    any), return them as citations."""
+    any), return them as citations. A chat keeps its system text and its latest earlier turns, and
+    a follow-up question is searched together with the user's turn before it."""
 
     def __init__(self, config: RagPathConfig, model: str, generate: Generate):
         from rayfleet.retrieval import Retriever
@@ -188,20 +196,30 @@ class RagPath(GeneratingPath):
     async def stream(self, request: PathRequest) -> AsyncIterator[PathChunk]:
         if request.adapter:
             raise RequestError(404, "the RAG path takes no adapter in the model name; its adapter is configured", "model_not_found")
-        hits = await asyncio.to_thread(self.retriever.search, request.question(), self.config.top_k, None, None, self.config.hybrid)
+        question, query, system, history = self.thread(request)
+        hits = await asyncio.to_thread(self.retriever.search, query, self.config.top_k, None, None, self.config.hybrid)
         budget = self.config.max_context_tokens
         passages = fit_to_budget(hits, self.tokenizer, budget)
-        conversation = grounded_conversation(request.question(), passages, self.tokenizer, budget, self.config.system_prompt)
-        grounded = PathRequest(request.sampling, conversation=conversation)
+        conversation = grounded_conversation(question, passages, self.tokenizer, budget, system, history)
         citations = citations_of(passages)
         adapter = await self.configured_adapter()
         first = True
-        async for delta in self.generate(self.prompt_ids(grounded), request.sampling, adapter):
+        async for delta in self.generate(render_prompt_ids(self.tokenizer, conversation), request.sampling, adapter):
             yield PathChunk(
                 delta.text, delta.prompt_tokens, delta.completion_tokens, delta.finish_reason,
                 adapter=adapter.name if adapter and first else None, citations=citations if first else None,
             )  # fmt: skip
             first = False
+
+    def thread(self, request: PathRequest) -> tuple[str, str, str | None, Conversation]:
+        """The question, what to search with, the system text (the config's, then the client's) and the
+        earlier turns of a chat that fit ``max_history_tokens``."""
+        if request.prompt is not None:
+            return request.prompt, request.prompt, self.config.system_prompt, []
+        client_system, earlier, question = chat_parts(request.conversation)
+        system = "\n\n".join(filter(None, [self.config.system_prompt, client_system])) or None
+        history = recent_turns(earlier, self.tokenizer, self.config.max_history_tokens)
+        return question, retrieval_query(question, earlier), system, history
 
     async def configured_adapter(self) -> AdapterSource | None:
         """The configured adapter; while it resolves to nothing (none promoted yet), the base model answers."""

@@ -156,7 +156,7 @@ def chunk_rows(papers: int, max_tokens: int = 128, split: str = "test") -> list[
                 "chunk_id": f"{document['doc_id']}#{ordinal}", "doc_id": document["doc_id"], "ordinal": ordinal,
                 "text": text, "token_count": len(tokenizer(text, add_special_tokens=False)["input_ids"]),
                 "page_start": None, "page_end": None, "heading": text.split("\n", 1)[0] if ordinal == 0 else None,
-                "source": document["source"],
+                "source": document["source"], "title": document["title"],
             })  # fmt: skip
     return rows
 

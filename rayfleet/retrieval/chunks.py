@@ -3,7 +3,7 @@
 Each file is checked against ``schemas.CHUNK_INPUT_COLUMNS``; a file that does not fit
 goes to the errors table whole, with the reason. Rows with an empty ``chunk_id`` or
 empty ``text``, and repeats of a ``chunk_id`` already seen, go there one by one. The
-optional columns (pages, heading, source) are carried when present and null otherwise.
+optional columns (pages, heading, source, title) are carried when present and null otherwise.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ CHUNK_COLUMNS = pa.schema(
         ("page_end", pa.int64()),
         ("heading", pa.string()),
         ("source", pa.string()),
+        ("title", pa.string()),
     ]
 )
 
@@ -104,7 +105,7 @@ def chunks_version(chunks: pa.Table, keys: list[str]) -> str:
     """A hash of everything the index holds about the chunks: equal means an unchanged input."""
     digest = hashlib.sha256()
     metadata = zip(
-        keys, *(chunks[name].to_pylist() for name in ("doc_id", "page_start", "page_end", "heading", "source"))
+        keys, *(chunks[name].to_pylist() for name in ("doc_id", "page_start", "page_end", "heading", "source", "title"))
     )
     for record in sorted(metadata, key=lambda values: values[0]):
         digest.update(repr(record).encode())

@@ -6,12 +6,21 @@ evaluation job, so what is measured offline is what users get::
     hits = fit_to_budget(retriever.search(question, k=4, hybrid=True), tokenizer, 768)
     conversation = grounded_conversation(question, hits, tokenizer, 768)
     citations = citations_of(hits)
+
+A chat keeps its thread: :func:`chat_parts` splits it into the client's system text, the
+earlier turns (the latest that fit a token budget, :func:`recent_turns`) and the question,
+and :func:`retrieval_query` searches with the question and the user's turn before it, so a
+follow-up ("and for the pump?") still finds its subject.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from rayfleet.engines.base import Conversation
 from rayfleet.retrieval.retriever import Hit
+from rayfleet.storage import PARQUET_SUFFIXES
 
 RAG_INSTRUCTIONS = (
     "Answer the question using only the numbered context passages below. Cite the passages you use "
@@ -35,25 +44,91 @@ def fit_to_budget(hits: list[Hit], tokenizer, max_context_tokens: int) -> list[H
     return kept
 
 
+def passage_label(hit: Hit) -> str:
+    """Where a passage comes from, as a reader would name it: the document's title (else its file name,
+    else its id), the page, and the section when that is not just the title again."""
+    name = hit.title or _file_name(hit.source) or hit.doc_id
+    parts = [name]
+    if hit.page_start is not None:
+        parts.append(f"page {hit.page_start}")
+    if hit.heading and hit.heading != name:
+        parts.append(f"section {hit.heading}")
+    return ", ".join(parts)
+
+
+def _file_name(source: str | None) -> str | None:
+    """The document file's name; None for no source, or for a chunks table a chunk was attributed to."""
+    if not source or source.endswith(PARQUET_SUFFIXES):
+        return None
+    return source.rstrip("/").rsplit("/", 1)[-1] or None
+
+
 def grounded_conversation(
-    question: str, hits: list[Hit], tokenizer, max_context_tokens: int, system_prompt: str | None = None
+    question: str,
+    hits: list[Hit],
+    tokenizer,
+    max_context_tokens: int,
+    system_prompt: str | None = None,
+    history: Conversation = (),
 ) -> Conversation:
-    """The hits as numbered passages (document and page named, each cut to the budget), then the question."""
+    """The system text and the RAG instructions, the earlier turns of the chat (``history``), then the hits
+    as numbered passages (each named by :func:`passage_label`, each cut to the budget) and the question."""
     passages = []
     for number, hit in enumerate(hits, start=1):
         ids = tokenizer(hit.text, add_special_tokens=False)["input_ids"][:max_context_tokens]
-        page = f", page {hit.page_start}" if hit.page_start is not None else ""
-        passages.append(f"[{number}] ({hit.doc_id}{page}) {tokenizer.decode(ids)}")
+        passages.append(f"[{number}] ({passage_label(hit)}) {tokenizer.decode(ids)}")
     system = "\n\n".join(filter(None, [system_prompt, RAG_INSTRUCTIONS]))
     return [
         {"role": "system", "content": system},
+        *history,
         {"role": "user", "content": "Context:\n" + "\n\n".join(passages) + f"\n\nQuestion: {question}"},
     ]
 
 
+def prompt_layout_id(tokenizer) -> str:
+    """A short hash of how :func:`grounded_conversation` lays a prompt out, so training data built with one
+    layout is never reused under another."""
+    sample = Hit("chunk", "doc", "passage", 1.0, 1, 1, "Section", "s3://bucket/file.pdf", "Title")
+    conversation = grounded_conversation("Question?", [sample], tokenizer, 16, "System.", [{"role": "user", "content": "Earlier."}])
+    return hashlib.sha256(json.dumps(conversation, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def chat_parts(conversation: Conversation) -> tuple[str | None, Conversation, str]:
+    """A chat split for a grounded answer: the client's system text (None if none), the user and
+    assistant turns before the last user message, and that message: the question (a chat with no
+    user message asks its last message; one of system messages only, their text)."""
+    system = "\n\n".join(m["content"] for m in conversation if m["role"] == "system" and m["content"].strip())
+    turns = [message for message in conversation if message["role"] != "system"]
+    if not turns:
+        return None, [], system
+    asking = max((i for i, message in enumerate(turns) if message["role"] == "user"), default=len(turns) - 1)
+    return system or None, turns[:asking], turns[asking]["content"]
+
+
+def recent_turns(turns: Conversation, tokenizer, max_tokens: int) -> Conversation:
+    """The latest turns whose contents fit ``max_tokens`` together (the oldest dropped first), starting
+    with a user turn."""
+    kept, used = [], 0
+    for message in reversed(turns):
+        used += token_count(tokenizer, message["content"])
+        if used > max_tokens:
+            break
+        kept.insert(0, message)
+    while kept and kept[0]["role"] != "user":
+        kept.pop(0)
+    return kept
+
+
+def retrieval_query(question: str, earlier: Conversation) -> str:
+    """What to search with: the question, after the user's turn before it when there is one."""
+    previous = [message["content"] for message in earlier if message["role"] == "user"][-1:]
+    return "\n".join(previous + [question])
+
+
 def citations_of(hits: list[Hit]) -> list[dict]:
-    """What each passage cites: document, chunk and page, with the retrieval score."""
+    """What each passage cites: document, chunk, page, title and file, with the retrieval score."""
     return [
-        {"doc_id": hit.doc_id, "chunk_id": hit.chunk_id, "page": hit.page_start, "score": round(hit.score, 4)}
+        {"doc_id": hit.doc_id, "chunk_id": hit.chunk_id, "page": hit.page_start, "title": hit.title,
+         "source": hit.source, "score": round(hit.score, 4)}  # fmt: skip
         for hit in hits
     ]

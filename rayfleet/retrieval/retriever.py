@@ -35,6 +35,7 @@ class Hit:
     page_end: int | None
     heading: str | None
     source: str | None
+    title: str | None = None
 
 
 class Retriever:
@@ -132,7 +133,7 @@ class Retriever:
     def _hit(self, row: int, score: float) -> Hit:
         values = {
             name: self.rows[name][row].as_py()
-            for name in ("chunk_id", "doc_id", "text", "page_start", "page_end", "heading", "source")
+            for name in ("chunk_id", "doc_id", "text", "page_start", "page_end", "heading", "source", "title")
         }
         return Hit(score=score, **values)
 

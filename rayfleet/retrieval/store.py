@@ -94,13 +94,22 @@ def load_version(root: str, version: str | None = None) -> tuple[VectorIndex, pa
     manifest = load_manifest(root, version)
     folder = version_uri(root, manifest.version)
     index = VectorIndex.from_bytes(storage.read_bytes(storage.join(folder, "index.faiss")), manifest.index_params)
-    rows = pq.read_table(io.BytesIO(storage.read_bytes(storage.join(folder, "rows.parquet"))))
+    rows = with_missing_columns(pq.read_table(io.BytesIO(storage.read_bytes(storage.join(folder, "rows.parquet")))))
     if index.dimension != manifest.dimension or len(index) != manifest.row_count or rows.num_rows != manifest.row_count:
         raise ValueError(
             f"index version {folder} is inconsistent: manifest says {manifest.row_count} rows of dimension "
             f"{manifest.dimension}, index has {len(index)} of {index.dimension}, rows table {rows.num_rows}"
         )
     return index, rows, manifest
+
+
+def with_missing_columns(rows: pa.Table) -> pa.Table:
+    """``rows`` with every nullable column of ``INDEX_ROWS_SCHEMA`` it lacks (a version written before that
+    column existed) added as nulls."""
+    for field in INDEX_ROWS_SCHEMA:
+        if field.name not in rows.schema.names and field.nullable:
+            rows = rows.append_column(field, pa.nulls(rows.num_rows, field.type))
+    return rows
 
 
 def faiss_version() -> str:

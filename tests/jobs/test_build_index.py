@@ -65,7 +65,7 @@ def test_build_rerun_grow_and_shrink(ray_cluster, s3_prefix, acl_chunks):
     assert store.load_manifest(index_uri).parent_version == built["version"]
     target = later[3]
     hit = Retriever.load(index_uri).search(target["text"], k=1)[0]
-    assert (hit.chunk_id, hit.doc_id) == (target["chunk_id"], target["doc_id"])
+    assert (hit.chunk_id, hit.doc_id, hit.title) == (target["chunk_id"], target["doc_id"], target["title"])
 
     storage.delete(storage.join(chunks_uri, "part-1.parquet"))
     shrunk = main(config)

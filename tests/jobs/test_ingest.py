@@ -90,8 +90,13 @@ def test_corpus_is_ingested_with_errors_duplicates_and_incremental_reruns(ray_cl
     assert "no extractable text" in reasons["scan.pdf"] and "unknown file type" in reasons["photo.png"]
     assert "oversize" in reasons["huge.txt"] and "save it as XLSX" in reasons["budget.xls"]
 
-    chunks = read_folder(f"{output}/chunks", ["chunk_id", "doc_id", "text", "token_count", "page_start", "page_end"])
+    chunks = read_folder(
+        f"{output}/chunks", ["chunk_id", "doc_id", "text", "token_count", "page_start", "page_end", "source", "title"]
+    )
     assert set(chunks["doc_id"].to_pylist()) == set(documents["doc_id"].to_pylist())
+    names = {row["doc_id"]: (row["source"], row["title"]) for row in documents.to_pylist()}
+    chunk_names = [(c["doc_id"], c["source"], c["title"]) for c in chunks.to_pylist()]
+    assert all((source, title) == names[doc_id] for doc_id, source, title in chunk_names), "named for citations"
     assert len(set(chunks["chunk_id"].to_pylist())) == chunks.num_rows, "no chunk twice (the duplicate's are removed)"
     assert pc.max(chunks["token_count"]).as_py() <= MAX_TOKENS and pc.min(chunks["token_count"]).as_py() >= 1
     assert pc.max(chunks["page_end"]).as_py() == 311

@@ -15,16 +15,18 @@ def chunk(chunk_id: str, text: str, doc_id: str = "d1", **extra) -> dict:
 def test_valid_rows_are_read_with_optional_columns_and_bad_rows_set_aside(tmp_path):
     rows = [
         chunk(
-            "c1", "Parsing with CCG supertags.", page_start=1, page_end=2, heading="Introduction", source="s3://b/p.pdf"
+            "c1", "Parsing with CCG supertags.", page_start=1, page_end=2, heading="Introduction",
+            source="s3://b/p.pdf", title="CCG parsing",
         ),
         chunk("c2", "   ", page_start=2, page_end=2, heading=None, source="s3://b/p.pdf"),
         chunk("c1", "A repeated chunk id.", page_start=3, page_end=3, heading=None, source="s3://b/p.pdf"),
-        chunk("c3", "Results on the treebank.", page_start=3, page_end=4, heading="Results", source=None),
+        chunk("c3", "Results on the treebank.", page_start=3, page_end=4, heading="Results", source=None, title=None),
     ]
     write_table(str(tmp_path / "chunks.parquet"), pa.Table.from_pylist(rows))
     table, errors = read_chunks(str(tmp_path), "run-1")
     assert table["chunk_id"].to_pylist() == ["c1", "c3"]
     assert table["page_start"].to_pylist() == [1, 3] and table["heading"].to_pylist() == ["Introduction", "Results"]
+    assert table["title"].to_pylist() == ["CCG parsing", None]
     # A chunk without a source is attributed to the file it was read from.
     assert table["source"].to_pylist() == ["s3://b/p.pdf", str(tmp_path / "chunks.parquet")]
     assert [(error["row"], error["error"]) for error in errors] == [

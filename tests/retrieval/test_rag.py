@@ -1,16 +1,28 @@
 """The RAG prompt shared by the serving path and the evaluation job, and its citations."""
 
+import pytest
 from transformers import AutoTokenizer
 
 from rayfleet.assets import MINILM, resolve_model
-from rayfleet.retrieval.rag import RAG_INSTRUCTIONS, citations_of, fit_to_budget, grounded_conversation
+from rayfleet.retrieval.rag import (
+    RAG_INSTRUCTIONS,
+    chat_parts,
+    citations_of,
+    fit_to_budget,
+    grounded_conversation,
+    passage_label,
+    prompt_layout_id,
+    recent_turns,
+    retrieval_query,
+)
 from rayfleet.retrieval.retriever import Hit
 
 TOKENIZER = AutoTokenizer.from_pretrained(str(resolve_model(MINILM)))
 
 
-def hit(number: int, text: str, page: int | None = None) -> Hit:
-    return Hit(f"doc{number}#0", f"doc{number}", text, 0.5 + number / 10, page, page, None, None)
+def hit(number: int, text: str, page: int | None = None, **names) -> Hit:
+    names = {"heading": None, "source": None} | names
+    return Hit(f"doc{number}#0", f"doc{number}", text, 0.5 + number / 10, page, page, **names)
 
 
 def test_hits_are_kept_best_first_while_they_fit_the_budget():
@@ -28,5 +40,73 @@ def test_passages_are_numbered_name_their_document_and_page_and_are_cut():
     assert "(doc2) " + "x " * 7 + "x\n\nQuestion" in user and user.endswith("Question: What opens at 3 bar?")
 
 
-def test_citations_name_document_chunk_and_page():
-    assert citations_of([hit(2, "text", 7)]) == [{"doc_id": "doc2", "chunk_id": "doc2#0", "page": 7, "score": 0.7}]
+@pytest.mark.parametrize(
+    "names, label",
+    [
+        ({"title": "Valve manual", "source": "s3://b/raw/valves.pdf", "heading": "Pressure"},
+         "Valve manual, page 4, section Pressure"),
+        ({"title": "Valve manual", "heading": "Valve manual"}, "Valve manual, page 4"),
+        ({"source": "s3://b/raw/valves.pdf"}, "valves.pdf, page 4"),
+        ({"source": "s3://b/corpus/chunks/part-0.parquet"}, "doc1, page 4"),  # a chunk attributed to its table
+        ({}, "doc1, page 4"),
+    ],
+)  # fmt: skip
+def test_a_passage_is_named_by_its_title_else_its_file_else_its_id(names, label):
+    assert passage_label(hit(1, "text", 4, **names)) == label
+
+
+def test_citations_name_document_chunk_page_title_and_file():
+    assert citations_of([hit(2, "text", 7, title="Valve manual", source="s3://b/raw/valves.pdf")]) == [
+        {"doc_id": "doc2", "chunk_id": "doc2#0", "page": 7, "title": "Valve manual", "source": "s3://b/raw/valves.pdf",
+         "score": 0.7}]  # fmt: skip
+
+
+CHAT = [
+    {"role": "system", "content": "You help pump engineers."},
+    {"role": "user", "content": "What pressure opens the relief valve?"},
+    {"role": "assistant", "content": "3 bar [1]."},
+    {"role": "system", "content": "Answer briefly."},
+    {"role": "user", "content": "And when does it close?"},
+]
+
+
+def test_a_chat_splits_into_system_text_earlier_turns_and_the_question():
+    system, earlier, question = chat_parts(CHAT)
+    assert system == "You help pump engineers.\n\nAnswer briefly."
+    assert earlier == CHAT[1:3] and question == "And when does it close?"
+    assert chat_parts([{"role": "user", "content": "Hi"}]) == (None, [], "Hi")
+    assert chat_parts([{"role": "assistant", "content": "Ask me."}]) == (None, [], "Ask me.")
+
+
+def test_a_follow_up_is_searched_with_the_users_turn_before_it():
+    _, earlier, question = chat_parts(CHAT)
+    assert retrieval_query(question, earlier) == "What pressure opens the relief valve?\nAnd when does it close?"
+    assert retrieval_query("What opens at 3 bar?", []) == "What opens at 3 bar?"
+
+
+def test_earlier_turns_are_kept_newest_first_within_the_budget_starting_with_a_user_turn():
+    turns = [{"role": "user", "content": "word " * 30}, {"role": "assistant", "content": "word " * 30},
+             {"role": "user", "content": "word " * 10}, {"role": "assistant", "content": "word " * 10}]  # fmt: skip
+    assert recent_turns(turns, TOKENIZER, 1000) == turns
+    assert recent_turns(turns, TOKENIZER, 50) == turns[2:]
+    assert recent_turns(turns, TOKENIZER, 15) == [], "an answer without its question is dropped too"
+    assert recent_turns(turns, TOKENIZER, 0) == []
+
+
+def test_the_grounded_question_follows_the_earlier_turns():
+    _, earlier, question = chat_parts(CHAT)
+    conversation = grounded_conversation(question, [hit(1, "it closes at two bar.")], TOKENIZER, 64, "Be brief.", earlier)
+    assert [message["role"] for message in conversation] == ["system", "user", "assistant", "user"]
+    assert conversation[1:3] == CHAT[1:3]
+    assert conversation[-1]["content"].endswith("it closes at two bar.\n\nQuestion: And when does it close?")
+
+
+def test_the_prompt_layout_id_is_stable_and_changes_with_the_layout(monkeypatch):
+    import rayfleet.retrieval.rag as rag
+
+    first = prompt_layout_id(TOKENIZER)
+    assert prompt_layout_id(TOKENIZER) == first and len(first) == 8
+    monkeypatch.setattr(rag, "RAG_INSTRUCTIONS", RAG_INSTRUCTIONS + " Be brief.")
+    new_instructions = prompt_layout_id(TOKENIZER)
+    monkeypatch.setattr(rag, "passage_label", lambda hit: hit.doc_id)
+    assert len({first, new_instructions, prompt_layout_id(TOKENIZER)}) == 3

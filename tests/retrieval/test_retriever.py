@@ -56,7 +56,18 @@ def test_a_sentence_finds_the_chunk_it_comes_from(stored_index, chunks, embedder
     hits = retriever.search(sentence, k=5)
     assert len(hits) == 5 and hits[0].chunk_id == target["chunk_id"]
     assert hits[0].doc_id == target["doc_id"] and hits[0].text == target["text"] and hits[0].source == target["source"]
+    assert hits[0].title == target["title"] and hits[0].title
     assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+
+
+def test_a_version_written_before_titles_were_indexed_still_loads(stored_index, chunks, embedder):
+    import pyarrow.parquet as pq
+
+    rows_file = f"{store.version_uri(stored_index, 'v1')}/rows.parquet"
+    pq.write_table(pq.read_table(rows_file).drop_columns(["title"]), rows_file)
+    retriever = Retriever.load(stored_index, embedder=embedder)
+    hit = retriever.search(chunks["text"][3].as_py(), k=1)[0]
+    assert hit.chunk_id == chunks["chunk_id"][3].as_py() and hit.title is None
 
 
 def test_recall_against_exact_search_on_real_embeddings(stored_index, vectors, embedder, chunks):

@@ -370,6 +370,48 @@ def test_the_rag_path_answers_with_its_adapter_once_one_is_promoted(tmp_path, ti
         RagPathConfig(index="x", adapter="acme-qa@promoted")
 
 
+def test_the_rag_path_keeps_a_chats_thread_and_searches_a_follow_up_with_its_subject(
+    tmp_path, tiny_engine, tiny_llama_path, acl_chunks
+):
+    from serve_apps.config import RagPathConfig
+    from serve_apps.paths import PathRequest, RagPath
+    from tests.serve_apps.conftest import build_index
+
+    papers = sorted({chunk["doc_id"] for chunk in acl_chunks})[:4]
+    build_index([chunk for chunk in acl_chunks if chunk["doc_id"] in papers], str(tmp_path / "index"))
+    subject = next(chunk for chunk in acl_chunks if chunk["doc_id"] == papers[2] and chunk["ordinal"] == 1)
+    prompts = []
+    generate = transformers_generate(tiny_engine)
+
+    def recording_generate(prompt_ids, sampling, adapter):
+        prompts.append(tiny_engine.tokenizer.decode(prompt_ids))
+        return generate(prompt_ids, sampling, adapter)
+
+    config = RagPathConfig(index=str(tmp_path / "index"), top_k=1, system_prompt="You are the lab's assistant.")
+    path = RagPath(config, str(tiny_llama_path), recording_generate)
+    chat = [
+        {"role": "system", "content": "Answer in one sentence."},
+        {"role": "user", "content": subject["text"][:300]},
+        {"role": "assistant", "content": "That passage is about parsing."},
+        {"role": "user", "content": "Say more about it?"},
+    ]
+
+    async def citations(conversation):
+        request = PathRequest(SamplingConfig(max_tokens=2), conversation=conversation)
+        return [chunk async for chunk in path.stream(request)][0].citations
+
+    assert asyncio.run(citations(chat))[0]["doc_id"] == papers[2], "the follow-up is searched with the turn before"
+    prompt = prompts[-1]
+    for kept in ("You are the lab's assistant.", "Answer in one sentence.", "That passage is about parsing.",
+                 "Question: Say more about it?"):  # fmt: skip
+        assert prompt.count(kept) == 1, kept
+    assert prompt.index("That passage is about parsing.") < prompt.index("Context:"), "the thread comes first"
+
+    alone = RagPath(config.model_copy(update={"max_history_tokens": 0}), str(tiny_llama_path), recording_generate)
+    asyncio.run(anext(alone.stream(PathRequest(SamplingConfig(max_tokens=2), conversation=chat))))
+    assert "That passage is about parsing." not in prompts[-1] and "Answer in one sentence." in prompts[-1]
+
+
 def test_adapter_references_resolve_once_and_moving_ones_follow_the_registry(tmp_path, monkeypatch):
     from rayfleet.registry import Registry
 
