@@ -1,4 +1,4 @@
-"""Ingestion: files (PDF, HTML, Markdown, text, DOCX, PPTX, XLSX, CSV, e-mail, RTF) -> documents, chunks and errors.
+"""Ingestion: files (PDF, HTML, Markdown, text, Office, OpenDocument, EPUB, CSV, e-mail, RTF) -> documents, chunks, errors.
 
 Run it anywhere the same way::
 

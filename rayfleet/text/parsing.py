@@ -1,13 +1,14 @@
-"""Turning files (PDF, HTML, Markdown, plain text, DOCX, PPTX, XLSX, CSV, e-mail, RTF) into text
-with pages and headings.
+"""Turning files (PDF, HTML, Markdown, plain text, DOCX, PPTX, XLSX, OpenDocument, EPUB, CSV,
+e-mail, RTF) into text with pages and headings.
 
 Each format goes through a well-kept parser: PDFium (``pypdfium2``) for PDF, lxml via
 Beautiful Soup for HTML, ``markdown-it-py`` for Markdown structure, ``python-docx`` for
-DOCX, ``python-pptx`` for PPTX, ``openpyxl`` for XLSX, the standard library's ``csv`` and
-``email`` for CSV/TSV and ``.eml`` messages, ``striprtf`` for RTF and ``charset-normalizer``
-for text in an unknown encoding. Every parser returns a :class:`ParsedDocument`: the text,
-where each page starts in it (PDF pages, PPTX slides, XLSX sheets; one page for the rest),
-and the headings found, with their offsets, for chunking.
+DOCX, ``python-pptx`` for PPTX, ``openpyxl`` for XLSX, ``odfpy`` for ODT/ODS/ODP,
+``ebooklib`` for EPUB, the standard library's ``csv`` and ``email`` for CSV/TSV and ``.eml``
+messages, ``striprtf`` for RTF and ``charset-normalizer`` for text in an unknown encoding.
+Every parser returns a :class:`ParsedDocument`: the text, where each page starts in it (PDF
+pages, slides, sheets, EPUB chapters; one page for the rest), and the headings found, with
+their offsets, for chunking.
 
 A file that cannot give usable text raises :class:`ParseError` with a reason a person
 can act on (corrupt, encrypted, no extractable text, legacy or unknown type)::
@@ -39,6 +40,11 @@ MIME_CSV = "text/csv"
 MIME_TSV = "text/tab-separated-values"
 MIME_EMAIL = "message/rfc822"
 MIME_RTF = "application/rtf"
+MIME_ODT = "application/vnd.oasis.opendocument.text"
+MIME_ODS = "application/vnd.oasis.opendocument.spreadsheet"
+MIME_ODP = "application/vnd.oasis.opendocument.presentation"
+MIME_EPUB = "application/epub+zip"
+ZIP_MIMETYPE_MEMBER = {MIME_ODT, MIME_ODS, MIME_ODP, MIME_EPUB}  # zips that name their type in a `mimetype` member
 OOXML_MAIN_PARTS = {"word/document.xml": MIME_DOCX, "ppt/presentation.xml": MIME_PPTX, "xl/workbook.xml": MIME_XLSX}
 # What reading a damaged Office zip raises, from zipfile, zlib, the XML parser or the package readers.
 CORRUPT_PACKAGE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, SyntaxError, KeyError, ValueError,
@@ -73,6 +79,10 @@ EXTENSIONS = {
     ".tab": MIME_TSV,
     ".eml": MIME_EMAIL,
     ".rtf": MIME_RTF,
+    ".odt": MIME_ODT,
+    ".ods": MIME_ODS,
+    ".odp": MIME_ODP,
+    ".epub": MIME_EPUB,
 }
 # Binary formats no parser here reads, with what to save them as instead.
 LEGACY_FORMATS = {".doc": "DOCX", ".xls": "XLSX", ".ppt": "PPTX", ".msg": "an .eml file"}
@@ -127,7 +137,7 @@ def detect_mime_type(name: str, data: bytes) -> str | None:
     if re.match(rb"^(\xef\xbb\xbf)?\s*<(!doctype html|html)", head, re.IGNORECASE):
         return MIME_HTML
     if head.startswith(b"PK\x03\x04"):
-        return _ooxml_type(data)
+        return _zip_type(data)
     if head.startswith(b"{\\rtf"):
         return MIME_RTF
     if EMAIL_HEADER.match(head) and re.search(rb"^(from|subject):", head, re.IGNORECASE | re.MULTILINE):
@@ -149,11 +159,16 @@ def _looks_like_utf8_text(head: bytes) -> bool:
     return bool(text.strip()) and controls <= len(text) // 100
 
 
-def _ooxml_type(data: bytes) -> str | None:
-    """DOCX or PPTX by the main part the zip holds; None for other zips."""
+def _zip_type(data: bytes) -> str | None:
+    """An Office Open XML file by the main part the zip holds, an OpenDocument or EPUB by its `mimetype`
+    member; None for other zips."""
     try:
-        names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
-    except zipfile.BadZipFile:
+        package = zipfile.ZipFile(io.BytesIO(data))
+        names = set(package.namelist())
+        if "mimetype" in names:
+            declared = package.read("mimetype").decode("ascii", errors="replace").strip()
+            return declared if declared in ZIP_MIMETYPE_MEMBER else None
+    except (zipfile.BadZipFile, *CORRUPT_PACKAGE_ERRORS):
         return None
     return next((mime for part, mime in OOXML_MAIN_PARTS.items() if part in names), None)
 
@@ -284,6 +299,18 @@ class _TextBuilder:
         offset = self.add_paragraph(title)
         if offset is not None:
             self.headings.append(Heading(offset, level, title))
+
+    def add_document(self, document: "ParsedDocument", deeper: int = 0) -> None:
+        """Append another document's paragraphs, its headings kept (``deeper`` levels down)."""
+        headings = {heading.offset: heading for heading in document.headings}
+        offset = 0
+        for paragraph in document.text.split(PAGE_SEPARATOR):
+            heading = headings.get(offset)
+            if heading is not None and paragraph == heading.title:
+                self.add_heading(heading.level + deeper, heading.title)
+            else:
+                self.add_paragraph(paragraph)
+            offset += len(paragraph) + len(PAGE_SEPARATOR)
 
     def next_offset(self) -> int:
         """Where the next paragraph will start."""
@@ -594,7 +621,7 @@ def parse_email(data: bytes) -> ParsedDocument:
         attached = _parse_attachment(name, part)
         if attached is not None:
             builder.add_heading(2, name)
-            builder.add_paragraph(attached.text)
+            builder.add_document(attached, deeper=2)
     text = builder.text()
     return ParsedDocument(text, subject or first_line(text), MIME_EMAIL, "email", [0], builder.headings)
 
@@ -663,6 +690,135 @@ def parse_rtf(data: bytes) -> ParsedDocument:
     return ParsedDocument(text, title or first_line(text), MIME_RTF, "striprtf", [0], [])
 
 
+ODF_SKIPPED = {"tracked-changes", "sequence-decls", "variable-decls", "user-field-decls", "table-of-content",
+               "alphabetical-index", "forms", "annotation", "note-citation"}  # fmt: skip
+
+
+def parse_opendocument(data: bytes) -> ParsedDocument:
+    """ODT, ODS or ODP through odfpy. Text: headings (outline levels), paragraphs, lists and table rows
+    in order. Spreadsheet: one page per sheet with content, its name a heading, then its rows.
+    Presentation: one page per slide, its title a heading, then its text boxes and speaker notes."""
+    from odf.opendocument import load
+
+    if b"encryption-data" in _zip_member(data, "META-INF/manifest.xml"):
+        raise ParseError("encrypted OpenDocument file: it needs a password")
+    try:
+        document = load(io.BytesIO(data))
+    except (*CORRUPT_PACKAGE_ERRORS, AttributeError, IndexError) as error:
+        raise ParseError(f"corrupt OpenDocument file: {type(error).__name__}: {error}") from error
+    builder, page_offsets = _TextBuilder(), []
+    mime_type = document.mimetype
+    if mime_type == MIME_ODS:
+        for sheet in _odf_children(document.spreadsheet, "table"):
+            rows = [row for row in map(_table_row, _odf_table_rows(sheet)) if row]
+            if rows:
+                page_offsets.append(builder.next_offset())
+                builder.add_heading(1, " ".join(_odf_attribute(sheet, "name").split()))
+                for row in rows:
+                    builder.add_paragraph(row)
+    elif mime_type == MIME_ODP:
+        for slide in _odf_children(document.presentation, "page"):
+            page_offsets.append(builder.next_offset())
+            _walk_odf(slide, builder)
+    elif mime_type == MIME_ODT:
+        _walk_odf(document.text, builder)
+    else:
+        raise ParseError(f"unsupported OpenDocument type {mime_type!r}: text, spreadsheet and presentation are read")
+    text = builder.text()
+    title = _odf_title(document)
+    return ParsedDocument(text, title or first_line(text), mime_type, "odfpy", page_offsets or [0], builder.headings)
+
+
+def _zip_member(data: bytes, name: str) -> bytes:
+    """One member of a zip, b'' when the zip or the member is missing or damaged."""
+    try:
+        return zipfile.ZipFile(io.BytesIO(data)).read(name)
+    except (KeyError, *CORRUPT_PACKAGE_ERRORS):
+        return b""
+
+
+def _odf_children(node, name: str) -> list:
+    return [child for child in node.childNodes if child.nodeType == child.ELEMENT_NODE and child.qname[1] == name]
+
+
+def _odf_attribute(node, name: str) -> str:
+    return next((str(value) for (_, key), value in node.attributes.items() if key == name), "")
+
+
+def _odf_text(node) -> str:
+    from odf import teletype
+
+    return " ".join(teletype.extractText(node).split())
+
+
+def _odf_table_rows(table) -> list[list[str]]:
+    """Each row's cell texts; a repeated cell (``number-columns-repeated``) counts once when empty."""
+    rows = []
+    for row in table.getElementsByType(_odf_type("table", "TableRow")):
+        cells = []
+        for cell in _odf_children(row, "table-cell") + _odf_children(row, "covered-table-cell"):
+            value = _odf_text(cell)
+            repeat = int(_odf_attribute(cell, "number-columns-repeated") or 1) if value else 1
+            cells += [value] * min(repeat, 100)
+        rows.append(cells)
+    return rows
+
+
+def _odf_type(module: str, name: str):
+    import importlib
+
+    return getattr(importlib.import_module(f"odf.{module}"), name)
+
+
+def _walk_odf(node, builder: _TextBuilder) -> None:
+    for child in node.childNodes:
+        if child.nodeType != child.ELEMENT_NODE or child.qname[1] in ODF_SKIPPED:
+            continue
+        name = child.qname[1]
+        if name == "h":
+            builder.add_heading(int(_odf_attribute(child, "outline-level") or 1), _odf_text(child))
+        elif name == "p":
+            builder.add_paragraph(_odf_text(child))
+        elif name == "table":
+            for row in _odf_table_rows(child):
+                builder.add_paragraph(_table_row(row))
+        elif name == "frame" and _odf_attribute(child, "class") == "title":
+            builder.add_heading(1, _odf_text(child))
+        else:  # sections, lists, frames, text boxes, groups, notes: their content in order
+            _walk_odf(child, builder)
+
+
+def _odf_title(document) -> str:
+    titles = [_odf_text(node) for node in document.meta.childNodes if node.qname[1] == "title"]
+    return next((title for title in titles if title), "")
+
+
+def parse_epub(data: bytes) -> ParsedDocument:
+    """EPUB through ebooklib: one page per chapter in reading (spine) order, each read as HTML with its
+    headings."""
+    from ebooklib import epub
+
+    if _zip_member(data, "META-INF/encryption.xml"):
+        raise ParseError("DRM-protected EPUB: its chapters are encrypted")
+    try:
+        book = epub.read_epub(io.BytesIO(data), {"ignore_ncx": True})
+    except (epub.EpubException, *CORRUPT_PACKAGE_ERRORS, AttributeError, IndexError) as error:
+        raise ParseError(f"corrupt EPUB: {type(error).__name__}: {error}") from error
+    builder, page_offsets = _TextBuilder(), []
+    for item_id, _ in book.spine:
+        item = book.get_item_with_id(item_id)
+        if item is None or not item.get_name().lower().endswith((".xhtml", ".html", ".htm", ".xml")):
+            continue
+        chapter = parse_html(item.get_content())
+        if chapter.text.strip():
+            page_offsets.append(builder.next_offset())
+            builder.add_document(chapter)
+    titles = book.get_metadata("DC", "title")
+    title = " ".join(str(titles[0][0]).split()) if titles else ""
+    text = builder.text()
+    return ParsedDocument(text, title or first_line(text), MIME_EPUB, "ebooklib", page_offsets or [0], builder.headings)
+
+
 PARSERS: dict[str, Callable[[bytes], ParsedDocument]] = {
     MIME_PDF: parse_pdf,
     MIME_HTML: parse_html,
@@ -675,4 +831,8 @@ PARSERS: dict[str, Callable[[bytes], ParsedDocument]] = {
     MIME_TSV: parse_tsv,
     MIME_EMAIL: parse_email,
     MIME_RTF: parse_rtf,
+    MIME_ODT: parse_opendocument,
+    MIME_ODS: parse_opendocument,
+    MIME_ODP: parse_opendocument,
+    MIME_EPUB: parse_epub,
 }

@@ -155,3 +155,135 @@ def damaged_member(package: bytes, member: str) -> bytes:
     start = info.header_offset + 30 + int.from_bytes(local_header[26:28], "little") + int.from_bytes(local_header[28:30], "little")
     middle = start + info.compress_size // 2
     return package[:middle] + b"\xff" * 16 + package[middle + 16 :]
+
+
+def odt_bytes() -> bytes:
+    """An OpenDocument text: a title, two heading levels, paragraphs, a list and a table."""
+    from odf.opendocument import OpenDocumentText
+    from odf import dc, table, text
+
+    document = OpenDocumentText()
+    document.meta.addElement(dc.Title(text="Pump maintenance"))
+    document.text.addElement(text.H(outlinelevel=1, text="Pump maintenance"))
+    document.text.addElement(text.P(text="Check the seals every month."))
+    items = text.List()
+    for entry in ("Drain the pump.", "Open the casing."):
+        item = text.ListItem()
+        item.addElement(text.P(text=entry))
+        items.addElement(item)
+    document.text.addElement(items)
+    document.text.addElement(text.H(outlinelevel=2, text="Parts"))
+    grid = table.Table(name="Parts")
+    for cells in (("part", "interval"), ("impeller", "yearly")):
+        row = table.TableRow()
+        for value in cells:
+            cell = table.TableCell()
+            cell.addElement(text.P(text=value))
+            row.addElement(cell)
+        grid.addElement(row)
+    document.text.addElement(grid)
+    buffer = io.BytesIO()
+    document.write(buffer)
+    return buffer.getvalue()
+
+
+def ods_bytes() -> bytes:
+    """An OpenDocument spreadsheet: a costs sheet with empty cells repeated a thousand times, and an empty sheet."""
+    from odf.opendocument import OpenDocumentSpreadsheet
+    from odf import table, text
+
+    document = OpenDocumentSpreadsheet()
+    costs = table.Table(name="Costs")
+    for cells in (("item", "cost"), ("seals", "1200")):
+        row = table.TableRow()
+        for value in cells:
+            cell = table.TableCell()
+            cell.addElement(text.P(text=value))
+            row.addElement(cell)
+        row.addElement(table.TableCell(numbercolumnsrepeated=1000))
+        costs.addElement(row)
+    document.spreadsheet.addElement(costs)
+    document.spreadsheet.addElement(table.Table(name="Empty"))
+    buffer = io.BytesIO()
+    document.write(buffer)
+    return buffer.getvalue()
+
+
+def epub_bytes() -> bytes:
+    """An EPUB of two chapters (HTML with headings) in spine order."""
+    from ebooklib import epub
+
+    book = epub.EpubBook()
+    book.set_identifier("pump-handbook")
+    book.set_title("Pump handbook")
+    book.set_language("en")
+    chapters = []
+    for number, (title, body) in enumerate([("Seals", "Check the seals every month."),
+                                            ("Impellers", "Replace a worn impeller.")], 1):  # fmt: skip
+        chapter = epub.EpubHtml(title=title, file_name=f"chapter{number}.xhtml", lang="en")
+        chapter.content = f"<html><body><h1>{title}</h1><p>{body}</p></body></html>"
+        book.add_item(chapter)
+        chapters.append(chapter)
+    book.toc = chapters
+    book.add_item(epub.EpubNcx())
+    book.add_item(epub.EpubNav())
+    book.spine = chapters
+    buffer = io.BytesIO()
+    epub.write_epub(buffer, book)
+    return buffer.getvalue()
+
+
+def odp_bytes() -> bytes:
+    """An OpenDocument presentation: two slides, each with a title frame and a text box, one with notes."""
+    from odf.draw import Frame, Page, TextBox
+    from odf.namespaces import PRESENTATIONNS
+    from odf.opendocument import OpenDocumentPresentation
+    from odf.presentation import Notes
+    from odf.style import MasterPage, PageLayout
+    from odf.text import P
+
+    def frame(text: str, role: str | None = None) -> Frame:
+        shape = Frame(width="20cm", height="3cm", x="1cm", y="1cm")
+        if role:
+            shape.setAttrNS(PRESENTATIONNS, "class", role)
+        box = TextBox()
+        box.addElement(P(text=text))
+        shape.addElement(box)
+        return shape
+
+    document = OpenDocumentPresentation()
+    layout = PageLayout(name="layout")
+    document.automaticstyles.addElement(layout)
+    master = MasterPage(name="master", pagelayoutname=layout)
+    document.masterstyles.addElement(master)
+    for title, body, notes in [("Findings", "Three pumps were rebuilt.", "Mention the new supplier."),
+                               ("Costs", "Seals cost 1200 EUR.", None)]:  # fmt: skip
+        slide = Page(masterpagename=master)
+        slide.addElement(frame(title, "title"))
+        slide.addElement(frame(body))
+        if notes:
+            speaker = Notes()
+            speaker.addElement(frame(notes, "notes"))
+            slide.addElement(speaker)
+        document.presentation.addElement(slide)
+    buffer = io.BytesIO()
+    document.write(buffer)
+    return buffer.getvalue()
+
+
+def with_member(package: bytes, name: str, content: bytes) -> bytes:
+    """``package`` (a zip) with member ``name`` replaced by (or added as) ``content``."""
+    source, buffer = zipfile.ZipFile(io.BytesIO(package)), io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for info in source.infolist():
+            if info.filename != name:
+                archive.writestr(info, source.read(info.filename))
+        archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def encrypted_odt() -> bytes:
+    """An ODT whose manifest says its parts are encrypted (what a password-protected file holds)."""
+    manifest = zipfile.ZipFile(io.BytesIO(odt_bytes())).read("META-INF/manifest.xml")
+    entry = b'<manifest:file-entry manifest:full-path="content.xml"><manifest:encryption-data/></manifest:file-entry>'
+    return with_member(odt_bytes(), "META-INF/manifest.xml", manifest.replace(b"</manifest:manifest>", entry + b"</manifest:manifest>"))

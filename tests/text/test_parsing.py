@@ -8,7 +8,11 @@ from rayfleet.text.parsing import (
     MIME_CSV,
     MIME_DOCX,
     MIME_EMAIL,
+    MIME_EPUB,
     MIME_HTML,
+    MIME_ODP,
+    MIME_ODS,
+    MIME_ODT,
     MIME_PDF,
     MIME_PPTX,
     MIME_RTF,
@@ -20,7 +24,23 @@ from rayfleet.text.parsing import (
     detect_mime_type,
     parse_file,
 )
-from tests.text.samples import PDFS, blank_pdf, damaged_member, docx_bytes, eml_bytes, encrypted_pdf, pptx_bytes, rtf_bytes, xlsx_bytes
+from tests.text.samples import (
+    PDFS,
+    blank_pdf,
+    damaged_member,
+    docx_bytes,
+    eml_bytes,
+    encrypted_odt,
+    encrypted_pdf,
+    epub_bytes,
+    odp_bytes,
+    ods_bytes,
+    odt_bytes,
+    pptx_bytes,
+    rtf_bytes,
+    with_member,
+    xlsx_bytes,
+)
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +184,9 @@ def test_csv_cells_may_be_larger_than_the_csv_module_default():
 def test_email_headers_body_and_readable_attachments():
     document = parse_file("review.eml", eml_bytes())
     assert document.mime_type == MIME_EMAIL and document.title == "Pump réview notes"
-    assert [(h.level, h.title) for h in document.headings] == [
-        (1, "Pump réview notes"), (2, "pump.docx"), (2, "Supplier quote.eml")]  # fmt: skip
+    assert [(h.level, h.title) for h in document.headings] == [  # an attachment's own headings nest under its name
+        (1, "Pump réview notes"), (2, "pump.docx"), (3, "Pump maintenance"), (4, "Parts"),
+        (2, "Supplier quote.eml"), (3, "Supplier quote")]  # fmt: skip
     assert "From: Ann <ann@example.com>\nTo: ops@example.com\nDate: Mon, 30 Nov 2026" in document.text
     assert "Attachments: pump.docx, photo.png, Supplier quote.eml" in document.text
     assert "The seals on pump 3 are worn." in document.text and "HTML copy" not in document.text
@@ -183,6 +204,37 @@ def test_email_with_only_an_html_body_gives_its_text():
                         subtype="html")  # fmt: skip
     document = parse_file("outage.eml", message.as_bytes())
     assert document.text.endswith("Pump 3 is down until Friday.") and "x()" not in document.text
+
+
+def test_odt_headings_paragraphs_lists_and_tables_in_order():
+    document = parse_file("pump.odt", odt_bytes())
+    assert document.mime_type == MIME_ODT and document.title == "Pump maintenance"
+    assert document.text.split("\n\n") == ["Pump maintenance", "Check the seals every month.", "Drain the pump.",
+                                            "Open the casing.", "Parts", "part | interval", "impeller | yearly"]  # fmt: skip
+    assert [(h.level, h.title) for h in document.headings] == [(1, "Pump maintenance"), (2, "Parts")]
+    assert all(document.text[h.offset :].startswith(h.title) for h in document.headings)
+
+
+def test_ods_sheets_are_pages_and_repeated_empty_cells_add_nothing():
+    document = parse_file("costs.ods", ods_bytes())
+    assert document.mime_type == MIME_ODS and document.page_count == 1, "the empty sheet is left out"
+    assert document.text.split("\n\n") == ["Costs", "item | cost", "seals | 1200"]
+
+
+def test_odp_slides_are_pages_with_their_titles_text_and_notes():
+    document = parse_file("review.odp", odp_bytes())
+    assert document.mime_type == MIME_ODP and document.page_count == 2
+    assert [(h.level, h.title) for h in document.headings] == [(1, "Findings"), (1, "Costs")]
+    assert page_text(document, 1).split("\n\n")[:3] == ["Findings", "Three pumps were rebuilt.", "Mention the new supplier."]
+    assert page_text(document, 2) == "Costs\n\nSeals cost 1200 EUR."
+
+
+def test_epub_chapters_are_pages_in_reading_order_with_their_headings():
+    document = parse_file("handbook.epub", epub_bytes())
+    assert document.mime_type == MIME_EPUB and document.title == "Pump handbook"
+    assert document.page_count == 2 and page_text(document, 2) == "Impellers\n\nReplace a worn impeller."
+    assert [(h.level, h.title) for h in document.headings] == [(1, "Seals"), (1, "Impellers")]
+    assert all(document.text[h.offset :].startswith(h.title) for h in document.headings)
 
 
 def test_rtf_text_in_the_code_page_it_declares():
@@ -204,6 +256,8 @@ def test_type_is_sniffed_when_the_extension_says_nothing():
     assert detect_mime_type("sheet", xlsx_bytes()) == MIME_XLSX
     assert detect_mime_type("message", eml_bytes()) == MIME_EMAIL
     assert detect_mime_type("letter", rtf_bytes()) == MIME_RTF
+    assert [detect_mime_type("file", make()) for make in (odt_bytes, ods_bytes, odp_bytes, epub_bytes)] == [
+        MIME_ODT, MIME_ODS, MIME_ODP, MIME_EPUB]  # fmt: skip
     assert detect_mime_type("NOTES", ("abc" + "Überblick\n" * 2000).encode()) == MIME_TEXT  # "Ü" cut at 4 KiB
     assert detect_mime_type("photo.png", b"\x89PNG\r\n") is None
     assert detect_mime_type("blob", bytes(range(256))) is None
@@ -230,6 +284,10 @@ def test_type_is_sniffed_when_the_extension_says_nothing():
         ("attachment", OLE_MAGIC + bytes(500), "legacy binary Office file '\\(no extension\\)'"),
         ("notes.rtf", b"plain words", "corrupt RTF"),
         ("body.eml", b"\n\nno headers at all", "not an e-mail message"),
+        ("locked.odt", encrypted_odt(), "encrypted OpenDocument file: it needs a password"),
+        ("damaged.odt", damaged_member(odt_bytes(), "content.xml"), "corrupt OpenDocument"),
+        ("drm.epub", with_member(epub_bytes(), "META-INF/encryption.xml", b"<encryption/>"), "DRM-protected EPUB"),
+        ("damaged.epub", damaged_member(epub_bytes(), "EPUB/chapter1.xhtml"), "corrupt EPUB"),
     ],
 )
 def test_bad_files_raise_a_clear_reason(name, data, reason):
