@@ -69,3 +69,12 @@ def test_default_rules_send_incoming_parquet_to_the_summarization_job():
         "python", "-m", "jobs.summarize", "input=s3://rayfleet/incoming/papers.parquet",
         "output=s3://rayfleet/summaries/papers",
     ]  # fmt: skip
+
+
+def test_default_rules_send_raw_files_to_ingestion_before_parquet_to_summarization():
+    config = load_config(DispatchConfig, [f"config={REPO / 'jobs/configs/dispatch/local.yaml'}"])
+    for key in ("incoming/raw/manual.pdf", "incoming/raw/team/notes.eml", "incoming/raw/export.parquet"):
+        event = ObjectEvent("rayfleet", key, 2048, "e")
+        assert shlex.split(entrypoint(first_match(config.rules, event), event)) == [
+            "python", "-m", "jobs.ingest", f"input=s3://rayfleet/{key}", "output=s3://rayfleet/corpus"]  # fmt: skip
+    assert first_match(config.rules, ObjectEvent("rayfleet", "incoming/papers.parquet", 2048, "e")).job == "jobs.summarize"
