@@ -1,0 +1,196 @@
+"""What every file parser returns and shares: the parsed document, its headings, the parse error,
+the MIME types, and the helpers that build text from paragraphs, headings and table rows.
+
+Parsers (:mod:`rayfleet.text.formats`) collect blocks with :class:`TextBuilder`, which joins
+them with blank lines and records where each heading starts::
+
+    builder = TextBuilder()
+    builder.add_heading(1, "Parts")
+    builder.add_paragraph(table_row(["impeller", "yearly"]))
+    ParsedDocument(builder.text(), "Parts", MIME_TEXT, "example", [0], builder.headings)
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+
+MIME_PDF = "application/pdf"
+MIME_HTML = "text/html"
+MIME_MARKDOWN = "text/markdown"
+MIME_TEXT = "text/plain"
+MIME_DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+MIME_PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+MIME_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+MIME_CSV = "text/csv"
+MIME_TSV = "text/tab-separated-values"
+MIME_EMAIL = "message/rfc822"
+MIME_RTF = "application/rtf"
+MIME_ODT = "application/vnd.oasis.opendocument.text"
+MIME_ODS = "application/vnd.oasis.opendocument.spreadsheet"
+MIME_ODP = "application/vnd.oasis.opendocument.presentation"
+MIME_EPUB = "application/epub+zip"
+# What reading a damaged Office zip raises, from zipfile, zlib, the XML parser or the package readers.
+CORRUPT_PACKAGE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, SyntaxError, KeyError, ValueError,
+                          TypeError)  # fmt: skip
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # legacy .doc/.xls/.ppt/.msg, and password-protected Office files
+# Pages are joined with a blank line, so a page break is also a paragraph break for chunking.
+PAGE_SEPARATOR = "\n\n"
+TITLE_MAX_CHARS = 200
+
+
+class ParseError(ValueError):
+    """A file that gives no usable text; the message is the reason, for the errors table."""
+
+
+@dataclass(frozen=True)
+class Heading:
+    """A section heading: where it starts in the text, its depth (1 = top) and its words."""
+
+    offset: int
+    level: int
+    title: str
+
+
+@dataclass
+class ParsedDocument:
+    """The text of one file, with its page starts and headings."""
+
+    text: str
+    title: str | None
+    mime_type: str
+    parser: str
+    page_offsets: list[int] = field(default_factory=lambda: [0])
+    headings: list[Heading] = field(default_factory=list)
+
+    @property
+    def page_count(self) -> int:
+        return len(self.page_offsets)
+
+
+class TextBuilder:
+    """Collects paragraphs and headings while walking a tree; joins them with blank lines."""
+
+    def __init__(self):
+        self.paragraphs: list[str] = []
+        self.headings: list[Heading] = []
+        self.length = 0
+        self.inline: list[str] = []
+
+    def add_inline(self, text: str) -> None:
+        self.inline.append(text)
+
+    def end_block(self) -> None:
+        self.add_paragraph(" ".join("".join(self.inline).split()))
+        self.inline = []
+
+    def add_paragraph(self, paragraph: str) -> int | None:
+        """Append a paragraph (blank ones are skipped); returns its offset."""
+        if not paragraph.strip():
+            return None
+        offset = self.length + (len(PAGE_SEPARATOR) if self.paragraphs else 0)
+        self.paragraphs.append(paragraph)
+        self.length = offset + len(paragraph)
+        return offset
+
+    def add_heading(self, level: int, title: str) -> None:
+        self.end_block()
+        offset = self.add_paragraph(title)
+        if offset is not None:
+            self.headings.append(Heading(offset, level, title))
+
+    def add_document(self, document: "ParsedDocument", deeper: int = 0) -> None:
+        """Append another document's paragraphs, its headings kept (``deeper`` levels down)."""
+        headings = {heading.offset: heading for heading in document.headings}
+        offset = 0
+        for paragraph in document.text.split(PAGE_SEPARATOR):
+            heading = headings.get(offset)
+            if heading is not None and paragraph == heading.title:
+                self.add_heading(heading.level + deeper, heading.title)
+            else:
+                self.add_paragraph(paragraph)
+            offset += len(paragraph) + len(PAGE_SEPARATOR)
+
+    def next_offset(self) -> int:
+        """Where the next paragraph will start."""
+        self.end_block()
+        return self.length + (len(PAGE_SEPARATOR) if self.paragraphs else 0)
+
+    def text(self) -> str:
+        self.end_block()
+        return PAGE_SEPARATOR.join(self.paragraphs)
+
+
+def normalize_text(text: str) -> str:
+    """Unix newlines, no NULs or PDFium's soft-hyphen markers, no trailing spaces on lines."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "").replace("\ufffe", "").replace("\x02", "")
+    return re.sub(r"[ \t]+\n", "\n", text)
+
+
+def first_line(text: str) -> str | None:
+    """The first non-blank line, as a fallback title."""
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:TITLE_MAX_CHARS]
+    return None
+
+
+def decode_text(data: bytes) -> str:
+    """Bytes to text: UTF-8 (with or without BOM), else the encoding charset-normalizer detects.
+
+    Raises:
+        ParseError: binary content, or no encoding fits.
+    """
+    if b"\x00" in data[:8192]:
+        raise ParseError("binary content in a text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None:
+        raise ParseError("text in an undetectable encoding")
+    return str(best)
+
+
+def table_row(values) -> str:
+    """One table row as text: cells joined by `` | ``, empty cells at its end dropped ('' for an empty row)."""
+    cells = [cell_text(value) for value in values]
+    while cells and not cells[-1]:
+        cells.pop()
+    return " | ".join(cells)
+
+
+def cell_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, datetime.datetime) and value.time() == datetime.time():
+        return value.date().isoformat()
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return " ".join(str(value).split())
+
+
+def zip_member(data: bytes, name: str) -> bytes:
+    """One member of a zip, b'' when the zip or the member is missing or damaged."""
+    try:
+        return zipfile.ZipFile(io.BytesIO(data)).read(name)
+    except (KeyError, *CORRUPT_PACKAGE_ERRORS):
+        return b""
+
+
+def office_open_error(kind: str, data: bytes, error: Exception) -> ParseError:
+    if data.startswith(OLE_MAGIC):
+        return ParseError(
+            f"not a {kind} zip package: a password-protected file or a legacy binary Office file; "
+            f"remove the password or save it as {kind}"
+        )
+    return ParseError(f"corrupt {kind}: {type(error).__name__}: {error}")

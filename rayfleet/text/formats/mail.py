@@ -1,0 +1,83 @@
+"""E-mail messages (``.eml``) through the standard library's ``email``, attachments read by
+:func:`rayfleet.text.parsing.parse_file`."""
+
+from __future__ import annotations
+
+from rayfleet.text.document import MIME_EMAIL, ParseError, ParsedDocument, TextBuilder, first_line, normalize_text
+from rayfleet.text.formats.markup import parse_html
+
+
+EMAIL_SHOWN_HEADERS = ("From", "To", "Cc", "Date")
+
+
+def parse_email(data: bytes) -> ParsedDocument:
+    """An e-mail (``.eml``) through the standard library: its subject as a heading, sender, recipients
+    and date, the body (plain text, else its HTML as text), then each attachment in a format read here
+    (forwarded messages too) under a heading of its file name."""
+    from email import policy
+    from email.parser import BytesParser
+
+    message = BytesParser(policy=policy.default).parsebytes(data)
+    if not message.keys():
+        raise ParseError("not an e-mail message: no headers")
+    builder = TextBuilder()
+    subject = " ".join(_header(message, "Subject").split())
+    if subject:
+        builder.add_heading(1, subject)
+    attachments = list(message.iter_attachments())
+    names = [_attachment_name(part, index) for index, part in enumerate(attachments, 1)]
+    fields = [(name, value) for name in EMAIL_SHOWN_HEADERS if (value := _header(message, name))]
+    fields += [("Attachments", ", ".join(names))] if names else []
+    builder.add_paragraph("\n".join(f"{name}: {' '.join(value.split())}" for name, value in fields))
+    builder.add_paragraph(_email_body_text(message))
+    for name, part in zip(names, attachments):
+        attached = _parse_attachment(name, part)
+        if attached is not None:
+            builder.add_heading(2, name)
+            builder.add_document(attached, deeper=2)
+    text = builder.text()
+    return ParsedDocument(text, subject or first_line(text), MIME_EMAIL, "email", [0], builder.headings)
+
+
+def _header(message, name: str) -> str:
+    """A header decoded (RFC 2047), '' when absent or too malformed to parse."""
+    from email.errors import HeaderParseError
+
+    try:
+        return str(message.get(name, ""))
+    except (HeaderParseError, ValueError, IndexError):
+        return ""
+
+
+def _email_body_text(message) -> str:
+    body = message.get_body(preferencelist=("plain", "html"))
+    if body is None:
+        return ""
+    try:
+        content = body.get_content()
+    except (LookupError, UnicodeError):  # an unknown or wrong charset
+        content = (body.get_payload(decode=True) or b"").decode("utf-8", errors="replace")
+    if body.get_content_subtype() == "html":
+        return parse_html(content).text
+    return normalize_text(content).strip()
+
+
+def _attachment_name(part, index: int) -> str:
+    if part.get_content_type() == "message/rfc822":
+        subject = " ".join(_header(part.get_content(), "Subject").split())
+        return f"{subject or f'message {index}'}.eml"
+    return " ".join((part.get_filename() or f"attachment {index}").split())
+
+
+def _parse_attachment(name: str, part) -> ParsedDocument | None:
+    """The attachment's text, or None when it is not in a format read here (images, archives...)."""
+    if part.get_content_type() == "message/rfc822":
+        data = part.get_content().as_bytes()
+    else:
+        data = part.get_payload(decode=True) or b""
+    from rayfleet.text.parsing import parse_file  # the dispatcher over every format, this one included
+
+    try:
+        return parse_file(name, data)
+    except Exception:  # unreadable or a parser bug: the message and its other attachments still count
+        return None

@@ -1,0 +1,124 @@
+"""Office Open XML: DOCX (``python-docx``), PPTX (``python-pptx``) and XLSX (``openpyxl``)."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from rayfleet.text.document import (
+    CORRUPT_PACKAGE_ERRORS,
+    MIME_DOCX,
+    MIME_PPTX,
+    MIME_XLSX,
+    ParsedDocument,
+    TextBuilder,
+    first_line,
+    office_open_error,
+    table_row,
+)
+
+
+def parse_docx(data: bytes) -> ParsedDocument:
+    """DOCX through python-docx: paragraphs and table rows in order, headings from paragraph styles."""
+    import docx
+    from docx.opc.exceptions import PackageNotFoundError
+    from docx.table import Table
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except (PackageNotFoundError, *CORRUPT_PACKAGE_ERRORS) as error:
+        raise office_open_error("DOCX", data, error) from error
+    builder = TextBuilder()
+    for block in document.iter_inner_content():
+        if isinstance(block, Table):
+            for row in block.rows:
+                builder.add_paragraph(table_row(cell.text for cell in row.cells))
+            continue
+        level = _docx_heading_level(block.style.name if block.style is not None else "")
+        if level:
+            builder.add_heading(level, " ".join(block.text.split()))
+        else:
+            builder.add_paragraph(block.text.strip())
+    text = builder.text()
+    title = (document.core_properties.title or "").strip()
+    title = title or (builder.headings[0].title if builder.headings else first_line(text))
+    return ParsedDocument(text, title, MIME_DOCX, "python-docx", [0], builder.headings)
+
+
+def _docx_heading_level(style_name: str) -> int:
+    """1 for 'Title' and 'Heading 1', n for 'Heading n', 0 for body styles."""
+    if style_name == "Title":
+        return 1
+    match = re.fullmatch(r"Heading (\d)", style_name)
+    return int(match.group(1)) if match else 0
+
+
+def parse_pptx(data: bytes) -> ParsedDocument:
+    """PPTX through python-pptx: one page per slide, its title a heading, then its shapes top to bottom
+    (text frames, table rows, grouped shapes), then its speaker notes."""
+    from pptx import Presentation
+    from pptx.exc import PackageNotFoundError
+
+    try:
+        presentation = Presentation(io.BytesIO(data))
+    except (PackageNotFoundError, *CORRUPT_PACKAGE_ERRORS) as error:
+        raise office_open_error("PPTX", data, error) from error
+    builder, page_offsets = TextBuilder(), []
+    for slide in presentation.slides:
+        page_offsets.append(builder.next_offset())
+        title = slide.shapes.title
+        if title is not None and title.has_text_frame:
+            builder.add_heading(1, " ".join(title.text_frame.text.split()))
+        for shape in _reading_order(shape for shape in slide.shapes if shape != title):
+            _add_pptx_shape(shape, builder)
+        if slide.has_notes_slide and slide.notes_slide.notes_text_frame is not None:
+            builder.add_paragraph(slide.notes_slide.notes_text_frame.text.strip())
+    text = builder.text()
+    title = (presentation.core_properties.title or "").strip()
+    title = title or (builder.headings[0].title if builder.headings else first_line(text))
+    return ParsedDocument(text, title, MIME_PPTX, "python-pptx", page_offsets or [0], builder.headings)
+
+
+def _reading_order(shapes) -> list:
+    """Top to bottom, then left to right (placeholders without a position of their own first)."""
+    return sorted(shapes, key=lambda shape: (shape.top or 0, shape.left or 0))
+
+
+def _add_pptx_shape(shape, builder: TextBuilder) -> None:
+    from pptx.shapes.group import GroupShape
+
+    if isinstance(shape, GroupShape):
+        for member in _reading_order(shape.shapes):
+            _add_pptx_shape(member, builder)
+    elif shape.has_text_frame:
+        for paragraph in shape.text_frame.paragraphs:
+            builder.add_paragraph(" ".join(paragraph.text.split()))
+    elif getattr(shape, "has_table", False):
+        for row in shape.table.rows:
+            builder.add_paragraph(table_row(cell.text for cell in row.cells))
+
+
+def parse_xlsx(data: bytes) -> ParsedDocument:
+    """XLSX through openpyxl: one page per sheet that holds anything, its name a heading, then its rows
+    (cells joined by `` | ``, values as Excel last computed them)."""
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    builder, page_offsets = TextBuilder(), []
+    try:
+        workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        try:
+            for sheet in workbook.worksheets:  # read-only sheets stream their rows from the zip
+                rows = [row for row in map(table_row, sheet.iter_rows(values_only=True)) if row]
+                if rows:
+                    page_offsets.append(builder.next_offset())
+                    builder.add_heading(1, " ".join(sheet.title.split()))
+                    for row in rows:
+                        builder.add_paragraph(row)
+            title = (workbook.properties.title or "").strip()
+        finally:
+            workbook.close()
+    except (InvalidFileException, *CORRUPT_PACKAGE_ERRORS) as error:
+        raise office_open_error("XLSX", data, error) from error
+    text = builder.text()
+    return ParsedDocument(text, title or first_line(text), MIME_XLSX, "openpyxl", page_offsets or [0], builder.headings)

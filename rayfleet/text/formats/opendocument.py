@@ -1,0 +1,113 @@
+"""OpenDocument (ODT, ODS, ODP) through ``odfpy``."""
+
+from __future__ import annotations
+
+import io
+
+from rayfleet.text.document import (
+    CORRUPT_PACKAGE_ERRORS,
+    MIME_ODP,
+    MIME_ODS,
+    MIME_ODT,
+    ParseError,
+    ParsedDocument,
+    TextBuilder,
+    first_line,
+    table_row,
+    zip_member,
+)
+
+
+ODF_SKIPPED = {"tracked-changes", "sequence-decls", "variable-decls", "user-field-decls", "table-of-content",
+               "alphabetical-index", "forms", "annotation", "note-citation"}  # fmt: skip
+
+
+def parse_opendocument(data: bytes) -> ParsedDocument:
+    """ODT, ODS or ODP through odfpy. Text: headings (outline levels), paragraphs, lists and table rows
+    in order. Spreadsheet: one page per sheet with content, its name a heading, then its rows.
+    Presentation: one page per slide, its title a heading, then its text boxes and speaker notes."""
+    from odf.opendocument import load
+
+    if b"encryption-data" in zip_member(data, "META-INF/manifest.xml"):
+        raise ParseError("encrypted OpenDocument file: it needs a password")
+    try:
+        document = load(io.BytesIO(data))
+    except (*CORRUPT_PACKAGE_ERRORS, AttributeError, IndexError) as error:
+        raise ParseError(f"corrupt OpenDocument file: {type(error).__name__}: {error}") from error
+    builder, page_offsets = TextBuilder(), []
+    mime_type = document.mimetype
+    if mime_type == MIME_ODS:
+        for sheet in _odf_children(document.spreadsheet, "table"):
+            rows = [row for row in map(table_row, _odf_table_rows(sheet)) if row]
+            if rows:
+                page_offsets.append(builder.next_offset())
+                builder.add_heading(1, " ".join(_odf_attribute(sheet, "name").split()))
+                for row in rows:
+                    builder.add_paragraph(row)
+    elif mime_type == MIME_ODP:
+        for slide in _odf_children(document.presentation, "page"):
+            page_offsets.append(builder.next_offset())
+            _walk_odf(slide, builder)
+    elif mime_type == MIME_ODT:
+        _walk_odf(document.text, builder)
+    else:
+        raise ParseError(f"unsupported OpenDocument type {mime_type!r}: text, spreadsheet and presentation are read")
+    text = builder.text()
+    title = _odf_title(document)
+    return ParsedDocument(text, title or first_line(text), mime_type, "odfpy", page_offsets or [0], builder.headings)
+
+
+def _odf_children(node, name: str) -> list:
+    return [child for child in node.childNodes if child.nodeType == child.ELEMENT_NODE and child.qname[1] == name]
+
+
+def _odf_attribute(node, name: str) -> str:
+    return next((str(value) for (_, key), value in node.attributes.items() if key == name), "")
+
+
+def _odf_text(node) -> str:
+    from odf import teletype
+
+    return " ".join(teletype.extractText(node).split())
+
+
+def _odf_table_rows(table) -> list[list[str]]:
+    """Each row's cell texts; a repeated cell (``number-columns-repeated``) counts once when empty."""
+    rows = []
+    for row in table.getElementsByType(_odf_type("table", "TableRow")):
+        cells = []
+        for cell in _odf_children(row, "table-cell") + _odf_children(row, "covered-table-cell"):
+            value = _odf_text(cell)
+            repeat = int(_odf_attribute(cell, "number-columns-repeated") or 1) if value else 1
+            cells += [value] * min(repeat, 100)
+        rows.append(cells)
+    return rows
+
+
+def _odf_type(module: str, name: str):
+    import importlib
+
+    return getattr(importlib.import_module(f"odf.{module}"), name)
+
+
+def _walk_odf(node, builder: TextBuilder) -> None:
+    for child in node.childNodes:
+        if child.nodeType != child.ELEMENT_NODE or child.qname[1] in ODF_SKIPPED:
+            continue
+        name = child.qname[1]
+        if name == "h":
+            builder.add_heading(int(_odf_attribute(child, "outline-level") or 1), _odf_text(child))
+        elif name == "p":
+            builder.add_paragraph(_odf_text(child))
+        elif name == "table":
+            for row in _odf_table_rows(child):
+                builder.add_paragraph(table_row(row))
+        elif name == "frame" and _odf_attribute(child, "class") == "title":
+            builder.add_heading(1, _odf_text(child))
+        else:  # sections, lists, frames, text boxes, groups, notes: their content in order
+            _walk_odf(child, builder)
+
+
+def _odf_title(document) -> str:
+    titles = [_odf_text(node) for node in document.meta.childNodes if node.qname[1] == "title"]
+    return next((title for title in titles if title), "")
