@@ -10,6 +10,8 @@ batch (what continuous batching wants).
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 
 from pydantic import Field, field_validator
@@ -17,6 +19,8 @@ from pydantic import Field, field_validator
 from rayfleet.config import BaseConfig
 from rayfleet.engines.base import Conversation, GenerationEngine, SamplingConfig
 from rayfleet.text.chunking import split_by_tokens
+
+logger = logging.getLogger("rayfleet.summarization")
 
 # Tokens kept free beyond the measured prompt, for tokenizer merges at piece edges.
 SAFETY_MARGIN_TOKENS = 16
@@ -110,8 +114,10 @@ class Summarizer:
     def summarize(self, documents: list[tuple[str, str]]) -> list[SummaryResult]:
         """Summarize ``(doc_id, text)`` pairs; results come back in input order."""
         in_flight = [self._start(doc_id, text) for doc_id, text in documents]
+        level = 0
         while pending := [work for work in in_flight if work.pieces]:
             calls = [(work, piece) for work in pending for piece in work.pieces]
+            level, started = level + 1, time.monotonic()
             generations = self.engine.generate(
                 [self._conversation(self._template(work.stage), piece) for work, piece in calls], self.sampling
             )
@@ -124,7 +130,18 @@ class Summarizer:
                 outputs.setdefault(id(work), []).append(generation.text)
             for work in pending:
                 self._advance(work, outputs[id(work)])
+            self._log_level(level, calls, time.monotonic() - started)
         return [work.result for work in in_flight]
+
+    @staticmethod
+    def _log_level(level: int, calls: list[tuple[_Work, str]], seconds: float) -> None:
+        """A progress line per level of a batch holding long documents (a map-reduce can take minutes)."""
+        long_documents = {id(work) for work, _ in calls if work.stage != "document" or work.result.reduce_levels}
+        if long_documents:
+            logger.info(
+                "map-reduce level %d: %d calls for %d documents (%d long) in %.1f s",
+                level, len(calls), len({id(work) for work, _ in calls}), len(long_documents), seconds,
+            )  # fmt: skip
 
     def _template(self, stage: str) -> str:
         return {"document": self.prompts.document, "part": self.prompts.part, "combine": self.prompts.combine}[stage]

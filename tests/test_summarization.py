@@ -31,16 +31,19 @@ def engine(tiny_llama_path):
 LONG_TEXT = "\n\n".join(f"Section {i}. " + f"Fact {i} is about topic {i}. " * 40 for i in range(12))
 
 
-def test_short_document_takes_one_call(engine):
+def test_short_document_takes_one_call(engine, caplog):
+    caplog.set_level("INFO", logger="rayfleet.summarization")
     summarizer = Summarizer(engine, SamplingConfig(max_tokens=8), SummaryPrompts(), max_model_len=512)
     engine.calls.clear()
     [result] = summarizer.summarize([("d1", "A short document about cats.")])
     assert (result.llm_calls, result.reduce_levels) == (1, 0)
     assert result.summary and result.completion_tokens >= 1
     assert len(engine.calls) == 1
+    assert "map-reduce" not in caplog.text, "no progress lines for a batch of short documents"
 
 
-def test_long_document_is_mapped_and_reduced_never_truncated(engine):
+def test_long_document_is_mapped_and_reduced_never_truncated(engine, caplog):
+    caplog.set_level("INFO", logger="rayfleet.summarization")
     sampling = SamplingConfig(max_tokens=16)
     summarizer = Summarizer(engine, sampling, SummaryPrompts(), max_model_len=384)
     engine.calls.clear()
@@ -58,6 +61,10 @@ def test_long_document_is_mapped_and_reduced_never_truncated(engine):
     assert all(f"Section {i}." in first_level_text for i in range(12))
     # The short document rode in the same first batch as the long one's pieces.
     assert any("Two words." in c[1]["content"] for c in engine.calls[0])
+    # A progress line per level, the first one counting the pieces and both documents.
+    levels = [record.getMessage() for record in caplog.records if "map-reduce level" in record.getMessage()]
+    assert len(levels) == len(engine.calls)
+    assert levels[0].startswith(f"map-reduce level 1: {len(engine.calls[0])} calls for 2 documents (1 long)")
 
 
 def test_budget_too_small_is_refused(engine):
