@@ -172,7 +172,7 @@ def test_xlsx_sheets_are_pages_of_rows_and_empty_sheets_are_left_out():
 )
 def test_delimited_rows_whatever_the_delimiter(name, data, mime_type):
     document = parse_file(name, data)
-    assert document.mime_type == mime_type
+    assert document.mime_type == mime_type and document.title is None, "a header row is no title"
     assert document.text.split("\n\n") == ["name | role", "Ann | engineer", "Bo, Jr | lead fitter"]
 
 
@@ -218,6 +218,7 @@ def test_odt_headings_paragraphs_lists_and_tables_in_order():
 def test_ods_sheets_are_pages_and_repeated_empty_cells_add_nothing():
     document = parse_file("costs.ods", ods_bytes())
     assert document.mime_type == MIME_ODS and document.page_count == 1, "the empty sheet is left out"
+    assert document.title is None, "a sheet name is no title"
     assert document.text.split("\n\n") == ["Costs", "item | cost", "seals | 1200"]
 
 

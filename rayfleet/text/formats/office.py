@@ -121,4 +121,5 @@ def parse_xlsx(data: bytes) -> ParsedDocument:
     except (InvalidFileException, *CORRUPT_PACKAGE_ERRORS) as error:
         raise office_open_error("XLSX", data, error) from error
     text = builder.text()
-    return ParsedDocument(text, title or first_line(text), MIME_XLSX, "openpyxl", page_offsets or [0], builder.headings)
+    # A sheet name is no title: without one set in the workbook, readers see the file name.
+    return ParsedDocument(text, title or None, MIME_XLSX, "openpyxl", page_offsets or [0], builder.headings)

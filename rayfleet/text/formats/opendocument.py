@@ -54,7 +54,8 @@ def parse_opendocument(data: bytes) -> ParsedDocument:
         raise ParseError(f"unsupported OpenDocument type {mime_type!r}: text, spreadsheet and presentation are read")
     text = builder.text()
     title = _odf_title(document)
-    return ParsedDocument(text, title or first_line(text), mime_type, "odfpy", page_offsets or [0], builder.headings)
+    title = title or (None if mime_type == MIME_ODS else first_line(text))  # a sheet name is no title
+    return ParsedDocument(text, title, mime_type, "odfpy", page_offsets or [0], builder.headings)
 
 
 def _odf_children(node, name: str) -> list:

@@ -47,7 +47,7 @@ def parse_delimited(data: bytes, delimiter: str, mime_type: str) -> ParsedDocume
     except csv.Error as error:
         raise ParseError(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {error}") from error
     text = builder.text()
-    return ParsedDocument(text, first_line(text), mime_type, "csv", [0], [])
+    return ParsedDocument(text, None, mime_type, "csv", [0], [])  # a header row is no title: readers see the file name
 
 
 def parse_csv(data: bytes) -> ParsedDocument:
