@@ -168,6 +168,7 @@ def table_row(values) -> str:
 
 
 def cell_text(value) -> str:
+    """A cell value as a reader writes it: whole numbers without '.0', dates without a midnight time."""
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
@@ -188,6 +189,7 @@ def zip_member(data: bytes, name: str) -> bytes:
 
 
 def office_open_error(kind: str, data: bytes, error: Exception) -> ParseError:
+    """Why an Office zip (DOCX, PPTX, XLSX) did not open: a password or a legacy binary file, else damage."""
     if data.startswith(OLE_MAGIC):
         return ParseError(
             f"not a {kind} zip package: a password-protected file or a legacy binary Office file; "

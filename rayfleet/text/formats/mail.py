@@ -6,7 +6,6 @@ from __future__ import annotations
 from rayfleet.text.document import MIME_EMAIL, ParseError, ParsedDocument, TextBuilder, first_line, normalize_text
 from rayfleet.text.formats.markup import parse_html
 
-
 EMAIL_SHOWN_HEADERS = ("From", "To", "Cc", "Date")
 
 

@@ -22,17 +22,12 @@ from rayfleet.text.document import (
     zip_member,
 )
 
-
 HTML_SKIPPED = {"script", "style", "noscript", "template", "svg", "head", "nav", "iframe", "object", "canvas"}
-
-
 HTML_BLOCKS = {
     "address", "article", "aside", "blockquote", "body", "dd", "details", "div", "dl", "dt", "figcaption",
     "figure", "footer", "form", "header", "hr", "li", "main", "ol", "p", "section", "summary", "table",
     "tbody", "td", "tfoot", "th", "thead", "tr", "ul", "caption",
 }  # fmt: skip
-
-
 HTML_HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 
 

@@ -17,7 +17,6 @@ from rayfleet.text.document import (
     zip_member,
 )
 
-
 ODF_SKIPPED = {"tracked-changes", "sequence-decls", "variable-decls", "user-field-decls", "table-of-content",
                "alphabetical-index", "forms", "annotation", "note-citation"}  # fmt: skip
 
