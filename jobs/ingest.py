@@ -38,7 +38,7 @@ from pydantic import Field, field_validator
 
 from rayfleet import storage
 from rayfleet.config import BaseConfig, describe, load_config
-from rayfleet.ingestion import OUTCOME_DUPLICATE, OUTCOME_ERROR, ChunkingConfig, FileIngester, FileResult
+from rayfleet.ingestion import OUTCOME_DUPLICATE, OUTCOME_ERROR, ChunkingConfig, FileIngester, FileResult, is_system_file
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.tables import drop_duplicate_ids, new_run_id, read_folder, write_errors, write_table
 from schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, FILES_SCHEMA
@@ -122,15 +122,17 @@ def commit(config: IngestConfig, run_id: str, results: list[FileResult]) -> None
     )
 
 
-def list_input_files(config: IngestConfig) -> list[storage.FileEntry]:
-    """Every file under the inputs, once, leaving out the job's own output folder."""
+def list_input_files(config: IngestConfig) -> tuple[list[storage.FileEntry], int]:
+    """Every file under the inputs, once, leaving out the job's own output folder; and how many
+    system files (Office lock files, Thumbs.db, desktop.ini) were passed over."""
     output = storage.resolve(config.output).uri.rstrip("/") + "/"
     found: dict[str, storage.FileEntry] = {}
     for uri in config.input:
         for entry in storage.list_entries(uri):
             if not entry.uri.startswith(output):
                 found.setdefault(entry.uri, entry)
-    return list(found.values())
+    documents = [entry for entry in found.values() if not is_system_file(entry.uri)]
+    return documents, len(found) - len(documents)
 
 
 def plan_files(config: IngestConfig, files: list[storage.FileEntry]) -> tuple[list[storage.FileEntry], int]:
@@ -205,21 +207,24 @@ def main(config: IngestConfig) -> dict:
     started = time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
     storage.ensure_bucket(config.output)
-    files = list_input_files(config)
+    files, system_files = list_input_files(config)
     todo, already_done = plan_files(config, files)
-    logger.info("%d files: %d to ingest, %d already done", len(files), len(todo), already_done)
+    logger.info("%d files: %d to ingest, %d already done (%d system files passed over)", len(files), len(todo),
+                already_done, system_files)  # fmt: skip
     if todo:
         init_ray(config.ray_address)
         ingest_dataset(config, todo, run_id, known_documents(config))
     # Two copies of one content in the same run were both parsed; keep the first.
     removed = drop_duplicate_ids(config.table("documents"), "doc_id")
     drop_duplicate_ids(config.table("chunks"), "chunk_id")
-    report = run_report(config, run_id, already_done, removed, time.monotonic() - started)
+    report = run_report(config, run_id, already_done, removed, system_files, time.monotonic() - started)
     print(json.dumps(report), flush=True)
     return report
 
 
-def run_report(config: IngestConfig, run_id: str, already_done: int, duplicates_removed: int, seconds: float) -> dict:
+def run_report(
+    config: IngestConfig, run_id: str, already_done: int, duplicates_removed: int, system_files: int, seconds: float
+) -> dict:
     """Figures of this run, read back from what it wrote."""
     ledger = read_folder(config.table("_files"), ["run_id", "outcome"])
     mine = ledger.filter(pc.equal(ledger["run_id"], run_id)).column("outcome").to_pylist() if ledger.num_rows else []
@@ -236,6 +241,7 @@ def run_report(config: IngestConfig, run_id: str, already_done: int, duplicates_
         "chunks": int(pc.sum(pc.equal(chunks["run_id"], run_id)).as_py() or 0) if chunks.num_rows else 0,
         "duplicates": mine.count(OUTCOME_DUPLICATE) + duplicates_removed,
         "errors": mine.count(OUTCOME_ERROR),
+        "system_files_skipped": system_files,
         "seconds": round(seconds, 1),
         "pages_per_s": round(pages / seconds, 2) if seconds else 0.0,
         "output": config.output,

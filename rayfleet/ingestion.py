@@ -57,6 +57,17 @@ class FileResult:
     error: dict | None = None
 
 
+# Files an operating system or Office leaves beside documents (thumbnail caches, folder settings);
+# with names starting "~$", the owner files Office writes while a document is open.
+SYSTEM_FILE_NAMES = {"thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store"}
+
+
+def is_system_file(uri: str) -> bool:
+    """A file no one means to ingest: an Office owner (lock) file, a thumbnail cache, folder settings."""
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    return name.startswith("~$") or name.lower() in SYSTEM_FILE_NAMES
+
+
 def content_id(data: bytes) -> str:
     """The stable id of a file's content: the hex sha256 of its bytes."""
     return hashlib.sha256(data).hexdigest()

@@ -149,7 +149,7 @@ def _zip_type(data: bytes) -> str | None:
 
 def _unknown_type_error(name: str, data: bytes) -> ParseError:
     extension = posixpath.splitext(name.lower())[1]
-    if extension in LEGACY_FORMATS or data.startswith(OLE_MAGIC):
+    if extension in LEGACY_FORMATS or (not extension and data.startswith(OLE_MAGIC)):
         return ParseError(
             f"legacy binary Office file {extension or '(no extension)'!r} (or a password-protected one): "
             f"not readable here; save it as {LEGACY_FORMATS.get(extension, 'DOCX, XLSX or PPTX')}"

@@ -46,6 +46,8 @@ def upload_corpus(prefix: str) -> None:
         "bad/photo.png": b"\x89PNG\r\n\x1a\n" + bytes(64),
         "bad/huge.txt": b"word " * 400_000,
         "bad/budget.xls": b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(512),
+        "notes/~$pump.docx": b"\x05Alice" + bytes(157),  # Office's lock file beside an open document
+        "slides/Thumbs.db": b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(512),
     }
     for name, data in files.items():
         storage.write_bytes(storage.join(prefix, name), data)
@@ -101,6 +103,7 @@ def test_corpus_is_ingested_with_errors_duplicates_and_incremental_reruns(ray_cl
     assert pc.max(chunks["token_count"]).as_py() <= MAX_TOKENS and pc.min(chunks["token_count"]).as_py() >= 1
     assert pc.max(chunks["page_end"]).as_py() == 311
     assert (first["documents"], first["duplicates"], first["errors"], first["files"]) == (8, 1, 6, 15)
+    assert first["system_files_skipped"] == 2, "the lock file and the thumbnail cache are passed over, not errors"
     assert first["pages"] == 311 + 3 + 3 + 2 + 4 and first["chunks"] == chunks.num_rows
 
     # The documents table is a valid input of the summarization job.

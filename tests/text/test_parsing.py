@@ -282,6 +282,7 @@ def test_type_is_sniffed_when_the_extension_says_nothing():
         ("damaged.xlsx", damaged_member(xlsx_bytes(), "xl/worksheets/sheet1.xml"), "corrupt XLSX"),
         ("damaged.docx", damaged_member(docx_bytes(), "word/document.xml"), "corrupt DOCX"),
         ("budget.xls", OLE_MAGIC + bytes(500), "legacy binary Office file '.xls'.*save it as XLSX"),
+        ("thumbs.db", OLE_MAGIC + bytes(500), "unknown file type '.db'"),  # OLE, but no Office file
         ("attachment", OLE_MAGIC + bytes(500), "legacy binary Office file '\\(no extension\\)'"),
         ("notes.rtf", b"plain words", "corrupt RTF"),
         ("body.eml", b"\n\nno headers at all", "not an e-mail message"),
