@@ -1,4 +1,4 @@
-"""Ingestion: files (PDF, HTML, Markdown, text, Office, OpenDocument, EPUB, CSV, e-mail, RTF) -> documents, chunks, errors.
+"""Ingestion: files (PDF, HTML, Markdown, text, Office, OpenDocument, EPUB, CSV, e-mail, RTF) -> tables.
 
 Run it anywhere the same way::
 
@@ -38,7 +38,14 @@ from pydantic import Field, field_validator
 
 from rayfleet import storage
 from rayfleet.config import BaseConfig, describe, load_config
-from rayfleet.ingestion import OUTCOME_DUPLICATE, OUTCOME_ERROR, ChunkingConfig, FileIngester, FileResult, is_system_file
+from rayfleet.ingestion import (
+    OUTCOME_DUPLICATE,
+    OUTCOME_ERROR,
+    ChunkingConfig,
+    FileIngester,
+    FileResult,
+    is_system_file,
+)
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.tables import drop_duplicate_ids, new_run_id, read_folder, write_errors, write_table
 from schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, FILES_SCHEMA

@@ -121,7 +121,10 @@ class RagPathConfig(PathCommon):
     )
     max_context_tokens: int = Field(768, ge=64, description="Most prompt tokens of retrieved text; lower-ranked chunks are cut first.")
     max_history_tokens: int = Field(
-        512, ge=0, description="Most tokens of a chat's earlier turns kept before the grounded question (oldest dropped first); 0 answers each question alone."
+        512,
+        ge=0,
+        description="Most tokens of a chat's earlier turns kept before the grounded question (oldest dropped first); "
+        "0 answers each question alone.",
     )
     registry: str | None = Field(None, description="Registry root holding `adapter`.")
     adapter: str | None = Field(

@@ -69,7 +69,7 @@ def grounded_conversation(
     tokenizer,
     max_context_tokens: int,
     system_prompt: str | None = None,
-    history: Conversation = (),
+    history: Conversation | None = None,
 ) -> Conversation:
     """The system text and the RAG instructions, the earlier turns of the chat (``history``), then the hits
     as numbered passages (each named by :func:`passage_label`, each cut to the budget) and the question."""
@@ -80,7 +80,7 @@ def grounded_conversation(
     system = "\n\n".join(filter(None, [system_prompt, RAG_INSTRUCTIONS]))
     return [
         {"role": "system", "content": system},
-        *history,
+        *(history or []),
         {"role": "user", "content": "Context:\n" + "\n\n".join(passages) + f"\n\nQuestion: {question}"},
     ]
 
@@ -89,7 +89,8 @@ def prompt_layout_id(tokenizer) -> str:
     """A short hash of how :func:`grounded_conversation` lays a prompt out, so training data built with one
     layout is never reused under another."""
     sample = Hit("chunk", "doc", "passage", 1.0, 1, 1, "Section", "s3://bucket/file.pdf", "Title")
-    conversation = grounded_conversation("Question?", [sample], tokenizer, 16, "System.", [{"role": "user", "content": "Earlier."}])
+    earlier = [{"role": "user", "content": "Earlier."}]
+    conversation = grounded_conversation("Question?", [sample], tokenizer, 16, "System.", earlier)
     return hashlib.sha256(json.dumps(conversation, sort_keys=True).encode()).hexdigest()[:8]
 
 

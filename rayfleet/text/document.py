@@ -35,8 +35,9 @@ MIME_ODS = "application/vnd.oasis.opendocument.spreadsheet"
 MIME_ODP = "application/vnd.oasis.opendocument.presentation"
 MIME_EPUB = "application/epub+zip"
 # What reading a damaged Office zip raises, from zipfile, zlib, the XML parser or the package readers.
-CORRUPT_PACKAGE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, SyntaxError, KeyError, ValueError,
-                          TypeError)  # fmt: skip
+CORRUPT_PACKAGE_ERRORS = (
+    zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, SyntaxError, KeyError, ValueError, TypeError,
+)  # fmt: skip
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # legacy .doc/.xls/.ppt/.msg, and password-protected Office files
 # Pages are joined with a blank line, so a page break is also a paragraph break for chunking.
 PAGE_SEPARATOR = "\n\n"

@@ -77,4 +77,5 @@ def test_default_rules_send_raw_files_to_ingestion_before_parquet_to_summarizati
         event = ObjectEvent("rayfleet", key, 2048, "e")
         assert shlex.split(entrypoint(first_match(config.rules, event), event)) == [
             "python", "-m", "jobs.ingest", f"input=s3://rayfleet/{key}", "output=s3://rayfleet/corpus"]  # fmt: skip
-    assert first_match(config.rules, ObjectEvent("rayfleet", "incoming/papers.parquet", 2048, "e")).job == "jobs.summarize"
+    parquet = ObjectEvent("rayfleet", "incoming/papers.parquet", 2048, "e")
+    assert first_match(config.rules, parquet).job == "jobs.summarize"

@@ -188,7 +188,7 @@ def test_grounded_demo_rows_ask_the_rag_prompt_over_the_papers_passages(smollm2_
         assert system == {"role": "system", "content": RAG_INSTRUCTIONS}
         assert user["content"].endswith(f"Question: {plain['messages'][0]['content']}")
         title = re.search(r'"(.+)"', plain["messages"][0]["content"]).group(1)
-        assert f"[1] ({title})" in user["content"], "BM25 ranks the asked paper's own passage (named by its title) first"
+        assert f"[1] ({title})" in user["content"], "BM25 ranks the asked paper's passage (named by title) first"
         assert answer == plain["messages"][1], "the answer is the same human summary"
         context = user["content"].split("\n\nQuestion: ")[0]
         assert len(tokenizer(context, add_special_tokens=False)["input_ids"]) <= 200 + 40, "passages fit the budget"

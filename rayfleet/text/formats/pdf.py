@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import re
 
-from rayfleet.text.document import MIME_PDF, PAGE_SEPARATOR, Heading, ParseError, ParsedDocument, first_line, normalize_text
+from rayfleet.text.document import (
+    MIME_PDF,
+    PAGE_SEPARATOR,
+    Heading,
+    ParsedDocument,
+    ParseError,
+    first_line,
+    normalize_text,
+)
 
 
 def parse_pdf(data: bytes) -> ParsedDocument:
