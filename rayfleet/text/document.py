@@ -79,6 +79,7 @@ class TextBuilder:
     def __init__(self):
         self.paragraphs: list[str] = []
         self.headings: list[Heading] = []
+        self.page_offsets: list[int] = []  # where each page (slide, sheet, chapter) starts, if any
         self.length = 0
         self.inline: list[str] = []
 
@@ -115,6 +116,20 @@ class TextBuilder:
             else:
                 self.add_paragraph(paragraph)
             offset += len(paragraph) + len(PAGE_SEPARATOR)
+
+    def start_page(self) -> None:
+        """Mark that a page (a slide, a sheet, a chapter) starts with the next paragraph."""
+        self.page_offsets.append(self.next_offset())
+
+    def add_sheet(self, name: str, rows) -> None:
+        """A spreadsheet's sheet as one page, its name a heading, then its rows of cell values (empty rows
+        left out); nothing at all for an empty sheet."""
+        lines = [line for line in map(table_row, rows) if line]
+        if lines:
+            self.start_page()
+            self.add_heading(1, " ".join(name.split()))
+            for line in lines:
+                self.add_paragraph(line)
 
     def next_offset(self) -> int:
         """Where the next paragraph will start."""
@@ -185,7 +200,7 @@ def zip_member(data: bytes, name: str) -> bytes:
     """One member of a zip, b'' when the zip or the member is missing or damaged."""
     try:
         return zipfile.ZipFile(io.BytesIO(data)).read(name)
-    except (KeyError, *CORRUPT_PACKAGE_ERRORS):
+    except CORRUPT_PACKAGE_ERRORS:  # KeyError (no such member) among them
         return b""
 
 
@@ -196,4 +211,9 @@ def office_open_error(kind: str, data: bytes, error: Exception) -> ParseError:
             f"not a {kind} zip package: a password-protected file or a legacy binary Office file; "
             f"remove the password or save it as {kind}"
         )
+    return corrupt_error(kind, error)
+
+
+def corrupt_error(kind: str, error: Exception) -> ParseError:
+    """A file of ``kind`` its reader could not get through, with the reader's error."""
     return ParseError(f"corrupt {kind}: {type(error).__name__}: {error}")

@@ -142,7 +142,7 @@ def _zip_type(data: bytes) -> str | None:
         if "mimetype" in names:
             declared = package.read("mimetype").decode("ascii", errors="replace").strip()
             return declared if declared in ZIP_MIMETYPE_MEMBER else None
-    except (zipfile.BadZipFile, *CORRUPT_PACKAGE_ERRORS):
+    except CORRUPT_PACKAGE_ERRORS:
         return None
     return next((mime for part, mime in OOXML_MAIN_PARTS.items() if part in names), None)
 

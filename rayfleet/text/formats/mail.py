@@ -23,14 +23,14 @@ def parse_email(data: bytes) -> ParsedDocument:
     subject = " ".join(_header(message, "Subject").split())
     if subject:
         builder.add_heading(1, subject)
-    attachments = list(message.iter_attachments())
-    names = [_attachment_name(part, index) for index, part in enumerate(attachments, 1)]
+    attachments = [_attachment(part, index) for index, part in enumerate(message.iter_attachments(), 1)]
+    names = [name for name, _ in attachments]
     fields = [(name, value) for name in EMAIL_SHOWN_HEADERS if (value := _header(message, name))]
     fields += [("Attachments", ", ".join(names))] if names else []
     builder.add_paragraph("\n".join(f"{name}: {' '.join(value.split())}" for name, value in fields))
     builder.add_paragraph(_email_body_text(message))
-    for name, part in zip(names, attachments):
-        attached = _parse_attachment(name, part)
+    for name, content in attachments:
+        attached = _parse_attachment(name, content)
         if attached is not None:
             builder.add_heading(2, name)
             builder.add_document(attached, deeper=2)
@@ -61,19 +61,17 @@ def _email_body_text(message) -> str:
     return normalize_text(content).strip()
 
 
-def _attachment_name(part, index: int) -> str:
+def _attachment(part, index: int) -> tuple[str, bytes]:
+    """An attachment's name and bytes; a forwarded message is named by its subject."""
     if part.get_content_type() == "message/rfc822":
-        subject = " ".join(_header(part.get_content(), "Subject").split())
-        return f"{subject or f'message {index}'}.eml"
-    return " ".join((part.get_filename() or f"attachment {index}").split())
+        forwarded = part.get_content()
+        subject = " ".join(_header(forwarded, "Subject").split())
+        return f"{subject or f'message {index}'}.eml", forwarded.as_bytes()
+    return " ".join((part.get_filename() or f"attachment {index}").split()), part.get_payload(decode=True) or b""
 
 
-def _parse_attachment(name: str, part) -> ParsedDocument | None:
+def _parse_attachment(name: str, data: bytes) -> ParsedDocument | None:
     """The attachment's text, or None when it is not in a format read here (images, archives...)."""
-    if part.get_content_type() == "message/rfc822":
-        data = part.get_content().as_bytes()
-    else:
-        data = part.get_payload(decode=True) or b""
     from rayfleet.text.parsing import parse_file  # the dispatcher over every format, this one included
 
     try:

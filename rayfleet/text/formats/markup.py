@@ -15,6 +15,7 @@ from rayfleet.text.document import (
     ParseError,
     ParsedDocument,
     TextBuilder,
+    corrupt_error,
     decode_text,
     first_line,
     normalize_text,
@@ -122,17 +123,17 @@ def parse_epub(data: bytes) -> ParsedDocument:
     try:
         book = epub.read_epub(io.BytesIO(data), {"ignore_ncx": True})
     except (epub.EpubException, *CORRUPT_PACKAGE_ERRORS, AttributeError, IndexError) as error:
-        raise ParseError(f"corrupt EPUB: {type(error).__name__}: {error}") from error
-    builder, page_offsets = TextBuilder(), []
+        raise corrupt_error("EPUB", error) from error
+    builder = TextBuilder()
     for item_id, _ in book.spine:
         item = book.get_item_with_id(item_id)
         if item is None or not item.get_name().lower().endswith((".xhtml", ".html", ".htm", ".xml")):
             continue
         chapter = parse_html(item.get_content())
         if chapter.text.strip():
-            page_offsets.append(builder.next_offset())
+            builder.start_page()
             builder.add_document(chapter)
     titles = book.get_metadata("DC", "title")
     title = " ".join(str(titles[0][0]).split()) if titles else ""
-    text = builder.text()
-    return ParsedDocument(text, title or first_line(text), MIME_EPUB, "ebooklib", page_offsets or [0], builder.headings)
+    text, pages = builder.text(), builder.page_offsets or [0]
+    return ParsedDocument(text, title or first_line(text), MIME_EPUB, "ebooklib", pages, builder.headings)

@@ -63,9 +63,9 @@ def parse_pptx(data: bytes) -> ParsedDocument:
         presentation = Presentation(io.BytesIO(data))
     except (PackageNotFoundError, *CORRUPT_PACKAGE_ERRORS) as error:
         raise office_open_error("PPTX", data, error) from error
-    builder, page_offsets = TextBuilder(), []
+    builder = TextBuilder()
     for slide in presentation.slides:
-        page_offsets.append(builder.next_offset())
+        builder.start_page()
         title = slide.shapes.title
         if title is not None and title.has_text_frame:
             builder.add_heading(1, " ".join(title.text_frame.text.split()))
@@ -76,7 +76,7 @@ def parse_pptx(data: bytes) -> ParsedDocument:
     text = builder.text()
     title = (presentation.core_properties.title or "").strip()
     title = title or (builder.headings[0].title if builder.headings else first_line(text))
-    return ParsedDocument(text, title, MIME_PPTX, "python-pptx", page_offsets or [0], builder.headings)
+    return ParsedDocument(text, title, MIME_PPTX, "python-pptx", builder.page_offsets or [0], builder.headings)
 
 
 def _reading_order(shapes) -> list:
@@ -104,17 +104,12 @@ def parse_xlsx(data: bytes) -> ParsedDocument:
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
 
-    builder, page_offsets = TextBuilder(), []
+    builder = TextBuilder()
     try:
         workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
         try:
             for sheet in workbook.worksheets:  # read-only sheets stream their rows from the zip
-                rows = [row for row in map(table_row, sheet.iter_rows(values_only=True)) if row]
-                if rows:
-                    page_offsets.append(builder.next_offset())
-                    builder.add_heading(1, " ".join(sheet.title.split()))
-                    for row in rows:
-                        builder.add_paragraph(row)
+                builder.add_sheet(sheet.title, sheet.iter_rows(values_only=True))
             title = (workbook.properties.title or "").strip()
         finally:
             workbook.close()
@@ -122,4 +117,4 @@ def parse_xlsx(data: bytes) -> ParsedDocument:
         raise office_open_error("XLSX", data, error) from error
     text = builder.text()
     # A sheet name is no title: without one set in the workbook, readers see the file name.
-    return ParsedDocument(text, title or None, MIME_XLSX, "openpyxl", page_offsets or [0], builder.headings)
+    return ParsedDocument(text, title or None, MIME_XLSX, "openpyxl", builder.page_offsets or [0], builder.headings)

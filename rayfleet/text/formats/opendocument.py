@@ -12,6 +12,7 @@ from rayfleet.text.document import (
     ParseError,
     ParsedDocument,
     TextBuilder,
+    corrupt_error,
     first_line,
     table_row,
     zip_member,
@@ -32,20 +33,15 @@ def parse_opendocument(data: bytes) -> ParsedDocument:
     try:
         document = load(io.BytesIO(data))
     except (*CORRUPT_PACKAGE_ERRORS, AttributeError, IndexError) as error:
-        raise ParseError(f"corrupt OpenDocument file: {type(error).__name__}: {error}") from error
-    builder, page_offsets = TextBuilder(), []
+        raise corrupt_error("OpenDocument file", error) from error
+    builder = TextBuilder()
     mime_type = document.mimetype
     if mime_type == MIME_ODS:
         for sheet in _odf_children(document.spreadsheet, "table"):
-            rows = [row for row in map(table_row, _odf_table_rows(sheet)) if row]
-            if rows:
-                page_offsets.append(builder.next_offset())
-                builder.add_heading(1, " ".join(_odf_attribute(sheet, "name").split()))
-                for row in rows:
-                    builder.add_paragraph(row)
+            builder.add_sheet(_odf_attribute(sheet, "name"), _odf_table_rows(sheet))
     elif mime_type == MIME_ODP:
         for slide in _odf_children(document.presentation, "page"):
-            page_offsets.append(builder.next_offset())
+            builder.start_page()
             _walk_odf(slide, builder)
     elif mime_type == MIME_ODT:
         _walk_odf(document.text, builder)
@@ -54,7 +50,7 @@ def parse_opendocument(data: bytes) -> ParsedDocument:
     text = builder.text()
     title = _odf_title(document)
     title = title or (None if mime_type == MIME_ODS else first_line(text))  # a sheet name is no title
-    return ParsedDocument(text, title, mime_type, "odfpy", page_offsets or [0], builder.headings)
+    return ParsedDocument(text, title, mime_type, "odfpy", builder.page_offsets or [0], builder.headings)
 
 
 def _odf_children(node, name: str) -> list:
@@ -73,8 +69,10 @@ def _odf_text(node) -> str:
 
 def _odf_table_rows(table) -> list[list[str]]:
     """Each row's cell texts; a repeated cell (``number-columns-repeated``) counts once when empty."""
+    from odf.table import TableRow
+
     rows = []
-    for row in table.getElementsByType(_odf_type("table", "TableRow")):
+    for row in table.getElementsByType(TableRow):
         cells = []
         for cell in _odf_children(row, "table-cell") + _odf_children(row, "covered-table-cell"):
             value = _odf_text(cell)
@@ -82,12 +80,6 @@ def _odf_table_rows(table) -> list[list[str]]:
             cells += [value] * min(repeat, 100)
         rows.append(cells)
     return rows
-
-
-def _odf_type(module: str, name: str):
-    import importlib
-
-    return getattr(importlib.import_module(f"odf.{module}"), name)
 
 
 def _walk_odf(node, builder: TextBuilder) -> None:

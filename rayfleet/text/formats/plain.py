@@ -15,6 +15,7 @@ from rayfleet.text.document import (
     ParseError,
     ParsedDocument,
     TextBuilder,
+    corrupt_error,
     decode_text,
     first_line,
     normalize_text,
@@ -73,7 +74,7 @@ def parse_rtf(data: bytes) -> ParsedDocument:
     try:
         text = rtf_to_text(data.decode(encoding, errors="replace"), encoding=encoding, errors="replace")
     except (ValueError, IndexError) as error:
-        raise ParseError(f"corrupt RTF: {type(error).__name__}: {error}") from error
+        raise corrupt_error("RTF", error) from error
     text = normalize_text(text).strip()
     info_title = re.search(rb"\{\\title\s+([^{}\\]*)\}", data[:65536])
     title = info_title.group(1).decode(encoding, errors="replace").strip() if info_title else ""
