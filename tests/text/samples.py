@@ -160,7 +160,7 @@ def damaged_member(package: bytes, member: str) -> bytes:
 def odt_bytes() -> bytes:
     """An OpenDocument text: a title, two heading levels, paragraphs, a list and a table."""
     from odf.opendocument import OpenDocumentText
-    from odf import dc, table, text
+    from odf import dc, text
 
     document = OpenDocumentText()
     document.meta.addElement(dc.Title(text="Pump maintenance"))
@@ -173,15 +173,28 @@ def odt_bytes() -> bytes:
         items.addElement(item)
     document.text.addElement(items)
     document.text.addElement(text.H(outlinelevel=2, text="Parts"))
-    grid = table.Table(name="Parts")
-    for cells in (("part", "interval"), ("impeller", "yearly")):
+    document.text.addElement(odf_table("Parts", [("part", "interval"), ("impeller", "yearly")]))
+    return odf_bytes(document)
+
+
+def odf_table(name: str, rows: list[tuple[str, ...]], empty_cells_after: int = 0):
+    """An OpenDocument table of text cells; each row may end with one empty cell repeated that many times."""
+    from odf import table, text
+
+    grid = table.Table(name=name)
+    for values in rows:
         row = table.TableRow()
-        for value in cells:
+        for value in values:
             cell = table.TableCell()
             cell.addElement(text.P(text=value))
             row.addElement(cell)
+        if empty_cells_after:
+            row.addElement(table.TableCell(numbercolumnsrepeated=empty_cells_after))
         grid.addElement(row)
-    document.text.addElement(grid)
+    return grid
+
+
+def odf_bytes(document) -> bytes:
     buffer = io.BytesIO()
     document.write(buffer)
     return buffer.getvalue()
@@ -190,23 +203,12 @@ def odt_bytes() -> bytes:
 def ods_bytes() -> bytes:
     """An OpenDocument spreadsheet: a costs sheet with empty cells repeated a thousand times, and an empty sheet."""
     from odf.opendocument import OpenDocumentSpreadsheet
-    from odf import table, text
+    from odf import table
 
     document = OpenDocumentSpreadsheet()
-    costs = table.Table(name="Costs")
-    for cells in (("item", "cost"), ("seals", "1200")):
-        row = table.TableRow()
-        for value in cells:
-            cell = table.TableCell()
-            cell.addElement(text.P(text=value))
-            row.addElement(cell)
-        row.addElement(table.TableCell(numbercolumnsrepeated=1000))
-        costs.addElement(row)
-    document.spreadsheet.addElement(costs)
+    document.spreadsheet.addElement(odf_table("Costs", [("item", "cost"), ("seals", "1200")], empty_cells_after=1000))
     document.spreadsheet.addElement(table.Table(name="Empty"))
-    buffer = io.BytesIO()
-    document.write(buffer)
-    return buffer.getvalue()
+    return odf_bytes(document)
 
 
 def epub_bytes() -> bytes:
@@ -266,9 +268,7 @@ def odp_bytes() -> bytes:
             speaker.addElement(frame(notes, "notes"))
             slide.addElement(speaker)
         document.presentation.addElement(slide)
-    buffer = io.BytesIO()
-    document.write(buffer)
-    return buffer.getvalue()
+    return odf_bytes(document)
 
 
 def with_member(package: bytes, name: str, content: bytes) -> bytes:
