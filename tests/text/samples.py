@@ -179,19 +179,27 @@ def odt_bytes() -> bytes:
 
 def odf_table(name: str, rows: list[tuple[str, ...]], empty_cells_after: int = 0):
     """An OpenDocument table of text cells; each row may end with one empty cell repeated that many times."""
-    from odf import table, text
+    from odf import table
 
     grid = table.Table(name=name)
     for values in rows:
-        row = table.TableRow()
-        for value in values:
-            cell = table.TableCell()
-            cell.addElement(text.P(text=value))
-            row.addElement(cell)
+        row = odf_row(values)
         if empty_cells_after:
             row.addElement(table.TableCell(numbercolumnsrepeated=empty_cells_after))
         grid.addElement(row)
     return grid
+
+
+def odf_row(values):
+    """An OpenDocument table row of text cells."""
+    from odf import table, text
+
+    row = table.TableRow()
+    for value in values:
+        cell = table.TableCell()
+        cell.addElement(text.P(text=value))
+        row.addElement(cell)
+    return row
 
 
 def odf_bytes(document) -> bytes:

@@ -33,6 +33,9 @@ from tests.text.samples import (
     encrypted_odt,
     encrypted_pdf,
     epub_bytes,
+    odf_bytes,
+    odf_row,
+    odf_table,
     odp_bytes,
     ods_bytes,
     odt_bytes,
@@ -220,6 +223,35 @@ def test_ods_sheets_are_pages_and_repeated_empty_cells_add_nothing():
     assert document.mime_type == MIME_ODS and document.page_count == 1, "the empty sheet is left out"
     assert document.title is None, "a sheet name is no title"
     assert document.text.split("\n\n") == ["Costs", "item | cost", "seals | 1200"]
+
+
+def test_odf_table_merged_cells_keep_columns_cell_paragraphs_and_nested_tables_are_read_once():
+    from odf import table, text
+    from odf.opendocument import OpenDocumentText
+
+    document = OpenDocumentText()
+    grid = table.Table(name="Plan")
+    header = table.TableHeaderRows()
+    header.addElement(odf_row(["pump", "from", "to"]))
+    grid.addElement(header)
+    merged = table.TableRow()  # LibreOffice's layout of "P1" spanning two columns
+    first = table.TableCell(numbercolumnsspanned=2)
+    first.addElement(text.P(text="P1 (whole week)"))
+    merged.addElement(first)
+    merged.addElement(table.CoveredTableCell())
+    last = table.TableCell()
+    last.addElement(text.P(text="Friday"))
+    last.addElement(text.P(text="noon"))
+    merged.addElement(last)
+    grid.addElement(merged)
+    nested = table.TableRow()
+    holder = table.TableCell()
+    holder.addElement(odf_table("Inner", [("seal", "ring")]))
+    nested.addElement(holder)
+    grid.addElement(nested)
+    document.text.addElement(grid)
+    parsed = parse_file("plan.odt", odf_bytes(document))
+    assert parsed.text.split("\n\n") == ["pump | from | to", "P1 (whole week) |  | Friday noon", "seal ring"]
 
 
 def test_odp_slides_are_pages_with_their_titles_text_and_notes():

@@ -20,6 +20,8 @@ from rayfleet.text.document import (
 
 ODF_SKIPPED = {"tracked-changes", "sequence-decls", "variable-decls", "user-field-decls", "table-of-content",
                "alphabetical-index", "forms", "annotation", "note-citation"}  # fmt: skip
+ODF_SEPARATORS = {"p", "h", "s", "tab", "line-break", "list-item"}  # elements whose end separates words
+ODF_ROW_GROUPS = ("table-header-rows", "table-rows", "table-row-group")
 
 
 def parse_opendocument(data: bytes) -> ParsedDocument:
@@ -53,8 +55,9 @@ def parse_opendocument(data: bytes) -> ParsedDocument:
     return ParsedDocument(text, title, mime_type, "odfpy", builder.page_offsets or [0], builder.headings)
 
 
-def _odf_children(node, name: str) -> list:
-    return [child for child in node.childNodes if child.nodeType == child.ELEMENT_NODE and child.qname[1] == name]
+def _odf_children(node, *names: str) -> list:
+    """The element children of ``node`` with one of these local names, in document order."""
+    return [child for child in node.childNodes if child.nodeType == child.ELEMENT_NODE and child.qname[1] in names]
 
 
 def _odf_attribute(node, name: str) -> str:
@@ -62,23 +65,40 @@ def _odf_attribute(node, name: str) -> str:
 
 
 def _odf_text(node) -> str:
-    from odf import teletype
+    """The text of ``node`` on one line: its paragraphs, spaces, tabs and line breaks become single spaces."""
+    parts: list[str] = []
+    _collect_odf_text(node, parts)
+    return " ".join("".join(parts).split())
 
-    return " ".join(teletype.extractText(node).split())
+
+def _collect_odf_text(node, parts: list[str]) -> None:
+    for child in node.childNodes:
+        if child.nodeType == child.TEXT_NODE:
+            parts.append(child.data)
+        elif child.nodeType == child.ELEMENT_NODE and child.qname[1] not in ODF_SKIPPED:
+            _collect_odf_text(child, parts)
+            parts.append(" " if child.qname[1] in ODF_SEPARATORS else "")
 
 
 def _odf_table_rows(table) -> list[list[str]]:
-    """Each row's cell texts; a repeated cell (``number-columns-repeated``) counts once when empty."""
-    from odf.table import TableRow
-
+    """Each row's cell texts in column order; a merged cell's covered cells are empty, and a
+    repeated cell (``number-columns-repeated``) counts once when empty. Rows inside header and
+    row groups are read; a table nested in a cell is read only as that cell's text."""
     rows = []
-    for row in table.getElementsByType(TableRow):
+    for row in _odf_rows(table):
         cells = []
-        for cell in _odf_children(row, "table-cell") + _odf_children(row, "covered-table-cell"):
+        for cell in _odf_children(row, "table-cell", "covered-table-cell"):
             value = _odf_text(cell)
             repeat = int(_odf_attribute(cell, "number-columns-repeated") or 1) if value else 1
             cells += [value] * min(repeat, 100)
         rows.append(cells)
+    return rows
+
+
+def _odf_rows(node) -> list:
+    rows = []
+    for child in _odf_children(node, "table-row", *ODF_ROW_GROUPS):
+        rows += [child] if child.qname[1] == "table-row" else _odf_rows(child)
     return rows
 
 
