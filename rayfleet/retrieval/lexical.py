@@ -3,22 +3,49 @@
 On our data (ACL chunks, queries written from the papers) BM25 alone found the right
 paper in the top 5 more often than MiniLM alone, and fusing both beat dense alone:
 ``python -m bench.hybrid_retrieval`` measures it (docs/retrieval.md).
+
+Terms are words of two or more letters, lower-cased and without accents ("Résumé" matches
+"resume"). Chinese, Japanese and Korean write no spaces between words, so a run of their
+characters is read as overlapping character bigrams (as Lucene's CJK analyzer does), and a
+lone character as itself; otherwise a whole sentence would be one term no query matches.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, strip_accents_unicode
 
 RRF_K = 60  # the constant of reciprocal-rank fusion (Cormack et al., 2009)
+# Han (with extension A and compatibility ideographs), Hiragana, Katakana, Hangul syllables.
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+CJK_RUN = re.compile(f"[{CJK}]+")
+TERM_PATTERN = f"(?u)[{CJK}]+|\\b\\w\\w+\\b"
+
+
+def lexical_text(text: str) -> str:
+    """``text`` lower-cased, accents stripped outside CJK, each CJK run replaced by its bigrams."""
+    pieces, position = [], 0
+    for run in CJK_RUN.finditer(text):
+        pieces += [strip_accents_unicode(text[position : run.start()].lower()), _cjk_bigrams(run.group())]
+        position = run.end()
+    pieces.append(strip_accents_unicode(text[position:].lower()))
+    return "".join(pieces)
+
+
+def _cjk_bigrams(characters: str) -> str:
+    if len(characters) == 1:
+        return f" {characters} "
+    return " " + " ".join(characters[i : i + 2] for i in range(len(characters) - 1)) + " "
 
 
 class BM25:
     """Okapi BM25 (``k1``, ``b``) of every text for a query, English stop words removed."""
 
     def __init__(self, texts: list[str], k1: float = 1.2, b: float = 0.75):
-        self.vectorizer = CountVectorizer(stop_words="english")
+        self.vectorizer = CountVectorizer(preprocessor=lexical_text, token_pattern=TERM_PATTERN, stop_words="english")
         counts = sparse.csr_matrix(self.vectorizer.fit_transform(texts), dtype=np.float64)
         lengths = np.asarray(counts.sum(axis=1)).ravel()
         frequency = np.bincount(counts.indices, minlength=counts.shape[1])

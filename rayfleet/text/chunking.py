@@ -1,7 +1,7 @@
 """Token-aware splitting of text into pieces that fit a token budget, and document chunking.
 
 Pieces are measured with the model's own tokenizer and cut, in order of preference,
-at a paragraph break, a line break, a sentence end or a word boundary inside the last
+at a paragraph break, a line break, a sentence end (Latin or CJK) or a word boundary inside the last
 part of the window; only text with none of those is cut mid-word. Nothing is dropped:
 joining the pieces gives back the whole text (less the whitespace at the cuts, and
 less the overlap when one is asked for).
@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 # Boundaries, best first; each matches the separator that ends a piece.
-BOUNDARIES = (re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?])\s+"), re.compile(r"\s+"))
+# A sentence ends at . ! ? before a space, or at a full-width 。！？ (CJK writes no space after it).
+BOUNDARIES = (
+    re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*"), re.compile(r"\s+")
+)  # fmt: skip
 # A cut is looked for only in the last part of a window, so pieces stay near full size.
 SEARCH_FRACTION = 0.3
 

@@ -27,6 +27,23 @@ def test_a_query_with_no_known_term_scores_zero():
     assert not np.any(BM25(["alpha beta", "gamma"]).scores(["delta"]))
 
 
+def test_accents_do_not_matter_outside_cjk():
+    scores = BM25(["the résumé of the café", "a plain report"]).scores(["Resume CAFE"])[0]
+    assert scores[0] > 0 and scores[1] == 0
+
+
+@pytest.mark.parametrize(
+    "question, expected",
+    [("都庁は何時に開きますか", 0), ("大阪城の料金", 1), ("시청 휴무", 2), ("猫", 3)],
+)
+def test_cjk_text_without_spaces_is_matched_by_character_bigrams(question, expected):
+    texts = ["東京都庁の営業時間は午前9時から午後5時です。", "大阪城の入場料は600円です。",
+             "서울 시청은 월요일에 휴무입니다.", "猫"]  # fmt: skip
+    scores = BM25(texts).scores([question])[0]
+    assert scores.argmax() == expected and scores[expected] > 0
+    assert np.count_nonzero(scores) == 1, "no other text shares a bigram"
+
+
 def test_rrf_rewards_agreement():
     fused = reciprocal_rank_fusion(np.array([3, 1, 2]), np.array([1, 3, 7]))
     assert fused[1] == fused[3] > fused[2] > fused[7] - 1e-9

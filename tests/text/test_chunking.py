@@ -49,6 +49,15 @@ def test_text_without_spaces_is_still_split(tokenizer):
     assert "".join(pieces) == text
 
 
+def test_cjk_text_is_cut_after_full_width_sentence_ends(tokenizer):
+    sentences = [f"第{i}号ポンプは毎月点検します。" for i in range(60)]
+    text = "".join(sentences)
+    pieces = split_by_tokens(tokenizer, text, 100)
+    assert len(pieces) > 3 and all(n_tokens(tokenizer, piece) <= 100 for piece in pieces)
+    assert all(piece.endswith("。") for piece in pieces), "cut mid-sentence"
+    assert "".join(pieces) == text
+
+
 def test_rejects_nonpositive_budget(tokenizer):
     with pytest.raises(ValueError):
         split_by_tokens(tokenizer, "text", 0)
