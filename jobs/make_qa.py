@@ -7,9 +7,11 @@ Run it anywhere the same way::
     ray job submit --working-dir . -- python -m jobs.make_qa config=jobs/configs/make_qa/smollm2_vllm.yaml input=... output=...
 
 Each chunk (from ``jobs.ingest``) is sent to the LLM through the batch engine (Ray Data
-actor pool, vLLM by default; the same path as ``jobs.summarize``), asking for JSON.
-Every pair the model proposes is parsed leniently and validated (sizes, answer
-grounded in the chunk, question about the chunk); each batch commits all proposals,
+actor pool, vLLM by default; the same path as ``jobs.summarize``). By default
+(``strategy=answer_first``) sentences of the chunk are the answers and the model writes
+a question for each; ``strategy=free`` asks for pairs as JSON, parsed leniently. Every
+pair is validated (sizes, a real question, answer grounded in the chunk, question about
+the chunk); each batch commits all proposals,
 kept or dropped with the reason, to ``output/_candidates/``, so a rerun only
 generates for chunks not yet done. Then, over all candidates (and the optional
 user-written pairs, JSONL or Parquet, validated against the same schema):

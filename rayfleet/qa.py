@@ -1,10 +1,13 @@
 """Grounded question-answer pairs from chunks: prompting, lenient parsing, validation, dedup, splits.
 
-The model is asked for a JSON list of ``{"question", "answer"}`` objects. Small models
-often wrap it in prose, break the JSON or fall back to "Q: ... A: ..." lines, so
-:func:`extract_pairs` takes any JSON value found in the text, and those lines as a
-last resort. Every proposed pair is then checked (:func:`check_pair`): sizes, and
-grounding (most of the answer's content words must appear in the chunk, and the
+Two ways to get pairs. Answer-first (the default): :func:`answer_sentences` picks whole,
+informative sentences of a chunk as answers and the model writes a question for each
+(:func:`question_from_output`). Free: the model is asked for a JSON list of
+``{"question", "answer"}`` objects; small models often wrap it in prose, break the JSON
+or fall back to "Q: ... A: ..." lines, so :func:`extract_pairs` takes any JSON value
+found in the text, and those lines as a last resort. Every proposed pair is then checked
+(:func:`check_pair`): sizes, that the question is one (small models often write a
+statement), and grounding (most of the answer's content words must appear in the chunk, and the
 question must be about the chunk). Near-duplicate questions are removed
 (:func:`drop_near_duplicates`) and documents are assigned to train / validation /
 test by a hash of their id (:func:`split_of`), so no document spans two splits and a
@@ -100,7 +103,12 @@ class QaPrompts(BaseConfig):
         return messages + [{"role": "user", "content": self.request(text, count)}]
 
 
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|(?<=[。！？])")
+# Blocks no sentence spans: paragraphs, and the items of a list (one per line).
+BLOCK_BREAK = re.compile(r"\n\s*\n|\n(?=\s*(?:[-*+•]|\d+[.)])\s)")
+LIST_MARKER = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
+SENTENCE_ENDINGS = (".", "!", "?", "。", "！", "？")
+QUESTION_MARKS = ("?", "？")
 
 
 class AnswerFirstPrompts(BaseConfig):
@@ -156,16 +164,28 @@ class AnswerFirstPrompts(BaseConfig):
 def answer_sentences(text: str, count: int, min_words: int, max_words: int) -> list[str]:
     """Up to ``count`` sentences of ``text`` worth asking about, in text order.
 
-    Sentences of the allowed length are ranked by how many distinct content words they
-    carry (facts, names and figures rather than transitions), and the best ``count`` kept.
+    Sentences never span a paragraph break or a list item, and a chunk's first words,
+    when the chunk starts mid-sentence (lower case or closing punctuation), are no
+    sentence. Sentences of the allowed length are ranked by how many distinct content
+    words they carry (facts, names and figures rather than transitions), and the best
+    ``count`` kept.
     """
-    sentences = [" ".join(sentence.split()) for sentence in SENTENCE_END.split(text)]
+    sentences = [
+        " ".join(sentence.split())
+        for block in BLOCK_BREAK.split(text)
+        for sentence in SENTENCE_END.split(LIST_MARKER.sub("", block))
+    ]
     usable = [
         (index, sentence) for index, sentence in enumerate(sentences)
-        if min_words <= len(words(sentence)) <= max_words and sentence[-1:] in ".!?"
+        if min_words <= len(words(sentence)) <= max_words and is_whole_sentence(sentence)
     ]  # fmt: skip
     best = sorted(usable, key=lambda item: len(content_words(item[1])), reverse=True)[:count]
     return [sentence for _, sentence in sorted(best)]
+
+
+def is_whole_sentence(text: str) -> bool:
+    """Whether ``text`` ends like a sentence and does not start like the rest of one."""
+    return text.endswith(SENTENCE_ENDINGS) and not text[0].islower() and text[0] not in ",;:)]}"
 
 
 def question_from_output(output: str) -> str:
@@ -183,6 +203,9 @@ class QaValidation(BaseConfig):
     min_question_words: int = Field(3, ge=1, description="Fewest words in a question.")
     max_question_words: int = Field(40, ge=1, description="Most words in a question.")
     max_answer_words: int = Field(60, ge=1, description="Most words in an answer.")
+    require_question_mark: bool = Field(
+        True, description="Drop a 'question' that does not end with ? (small models often write a statement instead)."
+    )
     min_answer_grounding: float = Field(
         0.7, ge=0, le=1, description="Share of the answer's content words that must appear in the chunk."
     )
@@ -271,6 +294,8 @@ def check_pair(question: str, answer: str, chunk_text: str, validation: QaValida
     question_words, answer_words = len(words(question)), len(words(answer))
     if not validation.min_question_words <= question_words <= validation.max_question_words:
         return Verdict("question_length", f"question has {question_words} words")
+    if validation.require_question_mark and not question.rstrip(" \"'”’»").endswith(QUESTION_MARKS):
+        return Verdict("not_a_question", "the question does not end with a question mark")
     if answer_words == 0 or answer_words > validation.max_answer_words:
         return Verdict("answer_length", f"answer has {answer_words} words")
     if not content_words(answer):

@@ -58,6 +58,7 @@ def test_grounded_pair_is_kept_and_each_failure_has_its_reason():
         ("Who won the football world cup final?", "the save command"): "off_topic",
         ("Which command creates files later loaded?", "command files"): "answer_in_question",
         ("Can files created by save be loaded?", "yes, they can"): "uninformative",
+        ("The load command executes each line of the file.", "each line of the specified input file"): "not_a_question",
     }
     for (question, answer), reason in reasons.items():
         verdict = check_pair(question, answer, CHUNK, validation)
@@ -142,6 +143,34 @@ def test_answer_sentences_prefers_informative_sentences_in_text_order():
     # 9 content words against 7: the oil sentence is the more informative one.
     assert answer_sentences(text, 1, 6, 40) == ["Grade 40 oil from Acme keeps the gearbox cool under heavy load."]
     assert answer_sentences("no sentence end here at all in this text", 3, 2, 40) == []
+
+
+def test_answer_sentences_are_whole_sentences_within_one_paragraph_or_list_item():
+    from rayfleet.qa import answer_sentences
+
+    text = (
+        "restarted worker picks up the last checkpoint and goes on from there.\n\n"  # the chunk starts mid-sentence
+        "## Restarts\n\n"
+        "```bash\nray job submit -- python -m jobs.finetune\n```\n\n"
+        "The dispatcher retries a failed job three times with exponential backoff.\n"
+        "- Rules select a job module by bucket, prefix and suffix of the new file.\n"
+        "- The ledger records every event once, so a restart never submits twice.\n\n"
+        "第三号ポンプは毎月点検します。"
+    )
+    assert answer_sentences(text, 5, 6, 40) == [
+        "The dispatcher retries a failed job three times with exponential backoff.",
+        "Rules select a job module by bucket, prefix and suffix of the new file.",
+        "The ledger records every event once, so a restart never submits twice.",
+    ]
+
+
+def test_a_question_may_end_in_a_quote_or_a_full_width_mark():
+    validation = QaValidation()
+    for question in ('"What does the load command execute?"', "load コマンドは何を実行しますか？"):
+        verdict = check_pair(question, "each line of the specified input file", CHUNK, validation)
+        assert verdict is None or verdict.reason != "not_a_question", verdict
+    assert check_pair("The load command executes.", "each line of the specified input file", CHUNK,
+                      QaValidation(require_question_mark=False)) is None  # fmt: skip
 
 
 def test_question_is_the_first_line_without_its_label():
