@@ -41,7 +41,7 @@ DEMO_DOCS      ?= 16
 .PHONY: help setup test test-fast demo s3-up s3-down ray-up ray-down bench-summarize ingest bench-ingest lock clean
 
 help:
-	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | serve-artifacts | serve | serve-down | bench-serve | dispatch | dispatch-status | ingest | finetune | quality | eval | monitor | bench-summarize | bench-ingest | bench-finetune | bench-finetune-gpu | lock | clean"
+	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | serve-artifacts | serve | serve-down | bench-serve | bench-serve-handles | dispatch | dispatch-status | ingest | build-index | train-router | finetune | quantize | quality | eval | monitor | bench-summarize | bench-ingest | bench-retrieval | bench-router | bench-finetune | bench-finetune-gpu | bench-quantize | lock | clean"
 
 ## setup: build .venv from nothing and provision the models; a second run does nothing.
 setup: $(STAMP)

@@ -69,7 +69,7 @@ class Decision:
     """Where a request goes and why."""
 
     target: Target
-    selected_by: str  # model | router
+    selected_by: str  # model | router | default (the router failed)
     confidence: float | None = None
     ab_test: str | None = None
     arm: str | None = None
