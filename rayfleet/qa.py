@@ -26,6 +26,7 @@ from pydantic import Field, field_validator, model_validator
 
 from rayfleet.config import BaseConfig
 from rayfleet.engines.base import Conversation
+from rayfleet.text.scripts import CJK, CJK_SENTENCE_ENDS
 
 # The three questions the demo asks of every ACL paper; its human summaries (aclsum's three
 # aspects) answer them. ``{paper}`` names the paper: 'the paper "<title>"' when a question
@@ -42,7 +43,8 @@ def paper_questions(paper: str) -> dict[str, str]:
     return {aspect: question.format(paper=paper) for aspect, question in PAPER_ASPECT_QUESTIONS.items()}
 
 
-WORD = re.compile(r"[^\W_]+", re.UNICODE)
+# A word: a run of letters or digits, except that each CJK character counts as one (no spaces there).
+WORD = re.compile(f"[{CJK}]|(?:(?![{CJK}])[^\\W_])+", re.UNICODE)
 # Words too common to show that an answer comes from a chunk.
 STOPWORDS = frozenset(
     "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
@@ -103,11 +105,11 @@ class QaPrompts(BaseConfig):
         return messages + [{"role": "user", "content": self.request(text, count)}]
 
 
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|(?<=[。！？])")
+SENTENCE_END = re.compile(f"(?<=[.!?])\\s+(?=[\"'(\\[]?[A-Z0-9])|(?<=[{CJK_SENTENCE_ENDS}])")
 # Blocks no sentence spans: paragraphs, and the items of a list (one per line).
 BLOCK_BREAK = re.compile(r"\n\s*\n|\n(?=\s*(?:[-*+•]|\d+[.)])\s)")
 LIST_MARKER = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
-SENTENCE_ENDINGS = (".", "!", "?", "。", "！", "？")
+SENTENCE_ENDINGS = (".", "!", "?", *CJK_SENTENCE_ENDS)
 QUESTION_MARKS = ("?", "？")
 
 

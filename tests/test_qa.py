@@ -154,8 +154,7 @@ def test_answer_sentences_are_whole_sentences_within_one_paragraph_or_list_item(
         "```bash\nray job submit -- python -m jobs.finetune\n```\n\n"
         "The dispatcher retries a failed job three times with exponential backoff.\n"
         "- Rules select a job module by bucket, prefix and suffix of the new file.\n"
-        "- The ledger records every event once, so a restart never submits twice.\n\n"
-        "第三号ポンプは毎月点検します。"
+        "- The ledger records every event once, so a restart never submits twice."
     )
     assert answer_sentences(text, 5, 6, 40) == [
         "The dispatcher retries a failed job three times with exponential backoff.",
@@ -189,3 +188,15 @@ def test_answer_first_prompt_shows_the_worked_example_then_the_request():
     assert "Answer: The valve opens at 3 bar." in messages[-1]["content"]
     with pytest.raises(ValueError, match="placeholders"):
         AnswerFirstPrompts(user="no placeholders")
+
+
+def test_cjk_characters_count_as_words_so_cjk_pairs_can_pass_validation():
+    from rayfleet.qa import answer_sentences, words
+
+    assert words("Grade 40 oil 東京都 snake_case") == ["grade", "40", "oil", "東", "京", "都", "snake", "case"]
+    chunk = "第三号ポンプは毎月点検が必要です。大阪城の入場料は六百円です。"
+    answers = answer_sentences(chunk, 2, 8, 40)
+    assert answers == ["第三号ポンプは毎月点検が必要です。", "大阪城の入場料は六百円です。"]
+    assert check_pair("第三号ポンプはいつ点検しますか？", answers[0], chunk, QaValidation()) is None
+    verdict = check_pair("東京タワーの高さは何メートルですか？", answers[0], chunk, QaValidation())
+    assert verdict is not None and verdict.reason == "off_topic"

@@ -18,9 +18,9 @@ import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer, strip_accents_unicode
 
+from rayfleet.text.scripts import CJK
+
 RRF_K = 60  # the constant of reciprocal-rank fusion (Cormack et al., 2009)
-# Han (with extension A and compatibility ideographs), Hiragana, Katakana, Hangul syllables.
-CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 CJK_RUN = re.compile(f"[{CJK}]+")
 TERM_PATTERN = f"(?u)[{CJK}]+|\\b\\w\\w+\\b"
 

@@ -19,11 +19,12 @@ import re
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from rayfleet.text.scripts import CJK_SENTENCE_ENDS
+
 # Boundaries, best first; each matches the separator that ends a piece.
 # A sentence ends at . ! ? before a space, or at a full-width 。！？ (CJK writes no space after it).
-BOUNDARIES = (
-    re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*"), re.compile(r"\s+")
-)  # fmt: skip
+SENTENCE_BOUNDARY = re.compile(f"(?<=[.!?])\\s+|(?<=[{CJK_SENTENCE_ENDS}])\\s*")
+BOUNDARIES = (re.compile(r"\n\s*\n"), re.compile(r"\n"), SENTENCE_BOUNDARY, re.compile(r"\s+"))
 # A cut is looked for only in the last part of a window, so pieces stay near full size.
 SEARCH_FRACTION = 0.3
 
