@@ -47,7 +47,7 @@ from rayfleet.evaluation.metrics import rouge_l, score_answer
 from rayfleet.evaluation.report import METRICS, render_report
 from rayfleet.evaluation.stats import bootstrap_mean, rank_agreement
 from rayfleet.ray_setup import WorkerPoolConfig, init_ray
-from rayfleet.registry import ArtifactVersion, Registry
+from rayfleet.registry import ArtifactVersion, Registry, RegistryError
 from rayfleet.retrieval.rag import citations_of, fit_to_budget, grounded_conversation
 from rayfleet.tables import new_run_id, read_folder
 
@@ -167,13 +167,25 @@ def load_questions(config: EvaluateConfig) -> list[dict]:
 
 
 def resolve_adapters(config: EvaluateConfig) -> dict[str, ArtifactVersion]:
-    """The registry version behind each adapter candidate (fails clearly on unknown references)."""
+    """The registry version behind each adapter candidate (fails clearly on unknown references).
+
+    Raises:
+        RegistryError: a reference names no published version; the message says how to name another.
+    """
     registry = Registry(config.registry, kind="adapters")
-    return {
-        candidate.name: registry.resolve(candidate.adapter)
-        for candidate in config.candidates
-        if candidate.adapter
-    }
+    resolved = {}
+    for candidate in config.candidates:
+        if not candidate.adapter:
+            continue
+        try:
+            resolved[candidate.name] = registry.resolve(candidate.adapter)
+        except RegistryError as error:
+            raise RegistryError(
+                f"candidate {candidate.name!r}: {error}. To evaluate another adapter, list the candidates, e.g. "
+                f"'candidates=[{{name: base, kind: base}}, {{name: finetuned, kind: adapter, adapter: NAME@latest}}, "
+                f"{{name: rag, kind: rag}}]'"
+            ) from error
+    return resolved
 
 
 def question_conversation(config: EvaluateConfig, question: str) -> Conversation:

@@ -96,3 +96,12 @@ def test_base_adapter_and_rag_are_scored_a_worse_adapter_is_refused_and_a_passin
     assert second["harmless"]["f1"] == pytest.approx(second["base"]["f1"])
     assert second["promotion"][0]["promote"] is True
     assert registry.resolve("rayfleet-qa@promoted").ref == harmless
+
+
+def test_an_unknown_adapter_fails_before_any_work_and_says_how_to_name_another(tmp_path):
+    from jobs.evaluate import EvaluateConfig, resolve_adapters
+    from rayfleet.registry import RegistryError
+
+    config = load_config(EvaluateConfig, [f"registry={tmp_path}/registry"])
+    with pytest.raises(RegistryError, match=r"candidate 'finetuned': no published adapters named 'smollm2-acl-qa'.*candidates=\["):
+        resolve_adapters(config)
