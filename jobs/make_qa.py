@@ -65,6 +65,7 @@ from rayfleet.tables import (
     new_run_id,
     read_column_values,
     read_folder,
+    read_schema,
     read_table,
     utc_now,
     write_errors,
@@ -154,7 +155,7 @@ class QaWorker:
             return [(chunk, None, self.config.prompts.conversation(chunk["text"], self.config.pairs_per_chunk))]
         prompts = self.config.answer_first
         answers = answer_sentences(chunk["text"], self.config.pairs_per_chunk, prompts.min_answer_words,
-                                   prompts.max_answer_words)  # fmt: skip
+                                   prompts.max_answer_words, skip_first=chunk["continues"])  # fmt: skip
         return [(chunk, answer, prompts.conversation(chunk["text"], answer)) for answer in answers]
 
     def candidates(self, chunk: dict, answer: str | None, output: str) -> list[dict]:
@@ -198,10 +199,14 @@ def batch_figures(chunks: list[dict], rows: list[dict], completion_tokens: int, 
 def read_chunks(batch: pa.Table, config: MakeQaConfig, done: set[str]) -> pa.Table:
     """Ray Data task: the chunks of one file that are long enough and not done yet."""
     source = batch.column("source")[0].as_py()
-    chunks = read_table(source, CHUNK_COLUMNS)
+    has_ordinal = "ordinal" in read_schema(source).names
+    chunks = read_table(source, CHUNK_COLUMNS + ["ordinal"] * has_ordinal)
     keep = [chunk_id not in done and tokens >= config.min_chunk_tokens
             for chunk_id, tokens in zip(chunks["chunk_id"].to_pylist(), chunks["token_count"].to_pylist())]  # fmt: skip
-    return chunks.filter(pa.array(keep, pa.bool_())).select(["chunk_id", "doc_id", "text"])
+    # A chunk after its document's first may start mid-sentence (chunks overlap); without ordinals, assume so.
+    ordinals = chunks["ordinal"] if has_ordinal else pa.array([1] * chunks.num_rows)
+    chunks = chunks.append_column("continues", pc.greater(ordinals, 0))
+    return chunks.filter(pa.array(keep, pa.bool_())).select(["chunk_id", "doc_id", "text", "continues"])
 
 
 def plan_chunks(config: MakeQaConfig, done: set[str]) -> tuple[list[str], int, int]:
@@ -209,6 +214,10 @@ def plan_chunks(config: MakeQaConfig, done: set[str]) -> tuple[list[str], int, i
     sources = storage.list_files(config.input, suffixes=(".parquet",))
     if not sources:
         raise ValueError(f"no chunks Parquet files at {config.input}")
+    for source in sources:
+        missing = [column for column in CHUNK_COLUMNS if column not in read_schema(source).names]
+        if missing:
+            raise ValueError(f"{source} is not a chunks table (jobs.ingest output): it lacks {missing}")
     table = read_folder(config.input, ["chunk_id", "token_count"])
     long_enough = pc.greater_equal(table["token_count"], config.min_chunk_tokens)
     todo = sum(

@@ -122,11 +122,12 @@ class AnswerFirstPrompts(BaseConfig):
     """
 
     system: str = Field(
-        "You write one quiz question. The given answer sentence must answer it. Reply with the question only.",
+        "You turn an answer into the question it answers. "
+        "Reply with one question that ends with a question mark, nothing else.",
         description="System message of every question-writing call.",
     )
     user: str = Field(
-        "Text: {text}\nAnswer: {answer}\nQuestion?",
+        "Text: {text}\n\nAnswer: {answer}\n\nWrite the question that this answer answers.",
         description="User message; {text} is the chunk, {answer} the sentence the question must be answered by.",
     )
     example_text: str | None = Field(
@@ -163,14 +164,14 @@ class AnswerFirstPrompts(BaseConfig):
         return self.user.replace("{text}", text).replace("{answer}", answer)
 
 
-def answer_sentences(text: str, count: int, min_words: int, max_words: int) -> list[str]:
+def answer_sentences(text: str, count: int, min_words: int, max_words: int, skip_first: bool = False) -> list[str]:
     """Up to ``count`` sentences of ``text`` worth asking about, in text order.
 
-    Sentences never span a paragraph break or a list item, and a chunk's first words,
-    when the chunk starts mid-sentence (lower case or closing punctuation), are no
-    sentence. Sentences of the allowed length are ranked by how many distinct content
-    words they carry (facts, names and figures rather than transitions), and the best
-    ``count`` kept.
+    Sentences never span a paragraph break or a list item. Text before the first sentence
+    end is left out when ``skip_first`` (a chunk that may start mid-sentence) or when it
+    starts like the rest of a sentence (lower case, closing punctuation). Sentences of the
+    allowed length are ranked by how many distinct content words they carry (facts, names
+    and figures rather than transitions), and the best ``count`` kept.
     """
     sentences = [
         " ".join(sentence.split())
@@ -180,6 +181,7 @@ def answer_sentences(text: str, count: int, min_words: int, max_words: int) -> l
     usable = [
         (index, sentence) for index, sentence in enumerate(sentences)
         if min_words <= len(words(sentence)) <= max_words and is_whole_sentence(sentence)
+        and not (skip_first and index == 0)
     ]  # fmt: skip
     best = sorted(usable, key=lambda item: len(content_words(item[1])), reverse=True)[:count]
     return [sentence for _, sentence in sorted(best)]

@@ -43,6 +43,12 @@ def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(location.path, filesystem=location.filesystem, columns=columns)
 
 
+def read_schema(uri: str) -> pa.Schema:
+    """The schema of one Parquet file (its footer only)."""
+    location = storage.resolve(uri)
+    return pq.read_schema(location.path, filesystem=location.filesystem)
+
+
 def read_folder(folder_uri: str, columns: list[str]) -> pa.Table:
     """``columns`` of every Parquet file under ``folder_uri``, concatenated (empty if none)."""
     if not storage.exists(folder_uri):

@@ -163,6 +163,15 @@ def test_answer_sentences_are_whole_sentences_within_one_paragraph_or_list_item(
     ]
 
 
+def test_a_chunk_that_continues_a_document_loses_its_first_sentence():
+    from rayfleet.qa import answer_sentences
+
+    text = "IONAL_COLUMNS are kept when the chunk is written. The valve opens at 3 bar when the pump starts."
+    assert answer_sentences(text, 2, 6, 40) == [
+        "IONAL_COLUMNS are kept when the chunk is written.", "The valve opens at 3 bar when the pump starts."]  # fmt: skip
+    assert answer_sentences(text, 2, 6, 40, skip_first=True) == ["The valve opens at 3 bar when the pump starts."]
+
+
 def test_a_question_may_end_in_a_quote_or_a_full_width_mark():
     validation = QaValidation()
     for question in ('"What does the load command execute?"', "load コマンドは何を実行しますか？"):

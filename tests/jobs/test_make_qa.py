@@ -33,8 +33,8 @@ def write_chunks(uri: str, tokenizer, documents: dict[str, str], max_tokens: int
     rows = []
     for doc_id, text in documents.items():
         for chunk in chunk_document(tokenizer, text, max_tokens):
-            rows.append({"chunk_id": f"{doc_id}-{chunk.ordinal:05d}", "doc_id": doc_id, "text": chunk.text,
-                         "token_count": chunk.token_count})  # fmt: skip
+            rows.append({"chunk_id": f"{doc_id}-{chunk.ordinal:05d}", "doc_id": doc_id, "ordinal": chunk.ordinal,
+                         "text": chunk.text, "token_count": chunk.token_count})  # fmt: skip
     write_table(uri, pa.Table.from_pylist(rows))
     return rows
 
@@ -119,3 +119,14 @@ def test_smollm2_on_vllm_runs_the_real_path_and_keeps_only_grounded_pairs(ray_cl
     assert len({(pair["doc_id"], pair["split"]) for pair in qa}) == len({pair["doc_id"] for pair in qa}), (
         "one split per document"
     )
+
+
+def test_a_table_that_is_not_chunks_is_refused_with_its_name_and_missing_columns(tmp_path):
+    from jobs.make_qa import plan_chunks
+
+    write_table(str(tmp_path / "chunks" / "good.parquet"), pa.table({
+        "chunk_id": ["d-0"], "doc_id": ["d"], "text": ["Valve 3 is checked weekly."], "token_count": [6]}))  # fmt: skip
+    write_table(str(tmp_path / "chunks" / "documents.parquet"), pa.table({"doc_id": ["d"], "text": ["..."]}))
+    config = load_config(MakeQaConfig, [f"input={tmp_path}/chunks", f"output={tmp_path}/qa"])
+    with pytest.raises(ValueError, match=r"documents.parquet is not a chunks table .*\['chunk_id', 'token_count'\]"):
+        plan_chunks(config, set())
