@@ -115,6 +115,10 @@ class RagPathConfig(PathCommon):
 
     kind: Literal["rag"] = Field("rag", description="Path type.")
     index: str = Field(..., description="Index root (local or s3://) written by jobs.build_index.")
+    index_refresh_s: float = Field(
+        60.0, ge=0, description="Least seconds between looks for a newer index version, loaded in the background and "
+        "swapped in whole (documents ingested since start become answerable without a redeploy); 0: never.",
+    )
     top_k: int = Field(3, ge=1, le=20, description="Chunks retrieved per question.")
     hybrid: bool = Field(
         True, description="Fuse BM25 into the dense ranking (see docs/retrieval.md): names and titles in questions match."

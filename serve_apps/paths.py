@@ -183,21 +183,22 @@ class FineTunedPath(GeneratingPath):
 class RagPath(GeneratingPath):
     """Retrieve chunks for the question, answer grounded on them (with the configured adapter, if
     any), return them as citations. A chat keeps its system text and its latest earlier turns, and
-    a follow-up question is searched together with the user's turn before it."""
+    a follow-up question is searched together with the user's turn before it. The index's newest
+    version is followed (:class:`LatestRetriever`), so new documents need no redeploy."""
 
     def __init__(self, config: RagPathConfig, model: str, generate: Generate):
-        from rayfleet.retrieval import Retriever
+        from rayfleet.retrieval.latest import LatestRetriever
 
         super().__init__(config, model, generate)
-        self.retriever = Retriever.load(config.index)
-        self.retriever.embedder  # load the query embedder now, not on the first request
+        self.index = LatestRetriever(config.index, config.index_refresh_s, config.hybrid)
         self.adapters = AdapterResolver(config.registry) if config.adapter else None
 
     async def stream(self, request: PathRequest) -> AsyncIterator[PathChunk]:
         if request.adapter:
             raise RequestError(404, "the RAG path takes no adapter in the model name; its adapter is configured", "model_not_found")
         question, query, system, history = self.thread(request)
-        hits = await asyncio.to_thread(self.retriever.search, query, self.config.top_k, None, None, self.config.hybrid)
+        retriever = self.index.current()
+        hits = await asyncio.to_thread(retriever.search, query, self.config.top_k, None, None, self.config.hybrid)
         budget = self.config.max_context_tokens
         passages = fit_to_budget(hits, self.tokenizer, budget)
         conversation = grounded_conversation(question, passages, self.tokenizer, budget, system, history)

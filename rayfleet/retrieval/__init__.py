@@ -6,6 +6,8 @@
 - :mod:`rayfleet.retrieval.store`: index versions in storage (index, rows, manifest).
 - :class:`Retriever`: loads the latest version and answers top-k queries, optionally
   restricted to some documents or sources.
+- :class:`rayfleet.retrieval.latest.LatestRetriever`: a retriever that follows new versions
+  while a server runs.
 """
 
 from rayfleet.retrieval.embedder import Embedder

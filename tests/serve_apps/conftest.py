@@ -41,7 +41,7 @@ def publish_random_adapters(smollm2_path, folder, registry_root: str, versions: 
         registry.publish("qa", str(adapter_folder), {"base_model": "smollm2-135m-instruct", "note": "random test adapter"})
 
 
-def build_index(chunks: list[dict], root: str) -> None:
+def build_index(chunks: list[dict], root: str, version: str = "v1") -> None:
     from rayfleet.retrieval import Embedder, IndexParams, VectorIndex, store
     from rayfleet.retrieval.chunks import CHUNK_COLUMNS, chunks_version, embedding_keys
     from rayfleet.retrieval.store import IndexManifest
@@ -52,7 +52,7 @@ def build_index(chunks: list[dict], root: str) -> None:
     index.add(embedder.embed(table["text"].to_pylist()))
     keys = embedding_keys(table, embedder.fingerprint)
     manifest = IndexManifest(
-        version="v1", created_at="2026-01-01T00:00:00+00:00", embedding_model=embedder.model_name,
+        version=version, created_at="2026-01-01T00:00:00+00:00", embedding_model=embedder.model_name,
         embedding_model_hash=embedder.fingerprint, dimension=embedder.dimension, row_count=len(index),
         source="test", source_chunks_version=chunks_version(table, keys), index_params=IndexParams(),
         faiss_version=store.faiss_version(), build_mode="full", added_rows=len(index),

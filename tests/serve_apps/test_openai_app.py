@@ -37,7 +37,7 @@ def app_config(artifacts, keys_file) -> ServeAppConfig:
             "base": {"kind": "base", "timeout_s": 60},
             "finetuned": {"kind": "finetuned", "registry": artifacts.registry, "default_adapter": "qa@latest",
                           "fallback": ["base"], "timeout_s": 60},
-            "rag": {"kind": "rag", "index": artifacts.index, "top_k": 2, "max_context_tokens": 256,
+            "rag": {"kind": "rag", "index": artifacts.index, "index_refresh_s": 1, "top_k": 2, "max_context_tokens": 256,
                     "fallback": ["base"], "timeout_s": 60},
             "broken": {"kind": "fault_injection", "mode": "error", "fallback": ["base"]},
             "stuck": {"kind": "fault_injection", "mode": "hang", "timeout_s": 2, "fallback": ["base"]},
@@ -128,6 +128,24 @@ def test_rag_answers_with_citations(client, serve_artifacts):
     assert all(set(c) >= {"doc_id", "chunk_id", "page", "score"} for c in citations)
     assert raw.headers["x-rayfleet-citations"].startswith(f"{citations[0]['doc_id']}|{citations[0]['chunk_id']}|")
     assert completion.choices[0].message.content
+
+
+def test_rag_answers_from_a_new_index_version_without_a_redeploy(client, serve_artifacts):
+    from tests.conftest import chunk_rows
+    from tests.serve_apps.conftest import build_index
+
+    served = {row["doc_id"] for row in chunk_rows(4)}
+    rows = chunk_rows(6)
+    new_chunk = next(row for row in rows if row["doc_id"] not in served and row["ordinal"] == 1)
+    build_index(rows, serve_artifacts.index, version="v2")  # what jobs.build_index does after an ingest
+    deadline = time.monotonic() + 90
+    while True:  # the path looks for a new version at most every second, and loads it in the background
+        citations = chat(client, "rayfleet-rag", new_chunk["text"][:400], max_tokens=1).parse().model_extra["citations"]
+        if any(citation["doc_id"] not in served for citation in citations):
+            break
+        assert time.monotonic() < deadline, "the RAG path never served the new index version"
+        time.sleep(1)
+    assert citations[0]["chunk_id"] == new_chunk["chunk_id"], "its own text finds the new chunk first"
 
 
 def test_finetuned_path_applies_the_named_adapter_version(client):

@@ -1,0 +1,76 @@
+"""The retriever of an index root's newest version, followed while a server runs.
+
+``jobs.build_index`` writes each version whole and then points ``LATEST`` at it, so a
+server that loaded the index at start can pick up documents ingested since without a
+redeploy: :class:`LatestRetriever` looks at ``LATEST`` at most every ``refresh_s``
+seconds, loads a new version in a background thread (queries go on with the old one),
+and swaps it in whole. A failed check or load is logged and the version in hand stays.
+
+    index = LatestRetriever("s3://bucket/index", refresh_s=60)
+    hits = index.current().search("Which corpus do they evaluate on?", k=4, hybrid=True)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from rayfleet.retrieval import store
+from rayfleet.retrieval.retriever import Retriever
+
+logger = logging.getLogger(__name__)
+
+
+class LatestRetriever:
+    """A :class:`Retriever` over the newest version of the index at ``root``.
+
+    Args:
+        refresh_s: least time between two looks at ``LATEST``; 0 never looks again.
+        hybrid: build a new version's BM25 before it is swapped in, so no query pays for it.
+    """
+
+    def __init__(self, root: str, refresh_s: float = 60.0, hybrid: bool = False):
+        self.root, self.refresh_s, self.hybrid = root, refresh_s, hybrid
+        self.retriever = self._prepared(Retriever.load(root))
+        self._last_look = time.monotonic()
+        self._refreshing = threading.Lock()
+
+    @property
+    def version(self) -> str:
+        """The version queries are answered from."""
+        return self.retriever.manifest.version
+
+    def current(self) -> Retriever:
+        """The retriever to query now; starts a background refresh when one is due."""
+        if self.refresh_s and time.monotonic() - self._last_look >= self.refresh_s and not self._refreshing.locked():
+            self._last_look = time.monotonic()
+            threading.Thread(target=self._refresh_logged, name="index-refresh", daemon=True).start()
+        return self.retriever
+
+    def refresh(self) -> bool:
+        """Load and swap in the latest version if it is not the one in hand (blocking); whether it did."""
+        with self._refreshing:
+            latest = store.latest_version(self.root)
+            if latest is None or latest == self.version:
+                return False
+            manifest = store.load_manifest(self.root, latest)
+            same_model = manifest.embedding_model_hash == self.retriever.manifest.embedding_model_hash
+            embedder = self.retriever.embedder if same_model else None
+            loaded = self._prepared(Retriever.load(self.root, latest, embedder=embedder))
+            previous, self.retriever = self.version, loaded
+            logger.info("index %s: now serving version %s (%d chunks; was %s)",
+                        self.root, latest, loaded.rows.num_rows, previous)  # fmt: skip
+            return True
+
+    def _prepared(self, retriever: Retriever) -> Retriever:
+        retriever.embedder  # the query embedder, loaded now rather than on a query
+        if self.hybrid:
+            retriever.lexical
+        return retriever
+
+    def _refresh_logged(self) -> None:
+        try:
+            self.refresh()
+        except Exception:  # a half-written or unreadable version must not take the index away
+            logger.exception("index %s: refresh failed; still serving version %s", self.root, self.version)
