@@ -216,10 +216,17 @@ def build_version(
 
 
 def main(config: BuildIndexConfig) -> dict:
+    """:func:`update_index`, its report printed as one JSON line."""
+    report = update_index(config)
+    print(json.dumps(report), flush=True)
+    return report
+
+
+def update_index(config: BuildIndexConfig) -> dict:
     """Bring the index at ``config.output`` up to date with ``config.input``.
 
     Returns:
-        The run report (also printed as one JSON line).
+        The run report.
     """
     run_id, started = new_run_id(), time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
@@ -267,7 +274,6 @@ def main(config: BuildIndexConfig) -> dict:
             embedded=todo.num_rows, build_mode=manifest.build_mode, version=manifest.version, rows=manifest.row_count
         )
     report["seconds"] = round(time.monotonic() - started, 1)
-    print(json.dumps(report), flush=True)
     return report
 
 

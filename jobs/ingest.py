@@ -21,7 +21,9 @@ complete Parquet files under ``output``:
 
 Exact duplicates (same bytes) are kept once and counted. A rerun skips every file in
 the ledger with the same size and modification time, so it does no work twice and
-picks up new or changed files incrementally.
+picks up new or changed files incrementally. With ``index_output=`` the job then brings
+that retrieval index up to date with every chunk (``jobs.build_index``: only new chunks are
+embedded), so one event-triggered run takes new files all the way to the serving RAG path.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from rayfleet.tables import drop_duplicate_ids, new_run_id, read_folder, write_e
 from schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, FILES_SCHEMA
 
 logger = logging.getLogger("jobs.ingest")
+INDEX_PASSES = 3  # index updates after a run: the update, then checks that nothing overlapping undid it
 
 
 def ingest_pool_defaults() -> WorkerPoolConfig:
@@ -73,6 +76,10 @@ class IngestConfig(BaseConfig):
     retry_errors: bool = Field(False, description="Try again files that an earlier run set aside as errors.")
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Chunk size, overlap and tokenizer.")
     workers: WorkerPoolConfig = Field(default_factory=ingest_pool_defaults, description="Parser actor pool sizing.")
+    index_output: str | None = Field(
+        None, description="Index root to bring up to date with every chunk after the run (jobs.build_index with its "
+        "defaults; a serving RAG path on it picks the new version up); none: no index update.",
+    )
     ray_address: str | None = Field(None, description="Ray cluster address; default $RAY_ADDRESS or a local Ray.")
 
     @field_validator("input", mode="before")
@@ -225,7 +232,36 @@ def main(config: IngestConfig) -> dict:
     removed = drop_duplicate_ids(config.table("documents"), "doc_id")
     drop_duplicate_ids(config.table("chunks"), "chunk_id")
     report = run_report(config, run_id, already_done, removed, system_files, time.monotonic() - started)
+    if config.index_output:
+        report["index"] = update_index_after_ingest(config)
     print(json.dumps(report), flush=True)
+    return report
+
+
+def update_index_after_ingest(config: IngestConfig) -> dict | None:
+    """The index at ``config.index_output`` brought up to date with all chunks; None while there are none.
+
+    Ingest runs for different files may overlap, and so may their index updates: one that read the
+    chunks before another run committed its own can point ``LATEST`` at a version without them. So
+    each update is checked by one more pass, which finds the index unchanged unless something like
+    that happened, and then updates it again (at most :data:`INDEX_PASSES` passes).
+    """
+    from jobs.build_index import BuildIndexConfig, update_index
+
+    if not read_folder(config.table("chunks"), ["chunk_id"]).num_rows:
+        logger.info("no chunks yet: index %s left as it is", config.index_output)
+        return None
+    index_config = BuildIndexConfig(input=config.table("chunks"), output=config.index_output,
+                                    ray_address=config.ray_address)  # fmt: skip
+    report = update_index(index_config)
+    for _ in range(INDEX_PASSES - 1):
+        check = update_index(index_config)
+        if check["build_mode"] == "unchanged":
+            break
+        logger.info("index %s changed under this run (an overlapping ingest): updated again", config.index_output)
+        report = {**check, "embedded": report["embedded"] + check["embedded"]}
+    logger.info("index %s: version %s (%s, %d rows)", config.index_output, report["version"], report["build_mode"],
+                report["rows"])  # fmt: skip
     return report
 
 

@@ -149,3 +149,25 @@ def test_ray_job_submit_with_default_config_on_local_paths(ray_cluster, tmp_path
     assert chunks.num_rows >= 10
     errors = read_folder(str(output / "errors"), ["source", "error"]).to_pylist()
     assert [row["source"].rsplit("/", 1)[-1] for row in errors] == ["photo.png"]
+
+
+def test_ingest_brings_an_index_up_to_date_so_new_files_are_retrievable(ray_cluster, s3_prefix):
+    from rayfleet.retrieval import Retriever
+
+    storage.write_bytes(f"{s3_prefix}/raw/tips.md", MARKDOWN)
+    storage.write_bytes(f"{s3_prefix}/raw/notes.html", HTML)
+    overrides = [f"input={s3_prefix}/raw", f"output={s3_prefix}/corpus", f"index_output={s3_prefix}/index"]
+
+    first = main(load_config(IngestConfig, overrides))
+    assert first["index"]["build_mode"] == "full" and first["index"]["rows"] == first["chunks"]
+
+    storage.write_bytes(f"{s3_prefix}/raw/pump.docx", docx_bytes())
+    second = main(load_config(IngestConfig, overrides))
+    assert second["index"]["build_mode"] == "incremental" and second["index"]["embedded"] == second["chunks"] > 0
+    retriever = Retriever.load(f"{s3_prefix}/index")
+    assert retriever.rows.num_rows == first["chunks"] + second["chunks"]
+    hit = retriever.search("How often must the impeller be replaced?", k=1, hybrid=True)[0]
+    assert hit.source.endswith("pump.docx")
+
+    unchanged = main(load_config(IngestConfig, overrides))
+    assert unchanged["index"]["build_mode"] == "unchanged" and unchanged["index"]["version"] == second["index"]["version"]
