@@ -69,4 +69,21 @@ def cluster_pool_size(config: WorkerPoolConfig) -> tuple[int, dict]:
     import ray
 
     nodes = sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0)
-    return pool_size(ray.cluster_resources(), max(nodes, 1), config)
+    workers, claim = pool_size(ray.cluster_resources(), max(nodes, 1), config)
+    warn_if_held(ray.available_resources(), ray.cluster_resources(), claim)
+    return workers, claim
+
+
+def warn_if_held(available: dict[str, float], total: dict[str, float], claim: dict) -> bool:
+    """Log (and say) when not even one actor's claim is free now: the job then waits for others to
+    let go (a Serve app holds CPUs until it is stopped) or for the autoscaler to add a node."""
+    short = [name for name, key in (("num_cpus", "CPU"), ("num_gpus", "GPU"))
+             if claim.get(name, 0) > available.get(key, 0.0) + 1e-9]  # fmt: skip
+    if short:
+        logger.warning(
+            "the cluster has %.1f of %.1f CPUs and %.1f of %.1f GPUs free now, less than one worker's claim %s: "
+            "the pool waits until others (a Serve app, other jobs) free them or the autoscaler adds a node; "
+            "a smaller workers.cpus_per_worker shares a busy cluster",
+            available.get("CPU", 0.0), total.get("CPU", 0.0), available.get("GPU", 0.0), total.get("GPU", 0.0), claim,
+        )  # fmt: skip
+    return bool(short)

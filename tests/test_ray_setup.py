@@ -28,3 +28,16 @@ def test_gpu_cluster_gets_a_worker_per_gpu_capped():
 def test_too_small_cluster_is_a_clear_error():
     with pytest.raises(RuntimeError, match="cannot fit one engine worker"):
         pool_size({"CPU": 1.0}, nodes=1, config=WorkerPoolConfig())
+
+
+def test_a_claim_that_does_not_fit_what_is_free_now_is_said_before_the_pool_waits(caplog):
+    from rayfleet.ray_setup import warn_if_held
+
+    total = {"CPU": 2.0}
+    with caplog.at_level("WARNING", logger="rayfleet.ray_setup"):
+        assert warn_if_held({"CPU": 0.6}, total, {"num_cpus": 1.0})  # a Serve app holds 1.4 CPUs
+    assert "0.6 of 2.0 CPUs" in caplog.text and "workers.cpus_per_worker" in caplog.text
+    caplog.clear()
+    assert not warn_if_held({"CPU": 0.6}, total, {"num_cpus": 0.5})
+    assert not warn_if_held({"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}, {"num_cpus": 1.0, "num_gpus": 1.0})
+    assert warn_if_held({"CPU": 8.0}, {"CPU": 8.0, "GPU": 1.0}, {"num_cpus": 1.0, "num_gpus": 1.0})
