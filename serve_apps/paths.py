@@ -123,6 +123,10 @@ class BasePath(GeneratingPath):
         super().__init__(config, model, generate)
 
 
+class IndexNotReady(RuntimeError):
+    """The RAG path's index root holds no version yet (nothing ingested and indexed so far)."""
+
+
 class DefaultAdapterUnavailable(RuntimeError):
     """The fine-tuned path's default adapter reference resolves to nothing (e.g. no version promoted yet)."""
 
@@ -198,6 +202,10 @@ class RagPath(GeneratingPath):
             raise RequestError(404, "the RAG path takes no adapter in the model name; its adapter is configured", "model_not_found")
         question, query, system, history = self.thread(request)
         retriever = self.index.current()
+        if retriever is None:  # a server-side gap, not the client's fault: the fallback chain answers
+            raise IndexNotReady(
+                f"no index version at {self.config.index} yet (jobs.build_index, or jobs.ingest index_output=)"
+            )
         hits = await asyncio.to_thread(retriever.search, query, self.config.top_k, None, None, self.config.hybrid)
         budget = self.config.max_context_tokens
         passages = fit_to_budget(hits, self.tokenizer, budget)

@@ -5,6 +5,8 @@ server that loaded the index at start can pick up documents ingested since witho
 redeploy: :class:`LatestRetriever` looks at ``LATEST`` at most every ``refresh_s``
 seconds, loads a new version in a background thread (queries go on with the old one),
 and swaps it in whole. A failed check or load is logged and the version in hand stays.
+A root with no version yet is followed too: :meth:`LatestRetriever.current` gives None
+until the first version appears (a server can start before any document is indexed).
 
     index = LatestRetriever("s3://bucket/index", refresh_s=60)
     hits = index.current().search("Which corpus do they evaluate on?", k=4, hybrid=True)
@@ -32,17 +34,20 @@ class LatestRetriever:
 
     def __init__(self, root: str, refresh_s: float = 60.0, hybrid: bool = False):
         self.root, self.refresh_s, self.hybrid = root, refresh_s, hybrid
-        self.retriever = self._prepared(Retriever.load(root))
-        self._last_look = time.monotonic()
+        self.retriever: Retriever | None = None
         self._refreshing = threading.Lock()
+        if not self.refresh():
+            logger.warning("no index version at %s yet: following it for the first one", root)
+        self._last_look = time.monotonic()  # after the load, which may take a while
 
     @property
-    def version(self) -> str:
-        """The version queries are answered from."""
-        return self.retriever.manifest.version
+    def version(self) -> str | None:
+        """The version queries are answered from (None before the first one)."""
+        return self.retriever.manifest.version if self.retriever else None
 
-    def current(self) -> Retriever:
-        """The retriever to query now; starts a background refresh when one is due."""
+    def current(self) -> Retriever | None:
+        """The retriever to query now (None while the root has no version); starts a background
+        refresh when one is due."""
         if self.refresh_s and time.monotonic() - self._last_look >= self.refresh_s and not self._refreshing.locked():
             self._last_look = time.monotonic()
             threading.Thread(target=self._refresh_logged, name="index-refresh", daemon=True).start()
@@ -55,11 +60,11 @@ class LatestRetriever:
             if latest is None or latest == self.version:
                 return False
             manifest = store.load_manifest(self.root, latest)
-            same_model = manifest.embedding_model_hash == self.retriever.manifest.embedding_model_hash
-            embedder = self.retriever.embedder if same_model else None
+            in_hand = self.retriever.manifest.embedding_model_hash if self.retriever else None
+            embedder = self.retriever.embedder if manifest.embedding_model_hash == in_hand else None
             loaded = self._prepared(Retriever.load(self.root, latest, embedder=embedder))
             previous, self.retriever = self.version, loaded
-            logger.info("index %s: now serving version %s (%d chunks; was %s)",
+            logger.info("index %s: serving version %s (%d chunks; before: %s)",
                         self.root, latest, loaded.rows.num_rows, previous)  # fmt: skip
             return True
 

@@ -88,3 +88,15 @@ def test_a_broken_new_version_keeps_the_old_one_serving(tmp_path, chunks, embedd
         assert wait_for(lambda: "refresh failed; still serving version v1" in caplog.text)
     assert index.version == "v1"
     assert index.current().search(chunks["text"][3].as_py(), k=1)[0].chunk_id == chunks["chunk_id"][3].as_py()
+
+
+def test_a_root_with_no_version_yet_is_followed_until_the_first_one_appears(tmp_path, chunks, embedder, caplog):
+    root = str(tmp_path / "index")
+    with caplog.at_level(logging.WARNING, logger="rayfleet.retrieval.latest"):
+        index = LatestRetriever(root, refresh_s=0.1)
+    assert index.current() is None and index.version is None and "no index version" in caplog.text
+    save(root, chunks.slice(0, 10), embedder, "v1")
+    time.sleep(0.2)
+    assert index.current() is None, "the query that finds a refresh due still finds nothing"
+    assert wait_for(lambda: index.version == "v1")
+    assert index.current().search(chunks["text"][2].as_py(), k=1)[0].chunk_id == chunks["chunk_id"][2].as_py()

@@ -370,6 +370,16 @@ def test_the_rag_path_answers_with_its_adapter_once_one_is_promoted(tmp_path, ti
         RagPathConfig(index="x", adapter="acme-qa@promoted")
 
 
+def test_the_rag_path_starts_before_any_index_and_hands_requests_to_its_fallback(tmp_path, tiny_engine, tiny_llama_path):
+    from serve_apps.config import RagPathConfig
+    from serve_apps.paths import IndexNotReady, PathRequest, RagPath
+
+    path = RagPath(RagPathConfig(index=str(tmp_path / "index")), str(tiny_llama_path), transformers_generate(tiny_engine))
+    request = PathRequest(SamplingConfig(max_tokens=2), conversation=[{"role": "user", "content": "Which corpus?"}])
+    with pytest.raises(IndexNotReady, match="no index version at .*index yet"):
+        asyncio.run(anext(path.stream(request)))  # not a RequestError: the ingress falls back instead of failing the client
+
+
 def test_the_rag_path_keeps_a_chats_thread_and_searches_a_follow_up_with_its_subject(
     tmp_path, tiny_engine, tiny_llama_path, acl_chunks
 ):
