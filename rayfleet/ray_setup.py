@@ -69,8 +69,9 @@ def cluster_pool_size(config: WorkerPoolConfig) -> tuple[int, dict]:
     import ray
 
     nodes = sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0)
-    workers, claim = pool_size(ray.cluster_resources(), max(nodes, 1), config)
-    warn_if_held(ray.available_resources(), ray.cluster_resources(), claim)
+    total = ray.cluster_resources()
+    workers, claim = pool_size(total, max(nodes, 1), config)
+    warn_if_held(ray.available_resources(), total, claim)
     return workers, claim
 
 

@@ -5,37 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
-import pyarrow as pa
-import pytest
-
-from rayfleet.retrieval import Embedder, IndexParams, VectorIndex, store
-from rayfleet.retrieval.chunks import CHUNK_COLUMNS, chunks_version, embedding_keys
+from rayfleet.retrieval import store
 from rayfleet.retrieval.latest import LatestRetriever
-from rayfleet.retrieval.store import IndexManifest
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return Embedder()
-
-
-@pytest.fixture(scope="module")
-def chunks(acl_chunks) -> pa.Table:
-    return pa.Table.from_pylist(acl_chunks, schema=CHUNK_COLUMNS)
-
-
-def save(root: str, chunks: pa.Table, embedder: Embedder, version: str) -> None:
-    """``chunks`` as index version ``version``, written the way jobs.build_index writes one."""
-    index = VectorIndex.create(embedder.dimension, IndexParams())
-    index.add(embedder.embed(chunks["text"].to_pylist()))
-    keys = embedding_keys(chunks, embedder.fingerprint)
-    manifest = IndexManifest(
-        version=version, created_at="2026-01-01T00:00:00+00:00", embedding_model=embedder.model_name,
-        embedding_model_hash=embedder.fingerprint, dimension=embedder.dimension, row_count=len(index),
-        source="test", source_chunks_version=chunks_version(chunks, keys), index_params=IndexParams(),
-        faiss_version=store.faiss_version(), build_mode="full", added_rows=len(index),
-    )  # fmt: skip
-    store.save_version(root, index, chunks.append_column("embedding_key", pa.array(keys)), manifest)
+from tests.retrieval.index_versions import write_index_version
 
 
 def wait_for(condition, timeout_s: float = 30.0) -> bool:
@@ -49,13 +21,13 @@ def wait_for(condition, timeout_s: float = 30.0) -> bool:
 
 def test_a_new_version_is_loaded_and_its_chunks_are_found(tmp_path, chunks, embedder):
     root = str(tmp_path)
-    save(root, chunks.slice(0, 20), embedder, "v1")
+    write_index_version(root, chunks.slice(0, 20), embedder, "v1")
     index = LatestRetriever(root, refresh_s=0, hybrid=True)
     new_chunk = chunks.to_pylist()[30]
     first_hits = index.current().search(new_chunk["text"], k=5)
     assert index.version == "v1" and new_chunk["chunk_id"] not in {hit.chunk_id for hit in first_hits}
 
-    save(root, chunks.slice(0, 40), embedder, "v2")
+    write_index_version(root, chunks.slice(0, 40), embedder, "v2")
     assert index.current().manifest.version == "v1", "refresh_s=0 never looks again by itself"
     assert index.refresh() and index.version == "v2"
     assert index.current().search(new_chunk["text"], k=1, hybrid=True)[0].chunk_id == new_chunk["chunk_id"]
@@ -64,10 +36,10 @@ def test_a_new_version_is_loaded_and_its_chunks_are_found(tmp_path, chunks, embe
 
 def test_a_due_refresh_runs_in_the_background_and_swaps_the_version_in_whole(tmp_path, chunks, embedder):
     root = str(tmp_path)
-    save(root, chunks.slice(0, 20), embedder, "v1")
+    write_index_version(root, chunks.slice(0, 20), embedder, "v1")
     index = LatestRetriever(root, refresh_s=0.2)
     in_hand = index.current()
-    save(root, chunks.slice(0, 40), embedder, "v2")
+    write_index_version(root, chunks.slice(0, 40), embedder, "v2")
     time.sleep(0.3)
     assert index.current() is in_hand, "the query that finds a refresh due is answered from the version in hand"
     assert wait_for(lambda: index.version == "v2")
@@ -78,7 +50,7 @@ def test_a_due_refresh_runs_in_the_background_and_swaps_the_version_in_whole(tmp
 
 def test_a_broken_new_version_keeps_the_old_one_serving(tmp_path, chunks, embedder, caplog):
     root = str(tmp_path)
-    save(root, chunks.slice(0, 20), embedder, "v1")
+    write_index_version(root, chunks.slice(0, 20), embedder, "v1")
     index = LatestRetriever(root, refresh_s=0.1)
     storage_latest = tmp_path / store.LATEST
     storage_latest.write_text("v9-never-written")  # LATEST pointing at a version that is not there
@@ -95,7 +67,7 @@ def test_a_root_with_no_version_yet_is_followed_until_the_first_one_appears(tmp_
     with caplog.at_level(logging.WARNING, logger="rayfleet.retrieval.latest"):
         index = LatestRetriever(root, refresh_s=0.1)
     assert index.current() is None and index.version is None and "no index version" in caplog.text
-    save(root, chunks.slice(0, 10), embedder, "v1")
+    write_index_version(root, chunks.slice(0, 10), embedder, "v1")
     time.sleep(0.2)
     assert index.current() is None, "the query that finds a refresh due still finds nothing"
     assert wait_for(lambda: index.version == "v1")

@@ -4,23 +4,11 @@ stores them (the job's tests go through S3)."""
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
-from rayfleet.retrieval import Embedder, IndexParams, Retriever, VectorIndex, store
-from rayfleet.retrieval.chunks import CHUNK_COLUMNS, chunks_version, embedding_keys
+from rayfleet.retrieval import Retriever, store
 from rayfleet.retrieval.index import DimensionError
-from rayfleet.retrieval.store import IndexManifest
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return Embedder()
-
-
-@pytest.fixture(scope="module")
-def chunks(acl_chunks) -> pa.Table:
-    return pa.Table.from_pylist(acl_chunks, schema=CHUNK_COLUMNS)
+from tests.retrieval.index_versions import write_index_version
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +19,7 @@ def vectors(embedder, chunks) -> np.ndarray:
 @pytest.fixture
 def stored_index(tmp_path, embedder, chunks, vectors) -> str:
     """The chunks' index written the way jobs.build_index writes it."""
-    index = VectorIndex.create(embedder.dimension, IndexParams())
-    index.add(vectors)
-    keys = embedding_keys(chunks, embedder.fingerprint)
-    manifest = IndexManifest(
-        version="v1", created_at="2026-01-01T00:00:00+00:00", embedding_model=embedder.model_name,
-        embedding_model_hash=embedder.fingerprint, dimension=embedder.dimension, row_count=len(index),
-        source="test", source_chunks_version=chunks_version(chunks, keys), index_params=IndexParams(),
-        faiss_version=store.faiss_version(), build_mode="full", added_rows=len(index),
-    )  # fmt: skip
-    store.save_version(str(tmp_path), index, chunks.append_column("embedding_key", pa.array(keys)), manifest)
+    write_index_version(str(tmp_path), chunks, embedder, vectors=vectors)
     return str(tmp_path)
 
 

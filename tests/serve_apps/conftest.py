@@ -42,22 +42,11 @@ def publish_random_adapters(smollm2_path, folder, registry_root: str, versions: 
 
 
 def build_index(chunks: list[dict], root: str, version: str = "v1") -> None:
-    from rayfleet.retrieval import Embedder, IndexParams, VectorIndex, store
-    from rayfleet.retrieval.chunks import CHUNK_COLUMNS, chunks_version, embedding_keys
-    from rayfleet.retrieval.store import IndexManifest
+    from rayfleet.retrieval import Embedder
+    from rayfleet.retrieval.chunks import CHUNK_COLUMNS
+    from tests.retrieval.index_versions import write_index_version
 
-    embedder = Embedder()
-    table = pa.Table.from_pylist(chunks, schema=CHUNK_COLUMNS)
-    index = VectorIndex.create(embedder.dimension, IndexParams())
-    index.add(embedder.embed(table["text"].to_pylist()))
-    keys = embedding_keys(table, embedder.fingerprint)
-    manifest = IndexManifest(
-        version=version, created_at="2026-01-01T00:00:00+00:00", embedding_model=embedder.model_name,
-        embedding_model_hash=embedder.fingerprint, dimension=embedder.dimension, row_count=len(index),
-        source="test", source_chunks_version=chunks_version(table, keys), index_params=IndexParams(),
-        faiss_version=store.faiss_version(), build_mode="full", added_rows=len(index),
-    )  # fmt: skip
-    store.save_version(root, index, table.append_column("embedding_key", pa.array(keys)), manifest)
+    write_index_version(root, pa.Table.from_pylist(chunks, schema=CHUNK_COLUMNS), Embedder(), version)
 
 
 @pytest.fixture(scope="session")
