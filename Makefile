@@ -41,7 +41,7 @@ DEMO_DOCS      ?= 16
 .PHONY: help setup test test-fast demo s3-up s3-down ray-up ray-down bench-summarize ingest bench-ingest lock clean
 
 help:
-	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | serve-artifacts | serve | serve-down | bench-serve | bench-serve-handles | dispatch | dispatch-status | ingest | build-index | train-router | finetune | quantize | quality | eval | monitor | bench-summarize | bench-ingest | bench-retrieval | bench-router | bench-finetune | bench-finetune-gpu | bench-quantize | lock | clean"
+	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | serve-artifacts | serve | serve-down | bench-serve | bench-serve-handles | dispatch | dispatch-status | ingest | build-index | train-router | finetune | quantize | quality | eval | monitor | bench-summarize | bench-ingest | bench-retrieval | bench-router | bench-router-relevance | bench-finetune | bench-finetune-gpu | bench-quantize | lock | clean"
 
 ## setup: build .venv from nothing and provision the models; a second run does nothing.
 setup: $(STAMP)
@@ -125,7 +125,7 @@ dispatch-status: setup
 	@$(PY) -m events status config=$(DISPATCH_CONFIG)
 
 ## retrieval + router (docs/retrieval.md): build the index over chunks, train the router, benchmarks.
-.PHONY: build-index train-router bench-retrieval bench-router
+.PHONY: build-index train-router bench-retrieval bench-router bench-router-relevance
 CHUNKS ?= s3://rayfleet/demo/chunks
 INDEX  ?= s3://rayfleet/demo/index
 ROUTER ?= s3://rayfleet/registry/router
@@ -140,6 +140,9 @@ bench-retrieval: setup
 
 bench-router: setup
 	$(PY) -m bench.router
+
+bench-router-relevance: setup
+	$(PY) -m bench.router_relevance
 
 ## fine-tuning (docs/finetune.md): LoRA on Ray Train, checkpoints and the adapter registry in the local S3.
 .PHONY: finetune bench-finetune bench-finetune-gpu

@@ -154,8 +154,28 @@ PathConfig = Annotated[
 ]
 
 
+class RelevanceConfig(BaseConfig):
+    """Whether a routed request is about the indexed documents, asked of the index itself (rayfleet.routing.relevance)."""
+
+    index: str = Field(..., description="Index root to ask (usually the RAG path's index); its newest version is followed.")
+    min_score: Annotated[float, Field(ge=-1.0, le=1.0)] | Literal["auto"] = Field(
+        "auto",
+        description="Least cosine similarity of the best passage for a request to count as about the documents; "
+        "auto: set on each index version, just above the most similar of the router's general requests.",
+    )
+    relevant_label: str = Field("rag", description="Label (or path) of requests about the documents.")
+    other_label: str = Field("base", description="Label (or path) of requests that are not; other labels are left as the classifier said.")
+    refresh_s: float = Field(60.0, ge=0, description="Least seconds between two looks for a newer index version (0: never).")
+
+    @model_validator(mode="after")
+    def _two_labels(self) -> RelevanceConfig:
+        if self.relevant_label == self.other_label:
+            raise ValueError(f"router.relevance: relevant_label and other_label are both {self.relevant_label!r}")
+        return self
+
+
 class RouterConfig(BaseConfig):
-    """The router deployment: the trained classifier of rayfleet.routing."""
+    """The router deployment: the trained classifier of rayfleet.routing, and optionally the relevance gate."""
 
     model: str | None = Field(None, description="Router folder written by jobs.train_router; none sends routed requests to default_path.")
     label_paths: dict[str, str] = Field(default_factory=dict, description="Classifier label -> path name, where they differ.")
@@ -168,6 +188,15 @@ class RouterConfig(BaseConfig):
         "ingress: inside each ingress replica, without a call between deployments (for the static-embedding router, ~1 ms a request).",
     )
     deployment: DeploymentOptions = Field(default_factory=DeploymentOptions, description="Ray options of the router deployment (placement: deployment).")
+    relevance: RelevanceConfig | None = Field(
+        None,
+        description="Let the index decide between relevant_label and other_label (the classifier keeps its other labels): "
+        "questions about documents the router was never trained on reach the RAG path. Costs the query's embedding (~11 ms on a CPU core).",
+    )
+
+    def label_path(self, label: str) -> str:
+        """The path a classifier label names."""
+        return self.label_paths.get(label, label)
 
     @model_validator(mode="after")
     def deployment_needs_its_placement(self) -> RouterConfig:
@@ -255,6 +284,9 @@ class ServeAppConfig(BaseConfig):
             if unknown:
                 raise ValueError(f"path {name!r} falls back to unknown or itself: {unknown}")
         targets = [self.router.default_path, *self.router.label_paths.values()]
+        if self.router.relevance is not None:
+            relevance = self.router.relevance
+            targets += [self.router.label_path(relevance.relevant_label), self.router.label_path(relevance.other_label)]
         unknown = [target for target in targets if target not in self.paths]
         if unknown:
             raise ValueError(f"router names paths that do not exist: {unknown} (paths: {sorted(self.paths)})")

@@ -75,6 +75,7 @@ class Decision:
     arm: str | None = None
     router_ms: float | None = None  # time the ingress waited for the router
     prompt_embedding: list[float] | None = None  # the router's projection, for drift monitoring
+    relevance: float | None = None  # the best passage's score, when the router's relevance gate asked the index
 
 
 @dataclass
@@ -107,6 +108,8 @@ class Outcome:
             headers["x-rayfleet-router-confidence"] = f"{decision.confidence:.4f}"
         if decision.router_ms is not None:
             headers["x-rayfleet-router-ms"] = f"{decision.router_ms:.2f}"
+        if decision.relevance is not None:
+            headers["x-rayfleet-relevance"] = f"{decision.relevance:.4f}"
         if decision.arm:
             headers["x-rayfleet-ab-test"], headers["x-rayfleet-arm"] = decision.ab_test, decision.arm
         if self.failures:
@@ -249,7 +252,7 @@ class OpenAIServer:
             self.metrics.path_error("router", NO_ARM, failure_reason(error)[:60])
             return Decision(Target(self.config.router.default_path), "default")
         return Decision(Target(choice.path), "router", choice.confidence, router_ms=(time.perf_counter() - started) * 1000,
-                        prompt_embedding=choice.prompt_embedding)  # fmt: skip
+                        prompt_embedding=choice.prompt_embedding, relevance=choice.relevance)  # fmt: skip
 
     def ab_test_for(self, target: Target) -> ABTestConfig | None:
         return next((test for test in self.config.ab_tests if test.applies_to == target.model), None)

@@ -1,4 +1,6 @@
-"""The router: the trained classifier of :mod:`rayfleet.routing` choosing an answer path per request."""
+"""The router: the trained classifier of :mod:`rayfleet.routing` choosing an answer path per request,
+and optionally the relevance gate (:mod:`rayfleet.routing.relevance`) asking the index whether a
+request is about the documents."""
 
 from __future__ import annotations
 
@@ -7,22 +9,25 @@ from dataclasses import dataclass
 
 from rayfleet.evaluation.drift import project_embeddings
 from rayfleet.routing import RequestRouter
+from rayfleet.routing.relevance import RelevanceGate
 from serve_apps.config import RouterConfig
 
 
 @dataclass(frozen=True)
 class RouteChoice:
     """The path for one request and the classifier's confidence in its label (None without a classifier),
-    with the prompt's projected embedding for the request log (None without a classifier)."""
+    with the prompt's projected embedding for the request log (None without a classifier) and the
+    best passage's score when the relevance gate asked the index."""
 
     path: str
     confidence: float | None
     label: str | None
     prompt_embedding: list[float] | None = None
+    relevance: float | None = None
 
 
 class RouterServer:
-    """Maps the classifier's decision to a path of this app."""
+    """Maps the classifier's decision, settled by the relevance gate when configured, to a path of this app."""
 
     def __init__(self, config: RouterConfig, paths: list[str]):
         self.config = config
@@ -30,18 +35,33 @@ class RouterServer:
         self.classifier = RequestRouter.load(config.model) if config.model else None
         if self.classifier is not None:
             self.classifier.route("warm up")  # load the embedder now, not on the first request
+        relevance = config.relevance
+        self.gate = None
+        if relevance is not None:
+            self.gate = RelevanceGate(
+                relevance.index, relevance.min_score, relevance.relevant_label, relevance.other_label, relevance.refresh_s
+            )
 
     async def route(self, text: str) -> RouteChoice:
-        if self.classifier is None:
+        if self.classifier is None and self.gate is None:
             return RouteChoice(self.config.default_path, None, None)
-        if self.classifier.embedder.static:  # ~1 ms: a thread hand-off would cost as much
+        decision = None
+        if self.classifier is not None and self.classifier.embedder.static:  # ~1 ms: a thread hand-off would cost as much
             decision = self.classifier.route(text)
-        else:
+        elif self.classifier is not None:
             decision = await asyncio.to_thread(self.classifier.route, text)
-        path = self.config.label_paths.get(decision.route, decision.route)
+        label, relevance = decision.route if decision else self.config.default_path, None
+        if self.gate is not None:  # a transformer embedding, ~11 ms: off the event loop
+            label, score = await asyncio.to_thread(self.gate.settle, label, text)
+            relevance = None if score is None else round(score, 4)
+        path = self.config.label_path(label)
         if path not in self.paths:
             path = self.config.default_path
-        return RouteChoice(path, round(decision.confidence, 4), decision.predicted, self.projected(decision.embedding))
+        if decision is None:
+            return RouteChoice(path, None, None, relevance=relevance)
+        return RouteChoice(
+            path, round(decision.confidence, 4), decision.predicted, self.projected(decision.embedding), relevance
+        )
 
     def projected(self, embedding) -> list[float] | None:
         if not self.config.embedding_dims or embedding is None:

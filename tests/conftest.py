@@ -165,3 +165,15 @@ def chunk_rows(papers: int, max_tokens: int = 128, split: str = "test") -> list[
 def acl_chunks() -> list[dict]:
     """About 130 chunks of 12 real ACL papers (abstract, introduction, conclusion)."""
     return chunk_rows(12)
+
+
+@pytest.fixture(scope="session")
+def refcard_chunks() -> list[dict]:
+    """The chunks ``jobs.ingest`` makes of the real GNU Octave reference card (2 dense pages)."""
+    from rayfleet import storage
+    from rayfleet.ingestion import ChunkingConfig, FileIngester
+    from tests.text.samples import PDFS
+
+    ingester = FileIngester(ChunkingConfig(), max_file_bytes=1 << 24, run_id="test")
+    [entry] = storage.list_entries(str(PDFS / "refcard-a4.pdf"))
+    return ingester.ingest(entry, {}).chunks

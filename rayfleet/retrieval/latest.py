@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Callable
 
 from rayfleet.retrieval import store
 from rayfleet.retrieval.retriever import Retriever
@@ -30,10 +31,18 @@ class LatestRetriever:
     Args:
         refresh_s: least time between two looks at ``LATEST``; 0 never looks again.
         hybrid: build a new version's BM25 before it is swapped in, so no query pays for it.
+        prepare: called with each newly loaded retriever before it is swapped in (work that
+            belongs to a version, done off the query path).
     """
 
-    def __init__(self, root: str, refresh_s: float = 60.0, hybrid: bool = False):
-        self.root, self.refresh_s, self.hybrid = root, refresh_s, hybrid
+    def __init__(
+        self,
+        root: str,
+        refresh_s: float = 60.0,
+        hybrid: bool = False,
+        prepare: Callable[[Retriever], None] | None = None,
+    ):
+        self.root, self.refresh_s, self.hybrid, self.prepare = root, refresh_s, hybrid, prepare
         self.retriever: Retriever | None = None
         self._refreshing = threading.Lock()
         if not self.refresh():
@@ -72,6 +81,8 @@ class LatestRetriever:
         retriever.embedder  # the query embedder, loaded now rather than on a query
         if self.hybrid:
             retriever.lexical
+        if self.prepare is not None:
+            self.prepare(retriever)
         return retriever
 
     def _refresh_logged(self) -> None:

@@ -23,8 +23,9 @@ from pydantic import Field
 
 from rayfleet import storage
 from rayfleet.config import BaseConfig
+from rayfleet.retrieval.chunks import chunks_version, embedding_keys
 from rayfleet.retrieval.index import IndexParams, VectorIndex
-from rayfleet.tables import write_table
+from rayfleet.tables import utc_now, write_table
 from schemas import INDEX_ROWS_SCHEMA
 
 LATEST = "LATEST"
@@ -72,6 +73,29 @@ def save_version(root: str, index: VectorIndex, rows: pa.Table, manifest: IndexM
     storage.write_bytes(storage.join(folder, "manifest.json"), manifest.model_dump_json(indent=2).encode())
     storage.write_bytes(storage.join(root, LATEST), manifest.version.encode())
     return folder
+
+
+def index_in_process(
+    root: str, chunks: pa.Table, embedder, version: str, source: str, vectors=None, params: IndexParams | None = None
+) -> IndexManifest:
+    """Embed ``chunks`` (``CHUNK_COLUMNS``) here and write them as a full version ``version`` of ``root``.
+
+    For a few thousand chunks at most (a benchmark, a test): ``jobs.build_index`` embeds on a
+    Ray cluster, keeps the embeddings and builds incrementally. ``vectors`` are the chunks'
+    embeddings when already computed.
+    """
+    params = params or IndexParams()
+    index = VectorIndex.create(embedder.dimension, params)
+    index.add(embedder.embed(chunks["text"].to_pylist()) if vectors is None else vectors)
+    keys = embedding_keys(chunks, embedder.fingerprint)
+    manifest = IndexManifest(
+        version=version, created_at=utc_now().isoformat(), embedding_model=embedder.model_name,
+        embedding_model_hash=embedder.fingerprint, dimension=embedder.dimension, row_count=len(index),
+        source=source, source_chunks_version=chunks_version(chunks, keys), index_params=params,
+        faiss_version=faiss_version(), build_mode="full", added_rows=len(index),
+    )  # fmt: skip
+    save_version(root, index, chunks.append_column("embedding_key", pa.array(keys)), manifest)
+    return manifest
 
 
 def load_manifest(root: str, version: str | None = None) -> IndexManifest:

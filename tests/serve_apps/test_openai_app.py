@@ -42,7 +42,7 @@ def app_config(artifacts, keys_file) -> ServeAppConfig:
             "broken": {"kind": "fault_injection", "mode": "error", "fallback": ["base"]},
             "stuck": {"kind": "fault_injection", "mode": "hang", "timeout_s": 2, "fallback": ["base"]},
         },
-        "router": {"model": artifacts.router},
+        "router": {"model": artifacts.router, "relevance": {"index": artifacts.index, "refresh_s": 1}},
         "ingress": {"auth": {"keys_file": str(keys_file)},
                     "limits": {"max_prompt_tokens": 256, "max_tokens": 48, "default_max_tokens": 8, "max_in_flight": 6}},
         "ab_tests": [{"name": "qa-v1-v2", "applies_to": "rayfleet-finetuned",
@@ -94,13 +94,14 @@ def test_base_path_answers_with_its_headers(client):
     assert completion.model == "rayfleet-base"
 
 
-def test_router_picks_a_path_and_reports_its_confidence(client):
+def test_router_picks_a_path_and_reports_its_confidence_and_relevance(client):
     raw = chat(client, "rayfleet", PAPER_QUESTION)
     assert raw.headers["x-rayfleet-selected-by"] == "router"
     assert raw.headers["x-rayfleet-path"] == "rag"
     assert 0.0 < float(raw.headers["x-rayfleet-router-confidence"]) <= 1.0
     general = chat(client, "rayfleet", "What's a good name for a pet goldfish?")
     assert general.headers["x-rayfleet-path"] == "base"
+    assert float(general.headers["x-rayfleet-relevance"]) < float(raw.headers["x-rayfleet-relevance"])
 
 
 def test_router_placed_in_the_ingress_decides_as_the_router_deployment_does(app):

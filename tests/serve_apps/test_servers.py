@@ -85,6 +85,9 @@ def minimal_config(**changes) -> dict:
         ({"paths": {"base": {"kind": "base", "fallback": ["rag"]}}}, "falls back to unknown"),
         ({"paths": {"base": {"kind": "base", "fallback": ["base"]}}}, "falls back to unknown or itself"),
         ({"router": {"default_path": "rag"}}, "router names paths that do not exist"),
+        ({"router": {"relevance": {"index": "s3://bucket/index"}}}, r"paths that do not exist: \['rag'\]"),
+        ({"router": {"relevance": {"index": "s3://bucket/index", "min_score": 1.5}}}, "less than or equal to 1"),
+        ({"router": {"relevance": {"index": "s3://b/i", "relevant_label": "base"}}}, "are both 'base'"),
         ({"paths": {"base": {"kind": "base", "deployment": {"num_replicas": 2, "autoscaling": {}}}}}, "not both"),
         ({"paths": {"base": {"kind": "sql"}}}, "does not match any of the expected tags"),
         ({"paths": {"base": {"kind": "base", "timeout": 3}}}, "Extra inputs are not permitted"),
@@ -184,7 +187,7 @@ def server(tiny_engine, tiny_llama_path, monkeypatch) -> OpenAIServer:
              "lonely": FaultInjectionPath(config.paths["lonely"]).stream}  # fmt: skip
 
     async def route(text: str) -> RouteChoice:
-        return RouteChoice("broken" if "break" in text else "base", 0.8, "base")
+        return RouteChoice("broken" if "break" in text else "base", 0.8, "base", relevance=0.25)
 
     return OpenAIServer(config, route, paths)
 
@@ -207,6 +210,7 @@ def test_ingress_routes_answers_and_reports_headers(server):
         raw = await ask(client)
         assert raw.headers["x-rayfleet-path"] == "base" and raw.headers["x-rayfleet-router-confidence"] == "0.8000"
         assert 0 <= float(raw.headers["x-rayfleet-router-ms"]) < 1000
+        assert raw.headers["x-rayfleet-relevance"] == "0.2500"
         completion = raw.parse()
         assert completion.usage.completion_tokens >= 1 and completion.model == "rayfleet-base"
         fallen = await ask(client, text="please break")

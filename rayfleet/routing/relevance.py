@@ -1,0 +1,108 @@
+"""Whether a request is about the indexed documents: the best passage's similarity, against a threshold.
+
+A router trained on one set of documents knows nothing of the next: asked "How do I set
+the range of the x axis?" after the gnuplot manual was indexed, the default router (trained
+on ACL papers) sends it to the base model. The index itself knows better. A question about
+the documents lies close to some passage in the index's own embedding (all-MiniLM-L6-v2),
+a general request close to none; the static token embeddings the router's classifier reads
+do not separate the two (``python -m bench.router_relevance``, docs/retrieval.md).
+
+How close is close depends on the documents, so by default (``min_score="auto"``) each
+index version sets its own threshold when it is loaded: just above the best-passage score
+of the most similar of the router's 60 general requests (:data:`GENERAL_REQUESTS`, a
+hand-written seed list of everyday requests). A fixed cosine works too.
+
+:class:`RelevanceGate` follows the index's newest version (:class:`LatestRetriever`), so a
+document ingested a minute ago counts without retraining anything::
+
+    gate = RelevanceGate("s3://bucket/index")                       # the gnuplot manual: threshold 0.433
+    gate.settle("base", "How do I set the range of the x axis?")   # ("rag", 0.681)
+    gate.settle("base", "What is the capital of France?")          # ("base", 0.292)
+
+The price is the query's transformer embedding, ~11 ms on one CPU core.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from rayfleet.retrieval.latest import LatestRetriever
+from rayfleet.retrieval.retriever import Retriever
+from rayfleet.routing.examples import GENERAL_REQUESTS
+
+logger = logging.getLogger(__name__)
+
+AUTO_MARGIN = 0.02  # how far above the most similar general request the automatic threshold sits
+
+
+class RelevanceGate:
+    """Says whether a text is about what the index at ``root`` holds, and settles a router's label by it.
+
+    Args:
+        min_score: least cosine similarity of the best passage for a text to count as relevant,
+            or "auto": calibrated on each index version against the general requests.
+        relevant_label: the label of requests about the documents (the RAG path's).
+        other_label: the label of those that are not (the base model's).
+        refresh_s: least time between two looks for a newer index version (0: never).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        min_score: float | Literal["auto"] = "auto",
+        relevant_label: str = "rag",
+        other_label: str = "base",
+        refresh_s: float = 60.0,
+    ):
+        if min_score != "auto" and not -1.0 <= min_score <= 1.0:
+            raise ValueError(f"min_score is a cosine similarity, in [-1, 1], or 'auto'; got {min_score}")
+        if relevant_label == other_label:
+            raise ValueError(f"relevant_label and other_label are both {relevant_label!r}")
+        self.min_score, self.relevant_label, self.other_label = min_score, relevant_label, other_label
+        self.thresholds: dict[str, float] = {}  # index version -> threshold
+        self.index = LatestRetriever(root, refresh_s, prepare=self._calibrate)
+
+    def threshold(self) -> float | None:
+        """The threshold of the version in hand (None while the index has no version)."""
+        retriever = self.index.retriever
+        return None if retriever is None else self.thresholds[retriever.manifest.version]
+
+    def best_score(self, text: str) -> float | None:
+        """The cosine similarity of the passage closest to ``text``; None while the index has no version."""
+        best = self._best(text)
+        return None if best is None else best[0]
+
+    def settle(self, label: str, text: str) -> tuple[str, float | None]:
+        """The label for ``text`` when a classifier said ``label``, and the best passage's score.
+
+        Between the relevant and the other label the index decides; any other label (a task
+        such as rewriting, which the documents do not answer) is kept, as is ``label`` while
+        the index has no version. The score is None when the index was not asked or could not answer.
+        """
+        if label not in (self.relevant_label, self.other_label):
+            return label, None
+        best = self._best(text)
+        if best is None:
+            return label, None
+        score, threshold = best
+        return (self.relevant_label if score >= threshold else self.other_label), score
+
+    def _best(self, text: str) -> tuple[float, float] | None:
+        """The best passage's score and the threshold of the version that gave it."""
+        retriever = self.index.current()
+        if retriever is None:
+            return None
+        hits = retriever.search(text, k=1)
+        return (hits[0].score, self.thresholds[retriever.manifest.version]) if hits else None
+
+    def _calibrate(self, retriever: Retriever) -> None:
+        if self.min_score != "auto":
+            self.thresholds[retriever.manifest.version] = self.min_score
+            return
+        vectors = retriever.embedder.embed(list(GENERAL_REQUESTS))
+        scores = [hits[0].score for hits in (retriever.search_vector(vector, 1) for vector in vectors) if hits]
+        threshold = (max(scores) if scores else 0.0) + AUTO_MARGIN
+        self.thresholds[retriever.manifest.version] = threshold
+        logger.info("index version %s: requests whose best passage scores >= %.3f are about the documents",
+                    retriever.manifest.version, threshold)  # fmt: skip
