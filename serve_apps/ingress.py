@@ -212,11 +212,11 @@ class OpenAIServer:
         self.admit()
         user_id = headers.get(self.config.ingress.user_header) or body.user
         outcome = Outcome(
-            endpoint, body.model, body.stream, sha256_hex(request.question() if request.prompt else json.dumps(request.conversation)),
+            endpoint, body.model, body.stream, sha256_hex(request.prompt if request.prompt is not None else json.dumps(request.conversation)),
             sha256_hex(user_id) if user_id else None,
         )  # fmt: skip
         try:
-            outcome.decision = await self.decide(body.model, request.question(), user_id)
+            outcome.decision = await self.decide(body.model, request.routing_text(), user_id)
             request = replace(request, adapter=outcome.decision.target.adapter)
             if body.stream:
                 first, rest = await self.open_stream(outcome, request)

@@ -46,12 +46,14 @@ class PathRequest:
     prompt: str | None = None
     adapter: str | None = None  # registry reference, fine-tuned paths only
 
-    def question(self) -> str:
-        """The text to route and retrieve with: the last user message, or the prompt."""
+    def routing_text(self) -> str:
+        """The text to route with: the prompt, or a chat's question after the user's turn before it,
+        what the RAG path searches with (so a follow-up such as "and when does it close?" is routed
+        with what it follows, not as a request of its own)."""
         if self.prompt is not None:
             return self.prompt
-        users = [message["content"] for message in self.conversation or [] if message["role"] == "user"]
-        return users[-1] if users else self.conversation[-1]["content"]
+        _, earlier, question = chat_parts(self.conversation)
+        return retrieval_query(question, earlier)
 
 
 @dataclass(frozen=True)

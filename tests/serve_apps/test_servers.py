@@ -226,6 +226,30 @@ def test_ingress_routes_answers_and_reports_headers(server):
     assert 'rayfleet_requests_total{arm="none",path="base",status="200"} 3.0' in metrics
 
 
+def test_a_follow_up_is_routed_with_the_turn_it_follows(server):
+    seen = []
+
+    async def route(text: str) -> RouteChoice:
+        seen.append(text)
+        return RouteChoice("base", 0.8, "base")
+
+    server.route = route
+    thread = [
+        {"role": "system", "content": "Answer from the handbook."},
+        {"role": "user", "content": "Where is the boiler room key kept?"},
+        {"role": "assistant", "content": "At the front desk of building C."},
+        {"role": "user", "content": "And when does the desk close?"},
+    ]
+
+    async def scenario():
+        client = openai_client(server)
+        await client.chat.completions.create(model="rayfleet", messages=thread, max_tokens=2)
+        await client.completions.create(model="rayfleet", prompt="Where is the key?", max_tokens=2)
+
+    asyncio.run(scenario())
+    assert seen == ["Where is the boiler room key kept?\nAnd when does the desk close?", "Where is the key?"]
+
+
 def test_ingress_refuses_clearly(server):
     async def scenario():
         client = openai_client(server)
