@@ -124,6 +124,12 @@ class RagPathConfig(PathCommon):
         True, description="Fuse BM25 into the dense ranking (see docs/retrieval.md): names and titles in questions match."
     )
     max_context_tokens: int = Field(768, ge=64, description="Most prompt tokens of retrieved text; lower-ranked chunks are cut first.")
+    min_score: Annotated[float, Field(ge=-1.0, le=1.0)] | Literal["auto"] | None = Field(
+        None,
+        description="Passages whose cosine is below this are not used, and a question no passage reaches goes down the "
+        "fallback chain instead of being answered from unrelated text; auto: each index version's threshold, as "
+        "router.relevance sets it; none: always the top_k.",
+    )
     max_history_tokens: int = Field(
         512,
         ge=0,
@@ -139,6 +145,8 @@ class RagPathConfig(PathCommon):
     def _adapter_has_registry(self) -> "RagPathConfig":
         if self.adapter and not self.registry:
             raise ValueError(f"the RAG path's adapter {self.adapter!r} needs `registry`")
+        if self.min_score is not None and not self.fallback:
+            raise ValueError("the RAG path's min_score needs a fallback to answer questions no passage reaches")
         return self
 
 

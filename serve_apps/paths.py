@@ -13,7 +13,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable
+from typing import TYPE_CHECKING, AsyncIterator, Callable
 
 from transformers import AutoTokenizer
 
@@ -32,6 +32,9 @@ from rayfleet.retrieval.rag import (
 )
 from serve_apps.config import BasePathConfig, FaultInjectionPathConfig, FineTunedPathConfig, RagPathConfig
 from serve_apps.errors import RequestError
+
+if TYPE_CHECKING:
+    from rayfleet.retrieval.retriever import Hit, Retriever
 
 MOVING_SELECTORS_TTL_S = 30.0  # how long name@latest / name@promoted resolutions are reused
 
@@ -129,6 +132,10 @@ class IndexNotReady(RuntimeError):
     """The RAG path's index root holds no version yet (nothing ingested and indexed so far)."""
 
 
+class NoRelevantPassages(RuntimeError):
+    """No retrieved passage reaches the RAG path's ``min_score``: the documents do not cover the question."""
+
+
 class DefaultAdapterUnavailable(RuntimeError):
     """The fine-tuned path's default adapter reference resolves to nothing (e.g. no version promoted yet)."""
 
@@ -194,9 +201,12 @@ class RagPath(GeneratingPath):
 
     def __init__(self, config: RagPathConfig, model: str, generate: Generate):
         from rayfleet.retrieval.latest import LatestRetriever
+        from rayfleet.routing.relevance import RelevanceThresholds
 
         super().__init__(config, model, generate)
-        self.index = LatestRetriever(config.index, config.index_refresh_s, config.hybrid)
+        self.thresholds = RelevanceThresholds(config.min_score) if config.min_score is not None else None
+        prepare = self.thresholds.calibrate if self.thresholds else None
+        self.index = LatestRetriever(config.index, config.index_refresh_s, config.hybrid, prepare)
         self.adapters = AdapterResolver(config.registry) if config.adapter else None
 
     async def stream(self, request: PathRequest) -> AsyncIterator[PathChunk]:
@@ -209,6 +219,7 @@ class RagPath(GeneratingPath):
                 f"no index version at {self.config.index} yet (jobs.build_index, or jobs.ingest index_output=)"
             )
         hits = await asyncio.to_thread(retriever.search, query, self.config.top_k, None, None, self.config.hybrid)
+        hits = self.relevant(hits, retriever)
         budget = self.config.max_context_tokens
         passages = fit_to_budget(hits, self.tokenizer, budget)
         conversation = grounded_conversation(question, passages, self.tokenizer, budget, system, history)
@@ -221,6 +232,24 @@ class RagPath(GeneratingPath):
                 adapter=adapter.name if adapter and first else None, citations=citations if first else None,
             )  # fmt: skip
             first = False
+
+    def relevant(self, hits: list[Hit], retriever: Retriever) -> list[Hit]:
+        """The hits that reach ``min_score`` (all of them without one).
+
+        Raises:
+            NoRelevantPassages: none does (the fallback chain answers).
+        """
+        if self.thresholds is None:
+            return hits
+        threshold = self.thresholds.of(retriever)
+        kept = [hit for hit in hits if hit.score >= threshold]
+        if not kept:
+            best = max((hit.score for hit in hits), default=None)
+            raise NoRelevantPassages(
+                f"no passage reaches min_score {threshold:.3f} (best {'none' if best is None else f'{best:.3f}'}): "
+                "the documents do not cover this question"
+            )
+        return kept
 
     def thread(self, request: PathRequest) -> tuple[str, str, str | None, Conversation]:
         """The question, what to search with, the system text (the config's, then the client's) and the

@@ -36,6 +36,39 @@ logger = logging.getLogger(__name__)
 AUTO_MARGIN = 0.02  # how far above the most similar general request the automatic threshold sits
 
 
+class RelevanceThresholds:
+    """The least best-passage score that counts as relevant, per index version: fixed, or calibrated.
+
+    Args:
+        min_score: a cosine similarity, or "auto": for each version, :data:`AUTO_MARGIN` above
+            the best-passage score of the most similar of the general requests.
+
+    Pass :meth:`calibrate` as a :class:`LatestRetriever`'s ``prepare`` hook, so each version is
+    calibrated when it is loaded, off the query path.
+    """
+
+    def __init__(self, min_score: float | Literal["auto"] = "auto"):
+        if min_score != "auto" and not -1.0 <= min_score <= 1.0:
+            raise ValueError(f"min_score is a cosine similarity, in [-1, 1], or 'auto'; got {min_score}")
+        self.min_score = min_score
+        self.by_version: dict[str, float] = {}
+
+    def of(self, retriever: Retriever) -> float:
+        """The threshold of ``retriever``'s index version."""
+        return self.by_version[retriever.manifest.version]
+
+    def calibrate(self, retriever: Retriever) -> None:
+        if self.min_score != "auto":
+            self.by_version[retriever.manifest.version] = self.min_score
+            return
+        vectors = retriever.embedder.embed(list(GENERAL_REQUESTS))
+        scores = [hits[0].score for hits in (retriever.search_vector(vector, 1) for vector in vectors) if hits]
+        threshold = (max(scores) if scores else 0.0) + AUTO_MARGIN
+        self.by_version[retriever.manifest.version] = threshold
+        logger.info("index version %s: a best passage scoring >= %.3f makes a request about the documents",
+                    retriever.manifest.version, threshold)  # fmt: skip
+
+
 class RelevanceGate:
     """Says whether a text is about what the index at ``root`` holds, and settles a router's label by it.
 
@@ -55,18 +88,16 @@ class RelevanceGate:
         other_label: str = "base",
         refresh_s: float = 60.0,
     ):
-        if min_score != "auto" and not -1.0 <= min_score <= 1.0:
-            raise ValueError(f"min_score is a cosine similarity, in [-1, 1], or 'auto'; got {min_score}")
         if relevant_label == other_label:
             raise ValueError(f"relevant_label and other_label are both {relevant_label!r}")
-        self.min_score, self.relevant_label, self.other_label = min_score, relevant_label, other_label
-        self.thresholds: dict[str, float] = {}  # index version -> threshold
-        self.index = LatestRetriever(root, refresh_s, prepare=self._calibrate)
+        self.relevant_label, self.other_label = relevant_label, other_label
+        self.thresholds = RelevanceThresholds(min_score)
+        self.index = LatestRetriever(root, refresh_s, prepare=self.thresholds.calibrate)
 
     def threshold(self) -> float | None:
         """The threshold of the version in hand (None while the index has no version)."""
         retriever = self.index.retriever
-        return None if retriever is None else self.thresholds[retriever.manifest.version]
+        return None if retriever is None else self.thresholds.of(retriever)
 
     def best_score(self, text: str) -> float | None:
         """The cosine similarity of the passage closest to ``text``; None while the index has no version."""
@@ -94,15 +125,4 @@ class RelevanceGate:
         if retriever is None:
             return None
         hits = retriever.search(text, k=1)
-        return (hits[0].score, self.thresholds[retriever.manifest.version]) if hits else None
-
-    def _calibrate(self, retriever: Retriever) -> None:
-        if self.min_score != "auto":
-            self.thresholds[retriever.manifest.version] = self.min_score
-            return
-        vectors = retriever.embedder.embed(list(GENERAL_REQUESTS))
-        scores = [hits[0].score for hits in (retriever.search_vector(vector, 1) for vector in vectors) if hits]
-        threshold = (max(scores) if scores else 0.0) + AUTO_MARGIN
-        self.thresholds[retriever.manifest.version] = threshold
-        logger.info("index version %s: requests whose best passage scores >= %.3f are about the documents",
-                    retriever.manifest.version, threshold)  # fmt: skip
+        return (hits[0].score, self.thresholds.of(retriever)) if hits else None

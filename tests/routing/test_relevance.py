@@ -69,7 +69,7 @@ def test_a_new_version_makes_new_documents_relevant(tmp_path, acl_table, refcard
     write_index_version(str(tmp_path), pa.concat_tables([acl_table, refcard_table]), embedder, version="v2")
     assert gate.index.refresh()
     assert [gate.settle("base", question)[0] for question in OCTAVE_QUESTIONS] == ["rag"] * 3
-    assert set(gate.thresholds) == {"v1", "v2"}, "each version is calibrated when it is loaded"
+    assert set(gate.thresholds.by_version) == {"v1", "v2"}, "each version is calibrated when it is loaded"
 
 
 def test_a_fixed_threshold_is_used_as_given(tmp_path, refcard_table, embedder):

@@ -86,6 +86,7 @@ def minimal_config(**changes) -> dict:
         ({"paths": {"base": {"kind": "base", "fallback": ["base"]}}}, "falls back to unknown or itself"),
         ({"router": {"default_path": "rag"}}, "router names paths that do not exist"),
         ({"router": {"relevance": {"index": "s3://bucket/index"}}}, r"paths that do not exist: \['rag'\]"),
+        ({"paths": {"base": {"kind": "base"}, "rag": {"kind": "rag", "index": "x", "min_score": "auto"}}}, "needs a fallback"),
         ({"router": {"relevance": {"index": "s3://bucket/index", "min_score": 1.5}}}, "less than or equal to 1"),
         ({"router": {"relevance": {"index": "s3://b/i", "relevant_label": "base"}}}, "are both 'base'"),
         ({"paths": {"base": {"kind": "base", "deployment": {"num_replicas": 2, "autoscaling": {}}}}}, "not both"),
@@ -406,6 +407,29 @@ def test_the_rag_path_starts_before_any_index_and_hands_requests_to_its_fallback
     request = PathRequest(SamplingConfig(max_tokens=2), conversation=[{"role": "user", "content": "Which corpus?"}])
     with pytest.raises(IndexNotReady, match="no index version at .*index yet"):
         asyncio.run(anext(path.stream(request)))  # not a RequestError: the ingress falls back instead of failing the client
+
+
+def test_the_rag_path_with_min_score_uses_only_passages_that_reach_it(tmp_path, tiny_engine, tiny_llama_path, acl_chunks):
+    from serve_apps.config import RagPathConfig
+    from serve_apps.paths import NoRelevantPassages, PathRequest, RagPath
+    from tests.serve_apps.conftest import build_index
+
+    build_index(acl_chunks, str(tmp_path / "index"))
+    config = RagPathConfig(index=str(tmp_path / "index"), min_score="auto", top_k=3, fallback=["base"])
+    path = RagPath(config, str(tiny_llama_path), transformers_generate(tiny_engine))
+
+    def ask(text: str):
+        request = PathRequest(SamplingConfig(max_tokens=2), conversation=[{"role": "user", "content": text}])
+        return asyncio.run(anext(path.stream(request)))
+
+    threshold = path.thresholds.of(path.index.current())
+    cited = ask(acl_chunks[5]["text"][:300]).citations
+    assert cited[0]["chunk_id"] == acl_chunks[5]["chunk_id"] and all(c["score"] >= threshold for c in cited)
+    with pytest.raises(NoRelevantPassages, match=f"no passage reaches min_score {threshold:.3f}"):
+        ask("Write a short story about a dragon who loves tea.")  # not a RequestError: the fallback answers
+    unfiltered = RagPath(config.model_copy(update={"min_score": None}), str(tiny_llama_path), transformers_generate(tiny_engine))
+    request = PathRequest(SamplingConfig(max_tokens=2), conversation=[{"role": "user", "content": "Write a short story."}])
+    assert len(asyncio.run(anext(unfiltered.stream(request))).citations) >= 1, "without min_score the top_k are used"
 
 
 def test_the_rag_path_keeps_a_chats_thread_and_searches_a_follow_up_with_its_subject(
