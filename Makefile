@@ -178,11 +178,13 @@ eval: setup
 monitor: setup
 	$(PY) -m jobs.monitor config=jobs/configs/monitor/default.yaml
 
-## serving (README "Online serving"): the OpenAI-compatible app on the local Ray head at http://127.0.0.1:8000.
+## serving (README "Online serving"): the OpenAI-compatible app on the local Ray head at http://127.0.0.1:8000;
+## SERVE_ARGS="app.paths.rag.index=... app.router.relevance.index=..." changes the app config.
 .PHONY: serve serve-down serve-artifacts bench-serve bench-serve-handles
 SERVE_CONFIG ?= serve_apps/configs/local.yaml
+SERVE_ARGS ?=
 serve: ray-up s3-up
-	$(PY) -m serve_apps.cli up serve_config=$(SERVE_CONFIG) address=127.0.0.1:$(RAY_PORT)
+	$(PY) -m serve_apps.cli up serve_config=$(SERVE_CONFIG) address=127.0.0.1:$(RAY_PORT) $(SERVE_ARGS)
 
 ## serve-artifacts: what `make serve` loads, built from real ACL papers into the local S3:
 ## their chunks and index, the router, a fine-tuned adapter, and its evaluation on the papers'

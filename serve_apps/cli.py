@@ -1,11 +1,15 @@
 """Start or stop the serving app on a running Ray head (``make serve`` / ``make serve-down``).
 
-    python -m serve_apps.cli up [serve_config=serve_apps/configs/local.yaml] [address=127.0.0.1:6379]
+    python -m serve_apps.cli up [serve_config=serve_apps/configs/local.yaml] [address=127.0.0.1:6379] [app.KEY=VALUE ...]
     python -m serve_apps.cli down [address=127.0.0.1:6379]
 
 ``up`` deploys the first application of the Serve config file, with its ``runtime_env``
 (as ``serve run`` would), waits until ``/healthz`` answers and returns; the app keeps
-running on the head. API keys: ``RAYFLEET_API_KEYS``
+running on the head. ``app.``-prefixed overrides change that application's config
+(``args``) before it is validated, so serving your own index needs no copy of the file::
+
+    python -m serve_apps.cli up app.paths.rag.index=s3://bucket/index app.router.relevance.index=s3://bucket/index
+ API keys: ``RAYFLEET_API_KEYS``
 (comma-separated) of the calling shell, written to a private secrets file that the
 ingress reads (so keys never sit in the Serve config); without it a key is generated
 and printed once.
@@ -22,10 +26,11 @@ from pathlib import Path
 
 from pydantic import Field
 
-from rayfleet.config import BaseConfig, load_config, read_yaml
+from rayfleet.config import BaseConfig, ConfigError, load_config, parse_override, read_yaml, set_nested
 from serve_apps.config import ServeConfigFile
 
 KEYS_ENV = "RAYFLEET_API_KEYS"
+APP_PREFIX = "app."
 
 
 class ServeCliConfig(BaseConfig):
@@ -49,6 +54,25 @@ def write_keys_file(path: Path) -> None:
     path.write_text("\n".join(keys) + "\n")
 
 
+def serve_file(path: str, app_overrides: list[str] = ()) -> ServeConfigFile:
+    """The Serve config file at ``path``, with ``app.key.sub=value`` overrides applied to its first
+    application's ``args``, validated.
+
+    Raises:
+        ConfigError: a malformed override, or a config the overrides make invalid (the key is named).
+    """
+    raw = read_yaml(path)
+    applications = raw.get("applications") or [{}]
+    args = applications[0].setdefault("args", {})
+    for override in app_overrides:
+        key_path, value = parse_override(override.removeprefix(APP_PREFIX))
+        set_nested(args, key_path, value)
+    try:
+        return ServeConfigFile.model_validate(raw)
+    except ValueError as error:  # pydantic's ValidationError is one
+        raise ConfigError(f"invalid serve config {path} with {list(app_overrides)}:\n{error}") from error
+
+
 def wait_until_healthy(url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -62,13 +86,13 @@ def wait_until_healthy(url: str, timeout_s: float) -> None:
         time.sleep(2)
 
 
-def up(options: ServeCliConfig) -> None:
+def up(options: ServeCliConfig, app_overrides: list[str]) -> None:
     import ray
     from ray import serve
 
     from serve_apps.openai_app import build_app
 
-    file = ServeConfigFile.model_validate(read_yaml(options.serve_config))
+    file = serve_file(options.serve_config, app_overrides)
     application = file.applications[0]
     keys_file = Path(options.keys_file).resolve()
     write_keys_file(keys_file)
@@ -95,9 +119,12 @@ def down(options: ServeCliConfig) -> None:
 def main(argv: list[str]) -> None:
     if not argv or argv[0] not in ("up", "down"):
         sys.exit(__doc__)
-    options = load_config(ServeCliConfig, argv[1:])
+    app_overrides = [word for word in argv[1:] if word.startswith(APP_PREFIX)]
+    options = load_config(ServeCliConfig, [word for word in argv[1:] if not word.startswith(APP_PREFIX)])
     if argv[0] == "up":
-        up(options)
+        up(options, app_overrides)
+    elif app_overrides:
+        sys.exit(f"down takes no app. overrides: {app_overrides}")
     else:
         down(options)
 

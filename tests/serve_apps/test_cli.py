@@ -1,0 +1,33 @@
+"""``python -m serve_apps.cli``: the Serve config file with ``app.`` overrides, validated before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rayfleet.config import ConfigError
+from serve_apps.cli import serve_file
+
+LOCAL = str(Path(__file__).resolve().parents[2] / "serve_apps" / "configs" / "local.yaml")
+
+
+def test_app_overrides_point_the_shipped_config_at_your_own_artifacts():
+    file = serve_file(LOCAL, [
+        "app.paths.rag.index=s3://acme/index", "app.paths.rag.min_score=auto",
+        "app.router.relevance.index=s3://acme/index", "app.router.model=s3://acme/registry/router",
+    ])  # fmt: skip
+    args = file.applications[0].args
+    assert args.paths["rag"].index == "s3://acme/index" and args.paths["rag"].min_score == "auto"
+    assert args.router.relevance.index == "s3://acme/index" and args.router.relevance.min_score == "auto"
+    assert args.router.model == "s3://acme/registry/router"
+    assert args.paths["base"] == serve_file(LOCAL).applications[0].args.paths["base"], "the rest is as shipped"
+
+
+@pytest.mark.parametrize(
+    "override, complaint",
+    [("app.paths.rag.top_k=0", "top_k"), ("app.router.relevance.min_score=2", "less than or equal to 1"), ("app.paths", "key.sub=value")],
+)
+def test_bad_overrides_are_refused_with_the_key_named(override, complaint):
+    with pytest.raises(ConfigError, match=complaint):
+        serve_file(LOCAL, [override])
