@@ -197,7 +197,8 @@ class RagPath(GeneratingPath):
     """Retrieve chunks for the question, answer grounded on them (with the configured adapter, if
     any), return them as citations. A chat keeps its system text and its latest earlier turns, and
     a follow-up question is searched together with the user's turn before it. The index's newest
-    version is followed (:class:`LatestRetriever`), so new documents need no redeploy."""
+    version is followed (:class:`LatestRetriever`), so new documents need no redeploy. With
+    ``min_score``, passages below it are dropped and a question none reaches goes to the fallback."""
 
     def __init__(self, config: RagPathConfig, model: str, generate: Generate):
         from rayfleet.retrieval.latest import LatestRetriever
