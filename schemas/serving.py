@@ -34,5 +34,6 @@ REQUEST_LOG_SCHEMA = pa.schema(
         pa.field("prompt_sha256", pa.string(), nullable=False),
         pa.field("user_sha256", pa.string()),
         pa.field("prompt_embedding", pa.list_(pa.float32())),  # routed requests only
+        pa.field("relevance", pa.float64()),  # best passage's score, when the router's relevance gate asked the index
     ]
 )

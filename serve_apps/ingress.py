@@ -400,7 +400,7 @@ class OpenAIServer:
             ttft_ms=None if outcome.first_token_at is None else round((outcome.first_token_at - outcome.started) * 1000, 3),
             prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
             prompt_sha256=outcome.prompt_sha256, user_sha256=outcome.user_sha256,
-            prompt_embedding=decision.prompt_embedding,
+            prompt_embedding=decision.prompt_embedding, relevance=decision.relevance,
         )  # fmt: skip
 
 

@@ -321,6 +321,8 @@ def test_request_logs_land_in_parquet_without_secrets(client, serve_artifacts):
     assert len(mine) == 4
     assert mine[routed]["selected_by"] == "router" and len(mine[routed]["prompt_embedding"]) == 16  # for drift
     assert all(row["prompt_embedding"] is None for key, row in mine.items() if key != routed)
+    assert -1.0 <= mine[routed]["relevance"] <= 1.0, "the relevance gate's score, for tuning its threshold"
+    assert all(row["relevance"] is None for key, row in mine.items() if key != routed)
     assert {(row["path"], row["first_path"], row["fallback"]) for row in mine.values()} >= {("base", "broken", True), ("base", "base", False)}
     assert {row["arm"] for row in mine.values()} & {"v1", "v2"}
     assert all(row["latency_ms"] > 0 and row["completion_tokens"] >= 1 for row in mine.values())
