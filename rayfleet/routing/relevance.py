@@ -10,7 +10,8 @@ do not separate the two (``python -m bench.router_relevance``, docs/retrieval.md
 How close is close depends on the documents, so by default (``min_score="auto"``) each
 index version sets its own threshold when it is loaded: just above the best-passage score
 of the most similar of the router's 60 general requests (:data:`GENERAL_REQUESTS`, a
-hand-written seed list of everyday requests). A fixed cosine works too.
+hand-written seed list of everyday requests), and never below :data:`AUTO_FLOOR`. A fixed
+cosine works too.
 
 :class:`RelevanceGate` follows the index's newest version (:class:`LatestRetriever`), so a
 document ingested a minute ago counts without retraining anything::
@@ -34,6 +35,10 @@ from rayfleet.routing.examples import GENERAL_REQUESTS
 logger = logging.getLogger(__name__)
 
 AUTO_MARGIN = 0.02  # how far above the most similar general request the automatic threshold sits
+# The automatic threshold's least value. An index of a handful of chunks is close to no general
+# request (five facilities pages set 0.21), and a question scoring 0.29 against unrelated pages
+# then counted as relevant; the benchmark's larger document sets set 0.43 and 0.34 on their own.
+AUTO_FLOOR = 0.30
 
 
 class RelevanceThresholds:
@@ -41,7 +46,8 @@ class RelevanceThresholds:
 
     Args:
         min_score: a cosine similarity, or "auto": for each version, :data:`AUTO_MARGIN` above
-            the best-passage score of the most similar of the general requests.
+            the best-passage score of the most similar of the general requests, and at least
+            :data:`AUTO_FLOOR`.
 
     Pass :meth:`calibrate` as a :class:`LatestRetriever`'s ``prepare`` hook, so each version is
     calibrated when it is loaded, off the query path.
@@ -63,7 +69,7 @@ class RelevanceThresholds:
             return
         vectors = retriever.embedder.embed(list(GENERAL_REQUESTS))
         scores = [hits[0].score for hits in (retriever.search_vector(vector, 1) for vector in vectors) if hits]
-        threshold = (max(scores) if scores else 0.0) + AUTO_MARGIN
+        threshold = max((max(scores) if scores else 0.0) + AUTO_MARGIN, AUTO_FLOOR)
         self.by_version[retriever.manifest.version] = threshold
         logger.info("index version %s: a best passage scoring >= %.3f makes a request about the documents",
                     retriever.manifest.version, threshold)  # fmt: skip

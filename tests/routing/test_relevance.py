@@ -11,7 +11,7 @@ import pytest
 
 from rayfleet.retrieval import Embedder
 from rayfleet.retrieval.chunks import CHUNK_COLUMNS
-from rayfleet.routing.relevance import RelevanceGate
+from rayfleet.routing.relevance import AUTO_FLOOR, RelevanceGate
 from tests.retrieval.index_versions import write_index_version
 
 OCTAVE_QUESTIONS = [
@@ -70,6 +70,18 @@ def test_a_new_version_makes_new_documents_relevant(tmp_path, acl_table, refcard
     assert gate.index.refresh()
     assert [gate.settle("base", question)[0] for question in OCTAVE_QUESTIONS] == ["rag"] * 3
     assert set(gate.thresholds.by_version) == {"v1", "v2"}, "each version is calibrated when it is loaded"
+
+
+def test_a_tiny_index_gets_the_floor_as_its_threshold(tmp_path, embedder):
+    text = "Facilities. The boiler room key is kept at the front desk of building C. Sign it out with security."
+    page = pa.Table.from_pylist(
+        [{"chunk_id": "p-0", "doc_id": "p", "text": text, "title": "Boiler room"}], schema=CHUNK_COLUMNS
+    )
+    write_index_version(str(tmp_path), page, embedder)
+    gate = RelevanceGate(str(tmp_path), refresh_s=0)
+    assert gate.threshold() == AUTO_FLOOR, "no general request comes close to one page: the floor holds"
+    assert gate.settle("base", "Where is the boiler room key kept?")[0] == "rag"
+    assert gate.settle("rag", GENERAL[1])[0] == "base"
 
 
 def test_a_fixed_threshold_is_used_as_given(tmp_path, refcard_table, embedder):
