@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 AUTO_MARGIN = 0.02  # how far above the most similar general request the automatic threshold sits
 # The automatic threshold's least value. An index of a handful of chunks is close to no general
-# request (five facilities pages set 0.21), and a question scoring 0.29 against unrelated pages
+# request (five short documents set 0.21), and a question scoring 0.29 against unrelated pages
 # then counted as relevant; the benchmark's larger document sets set 0.43 and 0.34 on their own.
 AUTO_FLOOR = 0.30
 
