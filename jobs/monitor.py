@@ -10,7 +10,8 @@ The request logs (``schemas.REQUEST_LOG_SCHEMA``, written by the serving app) ar
 into a recent window (the last ``recent_hours`` before ``until``) and the baseline window
 before it. Drift compares the two: the route distribution, prompt embeddings (a projection
 logged by the router, when present), prompt and output lengths (population stability
-index each), and fallback and error rates (two-proportion tests). Measures above their
+index each), the relevance gate's best-passage scores when logged (a fall means users ask about
+what the documents do not hold), and fallback and error rates (two-proportion tests). Measures above their
 thresholds are flagged. For each A/B test in the recent window, every arm gets its
 request count, latency, error and fallback rates with intervals; the arms are compared
 with a significance test and the job says which arm wins or that it is too early.
@@ -44,6 +45,7 @@ logger = logging.getLogger("jobs.monitor")
 LOG_COLUMNS = ["created_at", "path", "fallback", "status", "latency_ms", "ttft_ms", "prompt_tokens",
                "completion_tokens", "ab_test", "arm"]  # fmt: skip
 EMBEDDING_COLUMN = "prompt_embedding"
+RELEVANCE_COLUMN = "relevance"  # the router's relevance gate (logs before it, or without it, lack it)
 
 
 class DriftThresholds(BaseConfig):
@@ -52,6 +54,9 @@ class DriftThresholds(BaseConfig):
     route_psi: float = Field(0.1, gt=0, description="PSI of the route distribution.")
     embedding_psi: float = Field(0.1, gt=0, description="Mean per-dimension PSI of the prompt embeddings.")
     length_psi: float = Field(0.2, gt=0, description="PSI of prompt or output token counts.")
+    relevance_psi: float = Field(
+        0.2, gt=0, description="PSI of the relevance gate's best-passage scores: users asking about what the documents do not hold."
+    )
     rate_change: float = Field(0.05, gt=0, description="Absolute change of the fallback or error rate that counts as drift...")
     alpha: float = Field(0.01, gt=0, lt=1, description="...that is also significant at this level.")
 
@@ -86,7 +91,7 @@ def read_logs(config: MonitorConfig) -> pa.Table:
     if not storage.exists(config.logs):
         raise FileNotFoundError(f"no request logs at {config.logs}: point `logs` at the serving app's request_log folder")
     schema_names = set(pa.unify_schemas([_schema(uri) for uri in storage.list_parquet_files(config.logs)]).names)
-    columns = LOG_COLUMNS + ([EMBEDDING_COLUMN] if EMBEDDING_COLUMN in schema_names else [])
+    columns = LOG_COLUMNS + [column for column in (EMBEDDING_COLUMN, RELEVANCE_COLUMN) if column in schema_names]
     missing = [column for column in LOG_COLUMNS if column not in schema_names]
     if missing:
         raise ValueError(f"the logs at {config.logs} lack columns {missing}; expected schemas.REQUEST_LOG_SCHEMA")
@@ -140,6 +145,11 @@ def drift_report(config: MonitorConfig, baseline: pa.Table, recent: pa.Table) ->
     if EMBEDDING_COLUMN in recent.column_names:
         value = embedding_psi(_embeddings(baseline), _embeddings(recent))
         measures["prompt_embedding_psi"] = {"value": value, "threshold": limits.embedding_psi}
+    if RELEVANCE_COLUMN in recent.column_names:
+        before, after = (rows[RELEVANCE_COLUMN].drop_null().to_pylist() for rows in (baseline, recent))
+        measures["relevance_psi"] = {"value": numeric_psi(before, after), "threshold": limits.relevance_psi,
+                                     "baseline_mean": _mean(baseline[RELEVANCE_COLUMN]),
+                                     "recent_mean": _mean(recent[RELEVANCE_COLUMN])}  # fmt: skip
     before, after = rates(baseline), rates(recent)
     for name in ("fallback_rate", "error_rate"):
         (hits_before, total_before), (hits_after, total_after) = before[name], after[name]

@@ -17,7 +17,8 @@ NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
 
 
 def log_rows(rng, count: int, start: dt.datetime, hours: float, paths: list[str], weights: list[float],
-             prompt_mean: float, arms: dict[str, float] | None = None, error_share: float = 0.0) -> list[dict]:  # fmt: skip
+             prompt_mean: float, arms: dict[str, float] | None = None, error_share: float = 0.0,
+             relevance_mean: float = 0.55) -> list[dict]:  # fmt: skip
     rows = []
     for index in range(count):
         arm = None
@@ -32,6 +33,7 @@ def log_rows(rng, count: int, start: dt.datetime, hours: float, paths: list[str]
             "prompt_tokens": int(rng.poisson(prompt_mean)), "completion_tokens": int(rng.poisson(60)),
             "ab_test": "adapter-v1-v2" if arms else None, "arm": arm,
             "prompt_embedding": list(rng.normal(0 if prompt_mean < 100 else 1, 1, 8)),
+            "relevance": float(rng.normal(relevance_mean, 0.08)) if index % 3 else None,  # a third not routed
         })  # fmt: skip
     return rows
 
@@ -44,7 +46,7 @@ def test_a_shifted_recent_window_is_flagged_and_the_faster_arm_wins(s3_prefix):
     rng = np.random.default_rng(0)
     baseline = log_rows(rng, 600, NOW - dt.timedelta(hours=30), 24, ["rag", "base"], [0.5, 0.5], 40)
     recent = log_rows(rng, 600, NOW - dt.timedelta(hours=5), 5, ["rag", "base", "finetuned"], [0.2, 0.3, 0.5], 160,
-                      arms={"a": 300.0, "b": 250.0}, error_share=0.1)  # fmt: skip
+                      arms={"a": 300.0, "b": 250.0}, error_share=0.1, relevance_mean=0.35)  # fmt: skip
     write_logs(f"{s3_prefix}/logs/part-1.parquet", baseline)
     write_logs(f"{s3_prefix}/logs/part-2.parquet", recent)
 
@@ -53,7 +55,9 @@ def test_a_shifted_recent_window_is_flagged_and_the_faster_arm_wins(s3_prefix):
 
     assert (report["baseline_requests"], report["recent_requests"]) == (600, 600)
     assert report["drift_verdict"] == "drift"
-    assert {"route_psi", "prompt_tokens_psi", "prompt_embedding_psi", "error_rate"} <= set(report["drift_flags"])
+    assert {"route_psi", "prompt_tokens_psi", "prompt_embedding_psi", "relevance_psi", "error_rate"} <= set(report["drift_flags"])
+    relevance = json.loads(storage.read_bytes(report["report"]))["drift"]["relevance_psi"]
+    assert relevance["recent_mean"] < relevance["baseline_mean"] - 0.1, "questions moved away from the documents"
     assert "completion_tokens_psi" not in report["drift_flags"], "output lengths did not move"
     assert "fallback_rate" not in report["drift_flags"]
     verdict = report["ab"]["adapter-v1-v2"]
