@@ -9,7 +9,8 @@ running on the head. ``app.``-prefixed overrides change that application's confi
 (``args``) before it is validated, so serving your own index needs no copy of the file::
 
     python -m serve_apps.cli up app.paths.rag.index=s3://bucket/index app.router.relevance.index=s3://bucket/index
- API keys: ``RAYFLEET_API_KEYS``
+
+API keys: ``RAYFLEET_API_KEYS``
 (comma-separated) of the calling shell, written to a private secrets file that the
 ingress reads (so keys never sit in the Serve config); without it a key is generated
 and printed once.

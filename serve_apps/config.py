@@ -145,6 +145,10 @@ class RagPathConfig(PathCommon):
     def _adapter_has_registry(self) -> "RagPathConfig":
         if self.adapter and not self.registry:
             raise ValueError(f"the RAG path's adapter {self.adapter!r} needs `registry`")
+        return self
+
+    @model_validator(mode="after")
+    def _min_score_has_fallback(self) -> "RagPathConfig":
         if self.min_score is not None and not self.fallback:
             raise ValueError("the RAG path's min_score needs a fallback to answer questions no passage reaches")
         return self
@@ -169,7 +173,7 @@ class RelevanceConfig(BaseConfig):
     min_score: Annotated[float, Field(ge=-1.0, le=1.0)] | Literal["auto"] = Field(
         "auto",
         description="Least cosine similarity of the best passage for a request to count as about the documents; "
-        "auto: set on each index version, just above the most similar of the router's general requests.",
+        "auto: set on each index version, just above the most similar of the router's general requests and at least 0.30.",
     )
     relevant_label: str = Field("rag", description="Label (or path) of requests about the documents.")
     other_label: str = Field("base", description="Label (or path) of requests that are not; other labels are left as the classifier said.")
