@@ -59,7 +59,8 @@ class DocumentSet(BaseConfig):
 DEFAULT_SETS = {
     "pdfs": DocumentSet(documents=["../shared/data/pdfs"], prompts=str(DATA / "router_prompts_pdfs.jsonl")),
     "rayfleet_docs": DocumentSet(
-        documents=[str(ROOT / "README.md"), str(ROOT / "docs")], prompts=str(DATA / "router_prompts_rayfleet_docs.jsonl")
+        documents=[str(ROOT / "README.md"), str(ROOT / "docs")],
+        prompts=str(DATA / "router_prompts_rayfleet_docs.jsonl"),
     ),
 }
 
@@ -79,7 +80,7 @@ def document_chunks(paths: list[str]) -> pa.Table:
     ingester = FileIngester(ChunkingConfig(), max_file_bytes=1 << 30, run_id="bench")
     entries = [entry for path in paths for entry in storage.list_entries(path)]
     rows = [row for entry in entries for row in ingester.ingest(entry, {}).chunks]
-    return pa.Table.from_pylist(rows).select(CHUNK_COLUMNS.names).cast(CHUNK_COLUMNS)
+    return pa.Table.from_pylist(rows, schema=CHUNK_COLUMNS)
 
 
 def accuracy(routes: list[str], labels: list[str]) -> dict:
@@ -99,14 +100,14 @@ def route_set(name: str, documents: DocumentSet, router: RequestRouter, config, 
     store.index_in_process(f"{folder}/{name}", chunks, Embedder(), "bench", ",".join(documents.documents))
     gate = RelevanceGate(f"{folder}/{name}", config.min_score, refresh_s=0)
     alone = [router.route(text).route for text in texts]
-    gated, times = [], []
+    gated, times, scores = [], [], []
     for text, label in zip(texts, alone):
         started = time.perf_counter()
         route, score = gate.settle(label, text)
         if score is not None:  # the index was asked (rag or base), not a task the gate leaves alone
             times.append((time.perf_counter() - started) * 1000)
         gated.append(route)
-    scores = [gate.best_score(text) for text in texts]
+        scores.append(score if score is not None else gate.best_score(text))
     return {
         "labels": labels, "classifier": alone, "gated": gated, "times": times,
         "figures": {
@@ -125,13 +126,14 @@ def main(config: RouterRelevanceBenchConfig) -> dict:
         router = RequestRouter.load(f"{folder}/router")
         results = {name: route_set(name, documents, router, config, folder) for name, documents in config.sets.items()}
     labels = [label for result in results.values() for label in result["labels"]]
-    every = {key: [route for result in results.values() for route in result[key]] for key in ("classifier", "gated")}
+    routes = {key: [route for result in results.values() for route in result[key]] for key in ("classifier", "gated")}
+    classifier, gated = accuracy(routes["classifier"], labels), accuracy(routes["gated"], labels)
     report = {
         "bench": "router_relevance",
-        "accuracy_classifier": accuracy(every["classifier"], labels)["accuracy"],
-        "accuracy_gated": accuracy(every["gated"], labels)["accuracy"],
-        "recall_classifier": accuracy(every["classifier"], labels)["recall"],
-        "recall_gated": accuracy(every["gated"], labels)["recall"],
+        "accuracy_classifier": classifier["accuracy"],
+        "accuracy_gated": gated["accuracy"],
+        "recall_classifier": classifier["recall"],
+        "recall_gated": gated["recall"],
         **p50_p99([ms for result in results.values() for ms in result["times"]], "gate_"),
         "sets": {name: result["figures"] for name, result in results.items()},
         "prompts": dict(sorted({label: labels.count(label) for label in labels}.items())),

@@ -51,7 +51,7 @@ class RouterServer:
         elif self.classifier is not None:
             decision = await asyncio.to_thread(self.classifier.route, text)
         label, relevance = decision.route if decision else self.config.default_path, None
-        if self.gate is not None:  # a transformer embedding, ~11 ms: off the event loop
+        if self.gate is not None and self.gate.decides(label):  # a transformer embedding, ~11 ms: off the event loop
             label, score = await asyncio.to_thread(self.gate.settle, label, text)
             relevance = None if score is None else round(score, 4)
         path = self.config.label_path(label)

@@ -168,12 +168,34 @@ def acl_chunks() -> list[dict]:
 
 
 @pytest.fixture(scope="session")
-def refcard_chunks() -> list[dict]:
-    """The chunks ``jobs.ingest`` makes of the real GNU Octave reference card (2 dense pages)."""
+def acl_chunk_table(acl_chunks):
+    """:func:`acl_chunks` as a table of the index's chunk columns (``CHUNK_COLUMNS``)."""
+    import pyarrow as pa
+
+    from rayfleet.retrieval.chunks import CHUNK_COLUMNS
+
+    return pa.Table.from_pylist(acl_chunks, schema=CHUNK_COLUMNS)
+
+
+@pytest.fixture(scope="session")
+def refcard_chunk_table():
+    """The chunks ``jobs.ingest`` makes of the real GNU Octave reference card (2 dense pages),
+    in the index's chunk columns."""
+    import pyarrow as pa
+
     from rayfleet import storage
     from rayfleet.ingestion import ChunkingConfig, FileIngester
+    from rayfleet.retrieval.chunks import CHUNK_COLUMNS
     from tests.text.samples import PDFS
 
     ingester = FileIngester(ChunkingConfig(), max_file_bytes=1 << 24, run_id="test")
     [entry] = storage.list_entries(str(PDFS / "refcard-a4.pdf"))
-    return ingester.ingest(entry, {}).chunks
+    return pa.Table.from_pylist(ingester.ingest(entry, {}).chunks, schema=CHUNK_COLUMNS)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The index's embedder (all-MiniLM-L6-v2), loaded once."""
+    from rayfleet.retrieval import Embedder
+
+    return Embedder()

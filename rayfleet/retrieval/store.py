@@ -17,6 +17,7 @@ import io
 import json
 
 import faiss
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
@@ -24,6 +25,7 @@ from pydantic import Field
 from rayfleet import storage
 from rayfleet.config import BaseConfig
 from rayfleet.retrieval.chunks import chunks_version, embedding_keys
+from rayfleet.retrieval.embedder import Embedder
 from rayfleet.retrieval.index import IndexParams, VectorIndex
 from rayfleet.tables import utc_now, write_table
 from schemas import INDEX_ROWS_SCHEMA
@@ -76,7 +78,13 @@ def save_version(root: str, index: VectorIndex, rows: pa.Table, manifest: IndexM
 
 
 def index_in_process(
-    root: str, chunks: pa.Table, embedder, version: str, source: str, vectors=None, params: IndexParams | None = None
+    root: str,
+    chunks: pa.Table,
+    embedder: Embedder,
+    version: str,
+    source: str,
+    vectors: np.ndarray | None = None,
+    params: IndexParams | None = None,
 ) -> IndexManifest:
     """Embed ``chunks`` (``CHUNK_COLUMNS``) here and write them as a full version ``version`` of ``root``.
 

@@ -117,13 +117,17 @@ class RelevanceGate:
         such as rewriting, which the documents do not answer) is kept, as is ``label`` while
         the index has no version. The score is None when the index was not asked or could not answer.
         """
-        if label not in (self.relevant_label, self.other_label):
+        if not self.decides(label):
             return label, None
         best = self._best(text)
         if best is None:
             return label, None
         score, threshold = best
         return (self.relevant_label if score >= threshold else self.other_label), score
+
+    def decides(self, label: str) -> bool:
+        """Whether a classifier's ``label`` is one the index settles (the others stand as they are)."""
+        return label in (self.relevant_label, self.other_label)
 
     def _best(self, text: str) -> tuple[float, float] | None:
         """The best passage's score and the threshold of the version that gave it."""

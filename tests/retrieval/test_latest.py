@@ -19,27 +19,27 @@ def wait_for(condition, timeout_s: float = 30.0) -> bool:
     return True
 
 
-def test_a_new_version_is_loaded_and_its_chunks_are_found(tmp_path, chunks, embedder):
+def test_a_new_version_is_loaded_and_its_chunks_are_found(tmp_path, acl_chunk_table, embedder):
     root = str(tmp_path)
-    write_index_version(root, chunks.slice(0, 20), embedder, "v1")
+    write_index_version(root, acl_chunk_table.slice(0, 20), embedder, "v1")
     index = LatestRetriever(root, refresh_s=0, hybrid=True)
-    new_chunk = chunks.to_pylist()[30]
+    new_chunk = acl_chunk_table.to_pylist()[30]
     first_hits = index.current().search(new_chunk["text"], k=5)
     assert index.version == "v1" and new_chunk["chunk_id"] not in {hit.chunk_id for hit in first_hits}
 
-    write_index_version(root, chunks.slice(0, 40), embedder, "v2")
+    write_index_version(root, acl_chunk_table.slice(0, 40), embedder, "v2")
     assert index.current().manifest.version == "v1", "refresh_s=0 never looks again by itself"
     assert index.refresh() and index.version == "v2"
     assert index.current().search(new_chunk["text"], k=1, hybrid=True)[0].chunk_id == new_chunk["chunk_id"]
     assert not index.refresh(), "nothing newer: nothing loaded"
 
 
-def test_a_due_refresh_runs_in_the_background_and_swaps_the_version_in_whole(tmp_path, chunks, embedder):
+def test_a_due_refresh_runs_in_the_background_and_swaps_the_version_in_whole(tmp_path, acl_chunk_table, embedder):
     root = str(tmp_path)
-    write_index_version(root, chunks.slice(0, 20), embedder, "v1")
+    write_index_version(root, acl_chunk_table.slice(0, 20), embedder, "v1")
     index = LatestRetriever(root, refresh_s=0.2)
     in_hand = index.current()
-    write_index_version(root, chunks.slice(0, 40), embedder, "v2")
+    write_index_version(root, acl_chunk_table.slice(0, 40), embedder, "v2")
     time.sleep(0.3)
     assert index.current() is in_hand, "the query that finds a refresh due is answered from the version in hand"
     assert wait_for(lambda: index.version == "v2")
@@ -48,9 +48,9 @@ def test_a_due_refresh_runs_in_the_background_and_swaps_the_version_in_whole(tmp
     assert swapped.embedder is in_hand.embedder, "the same embedding model is not loaded twice"
 
 
-def test_a_broken_new_version_keeps_the_old_one_serving(tmp_path, chunks, embedder, caplog):
+def test_a_broken_new_version_keeps_the_old_one_serving(tmp_path, acl_chunk_table, embedder, caplog):
     root = str(tmp_path)
-    write_index_version(root, chunks.slice(0, 20), embedder, "v1")
+    write_index_version(root, acl_chunk_table.slice(0, 20), embedder, "v1")
     index = LatestRetriever(root, refresh_s=0.1)
     storage_latest = tmp_path / store.LATEST
     storage_latest.write_text("v9-never-written")  # LATEST pointing at a version that is not there
@@ -59,16 +59,20 @@ def test_a_broken_new_version_keeps_the_old_one_serving(tmp_path, chunks, embedd
         index.current()
         assert wait_for(lambda: "refresh failed; still serving version v1" in caplog.text)
     assert index.version == "v1"
-    assert index.current().search(chunks["text"][3].as_py(), k=1)[0].chunk_id == chunks["chunk_id"][3].as_py()
+    row = acl_chunk_table.slice(3, 1).to_pylist()[0]
+    assert index.current().search(row["text"], k=1)[0].chunk_id == row["chunk_id"]
 
 
-def test_a_root_with_no_version_yet_is_followed_until_the_first_one_appears(tmp_path, chunks, embedder, caplog):
+def test_a_root_with_no_version_yet_is_followed_until_the_first_one_appears(
+    tmp_path, acl_chunk_table, embedder, caplog
+):
     root = str(tmp_path / "index")
     with caplog.at_level(logging.WARNING, logger="rayfleet.retrieval.latest"):
         index = LatestRetriever(root, refresh_s=0.1)
     assert index.current() is None and index.version is None and "no index version" in caplog.text
-    write_index_version(root, chunks.slice(0, 10), embedder, "v1")
+    write_index_version(root, acl_chunk_table.slice(0, 10), embedder, "v1")
     time.sleep(0.2)
     assert index.current() is None, "the query that finds a refresh due still finds nothing"
     assert wait_for(lambda: index.version == "v1")
-    assert index.current().search(chunks["text"][2].as_py(), k=1)[0].chunk_id == chunks["chunk_id"][2].as_py()
+    row = acl_chunk_table.slice(2, 1).to_pylist()[0]
+    assert index.current().search(row["text"], k=1)[0].chunk_id == row["chunk_id"]

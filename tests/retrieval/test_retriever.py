@@ -12,14 +12,14 @@ from tests.retrieval.index_versions import write_index_version
 
 
 @pytest.fixture(scope="module")
-def vectors(embedder, chunks) -> np.ndarray:
-    return embedder.embed(chunks["text"].to_pylist())
+def vectors(embedder, acl_chunk_table) -> np.ndarray:
+    return embedder.embed(acl_chunk_table["text"].to_pylist())
 
 
 @pytest.fixture
-def stored_index(tmp_path, embedder, chunks, vectors) -> str:
+def stored_index(tmp_path, embedder, acl_chunk_table, vectors) -> str:
     """The chunks' index written the way jobs.build_index writes it."""
-    write_index_version(str(tmp_path), chunks, embedder, vectors=vectors)
+    write_index_version(str(tmp_path), acl_chunk_table, embedder, vectors=vectors)
     return str(tmp_path)
 
 
@@ -28,9 +28,9 @@ def test_embeddings_are_unit_vectors_of_the_model_dimension(vectors, embedder):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
-def test_a_sentence_finds_the_chunk_it_comes_from(stored_index, chunks, embedder):
+def test_a_sentence_finds_the_chunk_it_comes_from(stored_index, acl_chunk_table, embedder):
     retriever = Retriever.load(stored_index, embedder=embedder)
-    target = chunks.to_pylist()[7]
+    target = acl_chunk_table.to_pylist()[7]
     sentence = target["text"].split(". ")[1]
     hits = retriever.search(sentence, k=5)
     assert len(hits) == 5 and hits[0].chunk_id == target["chunk_id"]
@@ -39,32 +39,32 @@ def test_a_sentence_finds_the_chunk_it_comes_from(stored_index, chunks, embedder
     assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
 
 
-def test_a_version_written_before_titles_were_indexed_still_loads(stored_index, chunks, embedder):
+def test_a_version_written_before_titles_were_indexed_still_loads(stored_index, acl_chunk_table, embedder):
     import pyarrow.parquet as pq
 
     rows_file = f"{store.version_uri(stored_index, 'v1')}/rows.parquet"
     pq.write_table(pq.read_table(rows_file).drop_columns(["title"]), rows_file)
     retriever = Retriever.load(stored_index, embedder=embedder)
-    hit = retriever.search(chunks["text"][3].as_py(), k=1)[0]
-    assert hit.chunk_id == chunks["chunk_id"][3].as_py() and hit.title is None
+    hit = retriever.search(acl_chunk_table["text"][3].as_py(), k=1)[0]
+    assert hit.chunk_id == acl_chunk_table["chunk_id"][3].as_py() and hit.title is None
 
 
-def test_recall_against_exact_search_on_real_embeddings(stored_index, vectors, embedder, chunks):
+def test_recall_against_exact_search_on_real_embeddings(stored_index, vectors, embedder, acl_chunk_table):
     retriever = Retriever.load(stored_index, embedder=embedder)
-    queries = embedder.embed([text.split(". ")[0] for text in chunks["text"].to_pylist()[::3]])
+    queries = embedder.embed([text.split(". ")[0] for text in acl_chunk_table["text"].to_pylist()[::3]])
     truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :5]
-    found = [[chunks["chunk_id"][int(i)].as_py() for i in row] for row in truth]
+    found = [[acl_chunk_table["chunk_id"][int(i)].as_py() for i in row] for row in truth]
     got = [[hit.chunk_id for hit in retriever.search_vector(query, 5)] for query in queries]
     assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(got, found)]) >= 0.95
 
 
-def test_filters_restrict_hits_to_documents_and_sources(stored_index, chunks, embedder):
+def test_filters_restrict_hits_to_documents_and_sources(stored_index, acl_chunk_table, embedder):
     retriever = Retriever.load(stored_index, embedder=embedder)
-    doc_ids = sorted(set(chunks["doc_id"].to_pylist()))[:2]
+    doc_ids = sorted(set(acl_chunk_table["doc_id"].to_pylist()))[:2]
     hits = retriever.search("neural machine translation results", k=50, doc_ids=doc_ids)
     assert {hit.doc_id for hit in hits} == set(doc_ids)
-    assert len(hits) == sum(1 for doc_id in chunks["doc_id"].to_pylist() if doc_id in doc_ids)
-    source = chunks["source"][0].as_py()
+    assert len(hits) == sum(1 for doc_id in acl_chunk_table["doc_id"].to_pylist() if doc_id in doc_ids)
+    source = acl_chunk_table["source"][0].as_py()
     assert {hit.source for hit in retriever.search("evaluation", k=5, sources=[source])} == {source}
     assert retriever.search("evaluation", k=5, doc_ids=["no-such-document"]) == []
 
@@ -80,11 +80,13 @@ def test_a_missing_index_says_how_to_build_one(tmp_path):
         Retriever.load(str(tmp_path))
 
 
-def test_hybrid_search_finds_the_chunk_respects_filters_and_reports_cosine(stored_index, chunks, embedder, vectors):
+def test_hybrid_search_finds_the_chunk_respects_filters_and_reports_cosine(
+    stored_index, acl_chunk_table, embedder, vectors
+):
     retriever = Retriever.load(stored_index, embedder=embedder)
-    target = chunks.to_pylist()[11]
+    target = acl_chunk_table.to_pylist()[11]
     hits = retriever.search(target["text"].split(". ")[1], k=5, hybrid=True)
     assert hits[0].chunk_id == target["chunk_id"] and len(hits) == 5
     assert hits[0].score == pytest.approx(float(vectors[11] @ embedder.embed([target["text"].split(". ")[1]])[0]), abs=1e-5)
-    doc_ids = [chunks["doc_id"][0].as_py()]
+    doc_ids = [acl_chunk_table["doc_id"][0].as_py()]
     assert {hit.doc_id for hit in retriever.search("results", k=10, doc_ids=doc_ids, hybrid=True)} == set(doc_ids)

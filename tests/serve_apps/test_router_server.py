@@ -7,8 +7,6 @@ import asyncio
 import pyarrow as pa
 import pytest
 
-from rayfleet.retrieval import Embedder
-from rayfleet.retrieval.chunks import CHUNK_COLUMNS
 from serve_apps.config import RelevanceConfig, RouterConfig
 from serve_apps.router_server import RouterServer
 from tests.retrieval.index_versions import write_index_version
@@ -19,16 +17,12 @@ GENERAL = "Who discovered penicillin?"
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory, acl_chunks, refcard_chunks) -> tuple[str, str]:
+def artifacts(tmp_path_factory, acl_chunk_table, refcard_chunk_table, embedder) -> tuple[str, str]:
     from jobs.train_router import TrainRouterConfig, main as train_router
 
     folder = tmp_path_factory.mktemp("router")
     train_router(TrainRouterConfig(output=str(folder / "router")))
-    chunks = pa.concat_tables([
-        pa.Table.from_pylist(acl_chunks, schema=CHUNK_COLUMNS),
-        pa.Table.from_pylist(refcard_chunks).select(CHUNK_COLUMNS.names).cast(CHUNK_COLUMNS),
-    ])  # fmt: skip
-    write_index_version(str(folder / "index"), chunks, Embedder())
+    write_index_version(str(folder / "index"), pa.concat_tables([acl_chunk_table, refcard_chunk_table]), embedder)
     return str(folder / "router"), str(folder / "index")
 
 
