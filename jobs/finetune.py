@@ -280,8 +280,11 @@ def train_worker(payload: dict) -> None:
     scheduler = make_scheduler(optimizer, config.train)
     state, checkpoint = TrainState(), ray.train.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = load_checkpoint(folder, model, optimizer, scheduler)
+        # A copy of its own per worker: with the node-shared folder of as_directory(), one rank's
+        # download or clean-up could rewrite the adapter file another rank had memory-mapped
+        # (seen once: SIGBUS in load_peft_weights while resuming after a killed worker).
+        with tempfile.TemporaryDirectory(prefix=f"resume-rank{rank}-") as folder:
+            state = load_checkpoint(checkpoint.to_directory(folder), model, optimizer, scheduler)
         state.resumed_from_steps.append(state.step)
         logger.info("rank %d resumes from step %d (epoch %d, row %d)", rank, state.step, state.epoch, state.rows_in_epoch)
     state.data_fingerprint = payload["data_fingerprint"]
