@@ -7,9 +7,12 @@ projection, dropout 0.05), same data (the aclsum demo Q&A set of ``jobs.finetune
 same chat-template tokenization and assistant-only labels, same sequence limit:
 
 - ``ours``: ``rayfleet.training.loop.train`` in this process on packed rows of
-  ``pack_length`` tokens, ``accumulation`` rows per step: no padding, attention example
-  by example within a row (``segment_sdpa``), LoRA dropout drawn per dropped element
-  (``GapSampledDropout``), logits only at labelled positions.
+  ``pack_length`` tokens, ``accumulation`` rows per step: no padding, the tokens all
+  examples of a row begin with (SmolLM2's chat template: system prompt and role header)
+  held once per row, attention example by example within a row (``segment_sdpa``), LoRA
+  dropout drawn per dropped element (``GapSampledDropout``), logits only at labelled
+  positions. ``ours_unshared`` is the same loop with every example whole in its row
+  (``share_prefix`` off): what packing alone gives.
 - ``hf_trainer``: what a user writes: ``transformers.Trainer`` on the peft model with
   its defaults (``per_device_train_batch_size=8``) and ``DataCollatorForSeq2Seq``, the
   stock collator that pads ``input_ids`` and ``labels`` to the longest example of the batch.
@@ -17,7 +20,9 @@ same chat-template tokenization and assistant-only labels, same sequence limit:
   holding both cores, then two workers holding one core each (tokens/s as the job
   reports it: training steps only, summed over workers).
 
-Tokens are real (non-padding) input tokens in every figure. The first step of each
+Tokens are the examples' real (non-padding) input tokens in every figure: a prefix a row
+holds once counts once per example, as the examples hold it (``ours_computed_tokens_per_step``
+says how many the model ran on). The first step of each
 in-process run is a warm-up and is not timed. Prints one JSON line.
 """
 
@@ -49,14 +54,15 @@ class FinetuneBenchConfig(BaseConfig):
     hf_batch_size: int = Field(8, ge=1, description="HF Trainer: examples per step (its default is 8).")
     ray_steps: int = Field(6, ge=1, description="Optimizer steps of each Ray Train run (1 and 2 workers).")
     threads: int = Field(2, ge=1, description="torch threads of the in-process runs.")
+    share_prefix: bool = Field(True, description="Our loop and the Ray runs: a row's shared prefix held once.")
 
 
-def examples_and_rows(config: FinetuneBenchConfig, tokenizer):
+def demo_examples(config: FinetuneBenchConfig, tokenizer):
     from jobs.finetune import demo_rows
-    from rayfleet.training.data import pack_examples, prepare_examples
+    from rayfleet.training.data import prepare_examples
 
     examples, _ = prepare_examples(demo_rows("train", config.papers), tokenizer, config.max_seq_len, "fail")
-    return examples, pack_examples(examples, config.pack_length)
+    return examples
 
 
 def run_ours(config: FinetuneBenchConfig, model_path: str, rows: list[dict]) -> dict:
@@ -75,7 +81,8 @@ def run_ours(config: FinetuneBenchConfig, model_path: str, rows: list[dict]) -> 
           TrainState(), lambda report, state: steps.append(report))  # fmt: skip
     timed = steps[1:]
     tokens, seconds = sum(step.tokens for step in timed), sum(step.seconds for step in timed)
-    return {"tokens_per_s": tokens / seconds, "tokens": tokens, "seconds": seconds, "tokens_per_step": tokens / len(timed)}
+    return {"tokens_per_s": tokens / seconds, "tokens": tokens, "seconds": seconds, "tokens_per_step": tokens / len(timed),
+            "computed_tokens_per_step": sum(step.computed_tokens for step in timed) / len(timed)}
 
 
 def run_hf_trainer(config: FinetuneBenchConfig, model_path: str, examples, tokenizer) -> dict:
@@ -122,7 +129,7 @@ def run_ray(config: FinetuneBenchConfig, workers: int, folder: str) -> dict:
     job = FinetuneConfig.model_validate({
         "model": config.model, "data": {"demo_train_papers": config.papers, "max_seq_len": config.max_seq_len,
                                         "pack_length": config.pack_length, "demo_validation_papers": 2,
-                                        "demo_grounded_papers": 0},
+                                        "demo_grounded_papers": 0, "share_prefix": config.share_prefix},
         "train": {"max_steps": config.ray_steps, "gradient_accumulation_steps": config.accumulation,
                   "eval_every": 10**6, "checkpoint_every": 10**6},
         "scaling": {"num_workers": workers, "cpus_per_worker": cores // workers},
@@ -146,8 +153,13 @@ def main(config: FinetuneBenchConfig) -> dict:
     torch.set_num_threads(config.threads)
     model_path = str(resolve_model(config.model))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    examples, rows = examples_and_rows(config, tokenizer)
+    from rayfleet.training.data import pack_examples, shared_token_share
+
+    examples = demo_examples(config, tokenizer)
+    rows = pack_examples(examples, config.pack_length, share_prefix=config.share_prefix)
     ours = report_stage("ours", run_ours(config, model_path, rows))
+    unshared = report_stage("ours_unshared", run_ours(config, model_path, pack_examples(examples, config.pack_length,
+                                                                                        share_prefix=False)))  # fmt: skip
     hf = report_stage("hf_trainer", run_hf_trainer(config, model_path, examples, tokenizer))
     ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, logging_level=logging.WARNING)
     with tempfile.TemporaryDirectory() as folder:
@@ -158,10 +170,14 @@ def main(config: FinetuneBenchConfig) -> dict:
         "tokens_per_s": round(ours["tokens_per_s"], 1),
         "hf_trainer_tokens_per_s": round(hf["tokens_per_s"], 1),
         "speedup_vs_hf_trainer": round(ours["tokens_per_s"] / hf["tokens_per_s"], 2),
+        "ours_unshared_tokens_per_s": round(unshared["tokens_per_s"], 1),
+        "unshared_speedup_vs_hf_trainer": round(unshared["tokens_per_s"] / hf["tokens_per_s"], 2),
+        "shared_token_share": round(shared_token_share(rows), 3),
         "workers_1_tokens_per_s": round(one["tokens_per_s"], 1),
         "workers_2_tokens_per_s": round(two["tokens_per_s"], 1),
         "workers_2_vs_1": round(two["tokens_per_s"] / one["tokens_per_s"], 2),
         "ours_tokens_per_step": round(ours["tokens_per_step"]),
+        "ours_computed_tokens_per_step": round(ours["computed_tokens_per_step"]),
         "hf_examples_per_step": hf["examples_per_step"],
         "examples": len(examples),
         "mean_example_tokens": round(sum(len(e) for e in examples) / len(examples), 1),

@@ -19,9 +19,16 @@ example boundaries as ``segment_bounds``, a CPU tensor worked out once per row, 
 layer waits on the GPU to find them; rows whose examples all have one length take one
 batched call. The function is opaque to ``torch.compile`` (a graph break), so compiled
 decoder layers neither specialize on nor recompile for each row's packing.
+
+Shared prefixes: a row may hold the tokens its examples all begin with (a chat template's
+system prompt, say) once, at its start (``rayfleet.training.data.packed_row``). Such an
+example's own tokens start at position ``p > 0`` instead of 0; it then attends to the row's
+first ``p`` tokens and to its own tokens, causally, exactly what it would see alone.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +55,54 @@ def causal_sdpa(query, key, value, dropout: float, scaling):
     )
 
 
-def row_attention(query, key, value, bounds: list[int], dropout: float, scaling) -> torch.Tensor:
-    """Causal attention within each example of one row ([1, H, L, D] in and out)."""
+@functools.lru_cache(maxsize=4)  # the layers of one row's passes reuse it; rows change every step
+def shared_prefix_layout(bounds: tuple[int, ...], prefixes: tuple[int, ...], device: torch.device):
+    """Index tensors that lay a row's examples out as one padded batch, each with its shared prefix in front.
+
+    Returns ``queries`` [n, Lq] (the row positions of each example's own tokens), ``keys``
+    [n, Lk] (its prefix, then its own tokens), ``visible`` [n, 1, Lq, Lk] (what each query
+    may attend to: the prefix and its own tokens up to itself) and ``own`` (where the real
+    queries sit in the flattened [n * Lq] batch, in row order). Padding slots point at
+    position 0; a padded query sees that one key, so its softmax stays finite, and is dropped.
+    """
+    lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
+    query_width, key_width = max(lengths), max(prefix + length for prefix, length in zip(prefixes, lengths))
+    queries = torch.zeros(len(lengths), query_width, dtype=torch.long)
+    keys = torch.zeros(len(lengths), key_width, dtype=torch.long)
+    visible = torch.zeros(len(lengths), query_width, key_width, dtype=torch.bool)
+    own = []
+    for example, (start, length, prefix) in enumerate(zip(bounds, lengths, prefixes)):
+        queries[example, :length] = torch.arange(start, start + length)
+        keys[example, :prefix] = torch.arange(prefix)
+        keys[example, prefix : prefix + length] = torch.arange(start, start + length)
+        causal = torch.ones(length, prefix + length, dtype=torch.bool).tril(prefix)
+        visible[example, :length, : prefix + length] = causal
+        visible[example, length:, 0] = True
+        own.extend(range(example * query_width, example * query_width + length))
+    return tuple(tensor.to(device) for tensor in (queries, keys, visible.unsqueeze(1), torch.tensor(own)))
+
+
+def prefixed_row_attention(query, key, value, bounds: list[int], prefixes: list[int], dropout: float, scaling):
+    """Attention within each example of one row whose examples share its first tokens ([1, H, L, D] in and out).
+
+    One masked sdpa call over the examples as a padded batch (``shared_prefix_layout``): a
+    call per example would cost more in calls and copies than the attention itself.
+    """
+    queries, keys, visible, own = shared_prefix_layout(tuple(bounds), tuple(prefixes), query.device)
+    output = F.scaled_dot_product_attention(
+        query[0][:, queries].transpose(0, 1), key[0][:, keys].transpose(0, 1), value[0][:, keys].transpose(0, 1),
+        attn_mask=visible, dropout_p=dropout, scale=scaling, enable_gqa=query.shape[1] != key.shape[1],
+    )  # fmt: skip
+    return output.transpose(0, 1).flatten(1, 2)[:, own].unsqueeze(0)
+
+
+def row_attention(query, key, value, bounds: list[int], prefixes: list[int], dropout: float, scaling) -> torch.Tensor:
+    """Attention within each example of one row ([1, H, L, D] in and out).
+
+    ``prefixes`` holds, per example, how many of the row's first tokens it shares (its first position).
+    """
+    if any(prefixes):
+        return prefixed_row_attention(query, key, value, bounds, prefixes, dropout, scaling)
     lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
     if len(set(lengths)) == 1:  # examples of one length: a batch of them, one call
 
@@ -65,21 +118,36 @@ def row_attention(query, key, value, bounds: list[int], dropout: float, scaling)
     return torch.cat(parts, dim=2)
 
 
+def example_prefixes(position_ids, bounds: torch.Tensor) -> torch.Tensor:
+    """Each example's first position, as a CPU tensor: how many of the row's first tokens it shares (0: none).
+
+    ``bounds`` are the row's ``segment_bounds``. The loop works both out on the CPU and passes them to
+    the model as ``segment_bounds`` and ``segment_prefixes``.
+    """
+    starts = torch.as_tensor(position_ids, device="cpu").reshape(-1)[bounds[:-1]]
+    if len(starts) and starts[0] != 0:
+        raise ValueError(f"a packed row must start at position 0, not {int(starts[0])}")
+    return starts
+
+
 @torch.compiler.disable
 def segment_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """Causal attention example by example within each row (see the module docstring); [B, L, H, D] out."""
     position_ids, bounds = kwargs.get("position_ids"), kwargs.get("segment_bounds")
+    prefixes = kwargs.get("segment_prefixes")
     one_pass = query.shape[2] == key.shape[2]
     if attention_mask is not None or (position_ids is None and bounds is None) or not one_pass:
-        kwargs.pop("segment_bounds", None)
+        for name in ("segment_bounds", "segment_prefixes"):
+            kwargs.pop(name, None)
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     if bounds is not None and query.shape[0] != 1:
         raise ValueError("segment_bounds describes one row; pass position_ids for a batch of several")
-    rows = [
-        row_attention(query[row : row + 1], key[row : row + 1], value[row : row + 1],
-                      (bounds if bounds is not None else segment_bounds(position_ids[row])).tolist(), dropout, scaling)
-        for row in range(query.shape[0])
-    ]  # fmt: skip
+    rows = []
+    for row in range(query.shape[0]):
+        row_bounds = bounds if bounds is not None else segment_bounds(position_ids[row])
+        row_prefixes = prefixes if prefixes is not None else example_prefixes(position_ids[row], row_bounds)
+        rows.append(row_attention(query[row : row + 1], key[row : row + 1], value[row : row + 1], row_bounds.tolist(),
+                                  torch.as_tensor(row_prefixes).tolist(), dropout, scaling))  # fmt: skip
     return torch.cat(rows).transpose(1, 2).contiguous(), None
 
 

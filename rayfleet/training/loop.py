@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from rayfleet.config import BaseConfig
-from rayfleet.training.attention import segment_bounds
+from rayfleet.training.attention import example_prefixes, segment_bounds
 from rayfleet.training.checkpoint import TrainState
 from rayfleet.training.data import IGNORE_INDEX
 from rayfleet.training.model import causal_lm_of
@@ -59,10 +59,11 @@ class StepReport:
     step: int
     loss: float
     learning_rate: float
-    tokens: int
+    tokens: int  # the examples' tokens (a row's shared prefix counts once per example, as in the data)
     label_tokens: int
     seconds: float
     tokens_per_s: float
+    computed_tokens: int = 0  # tokens the model ran on (a row's shared prefix once)
 
 
 def make_optimizer(model, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -113,8 +114,9 @@ def as_tensor(values) -> torch.Tensor:
 def loss_sum(model, row: dict, device: torch.device) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the labelled tokens of one packed row, and how many there are.
 
-    The decoder runs on the whole row (``position_ids`` restart per example, which makes
-    the attention mask block-diagonal); the LM head only on positions whose next token
+    The decoder runs on the whole row (``position_ids`` restart per example, or continue
+    after the prefix the row holds once, and attention stays within each example and that
+    prefix: ``rayfleet.training.attention``); the LM head only on positions whose next token
     is labelled. Which positions those are, and the examples' boundaries, are worked out
     on the CPU from the row, so nothing here waits on the GPU.
     """
@@ -123,18 +125,25 @@ def loss_sum(model, row: dict, device: torch.device) -> tuple[torch.Tensor, int]
     next_tokens = as_tensor(row["labels"])[1:]
     labelled = (next_tokens != IGNORE_INDEX).nonzero().flatten()
     bounds = segment_bounds(position_ids)
+    prefixes = example_prefixes(position_ids, bounds)
     # Copied without waiting: a blocking copy would stall until the GPU had run all queued work.
     input_ids, position_ids, targets, labelled_on_device = (
         tensor.to(device, non_blocking=True) for tensor in (input_ids, position_ids, next_tokens[labelled], labelled)
     )
     with autocast(device):
         # use_cache=False: with a KV cache transformers skips the packed (block-diagonal) mask;
-        # segment_bounds: the examples' boundaries for segment_sdpa.
+        # segment_bounds, segment_prefixes: the examples' boundaries and shared prefixes for segment_sdpa.
         hidden = causal_lm.model(input_ids=input_ids.reshape(1, -1), position_ids=position_ids.reshape(1, -1),
-                                 use_cache=False, segment_bounds=bounds).last_hidden_state  # fmt: skip
+                                 use_cache=False, segment_bounds=bounds,
+                                 segment_prefixes=prefixes).last_hidden_state  # fmt: skip
         loss = getattr(causal_lm, "compiled_head_loss", head_loss)  # see rayfleet.training.model.compile_model
         total = loss(causal_lm.lm_head, hidden[0, :-1].index_select(0, labelled_on_device), targets)
     return total, len(labelled)
+
+
+def example_tokens(row: dict) -> int:
+    """Tokens of the examples a packed row trains on: a shared prefix counts once per example, as in the data."""
+    return row.get("example_tokens", len(row["input_ids"]))
 
 
 def head_loss(lm_head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -218,22 +227,23 @@ def train(
     rows = rows_from(epochs, state)
     while state.step < settings.max_steps:
         started = time.perf_counter()
-        loss, label_tokens, tokens = torch.zeros((), dtype=torch.float64, device=device), 0, 0
+        loss, label_tokens, tokens, computed = torch.zeros((), dtype=torch.float64, device=device), 0, 0, 0
         for _ in range(settings.gradient_accumulation_steps):
             row = next(rows)
             row_loss, row_label_tokens = loss_sum(model, row, device)
             row_loss.backward()
             loss = loss + row_loss.detach().double()
             label_tokens += row_label_tokens
-            tokens += len(row["input_ids"])
-        totals = sum_across_workers(with_counts(loss, label_tokens, tokens))  # summed over workers, on the device
+            tokens += example_tokens(row)
+            computed += len(row["input_ids"])
+        totals = sum_across_workers(with_counts(loss, label_tokens, tokens, computed))  # over workers, on the device
         average_gradients(parameters, totals[1])
         torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
         learning_rate = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        summed_loss, label_tokens, tokens = totals.tolist()  # the step's one wait for the GPU
+        summed_loss, label_tokens, tokens, computed = totals.tolist()  # the step's one wait for the GPU
         state.step += 1
         state.tokens_trained += int(tokens)
         state.train_losses[str(state.step)] = summed_loss / max(label_tokens, 1.0)
@@ -241,5 +251,5 @@ def train(
         if state.step % settings.eval_every == 0 or state.step == settings.max_steps:
             state.validation_losses[str(state.step)] = validation_loss(model, validation_rows, device)
         on_step(StepReport(state.step, state.train_losses[str(state.step)], learning_rate, int(tokens),
-                           int(label_tokens), seconds, tokens / seconds), state)  # fmt: skip
+                           int(label_tokens), seconds, tokens / seconds, int(computed)), state)  # fmt: skip
     return state

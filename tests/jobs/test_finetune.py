@@ -19,7 +19,7 @@ import torch
 
 from transformers import AutoTokenizer
 
-from jobs.finetune import FinetuneConfig, data_uris, demo_rows, grounded_demo_rows, main, packed_rows
+from jobs.finetune import FinetuneConfig, data_uris, demo_rows, grounded_demo_rows, main, packed_rows, shares_prefix
 from rayfleet import storage
 from rayfleet.assets import folder_fingerprint
 from rayfleet.config import load_config
@@ -173,6 +173,13 @@ def test_qlora_on_a_cpu_cluster_fails_before_anything_starts(tmp_path):
     with pytest.raises(QuantizationUnavailableError, match="needs a CUDA GPU"):
         main(config)
     assert not list(tmp_path.iterdir()), "nothing was built or started"
+
+
+@pytest.mark.parametrize("share, use_gpu, expected", [("auto", False, True), ("auto", True, False), (True, True, True),
+                                                      ("off", False, False)])  # fmt: skip
+def test_shared_prefixes_are_on_for_cpu_training_unless_the_config_says_otherwise(share, use_gpu, expected):
+    config = FinetuneConfig.model_validate({"data": {"share_prefix": share}, "scaling": {"use_gpu": use_gpu}})
+    assert shares_prefix(config) is expected
 
 
 def test_grounded_demo_rows_ask_the_rag_prompt_over_the_papers_passages(smollm2_path):

@@ -1,4 +1,4 @@
-"""SFT tokenization, assistant-only labels, packing boundaries and bad-row handling."""
+"""SFT tokenization, assistant-only labels, packing boundaries, shared prefixes and bad-row handling."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rayfleet.engines.templates import render_prompt_ids
 from rayfleet.tables import write_table
+from rayfleet.training.attention import SEGMENT_SDPA
 from rayfleet.training.data import (
     IGNORE_INDEX,
     BadExampleError,
+    TokenizedExample,
     dataset_fingerprint,
+    first_label,
     pack_examples,
     prepare_examples,
     read_sft_rows,
     rows_fingerprint,
+    shared_prefix_length,
+    shared_token_share,
     tokenize_conversation,
 )
 from schemas import SFT_SCHEMA
@@ -72,10 +77,15 @@ def test_bad_rows_fail_with_the_row_and_reason_when_asked(tokenizer, row, reason
         prepare_examples([{"messages": [*QUESTION, ANSWER], "doc_id": "good"}, row], tokenizer, 128, "fail")
 
 
-def test_packing_wastes_nothing_and_restarts_positions_per_example(tokenizer):
-    conversations = [[*QUESTION, {"role": "assistant", "content": "yes " * n}] for n in range(1, 30)]
+def yes_examples(tokenizer, count: int = 29) -> list[TokenizedExample]:
+    conversations = [[*QUESTION, {"role": "assistant", "content": "yes " * n}] for n in range(1, count + 1)]
     examples, _ = prepare_examples([{"messages": c, "doc_id": "x"} for c in conversations], tokenizer, 256, "fail")
-    rows = pack_examples(examples, pack_length=256)
+    return examples
+
+
+def test_packing_wastes_nothing_and_restarts_positions_per_example(tokenizer):
+    examples = yes_examples(tokenizer)
+    rows = pack_examples(examples, pack_length=256, share_prefix=False)
     assert sum(len(row["input_ids"]) for row in rows) == sum(len(example) for example in examples), "no padding"
     assert sum(row["examples"] for row in rows) == len(examples)
     assert all(len(row["input_ids"]) <= 256 for row in rows)
@@ -84,13 +94,98 @@ def test_packing_wastes_nothing_and_restarts_positions_per_example(tokenizer):
         starts = [i for i, position in enumerate(row["position_ids"]) if position == 0]
         assert len(starts) == row["examples"] and starts[0] == 0
         assert all(row["labels"][start] == IGNORE_INDEX for start in starts), "no loss across a boundary"
+    assert shared_token_share(rows) == 0
+
+
+def test_a_row_holds_the_prefix_its_examples_share_once_and_every_label(tokenizer):
+    examples = yes_examples(tokenizer)
+    prefix = shared_prefix_length(examples)
+    assert 0 < prefix < min(first_label(example) for example in examples), "the system prompt and question are shared"
+    rows = pack_examples(examples, pack_length=256)
+    assert len(rows) < len(pack_examples(examples, pack_length=256, share_prefix=False)), "more examples fit a row"
+    assert sum(row["example_tokens"] for row in rows) == sum(len(example) for example in examples)
+    assert all(len(row["input_ids"]) <= 256 for row in rows)
+    labels = sorted(label for row in rows for label in row["labels"] if label != IGNORE_INDEX)
+    assert labels == sorted(label for example in examples for label in example.labels if label != IGNORE_INDEX)
+    for row in rows:
+        positions = row["position_ids"]
+        starts = [0] + [i for i in range(1, len(positions)) if positions[i] != positions[i - 1] + 1]
+        assert len(starts) == row["examples"]
+        assert all(row["position_ids"][start] == (prefix if index else 0) for index, start in enumerate(starts))
+        assert all(row["labels"][start] == IGNORE_INDEX for start in starts), "no loss across a boundary"
+        assert row["labels"][:prefix] == [IGNORE_INDEX] * prefix
+    assert 0.2 < shared_token_share(rows) < 1
+
+
+def test_each_row_shares_what_its_own_examples_begin_with(tokenizer):
+    def conversations(system, count):
+        return [[{"role": "system", "content": system}, {"role": "user", "content": f"Question {n}?"},
+                 {"role": "assistant", "content": "yes " * (n % 7 + 1)}] for n in range(count)]  # fmt: skip
+
+    rows_in = [{"messages": c, "doc_id": "x"} for c in conversations("Answer briefly.", 20) +
+               conversations("You are the plant's maintenance assistant; cite the manual.", 20)]  # fmt: skip
+    examples, _ = prepare_examples(rows_in, tokenizer, 256, "fail")
+    overall = shared_prefix_length(examples)
+    rows = pack_examples(examples, pack_length=128)
+    assert all(len(row["input_ids"]) <= 128 for row in rows)
+    shared = [second_example_start(row) for row in rows if row["examples"] > 1]
+    assert min(shared) > overall + 3, "each row shares its own system prompt, not only what all examples share"
+    filled = sum(len(row["input_ids"]) for row in rows) / (128 * len(rows))
+    assert filled > 0.85, "rows are filled by what each example adds beyond its own row's prefix"
+    assert sum(row["example_tokens"] for row in rows) == sum(len(example) for example in examples)
+
+
+def second_example_start(row: dict) -> int:
+    """The first position of a row's second example: the prefix the row holds once."""
+    positions = row["position_ids"]
+    return next(positions[i] for i in range(1, len(positions)) if positions[i] != positions[i - 1] + 1)
+
+
+def test_only_unlabelled_tokens_before_every_examples_first_label_are_shared():
+    same = TokenizedExample([1, 2, 3, 4, 5], [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 4, 5])
+    assert shared_prefix_length([same, same]) == 2, "never the token whose hidden state predicts the first label"
+    early = TokenizedExample([1, 2, 9], [IGNORE_INDEX, 2, 9])
+    assert shared_prefix_length([same, early]) == 0
+    assert shared_prefix_length([same, TokenizedExample([1, 7, 3, 4], [IGNORE_INDEX] * 3 + [4])]) == 1
+    assert shared_prefix_length([same]) == 0, "one example shares nothing"
+
+
+def test_a_shared_prefix_row_gives_each_example_the_logits_it_gets_alone(tokenizer, tiny_llama_path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_path, attn_implementation=SEGMENT_SDPA).eval()
+    examples = yes_examples(tokenizer, count=5)
+    [row] = pack_examples(examples, pack_length=512)
+    prefix = shared_prefix_length(examples)
+    assert len(row["input_ids"]) == sum(len(example) for example in examples) - (len(examples) - 1) * prefix
+    with torch.no_grad():
+        packed = model(input_ids=torch.tensor([row["input_ids"]]), position_ids=torch.tensor([row["position_ids"]]),
+                       use_cache=False).logits[0]  # fmt: skip
+        offset = 0
+        for index, example in enumerate(examples_in_row_order(row, examples)):
+            alone = model(input_ids=torch.tensor([example.input_ids])).logits[0]
+            own = alone if index == 0 else alone[prefix:]
+            torch.testing.assert_close(packed[offset : offset + len(own)], own, atol=1e-4, rtol=1e-4)
+            offset += len(own)
+    assert offset == len(row["input_ids"])
+
+
+def examples_in_row_order(row: dict, examples: list[TokenizedExample]) -> list[TokenizedExample]:
+    """The examples of a packed row in the order the row holds them (matched by their tokens)."""
+    ordered, offset, prefix = [], 0, shared_prefix_length(examples)
+    remaining = list(examples)
+    while offset < len(row["input_ids"]):
+        skip = 0 if not ordered else prefix
+        match = next(e for e in remaining if row["input_ids"][offset : offset + len(e) - skip] == e.input_ids[skip:])
+        remaining.remove(match)
+        ordered.append(match)
+        offset += len(match) - skip
+    return ordered
 
 
 def test_packed_row_gives_each_example_the_logits_it_gets_alone(tokenizer, tiny_llama_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_path, attn_implementation="sdpa").eval()
     conversations = [[*QUESTION, ANSWER], [{"role": "user", "content": "Hello there"}, {"role": "assistant", "content": "Hi."}]]
     examples, _ = prepare_examples([{"messages": c, "doc_id": "x"} for c in conversations], tokenizer, 256, "fail")
-    [row] = pack_examples(examples, pack_length=512)
+    [row] = pack_examples(examples, pack_length=512, share_prefix=False)
     with torch.no_grad():
         packed = model(input_ids=torch.tensor([row["input_ids"]]), position_ids=torch.tensor([row["position_ids"]]),
                        use_cache=False).logits[0]

@@ -1,4 +1,5 @@
-"""The Ray-free loop: warmup schedule, loss falls, checkpoints resume exactly, QLoRA refused on CPU."""
+"""The Ray-free loop: warmup schedule, loss falls, shared prefixes change nothing, checkpoints resume exactly,
+QLoRA refused on CPU."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from transformers import AutoTokenizer
 
 from rayfleet.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from rayfleet.training.data import pack_examples, prepare_examples
-from rayfleet.training.loop import TrainSettings, learning_rate_factor, make_optimizer, make_scheduler, train
+from rayfleet.training.loop import TrainSettings, learning_rate_factor, loss_sum, make_optimizer, make_scheduler, train
 from rayfleet.training.model import LoraSettings, QuantizationUnavailableError, build_lora_model
 
 FACTS = [("Which valve leaks?", "Valve 7 on the north pump."), ("Who checks the valves?", "The night shift, weekly."),
@@ -16,10 +17,10 @@ FACTS = [("Which valve leaks?", "Valve 7 on the north pump."), ("Who checks the 
 LORA = LoraSettings(rank=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"])
 
 
-def rows_of(tokenizer, facts, pack_length=64):
+def rows_of(tokenizer, facts, pack_length=64, share_prefix=True):
     conversations = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in facts]
     examples, _ = prepare_examples([{"messages": c, "doc_id": "d"} for c in conversations], tokenizer, 256, "fail")
-    return pack_examples(examples, pack_length)
+    return pack_examples(examples, pack_length, share_prefix=share_prefix)
 
 
 def fresh(model_path, settings):
@@ -50,6 +51,33 @@ def test_training_loss_falls_and_validation_is_recorded(tiny_llama_path):
     assert state.train_losses["12"] < state.train_losses["1"] - 0.1, "a random tiny model learns slowly, but it learns"
     assert set(state.validation_losses) == {"0", "6", "12"}
     assert state.validation_losses["12"] < state.validation_losses["0"]
+
+
+def test_a_shared_prefix_row_gives_the_loss_and_gradients_of_its_examples_alone(tiny_llama_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_path)
+    [shared] = rows_of(tokenizer, FACTS, pack_length=512)
+    alone = [row for fact in FACTS for row in rows_of(tokenizer, [fact])]  # one example per row
+    assert len(alone) == len(FACTS) and len(shared["input_ids"]) < sum(len(row["input_ids"]) for row in alone)
+    model, _, _ = fresh(tiny_llama_path, TrainSettings())
+    for parameter in model.parameters():  # B = 0 at the start would hide the adapters' effect on the gradients
+        if parameter.requires_grad:
+            torch.nn.init.normal_(parameter, std=0.05)
+
+    def loss_and_gradients(rows):
+        model.zero_grad()
+        total, count = 0.0, 0
+        for row in rows:
+            row_loss, row_count = loss_sum(model, row, torch.device("cpu"))
+            row_loss.backward()
+            total, count = total + row_loss.item(), count + row_count
+        return total, count, [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    shared_loss, shared_count, shared_grads = loss_and_gradients([shared])
+    alone_loss, alone_count, alone_grads = loss_and_gradients(alone)
+    assert shared_count == alone_count
+    assert shared_loss == pytest.approx(alone_loss, rel=1e-5)
+    for ours, reference in zip(shared_grads, alone_grads):
+        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-4)
 
 
 def test_resuming_from_a_checkpoint_gives_the_same_weights_as_an_unbroken_run(tiny_llama_path, tmp_path):
