@@ -20,7 +20,7 @@ template's system prompt and role header: 25 of SmolLM2's 82-token aclsum exampl
 row holds those tokens once, at its start, and each example's own tokens continue from
 their position there; the attention (``rayfleet.training.attention``) lets every example
 see the shared tokens, so each token gets exactly the logits it gets alone, and the
-model runs on a quarter fewer tokens. Only unlabelled tokens are shared, and never the
+model runs on fewer tokens (29 % fewer on the aclsum set). Only unlabelled tokens are shared, and never the
 one before an example's first label, so no loss is computed at a shared position.
 Without LoRA dropout the loss and gradients equal those of the unshared row; with it,
 the shared tokens draw one dropout mask for all examples of the row instead of one each.
@@ -221,7 +221,7 @@ class RowBin:
 
     def prefix_with(self, example: TokenizedExample) -> int:
         """The shareable prefix of the row's members and ``example``."""
-        limit = first_label(example) - 1
+        limit = max(first_label(example) - 1, 0)
         if not self.members:
             return limit
         return common_prefix_length(self.members[0].input_ids, example.input_ids, min(self.prefix, limit))
@@ -264,7 +264,7 @@ def shared_prefix_length(examples: list[TokenizedExample]) -> int:
     """
     if len(examples) < 2:
         return 0
-    limit = min(first_label(example) for example in examples) - 1
+    limit = max(min(first_label(example) for example in examples) - 1, 0)
     return min(common_prefix_length(examples[0].input_ids, example.input_ids, limit) for example in examples[1:])
 
 

@@ -148,6 +148,9 @@ def test_only_unlabelled_tokens_before_every_examples_first_label_are_shared():
     assert shared_prefix_length([same, early]) == 0
     assert shared_prefix_length([same, TokenizedExample([1, 7, 3, 4], [IGNORE_INDEX] * 3 + [4])]) == 1
     assert shared_prefix_length([same]) == 0, "one example shares nothing"
+    assert shared_prefix_length([TokenizedExample([1, 2], [1, 2]), same]) == 0, "labelled from its first token"
+    rows = pack_examples([TokenizedExample([1, 2], [1, 2]), same, same], pack_length=9)
+    assert sorted(len(row["input_ids"]) for row in rows) == [2, 8], "the two alike share 2 tokens; the other is alone"
 
 
 def test_a_shared_prefix_row_gives_each_example_the_logits_it_gets_alone(tokenizer, tiny_llama_path):
