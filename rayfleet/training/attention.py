@@ -29,6 +29,7 @@ first ``p`` tokens and to its own tokens, causally, exactly what it would see al
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -55,45 +56,100 @@ def causal_sdpa(query, key, value, dropout: float, scaling):
     )
 
 
-@functools.lru_cache(maxsize=4)  # the layers of one row's passes reuse it; rows change every step
-def shared_prefix_layout(bounds: tuple[int, ...], prefixes: tuple[int, ...], device: torch.device):
-    """Index tensors that lay a row's examples out as one padded batch, each with its shared prefix in front.
+MAX_PADDING = 0.25  # a padded batch holds at most this share more query slots than its examples have tokens
 
-    Returns ``queries`` [n, Lq] (the row positions of each example's own tokens), ``keys``
-    [n, Lk] (its prefix, then its own tokens), ``visible`` [n, 1, Lq, Lk] (what each query
-    may attend to: the prefix and its own tokens up to itself) and ``own`` (where the real
-    queries sit in the flattened [n * Lq] batch, in row order). Padding slots point at
-    position 0; a padded query sees that one key, so its softmax stays finite, and is dropped.
+
+@dataclass(frozen=True)
+class PaddedBatch:
+    """Examples of one row laid out as one sdpa batch, each with its shared prefix in front of its own keys.
+
+    ``queries`` [n, Lq]: the row positions of each example's own tokens; ``keys`` [n, Lk]: its
+    prefix, then its own tokens; ``visible`` [n, 1, Lq, Lk]: what each query may attend to
+    (the prefix, and its own tokens up to itself), or None for one example with no prefix
+    (a plain causal call); ``own``: where the real queries sit in the flattened [n * Lq]
+    batch. Padding slots point at position 0; a padded query sees that one key, so its
+    softmax stays finite, and its output is dropped.
     """
-    lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
-    query_width, key_width = max(lengths), max(prefix + length for prefix, length in zip(prefixes, lengths))
-    queries = torch.zeros(len(lengths), query_width, dtype=torch.long)
-    keys = torch.zeros(len(lengths), key_width, dtype=torch.long)
-    visible = torch.zeros(len(lengths), query_width, key_width, dtype=torch.bool)
+
+    queries: torch.Tensor
+    keys: torch.Tensor
+    visible: torch.Tensor | None
+    own: torch.Tensor
+
+    def to(self, device: torch.device) -> PaddedBatch:
+        tensors = (self.queries, self.keys, self.visible, self.own)
+        return PaddedBatch(*(None if tensor is None else tensor.to(device) for tensor in tensors))
+
+
+def length_groups(lengths: list[int], max_padding: float = MAX_PADDING) -> list[list[int]]:
+    """Example indices, longest first, grouped so that padding a group to its longest adds at most ``max_padding``."""
+    groups: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda example: -lengths[example]):
+        group = groups[-1] if groups else None
+        if group and lengths[group[0]] * (len(group) + 1) <= (1 + max_padding) * (
+            sum(lengths[member] for member in group) + lengths[index]
+        ):
+            group.append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
+def padded_batch(members: list[int], bounds: tuple[int, ...], prefixes: tuple[int, ...]) -> PaddedBatch:
+    """The ``PaddedBatch`` of the examples ``members`` of a row (indices into its bounds and prefixes)."""
+    starts = [bounds[member] for member in members]
+    lengths = [bounds[member + 1] - bounds[member] for member in members]
+    shared = [prefixes[member] for member in members]
+    query_width, key_width = max(lengths), max(prefix + length for prefix, length in zip(shared, lengths))
+    queries = torch.zeros(len(members), query_width, dtype=torch.long)
+    keys = torch.zeros(len(members), key_width, dtype=torch.long)
+    visible = torch.zeros(len(members), query_width, key_width, dtype=torch.bool)
     own = []
-    for example, (start, length, prefix) in enumerate(zip(bounds, lengths, prefixes)):
-        queries[example, :length] = torch.arange(start, start + length)
-        keys[example, :prefix] = torch.arange(prefix)
-        keys[example, prefix : prefix + length] = torch.arange(start, start + length)
-        causal = torch.ones(length, prefix + length, dtype=torch.bool).tril(prefix)
-        visible[example, :length, : prefix + length] = causal
-        visible[example, length:, 0] = True
-        own.extend(range(example * query_width, example * query_width + length))
-    return tuple(tensor.to(device) for tensor in (queries, keys, visible.unsqueeze(1), torch.tensor(own)))
+    for slot, (start, length, prefix) in enumerate(zip(starts, lengths, shared)):
+        queries[slot, :length] = torch.arange(start, start + length)
+        keys[slot, :prefix] = torch.arange(prefix)
+        keys[slot, prefix : prefix + length] = torch.arange(start, start + length)
+        visible[slot, :length, : prefix + length] = torch.ones(length, prefix + length, dtype=torch.bool).tril(prefix)
+        visible[slot, length:, 0] = True
+        own.extend(range(slot * query_width, slot * query_width + length))
+    plain_causal = len(members) == 1 and shared[0] == 0
+    return PaddedBatch(queries, keys, None if plain_causal else visible.unsqueeze(1), torch.tensor(own))
+
+
+@functools.lru_cache(maxsize=4)  # the layers of one row's passes reuse it; rows change every step
+def shared_prefix_layout(
+    bounds: tuple[int, ...], prefixes: tuple[int, ...], device: torch.device
+) -> tuple[list[PaddedBatch], torch.Tensor]:
+    """A row's examples as padded batches of similar length, and the order that puts their outputs back in the row's."""
+    lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
+    batches = [padded_batch(members, bounds, prefixes) for members in length_groups(lengths)]
+    positions = torch.cat([batch.queries.flatten()[batch.own] for batch in batches])
+    return [batch.to(device) for batch in batches], torch.argsort(positions).to(device)
+
+
+def batch_attention(query, key, value, batch: PaddedBatch, dropout: float, scaling) -> torch.Tensor:
+    """Attention of one padded batch of a row's examples: [H, their tokens, D], in the batch's order."""
+    if batch.visible is None:  # one example, no prefix: its own causal call, no mask, no padding
+        own = batch.queries[0]
+        return causal_sdpa(query[:, :, own], key[:, :, own], value[:, :, own], dropout, scaling)[0]
+    output = F.scaled_dot_product_attention(
+        query[0][:, batch.queries].transpose(0, 1), key[0][:, batch.keys].transpose(0, 1),
+        value[0][:, batch.keys].transpose(0, 1), attn_mask=batch.visible, dropout_p=dropout, scale=scaling,
+        enable_gqa=query.shape[1] != key.shape[1],
+    )  # fmt: skip
+    return output.transpose(0, 1).flatten(1, 2)[:, batch.own]
 
 
 def prefixed_row_attention(query, key, value, bounds: list[int], prefixes: list[int], dropout: float, scaling):
     """Attention within each example of one row whose examples share its first tokens ([1, H, L, D] in and out).
 
-    One masked sdpa call over the examples as a padded batch (``shared_prefix_layout``): a
-    call per example would cost more in calls and copies than the attention itself.
+    Examples of similar length go through one masked sdpa call as a padded batch
+    (``shared_prefix_layout``): a call per short example costs more in calls and copies
+    than its attention, and one batch padded to a long example wastes more than both.
     """
-    queries, keys, visible, own = shared_prefix_layout(tuple(bounds), tuple(prefixes), query.device)
-    output = F.scaled_dot_product_attention(
-        query[0][:, queries].transpose(0, 1), key[0][:, keys].transpose(0, 1), value[0][:, keys].transpose(0, 1),
-        attn_mask=visible, dropout_p=dropout, scale=scaling, enable_gqa=query.shape[1] != key.shape[1],
-    )  # fmt: skip
-    return output.transpose(0, 1).flatten(1, 2)[:, own].unsqueeze(0)
+    batches, order = shared_prefix_layout(tuple(bounds), tuple(prefixes), query.device)
+    parts = [batch_attention(query, key, value, batch, dropout, scaling) for batch in batches]
+    return torch.cat(parts, dim=1)[:, order].unsqueeze(0)
 
 
 def row_attention(query, key, value, bounds: list[int], prefixes: list[int], dropout: float, scaling) -> torch.Tensor:

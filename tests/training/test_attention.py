@@ -1,7 +1,8 @@
 """segment_sdpa: the same logits and gradients as sdpa's block-diagonal mask; padding masks and caches fall back.
 
 Rows of examples of one length take one batched call; boundaries given as ``segment_bounds``
-(the loop's way) give what ``position_ids`` give.
+(the loop's way) give what ``position_ids`` give. Rows holding a shared prefix once give each
+example the attention it gets with the prefix in front of it, whatever mix of lengths they hold.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from rayfleet.training.attention import SEGMENT_SDPA, segment_bounds
+from rayfleet.training.attention import SEGMENT_SDPA, length_groups, row_attention, segment_bounds
 
 
 def test_examples_start_wherever_the_position_does_not_go_up_by_one():
@@ -87,3 +88,36 @@ def test_boundaries_describe_one_row_only(models):
     input_ids, position_ids = packed_batch([[3, 5], [8]])
     with pytest.raises(ValueError, match="one row"):
         models[1](input_ids=input_ids, position_ids=position_ids, use_cache=False, segment_bounds=segment_bounds(position_ids[0]))
+
+
+def test_examples_are_batched_with_others_of_similar_length():
+    assert length_groups([900, 60, 55, 70]) == [[0], [3, 1, 2]], "a long example is not padded with short ones"
+    assert length_groups([10, 10, 10]) == [[0, 1, 2]]
+    assert length_groups([100, 50]) == [[0], [1]], "padding 50 to 100 would add more than a quarter"
+
+
+@pytest.mark.parametrize("lengths", [[40, 6, 9, 5], [12, 12, 12], [7, 30, 4]], ids=["long-first", "alike", "long-later"])
+def test_a_shared_prefix_row_gives_each_example_the_attention_it_gets_with_the_prefix_in_front(lengths):
+    prefix = 4  # the first example holds it (its first 4 tokens); every later example starts at position 4
+    heads, kv_heads, width = 4, 2, 8
+    generator = torch.Generator().manual_seed(0)
+    total = sum(lengths)
+    query = torch.randn(1, heads, total, width, generator=generator, requires_grad=True)
+    key = torch.randn(1, kv_heads, total, width, generator=generator, requires_grad=True)
+    value = torch.randn(1, kv_heads, total, width, generator=generator, requires_grad=True)
+    bounds = [0] + torch.tensor(lengths).cumsum(0).tolist()
+    prefixes = [0] + [prefix] * (len(lengths) - 1)
+    ours = row_attention(query, key, value, bounds, prefixes, 0.0, None)
+    expected = []
+    for start, end, shared in zip(bounds[:-1], bounds[1:], prefixes):
+        keys = torch.cat([key[:, :, :shared], key[:, :, start:end]], dim=2)
+        values = torch.cat([value[:, :, :shared], value[:, :, start:end]], dim=2)
+        whole_query = torch.cat([query[:, :, :shared], query[:, :, start:end]], dim=2)  # the example alone
+        alone = torch.nn.functional.scaled_dot_product_attention(whole_query, keys, values, is_causal=True, enable_gqa=True)
+        expected.append(alone[:, :, shared:])
+    expected = torch.cat(expected, dim=2)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+    weights = torch.randn(ours.shape, generator=generator)
+    gradients = [torch.autograd.grad((result * weights).sum(), (query, key, value)) for result in (ours, expected)]
+    for mine, reference in zip(*gradients):
+        torch.testing.assert_close(mine, reference, atol=1e-5, rtol=1e-4)
