@@ -150,11 +150,11 @@ def main(config: FinetuneBenchConfig) -> dict:
     import ray
     from transformers import AutoTokenizer
 
+    from rayfleet.training.data import pack_examples, shared_token_share
+
     torch.set_num_threads(config.threads)
     model_path = str(resolve_model(config.model))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    from rayfleet.training.data import pack_examples, shared_token_share
-
     examples = demo_examples(config, tokenizer)
     rows = pack_examples(examples, config.pack_length, share_prefix=config.share_prefix)
     ours = report_stage("ours", run_ours(config, model_path, rows))
