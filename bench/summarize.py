@@ -1,6 +1,6 @@
 """Benchmark: naive transformers loop vs the bare vLLM engine vs the full summarization job.
 
-    python -m bench.summarize [documents=16] [max_tokens=160] [content=sections] [repeats=1]
+    python -m bench.summarize [documents=16] [max_tokens=160] [content=sections] [repeats=1] [enforce_eager=true]
 
 All three run on the same real documents (ACL papers from ``aclsum``), model
 (SmolLM2-135M-Instruct, fp32), prompts and token budget, each from a cold process,
@@ -54,6 +54,8 @@ class SummarizeBenchConfig(BaseConfig):
     max_model_len: int = Field(2048, description="Context length for every engine.")
     batch_size: int = Field(32, ge=1, description="Documents per engine batch in the pipeline.")
     repeats: int = Field(1, ge=1, description="Engine and pipeline runs each, alternating; figures are medians.")
+    enforce_eager: bool = Field(
+        True, description="vLLM (engine and pipeline): eager mode; false compiles the model (a ~50 s longer start).")
 
 
 def figures(completion_tokens: int, prompt_tokens: int, seconds: float) -> dict:
@@ -104,7 +106,7 @@ def summarize_in_this_process(request: str, reply: str) -> None:
     if naive:
         engine = create_engine(EngineConfig(kind="transformers", max_model_len=config.max_model_len, transformers_batch_size=1))
     else:
-        engine = create_engine(EngineConfig(kind="vllm", max_model_len=config.max_model_len))
+        engine = create_engine(EngineConfig(kind="vllm", max_model_len=config.max_model_len, enforce_eager=config.enforce_eager))
     summarizer = Summarizer(engine, sampling, SummaryPrompts(), config.max_model_len)
     results = [summarizer.summarize([document])[0] for document in documents] if naive else summarizer.summarize(documents)
     finished_at = time.monotonic()
@@ -131,7 +133,7 @@ def run_pipeline(table, config: SummarizeBenchConfig, sampling: SamplingConfig) 
             input=f"{folder}/docs",
             output=f"{folder}/summaries",
             batch_size=config.batch_size,
-            engine=EngineConfig(kind="vllm", max_model_len=config.max_model_len),
+            engine=EngineConfig(kind="vllm", max_model_len=config.max_model_len, enforce_eager=config.enforce_eager),
             sampling=sampling,
         )
         started = time.monotonic()
@@ -177,6 +179,7 @@ def main(config: SummarizeBenchConfig) -> dict:
         "content": config.content,
         "model": "smollm2-135m-instruct (fp32)",
         "max_tokens": config.max_tokens,
+        "enforce_eager": config.enforce_eager,
         "naive_tokens_per_s": naive["tokens_per_s"],
         "engine_tokens_per_s": engine["tokens_per_s"],
         "pipeline_tokens_per_s": pipeline["tokens_per_s"],
