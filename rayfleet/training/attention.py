@@ -203,7 +203,7 @@ def segment_sdpa_attention(module, query, key, value, attention_mask, dropout=0.
         row_bounds = bounds if bounds is not None else segment_bounds(position_ids[row])
         row_prefixes = prefixes if prefixes is not None else example_prefixes(position_ids[row], row_bounds)
         rows.append(row_attention(query[row : row + 1], key[row : row + 1], value[row : row + 1], row_bounds.tolist(),
-                                  torch.as_tensor(row_prefixes).tolist(), dropout, scaling))  # fmt: skip
+                                  row_prefixes.tolist(), dropout, scaling))  # fmt: skip
     return torch.cat(rows).transpose(1, 2).contiguous(), None
 
 

@@ -279,7 +279,12 @@ def packed_row(examples: list[TokenizedExample], prefix: int = 0) -> dict:
     }
 
 
+def example_tokens(row: dict) -> int:
+    """Tokens of the examples a packed row trains on: a shared prefix counts once per example, as in the data."""
+    return row.get("example_tokens", len(row["input_ids"]))
+
+
 def shared_token_share(rows: list[dict]) -> float:
     """Share of the examples' tokens that shared prefixes leave out of the rows (0 without sharing)."""
-    examples = sum(row.get("example_tokens", len(row["input_ids"])) for row in rows)
+    examples = sum(example_tokens(row) for row in rows)
     return 1 - sum(len(row["input_ids"]) for row in rows) / examples if examples else 0.0

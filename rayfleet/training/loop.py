@@ -28,7 +28,7 @@ from pydantic import Field
 from rayfleet.config import BaseConfig
 from rayfleet.training.attention import example_prefixes, segment_bounds
 from rayfleet.training.checkpoint import TrainState
-from rayfleet.training.data import IGNORE_INDEX
+from rayfleet.training.data import IGNORE_INDEX, example_tokens
 from rayfleet.training.model import causal_lm_of
 
 
@@ -139,11 +139,6 @@ def loss_sum(model, row: dict, device: torch.device) -> tuple[torch.Tensor, int]
         loss = getattr(causal_lm, "compiled_head_loss", head_loss)  # see rayfleet.training.model.compile_model
         total = loss(causal_lm.lm_head, hidden[0, :-1].index_select(0, labelled_on_device), targets)
     return total, len(labelled)
-
-
-def example_tokens(row: dict) -> int:
-    """Tokens of the examples a packed row trains on: a shared prefix counts once per example, as in the data."""
-    return row.get("example_tokens", len(row["input_ids"]))
 
 
 def head_loss(lm_head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
