@@ -84,14 +84,15 @@ class PaddedBatch:
 def length_groups(lengths: list[int], max_padding: float = MAX_PADDING) -> list[list[int]]:
     """Example indices, longest first, grouped so that padding a group to its longest adds at most ``max_padding``."""
     groups: list[list[int]] = []
+    group_tokens = 0
     for index in sorted(range(len(lengths)), key=lambda example: -lengths[example]):
         group = groups[-1] if groups else None
-        if group and lengths[group[0]] * (len(group) + 1) <= (1 + max_padding) * (
-            sum(lengths[member] for member in group) + lengths[index]
-        ):
+        if group and lengths[group[0]] * (len(group) + 1) <= (1 + max_padding) * (group_tokens + lengths[index]):
             group.append(index)
+            group_tokens += lengths[index]
         else:
             groups.append([index])
+            group_tokens = lengths[index]
     return groups
 
 

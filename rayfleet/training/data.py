@@ -257,17 +257,6 @@ def common_prefix_length(first: list[int], second: list[int], limit: int) -> int
     return length
 
 
-def shared_prefix_length(examples: list[TokenizedExample]) -> int:
-    """How many first tokens all ``examples`` have in common, up to the token before the earliest label.
-
-    0 for fewer than two examples (nothing to share).
-    """
-    if len(examples) < 2:
-        return 0
-    limit = max(min(first_label(example) for example in examples) - 1, 0)
-    return min(common_prefix_length(examples[0].input_ids, example.input_ids, limit) for example in examples[1:])
-
-
 def packed_row(examples: list[TokenizedExample], prefix: int = 0) -> dict:
     """One packed row from its examples, their first ``prefix`` tokens (all the same, unlabelled) held once."""
     return {

@@ -15,12 +15,12 @@ from rayfleet.training.data import (
     BadExampleError,
     TokenizedExample,
     dataset_fingerprint,
+    common_prefix_length,
     first_label,
     pack_examples,
     prepare_examples,
     read_sft_rows,
     rows_fingerprint,
-    shared_prefix_length,
     shared_token_share,
     tokenize_conversation,
 )
@@ -99,7 +99,7 @@ def test_packing_wastes_nothing_and_restarts_positions_per_example(tokenizer):
 
 def test_a_row_holds_the_prefix_its_examples_share_once_and_every_label(tokenizer):
     examples = yes_examples(tokenizer)
-    prefix = shared_prefix_length(examples)
+    prefix = expected_prefix(examples)
     assert 0 < prefix < min(first_label(example) for example in examples), "the system prompt and question are shared"
     rows = pack_examples(examples, pack_length=256)
     assert len(rows) < len(pack_examples(examples, pack_length=256, share_prefix=False)), "more examples fit a row"
@@ -125,7 +125,7 @@ def test_each_row_shares_what_its_own_examples_begin_with(tokenizer):
     rows_in = [{"messages": c, "doc_id": "x"} for c in conversations("Answer briefly.", 20) +
                conversations("You are the plant's maintenance assistant; cite the manual.", 20)]  # fmt: skip
     examples, _ = prepare_examples(rows_in, tokenizer, 256, "fail")
-    overall = shared_prefix_length(examples)
+    overall = expected_prefix(examples)
     rows = pack_examples(examples, pack_length=128)
     assert all(len(row["input_ids"]) <= 128 for row in rows)
     shared = [second_example_start(row) for row in rows if row["examples"] > 1]
@@ -143,21 +143,32 @@ def second_example_start(row: dict) -> int:
 
 def test_only_unlabelled_tokens_before_every_examples_first_label_are_shared():
     same = TokenizedExample([1, 2, 3, 4, 5], [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 4, 5])
-    assert shared_prefix_length([same, same]) == 2, "never the token whose hidden state predicts the first label"
-    early = TokenizedExample([1, 2, 9], [IGNORE_INDEX, 2, 9])
-    assert shared_prefix_length([same, early]) == 0
-    assert shared_prefix_length([same, TokenizedExample([1, 7, 3, 4], [IGNORE_INDEX] * 3 + [4])]) == 1
-    assert shared_prefix_length([same]) == 0, "one example shares nothing"
-    assert shared_prefix_length([TokenizedExample([1, 2], [1, 2]), same]) == 0, "labelled from its first token"
+
+    def shared(*examples):
+        [row] = pack_examples(list(examples), pack_length=64)
+        return second_example_start(row)
+
+    assert shared(same, same) == 2, "never the token whose hidden state predicts the first label"
+    assert shared(same, TokenizedExample([1, 2, 9], [IGNORE_INDEX, 2, 9])) == 0
+    assert shared(same, TokenizedExample([1, 7, 3, 4], [IGNORE_INDEX] * 3 + [4])) == 1
+    assert shared(TokenizedExample([1, 2], [1, 2]), same) == 0, "labelled from its first token"
+    [alone] = pack_examples([same], pack_length=64)
+    assert alone["input_ids"] == same.input_ids and alone["position_ids"] == list(range(5)), "one example shares nothing"
     rows = pack_examples([TokenizedExample([1, 2], [1, 2]), same, same], pack_length=9)
     assert sorted(len(row["input_ids"]) for row in rows) == [2, 8], "the two alike share 2 tokens; the other is alone"
+
+
+def expected_prefix(examples: list[TokenizedExample]) -> int:
+    """What all ``examples`` begin with, up to the token before the earliest label: the test's own count."""
+    limit = max(min(first_label(example) for example in examples) - 1, 0)
+    return min(common_prefix_length(examples[0].input_ids, example.input_ids, limit) for example in examples[1:])
 
 
 def test_a_shared_prefix_row_gives_each_example_the_logits_it_gets_alone(tokenizer, tiny_llama_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_path, attn_implementation=SEGMENT_SDPA).eval()
     examples = yes_examples(tokenizer, count=5)
     [row] = pack_examples(examples, pack_length=512)
-    prefix = shared_prefix_length(examples)
+    prefix = expected_prefix(examples)
     assert len(row["input_ids"]) == sum(len(example) for example in examples) - (len(examples) - 1) * prefix
     with torch.no_grad():
         packed = model(input_ids=torch.tensor([row["input_ids"]]), position_ids=torch.tensor([row["position_ids"]]),
@@ -173,7 +184,7 @@ def test_a_shared_prefix_row_gives_each_example_the_logits_it_gets_alone(tokeniz
 
 def examples_in_row_order(row: dict, examples: list[TokenizedExample]) -> list[TokenizedExample]:
     """The examples of a packed row in the order the row holds them (matched by their tokens)."""
-    ordered, offset, prefix = [], 0, shared_prefix_length(examples)
+    ordered, offset, prefix = [], 0, expected_prefix(examples)
     remaining = list(examples)
     while offset < len(row["input_ids"]):
         skip = 0 if not ordered else prefix
