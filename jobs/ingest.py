@@ -1,4 +1,4 @@
-"""Ingestion: files (PDF, HTML, Markdown, text, Office, OpenDocument, EPUB, CSV, e-mail, RTF) -> tables.
+"""Ingestion: files (PDF, HTML, Markdown, text, Office, OpenDocument, EPUB, CSV, e-mail, RTF, images) -> tables.
 
 Run it anywhere the same way::
 
@@ -18,6 +18,9 @@ complete Parquet files under ``output``:
 - ``errors/``: files that gave no document (corrupt, encrypted, no text, legacy or unknown
   type, oversize) with the reason; the run finishes the rest;
 - ``_files/``: the ledger of every file handled (``schemas.FILES_SCHEMA``).
+
+Scanned PDF pages and pictures of text (PNG, JPEG, TIFF...) are read by OCR (``ocr.*``,
+:mod:`rayfleet.text.ocr`).
 
 Exact duplicates (same bytes) are kept once and counted. A rerun skips every file in
 the ledger with the same size and modification time, so it does no work twice and
@@ -50,6 +53,7 @@ from rayfleet.ingestion import (
 )
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.tables import drop_duplicate_ids, new_run_id, read_folder, write_errors, write_table
+from rayfleet.text.ocr import OcrConfig
 from schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, FILES_SCHEMA
 
 logger = logging.getLogger("jobs.ingest")
@@ -75,6 +79,7 @@ class IngestConfig(BaseConfig):
     files_per_batch: int = Field(4, ge=1, description="Files per worker batch (and per committed output file).")
     retry_errors: bool = Field(False, description="Try again files that an earlier run set aside as errors.")
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Chunk size, overlap and tokenizer.")
+    ocr: OcrConfig = Field(default_factory=OcrConfig, description="OCR of scanned PDF pages and image files.")
     workers: WorkerPoolConfig = Field(default_factory=ingest_pool_defaults, description="Parser actor pool sizing.")
     index_output: str | None = Field(
         None, description="Index root to bring up to date with every chunk after the run (jobs.build_index with its "
@@ -98,7 +103,7 @@ class IngestWorker:
     def __init__(self, config: IngestConfig, run_id: str, known_sources: dict[str, str]):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.config, self.run_id, self.known_sources = config, run_id, known_sources
-        self.ingester = FileIngester(config.chunking, config.max_file_bytes, run_id)
+        self.ingester = FileIngester(config.chunking, config.max_file_bytes, run_id, config.ocr)
 
     def __call__(self, batch: pa.Table) -> dict:
         """Ingest the batch's files and commit them; returns the batch's figures for progress.

@@ -21,6 +21,7 @@ from rayfleet.assets import resolve_model
 from rayfleet.config import BaseConfig
 from rayfleet.tables import error_row, utc_now
 from rayfleet.text.chunking import chunk_document
+from rayfleet.text.ocr import OcrConfig
 from rayfleet.text.parsing import ParseError, parse_file
 from rayfleet.text.tokenizer import FastTokenizer
 
@@ -76,8 +77,9 @@ def content_id(data: bytes) -> str:
 class FileIngester:
     """Reads, parses and chunks files; holds the tokenizer so it loads once."""
 
-    def __init__(self, chunking: ChunkingConfig, max_file_bytes: int, run_id: str):
+    def __init__(self, chunking: ChunkingConfig, max_file_bytes: int, run_id: str, ocr: OcrConfig | None = None):
         self.chunking, self.max_file_bytes, self.run_id = chunking, max_file_bytes, run_id
+        self.ocr = ocr or OcrConfig()
         self.tokenizer = FastTokenizer(resolve_model(chunking.tokenizer))
 
     def ingest(self, file: storage.FileEntry, known_sources: dict[str, str]) -> FileResult:
@@ -103,7 +105,7 @@ class FileIngester:
             return FileResult(self._ledger(file, doc_id, outcome))
         started = time.monotonic()
         try:
-            parsed = parse_file(file.uri, data)
+            parsed = parse_file(file.uri, data, self.ocr)
         except ParseError as error:
             return self._failed(file, doc_id, "parse", str(error))
         except Exception as error:  # a parser bug on one file must not stop the run

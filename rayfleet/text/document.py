@@ -34,6 +34,12 @@ MIME_ODT = "application/vnd.oasis.opendocument.text"
 MIME_ODS = "application/vnd.oasis.opendocument.spreadsheet"
 MIME_ODP = "application/vnd.oasis.opendocument.presentation"
 MIME_EPUB = "application/epub+zip"
+MIME_PNG = "image/png"
+MIME_JPEG = "image/jpeg"
+MIME_TIFF = "image/tiff"
+MIME_BMP = "image/bmp"
+MIME_WEBP = "image/webp"
+MIME_GIF = "image/gif"
 # What reading a damaged Office zip raises, from zipfile, zlib, the XML parser or the package readers.
 CORRUPT_PACKAGE_ERRORS = (
     zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, SyntaxError, KeyError, ValueError, TypeError,
@@ -145,6 +151,15 @@ def normalize_text(text: str) -> str:
     """Unix newlines, no NULs or PDFium's soft-hyphen markers, no trailing spaces on lines."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "").replace("\ufffe", "").replace("\x02", "")
     return re.sub(r"[ \t]+\n", "\n", text)
+
+
+def joined_pages(pages: list[str]) -> tuple[str, list[int]]:
+    """Pages' texts joined by :data:`PAGE_SEPARATOR`, and where each page starts in the result."""
+    offsets, position = [], 0
+    for page in pages:
+        offsets.append(position)
+        position += len(page) + len(PAGE_SEPARATOR)
+    return PAGE_SEPARATOR.join(pages), offsets
 
 
 def first_line(text: str) -> str | None:

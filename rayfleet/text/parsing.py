@@ -1,8 +1,9 @@
 """Turning files into text with pages and headings: the type of a file, and the parser that reads it.
 
-Formats (one module each family, :mod:`rayfleet.text.formats`): PDF, HTML, Markdown, EPUB,
-plain text, CSV/TSV, RTF, DOCX, PPTX, XLSX, OpenDocument (ODT, ODS, ODP) and e-mail (``.eml``,
-attachments included). Every parser returns a :class:`ParsedDocument`: the text, where each
+Formats (one module each family, :mod:`rayfleet.text.formats`): PDF (scanned pages by OCR),
+HTML, Markdown, EPUB, plain text, CSV/TSV, RTF, DOCX, PPTX, XLSX, OpenDocument (ODT, ODS, ODP),
+e-mail (``.eml``, attachments included) and pictures of text (PNG, JPEG, TIFF, BMP, WebP, GIF:
+OCR). Every parser returns a :class:`ParsedDocument`: the text, where each
 page starts in it (PDF pages, slides, sheets, EPUB chapters; one page for the rest), and the
 headings found, with their offsets, for chunking.
 
@@ -26,29 +27,37 @@ from rayfleet.text.document import (
     MIME_CSV,
     MIME_DOCX,
     MIME_EMAIL,
+    MIME_BMP,
     MIME_EPUB,
+    MIME_GIF,
     MIME_HTML,
+    MIME_JPEG,
     MIME_MARKDOWN,
     MIME_ODP,
     MIME_ODS,
     MIME_ODT,
     MIME_PDF,
+    MIME_PNG,
     MIME_PPTX,
     MIME_RTF,
     MIME_TEXT,
+    MIME_TIFF,
     MIME_TSV,
+    MIME_WEBP,
     MIME_XLSX,
     OLE_MAGIC,
     Heading,
     ParsedDocument,
     ParseError,
 )
+from rayfleet.text.formats.image import parse_image
 from rayfleet.text.formats.mail import parse_email
 from rayfleet.text.formats.markup import parse_epub, parse_html, parse_markdown
 from rayfleet.text.formats.office import parse_docx, parse_pptx, parse_xlsx
 from rayfleet.text.formats.opendocument import parse_opendocument
 from rayfleet.text.formats.pdf import parse_pdf
 from rayfleet.text.formats.plain import parse_csv, parse_rtf, parse_text, parse_tsv
+from rayfleet.text.ocr import OcrConfig
 
 __all__ = [
     "EXTENSIONS", "Heading", "OLE_MAGIC", "ParseError", "ParsedDocument", "detect_mime_type", "parse_file",
@@ -89,7 +98,20 @@ EXTENSIONS = {
     ".ods": MIME_ODS,
     ".odp": MIME_ODP,
     ".epub": MIME_EPUB,
+    ".png": MIME_PNG,
+    ".jpg": MIME_JPEG,
+    ".jpeg": MIME_JPEG,
+    ".tif": MIME_TIFF,
+    ".tiff": MIME_TIFF,
+    ".bmp": MIME_BMP,
+    ".webp": MIME_WEBP,
+    ".gif": MIME_GIF,
 }
+IMAGE_TYPES = {MIME_PNG, MIME_JPEG, MIME_TIFF, MIME_BMP, MIME_WEBP, MIME_GIF}
+IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", MIME_PNG), (b"\xff\xd8\xff", MIME_JPEG), (b"II*\x00", MIME_TIFF), (b"MM\x00*", MIME_TIFF),
+    (b"GIF87a", MIME_GIF), (b"GIF89a", MIME_GIF),
+)  # fmt: skip
 # Binary formats no parser here reads, with what to save them as instead.
 LEGACY_FORMATS = {".doc": "DOCX", ".xls": "XLSX", ".ppt": "PPTX", ".msg": "an .eml file"}
 EMAIL_HEADER = re.compile(
@@ -114,6 +136,13 @@ def detect_mime_type(name: str, data: bytes) -> str | None:
         return _zip_type(data)
     if head.startswith(b"{\\rtf"):
         return MIME_RTF
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return MIME_WEBP
+    if head.startswith(b"BM") and head[6:10] == bytes(4):  # a bitmap's reserved header bytes are zero
+        return MIME_BMP
+    for magic, mime_type in IMAGE_MAGIC:
+        if head.startswith(magic):
+            return mime_type
     if EMAIL_HEADER.match(head) and re.search(rb"^(from|subject):", head, re.IGNORECASE | re.MULTILINE):
         return MIME_EMAIL
     if not extension and _looks_like_utf8_text(head):
@@ -158,23 +187,37 @@ def _unknown_type_error(name: str, data: bytes) -> ParseError:
     return ParseError(f"unknown file type {posixpath.splitext(name)[1] or '(no extension)'!r}; supported: {supported}")
 
 
-def parse_file(name: str, data: bytes) -> ParsedDocument:
-    """Parse one file's bytes by its type.
+def parse_file(name: str, data: bytes, ocr: OcrConfig | None = None) -> ParsedDocument:
+    """Parse one file's bytes by its type; scanned PDF pages and images through OCR as ``ocr`` says.
 
     Raises:
         ParseError: unknown type, corrupt or encrypted file, or no extractable text.
     """
+    ocr = ocr or OcrConfig()
     mime_type = detect_mime_type(name, data)
     if mime_type is None:
         raise _unknown_type_error(name, data)
-    document = PARSERS[mime_type](data)
+    if mime_type in IMAGE_TYPES:
+        document = parse_image(data, mime_type, ocr)
+    elif mime_type == MIME_PDF:
+        document = parse_pdf(data, ocr)
+    else:
+        document = PARSERS[mime_type](data)
     if not document.text.strip():
-        raise ParseError("no extractable text" + (" (a scanned PDF needs OCR first)" if mime_type == MIME_PDF else ""))
+        raise ParseError("no extractable text" + _no_text_hint(mime_type, ocr))
     return document
 
 
+def _no_text_hint(mime_type: str, ocr: OcrConfig) -> str:
+    if mime_type != MIME_PDF and mime_type not in IMAGE_TYPES:
+        return ""
+    if ocr.enabled:
+        return " (no text layer, and OCR read no text from its pictures)"
+    return " (a scanned PDF needs OCR: ocr.enabled=true)"
+
+
+# Formats read from their bytes alone (PDF and images also take the OCR config: parse_file).
 PARSERS: dict[str, Callable[[bytes], ParsedDocument]] = {
-    MIME_PDF: parse_pdf,
     MIME_HTML: parse_html,
     MIME_MARKDOWN: parse_markdown,
     MIME_TEXT: parse_text,

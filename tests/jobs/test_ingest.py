@@ -18,7 +18,9 @@ from rayfleet import storage
 from rayfleet.config import load_config
 from rayfleet.documents import plan_input
 from rayfleet.tables import read_folder
-from tests.text.samples import PDFS, blank_pdf, docx_bytes, eml_bytes, encrypted_pdf, pptx_bytes, xlsx_bytes
+from tests.text.samples import (
+    PDFS, blank_pdf, docx_bytes, eml_bytes, encrypted_pdf, picture_bytes, pptx_bytes, scanned_pdf, xlsx_bytes,
+)  # fmt: skip
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -27,6 +29,8 @@ MAX_TOKENS = 200
 HTML = b"""<html><head><title>Plotting notes</title></head><body><h1>Plotting notes</h1>
 <p>Use <code>set logscale y</code> to plot growth on a log axis.</p></body></html>"""
 MARKDOWN = b"# Octave tips\n\nRun `octave --eval code` to evaluate code without a session.\n"
+NOTICE = ["Close valve 7 before the pump is opened."]
+SCANNED = ["Inspection of the cooling tower, page one.", "The fan belt showed wear and was replaced."]
 
 
 def upload_corpus(prefix: str) -> None:
@@ -40,6 +44,8 @@ def upload_corpus(prefix: str) -> None:
         "slides/review.pptx": pptx_bytes(),
         "sheets/costs.xlsx": xlsx_bytes(),
         "mail/review.eml": eml_bytes(),
+        "scans/notice.png": picture_bytes(NOTICE, "PNG"),
+        "scans/scanned.pdf": scanned_pdf(SCANNED),
         "bad/corrupt.pdf": b"%PDF-1.4 not a pdf at all",
         "bad/locked.pdf": encrypted_pdf(),
         "bad/scan.pdf": blank_pdf(),
@@ -75,21 +81,24 @@ def test_corpus_is_ingested_with_errors_duplicates_and_incremental_reruns(ray_cl
     by_name = {row["source"].rsplit("/", 1)[-1]: row for row in documents.to_pylist()}
     names = sorted(by_name)
     assert [name for name in names if "refcard" not in name] == [
-        "costs.xlsx", "gnuplot.pdf", "notes.html", "pump.docx", "review.eml", "review.pptx", "tips.md"]  # fmt: skip
-    assert len(names) == 8, "the two copies of the refcard are one document"
+        "costs.xlsx", "gnuplot.pdf", "notes.html", "notice.png", "pump.docx", "review.eml", "review.pptx",
+        "scanned.pdf", "tips.md"]  # fmt: skip
+    assert len(names) == 10, "the two copies of the refcard are one document"
     assert by_name["gnuplot.pdf"]["page_count"] == 311 and by_name["review.pptx"]["page_count"] == 3
     assert "Seal failures fell by a third." in by_name["review.pptx"]["text"]
     assert by_name["costs.xlsx"]["page_count"] == 2 and "seals | 1200" in by_name["costs.xlsx"]["text"]
     assert "impeller | yearly" in by_name["review.eml"]["text"], "the e-mail's DOCX attachment is read too"
     assert "The load command executes each line" in by_name["gnuplot.pdf"]["text"]
     assert by_name["notes.html"]["title"] == "Plotting notes" and by_name["notes.html"]["mime_type"] == "text/html"
-    assert len(set(documents["doc_id"].to_pylist())) == documents.num_rows == 8
+    assert len(set(documents["doc_id"].to_pylist())) == documents.num_rows == 10
+    assert "valve 7" in by_name["notice.png"]["text"] and by_name["notice.png"]["mime_type"] == "image/png"
+    assert "cooling tower" in by_name["scanned.pdf"]["text"], "a scanned page is read by OCR in the job's workers"
 
     errors = read_folder(f"{output}/errors", ["source", "stage", "error"]).to_pylist()
     reasons = {row["source"].rsplit("/", 1)[-1]: row["error"] for row in errors}
     assert set(reasons) == {"corrupt.pdf", "locked.pdf", "scan.pdf", "photo.png", "huge.txt", "budget.xls"}
     assert "corrupt PDF" in reasons["corrupt.pdf"] and "encrypted" in reasons["locked.pdf"]
-    assert "no extractable text" in reasons["scan.pdf"] and "unknown file type" in reasons["photo.png"]
+    assert "no extractable text" in reasons["scan.pdf"] and "unreadable image" in reasons["photo.png"]
     assert "oversize" in reasons["huge.txt"] and "save it as XLSX" in reasons["budget.xls"]
 
     chunks = read_folder(
@@ -102,22 +111,22 @@ def test_corpus_is_ingested_with_errors_duplicates_and_incremental_reruns(ray_cl
     assert len(set(chunks["chunk_id"].to_pylist())) == chunks.num_rows, "no chunk twice (the duplicate's are removed)"
     assert pc.max(chunks["token_count"]).as_py() <= MAX_TOKENS and pc.min(chunks["token_count"]).as_py() >= 1
     assert pc.max(chunks["page_end"]).as_py() == 311
-    assert (first["documents"], first["duplicates"], first["errors"], first["files"]) == (8, 1, 6, 15)
+    assert (first["documents"], first["duplicates"], first["errors"], first["files"]) == (10, 1, 6, 17)
     assert first["system_files_skipped"] == 2, "the lock file and the thumbnail cache are passed over, not errors"
-    assert first["pages"] == 311 + 3 + 3 + 2 + 4 and first["chunks"] == chunks.num_rows
+    assert first["pages"] == 311 + 3 + 3 + 2 + 4 + 1 + 1 and first["chunks"] == chunks.num_rows
 
     # The documents table is a valid input of the summarization job.
     plan = plan_input(f"{output}/documents", "doc_id", "text", set(), "check")
-    assert not plan.errors and plan.todo_rows == 8
+    assert not plan.errors and plan.todo_rows == 10
 
     rerun = ingest(f"{s3_prefix}/raw", output)
-    assert (rerun["files"], rerun["already_done"], rerun["documents"], rerun["chunks"]) == (0, 15, 0, 0)
+    assert (rerun["files"], rerun["already_done"], rerun["documents"], rerun["chunks"]) == (0, 17, 0, 0)
 
     time.sleep(1)  # a new file, and nothing else, is picked up
     storage.write_bytes(f"{s3_prefix}/raw/notes/later.md", b"# Later\n\nA note added after the first run.\n")
     incremental = ingest(f"{s3_prefix}/raw", output)
-    assert (incremental["files"], incremental["documents"], incremental["already_done"]) == (1, 1, 15)
-    assert read_folder(f"{output}/documents", ["doc_id"]).num_rows == 9
+    assert (incremental["files"], incremental["documents"], incremental["already_done"]) == (1, 1, 17)
+    assert read_folder(f"{output}/documents", ["doc_id"]).num_rows == 11
 
 
 def test_ray_job_submit_with_default_config_on_local_paths(ray_cluster, tmp_path):

@@ -295,3 +295,29 @@ def encrypted_odt() -> bytes:
     manifest = zipfile.ZipFile(io.BytesIO(odt_bytes())).read("META-INF/manifest.xml")
     entry = b'<manifest:file-entry manifest:full-path="content.xml"><manifest:encryption-data/></manifest:file-entry>'
     return with_member(odt_bytes(), "META-INF/manifest.xml", manifest.replace(b"</manifest:manifest>", entry + b"</manifest:manifest>"))
+
+
+def page_picture(lines: list[str], width: int = 1000, line_height: int = 48, font_size: int = 30):
+    """A white page with ``lines`` printed on it in black (what a scanner sees), as a PIL image."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=font_size)
+    image = Image.new("RGB", (width, line_height * (len(lines) + 2)), "white")
+    draw = ImageDraw.Draw(image)
+    for number, line in enumerate(lines, 1):
+        draw.text((40, number * line_height), line, fill="black", font=font)
+    return image
+
+
+def picture_bytes(lines: list[str], image_format: str) -> bytes:
+    """``lines`` printed on a page and saved as ``image_format`` (PNG, JPEG, TIFF...)."""
+    buffer = io.BytesIO()
+    page_picture(lines).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def scanned_pdf(lines: list[str]) -> bytes:
+    """A one-page PDF holding only a picture of ``lines``: no text layer, as a scanner writes it."""
+    buffer = io.BytesIO()
+    page_picture(lines).save(buffer, format="PDF", resolution=150)
+    return buffer.getvalue()

@@ -292,7 +292,7 @@ def test_type_is_sniffed_when_the_extension_says_nothing():
     assert [detect_mime_type("file", make()) for make in (odt_bytes, ods_bytes, odp_bytes, epub_bytes)] == [
         MIME_ODT, MIME_ODS, MIME_ODP, MIME_EPUB]  # fmt: skip
     assert detect_mime_type("NOTES", ("abc" + "Überblick\n" * 2000).encode()) == MIME_TEXT  # "Ü" cut at 4 KiB
-    assert detect_mime_type("photo.png", b"\x89PNG\r\n") is None
+    assert detect_mime_type("photo.png", b"\x89PNG\r\n") == "image/png"  # read by OCR: tests/text/test_ocr.py
     assert detect_mime_type("blob", bytes(range(256))) is None
     assert detect_mime_type("data.bin", b"plain words") is None  # an extension we do not read stays unknown
 
@@ -304,7 +304,8 @@ def test_type_is_sniffed_when_the_extension_says_nothing():
         ("truncated.pdf", (PDFS / "refcard-a4.pdf").read_bytes()[:4000], "corrupt PDF"),
         ("locked.pdf", encrypted_pdf(), "encrypted PDF"),
         ("scan.pdf", blank_pdf(), "no extractable text"),
-        ("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(100), "unknown file type '.png'"),
+        ("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(100), "unreadable image"),
+        ("diagram.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>", "unknown file type '.svg'"),
         ("empty.txt", b"   \n\n", "no extractable text"),
         ("binary.txt", b"\x00\x01\x02" * 10, "binary content"),
         ("broken.docx", b"PK\x03\x04 not a zip", "corrupt DOCX"),

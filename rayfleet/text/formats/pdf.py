@@ -1,4 +1,8 @@
-"""PDF through PDFium (``pypdfium2``): text page by page, headings from the outline (bookmarks)."""
+"""PDF through PDFium (``pypdfium2``): text page by page, headings from the outline (bookmarks).
+
+A page with (almost) no text layer that holds an image, a scanned page, is rendered and read
+by OCR (:mod:`rayfleet.text.ocr`) unless the OCR config turns it off.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,21 @@ import re
 
 from rayfleet.text.document import (
     MIME_PDF,
-    PAGE_SEPARATOR,
     Heading,
     ParsedDocument,
     ParseError,
     first_line,
+    joined_pages,
     normalize_text,
 )
+from rayfleet.text.ocr import OcrConfig, read_image
 
 
-def parse_pdf(data: bytes) -> ParsedDocument:
-    """PDF through PDFium: text page by page, headings from the outline (bookmarks)."""
+def parse_pdf(data: bytes, ocr: OcrConfig | None = None) -> ParsedDocument:
+    """PDF through PDFium: text page by page (scanned pages through OCR), headings from the outline."""
     import pypdfium2 as pdfium
 
+    ocr = ocr or OcrConfig()
     try:
         pdf = pdfium.PdfDocument(data)
     except pdfium.PdfiumError as error:
@@ -26,23 +32,43 @@ def parse_pdf(data: bytes) -> ParsedDocument:
             raise ParseError("encrypted PDF: it needs a password") from error
         raise ParseError(f"corrupt PDF: {error}") from error
     try:
-        pages = []
+        pages, scanned = [], 0
         for index in range(len(pdf)):
             page = pdf[index]
             text_page = page.get_textpage()
-            pages.append(normalize_text(text_page.get_text_bounded()).strip())
+            text = normalize_text(text_page.get_text_bounded()).strip()
             text_page.close()
+            if needs_ocr(page, text, ocr):
+                text = ocr_page(page, ocr) or text
+                scanned += 1
+            pages.append(text)
             page.close()
-        offsets, position = [], 0
-        for page_text in pages:
-            offsets.append(position)
-            position += len(page_text) + len(PAGE_SEPARATOR)
-        text = PAGE_SEPARATOR.join(pages)
+        text, offsets = joined_pages(pages)
         headings = _pdf_headings(pdf, text, offsets)
         title = (pdf.get_metadata_dict().get("Title") or "").strip() or first_line(text)
     finally:
         pdf.close()
-    return ParsedDocument(text, title, MIME_PDF, "pypdfium2", offsets, headings)
+    return ParsedDocument(text, title, MIME_PDF, "pypdfium2+rapidocr" if scanned else "pypdfium2", offsets, headings)
+
+
+def ocr_page(page, ocr: OcrConfig) -> str:
+    """The page rendered as a picture and read by OCR."""
+    return normalize_text(read_image(page.render(scale=render_scale(page, ocr)).to_pil(), ocr)).strip()
+
+
+def render_scale(page, ocr: OcrConfig) -> float:
+    """Pixels per PDF point for OCR: ``ocr.dpi``, less for a page so large it would pass ``ocr.max_pixels``."""
+    width, height = page.get_size()
+    return min(ocr.dpi / 72, (ocr.max_pixels / max(width * height, 1.0)) ** 0.5)
+
+
+def needs_ocr(page, text: str, ocr: OcrConfig) -> bool:
+    """A page to OCR: OCR on, fewer text characters than ``ocr.min_text_chars``, and an image on it."""
+    import pypdfium2.raw as pdfium_c
+
+    if not ocr.enabled or len("".join(text.split())) >= ocr.min_text_chars:
+        return False
+    return next(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=8), None) is not None
 
 
 def _pdf_headings(pdf, text: str, page_offsets: list[int]) -> list[Heading]:
