@@ -122,6 +122,7 @@ EMAIL_HEADER = re.compile(
 def detect_mime_type(name: str, data: bytes) -> str | None:
     """The MIME type of a file, by extension, else by its first bytes; None when unknown.
 
+    Pictures are recognised by their bytes only in files with no extension.
     A file with no extension whose bytes are UTF-8 text (``README``, ``NOTES``) is plain text.
     """
     extension = posixpath.splitext(name.lower())[1]
@@ -136,18 +137,22 @@ def detect_mime_type(name: str, data: bytes) -> str | None:
         return _zip_type(data)
     if head.startswith(b"{\\rtf"):
         return MIME_RTF
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return MIME_WEBP
-    if head.startswith(b"BM") and head[6:10] == bytes(4):  # a bitmap's reserved header bytes are zero
-        return MIME_BMP
-    for magic, mime_type in IMAGE_MAGIC:
-        if head.startswith(magic):
-            return mime_type
+    if not extension and (picture := _picture_type(head)):
+        return picture  # only without an extension: camera RAW files (.nef, .dng) open as TIFF too
     if EMAIL_HEADER.match(head) and re.search(rb"^(from|subject):", head, re.IGNORECASE | re.MULTILINE):
         return MIME_EMAIL
     if not extension and _looks_like_utf8_text(head):
         return MIME_TEXT
     return None
+
+
+def _picture_type(head: bytes) -> str | None:
+    """The picture format the first bytes announce (PNG, JPEG, TIFF, GIF, WebP, BMP), if any."""
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return MIME_WEBP
+    if head.startswith(b"BM") and head[6:10] == bytes(4):  # a bitmap's reserved header bytes are zero
+        return MIME_BMP
+    return next((mime_type for magic, mime_type in IMAGE_MAGIC if head.startswith(magic)), None)
 
 
 def _looks_like_utf8_text(head: bytes) -> bool:
@@ -212,7 +217,7 @@ def _no_text_hint(mime_type: str, ocr: OcrConfig) -> str:
     if mime_type != MIME_PDF and mime_type not in IMAGE_TYPES:
         return ""
     if ocr.enabled:
-        return " (no text layer, and OCR read no text from its pictures)"
+        return " (no text layer, and no picture OCR could read)"
     return " (a scanned PDF needs OCR: ocr.enabled=true)"
 
 

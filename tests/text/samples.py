@@ -321,3 +321,26 @@ def scanned_pdf(lines: list[str]) -> bytes:
     buffer = io.BytesIO()
     page_picture(lines).save(buffer, format="PDF", resolution=150)
     return buffer.getvalue()
+
+
+def stamped_scan(lines: list[str], stamp: str) -> bytes:
+    """:func:`scanned_pdf` with ``stamp`` (a page number, a Bates stamp; lines split at ``\\n``) added as
+    real text along the bottom."""
+    import ctypes
+
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    pdf = pdfium.PdfDocument(scanned_pdf(lines))
+    page = pdf[0]
+    for number, stamp_line in enumerate(stamp.split("\n")):
+        text = pdfium_c.FPDFPageObj_NewTextObj(pdf.raw, b"Helvetica", ctypes.c_float(7))
+        encoded = (stamp_line + "\0").encode("utf-16-le")
+        buffer = ctypes.create_string_buffer(encoded, len(encoded))
+        pdfium_c.FPDFText_SetText(text, ctypes.cast(buffer, ctypes.POINTER(pdfium_c.FPDF_WCHAR)))
+        pdfium_c.FPDFPageObj_Transform(text, 1, 0, 0, 1, 5, 5 + 8 * number)
+        pdfium_c.FPDFPage_InsertObject(page.raw, text)
+    pdfium_c.FPDFPage_GenerateContent(page.raw)
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()

@@ -10,7 +10,7 @@ import pytest
 
 from rayfleet.text.ocr import OcrConfig, TextBox, boxes_text, reading_order
 from rayfleet.text.parsing import MIME_PNG, MIME_TIFF, ParseError, detect_mime_type, parse_file
-from tests.text.samples import PDFS, page_picture, picture_bytes, scanned_pdf
+from tests.text.samples import PDFS, page_picture, picture_bytes, scanned_pdf, stamped_scan
 
 NOTICE = ["Replace the gasket every 400 operating hours.", "The north valve leaked on 12 March."]
 
@@ -23,6 +23,12 @@ def squeezed(text: str) -> str:
 def reads_as(found: str, printed: str) -> bool:
     """``found`` is ``printed`` but for a character misread here and there (``4oo`` for ``400``)."""
     return difflib.SequenceMatcher(None, squeezed(found), squeezed(printed)).ratio() >= 0.9
+
+
+def reads_within(found: str, printed: str) -> bool:
+    """``printed`` is in ``found``, in order, but for a character misread here and there."""
+    blocks = difflib.SequenceMatcher(None, squeezed(printed), squeezed(found), autojunk=False).get_matching_blocks()
+    return sum(block.size for block in blocks) >= 0.9 * len(squeezed(printed))
 
 
 def line(left: float, top: float, right: float, text: str, height: float = 20) -> TextBox:
@@ -62,6 +68,13 @@ def test_a_picture_of_text_is_read(image_format):
     assert reads_as(document.text, " ".join(NOTICE)), document.text
     assert document.parser == "rapidocr" and document.page_count == 1
     assert document.title and reads_as(document.title, NOTICE[0])
+
+
+@pytest.mark.parametrize("angle", [90, 180, 270])
+def test_a_page_scanned_upside_down_or_on_its_side_is_turned_back(angle):
+    buffer = io.BytesIO()
+    page_picture(NOTICE).rotate(angle, expand=True).save(buffer, format="PNG")
+    assert reads_as(parse_file("turned.png", buffer.getvalue()).text, " ".join(NOTICE))
 
 
 def test_every_page_of_a_multi_page_tiff_is_a_page():
@@ -109,3 +122,80 @@ def test_pictures_are_recognised_by_their_bytes():
     assert detect_mime_type("download", picture_bytes(NOTICE, "PNG")) == MIME_PNG
     assert detect_mime_type("scan", picture_bytes(NOTICE, "TIFF")) == MIME_TIFF
     assert detect_mime_type("NOTES", b"BMW service notes: change the oil yearly.\n") != "image/bmp"
+
+
+def test_columns_between_lines_across_the_gutter_are_each_read_whole():
+    def column_lines(top: float, side: str) -> list[TextBox]:
+        left = 100 if side == "left" else 540
+        return [line(left, top + 30 * n, left + 380, f"{side} column line {n} below {top:g}") for n in range(3)]
+
+    title = line(100, 0, 920, "A title across both columns of the page")
+    middle = line(100, 130, 920, "A paragraph across the page, one line-gap below the columns")
+    upper = column_lines(30, "left") + column_lines(30, "right")
+    lower = column_lines(160, "left") + column_lines(160, "right")
+    ordered = reading_order([*lower[::-1], middle, *upper, title])
+    assert ordered == [title, *upper, middle, *lower]
+
+
+def test_reading_order_keeps_every_box_once_on_any_layout():
+    import random
+
+    generator = random.Random(7)
+    for _ in range(300):
+        boxes = []
+        for n in range(generator.randint(0, 40)):
+            left, top = generator.uniform(0, 900), generator.uniform(0, 1200)
+            width, height = generator.uniform(0, 500), generator.choice([0, generator.uniform(5, 40)])
+            boxes.append(TextBox(left, top, left + width, top + height, "w" * generator.randint(1, 40) + str(n)))
+        assert sorted(reading_order(boxes), key=id) == sorted(boxes, key=id)
+
+
+def test_many_lines_read_without_deep_recursion():
+    boxes = [line(100, 30 * n, 900, f"line {n} of a very long page") for n in range(3000)]
+    assert reading_order(boxes[::-1]) == boxes
+
+
+
+@pytest.mark.parametrize("stamp", ["12", "ABC-0001234 CONFIDENTIAL"])
+def test_a_scan_with_a_stamped_text_layer_is_still_read(stamp):
+    document = parse_file("stamped.pdf", stamped_scan(NOTICE, stamp))
+    assert document.parser == "pypdfium2+rapidocr"
+    assert reads_within(document.text, " ".join(NOTICE)), document.text
+
+
+def test_a_searchable_scan_keeps_its_own_text_layer():
+    hidden = "\n".join(f"Line {n} of the text an earlier OCR pass left under the picture." for n in range(5))
+    document = parse_file("searchable.pdf", stamped_scan(NOTICE, hidden))
+    assert "Line 4 of the text an earlier OCR pass" in document.text
+    assert document.parser == "pypdfium2", "the hidden text of a scan already OCR'd is kept, not read again"
+
+
+def test_dark_text_on_a_transparent_or_16_bit_picture_stays_dark():
+    import numpy as np
+    from PIL import Image
+
+    grey = page_picture(NOTICE).convert("L")
+    transparent = Image.merge("LA", [Image.new("L", grey.size, 0), grey.point(lambda value: 255 - value)])
+    deep = Image.fromarray(np.where(np.asarray(grey) < 128, 12000, 60000).astype(np.uint16))
+    for picture in (transparent, deep):
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        assert reads_as(parse_file("notice.png", buffer.getvalue()).text, " ".join(NOTICE)), picture.mode
+
+
+def test_an_animation_is_read_from_its_first_frame_and_every_tiff_page_is_size_checked():
+    frames = [page_picture([f"Frame {n} of the welcome banner."]) for n in range(4)]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    document = parse_file("banner.gif", gif.getvalue())
+    assert document.page_count == 1 and reads_as(document.text, "Frame 0 of the welcome banner.")
+    tiff = io.BytesIO()
+    page_picture([]).resize((10, 10)).save(tiff, format="TIFF", save_all=True, append_images=[page_picture(NOTICE)])
+    with pytest.raises(ParseError, match=r"image too large: 1000x192 pixels > ocr.max_pixels=5000"):
+        parse_file("scan.tif", tiff.getvalue(), OcrConfig(max_pixels=5000))
+
+
+def test_a_camera_raw_file_is_not_taken_for_a_picture_of_text():
+    raw = picture_bytes(NOTICE, "TIFF")  # a .nef or .dng starts as a TIFF does
+    with pytest.raises(ParseError, match="unknown file type '.nef'"):
+        parse_file("holiday.nef", raw)

@@ -1,11 +1,13 @@
 """PDF through PDFium (``pypdfium2``): text page by page, headings from the outline (bookmarks).
 
-A page with (almost) no text layer that holds an image, a scanned page, is rendered and read
-by OCR (:mod:`rayfleet.text.ocr`) unless the OCR config turns it off.
+A scanned page is rendered and read by OCR (:mod:`rayfleet.text.ocr`) unless the OCR config
+turns it off: a page holding a picture and (almost) no text layer, or a page mostly covered by
+a picture whose text layer is only a stamp or a page number (see :func:`needs_ocr`).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 
 from rayfleet.text.document import (
@@ -18,6 +20,10 @@ from rayfleet.text.document import (
     normalize_text,
 )
 from rayfleet.text.ocr import OcrConfig, read_image
+
+logger = logging.getLogger(__name__)
+# A picture over at least this share of the page makes the page a scan.
+SCAN_COVERAGE = 0.5
 
 
 def parse_pdf(data: bytes, ocr: OcrConfig | None = None) -> ParsedDocument:
@@ -39,8 +45,8 @@ def parse_pdf(data: bytes, ocr: OcrConfig | None = None) -> ParsedDocument:
             text = normalize_text(text_page.get_text_bounded()).strip()
             text_page.close()
             if needs_ocr(page, text, ocr):
-                text = ocr_page(page, ocr) or text
-                scanned += 1
+                read = ocr_page(page, index, ocr)
+                text, scanned = read or text, scanned + bool(read)
             pages.append(text)
             page.close()
         text, offsets = joined_pages(pages)
@@ -51,9 +57,16 @@ def parse_pdf(data: bytes, ocr: OcrConfig | None = None) -> ParsedDocument:
     return ParsedDocument(text, title, MIME_PDF, "pypdfium2+rapidocr" if scanned else "pypdfium2", offsets, headings)
 
 
-def ocr_page(page, ocr: OcrConfig) -> str:
-    """The page rendered as a picture and read by OCR."""
-    return normalize_text(read_image(page.render(scale=render_scale(page, ocr)).to_pil(), ocr)).strip()
+def ocr_page(page, index: int, ocr: OcrConfig) -> str:
+    """The page rendered as a picture and read by OCR ('' if PDFium cannot render it: its text layer stays)."""
+    import pypdfium2 as pdfium
+
+    try:
+        picture = page.render(scale=render_scale(page, ocr)).to_pil()
+    except pdfium.PdfiumError as error:
+        logger.warning("page %d could not be rendered for OCR (%s); its text layer is kept", index + 1, error)
+        return ""
+    return normalize_text(read_image(picture, ocr)).strip()
 
 
 def render_scale(page, ocr: OcrConfig) -> float:
@@ -63,12 +76,27 @@ def render_scale(page, ocr: OcrConfig) -> float:
 
 
 def needs_ocr(page, text: str, ocr: OcrConfig) -> bool:
-    """A page to OCR: OCR on, fewer text characters than ``ocr.min_text_chars``, and an image on it."""
+    """A page to OCR (OCR on): one holding a picture with fewer than ``ocr.min_text_chars`` text characters,
+    or a scan (a picture over half the page) whose text layer is shorter than ``ocr.scan_text_chars``."""
     import pypdfium2.raw as pdfium_c
 
-    if not ocr.enabled or len("".join(text.split())) >= ocr.min_text_chars:
+    characters = len("".join(text.split()))
+    if not ocr.enabled or characters >= max(ocr.min_text_chars, ocr.scan_text_chars):
         return False
-    return next(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=8), None) is not None
+    pictures = list(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=8))
+    if not pictures:
+        return False
+    return characters < ocr.min_text_chars or picture_coverage(page, pictures) >= SCAN_COVERAGE
+
+
+def picture_coverage(page, pictures) -> float:
+    """The share of the page the pictures cover (their bounds summed, at most 1)."""
+    width, height = page.get_size()
+    covered = 0.0
+    for picture in pictures:
+        left, bottom, right, top = picture.get_bounds()
+        covered += max(min(right, width) - max(left, 0), 0) * max(min(top, height) - max(bottom, 0), 0)
+    return min(covered / max(width * height, 1.0), 1.0)
 
 
 def _pdf_headings(pdf, text: str, page_offsets: list[int]) -> list[Heading]:
