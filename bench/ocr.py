@@ -7,12 +7,14 @@ turned into what a scanner writes: each page rendered at ``scan_dpi`` in greysca
 as a JPEG picture in a PDF with no text layer. The scan goes through the production path,
 :func:`rayfleet.text.parsing.parse_file` (PDFium, then OCR for the page), and its words are
 compared with the original page's text layer, the reference. Prints one JSON line: per page
-the word F1 (bag of words, lower case) and seconds; their mean and the worst page.
+the word F1 (bag of words, lower case), the word order similarity (difflib's ratio over the two
+word sequences: reading order counts) and seconds; their means and the worst page.
 """
 
 from __future__ import annotations
 
 import collections
+import difflib
 import io
 import json
 import re
@@ -61,6 +63,11 @@ def word_f1(reference: str, found: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def word_order_similarity(reference: str, found: str) -> float:
+    """How alike the two word sequences are, order included (1: the same words in the same order)."""
+    return difflib.SequenceMatcher(None, words(reference), words(found), autojunk=False).ratio()
+
+
 def measure_page(pdf, name: str, index: int, config: OcrBenchConfig) -> dict:
     page = pdf[index]
     reference = page.get_textpage().get_text_range()
@@ -68,8 +75,9 @@ def measure_page(pdf, name: str, index: int, config: OcrBenchConfig) -> dict:
     started = time.perf_counter()
     document = parse_file(f"scan-{index}.pdf", scan, config.ocr)
     seconds = time.perf_counter() - started
-    f1 = round(word_f1(reference, document.text), 3)
-    return {"pdf": name, "page": index, "words": len(words(reference)), "f1": f1, "seconds": round(seconds, 2)}
+    f1, order = word_f1(reference, document.text), word_order_similarity(reference, document.text)
+    return {"pdf": name, "page": index, "words": len(words(reference)), "f1": round(f1, 3), "order": round(order, 3),
+            "seconds": round(seconds, 2)}  # fmt: skip
 
 
 def main(config: OcrBenchConfig) -> dict:
@@ -86,6 +94,7 @@ def main(config: OcrBenchConfig) -> dict:
         "pages": len(results),
         "mean_word_f1": round(statistics.mean(result["f1"] for result in results), 3),
         "worst_word_f1": min(result["f1"] for result in results),
+        "mean_word_order_similarity": round(statistics.mean(result["order"] for result in results), 3),
         "mean_seconds_per_page": round(statistics.mean(result["seconds"] for result in results), 2),
         "per_page": results,
     }
