@@ -4,11 +4,12 @@ Requests accept the fields the official ``openai`` client sends; unknown fields 
 ignored as OpenAI does. Fields this server knows but cannot honour (``n`` above 1, tools,
 log probabilities, JSON response formats, ``logit_bias``, ``echo``, ``suffix``,
 ``best_of``) are refused with a 400 that names them when they ask for something, never
-silently dropped: an answer that ignored them would look right and be wrong. Message
-content may be a string or a list of text parts (as newer clients send); the
-``developer`` role is read as ``system``. Responses carry the standard fields plus
-``rayfleet`` extensions (``citations`` on RAG answers), which the client exposes as extra
-attributes.
+silently dropped: an answer that ignored them would look right and be wrong. An explicit
+``null`` means the field's default, as in OpenAI. Message content may be a string or a list
+of text parts (as newer clients send); an assistant message's content may be null (after a
+refusal, say) and reads as empty; the ``developer`` role is read as ``system``. Responses
+carry the standard fields plus ``rayfleet`` extensions (``citations`` on RAG answers), which
+the client exposes as extra attributes.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 MAX_STOP_SEQUENCES = 4  # as OpenAI
+SEED_LIMIT = 2**63  # seeds reach torch generators as signed 64-bit integers
+NO_TOOL_CALLING = "is for tool calling, which this server does not support"
 
 
 class ChatMessage(BaseModel):
@@ -36,13 +39,24 @@ class RequestMessage(BaseModel):
     role: Literal["system", "user", "assistant"] = Field(
         ..., description="Who wrote the message (``developer`` is read as ``system``; tool messages are refused)."
     )
-    content: str = Field(..., description="The message text, or a list of ``{type: text, text}`` parts.")
+    content: str = Field(
+        ..., description="The message text, or a list of ``{type: text, text}`` parts; an assistant's null is empty."
+    )
+    tool_calls: list[dict] | None = Field(None, description="Not supported: refused unless empty.")
+    function_call: dict | None = Field(None, description="Not supported (deprecated tool calls): refused when set.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def assistant_content_may_be_null(cls, message: Any) -> Any:
+        if isinstance(message, dict) and message.get("role") == "assistant" and message.get("content") is None:
+            return {**message, "content": ""}
+        return message
 
     @field_validator("role", mode="before")
     @classmethod
     def developer_is_system(cls, role: Any) -> Any:
         if role in ("tool", "function"):
-            raise ValueError(f"role {role!r} is for tool calling, which this server does not support")
+            raise ValueError(f"role {role!r} {NO_TOOL_CALLING}")
         return "system" if role == "developer" else role
 
     @field_validator("content", mode="before")
@@ -58,6 +72,17 @@ class RequestMessage(BaseModel):
             texts.append(part["text"])
         return "\n".join(texts)
 
+    @model_validator(mode="after")
+    def no_tool_calls(self):
+        if self.tool_calls or self.function_call:
+            field = "tool_calls" if self.tool_calls else "function_call"
+            raise ValueError(f"a message with {field} {NO_TOOL_CALLING}")
+        return self
+
+    def turn(self) -> dict[str, str]:
+        """The message as the chat template reads it: role and content."""
+        return {"role": self.role, "content": self.content}
+
 
 class StreamOptions(BaseModel):
     include_usage: bool = Field(False, description="Send a last chunk with the token usage.")
@@ -71,8 +96,10 @@ class SamplingFields(BaseModel):
     model: str = Field(..., min_length=1, description="rayfleet (routed), rayfleet-<path> or rayfleet-<path>:<adapter>@<version>.")
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (the server's limit applies).")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 is greedy decoding.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    seed: int | None = Field(None, description="Seed for sampled decoding.")
+    top_p: float = Field(1.0, ge=0.0, le=1.0, description="Nucleus sampling mass; 0 is greedy decoding.")
+    seed: int | None = Field(
+        None, ge=0, lt=SEED_LIMIT, description="Seed for sampled decoding; without one each request samples afresh."
+    )
     stream: bool = Field(False, description="Answer as server-sent events, one chunk per delta.")
     stream_options: StreamOptions | None = Field(None, description="Streaming options.")
     user: str | None = Field(None, max_length=256, description="End-user id (used for A/B assignment when no header is sent).")
@@ -84,6 +111,11 @@ class SamplingFields(BaseModel):
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Penalty on tokens already generated, per occurrence.")
     n: int | None = Field(None, description="Choices per request: only 1 is served (send several requests for more).")
     logit_bias: dict[str, float] | None = Field(None, description="Not supported: refused unless empty.")
+
+    @field_validator("temperature", "top_p", "presence_penalty", "frequency_penalty", "stream", mode="before")
+    @classmethod
+    def null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        return cls.model_fields[info.field_name].default if value is None else value
 
     @field_validator("stop")
     @classmethod

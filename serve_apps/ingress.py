@@ -23,6 +23,7 @@ from typing import AsyncIterator, Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
 from transformers import AutoTokenizer
 
 from rayfleet.assets import resolve_model
@@ -166,8 +167,16 @@ class OpenAIServer:
     def models(self) -> ModelList:
         return ModelList(data=[ModelCard(id=name) for name in served_models(self.path_kinds)])
 
+    def model(self, name: str) -> ModelCard:
+        """One model of :meth:`models`, by id (404 for any other)."""
+        card = next((card for card in self.models().data if card.id == name), None)
+        if card is None:
+            served = ", ".join(card.id for card in self.models().data)
+            raise RequestError(404, f"model {name!r} does not exist; served: {served}", "model_not_found")
+        return card
+
     async def chat(self, body: ChatCompletionRequest, headers) -> Response:
-        conversation = [message.model_dump() for message in body.messages]
+        conversation = [message.turn() for message in body.messages]
         prompt_tokens = len(render_prompt_ids(self.tokenizer, conversation))
         request = PathRequest(self.sampling(body, body.max_completion_tokens or body.max_tokens), conversation=conversation)
         return await self.answer("chat.completions", body, request, prompt_tokens, headers)
@@ -184,11 +193,11 @@ class OpenAIServer:
         max_tokens = max_tokens or limits.default_max_tokens
         if max_tokens > limits.max_tokens:
             raise RequestError(400, f"max_tokens {max_tokens} is above this server's limit of {limits.max_tokens}", "max_tokens_too_large")
-        defaults = self.config.sampling
-        return defaults.model_copy(update=dict(
-            max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, stop=body.stop,
-            presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
-            seed=defaults.seed if body.seed is None else body.seed,
+        greedy = body.top_p == 0  # OpenAI's top_p 0 keeps only the likeliest token; vLLM wants top_p > 0
+        return self.config.sampling.model_copy(update=dict(
+            max_tokens=max_tokens, temperature=0.0 if greedy else body.temperature, top_p=1.0 if greedy else body.top_p,
+            stop=body.stop, presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
+            seed=body.seed,  # none: each request samples afresh (SamplingConfig's 0 is for reproducible batch jobs)
         ))  # fmt: skip
 
     def check_prompt(self, prompt_tokens: int) -> None:
@@ -357,7 +366,7 @@ class OpenAIServer:
         return target.model
 
     def response_body(self, outcome: Outcome, chunks: list[PathChunk]) -> ChatCompletionResponse | CompletionResponse:
-        text = "".join(chunk.text for chunk in chunks).strip()
+        text = "".join(chunk.text for chunk in chunks)  # as generated, the same text as the stream
         finish_reason = chunks[-1].finish_reason if chunks else "stop"
         model, citations = self.served_model(outcome), outcome.citations
         if outcome.endpoint == "chat.completions":
@@ -412,6 +421,16 @@ def error_response(status: int, message: str, error_type: str, code: str | None 
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
+def http_error(request: Request, error: HTTPException) -> RequestError:
+    """The client error for what the web framework refuses itself: no such route (404), wrong method (405)."""
+    where = f"{request.method} {request.url.path}"
+    if error.status_code == 404:
+        return RequestError(404, f"no such endpoint: {where} (see /docs for this server's endpoints)", "unknown_url")
+    if error.status_code == 405:
+        return RequestError(405, f"method not allowed: {where}", "method_not_allowed")
+    return RequestError(error.status_code, str(error.detail), None)
+
+
 class ApiKeyMiddleware:
     """Refuses /v1 requests without a valid key with 401, before the body is even read."""
 
@@ -445,6 +464,11 @@ def build_http_app(server: OpenAIServer) -> FastAPI:
         retry = {"Retry-After": str(server.config.ingress.limits.retry_after_s)} if error.status == 503 else None
         return error_response(error.status, error.message, error.error_type, error.code, retry)
 
+    @app.exception_handler(HTTPException)
+    async def framework_error(request: Request, error: HTTPException) -> JSONResponse:
+        refused = http_error(request, error)
+        return error_response(refused.status, refused.message, refused.error_type, refused.code, error.headers)
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
@@ -461,6 +485,12 @@ def build_http_app(server: OpenAIServer) -> FastAPI:
     @app.get("/v1/models", response_model=ModelList, responses={401: ERROR_RESPONSES[401]})
     async def models() -> ModelList:
         return server.models()
+
+    one_model_errors = {status: ERROR_RESPONSES[status] for status in (401, 404)}
+
+    @app.get("/v1/models/{model}", response_model=ModelCard, responses=one_model_errors)
+    async def model(model: str) -> ModelCard:
+        return server.model(model)
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -8,6 +8,7 @@ Llama); broken paths are the FaultInjectionPath.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections import Counter
 from datetime import datetime, timezone
@@ -23,6 +24,7 @@ from rayfleet.config import read_yaml
 from rayfleet.engines.async_vllm import TextDelta
 from rayfleet.engines.base import EngineConfig, SamplingConfig
 from rayfleet.engines.transformers_engine import TransformersEngine
+from schemas.openai_api import ChatCompletionRequest
 from schemas.serving import REQUEST_LOG_SCHEMA
 from serve_apps.auth import ApiKeyChecker
 from serve_apps.config import ABTestConfig, AuthConfig, RequestLogConfig, ServeAppConfig, ServeConfigFile
@@ -302,6 +304,12 @@ def test_ingress_reads_what_newer_clients_send_and_honours_stop(server):
     ({"response_format": {"type": "json_object"}}, "response_format="),
     ({"stop": ["a", "b", "c", "d", "e"]}, "at most 4 stop sequences"),
     ({"messages": [{"role": "tool", "content": "42", "tool_call_id": "1"}]}, "tool calling"),
+    ({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]},
+     "a message with tool_calls is for tool calling"),
+    ({"messages": [{"role": "user", "content": None}]}, "messages.0.content"),
+    ({"seed": 2**63}, "body.seed: Input should be less than 9223372036854775808"),
+    ({"seed": -1}, "body.seed: Input should be greater than or equal to 0"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
      "content part of type 'image_url'"),
 ])  # fmt: skip
@@ -496,3 +504,120 @@ def test_adapter_references_resolve_once_and_moving_ones_follow_the_registry(tmp
     with pytest.raises(RequestError) as refused:
         asyncio.run(resolver.source("qa@9"))
     assert refused.value.status == 404 and resolver.cached("qa@9") is None
+
+
+# -- OpenAI compatibility: what the official API accepts, this server accepts the same way -----------
+
+
+def http_client(server: OpenAIServer) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=build_http_app(server))
+    return httpx.AsyncClient(transport=transport, base_url="http://app", headers={"Authorization": "Bearer k1"})
+
+
+def test_answers_keep_the_text_as_generated_streamed_or_not(server):
+    from serve_apps.ingress import Decision, Outcome
+    from serve_apps.paths import PathChunk
+
+    chunks = [PathChunk(" Paris", 5, 1), PathChunk(" is nice.\n", 5, 3, "stop")]  # as vLLM streams a continuation
+    chat_text = lambda choice: (choice.get("message") or choice["delta"])["content"]  # noqa: E731
+    for endpoint, text_of in (("chat.completions", chat_text), ("completions", lambda choice: choice["text"])):
+        outcome = Outcome(endpoint, "rayfleet-base", False, "sha", None, Decision(Target("base"), "model"), path="base")
+        whole = text_of(server.response_body(outcome, chunks).model_dump()["choices"][0])
+        events = [server.sse_chunk(outcome, "id", 0, chunk, opening=False) for chunk in chunks]
+        streamed = "".join(text_of(json.loads(event.removeprefix("data: "))["choices"][0]) for event in events)
+        assert whole == streamed == " Paris is nice.\n", endpoint
+
+
+def test_null_means_the_default_as_openai_reads_it(server):
+    nulls = {name: None for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "stream", "seed")}
+    request = {"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 4}
+
+    async def scenario():
+        async with http_client(server) as http:
+            with_nulls = await http.post("/v1/chat/completions", json=request | nulls)
+            without = await http.post("/v1/chat/completions", json=request)
+        return with_nulls, without
+
+    with_nulls, without = asyncio.run(scenario())
+    assert with_nulls.status_code == 200, with_nulls.text
+    assert with_nulls.json()["choices"] == without.json()["choices"]  # greedy, not streamed: the defaults
+    assert server.sampling(ChatCompletionRequest.model_validate(request | nulls), 4) == server.sampling(
+        ChatCompletionRequest.model_validate(request), 4
+    )
+
+
+def test_top_p_zero_is_greedy(server):
+    body = ChatCompletionRequest.model_validate(
+        {"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hi"}], "temperature": 1.5, "top_p": 0}
+    )
+    sampling = server.sampling(body, 4)
+    assert (sampling.temperature, sampling.top_p) == (0.0, 1.0)  # vLLM refuses top_p 0
+
+    async def scenario():
+        client = openai_client(server)
+        zero = (await ask(client, model="rayfleet-base", temperature=1.5, top_p=0)).parse()
+        greedy = (await ask(client, model="rayfleet-base")).parse()
+        return zero.choices[0].message.content, greedy.choices[0].message.content
+
+    zero, greedy = asyncio.run(scenario())
+    assert zero == greedy
+
+
+def test_a_request_without_a_seed_samples_afresh_and_one_with_a_seed_keeps_it(server):
+    from rayfleet.engines.vllm_engine import sampling_params
+
+    def sampled(**fields):
+        body = ChatCompletionRequest.model_validate(
+            {"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hi"}], "temperature": 1.0} | fields
+        )
+        return sampling_params(server.sampling(body, 4))  # what the LLM server hands vLLM
+
+    assert sampled().seed is None  # not the batch jobs' fixed seed 0: each request draws its own
+    assert sampled(seed=7).seed == 7 and sampled(seed=2**63 - 1).seed == 2**63 - 1
+    assert SamplingConfig().seed == 0  # batch jobs stay reproducible by default
+
+
+def test_assistant_turns_without_content_read_as_empty(server):
+    turns = [{"content": None}, {}, {"content": ""}, {"content": None, "refusal": "No.", "tool_calls": []}]
+
+    async def scenario():
+        client = openai_client(server)
+        answers = []
+        for turn in turns:
+            thread = [{"role": "user", "content": "Hi"}, {"role": "assistant", **turn}, {"role": "user", "content": "Hm?"}]
+            answers.append(await client.chat.completions.create(model="rayfleet-base", messages=thread, max_tokens=4))
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert len({answer.usage.prompt_tokens for answer in answers}) == 1  # the same prompt every time
+    assert len({answer.choices[0].message.content for answer in answers}) == 1
+
+
+def test_models_can_be_retrieved_one_by_one(server):
+    async def scenario():
+        client = openai_client(server)
+        listed = {model.id: model for model in (await client.models.list()).data}
+        retrieved = {name: await client.models.retrieve(name) for name in listed}
+        with pytest.raises(openai.NotFoundError) as unknown:
+            await client.models.retrieve("gpt-4o")
+        return listed, retrieved, unknown.value
+
+    listed, retrieved, unknown = asyncio.run(scenario())
+    assert retrieved == listed and "rayfleet-base" in retrieved
+    assert unknown.code == "model_not_found" and "'gpt-4o' does not exist" in unknown.message
+
+
+def test_unknown_endpoints_and_methods_answer_in_openais_error_shape(server):
+    async def scenario():
+        async with http_client(server) as http:
+            return (await http.post("/v1/embeddings", json={"model": "rayfleet", "input": "a"}),
+                    await http.get("/v1/chat/completions"), await http.get("/nowhere"))  # fmt: skip
+
+    embeddings, wrong_method, nowhere = asyncio.run(scenario())
+    for response, status in ((embeddings, 404), (wrong_method, 405), (nowhere, 404)):
+        assert response.status_code == status
+        body = response.json()
+        assert list(body) == ["error"] and set(body["error"]) == {"message", "type", "param", "code"}
+    error = embeddings.json()["error"]
+    assert error["type"] == "not_found_error" and "POST /v1/embeddings" in error["message"]
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed" and wrong_method.headers["allow"] == "POST"
