@@ -248,7 +248,7 @@ def update_index(config: BuildIndexConfig) -> dict:
         logger.info("index %s already holds exactly these %d chunks: nothing to do", previous.version, chunks.num_rows)
         report.update(embedded=0, build_mode="unchanged", version=previous.version, rows=previous.row_count)
     else:
-        done = read_column_values(config.embeddings_uri, "embedding_key", drop_unreadable=True)
+        done = read_column_values(config.embeddings_uri, "embedding_key")
         todo = chunks.append_column("embedding_key", pa.array(keys, pa.string())).filter(
             pa.array([key not in done for key in keys])
         )

@@ -297,7 +297,7 @@ def main(config: MakeQaConfig) -> dict:
     started = time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
     storage.ensure_bucket(config.output)
-    done = read_column_values(config.table("_candidates"), "chunk_id", drop_unreadable=True)
+    done = read_column_values(config.table("_candidates"), "chunk_id")
     sources, todo, too_short = plan_chunks(config, done)
     logger.info("%d chunks to generate for, %d already done, %d too short to use", todo, len(done), too_short)
     if todo:

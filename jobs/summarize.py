@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import uuid
 from dataclasses import asdict
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rayfleet import storage
 from rayfleet.assets import folder_fingerprint, resolve_model
 from rayfleet.config import BaseConfig, describe, load_config
-from rayfleet.documents import WorkItem, plan_input, read_work_item, split_item
+from rayfleet.documents import WorkItem, plan_input, read_work_item
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
@@ -49,7 +51,9 @@ class SummarizeConfig(BaseConfig):
     id_column: str = Field("doc_id", description="Column holding each document's unique id.")
     text_column: str = Field("text", description="Column holding each document's text.")
     batch_size: int = Field(32, ge=1, description="Documents per engine batch (and per output file).")
-    rows_per_read_task: int = Field(256, ge=1, description="Most rows one read task handles.")
+    rows_per_read_task: int = Field(
+        256, ge=1, description="Rows a read task decodes at a time (it streams its row group in slices of this size)."
+    )
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine and model.")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=160))
     prompts: SummaryPrompts = Field(default_factory=SummaryPrompts, description="Prompt templates.")
@@ -59,6 +63,31 @@ class SummarizeConfig(BaseConfig):
     @property
     def errors_uri(self) -> str:
         return self.errors_output or storage.join(self.output, "_errors")
+
+    @model_validator(mode="after")
+    def _folders_apart(self) -> "SummarizeConfig":
+        """Every Parquet file under ``output`` is read as a summary: nothing else may live there."""
+        if storage.contains(self.output, self.input) or storage.contains(self.input, self.output):
+            raise ValueError(
+                f"input ({self.input}) and output ({self.output}) overlap; the job would read its own summaries "
+                "as documents or the documents as summaries: give them separate folders"
+            )
+        if self.errors_output and storage.contains(self.output, self.errors_output) and not hidden_under(
+            self.output, self.errors_output
+        ):
+            raise ValueError(
+                f"errors_output ({self.errors_output}) lies under output, where its rows would read as summaries: "
+                "put it elsewhere or in a folder whose name starts with '_' (the default is <output>/_errors)"
+            )
+        return self
+
+
+def hidden_under(folder: str, uri: str) -> bool:
+    """Whether ``uri`` (under ``folder``) sits in a ``_`` or ``.`` folder, which listings skip."""
+    if not storage.is_s3_uri(folder):
+        folder, uri = os.path.abspath(folder), os.path.abspath(uri)
+    relative = uri.rstrip("/")[len(folder.rstrip("/")) :]
+    return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
 
 
 class SummarizeWorker:
@@ -132,16 +161,17 @@ class SummarizeWorker:
         }
 
 
-def read_rows(batch: pa.Table, config: SummarizeConfig, run_id: str) -> pa.Table:
-    """Ray Data task: read the work items of ``batch``; set aside invalid rows."""
-    rows, errors = [], []
+ROWS_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.large_string()), ("source", pa.string()), ("row", pa.int64())])
+
+
+def read_rows(batch: pa.Table, config: SummarizeConfig, run_id: str) -> Iterator[pa.Table]:
+    """Ray Data task: stream the rows of ``batch``'s work items, a slice at a time; set aside invalid rows."""
     for item in batch.column("item").to_pylist():
-        found, invalid = read_work_item(WorkItem(**item), config.id_column, config.text_column, run_id)
-        rows += found
-        errors += invalid
-    write_errors(config.errors_uri, errors)
-    schema = pa.schema([("doc_id", pa.string()), ("text", pa.large_string()), ("source", pa.string()), ("row", pa.int64())])
-    return pa.Table.from_pylist(rows, schema=schema)
+        work = WorkItem(**{**item, "rows": tuple(item["rows"])})
+        for rows, errors in read_work_item(work, config.id_column, config.text_column, run_id, config.rows_per_read_task):
+            write_errors(config.errors_uri, errors)
+            if rows:
+                yield pa.Table.from_pylist(rows, schema=ROWS_SCHEMA)
 
 
 def summarize_dataset(config: SummarizeConfig, items: list[WorkItem], run_id: str, total: int) -> None:
@@ -150,7 +180,7 @@ def summarize_dataset(config: SummarizeConfig, items: list[WorkItem], run_id: st
 
     workers, claim = cluster_pool_size(config.workers)
     logger.info("engine pool: %d worker(s), each claiming %s", workers, claim)
-    work = [{"item": asdict(piece)} for item in items for piece in split_item(item, config.rows_per_read_task)]
+    work = [{"item": asdict(item)} for item in items]
     batch_figures = (
         ray.data.from_items(work, override_num_blocks=len(work))
         .map_batches(read_rows, batch_size=1, batch_format="pyarrow", num_cpus=0.25, fn_kwargs={"config": config, "run_id": run_id})
@@ -198,7 +228,7 @@ def main(config: SummarizeConfig) -> dict:
     started = time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
     storage.ensure_bucket(config.output)
-    done_ids = read_column_values(config.output, "doc_id", drop_unreadable=True)
+    done_ids = read_column_values(config.output, "doc_id")
     plan = plan_input(config.input, config.id_column, config.text_column, done_ids, run_id)
     write_errors(config.errors_uri, plan.errors)
     logger.info(

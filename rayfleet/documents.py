@@ -4,8 +4,13 @@
 sets aside unreadable files, files with missing or mistyped columns, rows without an
 id and repeated ids, each with a reason, and skips ids already done by an earlier run.
 What remains is a list of :class:`WorkItem` (a row group and the rows to take from it)
-that :func:`read_work_item` turns into validated ``(doc_id, text)`` rows, setting aside
-empty and non-UTF-8 texts.
+that :func:`read_work_item` streams, a slice at a time, as validated ``(doc_id, text)``
+rows, setting aside empty and non-UTF-8 texts; a row group that fails to decode part-way
+sets aside the rows not yet read instead of failing the run.
+
+Column types as writers produce them are read as text: ids may be strings or integers,
+and either column may be dictionary-encoded (a pandas ``category``) or a string view (Polars);
+a text column null in every row has Arrow's null type and gives one "empty" error per row.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -69,18 +75,40 @@ def _read_ids(source: str, id_column: str, text_column: str) -> _FileIds:
     found = _FileIds(source)
     try:
         parquet = _open(source)
-        problems = check_columns(parquet.schema_arrow, DOCUMENT_INPUT_COLUMNS, {"doc_id": id_column, "text": text_column})
+        schema = plain_schema(parquet.schema_arrow)
+        problems = check_columns(schema, DOCUMENT_INPUT_COLUMNS, {"doc_id": id_column, "text": text_column})
         if problems:
             found.problem = "; ".join(problems)
             return found
         first_row = 0
         for index in range(parquet.num_row_groups):
-            ids = parquet.read_row_group(index, columns=[id_column]).column(0).to_pylist()
+            ids = pc.cast(parquet.read_row_group(index, columns=[id_column]).column(0), pa.string()).to_pylist()
             found.row_groups.append((first_row, ids))
             first_row += len(ids)
     except Exception as error:  # any failure to read is this file's error, not the run's
         found.problem = f"unreadable Parquet file: {type(error).__name__}: {error}"
     return found
+
+
+def plain_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with dictionary-encoded and view columns shown as the plain type they hold."""
+    return pa.schema([field.with_type(plain_type(field.type)) for field in schema])
+
+
+def plain_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` with dictionary-encoded and view columns decoded to the plain type they hold."""
+    columns = [pc.cast(column, plain_type(column.type)) for column in batch.columns]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def plain_type(data_type: pa.DataType) -> pa.DataType:
+    if pa.types.is_dictionary(data_type):
+        return plain_type(data_type.value_type)
+    if pa.types.is_string_view(data_type):
+        return pa.string()
+    if pa.types.is_binary_view(data_type):
+        return pa.binary()
+    return data_type
 
 
 def plan_input(input_uri: str, id_column: str, text_column: str, done_ids: set[str], run_id: str) -> InputPlan:
@@ -123,17 +151,9 @@ def plan_input(input_uri: str, id_column: str, text_column: str, done_ids: set[s
     return plan
 
 
-def split_item(item: WorkItem, max_rows: int) -> list[WorkItem]:
-    """Split a work item so no task reads more than ``max_rows`` rows (spreads big row groups)."""
-    return [
-        WorkItem(item.source, item.row_group, item.first_row, item.rows[start : start + max_rows])
-        for start in range(0, len(item.rows), max_rows)
-    ]
-
-
 def decode_texts(column: pa.ChunkedArray | pa.Array) -> list[str | None | UnicodeDecodeError]:
     """Decode a text column strictly as UTF-8, row by row; a bad row yields its error."""
-    as_bytes = pc.cast(column, pa.large_binary()) if not pa.types.is_large_binary(column.type) else column
+    as_bytes = column if pa.types.is_large_binary(column.type) else pc.cast(column, pa.large_binary())
     decoded: list = []
     for value in as_bytes.to_pylist():
         if value is None:
@@ -146,23 +166,55 @@ def decode_texts(column: pa.ChunkedArray | pa.Array) -> list[str | None | Unicod
     return decoded
 
 
-def read_work_item(item: WorkItem, id_column: str, text_column: str, run_id: str) -> tuple[list[dict], list[dict]]:
-    """Read and validate the rows of one work item.
+def read_work_item(
+    item: WorkItem, id_column: str, text_column: str, run_id: str, slice_rows: int = 256
+) -> Iterator[tuple[list[dict], list[dict]]]:
+    """Stream the rows of one work item, ``slice_rows`` rows of its row group at a time.
 
-    Returns:
-        ``(rows, errors)``: rows as ``{doc_id, text, source, row}`` dicts, and error rows
-        for texts that are null, empty or not valid UTF-8.
+    Yields:
+        ``(rows, errors)`` per slice: rows as ``{doc_id, text, source, row}`` dicts, and error
+        rows for texts that are null, empty or not valid UTF-8. If the row group fails to
+        read part-way (damaged data, a file changed since planning), the rows not yet read
+        come back as errors with the reason, and the item ends there.
     """
-    group = _open(item.source).read_row_group(item.row_group, columns=[id_column, text_column])
-    local_rows = pa.array([row - item.first_row for row in item.rows], pa.int64())
-    group = group.take(local_rows)
-    ids = group.column(id_column).to_pylist()
-    rows, errors = [], []
-    for row, doc_id, text in zip(item.rows, ids, decode_texts(group.column(text_column))):
+    wanted, pending = set(item.rows), set(item.rows)
+    try:
+        batches = _open(item.source).iter_batches(slice_rows, row_groups=[item.row_group], columns=[id_column, text_column])
+        position = item.first_row
+        for batch in batches:
+            taken = [row for row in range(position, position + batch.num_rows) if row in wanted]
+            if taken:
+                local = pa.array([row - position for row in taken], pa.int64())
+                yield _validated(plain_batch(batch).take(local), taken, item.source, id_column, text_column, run_id)
+                pending.difference_update(taken)
+            position += batch.num_rows
+            if not pending:
+                return
+    except Exception as error:  # one damaged file must not stop the run: its unread rows are set aside
+        reason = f"unreadable Parquet data: {type(error).__name__}: {error}"
+        yield [], [error_row(item.source, reason, "read", run_id, row) for row in sorted(pending)]
+
+
+def _validated(
+    slice_: pa.RecordBatch, rows: list[int], source: str, id_column: str, text_column: str, run_id: str
+) -> tuple[list[dict], list[dict]]:
+    """The slice's rows with a usable text, and an error row for each of the others."""
+    ids = pc.cast(slice_.column(id_column), pa.string()).to_pylist()
+    found, errors = [], []
+    for row, doc_id, text in zip(rows, ids, decode_texts(slice_.column(text_column))):
         if isinstance(text, UnicodeDecodeError):
-            errors.append(error_row(item.source, f"{text_column!r} is not valid UTF-8: {text}", "validate", run_id, row, doc_id))
-        elif text is None or not text.strip():
-            errors.append(error_row(item.source, f"empty {text_column!r}", "validate", run_id, row, doc_id))
+            errors.append(error_row(source, f"{text_column!r} is not valid UTF-8: {text}", "validate", run_id, row, doc_id))
+        elif text is None or is_blank(text):
+            errors.append(error_row(source, f"empty {text_column!r}", "validate", run_id, row, doc_id))
         else:
-            rows.append({"doc_id": doc_id, "text": text, "source": item.source, "row": row})
-    return rows, errors
+            found.append({"doc_id": doc_id, "text": text, "source": source, "row": row})
+    return found, errors
+
+
+# Characters that show nothing: whitespace, and the zero-width ones str.isspace() does not count.
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
+
+
+def is_blank(text: str) -> bool:
+    """No visible character at all."""
+    return not text.strip().strip(INVISIBLE).strip()

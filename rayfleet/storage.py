@@ -15,6 +15,7 @@ file that is renamed into place, so a killed job never leaves half a file.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import uuid
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
+
+logger = logging.getLogger(__name__)
 
 S3_SCHEMES = ("s3", "s3a")
 
@@ -102,7 +105,7 @@ def list_entries(uri: str, suffixes: tuple[str, ...] = ()) -> list[FileEntry]:
     """All files at or under ``uri`` (a file or a folder/prefix), sorted, with their size and mtime.
 
     Hidden and underscore-prefixed names (``_errors/``, ``.tmp``) are skipped, as Parquet
-    dataset readers do.
+    dataset readers do. ``suffixes`` (lower case) match names in any case.
 
     Raises:
         FileNotFoundError: nothing exists at ``uri``.
@@ -121,7 +124,7 @@ def list_entries(uri: str, suffixes: tuple[str, ...] = ()) -> list[FileEntry]:
         relative = entry.path[len(location.path):].lstrip("/")
         if any(part.startswith(("_", ".")) for part in relative.split("/")):
             continue
-        if suffixes and not entry.path.endswith(suffixes):
+        if suffixes and not entry.path.lower().endswith(suffixes):
             continue
         found.append(_entry(location, entry))
     return sorted(found, key=lambda entry: entry.uri)
@@ -133,19 +136,45 @@ def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
 
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+PARQUET_MAGIC = b"PAR1"
 
 
 def list_parquet_files(uri: str) -> list[str]:
-    """The Parquet files at or under ``uri``, sorted.
+    """The Parquet files at or under ``uri``, sorted: names ending ``.parquet``, ``.parq`` or ``.pq``
+    (any case), and names with no extension that start as Parquet does (Hive and Athena write
+    ``000000_0``). Other files are skipped, with a log line saying how many.
 
     Raises:
         FileNotFoundError: nothing exists at ``uri``.
         ValueError: it holds no Parquet file.
     """
-    found = list_files(uri, suffixes=PARQUET_SUFFIXES)
+    entries = list_files(uri)
+    found = [entry for entry in entries if entry.lower().endswith(PARQUET_SUFFIXES) or _bare_parquet(entry)]
+    if len(found) < len(entries):
+        logger.info("skipping %d file(s) under %s that are not Parquet", len(entries) - len(found), uri)
     if not found:
-        raise ValueError(f"no Parquet files (*.parquet) at {uri}")
+        raise ValueError(f"no Parquet files (*.parquet, *.parq, *.pq, or Parquet without an extension) at {uri}")
     return found
+
+
+def _bare_parquet(uri: str) -> bool:
+    """A file with no extension whose first bytes are Parquet's magic."""
+    if "." in posixpath.basename(uri):
+        return False
+    location = resolve(uri)
+    with location.filesystem.open_input_file(location.path) as stream:
+        return stream.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC
+
+
+def contains(folder: str, uri: str) -> bool:
+    """Whether ``uri`` is ``folder`` or lies under it (both local paths, or both ``s3://`` URIs)."""
+    if is_s3_uri(folder) != is_s3_uri(uri):
+        return False
+    if is_s3_uri(folder):
+        parent, child = folder.rstrip("/"), uri.rstrip("/")
+        return child == parent or child.startswith(parent + "/")
+    parent, child = os.path.abspath(folder), os.path.abspath(uri)
+    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
 
 
 def read_bytes(uri: str) -> bytes:

@@ -3,7 +3,9 @@
 A document that fits the model's context is summarized in one call. A longer one is
 split into token-bounded pieces (:mod:`rayfleet.text.chunking`); each piece is
 summarized ("map"), and the piece summaries are summarized together ("reduce"),
-again split and reduced while they do not fit. Nothing is ever silently truncated.
+again split and reduced while they do not fit; a level whose summaries are no shorter
+than its text fails the document with the reason instead of looping. Nothing is ever
+silently truncated.
 All documents of a batch advance level by level, so every engine call is one large
 batch (what continuous batching wants).
 """
@@ -78,6 +80,7 @@ class _Work:
     result: SummaryResult
     pieces: list[str] = field(default_factory=list)
     stage: str = "document"  # document | part | combine
+    tokens: int = 0  # tokens of the text this level summarizes: each reduce level must shrink it
 
 
 class Summarizer:
@@ -148,7 +151,7 @@ class Summarizer:
 
     def _start(self, doc_id: str, text: str) -> _Work:
         input_tokens = self.engine.count_tokens(text)
-        work = _Work(SummaryResult(doc_id=doc_id, summary="", input_tokens=input_tokens))
+        work = _Work(SummaryResult(doc_id=doc_id, summary="", input_tokens=input_tokens), tokens=input_tokens)
         if input_tokens <= self.piece_budget:
             work.pieces, work.stage = [text], "document"
         else:
@@ -162,7 +165,15 @@ class Summarizer:
             return
         work.result.reduce_levels += 1
         combined = "\n\n".join(outputs)
-        if self.engine.count_tokens(combined) <= self.piece_budget:
+        tokens = self.engine.count_tokens(combined)
+        if tokens >= work.tokens:
+            raise ValueError(
+                f"document {work.result.doc_id!r}: the part summaries ({tokens} tokens) are no shorter than what they "
+                f"summarize ({work.tokens}), so map-reduce would never end; raise engine.max_model_len or lower "
+                "sampling.max_tokens"
+            )
+        work.tokens = tokens
+        if tokens <= self.piece_budget:
             work.pieces, work.stage = [combined], "combine"
         else:
             work.pieces, work.stage = split_by_tokens(self.engine.tokenizer, combined, self.piece_budget), "part"

@@ -59,25 +59,34 @@ def read_folder(folder_uri: str, columns: list[str]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def read_column_values(folder_uri: str, column: str, drop_unreadable: bool = False) -> set[str]:
+def read_column_values(folder_uri: str, column: str) -> set[str]:
     """Every value of ``column`` across the Parquet files under ``folder_uri``.
 
-    Args:
-        drop_unreadable: delete files that do not read (a local write cut off by a kill)
-            instead of failing; their rows are then simply done again.
+    A Parquet file without ``column`` (not one of ours: someone else's file in the folder) is
+    skipped with a warning and left alone.
+
+    Raises:
+        OSError: a file that does not read, named, so nothing is done twice or lost on a guess.
     """
     if not storage.exists(folder_uri):
         return set()
     values: set[str] = set()
     for file_uri in storage.list_files(folder_uri, suffixes=(".parquet",)):
-        try:
-            values.update(v for v in read_table(file_uri, columns=[column]).column(column).to_pylist() if v)
-        except (OSError, pa.ArrowInvalid) as error:
-            if not drop_unreadable:
-                raise
-            logger.warning("removing unreadable output file %s (%s); its rows will be redone", file_uri, error)
-            storage.delete(file_uri)
+        table = _read_our_column(file_uri, column)
+        if table is not None:
+            values.update(v for v in table.column(column).to_pylist() if v)
     return values
+
+
+def _read_our_column(file_uri: str, column: str) -> pa.Table | None:
+    """``column`` of one output file; None (with a warning) when the file has no such column."""
+    try:
+        if column not in read_schema(file_uri).names:
+            logger.warning("skipping %s: it has no %r column, so it was not written here (left as it is)", file_uri, column)
+            return None
+        return read_table(file_uri, columns=[column])
+    except (OSError, pa.ArrowInvalid) as error:
+        raise OSError(f"cannot read {file_uri} ({error}); move it out of the output folder or retry") from error
 
 
 def error_row(source: str, error: str, stage: str, run_id: str, row: int | None = None, doc_id: str | None = None) -> dict:
@@ -105,14 +114,17 @@ def drop_duplicate_ids(folder_uri: str, column: str) -> int:
     A batch still in flight when a job is killed can land after the rerun has planned;
     this pass at the end of every run keeps the output exactly-once anyway. The earliest
     file (by name: run ids sort by time) keeps its row; later files are rewritten
-    atomically without theirs.
+    atomically without theirs. Files without ``column`` are not ours and are left alone.
     """
     if not storage.exists(folder_uri):
         return 0
     seen: set[str] = set()
     removed = 0
     for file_uri in storage.list_files(folder_uri, suffixes=(".parquet",)):
-        values = read_table(file_uri, columns=[column]).column(column).to_pylist()
+        ours = _read_our_column(file_uri, column)
+        if ours is None:
+            continue
+        values = ours.column(column).to_pylist()
         keep = [value not in seen for value in values]
         seen.update(values)
         if all(keep):

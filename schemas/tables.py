@@ -23,14 +23,17 @@ TEXT_TYPES = (pa.string(), pa.large_string())
 # Binary text is accepted and decoded as UTF-8 row by row, so one bad row fails alone.
 TEXT_OR_BYTES = TEXT_TYPES + (pa.binary(), pa.large_binary())
 
-# The columns the summarization job needs from a documents table. The ingest job writes
-# more (source URI, title, pages...); extra columns are allowed and ignored.
-DOCUMENT_INPUT_COLUMNS = (
-    ColumnRule("doc_id", TEXT_TYPES, "stable unique id of the document"),
-    ColumnRule("text", TEXT_OR_BYTES, "the document's full text, UTF-8"),
-)
-
 INT_TYPES = (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32())
+
+# The columns the summarization job needs from a documents table. The ingest job writes
+# more (source URI, title, pages...); extra columns are allowed and ignored. Integer ids are
+# read as their decimal text; a text column null in every row has Arrow's null type (its rows
+# are then set aside one by one as empty). Dictionary-encoded and view columns are checked as
+# the type they hold (rayfleet.documents.plain_schema).
+DOCUMENT_INPUT_COLUMNS = (
+    ColumnRule("doc_id", TEXT_TYPES + INT_TYPES + (pa.uint64(),), "stable unique id of the document"),
+    ColumnRule("text", TEXT_OR_BYTES + (pa.null(),), "the document's full text, UTF-8"),
+)
 
 # The columns jobs.build_index needs from a chunks table (written by the ingest job).
 CHUNK_INPUT_COLUMNS = (

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rayfleet.documents import plan_input, read_work_item, split_item
+from rayfleet.documents import plan_input, read_work_item
+
+
+def read_all(plan, slice_rows=256):
+    rows, errors = [], []
+    for item in plan.items:
+        for found, invalid in read_work_item(item, "doc_id", "text", "r", slice_rows):
+            rows += found
+            errors += invalid
+    return rows, errors
 
 
 def write(path, **columns):
@@ -50,11 +61,7 @@ def test_plan_skips_done_ids(dataset):
 
 def test_reading_validates_text(dataset):
     plan = plan_input(str(dataset), "doc_id", "text", done_ids=set(), run_id="r")
-    rows, errors = [], []
-    for item in plan.items:
-        found, invalid = read_work_item(item, "doc_id", "text", "r")
-        rows += found
-        errors += invalid
+    rows, errors = read_all(plan)
     assert {row["doc_id"] for row in rows} == {"a0", "a1", "a3", "a4", "b0"}
     assert {row["doc_id"]: row["text"] for row in rows}["b0"] == "ok"
     reasons = {error["doc_id"]: error["error"] for error in errors}
@@ -64,14 +71,53 @@ def test_reading_validates_text(dataset):
     assert {row["doc_id"]: row["row"] for row in rows}["a4"] == 4
 
 
-def test_split_item_bounds_task_size(dataset):
-    plan = plan_input(str(dataset), "doc_id", "text", done_ids=set(), run_id="r")
-    pieces = [piece for item in plan.items for piece in split_item(item, 1)]
-    assert all(len(piece.rows) == 1 for piece in pieces)
-    assert sum(len(piece.rows) for piece in pieces) == plan.todo_rows
+def test_a_large_row_group_is_streamed_in_slices_with_file_wide_row_numbers(tmp_path):
+    ids = [f"d{i}" for i in range(1000)]
+    pq.write_table(pa.table({"doc_id": ids, "text": [f"text {i}" for i in range(1000)]}), tmp_path / "one.parquet")
+    plan = plan_input(str(tmp_path), "doc_id", "text", done_ids={"d5"}, run_id="r")
+    [item] = plan.items
+    slices = list(read_work_item(item, "doc_id", "text", "r", slice_rows=100))
+    assert len(slices) == 10 and all(len(rows) <= 100 for rows, _ in slices)
+    rows = [row for found, _ in slices for row in found]
+    assert [row["doc_id"] for row in rows] == ids[:5] + ids[6:]
+    assert all(row["row"] == int(row["doc_id"][1:]) for row in rows)
+
+
+def test_a_row_group_damaged_past_its_footer_sets_its_rows_aside_instead_of_failing(tmp_path):
+    path = tmp_path / "damaged.parquet"
+    texts = [os.urandom(300).hex() for _ in range(100)]
+    pq.write_table(pa.table({"doc_id": [f"d{i}" for i in range(100)], "text": texts}), path,
+                   compression="zstd", use_dictionary=False)  # fmt: skip
+    text_chunk = pq.ParquetFile(path).metadata.row_group(0).column(1)
+    data = bytearray(path.read_bytes())
+    middle = text_chunk.data_page_offset + text_chunk.total_compressed_size // 2
+    data[middle : middle + 200] = bytes(byte ^ 0x5A for byte in data[middle : middle + 200])
+    path.write_bytes(bytes(data))
+    plan = plan_input(str(tmp_path), "doc_id", "text", done_ids=set(), run_id="r")
+    assert not plan.errors and plan.todo_rows == 100, "the footer and the id column still read"
+    rows, errors = read_all(plan)
+    assert len(rows) + len(errors) == 100 and len(errors) > 0
+    assert all(error["stage"] == "read" and "unreadable Parquet data" in error["error"] for error in errors)
+    assert sorted(row["row"] for row in rows) + sorted(error["row"] for error in errors) == list(range(100))
+
+
+def test_columns_as_writers_store_them_are_read_as_text(tmp_path):
+    pq.write_table(pa.table({"doc_id": pa.array([1, 2], pa.int64()),
+                             "text": pa.array(["one", "two"]).dictionary_encode()}), tmp_path / "category.parquet")
+    pq.write_table(pa.table({"doc_id": pa.array(["v1"], pa.string_view()),
+                             "text": pa.array(["view text"], pa.string_view())}), tmp_path / "view.parquet")
+    pq.write_table(pa.table({"doc_id": ["n1", "n2"], "text": pa.array([None, None], pa.null())}), tmp_path / "null.parquet")
+    pq.write_table(pa.table({"doc_id": ["z1"], "text": ["\u200b\u200b \ufeff"]}), tmp_path / "zero_width.parquet")
+    plan = plan_input(str(tmp_path), "doc_id", "text", done_ids=set(), run_id="r")
+    assert not plan.errors
+    rows, errors = read_all(plan)
+    assert {row["doc_id"]: row["text"] for row in rows} == {"1": "one", "2": "two", "v1": "view text"}
+    assert {error["doc_id"]: error["error"] for error in errors} == {"n1": "empty 'text'", "n2": "empty 'text'",
+                                                                     "z1": "empty 'text'"}  # fmt: skip
 
 
 def test_no_parquet_files_is_an_error(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(ValueError, match="no Parquet files"):
         plan_input(str(tmp_path), "doc_id", "text", set(), "r")
+

@@ -60,3 +60,22 @@ def test_s3_credentials_come_from_environment(s3_prefix, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
     with pytest.raises(OSError, match="ACCESS_DENIED|Access Denied|403"):
         storage.read_bytes(uri)
+
+
+def test_parquet_files_are_found_by_any_case_suffix_or_by_their_magic_without_one(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for name in ("a.parquet", "B.PARQUET", "c.pq", "000000_0"):
+        pq.write_table(pa.table({"x": [1]}), tmp_path / name)
+    (tmp_path / "README").write_text("not data")
+    (tmp_path / "notes.txt").write_text("not data either")
+    found = [os.path.basename(uri) for uri in storage.list_parquet_files(str(tmp_path))]
+    assert found == ["000000_0", "B.PARQUET", "a.parquet", "c.pq"]
+
+
+def test_contains_tells_a_folder_from_a_sibling_with_the_same_prefix(tmp_path):
+    assert storage.contains("s3://b/proj", "s3://b/proj/docs") and storage.contains("s3://b/proj/", "s3://b/proj")
+    assert not storage.contains("s3://b/proj", "s3://b/project") and not storage.contains("s3://b/proj", str(tmp_path))
+    assert storage.contains(str(tmp_path), str(tmp_path / "out"))
+    assert not storage.contains(str(tmp_path / "a"), str(tmp_path / "ab"))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from rayfleet.engines import EngineConfig, SamplingConfig, create_engine
-from rayfleet.summarization import Summarizer, SummaryPrompts
+from rayfleet.summarization import SAFETY_MARGIN_TOKENS, Summarizer, SummaryPrompts
 
 
 class RecordingEngine:
@@ -70,6 +72,26 @@ def test_long_document_is_mapped_and_reduced_never_truncated(engine, caplog):
 def test_budget_too_small_is_refused(engine):
     with pytest.raises(ValueError, match="Raise engine.max_model_len"):
         Summarizer(engine, SamplingConfig(max_tokens=200), SummaryPrompts(), max_model_len=256)
+
+
+class FaultInjectionNeverShorterEngine(RecordingEngine):
+    """Injects a fault: a model whose every answer is exactly as long as the token budget allows."""
+
+    def generate(self, conversations, sampling):
+        answers = self.engine.generate(conversations, sampling)
+        return [replace(answer, text=" ".join(["cat"] * sampling.max_tokens)) for answer in answers]
+
+
+def test_map_reduce_that_does_not_shrink_fails_the_document_instead_of_looping(engine):
+    sampling = SamplingConfig(max_tokens=16)
+    probe = Summarizer(engine, sampling, SummaryPrompts(), max_model_len=512)
+    scaffolding = 512 - probe.piece_budget - sampling.max_tokens - SAFETY_MARGIN_TOKENS
+    budget = 2 * sampling.max_tokens  # the smallest accepted: two answers and a separator do not fit
+    summarizer = Summarizer(FaultInjectionNeverShorterEngine(engine.engine), sampling, SummaryPrompts(),
+                            max_model_len=scaffolding + sampling.max_tokens + SAFETY_MARGIN_TOKENS + budget)  # fmt: skip
+    assert summarizer.piece_budget == budget
+    with pytest.raises(ValueError, match="no shorter than what they summarize .* never end"):
+        summarizer.summarize([("long", LONG_TEXT)])
 
 
 def test_prompt_without_placeholder_is_refused():

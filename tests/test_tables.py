@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 
 from rayfleet.tables import drop_duplicate_ids, read_column_values, read_folder, write_errors, write_table
 
@@ -17,11 +18,17 @@ def test_duplicates_across_files_keep_the_earliest(tmp_path):
     assert not (tmp_path / "part-3.parquet").exists()
 
 
-def test_unreadable_output_file_is_dropped_when_asked(tmp_path):
-    write_table(str(tmp_path / "good.parquet"), pa.table({"doc_id": ["a"]}))
+def test_foreign_files_in_an_output_folder_are_left_alone_and_unreadable_ones_named(tmp_path):
+    write_table(str(tmp_path / "good.parquet"), pa.table({"doc_id": ["a", "b"]}))
+    write_table(str(tmp_path / "theirs.parquet"), pa.table({"order": [1, 2]}))
+    assert read_column_values(str(tmp_path), "doc_id") == {"a", "b"}
+    write_table(str(tmp_path / "later.parquet"), pa.table({"doc_id": ["b"]}))
+    assert drop_duplicate_ids(str(tmp_path), "doc_id") == 1
+    assert (tmp_path / "theirs.parquet").exists(), "a file this job did not write is never rewritten or removed"
     (tmp_path / "cut.parquet").write_bytes(b"PAR1 half a file")
-    assert read_column_values(str(tmp_path), "doc_id", drop_unreadable=True) == {"a"}
-    assert not (tmp_path / "cut.parquet").exists()
+    with pytest.raises(OSError, match="cannot read .*cut.parquet"):
+        read_column_values(str(tmp_path), "doc_id")
+    assert (tmp_path / "cut.parquet").exists(), "nothing is deleted on a guess"
 
 
 def test_errors_table_rows(tmp_path):
