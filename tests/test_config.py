@@ -74,7 +74,7 @@ def test_every_yaml_config_validates(path):
     # Job configs may leave input/output to the command line; give placeholders for those.
     in_file = read_yaml(path)
     required = [name for name, field in config_class.model_fields.items() if field.is_required() and name not in in_file]
-    placeholders = [f"{name}=placeholder" for name in required]
+    placeholders = [f"{name}=placeholder-{name}" for name in required]  # distinct: input and output may not overlap
     config = load_config(config_class, placeholders + [f"config={path}"])
     assert isinstance(config, config_class)
 
