@@ -110,7 +110,8 @@ class SummarizeWorker:
         ``output`` as a complete file. Returns the batch's figures for progress.
         """
         started = time.monotonic()
-        documents = list(zip(batch["doc_id"], batch["text"]))
+        readable = [not aside for aside in batch["set_aside"]]
+        documents = [(doc_id, text) for doc_id, text, ok in zip(batch["doc_id"], batch["text"], readable) if ok]
         results, errors = self._summarize_isolating_failures(documents, batch)
         sources = dict(zip(batch["doc_id"], batch["source"]))
         if results:
@@ -119,7 +120,7 @@ class SummarizeWorker:
         write_errors(self.config.errors_uri, errors)
         return {
             "summaries": [len(results)],
-            "errors": [len(errors)],
+            "errors": [len(errors) + readable.count(False)],  # rows the read tasks set aside count as done
             "completion_tokens": [sum(result.completion_tokens for result in results)],
             "seconds": [time.monotonic() - started],
         }
@@ -161,7 +162,10 @@ class SummarizeWorker:
         }
 
 
-ROWS_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.large_string()), ("source", pa.string()), ("row", pa.int64())])
+# What read tasks hand the engine pool: each planned row once, those set aside marked (their
+# error rows are already written) so that progress counts them as done.
+ROWS_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.large_string()), ("source", pa.string()),
+                         ("row", pa.int64()), ("set_aside", pa.bool_())])  # fmt: skip
 
 
 def read_rows(batch: pa.Table, config: SummarizeConfig, run_id: str) -> Iterator[pa.Table]:
@@ -170,8 +174,10 @@ def read_rows(batch: pa.Table, config: SummarizeConfig, run_id: str) -> Iterator
         work = WorkItem(**{**item, "rows": tuple(item["rows"])})
         for rows, errors in read_work_item(work, config.id_column, config.text_column, run_id, config.rows_per_read_task):
             write_errors(config.errors_uri, errors)
-            if rows:
-                yield pa.Table.from_pylist(rows, schema=ROWS_SCHEMA)
+            aside = [{"doc_id": e["doc_id"], "text": "", "source": e["source"], "row": e["row"], "set_aside": True}
+                     for e in errors]  # fmt: skip
+            if rows or aside:
+                yield pa.Table.from_pylist([{**row, "set_aside": False} for row in rows] + aside, schema=ROWS_SCHEMA)
 
 
 def summarize_dataset(config: SummarizeConfig, items: list[WorkItem], run_id: str, total: int) -> None:

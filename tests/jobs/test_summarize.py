@@ -46,7 +46,8 @@ def config(tiny_llama_path, input_uri, output_uri, **overrides) -> SummarizeConf
     return load_config(SummarizeConfig, job_arguments(tiny_llama_path, input_uri, output_uri, **overrides))
 
 
-def test_bad_input_goes_to_errors_and_the_rest_is_summarized(ray_cluster, s3_prefix, tiny_llama_path):
+def test_bad_input_goes_to_errors_and_the_rest_is_summarized(ray_cluster, s3_prefix, tiny_llama_path, caplog):
+    caplog.set_level("INFO", logger="jobs.summarize")
     good = documents(f"{s3_prefix}/in", 6)
     write_table(f"{s3_prefix}/in/mistyped.parquet", pa.table({"doc_id": ["m1"], "text": pa.array([1], pa.int64())}))
     write_table(f"{s3_prefix}/in/missing.parquet", pa.table({"doc_id": ["x1"], "content": ["no text column"]}))
@@ -70,6 +71,8 @@ def test_bad_input_goes_to_errors_and_the_rest_is_summarized(ray_cluster, s3_pre
     assert by_source[("rows.parquet", "r-empty")]["row"] == 0
     assert "not valid UTF-8" in by_source[("rows.parquet", "r-bytes")]["error"]
     assert report["summarized"] == 7 and report["errors"] == 5
+    progress = [record.getMessage() for record in caplog.records if record.getMessage().startswith("progress:")]
+    assert progress[-1].startswith("progress: 9/9 documents (100%), 2 errors"), "rows set aside while reading count as done"
 
 
 def test_rerun_of_a_finished_job_does_nothing(ray_cluster, s3_prefix, tiny_llama_path):
