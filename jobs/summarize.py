@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 import uuid
@@ -72,7 +71,7 @@ class SummarizeConfig(BaseConfig):
                 f"input ({self.input}) and output ({self.output}) overlap; the job would read its own summaries "
                 "as documents or the documents as summaries: give them separate folders"
             )
-        if self.errors_output and storage.contains(self.output, self.errors_output) and not hidden_under(
+        if self.errors_output and storage.contains(self.output, self.errors_output) and not storage.hidden_under(
             self.output, self.errors_output
         ):
             raise ValueError(
@@ -80,14 +79,6 @@ class SummarizeConfig(BaseConfig):
                 "put it elsewhere or in a folder whose name starts with '_' (the default is <output>/_errors)"
             )
         return self
-
-
-def hidden_under(folder: str, uri: str) -> bool:
-    """Whether ``uri`` (under ``folder``) sits in a ``_`` or ``.`` folder, which listings skip."""
-    if not storage.is_s3_uri(folder):
-        folder, uri = os.path.abspath(folder), os.path.abspath(uri)
-    relative = uri.rstrip("/")[len(folder.rstrip("/")) :]
-    return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
 
 
 class SummarizeWorker:

@@ -121,13 +121,24 @@ def list_entries(uri: str, suffixes: tuple[str, ...] = ()) -> list[FileEntry]:
     for entry in location.filesystem.get_file_info(selector):
         if entry.type != pafs.FileType.File:
             continue
-        relative = entry.path[len(location.path):].lstrip("/")
-        if any(part.startswith(("_", ".")) for part in relative.split("/")):
+        if is_hidden(entry.path[len(location.path):]):
             continue
         if suffixes and not entry.path.lower().endswith(suffixes):
             continue
         found.append(_entry(location, entry))
     return sorted(found, key=lambda entry: entry.uri)
+
+
+def is_hidden(relative: str) -> bool:
+    """Whether a relative path has a ``_`` or ``.`` name in it, which listings skip."""
+    return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
+
+
+def hidden_under(folder: str, uri: str) -> bool:
+    """Whether ``uri``, at or under ``folder`` (see :func:`contains`), lies where listings of ``folder`` skip."""
+    if not is_s3_uri(folder):
+        folder, uri = os.path.abspath(folder), os.path.abspath(uri)
+    return is_hidden(uri.rstrip("/")[len(folder.rstrip("/")) :])
 
 
 def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:

@@ -80,11 +80,14 @@ def read_column_values(folder_uri: str, column: str) -> set[str]:
 
 def _read_our_column(file_uri: str, column: str) -> pa.Table | None:
     """``column`` of one output file; None (with a warning) when the file has no such column."""
+    location = storage.resolve(file_uri)
     try:
-        if column not in read_schema(file_uri).names:
-            logger.warning("skipping %s: it has no %r column, so it was not written here (left as it is)", file_uri, column)
+        parquet = pq.ParquetFile(location.filesystem.open_input_file(location.path))
+        if column not in parquet.schema_arrow.names:
+            logger.warning("skipping %s: it has no %r column, so it was not written here (left alone)",
+                           file_uri, column)  # fmt: skip
             return None
-        return read_table(file_uri, columns=[column])
+        return parquet.read(columns=[column])
     except (OSError, pa.ArrowInvalid) as error:
         raise OSError(f"cannot read {file_uri} ({error}); move it out of the output folder or retry") from error
 

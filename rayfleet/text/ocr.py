@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from rayfleet.config import BaseConfig
+from rayfleet.text.document import normalize_text
 
 # A column split needs prose on both sides: boxes this long (characters), at the median.
 MIN_COLUMN_LINE_CHARS = 15
@@ -88,7 +89,8 @@ def read_image(image, config: OcrConfig) -> str:
     if looks_turned(lines, config):
         turned = [recognised_lines(upright.rotate(angle, expand=True)) for angle in (90, 180, 270)]
         lines = max([lines, *turned], key=lambda candidate: upright_characters(candidate, config))
-    return boxes_text(reading_order([box for box, score in lines if box.text and score >= config.min_score]))
+    kept = [box for box, score in lines if box.text and score >= config.min_score]
+    return normalize_text(boxes_text(reading_order(kept))).strip()
 
 
 def recognised_lines(image) -> list[tuple[TextBox, float]]:
@@ -101,13 +103,18 @@ def recognised_lines(image) -> list[tuple[TextBox, float]]:
 
 def looks_turned(lines: list[tuple[TextBox, float]], config: OcrConfig) -> bool:
     """Lines found but most not recognised, or standing on end: the page may be upside down or on its side."""
-    upright = sum(score >= config.min_score and box.width >= box.height for box, score in lines)
+    upright = sum(read_across(box, score, config) for box, score in lines)
     return bool(lines) and upright < len(lines) / 2
 
 
 def upright_characters(lines: list[tuple[TextBox, float]], config: OcrConfig) -> int:
     """Characters recognised confidently on lines that run across the page (read in layout order)."""
-    return sum(len(box.text) for box, score in lines if score >= config.min_score and box.width >= box.height)
+    return sum(len(box.text) for box, score in lines if read_across(box, score, config))
+
+
+def read_across(box: TextBox, score: float, config: OcrConfig) -> bool:
+    """A line recognised confidently that runs across the page, not standing on end."""
+    return score >= config.min_score and box.width >= box.height
 
 
 @functools.lru_cache(maxsize=1)

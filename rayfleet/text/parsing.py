@@ -204,8 +204,8 @@ def parse_file(name: str, data: bytes, ocr: OcrConfig | None = None) -> ParsedDo
         raise _unknown_type_error(name, data)
     if mime_type in IMAGE_TYPES:
         document = parse_image(data, mime_type, ocr)
-    elif mime_type == MIME_PDF:
-        document = parse_pdf(data, ocr)
+    elif mime_type in OCR_PARSERS:
+        document = OCR_PARSERS[mime_type](data, ocr)
     else:
         document = PARSERS[mime_type](data)
     if not document.text.strip():
@@ -221,7 +221,9 @@ def _no_text_hint(mime_type: str, ocr: OcrConfig) -> str:
     return " (a scanned PDF needs OCR: ocr.enabled=true)"
 
 
-# Formats read from their bytes alone (PDF and images also take the OCR config: parse_file).
+# Formats that may hold scans or pictures (an e-mail through its attachments) take the OCR config.
+OCR_PARSERS: dict[str, Callable[[bytes, OcrConfig], ParsedDocument]] = {MIME_PDF: parse_pdf, MIME_EMAIL: parse_email}
+# Formats read from their bytes alone (images: parse_image).
 PARSERS: dict[str, Callable[[bytes], ParsedDocument]] = {
     MIME_HTML: parse_html,
     MIME_MARKDOWN: parse_markdown,
@@ -231,7 +233,6 @@ PARSERS: dict[str, Callable[[bytes], ParsedDocument]] = {
     MIME_XLSX: parse_xlsx,
     MIME_CSV: parse_csv,
     MIME_TSV: parse_tsv,
-    MIME_EMAIL: parse_email,
     MIME_RTF: parse_rtf,
     MIME_ODT: parse_opendocument,
     MIME_ODS: parse_opendocument,

@@ -199,3 +199,15 @@ def test_a_camera_raw_file_is_not_taken_for_a_picture_of_text():
     raw = picture_bytes(NOTICE, "TIFF")  # a .nef or .dng starts as a TIFF does
     with pytest.raises(ParseError, match="unknown file type '.nef'"):
         parse_file("holiday.nef", raw)
+
+
+def test_a_picture_attached_to_an_e_mail_is_read_as_the_ocr_config_says():
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["From"], message["Subject"] = "plant@example.com", "Valve notice"
+    message.set_content("See the attached notice.")
+    message.add_attachment(picture_bytes(NOTICE, "PNG"), maintype="image", subtype="png", filename="notice.png")
+    data = message.as_bytes()
+    assert reads_within(parse_file("notice.eml", data).text, " ".join(NOTICE))
+    assert "gasket" not in parse_file("notice.eml", data, OcrConfig(enabled=False)).text.lower()

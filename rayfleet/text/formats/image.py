@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 
-from rayfleet.text.document import MIME_TIFF, ParsedDocument, ParseError, first_line, joined_pages, normalize_text
+from rayfleet.text.document import MIME_TIFF, ParsedDocument, ParseError, first_line, joined_pages
 from rayfleet.text.ocr import OcrConfig, read_image
 
 
@@ -36,7 +36,7 @@ def parse_image(data: bytes, mime_type: str, ocr: OcrConfig | None = None) -> Pa
             if frame.width * frame.height > ocr.max_pixels:
                 size = f"{frame.width}x{frame.height} pixels"
                 raise ParseError(f"image too large: {size} > ocr.max_pixels={ocr.max_pixels}")
-            pages.append(normalize_text(read_image(on_white(ImageOps.exif_transpose(frame)), ocr)).strip())
+            pages.append(read_image(on_white(ImageOps.exif_transpose(frame)), ocr))
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
         if isinstance(error, ParseError):
             raise

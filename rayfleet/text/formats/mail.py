@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from rayfleet.text.document import MIME_EMAIL, ParseError, ParsedDocument, TextBuilder, first_line, normalize_text
 from rayfleet.text.formats.markup import parse_html
+from rayfleet.text.ocr import OcrConfig
 
 EMAIL_SHOWN_HEADERS = ("From", "To", "Cc", "Date")
 
 
-def parse_email(data: bytes) -> ParsedDocument:
+def parse_email(data: bytes, ocr: OcrConfig | None = None) -> ParsedDocument:
     """An e-mail (``.eml``) through the standard library: its subject as a heading, sender, recipients
     and date, the body (plain text, else its HTML as text), then each attachment in a format read here
     (forwarded messages too) under a heading of its file name."""
@@ -30,7 +31,7 @@ def parse_email(data: bytes) -> ParsedDocument:
     builder.add_paragraph("\n".join(f"{name}: {' '.join(value.split())}" for name, value in fields))
     builder.add_paragraph(_email_body_text(message))
     for name, content in attachments:
-        attached = _parse_attachment(name, content)
+        attached = _parse_attachment(name, content, ocr)
         if attached is not None:
             builder.add_heading(2, name)
             builder.add_document(attached, deeper=2)
@@ -70,11 +71,12 @@ def _attachment(part, index: int) -> tuple[str, bytes]:
     return " ".join((part.get_filename() or f"attachment {index}").split()), part.get_payload(decode=True) or b""
 
 
-def _parse_attachment(name: str, data: bytes) -> ParsedDocument | None:
-    """The attachment's text, or None when it is not in a format read here (images, archives...)."""
+def _parse_attachment(name: str, data: bytes, ocr: OcrConfig | None) -> ParsedDocument | None:
+    """The attachment's text (scans and pictures as ``ocr`` says), or None when it is not in a format
+    read here (archives, audio...)."""
     from rayfleet.text.parsing import parse_file  # the dispatcher over every format, this one included
 
     try:
-        return parse_file(name, data)
+        return parse_file(name, data, ocr)
     except Exception:  # unreadable or a parser bug: the message and its other attachments still count
         return None

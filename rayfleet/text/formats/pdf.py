@@ -66,7 +66,7 @@ def ocr_page(page, index: int, ocr: OcrConfig) -> str:
     except pdfium.PdfiumError as error:
         logger.warning("page %d could not be rendered for OCR (%s); its text layer is kept", index + 1, error)
         return ""
-    return normalize_text(read_image(picture, ocr)).strip()
+    return read_image(picture, ocr)
 
 
 def render_scale(page, ocr: OcrConfig) -> float:
