@@ -36,7 +36,9 @@ class SamplingConfig(BaseConfig):
     stop: list[str] = Field(
         default_factory=list, description="Strings that end the reply; the reply is cut before the first one (finish reason stop)."
     )
-    seed: int = Field(0, description="Random seed for sampled (temperature > 0) decoding.")
+    seed: int | None = Field(
+        0, description="Random seed for sampled (temperature > 0) decoding; null samples afresh each call (serving's default)."
+    )
     regex: str | None = Field(
         None, description="Constrain every reply to this regular expression (vLLM structured outputs; the transformers engine refuses it)."
     )

@@ -74,7 +74,7 @@ class TransformersEngine:
             [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device
         )
         greedy = sampling.temperature == 0.0
-        if not greedy:
+        if not greedy and sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         with torch.inference_mode():
             output = self.model.generate(

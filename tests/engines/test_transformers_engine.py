@@ -48,6 +48,12 @@ def test_greedy_is_deterministic_and_sampling_is_seeded(engine):
     assert engine.generate(conversations(2), sampled) == engine.generate(conversations(2), sampled)
 
 
+def test_unseeded_sampling_samples_afresh_each_call(engine):
+    unseeded = SamplingConfig(max_tokens=8, temperature=1.0, seed=None, repetition_penalty=1.0)
+    answers = {tuple(engine.generate(conversations(1), unseeded)[0].token_ids) for _ in range(5)}
+    assert len(answers) > 1  # a random Llama's near-uniform distribution: 5 equal draws of 8 tokens means a fixed seed
+
+
 def test_count_tokens_matches_tokenizer(engine):
     assert engine.count_tokens("hello world") == len(engine.tokenizer("hello world", add_special_tokens=False)["input_ids"])
 
