@@ -25,14 +25,15 @@ recorded beside the version either way.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
+import math
 import sys
 import time
 from typing import Literal
 
-import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from rayfleet import storage
@@ -45,15 +46,16 @@ from rayfleet.evaluation.harness import HarnessConfig, run_harness
 from rayfleet.evaluation.judge import JudgeConfig, parse_verdict
 from rayfleet.evaluation.metrics import rouge_l, score_answer
 from rayfleet.evaluation.report import METRICS, render_report
-from rayfleet.evaluation.stats import bootstrap_mean, rank_agreement
+from rayfleet.evaluation.stats import bootstrap_mean, paired_difference, rank_agreement
 from rayfleet.ray_setup import WorkerPoolConfig, init_ray
 from rayfleet.registry import ArtifactVersion, Registry, RegistryError
 from rayfleet.retrieval.rag import citations_of, fit_to_budget, grounded_conversation
-from rayfleet.tables import new_run_id, read_folder
+from rayfleet.tables import new_run_id, read_input_folder
+from schemas import USER_QA_REQUIRED
 
 logger = logging.getLogger("jobs.evaluate")
 
-QA_COLUMNS = ["question", "answer", "doc_id", "chunk_id", "split"]
+QA_OPTIONAL_COLUMNS = ["chunk_id", "split"]  # a Q&A set without `split` is all held-out
 REFERENCE_COLUMNS = ("reference_challenge", "reference_approach", "reference_outcome")
 
 
@@ -151,19 +153,57 @@ class EvaluateConfig(BaseConfig):
             raise ValueError(f"candidates need distinct names, got {names}")
         if any(candidate.kind == "rag" for candidate in self.candidates) and not self.index:
             raise ValueError("a rag candidate needs `index` (an index root built by jobs.build_index)")
+        gate_metrics = {self.gate.primary_metric, self.gate.guard_metric}
+        if self.gate.enabled and "judge" in gate_metrics and not self.judge.enabled:
+            raise ValueError("the gate uses the judge's score but judge.enabled is false: enable the judge or gate on "
+                             "f1, rouge_l or exact_match")  # fmt: skip
         return self
 
 
 def load_questions(config: EvaluateConfig) -> list[dict]:
-    """The held-out pairs of ``config.split``, a stable sample of ``max_items`` if set."""
+    """The held-out pairs of ``config.split``, a stable sample of ``max_items`` if set.
+
+    Each item's ``references`` lists its acceptable answers: ``answer`` may be a string or a
+    list of strings (several references; every metric takes the best). Pairs without a
+    question, an answer or a ``doc_id`` are dropped and counted in the log.
+    """
     if not storage.exists(config.qa):
         raise FileNotFoundError(f"no Q&A set at {config.qa}: build one with `python -m jobs.make_qa` (see README)")
-    table = read_folder(config.qa, QA_COLUMNS)
-    table = table.filter(pc.equal(table["split"], config.split))
-    items = sorted(table.to_pylist(), key=lambda row: hashlib.sha256(row["question"].encode()).hexdigest())
+    rows = read_input_folder(config.qa, USER_QA_REQUIRED, QA_OPTIONAL_COLUMNS).to_pylist()
+    if any(row["split"] is not None for row in rows):
+        rows = [row for row in rows if row["split"] == config.split]
+    else:
+        logger.warning("the Q&A set at %s has no split column: all %d pairs are scored as held-out", config.qa, len(rows))
+    items, dropped = [], collections.Counter()
+    for row in rows:
+        problem = unusable_pair(row)
+        if problem:
+            dropped[problem] += 1
+        else:
+            items.append({**row, "references": references_of(row["answer"])})
+    if dropped:
+        logger.warning("dropped %d of the %d %r pairs: %s", sum(dropped.values()), len(rows), config.split, dict(dropped))
     if not items:
-        raise ValueError(f"the Q&A set at {config.qa} has no {config.split!r} pairs")
+        raise ValueError(f"the Q&A set at {config.qa} has no usable {config.split!r} pairs")
+    items.sort(key=lambda row: hashlib.sha256(row["question"].encode()).hexdigest())
     return items[: config.max_items] if config.max_items else items
+
+
+def references_of(answer: str | list | None) -> list[str]:
+    """The non-blank reference answers of one pair (``answer`` is a string or a list of them)."""
+    answers = answer if isinstance(answer, list) else [answer]
+    return [text for text in answers if isinstance(text, str) and text.strip()]
+
+
+def unusable_pair(row: dict) -> str | None:
+    """Why a Q&A pair cannot be scored, or None."""
+    if not isinstance(row["question"], str) or not row["question"].strip():
+        return "no question"
+    if not references_of(row["answer"]):
+        return "no answer"
+    if not isinstance(row["doc_id"], str) or not row["doc_id"]:
+        return "no doc_id"
+    return None
 
 
 def resolve_adapters(config: EvaluateConfig) -> dict[str, ArtifactVersion]:
@@ -247,7 +287,7 @@ def judge_answers(config: EvaluateConfig, items: list[dict], answers: dict[str, 
     if not config.judge.enabled:
         return {name: [None] * len(items) for name in names}
     batch = [
-        config.judge.conversation(item["question"], item["answer"], answer)
+        config.judge.conversation(item["question"], " | ".join(item["references"]), answer)
         for name in names
         for item, answer in zip(items, answers[name])
     ]
@@ -260,11 +300,11 @@ def score_items(items: list[dict], answers: dict[str, list], judged: dict[str, l
     """One record per question: the reference, every candidate's answer and its scores."""
     records = []
     for index, item in enumerate(items):
-        record = {"question": item["question"], "reference": item["answer"], "doc_id": item["doc_id"],
+        record = {"question": item["question"], "reference": " | ".join(item["references"]), "doc_id": item["doc_id"],
                   "chunk_id": item["chunk_id"], "answers": {}, "scores": {}, "citations": {}}  # fmt: skip
         for name in answers:
             record["answers"][name] = answers[name][index]
-            record["scores"][name] = {**score_answer(answers[name][index], item["answer"]), "judge": judged[name][index]}
+            record["scores"][name] = {**score_answer(answers[name][index], item["references"]), "judge": judged[name][index]}
             if name in citations:
                 record["citations"][name] = citations[name][index]
         records.append(record)
@@ -300,16 +340,23 @@ def means(intervals: dict[str, dict]) -> dict[str, dict[str, float | None]]:
     return {name: {metric: (value or {}).get("mean") for metric, value in by_metric.items()} for name, by_metric in intervals.items()}
 
 
-def apply_gate(config: EvaluateConfig, adapters: dict[str, ArtifactVersion], scores: dict[str, dict]) -> list[dict]:
-    """Decide, record and (when it passes) promote each evaluated adapter version against its incumbent."""
+def apply_gate(
+    config: EvaluateConfig, adapters: dict[str, ArtifactVersion], records: list[dict], scores: dict[str, dict]
+) -> list[dict]:
+    """Decide, record and (when it passes) promote each evaluated adapter version against its incumbent.
+
+    The best-scoring versions are gated first, so the order of the candidates never decides
+    which of two versions goes live. A decision that cannot be made (a metric missing) is a refusal, recorded.
+    """
     if not config.gate.enabled:
         return []
     registry = Registry(config.registry, kind="adapters")
     base_name = next((c.name for c in config.candidates if c.kind == "base"), None)
+    primary = config.gate.primary_metric
+    ranked = sorted((c for c in config.candidates if c.kind == "adapter"),
+                    key=lambda c: -(scores[c.name][primary] if scores[c.name][primary] is not None else -math.inf))  # fmt: skip
     decisions = []
-    for candidate in config.candidates:
-        if candidate.kind != "adapter":
-            continue
+    for candidate in ranked:
         version = adapters[candidate.name]
         promoted = registry.promoted(version.name)
         if promoted is not None and promoted.version == version.version:
@@ -327,7 +374,11 @@ def apply_gate(config: EvaluateConfig, adapters: dict[str, ArtifactVersion], sco
             decision = {"promote": False, "reason": "no incumbent to compare with: evaluate the base model too"}
         else:
             incumbent = incumbent or base_name
-            decision = decide(scores[candidate.name], scores[incumbent], incumbent, config.gate)
+            try:
+                gain = primary_gain(config, records, candidate.name, incumbent)
+                decision = decide(scores[candidate.name], scores[incumbent], incumbent, config.gate, gain)
+            except ValueError as error:
+                decision = {"promote": False, "incumbent": incumbent, "reason": f"no decision possible: {error}"}
         decision = {**decision, "candidate": version.ref}
         registry.record_decision(version, decision)
         if decision["promote"]:
@@ -337,25 +388,43 @@ def apply_gate(config: EvaluateConfig, adapters: dict[str, ArtifactVersion], sco
     return decisions
 
 
-def score_summaries(config: EvaluateConfig) -> dict:
-    """ROUGE-L (and judge) of summaries against the concatenated human references of each document."""
-    spec = config.summaries
-    summaries = {row["doc_id"]: row["summary"] for row in read_folder(spec.summaries, ["doc_id", "summary"]).to_pylist()}
-    documents = read_folder(spec.documents, ["doc_id", *REFERENCE_COLUMNS]).to_pylist()
-    pairs = [
-        (summaries[doc["doc_id"]], " ".join(doc[column] for column in REFERENCE_COLUMNS if doc.get(column)))
-        for doc in documents
-        if doc["doc_id"] in summaries
-    ]
+def primary_gain(config: EvaluateConfig, records: list[dict], candidate: str, incumbent: str) -> dict[str, float] | None:
+    """The paired bootstrap interval of ``candidate``'s primary-metric gain over ``incumbent``, on the
+    questions both were scored on, resampled by document; None without such questions."""
+    metric, bootstrap = config.gate.primary_metric, config.bootstrap
+    pairs = [(r["scores"][candidate][metric], r["scores"][incumbent][metric], r["doc_id"]) for r in records]
+    pairs = [pair for pair in pairs if pair[0] is not None and pair[1] is not None]
     if not pairs:
-        raise ValueError(f"no summaries in {spec.summaries} match a document with references in {spec.documents}")
+        return None
+    mine, theirs, documents = zip(*pairs)
+    interval = paired_difference(list(mine), list(theirs), bootstrap.samples, bootstrap.confidence, bootstrap.seed,
+                                 groups=list(documents))  # fmt: skip
+    return interval.as_dict()
+
+
+def score_summaries(config: EvaluateConfig) -> dict:
+    """ROUGE-L (and judge) of summaries against the concatenated human references of each document
+    (documents without any reference are left out and counted)."""
+    spec, bootstrap = config.summaries, config.bootstrap
+    summaries = {row["doc_id"]: row["summary"] for row in read_input_folder(spec.summaries, ["doc_id", "summary"]).to_pylist()}
+    documents = read_input_folder(spec.documents, ["doc_id"], REFERENCE_COLUMNS).to_pylist()
+    references = {doc["doc_id"]: " ".join(doc[column] for column in REFERENCE_COLUMNS if doc[column]) for doc in documents}
+    summarized = [doc_id for doc_id in references if summaries.get(doc_id)]
+    pairs = [(summaries[doc_id], references[doc_id]) for doc_id in summarized if references[doc_id].strip()]
+    if not pairs:
+        raise ValueError(f"no summaries in {spec.summaries} match a document with references ({', '.join(REFERENCE_COLUMNS)}) "
+                         f"in {spec.documents}")  # fmt: skip
     rouge = [rouge_l(summary, reference) for summary, reference in pairs]
-    result = {"documents": len(pairs), "rouge_l": bootstrap_mean(rouge, config.bootstrap.samples).as_dict()}
+
+    def interval(values: list[float]) -> dict[str, float]:
+        return bootstrap_mean(values, bootstrap.samples, bootstrap.confidence, bootstrap.seed).as_dict()
+
+    result = {"documents": len(pairs), "without_references": len(summarized) - len(pairs), "rouge_l": interval(rouge)}
     if config.judge.enabled:
         batch = [config.judge.conversation("Summarize the paper.", reference, summary) for summary, reference in pairs]
         replies = generate_on_ray(batch, config.judge.engine, config.judge.sampling, config.workers, config.batch_size)
         judged = [score for score in (parse_verdict(reply.text).score for reply in replies) if score is not None]
-        result["judge"] = bootstrap_mean(judged, config.bootstrap.samples).as_dict() if judged else None
+        result["judge"] = interval(judged) if judged else None
     return result
 
 
@@ -410,7 +479,8 @@ def main(config: EvaluateConfig) -> dict:
         "judge_agreement": judge_agreement(records),
         "judge_model": config.judge.engine.model if config.judge.enabled else None,
     }
-    result["promotion"] = apply_gate(config, adapters, scores)
+    write_outputs(config, result, records)  # the answers and scores are kept, whatever happens next
+    result["promotion"] = apply_gate(config, adapters, records, scores)
     if config.summaries:
         result["summaries"] = score_summaries(config)
     if config.harness.tasks:

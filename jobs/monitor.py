@@ -12,7 +12,8 @@ before it. Drift compares the two: the route distribution, prompt embeddings (a 
 logged by the router, when present), prompt and output lengths (population stability
 index each), the relevance gate's best-passage scores when logged (a fall means users ask about
 what the documents do not hold), and fallback and error rates (two-proportion tests). Measures above their
-thresholds are flagged. For each A/B test in the recent window, every arm gets its
+thresholds are flagged (the route distribution and the rates only when the change is also
+significant at ``thresholds.alpha``: a quiet hour's noise is not drift). For each A/B test in the recent window, every arm gets its
 request count, latency, error and fallback rates with intervals; the arms are compared
 with a significance test and the job says which arm wins or that it is too early.
 
@@ -27,7 +28,10 @@ import datetime as dt
 import html
 import json
 import logging
+import math
 import sys
+from collections import Counter
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -36,9 +40,9 @@ from pydantic import Field
 
 from rayfleet import storage
 from rayfleet.config import BaseConfig, describe, load_config
-from rayfleet.evaluation.drift import categorical_psi, category_shares, embedding_psi, numeric_psi
+from rayfleet.evaluation.drift import categorical_psi, categorical_psi_p_value, category_shares, embedding_psi, numeric_psi
 from rayfleet.evaluation.stats import bootstrap_mean, two_proportion_test, welch_test
-from rayfleet.tables import new_run_id, read_folder
+from rayfleet.tables import new_run_id, read_input_folder
 
 logger = logging.getLogger("jobs.monitor")
 
@@ -58,7 +62,9 @@ class DriftThresholds(BaseConfig):
         0.2, gt=0, description="PSI of the relevance gate's best-passage scores: users asking about what the documents do not hold."
     )
     rate_change: float = Field(0.05, gt=0, description="Absolute change of the fallback or error rate that counts as drift...")
-    alpha: float = Field(0.01, gt=0, lt=1, description="...that is also significant at this level.")
+    alpha: float = Field(
+        0.01, gt=0, lt=1, description="...that is also significant at this level (rates and the route distribution)."
+    )
 
 
 class AbConfig(BaseConfig):
@@ -66,8 +72,9 @@ class AbConfig(BaseConfig):
 
     min_requests_per_arm: int = Field(100, ge=2, description="Below this, the verdict is 'too early'.")
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the arm comparison.")
-    primary_metric: str = Field(
-        "latency_ms", description="latency_ms (lower wins, Welch's t-test) or error_rate (lower wins, z-test)."
+    primary_metric: Literal["latency_ms", "error_rate"] = Field(
+        "latency_ms",
+        description="latency_ms (of answered requests; lower wins, Welch's t-test) or error_rate (lower wins, z-test).",
     )
 
 
@@ -88,28 +95,19 @@ class MonitorConfig(BaseConfig):
 
 
 def read_logs(config: MonitorConfig) -> pa.Table:
+    """The request logs; files from before a column was logged get it as nulls."""
     if not storage.exists(config.logs):
         raise FileNotFoundError(f"no request logs at {config.logs}: point `logs` at the serving app's request_log folder")
-    schema_names = set(pa.unify_schemas([_schema(uri) for uri in storage.list_parquet_files(config.logs)]).names)
-    columns = LOG_COLUMNS + [column for column in (EMBEDDING_COLUMN, RELEVANCE_COLUMN) if column in schema_names]
-    missing = [column for column in LOG_COLUMNS if column not in schema_names]
-    if missing:
-        raise ValueError(f"the logs at {config.logs} lack columns {missing}; expected schemas.REQUEST_LOG_SCHEMA")
-    return read_folder(config.logs, columns)
-
-
-def _schema(uri: str) -> pa.Schema:
-    import pyarrow.parquet as pq
-
-    location = storage.resolve(uri)
-    with location.filesystem.open_input_file(location.path) as handle:
-        return pq.read_schema(handle)
+    try:
+        return read_input_folder(config.logs, LOG_COLUMNS, [EMBEDDING_COLUMN, RELEVANCE_COLUMN])
+    except ValueError as error:
+        raise ValueError(f"{error}; expected schemas.REQUEST_LOG_SCHEMA") from error
 
 
 def windows(config: MonitorConfig, logs: pa.Table) -> tuple[pa.Table, pa.Table, dict]:
     """The baseline rows ``[start, split)``, the recent rows ``[split, until]`` and the bounds."""
     times = logs["created_at"].cast(pa.timestamp("ms", tz="UTC"))
-    until = config.until or pc.max(times).as_py()
+    until = config.until or pc.max(times).as_py() or dt.datetime.now(dt.timezone.utc)  # no rows: now
     if until.tzinfo is None:
         until = until.replace(tzinfo=dt.timezone.utc)
     split = until - dt.timedelta(hours=config.recent_hours)
@@ -134,18 +132,18 @@ def drift_report(config: MonitorConfig, baseline: pa.Table, recent: pa.Table) ->
     """Every drift measure, its threshold and whether it is flagged."""
     limits = config.thresholds
     measures: dict[str, dict] = {}
-    route = categorical_psi(baseline["path"].to_pylist(), recent["path"].to_pylist())
-    measures["route_psi"] = {"value": route, "threshold": limits.route_psi,
-                             "baseline": category_shares(baseline["path"].to_pylist()),
-                             "recent": category_shares(recent["path"].to_pylist())}  # fmt: skip
+    routes_before, routes_after = baseline["path"].to_pylist(), recent["path"].to_pylist()
+    route, route_p = categorical_psi(routes_before, routes_after), categorical_psi_p_value(routes_before, routes_after)
+    measures["route_psi"] = {"value": route, "threshold": limits.route_psi, "p_value": route_p,
+                             "flagged": route is not None and route > limits.route_psi and route_p < limits.alpha,
+                             "baseline": category_shares(routes_before), "recent": category_shares(routes_after)}  # fmt: skip
     for column in ("prompt_tokens", "completion_tokens"):
         value = numeric_psi(baseline[column].to_pylist(), recent[column].to_pylist())
         measures[f"{column}_psi"] = {"value": value, "threshold": limits.length_psi,
                                      "baseline_mean": _mean(baseline[column]), "recent_mean": _mean(recent[column])}  # fmt: skip
-    if EMBEDDING_COLUMN in recent.column_names:
-        value = embedding_psi(_embeddings(baseline), _embeddings(recent))
-        measures["prompt_embedding_psi"] = {"value": value, "threshold": limits.embedding_psi}
-    if RELEVANCE_COLUMN in recent.column_names:
+    if recent[EMBEDDING_COLUMN].null_count < recent.num_rows:
+        measures["prompt_embedding_psi"] = embedding_measure(baseline, recent, limits.embedding_psi)
+    if recent[RELEVANCE_COLUMN].null_count < recent.num_rows:
         before, after = (rows[RELEVANCE_COLUMN].drop_null().to_pylist() for rows in (baseline, recent))
         measures["relevance_psi"] = {"value": numeric_psi(before, after), "threshold": limits.relevance_psi,
                                      "baseline_mean": _mean(baseline[RELEVANCE_COLUMN]),
@@ -157,7 +155,8 @@ def drift_report(config: MonitorConfig, baseline: pa.Table, recent: pa.Table) ->
         rate_after = hits_after / total_after if total_after else None
         test = two_proportion_test((hits_after, hits_before), (total_after, total_before))
         change = rate_after - rate_before if rate_before is not None and rate_after is not None else None
-        flagged = change is not None and abs(change) >= limits.rate_change and (test["p_value"] or 1) < limits.alpha
+        significant = test["p_value"] is not None and test["p_value"] < limits.alpha  # p 0.0 is the most significant
+        flagged = change is not None and abs(change) >= limits.rate_change and significant
         measures[name] = {"value": change, "baseline": rate_before, "recent": rate_after, "p_value": test["p_value"],
                           "threshold": limits.rate_change, "flagged": flagged}  # fmt: skip
     for name, measure in measures.items():
@@ -171,9 +170,24 @@ def _mean(column: pa.ChunkedArray) -> float | None:
     return float(value) if value is not None else None
 
 
+def embedding_measure(baseline: pa.Table, recent: pa.Table, threshold: float) -> dict:
+    """The prompt-embedding PSI; not comparable (no value, a note) when the two windows were
+    projected to different sizes (the router's ``embedding_dims`` changed between them)."""
+    before, after = _embeddings(baseline), _embeddings(recent)
+    if before.size and after.size and before.shape[1] != after.shape[1]:
+        return {"value": None, "threshold": threshold,
+                "note": f"not comparable: the baseline was logged with {before.shape[1]} dimensions, "
+                        f"the recent window with {after.shape[1]} (embedding_dims changed)"}  # fmt: skip
+    return {"value": embedding_psi(before, after), "threshold": threshold}
+
+
 def _embeddings(rows: pa.Table) -> np.ndarray:
+    """The window's logged embeddings of its most common size (a config change mid-window logs two)."""
     vectors = [vector for vector in rows[EMBEDDING_COLUMN].to_pylist() if vector]
-    return np.asarray(vectors, dtype=float) if vectors else np.zeros((0, 0))
+    if not vectors:
+        return np.zeros((0, 0))
+    size, _ = Counter(len(vector) for vector in vectors).most_common(1)[0]
+    return np.asarray([vector for vector in vectors if len(vector) == size], dtype=float)
 
 
 def ab_report(config: MonitorConfig, recent: pa.Table) -> dict[str, dict]:
@@ -184,7 +198,8 @@ def ab_report(config: MonitorConfig, recent: pa.Table) -> dict[str, dict]:
         arms = {}
         for arm in sorted({arm for arm in rows["arm"].to_pylist() if arm}):
             arm_rows = rows.filter(pc.equal(rows["arm"], arm))
-            latency = [value for value in arm_rows["latency_ms"].to_pylist() if value is not None]
+            answered = zip(arm_rows["latency_ms"].to_pylist(), arm_rows["status"].to_pylist())
+            latency = [value for value, status in answered if value is not None and status is not None and status < 400]
             arm_rates = rates(arm_rows)
             arms[arm] = {
                 "requests": arm_rows.num_rows,
@@ -217,7 +232,7 @@ def ab_verdict(config: AbConfig, arms: dict[str, dict]) -> dict:
     result = {"primary_metric": config.primary_metric, "p_value": test["p_value"]}
     if small:
         return {**result, "verdict": "too_early", "reason": f"arms {small} have under {config.min_requests_per_arm} requests"}
-    if test["p_value"] is None or test["p_value"] >= config.alpha:
+    if test["p_value"] is None or math.isnan(test["p_value"]) or test["p_value"] >= config.alpha:
         return {**result, "verdict": "too_early", "reason": f"no significant difference (p = {test['p_value']})"}
     winner = first_name if first_value < second_value else second_name
     return {**result, "verdict": "winner", "winner": winner,

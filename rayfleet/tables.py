@@ -59,6 +59,33 @@ def read_folder(folder_uri: str, columns: list[str]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="permissive")
 
 
+def read_input_folder(uri: str, required: Iterable[str], optional: Iterable[str] = ()) -> pa.Table:
+    """A user's Parquet input (one file or a folder/prefix; every Parquet naming that
+    :func:`storage.list_parquet_files` finds): ``required`` columns, plus each ``optional`` column,
+    null in files that lack it. Files written by different tools or versions may differ in
+    their other columns.
+
+    Raises:
+        FileNotFoundError: nothing at ``uri``.
+        ValueError: no Parquet file there, or a file lacks a required column (named, with the columns it has).
+    """
+    required, optional = list(required), list(optional)
+    if not storage.exists(uri):
+        raise FileNotFoundError(f"no Parquet input at {uri}")
+    tables = []
+    for file_uri in storage.list_parquet_files(uri):
+        names = read_schema(file_uri).names
+        missing = [column for column in required if column not in names]
+        if missing:
+            raise ValueError(f"{file_uri} lacks column(s) {missing}; it has {names}")
+        table = read_table(file_uri, required + [column for column in optional if column in names])
+        for column in optional:
+            if column not in names:
+                table = table.append_column(column, pa.nulls(table.num_rows))
+        tables.append(table.select(required + optional))
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
 def read_column_values(folder_uri: str, column: str) -> set[str]:
     """Every value of ``column`` across the Parquet files under ``folder_uri``.
 

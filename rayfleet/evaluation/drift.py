@@ -3,8 +3,11 @@
 Population stability index (PSI) compares two distributions over the same bins:
 ``sum((recent - baseline) * ln(recent / baseline))``. The usual reading: below 0.1 stable,
 0.1-0.25 a moderate shift, above 0.25 a major one. Numeric values are binned at the
-baseline's quantiles; categories (routes) are their own bins; embeddings are compared
-dimension by dimension (on a projection) and the mean PSI reported.
+baseline's quantiles, a value the baseline holds many times (a point mass) in a bin of its
+own; categories (routes) are their own bins; embeddings are compared dimension by
+dimension (on a projection) and the mean PSI reported. PSI alone reads noise as drift in
+small windows with rare categories, so :func:`categorical_psi_p_value` says how often two
+samples of the same distribution would differ as much.
 
 Serving logs a prompt's embedding only as :func:`project_embeddings` of it: a fixed,
 seeded Gaussian random projection to a few dimensions. It keeps the distribution's shape
@@ -44,9 +47,16 @@ def numeric_psi(baseline: list[float], recent: list[float], bins: int = 10) -> f
         return None
     bins = max(2, min(bins, min(baseline_values.size, recent_values.size) // MIN_PER_BIN))
     edges = np.unique(np.quantile(baseline_values, np.linspace(0, 1, bins + 1)[1:-1]))
-    baseline_counts = np.bincount(np.searchsorted(edges, baseline_values, side="right"), minlength=edges.size + 1)
-    recent_counts = np.bincount(np.searchsorted(edges, recent_values, side="right"), minlength=edges.size + 1)
+    baseline_counts = np.bincount(_bin_index(edges, baseline_values), minlength=2 * edges.size + 1)
+    recent_counts = np.bincount(_bin_index(edges, recent_values), minlength=2 * edges.size + 1)
     return psi_from_shares(baseline_counts / baseline_counts.sum(), recent_counts / recent_counts.sum())
+
+
+def _bin_index(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Bins below, at and between the edges: 0 is ``< edges[0]``, 1 is ``== edges[0]``, 2 is
+    between ``edges[0]`` and ``edges[1]``, ... A baseline that is all one value then still sees
+    a recent window above it (one shared upper bin would have hidden it)."""
+    return np.searchsorted(edges, values, side="left") + np.searchsorted(edges, values, side="right")
 
 
 def category_shares(values: list[str | None]) -> dict[str, float]:
@@ -63,6 +73,22 @@ def categorical_psi(baseline: list[str | None], recent: list[str | None]) -> flo
         return None
     names = sorted(set(before) | set(after))
     return psi_from_shares(np.array([before.get(n, 0.0) for n in names]), np.array([after.get(n, 0.0) for n in names]))
+
+
+def categorical_psi_p_value(
+    baseline: list[str | None], recent: list[str | None], samples: int = 1000, seed: int = 0
+) -> float | None:
+    """How often two samples of these sizes from one distribution (both windows pooled) have a
+    PSI at least as large as the observed one: a parametric bootstrap of PSI under no drift."""
+    observed = categorical_psi(baseline, recent)
+    if observed is None:
+        return None
+    shares = np.array(list(category_shares(list(baseline) + list(recent)).values()))
+    rng = np.random.default_rng(seed)
+    before = rng.multinomial(len(baseline), shares, size=samples)
+    after = rng.multinomial(len(recent), shares, size=samples)
+    null = [psi_from_shares(b / b.sum(), a / a.sum()) for b, a in zip(before, after)]
+    return float((1 + sum(value >= observed - 1e-12 for value in null)) / (1 + samples))
 
 
 def embedding_psi(baseline: np.ndarray, recent: np.ndarray, bins: int = 10) -> float | None:

@@ -24,6 +24,7 @@ GRADE = {
     "correctness": re.compile(r"correctness\W{0,3}(?:score\W{0,3})?([1-5])", re.IGNORECASE),
 }
 
+PLACEHOLDER = re.compile(r"\{(question|reference|answer)\}")
 VERDICT_FORMAT = r"Relevance: [1-5]\nCorrectness: [1-5]"  # the rubric's reply format, enforced in decoding
 
 RUBRIC = (
@@ -59,7 +60,10 @@ class JudgeConfig(BaseConfig):
         return template
 
     def conversation(self, question: str, reference: str, answer: str) -> Conversation:
-        user = self.user.replace("{question}", question).replace("{reference}", reference).replace("{answer}", answer)
+        """The rubric and the filled-in user message (in one pass: a question that itself holds
+        ``{answer}``, say about format strings, keeps it as written)."""
+        values = {"question": question, "reference": reference, "answer": answer}
+        user = PLACEHOLDER.sub(lambda match: values[match.group(1)], self.user)
         return [{"role": "system", "content": self.rubric}, {"role": "user", "content": user}]
 
 

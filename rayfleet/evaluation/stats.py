@@ -31,13 +31,40 @@ def bootstrap_mean(values: list[float], samples: int = 1000, confidence: float =
     return Interval(float(data.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail)))
 
 
-def paired_difference(
-    candidate: list[float], baseline: list[float], samples: int = 1000, confidence: float = 0.95, seed: int = 0
+def cluster_bootstrap_mean(
+    values: list[float], groups: list[str], samples: int = 1000, confidence: float = 0.95, seed: int = 0
 ) -> Interval:
-    """Mean of ``candidate - baseline`` on the same items, with a paired bootstrap interval."""
+    """Mean of ``values`` with a bootstrap interval that resamples whole groups: questions about
+    one document are not independent, and resampling them one by one makes intervals too narrow."""
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        return Interval(float("nan"), float("nan"), float("nan"))
+    if len(groups) != data.size:
+        raise ValueError(f"one group per value: {len(groups)} groups for {data.size} values")
+    _, index = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    sums, counts = np.bincount(index, weights=data), np.bincount(index)
+    draws = np.random.default_rng(seed).integers(0, sums.size, size=(samples, sums.size))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    tail = (1 - confidence) / 2
+    return Interval(float(data.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail)))
+
+
+def paired_difference(
+    candidate: list[float],
+    baseline: list[float],
+    samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    groups: list[str] | None = None,
+) -> Interval:
+    """Mean of ``candidate - baseline`` on the same items, with a paired bootstrap interval
+    (resampling whole ``groups``, e.g. documents, when given)."""
     if len(candidate) != len(baseline):
         raise ValueError(f"paired scores need the same items: {len(candidate)} against {len(baseline)}")
-    return bootstrap_mean(list(np.asarray(candidate) - np.asarray(baseline)), samples, confidence, seed)
+    differences = list(np.asarray(candidate, dtype=float) - np.asarray(baseline, dtype=float))
+    if groups is not None:
+        return cluster_bootstrap_mean(differences, groups, samples, confidence, seed)
+    return bootstrap_mean(differences, samples, confidence, seed)
 
 
 def rank_agreement(first: list[float | None], second: list[float | None]) -> dict[str, float | int | None]:
@@ -53,6 +80,8 @@ def welch_test(first: list[float], second: list[float]) -> dict[str, float | Non
     """Welch's t-test of two independent samples' means (e.g. latency per A/B arm)."""
     if len(first) < 2 or len(second) < 2:
         return {"statistic": None, "p_value": None}
+    if np.ptp(first) == 0 and np.ptp(second) == 0:  # no spread at all: the t statistic is undefined
+        return {"statistic": None, "p_value": 1.0 if first[0] == second[0] else 0.0}
     result = stats.ttest_ind(first, second, equal_var=False)
     return {"statistic": float(result.statistic), "p_value": float(result.pvalue)}
 

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from rayfleet.evaluation.drift import categorical_psi, embedding_psi, numeric_psi, project_embeddings, psi_from_shares
+from rayfleet.evaluation.drift import (
+    categorical_psi,
+    categorical_psi_p_value,
+    embedding_psi,
+    numeric_psi,
+    project_embeddings,
+    psi_from_shares,
+)
 
 
 def test_identical_distributions_have_zero_psi_and_shifts_grow_it():
@@ -55,3 +62,20 @@ def test_the_logged_projection_is_fixed_keeps_distances_and_shows_a_topic_shift(
     assert embedding_psi(projected, project_embeddings(shifted, 16)) > 0.25
     with pytest.raises(ValueError, match="at least one dimension"):
         project_embeddings(baseline, 0)
+
+
+def test_a_baseline_of_one_value_still_sees_a_shift_either_way():
+    assert numeric_psi([10] * 100, [10] * 100) == 0.0
+    assert numeric_psi([10] * 100, [11] * 100) == pytest.approx(numeric_psi([10] * 100, [9] * 100))
+    assert numeric_psi([10] * 100, [11] * 100) > 1
+
+
+def test_a_rare_category_in_a_small_window_is_not_significant_but_a_real_shift_is():
+    baseline = ["rag"] * 1000
+    one_failure = ["rag"] * 49 + [None]
+    assert categorical_psi(baseline, one_failure) > 0.1  # PSI alone would call this drift
+    assert categorical_psi_p_value(baseline, one_failure) > 0.01
+    rng = np.random.default_rng(0)
+    before = list(rng.choice(["a", "b", "c"], 1000, p=[0.5, 0.3, 0.2]))
+    after = list(rng.choice(["a", "b", "c"], 200, p=[0.3, 0.3, 0.4]))
+    assert categorical_psi_p_value(before, after) < 0.01

@@ -4,7 +4,8 @@ import pytest
 
 from rayfleet.evaluation.gate import PromotionGateConfig, decide
 
-GATE = PromotionGateConfig(min_improvement=0.02, guard_tolerance=0.01)
+GATE = PromotionGateConfig(min_improvement=0.02, guard_tolerance=0.01, require_significant_gain=False)
+SIGNIFICANT = PromotionGateConfig(min_improvement=0.02, guard_tolerance=0.01)
 
 
 def test_a_clear_gain_without_guard_regression_is_promoted():
@@ -28,3 +29,22 @@ def test_a_guard_regression_blocks_even_a_primary_gain():
 def test_a_missing_metric_is_an_error_not_a_pass():
     with pytest.raises(ValueError, match="needs 'judge'"):
         decide({"f1": 0.5, "judge": None}, {"f1": 0.3, "judge": 0.2}, "base", PromotionGateConfig(guard_metric="judge"))
+
+
+def test_a_gain_whose_interval_reaches_zero_is_refused_as_noise():
+    scores = ({"f1": 0.40, "rouge_l": 0.35}, {"f1": 0.30, "rouge_l": 0.35}, "base")
+    assert decide(*scores, SIGNIFICANT, {"low": 0.03, "high": 0.17})["promote"] is True
+    noisy = decide(*scores, SIGNIFICANT, {"low": -0.01, "high": 0.21})
+    assert noisy["promote"] is False and "within noise" in noisy["reason"]
+    with pytest.raises(ValueError, match="interval"):
+        decide(*scores, SIGNIFICANT)
+
+
+def test_a_not_a_number_score_never_passes():
+    with pytest.raises(ValueError, match="needs 'f1'"):
+        decide({"f1": float("nan"), "rouge_l": 0.5}, {"f1": 0.3, "rouge_l": 0.3}, "base", GATE)
+
+
+def test_a_gain_exactly_at_the_margin_passes_despite_rounding():
+    assert 0.35 - 0.33 < 0.02  # binary floating point
+    assert decide({"f1": 0.35, "rouge_l": 0.3}, {"f1": 0.33, "rouge_l": 0.3}, "base", GATE)["promote"] is True

@@ -24,3 +24,10 @@ def test_the_conversation_carries_rubric_question_reference_and_answer():
     assert messages[1]["content"] == "Question: Who?\nReference answer: Alice\nAnswer to grade: Bob"
     with pytest.raises(ValueError, match="must contain"):
         JudgeConfig(user="Question: {question}")
+
+
+def test_placeholders_inside_the_question_or_reference_are_kept_as_written():
+    messages = JudgeConfig().conversation("What does {answer} print in str.format?", "the {reference} field", "Bob")
+    assert messages[1]["content"] == (
+        "Question: What does {answer} print in str.format?\nReference answer: the {reference} field\nAnswer to grade: Bob"
+    )

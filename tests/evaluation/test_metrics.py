@@ -33,3 +33,33 @@ def test_score_answer_reports_every_metric():
     scores = score_answer("the BLEU score", "BLEU score")
     # ROUGE-L is not normalised: "the" counts, so P = 2/3, R = 1 -> F = 0.8
     assert scores == {"exact_match": 1.0, "f1": 1.0, "rouge_l": pytest.approx(0.8)}
+
+
+def test_english_rouge_l_is_rouge_score_s_own():
+    from rouge_score import rouge_scorer
+
+    reference = "We propose a transformer-based parser; it improves parsing accuracy by 2.3 points on WSJ."
+    prediction = "The proposed parsers improve the accuracy of parsing (WSJ), running faster."
+    expected = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(reference, prediction)["rougeL"].fmeasure
+    assert rouge_l(prediction, reference) == pytest.approx(expected)
+
+
+def test_every_script_is_scored_not_only_latin():
+    assert rouge_l("Привет, мир", "привет мир") == 1.0
+    assert score_answer("東京", "東京") == {"exact_match": 1.0, "f1": 1.0, "rouge_l": 1.0}
+    # Unspaced scripts count characters: [首 都 は 東 京] against [日 本 の 首 都 は 東 京 で す]: overlap 5 -> P 1, R 1/2 -> F 2/3
+    assert token_f1("首都は東京", "日本の首都は東京です") == pytest.approx(2 / 3)
+    assert rouge_l("首都は東京", "日本の首都は東京です") == pytest.approx(2 / 3)
+
+
+def test_unicode_punctuation_is_dropped_like_ascii_punctuation():
+    assert exact_match("Tokyo。", "tokyo") == 1.0
+    assert exact_match("«Paris»", "Paris") == 1.0
+    assert exact_match("ＡＢＣ", "abc") == 1.0  # full-width letters (NFKC)
+
+
+def test_several_references_score_against_the_best():
+    scores = score_answer("Paris", ["London", "Paris, France"])
+    assert scores["exact_match"] == 0.0
+    assert scores["f1"] == pytest.approx(2 / 3)
+    assert score_answer("London", ["London", "Paris, France"])["exact_match"] == 1.0

@@ -90,7 +90,8 @@ def test_base_adapter_and_rag_are_scored_a_worse_adapter_is_refused_and_a_passin
     assert "data:image/png;base64," in report and "Worst examples" in report and pairs[0]["doc_id"] in report
 
     # A zero-initialised adapter answers exactly like the base model: it passes a gate that asks for no gain.
-    lenient = overrides + ["gate.min_improvement=0.0", "judge.enabled=false", "candidates=" + json.dumps(
+    lenient = overrides + ["gate.min_improvement=0.0", "gate.require_significant_gain=false", "judge.enabled=false",
+                           "candidates=" + json.dumps(
         [{"name": "base", "kind": "base"}, {"name": "harmless", "kind": "adapter", "adapter": harmless}])]  # fmt: skip
     second = main(load_config(EvaluateConfig, lenient))
     assert second["harmless"]["f1"] == pytest.approx(second["base"]["f1"])

@@ -86,5 +86,69 @@ def test_missing_logs_and_columns_fail_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="no request logs"):
         main(MonitorConfig(logs=str(tmp_path / "none"), output=str(tmp_path / "out")))
     write_logs(str(tmp_path / "bad" / "part.parquet"), [{"created_at": NOW, "path": "rag"}])
-    with pytest.raises(ValueError, match="lack columns"):
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['fallback'.*REQUEST_LOG_SCHEMA"):
         main(MonitorConfig(logs=str(tmp_path / "bad"), output=str(tmp_path / "out")))
+
+
+def monitor(tmp_path, **settings) -> dict:
+    return main(MonitorConfig(logs=str(tmp_path / "logs"), output=str(tmp_path / "out"), recent_hours=6,
+                              baseline_hours=24, min_requests=50, **settings))  # fmt: skip
+
+
+def test_a_jump_to_half_the_requests_failing_is_drift(tmp_path):
+    # The two-proportion test's p-value underflows to exactly 0 for the largest shifts: the most significant, not none.
+    rng = np.random.default_rng(2)
+    baseline = log_rows(rng, 3000, NOW - dt.timedelta(hours=30), 24, ["rag", "base"], [0.5, 0.5], 40)
+    recent = log_rows(rng, 3000, NOW - dt.timedelta(hours=5), 5, ["rag", "base"], [0.5, 0.5], 40, error_share=0.5)
+    write_logs(str(tmp_path / "logs" / "part-1.parquet"), baseline + recent)
+    report = monitor(tmp_path)
+    assert report["drift"]["error_rate"]["p_value"] == 0.0
+    assert "error_rate" in report["drift_flags"] and report["drift_verdict"] == "drift"
+
+
+def test_logs_from_before_a_column_was_logged_are_read_beside_newer_ones(tmp_path):
+    rng = np.random.default_rng(3)
+    old = log_rows(rng, 200, NOW - dt.timedelta(hours=30), 24, ["rag", "base"], [0.5, 0.5], 40)
+    for row in old:
+        del row["prompt_embedding"], row["relevance"]
+    new = log_rows(rng, 100, NOW - dt.timedelta(hours=5), 5, ["rag", "base"], [0.5, 0.5], 40)
+    write_logs(str(tmp_path / "logs" / "old.parquet"), old)
+    write_logs(str(tmp_path / "logs" / "new.parquet"), new)
+    report = monitor(tmp_path)
+    assert report["baseline_requests"] == 200 and report["recent_requests"] == 100
+    assert report["drift"]["prompt_embedding_psi"]["value"] is None  # nothing to compare with before
+    assert report["drift_verdict"] == "stable"
+
+
+def test_a_changed_embedding_size_is_reported_as_not_comparable(tmp_path):
+    rng = np.random.default_rng(4)
+    baseline = log_rows(rng, 200, NOW - dt.timedelta(hours=30), 24, ["rag", "base"], [0.5, 0.5], 40)
+    recent = log_rows(rng, 100, NOW - dt.timedelta(hours=5), 5, ["rag", "base"], [0.5, 0.5], 40)
+    for row in recent[:40]:
+        row["prompt_embedding"] = row["prompt_embedding"] * 2  # 16 dimensions for a while, then 8 again
+    write_logs(str(tmp_path / "logs" / "part-1.parquet"), baseline + recent)
+    assert monitor(tmp_path)["drift"]["prompt_embedding_psi"]["value"] is not None  # the window's usual size
+    for row in recent:
+        row["prompt_embedding"] = row["prompt_embedding"][:8] * 2
+    write_logs(str(tmp_path / "logs" / "part-1.parquet"), baseline + recent)
+    measure = monitor(tmp_path)["drift"]["prompt_embedding_psi"]
+    assert measure["value"] is None and "not comparable" in measure["note"] and not measure["flagged"]
+
+
+def test_empty_log_files_give_a_report_of_no_requests(tmp_path):
+    rows = log_rows(np.random.default_rng(5), 1, NOW, 1, ["rag"], [1.0], 40)
+    write_table(str(tmp_path / "logs" / "part-1.parquet"), pa.Table.from_pylist(rows).slice(0, 0))
+    report = monitor(tmp_path)
+    assert report["recent_requests"] == 0 and report["drift_verdict"].startswith("too few requests")
+
+
+def test_equal_arms_are_too_early_not_a_winner(tmp_path):
+    rng = np.random.default_rng(6)
+    rows = log_rows(rng, 400, NOW - dt.timedelta(hours=5), 5, ["rag"], [1.0], 40, arms={"a": 100.0, "b": 100.0})
+    for row in rows:
+        row["latency_ms"] = 100.0  # identical latencies: the t-test's p-value is nan
+    write_logs(str(tmp_path / "logs" / "part-1.parquet"), rows)
+    verdict = monitor(tmp_path)["ab"]["adapter-v1-v2"]
+    assert verdict["verdict"] == "too_early"
+    with pytest.raises(ValueError, match="primary_metric"):
+        MonitorConfig(ab={"primary_metric": "error"})

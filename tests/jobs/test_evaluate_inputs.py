@@ -1,0 +1,123 @@
+"""The evaluation job's handling of users' own inputs and of the gate, without Ray or a model:
+a Q&A set made by hand, several references, a summaries table, and which adapter version the
+gate promotes."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from jobs.evaluate import EvaluateConfig, apply_gate, load_questions, score_summaries, summarize_scores
+from rayfleet.config import load_config
+from rayfleet.registry import Registry
+from rayfleet.tables import write_table
+
+
+def config_for(tmp_path, *overrides: str) -> EvaluateConfig:
+    return load_config(EvaluateConfig, [f"qa={tmp_path}/qa", f"registry={tmp_path}/registry", *overrides])
+
+
+def test_a_hand_made_q_and_a_set_without_split_or_chunk_ids_is_read_and_bad_pairs_dropped(tmp_path, caplog):
+    rows = [
+        {"question": "What is the capital?", "answer": "Paris", "doc_id": "d1"},
+        {"question": None, "answer": "x", "doc_id": "d1"},
+        {"question": "No answer?", "answer": None, "doc_id": "d1"},
+        {"question": "Blank answer?", "answer": " ", "doc_id": "d1"},
+        {"question": "No document?", "answer": "y", "doc_id": None},
+    ]
+    (tmp_path / "qa").mkdir()
+    write_table(str(tmp_path / "qa" / "mine.pq"), pa.Table.from_pylist(rows[:1]))  # a .pq file is Parquet too
+    write_table(str(tmp_path / "qa" / "more.parquet"), pa.Table.from_pylist(rows[1:]))
+    with caplog.at_level("WARNING"):
+        items = load_questions(config_for(tmp_path))
+    assert [(item["question"], item["references"], item["chunk_id"]) for item in items] == [
+        ("What is the capital?", ["Paris"], None)]  # fmt: skip
+    assert "no split column" in caplog.text and "dropped 4 of the 5" in caplog.text
+
+
+def test_several_reference_answers_per_question_are_kept(tmp_path):
+    (tmp_path / "qa").mkdir()
+    rows = [{"question": "Which city?", "answer": ["Lyon", " ", "Lugdunum"], "doc_id": "d2"},
+            {"question": "Blank?", "answer": [" "], "doc_id": "d2"}]  # fmt: skip
+    write_table(str(tmp_path / "qa" / "multi.parquet"), pa.Table.from_pylist(rows))
+    (item,) = load_questions(config_for(tmp_path))
+    assert item["references"] == ["Lyon", "Lugdunum"]
+
+
+def test_only_the_chosen_split_is_scored_and_a_missing_column_is_named(tmp_path):
+    (tmp_path / "qa").mkdir()
+    rows = [{"question": f"q{i}", "answer": "a", "doc_id": "d", "split": split} for i, split in enumerate(["test", "train"])]
+    write_table(str(tmp_path / "qa" / "part.parquet"), pa.Table.from_pylist(rows))
+    assert [item["question"] for item in load_questions(config_for(tmp_path))] == ["q0"]
+    write_table(str(tmp_path / "qa" / "bad.parquet"), pa.Table.from_pylist([{"question": "q", "reply": "a", "doc_id": "d"}]))
+    with pytest.raises(ValueError, match=r"bad.parquet lacks column\(s\) \['answer'\]"):
+        load_questions(config_for(tmp_path))
+
+
+def test_a_gate_on_the_judge_needs_the_judge():
+    with pytest.raises(ValueError, match="gate uses the judge"):
+        load_config(EvaluateConfig, ["judge.enabled=false", "gate.guard_metric=judge"])
+
+
+def records_of(scores_by_candidate: dict[str, list[float]], documents: int = 10) -> list[dict]:
+    count = len(next(iter(scores_by_candidate.values())))
+    return [{"doc_id": f"d{index % documents}",
+             "scores": {name: {"exact_match": 0.0, "f1": values[index], "rouge_l": values[index], "judge": None}
+                        for name, values in scores_by_candidate.items()}}
+            for index in range(count)]  # fmt: skip
+
+
+def publish_two_versions(tmp_path) -> tuple[Registry, str, str]:
+    registry = Registry(str(tmp_path / "registry"))
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    first = registry.publish("qa", str(tmp_path / "adapter"), {}).ref
+    second = registry.publish("qa", str(tmp_path / "adapter"), {}).ref
+    return registry, first, second
+
+
+@pytest.mark.parametrize("worse_first", [True, False])
+def test_the_best_of_two_passing_versions_is_promoted_whatever_their_order(tmp_path, worse_first):
+    registry, better, worse = publish_two_versions(tmp_path)
+    candidates = [{"name": "better", "kind": "adapter", "adapter": better},
+                  {"name": "worse", "kind": "adapter", "adapter": worse}]  # fmt: skip
+    candidates = [{"name": "base", "kind": "base"}] + (candidates[::-1] if worse_first else candidates)
+    config = config_for(tmp_path, f"candidates={candidates}")
+    records = records_of({"base": [0.2, 0.25] * 20, "better": [0.4, 0.45] * 20, "worse": [0.39, 0.44] * 20})
+    adapters = {"better": registry.resolve(better), "worse": registry.resolve(worse)}
+    decisions = apply_gate(config, adapters, records, {name: {k: v["mean"] if v else None for k, v in metrics.items()}
+                                                       for name, metrics in summarize_scores(config, records).items()})
+    assert registry.resolve("qa@promoted").ref == better
+    by_candidate = {decision["candidate"]: decision for decision in decisions}
+    assert by_candidate[better]["promote"] is True and by_candidate[better]["gain_interval"]["low"] > 0
+    assert by_candidate[worse]["promote"] is False and by_candidate[worse]["incumbent"] == "better"
+
+
+def test_a_gain_within_noise_is_refused_and_a_missing_metric_is_a_recorded_refusal(tmp_path):
+    registry, first, _ = publish_two_versions(tmp_path)
+    candidates = [{"name": "base", "kind": "base"}, {"name": "lucky", "kind": "adapter", "adapter": first}]
+    config = config_for(tmp_path, f"candidates={candidates}")
+    # +0.05 on average, but from one document of ten: a different draw of documents would show nothing.
+    records = records_of({"base": [0.2] * 20, "lucky": [0.2] * 18 + [0.7, 0.7]}, documents=10)
+    adapters = {"lucky": registry.resolve(first)}
+    scores = {name: {"exact_match": 0.0, "f1": sum(v) / len(v), "rouge_l": sum(v) / len(v), "judge": None}
+              for name, v in {"base": [0.2] * 20, "lucky": [0.2] * 18 + [0.7, 0.7]}.items()}  # fmt: skip
+    (decision,) = apply_gate(config, adapters, records, scores)
+    assert decision["promote"] is False and "within noise" in decision["reason"]
+    judge_gate = config_for(tmp_path, f"candidates={candidates}", "gate.guard_metric=judge")
+    (refused,) = apply_gate(judge_gate, adapters, records, scores)
+    assert refused["promote"] is False and "no decision possible" in refused["reason"]
+    assert refused["reason"] in [recorded["reason"] for recorded in registry.decisions("qa", 1)]
+    assert registry.promoted("qa") is None
+
+
+def test_summaries_are_scored_only_against_documents_with_references(tmp_path):
+    write_table(str(tmp_path / "summaries.parquet"), pa.Table.from_pylist(
+        [{"doc_id": "a", "summary": "We parse trees fast."}, {"doc_id": "b", "summary": "Anything."}]))  # fmt: skip
+    write_table(str(tmp_path / "documents.parquet"), pa.Table.from_pylist(
+        [{"doc_id": "a", "reference_challenge": "We parse trees fast."},
+         {"doc_id": "b", "reference_challenge": None}]))  # fmt: skip
+    config = config_for(tmp_path, "judge.enabled=false", f"summaries.summaries={tmp_path}/summaries.parquet",
+                        f"summaries.documents={tmp_path}/documents.parquet")  # fmt: skip
+    result = score_summaries(config)
+    assert result["documents"] == 1 and result["without_references"] == 1 and result["rouge_l"]["mean"] == 1.0
