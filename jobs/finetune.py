@@ -20,8 +20,8 @@ same questions again in the RAG path's prompt over retrieved passages.
 Checkpoints (adapter, optimizer, scheduler, step, data position) go to
 ``storage_path/run_name`` through ``RunConfig``; ``FailureConfig`` restarts dead workers
 from the last one, and resubmitting the same ``run_name`` resumes it (a finished run
-trains no further, unless ``train.max_steps`` grew); a resubmission whose packed rows differ
-from the checkpoints' is refused before it starts. Workers log
+trains no further, unless ``train.max_steps`` grew, and publishes nothing new); a resubmission
+whose packed rows or training settings differ from the checkpoints' is refused before it starts. Workers log
 ``step N/M loss L lr R tokens/s T`` as they go. At the end the adapter is published as
 the next version of ``adapter_name`` in the registry (``adapters/<name>/<version>/``)
 with its provenance, and optionally a merged full model under ``models/``.
@@ -40,7 +40,7 @@ import time
 from typing import Literal
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from rayfleet import storage
 from rayfleet.assets import folder_fingerprint, resolve_model
@@ -48,7 +48,7 @@ from rayfleet.config import BaseConfig, describe, load_config
 from rayfleet.engines.merged import merge_adapter
 from rayfleet.ray_setup import init_ray
 from jobs.demo_documents import DEMO_QUESTIONS
-from rayfleet.registry import ArtifactVersion, Registry
+from rayfleet.registry import ArtifactVersion, Registry, RegistryError, check_name
 from rayfleet.retrieval.rag import prompt_layout_id
 from rayfleet.tables import write_table
 from rayfleet.training.checkpoint import ADAPTER_FOLDER, STATE_FILE, TrainState, load_checkpoint, read_train_state, save_checkpoint
@@ -120,6 +120,16 @@ class FinetuneDataConfig(BaseConfig):
         "drop", description="drop: skip and count bad rows (no messages, empty answer, too long); fail: stop at the first."
     )
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "FinetuneDataConfig":
+        if self.validation is not None and self.train is None:
+            raise ValueError("data.validation is set without data.train: it would be ignored and the demo set trained "
+                             "on; set data.train too")  # fmt: skip
+        if self.max_seq_len > self.pack_length:
+            raise ValueError(f"data.max_seq_len {self.max_seq_len} is above data.pack_length {self.pack_length}: an "
+                             f"example must fit a packed row")  # fmt: skip
+        return self
+
 
 class ScalingSettings(BaseConfig):
     """Ray Train's ScalingConfig."""
@@ -160,6 +170,14 @@ class FinetuneConfig(BaseConfig):
     fault_injection: FaultInjectionConfig = Field(
         default_factory=FaultInjectionConfig, description="Tests only: deliberate worker kills."
     )
+
+    @field_validator("adapter_name")
+    @classmethod
+    def _registry_name(cls, name: str) -> str:
+        try:
+            return check_name(name)
+        except RegistryError as error:
+            raise ValueError(str(error)) from error
 
 
 # -- data (driver) -------------------------------------------------------------------------
@@ -302,6 +320,7 @@ def train_worker(payload: dict) -> None:
         state.resumed_from_steps.append(state.step)
         logger.info("rank %d resumes from step %d (epoch %d, row %d)", rank, state.step, state.epoch, state.rows_in_epoch)
     state.data_fingerprint = payload["data_fingerprint"]
+    state.settings = payload["settings"]
     shard = ray.train.get_dataset_shard("train")
     validation = [row for index, row in enumerate(ray.train.get_dataset_shard("validation").iter_rows()) if index % workers == rank]
 
@@ -321,7 +340,7 @@ def train_worker(payload: dict) -> None:
             logger.info("step %d/%d loss %.4f lr %.2e tokens/s %.0f (this step %.0f)%s", report.step, config.train.max_steps,
                         report.loss, report.learning_rate, tokens_per_s, report.tokens_per_s,
                         f" validation loss {state.validation_losses[str(report.step)]:.4f}"
-                        if str(report.step) in state.validation_losses else "")  # fmt: skip
+                        if state.validation_losses.get(str(report.step)) is not None else "")  # fmt: skip
         if config.fault_injection.kill_worker_at_step == report.step and checkpoint is None:
             kill_worker_for_fault_injection(config.fault_injection, rank, report.step)
         if report.step % config.train.checkpoint_every == 0 or report.step == config.train.max_steps:
@@ -358,29 +377,79 @@ def report_checkpoint(model, optimizer, scheduler, state: TrainState, report: St
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step-{state.step:06d}")
 
 
-def check_resumable(config: FinetuneConfig, data_fingerprint: str) -> None:
-    """Refuse, before anything starts, to resume a run whose checkpoints were trained on other rows.
+def resume_settings(config: FinetuneConfig, model_hash: str) -> dict:
+    """What a run's checkpoints were trained with and a resume must keep: the base model, LoRA,
+    the optimization (all but how long and how often to validate, log and checkpoint) and the
+    number of workers (each one's data position points into its own shard)."""
+    rhythm = {"max_steps", "eval_every", "checkpoint_every", "log_every"}
+    return {"model": model_hash, "lora": config.lora.model_dump(mode="json"),
+            "train": config.train.model_dump(mode="json", exclude=rhythm), "num_workers": config.scaling.num_workers}  # fmt: skip
 
-    A resumed run skips the rows its data position says it consumed; on another data set,
-    or the same one packed differently, that would skip and repeat examples silently.
-    """
+
+def latest_train_state(config: FinetuneConfig) -> dict | None:
+    """The train state of the run's newest checkpoint in storage, or None before the first one."""
     run = storage.join(config.storage_path, config.run_name)
     if not storage.exists(run):
-        return
+        return None
     states = [uri for uri in storage.list_files(run) if uri.endswith(f"/{STATE_FILE}") and "/step-" in uri]
-    if not states:
+    return json.loads(storage.read_bytes(max(states))) if states else None
+
+
+def check_resumable(config: FinetuneConfig, state: dict | None, data_fingerprint: str, settings: dict) -> None:
+    """Refuse, before anything starts, to resume a run whose checkpoints were trained on other rows
+    or with other settings.
+
+    A resumed run skips the rows its data position says it consumed; on another data set,
+    or the same one packed differently, that would skip and repeat examples silently. And it
+    restores its optimizer and schedule: a new learning rate would be ignored while the
+    adapter's record said otherwise. ``state`` is the run's latest train state (:func:`latest_train_state`).
+    """
+    if state is None:
         return
-    recorded = json.loads(storage.read_bytes(max(states))).get("data_fingerprint")  # none before fingerprints
+    recorded = state.get("data_fingerprint")  # none before fingerprints
     if recorded is not None and recorded != data_fingerprint:
         raise ValueError(
             f"run {config.run_name!r} in {config.storage_path} has checkpoints trained on other data (rows {recorded}, "
             f"now {data_fingerprint}): resuming it would skip and repeat examples. Start a new run with "
             f"run_name=<new name>, or train on the data and packing it was started with."
         )
+    changed = changed_settings(state.get("settings"), settings)
+    if changed:
+        raise ValueError(
+            f"run {config.run_name!r} in {config.storage_path} has checkpoints trained with other settings ({'; '.join(changed)}): "
+            f"a resume keeps the checkpoints' optimizer, schedule and data position. Start a new run with "
+            f"run_name=<new name>, or resume with the settings it was started with (train.max_steps may grow)."
+        )
+
+
+def changed_settings(recorded: dict | None, current: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every setting that differs (none when nothing was recorded: older checkpoints)."""
+    if recorded is None:
+        return []
+    changes = []
+    for key in sorted(set(recorded) | set(current)):
+        old, new = recorded.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += changed_settings(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changes
+
+
+def even_shards(rows: list[dict], workers: int) -> tuple[list[dict], int]:
+    """The rows, the first ones repeated so every worker gets as many: Ray Train's equal split of
+    the rest would leave the last rows out of every epoch, silently. Returns the rows and how many repeat."""
+    repeated = -len(rows) % workers
+    return rows + rows[:repeated], repeated
 
 
 def run_training(
-    config: FinetuneConfig, model_path: str, train_rows: list[dict], validation_rows: list[dict], data_fingerprint: str
+    config: FinetuneConfig,
+    model_path: str,
+    train_rows: list[dict],
+    validation_rows: list[dict],
+    data_fingerprint: str,
+    settings: dict,
 ):
     """Run the TorchTrainer over the packed rows; returns Ray Train's Result."""
     import ray.data
@@ -395,7 +464,7 @@ def run_training(
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"config": config.model_dump(mode="json"), "model_path": model_path,
-                           "data_fingerprint": data_fingerprint},  # fmt: skip
+                           "data_fingerprint": data_fingerprint, "settings": settings},  # fmt: skip
         scaling_config=ScalingConfig(
             num_workers=config.scaling.num_workers,
             use_gpu=config.scaling.use_gpu,
@@ -434,6 +503,19 @@ def publish(config: FinetuneConfig, checkpoint_folder: str, metadata: dict) -> t
     return adapter, merged
 
 
+def already_published(config: FinetuneConfig, step: int) -> ArtifactVersion | None:
+    """The version this run already published at ``step`` (a resubmission of a finished run trains
+    nothing and publishes nothing new), or None."""
+    registry = Registry(config.registry, kind="adapters")
+    for version in reversed(registry.versions(config.adapter_name) if config.adapter_name in registry.names() else []):
+        artifact = registry.get(config.adapter_name, version)
+        run, metrics = artifact.metadata.get("run", {}), artifact.metadata.get("metrics", {})
+        if (run.get("storage_path"), run.get("run_name"), metrics.get("step")) == (config.storage_path, config.run_name, step):
+            logger.info("run %s trained no further than step %d, which it published as %s", config.run_name, step, artifact.ref)
+            return artifact
+    return None
+
+
 def main(config: FinetuneConfig) -> dict:
     """Prepare the data, train (or resume) on Ray Train, publish the adapter.
 
@@ -450,30 +532,39 @@ def main(config: FinetuneConfig) -> dict:
     train_uri, validation_uri = data_uris(config, tokenizer)
     train_rows, train_report = packed_rows(train_uri, tokenizer, config)
     validation_rows, validation_report = packed_rows(validation_uri, tokenizer, config) if validation_uri else ([], DataReport())
+    if not train_report.kept:
+        raise ValueError(f"all {train_report.rows} rows of {train_uri} were dropped as bad rows: {dict(train_report.dropped)}")
     if len(train_rows) < config.scaling.num_workers:
         raise ValueError(f"{len(train_rows)} packed rows cannot feed {config.scaling.num_workers} workers; add data or workers")
-    logger.info("%d examples -> %d packed rows of <= %d tokens (%d validation rows); shared prefixes leave out %.0f%% "
-                "of the tokens", train_report.kept, len(train_rows), config.data.pack_length, len(validation_rows),
+    train_rows, repeated = even_shards(train_rows, config.scaling.num_workers)
+    logger.info("%d examples -> %d packed rows of <= %d tokens (%d repeated so each of %d workers gets as many; "
+                "%d validation rows); shared prefixes leave out %.0f%% of the tokens", train_report.kept, len(train_rows),
+                config.data.pack_length, repeated, config.scaling.num_workers, len(validation_rows),
                 100 * shared_token_share(train_rows))  # fmt: skip
-    data_fingerprint = rows_fingerprint(train_rows)
-    check_resumable(config, data_fingerprint)
+    model_hash = folder_fingerprint(resolve_model(config.model))
+    data_fingerprint, settings = rows_fingerprint(train_rows), resume_settings(config, model_hash)
+    previous = latest_train_state(config)
+    check_resumable(config, previous, data_fingerprint, settings)
+    steps_before = (previous or {}).get("step", 0)
     init_ray(config.ray_address)
-    result = run_training(config, model_path, train_rows, validation_rows, data_fingerprint)
+    result = run_training(config, model_path, train_rows, validation_rows, data_fingerprint, settings)
     with result.checkpoint.as_directory() as folder:
         state = read_train_state(folder)
         metrics = {**result.metrics, "resumed_from_steps": state.resumed_from_steps, "train_losses": state.train_losses,
                    "validation_losses": state.validation_losses, "epochs": state.epoch}  # fmt: skip
         metadata = {
-            "base_model": {"name": config.model, "path": model_path, "hash": folder_fingerprint(resolve_model(config.model))},
+            "base_model": {"name": config.model, "path": model_path, "hash": model_hash},
             "dataset": {"train_uri": train_uri, "train_hash": dataset_fingerprint(train_uri),
                         "validation_uri": validation_uri,
                         "validation_hash": dataset_fingerprint(validation_uri) if validation_uri else None,
-                        "train_rows": train_report.as_dict(), "validation_rows": validation_report.as_dict()},
+                        "train_rows": train_report.as_dict(), "validation_rows": validation_report.as_dict(),
+                        "packed_rows": len(train_rows), "repeated_rows": repeated},
             "config": config.model_dump(mode="json"),
             "metrics": metrics,
             "run": {"storage_path": config.storage_path, "run_name": config.run_name, "checkpoint": result.checkpoint.path},
         }  # fmt: skip
-        adapter, merged = publish(config, folder, metadata)
+        published = already_published(config, state.step) if state.step == steps_before else None
+        adapter, merged = (published, None) if published else publish(config, folder, metadata)
     report = {"adapter": adapter.ref, "adapter_uri": adapter.uri, "merged_model": merged.ref if merged else None,
               "steps": state.step, "seconds": round(time.monotonic() - started, 1), **{
                   key: metrics[key] for key in ("loss", "validation_loss", "validation_loss_initial", "tokens_per_s",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import random
 import socket
 import subprocess
@@ -46,6 +47,8 @@ PROMOTED_FILE = "promoted.json"
 CLAIMS_FOLDER = "_claims"
 DECISIONS_FOLDER = "_decisions"
 KINDS = ("adapters", "models")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # no "/" or "@", and never "." or ".." (a path outside the registry)
+NAME_RULE = "a name is letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 
 class RegistryError(LookupError):
@@ -70,10 +73,18 @@ class ArtifactVersion:
 
 def parse_ref(ref: str) -> tuple[str, str]:
     """Split ``name[@selector]`` into the name and the selector (``latest`` when absent)."""
-    name, _, selector = ref.partition("@")
-    if not name or "/" in name:
-        raise RegistryError(f"bad registry reference {ref!r}: expected name, name@<version>, name@latest or name@promoted")
+    name, at, selector = ref.partition("@")
+    if not NAME.fullmatch(name) or (at and not selector) or "@" in selector:
+        raise RegistryError(f"bad registry reference {ref!r}: expected name, name@<version>, name@latest or name@promoted "
+                            f"({NAME_RULE})")  # fmt: skip
     return name, selector or "latest"
+
+
+def check_name(name: str) -> str:
+    """``name`` if it can name an artifact; :class:`RegistryError` saying the rule if not."""
+    if not NAME.fullmatch(name):
+        raise RegistryError(f"bad registry name {name!r}: {NAME_RULE}")
+    return name
 
 
 def provenance() -> dict[str, Any]:
@@ -202,7 +213,7 @@ class Registry:
 
         ``metadata`` is stored as given, with :func:`provenance` and the version added.
         """
-        parse_ref(name)
+        check_name(name)
         if not os.path.isdir(local_folder) or not os.listdir(local_folder):
             raise ValueError(f"cannot publish {local_folder!r}: not a folder with files in it")
         if METADATA_FILE in os.listdir(local_folder):

@@ -126,3 +126,19 @@ def test_publish_refuses_empty_folders_and_unknown_kinds(tmp_path):
         registry.publish("acme-qa", str(tmp_path / "empty"), {})
     with pytest.raises(ValueError, match="kind must be one of"):
         Registry(str(tmp_path), kind="datasets")
+
+
+@pytest.mark.parametrize("name", ["support-bot@v2", "..", ".", "a/b", "", "-x", "name with space"])
+def test_names_that_would_not_resolve_or_would_leave_the_registry_are_refused(tmp_path, name):
+    registry = Registry(str(tmp_path / "registry"))
+    with pytest.raises(RegistryError, match="bad registry name"):
+        registry.publish(name, make_adapter_folder(tmp_path / "a"), {})
+    assert not (tmp_path / "registry").exists() or not any((tmp_path / "registry").rglob("metadata.json"))
+
+
+def test_a_reference_with_two_selectors_is_refused_not_read_as_another_version():
+    with pytest.raises(RegistryError, match="bad registry reference"):
+        parse_ref("acme@2@1")
+    with pytest.raises(RegistryError, match="bad registry reference"):
+        parse_ref("acme@")
+    assert parse_ref("acme.v2_final-1@promoted") == ("acme.v2_final-1", "promoted")

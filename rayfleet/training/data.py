@@ -35,6 +35,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from rayfleet import storage
@@ -72,11 +73,14 @@ class DataReport:
 
 
 def sft_files(uri: str) -> list[str]:
-    """The Parquet files of an SFT set: one file, or every file under a folder/prefix."""
-    files = storage.list_files(uri, suffixes=(".parquet",))
-    if not files:
+    """The Parquet files of an SFT set: one file, or every file under a folder/prefix (any naming
+    :func:`rayfleet.storage.list_parquet_files` finds)."""
+    if not storage.exists(uri):
         raise FileNotFoundError(f"no SFT Parquet files at {uri}")
-    return files
+    try:
+        return storage.list_parquet_files(uri)
+    except ValueError as error:
+        raise FileNotFoundError(f"no SFT Parquet files at {uri}") from error
 
 
 def read_sft_rows(uri: str) -> list[dict]:
@@ -114,38 +118,83 @@ def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
 
-def bad_reason(messages: Any) -> str | None:
-    """Why a row's ``messages`` cannot be trained on, or None when they can."""
+def chat_messages(messages: Any) -> list[dict] | str:
+    """``messages`` as the chat template takes them (role, text content and the training weight),
+    or why they cannot be trained on.
+
+    Exports differ: ``messages`` may be a JSON string, and a message's content a list of
+    OpenAI content parts (text parts are joined). An assistant turn with ``weight`` 0 (OpenAI's
+    fine-tuning format) stays in the context but is not trained on. Tool calls and non-text
+    parts (images) are not supported: such rows are bad rows.
+    """
+    if isinstance(messages, str):
+        try:
+            messages = json.loads(messages)
+        except ValueError:
+            return "malformed_messages"
     if not messages:
         return "missing_messages"
-    if any(not isinstance(m, dict) or not m.get("role") or m.get("content") is None for m in messages):
+    if not isinstance(messages, list) or any(not isinstance(m, dict) or not isinstance(m.get("role"), str) for m in messages):
         return "malformed_message"
-    replies = [m for m in messages if m["role"] == "assistant"]
+    plain = []
+    for message in messages:
+        if message.get("tool_calls") or message.get("function_call"):
+            return "tool_call_turn"
+        content = message_text(message.get("content"))
+        if content is None:
+            return "malformed_message" if message.get("content") is None else "non_text_content"
+        plain.append({"role": message["role"], "content": content, "weight": message.get("weight", 1)})
+    return plain
+
+
+def message_text(content: Any) -> str | None:
+    """A message's text: a string, or the text of a list of OpenAI content parts; None otherwise."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and content and all(
+        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str) for part in content
+    ):
+        return "\n".join(part["text"] for part in content)
+    return None
+
+
+def bad_reason(messages: list[dict]) -> str | None:
+    """Why these (:func:`chat_messages`) cannot be trained on, or None when they can."""
+    replies = [m for index, m in enumerate(messages) if m["role"] == "assistant" and index > 0]
     if not replies:
-        return "no_assistant_turn"
+        return "no_assistant_turn"  # a greeting before any user turn is context, not a reply
     if any(not m["content"].strip() for m in replies):
         return "empty_answer"
+    if not any(m["weight"] for m in replies):
+        return "no_trained_turn"
     return None
 
 
 def tokenize_conversation(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> TokenizedExample:
     """Token ids and labels of one conversation: loss on every assistant reply, nothing else.
 
-    Messages after the last assistant turn are not used (nothing to learn from them).
+    ``messages`` are role/content dicts (a ``weight`` of 0 keeps a reply out of the loss). An
+    assistant turn before any other message (a greeting) is context. Messages after the last
+    assistant turn are not used (nothing to learn from them).
+
+    Raises:
+        BadExampleError: the template renders earlier turns differently once later ones follow.
     """
     input_ids: list[int] = []
     labels: list[int] = []
     rendered = ""
+    turns = [{"role": m["role"], "content": m["content"]} for m in messages]
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prompt = render(tokenizer, messages[:index], generation_prompt=True)
-        full = render(tokenizer, messages[: index + 1], generation_prompt=False)
+        prompt = render(tokenizer, turns[:index], generation_prompt=True) if index else ""
+        full = render(tokenizer, turns[: index + 1], generation_prompt=False)
         if not prompt.startswith(rendered) or not full.startswith(prompt):
             raise BadExampleError("the chat template does not render conversations as prefixes of each other")
         context, reply = token_ids(tokenizer, prompt[len(rendered) :]), token_ids(tokenizer, full[len(prompt) :])
+        trained = index > 0 and message.get("weight", 1) != 0
         input_ids += context + reply
-        labels += [IGNORE_INDEX] * len(context) + reply
+        labels += [IGNORE_INDEX] * len(context) + (reply if trained else [IGNORE_INDEX] * len(reply))
         rendered = full
     return TokenizedExample(input_ids, labels)
 
@@ -158,28 +207,44 @@ def prepare_examples(
 ) -> tuple[list[TokenizedExample], DataReport]:
     """Tokenize every usable row; drop and count the others, or fail on the first, as the policy says.
 
-    Bad rows: missing or empty ``messages``, a message without role or content, no
-    assistant turn, an empty answer, or more than ``max_seq_len`` tokens.
+    Bad rows: missing or empty ``messages``, a message without role or text content, a tool
+    call, no assistant turn (or none with a nonzero weight), an empty answer, a conversation
+    the chat template refuses (roles out of order, a system turn it does not take) or renders
+    inconsistently, or more than ``max_seq_len`` tokens.
 
     Raises:
         BadExampleError: under ``fail``, naming the row, its ``doc_id`` and the reason.
+        ValueError: the tokenizer has no chat template (a base model): no row could be rendered.
     """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the model's tokenizer has no chat template, so chat rows cannot be rendered: fine-tune an "
+                         "instruct/chat model, or give the tokenizer a chat_template")  # fmt: skip
     examples, report = [], DataReport()
     for number, row in enumerate(rows):
         report.rows += 1
-        reason = bad_reason(row.get("messages"))
-        example = None if reason else tokenize_conversation(tokenizer, row["messages"])
+        example, reason, detail = tokenized_row(tokenizer, row.get("messages"))
         if example is not None and len(example) > max_seq_len:
-            reason = "too_long"
+            reason, detail = "too_long", f"{len(example)} tokens > max_seq_len {max_seq_len}"
         if reason:
             if on_bad_example == "fail":
-                detail = f" ({len(example)} tokens > max_seq_len {max_seq_len})" if reason == "too_long" else ""
-                raise BadExampleError(f"row {number} (doc_id {row.get('doc_id')!r}): {reason}{detail}")
+                raise BadExampleError(f"row {number} (doc_id {row.get('doc_id')!r}): {reason}" + (f" ({detail})" if detail else ""))
             report.dropped[reason] += 1
             continue
         examples.append(example)
         report.kept += 1
     return examples, report
+
+
+def tokenized_row(tokenizer: PreTrainedTokenizerBase, messages: Any) -> tuple[TokenizedExample | None, str | None, str]:
+    """One row's example, or why it has none (a reason and a detail)."""
+    messages = chat_messages(messages)
+    reason = messages if isinstance(messages, str) else bad_reason(messages)
+    if reason:
+        return None, reason, ""
+    try:
+        return tokenize_conversation(tokenizer, messages), None, ""
+    except (ValueError, TypeError, TemplateError) as error:  # BadExampleError is a ValueError
+        return None, "template_error", str(error)
 
 
 def pack_examples(
@@ -199,12 +264,16 @@ def pack_examples(
     if too_long:
         raise ValueError(f"{len(too_long)} examples are longer than pack_length {pack_length} (longest {max(too_long)})")
     bins: list[RowBin] = []
+    rooms = RoomIndex(len(examples))  # first fit in O(log rows) per example, not a scan of every row
     for example in sorted(examples, key=len, reverse=True):
-        target = next((row for row in bins if row.fits(example, pack_length)), None)
-        if target is None:
-            target = RowBin(share_prefix)
-            bins.append(target)
-        target.add(example)
+        index = rooms.first(len(example))
+        while index is not None and not bins[index].fits(example, pack_length):
+            index = rooms.first(len(example), start=index + 1)
+        if index is None:
+            index = len(bins)
+            bins.append(RowBin(share_prefix))
+        bins[index].add(example)
+        rooms.set(index, bins[index].room_bound(pack_length))
     rows = [packed_row(row.members, row.shared_prefix()) for row in bins]
     random.Random(seed).shuffle(rows)
     return rows
@@ -234,6 +303,11 @@ class RowBin:
             return False  # not even with the longest prefix it could share
         return self.tokens + len(example) - len(self.members) * self.prefix_with(example) <= pack_length
 
+    def room_bound(self, pack_length: int) -> int:
+        """The longest example the row could still take (with the longest prefix it could share):
+        :meth:`fits` is false for any longer one."""
+        return pack_length - self.tokens + len(self.members) * (self.prefix if self.share_prefix else 0)
+
     def add(self, example: TokenizedExample) -> None:
         self.prefix = self.prefix_with(example)
         self.members.append(example)
@@ -242,6 +316,37 @@ class RowBin:
     def shared_prefix(self) -> int:
         """Tokens the row holds once: none without sharing or with a single example."""
         return self.prefix if self.share_prefix and len(self.members) > 1 else 0
+
+
+class RoomIndex:
+    """Packed rows in creation order with each one's room bound, in a max segment tree: the first
+    row from ``start`` whose bound reaches a length is found in logarithmic time."""
+
+    def __init__(self, capacity: int) -> None:
+        self.size = 1
+        while self.size < max(capacity, 1):
+            self.size *= 2
+        self.tree = [-1] * (2 * self.size)  # -1: no row there yet
+
+    def set(self, index: int, room: int) -> None:
+        node = index + self.size
+        self.tree[node] = room
+        while node > 1:
+            node //= 2
+            self.tree[node] = max(self.tree[2 * node], self.tree[2 * node + 1])
+
+    def first(self, need: int, start: int = 0) -> int | None:
+        """The lowest row index ``>= start`` whose room bound is at least ``need``, or None."""
+        return self._first(1, 0, self.size, need, start)
+
+    def _first(self, node: int, low: int, high: int, need: int, start: int) -> int | None:
+        if high <= start or self.tree[node] < need:
+            return None
+        if high - low == 1:
+            return low
+        middle = (low + high) // 2
+        found = self._first(2 * node, low, middle, need, start)
+        return found if found is not None else self._first(2 * node + 1, middle, high, need, start)
 
 
 def first_label(example: TokenizedExample) -> int:

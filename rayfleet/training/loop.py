@@ -147,8 +147,8 @@ def head_loss(lm_head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Ten
 
 
 @torch.no_grad()
-def validation_loss(model, rows: Sequence[dict], device: torch.device) -> float:
-    """Token-mean loss over ``rows`` (this worker's share), combined over all workers."""
+def validation_loss(model, rows: Sequence[dict], device: torch.device) -> float | None:
+    """Token-mean loss over ``rows`` (this worker's share), combined over all workers; None without validation data."""
     was_training = model.training
     model.eval()
     loss, count = torch.zeros((), dtype=torch.float64, device=device), 0
@@ -157,7 +157,7 @@ def validation_loss(model, rows: Sequence[dict], device: torch.device) -> float:
         loss, count = loss + row_loss.double(), count + row_count
     model.train(was_training)
     total, count = sum_across_workers(with_counts(loss, count)).tolist()
-    return total / count if count else float("nan")
+    return total / count if count else None
 
 
 def with_counts(loss: torch.Tensor, *counts: int) -> torch.Tensor:

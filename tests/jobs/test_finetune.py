@@ -19,7 +19,17 @@ import torch
 
 from transformers import AutoTokenizer
 
-from jobs.finetune import FinetuneConfig, data_uris, demo_rows, grounded_demo_rows, main, packed_rows, shares_prefix
+from jobs.finetune import (
+    FinetuneConfig,
+    changed_settings,
+    data_uris,
+    demo_rows,
+    even_shards,
+    grounded_demo_rows,
+    main,
+    packed_rows,
+    shares_prefix,
+)
 from rayfleet import storage
 from rayfleet.assets import folder_fingerprint
 from rayfleet.config import load_config
@@ -148,7 +158,7 @@ def test_a_worker_killed_mid_run_resumes_from_its_checkpoint_without_repeating_o
     assert {float(entry["step"]) for entry in optimizer["optimizer"]["state"].values()} == {6.0}, "6 updates, no more, no less"
     assert sorted(map(int, state["train_losses"])) == [1, 2, 3, 4, 5, 6]
     packed, _ = packed_rows(qa_set["train"], AutoTokenizer.from_pretrained(tiny_llama_path), config)
-    rows_per_epoch = len(packed) // 2
+    rows_per_epoch = len(even_shards(packed, 2)[0]) // 2
     assert state["epoch"] * rows_per_epoch + state["rows_in_epoch"] == 6 * 2, "each worker read 6 steps x 2 rows, no more"
 
 
@@ -160,7 +170,16 @@ def test_resubmitting_a_run_resumes_it_and_publishes_a_new_version(ray_cluster, 
     assert (first["steps"], first["resumed_from_steps"]) == (2, [])
     assert (second["steps"], second["resumed_from_steps"]) == (4, [2])
     assert second["tokens_trained"] > first["tokens_trained"], "the count goes on from the first run's"
-    assert Registry(f"{s3_prefix}/registry", kind="adapters").versions("smollm2-acl-qa") == [1, 2]
+    registry = Registry(f"{s3_prefix}/registry", kind="adapters")
+    assert registry.versions("smollm2-acl-qa") == [1, 2]
+
+    # The finished run, resubmitted as it was: nothing to train, nothing new to publish.
+    again = main(job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=4", "train.checkpoint_every=2"))
+    assert again["adapter"] == second["adapter"] and registry.versions("smollm2-acl-qa") == [1, 2]
+    # ...and with another learning rate: the restored optimizer would ignore it, so it is refused.
+    relearned = job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=6", "train.learning_rate=1e-3")
+    with pytest.raises(ValueError, match=r"other settings \(train.learning_rate: 0.0002 -> 0.001\)"):
+        main(relearned)
 
     repacked = job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=6", "data.pack_length=300")
     with pytest.raises(ValueError, match="trained on other data"):
@@ -214,7 +233,8 @@ def test_an_extractive_grounded_answer_is_the_cited_passages_sentence_closest_to
         passages = re.split(r"\n\n(?=\[\d+\] \()", row["messages"][1]["content"].split("\n\nQuestion: ")[0])
         cited = next(p for p in passages if re.match(rf"(Context:\n)?\[{number}\] ", p))
         assert sentence in cited, "the answer is copied from the passage it cites"
-        every_sentence = [s for p in passages for s in re.split(r"(?<=[.!?])\s+|\n+", p) if s.strip()]
+        texts = [re.sub(r"^(Context:\n)?\[\d+\] \(.*?\) ", "", p) for p in passages]  # the labels are not candidates
+        every_sentence = [s for p in texts for s in re.split(r"(?<=[.!?])\s+|\n+", p) if s.strip()]
         assert token_f1(sentence, summary) == pytest.approx(max(token_f1(s, summary) for s in every_sentence))
         assert token_f1(sentence, summary) > 0
 
@@ -235,3 +255,33 @@ def test_the_demo_set_is_built_once_per_setting_and_rebuilt_when_a_setting_chang
     rows = {uri: read_table(uri).num_rows for uri in [*closed_book, *grounded]}
     assert [rows[uri] for uri in closed_book] == [6, 3]
     assert [rows[uri] for uri in grounded] == [6 + 3, 3 + 3], "one paper's three questions again, grounded"
+
+
+@pytest.mark.parametrize("rows, workers, repeated", [(5, 2, 1), (6, 2, 0), (5, 4, 3), (1, 1, 0)])
+def test_every_worker_gets_as_many_rows_and_no_row_is_left_out(rows, workers, repeated):
+    padded, count = even_shards([{"row": index} for index in range(rows)], workers)
+    assert count == repeated and len(padded) % workers == 0
+    assert {row["row"] for row in padded} == set(range(rows))
+
+
+def test_changed_settings_are_named_and_older_checkpoints_without_them_pass():
+    recorded = {"model": "abc", "lora": {"rank": 8}, "train": {"learning_rate": 2e-4}, "num_workers": 2}
+    assert changed_settings(recorded, recorded) == []
+    assert changed_settings(None, recorded) == []
+    changed = {**recorded, "lora": {"rank": 16}, "num_workers": 4}
+    assert changed_settings(recorded, changed) == ["lora.rank: 8 -> 16", "num_workers: 2 -> 4"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("adapter_name=bot@v2", "bad registry name"), ("adapter_name=..", "bad registry name"),
+    ("data.validation=somewhere", "without data.train"), ("data.max_seq_len=2048", "above data.pack_length"),
+])  # fmt: skip
+def test_settings_that_would_be_ignored_or_not_resolve_are_refused(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(FinetuneConfig, [override])
+
+
+def test_a_set_whose_every_row_is_bad_stops_with_the_reasons(tmp_path):
+    write_table(str(tmp_path / "train.parquet"), pa.Table.from_pylist(BAD_ROWS, SFT_SCHEMA))
+    with pytest.raises(ValueError, match=r"all 2 rows of .* were dropped as bad rows: \{'missing_messages': 1, 'empty_answer': 1\}"):
+        main(load_config(FinetuneConfig, [f"data.train={tmp_path}/train.parquet", f"storage_path={tmp_path}/runs"]))

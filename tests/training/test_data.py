@@ -60,6 +60,11 @@ BAD_ROWS = [
     ({"messages": QUESTION, "doc_id": "c"}, "no_assistant_turn"),
     ({"messages": [*QUESTION, {"role": "assistant", "content": "  "}], "doc_id": "d"}, "empty_answer"),
     ({"messages": [*QUESTION, {"role": "assistant", "content": "word " * 400}], "doc_id": "e"}, "too_long"),
+    ({"messages": [*QUESTION, {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}], "doc_id": "f"},
+     "tool_call_turn"),
+    ({"messages": [*QUESTION, {"role": "assistant", "content": 7}], "doc_id": "g"}, "non_text_content"),
+    ({"messages": [*QUESTION, {**ANSWER, "weight": 0}], "doc_id": "h"}, "no_trained_turn"),
+    ({"messages": "[{not json", "doc_id": "i"}, "malformed_messages"),
 ]
 
 
@@ -67,14 +72,55 @@ def test_bad_rows_are_dropped_and_counted_by_reason(tokenizer):
     rows = [{"messages": [*QUESTION, ANSWER], "doc_id": "good"}] + [row for row, _ in BAD_ROWS]
     examples, report = prepare_examples(rows, tokenizer, max_seq_len=128, on_bad_example="drop")
     assert len(examples) == 1
-    assert report.as_dict() == {"rows": 6, "kept": 1,
-                                "dropped": {"empty_answer": 1, "missing_messages": 2, "no_assistant_turn": 1, "too_long": 1}}  # fmt: skip
+    assert report.as_dict() == {"rows": 10, "kept": 1, "dropped": {
+        "empty_answer": 1, "malformed_messages": 1, "missing_messages": 2, "no_assistant_turn": 1, "no_trained_turn": 1,
+        "non_text_content": 1, "too_long": 1, "tool_call_turn": 1}}  # fmt: skip
 
 
 @pytest.mark.parametrize("row, reason", BAD_ROWS, ids=[reason for _, reason in BAD_ROWS])
 def test_bad_rows_fail_with_the_row_and_reason_when_asked(tokenizer, row, reason):
     with pytest.raises(BadExampleError, match=rf"row 1 \(doc_id '{row['doc_id']}'\): {reason}"):
         prepare_examples([{"messages": [*QUESTION, ANSWER], "doc_id": "good"}, row], tokenizer, 128, "fail")
+
+
+def labelled_text(tokenizer, example: TokenizedExample) -> str:
+    return tokenizer.decode([token for token in example.labels if token != IGNORE_INDEX])
+
+
+def test_exported_chat_shapes_train_as_the_plain_conversation(tokenizer):
+    import json
+
+    plain, _ = prepare_examples([{"messages": [*QUESTION, ANSWER]}], tokenizer, 128, "fail")
+    parts = [*QUESTION, {"role": "assistant", "content": [{"type": "text", "text": ANSWER["content"]}]}]
+    as_json = json.dumps([*QUESTION, ANSWER])  # messages stored as a JSON string column
+    extra_keys = [{**message, "name": None, "weight": 1} for message in [*QUESTION, ANSWER]]
+    for messages in (parts, as_json, extra_keys):
+        examples, _ = prepare_examples([{"messages": messages}], tokenizer, 128, "fail")
+        assert examples == plain
+
+
+def test_a_zero_weight_reply_and_an_opening_greeting_are_context_not_loss(tokenizer):
+    greeting = {"role": "assistant", "content": "Hello, how can I help?"}
+    conversation = [greeting, QUESTION[1], {**ANSWER, "content": "Wrong valve.", "weight": 0},
+                    {"role": "user", "content": "Sure?"}, {"role": "assistant", "content": "Valve 9."}]  # fmt: skip
+    (example,), report = prepare_examples([{"messages": conversation}], tokenizer, 256, "fail")
+    assert labelled_text(tokenizer, example) == "Valve 9.<|im_end|>\n"
+    assert "Hello, how can I help?" in tokenizer.decode(example.input_ids) and "Wrong valve." in tokenizer.decode(example.input_ids)
+    assert report.kept == 1
+
+
+def test_a_conversation_the_template_refuses_is_a_bad_row_and_no_template_is_an_error(tiny_llama_path):
+    strict = AutoTokenizer.from_pretrained(tiny_llama_path)
+    strict.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                            "{% endif %}" + strict.chat_template)  # fmt: skip
+    rows = [{"messages": [*QUESTION, ANSWER], "doc_id": "sys"}, {"messages": [QUESTION[1], ANSWER], "doc_id": "ok"}]
+    examples, report = prepare_examples(rows, strict, 128, "drop")
+    assert len(examples) == 1 and report.dropped == {"template_error": 1}
+    with pytest.raises(BadExampleError, match=r"row 0 \(doc_id 'sys'\): template_error \(System role not supported\)"):
+        prepare_examples(rows, strict, 128, "fail")
+    strict.chat_template = None
+    with pytest.raises(ValueError, match="no chat template"):
+        prepare_examples(rows, strict, 128, "drop")
 
 
 def yes_examples(tokenizer, count: int = 29) -> list[TokenizedExample]:

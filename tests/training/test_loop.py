@@ -53,6 +53,17 @@ def test_training_loss_falls_and_validation_is_recorded(tiny_llama_path):
     assert state.validation_losses["12"] < state.validation_losses["0"]
 
 
+def test_without_validation_rows_the_validation_loss_is_none_not_nan(tiny_llama_path):
+    import json
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_path)
+    settings = TrainSettings(max_steps=2, warmup_steps=0, eval_every=1)
+    model, optimizer, scheduler = fresh(tiny_llama_path, settings)
+    state = train(model, optimizer, scheduler, epochs_over(rows_of(tokenizer, FACTS)), [], settings, TrainState())
+    assert state.validation_losses == {"0": None, "1": None, "2": None}
+    json.dumps(state.validation_losses, allow_nan=False)  # the adapter's metadata stays valid JSON
+
+
 def test_a_shared_prefix_row_gives_the_loss_and_gradients_of_its_examples_alone(tiny_llama_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_path)
     [shared] = rows_of(tokenizer, FACTS, pack_length=512)
