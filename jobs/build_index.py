@@ -20,7 +20,10 @@ Output, under ``output``:
 
 New chunks are added to the previous index (incremental); changed or removed chunks
 rebuild it from the stored embeddings (nothing is embedded twice); an unchanged input
-does nothing.
+does nothing. The index mirrors its input: documents missing from ``input`` are removed
+(a WARNING names how many, and the report's ``removed_documents`` counts them), so to add
+documents give the whole chunks folder, not only the new files. Embeddings of another
+model stored beside them (a model tried once) are left alone.
 """
 
 from __future__ import annotations
@@ -138,10 +141,11 @@ def embed_dataset(config: BuildIndexConfig, todo: pa.Table, run_id: str) -> None
 
 
 def load_embeddings(embeddings_uri: str, keys: list[str]) -> np.ndarray:
-    """The stored embedding of each of ``keys``, in that order.
+    """The stored embedding of each of ``keys``, in that order. Files holding none of ``keys`` (embeddings of
+    another model, whose keys differ) are not looked at further, whatever their dimension.
 
     Raises:
-        DimensionError: stored embeddings of different dimensions (files from another model).
+        DimensionError: the embeddings of ``keys`` have different dimensions.
         KeyError: a key with no stored embedding.
     """
     wanted = pa.array(keys, pa.string())
@@ -149,14 +153,15 @@ def load_embeddings(embeddings_uri: str, keys: list[str]) -> np.ndarray:
     dimensions: dict[int, str] = {}
     for file_uri in storage.list_files(embeddings_uri, suffixes=(".parquet",)):
         table = read_table(file_uri, columns=["embedding_key", "embedding"])
-        dimensions.setdefault(table.schema.field("embedding").type.list_size, file_uri)
         table = table.filter(pc.is_in(table["embedding_key"], wanted))
         if table.num_rows:
+            dimensions.setdefault(table.schema.field("embedding").type.list_size, file_uri)
             matrix = table["embedding"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
             found.update(zip(table["embedding_key"].to_pylist(), matrix))
     if len(dimensions) > 1:
         raise DimensionError(
-            f"embeddings under {embeddings_uri} have different dimensions: {dimensions} (first file of each)"
+            f"the embeddings asked for under {embeddings_uri} have different dimensions: {dimensions} (first file "
+            "of each): files from two models under one key; delete the embeddings folder and rebuild"
         )
     missing = [key for key in keys if key not in found]
     if missing:
@@ -176,6 +181,21 @@ def plan_build(
     return "incremental" if same_build and set(previous_keys) <= set(keys) else "full"
 
 
+def removed_documents(previous_rows: pa.Table, chunks: pa.Table) -> list[str]:
+    """The documents (``doc_id``) of the previous version that ``chunks`` no longer holds, sorted."""
+    return sorted(set(previous_rows["doc_id"].to_pylist()) - set(chunks["doc_id"].to_pylist()))
+
+
+def warn_of_removed_documents(removed: list[str], previous: IndexManifest, config: BuildIndexConfig) -> None:
+    """A WARNING naming how many documents the new version drops (often an ``input`` of only new chunks)."""
+    shown = ", ".join(removed[:5]) + (", ..." if len(removed) > 5 else "")
+    logger.warning(
+        "%d document(s) of index version %s are not in the input %s and are removed from the index (%s); the "
+        "index mirrors its input: to add documents, give the whole chunks folder as input",
+        len(removed), previous.version, config.input, shown,
+    )  # fmt: skip
+
+
 def build_version(
     config: BuildIndexConfig,
     previous: IndexManifest | None,
@@ -184,12 +204,16 @@ def build_version(
     run_id: str,
     model_hash: str,
     source_version: str,
-) -> IndexManifest:
-    """Build the next index version from stored embeddings and write it; returns its manifest."""
-    index, previous_keys = None, []
+) -> tuple[IndexManifest, list[str]]:
+    """Build the next index version from stored embeddings and write it; returns its manifest and the documents
+    of the previous version it no longer holds."""
+    index, previous_keys, removed = None, [], []
     if previous is not None:
         previous_index, previous_rows, _ = store.load_version(config.output, previous.version)
         previous_keys = previous_rows["embedding_key"].to_pylist()
+        removed = removed_documents(previous_rows, chunks)
+        if removed:
+            warn_of_removed_documents(removed, previous, config)
     mode = plan_build(previous, previous_keys, keys, config, model_hash)
     if mode == "incremental":
         known = set(previous_keys)
@@ -212,7 +236,7 @@ def build_version(
         parent_version=previous.version if mode == "incremental" else None, build_mode=mode, added_rows=len(added),
     )  # fmt: skip
     store.save_version(config.output, index, rows, manifest)
-    return manifest
+    return manifest, removed
 
 
 def main(config: BuildIndexConfig) -> dict:
@@ -223,10 +247,10 @@ def main(config: BuildIndexConfig) -> dict:
 
 
 def update_index(config: BuildIndexConfig) -> dict:
-    """Bring the index at ``config.output`` up to date with ``config.input``.
+    """Bring the index at ``config.output`` up to date with ``config.input`` (the index mirrors the input).
 
     Returns:
-        The run report.
+        The run report, with ``removed_documents``: documents of the previous version not in the input.
     """
     run_id, started = new_run_id(), time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
@@ -246,7 +270,9 @@ def update_index(config: BuildIndexConfig) -> dict:
         and previous.index_params == config.index
     ):
         logger.info("index %s already holds exactly these %d chunks: nothing to do", previous.version, chunks.num_rows)
-        report.update(embedded=0, build_mode="unchanged", version=previous.version, rows=previous.row_count)
+        report.update(
+            embedded=0, build_mode="unchanged", version=previous.version, rows=previous.row_count, removed_documents=0
+        )
     else:
         done = read_column_values(config.embeddings_uri, "embedding_key")
         todo = chunks.append_column("embedding_key", pa.array(keys, pa.string())).filter(
@@ -262,7 +288,7 @@ def update_index(config: BuildIndexConfig) -> dict:
         if todo.num_rows:
             init_ray(config.ray_address)
             embed_dataset(config, todo, run_id)
-        manifest = build_version(config, previous, chunks, keys, run_id, model_hash, source_version)
+        manifest, removed = build_version(config, previous, chunks, keys, run_id, model_hash, source_version)
         logger.info(
             "wrote index version %s (%s, %d rows, %d added)",
             manifest.version,
@@ -271,7 +297,8 @@ def update_index(config: BuildIndexConfig) -> dict:
             manifest.added_rows,
         )
         report.update(
-            embedded=todo.num_rows, build_mode=manifest.build_mode, version=manifest.version, rows=manifest.row_count
+            embedded=todo.num_rows, build_mode=manifest.build_mode, version=manifest.version, rows=manifest.row_count,
+            removed_documents=len(removed),
         )
     report["seconds"] = round(time.monotonic() - started, 1)
     return report

@@ -250,10 +250,8 @@ def build_conversations(config: EvaluateConfig, items: list[dict]) -> tuple[dict
             retriever = Retriever.load(config.index)
             tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(config.engine.model)))
         budget = config.max_context_tokens
-        hits = [
-            fit_to_budget(retriever.search(item["question"], k=config.top_k, hybrid=config.hybrid), tokenizer, budget)
-            for item in items
-        ]
+        searches = [retriever.search(item["question"], k=config.top_k, hybrid=config.hybrid, distinct=True) for item in items]
+        hits = [fit_to_budget(found, tokenizer, budget) for found in searches]
         conversations[candidate.name] = [
             grounded_conversation(item["question"], passages, tokenizer, budget, config.rag_system_prompt)
             for item, passages in zip(items, hits)

@@ -24,7 +24,9 @@ by a hash of ``doc_id`` (no document in two splits), and the job writes
   evaluation (``schemas.QA_SCHEMA``);
 - ``errors/``: bad user rows and chunks the engine failed on;
 
-and prints a report with how many pairs were dropped, by reason.
+and prints a report with how many pairs were dropped, by reason. A chunk whose prompt does not fit
+the engine's ``max_model_len`` is recorded as dropped (``too_long``) on its own, so the rest of its
+batch is generated; a chunk without a ``token_count`` is skipped like a too short one.
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ class QaWorker:
         if not chunks:
             return batch_figures([], [], 0, started)
         requests = [request for chunk in chunks for request in self.requests(chunk)]
+        too_long = self.too_long(requests)
+        requests = [request for request in requests if request[0]["chunk_id"] not in too_long]
         try:
             generations = self.engine.generate([conversation for _, _, conversation in requests], self.config.sampling)
         except Exception as error:  # the batch's chunks go to the errors table; a rerun tries them again
@@ -143,8 +147,11 @@ class QaWorker:
             for (chunk, answer, _), generation in zip(requests, generations)
             for row in self.candidates(chunk, answer, generation.text)
         ]
+        rows += [self.too_long_row(chunk, too_long[chunk["chunk_id"]])
+                 for chunk in chunks if chunk["chunk_id"] in too_long]  # fmt: skip
         rows += [self.no_pair_row(chunk, "no sentence of a usable length to take as an answer", None)
-                 for chunk in chunks if not any(request[0] is chunk for request in requests)]  # fmt: skip
+                 for chunk in chunks if chunk["chunk_id"] not in too_long
+                 and not any(request[0] is chunk for request in requests)]  # fmt: skip
         write_table(storage.join(self.config.table("_candidates"), f"part-{self.run_id}-{uuid.uuid4().hex[:12]}.parquet"),
                     pa.Table.from_pylist(rows, QA_CANDIDATES_SCHEMA))  # fmt: skip
         return batch_figures(chunks, rows, sum(generation.completion_tokens for generation in generations), started)
@@ -157,6 +164,17 @@ class QaWorker:
         answers = answer_sentences(chunk["text"], self.config.pairs_per_chunk, prompts.min_answer_words,
                                    prompts.max_answer_words, skip_first=chunk["continues"])  # fmt: skip
         return [(chunk, answer, prompts.conversation(chunk["text"], answer)) for answer in answers]
+
+    def too_long(self, requests: list[tuple[dict, str | None, list]]) -> dict[str, int]:
+        """The chunks with a prompt the engine would refuse (``max_model_len`` or more tokens: vLLM then fails
+        the whole batch), each with its longest prompt's length."""
+        limit = self.config.engine.max_model_len
+        longest: dict[str, int] = {}
+        for chunk, _, conversation in requests:
+            tokens = len(self.engine.prompt_token_ids(conversation))
+            if tokens >= limit:
+                longest[chunk["chunk_id"]] = max(tokens, longest.get(chunk["chunk_id"], 0))
+        return longest
 
     def candidates(self, chunk: dict, answer: str | None, output: str) -> list[dict]:
         """One row per proposed pair, valid or dropped; one dropped row when the output held none."""
@@ -177,6 +195,15 @@ class QaWorker:
     def base_row(self, chunk: dict) -> dict:
         return {"chunk_id": chunk["chunk_id"], "doc_id": chunk["doc_id"], "model": self.config.engine.model,
                 "run_id": self.run_id, "created_at": utc_now(), "raw_output": None}  # fmt: skip
+
+    def too_long_row(self, chunk: dict, prompt_tokens: int) -> dict:
+        """The row that records a chunk whose prompt does not fit the engine's context."""
+        detail = (
+            f"the prompt is {prompt_tokens} tokens, not below engine.max_model_len {self.config.engine.max_model_len}:"
+            " chunk smaller (ingest chunking.max_tokens) or raise it"
+        )
+        return {**self.base_row(chunk), "question": None, "answer": None, "status": "dropped", "reason": "too_long",
+                "detail": detail}  # fmt: skip
 
     def no_pair_row(self, chunk: dict, detail: str, output: str | None) -> dict:
         """The row that records a chunk (or model output) that gave no pair at all."""
@@ -201,29 +228,33 @@ def read_chunks(batch: pa.Table, config: MakeQaConfig, done: set[str]) -> pa.Tab
     source = batch.column("source")[0].as_py()
     has_ordinal = "ordinal" in read_schema(source).names
     chunks = read_table(source, CHUNK_COLUMNS + ["ordinal"] * has_ordinal)
-    keep = [chunk_id not in done and tokens >= config.min_chunk_tokens
-            for chunk_id, tokens in zip(chunks["chunk_id"].to_pylist(), chunks["token_count"].to_pylist())]  # fmt: skip
+    usable = long_enough(chunks["token_count"], config.min_chunk_tokens)
+    keep = [chunk_id not in done and ok for chunk_id, ok in zip(chunks["chunk_id"].to_pylist(), usable)]
     # A chunk after its document's first may start mid-sentence (chunks overlap); without ordinals, assume so.
     ordinals = chunks["ordinal"] if has_ordinal else pa.array([1] * chunks.num_rows)
     chunks = chunks.append_column("continues", pc.greater(ordinals, 0))
     return chunks.filter(pa.array(keep, pa.bool_())).select(["chunk_id", "doc_id", "text", "continues"])
 
 
+def long_enough(token_counts: pa.ChunkedArray, min_chunk_tokens: int) -> list[bool]:
+    """Whether each chunk has at least ``min_chunk_tokens`` tokens; a chunk without a count (null) has not."""
+    return pc.fill_null(pc.greater_equal(token_counts, min_chunk_tokens), False).to_pylist()
+
+
 def plan_chunks(config: MakeQaConfig, done: set[str]) -> tuple[list[str], int, int]:
-    """The chunk files to read, the chunks to generate for, and how many are skipped as too short."""
-    sources = storage.list_files(config.input, suffixes=(".parquet",))
-    if not sources:
-        raise ValueError(f"no chunks Parquet files at {config.input}")
+    """The chunk files to read (every Parquet naming :func:`storage.list_parquet_files` finds), the chunks to
+    generate for, and how many are skipped as too short (or without a ``token_count``)."""
+    sources = storage.list_parquet_files(config.input)
     for source in sources:
         missing = [column for column in CHUNK_COLUMNS if column not in read_schema(source).names]
         if missing:
             raise ValueError(f"{source} is not a chunks table (jobs.ingest output): it lacks {missing}")
-    table = read_folder(config.input, ["chunk_id", "token_count"])
-    long_enough = pc.greater_equal(table["token_count"], config.min_chunk_tokens)
-    todo = sum(
-        1 for chunk_id, ok in zip(table["chunk_id"].to_pylist(), long_enough.to_pylist()) if ok and chunk_id not in done
+    table = pa.concat_tables(
+        [read_table(source, ["chunk_id", "token_count"]) for source in sources], promote_options="permissive"
     )
-    return sources, todo, table.num_rows - int(pc.sum(long_enough).as_py() or 0)
+    usable = long_enough(table["token_count"], config.min_chunk_tokens)
+    todo = sum(1 for chunk_id, ok in zip(table["chunk_id"].to_pylist(), usable) if ok and chunk_id not in done)
+    return sources, todo, usable.count(False)
 
 
 def generate_candidates(config: MakeQaConfig, sources: list[str], done: set[str], run_id: str, total: int) -> None:

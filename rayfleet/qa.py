@@ -19,9 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Iterable
 
+import regex
 from pydantic import Field, field_validator, model_validator
 
 from rayfleet.config import BaseConfig
@@ -43,8 +45,11 @@ def paper_questions(paper: str) -> dict[str, str]:
     return {aspect: question.format(paper=paper) for aspect, question in PAPER_ASPECT_QUESTIONS.items()}
 
 
-# A word: a run of letters or digits, except that each CJK character counts as one (no spaces there).
-WORD = re.compile(f"[{CJK}]|(?:(?![{CJK}])[^\\W_])+", re.UNICODE)
+# A word: a run of letters or digits with their combining marks (Hindi's vowel signs belong to the word),
+# except that each CJK character counts as one (no spaces there). ``regex`` knows Unicode's categories.
+WORD = regex.compile(f"[{CJK}]|(?:(?![{CJK}])[\\p{{L}}\\p{{N}}]\\p{{M}}*)+")
+# Arabic's short-vowel signs and shadda are optional in writing: a question with them matches a chunk without.
+ARABIC_OPTIONAL_MARKS = regex.compile("[\u064b-\u065f\u0670]")
 # Words too common to show that an answer comes from a chunk.
 STOPWORDS = frozenset(
     "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
@@ -105,12 +110,22 @@ class QaPrompts(BaseConfig):
         return messages + [{"role": "user", "content": self.request(text, count)}]
 
 
-SENTENCE_END = re.compile(f"(?<=[.!?])\\s+(?=[\"'(\\[]?[A-Z0-9])|(?<=[{CJK_SENTENCE_ENDS}])")
+# Marks that end a sentence before a space: Latin, Arabic (؟ ۔), Devanagari (। ॥), Greek (; U+037E),
+# Armenian (՞ ։) and Ethiopic (፧) ones. CJK's full-width marks end one without a space.
+SENTENCE_MARKS = ".!?\u061f\u06d4\u0964\u0965\u037e\u055e\u0589\u1367"
+# A sentence starts with a capital or a digit, or a letter of a script without capitals (Arabic, Hindi, ...).
+SENTENCE_END = regex.compile(
+    f"(?<=[{SENTENCE_MARKS}])\\s+(?=[\"'(\\[¿¡«„]?[\\p{{Lu}}\\p{{Lt}}\\p{{Lo}}\\p{{N}}])|(?<=[{CJK_SENTENCE_ENDS}])"
+)
 # Blocks no sentence spans: paragraphs, and the items of a list (one per line).
 BLOCK_BREAK = re.compile(r"\n\s*\n|\n(?=\s*(?:[-*+•]|\d+[.)])\s)")
 LIST_MARKER = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
-SENTENCE_ENDINGS = (".", "!", "?", *CJK_SENTENCE_ENDS)
-QUESTION_MARKS = ("?", "？")
+SENTENCE_ENDINGS = (*SENTENCE_MARKS, *CJK_SENTENCE_ENDS)
+# Question marks: Latin, full-width, Arabic (؟), Greek (U+037E), Ethiopic (፧). Armenian's ՞ sits on the
+# word asked about and Greek is mostly typed with a plain semicolon: see :func:`ends_like_a_question`.
+QUESTION_MARKS = ("?", "？", "\u061f", "\u037e", "\u1367")
+ARMENIAN_QUESTION_MARK = "\u055e"
+GREEK = regex.compile(r"\p{Greek}")
 
 
 class AnswerFirstPrompts(BaseConfig):
@@ -247,7 +262,19 @@ class Verdict:
 
 
 def words(text: str) -> list[str]:
-    return [word.lower() for word in WORD.findall(text)]
+    """The words of ``text``, lower-cased (Unicode NFC, Arabic's optional vowel signs left out)."""
+    return [ARABIC_OPTIONAL_MARKS.sub("", word.lower()) for word in WORD.findall(unicodedata.normalize("NFC", text))]
+
+
+def ends_like_a_question(text: str) -> bool:
+    """Whether ``text`` is punctuated as a question: a question mark at the end (after closing quotes), Greek
+    text's semicolon, or Armenian's ՞ (written on the word asked about, wherever it stands)."""
+    text = text.rstrip(" \"'”’»")
+    if text.endswith(QUESTION_MARKS):
+        return True
+    if text.endswith(";") and GREEK.search(text):
+        return True
+    return ARMENIAN_QUESTION_MARK in text
 
 
 def content_words(text: str) -> set[str]:
@@ -298,7 +325,7 @@ def check_pair(question: str, answer: str, chunk_text: str, validation: QaValida
     question_words, answer_words = len(words(question)), len(words(answer))
     if not validation.min_question_words <= question_words <= validation.max_question_words:
         return Verdict("question_length", f"question has {question_words} words")
-    if validation.require_question_mark and not question.rstrip(" \"'”’»").endswith(QUESTION_MARKS):
+    if validation.require_question_mark and not ends_like_a_question(question):
         return Verdict("not_a_question", "the question does not end with a question mark")
     if answer_words == 0 or answer_words > validation.max_answer_words:
         return Verdict("answer_length", f"answer has {answer_words} words")

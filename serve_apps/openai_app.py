@@ -55,9 +55,12 @@ class LLMDeployment:
 
 
 class PathDeployment:
-    """Serve glue over one answer path; generation goes to its LLM deployment's handle."""
+    """Serve glue over one answer path; generation goes to its LLM deployment's handle, whose context length
+    (``max_model_len``) the RAG path keeps its prompts inside."""
 
-    def __init__(self, config: dict, engine_model: str, engine: DeploymentHandle | None):
+    def __init__(
+        self, config: dict, engine_model: str, engine: DeploymentHandle | None, context_length: int | None = None
+    ):
         from pydantic import TypeAdapter
 
         from serve_apps.config import PathConfig
@@ -71,7 +74,10 @@ class PathDeployment:
         def generate(prompt_ids, sampling, adapter):
             return streaming_engine.stream.remote(prompt_ids, sampling, adapter)
 
-        self.path = PATH_CLASSES[path_config.kind](path_config, engine_model, generate)
+        if path_config.kind == "rag":
+            self.path = RagPath(path_config, engine_model, generate, context_length)
+        else:
+            self.path = PATH_CLASSES[path_config.kind](path_config, engine_model, generate)
 
     async def stream(self, request: PathRequest):
         async for chunk in self.path.stream(request):
@@ -144,7 +150,8 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     }
     paths = {
         name: deployment(PathDeployment, f"{PATH_DEPLOYMENT_NAMES[path.kind]}_{name}", path.deployment).bind(
-            path.model_dump(mode="json"), config.engines[path.engine].engine.model, engines.get(path.engine)
+            path.model_dump(mode="json"), config.engines[path.engine].engine.model, engines.get(path.engine),
+            config.engines[path.engine].engine.max_model_len,
         )
         for name, path in config.paths.items()
     }

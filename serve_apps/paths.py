@@ -23,8 +23,10 @@ from rayfleet.engines.base import Conversation, SamplingConfig
 from rayfleet.engines.templates import render_prompt_ids
 from rayfleet.registry import ArtifactVersion, Registry, RegistryError
 from rayfleet.retrieval.rag import (
+    PromptTooLong,
     chat_parts,
     citations_of,
+    fit_grounded_prompt,
     fit_to_budget,
     grounded_conversation,
     recent_turns,
@@ -50,9 +52,9 @@ class PathRequest:
     adapter: str | None = None  # registry reference, fine-tuned paths only
 
     def routing_text(self) -> str:
-        """The text to route with: the prompt, or a chat's question after the user's turn before it,
-        what the RAG path searches with (so a follow-up such as "and when does it close?" is routed
-        with what it follows, not as a request of its own)."""
+        """The text to route with: the prompt, or a chat's question followed by the end of the user's turn
+        before it, what the RAG path searches with (so a follow-up such as "and when does it close?" is
+        routed with what it follows, not as a request of its own, and a long earlier turn never hides it)."""
         if self.prompt is not None:
             return self.prompt
         _, earlier, question = chat_parts(self.conversation)
@@ -198,13 +200,19 @@ class RagPath(GeneratingPath):
     any), return them as citations. A chat keeps its system text and its latest earlier turns, and
     a follow-up question is searched together with the user's turn before it. The index's newest
     version is followed (:class:`LatestRetriever`), so new documents need no redeploy. With
-    ``min_score``, passages below it are dropped and a question none reaches goes to the fallback."""
+    ``min_score``, passages below it are dropped and a question none reaches goes to the fallback.
+    A passage whose text repeats a better one's (the same document indexed twice) is left out.
 
-    def __init__(self, config: RagPathConfig, model: str, generate: Generate):
+    With ``context_length`` (the engine's ``max_model_len``) the passages are cut so that the whole
+    prompt plus the request's ``max_tokens`` fits it: the earlier turns go first when there is no room,
+    and a question that leaves none even then is refused (400, ``context_length_exceeded``)."""
+
+    def __init__(self, config: RagPathConfig, model: str, generate: Generate, context_length: int | None = None):
         from rayfleet.retrieval.latest import LatestRetriever
         from rayfleet.routing.relevance import RelevanceThresholds
 
         super().__init__(config, model, generate)
+        self.context_length = context_length
         self.thresholds = RelevanceThresholds(config.min_score) if config.min_score is not None else None
         prepare = self.thresholds.calibrate if self.thresholds else None
         self.index = LatestRetriever(config.index, config.index_refresh_s, config.hybrid, prepare)
@@ -219,15 +227,15 @@ class RagPath(GeneratingPath):
             raise IndexNotReady(
                 f"no index version at {self.config.index} yet (jobs.build_index, or jobs.ingest index_output=)"
             )
-        hits = await asyncio.to_thread(retriever.search, query, self.config.top_k, None, None, self.config.hybrid)
+        hits = await asyncio.to_thread(
+            retriever.search, query, self.config.top_k, None, None, self.config.hybrid, distinct=True
+        )
         hits = self.relevant(hits, retriever)
-        budget = self.config.max_context_tokens
-        passages = fit_to_budget(hits, self.tokenizer, budget)
-        conversation = grounded_conversation(question, passages, self.tokenizer, budget, system, history)
+        passages, prompt_ids = self.grounded_prompt(question, hits, system, history, request.sampling.max_tokens)
         citations = citations_of(passages)
         adapter = await self.configured_adapter()
         first = True
-        async for delta in self.generate(render_prompt_ids(self.tokenizer, conversation), request.sampling, adapter):
+        async for delta in self.generate(prompt_ids, request.sampling, adapter):
             yield PathChunk(
                 delta.text, delta.prompt_tokens, delta.completion_tokens, delta.finish_reason,
                 adapter=adapter.name if adapter and first else None, citations=citations if first else None,
@@ -251,6 +259,30 @@ class RagPath(GeneratingPath):
                 "the documents do not cover this question"
             )
         return kept
+
+    def grounded_prompt(
+        self, question: str, hits: list[Hit], system: str | None, history: Conversation, max_tokens: int
+    ) -> tuple[list[Hit], list[int]]:
+        """The passages used and the prompt ids: at most ``max_context_tokens`` of passages, and, with a
+        ``context_length``, a prompt that leaves ``max_tokens`` of it for the answer (the earlier turns
+        dropped when they leave no room for passages).
+
+        Raises:
+            RequestError: 400 when the question alone leaves no room for passages.
+        """
+        budget = self.config.max_context_tokens
+        if self.context_length is None:
+            passages = fit_to_budget(hits, self.tokenizer, budget)
+            conversation = grounded_conversation(question, passages, self.tokenizer, budget, system, history)
+            return passages, render_prompt_ids(self.tokenizer, conversation)
+        room = self.context_length - max_tokens
+        for turns in [history, []] if history else [history]:
+            try:
+                return fit_grounded_prompt(question, hits, self.tokenizer, budget, room, system, turns)
+            except PromptTooLong as error:
+                refusal = error
+        message = f"{refusal} (the model's context is {self.context_length} tokens; max_tokens {max_tokens})"
+        raise RequestError(400, message, "context_length_exceeded")
 
     def thread(self, request: PathRequest) -> tuple[str, str, str | None, Conversation]:
         """The question, what to search with, the system text (the config's, then the client's) and the

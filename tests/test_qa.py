@@ -209,3 +209,68 @@ def test_cjk_characters_count_as_words_so_cjk_pairs_can_pass_validation():
     assert check_pair("第三号ポンプはいつ点検しますか？", answers[0], chunk, QaValidation()) is None
     verdict = check_pair("東京タワーの高さは何メートルですか？", answers[0], chunk, QaValidation())
     assert verdict is not None and verdict.reason == "off_topic"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Die Pumpe muss alle sechs Monate von einem Techniker gewartet werden. Über die Wartung entscheidet allein "
+         "der Betriebsleiter des Werks.", 2),
+        ("Насос необходимо обслуживать каждые шесть месяцев сертифицированным техником. Используйте только масло "
+         "класса сорок для редуктора насоса.", 2),
+        ("يجب صيانة المضخة كل ستة أشهر بواسطة فني معتمد في الموقع. استخدم فقط زيت الدرجة أربعين في علبة التروس.", 2),
+        ("हर छह महीने में पंप की सर्विस एक प्रमाणित तकनीशियन द्वारा की जानी चाहिए। "
+         "मुख्य पंप इकाई के गियरबॉक्स में केवल ग्रेड चालीस तेल का उपयोग करें।", 2),
+        ("Η αντλία συντηρείται κάθε έξι μήνες από πιστοποιημένο τεχνικό της εταιρείας. Ποιος αποφασίζει για τη "
+         "συντήρηση της αντλίας\u037e Ο διευθυντής του εργοστασίου αποφασίζει για όλες τις εργασίες.", 3),
+        ("کیا پمپ کی سروس ہر چھ ماہ بعد ایک مستند تکنیشن کو کرنی چاہیے؟ پمپ کی سروس ہر چھ ماہ بعد ایک مستند تکنیشن "
+         "کرتا ہے۔ صرف گریڈ چالیس کا تیل گیئر باکس میں استعمال کریں۔", 3),
+    ],
+    ids=["german-umlaut", "russian", "arabic", "hindi-danda", "greek-question-mark", "urdu"],
+)  # fmt: skip
+def test_sentences_of_other_scripts_are_split_and_whole(text, expected):
+    from rayfleet.qa import answer_sentences
+
+    sentences = answer_sentences(text, 5, 4, 40)
+    assert len(sentences) == expected and " ".join(sentences) == " ".join(text.split())
+
+
+def test_an_english_sentence_still_does_not_end_before_a_lower_case_word():
+    from rayfleet.qa import answer_sentences
+
+    text = "The pump, e.g. the main unit, must be serviced every six months. Use only grade forty oil in the gearbox."
+    assert answer_sentences(text, 5, 4, 40) == [
+        "The pump, e.g. the main unit, must be serviced every six months.",
+        "Use only grade forty oil in the gearbox.",
+    ]
+
+
+def test_hindi_words_keep_their_vowel_signs_and_arabic_words_match_without_theirs():
+    from rayfleet.qa import words
+
+    assert words("हिन्दी पंप की सर्विस") == ["हिन्दी", "पंप", "की", "सर्विस"]
+    assert words("نصٌّ عَرَبِيّ") == words("نص عربي") == ["نص", "عربي"]
+
+
+@pytest.mark.parametrize(
+    "question, answer, chunk",
+    [
+        ("كم مرة يجب صيانة المضخة بواسطة الفني؟", "يجب صيانة المضخة كل ستة أشهر بواسطة فني معتمد.",
+         "يجب صيانة المضخة كل ستة أشهر بواسطة فني معتمد."),
+        ("Πόσο συχνά συντηρείται η αντλία από τεχνικό\u037e", "Η αντλία συντηρείται κάθε έξι μήνες από τεχνικό.",
+         "Η αντλία συντηρείται κάθε έξι μήνες από τεχνικό."),
+        ("Πόσο συχνά συντηρείται η αντλία από τεχνικό;", "Η αντλία συντηρείται κάθε έξι μήνες από τεχνικό.",
+         "Η αντλία συντηρείται κάθε έξι μήνες από τεχνικό."),
+        ("Ինչպե՞ս է սպասարկվում պոմպը տեխնիկի կողմից", "Պոմպը սպասարկվում է տեխնիկի կողմից ամեն վեց ամիսը մեկ։",
+         "Պոմպը սպասարկվում է տեխնիկի կողմից ամեն վեց ամիսը մեկ։"),
+    ],
+    ids=["arabic", "greek-question-mark", "greek-semicolon", "armenian"],
+)  # fmt: skip
+def test_questions_of_other_scripts_count_as_questions(question, answer, chunk):
+    assert check_pair(question, answer, chunk, QaValidation()) is None
+
+
+def test_an_english_statement_ending_in_a_semicolon_is_not_a_question():
+    verdict = check_pair("The load command executes each line;", "each line of the specified input file", CHUNK,
+                         QaValidation())  # fmt: skip
+    assert verdict is not None and verdict.reason == "not_a_question"

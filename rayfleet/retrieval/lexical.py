@@ -8,6 +8,8 @@ Terms are words of two or more letters, lower-cased and without accents ("Résum
 "resume"). Chinese, Japanese and Korean write no spaces between words, so a run of their
 characters is read as overlapping character bigrams (as Lucene's CJK analyzer does), and a
 lone character as itself; otherwise a whole sentence would be one term no query matches.
+Texts with no term at all (a table of figures, stop words only) score zero for every query,
+so the dense ranking alone orders them.
 """
 
 from __future__ import annotations
@@ -46,7 +48,14 @@ class BM25:
 
     def __init__(self, texts: list[str], k1: float = 1.2, b: float = 0.75):
         self.vectorizer = CountVectorizer(preprocessor=lexical_text, token_pattern=TERM_PATTERN, stop_words="english")
-        counts = sparse.csr_matrix(self.vectorizer.fit_transform(texts), dtype=np.float64)
+        self.text_count = len(texts)
+        try:
+            counts = sparse.csr_matrix(self.vectorizer.fit_transform(texts), dtype=np.float64)
+        except ValueError as error:  # scikit-learn's "empty vocabulary": no term anywhere (figures, stop words)
+            if "empty vocabulary" not in str(error):
+                raise
+            self.vectorizer = None  # every score is zero
+            return
         lengths = np.asarray(counts.sum(axis=1)).ravel()
         frequency = np.bincount(counts.indices, minlength=counts.shape[1])
         idf = np.log(1 + (len(texts) - frequency + 0.5) / (frequency + 0.5))
@@ -58,6 +67,8 @@ class BM25:
 
     def scores(self, queries: list[str]) -> np.ndarray:
         """Shape ``(len(queries), len(texts))``: each text's BM25 score for each query."""
+        if self.vectorizer is None:
+            return np.zeros((len(queries), self.text_count))
         terms = self.vectorizer.transform(queries)
         terms.data[:] = 1.0  # a query term counts once
         return np.asarray((terms @ self.weights.T).todense())

@@ -3,14 +3,18 @@
 One implementation serves the online RAG path (``serve_apps.paths.RagPath``) and the
 evaluation job, so what is measured offline is what users get::
 
-    hits = fit_to_budget(retriever.search(question, k=4, hybrid=True), tokenizer, 768)
+    hits = fit_to_budget(retriever.search(question, k=4, hybrid=True, distinct=True), tokenizer, 768)
     conversation = grounded_conversation(question, hits, tokenizer, 768)
     citations = citations_of(hits)
 
 A chat keeps its thread: :func:`chat_parts` splits it into the client's system text, the
 earlier turns (the latest that fit a token budget, :func:`recent_turns`) and the question,
-and :func:`retrieval_query` searches with the question and the user's turn before it, so a
-follow-up ("and for the pump?") still finds its subject.
+and :func:`retrieval_query` searches with the question, then the end of the user's turn
+before it, so a follow-up ("and for the pump?") still finds its subject.
+
+The serving path also keeps the whole prompt inside the model's context:
+:func:`fit_grounded_prompt` shrinks the passages until the rendered prompt plus the answer's
+``max_tokens`` fit, and raises :class:`PromptTooLong` when even the question does not.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import hashlib
 import json
 
 from rayfleet.engines.base import Conversation
+from rayfleet.engines.templates import render_prompt_ids
 from rayfleet.retrieval.retriever import Hit
 from rayfleet.storage import PARQUET_SUFFIXES
 
@@ -26,6 +31,16 @@ RAG_INSTRUCTIONS = (
     "Answer the question using only the numbered context passages below. Cite the passages you use "
     "like [1]. If the passages do not contain the answer, say that you do not know."
 )
+# The end of the user's earlier turn that joins a follow-up question in the search text. The question
+# goes first and this stays short: all-MiniLM-L6-v2 reads only the first 256 tokens of a text.
+EARLIER_QUERY_WORDS = 64
+EARLIER_QUERY_CHARACTERS = 400  # the same cap for scripts written without spaces (Chinese, Japanese)
+# Fewest tokens of passage text worth answering from; less room than this fails the request.
+MIN_PASSAGE_TOKENS = 32
+
+
+class PromptTooLong(ValueError):
+    """The question (with the instructions and ``max_tokens``) leaves no room for passages in the model's context."""
 
 
 def token_count(tokenizer, text: str) -> int:
@@ -33,15 +48,52 @@ def token_count(tokenizer, text: str) -> int:
 
 
 def fit_to_budget(hits: list[Hit], tokenizer, max_context_tokens: int) -> list[Hit]:
-    """The best hits whose texts fit ``max_context_tokens`` together (at least the best one, cut)."""
+    """The best hits whose passages (text and ``[n] (title, page, section)`` label) fit ``max_context_tokens``
+    together, best first; a hit too long for what is left is skipped, so shorter lower-ranked ones still
+    come in. The best hit is always kept (cut to the budget by :func:`grounded_conversation`)."""
     kept, used = [], 0
     for hit in hits:
-        tokens = token_count(tokenizer, hit.text)
+        tokens = token_count(tokenizer, hit.text) + token_count(tokenizer, f"[{len(kept) + 1}] ({passage_label(hit)}) ")
         if kept and used + tokens > max_context_tokens:
-            break
+            continue
         kept.append(hit)
         used += tokens
     return kept
+
+
+def fit_grounded_prompt(
+    question: str,
+    hits: list[Hit],
+    tokenizer,
+    max_context_tokens: int,
+    max_prompt_tokens: int,
+    system_prompt: str | None = None,
+    history: Conversation | None = None,
+) -> tuple[list[Hit], list[int]]:
+    """The passages used and the rendered prompt ids of :func:`grounded_conversation`, with the passage budget
+    lowered from ``max_context_tokens`` until the whole prompt takes at most ``max_prompt_tokens`` (the model's
+    context less the answer's ``max_tokens``).
+
+    Raises:
+        PromptTooLong: fewer than :data:`MIN_PASSAGE_TOKENS` would be left for passages.
+    """
+    budget = max_context_tokens
+    while budget >= MIN_PASSAGE_TOKENS:
+        passages = fit_to_budget(hits, tokenizer, budget)
+        conversation = grounded_conversation(question, passages, tokenizer, budget, system_prompt, history)
+        prompt_ids = render_prompt_ids(tokenizer, conversation)
+        overflow = len(prompt_ids) - max_prompt_tokens
+        if overflow <= 0:
+            return passages, prompt_ids
+        budget -= overflow  # the rendered prompt is measured again: labels and re-tokenized cuts vary a little
+    bare = grounded_conversation(question, [], tokenizer, 0, system_prompt, history)
+    without_passages = render_prompt_ids(tokenizer, bare)
+    raise PromptTooLong(
+        f"the question and conversation take {len(without_passages)} prompt tokens with the RAG instructions, leaving "
+        f"{max(max_prompt_tokens - len(without_passages), 0)} of {max_prompt_tokens} (the model's context less "
+        f"max_tokens) for retrieved passages, fewer than {MIN_PASSAGE_TOKENS}: shorten the question or the "
+        "conversation, or lower max_tokens"
+    )
 
 
 def passage_label(hit: Hit) -> str:
@@ -121,9 +173,17 @@ def recent_turns(turns: Conversation, tokenizer, max_tokens: int) -> Conversatio
 
 
 def retrieval_query(question: str, earlier: Conversation) -> str:
-    """What to search with: the question, after the user's turn before it when there is one."""
+    """What to search with: the question first, then the end of the user's turn before it when there is one
+    (its last :data:`EARLIER_QUERY_WORDS` words), so a long earlier turn never pushes the question past what the
+    embedding model reads."""
     previous = [message["content"] for message in earlier if message["role"] == "user"][-1:]
-    return "\n".join(previous + [question])
+    return "\n".join([question] + [_last_words(text) for text in previous if text.strip()])
+
+
+def _last_words(text: str) -> str:
+    """The last :data:`EARLIER_QUERY_WORDS` words of ``text``, at most :data:`EARLIER_QUERY_CHARACTERS` long."""
+    ending = " ".join(text.split()[-EARLIER_QUERY_WORDS:])
+    return ending[-EARLIER_QUERY_CHARACTERS:]
 
 
 def citations_of(hits: list[Hit]) -> list[dict]:

@@ -3,10 +3,14 @@
 retriever = Retriever.load("s3://bucket/index")
 for hit in retriever.search("Which corpus do they evaluate on?", k=5, doc_ids=["acl-123"]):
     print(hit.score, hit.doc_id, hit.page_start, hit.text[:80])
+
+``distinct=True`` (the RAG path) leaves out a hit whose text repeats a better one's, so the same
+passage indexed twice (``manual.pdf`` and ``manual (copy).pdf``) takes one of the ``k`` places.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -21,6 +25,7 @@ from rayfleet.retrieval.lexical import BM25, reciprocal_rank_fusion
 from rayfleet.retrieval.store import IndexManifest
 
 HYBRID_CANDIDATES = 50  # each ranking's top this many enter the fusion
+DISTINCT_EXTRA = 5  # a distinct search first fetches this many more than k, then twice as many while repeats fill them
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ class Retriever:
         doc_ids: list[str] | None = None,
         sources: list[str] | None = None,
         hybrid: bool = False,
+        distinct: bool = False,
     ) -> list[Hit]:
         """The ``k`` chunks most relevant to ``query``, best first.
 
@@ -88,8 +94,21 @@ class Retriever:
             doc_ids: only chunks of these documents.
             sources: only chunks whose ``source`` is one of these.
             hybrid: order by the dense and BM25 rankings fused; hits' scores stay cosine similarities.
+            distinct: leave out hits whose text (case, spacing and Unicode form aside) repeats a better hit's,
+                fetching more so that ``k`` distinct passages come back when the index has them.
         """
         vector = self.embedder.embed([query])[0]
+        if not distinct:
+            return self._ranked(query, vector, k, doc_ids, sources, hybrid)
+        fetch = k + DISTINCT_EXTRA
+        while True:
+            hits = self._ranked(query, vector, fetch, doc_ids, sources, hybrid)
+            unique = distinct_hits(hits)
+            if len(unique) >= k or len(hits) < fetch:  # enough, or nothing more to fetch
+                return unique[:k]
+            fetch *= 2
+
+    def _ranked(self, query: str, vector: np.ndarray, k: int, doc_ids, sources, hybrid: bool) -> list[Hit]:
         if not hybrid:
             return self.search_vector(vector, k, doc_ids, sources)
         return self._hybrid_search(query, vector, k, doc_ids, sources)
@@ -143,3 +162,20 @@ class Retriever:
                 f"embedder {embedder.model_name} gives dimension {embedder.dimension}, but the index was built with "
                 f"{self.manifest.embedding_model} (dimension {self.manifest.dimension}): query with the index's model"
             )
+
+
+def normalized_text(text: str) -> str:
+    """``text`` as compared for repeats: Unicode NFKC, case-folded, runs of white space as one space."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def distinct_hits(hits: list[Hit]) -> list[Hit]:
+    """``hits`` without those whose :func:`normalized_text` repeats an earlier hit's (the first, better, one stays)."""
+    seen: set[str] = set()
+    kept = []
+    for hit in hits:
+        key = normalized_text(hit.text)
+        if key not in seen:
+            seen.add(key)
+            kept.append(hit)
+    return kept

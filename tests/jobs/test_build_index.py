@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.build_index import BuildIndexConfig, embeddings_table, load_embeddings, main
+from jobs.build_index import BuildIndexConfig, embeddings_table, load_embeddings, main, removed_documents
 from rayfleet import storage
 from rayfleet.retrieval import Retriever, store
 from rayfleet.retrieval.index import DimensionError
@@ -25,6 +25,21 @@ def test_embeddings_of_another_dimension_are_a_clear_error(tmp_path):
         load_embeddings(str(tmp_path), ["k1", "k2"])
 
 
+def test_embeddings_of_a_model_tried_once_do_not_stop_later_builds(tmp_path):
+    minilm = np.arange(8, dtype=np.float32).reshape(2, 4)
+    write_table(str(tmp_path / "a.parquet"), embeddings_table(["m1", "m2"], ["c1", "c2"], minilm, "run-1"))
+    static = np.ones((2, 3), np.float32)
+    write_table(str(tmp_path / "b.parquet"), embeddings_table(["s1", "s2"], ["c1", "c2"], static, "run-2"))
+    assert np.array_equal(load_embeddings(str(tmp_path), ["m2", "m1"]), minilm[[1, 0]])
+    assert load_embeddings(str(tmp_path), ["s1"]).shape == (1, 3)
+
+
+def test_documents_missing_from_the_input_are_named_as_removed():
+    previous = pa.table({"doc_id": ["a", "a", "b", "c"]})
+    assert removed_documents(previous, pa.table({"doc_id": ["c", "d"]})) == ["a", "b"]
+    assert removed_documents(previous, pa.table({"doc_id": ["a", "b", "c", "d"]})) == []
+
+
 def test_stored_embeddings_come_back_in_the_asked_order(tmp_path):
     vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
     write_table(str(tmp_path / "a.parquet"), embeddings_table(["k1", "k2", "k3"], ["c1", "c2", "c3"], vectors, "run-1"))
@@ -34,7 +49,7 @@ def test_stored_embeddings_come_back_in_the_asked_order(tmp_path):
 
 
 @pytest.mark.slow
-def test_build_rerun_grow_and_shrink(ray_cluster, s3_prefix, acl_chunks):
+def test_build_rerun_grow_and_shrink(ray_cluster, s3_prefix, acl_chunks, caplog):
     papers = sorted({row["doc_id"] for row in acl_chunks})
     first = [row for row in acl_chunks if row["doc_id"] in papers[:8]]
     later = [row for row in acl_chunks if row["doc_id"] in papers[8:]]
@@ -67,7 +82,19 @@ def test_build_rerun_grow_and_shrink(ray_cluster, s3_prefix, acl_chunks):
     hit = Retriever.load(index_uri).search(target["text"], k=1)[0]
     assert (hit.chunk_id, hit.doc_id, hit.title) == (target["chunk_id"], target["doc_id"], target["title"])
 
+    # Trying a model of another dimension (static MiniLM, 256-d) on the same index, then going back.
+    static = main(config.model_copy(update={"embedding_model": "all-minilm-l6-v2-static"}))
+    assert (static["build_mode"], static["embedded"], static["rows"]) == ("full", len(acl_chunks), len(acl_chunks))
+    assert store.load_manifest(index_uri).dimension == 256
+    back = main(config)
+    assert (back["build_mode"], back["embedded"], back["rows"]) == ("full", 0, len(acl_chunks))
+    assert store.load_manifest(index_uri).dimension == 384
+
     storage.delete(storage.join(chunks_uri, "part-1.parquet"))
+    caplog.clear()
     shrunk = main(config)
     assert (shrunk["build_mode"], shrunk["embedded"], shrunk["rows"]) == ("full", 0, len(later))
+    assert shrunk["removed_documents"] == 8 and grown["removed_documents"] == 0
     assert set(Retriever.load(index_uri).rows["doc_id"].to_pylist()) == set(papers[8:])
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "jobs.build_index" and r.levelname == "WARNING"]
+    assert warning.startswith("8 document(s) of index version") and "give the whole chunks folder" in warning

@@ -130,3 +130,48 @@ def test_a_table_that_is_not_chunks_is_refused_with_its_name_and_missing_columns
     config = load_config(MakeQaConfig, [f"input={tmp_path}/chunks", f"output={tmp_path}/qa"])
     with pytest.raises(ValueError, match=r"documents.parquet is not a chunks table .*\['chunk_id', 'token_count'\]"):
         plan_chunks(config, set())
+
+
+def test_a_chunk_without_a_token_count_is_skipped_like_a_short_one_and_other_parquet_names_are_read(tmp_path):
+    from jobs.make_qa import plan_chunks, read_chunks
+
+    text = "Valve 3 is checked every week by the night shift of the plant. " * 4
+    write_table(str(tmp_path / "chunks" / "part-1.parquet"), pa.table({
+        "chunk_id": ["a-0", "a-1"], "doc_id": ["a", "a"], "text": [text, text],
+        "token_count": pa.array([50, None], pa.int64())}))  # fmt: skip
+    write_table(str(tmp_path / "chunks" / "part-2.pq"), pa.table({
+        "chunk_id": ["b-0"], "doc_id": ["b"], "text": [text], "token_count": [50]}))  # fmt: skip
+    write_table(str(tmp_path / "chunks" / "000000_0"), pa.table({
+        "chunk_id": ["c-0"], "doc_id": ["c"], "text": [text],
+        "token_count": pa.array([None], pa.int64())}))  # fmt: skip
+    config = load_config(MakeQaConfig, [f"input={tmp_path}/chunks", f"output={tmp_path}/qa"])
+
+    sources, todo, too_short = plan_chunks(config, set())
+    assert len(sources) == 3 and (todo, too_short) == (2, 2)
+    read = [read_chunks(pa.table({"source": [source]}), config, set())["chunk_id"].to_pylist() for source in sources]
+    assert sorted(chunk_id for chunk_ids in read for chunk_id in chunk_ids) == ["a-0", "b-0"]
+
+
+def test_a_chunk_too_long_for_the_engine_is_dropped_alone_and_the_batch_is_generated(tmp_path, tiny_llama_path):
+    from jobs.make_qa import QaWorker
+
+    sentence = "Valve {n} is checked every {n} weeks by the night shift of the north plant."
+    short = " ".join(sentence.format(n=n) for n in range(2))
+    long = " ".join(sentence.format(n=n) for n in range(40))
+    overrides = [
+        f"input={tmp_path}/chunks", f"output={tmp_path}/qa", "engine.kind=transformers",
+        f"engine.model={tiny_llama_path}", "engine.max_model_len=400", "sampling.max_tokens=4",
+    ]  # fmt: skip
+    worker = QaWorker(load_config(MakeQaConfig, overrides), "run-1")
+    batch = pa.table({"chunk_id": ["s-0", "l-0", "s-1"], "doc_id": ["s", "l", "s"], "text": [short, long, short],
+                      "continues": [False, False, False]})  # fmt: skip
+
+    figures = worker(batch)
+
+    rows = read_folder(f"{tmp_path}/qa/_candidates", ["chunk_id", "status", "reason", "detail"]).to_pylist()
+    too_long = [row for row in rows if row["reason"] == "too_long"]
+    assert [row["chunk_id"] for row in too_long] == ["l-0"] and "max_model_len 400" in too_long[0]["detail"]
+    generated = {row["chunk_id"] for row in rows if row["reason"] != "too_long"}
+    assert generated == {"s-0", "s-1"}, "the others are generated"
+    assert figures["chunks"] == [3] and figures["proposed"][0] >= 2
+    assert not storage.exists(f"{tmp_path}/qa/errors")

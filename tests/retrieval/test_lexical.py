@@ -48,3 +48,9 @@ def test_rrf_rewards_agreement():
     fused = reciprocal_rank_fusion(np.array([3, 1, 2]), np.array([1, 3, 7]))
     assert fused[1] == fused[3] > fused[2] > fused[7] - 1e-9
     assert fused[7] == pytest.approx(1 / 63)
+
+
+@pytest.mark.parametrize("texts", [["| 1 | 2 | 3 |", "| 4 | 5 |"], ["It is a."], []])
+def test_texts_without_any_term_score_zero_instead_of_failing(texts):
+    scores = BM25(texts).scores(["pump 1", "it"])
+    assert scores.shape == (2, len(texts)) and not np.any(scores)

@@ -4,10 +4,15 @@ import pytest
 from transformers import AutoTokenizer
 
 from rayfleet.assets import MINILM, resolve_model
+from rayfleet.engines.templates import render_prompt_ids
 from rayfleet.retrieval.rag import (
+    EARLIER_QUERY_WORDS,
+    MIN_PASSAGE_TOKENS,
     RAG_INSTRUCTIONS,
+    PromptTooLong,
     chat_parts,
     citations_of,
+    fit_grounded_prompt,
     fit_to_budget,
     grounded_conversation,
     passage_label,
@@ -25,10 +30,49 @@ def hit(number: int, text: str, page: int | None = None, **names) -> Hit:
     return Hit(f"doc{number}#0", f"doc{number}", text, 0.5 + number / 10, page, page, **names)
 
 
+def passage_tokens(number: int, passage: Hit) -> int:
+    """Tokens a passage takes in the prompt: its ``[n] (label)`` and its text."""
+    text = f"[{number}] ({passage_label(passage)}) {passage.text}"
+    return len(TOKENIZER(text, add_special_tokens=False)["input_ids"])
+
+
 def test_hits_are_kept_best_first_while_they_fit_the_budget():
     hits = [hit(1, "word " * 50), hit(2, "word " * 40), hit(3, "word " * 5)]
-    assert [h.chunk_id for h in fit_to_budget(hits, TOKENIZER, 92)] == ["doc1#0", "doc2#0"]
+    both = passage_tokens(1, hits[0]) + passage_tokens(2, hits[1])
+    assert [h.chunk_id for h in fit_to_budget(hits, TOKENIZER, both)] == ["doc1#0", "doc2#0"]
     assert [h.chunk_id for h in fit_to_budget(hits, TOKENIZER, 10)] == ["doc1#0"], "the best hit is always kept"
+
+
+def test_the_budget_counts_the_passage_labels():
+    hits = [hit(1, "word " * 50, 4, title="Valve manual"), hit(2, "word " * 40, 7, title="Pump manual")]
+    assert [h.chunk_id for h in fit_to_budget(hits, TOKENIZER, 90 + 4)] == ["doc1#0"], "90 words of text, labels beyond"
+
+
+def test_a_long_hit_is_skipped_and_a_shorter_lower_ranked_one_still_fits():
+    hits = [hit(1, "word " * 50), hit(2, "word " * 60), hit(3, "word " * 5)]
+    budget = passage_tokens(1, hits[0]) + passage_tokens(2, hits[2])
+    assert [h.chunk_id for h in fit_to_budget(hits, TOKENIZER, budget)] == ["doc1#0", "doc3#0"]
+
+
+def test_the_whole_prompt_fits_the_model_context_with_labels_and_conversation():
+    hits = [hit(n, f"passage {n} " + "word " * 200, n, title=f"Manual {n}", heading="Maintenance") for n in (1, 2, 3)]
+    history = [{"role": "user", "content": "earlier " * 100}, {"role": "assistant", "content": "answer " * 20}]
+    full_ids = render_prompt_ids(TOKENIZER, grounded_conversation("What?", hits, TOKENIZER, 768, "Be brief.", history))
+    for room in (len(full_ids), 500, 300):
+        passages, prompt_ids = fit_grounded_prompt("What?", hits, TOKENIZER, 768, room, "Be brief.", history)
+        assert len(prompt_ids) <= room and passages == hits[: len(passages)] and passages
+        conversation = grounded_conversation("What?", passages, TOKENIZER, 768, "Be brief.", history)
+        assert all(f"({passage_label(p)})" in conversation[-1]["content"] for p in passages)
+    assert len(fit_grounded_prompt("What?", hits, TOKENIZER, 768, len(full_ids), "Be brief.", history)[0]) == 3
+    assert len(fit_grounded_prompt("What?", hits, TOKENIZER, 768, 300, "Be brief.", history)[0]) == 1
+
+
+def test_a_question_that_leaves_no_room_for_passages_is_refused():
+    hits = [hit(1, "word " * 200)]
+    question = "why " * 400
+    alone = len(render_prompt_ids(TOKENIZER, grounded_conversation(question, [], TOKENIZER, 0)))
+    with pytest.raises(PromptTooLong, match=f"take {alone} prompt tokens .* fewer than {MIN_PASSAGE_TOKENS}"):
+        fit_grounded_prompt(question, hits, TOKENIZER, 768, alone + MIN_PASSAGE_TOKENS - 10)
 
 
 def test_passages_are_numbered_name_their_document_and_page_and_are_cut():
@@ -80,8 +124,20 @@ def test_a_chat_splits_into_system_text_earlier_turns_and_the_question():
 
 def test_a_follow_up_is_searched_with_the_users_turn_before_it():
     _, earlier, question = chat_parts(CHAT)
-    assert retrieval_query(question, earlier) == "What pressure opens the relief valve?\nAnd when does it close?"
+    assert retrieval_query(question, earlier) == "And when does it close?\nWhat pressure opens the relief valve?"
     assert retrieval_query("What opens at 3 bar?", []) == "What opens at 3 bar?"
+
+
+def test_a_long_earlier_turn_never_pushes_the_question_past_what_the_embedder_reads():
+    earlier = [{"role": "user", "content": "Here is some background on our company history. " * 60 + "Thanks."}]
+    question = "How often must the pump be serviced?"
+    query = retrieval_query(question, earlier)
+    read = TOKENIZER.decode(TOKENIZER(query)["input_ids"][:256])  # all-MiniLM-L6-v2 reads 256 tokens
+    assert question.lower().rstrip("?") in read
+    assert query.startswith(question) and query.endswith("company history. Thanks.")
+    assert len(query.split()) == len(question.split()) + EARLIER_QUERY_WORDS
+    chinese = [{"role": "user", "content": "水泵必须每六个月由认证技术人员进行维护。" * 100}]
+    assert len(retrieval_query("多久？", chinese)) <= len("多久？") + 1 + 400, "text without spaces is capped too"
 
 
 def test_earlier_turns_are_kept_newest_first_within_the_budget_starting_with_a_user_turn():

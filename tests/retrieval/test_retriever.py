@@ -90,3 +90,31 @@ def test_hybrid_search_finds_the_chunk_respects_filters_and_reports_cosine(
     assert hits[0].score == pytest.approx(float(vectors[11] @ embedder.embed([target["text"].split(". ")[1]])[0]), abs=1e-5)
     doc_ids = [acl_chunk_table["doc_id"][0].as_py()]
     assert {hit.doc_id for hit in retriever.search("results", k=10, doc_ids=doc_ids, hybrid=True)} == set(doc_ids)
+
+
+def test_a_distinct_search_leaves_out_repeated_passages_and_still_returns_k(tmp_path, embedder):
+    import pyarrow as pa
+
+    from rayfleet.retrieval.chunks import CHUNK_COLUMNS
+
+    text = "The pump must be serviced every six months by a certified technician."
+    spaced = "  the PUMP must be serviced every six months by a certified technician. "
+    copies = [("v1", text, "s3://b/manual.pdf"), ("v2", text, "s3://b/manual (copy).pdf"),
+              ("v3", spaced, "s3://b/final.pdf")]  # fmt: skip
+    note = "Pump service note {n}: heavy-duty pumps need service every {months} months."
+    others = [(f"o{n}", note.format(n=n, months=n + 2), None) for n in range(4)]
+    chunks = pa.Table.from_pylist(
+        [{"chunk_id": f"c{n}", "doc_id": doc_id, "text": chunk_text, "page_start": 1, "page_end": 1, "heading": None,
+          "source": source, "title": None} for n, (doc_id, chunk_text, source) in enumerate(copies + others)],
+        schema=CHUNK_COLUMNS,
+    )  # fmt: skip
+    write_index_version(str(tmp_path), chunks, embedder)
+    retriever = Retriever.load(str(tmp_path), embedder=embedder)
+    question = "How often must the pump be serviced?"
+    for hybrid in (False, True):
+        assert len({hit.doc_id for hit in retriever.search(question, k=3, hybrid=hybrid)} & {"v1", "v2", "v3"}) == 3
+        hits = retriever.search(question, k=3, hybrid=hybrid, distinct=True)
+        assert len(hits) == 3 and hits[0].doc_id in {"v1", "v2", "v3"}
+        assert {hit.doc_id for hit in hits[1:]} <= {"o0", "o1", "o2", "o3"}, "one copy, then other passages"
+        everything = retriever.search(question, k=20, hybrid=hybrid, distinct=True)
+        assert len(everything) == 5, "k beyond the distinct passages gives each once"

@@ -250,7 +250,7 @@ def test_a_follow_up_is_routed_with_the_turn_it_follows(server):
         await client.completions.create(model="rayfleet", prompt="Where is the key?", max_tokens=2)
 
     asyncio.run(scenario())
-    assert seen == ["Where is the boiler room key kept?\nAnd when does the desk close?", "Where is the key?"]
+    assert seen == ["And when does the desk close?\nWhere is the boiler room key kept?", "Where is the key?"]
 
 
 def test_ingress_refuses_clearly(server):
@@ -480,6 +480,77 @@ def test_the_rag_path_keeps_a_chats_thread_and_searches_a_follow_up_with_its_sub
     alone = RagPath(config.model_copy(update={"max_history_tokens": 0}), str(tiny_llama_path), recording_generate)
     asyncio.run(anext(alone.stream(PathRequest(SamplingConfig(max_tokens=2), conversation=chat))))
     assert "That passage is about parsing." not in prompts[-1] and "Answer in one sentence." in prompts[-1]
+
+
+def test_a_follow_up_is_routed_by_its_question_even_after_a_long_turn():
+    from serve_apps.paths import PathRequest
+
+    chat = [{"role": "user", "content": "Here is our maintenance log from last year. " * 80},
+            {"role": "assistant", "content": "Noted."},
+            {"role": "user", "content": "When does the office close?"}]  # fmt: skip
+    text = PathRequest(SamplingConfig(max_tokens=2), conversation=chat).routing_text()
+    assert text.startswith("When does the office close?\n") and len(text.split()) < 80
+
+
+def test_the_whole_rag_prompt_fits_the_engine_context(tmp_path, tiny_engine, tiny_llama_path, acl_chunks):
+    from serve_apps.config import RagPathConfig
+    from serve_apps.paths import PathRequest, RagPath
+    from tests.serve_apps.conftest import build_index
+
+    build_index(acl_chunks[:12], str(tmp_path / "index"))
+    prompts = []
+    generate = transformers_generate(tiny_engine)
+
+    def recording_generate(prompt_ids, sampling, adapter):
+        prompts.append(tiny_engine.tokenizer.decode(prompt_ids))
+        return generate(prompt_ids, sampling, adapter)
+
+    context_length, max_tokens = 400, 50
+    config = RagPathConfig(index=str(tmp_path / "index"), top_k=3)
+    path = RagPath(config, str(tiny_llama_path), recording_generate, context_length)
+
+    def ask(chat):
+        return asyncio.run(anext(path.stream(PathRequest(SamplingConfig(max_tokens=max_tokens), conversation=chat))))
+
+    question = {"role": "user", "content": acl_chunks[3]["text"][:120]}
+    short_chat = [{"role": "user", "content": "About the parsing paper."}, {"role": "assistant", "content": "Yes."},
+                  question]  # fmt: skip
+    long_chat = [{"role": "user", "content": "background " * 300}, {"role": "assistant", "content": "Noted."}, question]
+    for chat, history_kept in ((short_chat, True), (long_chat, False)):
+        first = ask(chat)
+        assert first.citations and first.prompt_tokens + max_tokens <= context_length
+        assert ("About the parsing paper." in prompts[-1] or "background" in prompts[-1]) == history_kept
+        assert f"[1] ({first.citations[0]['title']}" in prompts[-1], "the label counts and stays"
+
+    with pytest.raises(RequestError, match="leaving .* for retrieved passages.*context is 400 tokens") as refused:
+        ask([{"role": "user", "content": "why " * 400 + "?"}])
+    assert (refused.value.status, refused.value.code) == (400, "context_length_exceeded")
+
+
+def test_the_rag_path_cites_a_passage_indexed_twice_once(tmp_path, tiny_engine, tiny_llama_path, acl_chunks):
+    from serve_apps.config import RagPathConfig
+    from serve_apps.paths import PathRequest, RagPath
+    from tests.serve_apps.conftest import build_index
+
+    original = acl_chunks[5]
+    copy = {**original, "chunk_id": "copy-0", "doc_id": "copy", "source": "s3://b/paper (copy).pdf"}
+    build_index(acl_chunks[:12] + [copy], str(tmp_path / "index"))
+    config = RagPathConfig(index=str(tmp_path / "index"), top_k=3)
+    path = RagPath(config, str(tiny_llama_path), transformers_generate(tiny_engine))
+    question = [{"role": "user", "content": original["text"][:300]}]
+    request = PathRequest(SamplingConfig(max_tokens=2), conversation=question)
+    citations = asyncio.run(anext(path.stream(request))).citations
+    assert len(citations) == 3 and citations[0]["chunk_id"] in {original["chunk_id"], "copy-0"}
+    assert {original["chunk_id"], "copy-0"} - {citation["chunk_id"] for citation in citations}, "one copy only"
+
+
+def test_the_app_gives_the_rag_path_its_engines_context_length():
+    from serve_apps.openai_app import build_app
+
+    config = minimal_config(paths={"base": {"kind": "base"}, "rag": {"kind": "rag", "index": "s3://b/index"}},
+                            engines={"default": {"engine": {"kind": "vllm", "max_model_len": 1536}}})  # fmt: skip
+    paths = build_app(config)._bound_deployment.init_args[2]
+    assert paths["rag"]._bound_deployment.init_args[3] == 1536
 
 
 def test_adapter_references_resolve_once_and_moving_ones_follow_the_registry(tmp_path, monkeypatch):
