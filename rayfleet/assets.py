@@ -125,16 +125,38 @@ def sha256_of(path: Path) -> str:
 
 
 def folder_fingerprint(folder: Path) -> str:
-    """A short hash of a model folder's weights and config, recorded with everything it produces
-    (for a provisioned model that records its own ``fingerprint``, that one)."""
+    """A short hash of a model folder's files (weights, config, tokenizer: every file at its top level
+    but hidden ones), by their contents, recorded with everything it produces (for a provisioned model
+    that records its own ``fingerprint``, that one). Two folders of the same shape with other weights
+    differ; each file's digest is cached by path, size and modification time, so a large model is read
+    once per node."""
+    folder = Path(folder)
     record = provisioned_record(folder)
     if record:
         return record.get("fingerprint") or record["weights_sha256"][:16]
     digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.json")) + sorted(folder.glob("*.safetensors")):
+    for path in sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith(".")):
         digest.update(path.name.encode())
-        digest.update(str(path.stat().st_size).encode())
+        digest.update(file_sha256(path).encode())
     return digest.hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, cached under :func:`cache_dir` by its path, size and modification time."""
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    cached = cache_dir() / "file-sha256" / key
+    if cached.is_file():
+        return cached.read_text().strip()
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_name(f"{key}.{os.getpid()}.partial")
+    partial.write_text(digest.hexdigest())
+    partial.replace(cached)  # atomic: concurrent readers see the whole digest or none
+    return digest.hexdigest()
 
 
 def provisioned_record(folder: Path) -> dict:

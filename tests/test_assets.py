@@ -63,6 +63,19 @@ def test_fingerprint_is_stable_and_short(smollm2_path):
     assert len(folder_fingerprint(smollm2_path)) == 16
 
 
+def test_two_folders_of_one_shape_with_other_weights_have_other_fingerprints(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYFLEET_CACHE_DIR", str(tmp_path / "cache"))
+    for name, byte in (("first", b"\x01"), ("second", b"\x02")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text('{"model_type": "llama"}')
+        (tmp_path / name / "model.safetensors").write_bytes(byte * 4096)
+    first, second = folder_fingerprint(tmp_path / "first"), folder_fingerprint(tmp_path / "second")
+    assert first != second, "same names and sizes, other weights"
+    assert folder_fingerprint(tmp_path / "first") == first, "the cached digest gives the same answer"
+    (tmp_path / "first" / "model.safetensors").write_bytes(b"\x03" * 4096)  # rewritten in place: a new mtime
+    assert folder_fingerprint(tmp_path / "first") not in (first, second)
+
+
 def test_a_registry_model_reference_resolves_to_its_published_folder(tmp_path):
     from rayfleet.registry import Registry
 
