@@ -6,9 +6,10 @@ Run it anywhere the same way::
     python -m jobs.train_router input=labelled.jsonl output=s3://bucket/registry/router
     ray job submit --working-dir . -- python -m jobs.train_router input=... output=...
 
-Input: a Parquet or JSONL file of ``text,label`` rows with any set of two or more labels
-(``rayfleet/routing/examples.py``); without ``input`` the default set is built from the
-project's own data (rag / finetuned / base). Output, under ``output``:
+Input: Parquet (a file or folder), JSONL, JSON or CSV of ``text,label`` rows with any set of two or
+more labels (``rayfleet/routing/examples.py``); each text counts once (a repeated prompt would sit
+in train and test both), a text labelled two ways takes its majority label. Without ``input`` the
+default set is built from the project's own data (rag / finetuned / base). Output, under ``output``:
 
 - ``model.joblib``: the calibrated classifier, its labels, threshold and default label;
 - ``report.json``: accuracy, macro_f1, per-label precision/recall/F1, confusion matrix,
@@ -30,7 +31,7 @@ from pydantic import Field
 from rayfleet import storage
 from rayfleet.config import BaseConfig, describe, load_config
 from rayfleet.retrieval.embedder import Embedder
-from rayfleet.routing.examples import default_examples, read_examples
+from rayfleet.routing.examples import clean_examples, default_examples, read_examples
 from rayfleet.routing.training import calibration_plot, evaluate, split_examples, train_router
 from rayfleet.tables import new_run_id, utc_now, write_table
 
@@ -77,20 +78,18 @@ class TrainRouterConfig(BaseConfig):
     seed: int = Field(0, description="Seed for the splits and the default set.")
 
 
-def load_examples(config: TrainRouterConfig) -> tuple[pa.Table, str]:
-    """The labelled prompts and a note on where they came from, with empty rows dropped."""
+def load_examples(config: TrainRouterConfig) -> tuple[list[str], list[str], str, dict[str, int]]:
+    """The labelled prompts (one row per text: :func:`clean_examples`), where they came from, and what
+    was dropped or relabelled."""
     if config.input is None:
         table = default_examples(config.default_set_per_label, config.seed)
         origin = "default set: aclsum papers (rag, finetuned, templated) + hand-written seed list (base)"
     else:
         table, origin = read_examples(config.input), config.input
-    keep = [
-        bool(text and text.strip() and label and label.strip())
-        for text, label in zip(table["text"].to_pylist(), table["label"].to_pylist())
-    ]
-    if not all(keep):
-        logger.warning("dropping %d rows with an empty text or label", keep.count(False))
-    return table.filter(pa.array(keep)), origin
+    texts, labels, dropped = clean_examples(table["text"].to_pylist(), table["label"].to_pylist())
+    if dropped:
+        logger.warning("of %d labelled rows, dropped or relabelled: %s", table.num_rows, dropped)
+    return texts, labels, origin, dropped
 
 
 def check_labels(labels: list[str], config: TrainRouterConfig) -> str:
@@ -126,8 +125,7 @@ def main(config: TrainRouterConfig) -> dict:
     """
     run_id, started = new_run_id(), time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
-    table, origin = load_examples(config)
-    texts, labels = table["text"].to_pylist(), table["label"].to_pylist()
+    texts, labels, origin, dropped = load_examples(config)
     default_label = check_labels(labels, config)
     train, validation, test = split_examples(
         texts, labels, config.validation_fraction, config.test_fraction, config.seed
@@ -154,7 +152,7 @@ def main(config: TrainRouterConfig) -> dict:
     report, probabilities = evaluate(router, test)
     report.update(
         run_id=run_id, created_at=utc_now().isoformat(), examples=len(texts), examples_from=origin,
-        train_size=len(train.texts), validation_size=len(validation.texts), embedding_model=config.embedding_model,
+        examples_dropped=dropped, train_size=len(train.texts), validation_size=len(validation.texts), embedding_model=config.embedding_model,
         embedding_model_hash=embedder.fingerprint, seconds=round(time.monotonic() - started, 1),
         classifier=f"LogisticRegression + CalibratedClassifierCV({config.calibration})",
     )  # fmt: skip

@@ -5,12 +5,15 @@ request is about the documents."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 from rayfleet.evaluation.drift import project_embeddings
 from rayfleet.routing import RequestRouter
 from rayfleet.routing.relevance import RelevanceGate
 from serve_apps.config import RouterConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,12 +38,23 @@ class RouterServer:
         self.classifier = RequestRouter.load(config.model) if config.model else None
         if self.classifier is not None:
             self.classifier.route("warm up")  # load the embedder now, not on the first request
+            self.warn_of_unserved_labels()
         relevance = config.relevance
         self.gate = None
         if relevance is not None:
             self.gate = RelevanceGate(
                 relevance.index, relevance.min_score, relevance.relevant_label, relevance.other_label, relevance.refresh_s
             )
+
+    def warn_of_unserved_labels(self) -> list[str]:
+        """Log (and return) the classifier's labels that name no path of this app: their requests go to the
+        default path, which a typo in ``router.label_paths`` or a label trained for another app makes silent."""
+        unserved = sorted(label for label in self.classifier.labels if self.config.label_path(label) not in self.paths)
+        if unserved:
+            logger.warning("router labels %s name no path of this app (paths %s): their requests go to the default "
+                           "path %r; map them with router.label_paths", unserved, sorted(self.paths),
+                           self.config.default_path)  # fmt: skip
+        return unserved
 
     async def route(self, text: str) -> RouteChoice:
         if self.classifier is None and self.gate is None:

@@ -1,8 +1,11 @@
 """Labelled prompts for training the router: a user's file, or the default set.
 
-A user's file is Parquet or JSONL (``.jsonl``/``.json``, one object a line) with a
-``text`` and a ``label`` column (``schemas.ROUTER_EXAMPLE_COLUMNS``); any label set of
-two or more labels works.
+A user's data is Parquet (a file or a folder of them), JSONL (``.jsonl``: one object a line;
+``.json``: that, or one array of objects) or CSV, with a ``text`` and a ``label`` column
+(``schemas.ROUTER_EXAMPLE_COLUMNS``; other columns are ignored, labels of any type are read as
+text); any label set of two or more labels works. :func:`clean_examples` then drops empty rows,
+keeps one row per text (the same prompt in train and test would inflate the report) and settles
+a text labelled two ways by its majority label.
 
 The default set is built from the project's own data, one label per online path:
 
@@ -22,14 +25,17 @@ on labelled traffic for that.
 
 from __future__ import annotations
 
+import collections
 import io
 import json
+import posixpath
 import random
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.csv as pa_csv
 
 from rayfleet import storage
+from rayfleet.tables import read_table
 from schemas import ROUTER_EXAMPLE_COLUMNS, check_columns
 
 RAG_TEMPLATES = (
@@ -119,22 +125,108 @@ GENERAL_REQUESTS = (
 
 
 def read_examples(uri: str) -> pa.Table:
-    """``text`` and ``label`` of a Parquet or JSONL file of labelled prompts.
+    """``text`` and ``label`` (as strings) of a user's labelled prompts: Parquet (file or folder), JSONL,
+    a JSON array or CSV.
 
     Raises:
-        ValueError: the file lacks a column, has one of the wrong type, or is not Parquet/JSONL.
+        ValueError: the data lacks a column, a JSON line does not parse (its line number is named), or
+            the format is none of these.
     """
-    data = storage.read_bytes(uri)
-    if uri.endswith((".jsonl", ".json")):
-        table = pa.Table.from_pylist([json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()])
-    elif uri.endswith((".parquet", ".parq", ".pq")):
-        table = pq.read_table(io.BytesIO(data))
-    else:
-        raise ValueError(f"{uri}: labelled prompts must be a .parquet or .jsonl file")
-    problems = check_columns(table.schema, ROUTER_EXAMPLE_COLUMNS, {})
+    parts = [(path, read_table(path)) for path in storage.list_parquet_files(uri)] if _is_parquet(uri) else [
+        (uri, _read_text_format(uri))]  # fmt: skip
+    for path, part in parts:
+        _check(path, part)
+    return pa.table({column: [value for _, part in parts for value in _as_text(part[column])] for column in ("text", "label")})
+
+
+def _is_parquet(uri: str) -> bool:
+    """A Parquet file by its extension, or a name without one (a folder of Parquet files, Hive's bare files)."""
+    name = uri.lower().rstrip("/")
+    return name.endswith(storage.PARQUET_SUFFIXES) or not posixpath.splitext(name)[1]
+
+
+def _read_text_format(uri: str) -> pa.Table:
+    name = uri.lower()
+    if name.endswith((".jsonl", ".json")):
+        return pa.Table.from_pylist(_json_rows(uri, storage.read_bytes(uri).decode("utf-8-sig")))
+    if name.endswith(".csv"):
+        return pa_csv.read_csv(io.BytesIO(storage.read_bytes(uri)))
+    raise ValueError(f"{uri}: labelled prompts must be Parquet (a file or folder), .jsonl, .json or .csv")
+
+
+def _check(uri: str, table: pa.Table) -> None:
+    """The columns a labelled table needs; a label of any type reads as text (1, 2, pandas categories)."""
+    text_rule, label_rule = ROUTER_EXAMPLE_COLUMNS
+    problems = check_columns(table.schema, (text_rule,), {})
+    problems += [] if "label" in table.column_names else [f"missing column 'label' ({label_rule.description})"]
     if problems:
         raise ValueError(f"{uri}: " + "; ".join(problems))
-    return table.select(["text", "label"]).cast(pa.schema([("text", pa.string()), ("label", pa.string())]))
+
+
+def _json_rows(uri: str, text: str) -> list[dict]:
+    """The ``text`` and ``label`` of each JSON object: one array, or one object a line."""
+    if text.lstrip().startswith("["):
+        rows = json.loads(text)
+    else:
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as error:
+                    raise ValueError(f"{uri} line {number} is not JSON: {error}") from error
+    bad = next((index for index, row in enumerate(rows, start=1) if not isinstance(row, dict)), None)
+    if bad is not None:
+        raise ValueError(f"{uri}: record {bad} is not a JSON object with text and label")
+    if rows and not any("label" in row for row in rows):
+        return [{"text": row.get("text")} for row in rows]  # the column check names what is missing
+    return [{"text": row.get("text"), "label": row.get("label")} for row in rows]
+
+
+def _as_text(column: pa.ChunkedArray) -> list[str | None]:
+    """A column's values as strings (integer or categorical labels too), nulls kept."""
+    return [None if value is None else str(value) for value in column.to_pylist()]
+
+
+def clean_examples(texts: list, labels: list) -> tuple[list[str], list[str], dict[str, int]]:
+    """The usable labelled prompts and what was dropped: rows with an empty text or label; repeats of
+    a text (one row kept, so no prompt is both trained and tested on); a text labelled two ways is
+    kept under its most frequent label, or dropped when that is a tie. Labels are stripped.
+
+    Raises:
+        ValueError: two labels differ only in case or spacing (``Approach`` and ``approach``): they
+            would train as two classes and one would never be served by its path.
+    """
+    votes: dict[str, collections.Counter] = {}
+    dropped = collections.Counter()
+    for text, label in zip(texts, labels):
+        text, label = (text or "").strip(), (label or "").strip()
+        if not text or not label:
+            dropped["empty"] += 1
+            continue
+        votes.setdefault(text, collections.Counter())[label] += 1
+    kept_texts, kept_labels = [], []
+    for text, counts in votes.items():
+        (label, count), *others = counts.most_common()
+        dropped["repeated"] += sum(counts.values()) - 1
+        if others and others[0][1] == count:
+            dropped["conflicting_tie"] += 1
+            continue
+        dropped["relabelled_by_majority"] += sum(others_count for _, others_count in others)
+        kept_texts.append(text)
+        kept_labels.append(label)
+    _refuse_near_duplicate_labels(kept_labels)
+    return kept_texts, kept_labels, {reason: count for reason, count in sorted(dropped.items()) if count}
+
+
+def _refuse_near_duplicate_labels(labels: list[str]) -> None:
+    groups: dict[str, set[str]] = {}
+    for label in labels:
+        groups.setdefault(" ".join(label.casefold().split()), set()).add(label)
+    clashes = [sorted(group) for group in groups.values() if len(group) > 1]
+    if clashes:
+        raise ValueError(f"labels that differ only in case or spacing would train as separate classes: {clashes}; "
+                         "write each label one way")  # fmt: skip
 
 
 def default_examples(per_label: int, seed: int = 0) -> pa.Table:

@@ -80,12 +80,16 @@ def train_router(
 
 
 def evaluate(router: RequestRouter, test: Split) -> tuple[dict, np.ndarray]:
-    """Figures on the held-out split, and its probabilities (for the calibration plot)."""
+    """Figures on the held-out split, and its probabilities (for the calibration plot): ``per_label`` and
+    ``confusion_matrix`` judge the classifier's top label, ``routed_*`` what is served once requests below
+    the threshold go to the default label."""
     probabilities = router.probabilities(test.texts)
     predicted = [router.labels[i] for i in probabilities.argmax(axis=1)]
     per_label = classification_report(test.labels, predicted, labels=router.labels, output_dict=True, zero_division=0)
     majority = max(set(test.labels), key=test.labels.count)
     confident = probabilities.max(axis=1) >= router.threshold
+    routed = [label if sure else router.default_label for label, sure in zip(predicted, confident)]
+    routed_per_label = classification_report(test.labels, routed, labels=router.labels, output_dict=True, zero_division=0)
     report = {
         "accuracy": round(float(accuracy_score(test.labels, predicted)), 4),
         "macro_f1": round(
@@ -103,6 +107,13 @@ def evaluate(router: RequestRouter, test: Split) -> tuple[dict, np.ndarray]:
         "confusion_matrix": {
             "labels": router.labels,
             "rows_true_columns_predicted": confusion_matrix(test.labels, predicted, labels=router.labels).tolist(),
+        },
+        "routed_per_label": {  # what is served: unsure requests go to the default label
+            label: {k: round(v, 4) for k, v in routed_per_label[label].items()} for label in router.labels
+        },
+        "routed_confusion_matrix": {
+            "labels": router.labels,
+            "rows_true_columns_routed": confusion_matrix(test.labels, routed, labels=router.labels).tolist(),
         },
         "calibration": calibration_figures(probabilities, test.labels, router.labels),
         "test_size": len(test.labels),

@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from rayfleet.routing.examples import GENERAL_REQUESTS, default_examples, read_examples
+from rayfleet.routing.examples import GENERAL_REQUESTS, clean_examples, default_examples, read_examples
 from rayfleet.tables import write_table
 
 
@@ -25,9 +25,39 @@ def test_bad_files_say_what_is_wrong(tmp_path):
     (tmp_path / "no_label.jsonl").write_text('{"text": "hi", "route": "base"}\n')
     with pytest.raises(ValueError, match="missing column 'label'"):
         read_examples(str(tmp_path / "no_label.jsonl"))
-    (tmp_path / "a.csv").write_text("text,label\nhi,base\n")
-    with pytest.raises(ValueError, match=".parquet or .jsonl"):
-        read_examples(str(tmp_path / "a.csv"))
+    (tmp_path / "a.txt").write_text("hi\tbase\n")
+    with pytest.raises(ValueError, match="must be Parquet"):
+        read_examples(str(tmp_path / "a.txt"))
+    (tmp_path / "broken.jsonl").write_text('{"text": "hi", "label": "base"}\n{"text": "oops"\n')
+    with pytest.raises(ValueError, match="broken.jsonl line 2 is not JSON"):
+        read_examples(str(tmp_path / "broken.jsonl"))
+
+
+def test_the_shapes_labelled_data_comes_in_read_the_same(tmp_path):
+    rows = [{"text": "What is BLEU?", "label": "1"}, {"text": "Hello!", "label": "2"}]
+    expected = [{"text": "What is BLEU?", "label": "1"}, {"text": "Hello!", "label": "2"}]
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + "\n".join(json.dumps(row) for row in rows).encode())
+    (tmp_path / "array.JSON").write_text(json.dumps([{**row, "meta": {"nested": True}} for row in rows]))
+    (tmp_path / "a.csv").write_text('text,label\n"What is BLEU?",1\nHello!,2\n')
+    (tmp_path / "folder").mkdir()
+    write_table(str(tmp_path / "folder" / "part-0.parquet"), pa.Table.from_pylist([{"text": "What is BLEU?", "label": 1}]))
+    write_table(str(tmp_path / "folder" / "part-1.parquet"), pa.table({
+        "text": ["Hello!"], "label": pa.array(["2"]).dictionary_encode()}))  # fmt: skip  (a pandas category)
+    for name in ("bom.jsonl", "array.JSON", "a.csv", "folder"):
+        assert read_examples(str(tmp_path / name)).to_pylist() == expected, name
+
+
+def test_cleaning_keeps_one_row_per_text_and_settles_conflicts_by_majority():
+    texts = ["a?", "a?", "b?", " b? ", "b?", "c?", "c?", "", "d?"]
+    labels = ["rag", "rag", "rag", "base", "base", "rag", "base", "rag", " base "]
+    kept_texts, kept_labels, dropped = clean_examples(texts, labels)
+    assert dict(zip(kept_texts, kept_labels)) == {"a?": "rag", "b?": "base", "d?": "base"}
+    assert dropped == {"conflicting_tie": 1, "empty": 1, "relabelled_by_majority": 1, "repeated": 4}
+
+
+def test_labels_that_differ_only_in_case_or_spacing_are_refused():
+    with pytest.raises(ValueError, match=r"differ only in case or spacing.*\['Approach', 'approach'\]"):
+        clean_examples(["x", "y", "z"], ["approach", "Approach", "outcome"])
 
 
 def test_default_set_has_the_three_paths_from_real_papers_and_the_seed_list():

@@ -46,6 +46,10 @@ def test_a_router_trained_on_a_small_labelled_set_beats_the_majority_class(train
         report["accuracy"], abs=1e-4
     )
     assert set(report["per_label"]) == {"approach", "challenge", "outcome"}
+    routed = np.array(report["routed_confusion_matrix"]["rows_true_columns_routed"])
+    assert np.trace(routed) / routed.sum() == pytest.approx(report["routed_accuracy"], abs=1e-4)
+    default = router.labels.index(router.default_label)
+    assert routed[:, default].sum() >= matrix[:, default].sum(), "the unsure requests join the default label's column"
 
 
 def test_uncertain_requests_go_to_the_default_path(trained):

@@ -48,3 +48,12 @@ def test_the_gate_alone_routes_without_a_trained_router(artifacts):
     server = RouterServer(RouterConfig(relevance=RelevanceConfig(index=index, refresh_s=0)), PATHS)
     assert [route(server, text).path for text in (QUESTION, GENERAL)] == ["rag", "base"]
     assert route(server, QUESTION).confidence is None
+
+
+def test_labels_that_name_no_path_of_the_app_are_warned_of_at_start(artifacts, caplog):
+    router, _ = artifacts
+    with caplog.at_level("WARNING"):
+        server = RouterServer(RouterConfig(model=router), ["base", "rag"])  # this app has no fine-tuned path
+    assert server.warn_of_unserved_labels() == ["finetuned"]
+    assert "router labels ['finetuned'] name no path of this app" in caplog.text
+    assert RouterServer(RouterConfig(model=router), PATHS).warn_of_unserved_labels() == []
