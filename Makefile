@@ -41,7 +41,7 @@ DEMO_DOCS      ?= 16
 .PHONY: help setup test test-fast demo s3-up s3-down ray-up ray-down bench-summarize ingest bench-ingest bench-ocr lock clean
 
 help:
-	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | serve-artifacts | serve | serve-down | bench-serve | bench-serve-handles | dispatch | dispatch-status | ingest | build-index | train-router | finetune | quantize | quality | eval | monitor | bench-summarize | bench-ingest | bench-retrieval | bench-router | bench-router-relevance | bench-finetune | bench-finetune-gpu | bench-quantize | lock | clean"
+	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | serve-artifacts | serve | serve-down | bench-serve | bench-serve-handles | dispatch | dispatch-status | dispatch-requeue | ingest | build-index | train-router | finetune | quantize | quality | eval | monitor | bench-summarize | bench-ingest | bench-retrieval | bench-router | bench-router-relevance | bench-finetune | bench-finetune-gpu | bench-quantize | lock | clean"
 
 ## setup: build .venv from nothing and provision the models; a second run does nothing.
 setup: $(STAMP)
@@ -120,13 +120,18 @@ clean: ray-down s3-down
 	rm -rf .data .run
 
 ## dispatch: S3 events -> Ray jobs in the foreground: local S3 poller -> local Ray head (docs/dispatch.md).
-.PHONY: dispatch dispatch-status
+.PHONY: dispatch dispatch-status dispatch-requeue
 DISPATCH_CONFIG ?= jobs/configs/dispatch/local.yaml
 dispatch: setup
 	$(PY) -m events run config=$(DISPATCH_CONFIG) ray.address=$(RAY_ADDRESS_HTTP)
 
 dispatch-status: setup
 	@$(PY) -m events status config=$(DISPATCH_CONFIG)
+
+## dispatch-requeue: dead letters back in the queue with the current rules (REQUEUE=s3://bucket/key for one object).
+REQUEUE ?= --state dead_letter
+dispatch-requeue: setup
+	$(PY) -m events requeue config=$(DISPATCH_CONFIG) $(REQUEUE)
 
 ## retrieval + router (docs/retrieval.md): build the index over chunks, train the router, benchmarks.
 .PHONY: build-index train-router bench-retrieval bench-router bench-router-relevance

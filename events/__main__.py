@@ -1,27 +1,36 @@
-"""Command line of the dispatcher: ``run`` it, or show the ledger's ``status``.
+"""Command line of the dispatcher: ``run`` it, show the ledger's ``status``, ``requeue`` dead letters.
 
 ::
 
     python -m events run [config=jobs/configs/dispatch/local.yaml] [key.sub=value ...]   # make dispatch
     python -m events status [config=...] [status_limit=50]
+    python -m events requeue [config=...] s3://bucket/key[@version] ... | --state dead_letter
 
 ``run`` stays in the foreground (Ctrl-C stops it; a restart picks up where it was).
 ``status`` lists the most recent object versions, their rule, state, attempt, Ray
-submission id and last error.
+submission id and last error. ``requeue`` puts dead letters back in the queue for a
+fresh round of attempts, their entrypoints rebuilt from the current rules (see
+:mod:`events.requeue`); a running dispatcher submits them at its next cycle.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from datetime import datetime, timezone
 
 from events.config import DispatchConfig
 from events.dispatcher import build_dispatcher, build_ledger
-from events.ledger import LedgerEntry
+from events.ledger import DEAD_LETTER, LedgerEntry
+from events.requeue import requeue_dead_letters
 from rayfleet.config import load_config
 
-USAGE = "usage: python -m events run|status [config=FILE] [key.sub=value ...]"
+USAGE = (
+    "usage: python -m events run|status [config=FILE] [key.sub=value ...]\n"
+    "       python -m events requeue [config=FILE] [key.sub=value ...] s3://bucket/key[@version] ...\n"
+    "       python -m events requeue [config=FILE] [key.sub=value ...] --state dead_letter"
+)
 
 
 def status_table(entries: list[LedgerEntry]) -> str:
@@ -39,9 +48,49 @@ def status_table(entries: list[LedgerEntry]) -> str:
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
 
+def requeue_arguments(arguments: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``requeue``'s words into targets (``s3://...``, or none for ``--state dead_letter``) and overrides.
+
+    Raises:
+        SystemExit: neither targets nor ``--state dead_letter``, or another state.
+    """
+    targets, overrides, every_dead_letter = [], [], False
+    words = iter(arguments)
+    for word in words:
+        if word == "--state":
+            if next(words, None) != DEAD_LETTER:
+                sys.exit(f"only dead letters can be requeued (--state {DEAD_LETTER})\n{USAGE}")
+            every_dead_letter = True
+        elif word.startswith("s3://"):
+            targets.append(word)
+        else:
+            overrides.append(word)
+    if every_dead_letter == bool(targets):
+        sys.exit(f"requeue needs object URIs or --state {DEAD_LETTER} (not both)\n{USAGE}")
+    return targets, overrides
+
+
+def requeue(arguments: list[str]) -> None:
+    """``python -m events requeue``: put dead letters back in the queue and say what was done."""
+    targets, overrides = requeue_arguments(arguments)
+    config = load_config(DispatchConfig, overrides)
+    report = requeue_dead_letters(build_ledger(config), config, targets, time.time())
+    for object_version in report.requeued:
+        print(f"requeued {object_version}")
+    for object_version in report.without_rule:
+        print(f"left in the dead letter (no rule matches it now): {object_version}")
+    for target in report.not_found:
+        print(f"no dead letter for {target}")
+    if not (report.requeued or report.without_rule or report.not_found):
+        print("no dead letters")
+
+
 def main(arguments: list[str]) -> None:
-    if not arguments or arguments[0] not in ("run", "status"):
+    if not arguments or arguments[0] not in ("run", "status", "requeue"):
         sys.exit(USAGE)
+    if arguments[0] == "requeue":
+        requeue(arguments[1:])
+        return
     config = load_config(DispatchConfig, arguments[1:])
     if arguments[0] == "run":
         try:

@@ -85,6 +85,12 @@ class DispatchConfig(BaseConfig):
     retry: RetryConfig = Field(default_factory=RetryConfig, description="Retries and the dead letter.")
     rules: list[Rule] = Field(default_factory=list, description="Event-to-job rules; the first match wins.")
     dead_letter_output: str | None = Field(None, description="Folder (local or s3://) for one JSON record per dead letter.")
+    max_running_jobs: int | None = Field(
+        1,
+        ge=1,
+        description="Most jobs submitted and unfinished at once, counted in the ledger; more claims wait, oldest "
+        "first. 1 suits the 2-CPU local head (two engine jobs deadlock there); None: no limit.",
+    )
     cycle_interval_s: float = Field(5.0, ge=0, description="Pause after a cycle that received no event.")
     stale_claim_s: float = Field(30.0, ge=0, description="A claim this old with no submission is reconciled (crash recovery).")
     exit_when_idle: bool = Field(False, description="Stop once a cycle receives nothing and no job is open (scripts, tests).")

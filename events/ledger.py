@@ -5,10 +5,17 @@ conditional *claim* before anything is submitted, then moved through its states 
 compare-and-set transitions, so two dispatchers (or one restarted after a crash)
 never act on the same entry twice::
 
-    claimed ──▶ submitted ──▶ succeeded
-       ▲            │
-       │            ▼
-       └──────── retry_wait (attempts left)     dead_letter (no attempts left)
+    claimed ───────────▶ submitted ─────▶ succeeded
+     ▲  ▲  │                 │
+     │  │  └──▶ retry_wait ◀─┤  failed, timed out or submission refused, attempts left
+     │  └─────────┘          │  (the next attempt)
+     │                       ▼
+     └───── requeue ──── dead_letter   no attempts left (from claimed too)
+
+``claimed`` is also the queue: a claim waits there while ``max_running_jobs`` jobs run.
+Every transition is conditioned on the state *and* on the entry's current submission id
+(one per attempt), so a dispatcher acting on a stale copy of an entry (an attempt
+another dispatcher has already moved past) changes nothing.
 
 Two implementations of one :class:`Ledger` protocol: :class:`SqliteLedger` (default,
 one dispatcher) and :class:`DynamoLedger` (a DynamoDB table with conditional writes,
@@ -48,6 +55,8 @@ class LedgerEntry:
     next_attempt_at: float = 0.0
     last_error: str = ""
     log_tail: str = ""
+    submitted_at: float = 0.0  # when the current attempt was submitted (its timeout counts from here)
+    requeues: int = 0  # times the entry was requeued from the dead letter (part of the submission ids)
 
 
 class Ledger(Protocol):
@@ -57,8 +66,10 @@ class Ledger(Protocol):
         """Record ``entry`` if its object version has no entry yet; True if this call recorded it."""
         ...
 
-    def transition(self, object_version: str, from_states: Iterable[str], **changes) -> bool:
-        """Apply ``changes`` if the entry is in one of ``from_states``; True if applied."""
+    def transition(self, object_version: str, from_states: Iterable[str], expected_submission_id: str | None = None,
+                   **changes) -> bool:  # fmt: skip
+        """Apply ``changes`` if the entry is in one of ``from_states`` (and, when given, still at
+        ``expected_submission_id``, i.e. the same attempt); True if applied."""
         ...
 
     def get(self, object_version: str) -> LedgerEntry | None:
@@ -66,7 +77,11 @@ class Ledger(Protocol):
         ...
 
     def open_entries(self) -> list[LedgerEntry]:
-        """Entries not yet finished (claimed, submitted or waiting for a retry)."""
+        """Entries not yet finished (claimed, submitted or waiting for a retry), oldest first."""
+        ...
+
+    def in_state(self, state: str) -> list[LedgerEntry]:
+        """Every entry in ``state``, oldest first."""
         ...
 
     def recent(self, limit: int) -> list[LedgerEntry]:
@@ -90,10 +105,22 @@ class SqliteLedger:
             "CREATE TABLE IF NOT EXISTS entries ("
             "object_version TEXT PRIMARY KEY, bucket TEXT, key TEXT, version TEXT, size INTEGER, rule TEXT, "
             "entrypoint TEXT, state TEXT, attempt INTEGER, submission_id TEXT, owner TEXT, created_at REAL, "
-            "updated_at REAL, next_attempt_at REAL, last_error TEXT, log_tail TEXT)"
+            "updated_at REAL, next_attempt_at REAL, last_error TEXT, log_tail TEXT, submitted_at REAL, "
+            "requeues INTEGER)"
         )
+        self._add_missing_columns()
         self._connection.execute("CREATE INDEX IF NOT EXISTS entries_state ON entries(state)")
         self._connection.execute("CREATE INDEX IF NOT EXISTS entries_updated ON entries(updated_at)")
+
+    def _add_missing_columns(self) -> None:
+        """Bring a ledger file written by an older version up to the current columns (with their defaults)."""
+        present = {row["name"] for row in self._connection.execute("PRAGMA table_info(entries)")}
+        for entry_field in fields(LedgerEntry):
+            if entry_field.name not in present:
+                column_type = {"int": "INTEGER", "float": "REAL"}.get(entry_field.type, "TEXT")
+                self._connection.execute(
+                    f"ALTER TABLE entries ADD COLUMN {entry_field.name} {column_type} DEFAULT {entry_field.default!r}"
+                )
 
     def claim(self, entry: LedgerEntry) -> bool:
         placeholders = ", ".join("?" for _ in COLUMNS)
@@ -104,15 +131,17 @@ class SqliteLedger:
             )
         return cursor.rowcount == 1
 
-    def transition(self, object_version: str, from_states: Iterable[str], **changes) -> bool:
+    def transition(self, object_version: str, from_states: Iterable[str], expected_submission_id: str | None = None,
+                   **changes) -> bool:  # fmt: skip
         states = list(from_states)
         assignments = ", ".join(f"{name} = ?" for name in changes)
-        condition = ", ".join("?" for _ in states)
+        condition = f"object_version = ? AND state IN ({', '.join('?' for _ in states)})"
+        parameters = [*changes.values(), object_version, *states]
+        if expected_submission_id is not None:
+            condition += " AND submission_id = ?"
+            parameters.append(expected_submission_id)
         with self._lock:
-            cursor = self._connection.execute(
-                f"UPDATE entries SET {assignments} WHERE object_version = ? AND state IN ({condition})",
-                [*changes.values(), object_version, *states],
-            )
+            cursor = self._connection.execute(f"UPDATE entries SET {assignments} WHERE {condition}", parameters)
         return cursor.rowcount == 1
 
     def get(self, object_version: str) -> LedgerEntry | None:
@@ -121,6 +150,9 @@ class SqliteLedger:
 
     def open_entries(self) -> list[LedgerEntry]:
         return self._select(f"WHERE state IN ({', '.join('?' for _ in OPEN_STATES)}) ORDER BY created_at", list(OPEN_STATES))
+
+    def in_state(self, state: str) -> list[LedgerEntry]:
+        return self._select("WHERE state = ? ORDER BY created_at", [state])
 
     def recent(self, limit: int) -> list[LedgerEntry]:
         return self._select("ORDER BY updated_at DESC LIMIT ?", [limit])
@@ -135,7 +167,8 @@ class DynamoLedger:
     """The ledger in a DynamoDB table keyed by ``object_version``; every write is conditional.
 
     The claim is a put conditional on the key being absent and every transition an update
-    conditional on the current state, so any number of dispatchers can share the table.
+    conditional on the current state and submission id, so any number of dispatchers can
+    share the table.
     """
 
     def __init__(self, client, table: str):
@@ -164,18 +197,24 @@ class DynamoLedger:
         except self.client.exceptions.ConditionalCheckFailedException:
             return False
 
-    def transition(self, object_version: str, from_states: Iterable[str], **changes) -> bool:
+    def transition(self, object_version: str, from_states: Iterable[str], expected_submission_id: str | None = None,
+                   **changes) -> bool:  # fmt: skip
         states = list(from_states)
         names = {f"#f{index}": name for index, name in enumerate(changes)}
         values = {f":v{index}": _to_attribute(value) for index, value in enumerate(changes.values())}
         values.update({f":s{index}": _to_attribute(state) for index, state in enumerate(states)})
         names["#state"] = "state"
+        condition = f"#state IN ({', '.join(f':s{index}' for index in range(len(states)))})"
+        if expected_submission_id is not None:
+            names["#submission"] = "submission_id"
+            values[":expected_submission"] = _to_attribute(expected_submission_id)
+            condition += " AND #submission = :expected_submission"
         try:
             self.client.update_item(
                 TableName=self.table,
                 Key={"object_version": {"S": object_version}},
                 UpdateExpression="SET " + ", ".join(f"#f{index} = :v{index}" for index in range(len(changes))),
-                ConditionExpression=f"#state IN ({', '.join(f':s{index}' for index in range(len(states)))})",
+                ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )
@@ -190,6 +229,9 @@ class DynamoLedger:
     def open_entries(self) -> list[LedgerEntry]:
         entries = [entry for entry in self._scan() if entry.state in OPEN_STATES]
         return sorted(entries, key=lambda entry: entry.created_at)
+
+    def in_state(self, state: str) -> list[LedgerEntry]:
+        return sorted((entry for entry in self._scan() if entry.state == state), key=lambda entry: entry.created_at)
 
     def recent(self, limit: int) -> list[LedgerEntry]:
         return sorted(self._scan(), key=lambda entry: entry.updated_at, reverse=True)[:limit]
@@ -209,7 +251,9 @@ def _to_attribute(value) -> dict:
 def _from_item(item: dict) -> LedgerEntry:
     values = {}
     for entry_field in fields(LedgerEntry):
-        attribute = item[entry_field.name]
+        attribute = item.get(entry_field.name)
+        if attribute is None:  # written by an older version: the field's default
+            continue
         if "N" in attribute:
             number = Decimal(attribute["N"])
             values[entry_field.name] = int(number) if entry_field.type == "int" else float(number)

@@ -19,10 +19,15 @@ logger = logging.getLogger(__name__)
 FINISHED_OK, FINISHED_FAILED = {JobStatus.SUCCEEDED}, {JobStatus.FAILED, JobStatus.STOPPED}
 
 
-def submission_id(object_version: str, attempt: int) -> str:
-    """The Ray submission id of one attempt at one object version (same inputs, same id)."""
+def submission_id(object_version: str, attempt: int, requeues: int = 0) -> str:
+    """The Ray submission id of one attempt at one object version (same inputs, same id).
+
+    ``requeues`` counts the times the entry came back from the dead letter, so the attempts
+    after a requeue get ids that Ray has not seen (it refuses a second job with an old one).
+    """
     digest = hashlib.sha256(object_version.encode()).hexdigest()[:24]
-    return f"rayfleet-{digest}-a{attempt}"
+    round_part = f"-r{requeues}" if requeues else ""
+    return f"rayfleet-{digest}{round_part}-a{attempt}"
 
 
 class RayJobs:
@@ -54,6 +59,10 @@ class RayJobs:
             if "404" in str(error) or "does not exist" in str(error):
                 return None
             raise
+
+    def stop(self, submission: str) -> None:
+        """Ask the cluster to stop the job (``ray job stop``); it ends as STOPPED."""
+        self.client.stop_job(submission)
 
     def log_tail(self, submission: str, lines: int) -> str:
         """The last ``lines`` lines of the job's logs ('' if they cannot be read)."""

@@ -8,26 +8,39 @@ overrides. Overrides are templates over the object that landed::
       prefix: incoming/
       suffix: .parquet
       job: jobs.summarize
-      overrides: ["input={uri}", "output=s3://{bucket}/summaries/{stem}"]
+      overrides: ["input={uri}", "output=s3://{bucket}/summaries/{relative_stem}/{safe_version}"]
 
 Placeholders: ``{uri}`` (``s3://bucket/key``), ``{bucket}``, ``{key}``, ``{name}``
-(the last part of the key), ``{stem}`` (that name without its extension), ``{parent}``
-(the key's folder) and ``{version}`` (the version id or ETag). The first matching
-rule wins.
+(the last part of the key), ``{stem}`` (that name without its last extension),
+``{parent}`` (the key's folder), ``{relative_key}`` (the key after the rule's
+``prefix``), ``{relative_stem}`` (that without its last extension: unique per key
+when the rule has a ``suffix``), ``{version}`` (the version id or ETag) and
+``{safe_version}`` (the same as one path segment). An output built from
+``{relative_stem}`` and ``{safe_version}`` is new for every object and every version
+of it, so a re-uploaded file is summarized afresh instead of skipped as done.
+
+A value that holds a placeholder reaches the job as exactly that string: the job reads
+each override value as YAML (``rayfleet.config.parse_override``), where ``#`` starts a
+comment and ``: `` a mapping, so such a value is passed as a quoted YAML scalar when it
+would not read back as itself. The first matching rule wins.
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
 import shlex
 import string
 from dataclasses import dataclass
 
+import yaml
 from pydantic import Field, field_validator
 
-from rayfleet.config import BaseConfig
+from rayfleet.config import BaseConfig, parse_override
 
-PLACEHOLDERS = ("uri", "bucket", "key", "name", "stem", "parent", "version")
+PLACEHOLDERS = (
+    "uri", "bucket", "key", "name", "stem", "parent", "relative_key", "relative_stem", "version", "safe_version",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,12 @@ class Rule(BaseConfig):
     )
     entrypoint_num_cpus: float = Field(0, ge=0, description="CPUs reserved for the job's driver (>0 makes an autoscaler start a worker for it).")
     entrypoint_num_gpus: float = Field(0, ge=0, description="GPUs reserved for the job's driver.")
+    max_running_jobs: int | None = Field(
+        None, ge=1, description="Most jobs of this rule submitted and unfinished at once; None: the overall limit only."
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, description="A job unfinished this long after its submission is stopped and fails; None: no limit."
+    )
 
     @field_validator("overrides")
     @classmethod
@@ -100,23 +119,79 @@ def first_match(rules: list[Rule], event: ObjectEvent) -> Rule | None:
     return next((rule for rule in rules if rule.matches(event)), None)
 
 
-def placeholder_values(event: ObjectEvent) -> dict[str, str]:
-    """The values of the override placeholders for one event."""
+def without_extension(path: str) -> str:
+    """``path`` without its last extension (``2024.01.parquet`` -> ``2024.01``)."""
+    return posixpath.splitext(path)[0]
+
+
+def safe_path_segment(text: str) -> str:
+    """``text`` as one path segment: characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
+
+def placeholder_values(rule: Rule, event: ObjectEvent) -> dict[str, str]:
+    """The values of the override placeholders for one event matched by ``rule``."""
     name = posixpath.basename(event.key)
+    relative_key = event.key[len(rule.prefix) :] if event.key.startswith(rule.prefix) else event.key
     return {
         "uri": event.uri,
         "bucket": event.bucket,
         "key": event.key,
         "name": name,
-        "stem": name.split(".", 1)[0],
+        "stem": without_extension(name),
         "parent": posixpath.dirname(event.key),
+        "relative_key": relative_key,
+        "relative_stem": without_extension(relative_key),
         "version": event.version,
+        "safe_version": safe_path_segment(event.version),
     }
+
+
+def yaml_exact(value: str) -> str:
+    """``value`` written so that the job's override parser reads it back as exactly this string.
+
+    ``value`` itself when it already reads back so (most keys), else a single-quoted YAML
+    scalar (``'`` doubled), else a double-quoted one with every other character escaped
+    (control characters, which a single-quoted scalar cannot hold).
+
+    Raises:
+        ValueError: no form reads back as ``value`` (not expected for any string).
+    """
+    single_quoted = "'" + value.replace("'", "''") + "'"
+    double_quoted = '"' + "".join(_yaml_escaped(character) for character in value) + '"'
+    for candidate in (value, single_quoted, double_quoted):
+        if _reads_back(candidate, value):
+            return candidate
+    raise ValueError(f"{value!r} cannot be passed as an override value")
+
+
+def _reads_back(candidate: str, value: str) -> bool:
+    """True when the override parser reads ``candidate`` as ``value``, as valid YAML (not by its fallback)."""
+    try:
+        strict = yaml.safe_load(candidate) if candidate else ""
+    except yaml.YAMLError:
+        return False
+    return strict == value and parse_override(f"value={candidate}")[1] == value
+
+
+def _yaml_escaped(character: str) -> str:
+    """One character for a double-quoted YAML scalar: printable ASCII as is, anything else as an escape."""
+    if " " <= character <= "~" and character not in '"\\':
+        return character
+    return f"\\u{ord(character):04x}" if ord(character) < 0x10000 else f"\\U{ord(character):08x}"
+
+
+def render_override(override: str, values: dict[str, str]) -> str:
+    """One ``key=template`` override with the placeholders filled; a filled value is YAML-exact."""
+    key, _, template = override.partition("=")
+    if not any(field is not None for _, field, _, _ in string.Formatter().parse(template)):
+        return override  # no placeholder: the value is YAML as written (numbers, booleans, lists)
+    return f"{key}={yaml_exact(template.format(**values))}"
 
 
 def entrypoint(rule: Rule, event: ObjectEvent) -> str:
     """The shell command that runs ``rule``'s job on ``event`` (what `ray job submit` runs)."""
-    values = placeholder_values(event)
-    arguments = [f"config={rule.config}"] if rule.config else []
-    arguments += [override.format(**values) for override in rule.overrides]
+    values = placeholder_values(rule, event)
+    arguments = [f"config={yaml_exact(rule.config)}"] if rule.config else []
+    arguments += [render_override(override, values) for override in rule.overrides]
     return shlex.join(["python", "-m", rule.job, *arguments])

@@ -1,11 +1,13 @@
 """The ledger's guarantees, on both implementations: SQLite, and DynamoDB (moto server).
 
 One claim per object version, however many callers race for it; transitions only
-from the expected state; open entries and recent history read back.
+from the expected state and attempt; open entries, entries by state and recent history
+read back; a ledger written before a field existed still reads.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -65,3 +67,47 @@ def test_open_entries_and_recent_history(ledger):
     assert [found.key for found in ledger.open_entries()] == ["a", "d"]
     assert [found.key for found in ledger.recent(3)] == ["c", "b", "d"]
     assert ledger.get("data/c@etag").log_tail.endswith("boom")
+
+
+def test_a_transition_from_a_stale_attempt_changes_nothing(ledger):
+    ledger.claim(entry("a.parquet"))
+    ledger.transition("data/a.parquet@etag", [CLAIMED], "sub-a1", state=SUBMITTED)
+    ledger.transition("data/a.parquet@etag", [SUBMITTED], "sub-a1", state=RETRY_WAIT)
+    ledger.transition("data/a.parquet@etag", [RETRY_WAIT], "sub-a1", state=CLAIMED, attempt=2, submission_id="sub-a2")
+    ledger.transition("data/a.parquet@etag", [CLAIMED], "sub-a2", state=SUBMITTED)
+    assert not ledger.transition("data/a.parquet@etag", [SUBMITTED], "sub-a1", state=DEAD_LETTER), "attempt 1 is over"
+    assert ledger.transition("data/a.parquet@etag", [SUBMITTED], "sub-a2", state=SUCCEEDED)
+    assert ledger.get("data/a.parquet@etag").state == SUCCEEDED
+
+
+def test_entries_in_one_state_oldest_first(ledger):
+    for index, key in enumerate(["a", "b", "c"]):
+        ledger.claim(entry(key, updated_at=float(10 - index)))
+    ledger.transition("data/b@etag", [CLAIMED], state=DEAD_LETTER)
+    assert [found.key for found in ledger.in_state(CLAIMED)] == ["c", "a"]
+    assert [found.key for found in ledger.in_state(DEAD_LETTER)] == ["b"]
+
+
+def test_a_sqlite_ledger_from_before_the_new_fields_still_reads(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE entries (object_version TEXT PRIMARY KEY, bucket TEXT, key TEXT, version TEXT, size INTEGER, "
+            "rule TEXT, entrypoint TEXT, state TEXT, attempt INTEGER, submission_id TEXT, owner TEXT, created_at REAL, "
+            "updated_at REAL, next_attempt_at REAL, last_error TEXT, log_tail TEXT)"
+        )
+        old.execute("INSERT INTO entries VALUES ('data/a@etag', 'data', 'a', 'etag', 1, 'r', 'python -m x', "
+                    "'submitted', 1, 'sub-a1', 'o', 1.0, 2.0, 0.0, '', '')")  # fmt: skip
+    ledger = SqliteLedger(path)
+    found = ledger.get("data/a@etag")
+    assert (found.state, found.submitted_at, found.requeues) == (SUBMITTED, 0.0, 0)
+    assert ledger.claim(entry("b")) and ledger.get("data/b@etag") == entry("b")
+
+
+def test_a_dynamodb_item_from_before_the_new_fields_still_reads(moto_client):
+    dynamo = DynamoLedger(moto_client("dynamodb"), f"ledger-{uuid.uuid4().hex[:8]}")
+    dynamo.create_table()
+    dynamo.claim(entry("a"))
+    dynamo.client.update_item(TableName=dynamo.table, Key={"object_version": {"S": "data/a@etag"}},
+                              UpdateExpression="REMOVE submitted_at, requeues")  # fmt: skip
+    assert dynamo.get("data/a@etag") == entry("a")

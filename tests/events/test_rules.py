@@ -1,4 +1,8 @@
-"""Rules: matching on bucket, prefix, suffix and size; entrypoints rendered from templates."""
+"""Rules: matching on bucket, prefix, suffix and size; entrypoints rendered from templates.
+
+Rendered values must reach the job as exactly the object's names: the job reads each
+override as YAML, so the round trip goes through ``rayfleet.config`` as the job does.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from events.config import DispatchConfig
-from events.rules import ObjectEvent, Rule, entrypoint, first_match
-from rayfleet.config import ConfigError, load_config
+from events.rules import ObjectEvent, Rule, entrypoint, first_match, placeholder_values, yaml_exact
+from jobs.fault_injection import FaultInjectionJobConfig
+from rayfleet.config import ConfigError, load_config, parse_override
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,7 +72,7 @@ def test_default_rules_send_incoming_parquet_to_the_summarization_job():
     assert rule is not None
     assert shlex.split(entrypoint(rule, ObjectEvent("rayfleet", "incoming/papers.parquet", 2048, "e"))) == [
         "python", "-m", "jobs.summarize", "input=s3://rayfleet/incoming/papers.parquet",
-        "output=s3://rayfleet/summaries/papers",
+        "output=s3://rayfleet/summaries/papers/e",
     ]  # fmt: skip
 
 
@@ -80,3 +85,59 @@ def test_default_rules_send_raw_files_to_ingestion_before_parquet_to_summarizati
             "index_output=s3://rayfleet/index"]  # fmt: skip
     parquet = ObjectEvent("rayfleet", "incoming/papers.parquet", 2048, "e")
     assert first_match(config.rules, parquet).job == "jobs.summarize"
+
+
+NASTY_NAMES = [
+    "Invoice #123.pdf", "Re: budget 2025.eml", "it's \"quoted\".pdf", "Ünïcode файл 文件 😀.pdf", "notes - v2 .pdf",
+    "- leading dash.pdf", "[draft].pdf", "{brace}.pdf", "%percent.pdf", "@at.pdf", "*star.pdf", "!bang.pdf",
+    "&amp.pdf", "a&b $HOME `x`.pdf", "null", "yes", "123", "1e3", " leading space.pdf", "tab\there.pdf",
+    "line\nbreak.pdf", "back\\slash.pdf", "key: value # comment.pdf", "? question.pdf", "| pipe.pdf", "> gt.pdf",
+]
+
+
+@pytest.mark.parametrize("name", NASTY_NAMES)
+def test_any_object_name_reaches_the_job_as_exactly_that_string(name):
+    rule = Rule(name="r", prefix="incoming/", job="jobs.fault_injection", overrides=["input={uri}", "exit_code=3"])
+    event = ObjectEvent("data", f"incoming/{name}", 5, "e")
+    arguments = shlex.split(entrypoint(rule, event))[3:]
+    config = load_config(FaultInjectionJobConfig, arguments)
+    assert config.input == f"s3://data/incoming/{name}"
+    assert config.exit_code == 3, "a value without placeholders stays YAML as written"
+
+
+@pytest.mark.parametrize("value", NASTY_NAMES + ["", "'", "''", "a\x01b\x7f\u2028", "\ufeffbom", "~"])
+def test_yaml_exact_values_read_back_through_parse_override(value):
+    assert parse_override(f"input={yaml_exact(value)}") == (["input"], value)
+
+
+def test_ordinary_names_are_passed_unquoted():
+    assert yaml_exact("s3://data/incoming/q3 report.parquet") == "s3://data/incoming/q3 report.parquet"
+
+
+def test_stem_drops_only_the_last_extension_and_relative_key_drops_the_prefix():
+    rule = summarize_rule()
+    values = placeholder_values(rule, ObjectEvent("data", "incoming/team/2024.01.parquet", 5, "e/1+x"))
+    assert values["stem"] == "2024.01"
+    assert values["relative_key"] == "team/2024.01.parquet"
+    assert values["relative_stem"] == "team/2024.01"
+    assert (values["version"], values["safe_version"]) == ("e/1+x", "e_1_x")
+
+
+def default_output(key: str, etag: str = "e") -> str:
+    config = load_config(DispatchConfig, [f"config={REPO / 'jobs/configs/dispatch/local.yaml'}"])
+    event = ObjectEvent("rayfleet", key, 2048, etag)
+    words = shlex.split(entrypoint(first_match(config.rules, event), event))
+    (output,) = [word for word in words if word.startswith("output=")]
+    return output
+
+
+def test_default_outputs_differ_for_every_key():
+    keys = ["incoming/2024.01.parquet", "incoming/2024.02.parquet", "incoming/teamA/part-0.parquet",
+            "incoming/teamB/part-0.parquet", "incoming/part-0.parquet"]  # fmt: skip
+    outputs = [default_output(key) for key in keys]
+    assert len(set(outputs)) == len(keys), outputs
+    assert outputs[2] == "output=s3://rayfleet/summaries/teamA/part-0/e"
+
+
+def test_a_new_version_of_an_object_gets_a_new_default_output():
+    assert default_output("incoming/docs.parquet", "etag-old") != default_output("incoming/docs.parquet", "etag-new")

@@ -1,0 +1,96 @@
+"""Requeueing dead letters: a fresh round of attempts with the current rules, and its command line."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from events.__main__ import main as events_main
+from events.config import DispatchConfig
+from events.dispatcher import claims_to_submit
+from events.ledger import CLAIMED, DEAD_LETTER, SUCCEEDED, LedgerEntry, SqliteLedger
+from events.ray_jobs import submission_id
+from events.requeue import requeue_dead_letters
+
+FIXED_RULE = {"name": "fixed", "prefix": "incoming/", "job": "jobs.fault_injection",
+              "overrides": ["input={uri}", "exit_code=0"]}  # fmt: skip
+
+
+def dead_letter(ledger: SqliteLedger, key: str, state: str = DEAD_LETTER) -> LedgerEntry:
+    object_version = f"data/{key}@etag"
+    entry = LedgerEntry(object_version, "data", key, "etag", 10, "broken", "python -m jobs.fault_injection exit_code=1",
+                        state=state, attempt=3, submission_id=submission_id(object_version, 3), owner="old",
+                        created_at=1.0, updated_at=2.0, last_error="job FAILED", log_tail="Traceback ...")  # fmt: skip
+    ledger.claim(entry)
+    return entry
+
+
+@pytest.fixture
+def ledger(tmp_path) -> SqliteLedger:
+    return SqliteLedger(tmp_path / "ledger.sqlite")
+
+
+def config_for(ledger_path, rules: list[dict]) -> DispatchConfig:
+    values = {"ledger": {"sqlite_path": str(ledger_path)}, "rules": rules, "dispatcher_id": "me"}
+    return DispatchConfig.model_validate(values)
+
+
+def test_requeue_resets_the_named_dead_letter_with_the_current_rules(ledger, tmp_path):
+    entry = dead_letter(ledger, "incoming/a.parquet")
+    other = dead_letter(ledger, "incoming/b.parquet")
+    config = config_for(tmp_path / "ledger.sqlite", [FIXED_RULE])
+
+    report = requeue_dead_letters(ledger, config, ["s3://data/incoming/a.parquet", "s3://data/incoming/nope"], now=50.0)
+
+    assert (report.requeued, report.not_found) == ([entry.object_version], ["s3://data/incoming/nope"])
+    requeued = ledger.get(entry.object_version)
+    assert (requeued.state, requeued.attempt, requeued.requeues, requeued.owner) == (CLAIMED, 1, 1, "")
+    assert requeued.rule == "fixed"
+    assert shlex.split(requeued.entrypoint)[3:] == ["input=s3://data/incoming/a.parquet", "exit_code=0"]
+    old_ids = {submission_id(entry.object_version, attempt) for attempt in (1, 2, 3)}
+    assert requeued.submission_id not in old_ids, "Ray refuses a second job under an old id"
+    assert claims_to_submit([requeued], config.model_copy(update={"dispatcher_id": "any"}), now=50.0) == [requeued]
+    assert ledger.get(other.object_version).state == DEAD_LETTER
+
+
+def test_requeue_by_state_takes_every_dead_letter_and_only_those(ledger, tmp_path):
+    dead_letter(ledger, "incoming/a.parquet")
+    dead_letter(ledger, "incoming/done.parquet", state=SUCCEEDED)
+    dead_letter(ledger, "elsewhere/c.parquet")
+    config = config_for(tmp_path / "ledger.sqlite", [FIXED_RULE])
+
+    report = requeue_dead_letters(ledger, config, [], now=50.0)
+
+    assert report.requeued == ["data/incoming/a.parquet@etag"]
+    assert report.without_rule == ["data/elsewhere/c.parquet@etag"], "no rule matches it now: left as it is"
+    assert ledger.get("data/elsewhere/c.parquet@etag").state == DEAD_LETTER
+    assert ledger.get("data/incoming/done.parquet@etag").state == SUCCEEDED
+
+
+def test_a_second_requeue_gets_new_submission_ids_again(ledger, tmp_path):
+    entry = dead_letter(ledger, "incoming/a.parquet")
+    config = config_for(tmp_path / "ledger.sqlite", [FIXED_RULE])
+    requeue_dead_letters(ledger, config, [], now=50.0)
+    first_round = ledger.get(entry.object_version).submission_id
+    ledger.transition(entry.object_version, [CLAIMED], first_round, state=DEAD_LETTER)
+
+    requeue_dead_letters(ledger, config, [f"s3://data/incoming/a.parquet@{entry.version}"], now=60.0)
+
+    second = ledger.get(entry.object_version)
+    assert (second.state, second.requeues) == (CLAIMED, 2) and second.submission_id != first_round
+
+
+def test_requeue_command(ledger, tmp_path, capsys):
+    dead_letter(ledger, "incoming/a.parquet")
+    rules = "rules=[{name: fixed, prefix: incoming/, job: jobs.fault_injection, overrides: ['input={uri}']}]"
+    path = f"ledger.sqlite_path={tmp_path / 'ledger.sqlite'}"
+
+    events_main(["requeue", path, rules, "--state", "dead_letter"])
+
+    assert "requeued data/incoming/a.parquet@etag" in capsys.readouterr().out
+    assert ledger.get("data/incoming/a.parquet@etag").state == CLAIMED
+    for wrong in (["requeue", path], ["requeue", path, "--state", "succeeded"],
+                  ["requeue", path, "--state", "dead_letter", "s3://data/incoming/a.parquet"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            events_main(wrong)
