@@ -8,15 +8,20 @@ Run it anywhere the same way::
     ray job submit --working-dir . -- \\
         python -m jobs.quantize config=jobs/configs/quantize/smollm2_w4a16_gpu.yaml registry=...
 
-Steps: resolve the source model (provisioned name, local folder, or ``name@version`` of
-kind ``models`` in ``registry``); draw the calibration sample from our own chunks and hash
-it; write the checkpoint with the chosen method (``rayfleet.quantization.methods``;
-``w4a16_gptq`` stops at once on a machine without a GPU or without llmcompressor);
-generate the held-out QA answers with the serving engine on the full-precision and the
-quantized checkpoint (each in its own process: this is the load check, and it measures
-size, peak memory, tokens/s, token F1 and greedy agreement); check each listed LoRA
-adapter against the quantized base (``rayfleet.quantization.lora``); publish the
-checkpoint as the next version of ``name`` with all of it in its metadata. Serve it with
+Steps: refuse at once what cannot work (a method this machine cannot run, held-out QA
+without usable rows, an already quantized source, an output folder that is the source,
+overlaps it or is not empty without ``overwrite=true``); resolve the source model
+(provisioned name, local folder, or ``name@version`` of kind ``models`` in ``registry``);
+draw the calibration sample from our own chunks and hash it (only for a method that
+calibrates); write the checkpoint with the chosen method (``rayfleet.quantization.methods``),
+staged and moved into place; generate the held-out QA answers with the serving engine on
+the full-precision and the quantized checkpoint (each in its own process: this is the load
+check, and it measures size, peak memory, tokens/s, token F1 and greedy agreement); judge
+them with ``quality_gate``; check each listed LoRA adapter against the quantized base
+(``rayfleet.quantization.lora``); publish the checkpoint as the next version of ``name``
+with all of it in its metadata, unless the quality gate failed (then nothing is published,
+the report says why and the job exits with status 1; ``quality_gate.publish_anyway=true``
+publishes it with the failed verdict recorded). Serve it with
 ``engine.model=<registry>/models/<name>@<version>`` (see ``rayfleet.assets.resolve_model``).
 
 A single-process job: it needs no Ray cluster, and under ``ray job submit`` the
@@ -35,20 +40,29 @@ from pathlib import Path
 import torch
 from pydantic import Field
 
-from rayfleet.assets import folder_fingerprint, resolve_model
+from rayfleet.assets import resolve_model
 from rayfleet.config import BaseConfig, describe, load_config
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.quantization import (
+    METHODS,
     QuantizationMethod,
     calibration_sample,
+    check_output_folder,
     quantize_model,
     read_chunk_texts,
     require_runnable,
+    require_unquantized_source,
 )
 from rayfleet.quantization.calibration import CalibrationSample
 from rayfleet.quantization.compare import compare_models
 from rayfleet.quantization.lora import LoraCheckConfig, check_lora_compatibility
-from rayfleet.quantization.quality import QaPair, qa_pairs_from_papers, read_qa_pairs
+from rayfleet.quantization.quality import (
+    QaPair,
+    QualityGateConfig,
+    qa_pairs_from_papers,
+    quality_verdict,
+    read_qa_pairs,
+)
 from rayfleet.registry import Registry
 
 logger = logging.getLogger("jobs.quantize")
@@ -96,7 +110,12 @@ class QuantizeConfig(BaseConfig):
     name: str | None = Field(
         None, description="Registry name of the quantized model; default `<source name>-<method>`."
     )
-    output: str | None = Field(None, description="Local folder that keeps the checkpoint; default a temporary folder.")
+    output: str | None = Field(
+        None,
+        description="Local folder that keeps the checkpoint (new or empty; not the source, not inside it, not "
+        "holding it); default a temporary folder.",
+    )
+    overwrite: bool = Field(False, description="Replace everything in a non-empty `output` folder.")
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig, description="Calibration sample.")
     heldout: HeldoutConfig = Field(default_factory=HeldoutConfig, description="Held-out QA for the quality figures.")
     engine: EngineConfig = Field(
@@ -107,6 +126,10 @@ class QuantizeConfig(BaseConfig):
         default_factory=list,
         description="LoRA adapters trained on the source to check on the quantized base: local folders or "
         "`name@version` of kind adapters in `registry`.",
+    )
+    quality_gate: QualityGateConfig = Field(
+        default_factory=QualityGateConfig,
+        description="What the checkpoint must keep of the source's answers to be published.",
     )
     lora_check: LoraCheckConfig = Field(default_factory=LoraCheckConfig, description="What an adapter must pass.")
 
@@ -130,6 +153,18 @@ def resolve_adapter(reference: str, registry_root: str | None) -> str:
         raise ValueError(f"adapter {reference!r} is not a local folder and no registry is set")
     registry = Registry(registry_root, kind="adapters")
     return registry.fetch(registry.resolve(reference))
+
+
+def calibration_for(method: str, config: CalibrationConfig, tokenizer_folder: Path) -> CalibrationSample | None:
+    """The calibration sample when ``method`` calibrates; None (nothing read or tokenized) when it does not."""
+    if not METHODS[method].needs_calibration:
+        logger.info("method=%s needs no calibration data: none drawn", method)
+        return None
+    calibration = draw_calibration(config, tokenizer_folder)
+    logger.info(
+        "calibration sample %s: %d texts from %s", calibration.sha256[:16], len(calibration.texts), calibration.source
+    )
+    return calibration
 
 
 def draw_calibration(config: CalibrationConfig, tokenizer_folder: Path) -> CalibrationSample:
@@ -161,7 +196,9 @@ def aclsum_chunk_texts(papers: int, chunk_tokens: int, tokenizer_folder: Path) -
 def heldout_pairs(config: HeldoutConfig) -> tuple[list[QaPair], str]:
     """The held-out QA pairs and where they came from."""
     if config.qa is not None:
-        return read_qa_pairs(config.qa), config.qa
+        pairs, dropped = read_qa_pairs(config.qa)
+        note = f" ({sum(dropped.values())} rows dropped: {dict(dropped)})" if dropped else ""
+        return pairs, config.qa + note
     from jobs.demo_documents import DemoDocumentsConfig, build_documents
 
     papers = DemoDocumentsConfig(output="unused", count=config.papers, split="test", content="abstract")
@@ -176,23 +213,28 @@ def default_name(config: QuantizeConfig, source: dict) -> str:
 
 
 def main(config: QuantizeConfig) -> dict:
-    """Quantize, verify, check adapters and publish; returns the report (also printed as one JSON line)."""
+    """Quantize, verify, gate, check adapters and publish; returns the report (also printed as one JSON line).
+
+    The report's ``published`` is the published reference, or None when the quality gate
+    refused it (``refused`` then says why).
+    """
     started = time.monotonic()
     logger.info("config:\n%s", describe(config))
     require_runnable(config.method)  # before any slow step: say at once what this machine lacks
+    pairs, qa_source = heldout_pairs(config.heldout)  # a bad QA file fails here, not after the engine runs
     source_folder, source = resolve_source(config)
-    calibration = draw_calibration(config.calibration, source_folder)
-    logger.info(
-        "calibration sample %s: %d texts from %s", calibration.sha256[:16], len(calibration.texts), calibration.source
-    )
+    require_unquantized_source(source_folder)
+    if config.output is not None:
+        check_output_folder(source_folder, Path(config.output), config.overwrite)
+    calibration = calibration_for(config.method, config.calibration, source_folder)
     with tempfile.TemporaryDirectory(prefix="quantize-") as scratch:
         output = Path(config.output or Path(scratch) / "checkpoint")
-        manifest = quantize_model(source_folder, output, config.method, calibration)
-        pairs, qa_source = heldout_pairs(config.heldout)
+        manifest = quantize_model(source_folder, output, config.method, calibration, overwrite=config.overwrite)
         metrics = compare_models(
             source_folder, output, pairs, config.engine, SamplingConfig(max_tokens=config.heldout.max_tokens)
         )
         logger.info("verified with %s: %s", config.engine.kind, metrics)
+        verdict = judge_quality(metrics, config)
         adapters = [
             check_lora_compatibility(
                 source_folder, output, resolve_adapter(reference, config.registry), pairs, config.lora_check,
@@ -200,32 +242,58 @@ def main(config: QuantizeConfig) -> dict:
             ).record() | {"reference": reference}
             for reference in config.adapters
         ]  # fmt: skip
-        for verdict in adapters:
-            log = logger.info if verdict["compatible"] else logger.error
-            log("adapter %s on the quantized base: %s", verdict["reference"], verdict["reason"])
+        for adapter in adapters:
+            log = logger.info if adapter["compatible"] else logger.error
+            log("adapter %s on the quantized base: %s", adapter["reference"], adapter["reason"])
+        calibration_sha256 = calibration.sha256 if calibration else None
         metadata = {
-            "source": source | {"fingerprint": folder_fingerprint(source_folder)},
+            "source": source | {"fingerprint": manifest["source_fingerprint"]},  # taken before anything was written
             "method": config.method,
             "quantization": manifest,
-            "calibration_sha256": calibration.sha256,
+            "calibration_sha256": calibration_sha256,
             "heldout_qa": qa_source,
             "metrics": metrics,
+            "quality_gate": verdict,
             "lora_compatibility": adapters,
         }
-        report = {"method": config.method, "calibration_sha256": calibration.sha256, **metrics}
+        report = {"method": config.method, "calibration_sha256": calibration_sha256, **metrics, "quality_gate": verdict}
         if config.registry is not None:
-            published = Registry(config.registry, kind="models").publish(
-                config.name or default_name(config, source), str(output), metadata
-            )
-            report |= {"published": f"{config.registry.rstrip('/')}/models/{published.ref}"}
+            report |= publish_if_passed(config, source, output, metadata)
         report |= {
-            "adapters_refused": [verdict["reference"] for verdict in adapters if not verdict["compatible"]],
+            "adapters_refused": [adapter["reference"] for adapter in adapters if not adapter["compatible"]],
             "seconds": round(time.monotonic() - started, 1),
         }
     print(json.dumps(report), flush=True)
     return report
 
 
+def judge_quality(metrics: dict, config: QuantizeConfig) -> dict:
+    """The quality gate's verdict on the figures, with whether it will be published in spite of failing."""
+    verdict = quality_verdict(metrics, config.quality_gate)
+    if not verdict["passed"]:
+        logger.warning("quality gate failed: %s", "; ".join(verdict["failures"]))
+    published_anyway = not verdict["passed"] and config.quality_gate.publish_anyway and config.registry is not None
+    return verdict | {"published_anyway": published_anyway}
+
+
+def publish_if_passed(config: QuantizeConfig, source: dict, output: Path, metadata: dict) -> dict:
+    """Publish the checkpoint when the quality gate passed (or ``publish_anyway``); what the report says about it."""
+    verdict = metadata["quality_gate"]
+    if not verdict["passed"] and not config.quality_gate.publish_anyway:
+        refused = (
+            f"not published: the quality gate failed ({'; '.join(verdict['failures'])}); set "
+            "quality_gate.publish_anyway=true to publish it anyway, or change the method or the quality_gate thresholds"
+            + ("" if config.output else "; set output=<folder> to keep the checkpoint")
+        )
+        logger.error(refused)
+        return {"published": None, "refused": refused}
+    published = Registry(config.registry, kind="models").publish(
+        config.name or default_name(config, source), str(output), metadata
+    )
+    return {"published": f"{config.registry.rstrip('/')}/models/{published.ref}"}
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(load_config(QuantizeConfig, sys.argv[1:]))
+    report = main(load_config(QuantizeConfig, sys.argv[1:]))
+    sys.exit(1 if report.get("refused") else 0)

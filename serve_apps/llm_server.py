@@ -3,6 +3,10 @@
 Paths call :meth:`LLMServer.stream` with prompt token ids; requests that name an adapter
 get it fetched from the registry to local disk (once per replica) and loaded by the
 engine on first use.
+
+The server refuses to start with LoRA enabled (``max_loras`` > 0, the default) on a checkpoint
+the engine cannot apply LoRA to (an int8 W8A8 checkpoint on CPU), before vLLM starts and
+with the remedy: ``max_loras: 0`` for that engine, adapters on a full-precision engine.
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from __future__ import annotations
 import asyncio
 from typing import AsyncIterator
 
+from rayfleet.assets import resolve_model
 from rayfleet.engines.async_vllm import AdapterRef, AsyncVllmEngine, TextDelta
 from rayfleet.engines.base import SamplingConfig
+from rayfleet.quantization.lora import require_lora_capable_engine
 from rayfleet.registry import Registry
 from serve_apps.config import LLMEngineConfig
 from serve_apps.paths import AdapterSource
@@ -21,6 +27,13 @@ class LLMServer:
     """Streams generations for many concurrent callers from one engine."""
 
     def __init__(self, config: LLMEngineConfig):
+        import torch
+
+        # Every serving start comes here: refuse a LoRA-enabled engine on an int8 checkpoint on CPU
+        # before vLLM starts and fails inside its LoRA set-up with an AttributeError.
+        require_lora_capable_engine(
+            resolve_model(config.engine.model), config.max_loras, on_gpu=torch.cuda.is_available()
+        )
         self.engine = AsyncVllmEngine(
             config.engine, max_loras=config.max_loras, max_lora_rank=config.max_lora_rank,
             max_cpu_loras=config.max_cpu_loras,

@@ -14,12 +14,12 @@ Two separate questions, both recorded:
 
 A pair fails when either answer is no; :func:`require_servable_pair` refuses it with the
 reason and what to do instead (serve the adapter on the full-precision base, or merge it
-into the base first and quantize the merged model).
+into the base first and quantize the merged model). :func:`require_lora_capable_engine`
+refuses, at serving start, an engine that enables LoRA on a checkpoint it cannot apply it to.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -28,16 +28,15 @@ from pydantic import Field
 
 from rayfleet.config import BaseConfig
 from rayfleet.engines import EngineConfig, SamplingConfig, create_engine
-from rayfleet.quantization.quality import QaPair, greedy_agreement, qa_f1
+from rayfleet.quantization.folders import checkpoint_quantization
+from rayfleet.quantization.quality import QaPair, agreement_failures, greedy_agreement, qa_f1
 
 VLLM_CPU_INT8_LORA = (
     "vLLM 0.32 on CPU cannot apply LoRA to an int8 (W8A8) checkpoint: its oneDNN kernel releases "
     "layer.weight after prepacking and its LoRA layers need it"
 )
-REMEDY = (
-    "serve the adapter on the full-precision base, or merge it into the base (the fine-tuning job's "
-    "merged export) and quantize the merged model"
-)
+MERGE_REMEDY = "merge it into the base (the fine-tuning job's merged export) and quantize the merged model"
+REMEDY = f"serve the adapter on the full-precision base, or {MERGE_REMEDY}"
 
 
 class IncompatibleAdapterError(ValueError):
@@ -78,8 +77,7 @@ class LoraCompatibility:
 
 def quantization_format(model_folder: Path) -> str | None:
     """The compressed-tensors format in a checkpoint's ``config.json`` (None when not quantized)."""
-    config = json.loads((model_folder / "config.json").read_text())
-    quantization = config.get("quantization_config")
+    quantization = checkpoint_quantization(model_folder)
     return None if quantization is None else quantization.get("format") or quantization.get("quant_method")
 
 
@@ -103,6 +101,25 @@ def require_servable_pair(model_folder: Path, adapter: str | None, engine_kind: 
         raise IncompatibleAdapterError(f"refusing adapter {adapter} on {model_folder}: {problem}; {REMEDY}")
 
 
+def require_lora_capable_engine(model_folder: Path, max_loras: int, on_gpu: bool) -> None:
+    """Refuse to start a vLLM engine with LoRA enabled (``max_loras`` > 0) on a checkpoint it cannot apply LoRA to.
+
+    The engine would otherwise fail deep inside vLLM's start (``'NoneType' object has no
+    attribute 'device'``), or, were LoRA silently turned off, fail every adapter request later.
+
+    Raises:
+        IncompatibleAdapterError: with the reason and both ways out.
+    """
+    problem = vllm_lora_problem(model_folder, on_gpu) if max_loras > 0 else None
+    if problem:
+        raise IncompatibleAdapterError(
+            f"refusing to start an engine on {model_folder} with max_loras={max_loras}: {problem}. Set max_loras: 0 "
+            "on this engine (engines.<name>.max_loras in the serve config) to serve the quantized model without "
+            "adapters, and give adapter paths an engine on the full-precision base; or, for one adapter, "
+            + MERGE_REMEDY
+        )
+
+
 def check_lora_compatibility(
     full_model: Path,
     quantized_model: Path,
@@ -123,13 +140,9 @@ def check_lora_compatibility(
     f1_full, f1_quantized = qa_f1(outputs["full"], pairs), qa_f1(outputs["quantized"], pairs)
     serving_problem = vllm_lora_problem(quantized_model, on_gpu)
     reasons = [serving_problem] if serving_problem else []
-    if agreement["prefix_agreement"] < config.min_prefix_agreement:
-        reasons.append(
-            f"greedy agreement {agreement['prefix_agreement']:.2f} with the fp base + adapter is below "
-            f"{config.min_prefix_agreement:.2f}"
-        )
-    if f1_full - f1_quantized > config.max_f1_drop:
-        reasons.append(f"held-out F1 falls from {f1_full:.3f} to {f1_quantized:.3f} (more than {config.max_f1_drop})")
+    reasons += agreement_failures(
+        agreement["prefix_agreement"], f1_full, f1_quantized, config.min_prefix_agreement, config.max_f1_drop
+    )
     return LoraCompatibility(
         adapter=adapter,
         serving_engine_applies_lora=serving_problem is None,

@@ -97,8 +97,11 @@ def require_runnable(method: str) -> MethodSpec:
     return spec
 
 
-def quantize_checkpoint(source: Path, output: Path, method: str, calibration: CalibrationSample) -> None:
-    """Write the ``method`` checkpoint of the HF model folder ``source`` into ``output``."""
+def quantize_checkpoint(source: Path, output: Path, method: str, calibration: CalibrationSample | None) -> None:
+    """Write the ``method`` checkpoint of the HF model folder ``source`` into ``output``.
+
+    ``calibration`` is needed only by a method that calibrates (``MethodSpec.needs_calibration``).
+    """
     spec = require_runnable(method)
     output.mkdir(parents=True, exist_ok=True)
     if method == "w8a8_int8":
@@ -108,7 +111,13 @@ def quantize_checkpoint(source: Path, output: Path, method: str, calibration: Ca
 
 
 def write_w8a8_int8(source: Path, output: Path) -> None:
-    """Round-to-nearest int8 weights per output channel, dynamic int8 activations (W8A8)."""
+    """Round-to-nearest int8 weights per output channel, dynamic int8 activations (W8A8).
+
+    Scales and rounding are computed in fp32; the tensors left unquantized (embeddings,
+    ``lm_head``, norms) are then saved in the source's dtype, so a bf16 source does not grow
+    fp32 embeddings. Serving needs no fp32 file: the engine's ``dtype`` (fp32 on CPU here)
+    casts the weights when it loads them.
+    """
     from compressed_tensors.compressors import ModelCompressor
     from compressed_tensors.quantization import (
         QuantizationConfig,
@@ -118,6 +127,7 @@ def write_w8a8_int8(source: Path, output: Path) -> None:
     )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    source_dtype = stored_dtype(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     scheme = preset_name_to_scheme(METHODS["w8a8_int8"].scheme, ["Linear"])
     config = QuantizationConfig(
@@ -128,9 +138,28 @@ def write_w8a8_int8(source: Path, output: Path) -> None:
     logger.info("quantized %d linear layers of %s to int8", count, source)
     compressor = ModelCompressor.from_pretrained_model(model, quantization_format="int-quantized")
     compressor.compress_model(model)
+    cast_unquantized_tensors(model, source_dtype)
     model.save_pretrained(output)
     compressor.update_config(str(output))
     AutoTokenizer.from_pretrained(source).save_pretrained(output)
+
+
+def stored_dtype(model_folder: Path) -> torch.dtype:
+    """The dtype a model folder's ``config.json`` declares for its weights (fp32 when it declares none)."""
+    from transformers import AutoConfig
+
+    dtype = getattr(AutoConfig.from_pretrained(model_folder), "dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
+
+
+def cast_unquantized_tensors(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast the floating-point weights that stayed unquantized to ``dtype`` (int8 weights and their scales are kept)."""
+    for name, parameter in model.named_parameters():
+        if parameter.is_floating_point() and not name.endswith(("_scale", "_zero_point")):
+            parameter.data = parameter.data.to(dtype)
+    model.config.dtype = dtype
 
 
 def set_channel_weight_scales(model: torch.nn.Module) -> int:

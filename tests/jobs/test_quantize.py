@@ -1,20 +1,25 @@
-"""The quantization job end to end: SmolLM2 -> W8A8, served by vLLM, published to a registry in real S3."""
+"""The quantization job: SmolLM2 -> W8A8 served by vLLM and published to a registry in real S3 (slow); the tiny
+Llama through the transformers engine into a local registry; what is refused before any work; the quality gate."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import torch
 
-from jobs.quantize import QuantizeConfig, main
-from rayfleet.assets import resolve_model
+from jobs.quantize import QuantizeConfig, main, publish_if_passed
+from rayfleet.assets import folder_fingerprint, resolve_model
 from rayfleet.config import load_config
+from rayfleet.quantization import AlreadyQuantizedError, OutputFolderError, quantize_model
 from rayfleet.registry import Registry
+from rayfleet.tables import write_table
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_PRESET = REPO / "jobs" / "configs" / "quantize" / "smollm2_w8a8_cpu.yaml"
@@ -37,7 +42,7 @@ def test_quantize_verify_and_publish_to_s3_registry(s3_prefix):
     registry_root = f"{s3_prefix}/registry"
     config = load_config(QuantizeConfig, [
         f"config={CPU_PRESET}", f"registry={registry_root}", "calibration.papers=4", "calibration.samples=16",
-        "heldout.papers=1", "heldout.max_tokens=24",
+        "heldout.papers=1", "heldout.max_tokens=24", "quality_gate.publish_anyway=true",
     ])  # fmt: skip
     report = main(config)
 
@@ -48,8 +53,10 @@ def test_quantize_verify_and_publish_to_s3_registry(s3_prefix):
     artifact = Registry(registry_root, kind="models").resolve("smollm2-135m-instruct-w8a8-int8@latest")
     metadata = artifact.metadata
     assert metadata["method"] == "w8a8_int8"
-    assert metadata["calibration_sha256"] == report["calibration_sha256"]
-    assert metadata["quantization"]["calibration"]["source"] == "aclsum:train[:4] chunks of 256 tokens"
+    assert metadata["calibration_sha256"] is None is report["calibration_sha256"]  # w8a8_int8 calibrates on nothing
+    assert metadata["quantization"]["calibration"]["used_by_method"] is False
+    gate = metadata["quality_gate"]  # README: the default gate fails SmolLM2's W8A8 on greedy agreement
+    assert gate["published_anyway"] is (not gate["passed"]) and gate == report["quality_gate"]
     assert metadata["metrics"]["engine"] == "vllm" and metadata["source"]["model"] == "smollm2-135m-instruct"
 
     served = resolve_model(report["published"])  # what engine.model=<reference> loads
@@ -60,3 +67,73 @@ def test_quantize_verify_and_publish_to_s3_registry(s3_prefix):
 def test_registry_reference_as_source_needs_a_registry():
     with pytest.raises(ValueError, match="registry reference: set registry="):
         main(load_config(QuantizeConfig, ["model=acme-merged@3", "method=w8a8_int8"]))
+
+
+def tiny_job(tiny_llama_path: Path, tmp_path: Path, *overrides: str) -> QuantizeConfig:
+    """The job on the tiny Llama, verified with the transformers engine on one paper's three questions (~20 s)."""
+    return load_config(QuantizeConfig, [
+        f"model={tiny_llama_path}", f"registry={tmp_path / 'registry'}", "engine.kind=transformers",
+        "heldout.papers=1", "heldout.max_tokens=8", *overrides,
+    ])  # fmt: skip
+
+
+def test_w8a8_job_reads_no_calibration_data_and_publishes_the_gates_verdict(tmp_path, tiny_llama_path):
+    config = tiny_job(tiny_llama_path, tmp_path, f"calibration.chunks={tmp_path / 'no-such-chunks'}",
+                      "name=tiny-w8a8")  # fmt: skip
+    report = main(config)  # the chunks table does not exist: w8a8_int8 must not read it
+
+    assert report["calibration_sha256"] is None and report["published"].endswith("/models/tiny-w8a8@1")
+    metadata = Registry(str(tmp_path / "registry"), kind="models").resolve("tiny-w8a8@1").metadata
+    calibration = metadata["quantization"]["calibration"]
+    assert calibration == {"source": None, "sha256": None, "samples": 0, "used_by_method": False}
+    assert metadata["quality_gate"] == report["quality_gate"] and metadata["quality_gate"]["passed"] is True
+    assert metadata["quality_gate"]["min_prefix_agreement"] == 0.0 and metadata["quality_gate"]["max_f1_drop"] == 0.05
+    assert metadata["source"]["fingerprint"] == folder_fingerprint(tiny_llama_path)
+
+
+def test_a_failed_quality_gate_publishes_nothing_unless_told_to(tmp_path, tiny_llama_path):
+    checkpoint = tmp_path / "checkpoint"
+    quantize_model(tiny_llama_path, checkpoint, "w8a8_int8")
+    verdict = {"passed": False, "failures": ["greedy agreement 0.123 with the full-precision model is below 0.500"]}
+    registry = Registry(str(tmp_path / "registry"), kind="models")
+
+    strict = tiny_job(tiny_llama_path, tmp_path)
+    refused = publish_if_passed(strict, {"model": "tiny"}, checkpoint, {"quality_gate": verdict})
+    assert refused["published"] is None and registry.names() == []
+    assert refused["refused"].startswith("not published: the quality gate failed (greedy agreement 0.123")
+    assert "quality_gate.publish_anyway=true" in refused["refused"]
+
+    anyway = tiny_job(tiny_llama_path, tmp_path, "quality_gate.publish_anyway=true")
+    published = publish_if_passed(anyway, {"model": "tiny"}, checkpoint, {"quality_gate": verdict})
+    assert published["published"].endswith("/models/tiny-w8a8-int8@1")
+    assert registry.resolve("tiny-w8a8-int8@1").metadata["quality_gate"] == verdict
+
+
+def test_a_qa_file_without_usable_rows_is_refused_before_any_work(tmp_path, tiny_llama_path):
+    qa = tmp_path / "qa.parquet"
+    write_table(str(qa), pa.table({"question": ["q1", "q2"], "answer": pa.array([None, " "], pa.string())}))
+    output = tmp_path / "checkpoint"
+    with pytest.raises(ValueError, match="qa.parquet has no usable row"):
+        main(tiny_job(tiny_llama_path, tmp_path, f"heldout.qa={qa}", f"output={output}"))
+    assert not output.exists()
+
+
+def test_an_output_over_the_source_a_reused_output_or_a_quantized_source_is_refused_before_any_work(
+    tmp_path, tiny_llama_path
+):
+    source = shutil.copytree(tiny_llama_path, tmp_path / "model")
+    before = folder_fingerprint(source)
+    with pytest.raises(OutputFolderError, match="is the source model's folder"):
+        main(tiny_job(source, tmp_path, f"output={source}"))
+    assert folder_fingerprint(source) == before
+
+    reused = tmp_path / "reused"
+    reused.mkdir()
+    (reused / "model.safetensors.index.json").write_text("{}")
+    with pytest.raises(OutputFolderError, match="is not empty"):
+        main(tiny_job(source, tmp_path, f"output={reused}"))
+
+    quantize_model(source, tmp_path / "quantized", "w8a8_int8")
+    with pytest.raises(AlreadyQuantizedError, match="already a quantized checkpoint"):
+        main(tiny_job(tmp_path / "quantized", tmp_path, f"output={tmp_path / 'twice'}"))
+    assert not (tmp_path / "twice").exists() and not (tmp_path / "registry").exists()

@@ -1,4 +1,4 @@
-"""Fixtures of the quantization tests: a real W8A8 checkpoint of SmolLM2 and a real trained LoRA adapter."""
+"""Fixtures of the quantization tests: real W8A8 checkpoints (SmolLM2, tiny Llama) and a real trained LoRA adapter."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ def smollm2_w8a8(tmp_path_factory, smollm2_path) -> Path:
     folder = tmp_path_factory.mktemp("smollm2-w8a8")
     sample = calibration_sample(["calibration text one", "calibration text two"], 2, 0, "test strings")
     quantize_model(smollm2_path, folder, "w8a8_int8", sample)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_w8a8(tmp_path_factory, tiny_llama_path) -> Path:
+    """The tiny random Llama quantized with w8a8_int8 (a second or two)."""
+    folder = tmp_path_factory.mktemp("tiny-w8a8") / "checkpoint"
+    quantize_model(tiny_llama_path, folder, "w8a8_int8")
     return folder
 
 

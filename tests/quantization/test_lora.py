@@ -9,6 +9,7 @@ from rayfleet.quantization.lora import (
     IncompatibleAdapterError,
     LoraCheckConfig,
     check_lora_compatibility,
+    require_lora_capable_engine,
     require_servable_pair,
 )
 from rayfleet.quantization.measure import EngineRunError, measure_generation
@@ -20,6 +21,15 @@ def test_adapter_on_int8_base_is_refused_for_vllm_on_cpu(smollm2_w8a8, smollm2_p
     assert "merge it into the base" in str(refused.value)
     require_servable_pair(smollm2_path, "acme-qa@3", engine_kind="vllm", on_gpu=False)  # fp base: served
     require_servable_pair(smollm2_w8a8, None, engine_kind="vllm", on_gpu=False)  # no adapter: served
+
+
+def test_an_engine_with_lora_on_an_int8_checkpoint_on_cpu_is_refused_with_the_remedy(tiny_w8a8, tiny_llama_path):
+    with pytest.raises(IncompatibleAdapterError, match="max_loras=4: vLLM 0.32 on CPU cannot apply LoRA") as refused:
+        require_lora_capable_engine(tiny_w8a8, max_loras=4, on_gpu=False)
+    assert "Set max_loras: 0 on this engine" in str(refused.value)
+    require_lora_capable_engine(tiny_w8a8, max_loras=0, on_gpu=False)  # LoRA off: served
+    require_lora_capable_engine(tiny_w8a8, max_loras=4, on_gpu=True)  # GPU kernels keep layer.weight
+    require_lora_capable_engine(tiny_llama_path, max_loras=4, on_gpu=False)  # full precision: served
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Real quantization of SmolLM2: the checkpoint's format, size and weights, and the GPU method's refusal here."""
+"""Real quantization of SmolLM2 and the tiny Llama: the checkpoint's format, size, weights and dtypes, and the GPU
+method's refusal here."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from rayfleet.quantization import MANIFEST_FILE, QuantizationUnavailableError, require_runnable
+from rayfleet.quantization import MANIFEST_FILE, QuantizationUnavailableError, quantize_model, require_runnable
 from rayfleet.quantization.measure import weights_size_bytes
 
 
@@ -47,3 +48,26 @@ def test_w8a8_weights_are_the_fp32_weights_rounded_per_channel(smollm2_w8a8, smo
     error = (weight_int8.float() * scale - original).abs()
     assert bool((error <= scale / 2 + 1e-7).all())  # round to nearest: at most half a step per channel
     assert weight_int8.float().abs().amax(dim=1).min() >= 127  # each channel's largest weight uses the full range
+
+
+def test_a_bf16_source_keeps_bf16_where_it_is_not_quantized_and_comes_out_smaller(tmp_path, tiny_llama_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_llama_path, dtype=torch.bfloat16).save_pretrained(source)
+    AutoTokenizer.from_pretrained(tiny_llama_path).save_pretrained(source)
+    output = tmp_path / "bf16-w8a8"
+    quantize_model(source, output, "w8a8_int8")
+
+    assert json.loads((output / "config.json").read_text())["dtype"] == "bfloat16"
+    with safe_open(output / "model.safetensors", "pt") as quantized:
+        assert quantized.get_tensor("model.embed_tokens.weight").dtype == torch.bfloat16
+        assert quantized.get_tensor("lm_head.weight").dtype == torch.bfloat16
+        assert quantized.get_tensor("model.norm.weight").dtype == torch.bfloat16
+        assert quantized.get_tensor("model.layers.0.mlp.up_proj.weight").dtype == torch.int8
+        assert quantized.get_tensor("model.layers.0.mlp.up_proj.weight_scale").dtype == torch.float32
+    assert weights_size_bytes(output) < weights_size_bytes(source)
+
+
+def test_an_fp32_source_stays_fp32(smollm2_w8a8):
+    assert json.loads((smollm2_w8a8 / "config.json").read_text())["dtype"] == "float32"

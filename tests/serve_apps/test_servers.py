@@ -2,7 +2,8 @@
 ingress over in-process paths, driven by the official openai client through an ASGI transport.
 
 The answering path here is the real BasePath over the real transformers engine (a tiny random
-Llama); broken paths are the FaultInjectionPath.
+Llama); broken paths are the FaultInjectionPath. The LLM server's start-up refusal of LoRA on an int8
+checkpoint on CPU is checked here too (and, slow, that it serves that checkpoint with LoRA off).
 """
 
 from __future__ import annotations
@@ -18,17 +19,28 @@ import httpx
 import openai
 import pyarrow.parquet as pq
 import pytest
+import torch
 from ray.serve.schema import ServeDeploySchema
 
 from rayfleet.config import read_yaml
 from rayfleet.engines.async_vllm import TextDelta
 from rayfleet.engines.base import EngineConfig, SamplingConfig
 from rayfleet.engines.transformers_engine import TransformersEngine
+from rayfleet.quantization import quantize_model
+from rayfleet.quantization.lora import IncompatibleAdapterError
 from schemas.openai_api import ChatCompletionRequest
 from schemas.serving import REQUEST_LOG_SCHEMA
 from serve_apps.auth import ApiKeyChecker
-from serve_apps.config import ABTestConfig, AuthConfig, RequestLogConfig, ServeAppConfig, ServeConfigFile
+from serve_apps.config import (
+    ABTestConfig,
+    AuthConfig,
+    LLMEngineConfig,
+    RequestLogConfig,
+    ServeAppConfig,
+    ServeConfigFile,
+)
 from serve_apps.ingress import OpenAIServer, build_http_app
+from serve_apps.llm_server import LLMServer
 from serve_apps.errors import RequestError
 from serve_apps.paths import AdapterResolver, BasePath, FaultInjectionPath
 from serve_apps.request_log import RequestLogWriter
@@ -692,3 +704,31 @@ def test_unknown_endpoints_and_methods_answer_in_openais_error_shape(server):
     error = embeddings.json()["error"]
     assert error["type"] == "not_found_error" and "POST /v1/embeddings" in error["message"]
     assert wrong_method.json()["error"]["code"] == "method_not_allowed" and wrong_method.headers["allow"] == "POST"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU vLLM applies LoRA to int8 checkpoints")
+def test_the_llm_server_refuses_lora_on_an_int8_checkpoint_on_cpu_before_vllm_starts(tmp_path, tiny_llama_path):
+    quantize_model(tiny_llama_path, tmp_path / "w8a8", "w8a8_int8")
+    engine = EngineConfig(kind="vllm", model=str(tmp_path / "w8a8"), max_model_len=512, cpu_kv_cache_gib=1)
+    config = LLMEngineConfig(engine=engine)
+    assert config.max_loras == 4  # the default: LoRA on
+    with pytest.raises(IncompatibleAdapterError, match="cannot apply LoRA to an int8") as refused:
+        LLMServer(config)
+    assert "Set max_loras: 0 on this engine" in str(refused.value)
+
+
+@pytest.mark.slow
+def test_the_llm_server_serves_an_int8_checkpoint_on_cpu_with_lora_off(tmp_path, smollm2_path):
+    quantize_model(smollm2_path, tmp_path / "w8a8", "w8a8_int8")
+    engine = EngineConfig(kind="vllm", model=str(tmp_path / "w8a8"), max_model_len=512, cpu_kv_cache_gib=1)
+    server = LLMServer(LLMEngineConfig(engine=engine, max_loras=0))
+    prompt_ids = server.engine.tokenizer("The capital of France is")["input_ids"]
+
+    async def answer():
+        return [delta async for delta in server.stream(prompt_ids, SamplingConfig(max_tokens=4))]
+
+    try:
+        deltas = asyncio.run(answer())
+    finally:
+        server.close()
+    assert deltas[-1].finish_reason is not None and deltas[-1].completion_tokens > 0
