@@ -48,7 +48,8 @@ from rayfleet.retrieval.chunks import chunks_version, embedding_keys, read_chunk
 from rayfleet.retrieval.embedder import Embedder
 from rayfleet.retrieval.index import DimensionError, IndexParams, VectorIndex
 from rayfleet.retrieval.store import IndexManifest
-from rayfleet.tables import new_run_id, read_column_values, read_table, utc_now, write_errors, write_table
+from rayfleet.ingestion import superseded_documents
+from rayfleet.tables import new_run_id, read_column_values, read_folder, read_table, utc_now, write_errors, write_table
 from schemas import embeddings_schema
 
 logger = logging.getLogger("jobs.build_index")
@@ -71,6 +72,12 @@ class BuildIndexConfig(BaseConfig):
         description="Embedding actor pool sizing (CPU by default).",
     )
     ray_address: str | None = Field(None, description="Ray cluster address; default $RAY_ADDRESS or a local Ray.")
+    follow_ingest_ledger: bool = Field(
+        True,
+        description="When the input is a jobs.ingest chunks table (its _files ledger beside it), index each file's "
+        "current version only: a file changed since it was ingested is a new document, and its older versions' "
+        "chunks are left out (RAG would cite what the file no longer says).",
+    )
 
     @property
     def errors_uri(self) -> str:
@@ -181,6 +188,29 @@ def plan_build(
     return "incremental" if same_build and set(previous_keys) <= set(keys) else "full"
 
 
+def ingest_ledger_beside(chunks_uri: str) -> str | None:
+    """The ``_files`` ledger of the ingest output whose ``chunks`` table ``chunks_uri`` is, if there is one."""
+    parent = chunks_uri.rstrip("/").rsplit("/", 1)[0]
+    ledger = storage.join(parent, "_files")
+    return ledger if parent and storage.exists(ledger) else None
+
+
+def current_chunks(config: BuildIndexConfig, chunks: pa.Table) -> tuple[pa.Table, set[str]]:
+    """``chunks`` without those of documents their files no longer hold (``follow_ingest_ledger``), and the
+    ids of the superseded documents that were left out."""
+    ledger = ingest_ledger_beside(config.input) if config.follow_ingest_ledger else None
+    if ledger is None:
+        return chunks, set()
+    rows = read_folder(ledger, ["source", "doc_id", "outcome", "created_at", "run_id"]).to_pylist()
+    superseded = superseded_documents(rows) & set(chunks["doc_id"].to_pylist())
+    if not superseded:
+        return chunks, superseded
+    current = chunks.filter(pa.array([doc_id not in superseded for doc_id in chunks["doc_id"].to_pylist()]))
+    logger.info("left out %d chunks of %d superseded document version(s): their files changed since (ledger %s)",
+                chunks.num_rows - current.num_rows, len(superseded), ledger)  # fmt: skip
+    return current, superseded
+
+
 def removed_documents(previous_rows: pa.Table, chunks: pa.Table) -> list[str]:
     """The documents (``doc_id``) of the previous version that ``chunks`` no longer holds, sorted."""
     return sorted(set(previous_rows["doc_id"].to_pylist()) - set(chunks["doc_id"].to_pylist()))
@@ -204,6 +234,7 @@ def build_version(
     run_id: str,
     model_hash: str,
     source_version: str,
+    superseded: set[str] = frozenset(),
 ) -> tuple[IndexManifest, list[str]]:
     """Build the next index version from stored embeddings and write it; returns its manifest and the documents
     of the previous version it no longer holds."""
@@ -212,8 +243,9 @@ def build_version(
         previous_index, previous_rows, _ = store.load_version(config.output, previous.version)
         previous_keys = previous_rows["embedding_key"].to_pylist()
         removed = removed_documents(previous_rows, chunks)
-        if removed:
-            warn_of_removed_documents(removed, previous, config)
+        missing = [doc_id for doc_id in removed if doc_id not in superseded]  # a superseded version is meant to go
+        if missing:
+            warn_of_removed_documents(missing, previous, config)
     mode = plan_build(previous, previous_keys, keys, config, model_hash)
     if mode == "incremental":
         known = set(previous_keys)
@@ -257,13 +289,15 @@ def update_index(config: BuildIndexConfig) -> dict:
     storage.ensure_bucket(config.output)
     chunks, errors = read_chunks(config.input, run_id)
     write_errors(config.errors_uri, errors)
+    chunks, superseded = current_chunks(config, chunks)
     if not chunks.num_rows:
         raise ValueError(f"no valid chunks in {config.input} ({len(errors)} set aside, see {config.errors_uri})")
     model_hash = folder_fingerprint(resolve_model(config.embedding_model))
     keys = embedding_keys(chunks, model_hash)
     source_version = chunks_version(chunks, keys)
     previous = store.load_manifest(config.output) if store.latest_version(config.output) else None
-    report = {"run_id": run_id, "chunks": chunks.num_rows, "errors": len(errors), "output": config.output}
+    report = {"run_id": run_id, "chunks": chunks.num_rows, "errors": len(errors), "output": config.output,
+              "superseded_documents": len(superseded)}  # fmt: skip
     if (
         previous is not None
         and previous.source_chunks_version == source_version
@@ -288,7 +322,9 @@ def update_index(config: BuildIndexConfig) -> dict:
         if todo.num_rows:
             init_ray(config.ray_address)
             embed_dataset(config, todo, run_id)
-        manifest, removed = build_version(config, previous, chunks, keys, run_id, model_hash, source_version)
+        manifest, removed = build_version(
+            config, previous, chunks, keys, run_id, model_hash, source_version, superseded
+        )
         logger.info(
             "wrote index version %s (%s, %d rows, %d added)",
             manifest.version,

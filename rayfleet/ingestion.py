@@ -139,3 +139,19 @@ class FileIngester:
             self._ledger(file, doc_id, OUTCOME_ERROR),
             error=error_row(file.uri, reason, stage, self.run_id, doc_id=doc_id),
         )
+
+
+def superseded_documents(ledger: list[dict]) -> set[str]:
+    """The documents no file holds any more: a file ingested again after it changed has a new ``doc_id``
+    (the content's hash), and its earlier versions are superseded. ``ledger`` rows are the ``_files``
+    table's (``source``, ``doc_id``, ``outcome``, ``created_at``, ``run_id``); a file's current document is
+    that of its latest row that read it (ingested or duplicate). A file that fails to parse after a
+    change keeps its last good version (its error is in the errors table)."""
+    current: dict[str, str] = {}
+    seen: set[str] = set()
+    read = [row for row in ledger if row["outcome"] in (OUTCOME_INGESTED, OUTCOME_DUPLICATE) and row["doc_id"]]
+    for row in sorted(read, key=lambda row: (row["created_at"], row["run_id"])):
+        current[row["source"]] = row["doc_id"]
+        seen.add(row["doc_id"])
+    return seen - set(current.values())
+

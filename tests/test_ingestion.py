@@ -21,3 +21,21 @@ from rayfleet.ingestion import is_system_file
 )
 def test_system_files_are_told_from_documents(uri, system):
     assert is_system_file(uri) is system
+
+
+def test_a_file_ingested_again_after_a_change_supersedes_its_earlier_versions():
+    from datetime import datetime, timezone
+
+    from rayfleet.ingestion import superseded_documents
+
+    def row(source, doc_id, outcome, minute, run="r"):
+        return {"source": source, "doc_id": doc_id, "outcome": outcome, "run_id": run,
+                "created_at": datetime(2026, 11, 30, 12, minute, tzinfo=timezone.utc)}  # fmt: skip
+
+    ledger = [row("a.md", "a1", "ingested", 0), row("a.md", "a2", "ingested", 5),  # edited
+              row("b.md", "b1", "ingested", 0), row("b.md", None, "error", 5),  # edited into something unreadable
+              row("c.md", "c1", "ingested", 0), row("c.md", "c2", "ingested", 3),
+              row("c.md", "c1", "ingested", 6),  # reverted
+              row("d.md", "a1", "duplicate", 7)]  # a copy of a.md's first version, still on disk  # fmt: skip
+    assert superseded_documents(ledger) == {"c2"}
+    assert superseded_documents(ledger[:-1]) == {"a1", "c2"}

@@ -29,6 +29,7 @@ MAX_TOKENS = 200
 HTML = b"""<html><head><title>Plotting notes</title></head><body><h1>Plotting notes</h1>
 <p>Use <code>set logscale y</code> to plot growth on a log axis.</p></body></html>"""
 MARKDOWN = b"# Octave tips\n\nRun `octave --eval code` to evaluate code without a session.\n"
+EDITED_MARKDOWN = b"# Octave tips\n\nRun `octave --no-gui` to work in the terminal only.\n"
 NOTICE = ["Close valve 7 before the pump is opened."]
 SCANNED = ["Inspection of the cooling tower, page one.", "The fan belt showed wear and was replaced."]
 
@@ -180,3 +181,19 @@ def test_ingest_brings_an_index_up_to_date_so_new_files_are_retrievable(ray_clus
 
     unchanged = main(load_config(IngestConfig, overrides))
     assert unchanged["index"]["build_mode"] == "unchanged" and unchanged["index"]["version"] == second["index"]["version"]
+
+    # tips.md is edited: the index holds its new text only, never the version the file no longer says.
+    def indexed_tips() -> list[str]:
+        rows = Retriever.load(f"{s3_prefix}/index").rows
+        texts, sources = rows["text"].to_pylist(), rows["source"].to_pylist()
+        return [text for text, source in zip(texts, sources) if source.endswith("tips.md")]
+
+    storage.write_bytes(f"{s3_prefix}/raw/tips.md", EDITED_MARKDOWN)
+    edited = main(load_config(IngestConfig, overrides))
+    assert edited["index"]["superseded_documents"] == 1 and edited["index"]["removed_documents"] == 1
+    tips = indexed_tips()
+    assert any("octave --no-gui" in text for text in tips) and not any("--eval" in text for text in tips)
+    storage.write_bytes(f"{s3_prefix}/raw/tips.md", MARKDOWN)  # ...and put back as it was
+    main(load_config(IngestConfig, overrides))
+    tips = indexed_tips()
+    assert any("--eval" in text for text in tips) and not any("--no-gui" in text for text in tips)
