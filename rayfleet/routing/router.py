@@ -54,8 +54,17 @@ class RequestRouter:
         return self._predict_proba(self.embedder.embed(texts))
 
     def route_many(self, texts: list[str]) -> list[RouteDecision]:
+        """The path for each request; one without a letter or digit (empty, emoji, punctuation) says
+        nothing the classifier could read, so it goes to ``default_label`` at confidence 0."""
         embeddings = self.embedder.embed(texts)
-        return [self._decide(row, vector) for row, vector in zip(self._predict_proba(embeddings), embeddings)]
+        return [
+            self._decide(row, vector) if has_words(text) else self._unreadable(vector)
+            for text, row, vector in zip(texts, self._predict_proba(embeddings), embeddings)
+        ]
+
+    def _unreadable(self, embedding: np.ndarray) -> RouteDecision:
+        nothing = {label: 0.0 for label in self.labels}
+        return RouteDecision(self.default_label, self.default_label, 0.0, nothing, embedding)
 
     def route(self, text: str) -> RouteDecision:
         """The path for one request."""
@@ -98,3 +107,9 @@ class RequestRouter:
                 f"(hash {saved['embedding_model_hash']}), not {embedder.model_name} (hash {embedder.fingerprint})"
             )
         return cls(saved["classifier"], saved["labels"], saved["threshold"], saved["default_label"], embedder)
+
+
+def has_words(text: str) -> bool:
+    """Whether ``text`` holds a letter or a digit in any script."""
+    return any(character.isalnum() for character in text)
+

@@ -60,6 +60,14 @@ def test_uncertain_requests_go_to_the_default_path(trained):
     assert decision.predicted == max(decision.probabilities, key=decision.probabilities.get)
 
 
+def test_a_request_without_words_goes_to_the_default_path(trained):
+    router, test = trained
+    for text in ("", "   ", "🙂🙂", "?!…"):
+        decision = router.route(text)
+        assert (decision.route, decision.confidence) == (router.default_label, 0.0), text
+    assert router.route("日本語の質問").confidence > 0, "letters of any script are words"
+
+
 def test_a_decision_carries_the_embedding_the_classifier_read(trained, embedder):
     router, test = trained
     decisions = router.route_many(test.texts[:3])
