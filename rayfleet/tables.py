@@ -63,7 +63,7 @@ def read_input_folder(uri: str, required: Iterable[str], optional: Iterable[str]
     """A user's Parquet input (one file or a folder/prefix; every Parquet naming that
     :func:`storage.list_parquet_files` finds): ``required`` columns, plus each ``optional`` column,
     null in files that lack it. Files written by different tools or versions may differ in
-    their other columns.
+    their other columns and in their timestamps' time zones (all read as UTC).
 
     Raises:
         FileNotFoundError: nothing at ``uri``.
@@ -82,8 +82,17 @@ def read_input_folder(uri: str, required: Iterable[str], optional: Iterable[str]
         for column in optional:
             if column not in names:
                 table = table.append_column(column, pa.nulls(table.num_rows))
-        tables.append(table.select(required + optional))
+        tables.append(utc_timestamps(table.select(required + optional)))
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def utc_timestamps(table: pa.Table) -> pa.Table:
+    """``table`` with every time-zone-aware timestamp column in UTC microseconds: files written by other
+    tools (``Europe/Berlin``, milliseconds) then combine with ours."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type) and field.type.tz is not None:
+            table = table.set_column(index, field.name, table.column(index).cast(pa.timestamp("us", tz="UTC")))
+    return table
 
 
 def read_column_values(folder_uri: str, column: str) -> set[str]:

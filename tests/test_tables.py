@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pyarrow as pa
 import pytest
 
-from rayfleet.tables import drop_duplicate_ids, read_column_values, read_folder, write_errors, write_table
+from rayfleet.tables import (
+    drop_duplicate_ids,
+    read_column_values,
+    read_folder,
+    read_input_folder,
+    write_errors,
+    write_table,
+)
 
 
 def test_duplicates_across_files_keep_the_earliest(tmp_path):
@@ -38,3 +47,16 @@ def test_errors_table_rows(tmp_path):
     table = read_folder(str(tmp_path), ["source", "row", "doc_id", "stage", "error", "run_id"])
     assert table.to_pylist() == [{"source": "s3://b/f.parquet", "row": 3, "doc_id": "d", "stage": "validate", "error": "bad", "run_id": "run-1"}]
     assert write_errors(str(tmp_path), []) == 0
+
+
+def test_a_users_input_files_of_other_shapes_and_time_zones_read_as_one_table(tmp_path):
+    noon = dt.datetime(2026, 11, 30, 12, tzinfo=dt.timezone.utc)
+    ours = pa.table({"when": pa.array([noon], pa.timestamp("us", tz="UTC")), "a": ["x"], "extra": [1]})
+    berlin = pa.table({"when": pa.array([noon], pa.timestamp("ms", tz="UTC")).cast(pa.timestamp("ms", tz="Europe/Berlin")),
+                       "a": ["y"]})  # fmt: skip
+    write_table(str(tmp_path / "in" / "ours.parquet"), ours)
+    write_table(str(tmp_path / "in" / "theirs.pq"), berlin)
+    table = read_input_folder(str(tmp_path / "in"), ["when", "a"], ["extra"])
+    assert table.to_pylist() == [{"when": noon, "a": "x", "extra": 1}, {"when": noon, "a": "y", "extra": None}]
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['b'\]"):
+        read_input_folder(str(tmp_path / "in"), ["a", "b"])
