@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from jobs.quantize import CalibrationConfig, HeldoutConfig, draw_calibration, heldout_pairs
+from jobs.quantize import CalibrationConfig, HeldoutConfig, calibration_for, heldout_pairs
 from rayfleet.assets import SMOLLM2, resolve_model
 from rayfleet.config import BaseConfig, load_config
 from rayfleet.engines import EngineConfig, SamplingConfig
@@ -45,7 +45,7 @@ class QuantizeBenchConfig(BaseConfig):
 
 def main(config: QuantizeBenchConfig) -> dict:
     full = resolve_model(config.model)
-    calibration = draw_calibration(CalibrationConfig(), full)
+    calibration = calibration_for(config.method, CalibrationConfig(), full)  # none for w8a8_int8
     pairs, qa_source = heldout_pairs(HeldoutConfig(papers=config.papers, max_tokens=config.max_tokens))
     with tempfile.TemporaryDirectory(prefix="bench-quantize-") as scratch:
         quantized = Path(scratch) / "checkpoint"
