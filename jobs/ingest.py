@@ -24,7 +24,9 @@ Scanned PDF pages and pictures of text (PNG, JPEG, TIFF...) are read by OCR (``o
 
 Exact duplicates (same bytes) are kept once and counted. A rerun skips every file in
 the ledger with the same size and modification time, so it does no work twice and
-picks up new or changed files incrementally. With ``index_output=`` the job then brings
+picks up new or changed files incrementally. A file gone from a folder the job is given is
+recorded as deleted (``prune_deleted``), and an index built from this output leaves it out,
+as it leaves out a changed file's earlier versions. With ``index_output=`` the job then brings
 that retrieval index up to date with every chunk (``jobs.build_index``: only new chunks are
 embedded), so one event-triggered run takes new files all the way to the serving RAG path.
 """
@@ -44,15 +46,17 @@ from pydantic import Field, field_validator
 from rayfleet import storage
 from rayfleet.config import BaseConfig, describe, load_config
 from rayfleet.ingestion import (
+    OUTCOME_DELETED,
     OUTCOME_DUPLICATE,
     OUTCOME_ERROR,
     ChunkingConfig,
     FileIngester,
     FileResult,
     is_system_file,
+    latest_rows,
 )
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
-from rayfleet.tables import drop_duplicate_ids, new_run_id, read_folder, write_errors, write_table
+from rayfleet.tables import drop_duplicate_ids, new_run_id, read_folder, utc_now, write_errors, write_table
 from rayfleet.text.ocr import OcrConfig
 from schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, FILES_SCHEMA
 
@@ -78,6 +82,11 @@ class IngestConfig(BaseConfig):
     max_file_bytes: int = Field(100 * 2**20, ge=1, description="Files larger than this are set aside as oversize.")
     files_per_batch: int = Field(4, ge=1, description="Files per worker batch (and per committed output file).")
     retry_errors: bool = Field(False, description="Try again files that an earlier run set aside as errors.")
+    prune_deleted: bool = Field(
+        True,
+        description="Record as deleted the files an earlier run ingested under a folder of `input` that it no longer "
+        "holds: an index built from this output leaves their documents out (a single-file input prunes nothing).",
+    )
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Chunk size, overlap and tokenizer.")
     ocr: OcrConfig = Field(default_factory=OcrConfig, description="OCR of scanned PDF pages and image files.")
     workers: WorkerPoolConfig = Field(default_factory=ingest_pool_defaults, description="Parser actor pool sizing.")
@@ -141,29 +150,64 @@ def commit(config: IngestConfig, run_id: str, results: list[FileResult]) -> None
     )
 
 
-def list_input_files(config: IngestConfig) -> tuple[list[storage.FileEntry], int]:
-    """Every file under the inputs, once, leaving out the job's own output folder; and how many
-    system files (Office lock files, Thumbs.db, desktop.ini) were passed over."""
+def list_input_files(config: IngestConfig) -> tuple[list[storage.FileEntry], int, list[str]]:
+    """Every file under the inputs, once, leaving out the job's own output folder; how many system
+    files (Office lock files, Thumbs.db, desktop.ini) were passed over; and the inputs that are
+    folders (as ``uri/`` prefixes: what a deleted file is looked for under)."""
     output = storage.resolve(config.output).uri.rstrip("/") + "/"
     found: dict[str, storage.FileEntry] = {}
+    folders = []
     for uri in config.input:
-        for entry in storage.list_entries(uri):
+        entries = storage.list_entries(uri)
+        resolved = storage.resolve(uri).uri
+        if not (len(entries) == 1 and entries[0].uri == resolved):
+            folders.append(resolved.rstrip("/") + "/")
+        for entry in entries:
             if not entry.uri.startswith(output):
                 found.setdefault(entry.uri, entry)
     documents = [entry for entry in found.values() if not is_system_file(entry.uri)]
-    return documents, len(found) - len(documents)
+    return documents, len(found) - len(documents), folders
+
+
+LEDGER_COLUMNS = ["source", "bytes", "modified", "doc_id", "outcome", "run_id", "created_at"]
 
 
 def plan_files(config: IngestConfig, files: list[storage.FileEntry]) -> tuple[list[storage.FileEntry], int]:
-    """The files this run must handle, and how many are skipped as already done."""
-    ledger = read_folder(config.table("_files"), ["source", "bytes", "modified", "outcome"]).to_pylist()
+    """The files this run must handle, and how many are skipped as already done (a file deleted and
+    put back is done again)."""
+    ledger = read_folder(config.table("_files"), LEDGER_COLUMNS).to_pylist()
+    deleted = {source for source, row in latest_rows(ledger).items() if row["outcome"] == OUTCOME_DELETED}
     done = {
         (row["source"], row["bytes"], row["modified"])
         for row in ledger
-        if not (config.retry_errors and row["outcome"] == OUTCOME_ERROR)
+        if not (config.retry_errors and row["outcome"] == OUTCOME_ERROR) and row["source"] not in deleted
     }
     todo = [entry for entry in files if (entry.uri, entry.size, entry.modified) not in done]
     return todo, len(files) - len(todo)
+
+
+def record_deleted_files(
+    config: IngestConfig, listed: list[storage.FileEntry], folders: list[str], run_id: str
+) -> int:
+    """Ledger rows ``deleted`` for files the ledger holds under ``folders`` that the listing no longer has;
+    returns how many."""
+    if not (config.prune_deleted and folders):
+        return 0
+    present = {entry.uri for entry in listed}
+    latest = latest_rows(read_folder(config.table("_files"), LEDGER_COLUMNS).to_pylist())
+    gone = [
+        row for source, row in sorted(latest.items())
+        if row["outcome"] != OUTCOME_DELETED and source not in present and source.startswith(tuple(folders))
+    ]  # fmt: skip
+    if gone:
+        now = utc_now()
+        rows = [{"source": row["source"], "bytes": 0, "modified": "", "doc_id": row["doc_id"],
+                 "outcome": OUTCOME_DELETED, "run_id": run_id, "created_at": now} for row in gone]  # fmt: skip
+        ledger_file = storage.join(config.table("_files"), f"{run_id}-deleted.parquet")
+        write_table(ledger_file, pa.Table.from_pylist(rows, FILES_SCHEMA))
+        logger.info("%d file(s) ingested before are gone from %s: recorded as deleted (%s)", len(gone), folders,
+                    ", ".join(row["source"] for row in gone[:5]) + (", ..." if len(gone) > 5 else ""))  # fmt: skip
+    return len(gone)
 
 
 def known_documents(config: IngestConfig) -> dict[str, str]:
@@ -226,7 +270,8 @@ def main(config: IngestConfig) -> dict:
     started = time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
     storage.ensure_bucket(config.output)
-    files, system_files = list_input_files(config)
+    files, system_files, folders = list_input_files(config)
+    deleted = record_deleted_files(config, files, folders, run_id)
     todo, already_done = plan_files(config, files)
     logger.info("%d files: %d to ingest, %d already done (%d system files passed over)", len(files), len(todo),
                 already_done, system_files)  # fmt: skip
@@ -237,6 +282,7 @@ def main(config: IngestConfig) -> dict:
     removed = drop_duplicate_ids(config.table("documents"), "doc_id")
     drop_duplicate_ids(config.table("chunks"), "chunk_id")
     report = run_report(config, run_id, already_done, removed, system_files, time.monotonic() - started)
+    report["deleted"] = deleted
     if config.index_output:
         report["index"] = update_index_after_ingest(config)
     print(json.dumps(report), flush=True)
@@ -282,7 +328,7 @@ def run_report(
     pages = int(pc.sum(new_documents["page_count"]).as_py() or 0) if new_documents.num_rows else 0
     return {
         "run_id": run_id,
-        "files": len(mine),
+        "files": len(mine) - mine.count(OUTCOME_DELETED),
         "already_done": already_done,
         "documents": new_documents.num_rows,
         "pages": pages,

@@ -28,6 +28,7 @@ from rayfleet.text.tokenizer import FastTokenizer
 OUTCOME_INGESTED = "ingested"
 OUTCOME_DUPLICATE = "duplicate"
 OUTCOME_ERROR = "error"
+OUTCOME_DELETED = "deleted"  # a ledger row for a file gone from a folder the job was given
 
 
 class ChunkingConfig(BaseConfig):
@@ -143,15 +144,26 @@ class FileIngester:
 
 def superseded_documents(ledger: list[dict]) -> set[str]:
     """The documents no file holds any more: a file ingested again after it changed has a new ``doc_id``
-    (the content's hash), and its earlier versions are superseded. ``ledger`` rows are the ``_files``
-    table's (``source``, ``doc_id``, ``outcome``, ``created_at``, ``run_id``); a file's current document is
-    that of its latest row that read it (ingested or duplicate). A file that fails to parse after a
-    change keeps its last good version (its error is in the errors table)."""
+    (the content's hash), and its earlier versions are superseded; a deleted file holds none. ``ledger``
+    rows are the ``_files`` table's (``source``, ``doc_id``, ``outcome``, ``created_at``, ``run_id``); a
+    file's current document is that of its latest row that read it (ingested or duplicate), none after a
+    ``deleted`` row. A file that fails to parse after a change keeps its last good version (its error is
+    in the errors table)."""
     current: dict[str, str] = {}
     seen: set[str] = set()
-    read = [row for row in ledger if row["outcome"] in (OUTCOME_INGESTED, OUTCOME_DUPLICATE) and row["doc_id"]]
-    for row in sorted(read, key=lambda row: (row["created_at"], row["run_id"])):
-        current[row["source"]] = row["doc_id"]
-        seen.add(row["doc_id"])
+    for row in sorted(ledger, key=lambda row: (row["created_at"], row["run_id"])):
+        if row["outcome"] == OUTCOME_DELETED:
+            current.pop(row["source"], None)
+        elif row["outcome"] in (OUTCOME_INGESTED, OUTCOME_DUPLICATE) and row["doc_id"]:
+            current[row["source"]] = row["doc_id"]
+            seen.add(row["doc_id"])
     return seen - set(current.values())
+
+
+def latest_rows(ledger: list[dict]) -> dict[str, dict]:
+    """Each file's latest ledger row (by ``created_at``, then ``run_id``)."""
+    latest: dict[str, dict] = {}
+    for row in sorted(ledger, key=lambda row: (row["created_at"], row["run_id"])):
+        latest[row["source"]] = row
+    return latest
 

@@ -56,7 +56,7 @@ FILES_SCHEMA = pa.schema(
         pa.field("bytes", pa.int64(), nullable=False),
         pa.field("modified", pa.string(), nullable=False),  # as listed by the filesystem, ISO 8601
         pa.field("doc_id", pa.string()),  # null when the file could not be read
-        pa.field("outcome", pa.string(), nullable=False),  # ingested | duplicate | error
+        pa.field("outcome", pa.string(), nullable=False),  # ingested | duplicate | error | deleted
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ],

@@ -39,3 +39,18 @@ def test_a_file_ingested_again_after_a_change_supersedes_its_earlier_versions():
               row("d.md", "a1", "duplicate", 7)]  # a copy of a.md's first version, still on disk  # fmt: skip
     assert superseded_documents(ledger) == {"c2"}
     assert superseded_documents(ledger[:-1]) == {"a1", "c2"}
+
+
+def test_a_deleted_file_holds_no_document_until_it_is_put_back():
+    from datetime import datetime, timezone
+
+    from rayfleet.ingestion import latest_rows, superseded_documents
+
+    def row(source, doc_id, outcome, minute):
+        return {"source": source, "doc_id": doc_id, "outcome": outcome, "run_id": "r",
+                "created_at": datetime(2026, 11, 30, 12, minute, tzinfo=timezone.utc)}  # fmt: skip
+
+    ledger = [row("a.md", "a1", "ingested", 0), row("b.md", "b1", "ingested", 0), row("a.md", "a1", "deleted", 5)]
+    assert superseded_documents(ledger) == {"a1"}
+    assert latest_rows(ledger)["a.md"]["outcome"] == "deleted"
+    assert superseded_documents(ledger + [row("a.md", "a1", "ingested", 9)]) == set()

@@ -197,3 +197,15 @@ def test_ingest_brings_an_index_up_to_date_so_new_files_are_retrievable(ray_clus
     main(load_config(IngestConfig, overrides))
     tips = indexed_tips()
     assert any("--eval" in text for text in tips) and not any("--no-gui" in text for text in tips)
+
+    # notes.html is deleted from the folder: its document leaves the index; put back, it returns.
+    def indexed_sources() -> set[str]:
+        return {source.rsplit("/", 1)[-1] for source in Retriever.load(f"{s3_prefix}/index").rows["source"].to_pylist()}
+
+    storage.delete(f"{s3_prefix}/raw/notes.html")
+    deleted = main(load_config(IngestConfig, overrides))
+    assert deleted["deleted"] == 1 and indexed_sources() == {"tips.md", "pump.docx"}
+    assert main(load_config(IngestConfig, overrides))["deleted"] == 0, "recorded once"
+    storage.write_bytes(f"{s3_prefix}/raw/notes.html", HTML)
+    restored = main(load_config(IngestConfig, overrides))
+    assert restored["files"] == 1 and indexed_sources() == {"tips.md", "pump.docx", "notes.html"}
