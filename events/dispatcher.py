@@ -138,18 +138,22 @@ class Dispatcher:
 
     def advance_open_entries(self, report: CycleReport) -> None:
         """Follow submitted jobs and start due retries, each entry on its own."""
-        try:
-            entries = self.ledger.open_entries()
-        except Exception as error:
-            logger.error("could not read the open entries (%s); receiving new events all the same", error)
-            report.errors += 1
-            return
-        for entry in entries:
+        entries = self.read_open_entries(report, "receiving new events all the same")
+        for entry in entries or []:
             try:
                 self.advance(entry)
             except Exception as error:
                 logger.warning("could not advance %s (%s); tried again next cycle", entry.object_version, error)
                 report.errors += 1
+
+    def read_open_entries(self, report: CycleReport, meanwhile: str) -> list[LedgerEntry] | None:
+        """The ledger's open entries, read afresh; None (logged and counted) when the ledger cannot be read."""
+        try:
+            return self.ledger.open_entries()
+        except Exception as error:
+            logger.error("could not read the open entries (%s); %s", error, meanwhile)
+            report.errors += 1
+            return None
 
     def receive_events(self, report: CycleReport) -> None:
         """Claim every event received; acknowledge a delivery once all its events are recorded."""
@@ -182,11 +186,8 @@ class Dispatcher:
 
     def submit_queued(self, report: CycleReport) -> None:
         """Submit the claims that fit under the running-job limits, oldest first."""
-        try:
-            entries = self.ledger.open_entries()
-        except Exception as error:
-            logger.error("could not read the queue (%s); tried again next cycle", error)
-            report.errors += 1
+        entries = self.read_open_entries(report, "the queue waits for the next cycle")
+        if entries is None:
             return
         for entry in claims_to_submit(entries, self.config, self.clock()):
             try:

@@ -48,7 +48,7 @@ from rayfleet.retrieval.chunks import chunks_version, embedding_keys, read_chunk
 from rayfleet.retrieval.embedder import Embedder
 from rayfleet.retrieval.index import DimensionError, IndexParams, VectorIndex
 from rayfleet.retrieval.store import IndexManifest
-from rayfleet.ingestion import superseded_documents
+from rayfleet.ingestion import LEDGER_COLUMNS, superseded_documents
 from rayfleet.tables import new_run_id, read_column_values, read_folder, read_table, utc_now, write_errors, write_table
 from schemas import embeddings_schema
 
@@ -201,7 +201,7 @@ def current_chunks(config: BuildIndexConfig, chunks: pa.Table) -> tuple[pa.Table
     ledger = ingest_ledger_beside(config.input) if config.follow_ingest_ledger else None
     if ledger is None:
         return chunks, set()
-    rows = read_folder(ledger, ["source", "doc_id", "outcome", "created_at", "run_id"]).to_pylist()
+    rows = read_folder(ledger, LEDGER_COLUMNS).to_pylist()
     superseded = superseded_documents(rows) & set(chunks["doc_id"].to_pylist())
     if not superseded:
         return chunks, superseded

@@ -176,11 +176,12 @@ def load_questions(config: EvaluateConfig) -> list[dict]:
         logger.warning("the Q&A set at %s has no split column: all %d pairs are scored as held-out", config.qa, len(rows))
     items, dropped = [], collections.Counter()
     for row in rows:
-        problem = unusable_pair(row)
+        references = references_of(row["answer"])
+        problem = unusable_pair(row, references)
         if problem:
             dropped[problem] += 1
         else:
-            items.append({**row, "references": references_of(row["answer"])})
+            items.append({**row, "references": references})
     if dropped:
         logger.warning("dropped %d of the %d %r pairs: %s", sum(dropped.values()), len(rows), config.split, dict(dropped))
     if not items:
@@ -195,11 +196,11 @@ def references_of(answer: str | list | None) -> list[str]:
     return [text for text in answers if isinstance(text, str) and text.strip()]
 
 
-def unusable_pair(row: dict) -> str | None:
-    """Why a Q&A pair cannot be scored, or None."""
+def unusable_pair(row: dict, references: list[str]) -> str | None:
+    """Why a Q&A pair (with its :func:`references_of`) cannot be scored, or None."""
     if not isinstance(row["question"], str) or not row["question"].strip():
         return "no question"
-    if not references_of(row["answer"]):
+    if not references:
         return "no answer"
     if not isinstance(row["doc_id"], str) or not row["doc_id"]:
         return "no doc_id"

@@ -507,7 +507,7 @@ def already_published(config: FinetuneConfig, step: int) -> ArtifactVersion | No
     """The version this run already published at ``step`` (a resubmission of a finished run trains
     nothing and publishes nothing new), or None."""
     registry = Registry(config.registry, kind="adapters")
-    for version in reversed(registry.versions(config.adapter_name) if config.adapter_name in registry.names() else []):
+    for version in reversed(registry.versions(config.adapter_name)):  # none yet: an empty list
         artifact = registry.get(config.adapter_name, version)
         run, metrics = artifact.metadata.get("run", {}), artifact.metadata.get("metrics", {})
         if (run.get("storage_path"), run.get("run_name"), metrics.get("step")) == (config.storage_path, config.run_name, step):

@@ -46,6 +46,7 @@ from pydantic import Field, field_validator
 from rayfleet import storage
 from rayfleet.config import BaseConfig, describe, load_config
 from rayfleet.ingestion import (
+    LEDGER_COLUMNS,
     OUTCOME_DELETED,
     OUTCOME_DUPLICATE,
     OUTCOME_ERROR,
@@ -169,13 +170,11 @@ def list_input_files(config: IngestConfig) -> tuple[list[storage.FileEntry], int
     return documents, len(found) - len(documents), folders
 
 
-LEDGER_COLUMNS = ["source", "bytes", "modified", "doc_id", "outcome", "run_id", "created_at"]
-
-
-def plan_files(config: IngestConfig, files: list[storage.FileEntry]) -> tuple[list[storage.FileEntry], int]:
-    """The files this run must handle, and how many are skipped as already done (a file deleted and
-    put back is done again)."""
-    ledger = read_folder(config.table("_files"), LEDGER_COLUMNS).to_pylist()
+def plan_files(
+    config: IngestConfig, files: list[storage.FileEntry], ledger: list[dict]
+) -> tuple[list[storage.FileEntry], int]:
+    """The files this run must handle, and how many are skipped as already done by the ``ledger`` rows
+    (a file deleted and put back is done again)."""
     deleted = {source for source, row in latest_rows(ledger).items() if row["outcome"] == OUTCOME_DELETED}
     done = {
         (row["source"], row["bytes"], row["modified"])
@@ -187,14 +186,14 @@ def plan_files(config: IngestConfig, files: list[storage.FileEntry]) -> tuple[li
 
 
 def record_deleted_files(
-    config: IngestConfig, listed: list[storage.FileEntry], folders: list[str], run_id: str
+    config: IngestConfig, listed: list[storage.FileEntry], folders: list[str], ledger: list[dict], run_id: str
 ) -> int:
-    """Ledger rows ``deleted`` for files the ledger holds under ``folders`` that the listing no longer has;
-    returns how many."""
+    """Ledger rows ``deleted`` for files the ``ledger`` rows hold under ``folders`` that the listing no longer
+    has; returns how many."""
     if not (config.prune_deleted and folders):
         return 0
     present = {entry.uri for entry in listed}
-    latest = latest_rows(read_folder(config.table("_files"), LEDGER_COLUMNS).to_pylist())
+    latest = latest_rows(ledger)
     gone = [
         row for source, row in sorted(latest.items())
         if row["outcome"] != OUTCOME_DELETED and source not in present and source.startswith(tuple(folders))
@@ -271,8 +270,9 @@ def main(config: IngestConfig) -> dict:
     logger.info("run %s with config:\n%s", run_id, describe(config))
     storage.ensure_bucket(config.output)
     files, system_files, folders = list_input_files(config)
-    deleted = record_deleted_files(config, files, folders, run_id)
-    todo, already_done = plan_files(config, files)
+    ledger = read_folder(config.table("_files"), LEDGER_COLUMNS).to_pylist()  # read once for both
+    deleted = record_deleted_files(config, files, folders, ledger, run_id)
+    todo, already_done = plan_files(config, files, ledger)  # the rows just recorded are of files not listed
     logger.info("%d files: %d to ingest, %d already done (%d system files passed over)", len(files), len(todo),
                 already_done, system_files)  # fmt: skip
     if todo:

@@ -29,6 +29,7 @@ OUTCOME_INGESTED = "ingested"
 OUTCOME_DUPLICATE = "duplicate"
 OUTCOME_ERROR = "error"
 OUTCOME_DELETED = "deleted"  # a ledger row for a file gone from a folder the job was given
+LEDGER_COLUMNS = ["source", "bytes", "modified", "doc_id", "outcome", "run_id", "created_at"]  # schemas.FILES_SCHEMA
 
 
 class ChunkingConfig(BaseConfig):
@@ -145,13 +146,12 @@ class FileIngester:
 def superseded_documents(ledger: list[dict]) -> set[str]:
     """The documents no file holds any more: a file ingested again after it changed has a new ``doc_id``
     (the content's hash), and its earlier versions are superseded; a deleted file holds none. ``ledger``
-    rows are the ``_files`` table's (``source``, ``doc_id``, ``outcome``, ``created_at``, ``run_id``); a
-    file's current document is that of its latest row that read it (ingested or duplicate), none after a
-    ``deleted`` row. A file that fails to parse after a change keeps its last good version (its error is
-    in the errors table)."""
+    rows are the ``_files`` table's (:data:`LEDGER_COLUMNS`); a file's current document is that of its
+    latest row that read it (ingested or duplicate), none after a ``deleted`` row. A file that fails to
+    parse after a change keeps its last good version (its error is in the errors table)."""
     current: dict[str, str] = {}
     seen: set[str] = set()
-    for row in sorted(ledger, key=lambda row: (row["created_at"], row["run_id"])):
+    for row in in_ledger_order(ledger):
         if row["outcome"] == OUTCOME_DELETED:
             current.pop(row["source"], None)
         elif row["outcome"] in (OUTCOME_INGESTED, OUTCOME_DUPLICATE) and row["doc_id"]:
@@ -161,9 +161,10 @@ def superseded_documents(ledger: list[dict]) -> set[str]:
 
 
 def latest_rows(ledger: list[dict]) -> dict[str, dict]:
-    """Each file's latest ledger row (by ``created_at``, then ``run_id``)."""
-    latest: dict[str, dict] = {}
-    for row in sorted(ledger, key=lambda row: (row["created_at"], row["run_id"])):
-        latest[row["source"]] = row
-    return latest
+    """Each file's latest ledger row."""
+    return {row["source"]: row for row in in_ledger_order(ledger)}
 
+
+def in_ledger_order(ledger: list[dict]) -> list[dict]:
+    """Ledger rows oldest first (by ``created_at``, then ``run_id``)."""
+    return sorted(ledger, key=lambda row: (row["created_at"], row["run_id"]))

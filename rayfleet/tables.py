@@ -74,11 +74,13 @@ def read_input_folder(uri: str, required: Iterable[str], optional: Iterable[str]
         raise FileNotFoundError(f"no Parquet input at {uri}")
     tables = []
     for file_uri in storage.list_parquet_files(uri):
-        names = read_schema(file_uri).names
+        location = storage.resolve(file_uri)
+        parquet = pq.ParquetFile(location.filesystem.open_input_file(location.path))  # the footer, read once
+        names = parquet.schema_arrow.names
         missing = [column for column in required if column not in names]
         if missing:
             raise ValueError(f"{file_uri} lacks column(s) {missing}; it has {names}")
-        table = read_table(file_uri, required + [column for column in optional if column in names])
+        table = parquet.read(columns=required + [column for column in optional if column in names])
         for column in optional:
             if column not in names:
                 table = table.append_column(column, pa.nulls(table.num_rows))
