@@ -13,7 +13,7 @@ import time
 
 from pydantic import Field
 
-from rayfleet.config import BaseConfig, load_config
+from rayfleet.config import BaseConfig, importable_job, load_config
 
 
 class FaultInjectionJobConfig(BaseConfig):
@@ -32,4 +32,5 @@ def main(config: FaultInjectionJobConfig) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(load_config(FaultInjectionJobConfig, sys.argv[1:])))
+    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
+    sys.exit(job.main(load_config(job.FaultInjectionJobConfig, sys.argv[1:])))

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
 from rayfleet import storage
-from rayfleet.config import BaseConfig, describe, load_config
+from rayfleet.config import BaseConfig, describe, importable_job, load_config
 from rayfleet.ingestion import (
     LEDGER_COLUMNS,
     OUTCOME_DELETED,
@@ -343,5 +343,6 @@ def run_report(
 
 
 if __name__ == "__main__":
+    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(load_config(IngestConfig, sys.argv[1:]))
+    job.main(load_config(job.IngestConfig, sys.argv[1:]))

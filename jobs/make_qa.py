@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from rayfleet import storage
-from rayfleet.config import BaseConfig, describe, load_config
+from rayfleet.config import BaseConfig, describe, importable_job, load_config
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
 from rayfleet.qa import (
@@ -347,5 +347,6 @@ def main(config: MakeQaConfig) -> dict:
 
 
 if __name__ == "__main__":
+    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(load_config(MakeQaConfig, sys.argv[1:]))
+    job.main(load_config(job.MakeQaConfig, sys.argv[1:]))

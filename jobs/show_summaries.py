@@ -11,7 +11,7 @@ import textwrap
 import pyarrow.compute as pc
 from pydantic import Field
 
-from rayfleet.config import BaseConfig, load_config
+from rayfleet.config import BaseConfig, importable_job, load_config
 from rayfleet.tables import read_folder
 
 
@@ -37,4 +37,5 @@ def main(config: ShowSummariesConfig) -> None:
 
 
 if __name__ == "__main__":
-    main(load_config(ShowSummariesConfig, sys.argv[1:]))
+    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
+    job.main(load_config(job.ShowSummariesConfig, sys.argv[1:]))

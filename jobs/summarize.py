@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 
 from rayfleet import storage
 from rayfleet.assets import folder_fingerprint, resolve_model
-from rayfleet.config import BaseConfig, describe, load_config
+from rayfleet.config import BaseConfig, describe, importable_job, load_config
 from rayfleet.documents import WorkItem, plan_input, read_work_item
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
@@ -261,5 +261,6 @@ def run_report(config: SummarizeConfig, run_id: str, already_done: int, seconds:
 
 
 if __name__ == "__main__":
+    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(load_config(SummarizeConfig, sys.argv[1:]))
+    job.main(load_config(job.SummarizeConfig, sys.argv[1:]))

@@ -13,7 +13,10 @@ to a default.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Sequence, TypeVar
 
 import yaml
@@ -102,6 +105,20 @@ def load_config(config_class: type[ConfigT], arguments: Sequence[str] = ()) -> C
         return config_class.model_validate(values)
     except ValidationError as error:
         raise ConfigError(f"invalid {config_class.__name__}:\n{error}") from error
+
+
+def importable_job(main_spec) -> ModuleType:
+    """The job module imported by its name, for the ``__main__`` block of ``python -m jobs.<name>``.
+
+    Run that way, the job's code is ``__main__``, and Ray pickles what ``__main__`` defines (a
+    Train loop, a config class) by value into the workers; a pydantic class with validators does
+    not survive that (``SchemaError: Error building `function-after` serializer``). Imported by
+    name, the same code is pickled by reference, as a worker imports it. ``main_spec`` is the
+    block's ``__spec__`` (None when run as a file path: then ``__main__`` itself).
+    """
+    if main_spec is None:
+        return sys.modules["__main__"]
+    return importlib.import_module(main_spec.name)
 
 
 def describe(config: BaseConfig) -> str:

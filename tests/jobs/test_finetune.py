@@ -11,6 +11,9 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -41,6 +44,7 @@ from rayfleet.training.data import dataset_fingerprint
 from rayfleet.training.model import QuantizationUnavailableError
 from schemas import SFT_SCHEMA
 
+REPO = Path(__file__).resolve().parents[2]
 BAD_ROWS = [
     {"messages": [], "chunk_id": None, "doc_id": "bad-1", "origin": "user"},
     {"messages": [{"role": "user", "content": "Anything?"}, {"role": "assistant", "content": " "}], "chunk_id": None,
@@ -58,13 +62,17 @@ def qa_set(local_s3) -> dict[str, str]:
     return {"train": f"{prefix}/train.parquet", "validation": f"{prefix}/validation.parquet"}
 
 
-def job_config(ray_cluster, qa_set, prefix: str, model, *overrides: str) -> FinetuneConfig:
-    return load_config(FinetuneConfig, [
+def job_arguments(ray_cluster, qa_set, prefix: str, model, *overrides: str) -> list[str]:
+    return [
         f"model={model}", f"data.train={qa_set['train']}", f"data.validation={qa_set['validation']}",
         "data.max_seq_len=256", "data.pack_length=256", f"storage_path={prefix}/runs", f"registry={prefix}/registry",
         f"ray_address={ray_cluster.address_info['address']}", "scaling.num_workers=2", "scaling.cpus_per_worker=1",
         "lora.rank=8", "lora.alpha=16", "train.warmup_steps=1", *overrides,
-    ])  # fmt: skip
+    ]  # fmt: skip
+
+
+def job_config(ray_cluster, qa_set, prefix: str, model, *overrides: str) -> FinetuneConfig:
+    return load_config(FinetuneConfig, job_arguments(ray_cluster, qa_set, prefix, model, *overrides))
 
 
 def checkpoint_steps(config: FinetuneConfig) -> list[int]:
@@ -185,6 +193,18 @@ def test_resubmitting_a_run_resumes_it_and_publishes_a_new_version(ray_cluster, 
     with pytest.raises(ValueError, match="trained on other data"):
         main(repacked)
     assert checkpoint_steps(repacked) == [2, 4], "the refused resume trained nothing"
+
+
+def test_the_job_runs_from_the_command_line(ray_cluster, qa_set, s3_prefix, tiny_llama_path):
+    """``python -m jobs.finetune``, as ``ray job submit`` runs it: the job's code is ``__main__`` there,
+    which Ray would pickle by value into the Train workers (its validated config classes fail that)."""
+    arguments = job_arguments(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=1")
+    done = subprocess.run([sys.executable, "-m", "jobs.finetune", *arguments], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["steps"] == 1 and report["adapter"] == "smollm2-acl-qa@1"
+    assert Registry(f"{s3_prefix}/registry", kind="adapters").versions("smollm2-acl-qa") == [1]
 
 
 def test_qlora_on_a_cpu_cluster_fails_before_anything_starts(tmp_path):
