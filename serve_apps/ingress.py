@@ -148,6 +148,13 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(cause).__name__}: {str(cause).splitlines()[0][:160] if str(cause) else ''}"
 
 
+async def close_stream(stream: AsyncIterator[PathChunk]) -> None:
+    """Stop a path's stream that will not be read to its end (a no-op on one that ended)."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
+
+
 class OpenAIServer:
     """Answers OpenAI API requests by routing them to answer paths."""
 
@@ -335,6 +342,7 @@ class OpenAIServer:
             self.metrics.path_error(outcome.path, outcome.decision.arm or NO_ARM, "stream")
             yield f"data: {ErrorResponse(error=ErrorDetail(message=outcome.error, type='server_error')).model_dump_json()}\n\n"
         finally:
+            await close_stream(rest)  # a client gone mid-stream: the path stops generating
             self.finish(outcome)
 
     def sse_chunk(self, outcome: Outcome, stream_id: str, created: int, chunk: PathChunk, opening: bool) -> str:

@@ -7,12 +7,17 @@ engine on first use.
 The server refuses to start with LoRA enabled (``max_loras`` > 0, the default) on a checkpoint
 the engine cannot apply LoRA to (an int8 W8A8 checkpoint on CPU), before vLLM starts and
 with the remedy: ``max_loras: 0`` for that engine, adapters on a full-precision engine.
+
+It counts its generations by how they end (:class:`GenerationCounts`): ``finished``, ``failed``,
+or ``cancelled`` when the caller stopped reading (a path timed out and fell back, a client went
+away); a cancelled generation is aborted in vLLM, so nobody's tokens are computed for no one.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from dataclasses import asdict, dataclass
+from typing import AsyncIterator, Callable
 
 from rayfleet.assets import resolve_model
 from rayfleet.engines.async_vllm import AdapterRef, AsyncVllmEngine, TextDelta
@@ -23,10 +28,28 @@ from serve_apps.config import LLMEngineConfig
 from serve_apps.paths import AdapterSource
 
 
-class LLMServer:
-    """Streams generations for many concurrent callers from one engine."""
+@dataclass
+class GenerationCounts:
+    """This server's generations: running now, and ended by outcome."""
 
-    def __init__(self, config: LLMEngineConfig):
+    running: int = 0
+    finished: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class LLMServer:
+    """Streams generations for many concurrent callers from one engine.
+
+    Args:
+        on_generation_end: called with each generation's outcome (``finished``, ``failed``,
+            ``cancelled``), e.g. to count it in a metric.
+    """
+
+    def __init__(self, config: LLMEngineConfig, on_generation_end: Callable[[str], None] | None = None):
         import torch
 
         # Every serving start comes here: refuse a LoRA-enabled engine on an int8 checkpoint on CPU
@@ -39,13 +62,28 @@ class LLMServer:
             max_cpu_loras=config.max_cpu_loras,
         )  # fmt: skip
         self._local_adapters: dict[str, str] = {}
+        self.counts = GenerationCounts()
+        self.on_generation_end = on_generation_end
 
     async def stream(
         self, prompt_ids: list[int], sampling: SamplingConfig, adapter: AdapterSource | None = None
     ) -> AsyncIterator[TextDelta]:
-        lora = await self._adapter_ref(adapter) if adapter else None
-        async for delta in self.engine.stream(prompt_ids, sampling, lora):
-            yield delta
+        """Generate for one prompt; a caller that stops reading cancels it (vLLM aborts the request)."""
+        self.counts.running += 1
+        outcome = "cancelled"  # unless it ends or fails below: CancelledError and GeneratorExit pass through
+        try:
+            lora = await self._adapter_ref(adapter) if adapter else None
+            async for delta in self.engine.stream(prompt_ids, sampling, lora):
+                yield delta
+            outcome = "finished"
+        except Exception:
+            outcome = "failed"
+            raise
+        finally:
+            self.counts.running -= 1
+            setattr(self.counts, outcome, getattr(self.counts, outcome) + 1)
+            if self.on_generation_end is not None:
+                self.on_generation_end(outcome)
 
     async def _adapter_ref(self, adapter: AdapterSource) -> AdapterRef:
         folder = self._local_adapters.get(adapter.artifact.uri)

@@ -11,11 +11,15 @@ Deployments (each with its own Ray options from :class:`ServeAppConfig`):
 - one per path, ``<Kind>Path_<name>`` (e.g. ``RagPath_rag``, ``FaultInjectionPath_broken``);
 - one per engine, ``LLMServer_<name>``: vLLM with continuous batching and multi-LoRA,
   shared by the paths that name it.
+
+A streaming call to another deployment that its caller stops reading (a path past its
+``timeout_s``, a client gone) is cancelled (:func:`cancelled_when_abandoned`), and Serve
+cancels the calls that request made in turn, down to the engine, which aborts the generation.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, AsyncIterator
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -38,17 +42,44 @@ PATH_CLASSES = {"base": BasePath, "finetuned": FineTunedPath, "rag": RagPath}
 PATH_DEPLOYMENT_NAMES = {"base": "BasePath", "finetuned": "FineTunedPath", "rag": "RagPath", "fault_injection": "FaultInjectionPath"}
 
 
+async def cancelled_when_abandoned(response) -> AsyncIterator[Any]:
+    """The items of a streaming handle call (``DeploymentResponseGenerator``); the call is
+    cancelled when the reader stops before its end.
+
+    Left alone, an abandoned call runs on at the callee: a path that timed out and fell back
+    would go on generating tokens nobody reads, on the engine its fallback needs.
+    """
+    ended = False
+    try:
+        async for item in response:
+            yield item
+        ended = True
+    finally:
+        if not ended:
+            response.cancel()
+
+
 class LLMDeployment:
-    """Serve glue over :class:`LLMServer`."""
+    """Serve glue over :class:`LLMServer`; its generations' outcomes go to Ray's metrics
+    (``ray_rayfleet_llm_generations_total`` by ``outcome``)."""
 
     def __init__(self, config: dict):
+        from ray.serve.metrics import Counter
+
         from serve_apps.config import LLMEngineConfig
 
-        self.server = LLMServer(LLMEngineConfig.model_validate(config))
+        generations = Counter("rayfleet_llm_generations", "Generations ended, by outcome.", tag_keys=("outcome",))
+        self.server = LLMServer(
+            LLMEngineConfig.model_validate(config), lambda outcome: generations.inc(tags={"outcome": outcome})
+        )
 
     async def stream(self, prompt_ids: list[int], sampling: SamplingConfig, adapter: AdapterSource | None = None):
         async for delta in self.server.stream(prompt_ids, sampling, adapter):
             yield delta
+
+    def generation_counts(self) -> dict[str, int]:
+        """This replica's generations: running, finished, failed, cancelled."""
+        return self.server.counts.as_dict()
 
     def __del__(self):
         self.server.close()
@@ -72,7 +103,7 @@ class PathDeployment:
         streaming_engine = engine.options(stream=True, **DIRECT_CALLS)
 
         def generate(prompt_ids, sampling, adapter):
-            return streaming_engine.stream.remote(prompt_ids, sampling, adapter)
+            return cancelled_when_abandoned(streaming_engine.stream.remote(prompt_ids, sampling, adapter))
 
         if path_config.kind == "rag":
             self.path = RagPath(path_config, engine_model, generate, context_length)
@@ -108,7 +139,7 @@ class IngressDeployment:
         route = route_function(app_config, router)
 
         def call_path(name: str):
-            return lambda request: streaming_paths[name].stream.remote(request)
+            return lambda request: cancelled_when_abandoned(streaming_paths[name].stream.remote(request))
 
         paths_by_name = {name: call_path(name) for name in paths}
         self.server = OpenAIServer(app_config, route, paths_by_name, ServeMetrics(export_to_ray=True))

@@ -27,6 +27,7 @@ from tests.serve_apps.conftest import API_KEY
 pytestmark = pytest.mark.slow
 
 PAPER_QUESTION = "According to the paper, which dataset do the authors evaluate their parser on?"
+LONG_ANSWER = "Write a long story about a dragon who learns to fly."
 
 
 def app_config(artifacts, keys_file) -> ServeAppConfig:
@@ -41,6 +42,7 @@ def app_config(artifacts, keys_file) -> ServeAppConfig:
                     "fallback": ["base"], "timeout_s": 60},
             "broken": {"kind": "fault_injection", "mode": "error", "fallback": ["base"]},
             "stuck": {"kind": "fault_injection", "mode": "hang", "timeout_s": 2, "fallback": ["base"]},
+            "hasty": {"kind": "base", "timeout_s": 0.4, "fallback": ["base"]},  # no 48-token answer in 0.4 s here
         },
         "router": {"model": artifacts.router, "relevance": {"index": artifacts.index, "refresh_s": 1}},
         "ingress": {"auth": {"keys_file": str(keys_file)},
@@ -244,6 +246,44 @@ def test_a_broken_path_falls_back_once_and_the_others_keep_working(client):
     assert chat(client, "rayfleet-rag", PAPER_QUESTION).headers["x-rayfleet-path"] == "rag"
 
 
+def generation_counts() -> dict[str, int]:
+    """The LLM deployment's generations: running, finished, failed, cancelled."""
+    from ray import serve
+
+    return serve.get_deployment_handle("LLMServer_default", app_name="rayfleet").generation_counts.remote().result()
+
+
+def counts_once(condition, timeout_s: float = 30.0) -> dict[str, int]:
+    """The generation counts once ``condition`` holds for them (or the last ones read)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition(counts := generation_counts()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return counts
+
+
+def test_a_path_past_its_timeout_stops_generating_while_its_fallback_answers(client):
+    before = generation_counts()
+    raw = chat(client, "rayfleet-hasty", LONG_ANSWER, max_tokens=48)
+    assert raw.headers["x-rayfleet-fallback"] == "hasty>base" and "timeout" in raw.headers["x-rayfleet-fallback-reason"]
+    assert raw.parse().usage.completion_tokens > 0
+    after = counts_once(lambda counts: counts["running"] == 0)
+    # Only the fallback's generation ran to its end: the timed-out one was aborted in vLLM (or never
+    # reached it, when the cancel came first). Left running, it would have ended first, with the same answer.
+    assert after["finished"] == before["finished"] + 1 and after["failed"] == before["failed"]
+    assert after["cancelled"] - before["cancelled"] in (0, 1)
+
+
+def test_a_client_gone_mid_stream_stops_its_generation(app):
+    before = generation_counts()
+    body = {"model": "rayfleet-base", "max_tokens": 48, "stream": True, "messages": [{"role": "user", "content": LONG_ANSWER}]}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.stream("POST", f"{app[1]}/v1/chat/completions", json=body, headers=headers, timeout=60) as response:
+        assert response.status_code == 200
+        next(line for line in response.iter_lines() if line.startswith("data: "))  # the first token: leave
+    after = counts_once(lambda counts: counts["running"] == 0 and counts["cancelled"] > before["cancelled"])
+    assert after["cancelled"] == before["cancelled"] + 1 and after["finished"] == before["finished"]
+
+
 def test_ab_split_is_sticky_per_user_and_follows_the_assignment(app, client):
     config = app[0]
     (test,) = config.ab_tests
@@ -303,6 +343,8 @@ def test_metrics_reach_rays_exporter_tagged_with_the_replica(app, client, ray_cl
     assert 'deployment="OpenAIIngress"' in fallback and 'replica="' in fallback and 'application="rayfleet"' in fallback
     assert float(fallback.rsplit(" ", 1)[1]) >= 1
     assert 'ray_rayfleet_requests_total{' in text and 'ray_rayfleet_request_latency_seconds_bucket{' in text
+    generations = [line for line in text.splitlines() if line.startswith("ray_rayfleet_llm_generations_total{")]
+    assert any('deployment="LLMServer_default"' in line and 'outcome="finished"' in line for line in generations)
 
 def test_request_logs_land_in_parquet_without_secrets(client, serve_artifacts):
     ids = {

@@ -611,6 +611,31 @@ def test_answers_keep_the_text_as_generated_streamed_or_not(server):
         assert whole == streamed == " Paris is nice.\n", endpoint
 
 
+def test_a_stream_the_client_leaves_stops_its_path(server):
+    from serve_apps.ingress import Decision, Outcome
+    from serve_apps.paths import PathChunk
+
+    path_stopped = asyncio.Event()
+
+    async def rest_of_answer():
+        try:
+            for n in range(1, 100):
+                yield PathChunk(f" token{n}", 5, n + 1)
+        finally:
+            path_stopped.set()
+
+    async def leave_after_two_events():
+        outcome = Outcome("chat.completions", "rayfleet-base", True, "sha", None, Decision(Target("base"), "model"), path="base")
+        events = server.sse_events(outcome, PathChunk(" token0", 5, 1), rest_of_answer(), include_usage=False)
+        received = [await anext(events), await anext(events)]
+        await events.aclose()  # what the HTTP server does when the client goes away
+        return received, path_stopped.is_set()
+
+    received, stopped = asyncio.run(leave_after_two_events())
+    assert " token0" in received[0] and " token1" in received[1]
+    assert stopped  # at once, not when the abandoned generator is collected
+
+
 def test_null_means_the_default_as_openai_reads_it(server):
     nulls = {name: None for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "stream", "seed")}
     request = {"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 4}
