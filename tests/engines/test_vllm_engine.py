@@ -73,3 +73,15 @@ def test_a_regex_holds_the_reply_to_the_judges_format_and_transformers_refuses_o
     assert all(parse_verdict(reply.text).score is not None for reply in replies)
     with pytest.raises(ValueError, match="needs the vLLM engine"):
         transformers_engine.generate(conversations[:1], judge.sampling)
+
+
+def test_an_int8_checkpoint_runs_with_bf16_activations_on_cpus_with_amx(tmp_path, tiny_llama_path):
+    from rayfleet.engines.vllm_engine import cpu_dtype
+    from rayfleet.quantization import quantize_model
+
+    quantize_model(tiny_llama_path, tmp_path / "w8a8", "w8a8_int8")
+    int8 = str(tmp_path / "w8a8")
+    assert cpu_dtype(int8, "float32", amx=True) == "bfloat16"  # vLLM's AMX int8 kernel takes no fp32
+    assert cpu_dtype(int8, "float32", amx=False) == "float32"  # oneDNN does
+    assert cpu_dtype(int8, "float16", amx=True) == "float16"
+    assert cpu_dtype(str(tiny_llama_path), "float32", amx=True) == "float32"  # full precision stays as asked
