@@ -5,7 +5,7 @@ get it fetched from the registry to local disk (once per replica) and loaded by 
 engine on first use.
 
 The server refuses to start with LoRA enabled (``max_loras`` > 0, the default) on a checkpoint
-the engine cannot apply LoRA to (an int8 W8A8 checkpoint on CPU), before vLLM starts and
+the engine cannot apply LoRA to (an int8 W8A8 checkpoint on a CPU without AMX), before vLLM starts and
 with the remedy: ``max_loras: 0`` for that engine, adapters on a full-precision engine.
 
 It counts its generations by how they end (:class:`GenerationCounts`): ``finished``, ``failed``,
@@ -52,7 +52,7 @@ class LLMServer:
     def __init__(self, config: LLMEngineConfig, on_generation_end: Callable[[str], None] | None = None):
         import torch
 
-        # Every serving start comes here: refuse a LoRA-enabled engine on an int8 checkpoint on CPU
+        # Every serving start comes here: refuse a LoRA-enabled engine on an int8 checkpoint on a CPU without AMX
         # before vLLM starts and fails inside its LoRA set-up with an AttributeError.
         require_lora_capable_engine(
             resolve_model(config.engine.model), config.max_loras, on_gpu=torch.cuda.is_available()

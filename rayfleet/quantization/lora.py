@@ -12,10 +12,10 @@ Two separate questions, both recorded:
    quantized base is compared to the adapter on the full-precision base: greedy token
    agreement, and token F1 of both on held-out QA.
 
-A pair fails when either answer is no; :func:`require_servable_pair` refuses it with the
-reason and what to do instead (serve the adapter on the full-precision base, or merge it
-into the base first and quantize the merged model). :func:`require_lora_capable_engine`
-refuses, at serving start, an engine that enables LoRA on a checkpoint it cannot apply it to.
+A pair fails when either answer is no; the verdict records the reason and what to do instead
+(serve the adapter on the full-precision base, or merge it into the base first and quantize
+the merged model). :func:`require_lora_capable_engine` refuses, at serving start, an engine
+that enables LoRA on a checkpoint it cannot apply it to.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from rayfleet.quantization.folders import checkpoint_quantization
 from rayfleet.quantization.quality import QaPair, agreement_failures, greedy_agreement, qa_f1
 
 VLLM_CPU_INT8_LORA = (
-    "vLLM 0.32 on CPU cannot apply LoRA to an int8 (W8A8) checkpoint: its oneDNN kernel releases "
-    "layer.weight after prepacking and its LoRA layers need it"
+    "vLLM 0.32 on a CPU without AMX cannot apply LoRA to an int8 (W8A8) checkpoint: its oneDNN kernel releases "
+    "layer.weight after prepacking and its LoRA layers need it (its AMX kernel, on Sapphire Rapids and later, can)"
 )
 MERGE_REMEDY = "merge it into the base (the fine-tuning job's merged export) and quantize the merged model"
 REMEDY = f"serve the adapter on the full-precision base, or {MERGE_REMEDY}"
@@ -81,27 +81,43 @@ def quantization_format(model_folder: Path) -> str | None:
     return None if quantization is None else quantization.get("format") or quantization.get("quant_method")
 
 
-def vllm_lora_problem(model_folder: Path, on_gpu: bool) -> str | None:
-    """Why vLLM cannot apply LoRA on this checkpoint here, or None when it can."""
-    if not on_gpu and quantization_format(model_folder) == "int-quantized":
-        return VLLM_CPU_INT8_LORA
-    return None
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Sapphire Rapids and later)."""
+    import torch
+
+    return bool(torch.cpu._is_amx_tile_supported())
 
 
-def require_servable_pair(model_folder: Path, adapter: str | None, engine_kind: str, on_gpu: bool) -> None:
-    """Refuse an adapter on a quantized checkpoint the serving engine cannot combine it with.
+def int8_weights_fit_amx_kernel(model_folder: Path) -> bool:
+    """Whether vLLM's AMX int8 kernel takes every int8 weight of the checkpoint (``n % 16 == 0`` and
+    ``k % 32 == 0``, vLLM's ``check_cpu_sgl_kernel``); a weight it does not take goes to oneDNN."""
+    from safetensors import safe_open
 
-    Raises:
-        IncompatibleAdapterError: with the reason and the remedy.
+    for file in sorted(model_folder.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as tensors:
+            for name in tensors.keys():
+                weight = tensors.get_slice(name)
+                if weight.get_dtype() == "I8" and len(shape := weight.get_shape()) == 2:
+                    if shape[0] % 16 or shape[1] % 32:
+                        return False
+    return True
+
+
+def vllm_lora_problem(model_folder: Path, on_gpu: bool, amx: bool | None = None) -> str | None:
+    """Why vLLM cannot apply LoRA on this checkpoint here, or None when it can.
+
+    Args:
+        amx: whether the CPU has AMX (None: this machine's). With AMX, vLLM multiplies int8
+            weights with its AMX kernel, under which LoRA works; without, with oneDNN, under which it does not.
     """
-    if adapter is None or engine_kind != "vllm":
-        return
-    problem = vllm_lora_problem(model_folder, on_gpu)
-    if problem:
-        raise IncompatibleAdapterError(f"refusing adapter {adapter} on {model_folder}: {problem}; {REMEDY}")
+    if on_gpu or quantization_format(model_folder) != "int-quantized":
+        return None
+    if (cpu_has_amx() if amx is None else amx) and int8_weights_fit_amx_kernel(model_folder):
+        return None
+    return VLLM_CPU_INT8_LORA
 
 
-def require_lora_capable_engine(model_folder: Path, max_loras: int, on_gpu: bool) -> None:
+def require_lora_capable_engine(model_folder: Path, max_loras: int, on_gpu: bool, amx: bool | None = None) -> None:
     """Refuse to start a vLLM engine with LoRA enabled (``max_loras`` > 0) on a checkpoint it cannot apply LoRA to.
 
     The engine would otherwise fail deep inside vLLM's start (``'NoneType' object has no
@@ -110,7 +126,7 @@ def require_lora_capable_engine(model_folder: Path, max_loras: int, on_gpu: bool
     Raises:
         IncompatibleAdapterError: with the reason and both ways out.
     """
-    problem = vllm_lora_problem(model_folder, on_gpu) if max_loras > 0 else None
+    problem = vllm_lora_problem(model_folder, on_gpu, amx) if max_loras > 0 else None
     if problem:
         raise IncompatibleAdapterError(
             f"refusing to start an engine on {model_folder} with max_loras={max_loras}: {problem}. Set max_loras: 0 "
@@ -127,8 +143,10 @@ def check_lora_compatibility(
     pairs: Sequence[QaPair],
     config: LoraCheckConfig,
     on_gpu: bool,
+    amx: bool | None = None,
 ) -> LoraCompatibility:
-    """Generate the held-out answers with the adapter on both bases and judge the pair."""
+    """Generate the held-out answers with the adapter on both bases and judge the pair
+    (``amx``: whether the serving CPU has AMX; None: this machine's)."""
     sampling = SamplingConfig(max_tokens=config.max_tokens)
     conversations = [pair.conversation() for pair in pairs]
     outputs = {}
@@ -138,7 +156,7 @@ def check_lora_compatibility(
         engine.close()
     agreement = greedy_agreement(outputs["full"], outputs["quantized"])
     f1_full, f1_quantized = qa_f1(outputs["full"], pairs), qa_f1(outputs["quantized"], pairs)
-    serving_problem = vllm_lora_problem(quantized_model, on_gpu)
+    serving_problem = vllm_lora_problem(quantized_model, on_gpu, amx)
     reasons = [serving_problem] if serving_problem else []
     reasons += agreement_failures(
         agreement["prefix_agreement"], f1_full, f1_quantized, config.min_prefix_agreement, config.max_f1_drop

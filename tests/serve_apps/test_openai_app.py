@@ -275,7 +275,8 @@ def test_a_path_past_its_timeout_stops_generating_while_its_fallback_answers(cli
 
 def test_a_client_gone_mid_stream_stops_its_generation(app):
     before = generation_counts()
-    body = {"model": "rayfleet-base", "max_tokens": 48, "stream": True, "messages": [{"role": "user", "content": LONG_ANSWER}]}
+    body = {"model": "rayfleet-base", "max_tokens": 48, "stream": True,
+            "messages": [{"role": "user", "content": LONG_ANSWER}]}  # fmt: skip
     headers = {"Authorization": f"Bearer {API_KEY}"}
     with httpx.stream("POST", f"{app[1]}/v1/chat/completions", json=body, headers=headers, timeout=60) as response:
         assert response.status_code == 200

@@ -625,7 +625,8 @@ def test_a_stream_the_client_leaves_stops_its_path(server):
             path_stopped.set()
 
     async def leave_after_two_events():
-        outcome = Outcome("chat.completions", "rayfleet-base", True, "sha", None, Decision(Target("base"), "model"), path="base")
+        decision = Decision(Target("base"), "model")
+        outcome = Outcome("chat.completions", "rayfleet-base", True, "sha", None, decision, path="base")
         events = server.sse_events(outcome, PathChunk(" token0", 5, 1), rest_of_answer(), include_usage=False)
         received = [await anext(events), await anext(events)]
         await events.aclose()  # what the HTTP server does when the client goes away
@@ -732,7 +733,10 @@ def test_unknown_endpoints_and_methods_answer_in_openais_error_shape(server):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU vLLM applies LoRA to int8 checkpoints")
-def test_the_llm_server_refuses_lora_on_an_int8_checkpoint_on_cpu_before_vllm_starts(tmp_path, tiny_llama_path):
+def test_the_llm_server_refuses_lora_on_an_int8_checkpoint_on_a_cpu_without_amx_before_vllm_starts(
+    tmp_path, tiny_llama_path, monkeypatch
+):
+    monkeypatch.setattr("rayfleet.quantization.lora.cpu_has_amx", lambda: False)  # the CPUs where vLLM fails
     quantize_model(tiny_llama_path, tmp_path / "w8a8", "w8a8_int8")
     engine = EngineConfig(kind="vllm", model=str(tmp_path / "w8a8"), max_model_len=512, cpu_kv_cache_gib=1)
     config = LLMEngineConfig(engine=engine)
