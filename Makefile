@@ -180,9 +180,10 @@ quality: setup
 	$(PY) -m jobs.finetune
 	$(MAKE) --no-print-directory eval
 
+## eval: the job's JSON line is the last of .run/eval.json (Ray's worker logs come before it).
 eval: setup
 	@mkdir -p .run && $(PY) -m jobs.evaluate config=jobs/configs/evaluate/smollm2_vllm.yaml | tee .run/eval.json
-	@echo "eval: report at $$($(PY) -c 'import json; print(json.load(open(".run/eval.json"))["report"])')"
+	@echo "eval: report at $$(tail -n 1 .run/eval.json | $(PY) -c 'import json, sys; print(json.load(sys.stdin)["report"])')"
 
 monitor: setup
 	$(PY) -m jobs.monitor config=jobs/configs/monitor/default.yaml
