@@ -83,9 +83,10 @@ s3-up: setup
 s3-down:
 	@[ -x $(PY) ] && $(PY) -m cluster.local_s3 down || true
 
+## ray-up: the raylet waits up to 2 min for its agent (the default 15 s runs out on a busy 2-core machine).
 ray-up: setup
 	@if ray status --address 127.0.0.1:$(RAY_PORT) >/dev/null 2>&1; then echo "ray head already running"; else \
-	  ray start --head --node-ip-address=127.0.0.1 --port=$(RAY_PORT) --dashboard-host=127.0.0.1 \
+	  RAY_agent_register_timeout_ms=120000 ray start --head --node-ip-address=127.0.0.1 --port=$(RAY_PORT) --dashboard-host=127.0.0.1 \
 	    --dashboard-port=$(DASHBOARD_PORT) --include-dashboard=true --disable-usage-stats \
 	    --temp-dir=$(RAY_TMP) >/dev/null && \
 	  echo "ray head up: address 127.0.0.1:$(RAY_PORT), jobs API $(RAY_ADDRESS_HTTP)"; fi
@@ -94,7 +95,9 @@ ray-up: setup
 ## instances on the machine as `ray stop` would.
 ray-down:
 	@# "[/]" keeps the pattern from matching this recipe's own shell.
-	@pkill -f -- "[/]$(RAY_TMP:/%=%)" 2>/dev/null; sleep 2; pkill -9 -f -- "[/]$(RAY_TMP:/%=%)" 2>/dev/null; echo "ray head stopped"
+	@# pkill exits 1 when nothing matches (no head, or none left for the -9 pass): not a failure.
+	@pkill -f -- "[/]$(RAY_TMP:/%=%)" 2>/dev/null || true; sleep 2; pkill -9 -f -- "[/]$(RAY_TMP:/%=%)" 2>/dev/null || true
+	@echo "ray head stopped"
 
 ## demo: real ACL papers -> Parquet in the local S3 -> `ray job submit` summarization -> a few summaries.
 demo: setup
@@ -183,7 +186,8 @@ quality: setup
 ## eval: the job's JSON line is the last of .run/eval.json (Ray's worker logs come before it).
 eval: setup
 	@mkdir -p .run && $(PY) -m jobs.evaluate config=jobs/configs/evaluate/smollm2_vllm.yaml | tee .run/eval.json
-	@echo "eval: report at $$(tail -n 1 .run/eval.json | $(PY) -c 'import json, sys; print(json.load(sys.stdin)["report"])')"
+	@report=$$(tail -n 1 .run/eval.json | $(PY) -c 'import json, sys; print(json.load(sys.stdin)["report"])'); \
+	  echo "eval: report at $$report"
 
 monitor: setup
 	$(PY) -m jobs.monitor config=jobs/configs/monitor/default.yaml

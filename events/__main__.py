@@ -2,9 +2,12 @@
 
 ::
 
-    python -m events run [config=jobs/configs/dispatch/local.yaml] [key.sub=value ...]   # make dispatch
+    python -m events run config=jobs/configs/dispatch/local.yaml [key.sub=value ...]   # make dispatch
     python -m events status [config=...] [status_limit=50]
-    python -m events requeue [config=...] s3://bucket/key[@version] ... | --state dead_letter
+    python -m events requeue config=... s3://bucket/key[@version] ... | --state dead_letter
+
+``run`` and ``requeue`` need rules (``config=`` a file with them, or ``rules=[...]``): the
+built-in defaults have none.
 
 ``run`` stays in the foreground (Ctrl-C stops it; a restart picks up where it was).
 ``status`` lists the most recent object versions, their rule, state, attempt, Ray
@@ -27,9 +30,10 @@ from events.requeue import requeue_dead_letters
 from rayfleet.config import load_config
 
 USAGE = (
-    "usage: python -m events run|status [config=FILE] [key.sub=value ...]\n"
-    "       python -m events requeue [config=FILE] [key.sub=value ...] s3://bucket/key[@version] ...\n"
-    "       python -m events requeue [config=FILE] [key.sub=value ...] --state dead_letter"
+    "usage: python -m events run config=FILE [key.sub=value ...]\n"
+    "       python -m events status [config=FILE] [key.sub=value ...]\n"
+    "       python -m events requeue config=FILE [key.sub=value ...] s3://bucket/key[@version] ...\n"
+    "       python -m events requeue config=FILE [key.sub=value ...] --state dead_letter"
 )
 
 
@@ -70,10 +74,24 @@ def requeue_arguments(arguments: list[str]) -> tuple[list[str], list[str]]:
     return targets, overrides
 
 
+def config_with_rules(arguments: list[str]) -> DispatchConfig:
+    """The dispatcher's config, which must hold rules for ``run`` and ``requeue``.
+
+    Raises:
+        SystemExit: no rules (the built-in defaults have none: without ``config=`` nothing would
+            ever be submitted or requeued, silently).
+    """
+    config = load_config(DispatchConfig, arguments)
+    if not config.rules:
+        sys.exit("the config has no rules, so nothing would be submitted or requeued: pass config=FILE "
+                 f"(e.g. config=jobs/configs/dispatch/local.yaml, as make dispatch does)\n{USAGE}")  # fmt: skip
+    return config
+
+
 def requeue(arguments: list[str]) -> None:
     """``python -m events requeue``: put dead letters back in the queue and say what was done."""
     targets, overrides = requeue_arguments(arguments)
-    config = load_config(DispatchConfig, overrides)
+    config = config_with_rules(overrides)
     report = requeue_dead_letters(build_ledger(config), config, targets, time.time())
     for object_version in report.requeued:
         print(f"requeued {object_version}")
@@ -91,13 +109,14 @@ def main(arguments: list[str]) -> None:
     if arguments[0] == "requeue":
         requeue(arguments[1:])
         return
-    config = load_config(DispatchConfig, arguments[1:])
     if arguments[0] == "run":
+        config = config_with_rules(arguments[1:])
         try:
             build_dispatcher(config).run()
         except KeyboardInterrupt:
             print("dispatcher stopped; open entries are picked up at the next start", file=sys.stderr)
     else:
+        config = load_config(DispatchConfig, arguments[1:])
         entries = build_ledger(config).recent(config.status_limit)
         print(status_table(entries) if entries else "the ledger has no events yet")
 

@@ -90,6 +90,8 @@ def test_requeue_command(ledger, tmp_path, capsys):
 
     assert "requeued data/incoming/a.parquet@etag" in capsys.readouterr().out
     assert ledger.get("data/incoming/a.parquet@etag").state == CLAIMED
+    with pytest.raises(SystemExit, match="the config has no rules"):  # it would requeue nothing, and say so quietly
+        events_main(["requeue", path, "--state", "dead_letter"])
     for wrong in (["requeue", path], ["requeue", path, "--state", "succeeded"],
                   ["requeue", path, "--state", "dead_letter", "s3://data/incoming/a.parquet"]):  # fmt: skip
         with pytest.raises(SystemExit):
