@@ -70,8 +70,9 @@ lock: $(STAMP)
 	@mv requirements/constraints.new requirements/constraints.txt && echo "wrote requirements/constraints.txt"
 
 ## test: the whole suite (starts its own S3 and Ray on private ports).
+## test: every test; pytest's exit code 5 (no tests collected) fails like any other (make exits 2).
 test: setup
-	$(PY) -m pytest -ra --durations=15
+	$(PY) -m pytest -ra --durations=15 || { status=$$?; [ $$status -ne 5 ] || echo "make test: pytest collected no tests" >&2; exit $$status; }
 
 test-fast: setup
 	$(PY) -m pytest -ra -m "not slow"
