@@ -58,7 +58,10 @@ class BenchServeConfig(BaseConfig):
 
     base_url: str = Field("http://127.0.0.1:8000", description="The app's address.")
     dashboard_url: str = Field("http://127.0.0.1:8265", description="Ray dashboard, for replica counts.")
-    api_key: str | None = Field(None, description="API key; default: the first of RAYFLEET_API_KEYS.")
+    api_key: str | None = Field(
+        None, description="API key; default: the first of RAYFLEET_API_KEYS, else of keys_file."
+    )
+    keys_file: str = Field(".run/serve-api-keys", description="The keys `make serve` wrote (its key when it made one).")
     models: list[str] = Field(
         default_factory=lambda: ["rayfleet", "rayfleet-base", "rayfleet-rag"], description="Models the users request, evenly."
     )
@@ -80,8 +83,11 @@ RECORDS: list[dict] = []
 
 def api_key(config: BenchServeConfig) -> str:
     key = config.api_key or os.environ.get("RAYFLEET_API_KEYS", "").split(",")[0].strip()
+    if not key and os.path.isfile(config.keys_file):
+        with open(config.keys_file) as keys:
+            key = next((line.strip() for line in keys if line.strip() and not line.startswith("#")), "")
     if not key:
-        sys.exit("set RAYFLEET_API_KEYS (or api_key=...) to the app's API key")
+        sys.exit(f"set RAYFLEET_API_KEYS (or api_key=...) to the app's API key; {config.keys_file} holds none")
     return key
 
 
