@@ -58,7 +58,9 @@ class DocumentSet(BaseConfig):
 
 
 DEFAULT_SETS = {
-    "pdfs": DocumentSet(documents=["../shared/data/pdfs"], prompts=str(DATA / "router_prompts_pdfs.jsonl")),
+    "pdfs": DocumentSet(
+        documents=[str(ROOT / ".." / "shared" / "data" / "pdfs")], prompts=str(DATA / "router_prompts_pdfs.jsonl")
+    ),
     "rayfleet_docs": DocumentSet(
         documents=[str(ROOT / "README.md"), str(ROOT / "docs")],
         prompts=str(DATA / "router_prompts_rayfleet_docs.jsonl"),
