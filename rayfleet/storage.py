@@ -11,15 +11,21 @@ standard AWS environment variables:
 
 Writes are atomic: an S3 PUT is atomic by nature, a local write goes to a temporary
 file that is renamed into place, so a killed job never leaves half a file.
+
+A job submitted with ``ray job submit --working-dir .`` runs in Ray's copy of that folder,
+removed with the Ray session: a relative path there is warned of once, since what a job
+writes to it is lost (use an absolute path or an ``s3://`` URI).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import posixpath
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -27,6 +33,7 @@ import pyarrow.fs as pafs
 logger = logging.getLogger(__name__)
 
 S3_SCHEMES = ("s3", "s3a")
+RAY_PACKAGE_PREFIX = "_ray_pkg_"  # the folder Ray unpacks a job's working_dir into (ray._private.runtime_env.packaging)
 
 
 @dataclass(frozen=True)
@@ -77,8 +84,25 @@ def resolve(uri: str) -> Location:
         return Location(s3_filesystem(), path, f"s3://{path}")
     if "://" in uri and not uri.startswith("file://"):
         raise ValueError(f"unsupported storage URI {uri!r}: use a local path or s3://bucket/key")
-    local_path = os.path.abspath(uri.removeprefix("file://"))
+    path = uri.removeprefix("file://")
+    if not os.path.isabs(path) and in_ray_working_dir_copy(os.getcwd()):
+        warn_of_relative_path_in_ray_copy(path, os.getcwd())
+    local_path = os.path.abspath(path)
     return Location(pafs.LocalFileSystem(), local_path, local_path)
+
+
+def in_ray_working_dir_copy(folder: str) -> bool:
+    """Whether ``folder`` lies in the copy of a working directory Ray unpacked for a submitted job."""
+    return any(part.startswith(RAY_PACKAGE_PREFIX) for part in Path(folder).parts)
+
+
+@functools.cache
+def warn_of_relative_path_in_ray_copy(path: str, folder: str) -> None:
+    logger.warning(
+        "%s is a relative path, so it is read and written in Ray's copy of the job's working directory (%s), "
+        "which is removed with the Ray session: give an absolute path or an s3:// URI to keep what is written there",
+        path, folder,
+    )  # fmt: skip
 
 
 def join(uri: str, *parts: str) -> str:

@@ -79,3 +79,22 @@ def test_contains_tells_a_folder_from_a_sibling_with_the_same_prefix(tmp_path):
     assert not storage.contains("s3://b/proj", "s3://b/project") and not storage.contains("s3://b/proj", str(tmp_path))
     assert storage.contains(str(tmp_path), str(tmp_path / "out"))
     assert not storage.contains(str(tmp_path / "a"), str(tmp_path / "ab"))
+
+
+def test_a_relative_path_in_rays_copy_of_a_jobs_working_dir_is_warned_of_once(tmp_path, monkeypatch, caplog):
+    copy = tmp_path / "runtime_resources" / "working_dir_files" / "_ray_pkg_0123abcd"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    with caplog.at_level("WARNING", logger="rayfleet.storage"):
+        storage.write_bytes("out/summaries.parquet", b"x")
+        storage.write_bytes("out/summaries.parquet", b"y")
+        storage.write_bytes(str(tmp_path / "kept.parquet"), b"z")
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1 and "out/summaries.parquet is a relative path" in warnings[0]
+    assert "removed with the Ray session" in warnings[0]
+
+    monkeypatch.chdir(tmp_path)  # an ordinary folder: relative paths are the user's own
+    with caplog.at_level("WARNING", logger="rayfleet.storage"):
+        caplog.clear()
+        storage.write_bytes("elsewhere.parquet", b"x")
+    assert not caplog.records
