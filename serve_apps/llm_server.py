@@ -10,7 +10,7 @@ with the remedy: ``max_loras: 0`` for that engine, adapters on a full-precision 
 
 It counts its generations by how they end (:class:`GenerationCounts`): ``finished``, ``failed``,
 or ``cancelled`` when the caller stopped reading (a path timed out and fell back, a client went
-away); a cancelled generation is aborted in vLLM, so nobody's tokens are computed for no one.
+away); a cancelled generation is aborted in vLLM, so no tokens are computed for a reader that is gone.
 """
 
 from __future__ import annotations
