@@ -171,8 +171,21 @@ def test_a_worker_killed_mid_run_resumes_from_its_checkpoint_without_repeating_o
 
 
 @pytest.mark.slow
-def test_resubmitting_a_run_resumes_it_and_publishes_a_new_version(ray_cluster, qa_set, s3_prefix, tiny_llama_path):
-    first = main(job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=2", "train.checkpoint_every=2"))
+def run_from_the_command_line(arguments: list[str]) -> dict:
+    """``python -m jobs.finetune``, as ``ray job submit`` runs it: the job's code is ``__main__`` there,
+    which Ray would pickle by value into the Train workers (its validated config classes fail that)."""
+    done = subprocess.run([sys.executable, "-m", "jobs.finetune", *arguments], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_run_from_the_command_line_resubmitted_resumes_and_publishes_a_new_version(
+    ray_cluster, qa_set, s3_prefix, tiny_llama_path
+):
+    first = run_from_the_command_line(
+        job_arguments(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=2", "train.checkpoint_every=2")
+    )
     second = main(job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=4", "train.checkpoint_every=2"))
 
     assert (first["steps"], first["resumed_from_steps"]) == (2, [])
@@ -193,18 +206,6 @@ def test_resubmitting_a_run_resumes_it_and_publishes_a_new_version(ray_cluster, 
     with pytest.raises(ValueError, match="trained on other data"):
         main(repacked)
     assert checkpoint_steps(repacked) == [2, 4], "the refused resume trained nothing"
-
-
-def test_the_job_runs_from_the_command_line(ray_cluster, qa_set, s3_prefix, tiny_llama_path):
-    """``python -m jobs.finetune``, as ``ray job submit`` runs it: the job's code is ``__main__`` there,
-    which Ray would pickle by value into the Train workers (its validated config classes fail that)."""
-    arguments = job_arguments(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=1")
-    done = subprocess.run([sys.executable, "-m", "jobs.finetune", *arguments], cwd=REPO, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-4000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["steps"] == 1 and report["adapter"] == "smollm2-acl-qa@1"
-    assert Registry(f"{s3_prefix}/registry", kind="adapters").versions("smollm2-acl-qa") == [1]
 
 
 def test_qlora_on_a_cpu_cluster_fails_before_anything_starts(tmp_path):
