@@ -77,7 +77,15 @@ def sampling_params(sampling: SamplingConfig, **options):
     )
 
 
-def is_int8_checkpoint(model_path: str) -> bool:
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Sapphire Rapids and later): vLLM multiplies int8 weights with its AMX
+    kernel there, not with oneDNN."""
+    import torch
+
+    return bool(torch.cpu._is_amx_tile_supported())
+
+
+def is_int8_checkpoint(model_path: str | Path) -> bool:
     """Whether a model folder holds a compressed-tensors int8 (W8A8) checkpoint."""
     config_file = Path(model_path) / "config.json"
     if not config_file.is_file():
@@ -103,12 +111,10 @@ def cpu_dtype(model_path: str, dtype: str, amx: bool) -> str:
 
 def engine_arguments(model_path: str, config: EngineConfig, on_gpu: bool) -> dict:
     """The vLLM engine arguments every rayfleet engine (offline and async) starts with."""
-    import torch
-
     arguments = dict(
         model=model_path,
         tokenizer=model_path,
-        dtype=config.dtype if on_gpu else cpu_dtype(model_path, config.dtype, torch.cpu._is_amx_tile_supported()),
+        dtype=config.dtype if on_gpu else cpu_dtype(model_path, config.dtype, cpu_has_amx()),
         max_model_len=config.max_model_len,
         max_num_seqs=config.max_num_seqs,
         enforce_eager=config.enforce_eager,

@@ -28,7 +28,7 @@ from pydantic import Field
 
 from rayfleet.config import BaseConfig
 from rayfleet.engines import EngineConfig, SamplingConfig, create_engine
-from rayfleet.quantization.folders import checkpoint_quantization
+from rayfleet.engines.vllm_engine import cpu_has_amx, is_int8_checkpoint
 from rayfleet.quantization.quality import QaPair, agreement_failures, greedy_agreement, qa_f1
 
 VLLM_CPU_INT8_LORA = (
@@ -75,19 +75,6 @@ class LoraCompatibility:
         return asdict(self)
 
 
-def quantization_format(model_folder: Path) -> str | None:
-    """The compressed-tensors format in a checkpoint's ``config.json`` (None when not quantized)."""
-    quantization = checkpoint_quantization(model_folder)
-    return None if quantization is None else quantization.get("format") or quantization.get("quant_method")
-
-
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles (Sapphire Rapids and later)."""
-    import torch
-
-    return bool(torch.cpu._is_amx_tile_supported())
-
-
 def int8_weights_fit_amx_kernel(model_folder: Path) -> bool:
     """Whether vLLM's AMX int8 kernel takes every int8 weight of the checkpoint (``n % 16 == 0`` and
     ``k % 32 == 0``, vLLM's ``check_cpu_sgl_kernel``); a weight it does not take goes to oneDNN."""
@@ -110,7 +97,7 @@ def vllm_lora_problem(model_folder: Path, on_gpu: bool, amx: bool | None = None)
         amx: whether the CPU has AMX (None: this machine's). With AMX, vLLM multiplies int8
             weights with its AMX kernel, under which LoRA works; without, with oneDNN, under which it does not.
     """
-    if on_gpu or quantization_format(model_folder) != "int-quantized":
+    if on_gpu or not is_int8_checkpoint(model_folder):
         return None
     if (cpu_has_amx() if amx is None else amx) and int8_weights_fit_amx_kernel(model_folder):
         return None
