@@ -1,6 +1,7 @@
 """The dispatch ledger: exactly one submission per object version.
 
-Every object version (``bucket/key@version-id-or-ETag``) gets one entry, created by a
+Every object version (``bucket/key@version-id``, or ``bucket/key@ETag~upload`` in a bucket without
+versioning) gets one entry, created by a
 conditional *claim* before anything is submitted, then moved through its states by
 compare-and-set transitions, so two dispatchers (or one restarted after a crash)
 never act on the same entry twice::

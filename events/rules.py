@@ -52,6 +52,7 @@ class ObjectEvent:
     size: int
     etag: str
     version_id: str | None = None
+    uploaded: str = ""  # which upload: S3's sequencer in a notification, LastModified in a listing ("" unknown)
 
     @property
     def uri(self) -> str:
@@ -64,8 +65,16 @@ class ObjectEvent:
 
     @property
     def object_version(self) -> str:
-        """The ledger's key: one submission per ``bucket/key@version``."""
-        return f"{self.bucket}/{self.key}@{self.version}"
+        """The ledger's key: one submission per ``bucket/key@version``.
+
+        Without a version id (a bucket without versioning) the ETag alone would call the
+        same bytes uploaded again after other contents (A, then B, then A) the first
+        upload, and the file would keep B's results; the upload's marker tells them apart:
+        ``bucket/key@ETag~uploaded``.
+        """
+        if self.version_id or not self.uploaded:
+            return f"{self.bucket}/{self.key}@{self.version}"
+        return f"{self.bucket}/{self.key}@{self.etag}~{self.uploaded}"
 
 
 class Rule(BaseConfig):

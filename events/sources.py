@@ -10,7 +10,8 @@ on both; the ledger makes the dispatch exactly once.
   and the same wrapped in an SNS envelope). A message that is not an S3 notification
   is left on the queue, so the queue's own redrive policy sets it aside.
 - :class:`BucketPoller` lists a bucket prefix for S3-compatible stores that send no
-  notifications (the local SeaweedFS): every object version it has not seen is an event.
+  notifications (the local SeaweedFS): every object version it has not seen is an event
+  (an upload of the same bytes again is a new version: its ``LastModified`` differs).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def _record_event(record: dict) -> ObjectEvent:
             size=int(found.get("size", 0)),
             etag=str(found.get("eTag", "")).strip('"'),
             version_id=found.get("versionId") or None,
+            uploaded=str(found.get("sequencer", "")),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise NotAnS3Notification(f"malformed S3 record: {error!r}") from error
@@ -128,17 +130,20 @@ class BucketPoller:
     client: object  # a boto3 S3 client
     bucket: str
     prefix: str = ""
-    seen: dict[str, str] = field(default_factory=dict)  # key -> ETag already reported
+    seen: dict[str, str] = field(default_factory=dict)  # key -> object version already reported
 
     def receive(self) -> list[Delivery]:
         events = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
             for found in page.get("Contents", []):
-                event = ObjectEvent(self.bucket, found["Key"], int(found["Size"]), found["ETag"].strip('"'))
-                if self.seen.get(event.key) != event.etag:
+                event = ObjectEvent(
+                    self.bucket, found["Key"], int(found["Size"]), found["ETag"].strip('"'),
+                    uploaded=found["LastModified"].isoformat(),
+                )  # fmt: skip
+                if self.seen.get(event.key) != event.object_version:
                     events.append(event)
         return [Delivery(events)] if events else []
 
     def acknowledge(self, delivery: Delivery) -> None:
         # Remembered only once recorded: a crash before that lists the objects again.
-        self.seen.update((event.key, event.etag) for event in delivery.events)
+        self.seen.update((event.key, event.object_version) for event in delivery.events)

@@ -224,6 +224,23 @@ def test_a_failing_open_entry_does_not_stop_new_events(local_s3, tmp_path):
     assert dispatcher.source.receive() == [], "the delivery was acknowledged"
 
 
+def test_a_file_put_back_to_earlier_contents_is_claimed_again_and_a_restart_claims_nothing(local_s3, tmp_path):
+    dispatcher = dispatcher_on_bucket(local_s3, tmp_path, FaultInjectionRejectingCluster())
+    s3 = local_s3.client()
+    claimed = []
+    for body in (b"handbook v1", b"handbook v2", b"handbook v1"):  # v2 withdrawn: v1 is current again
+        s3.put_object(Bucket=dispatcher.config.poller.bucket, Key="incoming/handbook.parquet", Body=body)
+        claimed.append(dispatcher.run_cycle().claimed)
+        time.sleep(1.1)  # S3 keeps LastModified to the second
+
+    assert claimed == [1, 1, 1], "v1's second upload is new work, not a duplicate of its first"
+    config = dispatcher.config
+    restarted = Dispatcher(config, BucketPoller(local_s3.client(), config.poller.bucket, "incoming/"),
+                           SqliteLedger(config.ledger.sqlite_path), FaultInjectionRejectingCluster(), SettableClock())
+    report = restarted.run_cycle()
+    assert (report.received, report.duplicates, report.claimed) == (1, 1, 0)
+
+
 def test_an_event_the_ledger_refuses_is_received_again_and_the_others_are_claimed(local_s3, tmp_path):
     ledger = FaultInjectionRefusingLedger(tmp_path / "ledger.sqlite")
     dispatcher = dispatcher_on_bucket(local_s3, tmp_path, FaultInjectionRejectingCluster(), ledger=ledger)

@@ -57,6 +57,13 @@ def test_entrypoint_fills_placeholders_and_quotes_them():
 def test_version_id_beats_etag_in_the_object_version():
     assert ObjectEvent("b", "k", 1, "etag").object_version == "b/k@etag"
     assert ObjectEvent("b", "k", 1, "etag", version_id="v2").object_version == "b/k@v2"
+    assert ObjectEvent("b", "k", 1, "etag", version_id="v2", uploaded="0055AED6DCD90281E5").object_version == "b/k@v2"
+
+
+def test_without_a_version_id_each_upload_of_the_same_bytes_is_its_own_object_version():
+    first, again = (ObjectEvent("b", "k", 1, "etag", uploaded=marker) for marker in ("0055AED6DCD90281E5", "0055AED6DCD9028A11"))
+    assert first.object_version == "b/k@etag~0055AED6DCD90281E5" != again.object_version
+    assert first.version == again.version == "etag", "placeholders still name the contents"
 
 
 def test_unknown_placeholder_fails_when_the_rules_load():

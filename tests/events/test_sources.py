@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -26,9 +27,10 @@ def s3_record(key: str, event_name: str = "ObjectCreated:Put", version_id: str |
 
 def test_batched_records_with_encoded_keys_and_versions():
     body = json.dumps({"Records": [s3_record("incoming/q3+report%282%29.parquet"), s3_record("incoming/b.parquet", version_id="v7")]})
+    etag, sequencer = "0123456789abcdef0123456789abcdef", "0A1B2C3D4E5F678901"
     assert parse_s3_notification(body) == [
-        ObjectEvent("data", "incoming/q3 report(2).parquet", 1024, "0123456789abcdef0123456789abcdef"),
-        ObjectEvent("data", "incoming/b.parquet", 1024, "0123456789abcdef0123456789abcdef", "v7"),
+        ObjectEvent("data", "incoming/q3 report(2).parquet", 1024, etag, uploaded=sequencer),
+        ObjectEvent("data", "incoming/b.parquet", 1024, etag, "v7", uploaded=sequencer),
     ]
 
 
@@ -89,3 +91,21 @@ def test_bucket_poller_reports_each_object_version_once(local_s3):
     changed = poller.receive()[0].events
     assert sorted(event.key for event in changed) == ["incoming/a.parquet", "incoming/c.parquet"]
     assert {event.etag for event in changed}.isdisjoint({first[0].events[0].etag}), "a rewrite is a new version"
+
+
+def test_bucket_poller_tells_the_same_bytes_uploaded_again_from_their_first_upload(local_s3):
+    bucket = f"poll-{uuid.uuid4().hex[:8]}"
+    local_s3.create_bucket(bucket)
+    s3 = local_s3.client()
+    poller = BucketPoller(s3, bucket)
+    reported = []
+    for body in (b"contents A", b"contents B", b"contents A"):  # B replaced by A again: A is current
+        s3.put_object(Bucket=bucket, Key="handbook.pdf", Body=body)
+        (delivery,) = poller.receive()
+        poller.acknowledge(delivery)
+        reported += delivery.events
+        time.sleep(1.1)  # S3 keeps LastModified to the second
+
+    assert [event.etag for event in reported][0] == reported[2].etag != reported[1].etag
+    assert len({event.object_version for event in reported}) == 3, "each upload is its own object version"
+    assert BucketPoller(s3, bucket).receive()[0].events == reported[2:], "a new poller lists the current upload as it was"
