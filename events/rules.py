@@ -19,6 +19,10 @@ when the rule has a ``suffix``), ``{version}`` (the version id or ETag) and
 ``{relative_stem}`` and ``{safe_version}`` is new for every object and every version
 of it, so a re-uploaded file is summarized afresh instead of skipped as done.
 
+A rule with ``on_removed: true`` also runs its job when a matching object is deleted (the
+same overrides; ``{version}`` is the deleted version's, if the source knows it): the
+default ingestion rules do, so a deleted file leaves the corpus and the index.
+
 A value that holds a placeholder reaches the job as exactly that string: the job reads
 each override value as YAML (``rayfleet.config.parse_override``), where ``#`` starts a
 comment and ``: `` a mapping, so such a value is passed as a quoted YAML scalar when it
@@ -43,6 +47,9 @@ PLACEHOLDERS = (
 )  # fmt: skip
 
 
+REMOVED_MARK = "removed~"  # starts the version part of a deletion's object version
+
+
 @dataclass(frozen=True)
 class ObjectEvent:
     """One object version that landed in a bucket, whichever source reported it."""
@@ -53,6 +60,7 @@ class ObjectEvent:
     etag: str
     version_id: str | None = None
     uploaded: str = ""  # which upload: S3's sequencer in a notification, LastModified in a listing ("" unknown)
+    removed: bool = False  # the object was deleted (size 0; etag and uploaded those of the version deleted, if known)
 
     @property
     def uri(self) -> str:
@@ -70,11 +78,11 @@ class ObjectEvent:
         Without a version id (a bucket without versioning) the ETag alone would call the
         same bytes uploaded again after other contents (A, then B, then A) the first
         upload, and the file would keep B's results; the upload's marker tells them apart:
-        ``bucket/key@ETag~uploaded``.
+        ``bucket/key@ETag~uploaded``. A deletion is ``bucket/key@removed~...`` (what the
+        source knows of it: the deleted version, or S3's sequencer).
         """
-        if self.version_id or not self.uploaded:
-            return f"{self.bucket}/{self.key}@{self.version}"
-        return f"{self.bucket}/{self.key}@{self.etag}~{self.uploaded}"
+        which = self.version_id or "~".join(part for part in (self.etag, self.uploaded) if part)
+        return f"{self.bucket}/{self.key}@{REMOVED_MARK if self.removed else ''}{which}"
 
 
 class Rule(BaseConfig):
@@ -99,6 +107,10 @@ class Rule(BaseConfig):
     timeout_s: float | None = Field(
         None, gt=0, description="A job unfinished this long after its submission is stopped and fails; None: no limit."
     )
+    on_removed: bool = Field(
+        False, description="Run the job, with the same overrides, when a matching object is deleted too (for jobs that "
+        "follow deletions: jobs.ingest given a deleted file records it deleted and the index drops it).",
+    )
 
     @field_validator("overrides")
     @classmethod
@@ -113,13 +125,16 @@ class Rule(BaseConfig):
         return overrides
 
     def matches(self, event: ObjectEvent) -> bool:
-        """True when ``event`` is for this rule."""
+        """True when ``event`` is for this rule (a deletion only when the rule follows deletions; sizes do not apply)."""
+        if event.removed:
+            return self.on_removed and self._names(event)
+        return self._names(event) and event.size >= self.min_size and (self.max_size is None or event.size <= self.max_size)
+
+    def _names(self, event: ObjectEvent) -> bool:
         return (
             (self.bucket is None or event.bucket == self.bucket)
             and event.key.startswith(self.prefix)
             and event.key.endswith(self.suffix)
-            and event.size >= self.min_size
-            and (self.max_size is None or event.size <= self.max_size)
         )
 
 

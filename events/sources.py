@@ -5,20 +5,21 @@ deliveries (a group of events and what to acknowledge), ``acknowledge()`` confir
 once the dispatcher has recorded its events in the ledger. Delivery is at least once
 on both; the ledger makes the dispatch exactly once.
 
-- :class:`SqsSource` reads standard S3 event notifications (AWS JSON, one or many
-  ``Records`` per message, the ``s3:TestEvent`` sent when notifications are set up,
-  and the same wrapped in an SNS envelope). A message that is not an S3 notification
+- :class:`SqsSource` reads standard S3 event notifications of created and removed
+  objects (AWS JSON, one or many ``Records`` per message, the ``s3:TestEvent`` sent
+  when notifications are set up, and the same wrapped in an SNS envelope). A message that is not an S3 notification
   is left on the queue, so the queue's own redrive policy sets it aside.
 - :class:`BucketPoller` lists a bucket prefix for S3-compatible stores that send no
   notifications (the local SeaweedFS): every object version it has not seen is an event
-  (an upload of the same bytes again is a new version: its ``LastModified`` differs).
+  (an upload of the same bytes again is a new version: its ``LastModified`` differs), and
+  so is the deletion of an object it saw.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 from urllib.parse import unquote_plus
 
@@ -56,7 +57,8 @@ def parse_s3_notification(body: str) -> list[ObjectEvent]:
 
     Accepts the S3 event JSON (``{"Records": [...]}``), S3's test event (no events) and
     either of those inside an SNS envelope (``{"Type": "Notification", "Message": ...}``).
-    Records other than ``ObjectCreated:*`` (deletions, restores) give no events.
+    ``ObjectRemoved:*`` records give deletions (``removed``); other records (restores,
+    replication) give no events.
 
     Raises:
         NotAnS3Notification: the body is not one of those.
@@ -74,10 +76,15 @@ def parse_s3_notification(body: str) -> list[ObjectEvent]:
     records = message.get("Records")
     if not isinstance(records, list):
         raise NotAnS3Notification("no Records list")
-    return [_record_event(record) for record in records if str(record.get("eventName", "")).startswith("ObjectCreated:")]
+    kinds = [str(record.get("eventName", "")) for record in records]
+    return [
+        _record_event(record, removed=kind.startswith("ObjectRemoved:"))
+        for record, kind in zip(records, kinds)
+        if kind.startswith(("ObjectCreated:", "ObjectRemoved:"))
+    ]
 
 
-def _record_event(record: dict) -> ObjectEvent:
+def _record_event(record: dict, removed: bool) -> ObjectEvent:
     try:
         s3 = record["s3"]
         found = s3["object"]
@@ -88,6 +95,7 @@ def _record_event(record: dict) -> ObjectEvent:
             etag=str(found.get("eTag", "")).strip('"'),
             version_id=found.get("versionId") or None,
             uploaded=str(found.get("sequencer", "")),
+            removed=removed,
         )
     except (KeyError, TypeError, ValueError) as error:
         raise NotAnS3Notification(f"malformed S3 record: {error!r}") from error
@@ -125,25 +133,33 @@ class SqsSource:
 
 @dataclass
 class BucketPoller:
-    """Every object version under ``s3://bucket/prefix`` not yet seen by this poller, one listing at a time."""
+    """Every object version under ``s3://bucket/prefix`` not yet seen by this poller, one listing at a time,
+    and the deletion of every object it saw that a listing no longer has (while it runs: an object deleted
+    while no poller ran was never seen by the next one)."""
 
     client: object  # a boto3 S3 client
     bucket: str
     prefix: str = ""
-    seen: dict[str, str] = field(default_factory=dict)  # key -> object version already reported
+    seen: dict[str, ObjectEvent] = field(default_factory=dict)  # key -> its version already reported
 
     def receive(self) -> list[Delivery]:
-        events = []
+        events, listed = [], set()
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
             for found in page.get("Contents", []):
                 event = ObjectEvent(
                     self.bucket, found["Key"], int(found["Size"]), found["ETag"].strip('"'),
                     uploaded=found["LastModified"].isoformat(),
                 )  # fmt: skip
-                if self.seen.get(event.key) != event.object_version:
+                listed.add(event.key)
+                if self.seen.get(event.key) != event:
                     events.append(event)
+        events += [replace(last, size=0, removed=True) for key, last in self.seen.items() if key not in listed]
         return [Delivery(events)] if events else []
 
     def acknowledge(self, delivery: Delivery) -> None:
         # Remembered only once recorded: a crash before that lists the objects again.
-        self.seen.update((event.key, event.object_version) for event in delivery.events)
+        for event in delivery.events:
+            if event.removed:
+                self.seen.pop(event.key, None)
+            else:
+                self.seen[event.key] = event

@@ -24,8 +24,10 @@ Scanned PDF pages and pictures of text (PNG, JPEG, TIFF...) are read by OCR (``o
 
 Exact duplicates (same bytes) are kept once and counted. A rerun skips every file in
 the ledger with the same size and modification time, so it does no work twice and
-picks up new or changed files incrementally. A file gone from a folder the job is given is
-recorded as deleted (``prune_deleted``), and an index built from this output leaves it out,
+picks up new or changed files incrementally. A file gone from a folder the job is given, or
+an input file an earlier run ingested that no longer exists (the dispatcher runs the job on a
+deleted file's name), is recorded as deleted (``prune_deleted``), and an index built from this
+output leaves it out,
 as it leaves out a changed file's earlier versions. With ``index_output=`` the job then brings
 that retrieval index up to date with every chunk (``jobs.build_index``: only new chunks are
 embedded), so one event-triggered run takes new files all the way to the serving RAG path.
@@ -38,6 +40,7 @@ import logging
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -86,7 +89,8 @@ class IngestConfig(BaseConfig):
     prune_deleted: bool = Field(
         True,
         description="Record as deleted the files an earlier run ingested under a folder of `input` that it no longer "
-        "holds: an index built from this output leaves their documents out (a single-file input prunes nothing).",
+        "holds, or at an `input` that no longer exists (a deleted file): an index built from this output leaves "
+        "their documents out.",
     )
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Chunk size, overlap and tokenizer.")
     ocr: OcrConfig = Field(default_factory=OcrConfig, description="OCR of scanned PDF pages and image files.")
@@ -151,23 +155,51 @@ def commit(config: IngestConfig, run_id: str, results: list[FileResult]) -> None
     )
 
 
-def list_input_files(config: IngestConfig) -> tuple[list[storage.FileEntry], int, list[str]]:
-    """Every file under the inputs, once, leaving out the job's own output folder; how many system
-    files (Office lock files, Thumbs.db, desktop.ini) were passed over; and the inputs that are
-    folders (as ``uri/`` prefixes: what a deleted file is looked for under)."""
+@dataclass
+class InputListing:
+    """What the inputs hold now."""
+
+    files: list[storage.FileEntry]  # every file under the inputs, once, but the job's own output
+    system_files: int  # Office lock files, Thumbs.db, desktop.ini: passed over
+    folders: list[str]  # the inputs that are folders, as ``uri/`` prefixes: where deleted files are looked for
+    missing: list[str]  # the inputs that no longer exist (a deleted file or folder)
+
+
+def list_input_files(config: IngestConfig) -> InputListing:
+    """Every file under the inputs, and which inputs are folders or gone."""
     output = storage.resolve(config.output).uri.rstrip("/") + "/"
     found: dict[str, storage.FileEntry] = {}
-    folders = []
+    folders, missing = [], []
     for uri in config.input:
-        entries = storage.list_entries(uri)
         resolved = storage.resolve(uri).uri
+        try:
+            entries = storage.list_entries(uri)
+        except FileNotFoundError:
+            missing.append(resolved.rstrip("/"))
+            continue
         if not (len(entries) == 1 and entries[0].uri == resolved):
             folders.append(resolved.rstrip("/") + "/")
         for entry in entries:
             if not entry.uri.startswith(output):
                 found.setdefault(entry.uri, entry)
     documents = [entry for entry in found.values() if not is_system_file(entry.uri)]
-    return documents, len(found) - len(documents), folders
+    return InputListing(documents, len(found) - len(documents), folders, missing)
+
+
+def within(source: str, places: list[str]) -> bool:
+    """Whether ``source`` is one of ``places`` or under one (a folder's ``uri/`` prefix, or a missing input)."""
+    return any(source == place or source.startswith(place.rstrip("/") + "/") for place in places)
+
+
+def require_known(missing: list[str], ledger: list[dict]) -> None:
+    """Fail on an input that does not exist and never held an ingested file (a wrong path, not a deletion).
+
+    Raises:
+        FileNotFoundError: naming those inputs.
+    """
+    unknown = [uri for uri in missing if not any(within(row["source"], [uri]) for row in ledger)]
+    if unknown:
+        raise FileNotFoundError(f"no file or folder at {', '.join(unknown)} (and no earlier run ingested one there)")
 
 
 def plan_files(
@@ -185,18 +217,17 @@ def plan_files(
     return todo, len(files) - len(todo)
 
 
-def record_deleted_files(
-    config: IngestConfig, listed: list[storage.FileEntry], folders: list[str], ledger: list[dict], run_id: str
-) -> int:
-    """Ledger rows ``deleted`` for files the ``ledger`` rows hold under ``folders`` that the listing no longer
-    has; returns how many."""
-    if not (config.prune_deleted and folders):
+def record_deleted_files(config: IngestConfig, listing: InputListing, ledger: list[dict], run_id: str) -> int:
+    """Ledger rows ``deleted`` for files the ``ledger`` rows hold under the listing's folders, or at its missing
+    inputs, that the listing no longer has; returns how many."""
+    places = listing.folders + listing.missing
+    if not (config.prune_deleted and places):
         return 0
-    present = {entry.uri for entry in listed}
+    present = {entry.uri for entry in listing.files}
     latest = latest_rows(ledger)
     gone = [
         row for source, row in sorted(latest.items())
-        if row["outcome"] != OUTCOME_DELETED and source not in present and source.startswith(tuple(folders))
+        if row["outcome"] != OUTCOME_DELETED and source not in present and within(source, places)
     ]  # fmt: skip
     if gone:
         now = utc_now()
@@ -204,7 +235,7 @@ def record_deleted_files(
                  "outcome": OUTCOME_DELETED, "run_id": run_id, "created_at": now} for row in gone]  # fmt: skip
         ledger_file = storage.join(config.table("_files"), f"{run_id}-deleted.parquet")
         write_table(ledger_file, pa.Table.from_pylist(rows, FILES_SCHEMA))
-        logger.info("%d file(s) ingested before are gone from %s: recorded as deleted (%s)", len(gone), folders,
+        logger.info("%d file(s) ingested before are gone from %s: recorded as deleted (%s)", len(gone), places,
                     ", ".join(row["source"] for row in gone[:5]) + (", ..." if len(gone) > 5 else ""))  # fmt: skip
     return len(gone)
 
@@ -269,19 +300,20 @@ def main(config: IngestConfig) -> dict:
     started = time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
     storage.ensure_bucket(config.output)
-    files, system_files, folders = list_input_files(config)
-    ledger = read_folder(config.table("_files"), LEDGER_COLUMNS).to_pylist()  # read once for both
-    deleted = record_deleted_files(config, files, folders, ledger, run_id)
-    todo, already_done = plan_files(config, files, ledger)  # the rows just recorded are of files not listed
-    logger.info("%d files: %d to ingest, %d already done (%d system files passed over)", len(files), len(todo),
-                already_done, system_files)  # fmt: skip
+    listing = list_input_files(config)
+    ledger = read_folder(config.table("_files"), LEDGER_COLUMNS).to_pylist()  # read once for all three
+    require_known(listing.missing, ledger)
+    deleted = record_deleted_files(config, listing, ledger, run_id)
+    todo, already_done = plan_files(config, listing.files, ledger)  # the rows just recorded are of files not listed
+    logger.info("%d files: %d to ingest, %d already done (%d system files passed over)", len(listing.files),
+                len(todo), already_done, listing.system_files)  # fmt: skip
     if todo:
         init_ray(config.ray_address)
         ingest_dataset(config, todo, run_id, known_documents(config))
     # Two copies of one content in the same run were both parsed; keep the first.
     removed = drop_duplicate_ids(config.table("documents"), "doc_id")
     drop_duplicate_ids(config.table("chunks"), "chunk_id")
-    report = run_report(config, run_id, already_done, removed, system_files, time.monotonic() - started)
+    report = run_report(config, run_id, already_done, removed, listing.system_files, time.monotonic() - started)
     report["deleted"] = deleted
     if config.index_output:
         report["index"] = update_index_after_ingest(config)

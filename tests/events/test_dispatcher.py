@@ -241,6 +241,20 @@ def test_a_file_put_back_to_earlier_contents_is_claimed_again_and_a_restart_clai
     assert (report.received, report.duplicates, report.claimed) == (1, 1, 0)
 
 
+def test_a_deleted_file_is_claimed_once_for_a_rule_that_follows_deletions(local_s3, tmp_path):
+    follows = {**fault_injection_rule(0), "name": "follows-deletions", "on_removed": True}
+    dispatcher = dispatcher_on_bucket(local_s3, tmp_path, FaultInjectionRejectingCluster(), rules=[follows])
+    s3 = local_s3.client()
+    s3.put_object(Bucket=dispatcher.config.poller.bucket, Key="incoming/handbook.parquet", Body=b"handbook")
+    assert dispatcher.run_cycle().claimed == 1
+    s3.delete_object(Bucket=dispatcher.config.poller.bucket, Key="incoming/handbook.parquet")
+
+    assert dispatcher.run_cycle().claimed == 1
+    assert dispatcher.run_cycle().claimed == 0, "once"
+    (deletion,) = [entry for entry in dispatcher.ledger.recent(10) if "@removed~" in entry.object_version]
+    assert deletion.rule == "follows-deletions" and "input=s3://" in deletion.entrypoint
+
+
 def test_an_event_the_ledger_refuses_is_received_again_and_the_others_are_claimed(local_s3, tmp_path):
     ledger = FaultInjectionRefusingLedger(tmp_path / "ledger.sqlite")
     dispatcher = dispatcher_on_bucket(local_s3, tmp_path, FaultInjectionRejectingCluster(), ledger=ledger)

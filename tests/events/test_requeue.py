@@ -17,8 +17,8 @@ FIXED_RULE = {"name": "fixed", "prefix": "incoming/", "job": "jobs.fault_injecti
               "overrides": ["input={uri}", "exit_code=0"]}  # fmt: skip
 
 
-def dead_letter(ledger: SqliteLedger, key: str, state: str = DEAD_LETTER) -> LedgerEntry:
-    object_version = f"data/{key}@etag"
+def dead_letter(ledger: SqliteLedger, key: str, state: str = DEAD_LETTER, version: str = "etag") -> LedgerEntry:
+    object_version = f"data/{key}@{version}"
     entry = LedgerEntry(object_version, "data", key, "etag", 10, "broken", "python -m jobs.fault_injection exit_code=1",
                         state=state, attempt=3, submission_id=submission_id(object_version, 3), owner="old",
                         created_at=1.0, updated_at=2.0, last_error="job FAILED", log_tail="Traceback ...")  # fmt: skip
@@ -96,3 +96,12 @@ def test_requeue_command(ledger, tmp_path, capsys):
                   ["requeue", path, "--state", "dead_letter", "s3://data/incoming/a.parquet"]):  # fmt: skip
         with pytest.raises(SystemExit):
             events_main(wrong)
+
+
+def test_a_dead_lettered_deletion_is_requeued_only_under_a_rule_that_follows_deletions(ledger, tmp_path):
+    deletion = dead_letter(ledger, "incoming/a.pdf", version="removed~etag")
+    ignores = config_for(tmp_path / "ledger.sqlite", [FIXED_RULE])
+    assert requeue_dead_letters(ledger, ignores, [], now=50.0).without_rule == [deletion.object_version]
+
+    follows = config_for(tmp_path / "ledger.sqlite", [{**FIXED_RULE, "on_removed": True}])
+    assert requeue_dead_letters(ledger, follows, [], now=60.0).requeued == [deletion.object_version]

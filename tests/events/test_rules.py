@@ -94,6 +94,32 @@ def test_default_rules_send_raw_files_to_ingestion_before_parquet_to_summarizati
     assert first_match(config.rules, parquet).job == "jobs.summarize"
 
 
+@pytest.mark.parametrize("config_file", ["local.yaml", "aws.yaml"])
+def test_default_rules_ingest_a_deleted_raw_file_and_leave_deleted_parquet_alone(config_file):
+    config = load_config(DispatchConfig, [f"config={REPO / 'jobs/configs/dispatch' / config_file}"])
+    deleted = ObjectEvent("rayfleet", "incoming/raw/manual.pdf", 0, "e", removed=True)
+    assert shlex.split(entrypoint(first_match(config.rules, deleted), deleted))[:4] == [
+        "python", "-m", "jobs.ingest", "input=s3://rayfleet/incoming/raw/manual.pdf"]  # fmt: skip
+    assert first_match(config.rules, ObjectEvent("rayfleet", "incoming/papers.parquet", 0, "e", removed=True)) is None
+
+
+def test_a_deletion_matches_only_rules_that_follow_deletions_whatever_their_sizes():
+    deleted = ObjectEvent("data", "incoming/a.parquet", 0, "e1", removed=True)
+    assert not summarize_rule().matches(deleted)
+    assert summarize_rule(on_removed=True, min_size=100).matches(deleted)
+    assert not summarize_rule(on_removed=True, prefix="other/").matches(deleted)
+    follows = summarize_rule(name="follows", on_removed=True)
+    assert first_match([summarize_rule(), follows], deleted) is follows, "passed over by rules that do not follow them"
+
+
+def test_a_deletion_is_its_own_object_version():
+    created = ObjectEvent("b", "k", 1, "etag", uploaded="2026-12-01T02:19:36+00:00")
+    deleted = ObjectEvent("b", "k", 0, "etag", uploaded="2026-12-01T02:19:36+00:00", removed=True)
+    assert deleted.object_version == "b/k@removed~etag~2026-12-01T02:19:36+00:00" != created.object_version
+    assert ObjectEvent("b", "k", 0, "", uploaded="005F3A", removed=True).object_version == "b/k@removed~005F3A"
+    assert ObjectEvent("b", "k", 0, "", "marker-v9", removed=True).object_version == "b/k@removed~marker-v9"
+
+
 NASTY_NAMES = [
     "Invoice #123.pdf", "Re: budget 2025.eml", "it's \"quoted\".pdf", "Ünïcode файл 文件 😀.pdf", "notes - v2 .pdf",
     "- leading dash.pdf", "[draft].pdf", "{brace}.pdf", "%percent.pdf", "@at.pdf", "*star.pdf", "!bang.pdf",

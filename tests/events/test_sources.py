@@ -34,10 +34,12 @@ def test_batched_records_with_encoded_keys_and_versions():
     ]
 
 
-def test_test_event_and_removals_give_no_events():
+def test_test_event_and_restores_give_no_events_and_removals_give_deletions():
     test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-11-28T20:00:00.000Z", "Bucket": "data"}
     assert parse_s3_notification(json.dumps(test_event)) == []
-    assert parse_s3_notification(json.dumps({"Records": [s3_record("a.parquet", "ObjectRemoved:Delete")]})) == []
+    assert parse_s3_notification(json.dumps({"Records": [s3_record("a.parquet", "ObjectRestore:Completed")]})) == []
+    (deleted,) = parse_s3_notification(json.dumps({"Records": [s3_record("a.parquet", "ObjectRemoved:Delete")]}))
+    assert deleted.removed and deleted.key == "a.parquet" and deleted.uploaded == "0A1B2C3D4E5F678901"
 
 
 def test_sns_envelope_is_unwrapped():
@@ -109,3 +111,23 @@ def test_bucket_poller_tells_the_same_bytes_uploaded_again_from_their_first_uplo
     assert [event.etag for event in reported][0] == reported[2].etag != reported[1].etag
     assert len({event.object_version for event in reported}) == 3, "each upload is its own object version"
     assert BucketPoller(s3, bucket).receive()[0].events == reported[2:], "a new poller lists the current upload as it was"
+
+
+def test_bucket_poller_reports_the_deletion_of_an_object_it_saw_once(local_s3):
+    bucket = f"poll-{uuid.uuid4().hex[:8]}"
+    local_s3.create_bucket(bucket)
+    s3 = local_s3.client()
+    for key in ("incoming/a.pdf", "incoming/b.pdf"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"contents")
+    poller = BucketPoller(s3, bucket, "incoming/")
+    (listed,) = poller.receive()
+    poller.acknowledge(listed)
+
+    s3.delete_object(Bucket=bucket, Key="incoming/a.pdf")
+    (delivery,) = poller.receive()
+    (deleted,) = delivery.events
+    created = next(event for event in listed.events if event.key == "incoming/a.pdf")
+    assert (deleted.key, deleted.removed, deleted.etag, deleted.uploaded) == (created.key, True, created.etag, created.uploaded)
+    assert poller.receive()[0].events == [deleted], "not acknowledged yet: reported again"
+    poller.acknowledge(delivery)
+    assert poller.receive() == [], "reported once"

@@ -209,3 +209,18 @@ def test_ingest_brings_an_index_up_to_date_so_new_files_are_retrievable(ray_clus
     storage.write_bytes(f"{s3_prefix}/raw/notes.html", HTML)
     restored = main(load_config(IngestConfig, overrides))
     assert restored["files"] == 1 and indexed_sources() == {"tips.md", "pump.docx", "notes.html"}
+
+    # pump.docx is deleted and the job is given that one file, as the dispatcher does on its deletion.
+    storage.delete(f"{s3_prefix}/raw/pump.docx")
+    one_file = [f"input={s3_prefix}/raw/pump.docx", *overrides[1:]]
+    gone = main(load_config(IngestConfig, one_file))
+    assert (gone["deleted"], gone["files"]) == (1, 0) and indexed_sources() == {"tips.md", "notes.html"}
+    assert main(load_config(IngestConfig, one_file))["deleted"] == 0, "recorded once"
+
+
+def test_an_input_that_never_existed_fails_the_run_and_is_named(tmp_path):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "tips.md").write_bytes(MARKDOWN)
+    overrides = [f"input=[{tmp_path}/raw, {tmp_path}/raw/typo.md]", f"output={tmp_path}/corpus"]
+    with pytest.raises(FileNotFoundError, match=r"typo\.md \(and no earlier run ingested one there\)"):
+        main(load_config(IngestConfig, overrides))
