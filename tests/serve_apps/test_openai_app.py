@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -17,21 +18,25 @@ import httpx
 import openai
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from rayfleet import storage
-from serve_apps.config import ServeAppConfig
+from rayfleet.config import read_yaml
+from serve_apps.cli import serve_file
 from serve_apps.targets import choose_arm
 from tests.conftest import free_port
 from tests.serve_apps.conftest import API_KEY
 
 pytestmark = pytest.mark.slow
 
+REPO = Path(__file__).resolve().parents[2]
 PAPER_QUESTION = "According to the paper, which dataset do the authors evaluate their parser on?"
 LONG_ANSWER = "Write a long story about a dragon who learns to fly."
 
 
-def app_config(artifacts, keys_file) -> ServeAppConfig:
-    return ServeAppConfig.model_validate({
+def app_args(artifacts) -> dict:
+    """The app's args for this module: every kind of path, small limits, an A/B test."""
+    return {
         "engines": {"default": {"engine": {"kind": "vllm", "cpu_kv_cache_gib": 1, "max_model_len": 2048, "max_num_seqs": 16},
                                 "max_loras": 2, "max_lora_rank": 8}},
         "paths": {
@@ -45,28 +50,39 @@ def app_config(artifacts, keys_file) -> ServeAppConfig:
             "hasty": {"kind": "base", "timeout_s": 0.4, "fallback": ["base"]},  # no 48-token answer in 0.4 s here
         },
         "router": {"model": artifacts.router, "relevance": {"index": artifacts.index, "refresh_s": 1}},
-        "ingress": {"auth": {"keys_file": str(keys_file)},
-                    "limits": {"max_prompt_tokens": 256, "max_tokens": 48, "default_max_tokens": 8, "max_in_flight": 6}},
+        "ingress": {"limits": {"max_prompt_tokens": 256, "max_tokens": 48, "default_max_tokens": 8, "max_in_flight": 6}},
         "ab_tests": [{"name": "qa-v1-v2", "applies_to": "rayfleet-finetuned",
                       "arms": [{"name": "v1", "weight": 3, "model": "rayfleet-finetuned:qa@1"},
                                {"name": "v2", "weight": 1, "model": "rayfleet-finetuned:qa@2"}]}],
         "request_log": {"uri": artifacts.logs, "batch_rows": 1000, "flush_seconds": 2},
-    })  # fmt: skip
+    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def app(ray_cluster, serve_artifacts, tmp_path_factory):
-    """The running app: its config and base URL."""
+    """The running app, started as ``make serve`` starts it: ``python -m serve_apps.cli up`` with the shipped
+    local Serve config (its runtime environment, proxy), this module's app args and keys from the environment.
+    Yields the app's config as deployed and its base URL."""
     from ray import serve
 
-    from serve_apps.openai_app import build_app
-
-    keys_file = tmp_path_factory.mktemp("secrets") / "api-keys"
-    keys_file.write_text(f"# one key a line\nanother-key\n{API_KEY}\n")
-    config = app_config(serve_artifacts, keys_file)
+    folder = tmp_path_factory.mktemp("serve")
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(config), name="rayfleet", route_prefix="/")
+    serve_config = read_yaml(str(REPO / "serve_apps" / "configs" / "local.yaml"))
+    serve_config["http_options"]["port"] = port
+    serve_config["applications"][0]["args"] = app_args(serve_artifacts)
+    (folder / "serve.yaml").write_text(yaml.safe_dump(serve_config))
+    keys_file = folder / "api-keys"
+    started = subprocess.run(
+        [sys.executable, "-m", "serve_apps.cli", "up", f"serve_config={folder / 'serve.yaml'}",
+         f"address={ray_cluster.address_info['gcs_address']}", f"keys_file={keys_file}"],
+        cwd=REPO, env={**os.environ, "RAYFLEET_API_KEYS": f"another-key, {API_KEY}"}, capture_output=True, text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert started.returncode == 0, f"{started.stdout[-2000:]}\n{started.stderr[-4000:]}"
+    assert f"serving rayfleet at http://127.0.0.1:{port}/v1 (API keys in {keys_file})" in started.stdout
+    assert keys_file.read_text().split() == ["another-key", API_KEY] and keys_file.stat().st_mode & 0o077 == 0
+    config = serve_file(str(folder / "serve.yaml")).applications[0].args
+    config.ingress.auth.keys_file = str(keys_file)  # as the command set it
     yield config, f"http://127.0.0.1:{port}"
     serve.shutdown()
 
