@@ -1,10 +1,13 @@
 """SFT examples -> token ids with assistant-only labels -> packed sequences.
 
 Tokenization uses the model's own chat template, segment by segment, exactly as the
-engines render a prompt at inference (``rayfleet.engines.templates``): the context up
-to each assistant turn is rendered with the generation prompt and tokenized on its
-own, then the assistant's reply (with the template's end-of-turn tokens) is tokenized
-on its own. Only the reply tokens carry labels; everything else is ``IGNORE_INDEX``.
+engines render a prompt at inference (``rayfleet.engines.templates``, its options
+included): the context up to each assistant turn is rendered with the generation prompt
+and tokenized on its own, then the assistant's reply (with the template's end-of-turn
+tokens) is tokenized on its own. Only the reply tokens carry labels; everything else is
+``IGNORE_INDEX``. A template that renders an earlier reply differently once later turns
+follow (Qwen3 keeps the think block of the last reply only) gives one example per trained
+reply instead, each with its context as the engines render it at that turn.
 
 Packing puts several examples into one row with no padding. Each example keeps its own
 attention: ``position_ids`` restart at 0 at every example, and with ``attention_mask``
@@ -39,6 +42,7 @@ from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from rayfleet import storage
+from rayfleet.engines.templates import TEMPLATE_OPTIONS
 from rayfleet.tables import read_table
 
 IGNORE_INDEX = -100
@@ -47,6 +51,11 @@ BadExamplePolicy = Literal["drop", "fail"]
 
 class BadExampleError(ValueError):
     """An SFT row that cannot be trained on, under ``on_bad_example=fail``."""
+
+
+class HistoryRewrittenError(BadExampleError):
+    """The chat template renders an earlier turn differently once later turns follow (one sequence cannot hold
+    every reply as inference sees it)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +119,9 @@ def rows_fingerprint(rows: list[dict]) -> str:
 
 def render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], generation_prompt: bool) -> str:
     """The chat template's text for ``messages``."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=generation_prompt, **TEMPLATE_OPTIONS
+    )
 
 
 def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
@@ -178,7 +189,8 @@ def tokenize_conversation(tokenizer: PreTrainedTokenizerBase, messages: list[dic
     assistant turn are not used (nothing to learn from them).
 
     Raises:
-        BadExampleError: the template renders earlier turns differently once later ones follow.
+        HistoryRewrittenError: the template renders an earlier turn differently once later ones follow.
+        BadExampleError: the template does not render a reply after its own context.
     """
     input_ids: list[int] = []
     labels: list[int] = []
@@ -189,8 +201,10 @@ def tokenize_conversation(tokenizer: PreTrainedTokenizerBase, messages: list[dic
             continue
         prompt = render(tokenizer, turns[:index], generation_prompt=True) if index else ""
         full = render(tokenizer, turns[: index + 1], generation_prompt=False)
-        if not prompt.startswith(rendered) or not full.startswith(prompt):
-            raise BadExampleError("the chat template does not render conversations as prefixes of each other")
+        if not full.startswith(prompt):
+            raise BadExampleError("the chat template does not render a reply after its own context")
+        if not prompt.startswith(rendered):
+            raise HistoryRewrittenError("the chat template renders an earlier turn differently once later ones follow")
         context, reply = token_ids(tokenizer, prompt[len(rendered) :]), token_ids(tokenizer, full[len(prompt) :])
         trained = index > 0 and message.get("weight", 1) != 0
         input_ids += context + reply
@@ -205,12 +219,13 @@ def prepare_examples(
     max_seq_len: int,
     on_bad_example: BadExamplePolicy,
 ) -> tuple[list[TokenizedExample], DataReport]:
-    """Tokenize every usable row; drop and count the others, or fail on the first, as the policy says.
+    """Tokenize every usable row (one example, or one per trained reply: :func:`conversation_examples`); drop
+    and count the others, or fail on the first, as the policy says.
 
     Bad rows: missing or empty ``messages``, a message without role or text content, a tool
     call, no assistant turn (or none with a nonzero weight), an empty answer, a conversation
-    the chat template refuses (roles out of order, a system turn it does not take) or renders
-    inconsistently, or more than ``max_seq_len`` tokens.
+    the chat template refuses (roles out of order, a system turn it does not take) or does not
+    render a reply after its context, or more than ``max_seq_len`` tokens (in any of its examples).
 
     Raises:
         BadExampleError: under ``fail``, naming the row, its ``doc_id`` and the reason.
@@ -222,29 +237,61 @@ def prepare_examples(
     examples, report = [], DataReport()
     for number, row in enumerate(rows):
         report.rows += 1
-        example, reason, detail = tokenized_row(tokenizer, row.get("messages"))
-        if example is not None and len(example) > max_seq_len:
-            reason, detail = "too_long", f"{len(example)} tokens > max_seq_len {max_seq_len}"
+        row_examples, reason, detail = tokenized_row(tokenizer, row.get("messages"))
+        longest = max((len(example) for example in row_examples or []), default=0)
+        if longest > max_seq_len:
+            reason, detail = "too_long", f"{longest} tokens > max_seq_len {max_seq_len}"
         if reason:
             if on_bad_example == "fail":
                 raise BadExampleError(f"row {number} (doc_id {row.get('doc_id')!r}): {reason}" + (f" ({detail})" if detail else ""))
             report.dropped[reason] += 1
             continue
-        examples.append(example)
+        examples.extend(row_examples)
         report.kept += 1
     return examples, report
 
 
-def tokenized_row(tokenizer: PreTrainedTokenizerBase, messages: Any) -> tuple[TokenizedExample | None, str | None, str]:
-    """One row's example, or why it has none (a reason and a detail)."""
+def tokenized_row(
+    tokenizer: PreTrainedTokenizerBase, messages: Any
+) -> tuple[list[TokenizedExample] | None, str | None, str]:
+    """One row's examples, or why it has none (a reason and a detail)."""
     messages = chat_messages(messages)
     reason = messages if isinstance(messages, str) else bad_reason(messages)
     if reason:
         return None, reason, ""
     try:
-        return tokenize_conversation(tokenizer, messages), None, ""
+        return conversation_examples(tokenizer, messages), None, ""
     except (ValueError, TypeError, TemplateError) as error:  # BadExampleError is a ValueError
         return None, "template_error", str(error)
+
+
+def conversation_examples(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[TokenizedExample]:
+    """The examples of one conversation: one sequence (:func:`tokenize_conversation`), or, when the template
+    renders earlier replies differently once later turns follow, one per trained reply (:func:`reply_example`).
+
+    Raises:
+        BadExampleError: a reply the template does not render after its own context.
+    """
+    try:
+        return [tokenize_conversation(tokenizer, messages)]
+    except HistoryRewrittenError:
+        turns = [{"role": m["role"], "content": m["content"]} for m in messages]
+        trained = [i for i, m in enumerate(messages) if i > 0 and m["role"] == "assistant" and m.get("weight", 1) != 0]
+        return [reply_example(tokenizer, turns, index) for index in trained]
+
+
+def reply_example(tokenizer: PreTrainedTokenizerBase, turns: list[dict], index: int) -> TokenizedExample:
+    """The reply at ``index`` after its context, as the engines render that turn; labels on the reply only.
+
+    Raises:
+        BadExampleError: the template does not render the reply after its context.
+    """
+    prompt = render(tokenizer, turns[:index], generation_prompt=True)
+    full = render(tokenizer, turns[: index + 1], generation_prompt=False)
+    if not full.startswith(prompt):
+        raise BadExampleError("the chat template does not render a reply after its own context")
+    context, reply = token_ids(tokenizer, prompt), token_ids(tokenizer, full[len(prompt) :])
+    return TokenizedExample(context + reply, [IGNORE_INDEX] * len(context) + reply)
 
 
 def pack_examples(

@@ -54,6 +54,52 @@ def test_every_assistant_turn_of_a_multi_turn_conversation_is_labelled(tokenizer
     assert tokenizer.decode(example.input_ids) == tokenizer.apply_chat_template(conversation, tokenize=False)
 
 
+# The parts of Qwen3's chat template that matter here: the reply after the last user turn carries a think block
+# (empty when there is no reasoning), earlier replies none, and the generation prompt with enable_thinking off
+# ends with an empty one, so the model answers at once.
+QWEN3_LIKE_TEMPLATE = (
+    "{%- set ns = namespace(last_query_index=0) -%}"
+    "{%- for message in messages -%}{%- if message.role == 'user' -%}{%- set ns.last_query_index = loop.index0 -%}"
+    "{%- endif -%}{%- endfor -%}"
+    "{%- for message in messages -%}"
+    "{%- if message.role == 'assistant' and loop.index0 > ns.last_query_index -%}"
+    "{{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' + message.content + '<|im_end|>\\n' -}}"
+    "{%- else -%}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' -}}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}"
+    "{%- if enable_thinking is defined and enable_thinking is false -%}{{- '<think>\\n\\n</think>\\n\\n' -}}{%- endif -%}"
+    "{%- endif -%}"
+)
+
+
+@pytest.fixture
+def qwen3_like(tiny_llama_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_path)
+    tokenizer.chat_template = QWEN3_LIKE_TEMPLATE
+    return tokenizer
+
+
+def test_a_reasoning_template_trains_the_answer_with_thinking_off_as_the_engines_prompt(qwen3_like):
+    (example,), _ = prepare_examples([{"messages": [*QUESTION, ANSWER]}], qwen3_like, 128, "fail")
+    prompt = render_prompt_ids(qwen3_like, QUESTION)
+    assert qwen3_like.decode(prompt).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n"), "thinking off"
+    assert example.input_ids[: len(prompt)] == prompt
+    assert labelled_text(qwen3_like, example) == "Valve 7, on the north pump.<|im_end|>\n", "no think tags in the loss"
+
+
+def test_a_template_that_rewrites_earlier_replies_gives_one_example_per_reply_as_inference_sees_it(qwen3_like):
+    follow_up = [{"role": "user", "content": "And the other?"}, {"role": "assistant", "content": "Valve 9."}]
+    conversation = [*QUESTION, ANSWER, *follow_up]
+    examples, report = prepare_examples([{"messages": conversation, "doc_id": "multi"}], qwen3_like, 256, "fail")
+    assert report.kept == 1 and len(examples) == 2
+    for example, context, reply in zip(examples, (QUESTION, [*QUESTION, ANSWER, follow_up[0]]), ("Valve 7, on the north pump.", "Valve 9.")):
+        prompt = render_prompt_ids(qwen3_like, context)
+        assert example.input_ids[: len(prompt)] == prompt and labelled_text(qwen3_like, example) == f"{reply}<|im_end|>\n"
+    weighted = [*QUESTION, {**ANSWER, "weight": 0}, *follow_up]
+    (only,), _ = prepare_examples([{"messages": weighted}], qwen3_like, 256, "fail")
+    assert labelled_text(qwen3_like, only) == "Valve 9.<|im_end|>\n", "a zero-weight reply stays context"
+
+
 BAD_ROWS = [
     ({"messages": None, "doc_id": "a"}, "missing_messages"),
     ({"messages": [], "doc_id": "b"}, "missing_messages"),
