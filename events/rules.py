@@ -125,10 +125,11 @@ class Rule(BaseConfig):
         return overrides
 
     def matches(self, event: ObjectEvent) -> bool:
-        """True when ``event`` is for this rule (a deletion only when the rule follows deletions; sizes do not apply)."""
+        """True when ``event`` is for this rule (a deletion only if the rule follows deletions; sizes do not apply)."""
         if event.removed:
             return self.on_removed and self._names(event)
-        return self._names(event) and event.size >= self.min_size and (self.max_size is None or event.size <= self.max_size)
+        fits = event.size >= self.min_size and (self.max_size is None or event.size <= self.max_size)
+        return fits and self._names(event)
 
     def _names(self, event: ObjectEvent) -> bool:
         return (

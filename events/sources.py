@@ -7,8 +7,9 @@ on both; the ledger makes the dispatch exactly once.
 
 - :class:`SqsSource` reads standard S3 event notifications of created and removed
   objects (AWS JSON, one or many ``Records`` per message, the ``s3:TestEvent`` sent
-  when notifications are set up, and the same wrapped in an SNS envelope). A message that is not an S3 notification
-  is left on the queue, so the queue's own redrive policy sets it aside.
+  when notifications are set up, and the same wrapped in an SNS envelope). A message
+  that is not an S3 notification is left on the queue, so the queue's own redrive
+  policy sets it aside.
 - :class:`BucketPoller` lists a bucket prefix for S3-compatible stores that send no
   notifications (the local SeaweedFS): every object version it has not seen is an event
   (an upload of the same bytes again is a new version: its ``LastModified`` differs), and

@@ -61,7 +61,7 @@ def test_version_id_beats_etag_in_the_object_version():
 
 
 def test_without_a_version_id_each_upload_of_the_same_bytes_is_its_own_object_version():
-    first, again = (ObjectEvent("b", "k", 1, "etag", uploaded=marker) for marker in ("0055AED6DCD90281E5", "0055AED6DCD9028A11"))
+    first, again = (ObjectEvent("b", "k", 1, "etag", uploaded=mark) for mark in ("0055AED6DCD90281E5", "0055AED6DCD9028A11"))
     assert first.object_version == "b/k@etag~0055AED6DCD90281E5" != again.object_version
     assert first.version == again.version == "etag", "placeholders still name the contents"
 

@@ -110,7 +110,7 @@ def test_bucket_poller_tells_the_same_bytes_uploaded_again_from_their_first_uplo
 
     assert [event.etag for event in reported][0] == reported[2].etag != reported[1].etag
     assert len({event.object_version for event in reported}) == 3, "each upload is its own object version"
-    assert BucketPoller(s3, bucket).receive()[0].events == reported[2:], "a new poller lists the current upload as it was"
+    assert BucketPoller(s3, bucket).receive()[0].events == reported[2:], "a new poller lists the current upload"
 
 
 def test_bucket_poller_reports_the_deletion_of_an_object_it_saw_once(local_s3):
@@ -127,7 +127,8 @@ def test_bucket_poller_reports_the_deletion_of_an_object_it_saw_once(local_s3):
     (delivery,) = poller.receive()
     (deleted,) = delivery.events
     created = next(event for event in listed.events if event.key == "incoming/a.pdf")
-    assert (deleted.key, deleted.removed, deleted.etag, deleted.uploaded) == (created.key, True, created.etag, created.uploaded)
+    assert (deleted.key, deleted.removed) == (created.key, True)
+    assert (deleted.etag, deleted.uploaded) == (created.etag, created.uploaded), "the version deleted"
     assert poller.receive()[0].events == [deleted], "not acknowledged yet: reported again"
     poller.acknowledge(delivery)
     assert poller.receive() == [], "reported once"

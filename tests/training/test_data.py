@@ -92,9 +92,11 @@ def test_a_template_that_rewrites_earlier_replies_gives_one_example_per_reply_as
     conversation = [*QUESTION, ANSWER, *follow_up]
     examples, report = prepare_examples([{"messages": conversation, "doc_id": "multi"}], qwen3_like, 256, "fail")
     assert report.kept == 1 and len(examples) == 2
-    for example, context, reply in zip(examples, (QUESTION, [*QUESTION, ANSWER, follow_up[0]]), ("Valve 7, on the north pump.", "Valve 9.")):
+    contexts, replies = (QUESTION, [*QUESTION, ANSWER, follow_up[0]]), (ANSWER["content"], "Valve 9.")
+    for example, context, reply in zip(examples, contexts, replies):
         prompt = render_prompt_ids(qwen3_like, context)
-        assert example.input_ids[: len(prompt)] == prompt and labelled_text(qwen3_like, example) == f"{reply}<|im_end|>\n"
+        assert example.input_ids[: len(prompt)] == prompt
+        assert labelled_text(qwen3_like, example) == f"{reply}<|im_end|>\n"
     weighted = [*QUESTION, {**ANSWER, "weight": 0}, *follow_up]
     (only,), _ = prepare_examples([{"messages": weighted}], qwen3_like, 256, "fail")
     assert labelled_text(qwen3_like, only) == "Valve 9.<|im_end|>\n", "a zero-weight reply stays context"
