@@ -43,7 +43,8 @@ def status_table(entries: list[LedgerEntry]) -> str:
     rows = [header] + [
         (
             datetime.fromtimestamp(entry.updated_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-            entry.state, str(entry.attempt), entry.rule, f"s3://{entry.bucket}/{entry.key}", entry.version[:12],
+            entry.state, str(entry.attempt), entry.rule, f"s3://{entry.bucket}/{entry.key}",
+            f"{'deleted ' if entry.removal else ''}{entry.version[:12]}",
             entry.submission_id, entry.last_error[:60],
         )  # fmt: skip
         for entry in entries

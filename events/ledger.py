@@ -32,6 +32,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Iterable, Protocol
 
+from events.rules import REMOVED_MARK
+
 CLAIMED, SUBMITTED, RETRY_WAIT, SUCCEEDED, DEAD_LETTER = "claimed", "submitted", "retry_wait", "succeeded", "dead_letter"
 OPEN_STATES = (CLAIMED, SUBMITTED, RETRY_WAIT)
 
@@ -58,6 +60,11 @@ class LedgerEntry:
     log_tail: str = ""
     submitted_at: float = 0.0  # when the current attempt was submitted (its timeout counts from here)
     requeues: int = 0  # times the entry was requeued from the dead letter (part of the submission ids)
+
+    @property
+    def removal(self) -> bool:
+        """Whether the entry is for the object's deletion (its object version says so)."""
+        return self.object_version.startswith(f"{self.bucket}/{self.key}@{REMOVED_MARK}")
 
 
 class Ledger(Protocol):

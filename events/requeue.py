@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from events.config import DispatchConfig
 from events.ledger import CLAIMED, DEAD_LETTER, Ledger, LedgerEntry
 from events.ray_jobs import submission_id
-from events.rules import REMOVED_MARK, ObjectEvent, entrypoint, first_match
+from events.rules import ObjectEvent, entrypoint, first_match
 
 
 @dataclass
@@ -40,8 +40,7 @@ def is_target(entry: LedgerEntry, target: str) -> bool:
 
 def requeue_entry(ledger: Ledger, config: DispatchConfig, entry: LedgerEntry, now: float) -> bool | None:
     """Reset one dead letter for its next attempt; None if no rule matches it now, False if it moved meanwhile."""
-    removed = entry.object_version.startswith(f"{entry.bucket}/{entry.key}@{REMOVED_MARK}")
-    event = ObjectEvent(entry.bucket, entry.key, entry.size, etag=entry.version, removed=removed)
+    event = ObjectEvent(entry.bucket, entry.key, entry.size, etag=entry.version, removed=entry.removal)
     rule = first_match(config.rules, event)
     if rule is None:
         return None

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from events.__main__ import main as events_main
+from events.__main__ import main as events_main, status_table
 from events.config import DispatchConfig
 from events.dispatcher import (
     TEXT_LIMIT_BYTES, Dispatcher, backoff_s, build_dispatcher, claims_to_submit, text_tail,
@@ -251,8 +251,10 @@ def test_a_deleted_file_is_claimed_once_for_a_rule_that_follows_deletions(local_
 
     assert dispatcher.run_cycle().claimed == 1
     assert dispatcher.run_cycle().claimed == 0, "once"
-    (deletion,) = [entry for entry in dispatcher.ledger.recent(10) if "@removed~" in entry.object_version]
-    assert deletion.rule == "follows-deletions" and "input=s3://" in deletion.entrypoint
+    (deletion,) = [entry for entry in dispatcher.ledger.recent(10) if entry.removal]
+    assert "@removed~" in deletion.object_version and deletion.rule == "follows-deletions"
+    rows = status_table(dispatcher.ledger.recent(10)).splitlines()[1:]
+    assert sorted(" deleted " in row for row in rows) == [False, True], "the status tells the deletion apart"
 
 
 def test_an_event_the_ledger_refuses_is_received_again_and_the_others_are_claimed(local_s3, tmp_path):
