@@ -389,7 +389,8 @@ def apply_gate(
 
 def primary_gain(config: EvaluateConfig, records: list[dict], candidate: str, incumbent: str) -> dict[str, float] | None:
     """The paired bootstrap interval of ``candidate``'s primary-metric gain over ``incumbent``, on the
-    questions both were scored on, resampled by document; None without such questions."""
+    questions both were scored on, resampled by document, with how many documents they come from; None
+    without such questions."""
     metric, bootstrap = config.gate.primary_metric, config.bootstrap
     pairs = [(r["scores"][candidate][metric], r["scores"][incumbent][metric], r["doc_id"]) for r in records]
     pairs = [pair for pair in pairs if pair[0] is not None and pair[1] is not None]
@@ -398,7 +399,7 @@ def primary_gain(config: EvaluateConfig, records: list[dict], candidate: str, in
     mine, theirs, documents = zip(*pairs)
     interval = paired_difference(list(mine), list(theirs), bootstrap.samples, bootstrap.confidence, bootstrap.seed,
                                  groups=list(documents))  # fmt: skip
-    return interval.as_dict()
+    return {**interval.as_dict(), "documents": len(set(documents))}
 
 
 def score_summaries(config: EvaluateConfig) -> dict:

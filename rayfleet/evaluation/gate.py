@@ -19,6 +19,7 @@ from pydantic import Field
 from rayfleet.config import BaseConfig
 
 Metric = Literal["exact_match", "f1", "rouge_l", "judge"]
+MIN_DOCUMENTS = 2  # documents the questions must come from for the gain's interval (by document) to mean anything
 ROUNDING = 1e-9  # 0.35 - 0.33 is 0.0199999...: a gain exactly at the margin passes
 
 
@@ -45,7 +46,9 @@ def decide(
     """Whether ``candidate`` (metric means) may replace ``incumbent``, and why, with the numbers.
 
     ``gain_interval`` is the paired bootstrap interval (``low``, ``high``) of the primary gain,
-    which ``require_significant_gain`` needs.
+    resampled by document, and how many ``documents`` the questions come from (an interval over
+    one document says nothing about another: such a gain is refused), which
+    ``require_significant_gain`` needs.
 
     Raises:
         ValueError: a metric the gate needs is missing or not a number (a gate never passes on a guess).
@@ -62,6 +65,10 @@ def decide(
     reasons = []
     if gain < config.min_improvement - ROUNDING:
         reasons.append(f"{primary} gain {gain:+.4f} is below the required {config.min_improvement:+.4f}")
+    elif config.require_significant_gain and gain_interval.get("documents", MIN_DOCUMENTS) < MIN_DOCUMENTS:
+        reasons.append(f"{primary} gain {gain:+.4f} cannot be told from noise: the questions come from "
+                       f"{gain_interval['documents']} document(s), and an interval by document needs {MIN_DOCUMENTS} "
+                       "or more")  # fmt: skip
     elif config.require_significant_gain and not gain_interval["low"] > 0:
         reasons.append(f"{primary} gain {gain:+.4f} is within noise: its interval "
                        f"[{gain_interval['low']:+.4f}, {gain_interval['high']:+.4f}] reaches zero")  # fmt: skip

@@ -40,6 +40,13 @@ def test_a_gain_whose_interval_reaches_zero_is_refused_as_noise():
         decide(*scores, SIGNIFICANT)
 
 
+def test_a_gain_measured_on_one_document_is_refused_whatever_its_interval():
+    scores = ({"f1": 0.40, "rouge_l": 0.35}, {"f1": 0.30, "rouge_l": 0.35}, "base")
+    one = decide(*scores, SIGNIFICANT, {"low": 0.1, "high": 0.1, "documents": 1})
+    assert one["promote"] is False and "1 document(s)" in one["reason"]
+    assert decide(*scores, SIGNIFICANT, {"low": 0.03, "high": 0.17, "documents": 2})["promote"] is True
+
+
 def test_a_not_a_number_score_never_passes():
     with pytest.raises(ValueError, match="needs 'f1'"):
         decide({"f1": float("nan"), "rouge_l": 0.5}, {"f1": 0.3, "rouge_l": 0.3}, "base", GATE)

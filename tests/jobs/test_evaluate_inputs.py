@@ -111,6 +111,18 @@ def test_a_gain_within_noise_is_refused_and_a_missing_metric_is_a_recorded_refus
     assert registry.promoted("qa") is None
 
 
+def test_a_gain_on_questions_from_one_document_is_refused(tmp_path):
+    registry, first, _ = publish_two_versions(tmp_path)
+    candidates = [{"name": "base", "kind": "base"}, {"name": "tuned", "kind": "adapter", "adapter": first}]
+    config = config_for(tmp_path, f"candidates={candidates}")
+    values = {"base": [0.2, 0.3] * 15, "tuned": [0.25, 0.33] * 15}  # better on every question, all of one document
+    scores = {name: {"exact_match": 0.0, "f1": sum(v) / len(v), "rouge_l": sum(v) / len(v), "judge": None}
+              for name, v in values.items()}  # fmt: skip
+    (decision,) = apply_gate(config, {"tuned": registry.resolve(first)}, records_of(values, documents=1), scores)
+    assert decision["promote"] is False and decision["gain_interval"]["documents"] == 1
+    assert "1 document(s)" in decision["reason"] and registry.promoted("qa") is None
+
+
 def test_summaries_are_scored_only_against_documents_with_references(tmp_path):
     write_table(str(tmp_path / "summaries.parquet"), pa.Table.from_pylist(
         [{"doc_id": "a", "summary": "We parse trees fast."}, {"doc_id": "b", "summary": "Anything."}]))  # fmt: skip
