@@ -437,10 +437,11 @@ def changed_settings(recorded: dict | None, current: dict, prefix: str = "") -> 
 
 
 def even_shards(rows: list[dict], workers: int) -> tuple[list[dict], int]:
-    """The rows, the first ones repeated so every worker gets as many: Ray Train's equal split of
-    the rest would leave the last rows out of every epoch, silently. Returns the rows and how many repeat."""
+    """The rows, the first ones repeated (cycling through them when there are fewer rows than workers) so
+    every worker gets as many: Ray Train's equal split of the rest would leave the last rows out of every
+    epoch, silently. Returns the rows and how many repeat."""
     repeated = -len(rows) % workers
-    return rows + rows[:repeated], repeated
+    return rows + [rows[index % len(rows)] for index in range(repeated)], repeated
 
 
 def run_training(
@@ -534,8 +535,13 @@ def main(config: FinetuneConfig) -> dict:
     validation_rows, validation_report = packed_rows(validation_uri, tokenizer, config) if validation_uri else ([], DataReport())
     if not train_report.kept:
         raise ValueError(f"all {train_report.rows} rows of {train_uri} were dropped as bad rows: {dict(train_report.dropped)}")
+    if validation_uri and not validation_rows:
+        logger.warning("no usable validation rows in %s (%s): no validation loss will be measured", validation_uri,
+                       validation_report.as_dict())  # fmt: skip
     if len(train_rows) < config.scaling.num_workers:
-        raise ValueError(f"{len(train_rows)} packed rows cannot feed {config.scaling.num_workers} workers; add data or workers")
+        logger.warning("only %d packed row(s) for %d workers: they train on copies of the same rows; "
+                       "scaling.num_workers=%d does the same work with less overhead", len(train_rows),
+                       config.scaling.num_workers, len(train_rows))  # fmt: skip
     train_rows, repeated = even_shards(train_rows, config.scaling.num_workers)
     logger.info("%d examples -> %d packed rows of <= %d tokens (%d repeated so each of %d workers gets as many; "
                 "%d validation rows); shared prefixes leave out %.0f%% of the tokens", train_report.kept, len(train_rows),

@@ -278,7 +278,7 @@ def test_the_demo_set_is_built_once_per_setting_and_rebuilt_when_a_setting_chang
     assert [rows[uri] for uri in grounded] == [6 + 3, 3 + 3], "one paper's three questions again, grounded"
 
 
-@pytest.mark.parametrize("rows, workers, repeated", [(5, 2, 1), (6, 2, 0), (5, 4, 3), (1, 1, 0)])
+@pytest.mark.parametrize("rows, workers, repeated", [(5, 2, 1), (6, 2, 0), (5, 4, 3), (1, 1, 0), (1, 2, 1), (2, 8, 6)])
 def test_every_worker_gets_as_many_rows_and_no_row_is_left_out(rows, workers, repeated):
     padded, count = even_shards([{"row": index} for index in range(rows)], workers)
     assert count == repeated and len(padded) % workers == 0
