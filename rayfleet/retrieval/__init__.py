@@ -10,8 +10,14 @@
   while a server runs.
 """
 
-from rayfleet.retrieval.embedder import Embedder
-from rayfleet.retrieval.index import IndexParams, VectorIndex
-from rayfleet.retrieval.retriever import Hit, Retriever
+import logging
+
+# faiss logs at INFO every CPU-specific build it tries and cannot load, with a ModuleNotFoundError
+# ("No module named 'faiss.swigfaiss_avx512'"): normal, and alarming in a job's log.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+from rayfleet.retrieval.embedder import Embedder  # noqa: E402  (after the logger is quietened)
+from rayfleet.retrieval.index import IndexParams, VectorIndex  # noqa: E402
+from rayfleet.retrieval.retriever import Hit, Retriever  # noqa: E402
 
 __all__ = ["Embedder", "Hit", "IndexParams", "Retriever", "VectorIndex"]
