@@ -129,7 +129,11 @@ def embed_dataset(config: BuildIndexConfig, todo: pa.Table, run_id: str) -> None
 
     workers, claim = cluster_pool_size(config.workers)
     logger.info("embedding pool: %d worker(s), each claiming %s", workers, claim)
-    figures = ray.data.from_arrow(todo.select(["embedding_key", "chunk_id", "text"])).map_batches(
+    rows = todo.select(["embedding_key", "chunk_id", "text"])
+    # One block per batch: every worker of the pool gets work, and each batch's figures come back when it is
+    # done (one block of everything would keep one worker busy and report nothing until the end).
+    batches = [rows.slice(offset, config.batch_size) for offset in range(0, rows.num_rows, config.batch_size)]
+    figures = ray.data.from_arrow(batches).map_batches(
         EmbedWorker,
         batch_size=config.batch_size,
         batch_format="numpy",

@@ -268,6 +268,10 @@ def generate_candidates(config: MakeQaConfig, sources: list[str], done: set[str]
         .map_batches(
             read_chunks, batch_size=1, batch_format="pyarrow", num_cpus=0.25, fn_kwargs={"config": config, "done": done}
         )
+        # A file's chunks are one block: cut into batches, every engine of the pool gets work and each batch's
+        # figures come back when it is done (a block is only handed on whole: a big file would report nothing
+        # until its end, and Ray Data stops a run that reports nothing for 30 min).
+        .repartition(target_num_rows_per_block=config.batch_size)
         .map_batches(
             QaWorker,
             batch_size=config.batch_size,
