@@ -128,6 +128,14 @@ class LocalS3:
         self.stop()
         raise TimeoutError(f"SeaweedFS did not answer on {self.endpoint} within {timeout_s:.0f} s; see {self.log_file}")
 
+    def started_here(self) -> bool:
+        """True when a server started from this data folder is still running."""
+        try:
+            os.killpg(int(self.pid_file.read_text()), 0)
+            return True
+        except (OSError, ValueError):
+            return False
+
     def stop(self) -> None:
         """Stop the server started from this data folder, if any."""
         if not self.pid_file.exists():
@@ -158,12 +166,21 @@ def main(arguments: list[str]) -> None:
         already = server.is_up()
         server.start()
         server.create_bucket(os.environ.get("RAYFLEET_BUCKET", "rayfleet"))
-        print(f"local S3 {'already running' if already else 'started'} at {server.endpoint} (data in {server.data_dir})")
+        if already and not server.started_here():
+            print(f"local S3 already answering at {server.endpoint}, started elsewhere (another checkout or session): "
+                  f"its data is not in {server.data_dir}, and make s3-down here leaves it running")  # fmt: skip
+        else:
+            print(f"local S3 {'already running' if already else 'started'} at {server.endpoint} (data in {server.data_dir})")
         for key, value in server.environment().items():
             print(f"export {key}={value}")
     elif action == "down":
-        server.stop()
-        print("local S3 stopped")
+        running_here = server.started_here()
+        server.stop()  # also clears a stale pid file
+        if running_here:
+            print("local S3 stopped")
+        else:
+            still = "still answers (started elsewhere)" if server.is_up() else "does not answer"
+            print(f"no local S3 started from {server.data_dir} is running; {server.endpoint} {still}")
     else:
         sys.exit("usage: python -m cluster.local_s3 up|down")
 
