@@ -312,6 +312,11 @@ def build_dataset(config: MakeQaConfig, run_id: str) -> dict:
     dropped = collections.Counter(row["reason"] for row in read_folder(config.table("_candidates"), ["status", "reason"]).to_pylist()
                                   if row["status"] == "dropped")  # fmt: skip
     dropped["near_duplicate"] = len(duplicates)
+    empty = [split for split, pairs in by_split.items() if not pairs]
+    if kept and empty:
+        documents = len({pair["doc_id"] for pair in kept})
+        logger.warning("no pairs in the %s split(s): the split is by document (%s), and %d document(s) gave pairs; "
+                       "more documents fill every split", ", ".join(empty), config.splits, documents)  # fmt: skip
     return {
         "generated_valid": len(generated),
         "user_pairs": len(user_pairs),
