@@ -92,12 +92,11 @@ ray-up: setup
 	    --temp-dir=$(RAY_TMP) >/dev/null && \
 	  echo "ray head up: address 127.0.0.1:$(RAY_PORT), jobs API $(RAY_ADDRESS_HTTP)"; fi
 
-## ray-down stops this checkout's head only (found by its temp dir), never other Ray
-## instances on the machine as `ray stop` would.
+## ray-down stops this checkout's head only (found by its temp dir, with everything it started:
+## agents, workers, job drivers), never other Ray instances on the machine as `ray stop` would.
+## Without .venv nothing of this checkout can be running.
 ray-down:
-	@# "[/]" keeps the pattern from matching this recipe's own shell.
-	@# pkill exits 1 when nothing matches (no head, or none left for the -9 pass): not a failure.
-	@pkill -f -- "[/]$(RAY_TMP:/%=%)" 2>/dev/null || true; sleep 2; pkill -9 -f -- "[/]$(RAY_TMP:/%=%)" 2>/dev/null || true
+	@[ ! -x $(PY) ] || $(PY) -m cluster.local_ray down $(RAY_TMP)
 	@echo "ray head stopped"
 
 ## demo: real ACL papers -> Parquet in the local S3 -> `ray job submit` summarization -> a few summaries.

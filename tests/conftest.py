@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster.local_ray import stop_head
 from cluster.local_s3 import LocalS3
 from rayfleet.assets import SMOLLM2, models_dir, resolve_model
 
@@ -84,16 +85,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _stop_processes_under(folder: Path) -> None:
-    """Stop every process whose command line names ``folder`` (one Ray head's processes)."""
-    import psutil
-
-    mine = [p for p in psutil.process_iter(["cmdline"]) if str(folder) in " ".join(p.info["cmdline"] or [])]
-    for process in mine:
-        process.terminate()
-    _, alive = psutil.wait_procs(mine, timeout=10)
-    for process in alive:
-        process.kill()
+def start_ray_head(temp_dir: Path) -> subprocess.CompletedProcess:
+    """``ray start --head`` (2 CPUs, loopback, jobs API) on free ports of its own, its files in ``temp_dir``;
+    the GCS port is in ``.gcs_port`` of the result."""
+    gcs_port = free_port()
+    ports = [
+        f"--port={gcs_port}", f"--dashboard-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}", f"--ray-client-server-port={free_port()}",
+    ]  # fmt: skip
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    started = subprocess.run(
+        [ray_cli, "start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+         "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp_dir}", *ports],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    started.gcs_port = gcs_port
+    return started
 
 
 @pytest.fixture(scope="session")
@@ -117,27 +125,16 @@ def ray_cluster(local_s3, tmp_path_factory):
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     os.environ["RAYFLEET_MODELS_DIR"] = str(models_dir())
     temp_dir = tmp_path_factory.mktemp("ray")
-    gcs_port = free_port()
-    ports = [
-        f"--port={gcs_port}", f"--dashboard-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-        f"--metrics-export-port={free_port()}", f"--ray-client-server-port={free_port()}",
-    ]  # fmt: skip
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    started = subprocess.run(
-        [ray_cli, "start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-         "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp_dir}", *ports],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    started = start_ray_head(temp_dir)
     if started.returncode != 0:
-        _stop_processes_under(temp_dir)
+        stop_head(str(temp_dir))
         pytest.fail(f"`ray start` failed ({started.returncode}):\n{started.stdout[-3000:]}\n{started.stderr[-3000:]}")
     try:
-        context = ray.init(address=f"127.0.0.1:{gcs_port}", logging_level="WARNING")
+        context = ray.init(address=f"127.0.0.1:{started.gcs_port}", logging_level="WARNING")
         yield context
     finally:
         ray.shutdown()
-        _stop_processes_under(temp_dir)
+        stop_head(str(temp_dir))
 
 
 def chunk_rows(papers: int, max_tokens: int = 128, split: str = "test") -> list[dict]:

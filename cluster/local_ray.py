@@ -1,0 +1,108 @@
+"""Stop one local Ray head and everything it started, found by its temp dir (``make ray-down``).
+
+    python -m cluster.local_ray down /tmp/rayfleet-1a2b3c4d
+
+``ray stop`` stops every Ray instance of the machine (test heads, other checkouts' heads); this
+stops one. A process of the head names the temp dir in an option (gcs_server, raylet, the
+dashboard, the monitors) or writes its output under it (the client server), and the rest of the
+head descends from those (the dashboard and runtime-env agents, workers, job drivers, whose
+command lines say nothing). All are listed before any is signalled (once the raylet is gone its
+agents can no longer be traced to it), sent SIGTERM, and SIGKILL when still alive after a grace
+period (the agents and the GCS ignore SIGTERM at times).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import psutil
+
+GRACE_S = 3.0
+OUTPUT_FDS = ("1", "2")
+
+
+def names_dir(arguments: list[str], temp_dir: str) -> bool:
+    """Whether a command line names ``temp_dir`` (or a path under it) as an argument or an option's value."""
+    for argument in arguments:
+        value = argument.partition("=")[2] if argument.startswith("-") else argument
+        if value == temp_dir or value.startswith(f"{temp_dir}/"):
+            return True
+    return False
+
+
+def writes_under(pid: int, temp_dir: str) -> bool:
+    """Whether the process's standard output or error is a file under ``temp_dir``."""
+    for fd in OUTPUT_FDS:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(f"{temp_dir}/"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def head_processes(temp_dir: str) -> list[psutil.Process]:
+    """The head's processes: those naming ``temp_dir`` or writing under it, and their descendants (never this
+    process or its ancestors, whose command lines may name the folder)."""
+    me = psutil.Process()
+    excluded = {me.pid, *(parent.pid for parent in me.parents())}
+    found: dict[int, psutil.Process] = {}
+    for process in psutil.process_iter(["cmdline"]):
+        if process.pid in excluded or process.pid in found:
+            continue
+        try:
+            if not (names_dir(process.info["cmdline"] or [], temp_dir) or writes_under(process.pid, temp_dir)):
+                continue
+            family = [process, *process.children(recursive=True)]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        found.update((member.pid, member) for member in family if member.pid not in excluded)
+    return list(found.values())
+
+
+def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """The processes still running (a zombie has ended: its parent, gone with the head, never reaps it)."""
+    running = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                running.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return running
+
+
+def stop_head(temp_dir: str, grace_s: float = GRACE_S) -> int:
+    """Stop every process of the head whose temp dir is ``temp_dir``; returns how many are still running."""
+    temp_dir = os.path.abspath(temp_dir).rstrip("/")
+    processes = alive(head_processes(temp_dir))
+    for signal_name in ("terminate", "kill"):
+        for process in processes:
+            try:
+                getattr(process, signal_name)()  # psutil refuses a pid reused by another process
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        deadline = time.monotonic() + grace_s
+        while alive(processes) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        processes = alive(processes) + [p for p in alive(head_processes(temp_dir)) if p not in processes]
+        if not processes:
+            break
+    return len(processes)
+
+
+def main(arguments: list[str]) -> None:
+    if len(arguments) != 2 or arguments[0] != "down":
+        sys.exit(__doc__)
+    temp_dir = arguments[1]
+    listed = len(alive(head_processes(os.path.abspath(temp_dir).rstrip("/"))))
+    left = stop_head(temp_dir)
+    if left:
+        sys.exit(f"{left} process(es) of the Ray head in {temp_dir} are still running after SIGKILL")
+    print(f"stopped {listed} process(es) of the Ray head in {temp_dir}" if listed else f"no Ray head in {temp_dir} was running")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
