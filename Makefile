@@ -94,10 +94,9 @@ ray-up: setup
 
 ## ray-down stops this checkout's head only (found by its temp dir, with everything it started:
 ## agents, workers, job drivers), never other Ray instances on the machine as `ray stop` would.
-## Without .venv nothing of this checkout can be running.
 ray-down:
-	@[ ! -x $(PY) ] || $(PY) -m cluster.local_ray down $(RAY_TMP)
-	@echo "ray head stopped"
+	@if [ -x $(PY) ]; then $(PY) -m cluster.local_ray down $(RAY_TMP); \
+	else echo "no .venv: no Ray head of this checkout can be running"; fi
 
 ## demo: real ACL papers -> Parquet in the local S3 -> `ray job submit` summarization -> a few summaries.
 demo: setup

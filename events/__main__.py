@@ -10,10 +10,11 @@
 built-in defaults have none.
 
 ``run`` stays in the foreground (Ctrl-C stops it; a restart picks up where it was).
-``status`` lists the most recent object versions, their rule, state, attempt, Ray
-submission id and last error. ``requeue`` puts dead letters back in the queue for a
-fresh round of attempts, their entrypoints rebuilt from the current rules (see
-:mod:`events.requeue`); a running dispatcher submits them at its next cycle.
+``status`` lists the most recent object versions (a deletion's version marked
+``deleted``), their rule, state, attempt, Ray submission id and last error. ``requeue``
+puts dead letters back in the queue for a fresh round of attempts, their entrypoints
+rebuilt from the current rules (see :mod:`events.requeue`); a running dispatcher submits
+them at its next cycle.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 ::
 
     python -m events requeue [config=FILE] s3://bucket/key ...            # that object's dead-lettered versions
-    python -m events requeue [config=FILE] s3://bucket/key@version ...    # one object version
+    python -m events requeue [config=FILE] s3://bucket/key@version ...    # that version (id or ETag)
+    python -m events requeue [config=FILE] s3://bucket/key@ETag~upload    # one entry, as requeue reports name it
     python -m events requeue [config=FILE] --state dead_letter             # every dead letter
 
 A requeued entry goes back to ``claimed`` for a fresh round of ``retry.max_attempts``
@@ -33,9 +34,11 @@ class RequeueReport:
 
 
 def is_target(entry: LedgerEntry, target: str) -> bool:
-    """True when ``target`` names the entry's object (``s3://bucket/key``) or its version (``...@version``)."""
+    """True when ``target`` names the entry's object (``s3://bucket/key``), its version (``...@version``: the
+    version id or ETag, which the same bytes uploaded again, and their deletion, share) or its exact object
+    version (``s3://`` and the ledger's key, as requeue reports print it)."""
     uri = f"s3://{entry.bucket}/{entry.key}"
-    return target in (uri, f"{uri}@{entry.version}")
+    return target in (uri, f"{uri}@{entry.version}", f"s3://{entry.object_version}")
 
 
 def requeue_entry(ledger: Ledger, config: DispatchConfig, entry: LedgerEntry, now: float) -> bool | None:

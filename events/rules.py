@@ -16,8 +16,9 @@ Placeholders: ``{uri}`` (``s3://bucket/key``), ``{bucket}``, ``{key}``, ``{name}
 ``prefix``), ``{relative_stem}`` (that without its last extension: unique per key
 when the rule has a ``suffix``), ``{version}`` (the version id or ETag) and
 ``{safe_version}`` (the same as one path segment). An output built from
-``{relative_stem}`` and ``{safe_version}`` is new for every object and every version
-of it, so a re-uploaded file is summarized afresh instead of skipped as done.
+``{relative_stem}`` and ``{safe_version}`` is new for every object and all new contents
+of it, so a corrected file is summarized afresh instead of skipped as done (the same
+bytes uploaded again reuse their folder, where the job finds its work done).
 
 A rule with ``on_removed: true`` also runs its job when a matching object is deleted (the
 same overrides; ``{version}`` is the deleted version's, if the source knows it): the
@@ -52,7 +53,7 @@ REMOVED_MARK = "removed~"  # starts the version part of a deletion's object vers
 
 @dataclass(frozen=True)
 class ObjectEvent:
-    """One object version that landed in a bucket, whichever source reported it."""
+    """One object version that landed in a bucket, or its deletion, whichever source reported it."""
 
     bucket: str
     key: str
@@ -60,7 +61,8 @@ class ObjectEvent:
     etag: str
     version_id: str | None = None
     uploaded: str = ""  # which upload: S3's sequencer in a notification, LastModified in a listing ("" unknown)
-    removed: bool = False  # the object was deleted (size 0; etag and uploaded those of the version deleted, if known)
+    removed: bool = False  # a deletion (size 0; from the poller, the deleted upload's etag and uploaded; from SQS,
+    # S3's record: no etag, and the deletion's own sequencer)
 
     @property
     def uri(self) -> str:
@@ -68,7 +70,8 @@ class ObjectEvent:
 
     @property
     def version(self) -> str:
-        """What tells this version of the object from any other: the version id, else the ETag."""
+        """The version id, else the ETag (which the same bytes uploaded again share: :attr:`object_version` tells
+        uploads apart)."""
         return self.version_id or self.etag
 
     @property

@@ -54,7 +54,7 @@ class EventSource(Protocol):
 
 
 def parse_s3_notification(body: str) -> list[ObjectEvent]:
-    """The object-created events in one S3 notification message body.
+    """The object-created and object-removed events in one S3 notification message body.
 
     Accepts the S3 event JSON (``{"Records": [...]}``), S3's test event (no events) and
     either of those inside an SNS envelope (``{"Type": "Notification", "Message": ...}``).

@@ -543,7 +543,7 @@ def main(config: FinetuneConfig) -> dict:
                        "scaling.num_workers=%d does the same work with less overhead", len(train_rows),
                        config.scaling.num_workers, len(train_rows))  # fmt: skip
     train_rows, repeated = even_shards(train_rows, config.scaling.num_workers)
-    logger.info("%d examples -> %d packed rows of <= %d tokens (%d repeated so each of %d workers gets as many; "
+    logger.info("%d rows -> %d packed rows of <= %d tokens (%d repeated so each of %d workers gets as many; "
                 "%d validation rows); shared prefixes leave out %.0f%% of the tokens", train_report.kept, len(train_rows),
                 config.data.pack_length, repeated, config.scaling.num_workers, len(validation_rows),
                 100 * shared_token_share(train_rows))  # fmt: skip

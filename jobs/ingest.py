@@ -86,6 +86,10 @@ class IngestConfig(BaseConfig):
     max_file_bytes: int = Field(100 * 2**20, ge=1, description="Files larger than this are set aside as oversize.")
     files_per_batch: int = Field(4, ge=1, description="Files per worker batch (and per committed output file).")
     retry_errors: bool = Field(False, description="Try again files that an earlier run set aside as errors.")
+    missing_ok: bool = Field(
+        False, description="An input that does not exist and never held an ingested file is nothing to do, not "
+        "an error (the dispatcher's rules: a file deleted before its upload was ingested, a lock file's deletion).",
+    )
     prune_deleted: bool = Field(
         True,
         description="Record as deleted the files an earlier run ingested under a folder of `input` that it no longer "
@@ -302,7 +306,8 @@ def main(config: IngestConfig) -> dict:
     storage.ensure_bucket(config.output)
     listing = list_input_files(config)
     ledger = read_folder(config.table("_files"), LEDGER_COLUMNS).to_pylist()  # read once for all three
-    require_known(listing.missing, ledger)
+    if not config.missing_ok:
+        require_known(listing.missing, ledger)
     deleted = record_deleted_files(config, listing, ledger, run_id)
     todo, already_done = plan_files(config, listing.files, ledger)  # the rows just recorded are of files not listed
     logger.info("%d files: %d to ingest, %d already done (%d system files passed over)", len(listing.files),

@@ -312,7 +312,8 @@ def build_dataset(config: MakeQaConfig, run_id: str) -> dict:
     dropped = collections.Counter(row["reason"] for row in read_folder(config.table("_candidates"), ["status", "reason"]).to_pylist()
                                   if row["status"] == "dropped")  # fmt: skip
     dropped["near_duplicate"] = len(duplicates)
-    empty = [split for split, pairs in by_split.items() if not pairs]
+    shares = config.splits.model_dump()
+    empty = [split for split, pairs in by_split.items() if not pairs and shares.get(split, 1) > 0]
     if kept and empty:
         documents = len({pair["doc_id"] for pair in kept})
         logger.warning("no pairs in the %s split(s): the split is by document (%s), and %d document(s) gave pairs; "

@@ -28,7 +28,7 @@ from rayfleet.text.tokenizer import FastTokenizer
 OUTCOME_INGESTED = "ingested"
 OUTCOME_DUPLICATE = "duplicate"
 OUTCOME_ERROR = "error"
-OUTCOME_DELETED = "deleted"  # a ledger row for a file gone from a folder the job was given
+OUTCOME_DELETED = "deleted"  # a ledger row for a file gone from a folder the job was given, or a missing input file
 LEDGER_COLUMNS = ["source", "bytes", "modified", "doc_id", "outcome", "run_id", "created_at"]  # schemas.FILES_SCHEMA
 
 

@@ -3,7 +3,8 @@
 The incumbent is the currently promoted version, or the base model when none is. The
 candidate must beat it on the primary metric by at least ``min_improvement`` (absolute,
 on the mean), the gain must be more than noise (the lower end of its paired bootstrap
-interval, questions resampled by document, above zero) and the candidate must not fall
+interval, questions resampled by document, above zero; questions from one document never
+show that) and the candidate must not fall
 behind on the guard metric by more than ``guard_tolerance``. The decision and every number
 behind it are returned as a plain dict, which the evaluation job records in the registry
 beside the version.

@@ -105,3 +105,14 @@ def test_a_dead_lettered_deletion_is_requeued_only_under_a_rule_that_follows_del
 
     follows = config_for(tmp_path / "ledger.sqlite", [{**FIXED_RULE, "on_removed": True}])
     assert requeue_dead_letters(ledger, follows, [], now=60.0).requeued == [deletion.object_version]
+
+
+def test_requeue_by_version_takes_every_entry_of_those_bytes_and_by_object_version_one(ledger, tmp_path):
+    first = dead_letter(ledger, "incoming/a.parquet", version="etag~2026-12-01T01:00:00+00:00")
+    again = dead_letter(ledger, "incoming/a.parquet", version="etag~2026-12-01T03:00:00+00:00")
+    config = config_for(tmp_path / "ledger.sqlite", [FIXED_RULE])
+    exact = requeue_dead_letters(ledger, config, [f"s3://{again.object_version}"], now=50.0)
+    assert (exact.requeued, exact.not_found) == ([again.object_version], [])
+    assert ledger.get(first.object_version).state == DEAD_LETTER
+    by_etag = requeue_dead_letters(ledger, config, ["s3://data/incoming/a.parquet@etag"], now=60.0)
+    assert by_etag.requeued == [first.object_version], "the other is no dead letter any more"

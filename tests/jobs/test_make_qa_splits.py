@@ -29,3 +29,10 @@ def test_a_split_that_no_document_falls_into_is_warned_of(tmp_path, caplog):
     assert len(empty) == 2 and sum(report["pairs"].values()) == 3, "one document: one split holds every pair"
     assert f"no pairs in the {', '.join(empty)} split(s)" in caplog.text and "1 document(s) gave pairs" in caplog.text
     assert read_folder(f"{tmp_path}/qa/sft", ["messages"]).num_rows == 3
+
+    caplog.clear()
+    no_held_out = load_config(MakeQaConfig, [f"input={tmp_path}/chunks", f"output={tmp_path}/qa", "splits.validation=0",
+                                             "splits.test=0"])  # fmt: skip
+    with caplog.at_level("WARNING"):
+        assert build_dataset(no_held_out, "r")["pairs"]["train"] == 3
+    assert "no pairs" not in caplog.text, "a split asked to hold nothing is not warned of"
