@@ -195,22 +195,42 @@ def tokenize_conversation(tokenizer: PreTrainedTokenizerBase, messages: list[dic
     input_ids: list[int] = []
     labels: list[int] = []
     rendered = ""
-    turns = [{"role": m["role"], "content": m["content"]} for m in messages]
+    turns = template_turns(messages)
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prompt = render(tokenizer, turns[:index], generation_prompt=True) if index else ""
-        full = render(tokenizer, turns[: index + 1], generation_prompt=False)
-        if not full.startswith(prompt):
-            raise BadExampleError("the chat template does not render a reply after its own context")
+        prompt, full = reply_render(tokenizer, turns, index)
         if not prompt.startswith(rendered):
             raise HistoryRewrittenError("the chat template renders an earlier turn differently once later ones follow")
         context, reply = token_ids(tokenizer, prompt[len(rendered) :]), token_ids(tokenizer, full[len(prompt) :])
-        trained = index > 0 and message.get("weight", 1) != 0
         input_ids += context + reply
-        labels += [IGNORE_INDEX] * len(context) + (reply if trained else [IGNORE_INDEX] * len(reply))
+        labels += [IGNORE_INDEX] * len(context) + (reply if is_trained(index, message) else [IGNORE_INDEX] * len(reply))
         rendered = full
     return TokenizedExample(input_ids, labels)
+
+
+def template_turns(messages: list[dict]) -> list[dict]:
+    """The messages as the chat template takes them: role and content only."""
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def is_trained(index: int, message: dict) -> bool:
+    """Whether the assistant reply at ``index`` carries loss: not an opening greeting, not weighted 0."""
+    return index > 0 and message.get("weight", 1) != 0
+
+
+def reply_render(tokenizer: PreTrainedTokenizerBase, turns: list[dict], index: int) -> tuple[str, str]:
+    """The template's text of the context before the reply at ``index`` (with the generation prompt; empty for an
+    opening reply) and of the context with the reply.
+
+    Raises:
+        BadExampleError: the template does not render the reply after its own context.
+    """
+    prompt = render(tokenizer, turns[:index], generation_prompt=True) if index else ""
+    full = render(tokenizer, turns[: index + 1], generation_prompt=False)
+    if not full.startswith(prompt):
+        raise BadExampleError("the chat template does not render a reply after its own context")
+    return prompt, full
 
 
 def prepare_examples(
@@ -275,8 +295,8 @@ def conversation_examples(tokenizer: PreTrainedTokenizerBase, messages: list[dic
     try:
         return [tokenize_conversation(tokenizer, messages)]
     except HistoryRewrittenError:
-        turns = [{"role": m["role"], "content": m["content"]} for m in messages]
-        trained = [i for i, m in enumerate(messages) if i > 0 and m["role"] == "assistant" and m.get("weight", 1) != 0]
+        turns = template_turns(messages)
+        trained = [i for i, m in enumerate(messages) if m["role"] == "assistant" and is_trained(i, m)]
         return [reply_example(tokenizer, turns, index) for index in trained]
 
 
@@ -286,10 +306,7 @@ def reply_example(tokenizer: PreTrainedTokenizerBase, turns: list[dict], index: 
     Raises:
         BadExampleError: the template does not render the reply after its context.
     """
-    prompt = render(tokenizer, turns[:index], generation_prompt=True)
-    full = render(tokenizer, turns[: index + 1], generation_prompt=False)
-    if not full.startswith(prompt):
-        raise BadExampleError("the chat template does not render a reply after its own context")
+    prompt, full = reply_render(tokenizer, turns, index)
     context, reply = token_ids(tokenizer, prompt), token_ids(tokenizer, full[len(prompt) :])
     return TokenizedExample(context + reply, [IGNORE_INDEX] * len(context) + reply)
 
