@@ -74,10 +74,12 @@ def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
     return running
 
 
-def stop_head(temp_dir: str, grace_s: float = GRACE_S) -> int:
-    """Stop every process of the head whose temp dir is ``temp_dir``; returns how many are still running."""
+def stop_head(temp_dir: str, grace_s: float = GRACE_S) -> tuple[int, int]:
+    """Stop every process of the head whose temp dir is ``temp_dir``; returns how many there were and how many
+    are still running."""
     temp_dir = os.path.abspath(temp_dir).rstrip("/")
     processes = alive(head_processes(temp_dir))
+    found = len(processes)
     for signal_name in ("terminate", "kill"):
         for process in processes:
             try:
@@ -90,18 +92,18 @@ def stop_head(temp_dir: str, grace_s: float = GRACE_S) -> int:
         processes = alive(processes) + [p for p in alive(head_processes(temp_dir)) if p not in processes]
         if not processes:
             break
-    return len(processes)
+    return found, len(processes)
 
 
 def main(arguments: list[str]) -> None:
     if len(arguments) != 2 or arguments[0] != "down":
         sys.exit(__doc__)
     temp_dir = arguments[1]
-    listed = len(alive(head_processes(os.path.abspath(temp_dir).rstrip("/"))))
-    left = stop_head(temp_dir)
+    found, left = stop_head(temp_dir)
     if left:
         sys.exit(f"{left} process(es) of the Ray head in {temp_dir} are still running after SIGKILL")
-    print(f"stopped {listed} process(es) of the Ray head in {temp_dir}" if listed else f"no Ray head in {temp_dir} was running")
+    print(f"stopped {found} process(es) of the Ray head in {temp_dir}"
+          if found else f"no Ray head in {temp_dir} was running")
 
 
 if __name__ == "__main__":

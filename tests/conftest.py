@@ -85,9 +85,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_ray_head(temp_dir: Path) -> subprocess.CompletedProcess:
-    """``ray start --head`` (2 CPUs, loopback, jobs API) on free ports of its own, its files in ``temp_dir``;
-    the GCS port is in ``.gcs_port`` of the result."""
+def start_ray_head(temp_dir: Path) -> tuple[subprocess.CompletedProcess, int]:
+    """``ray start --head`` (2 CPUs, loopback, jobs API) on free ports of its own, its files in ``temp_dir``:
+    the command's result and the head's GCS port."""
     gcs_port = free_port()
     ports = [
         f"--port={gcs_port}", f"--dashboard-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
@@ -100,8 +100,7 @@ def start_ray_head(temp_dir: Path) -> subprocess.CompletedProcess:
          "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp_dir}", *ports],
         capture_output=True, text=True,
     )  # fmt: skip
-    started.gcs_port = gcs_port
-    return started
+    return started, gcs_port
 
 
 @pytest.fixture(scope="session")
@@ -125,12 +124,12 @@ def ray_cluster(local_s3, tmp_path_factory):
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     os.environ["RAYFLEET_MODELS_DIR"] = str(models_dir())
     temp_dir = tmp_path_factory.mktemp("ray")
-    started = start_ray_head(temp_dir)
+    started, gcs_port = start_ray_head(temp_dir)
     if started.returncode != 0:
         stop_head(str(temp_dir))
         pytest.fail(f"`ray start` failed ({started.returncode}):\n{started.stdout[-3000:]}\n{started.stderr[-3000:]}")
     try:
-        context = ray.init(address=f"127.0.0.1:{started.gcs_port}", logging_level="WARNING")
+        context = ray.init(address=f"127.0.0.1:{gcs_port}", logging_level="WARNING")
         yield context
     finally:
         ray.shutdown()

@@ -25,7 +25,7 @@ def test_down_stops_every_process_of_the_head_and_leaves_another_head_running(ra
     from tests.conftest import start_ray_head
 
     temp_dir = tmp_path_factory.mktemp("head")  # short: Ray's unix sockets live under it
-    started = start_ray_head(temp_dir)
+    started, _ = start_ray_head(temp_dir)
     assert started.returncode == 0, started.stderr[-3000:]
     processes = alive(head_processes(str(temp_dir)))
     names = {" ".join(process.cmdline()) for process in processes}
