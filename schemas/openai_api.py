@@ -4,7 +4,9 @@ Requests accept the fields the official ``openai`` client sends; unknown fields 
 ignored as OpenAI does. Fields this server knows but cannot honour (``n`` above 1, tools,
 log probabilities, JSON response formats, ``logit_bias``, ``echo``, ``suffix``,
 ``best_of``) are refused with a 400 that names them when they ask for something, never
-silently dropped: an answer that ignored them would look right and be wrong. An explicit
+silently dropped: an answer that ignored them would look right and be wrong. Text holding a
+lone UTF-16 surrogate (a JSON escape like ``\ud83d`` without its pair, as a client that cut an
+emoji in half sends) is not Unicode and is refused naming where it is. An explicit
 ``null`` means the field's default, as in OpenAI. Message content may be a string or a list
 of text parts (as newer clients send); an assistant message's content may be null (after a
 refusal, say) and reads as empty; the ``developer`` role is read as ``system``. Responses
@@ -14,16 +16,27 @@ the client exposes as extra attributes.
 
 from __future__ import annotations
 
+import re
 import reprlib
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 MAX_STOP_SEQUENCES = 4  # as OpenAI
 SEED_LIMIT = 2**63  # seeds reach torch generators as signed 64-bit integers
 NO_TOOL_CALLING = "is for tool calling, which this server does not support"
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate_at(value: Any, where: str) -> str | None:
+    """Where in a parsed JSON value (``where`` for the value itself) a string holds a lone UTF-16
+    surrogate, if one does: JSON's ``\\uXXXX`` escapes allow it, Unicode text (and every tokenizer) does not."""
+    if isinstance(value, str):
+        return where if LONE_SURROGATE.search(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return next((found for key, item in items if (found := lone_surrogate_at(item, f"{where}.{key}"))), None)
 
 
 class ChatMessage(BaseModel):
@@ -92,6 +105,8 @@ class SamplingFields(BaseModel):
     """Sampling fields shared by chat and text completions."""
 
     model_config = ConfigDict(extra="ignore")
+    # Fields this server knows but cannot honour, and when a value asks for them (refused by name).
+    UNSUPPORTED: ClassVar[dict[str, Callable[[Any], bool]]] = {"n": lambda n: n not in (None, 1), "logit_bias": bool}
 
     model: str = Field(..., min_length=1, description="rayfleet (routed), rayfleet-<path> or rayfleet-<path>:<adapter>@<version>.")
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (the server's limit applies).")
@@ -112,6 +127,23 @@ class SamplingFields(BaseModel):
     n: int | None = Field(None, description="Choices per request: only 1 is served (send several requests for more).")
     logit_bias: dict[str, float] | None = Field(None, description="Not supported: refused unless empty.")
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def unicode_text(cls, value: Any, info: ValidationInfo) -> Any:
+        where = lone_surrogate_at(value, info.field_name)
+        if where is not None:
+            raise ValueError(f"the text at {where} holds a lone UTF-16 surrogate (half of an escaped pair such as "
+                             "\\ud83d), which is not Unicode: send the whole character")  # fmt: skip
+        return value
+
+    @field_validator("*")
+    @classmethod
+    def nothing_unsupported(cls, value: Any, info: ValidationInfo) -> Any:
+        asks = cls.UNSUPPORTED.get(info.field_name)
+        if asks is not None and asks(value):
+            raise ValueError(f"not supported by this server: {info.field_name}={reprlib.repr(value)}")
+        return value
+
     @field_validator("temperature", "top_p", "presence_penalty", "frequency_penalty", "stream", mode="before")
     @classmethod
     def null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
@@ -126,17 +158,6 @@ class SamplingFields(BaseModel):
         if any(not text for text in stops):
             raise ValueError("stop sequences must not be empty strings")
         return stops
-
-    def asks_unsupported(self) -> dict[str, bool]:
-        """For each field this server cannot honour, whether the request asks for it."""
-        return {"n": self.n not in (None, 1), "logit_bias": bool(self.logit_bias)}
-
-    @model_validator(mode="after")
-    def nothing_unsupported(self):
-        refused = [f"{name}={reprlib.repr(getattr(self, name))}" for name, on in self.asks_unsupported().items() if on]
-        if refused:
-            raise ValueError(f"not supported by this server: {', '.join(refused)}")
-        return self
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -154,12 +175,11 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: str | dict | None = Field(None, description="Only none or auto without tools.")
     response_format: dict | None = Field(None, description="Only {type: text}.")
 
-    def asks_unsupported(self) -> dict[str, bool]:
-        return super().asks_unsupported() | {
-            "logprobs": bool(self.logprobs), "top_logprobs": bool(self.top_logprobs), "tools": bool(self.tools),
-            "functions": bool(self.functions), "tool_choice": self.tool_choice not in (None, "none", "auto"),
-            "response_format": (self.response_format or {"type": "text"}).get("type") != "text",
-        }  # fmt: skip
+    UNSUPPORTED = SamplingFields.UNSUPPORTED | {
+        "logprobs": bool, "top_logprobs": bool, "tools": bool, "functions": bool,
+        "tool_choice": lambda choice: choice not in (None, "none", "auto"),
+        "response_format": lambda response_format: (response_format or {"type": "text"}).get("type") != "text",
+    }  # fmt: skip
 
 
 class CompletionRequest(SamplingFields):
@@ -188,11 +208,9 @@ class CompletionRequest(SamplingFields):
             raise ValueError("token-id prompts are not supported: send the prompt as text")
         return prompt
 
-    def asks_unsupported(self) -> dict[str, bool]:
-        return super().asks_unsupported() | {
-            "echo": bool(self.echo), "suffix": bool(self.suffix), "best_of": self.best_of not in (None, 1),
-            "logprobs": bool(self.logprobs),
-        }  # fmt: skip
+    UNSUPPORTED = SamplingFields.UNSUPPORTED | {
+        "echo": bool, "suffix": bool, "best_of": lambda best_of: best_of not in (None, 1), "logprobs": bool,
+    }  # fmt: skip
 
 
 class Citation(BaseModel):

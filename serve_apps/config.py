@@ -90,7 +90,11 @@ class PathCommon(BaseConfig):
     """Settings every answer path has."""
 
     engine: str = Field("default", description="Name of the LLM deployment (in engines) this path generates with.")
-    timeout_s: float = Field(30.0, gt=0, description="Longest wait for the answer (first token when streaming) before falling back.")
+    timeout_s: float = Field(
+        30.0, gt=0,
+        description="Longest the path may go quiet: to its first token, then between chunks. Past it the path has failed: "
+        "its fallback answers (a stream already begun ends with an error event). A long answer that keeps coming never times out.",
+    )  # fmt: skip
     fallback: list[str] = Field(default_factory=list, description="Paths tried next, in order, if this one fails; one fallback per request.")
     system_prompt: str | None = Field(None, description="System message put before the conversation, if any.")
     deployment: DeploymentOptions = Field(default_factory=DeploymentOptions, description="Ray options of the path deployment.")
@@ -155,10 +159,12 @@ class RagPathConfig(PathCommon):
 
 
 class FaultInjectionPathConfig(PathCommon):
-    """A fault injector standing in for a broken path (tests, drills): it errors or hangs."""
+    """A fault injector standing in for a broken path (tests, drills): it errors, hangs, or stalls."""
 
     kind: Literal["fault_injection"] = Field("fault_injection", description="Path type.")
-    mode: Literal["error", "hang"] = Field("error", description="error: raise at once; hang: never answer.")
+    mode: Literal["error", "hang", "stall"] = Field(
+        "error", description="error: raise at once; hang: never answer; stall: answer one chunk, then never the next."
+    )
 
 
 PathConfig = Annotated[
@@ -232,6 +238,9 @@ class LimitsConfig(BaseConfig):
     max_tokens: int = Field(256, ge=1, description="Largest max_tokens accepted.")
     default_max_tokens: int = Field(64, ge=1, description="max_tokens when a request sets none.")
     max_in_flight: int = Field(64, ge=1, description="Requests one ingress replica admits at once; more get 503.")
+    max_body_bytes: int = Field(
+        1 << 20, ge=1024, description="Largest request body read (413 past it, before any parsing); the prompt limit applies within it."
+    )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503.")
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 class RequestError(Exception):
     """A request the app refuses, with the HTTP status and OpenAI error type to answer with."""
 
-    def __init__(self, status: int, message: str, code: str | None = None):
-        super().__init__(status, message, code)
-        self.status, self.message, self.code = status, message, code
+    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None):
+        super().__init__(status, message, code, param)
+        self.status, self.message, self.code, self.param = status, message, code, param
 
     def __str__(self) -> str:
         return self.message

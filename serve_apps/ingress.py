@@ -1,9 +1,13 @@
 """The OpenAI-compatible ingress as a plain class (:class:`OpenAIServer`) and its HTTP app (:func:`build_http_app`).
 
-Per request: API key (401 before anything else), admission (503 + Retry-After past
-``max_in_flight``), limits (400), target (``model``, else the router), A/B arm, then the
-target path with its timeout, falling back along the path's chain, each path once.
-Response headers say what happened (``x-rayfleet-*``); metrics and request logs record it.
+Per request: API key (401 before anything else), body size (413 past ``max_body_bytes``, before
+it is parsed), limits (400; a prompt far longer than the token limit is refused by its length in
+characters, before it is tokenized), admission (503 + Retry-After past ``max_in_flight``),
+target (``model``, else the router), A/B arm, then the target path, falling back along the
+path's chain, each path once, when a path fails or goes quiet for its ``timeout_s`` (to its
+first token, then between chunks: a long answer that keeps coming is never cut). Response
+headers say what happened (``x-rayfleet-*``); metrics and request logs record it, and
+``rayfleet_rejected`` counts the requests refused before any path was asked, by error code.
 
 The Serve deployment (serve_apps.openai_app) passes the router and the paths as
 callables over deployment handles; tests may pass any callables of the same shape.
@@ -17,6 +21,7 @@ import json
 import logging
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -137,7 +142,7 @@ def as_request_error(error: BaseException) -> RequestError | None:
     """The client error inside ``error`` (Ray wraps errors raised in other replicas), if it is one."""
     for candidate in (error, getattr(error, "cause", None)):
         if isinstance(candidate, RequestError):
-            return RequestError(candidate.status, candidate.message, candidate.code)
+            return RequestError(candidate.status, candidate.message, candidate.code, candidate.param)
     return None
 
 
@@ -146,6 +151,12 @@ def failure_reason(error: BaseException) -> str:
         return "timeout"
     cause = getattr(error, "cause", None) or error
     return f"{type(cause).__name__}: {str(cause).splitlines()[0][:160] if str(cause) else ''}"
+
+
+def longest_token_chars(tokenizer) -> int:
+    """The most characters one token of ``tokenizer`` stands for (its longest decoded token): a text
+    of more than ``n`` times as many characters cannot be ``n`` tokens or fewer, whatever it says."""
+    return max(len(tokenizer.decode([token_id])) for token_id in range(len(tokenizer)))
 
 
 async def close_stream(stream: AsyncIterator[PathChunk]) -> None:
@@ -167,6 +178,8 @@ class OpenAIServer:
         self.request_log = RequestLogWriter(config.request_log)
         engine = config.engines[config.paths[config.router.default_path].engine].engine
         self.tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(engine.model)))
+        # Twice the bound, so a tokenizer that drops characters (normalization) is never refused wrongly.
+        self.max_prompt_chars = 2 * longest_token_chars(self.tokenizer) * config.ingress.limits.max_prompt_tokens
         self.in_flight = 0
 
     # -- the endpoints ----------------------------------------------------------------------
@@ -179,27 +192,47 @@ class OpenAIServer:
         card = next((card for card in self.models().data if card.id == name), None)
         if card is None:
             served = ", ".join(card.id for card in self.models().data)
-            raise RequestError(404, f"model {name!r} does not exist; served: {served}", "model_not_found")
+            raise RequestError(404, f"model {name!r} does not exist; served: {served}", "model_not_found", "model")
         return card
 
     async def chat(self, body: ChatCompletionRequest, headers) -> Response:
         conversation = [message.turn() for message in body.messages]
-        prompt_tokens = len(render_prompt_ids(self.tokenizer, conversation))
-        request = PathRequest(self.sampling(body, body.max_completion_tokens or body.max_tokens), conversation=conversation)
-        return await self.answer("chat.completions", body, request, prompt_tokens, headers)
+        with self.refusals():
+            self.check_prompt_chars(sum(len(turn["content"]) for turn in conversation), "messages")
+            self.check_prompt(len(render_prompt_ids(self.tokenizer, conversation)), "messages")
+            field_name = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+            sampling = self.sampling(body, body.max_completion_tokens or body.max_tokens, field_name)
+            request = PathRequest(sampling, conversation=conversation)
+        return await self.answer("chat.completions", body, request, headers)
 
     async def complete(self, body: CompletionRequest, headers) -> Response:
-        prompt_tokens = len(self.tokenizer(body.prompt, add_special_tokens=False)["input_ids"])
-        request = PathRequest(self.sampling(body, body.max_tokens), prompt=body.prompt)
-        return await self.answer("completions", body, request, prompt_tokens, headers)
+        with self.refusals():
+            self.check_prompt_chars(len(body.prompt), "prompt")
+            self.check_prompt(len(self.tokenizer(body.prompt, add_special_tokens=False)["input_ids"]), "prompt")
+            request = PathRequest(self.sampling(body, body.max_tokens), prompt=body.prompt)
+        return await self.answer("completions", body, request, headers)
 
     # -- one request --------------------------------------------------------------------------
 
-    def sampling(self, body: SamplingFields, max_tokens: int | None) -> SamplingConfig:
+    @contextmanager
+    def refusals(self):
+        """Counts the requests refused inside (checks before any path is asked) in ``rayfleet_rejected``, by
+        error code (``server_error`` for a bug)."""
+        try:
+            yield
+        except RequestError as error:
+            self.metrics.rejected(error.code or str(error.status))
+            raise
+        except Exception:
+            self.metrics.rejected("server_error")
+            raise
+
+    def sampling(self, body: SamplingFields, max_tokens: int | None, field_name: str = "max_tokens") -> SamplingConfig:
         limits = self.config.ingress.limits
         max_tokens = max_tokens or limits.default_max_tokens
         if max_tokens > limits.max_tokens:
-            raise RequestError(400, f"max_tokens {max_tokens} is above this server's limit of {limits.max_tokens}", "max_tokens_too_large")
+            message = f"{field_name} {max_tokens} is above this server's limit of {limits.max_tokens}"
+            raise RequestError(400, message, "max_tokens_too_large", field_name)
         greedy = body.top_p == 0  # OpenAI's top_p 0 keeps only the likeliest token; vLLM wants top_p > 0
         return self.config.sampling.model_copy(update=dict(
             max_tokens=max_tokens, temperature=0.0 if greedy else body.temperature, top_p=1.0 if greedy else body.top_p,
@@ -207,10 +240,18 @@ class OpenAIServer:
             seed=body.seed,  # none: each request samples afresh (SamplingConfig's 0 is for reproducible batch jobs)
         ))  # fmt: skip
 
-    def check_prompt(self, prompt_tokens: int) -> None:
+    def check_prompt_chars(self, chars: int, field_name: str) -> None:
+        """Refuses a prompt too long to be worth tokenizing (tokenizing runs on the replica's event loop)."""
+        if chars > self.max_prompt_chars:
+            limit = self.config.ingress.limits.max_prompt_tokens
+            message = f"the prompt is {chars} characters, far above this server's limit of {limit} tokens"
+            raise RequestError(400, message, "context_length_exceeded", field_name)
+
+    def check_prompt(self, prompt_tokens: int, field_name: str) -> None:
         limit = self.config.ingress.limits.max_prompt_tokens
         if prompt_tokens > limit:
-            raise RequestError(400, f"the prompt is {prompt_tokens} tokens, above this server's limit of {limit}", "context_length_exceeded")
+            message = f"the prompt is {prompt_tokens} tokens, above this server's limit of {limit}"
+            raise RequestError(400, message, "context_length_exceeded", field_name)
 
     def admit(self) -> None:
         if self.in_flight >= self.config.ingress.limits.max_in_flight:
@@ -223,8 +264,7 @@ class OpenAIServer:
         self.in_flight -= 1
         self.metrics.in_flight(self.in_flight)
 
-    async def answer(self, endpoint: str, body: SamplingFields, request: PathRequest, prompt_tokens: int, headers) -> Response:
-        self.check_prompt(prompt_tokens)
+    async def answer(self, endpoint: str, body: SamplingFields, request: PathRequest, headers) -> Response:
         self.admit()
         user_id = headers.get(self.config.ingress.user_header) or body.user
         outcome = Outcome(
@@ -250,7 +290,7 @@ class OpenAIServer:
         try:
             target = parse_model(model, self.path_kinds)
         except UnknownModelError as error:
-            raise RequestError(404, str(error), "model_not_found") from error
+            raise RequestError(404, str(error), "model_not_found", "model") from error
         decision = Decision(target, "model") if target else await self.routed(text)
         test = self.ab_test_for(decision.target)
         if test is not None:
@@ -278,27 +318,38 @@ class OpenAIServer:
         first = outcome.decision.target.path
         return [(first, request)] + [(name, replace(request, adapter=None)) for name in self.config.paths[first].fallback]
 
+    async def next_chunk(self, path: str, chunks: AsyncIterator[PathChunk]) -> PathChunk:
+        """The path's next chunk: TimeoutError past its ``timeout_s`` (the wait is cancelled, and with it the
+        path's call), StopAsyncIteration after its last."""
+        return await asyncio.wait_for(anext(chunks), self.config.paths[path].timeout_s)
+
     async def run_to_end(self, outcome: Outcome, request: PathRequest) -> list[PathChunk]:
         for path, path_request in self.chain(outcome, request):
+            chunks = aiter(self.paths[path](path_request))
             try:
-                return await asyncio.wait_for(self.collect(outcome, path, path_request), self.config.paths[path].timeout_s)
+                return await self.collect(outcome, path, chunks)
             except Exception as error:
+                await close_stream(chunks)
                 self.path_failed(outcome, path, error)
         raise self.all_failed(outcome)
 
-    async def collect(self, outcome: Outcome, path: str, request: PathRequest) -> list[PathChunk]:
-        chunks = []
-        async for chunk in self.paths[path](request):
+    async def collect(self, outcome: Outcome, path: str, chunks: AsyncIterator[PathChunk]) -> list[PathChunk]:
+        collected = []
+        while True:
+            try:
+                chunk = await self.next_chunk(path, chunks)
+            except StopAsyncIteration:
+                return collected
             self.note_chunk(outcome, path, chunk)
-            chunks.append(chunk)
-        return chunks
+            collected.append(chunk)
 
     async def open_stream(self, outcome: Outcome, request: PathRequest) -> tuple[PathChunk, AsyncIterator[PathChunk]]:
         for path, path_request in self.chain(outcome, request):
             chunks = aiter(self.paths[path](path_request))
             try:
-                first = await asyncio.wait_for(anext(chunks), self.config.paths[path].timeout_s)
+                first = await self.next_chunk(path, chunks)
             except Exception as error:
+                await close_stream(chunks)
                 self.path_failed(outcome, path, error)
                 continue
             self.note_chunk(outcome, path, first)
@@ -321,7 +372,8 @@ class OpenAIServer:
         logger.warning("path %s failed for request %s: %s", path, outcome.request_id, reason)
         self.metrics.path_error(path, outcome.decision.arm or NO_ARM, reason.split(":")[0])
         outcome.failures.append((path, reason))
-        outcome.first_token_at = None
+        # What the failed path answered before it failed is not the answer's (its fallback's chunks are).
+        outcome.first_token_at = outcome.adapter = outcome.citations = outcome.prompt_tokens = outcome.completion_tokens = None
 
     def all_failed(self, outcome: Outcome) -> RequestError:
         tried = "; ".join(f"{name}: {reason}" for name, reason in outcome.failures)
@@ -331,7 +383,11 @@ class OpenAIServer:
         stream_id, created = completion_id("chatcmpl" if outcome.endpoint == "chat.completions" else "cmpl"), int(time.time())
         try:
             yield self.sse_chunk(outcome, stream_id, created, first, opening=True)
-            async for chunk in rest:
+            while True:
+                try:
+                    chunk = await self.next_chunk(outcome.path, rest)
+                except StopAsyncIteration:
+                    break
                 self.note_chunk(outcome, outcome.path, chunk)
                 yield self.sse_chunk(outcome, stream_id, created, chunk, opening=False)
             if include_usage:
@@ -392,11 +448,12 @@ class OpenAIServer:
     def finish(self, outcome: Outcome, error: BaseException | None = None) -> None:
         """Release the admission slot and record the request (metrics, log row)."""
         self.release()
+        client_error = None if error is None else as_request_error(error)
         if error is not None:
-            client_error = as_request_error(error)
             outcome.status = client_error.status if client_error else 500
             outcome.error = str(client_error) if client_error else failure_reason(error)
-        if outcome.decision is None:
+        if outcome.decision is None:  # refused before it was routed (unknown model): no path to count it under
+            self.metrics.rejected(client_error.code if client_error and client_error.code else str(outcome.status))
             return
         path, arm = outcome.path or outcome.decision.target.path, outcome.decision.arm or NO_ARM
         latency = time.perf_counter() - outcome.started
@@ -424,9 +481,16 @@ class OpenAIServer:
 # -- HTTP ------------------------------------------------------------------------------------------
 
 
-def error_response(status: int, message: str, error_type: str, code: str | None = None, headers=None) -> JSONResponse:
-    body = ErrorResponse(error=ErrorDetail(message=message, type=error_type, code=code))
+def error_response(status: int, message: str, error_type: str, code: str | None = None, headers=None,
+                   param: str | None = None) -> JSONResponse:  # fmt: skip
+    body = ErrorResponse(error=ErrorDetail(message=message, type=error_type, code=code, param=param))
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def invalid_field(error: RequestValidationError) -> str | None:
+    """The request field the first problem is in (``messages.0.content``), for the error's ``param``."""
+    location = error.errors()[0]["loc"] if error.errors() else ()
+    return ".".join(map(str, location[1:])) if len(location) > 1 and location[0] == "body" else None
 
 
 def http_error(request: Request, error: HTTPException) -> RequestError:
@@ -437,6 +501,50 @@ def http_error(request: Request, error: HTTPException) -> RequestError:
     if error.status_code == 405:
         return RequestError(405, f"method not allowed: {where}", "method_not_allowed")
     return RequestError(error.status_code, str(error.detail), None)
+
+
+class BodyLimitMiddleware:
+    """Refuses a /v1 request body over ``max_body_bytes`` with 413 as soon as it is seen to be (by its
+    Content-Length, else while it is read), before anything parses it; the app reads the body held here."""
+
+    def __init__(self, app, server: OpenAIServer):
+        self.app, self.server = app, server
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.server.config.ingress.limits.max_body_bytes
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        body = None if declared.isdigit() and int(declared) > limit else await self.read_body(receive, limit)
+        if body is None:
+            self.server.metrics.rejected("request_too_large")
+            message = f"the request body is larger than this server's limit of {limit} bytes"
+            await error_response(413, message, "invalid_request_error", "request_too_large")(scope, receive, send)
+            return
+        await self.app(scope, self.replay(body, receive), send)
+
+    @staticmethod
+    async def read_body(receive, limit: int) -> list[dict] | None:
+        """The body's messages as received, or None once they hold more than ``limit`` bytes."""
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages
+            size += len(message.get("body", b""))
+            if size > limit:
+                return None
+            if not message.get("more_body", False):
+                return messages
+
+    @staticmethod
+    def replay(messages: list[dict], receive):
+        async def replayed():
+            return messages.pop(0) if messages else await receive()
+
+        return replayed
 
 
 class ApiKeyMiddleware:
@@ -465,12 +573,13 @@ ERROR_RESPONSES = {
 def build_http_app(server: OpenAIServer) -> FastAPI:
     """The FastAPI app over ``server``: the OpenAI routes, /healthz and /metrics."""
     app = FastAPI(title="rayfleet", version="0.1.0", description="OpenAI-compatible endpoint routed to fine-tuned, RAG and base paths.")
-    app.add_middleware(ApiKeyMiddleware, server=server)
+    app.add_middleware(BodyLimitMiddleware, server=server)
+    app.add_middleware(ApiKeyMiddleware, server=server)  # added last, so it runs first: no key, no body read
 
     @app.exception_handler(RequestError)
     async def request_error(_request: Request, error: RequestError) -> JSONResponse:
         retry = {"Retry-After": str(server.config.ingress.limits.retry_after_s)} if error.status == 503 else None
-        return error_response(error.status, error.message, error.error_type, error.code, retry)
+        return error_response(error.status, error.message, error.error_type, error.code, retry, error.param)
 
     @app.exception_handler(HTTPException)
     async def framework_error(request: Request, error: HTTPException) -> JSONResponse:
@@ -479,8 +588,15 @@ def build_http_app(server: OpenAIServer) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        server.metrics.rejected("invalid_request")
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        return error_response(400, f"invalid request: {problems}", "invalid_request_error", "invalid_request")
+        message = f"invalid request: {problems}"
+        return error_response(400, message, "invalid_request_error", "invalid_request", param=invalid_field(error))
+
+    @app.exception_handler(Exception)
+    async def server_error(_request: Request, error: Exception) -> JSONResponse:
+        """A bug: answered in OpenAI's error shape, without details (they are in the replica's log)."""
+        return error_response(500, f"internal error ({type(error).__name__}); see the server log", "server_error")
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=ERROR_RESPONSES)
     async def chat_completions(body: ChatCompletionRequest, request: Request):

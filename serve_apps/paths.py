@@ -119,7 +119,7 @@ class GeneratingPath:
 
     async def adapter_for(self, request: PathRequest) -> AdapterSource | None:
         if request.adapter:
-            raise RequestError(404, f"path {self.config.kind!r} takes no adapter", "model_not_found")
+            raise RequestError(404, f"path {self.config.kind!r} takes no adapter", "model_not_found", "model")
         return None
 
 
@@ -168,7 +168,7 @@ class AdapterResolver:
         try:
             artifact = self.registry.resolve(reference)
         except RegistryError as error:
-            raise RequestError(404, f"adapter {reference!r} not found: {error}", "model_not_found") from error
+            raise RequestError(404, f"adapter {reference!r} not found: {error}", "model_not_found", "model") from error
         fixed = reference.partition("@")[2].isdigit()
         self._resolved[reference] = (float("inf") if fixed else time.monotonic(), artifact)
         return artifact
@@ -184,7 +184,7 @@ class FineTunedPath(GeneratingPath):
     async def adapter_for(self, request: PathRequest) -> AdapterSource:
         reference = request.adapter or self.config.default_adapter
         if reference is None:
-            raise RequestError(404, "name an adapter: model rayfleet-<path>:<adapter>@<version>", "model_not_found")
+            raise RequestError(404, "name an adapter: model rayfleet-<path>:<adapter>@<version>", "model_not_found", "model")
         try:
             return await self.adapters.source(reference)
         except RequestError as error:
@@ -220,7 +220,7 @@ class RagPath(GeneratingPath):
 
     async def stream(self, request: PathRequest) -> AsyncIterator[PathChunk]:
         if request.adapter:
-            raise RequestError(404, "the RAG path takes no adapter in the model name; its adapter is configured", "model_not_found")
+            raise RequestError(404, "the RAG path takes no adapter in the model name; its adapter is configured", "model_not_found", "model")
         question, query, system, history = self.thread(request)
         retriever = self.index.current()
         if retriever is None:  # a server-side gap, not the client's fault: the fallback chain answers
@@ -282,7 +282,7 @@ class RagPath(GeneratingPath):
             except PromptTooLong as error:
                 refusal = error
         message = f"{refusal} (the model's context is {self.context_length} tokens; max_tokens {max_tokens})"
-        raise RequestError(400, message, "context_length_exceeded")
+        raise RequestError(400, message, "context_length_exceeded", "messages")
 
     def thread(self, request: PathRequest) -> tuple[str, str, str | None, Conversation]:
         """The question, what to search with, the system text (the config's, then the client's) and the
@@ -306,13 +306,15 @@ class RagPath(GeneratingPath):
 
 
 class FaultInjectionPath:
-    """A deliberately broken path (fault injection for tests and drills): errors at once, or hangs."""
+    """A deliberately broken path (fault injection for tests and drills): errors at once, hangs, or
+    stalls after its first chunk (which names the request's adapter, as a real path's does)."""
 
     def __init__(self, config: FaultInjectionPathConfig):
         self.config = config
 
     async def stream(self, request: PathRequest) -> AsyncIterator[PathChunk]:
-        if self.config.mode == "hang":
+        if self.config.mode == "stall":
+            yield PathChunk(" stalled", 1, 1, adapter=request.adapter)
+        if self.config.mode in ("hang", "stall"):
             await asyncio.sleep(3600)
         raise RuntimeError("fault injection: this path is broken on purpose")
-        yield  # an async generator, like the real paths

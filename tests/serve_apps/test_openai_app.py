@@ -32,6 +32,8 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 PAPER_QUESTION = "According to the paper, which dataset do the authors evaluate their parser on?"
 LONG_ANSWER = "Write a long story about a dragon who learns to fly."
+# About 200 tokens: on these CPUs their prefill alone takes longer than the hasty path's timeout.
+LONG_PROMPT = LONG_ANSWER + " The dragon lives in the mountains above a small village by the sea." * 12
 
 
 def app_args(artifacts) -> dict:
@@ -47,7 +49,7 @@ def app_args(artifacts) -> dict:
                     "fallback": ["base"], "timeout_s": 60},
             "broken": {"kind": "fault_injection", "mode": "error", "fallback": ["base"]},
             "stuck": {"kind": "fault_injection", "mode": "hang", "timeout_s": 2, "fallback": ["base"]},
-            "hasty": {"kind": "base", "timeout_s": 0.4, "fallback": ["base"]},  # no 48-token answer in 0.4 s here
+            "hasty": {"kind": "base", "timeout_s": 0.2, "fallback": ["base"]},  # no first token of LONG_PROMPT in 0.2 s
         },
         "router": {"model": artifacts.router, "relevance": {"index": artifacts.index, "refresh_s": 1}},
         "ingress": {"limits": {"max_prompt_tokens": 256, "max_tokens": 48, "default_max_tokens": 8, "max_in_flight": 6}},
@@ -279,7 +281,7 @@ def counts_once(condition, timeout_s: float = 30.0) -> dict[str, int]:
 
 def test_a_path_past_its_timeout_stops_generating_while_its_fallback_answers(client):
     before = generation_counts()
-    raw = chat(client, "rayfleet-hasty", LONG_ANSWER, max_tokens=48)
+    raw = chat(client, "rayfleet-hasty", LONG_PROMPT, max_tokens=48)
     assert raw.headers["x-rayfleet-fallback"] == "hasty>base" and "timeout" in raw.headers["x-rayfleet-fallback-reason"]
     assert raw.parse().usage.completion_tokens > 0
     after = counts_once(lambda counts: counts["running"] == 0)

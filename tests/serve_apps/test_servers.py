@@ -42,7 +42,7 @@ from serve_apps.config import (
 from serve_apps.ingress import OpenAIServer, build_http_app
 from serve_apps.llm_server import LLMServer
 from serve_apps.errors import RequestError
-from serve_apps.paths import AdapterResolver, BasePath, FaultInjectionPath
+from serve_apps.paths import AdapterResolver, BasePath, FaultInjectionPath, PathChunk
 from serve_apps.request_log import RequestLogWriter
 from serve_apps.router_server import RouteChoice
 from serve_apps.targets import Target, UnknownModelError, choose_arm, parse_model
@@ -730,6 +730,116 @@ def test_unknown_endpoints_and_methods_answer_in_openais_error_shape(server):
     error = embeddings.json()["error"]
     assert error["type"] == "not_found_error" and "POST /v1/embeddings" in error["message"]
     assert wrong_method.json()["error"]["code"] == "method_not_allowed" and wrong_method.headers["allow"] == "POST"
+
+
+def rejected(server: OpenAIServer) -> dict[str, float]:
+    """``rayfleet_rejected_total`` by reason."""
+    found = re.findall(r'rayfleet_rejected_total\{reason="([^"]+)"\} ([0-9.]+)', server.metrics.exposition().decode())
+    return {reason: float(count) for reason, count in found}
+
+
+def test_refusals_name_the_field_and_are_counted_before_any_path_is_asked(server):
+    chat = {"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+
+    async def scenario():
+        async with http_client(server) as http:
+            return [await http.post("/v1/chat/completions", json=chat | change) for change in (
+                {"n": 2}, {"messages": [{"role": "user", "content": None}]}, {"max_tokens": 17},
+                {"max_completion_tokens": 17}, {"model": "rayfleet-gpt"}, {"messages": [{"role": "user", "content": "word " * 100}]},
+            )]  # fmt: skip
+
+    answers = asyncio.run(scenario())
+    assert [answer.status_code for answer in answers] == [400, 400, 400, 400, 404, 400]
+    params = [answer.json()["error"]["param"] for answer in answers]
+    assert params == ["n", "messages.0.content", "max_tokens", "max_completion_tokens", "model", "messages"]
+    assert "max_completion_tokens 17 is above" in answers[3].json()["error"]["message"]
+    assert rejected(server) == {"invalid_request": 2, "max_tokens_too_large": 2, "model_not_found": 1, "context_length_exceeded": 1}
+    assert "rayfleet_requests_total{" not in server.metrics.exposition().decode()
+
+
+def test_text_with_a_lone_surrogate_is_refused_where_it_is(server):
+    """JSON lets a client send half of a surrogate pair (a JS client that cut an emoji in half); the
+    tokenizer and the engine cannot take it: 400 naming where, not a 500 or a failed path."""
+    whole = b'{"model": "rayfleet-base", "max_tokens": 4, "messages": [{"role": "user", "content": "ok \\ud83d\\ude00"}]}'
+    cut_content = whole.replace(b"\\ude00", b"")
+    cut_part = b'{"model": "rayfleet-base", "max_tokens": 4, "messages": [{"role": "user", "content": [{"type": "text", "text": "\\ud83d"}]}]}'
+    cut_stop = whole[:-1] + b', "stop": "\\ud83d"}'
+    cut_prompt = b'{"model": "rayfleet-base", "max_tokens": 4, "prompt": "\\ud83d hi"}'
+
+    async def scenario():
+        async with http_client(server) as http:
+            post = lambda path, body: http.post(path, content=body, headers={"content-type": "application/json"})  # noqa: E731
+            return [await post("/v1/chat/completions", body) for body in (whole, cut_content, cut_part, cut_stop)] + [
+                await post("/v1/completions", cut_prompt)]
+
+    answers = asyncio.run(scenario())
+    assert answers[0].status_code == 200  # a whole pair is one character, an emoji
+    for answer, where in zip(answers[1:], ["messages.0.content", "messages.0.content.0.text", "stop", "prompt"]):
+        assert answer.status_code == 400, answer.text
+        assert f"the text at {where} holds a lone UTF-16 surrogate" in answer.json()["error"]["message"]
+    assert rejected(server) == {"invalid_request": 4}
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_parsed_and_a_huge_prompt_before_it_is_tokenized(server):
+    limit = server.config.ingress.limits.max_body_bytes
+    big = {"model": "rayfleet-base", "messages": [{"role": "user", "content": "x" * limit}]}
+
+    async def chunks_of(body: bytes):
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    async def scenario():
+        async with http_client(server) as http:
+            declared = await http.post("/v1/chat/completions", json=big)
+            chunked = await http.post("/v1/chat/completions", content=chunks_of(json.dumps(big).encode()),
+                                      headers={"content-type": "application/json"})  # fmt: skip
+            huge_prompt = await http.post("/v1/completions", json={"model": "rayfleet-base", "prompt": "x " * (limit // 4)})
+            fits = await http.post("/v1/chat/completions", json=big | {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+            return declared, chunked, huge_prompt, fits
+
+    declared, chunked, huge_prompt, fits = asyncio.run(scenario())
+    for refused in (declared, chunked):
+        assert refused.status_code == 413 and refused.json()["error"]["code"] == "request_too_large"
+    assert huge_prompt.status_code == 400
+    assert f"the prompt is {limit // 2} characters, far above this server's limit of 64 tokens" in huge_prompt.json()["error"]["message"]
+    assert fits.status_code == 200  # the body read ahead of the app reaches it whole
+    assert rejected(server) == {"request_too_large": 2, "context_length_exceeded": 1}
+
+
+def test_a_path_fails_when_it_goes_quiet_not_when_its_answer_is_long(tiny_engine, tiny_llama_path, monkeypatch):
+    """``timeout_s`` bounds each wait for the next chunk: a path that answers steadily for longer than
+    that answers; one that stops mid-answer falls back (not streamed) or ends its stream with an error."""
+    monkeypatch.setenv("RAYFLEET_API_KEYS", "k1")
+    config = ServeAppConfig.model_validate(minimal_config(paths={
+        "base": {"kind": "base"}, "slow": {"kind": "base", "timeout_s": 0.5},
+        "stalled": {"kind": "fault_injection", "mode": "stall", "timeout_s": 0.5, "fallback": ["base"]}}))  # fmt: skip
+
+    async def slow_path(request):  # fault injection: 0.2 s per chunk, 1 s in all
+        for n in range(5):
+            await asyncio.sleep(0.2)
+            yield PathChunk(f" word{n}", 3, n + 1, "length" if n == 4 else None)
+
+    base = BasePath(config.paths["base"], str(tiny_llama_path), transformers_generate(tiny_engine))
+    paths = {"base": base.stream, "slow": slow_path, "stalled": FaultInjectionPath(config.paths["stalled"]).stream}
+    server = OpenAIServer(config, lambda text: None, paths)
+
+    async def scenario():
+        client = openai_client(server)
+        slow = await ask(client, model="rayfleet-slow")
+        stalled = await ask(client, model="rayfleet-stalled")
+        async with http_client(server) as http:
+            body = {"model": "rayfleet-stalled", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+            async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                events = [line async for line in response.aiter_lines() if line.startswith("data: ")]
+        return slow, stalled, events
+
+    slow, stalled, events = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert "x-rayfleet-fallback" not in slow.headers
+    assert slow.parse().choices[0].message.content == " word0 word1 word2 word3 word4"
+    assert stalled.headers["x-rayfleet-fallback"] == "stalled>base" and stalled.headers["x-rayfleet-fallback-reason"] == "stalled: timeout"
+    answer = stalled.parse()
+    assert "stalled" not in answer.choices[0].message.content and answer.model == "rayfleet-base"
+    assert " stalled" in events[0] and json.loads(events[-1].removeprefix("data: "))["error"]["message"] == "timeout"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU vLLM applies LoRA to int8 checkpoints")
