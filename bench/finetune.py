@@ -39,7 +39,7 @@ import torch
 from pydantic import Field
 
 from rayfleet.assets import resolve_model
-from rayfleet.config import BaseConfig, load_config
+from rayfleet.config import BaseConfig, config_or_exit
 
 
 class FinetuneBenchConfig(BaseConfig):
@@ -191,4 +191,4 @@ def main(config: FinetuneBenchConfig) -> dict:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    main(load_config(FinetuneBenchConfig, sys.argv[1:]))
+    main(config_or_exit(FinetuneBenchConfig, sys.argv[1:]))

@@ -51,7 +51,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from rayfleet.config import BaseConfig, load_config
+from rayfleet.config import BaseConfig, config_or_exit
 from rayfleet.training.data import IGNORE_INDEX
 from rayfleet.training.model import causal_lm_of
 
@@ -300,4 +300,4 @@ def main(config: FinetuneGpuBenchConfig, device: torch.device | None = None) -> 
 
 
 if __name__ == "__main__":
-    main(load_config(FinetuneGpuBenchConfig, sys.argv[1:]))
+    main(config_or_exit(FinetuneGpuBenchConfig, sys.argv[1:]))

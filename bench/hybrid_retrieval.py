@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 from pydantic import Field
-from rayfleet.config import BaseConfig, load_config
+from rayfleet.config import BaseConfig, config_or_exit
 from rayfleet.retrieval import Embedder
 from rayfleet.retrieval.lexical import BM25, reciprocal_rank_fusion
 
@@ -92,4 +92,4 @@ def main(config: HybridBenchConfig) -> dict:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    main(load_config(HybridBenchConfig, sys.argv[1:]))
+    main(config_or_exit(HybridBenchConfig, sys.argv[1:]))

@@ -32,7 +32,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from rayfleet import storage
-from rayfleet.config import BaseConfig, load_config
+from rayfleet.config import BaseConfig, config_or_exit
 from rayfleet.ingestion import ChunkingConfig, FileIngester
 from rayfleet.tables import new_run_id, write_errors, write_table
 from schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, FILES_SCHEMA
@@ -138,4 +138,4 @@ def main(config: IngestBenchConfig) -> dict:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    main(load_config(IngestBenchConfig, sys.argv[1:]))
+    main(config_or_exit(IngestBenchConfig, sys.argv[1:]))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from rayfleet.config import BaseConfig, load_config
+from rayfleet.config import BaseConfig, config_or_exit
 from rayfleet.text.ocr import OcrConfig
 from rayfleet.text.parsing import parse_file
 
@@ -103,4 +103,4 @@ def main(config: OcrBenchConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main(load_config(OcrBenchConfig, sys.argv[1:]))
+    main(config_or_exit(OcrBenchConfig, sys.argv[1:]))

@@ -28,7 +28,7 @@ import sys
 from pydantic import Field
 
 from jobs.demo_documents import SECTIONS, detokenize
-from rayfleet.config import BaseConfig, load_config
+from rayfleet.config import BaseConfig, config_or_exit
 from rayfleet.evaluation.metrics import token_f1
 from rayfleet.qa import PAPER_ASPECT_QUESTIONS
 
@@ -73,4 +73,4 @@ def main(config: QaBoundsConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main(load_config(QaBoundsConfig, sys.argv[1:]))
+    main(config_or_exit(QaBoundsConfig, sys.argv[1:]))

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from jobs.quantize import CalibrationConfig, HeldoutConfig, calibration_for, heldout_pairs
 from rayfleet.assets import SMOLLM2, resolve_model
-from rayfleet.config import BaseConfig, load_config
+from rayfleet.config import BaseConfig, config_or_exit
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.quantization import QuantizationMethod, quantize_model
 from rayfleet.quantization.compare import compare_models
@@ -58,4 +58,4 @@ def main(config: QuantizeBenchConfig) -> dict:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(load_config(QuantizeBenchConfig, sys.argv[1:]))
+    main(config_or_exit(QuantizeBenchConfig, sys.argv[1:]))

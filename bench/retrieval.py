@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import Field
 
 from bench.stats import p50_p99
-from rayfleet.config import BaseConfig, load_config
+from rayfleet.config import BaseConfig, config_or_exit
 from rayfleet.retrieval import Embedder, IndexParams, VectorIndex
 
 
@@ -124,4 +124,4 @@ def main(config: RetrievalBenchConfig) -> dict:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    main(load_config(RetrievalBenchConfig, sys.argv[1:]))
+    main(config_or_exit(RetrievalBenchConfig, sys.argv[1:]))

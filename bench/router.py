@@ -30,7 +30,7 @@ from bench.stats import p50_p99
 from jobs.train_router import TrainRouterConfig
 from jobs.train_router import main as train
 from rayfleet import storage
-from rayfleet.config import BaseConfig, load_config
+from rayfleet.config import BaseConfig, config_or_exit
 from rayfleet.routing import RequestRouter
 
 WARM_UP = 5
@@ -101,4 +101,4 @@ def main(config: RouterBenchConfig) -> dict:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    main(load_config(RouterBenchConfig, sys.argv[1:]))
+    main(config_or_exit(RouterBenchConfig, sys.argv[1:]))

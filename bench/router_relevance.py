@@ -39,7 +39,7 @@ from bench.stats import p50_p99
 from jobs.train_router import TrainRouterConfig
 from jobs.train_router import main as train_router
 from rayfleet import storage
-from rayfleet.config import BaseConfig, load_config
+from rayfleet.config import BaseConfig, config_or_exit
 from rayfleet.ingestion import ChunkingConfig, FileIngester
 from rayfleet.retrieval import Embedder, store
 from rayfleet.retrieval.chunks import CHUNK_COLUMNS
@@ -159,4 +159,4 @@ def main(config: RouterRelevanceBenchConfig) -> dict:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    main(load_config(RouterRelevanceBenchConfig, sys.argv[1:]))
+    main(config_or_exit(RouterRelevanceBenchConfig, sys.argv[1:]))

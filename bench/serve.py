@@ -41,7 +41,7 @@ from locust.env import Environment  # noqa: E402
 from pydantic import Field  # noqa: E402
 
 from bench.stats import p50_p99, percentile  # noqa: E402
-from rayfleet.config import BaseConfig, load_config  # noqa: E402
+from rayfleet.config import BaseConfig, config_or_exit  # noqa: E402
 
 PROMPTS = [
     "Which dataset do the authors evaluate their approach on?",
@@ -230,4 +230,4 @@ def main(config: BenchServeConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main(load_config(BenchServeConfig, sys.argv[1:]))
+    main(config_or_exit(BenchServeConfig, sys.argv[1:]))

@@ -41,7 +41,7 @@ from typing import Literal
 from pydantic import Field
 
 from jobs.demo_documents import DemoDocumentsConfig, build_documents
-from rayfleet.config import BaseConfig, load_config
+from rayfleet.config import BaseConfig, config_or_exit
 from rayfleet.engines import EngineConfig, SamplingConfig, create_engine
 from rayfleet.summarization import Summarizer, SummaryPrompts
 from rayfleet.tables import write_table
@@ -200,4 +200,4 @@ def main(config: SummarizeBenchConfig) -> dict:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    main(load_config(SummarizeBenchConfig, sys.argv[1:]))
+    main(config_or_exit(SummarizeBenchConfig, sys.argv[1:]))

@@ -26,7 +26,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from rayfleet import storage
-from rayfleet.config import BaseConfig, importable_job, load_config
+from rayfleet.config import BaseConfig, config_or_exit, importable_job
 from rayfleet.qa import paper_questions
 from rayfleet.tables import write_table
 
@@ -151,4 +151,4 @@ def main(config: DemoDocumentsConfig) -> str:
 if __name__ == "__main__":
     job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    job.main(load_config(job.DemoDocumentsConfig, sys.argv[1:]))
+    job.main(config_or_exit(job.DemoDocumentsConfig, sys.argv[1:]))

@@ -38,7 +38,7 @@ from pydantic import Field, model_validator
 
 from rayfleet import storage
 from rayfleet.batch_inference import generate_on_ray
-from rayfleet.config import BaseConfig, describe, importable_job, load_config
+from rayfleet.config import BaseConfig, config_or_exit, describe, importable_job
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.base import Conversation
 from rayfleet.evaluation.gate import PromotionGateConfig, decide
@@ -495,4 +495,4 @@ def main(config: EvaluateConfig) -> dict:
 if __name__ == "__main__":
     job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(json.dumps(job.main(load_config(job.EvaluateConfig, sys.argv[1:])), default=str))
+    print(json.dumps(job.main(config_or_exit(job.EvaluateConfig, sys.argv[1:])), default=str))

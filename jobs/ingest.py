@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
 from rayfleet import storage
-from rayfleet.config import BaseConfig, describe, importable_job, load_config
+from rayfleet.config import BaseConfig, config_or_exit, describe, importable_job
 from rayfleet.ingestion import (
     LEDGER_COLUMNS,
     OUTCOME_DELETED,
@@ -382,4 +382,4 @@ def run_report(
 if __name__ == "__main__":
     job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    job.main(load_config(job.IngestConfig, sys.argv[1:]))
+    job.main(config_or_exit(job.IngestConfig, sys.argv[1:]))

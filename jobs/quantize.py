@@ -41,7 +41,7 @@ import torch
 from pydantic import Field
 
 from rayfleet.assets import resolve_model
-from rayfleet.config import BaseConfig, describe, importable_job, load_config
+from rayfleet.config import BaseConfig, config_or_exit, describe, importable_job
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.quantization import (
     METHODS,
@@ -296,5 +296,5 @@ def publish_if_passed(config: QuantizeConfig, source: dict, output: Path, metada
 if __name__ == "__main__":
     job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    report = job.main(load_config(job.QuantizeConfig, sys.argv[1:]))
+    report = job.main(config_or_exit(job.QuantizeConfig, sys.argv[1:]))
     sys.exit(1 if report.get("refused") else 0)

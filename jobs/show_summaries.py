@@ -11,7 +11,7 @@ import textwrap
 import pyarrow.compute as pc
 from pydantic import Field
 
-from rayfleet.config import BaseConfig, importable_job, load_config
+from rayfleet.config import BaseConfig, config_or_exit, importable_job
 from rayfleet.tables import read_folder
 
 
@@ -38,4 +38,4 @@ def main(config: ShowSummariesConfig) -> None:
 
 if __name__ == "__main__":
     job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
-    job.main(load_config(job.ShowSummariesConfig, sys.argv[1:]))
+    job.main(config_or_exit(job.ShowSummariesConfig, sys.argv[1:]))

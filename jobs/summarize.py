@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 
 from rayfleet import storage
 from rayfleet.assets import folder_fingerprint, resolve_model
-from rayfleet.config import BaseConfig, describe, importable_job, load_config
+from rayfleet.config import BaseConfig, config_or_exit, describe, importable_job
 from rayfleet.documents import WorkItem, plan_input, read_work_item
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
@@ -39,6 +39,8 @@ from rayfleet.tables import drop_duplicate_ids, error_row, new_run_id, read_colu
 from schemas import SUMMARIES_SCHEMA
 
 logger = logging.getLogger("jobs.summarize")
+# The columns that tell this job's summaries from anyone else's Parquet file in the output folder.
+SUMMARY_SIGNATURE = ("summary", "run_id")
 
 
 class SummarizeConfig(BaseConfig):
@@ -65,18 +67,34 @@ class SummarizeConfig(BaseConfig):
 
     @model_validator(mode="after")
     def _folders_apart(self) -> "SummarizeConfig":
-        """Every Parquet file under ``output`` is read as a summary: nothing else may live there."""
-        if storage.contains(self.output, self.input) or storage.contains(self.input, self.output):
+        """Every Parquet file listed under ``output`` is read as a summary, and every one under ``input``
+        as documents (folders named ``_...`` are not listed): nothing else may live there."""
+        if storage.contains(self.output, self.input) or storage.listed_under(self.input, self.output):
             raise ValueError(
                 f"input ({self.input}) and output ({self.output}) overlap; the job would read its own summaries "
                 "as documents or the documents as summaries: give them separate folders"
             )
-        if self.errors_output and storage.contains(self.output, self.errors_output) and not storage.hidden_under(
-            self.output, self.errors_output
-        ):
+        if self.errors_output and storage.listed_under(self.output, self.errors_output):
             raise ValueError(
                 f"errors_output ({self.errors_output}) lies under output, where its rows would read as summaries: "
                 "put it elsewhere or in a folder whose name starts with '_' (the default is <output>/_errors)"
+            )
+        if storage.listed_under(self.input, self.errors_uri):
+            raise ValueError(
+                f"errors_output ({self.errors_uri}) lies under input, where the next run would read its rows as "
+                "documents: put it elsewhere or in a folder whose name starts with '_'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _room_to_summarize(self) -> "SummarizeConfig":
+        """Found here, not after Ray and the engine have started (the summarizer checks the exact budget)."""
+        needed = Summarizer.least_context(self.sampling.max_tokens)
+        if self.engine.max_model_len < needed:
+            raise ValueError(
+                f"engine.max_model_len={self.engine.max_model_len} cannot hold a call with sampling.max_tokens="
+                f"{self.sampling.max_tokens}: it needs at least {needed} tokens besides the prompt (text twice the "
+                "summary's length, the summary, a margin); raise engine.max_model_len or lower sampling.max_tokens"
             )
         return self
 
@@ -225,7 +243,7 @@ def main(config: SummarizeConfig) -> dict:
     started = time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
     storage.ensure_bucket(config.output)
-    done_ids = read_column_values(config.output, "doc_id")
+    done_ids = read_column_values(config.output, "doc_id", SUMMARY_SIGNATURE)
     plan = plan_input(config.input, config.id_column, config.text_column, done_ids, run_id)
     write_errors(config.errors_uri, plan.errors)
     logger.info(
@@ -235,7 +253,7 @@ def main(config: SummarizeConfig) -> dict:
     if plan.items:
         init_ray(config.ray_address)
         summarize_dataset(config, plan.items, run_id, plan.todo_rows)
-    drop_duplicate_ids(config.output, "doc_id")
+    drop_duplicate_ids(config.output, "doc_id", SUMMARY_SIGNATURE)
     report = run_report(config, run_id, plan.already_done, time.monotonic() - started)
     print(json.dumps(report), flush=True)
     return report
@@ -263,4 +281,4 @@ def run_report(config: SummarizeConfig, run_id: str, already_done: int, seconds:
 if __name__ == "__main__":
     job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    job.main(load_config(job.SummarizeConfig, sys.argv[1:]))
+    job.main(config_or_exit(job.SummarizeConfig, sys.argv[1:]))

@@ -29,7 +29,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from rayfleet import storage
-from rayfleet.config import BaseConfig, describe, importable_job, load_config
+from rayfleet.config import BaseConfig, config_or_exit, describe, importable_job
 from rayfleet.retrieval.embedder import Embedder
 from rayfleet.routing.examples import clean_examples, default_examples, read_examples
 from rayfleet.routing.training import calibration_plot, evaluate, split_examples, train_router
@@ -177,4 +177,4 @@ def main(config: TrainRouterConfig) -> dict:
 if __name__ == "__main__":
     job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    job.main(load_config(job.TrainRouterConfig, sys.argv[1:]))
+    job.main(config_or_exit(job.TrainRouterConfig, sys.argv[1:]))

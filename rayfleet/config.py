@@ -107,6 +107,16 @@ def load_config(config_class: type[ConfigT], arguments: Sequence[str] = ()) -> C
         raise ConfigError(f"invalid {config_class.__name__}:\n{error}") from error
 
 
+def config_or_exit(config_class: type[ConfigT], arguments: Sequence[str]) -> ConfigT:
+    """:func:`load_config` for a command's ``__main__`` block: a bad file or override ends the
+    command with its message on stderr and exit status 2 (a usage error), not a traceback."""
+    try:
+        return load_config(config_class, arguments)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def importable_job(main_spec) -> ModuleType:
     """The job module imported by its name, for the ``__main__`` block of ``python -m jobs.<name>``.
 

@@ -16,6 +16,7 @@ a text column null in every row has Arrow's null type and gives one "empty" erro
 from __future__ import annotations
 
 import logging
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -76,7 +77,8 @@ def _read_ids(source: str, id_column: str, text_column: str) -> _FileIds:
     try:
         parquet = _open(source)
         schema = plain_schema(parquet.schema_arrow)
-        problems = check_columns(schema, DOCUMENT_INPUT_COLUMNS, {"doc_id": id_column, "text": text_column})
+        columns, settings = {"doc_id": id_column, "text": text_column}, {"doc_id": "id_column", "text": "text_column"}
+        problems = check_columns(schema, DOCUMENT_INPUT_COLUMNS, columns, settings)
         if problems:
             found.problem = "; ".join(problems)
             return found
@@ -211,10 +213,11 @@ def _validated(
     return found, errors
 
 
-# Characters that show nothing: whitespace, and the zero-width ones str.isspace() does not count.
-INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
+# Unicode categories that show nothing: control characters (NUL, escape, ...), format characters
+# (zero-width space and joiners, byte order mark, direction marks) and separators.
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
 
 
 def is_blank(text: str) -> bool:
-    """No visible character at all."""
-    return not text.strip().strip(INVISIBLE).strip()
+    """No visible character at all (the first visible one ends the scan)."""
+    return all(char.isspace() or unicodedata.category(char) in INVISIBLE_CATEGORIES for char in text)

@@ -23,6 +23,7 @@ import functools
 import logging
 import os
 import posixpath
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ def is_s3_uri(uri: str) -> bool:
     return urlparse(uri).scheme in S3_SCHEMES
 
 
-def s3_filesystem() -> pafs.S3FileSystem:
+def s3_filesystem(allow_bucket_creation: bool = False) -> pafs.S3FileSystem:
     """An S3 filesystem configured from the standard AWS environment variables."""
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     options: dict = {
@@ -73,14 +74,14 @@ def s3_filesystem() -> pafs.S3FileSystem:
         options["secret_key"] = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
         if os.environ.get("AWS_SESSION_TOKEN"):
             options["session_token"] = os.environ["AWS_SESSION_TOKEN"]
-    return pafs.S3FileSystem(**options)
+    return pafs.S3FileSystem(**options, allow_bucket_creation=allow_bucket_creation)
 
 
 def resolve(uri: str) -> Location:
     """Map a local path or ``s3://`` URI to its filesystem and in-filesystem path."""
     if is_s3_uri(uri):
         parsed = urlparse(uri)
-        path = f"{parsed.netloc}{parsed.path}".rstrip("/")
+        path = re.sub("/+", "/", f"{parsed.netloc}{parsed.path}").rstrip("/")
         return Location(s3_filesystem(), path, f"s3://{path}")
     if "://" in uri and not uri.startswith("file://"):
         raise ValueError(f"unsupported storage URI {uri!r}: use a local path or s3://bucket/key")
@@ -160,9 +161,16 @@ def is_hidden(relative: str) -> bool:
 
 def hidden_under(folder: str, uri: str) -> bool:
     """Whether ``uri``, at or under ``folder`` (see :func:`contains`), lies where listings of ``folder`` skip."""
-    if not is_s3_uri(folder):
+    if is_s3_uri(folder):
+        folder, uri = resolve(folder).path, resolve(uri).path
+    else:
         folder, uri = os.path.abspath(folder), os.path.abspath(uri)
     return is_hidden(uri.rstrip("/")[len(folder.rstrip("/")) :])
+
+
+def listed_under(folder: str, uri: str) -> bool:
+    """Whether a listing of ``folder`` would take in what is at ``uri`` (it lies under ``folder``, not in a hidden part)."""
+    return contains(folder, uri) and not hidden_under(folder, uri)
 
 
 def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
@@ -202,11 +210,12 @@ def _bare_parquet(uri: str) -> bool:
 
 
 def contains(folder: str, uri: str) -> bool:
-    """Whether ``uri`` is ``folder`` or lies under it (both local paths, or both ``s3://`` URIs)."""
+    """Whether ``uri`` is ``folder`` or lies under it (both local paths, or both ``s3://`` URIs, as
+    ``s3a://`` and repeated slashes name the same objects)."""
     if is_s3_uri(folder) != is_s3_uri(uri):
         return False
     if is_s3_uri(folder):
-        parent, child = folder.rstrip("/"), uri.rstrip("/")
+        parent, child = resolve(folder).path, resolve(uri).path
         return child == parent or child.startswith(parent + "/")
     parent, child = os.path.abspath(folder), os.path.abspath(uri)
     return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
@@ -246,13 +255,23 @@ def delete(uri: str) -> None:
 
 
 def ensure_bucket(uri: str) -> None:
-    """Create the bucket of an ``s3://`` URI (or the local folder) if it does not exist."""
+    """Create the bucket of an ``s3://`` URI (or the local folder) if it does not exist.
+
+    Raises:
+        OSError: the bucket is missing and these credentials may not create it (named, with S3's reason).
+    """
     location = resolve(uri)
-    if location.is_s3:
-        bucket = location.path.split("/", 1)[0]
-        location.filesystem.create_dir(bucket, recursive=False)
-    else:
+    if not location.is_s3:
         os.makedirs(location.path, exist_ok=True)
+        return
+    bucket = location.path.split("/", 1)[0]
+    if location.filesystem.get_file_info(bucket).type != pafs.FileType.NotFound:
+        return
+    try:
+        s3_filesystem(allow_bucket_creation=True).create_dir(bucket, recursive=False)
+    except OSError as error:
+        raise OSError(f"bucket {bucket!r} (of {uri}) does not exist and could not be created: {error}") from error
+    logger.info("created bucket %s", bucket)
 
 
 def _to_uri(location: Location, path: str) -> str:

@@ -92,6 +92,12 @@ class Summarizer:
         self.prompts = prompts
         self.piece_budget = self._piece_budget(max_model_len)
 
+    @staticmethod
+    def least_context(max_tokens: int) -> int:
+        """The fewest context tokens a call needs besides its prompt's scaffolding: text enough to
+        shrink (twice the summary), the summary itself and the margin."""
+        return 3 * max_tokens + SAFETY_MARGIN_TOKENS
+
     def _piece_budget(self, max_model_len: int) -> int:
         """Most text tokens one call may carry: context less prompt scaffolding and output."""
         scaffolding = max(

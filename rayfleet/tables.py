@@ -50,10 +50,12 @@ def read_schema(uri: str) -> pa.Schema:
 
 
 def read_folder(folder_uri: str, columns: list[str]) -> pa.Table:
-    """``columns`` of every Parquet file under ``folder_uri``, concatenated (empty if none)."""
+    """``columns`` of every Parquet file under ``folder_uri``, concatenated (empty if none). A file
+    without them all is not one of ours (someone else's file in the folder): skipped, with a warning."""
     if not storage.exists(folder_uri):
         return pa.table({column: pa.array([], pa.null()) for column in columns})
-    tables = [read_table(uri, columns) for uri in storage.list_files(folder_uri, suffixes=(".parquet",))]
+    files = storage.list_files(folder_uri, suffixes=(".parquet",))
+    tables = [table for uri in files if (table := _read_if_ours(uri, columns)) is not None]
     if not tables:
         return pa.table({column: pa.array([], pa.null()) for column in columns})
     return pa.concat_tables(tables, promote_options="permissive")
@@ -97,11 +99,12 @@ def utc_timestamps(table: pa.Table) -> pa.Table:
     return table
 
 
-def read_column_values(folder_uri: str, column: str) -> set[str]:
+def read_column_values(folder_uri: str, column: str, signature: Iterable[str] = ()) -> set[str]:
     """Every value of ``column`` across the Parquet files under ``folder_uri``.
 
-    A Parquet file without ``column`` (not one of ours: someone else's file in the folder) is
-    skipped with a warning and left alone.
+    A Parquet file without ``column`` or any of the ``signature`` columns (the ones only the job's
+    own files have: not one of ours, someone else's file in the folder) is skipped with a warning
+    and left alone.
 
     Raises:
         OSError: a file that does not read, named, so nothing is done twice or lost on a guess.
@@ -110,22 +113,28 @@ def read_column_values(folder_uri: str, column: str) -> set[str]:
         return set()
     values: set[str] = set()
     for file_uri in storage.list_files(folder_uri, suffixes=(".parquet",)):
-        table = _read_our_column(file_uri, column)
+        table = _read_if_ours(file_uri, [column], signature)
         if table is not None:
             values.update(v for v in table.column(column).to_pylist() if v)
     return values
 
 
-def _read_our_column(file_uri: str, column: str) -> pa.Table | None:
-    """``column`` of one output file; None (with a warning) when the file has no such column."""
+def _read_if_ours(file_uri: str, columns: list[str], signature: Iterable[str] = ()) -> pa.Table | None:
+    """``columns`` of one file of an output folder; None (with a warning) when it lacks any of them
+    or of the ``signature`` columns: it was not written here, and is left alone.
+
+    Raises:
+        OSError: a file that does not read, named, so nothing is done twice or lost on a guess.
+    """
     location = storage.resolve(file_uri)
     try:
         parquet = pq.ParquetFile(location.filesystem.open_input_file(location.path))
-        if column not in parquet.schema_arrow.names:
-            logger.warning("skipping %s: it has no %r column, so it was not written here (left alone)",
-                           file_uri, column)  # fmt: skip
+        missing = [column for column in [*columns, *signature] if column not in parquet.schema_arrow.names]
+        if missing:
+            logger.warning("skipping %s: it has no %s column, so it was not written here (left alone)",
+                           file_uri, " or ".join(map(repr, missing)))  # fmt: skip
             return None
-        return parquet.read(columns=[column])
+        return parquet.read(columns=columns)
     except (OSError, pa.ArrowInvalid) as error:
         raise OSError(f"cannot read {file_uri} ({error}); move it out of the output folder or retry") from error
 
@@ -149,20 +158,21 @@ def write_errors(errors_uri: str, rows: Iterable[dict]) -> int:
     return len(rows)
 
 
-def drop_duplicate_ids(folder_uri: str, column: str) -> int:
+def drop_duplicate_ids(folder_uri: str, column: str, signature: Iterable[str] = ()) -> int:
     """Keep one row per ``column`` value across a folder's files; returns rows removed.
 
     A batch still in flight when a job is killed can land after the rerun has planned;
     this pass at the end of every run keeps the output exactly-once anyway. The earliest
     file (by name: run ids sort by time) keeps its row; later files are rewritten
-    atomically without theirs. Files without ``column`` are not ours and are left alone.
+    atomically without theirs. Files without ``column`` and the ``signature`` columns are not
+    ours and are left alone.
     """
     if not storage.exists(folder_uri):
         return 0
     seen: set[str] = set()
     removed = 0
     for file_uri in storage.list_files(folder_uri, suffixes=(".parquet",)):
-        ours = _read_our_column(file_uri, column)
+        ours = _read_if_ours(file_uri, [column], signature)
         if ours is None:
             continue
         values = ours.column(column).to_pylist()

@@ -123,7 +123,9 @@ ERRORS_SCHEMA = pa.schema(
 )
 
 
-def check_columns(schema: pa.Schema, rules: tuple[ColumnRule, ...], column_names: dict[str, str]) -> list[str]:
+def check_columns(
+    schema: pa.Schema, rules: tuple[ColumnRule, ...], column_names: dict[str, str], settings: dict[str, str] | None = None
+) -> list[str]:
     """Problems with ``schema`` against ``rules``; empty when it is fine.
 
     Args:
@@ -131,16 +133,32 @@ def check_columns(schema: pa.Schema, rules: tuple[ColumnRule, ...], column_names
         rules: the required columns.
         column_names: maps a rule's name to the column name used in this table
             (jobs may read ``body`` as ``text``).
+        settings: maps a rule's name to the config key that names its column (``text_column``),
+            for the hint when the column is there in another case.
     """
     problems = []
     for rule in rules:
         name = column_names.get(rule.name, rule.name)
-        index = schema.get_field_index(name)
-        if index < 0:
-            problems.append(f"missing column {name!r} ({rule.description}); found {schema.names}")
+        copies = schema.names.count(name)
+        if copies > 1:
+            problems.append(f"column {name!r} appears {copies} times; found {schema.names}")
             continue
+        if not copies:
+            hint = _other_case(name, schema.names, (settings or {}).get(rule.name))
+            problems.append(f"missing column {name!r} ({rule.description}); found {schema.names}{hint}")
+            continue
+        index = schema.get_field_index(name)
         found = schema.field(index).type
         if not rule.accepts(found):
             expected = " or ".join(str(t) for t in rule.accepted)
             problems.append(f"column {name!r} has type {found}, expected {expected}")
     return problems
+
+
+def _other_case(name: str, found: list[str], setting: str | None) -> str:
+    """A hint when the column is there under another case (``Text`` for ``text``): names are case-sensitive."""
+    others = [column for column in found if column.lower() == name.lower()]
+    if not others:
+        return ""
+    remedy = f"; set {setting}={others[0]}" if setting else ""
+    return f" (column names are case-sensitive: {others[0]!r} is there{remedy})"

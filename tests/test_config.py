@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,16 @@ def test_embedded_defaults_and_nested_override():
 def test_typo_fails_loudly():
     with pytest.raises(ConfigError, match="engine.max_model_lenn|max_model_lenn"):
         load_config(SummarizeConfig, ["input=in", "output=out", "engine.max_model_lenn=1024"])
+
+
+def test_a_command_with_a_typo_ends_with_the_message_and_status_2_not_a_traceback():
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.summarize", "input=in", "output=out", "engine.max_model_lenn=1024"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: invalid SummarizeConfig") and "max_model_lenn" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_wrong_type_names_the_key():

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rayfleet.documents import plan_input, read_work_item
+from rayfleet.documents import is_blank, plan_input, read_work_item
 
 
 def read_all(plan, slice_rows=256):
@@ -121,3 +121,20 @@ def test_no_parquet_files_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no Parquet files"):
         plan_input(str(tmp_path), "doc_id", "text", set(), "r")
 
+
+
+def test_text_with_nothing_visible_is_blank_and_any_visible_character_is_not():
+    for blank in ["", "  \n\t", "\x00\x00", "\x07\x1b\x08", "\u200b\ufeff", "\u200e\u00a0\u2028"]:
+        assert is_blank(blank), repr(blank)
+    for text in ["a", "\x00x", "。", "\u200b1", "🙂"]:
+        assert not is_blank(text), repr(text)
+
+
+def test_a_column_in_another_case_or_twice_is_named_as_such(tmp_path):
+    write(tmp_path / "cased.parquet", DOC_ID=["x"], Text=["some text"])
+    table = pa.Table.from_arrays([pa.array(["y"]), pa.array(["one"]), pa.array(["two"])], names=["doc_id", "text", "text"])
+    pq.write_table(table, tmp_path / "twice.parquet")
+    reasons = errors_by_source(plan_input(str(tmp_path), "doc_id", "text", done_ids=set(), run_id="r"))
+    assert "(column names are case-sensitive: 'DOC_ID' is there; set id_column=DOC_ID)" in reasons[("cased.parquet", None)]
+    assert "set text_column=Text" in reasons[("cased.parquet", None)]
+    assert "column 'text' appears 2 times" in reasons[("twice.parquet", None)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 
@@ -79,6 +80,17 @@ def test_contains_tells_a_folder_from_a_sibling_with_the_same_prefix(tmp_path):
     assert not storage.contains("s3://b/proj", "s3://b/project") and not storage.contains("s3://b/proj", str(tmp_path))
     assert storage.contains(str(tmp_path), str(tmp_path / "out"))
     assert not storage.contains(str(tmp_path / "a"), str(tmp_path / "ab"))
+    assert storage.contains("s3a://b/x", "s3://b/x/out") and storage.contains("s3://b//x", "s3://b/x/out")
+    assert storage.listed_under("s3://b/x", "s3://b/x/out") and not storage.listed_under("s3://b/x", "s3a://b//x/_out/e")
+
+
+def test_a_missing_bucket_is_created(s3_prefix):
+    bucket = f"new-bucket-{uuid.uuid4().hex[:8]}"
+    assert not storage.exists(f"s3://{bucket}")
+    storage.ensure_bucket(f"s3://{bucket}/out/summaries")
+    storage.write_bytes(f"s3://{bucket}/out/summaries/x.txt", b"x")
+    assert storage.read_bytes(f"s3://{bucket}/out/summaries/x.txt") == b"x"
+    storage.ensure_bucket(f"s3://{bucket}/out")  # there already: nothing to do
 
 
 def test_a_relative_path_in_rays_copy_of_a_jobs_working_dir_is_warned_of_once(tmp_path, monkeypatch, caplog):

@@ -40,6 +40,16 @@ def test_foreign_files_in_an_output_folder_are_left_alone_and_unreadable_ones_na
     assert (tmp_path / "cut.parquet").exists(), "nothing is deleted on a guess"
 
 
+def test_a_foreign_file_with_the_id_column_is_not_taken_for_output_by_its_signature(tmp_path):
+    write_table(str(tmp_path / "ours.parquet"), pa.table({"doc_id": ["d1"], "summary": ["s"], "run_id": ["r1"]}))
+    write_table(str(tmp_path / "zz-export.parquet"), pa.table({"doc_id": ["d1", "q"], "note": ["A", "B"]}))
+    signature = ("summary", "run_id")
+    assert read_column_values(str(tmp_path), "doc_id", signature) == {"d1"}
+    assert drop_duplicate_ids(str(tmp_path), "doc_id", signature) == 0
+    assert read_folder(str(tmp_path / "zz-export.parquet"), ["doc_id", "note"]).num_rows == 2  # untouched
+    assert read_folder(str(tmp_path), ["run_id"]).column("run_id").to_pylist() == ["r1"]  # the foreign file skipped
+
+
 def test_errors_table_rows(tmp_path):
     from rayfleet.tables import error_row
 

@@ -13,9 +13,18 @@ from jobs.summarize import SummarizeConfig
         ({"input": "s3://b/proj/docs", "output": "s3://b/proj"}, "overlap"),
         ({"input": "s3://b/docs", "output": "s3://b/docs/summaries"}, "overlap"),
         ({"input": "s3://b/docs", "output": "s3://b/out", "errors_output": "s3://b/out/errors"}, "lies under output"),
+        ({"input": "s3://b/docs", "output": "s3://b/out", "errors_output": "s3://b/docs/errors"}, "lies under input"),
+        ({"input": "s3a://b/docs", "output": "s3://b//docs/summaries"}, "overlap"),
     ],
 )
 def test_the_job_refuses_folders_that_would_read_its_own_output(folders, reason):
     with pytest.raises(ValueError, match=reason):
         SummarizeConfig(**folders)
     assert SummarizeConfig(input="s3://b/docs", output="s3://b/out", errors_output="s3://b/out/_errors").errors_uri
+    assert SummarizeConfig(input="s3://b/docs", output="s3://b/docs/_summaries").errors_uri  # not listed as input
+
+
+def test_a_summary_length_the_context_cannot_hold_is_refused_before_anything_starts():
+    with pytest.raises(ValueError, match="engine.max_model_len=2048 cannot hold a call with sampling.max_tokens=1500"):
+        SummarizeConfig(input="in", output="out", sampling={"max_tokens": 1500}, engine={"max_model_len": 2048})
+    assert SummarizeConfig(input="in", output="out", sampling={"max_tokens": 600}, engine={"max_model_len": 2048})
