@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 from rayfleet import storage
 from rayfleet.assets import folder_fingerprint, resolve_model
 from rayfleet.config import BaseConfig, config_or_exit, describe, importable_job
-from rayfleet.documents import WorkItem, plan_input, read_work_item
+from rayfleet.documents import InputPlan, WorkItem, plan_input, read_work_item
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
@@ -41,6 +41,9 @@ from schemas import SUMMARIES_SCHEMA
 logger = logging.getLogger("jobs.summarize")
 # The columns that tell this job's summaries from anyone else's Parquet file in the output folder.
 SUMMARY_SIGNATURE = ("summary", "run_id")
+# A plan of at most this many rows is read on the driver first: when no row has a text to summarize
+# (a rerun whose only rows left are ones set aside before), no engine is started for nothing.
+PRECHECK_ROWS = 256
 
 
 class SummarizeConfig(BaseConfig):
@@ -250,13 +253,31 @@ def main(config: SummarizeConfig) -> dict:
         "%d files, %d rows: %d to summarize, %d already done, %d set aside",
         plan.files, plan.total_rows, plan.todo_rows, plan.already_done, len(plan.errors),
     )  # fmt: skip
-    if plan.items:
+    set_aside = unsummarizable(config, plan, run_id) if plan.items else None
+    if set_aside is not None:
+        write_errors(config.errors_uri, set_aside)
+        logger.info("none of the %d rows to do has a text to summarize: no engine started", plan.todo_rows)
+    elif plan.items:
         init_ray(config.ray_address)
         summarize_dataset(config, plan.items, run_id, plan.todo_rows)
     drop_duplicate_ids(config.output, "doc_id", SUMMARY_SIGNATURE)
     report = run_report(config, run_id, plan.already_done, time.monotonic() - started)
     print(json.dumps(report), flush=True)
     return report
+
+
+def unsummarizable(config: SummarizeConfig, plan: InputPlan, run_id: str) -> list[dict] | None:
+    """The error rows of a small plan (``PRECHECK_ROWS``) none of whose rows has a text to summarize,
+    read here on the driver; None when some row has one, or the plan is too large to read twice."""
+    if plan.todo_rows > PRECHECK_ROWS:
+        return None
+    errors = []
+    for item in plan.items:
+        for rows, invalid in read_work_item(item, config.id_column, config.text_column, run_id, config.rows_per_read_task):
+            if rows:
+                return None
+            errors += invalid
+    return errors
 
 
 def run_report(config: SummarizeConfig, run_id: str, already_done: int, seconds: float) -> dict:

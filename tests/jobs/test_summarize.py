@@ -83,6 +83,18 @@ def test_rerun_of_a_finished_job_does_nothing(ray_cluster, s3_prefix, tiny_llama
     assert read_folder(f"{s3_prefix}/out", ["doc_id"]).num_rows == 3
 
 
+def test_a_rerun_whose_rows_left_have_no_text_starts_no_engine(s3_prefix, tiny_llama_path, tmp_path):
+    write_table(f"{s3_prefix}/in/rows.parquet", pa.table({"doc_id": ["blank", "null"], "text": ["\x00 \u200b", None]}))
+    # No model there: had the job started an engine for these rows, it would have failed.
+    no_engine = job_arguments(tiny_llama_path, f"{s3_prefix}/in", f"{s3_prefix}/out") + [f"engine.model={tmp_path}/none"]
+    from rayfleet.config import load_config
+
+    report = main(load_config(SummarizeConfig, no_engine))
+    assert (report["summarized"], report["errors"]) == (0, 2)
+    errors = read_folder(f"{s3_prefix}/out/_errors", ["doc_id", "error"]).to_pylist()
+    assert sorted((e["doc_id"], e["error"]) for e in errors) == [("blank", "empty 'text'"), ("null", "empty 'text'")]
+
+
 def test_killed_job_resumes_with_nothing_lost_or_doubled(ray_cluster, s3_prefix, smollm2_path):
     """Kill the job's driver for real (SIGKILL) after some batches are committed, then rerun."""
     ids = documents(f"{s3_prefix}/in", 24)
