@@ -453,7 +453,7 @@ class OpenAIServer:
             outcome.status = client_error.status if client_error else 500
             outcome.error = str(client_error) if client_error else failure_reason(error)
         if outcome.decision is None:  # refused before it was routed (unknown model): no path to count it under
-            self.metrics.rejected(client_error.code if client_error and client_error.code else str(outcome.status))
+            self.metrics.rejected((client_error and client_error.code) or outcome.error.split(":")[0])
             return
         path, arm = outcome.path or outcome.decision.target.path, outcome.decision.arm or NO_ARM
         latency = time.perf_counter() - outcome.started
