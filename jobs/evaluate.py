@@ -34,6 +34,8 @@ import sys
 import time
 from typing import Literal
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from rayfleet import storage
@@ -164,13 +166,18 @@ def load_questions(config: EvaluateConfig) -> list[dict]:
     """The held-out pairs of ``config.split``, a stable sample of ``max_items`` if set.
 
     Each item's ``references`` lists its acceptable answers: ``answer`` may be a string or a
-    list of strings (several references; every metric takes the best). Pairs without a
-    question, an answer or a ``doc_id`` are dropped and counted in the log.
+    list of strings (several references; every metric takes the best), in any file; numbers (ids,
+    numeric answers) read as text. Pairs without a question, an answer or a ``doc_id``, and pairs
+    whose prompt leaves the engine (or the judge) no room to answer, are dropped and counted in
+    the log. In a set where some pairs have a split, those without one are left out, counted.
     """
     if not storage.exists(config.qa):
         raise FileNotFoundError(f"no Q&A set at {config.qa}: build one with `python -m jobs.make_qa` (see README)")
-    rows = read_input_folder(config.qa, USER_QA_REQUIRED, QA_OPTIONAL_COLUMNS).to_pylist()
-    if any(row["split"] is not None for row in rows):
+    rows = read_input_folder(config.qa, USER_QA_REQUIRED, QA_OPTIONAL_COLUMNS, per_file=qa_columns_as_text).to_pylist()
+    splits = collections.Counter(row["split"] for row in rows)
+    if set(splits) != {None}:
+        if splits[None]:
+            logger.warning("%d pairs of %s have no split while the others have one: left out", splits[None], config.qa)
         rows = [row for row in rows if row["split"] == config.split]
     else:
         logger.warning("the Q&A set at %s has no split column: all %d pairs are scored as held-out", config.qa, len(rows))
@@ -182,12 +189,58 @@ def load_questions(config: EvaluateConfig) -> list[dict]:
             dropped[problem] += 1
         else:
             items.append({**row, "references": references})
+    items, dropped["too long for the context"] = within_context(config, items)
+    dropped = +dropped  # the reasons that dropped some
     if dropped:
         logger.warning("dropped %d of the %d %r pairs: %s", sum(dropped.values()), len(rows), config.split, dict(dropped))
     if not items:
-        raise ValueError(f"the Q&A set at {config.qa} has no usable {config.split!r} pairs")
+        found = ", ".join(f"{split!r}: {count}" for split, count in splits.items())
+        raise ValueError(f"the Q&A set at {config.qa} has no usable {config.split!r} pairs (pairs by split: {found})")
     items.sort(key=lambda row: hashlib.sha256(row["question"].encode()).hexdigest())
     return items[: config.max_items] if config.max_items else items
+
+
+def qa_columns_as_text(table: pa.Table) -> pa.Table:
+    """One file of a Q&A set with ``doc_id`` as text and ``answer`` as a list of texts, whatever its
+    writer chose (numbers for ids or answers, one answer per row or several), so files combine."""
+    doc_ids = pc.cast(table.column("doc_id"), pa.string())
+    answers = table.column("answer")
+    if pa.types.is_list(answers.type) or pa.types.is_large_list(answers.type):
+        answers = pc.cast(answers, pa.list_(pa.string()))
+    else:
+        texts = pc.cast(answers, pa.string()).to_pylist()
+        answers = pa.array([None if text is None else [text] for text in texts], pa.list_(pa.string()))
+    table = table.set_column(table.schema.get_field_index("doc_id"), "doc_id", doc_ids)
+    return table.set_column(table.schema.get_field_index("answer"), "answer", answers)
+
+
+def within_context(config: EvaluateConfig, items: list[dict]) -> tuple[list[dict], int]:
+    """The items whose prompts leave the engine ``sampling.max_tokens`` to answer in (RAG prompts with
+    their whole passage budget) and, when the judge runs, leave the judge room for its verdict on
+    the longest answer; and how many did not (one such prompt would fail the whole batch)."""
+    from transformers import AutoTokenizer
+
+    from rayfleet.assets import resolve_model
+    from rayfleet.engines.templates import render_prompt_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(config.engine.model)))
+    room = config.engine.max_model_len - config.sampling.max_tokens
+    rag = any(candidate.kind == "rag" for candidate in config.candidates)
+    judge = AutoTokenizer.from_pretrained(str(resolve_model(config.judge.engine.model))) if config.judge.enabled else None
+    judge_room = config.judge.engine.max_model_len - config.judge.sampling.max_tokens - config.sampling.max_tokens
+
+    def fits(item: dict) -> bool:
+        question = item["question"]
+        if len(render_prompt_ids(tokenizer, question_conversation(config, question))) > room:
+            return False
+        bare_rag = grounded_conversation(question, [], tokenizer, 0, config.rag_system_prompt) if rag else None
+        if rag and len(render_prompt_ids(tokenizer, bare_rag)) + config.max_context_tokens > room:
+            return False
+        verdict = config.judge.conversation(question, " | ".join(item["references"]), "") if judge else None
+        return judge is None or len(render_prompt_ids(judge, verdict)) <= judge_room
+
+    kept = [item for item in items if fits(item)]
+    return kept, len(items) - len(kept)
 
 
 def references_of(answer: str | list | None) -> list[str]:
@@ -323,15 +376,16 @@ def summarize_scores(config: EvaluateConfig, records: list[dict]) -> dict[str, d
     return intervals
 
 
-def judge_agreement(records: list[dict]) -> dict:
-    """How well the judge's ranking of answers agrees with token F1's, over all answers."""
+def judge_agreement(records: list[dict], judged: bool) -> dict:
+    """How well the judge's ranking of answers agrees with token F1's, over all answers (``judged``:
+    whether the judge ran; without it nothing agrees and nothing was unparsed)."""
     judge, f1 = [], []
     for record in records:
         for scores in record["scores"].values():
             judge.append(scores["judge"])
             f1.append(scores["f1"])
     agreement = rank_agreement(judge, f1)
-    agreement["unparsed_judge_replies"] = sum(score is None for score in judge)
+    agreement["unparsed_judge_replies"] = sum(score is None for score in judge) if judged else None
     return agreement
 
 
@@ -476,7 +530,7 @@ def main(config: EvaluateConfig) -> dict:
         "candidates": {c.name: {"kind": c.kind, "adapter": adapters[c.name].ref if c.name in adapters else None}
                        for c in config.candidates},  # fmt: skip
         "intervals": intervals,
-        "judge_agreement": judge_agreement(records),
+        "judge_agreement": judge_agreement(records, config.judge.enabled),
         "judge_model": config.judge.engine.model if config.judge.enabled else None,
     }
     write_outputs(config, result, records)  # the answers and scores are kept, whatever happens next

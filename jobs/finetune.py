@@ -63,7 +63,7 @@ from rayfleet.training.data import (
     shared_token_share,
 )
 from rayfleet.training.loop import StepReport, TrainSettings, make_optimizer, make_scheduler, train
-from rayfleet.training.model import LoraSettings, build_lora_model, check_quantization, training_device
+from rayfleet.training.model import LoraSettings, build_lora_model, check_quantization, check_target_modules, training_device
 from schemas import SFT_SCHEMA
 
 logger = logging.getLogger("jobs.finetune")
@@ -529,6 +529,7 @@ def main(config: FinetuneConfig) -> dict:
     logger.info("fine-tuning with config:\n%s", describe(config))
     check_quantization(config.lora, "cuda" if config.scaling.use_gpu else "cpu")
     model_path = str(resolve_model(config.model))
+    check_target_modules(model_path, config.lora)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     train_uri, validation_uri = data_uris(config, tokenizer)
     train_rows, train_report = packed_rows(train_uri, tokenizer, config)

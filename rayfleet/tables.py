@@ -10,7 +10,7 @@ import io
 import logging
 import uuid
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -61,11 +61,14 @@ def read_folder(folder_uri: str, columns: list[str]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def read_input_folder(uri: str, required: Iterable[str], optional: Iterable[str] = ()) -> pa.Table:
+def read_input_folder(
+    uri: str, required: Iterable[str], optional: Iterable[str] = (), per_file: Callable[[pa.Table], pa.Table] | None = None
+) -> pa.Table:
     """A user's Parquet input (one file or a folder/prefix; every Parquet naming that
     :func:`storage.list_parquet_files` finds): ``required`` columns, plus each ``optional`` column,
     null in files that lack it. Files written by different tools or versions may differ in
-    their other columns and in their timestamps' time zones (all read as UTC).
+    their other columns and in their timestamps' time zones (all read as UTC); ``per_file`` brings
+    each file's columns to the types the caller takes, before the files are combined.
 
     Raises:
         FileNotFoundError: nothing at ``uri``.
@@ -86,7 +89,8 @@ def read_input_folder(uri: str, required: Iterable[str], optional: Iterable[str]
         for column in optional:
             if column not in names:
                 table = table.append_column(column, pa.nulls(table.num_rows))
-        tables.append(utc_timestamps(table.select(required + optional)))
+        table = utc_timestamps(table.select(required + optional))
+        tables.append(per_file(table) if per_file else table)
     return pa.concat_tables(tables, promote_options="permissive")
 
 

@@ -129,14 +129,19 @@ def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
 
+ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for system instructions
+
+
 def chat_messages(messages: Any) -> list[dict] | str:
     """``messages`` as the chat template takes them (role, text content and the training weight),
     or why they cannot be trained on.
 
     Exports differ: ``messages`` may be a JSON string, and a message's content a list of
     OpenAI content parts (text parts are joined). An assistant turn with ``weight`` 0 (OpenAI's
-    fine-tuning format) stays in the context but is not trained on. Tool calls and non-text
-    parts (images) are not supported: such rows are bad rows.
+    fine-tuning format) stays in the context but is not trained on; a null or absent weight is 1
+    (Parquet gives every message the field once one has it). Roles are read in any case, and
+    ``developer`` as ``system`` (as the serving app reads it). Tool calls and tool results,
+    other roles, and non-text parts (images) are not supported: such rows are bad rows.
     """
     if isinstance(messages, str):
         try:
@@ -149,12 +154,16 @@ def chat_messages(messages: Any) -> list[dict] | str:
         return "malformed_message"
     plain = []
     for message in messages:
-        if message.get("tool_calls") or message.get("function_call"):
+        role = ROLE_ALIASES.get(message["role"].strip().lower(), message["role"].strip().lower())
+        if message.get("tool_calls") or message.get("function_call") or role in ("tool", "function"):
             return "tool_call_turn"
+        if role not in ("system", "user", "assistant"):
+            return "unknown_role"
         content = message_text(message.get("content"))
         if content is None:
             return "malformed_message" if message.get("content") is None else "non_text_content"
-        plain.append({"role": message["role"], "content": content, "weight": message.get("weight", 1)})
+        weight = message.get("weight")
+        plain.append({"role": role, "content": content, "weight": 1 if weight is None else weight})
     return plain
 
 

@@ -67,6 +67,26 @@ def check_quantization(settings: LoraSettings, device_type: str) -> None:
         raise QuantizationUnavailableError("lora.quantization=4bit needs the bitsandbytes package") from error
 
 
+def check_target_modules(model_path: str, settings: LoraSettings) -> None:
+    """Fail at once when a name in ``target_modules`` matches no layer of the model (read on the meta
+    device: no weights). peft would fail in every worker on a list that matches nothing, and skip
+    without a word the names that match nothing in a list where others match.
+
+    Raises:
+        ValueError: naming the unmatched names and the model's layer names.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
+    layers = [name for name, module in model.named_modules() if name and not list(module.children())]
+    unmatched = [target for target in settings.target_modules
+                 if not any(name == target or name.endswith(f".{target}") for name in layers)]  # fmt: skip
+    if unmatched:
+        names = sorted({name.rsplit(".", 1)[-1] for name in layers})
+        raise ValueError(f"lora.target_modules {unmatched} match no layer of {model_path}; its layers are named {names}")
+
+
 def build_lora_model(model_path: str, settings: LoraSettings, device: torch.device):
     """The base model from ``model_path`` with fresh LoRA adapters, on ``device`` (see ``add_lora``).
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from jobs.evaluate import EvaluateConfig, apply_gate, load_questions, score_summaries, summarize_scores
+from jobs.evaluate import EvaluateConfig, apply_gate, judge_agreement, load_questions, score_summaries, summarize_scores
 from rayfleet.config import load_config
 from rayfleet.registry import Registry
 from rayfleet.tables import write_table
@@ -52,6 +52,40 @@ def test_only_the_chosen_split_is_scored_and_a_missing_column_is_named(tmp_path)
     write_table(str(tmp_path / "qa" / "bad.parquet"), pa.Table.from_pylist([{"question": "q", "reply": "a", "doc_id": "d"}]))
     with pytest.raises(ValueError, match=r"bad.parquet lacks column\(s\) \['answer'\]"):
         load_questions(config_for(tmp_path))
+
+
+def test_numbers_one_or_several_answers_in_different_files_and_pairs_without_a_split_read_as_users_mean(tmp_path, caplog):
+    (tmp_path / "qa").mkdir()
+    write_table(str(tmp_path / "qa" / "ints.parquet"), pa.Table.from_pylist([{"question": "How many?", "answer": 42, "doc_id": 17}]))
+    write_table(str(tmp_path / "qa" / "lists.parquet"),
+                pa.Table.from_pylist([{"question": "Which city?", "answer": ["Lyon", "Lugdunum"], "doc_id": "d2"}]))  # fmt: skip
+    items = {item["question"]: item for item in load_questions(config_for(tmp_path))}
+    assert (items["How many?"]["references"], items["How many?"]["doc_id"]) == (["42"], "17")
+    assert items["Which city?"]["references"] == ["Lyon", "Lugdunum"]
+    write_table(str(tmp_path / "qa" / "split.parquet"),
+                pa.Table.from_pylist([{"question": "Held out?", "answer": "yes", "doc_id": "d3", "split": "test"}]))  # fmt: skip
+    with caplog.at_level("WARNING"):
+        assert [item["question"] for item in load_questions(config_for(tmp_path))] == ["Held out?"]
+    assert "2 pairs of" in caplog.text and "have no split while the others have one" in caplog.text
+    with pytest.raises(ValueError, match=r"no usable 'validation' pairs \(pairs by split: None: 2, 'test': 1\)"):
+        load_questions(config_for(tmp_path, "split=validation"))
+
+
+def test_a_question_that_leaves_no_room_to_answer_is_dropped_not_sent_to_fail_the_batch(tmp_path, caplog):
+    (tmp_path / "qa").mkdir()
+    rows = [{"question": "What is 2+2?", "answer": "4", "doc_id": "m"},
+            {"question": "Summarize: " + "the cat sat on the mat. " * 700, "answer": "the mat", "doc_id": "long"}]  # fmt: skip
+    write_table(str(tmp_path / "qa" / "qa.parquet"), pa.Table.from_pylist(rows))
+    with caplog.at_level("WARNING"):
+        items = load_questions(config_for(tmp_path, "judge.enabled=false"))
+    assert [item["doc_id"] for item in items] == ["m"]
+    assert "'too long for the context': 1" in caplog.text
+
+
+def test_without_the_judge_no_reply_is_counted_unparsed():
+    records = [{"scores": {"base": {"judge": None, "f1": f1}}} for f1 in (0.1, 0.5, 0.9)]
+    assert judge_agreement(records, judged=False)["unparsed_judge_replies"] is None
+    assert judge_agreement(records, judged=True)["unparsed_judge_replies"] == 3
 
 
 def test_a_gate_on_the_judge_needs_the_judge():

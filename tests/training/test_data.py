@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -113,6 +114,8 @@ BAD_ROWS = [
     ({"messages": [*QUESTION, {"role": "assistant", "content": 7}], "doc_id": "g"}, "non_text_content"),
     ({"messages": [*QUESTION, {**ANSWER, "weight": 0}], "doc_id": "h"}, "no_trained_turn"),
     ({"messages": "[{not json", "doc_id": "i"}, "malformed_messages"),
+    ({"messages": [*QUESTION, {"role": "tool", "content": "42", "tool_call_id": "1"}, ANSWER], "doc_id": "j"}, "tool_call_turn"),
+    ({"messages": [{"role": "narrator", "content": "Once."}, *QUESTION[1:], ANSWER], "doc_id": "k"}, "unknown_role"),
 ]
 
 
@@ -120,9 +123,9 @@ def test_bad_rows_are_dropped_and_counted_by_reason(tokenizer):
     rows = [{"messages": [*QUESTION, ANSWER], "doc_id": "good"}] + [row for row, _ in BAD_ROWS]
     examples, report = prepare_examples(rows, tokenizer, max_seq_len=128, on_bad_example="drop")
     assert len(examples) == 1
-    assert report.as_dict() == {"rows": 10, "kept": 1, "dropped": {
+    assert report.as_dict() == {"rows": 12, "kept": 1, "dropped": {
         "empty_answer": 1, "malformed_messages": 1, "missing_messages": 2, "no_assistant_turn": 1, "no_trained_turn": 1,
-        "non_text_content": 1, "too_long": 1, "tool_call_turn": 1}}  # fmt: skip
+        "non_text_content": 1, "too_long": 1, "tool_call_turn": 2, "unknown_role": 1}}  # fmt: skip
 
 
 @pytest.mark.parametrize("row, reason", BAD_ROWS, ids=[reason for _, reason in BAD_ROWS])
@@ -145,6 +148,23 @@ def test_exported_chat_shapes_train_as_the_plain_conversation(tokenizer):
     for messages in (parts, as_json, extra_keys):
         examples, _ = prepare_examples([{"messages": messages}], tokenizer, 128, "fail")
         assert examples == plain
+
+
+def test_roles_in_any_case_developer_and_null_weights_read_as_the_serving_app_and_openai_do(tokenizer, tmp_path):
+    plain, _ = prepare_examples([{"messages": [*QUESTION, ANSWER]}], tokenizer, 128, "fail")
+    cased = [{"role": "System", "content": QUESTION[0]["content"]}, {"role": "USER", "content": QUESTION[1]["content"]},
+             {"role": "Assistant", "content": ANSWER["content"]}]  # fmt: skip
+    developer = [{"role": "developer", "content": QUESTION[0]["content"]}, QUESTION[1], ANSWER]
+    for messages in (cased, developer):
+        examples, _ = prepare_examples([{"messages": messages}], tokenizer, 128, "fail")
+        assert examples == plain, messages
+    # Parquet gives every message the weight field once one message has it: the others read back null.
+    rows = [{"messages": [*QUESTION, ANSWER]}, {"messages": [*QUESTION, {**ANSWER, "weight": 0}, QUESTION[1], {**ANSWER, "weight": 1}]}]
+    write_table(str(tmp_path / "sft.parquet"), pa.Table.from_pylist(rows))
+    read_back = pq.read_table(tmp_path / "sft.parquet").to_pylist()
+    assert read_back[0]["messages"][-1]["weight"] is None
+    examples, report = prepare_examples(read_back, tokenizer, 256, "fail")
+    assert report.kept == 2 and examples[0] == plain[0]
 
 
 def test_a_zero_weight_reply_and_an_opening_greeting_are_context_not_loss(tokenizer):

@@ -82,3 +82,12 @@ def test_adapters_without_peft_input_casts_give_the_same_output_under_bf16_autoc
     torch.testing.assert_close(not_casting, casting, rtol=0, atol=0)
     with pytest.raises(RuntimeError):
         model(input_ids=input_ids)  # without autocast the bf16 input meets the fp32 adapter
+
+
+def test_target_modules_that_match_no_layer_are_refused_before_training(tiny_llama_path):
+    from rayfleet.training.model import LoraSettings, check_target_modules
+
+    check_target_modules(str(tiny_llama_path), LoraSettings())  # the Llama projections
+    check_target_modules(str(tiny_llama_path), LoraSettings(target_modules=["self_attn.q_proj", "lm_head"]))
+    with pytest.raises(ValueError, match=r"lora.target_modules \['attn_qkv'\] match no layer of .*'q_proj'"):
+        check_target_modules(str(tiny_llama_path), LoraSettings(target_modules=["q_proj", "attn_qkv"]))
