@@ -215,6 +215,21 @@ def current_chunks(config: BuildIndexConfig, chunks: pa.Table) -> tuple[pa.Table
     return current, superseded
 
 
+def without_repeated_text(chunks: pa.Table) -> pa.Table:
+    """``chunks`` with one chunk per text of a document (its first): a file of one line repeated gave
+    224 identical chunks, whose one vector crowded HNSW's graph until searches for anything found them
+    (recall@1 0.36 measured with 224 copies among 80 other vectors)."""
+    seen: set[tuple[str, str]] = set()
+    keep = []
+    for key in zip(chunks["doc_id"].to_pylist(), chunks["text"].to_pylist()):
+        keep.append(key not in seen)
+        seen.add(key)
+    if all(keep):
+        return chunks
+    logger.info("left out %d chunks that repeat an earlier chunk of their document word for word", keep.count(False))
+    return chunks.filter(pa.array(keep))
+
+
 def removed_documents(previous_rows: pa.Table, chunks: pa.Table) -> list[str]:
     """The documents (``doc_id``) of the previous version that ``chunks`` no longer holds, sorted."""
     return sorted(set(previous_rows["doc_id"].to_pylist()) - set(chunks["doc_id"].to_pylist()))
@@ -294,6 +309,7 @@ def update_index(config: BuildIndexConfig) -> dict:
     chunks, errors = read_chunks(config.input, run_id)
     write_errors(config.errors_uri, errors)
     chunks, superseded = current_chunks(config, chunks)
+    chunks = without_repeated_text(chunks)
     if not chunks.num_rows:
         raise ValueError(f"no valid chunks in {config.input} ({len(errors)} set aside, see {config.errors_uri})")
     model_hash = folder_fingerprint(resolve_model(config.embedding_model))

@@ -141,9 +141,8 @@ def list_entries(uri: str, suffixes: tuple[str, ...] = ()) -> list[FileEntry]:
         raise FileNotFoundError(f"no file or folder at {uri}")
     if info.type == pafs.FileType.File:
         return [_entry(location, info)]
-    selector = pafs.FileSelector(location.path, recursive=True)
     found = []
-    for entry in location.filesystem.get_file_info(selector):
+    for entry in _files_under(location):
         if entry.type != pafs.FileType.File:
             continue
         if is_hidden(entry.path[len(location.path):]):
@@ -152,6 +151,23 @@ def list_entries(uri: str, suffixes: tuple[str, ...] = ()) -> list[FileEntry]:
             continue
         found.append(_entry(location, entry))
     return sorted(found, key=lambda entry: entry.uri)
+
+
+def _files_under(location: Location) -> list[pafs.FileInfo]:
+    """Everything under a folder. A local folder is walked with its links to folders followed once
+    each (a link back up, or two links to one folder, would make pyarrow's listing endless)."""
+    if location.is_s3:
+        return location.filesystem.get_file_info(pafs.FileSelector(location.path, recursive=True))
+    paths, seen = [], set()
+    for root, folders, files in os.walk(location.path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = [name for name in folders if os.path.realpath(os.path.join(root, name)) not in seen]
+        paths += [os.path.join(root, name) for name in files]
+    return location.filesystem.get_file_info(paths)  # a broken link reads as not found
 
 
 def is_hidden(relative: str) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from array import array
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -27,6 +28,9 @@ SENTENCE_BOUNDARY = re.compile(f"(?<=[.!?])\\s+|(?<=[{CJK_SENTENCE_ENDS}])\\s*")
 BOUNDARIES = (re.compile(r"\n\s*\n"), re.compile(r"\n"), SENTENCE_BOUNDARY, re.compile(r"\s+"))
 # A cut is looked for only in the last part of a window, so pieces stay near full size.
 SEARCH_FRACTION = 0.3
+# A long text is tokenized this many characters at a time: the tokenizer's per-token Python lists
+# of a whole 20 MB file took ~4.5 GB, the offsets kept here take 16 bytes a token.
+TOKENIZE_WINDOW_CHARS = 1 << 16
 
 
 class Tokenizer(Protocol):
@@ -35,10 +39,10 @@ class Tokenizer(Protocol):
 
 @dataclass(frozen=True)
 class TokenOffsets:
-    """Where each token of a text starts and ends (character offsets), from one tokenizer call."""
+    """Where each token of a text starts and ends (character offsets)."""
 
-    starts: list[int]
-    ends: list[int]
+    starts: Sequence[int]
+    ends: Sequence[int]
 
     def first_ending_after(self, offset: int) -> int:
         """Index of the first token that ends after ``offset``."""
@@ -50,13 +54,30 @@ class TokenOffsets:
 
 
 def token_offsets(tokenizer: Tokenizer, text: str) -> TokenOffsets:
-    """The token spans of ``text`` (needs a fast tokenizer)."""
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    spans = encoded["offset_mapping"]
-    return TokenOffsets([start for start, _ in spans], [end for _, end in spans])
+    """The token spans of ``text`` (needs a fast tokenizer), tokenized a window at a time, each cut
+    before a space (where tokenizers split words anyway; text without spaces is cut where the window ends)."""
+    starts, ends = array("q"), array("q")
+    position = 0
+    while position < len(text):
+        cut = tokenize_window_end(text, position)
+        encoded = tokenizer(text[position:cut], add_special_tokens=False, return_offsets_mapping=True)
+        for start, end in encoded["offset_mapping"]:
+            starts.append(position + start)
+            ends.append(position + end)
+        position = cut
+    return TokenOffsets(starts, ends)
 
 
-def token_end_offsets(tokenizer: Tokenizer, text: str) -> list[int]:
+def tokenize_window_end(text: str, start: int) -> int:
+    """Where the tokenizer window that begins at ``start`` ends."""
+    end = start + TOKENIZE_WINDOW_CHARS
+    if end >= len(text):
+        return len(text)
+    space = text.rfind(" ", start + TOKENIZE_WINDOW_CHARS // 2, end)
+    return space if space > start else end
+
+
+def token_end_offsets(tokenizer: Tokenizer, text: str) -> Sequence[int]:
     """The character offset where each token of ``text`` ends (needs a fast tokenizer)."""
     return token_offsets(tokenizer, text).ends
 

@@ -122,21 +122,20 @@ EMAIL_HEADER = re.compile(
 def detect_mime_type(name: str, data: bytes) -> str | None:
     """The MIME type of a file, by extension, else by its first bytes; None when unknown.
 
-    Pictures are recognised by their bytes only in files with no extension.
-    A file with no extension whose bytes are UTF-8 text (``README``, ``NOTES``) is plain text.
+    Bytes that are unmistakably a PDF, an Office/OpenDocument/EPUB package or RTF win over an
+    extension that says otherwise (a PDF saved as ``.docx``). Pictures are recognised by their
+    bytes only in files with no extension. A file with no extension whose bytes are UTF-8 text
+    (``README``, ``NOTES``) is plain text.
     """
     extension = posixpath.splitext(name.lower())[1]
+    signed = _signature_type(data)
     if extension in EXTENSIONS:
-        return EXTENSIONS[extension]
+        return signed or EXTENSIONS[extension]
     head = data[:4096]
-    if head.startswith(b"%PDF-"):
-        return MIME_PDF
+    if signed:
+        return signed
     if re.match(rb"^(\xef\xbb\xbf)?\s*<(!doctype html|html)", head, re.IGNORECASE):
         return MIME_HTML
-    if head.startswith(b"PK\x03\x04"):
-        return _zip_type(data)
-    if head.startswith(b"{\\rtf"):
-        return MIME_RTF
     if not extension and (picture := _picture_type(head)):
         return picture  # only without an extension: camera RAW files (.nef, .dng) open as TIFF too
     if EMAIL_HEADER.match(head) and re.search(rb"^(from|subject):", head, re.IGNORECASE | re.MULTILINE):
@@ -192,12 +191,25 @@ def _unknown_type_error(name: str, data: bytes) -> ParseError:
     return ParseError(f"unknown file type {posixpath.splitext(name)[1] or '(no extension)'!r}; supported: {supported}")
 
 
+def _signature_type(data: bytes) -> str | None:
+    """The type that a file's first bytes leave no doubt about, if any."""
+    if data.startswith(b"%PDF-"):
+        return MIME_PDF
+    if data.startswith(b"PK\x03\x04"):
+        return _zip_type(data)
+    if data.startswith(b"{\\rtf"):
+        return MIME_RTF
+    return None
+
+
 def parse_file(name: str, data: bytes, ocr: OcrConfig | None = None) -> ParsedDocument:
     """Parse one file's bytes by its type; scanned PDF pages and images through OCR as ``ocr`` says.
 
     Raises:
-        ParseError: unknown type, corrupt or encrypted file, or no extractable text.
+        ParseError: an empty file, unknown type, corrupt or encrypted file, or no extractable text.
     """
+    if not data:
+        raise ParseError("empty file (0 bytes)")
     ocr = ocr or OcrConfig()
     mime_type = detect_mime_type(name, data)
     if mime_type is None:

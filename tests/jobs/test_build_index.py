@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.build_index import BuildIndexConfig, embeddings_table, load_embeddings, main, removed_documents
+from jobs.build_index import BuildIndexConfig, embeddings_table, load_embeddings, main, removed_documents, without_repeated_text
 from rayfleet import storage
 from rayfleet.retrieval import Retriever, store
 from rayfleet.retrieval.index import DimensionError
@@ -38,6 +38,14 @@ def test_documents_missing_from_the_input_are_named_as_removed():
     previous = pa.table({"doc_id": ["a", "a", "b", "c"]})
     assert removed_documents(previous, pa.table({"doc_id": ["c", "d"]})) == ["a", "b"]
     assert removed_documents(previous, pa.table({"doc_id": ["a", "b", "c", "d"]})) == []
+
+
+def test_a_document_repeating_a_chunk_word_for_word_is_indexed_with_it_once():
+    chunks = pa.table({"chunk_id": [f"c{i}" for i in range(6)], "doc_id": ["long", "long", "long", "other", "long", "other"],
+                       "text": ["x" * 50, "x" * 50, "tail", "x" * 50, "x" * 50, "x" * 50]})  # fmt: skip
+    kept = without_repeated_text(chunks)
+    assert kept["chunk_id"].to_pylist() == ["c0", "c2", "c3"]  # the same text in another document stays
+    assert without_repeated_text(kept) is kept
 
 
 def test_stored_embeddings_come_back_in_the_asked_order(tmp_path):

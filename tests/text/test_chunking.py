@@ -7,7 +7,7 @@ import re
 import pytest
 from transformers import AutoTokenizer
 
-from rayfleet.text.chunking import SectionStart, chunk_document, split_by_tokens
+from rayfleet.text.chunking import TOKENIZE_WINDOW_CHARS, SectionStart, chunk_document, split_by_tokens, token_offsets
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +132,15 @@ def test_chunks_start_at_headings_where_sections_fit(tokenizer):
     for chunk in chunks:
         if chunk.char_start not in starts:  # only a section too big for one chunk is cut inside
             assert n_tokens(tokenizer, section_text[chunk.heading]) > 80
+
+
+def test_a_long_text_is_tokenized_in_windows_to_the_same_tokens_as_in_one_call(tokenizer):
+    words = "valve pump seal 7 impeller's north-east bearing, (checked) monthly; über café 東京".split()
+    text = " ".join(words[(i * 7) % len(words)] for i in range(3 * TOKENIZE_WINDOW_CHARS // 6))
+    assert len(text) > 2 * TOKENIZE_WINDOW_CHARS
+    whole = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    windowed = token_offsets(tokenizer, text)
+    assert list(zip(windowed.starts, windowed.ends)) == [tuple(span) for span in whole]
+    spaceless = "x" * (2 * TOKENIZE_WINDOW_CHARS + 5)  # no space to cut before: cut where the window ends
+    offsets = token_offsets(tokenizer, spaceless)
+    assert offsets.ends[-1] == len(spaceless) and all(a <= b for a, b in zip(offsets.ends, offsets.starts[1:]))

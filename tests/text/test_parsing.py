@@ -120,6 +120,30 @@ def test_markdown_headings_by_line():
     assert all(document.text[h.offset :].startswith("#" * h.level + " " + h.title) for h in document.headings)
 
 
+def test_markdown_front_matter_is_no_heading_and_its_title_is_the_documents():
+    text = "---\ntitle: \"Field guide\"\nauthor: me\n---\n\nIntro.\n\n## Tools\n\nA wrench.\n"
+    document = parse_file("guide.md", text.encode())
+    assert document.title == "Field guide"
+    assert [(h.level, h.title) for h in document.headings] == [(2, "Tools")]
+    assert document.text[document.headings[0].offset :].startswith("## Tools")
+
+
+def test_docx_merged_cells_once_and_nested_tables_kept():
+    import io
+
+    import docx
+
+    document = docx.Document()
+    table = document.add_table(rows=2, cols=3)
+    table.cell(0, 0).merge(table.cell(0, 2)).text = "Merged header"
+    table.cell(1, 0).text, table.cell(1, 2).text = "left", "right"
+    table.cell(1, 1).add_table(rows=1, cols=2).rows[0].cells[0].text = "nested1"
+    table.cell(1, 1).tables[0].rows[0].cells[1].text = "nested2"
+    buffer = io.BytesIO()
+    document.save(buffer)
+    assert parse_file("t.docx", buffer.getvalue()).text.split("\n\n") == ["Merged header", "left | nested1 | nested2 | right"]
+
+
 @pytest.mark.parametrize(
     "text, encoding",
     [
@@ -127,10 +151,18 @@ def test_markdown_headings_by_line():
          "nous sommes allés au théâtre où la pièce était très appréciée.\n" * 3, "cp1252"),
         ("Съешь же ещё этих мягких французских булок, да выпей чаю. Программа читает файлы в разных кодировках.\n" * 3,
          "cp1251"),
+        ("Les élèves de l'école sont allés à la bibliothèque où ils ont lu des livres.\n" * 4, "cp1252"),
+        ('He said “hello” – €5 … déjà vu\n', "cp1252"),
+        ("city;country\nGenève;Suisse\nZürich;Schweiz\n", "cp1252"),
+        ("Příliš žluťoučký kůň úpěl ďábelské ódy. Česká republika je stát ve střední Evropě.\n" * 3, "cp1250"),
+        ("Notes from Notepad: café, 東京, emoji 🙂\nsecond line\n", "utf-16"),  # the codec writes the mark
+        ("\ufeffBig-endian with its mark: Zürich\n", "utf-16-be"),
+        ("UTF-32 with its mark: Ελλάδα\n", "utf-32"),
+        ("Excel's Unicode text without a mark: Genève\tSuisse\n" * 3, "utf-16-le"),
     ],
 )  # fmt: skip
 def test_text_in_a_legacy_encoding_is_decoded(text, encoding):
-    assert parse_file("notes.txt", text.encode(encoding)).text == text
+    assert parse_file("notes.txt", text.encode(encoding)).text == text.lstrip("\ufeff")
 
 
 def test_docx_paragraphs_tables_and_headings():
@@ -297,6 +329,15 @@ def test_type_is_sniffed_when_the_extension_says_nothing():
     assert detect_mime_type("data.bin", b"plain words") is None  # an extension we do not read stays unknown
 
 
+def test_bytes_that_leave_no_doubt_win_over_a_wrong_extension():
+    pdf = (PDFS / "refcard-a4.pdf").read_bytes()
+    assert detect_mime_type("report.docx", pdf) == MIME_PDF
+    assert parse_file("report.docx", pdf).text == parse_file("report.pdf", pdf).text
+    assert detect_mime_type("notes.txt", docx_bytes()) == MIME_DOCX
+    assert detect_mime_type("sheet.docx", xlsx_bytes()) == MIME_XLSX
+    assert detect_mime_type("broken.docx", b"PK\x03\x04 not a zip") == MIME_DOCX  # no doubt only when it opens
+
+
 @pytest.mark.parametrize(
     "name, data, reason",
     [
@@ -307,6 +348,7 @@ def test_type_is_sniffed_when_the_extension_says_nothing():
         ("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(100), "unreadable image"),
         ("diagram.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>", "unknown file type '.svg'"),
         ("empty.txt", b"   \n\n", "no extractable text"),
+        ("nothing.pdf", b"", "empty file \\(0 bytes\\)"),
         ("binary.txt", b"\x00\x01\x02" * 10, "binary content"),
         ("broken.docx", b"PK\x03\x04 not a zip", "corrupt DOCX"),
         ("broken.pptx", pptx_bytes()[:2000], "corrupt PPTX"),

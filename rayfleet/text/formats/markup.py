@@ -97,19 +97,28 @@ def _html_table_rows(table) -> list[list]:
     return rows
 
 
+# YAML front matter (Jekyll, Hugo, Obsidian): between '---' lines at the very start.
+FRONT_MATTER = re.compile(r"\A---\n(.*?\n)(?:---|\.\.\.)\n", re.DOTALL)
+FRONT_MATTER_TITLE = re.compile(r"^title:\s*(.+?)\s*$", re.MULTILINE)
+
+
 def parse_markdown(data: bytes) -> ParsedDocument:
-    """Markdown: the source text as it is (readable to a model), headings from markdown-it's parse."""
+    """Markdown: the source text as it is (readable to a model), headings from markdown-it's parse
+    (front matter is not one: its ``title`` is the document's)."""
     from markdown_it import MarkdownIt
 
     text = normalize_text(decode_text(data))
+    front = FRONT_MATTER.match(text)
+    front_title = FRONT_MATTER_TITLE.search(front.group(1)) if front else None
+    body = "\n" * front.group(0).count("\n") + text[front.end() :] if front else text  # same line numbers
     line_starts = [0] + [match.end() for match in re.finditer("\n", text)]
-    tokens = MarkdownIt("commonmark").parse(text)
+    tokens = MarkdownIt("commonmark").parse(body)
     headings = []
     for opening, inline in zip(tokens, tokens[1:]):
         if opening.type == "heading_open" and opening.map:
             headings.append(Heading(line_starts[opening.map[0]], int(opening.tag[1]), inline.content.strip()))
     top = min(headings, key=lambda heading: (heading.level, heading.offset)) if headings else None
-    title = top.title if top else first_line(text)
+    title = front_title.group(1).strip("'\"") if front_title else top.title if top else first_line(text[front.end() :] if front else text)
     return ParsedDocument(text, title, MIME_MARKDOWN, "markdown-it-py", [0], headings)
 
 

@@ -32,7 +32,7 @@ def parse_docx(data: bytes) -> ParsedDocument:
     for block in document.iter_inner_content():
         if isinstance(block, Table):
             for row in block.rows:
-                builder.add_paragraph(table_row(cell.text for cell in row.cells))
+                builder.add_paragraph(docx_row(row))
             continue
         level = _docx_heading_level(block.style.name if block.style is not None else "")
         if level:
@@ -43,6 +43,18 @@ def parse_docx(data: bytes) -> ParsedDocument:
     title = (document.core_properties.title or "").strip()
     title = title or (builder.headings[0].title if builder.headings else first_line(text))
     return ParsedDocument(text, title, MIME_DOCX, "python-docx", [0], builder.headings)
+
+
+def docx_row(row) -> str:
+    """One table row as text: a merged cell once (python-docx repeats it for every column it spans),
+    each cell's paragraphs and then its nested tables' rows."""
+    cells = []
+    for cell in row.cells:
+        if cells and cell._tc is cells[-1]._tc:
+            continue
+        cells.append(cell)
+    return table_row(" ".join([p.text for p in cell.paragraphs] + [docx_row(r) for t in cell.tables for r in t.rows])
+                     for cell in cells)  # fmt: skip
 
 
 def _docx_heading_level(style_name: str) -> int:
