@@ -85,6 +85,7 @@ EXTENSIONS = {
     ".jsonl": MIME_TEXT,
     ".yaml": MIME_TEXT,
     ".yml": MIME_TEXT,
+    ".xml": MIME_TEXT,  # as written, like JSON: element names label the values (data exports, configs)
     ".docx": MIME_DOCX,
     ".pptx": MIME_PPTX,
     ".xlsx": MIME_XLSX,

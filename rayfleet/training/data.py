@@ -85,11 +85,12 @@ def sft_files(uri: str) -> list[str]:
     """The Parquet files of an SFT set: one file, or every file under a folder/prefix (any naming
     :func:`rayfleet.storage.list_parquet_files` finds)."""
     if not storage.exists(uri):
-        raise FileNotFoundError(f"no SFT Parquet files at {uri}")
+        raise FileNotFoundError(f"no SFT Parquet files at {uri}: nothing is there")
     try:
         return storage.list_parquet_files(uri)
     except ValueError as error:
-        raise FileNotFoundError(f"no SFT Parquet files at {uri}") from error
+        raise FileNotFoundError(f"{error}: an SFT set is Parquet with a messages column (jobs.make_qa writes one; "
+                                "a CSV or JSONL set converts with pyarrow or pandas)") from error  # fmt: skip
 
 
 def read_sft_rows(uri: str) -> list[dict]:

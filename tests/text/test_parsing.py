@@ -311,6 +311,8 @@ def test_rtf_text_in_the_code_page_it_declares():
 def test_text_formats_by_extension_and_unnamed_text_files():
     assert parse_file("guide.rst", "Guide\n=====\n\nÉtape un.\n".encode("cp1252")).text == "Guide\n=====\n\nÉtape un.\n"
     assert parse_file("README", b"Run make demo.\n").mime_type == MIME_TEXT
+    xml = '<?xml version="1.0" encoding="UTF-8"?>\n<pump id="7"><part>impeller</part><price>12 €</price></pump>\n'
+    assert parse_file("export.xml", xml.encode()).text == xml
 
 
 def test_type_is_sniffed_when_the_extension_says_nothing():

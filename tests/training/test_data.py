@@ -324,6 +324,16 @@ def test_packed_row_gives_each_example_the_logits_it_gets_alone(tokenizer, tiny_
     assert len(boundaries) == 3, "both examples share the row"
 
 
+def test_an_sft_set_that_is_not_parquet_says_what_it_must_be(tmp_path):
+    from rayfleet.training.data import sft_files
+
+    (tmp_path / "pairs.csv").write_text("question,answer\nWhich valve?,Valve 7\n")
+    with pytest.raises(FileNotFoundError, match=r"no Parquet files .* at .*pairs.csv: an SFT set is Parquet with a messages column"):
+        sft_files(str(tmp_path / "pairs.csv"))
+    with pytest.raises(FileNotFoundError, match="nothing is there"):
+        sft_files(str(tmp_path / "missing.parquet"))
+
+
 def test_reads_sft_parquet_and_fingerprints_its_bytes(tmp_path):
     rows = [{"messages": [*QUESTION, ANSWER], "chunk_id": "c1", "doc_id": "d1", "origin": "user"}]
     write_table(str(tmp_path / "sft" / "train.parquet"), pa.Table.from_pylist(rows, SFT_SCHEMA))
