@@ -48,7 +48,7 @@ from rayfleet.retrieval.chunks import chunks_version, embedding_keys, read_chunk
 from rayfleet.retrieval.embedder import Embedder
 from rayfleet.retrieval.index import DimensionError, IndexParams, VectorIndex
 from rayfleet.retrieval.store import IndexManifest
-from rayfleet.ingestion import LEDGER_COLUMNS, superseded_documents
+from rayfleet.ingestion import LEDGER_COLUMNS, current_files, document_holders, superseded_documents
 from rayfleet.tables import new_run_id, read_column_values, read_folder, read_table, utc_now, write_errors, write_table
 from schemas import embeddings_schema
 
@@ -206,6 +206,7 @@ def current_chunks(config: BuildIndexConfig, chunks: pa.Table) -> tuple[pa.Table
     if ledger is None:
         return chunks, set()
     rows = read_folder(ledger, LEDGER_COLUMNS).to_pylist()
+    chunks = citing_files_that_hold_them(chunks, rows)
     superseded = superseded_documents(rows) & set(chunks["doc_id"].to_pylist())
     if not superseded:
         return chunks, superseded
@@ -213,6 +214,20 @@ def current_chunks(config: BuildIndexConfig, chunks: pa.Table) -> tuple[pa.Table
     logger.info("left out %d chunks of %d superseded document version(s): their files changed since (ledger %s)",
                 chunks.num_rows - current.num_rows, len(superseded), ledger)  # fmt: skip
     return current, superseded
+
+
+def citing_files_that_hold_them(chunks: pa.Table, ledger: list[dict]) -> pa.Table:
+    """``chunks`` whose file was renamed or deleted while another file holds the same document (an
+    exact copy) citing that file: their citations named a path that no longer existed."""
+    files, holders = current_files(ledger), document_holders(ledger)
+    sources, doc_ids = chunks["source"].to_pylist(), chunks["doc_id"].to_pylist()
+    cited = [source if files.get(source) == doc_id else holders.get(doc_id, source) for source, doc_id in zip(sources, doc_ids)]
+    if cited == sources:
+        return chunks
+    moved = {(old, new) for old, new in zip(sources, cited) if old != new}
+    logger.info("%d chunks cite another file holding their document now: %s", sum(a != b for a, b in zip(sources, cited)),
+                ", ".join(f"{old} -> {new}" for old, new in sorted(moved)[:5]))  # fmt: skip
+    return chunks.set_column(chunks.schema.get_field_index("source"), "source", pa.array(cited, pa.string()))
 
 
 def without_repeated_text(chunks: pa.Table) -> pa.Table:

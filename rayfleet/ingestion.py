@@ -149,15 +149,29 @@ def superseded_documents(ledger: list[dict]) -> set[str]:
     rows are the ``_files`` table's (:data:`LEDGER_COLUMNS`); a file's current document is that of its
     latest row that read it (ingested or duplicate), none after a ``deleted`` row. A file that fails to
     parse after a change keeps its last good version (its error is in the errors table)."""
+    seen = {row["doc_id"] for row in ledger if row["outcome"] in (OUTCOME_INGESTED, OUTCOME_DUPLICATE) and row["doc_id"]}
+    return seen - set(current_files(ledger).values())
+
+
+def current_files(ledger: list[dict]) -> dict[str, str]:
+    """Each file that holds a document now, and that document (``source -> doc_id``; see
+    :func:`superseded_documents`)."""
     current: dict[str, str] = {}
-    seen: set[str] = set()
     for row in in_ledger_order(ledger):
         if row["outcome"] == OUTCOME_DELETED:
             current.pop(row["source"], None)
         elif row["outcome"] in (OUTCOME_INGESTED, OUTCOME_DUPLICATE) and row["doc_id"]:
             current[row["source"]] = row["doc_id"]
-            seen.add(row["doc_id"])
-    return seen - set(current.values())
+    return current
+
+
+def document_holders(ledger: list[dict]) -> dict[str, str]:
+    """For each document some file holds now, the first such file by name: where to cite it from once
+    the file it was read from is renamed, changed or deleted while another holds the same bytes."""
+    holders: dict[str, str] = {}
+    for source, doc_id in sorted(current_files(ledger).items()):
+        holders.setdefault(doc_id, source)
+    return holders
 
 
 def latest_rows(ledger: list[dict]) -> dict[str, dict]:

@@ -7,7 +7,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.build_index import BuildIndexConfig, embeddings_table, load_embeddings, main, removed_documents, without_repeated_text
+from jobs.build_index import (
+    BuildIndexConfig,
+    citing_files_that_hold_them,
+    embeddings_table,
+    load_embeddings,
+    main,
+    removed_documents,
+    without_repeated_text,
+)
 from rayfleet import storage
 from rayfleet.retrieval import Retriever, store
 from rayfleet.retrieval.index import DimensionError
@@ -46,6 +54,24 @@ def test_a_document_repeating_a_chunk_word_for_word_is_indexed_with_it_once():
     kept = without_repeated_text(chunks)
     assert kept["chunk_id"].to_pylist() == ["c0", "c2", "c3"]  # the same text in another document stays
     assert without_repeated_text(kept) is kept
+
+
+def test_a_renamed_file_is_cited_by_its_new_name():
+    from datetime import datetime, timezone
+
+    def row(n, source, doc_id, outcome):
+        return {"source": source, "bytes": 1, "modified": "", "doc_id": doc_id, "outcome": outcome, "run_id": f"r{n}",
+                "created_at": datetime(2026, 12, 1, n, tzinfo=timezone.utc)}  # fmt: skip
+
+    ledger = [row(1, "in/name.txt", "d1", "ingested"), row(1, "in/b.txt", "d2", "ingested"),
+              row(1, "in/gone.txt", "d3", "ingested"),
+              row(2, "in/renamed.txt", "d1", "duplicate"), row(2, "in/name.txt", None, "deleted"),
+              row(2, "in/gone.txt", None, "deleted")]  # fmt: skip
+    chunks = pa.table({"chunk_id": ["c0", "c1", "c2"], "doc_id": ["d1", "d2", "d3"],
+                       "source": ["in/name.txt", "in/b.txt", "in/gone.txt"]})  # fmt: skip
+    cited = citing_files_that_hold_them(chunks, ledger)
+    assert cited["source"].to_pylist() == ["in/renamed.txt", "in/b.txt", "in/gone.txt"]  # d3: no file holds it (superseded)
+    assert citing_files_that_hold_them(cited, ledger) is cited
 
 
 def test_stored_embeddings_come_back_in_the_asked_order(tmp_path):
