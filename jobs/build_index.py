@@ -219,14 +219,15 @@ def current_chunks(config: BuildIndexConfig, chunks: pa.Table) -> tuple[pa.Table
 def citing_files_that_hold_them(chunks: pa.Table, ledger: list[dict]) -> pa.Table:
     """``chunks`` whose file was renamed or deleted while another file holds the same document (an
     exact copy) citing that file: their citations named a path that no longer existed."""
-    files, holders = current_files(ledger), document_holders(ledger)
+    files = current_files(ledger)
+    holders = document_holders(files)
     sources, doc_ids = chunks["source"].to_pylist(), chunks["doc_id"].to_pylist()
     cited = [source if files.get(source) == doc_id else holders.get(doc_id, source) for source, doc_id in zip(sources, doc_ids)]
-    if cited == sources:
+    moves = [(old, new) for old, new in zip(sources, cited) if old != new]
+    if not moves:
         return chunks
-    moved = {(old, new) for old, new in zip(sources, cited) if old != new}
-    logger.info("%d chunks cite another file holding their document now: %s", sum(a != b for a, b in zip(sources, cited)),
-                ", ".join(f"{old} -> {new}" for old, new in sorted(moved)[:5]))  # fmt: skip
+    logger.info("%d chunks cite another file holding their document now: %s", len(moves),
+                ", ".join(f"{old} -> {new}" for old, new in sorted(set(moves))[:5]))  # fmt: skip
     return chunks.set_column(chunks.schema.get_field_index("source"), "source", pa.array(cited, pa.string()))
 
 

@@ -233,11 +233,13 @@ def within_context(config: EvaluateConfig, items: list[dict]) -> tuple[list[dict
         question = item["question"]
         if len(render_prompt_ids(tokenizer, question_conversation(config, question))) > room:
             return False
-        bare_rag = grounded_conversation(question, [], tokenizer, 0, config.rag_system_prompt) if rag else None
-        if rag and len(render_prompt_ids(tokenizer, bare_rag)) + config.max_context_tokens > room:
+        bare_rag = grounded_conversation(question, [], tokenizer, 0, config.rag_system_prompt) if rag else []
+        if bare_rag and len(render_prompt_ids(tokenizer, bare_rag)) + config.max_context_tokens > room:
             return False
-        verdict = config.judge.conversation(question, " | ".join(item["references"]), "") if judge else None
-        return judge is None or len(render_prompt_ids(judge, verdict)) <= judge_room
+        if judge is None:
+            return True
+        verdict = config.judge.conversation(question, " | ".join(item["references"]), "")
+        return len(render_prompt_ids(judge, verdict)) <= judge_room
 
     kept = [item for item in items if fits(item)]
     return kept, len(items) - len(kept)

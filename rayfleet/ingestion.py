@@ -165,11 +165,12 @@ def current_files(ledger: list[dict]) -> dict[str, str]:
     return current
 
 
-def document_holders(ledger: list[dict]) -> dict[str, str]:
-    """For each document some file holds now, the first such file by name: where to cite it from once
-    the file it was read from is renamed, changed or deleted while another holds the same bytes."""
+def document_holders(current: dict[str, str]) -> dict[str, str]:
+    """For each document some file holds now (``current``: :func:`current_files`), the first such file
+    by name: where to cite it from once the file it was read from is renamed, changed or deleted while
+    another holds the same bytes."""
     holders: dict[str, str] = {}
-    for source, doc_id in sorted(current_files(ledger).items()):
+    for source, doc_id in sorted(current.items()):
         holders.setdefault(doc_id, source)
     return holders
 

@@ -77,11 +77,16 @@ def s3_filesystem(allow_bucket_creation: bool = False) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**options, allow_bucket_creation=allow_bucket_creation)
 
 
+def s3_path(uri: str) -> str:
+    """``bucket/key`` of an ``s3://`` (or ``s3a://``) URI, repeated slashes as one."""
+    parsed = urlparse(uri)
+    return re.sub("/+", "/", f"{parsed.netloc}{parsed.path}").rstrip("/")
+
+
 def resolve(uri: str) -> Location:
     """Map a local path or ``s3://`` URI to its filesystem and in-filesystem path."""
     if is_s3_uri(uri):
-        parsed = urlparse(uri)
-        path = re.sub("/+", "/", f"{parsed.netloc}{parsed.path}").rstrip("/")
+        path = s3_path(uri)
         return Location(s3_filesystem(), path, f"s3://{path}")
     if "://" in uri and not uri.startswith("file://"):
         raise ValueError(f"unsupported storage URI {uri!r}: use a local path or s3://bucket/key")
@@ -178,7 +183,7 @@ def is_hidden(relative: str) -> bool:
 def hidden_under(folder: str, uri: str) -> bool:
     """Whether ``uri``, at or under ``folder`` (see :func:`contains`), lies where listings of ``folder`` skip."""
     if is_s3_uri(folder):
-        folder, uri = resolve(folder).path, resolve(uri).path
+        folder, uri = s3_path(folder), s3_path(uri)
     else:
         folder, uri = os.path.abspath(folder), os.path.abspath(uri)
     return is_hidden(uri.rstrip("/")[len(folder.rstrip("/")) :])
@@ -231,7 +236,7 @@ def contains(folder: str, uri: str) -> bool:
     if is_s3_uri(folder) != is_s3_uri(uri):
         return False
     if is_s3_uri(folder):
-        parent, child = resolve(folder).path, resolve(uri).path
+        parent, child = s3_path(folder), s3_path(uri)
         return child == parent or child.startswith(parent + "/")
     parent, child = os.path.abspath(folder), os.path.abspath(uri)
     return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)

@@ -155,7 +155,8 @@ def chat_messages(messages: Any) -> list[dict] | str:
         return "malformed_message"
     plain = []
     for message in messages:
-        role = ROLE_ALIASES.get(message["role"].strip().lower(), message["role"].strip().lower())
+        role = message["role"].strip().lower()
+        role = ROLE_ALIASES.get(role, role)
         if message.get("tool_calls") or message.get("function_call") or role in ("tool", "function"):
             return "tool_call_turn"
         if role not in ("system", "user", "assistant"):
