@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 import uuid
 
@@ -41,7 +40,7 @@ from pydantic import Field
 
 from rayfleet import storage
 from rayfleet.assets import folder_fingerprint, resolve_model
-from rayfleet.config import BaseConfig, config_or_exit, describe, importable_job
+from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.retrieval import store
 from rayfleet.retrieval.chunks import chunks_version, embedding_keys, read_chunks
@@ -377,6 +376,4 @@ def update_index(config: BuildIndexConfig) -> dict:
 
 
 if __name__ == "__main__":
-    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    job.main(config_or_exit(job.BuildIndexConfig, sys.argv[1:]))
+    run_job(__spec__, "BuildIndexConfig")

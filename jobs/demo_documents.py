@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 from typing import Literal
 
 import pyarrow as pa
 from pydantic import Field
 
 from rayfleet import storage
-from rayfleet.config import BaseConfig, config_or_exit, importable_job
+from rayfleet.config import BaseConfig, run_job
 from rayfleet.qa import paper_questions
 from rayfleet.tables import write_table
 
@@ -149,6 +148,4 @@ def main(config: DemoDocumentsConfig) -> str:
 
 
 if __name__ == "__main__":
-    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    job.main(config_or_exit(job.DemoDocumentsConfig, sys.argv[1:]))
+    run_job(__spec__, "DemoDocumentsConfig")

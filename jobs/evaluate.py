@@ -26,11 +26,11 @@ recorded beside the version either way.
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import json
 import logging
 import math
-import sys
 import time
 from typing import Literal
 
@@ -40,7 +40,7 @@ from pydantic import Field, model_validator
 
 from rayfleet import storage
 from rayfleet.batch_inference import generate_on_ray
-from rayfleet.config import BaseConfig, config_or_exit, describe, importable_job
+from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.base import Conversation
 from rayfleet.evaluation.gate import PromotionGateConfig, decide
@@ -51,7 +51,14 @@ from rayfleet.evaluation.report import METRICS, render_report
 from rayfleet.evaluation.stats import bootstrap_mean, paired_difference, rank_agreement
 from rayfleet.ray_setup import WorkerPoolConfig, init_ray
 from rayfleet.registry import ArtifactVersion, Registry, RegistryError
-from rayfleet.retrieval.rag import citations_of, fit_to_budget, grounded_conversation
+from rayfleet.retrieval.rag import (
+    MIN_PASSAGE_TOKENS,
+    GroundedPrompt,
+    PromptTooLong,
+    citations_of,
+    fit_grounded_prompt,
+    grounded_conversation,
+)
 from rayfleet.tables import new_run_id, read_input_folder
 from schemas import USER_QA_REQUIRED
 
@@ -216,17 +223,15 @@ def qa_columns_as_text(table: pa.Table) -> pa.Table:
 
 def within_context(config: EvaluateConfig, items: list[dict]) -> tuple[list[dict], int]:
     """The items whose prompts leave the engine ``sampling.max_tokens`` to answer in (RAG prompts with
-    their whole passage budget) and, when the judge runs, leave the judge room for its verdict on
-    the longest answer; and how many did not (one such prompt would fail the whole batch)."""
-    from transformers import AutoTokenizer
-
-    from rayfleet.assets import resolve_model
+    room for at least :data:`~rayfleet.retrieval.rag.MIN_PASSAGE_TOKENS` of passages, as the serving
+    path asks) and, when the judge runs, leave the judge room for its verdict on the longest answer;
+    and how many did not (one such prompt would fail the whole batch)."""
     from rayfleet.engines.templates import render_prompt_ids
 
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(config.engine.model)))
+    tokenizer = tokenizer_of(config.engine.model)
     room = config.engine.max_model_len - config.sampling.max_tokens
     rag = any(candidate.kind == "rag" for candidate in config.candidates)
-    judge = AutoTokenizer.from_pretrained(str(resolve_model(config.judge.engine.model))) if config.judge.enabled else None
+    judge = tokenizer_of(config.judge.engine.model) if config.judge.enabled else None
     judge_room = config.judge.engine.max_model_len - config.judge.sampling.max_tokens - config.sampling.max_tokens
 
     def fits(item: dict) -> bool:
@@ -234,7 +239,7 @@ def within_context(config: EvaluateConfig, items: list[dict]) -> tuple[list[dict
         if len(render_prompt_ids(tokenizer, question_conversation(config, question))) > room:
             return False
         bare_rag = grounded_conversation(question, [], tokenizer, 0, config.rag_system_prompt) if rag else []
-        if bare_rag and len(render_prompt_ids(tokenizer, bare_rag)) + config.max_context_tokens > room:
+        if bare_rag and len(render_prompt_ids(tokenizer, bare_rag)) + MIN_PASSAGE_TOKENS > room:
             return False
         if judge is None:
             return True
@@ -243,6 +248,16 @@ def within_context(config: EvaluateConfig, items: list[dict]) -> tuple[list[dict
 
     kept = [item for item in items if fits(item)]
     return kept, len(items) - len(kept)
+
+
+@functools.cache
+def tokenizer_of(model: str):
+    """The tokenizer of a model reference (loaded once per process)."""
+    from transformers import AutoTokenizer
+
+    from rayfleet.assets import resolve_model
+
+    return AutoTokenizer.from_pretrained(str(resolve_model(model)))
 
 
 def references_of(answer: str | list | None) -> list[str]:
@@ -290,30 +305,43 @@ def question_conversation(config: EvaluateConfig, question: str) -> Conversation
 
 
 def build_conversations(config: EvaluateConfig, items: list[dict]) -> tuple[dict[str, list], dict[str, list]]:
-    """Each candidate's conversations, and the RAG candidates' citations, one per item."""
+    """Each candidate's conversations, and the RAG candidates' citations, one per item (RAG candidates
+    share one retrieval: they differ in the adapter only)."""
     conversations, citations = {}, {}
-    retriever = tokenizer = None
+    prompts = None
     for candidate in config.candidates:
         if candidate.kind != "rag":
             conversations[candidate.name] = [question_conversation(config, item["question"]) for item in items]
             continue
-        if retriever is None:
-            from transformers import AutoTokenizer
-
-            from rayfleet.assets import resolve_model
-            from rayfleet.retrieval.retriever import Retriever
-
-            retriever = Retriever.load(config.index)
-            tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(config.engine.model)))
-        budget = config.max_context_tokens
-        searches = [retriever.search(item["question"], k=config.top_k, hybrid=config.hybrid, distinct=True) for item in items]
-        hits = [fit_to_budget(found, tokenizer, budget) for found in searches]
-        conversations[candidate.name] = [
-            grounded_conversation(item["question"], passages, tokenizer, budget, config.rag_system_prompt)
-            for item, passages in zip(items, hits)
-        ]
-        citations[candidate.name] = [citations_of(passages) for passages in hits]
+        prompts = prompts or rag_prompts(config, items)
+        conversations[candidate.name] = [prompt.conversation for prompt in prompts]
+        citations[candidate.name] = [citations_of(prompt.passages) for prompt in prompts]
     return conversations, citations
+
+
+def rag_prompts(config: EvaluateConfig, items: list[dict]) -> list[GroundedPrompt]:
+    """Each item's grounded prompt as the serving RAG path builds it: the retrieved passages within
+    ``max_context_tokens``, fewer where the whole prompt would leave less than ``sampling.max_tokens``
+    of the engine's context to answer in; no passages for a question whose passage labels alone
+    leave no room (counted in the log)."""
+    from rayfleet.retrieval.retriever import Retriever
+
+    retriever = Retriever.load(config.index)
+    tokenizer = tokenizer_of(config.engine.model)
+    room = config.engine.max_model_len - config.sampling.max_tokens
+    prompts, without_passages = [], 0
+    for item in items:
+        question = item["question"]
+        hits = retriever.search(question, k=config.top_k, hybrid=config.hybrid, distinct=True)
+        try:
+            prompts.append(fit_grounded_prompt(question, hits, tokenizer, config.max_context_tokens, room, config.rag_system_prompt))
+        except PromptTooLong:
+            without_passages += 1
+            bare = grounded_conversation(question, [], tokenizer, 0, config.rag_system_prompt)
+            prompts.append(GroundedPrompt([], bare, []))
+    if without_passages:
+        logger.warning("%d RAG prompts left no room for passages: answered without any", without_passages)
+    return prompts
 
 
 def generate_answers(config: EvaluateConfig, conversations: dict[str, list], adapters: dict[str, ArtifactVersion]) -> dict[str, list]:
@@ -549,6 +577,4 @@ def main(config: EvaluateConfig) -> dict:
 
 
 if __name__ == "__main__":
-    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(json.dumps(job.main(config_or_exit(job.EvaluateConfig, sys.argv[1:])), default=str))
+    print(json.dumps(run_job(__spec__, "EvaluateConfig"), default=str))

@@ -13,7 +13,7 @@ import time
 
 from pydantic import Field
 
-from rayfleet.config import BaseConfig, config_or_exit, importable_job
+from rayfleet.config import BaseConfig, run_job
 
 
 class FaultInjectionJobConfig(BaseConfig):
@@ -32,5 +32,4 @@ def main(config: FaultInjectionJobConfig) -> int:
 
 
 if __name__ == "__main__":
-    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
-    sys.exit(job.main(config_or_exit(job.FaultInjectionJobConfig, sys.argv[1:])))
+    sys.exit(run_job(__spec__, "FaultInjectionJobConfig"))

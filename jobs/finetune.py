@@ -34,7 +34,6 @@ import logging
 import os
 import re
 import signal
-import sys
 import tempfile
 import time
 from typing import Literal
@@ -44,7 +43,7 @@ from pydantic import Field, field_validator, model_validator
 
 from rayfleet import storage
 from rayfleet.assets import folder_fingerprint, resolve_model
-from rayfleet.config import BaseConfig, config_or_exit, describe, importable_job
+from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.engines.merged import merge_adapter
 from rayfleet.ray_setup import init_ray
 from jobs.demo_documents import DEMO_QUESTIONS
@@ -581,6 +580,4 @@ def main(config: FinetuneConfig) -> dict:
 
 
 if __name__ == "__main__":
-    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    job.main(config_or_exit(job.FinetuneConfig, sys.argv[1:]))
+    run_job(__spec__, "FinetuneConfig")

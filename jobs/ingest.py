@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
 from rayfleet import storage
-from rayfleet.config import BaseConfig, config_or_exit, describe, importable_job
+from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.ingestion import (
     LEDGER_COLUMNS,
     OUTCOME_DELETED,
@@ -380,6 +379,4 @@ def run_report(
 
 
 if __name__ == "__main__":
-    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    job.main(config_or_exit(job.IngestConfig, sys.argv[1:]))
+    run_job(__spec__, "IngestConfig")

@@ -34,7 +34,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import sys
 import time
 import uuid
 from typing import Literal
@@ -44,7 +43,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from rayfleet import storage
-from rayfleet.config import BaseConfig, config_or_exit, describe, importable_job
+from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
 from rayfleet.qa import (
@@ -357,6 +356,4 @@ def main(config: MakeQaConfig) -> dict:
 
 
 if __name__ == "__main__":
-    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    job.main(config_or_exit(job.MakeQaConfig, sys.argv[1:]))
+    run_job(__spec__, "MakeQaConfig")

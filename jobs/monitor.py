@@ -29,7 +29,6 @@ import html
 import json
 import logging
 import math
-import sys
 from collections import Counter
 from typing import Literal
 
@@ -39,7 +38,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from rayfleet import storage
-from rayfleet.config import BaseConfig, config_or_exit, describe, importable_job
+from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.evaluation.drift import categorical_psi, categorical_psi_p_value, category_shares, embedding_psi, numeric_psi
 from rayfleet.evaluation.stats import bootstrap_mean, two_proportion_test, welch_test
 from rayfleet.tables import new_run_id, read_input_folder
@@ -310,6 +309,4 @@ def main(config: MonitorConfig) -> dict:
 
 
 if __name__ == "__main__":
-    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(json.dumps(job.main(config_or_exit(job.MonitorConfig, sys.argv[1:])), default=str))
+    print(json.dumps(run_job(__spec__, "MonitorConfig"), default=str))

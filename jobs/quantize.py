@@ -41,7 +41,7 @@ import torch
 from pydantic import Field
 
 from rayfleet.assets import resolve_model
-from rayfleet.config import BaseConfig, config_or_exit, describe, importable_job
+from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.quantization import (
     METHODS,
@@ -294,7 +294,4 @@ def publish_if_passed(config: QuantizeConfig, source: dict, output: Path, metada
 
 
 if __name__ == "__main__":
-    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    report = job.main(config_or_exit(job.QuantizeConfig, sys.argv[1:]))
-    sys.exit(1 if report.get("refused") else 0)
+    sys.exit(1 if run_job(__spec__, "QuantizeConfig").get("refused") else 0)

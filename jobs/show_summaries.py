@@ -5,13 +5,12 @@
 
 from __future__ import annotations
 
-import sys
 import textwrap
 
 import pyarrow.compute as pc
 from pydantic import Field
 
-from rayfleet.config import BaseConfig, config_or_exit, importable_job
+from rayfleet.config import BaseConfig, run_job
 from rayfleet.tables import read_folder
 
 
@@ -37,5 +36,4 @@ def main(config: ShowSummariesConfig) -> None:
 
 
 if __name__ == "__main__":
-    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
-    job.main(config_or_exit(job.ShowSummariesConfig, sys.argv[1:]))
+    run_job(__spec__, "ShowSummariesConfig")

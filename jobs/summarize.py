@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 
 from rayfleet import storage
 from rayfleet.assets import folder_fingerprint, resolve_model
-from rayfleet.config import BaseConfig, config_or_exit, describe, importable_job
+from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.documents import InputPlan, WorkItem, plan_input, read_work_item
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
@@ -299,7 +299,15 @@ def run_report(config: SummarizeConfig, run_id: str, already_done: int, seconds:
     }
 
 
+def exit_status(report: dict) -> int:
+    """The command's exit status: 1 when every row it read was set aside (nothing summarized, now or
+    before), so a scheduler sees the run failed; else 0 (bad rows beside good ones are reported, not fatal)."""
+    if report["errors"] and not report["summarized"] and not report["already_done"]:
+        logger.error("no document was summarized: every one of the %d rows read failed (see %s)",
+                     report["errors"], report["errors_output"])  # fmt: skip
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    job.main(config_or_exit(job.SummarizeConfig, sys.argv[1:]))
+    sys.exit(exit_status(run_job(__spec__, "SummarizeConfig")))

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 
 import pyarrow as pa
 from pydantic import Field
 
 from rayfleet import storage
-from rayfleet.config import BaseConfig, config_or_exit, describe, importable_job
+from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.retrieval.embedder import Embedder
 from rayfleet.routing.examples import clean_examples, default_examples, read_examples
 from rayfleet.routing.training import calibration_plot, evaluate, split_examples, train_router
@@ -175,6 +174,4 @@ def main(config: TrainRouterConfig) -> dict:
 
 
 if __name__ == "__main__":
-    job = importable_job(__spec__)  # by name, so Ray pickles its code by reference
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    job.main(config_or_exit(job.TrainRouterConfig, sys.argv[1:]))
+    run_job(__spec__, "TrainRouterConfig")

@@ -14,6 +14,7 @@ to a default.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -129,6 +130,24 @@ def importable_job(main_spec) -> ModuleType:
     if main_spec is None:
         return sys.modules["__main__"]
     return importlib.import_module(main_spec.name)
+
+
+def run_job(main_spec, config_class_name: str) -> Any:
+    """The ``__main__`` block of ``python -m jobs.<name>``: the job imported by name
+    (:func:`importable_job`), INFO logging, its config class (named) from the command line
+    (:func:`config_or_exit`), then what its ``main`` returns. An error that names what the user must
+    change (a missing input or model: FileNotFoundError; an unknown registry reference: RegistryError)
+    ends the command with its message on stderr and exit status 1, not a traceback."""
+    from rayfleet.registry import RegistryError
+
+    job = importable_job(main_spec)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = config_or_exit(getattr(job, config_class_name), sys.argv[1:])
+    try:
+        return job.main(config)
+    except (FileNotFoundError, RegistryError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def describe(config: BaseConfig) -> str:

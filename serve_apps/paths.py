@@ -23,6 +23,7 @@ from rayfleet.engines.base import Conversation, SamplingConfig
 from rayfleet.engines.templates import render_prompt_ids
 from rayfleet.registry import ArtifactVersion, Registry, RegistryError
 from rayfleet.retrieval.rag import (
+    GroundedPrompt,
     PromptTooLong,
     chat_parts,
     citations_of,
@@ -231,7 +232,7 @@ class RagPath(GeneratingPath):
             retriever.search, query, self.config.top_k, None, None, self.config.hybrid, distinct=True
         )
         hits = self.relevant(hits, retriever)
-        passages, prompt_ids = self.grounded_prompt(question, hits, system, history, request.sampling.max_tokens)
+        passages, _, prompt_ids = self.grounded_prompt(question, hits, system, history, request.sampling.max_tokens)
         citations = citations_of(passages)
         adapter = await self.configured_adapter()
         first = True
@@ -262,8 +263,8 @@ class RagPath(GeneratingPath):
 
     def grounded_prompt(
         self, question: str, hits: list[Hit], system: str | None, history: Conversation, max_tokens: int
-    ) -> tuple[list[Hit], list[int]]:
-        """The passages used and the prompt ids: at most ``max_context_tokens`` of passages, and, with a
+    ) -> GroundedPrompt:
+        """The passages used, the conversation and its prompt ids: at most ``max_context_tokens`` of passages, and, with a
         ``context_length``, a prompt that leaves ``max_tokens`` of it for the answer (the earlier turns
         dropped when they leave no room for passages).
 
@@ -274,7 +275,7 @@ class RagPath(GeneratingPath):
         if self.context_length is None:
             passages = fit_to_budget(hits, self.tokenizer, budget)
             conversation = grounded_conversation(question, passages, self.tokenizer, budget, system, history)
-            return passages, render_prompt_ids(self.tokenizer, conversation)
+            return GroundedPrompt(passages, conversation, render_prompt_ids(self.tokenizer, conversation))
         room = self.context_length - max_tokens
         for turns in [history, []] if history else [history]:
             try:

@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from jobs.summarize import SummarizeConfig
 from rayfleet.config import ConfigError, load_config, parse_override, read_yaml
+from rayfleet.tables import write_table
 from tests.config_registry import CONFIG_CLASSES, config_class_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +45,23 @@ def test_a_command_with_a_typo_ends_with_the_message_and_status_2_not_a_tracebac
     assert result.returncode == 2
     assert result.stderr.startswith("error: invalid SummarizeConfig") and "max_model_lenn" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_job_whose_input_or_adapter_is_missing_ends_with_the_message_and_status_1_not_a_traceback(tmp_path):
+    def evaluate(*overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "jobs.evaluate", f"registry={tmp_path}/registry", "judge.enabled=false", *overrides],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    missing = evaluate(f"qa={tmp_path}/nowhere")
+    assert (missing.returncode, "Traceback" in missing.stderr) == (1, False), missing.stderr[-2000:]
+    assert f"error: no Q&A set at {tmp_path}/nowhere" in missing.stderr
+    (tmp_path / "qa").mkdir()
+    write_table(str(tmp_path / "qa" / "qa.parquet"), pa.Table.from_pylist([{"question": "Why?", "answer": "So.", "doc_id": "d"}]))
+    unknown = evaluate(f"qa={tmp_path}/qa", "candidates=[{name: tuned, kind: adapter, adapter: nobody@latest}]")
+    assert (unknown.returncode, "Traceback" in unknown.stderr) == (1, False), unknown.stderr[-2000:]
+    assert "error: candidate 'tuned':" in unknown.stderr and "nobody" in unknown.stderr
 
 
 def test_wrong_type_names_the_key():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import NamedTuple
 
 from rayfleet.engines.base import Conversation
 from rayfleet.engines.templates import render_prompt_ids
@@ -37,6 +38,14 @@ EARLIER_QUERY_WORDS = 64
 EARLIER_QUERY_CHARACTERS = 400  # the same cap for scripts written without spaces (Chinese, Japanese)
 # Fewest tokens of passage text worth answering from; less room than this fails the request.
 MIN_PASSAGE_TOKENS = 32
+
+
+class GroundedPrompt(NamedTuple):
+    """A grounded prompt that fits: the passages used, the conversation and its rendered prompt ids."""
+
+    passages: list[Hit]
+    conversation: Conversation
+    prompt_ids: list[int]
 
 
 class PromptTooLong(ValueError):
@@ -69,8 +78,8 @@ def fit_grounded_prompt(
     max_prompt_tokens: int,
     system_prompt: str | None = None,
     history: Conversation | None = None,
-) -> tuple[list[Hit], list[int]]:
-    """The passages used and the rendered prompt ids of :func:`grounded_conversation`, with the passage budget
+) -> GroundedPrompt:
+    """The :func:`grounded_conversation` (its passages, messages and rendered prompt ids) with the passage budget
     lowered from ``max_context_tokens`` until the whole prompt takes at most ``max_prompt_tokens`` (the model's
     context less the answer's ``max_tokens``).
 
@@ -84,7 +93,7 @@ def fit_grounded_prompt(
         prompt_ids = render_prompt_ids(tokenizer, conversation)
         overflow = len(prompt_ids) - max_prompt_tokens
         if overflow <= 0:
-            return passages, prompt_ids
+            return GroundedPrompt(passages, conversation, prompt_ids)
         budget -= overflow  # the rendered prompt is measured again: labels and re-tokenized cuts vary a little
     bare = grounded_conversation(question, [], tokenizer, 0, system_prompt, history)
     without_passages = render_prompt_ids(tokenizer, bare)

@@ -7,10 +7,21 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from jobs.evaluate import EvaluateConfig, apply_gate, judge_agreement, load_questions, score_summaries, summarize_scores
+from jobs.evaluate import (
+    EvaluateConfig,
+    apply_gate,
+    judge_agreement,
+    load_questions,
+    rag_prompts,
+    score_summaries,
+    summarize_scores,
+    tokenizer_of,
+)
+from rayfleet.engines.templates import render_prompt_ids
 from rayfleet.config import load_config
 from rayfleet.registry import Registry
 from rayfleet.tables import write_table
+from tests.retrieval.index_versions import write_index_version
 
 
 def config_for(tmp_path, *overrides: str) -> EvaluateConfig:
@@ -80,6 +91,26 @@ def test_a_question_that_leaves_no_room_to_answer_is_dropped_not_sent_to_fail_th
         items = load_questions(config_for(tmp_path, "judge.enabled=false"))
     assert [item["doc_id"] for item in items] == ["m"]
     assert "'too long for the context': 1" in caplog.text
+
+
+def test_a_long_question_keeps_less_rag_passage_text_as_the_serving_path_does_not_dropped(tmp_path, embedder, acl_chunk_table):
+    write_index_version(str(tmp_path / "index"), acl_chunk_table, embedder)
+    (tmp_path / "qa").mkdir()
+    long_question = "Which of these findings holds? " + " ".join(acl_chunk_table["text"].to_pylist()[:12])
+    rows = [{"question": "What do the authors propose?", "answer": "a model", "doc_id": "a"},
+            {"question": long_question[:6000], "answer": "the first", "doc_id": "b"}]  # fmt: skip
+    write_table(str(tmp_path / "qa" / "qa.parquet"), pa.Table.from_pylist(rows))
+    config = config_for(tmp_path, f"index={tmp_path}/index", "judge.enabled=false")
+    tokenizer = tokenizer_of(config.engine.model)
+    room = config.engine.max_model_len - config.sampling.max_tokens
+    question_tokens = len(tokenizer(rows[1]["question"])["input_ids"])
+    assert question_tokens + config.max_context_tokens > room > question_tokens + 100  # only fewer passages fit
+    items = load_questions(config)
+    assert sorted(item["doc_id"] for item in items) == ["a", "b"]
+    prompts = {item["doc_id"]: prompt for item, prompt in zip(items, rag_prompts(config, items))}
+    assert all(len(render_prompt_ids(tokenizer, prompt.conversation)) <= room for prompt in prompts.values())
+    assert prompts["a"].passages and prompts["b"].passages
+    assert rows[1]["question"] in prompts["b"].conversation[-1]["content"]
 
 
 def test_without_the_judge_no_reply_is_counted_unparsed():

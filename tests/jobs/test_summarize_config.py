@@ -1,10 +1,11 @@
-"""The summarization job's config refuses folders that would make it read its own output."""
+"""The summarization job's config refuses folders that would make it read its own output; its command
+fails when every row it read failed."""
 
 from __future__ import annotations
 
 import pytest
 
-from jobs.summarize import SummarizeConfig
+from jobs.summarize import SummarizeConfig, exit_status
 
 
 @pytest.mark.parametrize(
@@ -28,3 +29,12 @@ def test_a_summary_length_the_context_cannot_hold_is_refused_before_anything_sta
     with pytest.raises(ValueError, match="engine.max_model_len=2048 cannot hold a call with sampling.max_tokens=1500"):
         SummarizeConfig(input="in", output="out", sampling={"max_tokens": 1500}, engine={"max_model_len": 2048})
     assert SummarizeConfig(input="in", output="out", sampling={"max_tokens": 600}, engine={"max_model_len": 2048})
+
+
+@pytest.mark.parametrize(
+    "summarized, already_done, errors, status",
+    [(0, 0, 3, 1), (2, 0, 3, 0), (0, 5, 3, 0), (0, 0, 0, 0)],
+)
+def test_the_command_fails_only_when_every_row_it_read_failed(summarized, already_done, errors, status):
+    report = {"summarized": summarized, "already_done": already_done, "errors": errors, "errors_output": "s3://b/out_errors"}
+    assert exit_status(report) == status

@@ -59,9 +59,9 @@ def test_the_whole_prompt_fits_the_model_context_with_labels_and_conversation():
     history = [{"role": "user", "content": "earlier " * 100}, {"role": "assistant", "content": "answer " * 20}]
     full_ids = render_prompt_ids(TOKENIZER, grounded_conversation("What?", hits, TOKENIZER, 768, "Be brief.", history))
     for room in (len(full_ids), 500, 300):
-        passages, prompt_ids = fit_grounded_prompt("What?", hits, TOKENIZER, 768, room, "Be brief.", history)
+        passages, conversation, prompt_ids = fit_grounded_prompt("What?", hits, TOKENIZER, 768, room, "Be brief.", history)
         assert len(prompt_ids) <= room and passages == hits[: len(passages)] and passages
-        conversation = grounded_conversation("What?", passages, TOKENIZER, 768, "Be brief.", history)
+        assert prompt_ids == render_prompt_ids(TOKENIZER, conversation)
         assert all(f"({passage_label(p)})" in conversation[-1]["content"] for p in passages)
     assert len(fit_grounded_prompt("What?", hits, TOKENIZER, 768, len(full_ids), "Be brief.", history)[0]) == 3
     assert len(fit_grounded_prompt("What?", hits, TOKENIZER, 768, 300, "Be brief.", history)[0]) == 1
