@@ -58,7 +58,7 @@ from serve_apps.auth import ApiKeyChecker
 from serve_apps.config import ABTestConfig, ServeAppConfig
 from serve_apps.errors import RequestError
 from serve_apps.metrics import ServeMetrics
-from serve_apps.paths import PathChunk, PathRequest
+from serve_apps.paths import AdapterResolver, PathChunk, PathRequest
 from serve_apps.request_log import RequestLogWriter
 from serve_apps.router_server import RouteChoice
 from serve_apps.targets import Target, UnknownModelError, choose_arm, parse_model, served_models
@@ -173,6 +173,7 @@ class OpenAIServer:
         self.config = config
         self.route, self.paths = route, paths
         self.path_kinds = {name: path.kind for name, path in config.paths.items()}
+        self.adapters = {name: AdapterResolver(path.registry) for name, path in config.paths.items() if path.kind == "finetuned"}
         self.keys = ApiKeyChecker(config.ingress.auth)
         self.metrics = metrics or ServeMetrics()
         self.request_log = RequestLogWriter(config.request_log)
@@ -187,13 +188,16 @@ class OpenAIServer:
     def models(self) -> ModelList:
         return ModelList(data=[ModelCard(id=name) for name in served_models(self.path_kinds)])
 
-    def model(self, name: str) -> ModelCard:
-        """One model of :meth:`models`, by id (404 for any other)."""
-        card = next((card for card in self.models().data if card.id == name), None)
-        if card is None:
-            served = ", ".join(card.id for card in self.models().data)
-            raise RequestError(404, f"model {name!r} does not exist; served: {served}", "model_not_found", "model")
-        return card
+    async def model(self, name: str) -> ModelCard:
+        """One model of :meth:`models`, or a fine-tuned path's adapter version the registry holds
+        (``rayfleet-finetuned:acme-qa@3``, as a request may pin it), by id; 404 for any other."""
+        try:
+            target = parse_model(name, self.path_kinds)
+        except UnknownModelError as error:
+            raise RequestError(404, str(error), "model_not_found", "model") from None
+        if target is not None and target.adapter:
+            await self.adapters[target.path].source(target.adapter)  # 404 when the registry holds no such version
+        return ModelCard(id=name)
 
     async def chat(self, body: ChatCompletionRequest, headers) -> Response:
         conversation = [message.turn() for message in body.messages]
@@ -297,7 +301,20 @@ class OpenAIServer:
             arm = choose_arm(test, user_id or uuid.uuid4().hex)
             decision.target = parse_model(arm.model, self.path_kinds)
             decision.ab_test, decision.arm = test.name, arm.name
+        if decision.target.adapter:
+            await self.check_adapter(decision.target)
         return decision
+
+    async def check_adapter(self, target: Target) -> None:
+        """404 for a pinned adapter version the registry does not hold, before a path is asked (its
+        replica would refuse it the same way, with a traceback in its log); a registry that cannot be
+        read is left to the path, and its fallback."""
+        try:
+            await self.adapters[target.path].source(target.adapter)
+        except RequestError:
+            raise
+        except Exception as error:
+            logger.warning("adapter %r not checked (%s): the path resolves it", target.adapter, failure_reason(error))
 
     async def routed(self, text: str) -> Decision:
         started = time.perf_counter()
@@ -614,7 +631,7 @@ def build_http_app(server: OpenAIServer) -> FastAPI:
 
     @app.get("/v1/models/{model}", response_model=ModelCard, responses=one_model_errors)
     async def model(model: str) -> ModelCard:
-        return server.model(model)
+        return await server.model(model)
 
     @app.get("/healthz")
     async def healthz() -> dict:

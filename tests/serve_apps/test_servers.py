@@ -716,6 +716,40 @@ def test_models_can_be_retrieved_one_by_one(server):
     assert unknown.code == "model_not_found" and "'gpt-4o' does not exist" in unknown.message
 
 
+def test_a_pinned_adapter_version_is_checked_by_the_ingress_and_can_be_retrieved_as_a_model(tmp_path, tiny_llama_path, monkeypatch):
+    from rayfleet.registry import Registry
+
+    monkeypatch.setenv("RAYFLEET_API_KEYS", "k1")
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    Registry(str(tmp_path / "registry"), kind="adapters").publish("acme-qa", str(tmp_path / "adapter"), {})
+    config = ServeAppConfig.model_validate(minimal_config(paths={
+        "base": {"kind": "base"}, "finetuned": {"kind": "finetuned", "registry": str(tmp_path / "registry")}}))  # fmt: skip
+
+    async def route(text: str) -> RouteChoice:
+        return RouteChoice("base", 1.0, "base")
+
+    server = OpenAIServer(config, route, {})  # no path: a request that reached one would fail with 500
+
+    async def scenario():
+        client = openai_client(server)
+        with pytest.raises(openai.NotFoundError, match="adapter 'acme-qa@7' not found"):
+            await ask(client, model="rayfleet-finetuned:acme-qa@7")
+        found = [(await client.models.retrieve(f"rayfleet-finetuned:acme-qa@{v}")).id for v in ("1", "latest")]
+        refused = []
+        for name in ("rayfleet-finetuned:acme-qa@2", "rayfleet-finetuned:other", "rayfleet-base:acme-qa@1"):
+            with pytest.raises(openai.NotFoundError) as missing:
+                await client.models.retrieve(name)
+            refused.append(missing.value.message)
+        return found, refused
+
+    found, refused = asyncio.run(scenario())
+    assert found == ["rayfleet-finetuned:acme-qa@1", "rayfleet-finetuned:acme-qa@latest"]
+    assert "adapter 'acme-qa@2' not found" in refused[0] and "adapter 'other' not found" in refused[1]
+    assert "path 'base' takes no adapter" in refused[2]
+    assert rejected(server) == {"model_not_found": 1.0}
+
+
 def test_unknown_endpoints_and_methods_answer_in_openais_error_shape(server):
     async def scenario():
         async with http_client(server) as http:
