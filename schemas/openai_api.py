@@ -28,6 +28,7 @@ MAX_STOP_SEQUENCES = 4  # as OpenAI
 SEED_LIMIT = 2**63  # seeds reach torch generators as signed 64-bit integers
 NO_TOOL_CALLING = "is for tool calling, which this server does not support"
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for system instructions (serving and training read it so)
 
 
 def lone_surrogate_at(value: Any, where: str) -> str | None:
@@ -70,7 +71,7 @@ class RequestMessage(BaseModel):
     def developer_is_system(cls, role: Any) -> Any:
         if role in ("tool", "function"):
             raise ValueError(f"role {role!r} {NO_TOOL_CALLING}")
-        return "system" if role == "developer" else role
+        return ROLE_ALIASES.get(role, role)
 
     @field_validator("content", mode="before")
     @classmethod

@@ -44,6 +44,7 @@ from transformers import PreTrainedTokenizerBase
 from rayfleet import storage
 from rayfleet.engines.templates import TEMPLATE_OPTIONS
 from rayfleet.tables import read_table
+from schemas.openai_api import ROLE_ALIASES
 
 IGNORE_INDEX = -100
 BadExamplePolicy = Literal["drop", "fail"]
@@ -128,9 +129,6 @@ def render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], generation_
 def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """Token ids of template text (which already holds its special tokens)."""
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
-
-
-ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for system instructions
 
 
 def chat_messages(messages: Any) -> list[dict] | str:
