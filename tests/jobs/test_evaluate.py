@@ -3,9 +3,8 @@
 The held-out set is built from real ACL paper chunks: each question quotes the start of a
 sentence and asks how it continues, so retrieval can find the passage and the reference
 is that sentence. Two real peft adapters are published to the registry: one with large
-random weights (garbles answers), which the default gate must refuse, and a
-zero-initialised one (answers exactly like the base model), which a gate that asks for
-no gain promotes.
+random weights (garbles answers) and a zero-initialised one (answers exactly like the base
+model): a gate that asks for no gain promotes the second and refuses the first.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ def publish_adapter(registry: Registry, smollm2_path, folder, garble: bool) -> s
     return registry.publish("rayfleet-qa", str(folder), {"base_model": "smollm2-135m-instruct", "garbled": garble}).ref
 
 
-def test_base_adapter_and_rag_are_scored_a_worse_adapter_is_refused_and_a_passing_one_promoted(
+def test_base_adapters_and_rag_are_scored_the_best_adapter_promoted_and_a_worse_one_refused(
     ray_cluster, s3_prefix, acl_chunks, smollm2_path, tmp_path
 ):
     chunks_uri, index_uri = storage.join(s3_prefix, "chunks"), storage.join(s3_prefix, "index")
@@ -62,25 +61,30 @@ def test_base_adapter_and_rag_are_scored_a_worse_adapter_is_refused_and_a_passin
     registry = Registry(storage.join(s3_prefix, "registry"))
     garbled = publish_adapter(registry, smollm2_path, tmp_path / "garbled", garble=True)
     harmless = publish_adapter(registry, smollm2_path, tmp_path / "harmless", garble=False)
+    # A gate that asks for no gain: the harmless version (as good as the base model) goes live, and the
+    # garbling one, worse than that incumbent, is refused whatever the order of the candidates.
     overrides = [
         f"qa={s3_prefix}/qa", f"index={index_uri}", f"registry={s3_prefix}/registry", f"output={s3_prefix}/eval",
         "engine.kind=transformers", "judge.engine.kind=transformers", "judge.sampling.regex=null", "sampling.max_tokens=32", "top_k=2",
+        "gate.min_improvement=0.0", "gate.require_significant_gain=false",
     ]  # fmt: skip
     candidates = [{"name": "base", "kind": "base"}, {"name": "garbled", "kind": "adapter", "adapter": garbled},
-                  {"name": "rag", "kind": "rag"}]  # fmt: skip
+                  {"name": "harmless", "kind": "adapter", "adapter": harmless}, {"name": "rag", "kind": "rag"}]  # fmt: skip
 
     result = main(load_config(EvaluateConfig, overrides + [f"candidates={json.dumps(candidates)}"]))
 
-    for name in ("base", "garbled", "rag"):
+    for name in ("base", "garbled", "harmless", "rag"):
         assert set(result[name]) == {"exact_match", "f1", "rouge_l", "judge"}
         assert all(value is None or 0.0 <= value <= 1.0 for value in result[name].values())
     assert result["garbled"]["f1"] < result["base"]["f1"], "a garbling adapter must score below the base model"
+    assert result["harmless"]["f1"] == pytest.approx(result["base"]["f1"]), "a zero adapter answers like the base model"
     assert result["rag"]["f1"] > result["base"]["f1"], "the passage holding the answer makes RAG better"
     assert result["items"] == len(pairs) and result["judge_agreement"]["items"] + result["judge_agreement"][
-        "unparsed_judge_replies"] == 3 * len(pairs)  # fmt: skip
-    (decision,) = result["promotion"]
-    assert decision["candidate"] == garbled and decision["promote"] is False and decision["incumbent"] == "base"
-    assert registry.promoted("rayfleet-qa") is None
+        "unparsed_judge_replies"] == 4 * len(pairs)  # fmt: skip
+    decisions = {decision["candidate"]: decision for decision in result["promotion"]}
+    assert decisions[harmless]["promote"] is True and decisions[harmless]["incumbent"] == "base"
+    assert decisions[garbled]["promote"] is False and decisions[garbled]["incumbent"] == "harmless"
+    assert registry.resolve("rayfleet-qa@promoted").ref == harmless
     assert registry.decisions("rayfleet-qa", int(garbled.split("@")[1]))[-1]["promote"] is False
     items_uri = result["report"].replace("report.html", "items.jsonl")
     items = [json.loads(line) for line in storage.read_bytes(items_uri).decode().splitlines()]
@@ -88,15 +92,6 @@ def test_base_adapter_and_rag_are_scored_a_worse_adapter_is_refused_and_a_passin
     assert cited >= len(items) // 2, "retrieval finds the passage of most questions"
     report = storage.read_bytes(result["report"]).decode()
     assert "data:image/png;base64," in report and "Worst examples" in report and pairs[0]["doc_id"] in report
-
-    # A zero-initialised adapter answers exactly like the base model: it passes a gate that asks for no gain.
-    lenient = overrides + ["gate.min_improvement=0.0", "gate.require_significant_gain=false", "judge.enabled=false",
-                           "candidates=" + json.dumps(
-        [{"name": "base", "kind": "base"}, {"name": "harmless", "kind": "adapter", "adapter": harmless}])]  # fmt: skip
-    second = main(load_config(EvaluateConfig, lenient))
-    assert second["harmless"]["f1"] == pytest.approx(second["base"]["f1"])
-    assert second["promotion"][0]["promote"] is True
-    assert registry.resolve("rayfleet-qa@promoted").ref == harmless
 
 
 def test_an_unknown_adapter_fails_before_any_work_and_says_how_to_name_another(tmp_path):
