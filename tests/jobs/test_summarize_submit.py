@@ -32,7 +32,7 @@ def test_ray_job_submit_summarizes_real_papers_with_vllm(ray_cluster, s3_prefix)
     client = JobSubmissionClient(f"http://{ray_cluster.dashboard_url}")
     job_id = client.submit_job(
         entrypoint=f"python -m jobs.summarize input={s3_prefix}/docs output={s3_prefix}/summaries "
-        "sampling.max_tokens=96",
+        "sampling.max_tokens=48",
         runtime_env={"working_dir": str(REPO)},
     )
     deadline = time.monotonic() + 900
