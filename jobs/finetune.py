@@ -504,8 +504,8 @@ def publish(config: FinetuneConfig, checkpoint_folder: str, metadata: dict) -> t
 
 
 def already_published(config: FinetuneConfig, step: int) -> ArtifactVersion | None:
-    """The version this run already published at ``step`` (a resubmission of a finished run trains
-    nothing and publishes nothing new), or None."""
+    """The version this run already published at ``step`` (a resubmission of a finished run starts
+    no training and publishes nothing new), or None."""
     registry = Registry(config.registry, kind="adapters")
     for version in reversed(registry.versions(config.adapter_name)):  # none yet: an empty list
         artifact = registry.get(config.adapter_name, version)
@@ -552,6 +552,9 @@ def main(config: FinetuneConfig) -> dict:
     previous = latest_train_state(config)
     check_resumable(config, previous, data_fingerprint, settings)
     steps_before = (previous or {}).get("step", 0)
+    published = already_published(config, steps_before) if steps_before >= config.train.max_steps else None
+    if published:  # a finished run resubmitted: nothing to train, no cluster needed
+        return run_report(published, None, steps_before, published.metadata.get("metrics", {}), started)
     init_ray(config.ray_address)
     result = run_training(config, model_path, train_rows, validation_rows, data_fingerprint, settings)
     with result.checkpoint.as_directory() as folder:
@@ -571,10 +574,15 @@ def main(config: FinetuneConfig) -> dict:
         }  # fmt: skip
         published = already_published(config, state.step) if state.step == steps_before else None
         adapter, merged = (published, None) if published else publish(config, folder, metadata)
+    return run_report(adapter, merged, state.step, metrics, started)
+
+
+def run_report(adapter: ArtifactVersion, merged: ArtifactVersion | None, steps: int, metrics: dict, started: float) -> dict:
+    """The run's report, printed as one JSON line: what was published and the training figures."""
     report = {"adapter": adapter.ref, "adapter_uri": adapter.uri, "merged_model": merged.ref if merged else None,
-              "steps": state.step, "seconds": round(time.monotonic() - started, 1), **{
-                  key: metrics[key] for key in ("loss", "validation_loss", "validation_loss_initial", "tokens_per_s",
-                                                "tokens_trained", "resumed_from_steps")}}  # fmt: skip
+              "steps": steps, "seconds": round(time.monotonic() - started, 1), **{
+                  key: metrics.get(key) for key in ("loss", "validation_loss", "validation_loss_initial", "tokens_per_s",
+                                                    "tokens_trained", "resumed_from_steps")}}  # fmt: skip
     print(json.dumps(report), flush=True)
     return report
 

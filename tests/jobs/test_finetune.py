@@ -22,6 +22,7 @@ import torch
 
 from transformers import AutoTokenizer
 
+import jobs.finetune as finetune_job
 from jobs.finetune import (
     FinetuneConfig,
     changed_settings,
@@ -181,7 +182,7 @@ def run_from_the_command_line(arguments: list[str]) -> dict:
 
 
 def test_a_run_from_the_command_line_resubmitted_resumes_and_publishes_a_new_version(
-    ray_cluster, qa_set, s3_prefix, tiny_llama_path
+    ray_cluster, qa_set, s3_prefix, tiny_llama_path, monkeypatch
 ):
     first = run_from_the_command_line(
         job_arguments(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=2", "train.checkpoint_every=2")
@@ -194,9 +195,14 @@ def test_a_run_from_the_command_line_resubmitted_resumes_and_publishes_a_new_ver
     registry = Registry(f"{s3_prefix}/registry", kind="adapters")
     assert registry.versions("smollm2-acl-qa") == [1, 2]
 
-    # The finished run, resubmitted as it was: nothing to train, nothing new to publish.
+    # The finished run, resubmitted as it was: nothing to train, nothing new to publish, no cluster needed.
+    def training_that_must_not_start(*arguments, **options):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(finetune_job, "run_training", training_that_must_not_start)
     again = main(job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=4", "train.checkpoint_every=2"))
     assert again["adapter"] == second["adapter"] and registry.versions("smollm2-acl-qa") == [1, 2]
+    assert (again["steps"], again["tokens_trained"]) == (4, second["tokens_trained"])
     # ...and with another learning rate: the restored optimizer would ignore it, so it is refused.
     relearned = job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=6", "train.learning_rate=1e-3")
     with pytest.raises(ValueError, match=r"other settings \(train.learning_rate: 0.0002 -> 0.001\)"):
