@@ -308,9 +308,9 @@ class OpenAIServer:
     async def check_adapter(self, target: Target) -> None:
         """404 for a pinned adapter version the registry does not hold, before a path is asked (its
         replica would refuse it the same way, with a traceback in its log); a registry that cannot be
-        read is left to the path, and its fallback."""
+        read within the path's ``timeout_s`` is left to the path, and its fallback."""
         try:
-            await self.adapters[target.path].source(target.adapter)
+            await asyncio.wait_for(self.adapters[target.path].source(target.adapter), self.config.paths[target.path].timeout_s)
         except RequestError:
             raise
         except Exception as error:
