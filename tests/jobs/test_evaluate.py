@@ -4,7 +4,8 @@ The held-out set is built from real ACL paper chunks: each question quotes the s
 sentence and asks how it continues, so retrieval can find the passage and the reference
 is that sentence. Two real peft adapters are published to the registry: one with large
 random weights (garbles answers) and a zero-initialised one (answers exactly like the base
-model): a gate that asks for no gain promotes the second and refuses the first.
+model): a gate that asks for no gain promotes the second and refuses the first. The answers come
+from the transformers engine; the judge is the shipped one (vLLM, its reply format enforced).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def test_base_adapters_and_rag_are_scored_the_best_adapter_promoted_and_a_worse_
     # garbling one, worse than that incumbent, is refused whatever the order of the candidates.
     overrides = [
         f"qa={s3_prefix}/qa", f"index={index_uri}", f"registry={s3_prefix}/registry", f"output={s3_prefix}/eval",
-        "engine.kind=transformers", "judge.engine.kind=transformers", "judge.sampling.regex=null", "sampling.max_tokens=32", "top_k=2",
+        "engine.kind=transformers", "judge.engine.kind=vllm", "judge.engine.cpu_kv_cache_gib=1", "sampling.max_tokens=32", "top_k=2",
         "gate.min_improvement=0.0", "gate.require_significant_gain=false",
     ]  # fmt: skip
     candidates = [{"name": "base", "kind": "base"}, {"name": "garbled", "kind": "adapter", "adapter": garbled},
@@ -75,12 +76,12 @@ def test_base_adapters_and_rag_are_scored_the_best_adapter_promoted_and_a_worse_
 
     for name in ("base", "garbled", "harmless", "rag"):
         assert set(result[name]) == {"exact_match", "f1", "rouge_l", "judge"}
-        assert all(value is None or 0.0 <= value <= 1.0 for value in result[name].values())
+        assert all(0.0 <= value <= 1.0 for value in result[name].values()), "the judge's format holds every reply"
     assert result["garbled"]["f1"] < result["base"]["f1"], "a garbling adapter must score below the base model"
     assert result["harmless"]["f1"] == pytest.approx(result["base"]["f1"]), "a zero adapter answers like the base model"
     assert result["rag"]["f1"] > result["base"]["f1"], "the passage holding the answer makes RAG better"
-    assert result["items"] == len(pairs) and result["judge_agreement"]["items"] + result["judge_agreement"][
-        "unparsed_judge_replies"] == 4 * len(pairs)  # fmt: skip
+    assert result["items"] == len(pairs)
+    assert (result["judge_agreement"]["items"], result["judge_agreement"]["unparsed_judge_replies"]) == (4 * len(pairs), 0)
     decisions = {decision["candidate"]: decision for decision in result["promotion"]}
     assert decisions[harmless]["promote"] is True and decisions[harmless]["incumbent"] == "base"
     assert decisions[garbled]["promote"] is False and decisions[garbled]["incumbent"] == "harmless"

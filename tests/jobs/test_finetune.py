@@ -171,7 +171,6 @@ def test_a_worker_killed_mid_run_resumes_from_its_checkpoint_without_repeating_o
     assert state["epoch"] * rows_per_epoch + state["rows_in_epoch"] == 6 * 2, "each worker read 6 steps x 2 rows, no more"
 
 
-@pytest.mark.slow
 def run_from_the_command_line(arguments: list[str]) -> dict:
     """``python -m jobs.finetune``, as ``ray job submit`` runs it: the job's code is ``__main__`` there,
     which Ray would pickle by value into the Train workers (its validated config classes fail that)."""
@@ -181,6 +180,7 @@ def run_from_the_command_line(arguments: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_a_run_from_the_command_line_resubmitted_resumes_and_publishes_a_new_version(
     ray_cluster, qa_set, s3_prefix, tiny_llama_path, monkeypatch
 ):
