@@ -29,6 +29,20 @@ ACCESS_KEY = "rayfleet"
 SECRET_KEY = "rayfleet-local-secret"
 
 
+def exited(group: int) -> bool:
+    """Whether the process group led by ``group`` is gone. A leader this process started stays a
+    zombie (still signallable) until it is reaped, so it is reaped here first."""
+    try:
+        os.waitpid(group, os.WNOHANG)
+    except ChildProcessError:  # started by another process (``make s3-up``): init reaps it
+        pass
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 @dataclass
 class LocalS3:
     """One ``weed mini`` server: its data folder and its ports (each derived from ``s3_port``)."""
@@ -144,9 +158,11 @@ class LocalS3:
         try:
             os.killpg(pid, signal.SIGTERM)
             for _ in range(50):
-                os.killpg(pid, 0)
+                if exited(pid):
+                    break
                 time.sleep(0.2)
-            os.killpg(pid, signal.SIGKILL)
+            else:
+                os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self.pid_file.unlink(missing_ok=True)

@@ -57,14 +57,19 @@ def _port_is_free(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-@pytest.fixture(scope="session")
-def local_s3(tmp_path_factory) -> LocalS3:
-    """A real S3 API (SeaweedFS) for the session; the AWS_* variables point at it."""
-    data_dir = tmp_path_factory.mktemp("s3")
+def unstarted_local_s3(data_dir: Path) -> LocalS3:
+    """A SeaweedFS server (not started) on the first candidate port set nothing listens on."""
     candidates = (LocalS3(data_dir, s3_port=port) for port in TEST_S3_PORTS)
     server = next((c for c in candidates if all(_port_is_free(p) for p in c.all_ports())), None)
     if server is None:
         pytest.fail(f"no free port set for a test S3 among {list(TEST_S3_PORTS)}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def local_s3(tmp_path_factory) -> LocalS3:
+    """A real S3 API (SeaweedFS) for the session; the AWS_* variables point at it."""
+    server = unstarted_local_s3(tmp_path_factory.mktemp("s3"))
     server.start()
     os.environ.update(server.environment())
     yield server

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
 
 import pytest
@@ -123,3 +125,46 @@ def test_a_relative_path_in_rays_copy_of_a_jobs_working_dir_is_warned_of_once(tm
         caplog.clear()
         storage.write_bytes("elsewhere.parquet", b"x")
     assert not caplog.records
+
+
+def test_a_write_during_a_short_s3_outage_is_retried_until_the_server_is_back(tmp_path, monkeypatch):
+    from tests.conftest import unstarted_local_s3
+
+    server = unstarted_local_s3(tmp_path / "s3")  # a server of its own: this test stops it
+    server.start()
+    try:
+        for name, value in server.environment().items():
+            monkeypatch.setenv(name, value)
+        server.create_bucket("outage")
+        server.stop()
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+        with pytest.raises(OSError, match="NETWORK_CONNECTION"):
+            storage.write_bytes("s3://outage/once.txt", b"lost")
+
+        monkeypatch.delenv("AWS_MAX_ATTEMPTS")  # the default's retries
+        outcome = {}
+        writer = threading.Thread(target=lambda: outcome.update(error=write_error("s3://outage/kept.txt")))
+        writer.start()
+        time.sleep(2.0)  # ~3 s of outage with the restart: pyarrow's own 3 attempts give up within it
+        server.start()
+        writer.join(timeout=120)
+        assert outcome == {"error": None}, "the write waited out the outage"
+        assert storage.read_bytes("s3://outage/kept.txt") == b"kept"
+    finally:
+        server.stop()
+
+
+def write_error(uri: str) -> Exception | None:
+    """What writing ``uri`` raised, if anything."""
+    try:
+        storage.write_bytes(uri, b"kept")
+    except Exception as error:
+        return error
+    return None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many", "2.5"])
+def test_a_bad_attempt_count_is_refused_with_its_name(value, monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", value)
+    with pytest.raises(ValueError, match=f"AWS_MAX_ATTEMPTS must be a whole number of at least 1, not '{value}'"):
+        storage.resolve("s3://bucket/key")
