@@ -11,7 +11,11 @@ nothing of Ray: ``jobs.ingest`` runs it in an actor pool, ``bench.ingest`` in a 
 from __future__ import annotations
 
 import hashlib
+import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from pydantic import Field, model_validator
@@ -27,6 +31,11 @@ from rayfleet.text.tokenizer import FastTokenizer
 
 OUTCOME_INGESTED = "ingested"
 OUTCOME_DUPLICATE = "duplicate"
+# A file still being parsed after this long (a long scan read by OCR, a huge workbook) is named in
+# the log, again every as long, so a run's log never goes quiet on one file.
+PARSE_HEARTBEAT_S = 30.0
+
+logger = logging.getLogger(__name__)
 OUTCOME_ERROR = "error"
 OUTCOME_DELETED = "deleted"  # a ledger row for a file gone from a folder the job was given, or a missing input file
 LEDGER_COLUMNS = ["source", "bytes", "modified", "doc_id", "outcome", "run_id", "created_at"]  # schemas.FILES_SCHEMA
@@ -107,7 +116,8 @@ class FileIngester:
             return FileResult(self._ledger(file, doc_id, outcome))
         started = time.monotonic()
         try:
-            parsed = parse_file(file.uri, data, self.ocr)
+            with heartbeat(f"still parsing {file.uri} ({file.size / 1e6:.1f} MB)", PARSE_HEARTBEAT_S):
+                parsed = parse_file(file.uri, data, self.ocr)
         except ParseError as error:
             return self._failed(file, doc_id, "parse", str(error))
         except Exception as error:  # a parser bug on one file must not stop the run
@@ -141,6 +151,24 @@ class FileIngester:
             self._ledger(file, doc_id, OUTCOME_ERROR),
             error=error_row(file.uri, reason, stage, self.run_id, doc_id=doc_id),
         )
+
+
+@contextmanager
+def heartbeat(message: str, every_s: float) -> Iterator[None]:
+    """Log ``message`` with the time elapsed every ``every_s`` seconds until the block ends."""
+    done, started = threading.Event(), time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(every_s):
+            logger.info("%s: %.0f s so far", message, time.monotonic() - started)
+
+    beating = threading.Thread(target=beat, name="parse-heartbeat", daemon=True)
+    beating.start()
+    try:
+        yield
+    finally:
+        done.set()
+        beating.join()
 
 
 def superseded_documents(ledger: list[dict]) -> set[str]:

@@ -54,3 +54,31 @@ def test_a_deleted_file_holds_no_document_until_it_is_put_back():
     assert superseded_documents(ledger) == {"a1"}
     assert latest_rows(ledger)["a.md"]["outcome"] == "deleted"
     assert superseded_documents(ledger + [row("a.md", "a1", "ingested", 9)]) == set()
+
+
+def test_a_file_still_parsing_is_named_in_the_log_until_it_is_done(tmp_path, monkeypatch, caplog):
+    import logging
+    import time
+
+    import rayfleet.ingestion as ingestion
+    from rayfleet import storage
+    from rayfleet.ingestion import ChunkingConfig, FileIngester
+
+    def slow_parse_fault(name, data, ocr):
+        time.sleep(0.5)  # a parse this slow, at a heartbeat of 0.1 s
+        return real_parse(name, data, ocr)
+
+    real_parse = ingestion.parse_file
+    monkeypatch.setattr(ingestion, "parse_file", slow_parse_fault)
+    monkeypatch.setattr(ingestion, "PARSE_HEARTBEAT_S", 0.1)
+    (tmp_path / "long.md").write_text("# Long\n\nA document that takes a while to parse.\n")
+    [entry] = storage.list_entries(str(tmp_path / "long.md"))
+    ingester = FileIngester(ChunkingConfig(), max_file_bytes=1 << 20, run_id="test")
+
+    with caplog.at_level(logging.INFO, logger="rayfleet.ingestion"):
+        result = ingester.ingest(entry, {})
+        time.sleep(0.3)  # no beat after the parse
+    beats = [record.getMessage() for record in caplog.records if "still parsing" in record.getMessage()]
+
+    assert result.document and result.chunks
+    assert 3 <= len(beats) <= 5 and all(beat.startswith(f"still parsing {entry.uri} (0.0 MB): ") for beat in beats)
