@@ -92,6 +92,7 @@ class FileIngester:
         self.chunking, self.max_file_bytes, self.run_id = chunking, max_file_bytes, run_id
         self.ocr = ocr or OcrConfig()
         self.tokenizer = FastTokenizer(resolve_model(chunking.tokenizer))
+        self.parsed_sources: dict[str, str] = {}  # doc_id -> the file this ingester parsed it from
 
     def ingest(self, file: storage.FileEntry, known_sources: dict[str, str]) -> FileResult:
         """Ingest one file.
@@ -100,7 +101,8 @@ class FileIngester:
             file: the listed file.
             known_sources: ``doc_id -> source`` of documents already ingested; content
                 found there is not parsed again (an exact duplicate, or this very file
-                committed by a run that was stopped before its ledger row).
+                committed by a run that was stopped before its ledger row). Nor is content
+                this ingester parsed from another file before (a copy met later in the run).
         """
         if file.size > self.max_file_bytes:
             return self._failed(
@@ -111,8 +113,9 @@ class FileIngester:
         except OSError as error:
             return self._failed(file, None, "read", f"unreadable: {type(error).__name__}: {error}")
         doc_id = content_id(data)
-        if doc_id in known_sources:
-            outcome = OUTCOME_INGESTED if known_sources[doc_id] == file.uri else OUTCOME_DUPLICATE
+        holder = known_sources.get(doc_id) or self.parsed_sources.get(doc_id)
+        if holder:
+            outcome = OUTCOME_INGESTED if holder == file.uri else OUTCOME_DUPLICATE
             return FileResult(self._ledger(file, doc_id, outcome))
         started = time.monotonic()
         try:
@@ -140,6 +143,7 @@ class FileIngester:
              "title": parsed.title, "tokenizer": self.chunking.tokenizer, "run_id": self.run_id, "created_at": now}
             for chunk in chunks
         ]  # fmt: skip
+        self.parsed_sources[doc_id] = file.uri
         return FileResult(self._ledger(file, doc_id, OUTCOME_INGESTED), document, chunk_rows)
 
     def _ledger(self, file: storage.FileEntry, doc_id: str | None, outcome: str) -> dict:

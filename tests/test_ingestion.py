@@ -82,3 +82,19 @@ def test_a_file_still_parsing_is_named_in_the_log_until_it_is_done(tmp_path, mon
 
     assert result.document and result.chunks
     assert 3 <= len(beats) <= 5 and all(beat.startswith(f"still parsing {entry.uri} (0.0 MB): ") for beat in beats)
+
+
+def test_a_copy_met_later_in_the_run_is_a_duplicate_of_the_file_parsed_first(tmp_path):
+    from rayfleet import storage
+    from rayfleet.ingestion import OUTCOME_DUPLICATE, OUTCOME_INGESTED, ChunkingConfig, FileIngester
+
+    for name in ("first.md", "copy.md"):
+        (tmp_path / name).write_text("# Report\n\nThe same words in two files.\n")
+    first, copy = (storage.list_entries(str(tmp_path / name))[0] for name in ("first.md", "copy.md"))
+    ingester = FileIngester(ChunkingConfig(), max_file_bytes=1 << 20, run_id="test")
+
+    parsed, again = ingester.ingest(first, {}), ingester.ingest(copy, {})
+
+    assert parsed.ledger["outcome"] == OUTCOME_INGESTED and parsed.document and parsed.chunks
+    assert again.ledger["outcome"] == OUTCOME_DUPLICATE and again.ledger["doc_id"] == parsed.document["doc_id"]
+    assert again.document is None and not again.chunks, "the copy is not parsed or chunked again"
