@@ -144,6 +144,31 @@ def test_docx_merged_cells_once_and_nested_tables_kept():
     assert parse_file("t.docx", buffer.getvalue()).text.split("\n\n") == ["Merged header", "left | nested1 | nested2 | right"]
 
 
+def test_docx_headers_and_footers_in_effect_follow_the_body_once_each():
+    import io
+
+    import docx
+    from docx.enum.section import WD_SECTION
+
+    document = docx.Document()
+    document.add_paragraph("Body of the first section.")
+    first = document.sections[0]
+    first.header.paragraphs[0].text = "Acme Corp - Confidential"
+    first.footer.add_table(rows=1, cols=2, width=first.page_width).rows[0].cells[0].text = "Policy HR-7"
+    first.different_first_page_header_footer = True
+    first.first_page_header.paragraphs[0].text = "Cover page header"
+    second = document.add_section(WD_SECTION.NEW_PAGE)  # linked to the first: its header is the same
+    document.add_paragraph("Body of the second section.")
+    second.even_page_header.paragraphs[0].text = "Even pages are not turned on"
+    buffer = io.BytesIO()
+    document.save(buffer)
+
+    paragraphs = parse_file("policy.docx", buffer.getvalue()).text.split("\n\n")
+
+    assert paragraphs == ["Body of the first section.", "Body of the second section.", "Acme Corp - Confidential",
+                          "Policy HR-7", "Cover page header"]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "text, encoding",
     [

@@ -19,7 +19,8 @@ from rayfleet.text.document import (
 
 
 def parse_docx(data: bytes) -> ParsedDocument:
-    """DOCX through python-docx: paragraphs and table rows in order, headings from paragraph styles."""
+    """DOCX through python-docx: paragraphs and table rows in order, headings from paragraph styles, then
+    the headers' and footers' text."""
     import docx
     from docx.opc.exceptions import PackageNotFoundError
     from docx.table import Table
@@ -39,10 +40,30 @@ def parse_docx(data: bytes) -> ParsedDocument:
             builder.add_heading(level, " ".join(block.text.split()))
         else:
             builder.add_paragraph(block.text.strip())
+    for line in docx_header_footer_lines(document):
+        builder.add_paragraph(line)
     text = builder.text()
     title = (document.core_properties.title or "").strip()
     title = title or (builder.headings[0].title if builder.headings else first_line(text))
     return ParsedDocument(text, title, MIME_DOCX, "python-docx", [0], builder.headings)
+
+
+def docx_header_footer_lines(document) -> list[str]:
+    """The text of the headers and footers in effect (a section's own, its first page's and even pages'
+    when the document turns those on), each distinct line once: they follow the body."""
+    kinds = ["header", "footer"]
+    if document.settings.odd_and_even_pages_header_footer:
+        kinds += ["even_page_header", "even_page_footer"]
+    lines: dict[str, None] = {}
+    for section in document.sections:
+        first_page = ["first_page_header", "first_page_footer"] if section.different_first_page_header_footer else []
+        for part in (getattr(section, kind) for kind in kinds + first_page):
+            if part.is_linked_to_previous:  # no definition of its own (the first section's: none at all)
+                continue
+            texts = [paragraph.text.strip() for paragraph in part.paragraphs]
+            texts += [docx_row(row) for table in part.tables for row in table.rows]
+            lines.update(dict.fromkeys(text for text in texts if text))
+    return list(lines)
 
 
 def docx_row(row) -> str:
