@@ -31,14 +31,14 @@ from rayfleet.text.tokenizer import FastTokenizer
 
 OUTCOME_INGESTED = "ingested"
 OUTCOME_DUPLICATE = "duplicate"
+OUTCOME_ERROR = "error"
+OUTCOME_DELETED = "deleted"  # a ledger row for a file gone from a folder the job was given, or a missing input file
+LEDGER_COLUMNS = ["source", "bytes", "modified", "doc_id", "outcome", "run_id", "created_at"]  # schemas.FILES_SCHEMA
 # A file still being parsed after this long (a long scan read by OCR, a huge workbook) is named in
 # the log, again every as long, so a run's log never goes quiet on one file.
 PARSE_HEARTBEAT_S = 30.0
 
 logger = logging.getLogger(__name__)
-OUTCOME_ERROR = "error"
-OUTCOME_DELETED = "deleted"  # a ledger row for a file gone from a folder the job was given, or a missing input file
-LEDGER_COLUMNS = ["source", "bytes", "modified", "doc_id", "outcome", "run_id", "created_at"]  # schemas.FILES_SCHEMA
 
 
 class ChunkingConfig(BaseConfig):
