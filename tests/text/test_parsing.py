@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from rayfleet.text.parsing import (
@@ -167,6 +169,61 @@ def test_docx_headers_and_footers_in_effect_follow_the_body_once_each():
 
     assert paragraphs == ["Body of the first section.", "Body of the second section.", "Acme Corp - Confidential",
                           "Policy HR-7", "Cover page header"]  # fmt: skip
+
+
+W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+TEXT_BOX_RUN = f"""<w:r xmlns:w="{W_NS}" xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006"
+  xmlns:wps="http://schemas.microsoft.com/office/word/2010/wordprocessingShape" xmlns:v="urn:schemas-microsoft-com:vml">
+  <mc:AlternateContent>
+    <mc:Choice Requires="wps"><w:drawing><wps:wsp><wps:txbx><w:txbxContent>
+      <w:p><w:r><w:t>Call 555-0100 for the form.</w:t></w:r></w:p><w:p><w:r><w:t>Deadline: 1 March.</w:t></w:r></w:p>
+    </w:txbxContent></wps:txbx></wps:wsp></w:drawing></mc:Choice>
+    <mc:Fallback><w:pict><v:shape><v:textbox><w:txbxContent>
+      <w:p><w:r><w:t>Call 555-0100 for the form.</w:t></w:r></w:p><w:p><w:r><w:t>Deadline: 1 March.</w:t></w:r></w:p>
+    </w:txbxContent></v:textbox></v:shape></w:pict></mc:Fallback>
+  </mc:AlternateContent></w:r>"""
+FOOTNOTES = f"""<w:footnotes xmlns:w="{W_NS}">
+  <w:footnote w:type="separator" w:id="-1"><w:p><w:r><w:separator/></w:r></w:p></w:footnote>
+  <w:footnote w:id="1"><w:p><w:r><w:t>Source: the 2025 staff survey.</w:t></w:r></w:p></w:footnote>
+</w:footnotes>"""
+
+
+def with_footnotes(docx_data: bytes) -> bytes:
+    """The DOCX with a footnotes part (python-docx cannot add one): the part, its relationship, its type."""
+    import zipfile
+
+    source, target = zipfile.ZipFile(io.BytesIO(docx_data)), io.BytesIO()
+    with zipfile.ZipFile(target, "w") as package:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "word/_rels/document.xml.rels":
+                data = data.replace(b"</Relationships>", b'<Relationship Id="rIdNotes" Target="footnotes.xml" Type='
+                                    b'"http://schemas.openxmlformats.org/officeDocument/2006/relationships/footnotes"/>'
+                                    b"</Relationships>")  # fmt: skip
+            elif item.filename == "[Content_Types].xml":
+                data = data.replace(b"</Types>", b'<Override PartName="/word/footnotes.xml" ContentType='
+                                    b'"application/vnd.openxmlformats-officedocument.wordprocessingml.footnotes+xml"/>'
+                                    b"</Types>")  # fmt: skip
+            package.writestr(item, data)
+        package.writestr("word/footnotes.xml", FOOTNOTES)
+    return target.getvalue()
+
+
+def test_docx_text_boxes_follow_their_paragraph_once_and_footnotes_follow_the_body():
+    import docx
+    from docx.oxml import parse_xml
+
+    document = docx.Document()
+    anchor = document.add_paragraph("Staff who want the new badge should apply.")
+    anchor._p.append(parse_xml(TEXT_BOX_RUN))
+    document.add_paragraph("Badges are issued within a week.")
+    buffer = io.BytesIO()
+    document.save(buffer)
+
+    paragraphs = parse_file("notice.docx", with_footnotes(buffer.getvalue())).text.split("\n\n")
+
+    assert paragraphs == ["Staff who want the new badge should apply.", "Call 555-0100 for the form.",
+                          "Deadline: 1 March.", "Badges are issued within a week.", "Source: the 2025 staff survey."]
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import re
 
+from lxml import etree
+
 from rayfleet.text.document import (
     CORRUPT_PACKAGE_ERRORS,
     MIME_DOCX,
@@ -19,8 +21,8 @@ from rayfleet.text.document import (
 
 
 def parse_docx(data: bytes) -> ParsedDocument:
-    """DOCX through python-docx: paragraphs and table rows in order, headings from paragraph styles, then
-    the headers' and footers' text."""
+    """DOCX through python-docx: paragraphs (each followed by its text boxes) and table rows in order,
+    headings from paragraph styles, then the footnotes and endnotes, then the headers' and footers' text."""
     import docx
     from docx.opc.exceptions import PackageNotFoundError
     from docx.table import Table
@@ -40,12 +42,51 @@ def parse_docx(data: bytes) -> ParsedDocument:
             builder.add_heading(level, " ".join(block.text.split()))
         else:
             builder.add_paragraph(block.text.strip())
-    for line in docx_header_footer_lines(document):
+        for line in docx_text_box_lines(block._p):
+            builder.add_paragraph(line)
+    for line in docx_note_lines(document) + docx_header_footer_lines(document):
         builder.add_paragraph(line)
     text = builder.text()
     title = (document.core_properties.title or "").strip()
     title = title or (builder.headings[0].title if builder.headings else first_line(text))
     return ParsedDocument(text, title, MIME_DOCX, "python-docx", [0], builder.headings)
+
+
+DOCX_NAMESPACES = {
+    "w": "http://schemas.openxmlformats.org/wordprocessingml/2006/main",
+    "mc": "http://schemas.openxmlformats.org/markup-compatibility/2006",
+}
+# Paragraphs of the text boxes anchored in a paragraph (python-docx's text skips them): the innermost
+# ones, and not the VML copy Word keeps of each box as a fallback for older readers.
+TEXT_BOX_PARAGRAPHS = etree.XPath(".//w:txbxContent//w:p[not(.//w:txbxContent)][not(ancestor::mc:Fallback)]",
+                                  namespaces=DOCX_NAMESPACES)  # fmt: skip
+# Footnotes and endnotes with text (the separators Word keeps among them have a w:type).
+NOTES = etree.XPath("/w:footnotes/w:footnote[not(@w:type)] | /w:endnotes/w:endnote[not(@w:type)]",
+                    namespaces=DOCX_NAMESPACES)  # fmt: skip
+NOTE_PARAGRAPHS = etree.XPath("w:p", namespaces=DOCX_NAMESPACES)
+PARAGRAPH_TEXT = etree.XPath(".//w:t/text()", namespaces=DOCX_NAMESPACES)
+
+
+def xml_paragraph_text(paragraph) -> str:
+    return "".join(PARAGRAPH_TEXT(paragraph)).strip()
+
+
+def docx_text_box_lines(paragraph) -> list[str]:
+    """The text of the text boxes anchored in a body paragraph (its ``w:p`` element), a line a paragraph."""
+    return [text for text in map(xml_paragraph_text, TEXT_BOX_PARAGRAPHS(paragraph)) if text]
+
+
+def docx_note_lines(document) -> list[str]:
+    """Each footnote's and endnote's text, in the order of their parts: they follow the body."""
+    lines = []
+    for relation in document.part.rels.values():
+        if relation.is_external or not relation.reltype.endswith(("/footnotes", "/endnotes")):
+            continue
+        for note in NOTES(etree.fromstring(relation.target_part.blob)):
+            text = " ".join(filter(None, map(xml_paragraph_text, NOTE_PARAGRAPHS(note))))
+            if text:
+                lines.append(text)
+    return lines
 
 
 def docx_header_footer_lines(document) -> list[str]:
