@@ -136,16 +136,18 @@ def run_job(main_spec, config_class_name: str) -> Any:
     """The ``__main__`` block of ``python -m jobs.<name>``: the job imported by name
     (:func:`importable_job`), INFO logging, its config class (named) from the command line
     (:func:`config_or_exit`), then what its ``main`` returns. An error that names what the user must
-    change (a missing input or model: FileNotFoundError; an unknown registry reference: RegistryError)
-    ends the command with its message on stderr and exit status 1, not a traceback."""
+    change (a missing input or model: FileNotFoundError; an unknown registry reference: RegistryError;
+    an unusable S3 setting in the environment: StorageSettingError) ends the command with its message
+    on stderr and exit status 1, not a traceback."""
     from rayfleet.registry import RegistryError
+    from rayfleet.storage import StorageSettingError
 
     job = importable_job(main_spec)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_or_exit(getattr(job, config_class_name), sys.argv[1:])
     try:
         return job.main(config)
-    except (FileNotFoundError, RegistryError) as error:
+    except (FileNotFoundError, RegistryError, StorageSettingError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
 

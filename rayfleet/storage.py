@@ -64,13 +64,17 @@ def is_s3_uri(uri: str) -> bool:
 DEFAULT_S3_ATTEMPTS = 8
 
 
+class StorageSettingError(ValueError):
+    """An S3 setting in the environment that cannot be used (it names the variable)."""
+
+
 def s3_max_attempts() -> int:
     """Attempts per S3 request: the standard ``AWS_MAX_ATTEMPTS`` variable (boto3 reads it too), else 8."""
     value = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
     if not value:
         return DEFAULT_S3_ATTEMPTS
     if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"AWS_MAX_ATTEMPTS must be a whole number of at least 1, not {value!r}")
+        raise StorageSettingError(f"AWS_MAX_ATTEMPTS must be a whole number of at least 1, not {value!r}")
     return int(value)
 
 

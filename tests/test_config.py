@@ -64,6 +64,16 @@ def test_a_job_whose_input_or_adapter_is_missing_ends_with_the_message_and_statu
     assert "error: candidate 'tuned':" in unknown.stderr and "nobody" in unknown.stderr
 
 
+def test_an_unusable_s3_setting_ends_a_job_with_the_message_and_status_1_not_a_traceback():
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.summarize", "input=s3://bucket/in", "output=s3://bucket/out"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "AWS_MAX_ATTEMPTS": "many"}, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert (result.returncode, "Traceback" in result.stderr) == (1, False), result.stderr[-2000:]
+    assert "error: AWS_MAX_ATTEMPTS must be a whole number of at least 1, not 'many'" in result.stderr
+
+
 def test_wrong_type_names_the_key():
     with pytest.raises(ConfigError, match="batch_size"):
         load_config(SummarizeConfig, ["input=in", "output=out", "batch_size=many"])
