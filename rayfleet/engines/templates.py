@@ -4,9 +4,16 @@ Templates are rendered with :data:`TEMPLATE_OPTIONS`: hybrid reasoning models (Q
 its kind) take ``enable_thinking`` and, with it off, answer at once (their prompt ends
 with an empty think block), so summaries, answers and evaluations hold no reasoning text
 and spend no tokens on it; templates that do not know the option ignore it.
+
+The template's own special tokens (``<|im_start|>``) become their ids; the same strings inside
+a message (a document about chat formats, a user quoting one) stay text, as OpenAI's API
+treats them, so no content can close a turn or open a new one.
 """
 
 from __future__ import annotations
+
+import re
+import uuid
 
 from transformers import PreTrainedTokenizerBase
 
@@ -25,5 +32,24 @@ def render_prompt_text(tokenizer: PreTrainedTokenizerBase, conversation: Convers
 
 
 def render_prompt_ids(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -> list[int]:
-    """Token ids of :func:`render_prompt_text` (the template already holds special tokens)."""
-    return tokenizer(render_prompt_text(tokenizer, conversation), add_special_tokens=False)["input_ids"]
+    """Token ids of :func:`render_prompt_text`: the template's special tokens as their ids, the
+    messages' text as text (:func:`content_holds_special_tokens`)."""
+    if not any(content_holds_special_tokens(tokenizer, message.get("content")) for message in conversation):
+        return tokenizer(render_prompt_text(tokenizer, conversation), add_special_tokens=False)["input_ids"]
+    marker = f"RAYFLEET{uuid.uuid4().hex}MESSAGE"
+    stand_ins = [{**message, "content": f"{marker}{index}X"} for index, message in enumerate(conversation)]
+    ids: list[int] = []
+    for position, piece in enumerate(re.split(rf"{marker}(\d+)X", render_prompt_text(tokenizer, stand_ins))):
+        is_content = position % 2 == 1  # re.split puts each captured message index between the template's pieces
+        text = str(conversation[int(piece)].get("content") or "") if is_content else piece
+        if text:
+            ids += tokenizer(text, add_special_tokens=False, split_special_tokens=is_content)["input_ids"]
+    return ids
+
+
+def content_holds_special_tokens(tokenizer: PreTrainedTokenizerBase, content: object) -> bool:
+    """Whether a message's text holds the text of one of the tokenizer's special tokens (``<|im_end|>``)."""
+    if not content:
+        return False
+    text = str(content)
+    return any(token.content in text for token in tokenizer.added_tokens_decoder.values() if token.special)

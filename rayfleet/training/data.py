@@ -42,7 +42,7 @@ from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from rayfleet import storage
-from rayfleet.engines.templates import TEMPLATE_OPTIONS
+from rayfleet.engines.templates import TEMPLATE_OPTIONS, content_holds_special_tokens
 from rayfleet.tables import read_table
 from schemas.openai_api import ROLE_ALIASES
 
@@ -252,7 +252,8 @@ def prepare_examples(
     and count the others, or fail on the first, as the policy says.
 
     Bad rows: missing or empty ``messages``, a message without role or text content, a tool
-    call, no assistant turn (or none with a nonzero weight), an empty answer, a conversation
+    call, no assistant turn (or none with a nonzero weight), an empty answer, a message holding a
+    special token's text (``<|im_end|>``: it would end or open a turn), a conversation
     the chat template refuses (roles out of order, a system turn it does not take) or does not
     render a reply after its context, or more than ``max_seq_len`` tokens (in any of its examples).
 
@@ -288,6 +289,8 @@ def tokenized_row(
     reason = messages if isinstance(messages, str) else bad_reason(messages)
     if reason:
         return None, reason, ""
+    if any(content_holds_special_tokens(tokenizer, message.get("content")) for message in messages):
+        return None, "special_token_text", "a message holds a special token's text (e.g. <|im_end|>), which would forge a turn"
     try:
         return conversation_examples(tokenizer, messages), None, ""
     except (ValueError, TypeError, TemplateError) as error:  # BadExampleError is a ValueError
