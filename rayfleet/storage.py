@@ -157,8 +157,9 @@ class FileEntry:
     modified: str
 
 
-def list_entries(uri: str, suffixes: tuple[str, ...] = ()) -> list[FileEntry]:
-    """All files at or under ``uri`` (a file or a folder/prefix), sorted, with their size and mtime.
+def list_entries(uri: str, suffixes: tuple[str, ...] = (), recursive: bool = True) -> list[FileEntry]:
+    """All files at or under ``uri`` (a file or a folder/prefix), sorted, with their size and mtime;
+    with ``recursive`` off, only the folder's own files, not its subfolders'.
 
     Hidden and underscore-prefixed names (``_errors/``, ``.tmp``) are skipped, as Parquet
     dataset readers do. ``suffixes`` (lower case) match names in any case.
@@ -173,7 +174,7 @@ def list_entries(uri: str, suffixes: tuple[str, ...] = ()) -> list[FileEntry]:
     if info.type == pafs.FileType.File:
         return [_entry(location, info)]
     found = []
-    for entry in _files_under(location):
+    for entry in _files_under(location) if recursive else _files_in(location):
         if entry.type != pafs.FileType.File:
             continue
         if is_hidden(entry.path[len(location.path):]):
@@ -201,6 +202,11 @@ def _files_under(location: Location) -> list[pafs.FileInfo]:
     return location.filesystem.get_file_info(paths)  # a broken link reads as not found
 
 
+def _files_in(location: Location) -> list[pafs.FileInfo]:
+    """What is directly in a folder (its subfolders' files not)."""
+    return location.filesystem.get_file_info(pafs.FileSelector(location.path, recursive=False))
+
+
 def is_hidden(relative: str) -> bool:
     """Whether a relative path has a ``_`` or ``.`` name in it, which listings skip."""
     return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
@@ -220,9 +226,9 @@ def listed_under(folder: str, uri: str) -> bool:
     return contains(folder, uri) and not hidden_under(folder, uri)
 
 
-def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
+def list_files(uri: str, suffixes: tuple[str, ...] = (), recursive: bool = True) -> list[str]:
     """The URIs of :func:`list_entries`."""
-    return [entry.uri for entry in list_entries(uri, suffixes)]
+    return [entry.uri for entry in list_entries(uri, suffixes, recursive)]
 
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")

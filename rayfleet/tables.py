@@ -104,7 +104,8 @@ def utc_timestamps(table: pa.Table) -> pa.Table:
 
 
 def read_column_values(folder_uri: str, column: str, signature: Iterable[str] = ()) -> set[str]:
-    """Every value of ``column`` across the Parquet files under ``folder_uri``.
+    """Every value of ``column`` across the Parquet files of the output folder ``folder_uri`` (its
+    own files: a job writes no subfolder there, so a copy a user keeps in one is not counted).
 
     A Parquet file without ``column`` or any of the ``signature`` columns (the ones only the job's
     own files have: not one of ours, someone else's file in the folder) is skipped with a warning
@@ -116,7 +117,7 @@ def read_column_values(folder_uri: str, column: str, signature: Iterable[str] = 
     if not storage.exists(folder_uri):
         return set()
     values: set[str] = set()
-    for file_uri in storage.list_files(folder_uri, suffixes=(".parquet",)):
+    for file_uri in storage.list_files(folder_uri, suffixes=(".parquet",), recursive=False):
         table = _read_if_ours(file_uri, [column], signature)
         if table is not None:
             values.update(v for v in table.column(column).to_pylist() if v)
@@ -169,13 +170,14 @@ def drop_duplicate_ids(folder_uri: str, column: str, signature: Iterable[str] = 
     this pass at the end of every run keeps the output exactly-once anyway. The earliest
     file (by name: run ids sort by time) keeps its row; later files are rewritten
     atomically without theirs. Files without ``column`` and the ``signature`` columns are not
-    ours and are left alone.
+    ours and are left alone, and so are subfolders (a job writes none there: a user's backup copy
+    in one is neither read nor pruned).
     """
     if not storage.exists(folder_uri):
         return 0
     seen: set[str] = set()
     removed = 0
-    for file_uri in storage.list_files(folder_uri, suffixes=(".parquet",)):
+    for file_uri in storage.list_files(folder_uri, suffixes=(".parquet",), recursive=False):
         ours = _read_if_ours(file_uri, [column], signature)
         if ours is None:
             continue

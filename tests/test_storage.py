@@ -64,6 +64,8 @@ def test_s3_roundtrip_list_exists_delete(s3_prefix):
     assert storage.read_bytes(uri) == b"hello s3"
     assert storage.exists(storage.join(s3_prefix, "docs"))
     assert storage.list_files(s3_prefix) == [uri]
+    assert storage.list_files(s3_prefix, recursive=False) == []  # its one file is in a subfolder
+    assert storage.list_files(storage.join(s3_prefix, "docs"), recursive=False) == [uri]
     [entry] = storage.list_entries(s3_prefix)
     assert entry.size == len(b"hello s3") and entry.modified
     storage.delete(uri)

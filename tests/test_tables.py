@@ -50,6 +50,16 @@ def test_a_foreign_file_with_the_id_column_is_not_taken_for_output_by_its_signat
     assert read_folder(str(tmp_path), ["run_id"]).column("run_id").to_pylist() == ["r1"]  # the foreign file skipped
 
 
+def test_a_copy_in_a_subfolder_of_an_output_folder_is_neither_counted_nor_pruned(tmp_path):
+    write_table(str(tmp_path / "part-2.parquet"), pa.table({"doc_id": ["a", "b"]}))
+    (tmp_path / "archive").mkdir()
+    write_table(str(tmp_path / "archive" / "part-1.parquet"), pa.table({"doc_id": ["a", "c"]}))
+    assert read_column_values(str(tmp_path), "doc_id") == {"a", "b"}
+    assert drop_duplicate_ids(str(tmp_path), "doc_id") == 0
+    assert read_folder(str(tmp_path / "archive"), ["doc_id"]).num_rows == 2
+    assert read_folder(str(tmp_path / "part-2.parquet"), ["doc_id"]).num_rows == 2
+
+
 def test_errors_table_rows(tmp_path):
     from rayfleet.tables import error_row
 
