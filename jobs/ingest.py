@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from rayfleet import storage
 from rayfleet.config import BaseConfig, describe, run_job
@@ -108,6 +108,15 @@ class IngestConfig(BaseConfig):
     @classmethod
     def _one_or_many(cls, value):
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _input_outside_output(self) -> "IngestConfig":
+        """Files under ``output`` are the job's own tables and never ingested, so an input there would be nothing."""
+        inside = [uri for uri in self.input if storage.contains(self.output, uri)]
+        if inside:
+            raise ValueError(f"input {inside} lies in output ({self.output}), whose files are never ingested (they are "
+                             "the job's own tables): give the output a folder of its own")  # fmt: skip
+        return self
 
     def table(self, name: str) -> str:
         """URI of one output table: documents, chunks, errors or _files."""

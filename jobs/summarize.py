@@ -245,6 +245,8 @@ def main(config: SummarizeConfig) -> dict:
     run_id = new_run_id()
     started = time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
+    if not storage.exists(config.input):  # before the output is made, so a mistyped input leaves nothing behind
+        raise FileNotFoundError(f"no file or folder at {config.input}")
     storage.ensure_bucket(config.output)
     done_ids = read_column_values(config.output, "doc_id", SUMMARY_SIGNATURE)
     plan = plan_input(config.input, config.id_column, config.text_column, done_ids, run_id)
@@ -253,6 +255,8 @@ def main(config: SummarizeConfig) -> dict:
         "%d files, %d rows: %d to summarize, %d already done, %d set aside",
         plan.files, plan.total_rows, plan.todo_rows, plan.already_done, len(plan.errors),
     )  # fmt: skip
+    if not plan.total_rows:
+        logger.warning("the input's %d Parquet file(s) hold no rows: nothing to summarize", plan.files)
     set_aside = unsummarizable(config, plan, run_id) if plan.items else None
     if set_aside is not None:
         write_errors(config.errors_uri, set_aside)

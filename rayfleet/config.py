@@ -137,17 +137,17 @@ def run_job(main_spec, config_class_name: str) -> Any:
     (:func:`importable_job`), INFO logging, its config class (named) from the command line
     (:func:`config_or_exit`), then what its ``main`` returns. An error that names what the user must
     change (a missing input or model: FileNotFoundError; an unknown registry reference: RegistryError;
-    an unusable S3 setting in the environment: StorageSettingError) ends the command with its message
-    on stderr and exit status 1, not a traceback."""
+    an unusable S3 setting in the environment: StorageSettingError; an output that cannot be made there:
+    OutputLocationError) ends the command with its message on stderr and exit status 1, not a traceback."""
     from rayfleet.registry import RegistryError
-    from rayfleet.storage import StorageSettingError
+    from rayfleet.storage import OutputLocationError, StorageSettingError
 
     job = importable_job(main_spec)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_or_exit(getattr(job, config_class_name), sys.argv[1:])
     try:
         return job.main(config)
-    except (FileNotFoundError, RegistryError, StorageSettingError) as error:
+    except (FileNotFoundError, RegistryError, StorageSettingError, OutputLocationError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
 

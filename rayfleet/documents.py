@@ -121,7 +121,7 @@ def plan_input(input_uri: str, id_column: str, text_column: str, done_ids: set[s
 
     Raises:
         FileNotFoundError: nothing exists at ``input_uri``.
-        ValueError: it holds no Parquet file.
+        NoParquetFilesError: it holds no Parquet file.
     """
     sources = storage.list_parquet_files(input_uri)
     with ThreadPoolExecutor(PLAN_THREADS) as pool:

@@ -231,6 +231,11 @@ def list_files(uri: str, suffixes: tuple[str, ...] = (), recursive: bool = True)
     return [entry.uri for entry in list_entries(uri, suffixes, recursive)]
 
 
+class NoParquetFilesError(FileNotFoundError, ValueError):
+    """Something is at a Parquet input, but no Parquet file (an empty folder, Spark's lone ``_SUCCESS``, CSVs):
+    a missing input to a job (one error line), and a ValueError to code that checks the input's shape."""
+
+
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 PARQUET_MAGIC = b"PAR1"
 
@@ -242,14 +247,14 @@ def list_parquet_files(uri: str) -> list[str]:
 
     Raises:
         FileNotFoundError: nothing exists at ``uri``.
-        ValueError: it holds no Parquet file.
+        NoParquetFilesError: it holds no Parquet file.
     """
     entries = list_files(uri)
     found = [entry for entry in entries if entry.lower().endswith(PARQUET_SUFFIXES) or _bare_parquet(entry)]
     if len(found) < len(entries):
         logger.info("skipping %d file(s) under %s that are not Parquet", len(entries) - len(found), uri)
     if not found:
-        raise ValueError(f"no Parquet files (*.parquet, *.parq, *.pq, or Parquet without an extension) at {uri}")
+        raise NoParquetFilesError(f"no Parquet files (*.parquet, *.parq, *.pq, or Parquet without an extension) at {uri}")
     return found
 
 
@@ -307,15 +312,26 @@ def delete(uri: str) -> None:
         pass
 
 
+class OutputLocationError(OSError):
+    """A job's output cannot be made where it was asked for (a file in the way, no permission, a bucket
+    these credentials may not create): the user must change the path or the rights."""
+
+
 def ensure_bucket(uri: str) -> None:
     """Create the bucket of an ``s3://`` URI (or the local folder) if it does not exist.
 
     Raises:
-        OSError: the bucket is missing and these credentials may not create it (named, with S3's reason).
+        OutputLocationError: a local file stands where the folder or one above it would be, or the
+            bucket is missing and these credentials may not create it (named, with S3's reason).
     """
     location = resolve(uri)
     if not location.is_s3:
-        os.makedirs(location.path, exist_ok=True)
+        try:
+            os.makedirs(location.path, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as error:
+            raise OutputLocationError(f"cannot make the folder {uri}: a file is in the way ({error.filename})") from error
+        except PermissionError as error:
+            raise OutputLocationError(f"cannot make the folder {uri}: permission denied ({error.filename})") from error
         return
     bucket = location.path.split("/", 1)[0]
     if location.filesystem.get_file_info(bucket).type != pafs.FileType.NotFound:
@@ -323,7 +339,7 @@ def ensure_bucket(uri: str) -> None:
     try:
         s3_filesystem(allow_bucket_creation=True).create_dir(bucket, recursive=False)
     except OSError as error:
-        raise OSError(f"bucket {bucket!r} (of {uri}) does not exist and could not be created: {error}") from error
+        raise OutputLocationError(f"bucket {bucket!r} (of {uri}) does not exist and could not be created: {error}") from error
     logger.info("created bucket %s", bucket)
 
 

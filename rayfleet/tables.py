@@ -72,7 +72,8 @@ def read_input_folder(
 
     Raises:
         FileNotFoundError: nothing at ``uri``.
-        ValueError: no Parquet file there, or a file lacks a required column (named, with the columns it has).
+        NoParquetFilesError: no Parquet file there.
+        ValueError: a file lacks a required column (named, with the columns it has).
     """
     required, optional = list(required), list(optional)
     if not storage.exists(uri):

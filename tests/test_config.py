@@ -74,6 +74,30 @@ def test_an_unusable_s3_setting_ends_a_job_with_the_message_and_status_1_not_a_t
     assert "error: AWS_MAX_ATTEMPTS must be a whole number of at least 1, not 'many'" in result.stderr
 
 
+def test_an_input_without_parquet_or_an_output_behind_a_file_ends_a_job_with_one_line_and_status_1(tmp_path):
+    def summarize(source: Path, output: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "jobs.summarize", f"input={source}", f"output={output}"],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    spark_empty = tmp_path / "empty_dataset"
+    spark_empty.mkdir()
+    (spark_empty / "_SUCCESS").write_bytes(b"")
+    no_parquet = summarize(spark_empty, tmp_path / "summaries")
+    assert (no_parquet.returncode, "Traceback" in no_parquet.stderr) == (1, False), no_parquet.stderr[-2000:]
+    assert f"error: no Parquet files (*.parquet, *.parq, *.pq, or Parquet without an extension) at {spark_empty}" in no_parquet.stderr
+    (tmp_path / "docs").mkdir()
+    write_table(str(tmp_path / "docs" / "d.parquet"), pa.Table.from_pylist([{"doc_id": "d", "text": "Some text."}]))
+    (tmp_path / "a_file").write_text("in the way")
+    blocked = summarize(tmp_path / "docs", tmp_path / "a_file" / "summaries")
+    assert (blocked.returncode, "Traceback" in blocked.stderr) == (1, False), blocked.stderr[-2000:]
+    assert f"error: cannot make the folder {tmp_path}/a_file/summaries: a file is in the way" in blocked.stderr
+    mistyped = summarize(tmp_path / "docz", tmp_path / "fresh_output")
+    assert (mistyped.returncode, mistyped.stderr.strip().splitlines()[-1]) == (1, f"error: no file or folder at {tmp_path}/docz")
+    assert not (tmp_path / "fresh_output").exists()
+
+
 def test_wrong_type_names_the_key():
     with pytest.raises(ConfigError, match="batch_size"):
         load_config(SummarizeConfig, ["input=in", "output=out", "batch_size=many"])

@@ -35,7 +35,7 @@ def read_chunks(input_uri: str, run_id: str) -> tuple[pa.Table, list[dict]]:
 
     Raises:
         FileNotFoundError: nothing exists at ``input_uri``.
-        ValueError: it holds no Parquet file.
+        NoParquetFilesError: it holds no Parquet file.
     """
     sources = storage.list_parquet_files(input_uri)
     rows, errors, seen = [], [], {}

@@ -15,7 +15,7 @@ import pytest
 
 from jobs.ingest import IngestConfig, main
 from rayfleet import storage
-from rayfleet.config import load_config
+from rayfleet.config import ConfigError, load_config
 from rayfleet.documents import plan_input
 from rayfleet.tables import read_folder
 from tests.text.samples import (
@@ -228,3 +228,10 @@ def test_an_input_that_never_existed_fails_the_run_and_is_named(tmp_path):
     gone_file = [f"input={tmp_path}/raw/typo.md", f"output={tmp_path}/corpus", "missing_ok=true"]
     gone = main(load_config(IngestConfig, gone_file))
     assert (gone["files"], gone["deleted"], gone["documents"]) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("inside", ["corpus", "corpus/raw"])
+def test_an_input_in_the_output_folder_is_refused_not_silently_empty(tmp_path, inside):
+    with pytest.raises(ConfigError, match=r"lies in output .*whose files are never ingested"):
+        load_config(IngestConfig, [f"input={tmp_path}/{inside}", f"output={tmp_path}/corpus"])
+    assert load_config(IngestConfig, [f"input={tmp_path}/raw", f"output={tmp_path}/corpus"]).output == f"{tmp_path}/corpus"
