@@ -56,7 +56,8 @@ class SummarizeConfig(BaseConfig):
     text_column: str = Field("text", description="Column holding each document's text.")
     batch_size: int = Field(32, ge=1, description="Documents per engine batch (and per output file).")
     rows_per_read_task: int = Field(
-        256, ge=1, description="Rows a read task decodes at a time (it streams its row group in slices of this size)."
+        256, ge=1, description="Rows a read task decodes at a time (it streams its row group in slices of this size); "
+        "consecutive smaller row groups of a file are read by one task up to this many rows.",
     )
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine and model.")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=160))
@@ -183,7 +184,7 @@ ROWS_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.large_string()), (
 def read_rows(batch: pa.Table, config: SummarizeConfig, run_id: str) -> Iterator[pa.Table]:
     """Ray Data task: stream the rows of ``batch``'s work items, a slice at a time; set aside invalid rows."""
     for item in batch.column("item").to_pylist():
-        work = WorkItem(**{**item, "rows": tuple(item["rows"])})
+        work = WorkItem(**{**item, "row_groups": tuple(item["row_groups"]), "rows": tuple(item["rows"])})
         for rows, errors in read_work_item(work, config.id_column, config.text_column, run_id, config.rows_per_read_task):
             write_errors(config.errors_uri, errors)
             aside = [{"doc_id": e["doc_id"], "text": "", "source": e["source"], "row": e["row"], "set_aside": True}
@@ -249,7 +250,7 @@ def main(config: SummarizeConfig) -> dict:
         raise FileNotFoundError(f"no file or folder at {config.input}")
     storage.ensure_bucket(config.output)
     done_ids = read_column_values(config.output, "doc_id", SUMMARY_SIGNATURE)
-    plan = plan_input(config.input, config.id_column, config.text_column, done_ids, run_id)
+    plan = plan_input(config.input, config.id_column, config.text_column, done_ids, run_id, config.rows_per_read_task)
     write_errors(config.errors_uri, plan.errors)
     logger.info(
         "%d files, %d rows: %d to summarize, %d already done, %d set aside",

@@ -3,7 +3,8 @@
 :func:`plan_input` looks at every file once, cheaply (footer and id column only): it
 sets aside unreadable files, files with missing or mistyped columns, rows without an
 id and repeated ids, each with a reason, and skips ids already done by an earlier run.
-What remains is a list of :class:`WorkItem` (a row group and the rows to take from it)
+What remains is a list of :class:`WorkItem` (a row group, or a run of small consecutive ones
+read together, and the rows to take from it)
 that :func:`read_work_item` streams, a slice at a time, as validated ``(doc_id, text)``
 rows, setting aside empty and non-UTF-8 texts; a row group that fails to decode part-way
 sets aside the rows not yet read instead of failing the run.
@@ -36,10 +37,10 @@ PLAN_THREADS = 8
 
 @dataclass(frozen=True)
 class WorkItem:
-    """Rows to process from one row group of one file (row numbers are file-wide)."""
+    """Rows to process from consecutive row groups of one file (row numbers are file-wide)."""
 
     source: str
-    row_group: int
+    row_groups: tuple[int, ...]
     first_row: int
     rows: tuple[int, ...]
 
@@ -82,11 +83,12 @@ def _read_ids(source: str, id_column: str, text_column: str) -> _FileIds:
         if problems:
             found.problem = "; ".join(problems)
             return found
+        ids = pc.cast(parquet.read(columns=[id_column]).column(0), pa.string()).to_pylist()
         first_row = 0
         for index in range(parquet.num_row_groups):
-            ids = pc.cast(parquet.read_row_group(index, columns=[id_column]).column(0), pa.string()).to_pylist()
-            found.row_groups.append((first_row, ids))
-            first_row += len(ids)
+            group_rows = parquet.metadata.row_group(index).num_rows
+            found.row_groups.append((first_row, ids[first_row : first_row + group_rows]))
+            first_row += group_rows
     except Exception as error:  # any failure to read is this file's error, not the run's
         found.problem = f"unreadable Parquet file: {type(error).__name__}: {error}"
     return found
@@ -113,11 +115,15 @@ def plain_type(data_type: pa.DataType) -> pa.DataType:
     return data_type
 
 
-def plan_input(input_uri: str, id_column: str, text_column: str, done_ids: set[str], run_id: str) -> InputPlan:
+def plan_input(
+    input_uri: str, id_column: str, text_column: str, done_ids: set[str], run_id: str, item_rows: int = 256
+) -> InputPlan:
     """Decide which rows of ``input_uri`` this run processes.
 
     The first occurrence of an id wins (files in sorted order); later ones are errors,
-    so the output holds exactly one row per id.
+    so the output holds exactly one row per id. Consecutive row groups of a file that span
+    at most ``item_rows`` rows together make one work item, opened and read once (a file
+    written row by row has a row group per row).
 
     Raises:
         FileNotFoundError: nothing exists at ``input_uri``.
@@ -149,8 +155,19 @@ def plan_input(input_uri: str, id_column: str, text_column: str, done_ids: set[s
                     else:
                         rows.append(row)
             if rows:
-                plan.items.append(WorkItem(found.source, group_index, first_row, tuple(rows)))
+                _add_rows(plan.items, WorkItem(found.source, (group_index,), first_row, tuple(rows)), item_rows)
     return plan
+
+
+def _add_rows(items: list[WorkItem], item: WorkItem, item_rows: int) -> None:
+    """Append one row group's item, or join it to the last item when that ends with the group just
+    before it in the same file and both span at most ``item_rows`` rows together."""
+    last = items[-1] if items else None
+    if (last is not None and last.source == item.source and last.row_groups[-1] + 1 == item.row_groups[0]
+            and item.rows[-1] - last.first_row < item_rows):  # fmt: skip
+        items[-1] = WorkItem(last.source, last.row_groups + item.row_groups, last.first_row, last.rows + item.rows)
+    else:
+        items.append(item)
 
 
 def decode_texts(column: pa.ChunkedArray | pa.Array) -> list[str | None | UnicodeDecodeError]:
@@ -171,7 +188,7 @@ def decode_texts(column: pa.ChunkedArray | pa.Array) -> list[str | None | Unicod
 def read_work_item(
     item: WorkItem, id_column: str, text_column: str, run_id: str, slice_rows: int = 256
 ) -> Iterator[tuple[list[dict], list[dict]]]:
-    """Stream the rows of one work item, ``slice_rows`` rows of its row group at a time.
+    """Stream the rows of one work item, ``slice_rows`` rows of its row groups at a time.
 
     Yields:
         ``(rows, errors)`` per slice: rows as ``{doc_id, text, source, row}`` dicts, and error
@@ -181,7 +198,7 @@ def read_work_item(
     """
     wanted, pending = set(item.rows), set(item.rows)
     try:
-        batches = _open(item.source).iter_batches(slice_rows, row_groups=[item.row_group], columns=[id_column, text_column])
+        batches = _open(item.source).iter_batches(slice_rows, row_groups=list(item.row_groups), columns=[id_column, text_column])
         position = item.first_row
         for batch in batches:
             taken = [row for row in range(position, position + batch.num_rows) if row in wanted]
@@ -193,8 +210,29 @@ def read_work_item(
             if not pending:
                 return
     except Exception as error:  # one damaged file must not stop the run: its unread rows are set aside
+        groups = _single_groups(item, pending) if len(item.row_groups) > 1 else None
+        if groups:  # a damaged group read with others: each read alone, so only its own rows are lost
+            for group in groups:
+                yield from read_work_item(group, id_column, text_column, run_id, slice_rows)
+            return
         reason = f"unreadable Parquet data: {type(error).__name__}: {error}"
         yield [], [error_row(item.source, reason, "read", run_id, row) for row in sorted(pending)]
+
+
+def _single_groups(item: WorkItem, pending: set[int]) -> list[WorkItem] | None:
+    """The ``pending`` rows of a multi-group item as one item per row group; None when the footer no longer reads."""
+    try:
+        metadata = _open(item.source).metadata
+    except Exception:  # the file changed or went away since planning: its rows are set aside together
+        return None
+    groups, first_row = [], item.first_row
+    for group in item.row_groups:
+        end = first_row + metadata.row_group(group).num_rows
+        rows = tuple(row for row in sorted(pending) if first_row <= row < end)
+        if rows:
+            groups.append(WorkItem(item.source, (group,), first_row, rows))
+        first_row = end
+    return groups
 
 
 def _validated(

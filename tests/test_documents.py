@@ -101,6 +101,24 @@ def test_a_row_group_damaged_past_its_footer_sets_its_rows_aside_instead_of_fail
     assert sorted(row["row"] for row in rows) + sorted(error["row"] for error in errors) == list(range(100))
 
 
+def test_small_row_groups_are_read_together_and_a_damaged_one_costs_only_its_rows(tmp_path):
+    path = tmp_path / "row_by_row.parquet"
+    texts = [os.urandom(300).hex() for _ in range(40)]
+    pq.write_table(pa.table({"doc_id": [f"d{i}" for i in range(40)], "text": texts}), path, row_group_size=1,
+                   compression="zstd", use_dictionary=False)  # fmt: skip
+    plan = plan_input(str(tmp_path), "doc_id", "text", done_ids={"d3"}, run_id="r", item_rows=16)
+    assert [(item.row_groups[0], len(item.row_groups)) for item in plan.items] == [(0, 3), (4, 16), (20, 16), (36, 4)]
+    rows, errors = read_all(plan)
+    assert [row["row"] for row in rows] == [row for row in range(40) if row != 3] and not errors
+    page = pq.ParquetFile(path).metadata.row_group(20).column(1).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[page : page + 8] = b"\xff" * 8  # the text page's header no longer parses
+    path.write_bytes(bytes(data))
+    rows, errors = read_all(plan_input(str(tmp_path), "doc_id", "text", done_ids=set(), run_id="r", item_rows=16))
+    assert [error["row"] for error in errors] == [20] and "unreadable Parquet data" in errors[0]["error"]
+    assert sorted(row["row"] for row in rows) == [row for row in range(40) if row != 20]
+
+
 def test_columns_as_writers_store_them_are_read_as_text(tmp_path):
     pq.write_table(pa.table({"doc_id": pa.array([1, 2], pa.int64()),
                              "text": pa.array(["one", "two"]).dictionary_encode()}), tmp_path / "category.parquet")
