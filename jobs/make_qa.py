@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from rayfleet import storage
+from rayfleet.assets import check_model
 from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
@@ -341,6 +342,7 @@ def main(config: MakeQaConfig) -> dict:
     sources, todo, too_short = plan_chunks(config, done)
     logger.info("%d chunks to generate for, %d already done, %d too short to use", todo, len(done), too_short)
     if todo:
+        check_model(config.engine.model)
         init_ray(config.ray_address)
         generate_candidates(config, sources, done, run_id, todo)
     report = {

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from rayfleet import storage
-from rayfleet.assets import folder_fingerprint, resolve_model
+from rayfleet.assets import check_model, folder_fingerprint, resolve_model
 from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.documents import InputPlan, WorkItem, plan_input, read_work_item
 from rayfleet.engines import EngineConfig, SamplingConfig
@@ -263,6 +263,7 @@ def main(config: SummarizeConfig) -> dict:
         write_errors(config.errors_uri, set_aside)
         logger.info("none of the %d rows to do has a text to summarize: no engine started", plan.todo_rows)
     elif plan.items:
+        check_model(config.engine.model)
         init_ray(config.ray_address)
         summarize_dataset(config, plan.items, run_id, plan.todo_rows)
     drop_duplicate_ids(config.output, "doc_id", SUMMARY_SIGNATURE)

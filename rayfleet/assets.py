@@ -57,6 +57,24 @@ def cache_dir() -> Path:
 REGISTRY_MODELS_MARKER = "/models/"
 
 
+def check_model(name_or_path: str) -> None:
+    """Fail at once, on the driver, for a model no engine could load: a local folder or provisioned
+    name that is not there, or a registry reference the registry does not hold (whose files are not
+    fetched here: the engines' nodes fetch them). Before Ray starts, not as an actor that dies in it.
+
+    Raises:
+        ModelNotFoundError: as :func:`resolve_model` says.
+        RegistryError: no such model version in the registry.
+    """
+    root, marker, ref = name_or_path.rpartition(REGISTRY_MODELS_MARKER)
+    if marker and "@" in ref and not Path(name_or_path).expanduser().is_dir():
+        from rayfleet.registry import Registry
+
+        Registry(root, kind="models").resolve(ref)
+        return
+    resolve_model(name_or_path)
+
+
 def resolve_model(name_or_path: str) -> Path:
     """The local folder of a model given by path, provisioned name or registry reference.
 

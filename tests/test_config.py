@@ -74,10 +74,10 @@ def test_an_unusable_s3_setting_ends_a_job_with_the_message_and_status_1_not_a_t
     assert "error: AWS_MAX_ATTEMPTS must be a whole number of at least 1, not 'many'" in result.stderr
 
 
-def test_an_input_without_parquet_or_an_output_behind_a_file_ends_a_job_with_one_line_and_status_1(tmp_path):
-    def summarize(source: Path, output: Path) -> subprocess.CompletedProcess:
+def test_no_parquet_an_output_behind_a_file_or_no_model_ends_a_job_with_one_line_and_status_1(tmp_path):
+    def summarize(source: Path, output: Path, *overrides: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "jobs.summarize", f"input={source}", f"output={output}"],
+            [sys.executable, "-m", "jobs.summarize", f"input={source}", f"output={output}", *overrides],
             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
 
@@ -96,6 +96,10 @@ def test_an_input_without_parquet_or_an_output_behind_a_file_ends_a_job_with_one
     mistyped = summarize(tmp_path / "docz", tmp_path / "fresh_output")
     assert (mistyped.returncode, mistyped.stderr.strip().splitlines()[-1]) == (1, f"error: no file or folder at {tmp_path}/docz")
     assert not (tmp_path / "fresh_output").exists()
+    no_model = summarize(tmp_path / "docs", tmp_path / "summaries", "engine.model=no-such-model")
+    assert (no_model.returncode, "Traceback" in no_model.stderr) == (1, False), no_model.stderr[-2000:]
+    assert "error: model 'no-such-model' is not a local folder" in no_model.stderr
+    assert "Started a local Ray instance" not in no_model.stderr, "found before Ray starts, not as a dead actor"
 
 
 def test_wrong_type_names_the_key():
