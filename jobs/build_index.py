@@ -47,7 +47,7 @@ from rayfleet.retrieval.chunks import chunks_version, embedding_keys, read_chunk
 from rayfleet.retrieval.embedder import Embedder
 from rayfleet.retrieval.index import DimensionError, IndexParams, VectorIndex
 from rayfleet.retrieval.store import IndexManifest
-from rayfleet.ingestion import LEDGER_COLUMNS, current_files, document_holders, superseded_documents
+from rayfleet.ingestion import LEDGER_COLUMNS, current_files, document_holders, ingest_ledger_beside, superseded_documents
 from rayfleet.tables import new_run_id, read_column_values, read_folder, read_table, utc_now, write_errors, write_table
 from schemas import embeddings_schema
 
@@ -189,13 +189,6 @@ def plan_build(
         exclude={"ef_search"}
     ) == config.index.model_dump(exclude={"ef_search"})
     return "incremental" if same_build and set(previous_keys) <= set(keys) else "full"
-
-
-def ingest_ledger_beside(chunks_uri: str) -> str | None:
-    """The ``_files`` ledger of the ingest output whose ``chunks`` table ``chunks_uri`` is, if there is one."""
-    parent = chunks_uri.rstrip("/").rsplit("/", 1)[0]
-    ledger = storage.join(parent, "_files")
-    return ledger if parent and storage.exists(ledger) else None
 
 
 def current_chunks(config: BuildIndexConfig, chunks: pa.Table) -> tuple[pa.Table, set[str]]:

@@ -47,6 +47,7 @@ from rayfleet.assets import check_model
 from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
+from rayfleet.ingestion import superseded_beside
 from rayfleet.qa import (
     AnswerFirstPrompts,
     QaPrompts,
@@ -108,6 +109,12 @@ class MakeQaConfig(BaseConfig):
     sft_system_prompt: str | None = Field(None, description="System message of every SFT example; none if null.")
     workers: WorkerPoolConfig = Field(default_factory=WorkerPoolConfig, description="Engine actor pool sizing.")
     ray_address: str | None = Field(None, description="Ray cluster address; default $RAY_ADDRESS or a local Ray.")
+    follow_ingest_ledger: bool = Field(
+        True,
+        description="When the input is a jobs.ingest chunks table (its _files ledger beside it), use each file's current "
+        "version only: pairs of a document its file no longer holds (changed or deleted since) are neither generated "
+        "nor kept in the sets.",
+    )
 
     def table(self, name: str) -> str:
         """URI of one output table or folder."""
@@ -223,13 +230,14 @@ def batch_figures(chunks: list[dict], rows: list[dict], completion_tokens: int, 
     }
 
 
-def read_chunks(batch: pa.Table, config: MakeQaConfig, done: set[str]) -> pa.Table:
-    """Ray Data task: the chunks of one file that are long enough and not done yet."""
+def read_chunks(batch: pa.Table, config: MakeQaConfig, done: set[str], superseded: set[str]) -> pa.Table:
+    """Ray Data task: the chunks of one file that are long enough, not done yet and of a current document."""
     source = batch.column("source")[0].as_py()
     has_ordinal = "ordinal" in read_schema(source).names
     chunks = read_table(source, CHUNK_COLUMNS + ["ordinal"] * has_ordinal)
     usable = long_enough(chunks["token_count"], config.min_chunk_tokens)
-    keep = [chunk_id not in done and ok for chunk_id, ok in zip(chunks["chunk_id"].to_pylist(), usable)]
+    keep = [chunk_id not in done and doc_id not in superseded and ok
+            for chunk_id, doc_id, ok in zip(chunks["chunk_id"].to_pylist(), chunks["doc_id"].to_pylist(), usable)]
     # A chunk after its document's first may start mid-sentence (chunks overlap); without ordinals, assume so.
     ordinals = chunks["ordinal"] if has_ordinal else pa.array([1] * chunks.num_rows)
     chunks = chunks.append_column("continues", pc.greater(ordinals, 0))
@@ -241,23 +249,27 @@ def long_enough(token_counts: pa.ChunkedArray, min_chunk_tokens: int) -> list[bo
     return pc.fill_null(pc.greater_equal(token_counts, min_chunk_tokens), False).to_pylist()
 
 
-def plan_chunks(config: MakeQaConfig, done: set[str]) -> tuple[list[str], int, int]:
+def plan_chunks(config: MakeQaConfig, done: set[str], superseded: set[str]) -> tuple[list[str], int, int]:
     """The chunk files to read (every Parquet naming :func:`storage.list_parquet_files` finds), the chunks to
-    generate for, and how many are skipped as too short (or without a ``token_count``)."""
+    generate for (not of a ``superseded`` document), and how many are skipped as too short (or without a
+    ``token_count``)."""
     sources = storage.list_parquet_files(config.input)
     for source in sources:
         missing = [column for column in CHUNK_COLUMNS if column not in read_schema(source).names]
         if missing:
             raise ValueError(f"{source} is not a chunks table (jobs.ingest output): it lacks {missing}")
     table = pa.concat_tables(
-        [read_table(source, ["chunk_id", "token_count"]) for source in sources], promote_options="permissive"
+        [read_table(source, ["chunk_id", "doc_id", "token_count"]) for source in sources], promote_options="permissive"
     )
     usable = long_enough(table["token_count"], config.min_chunk_tokens)
-    todo = sum(1 for chunk_id, ok in zip(table["chunk_id"].to_pylist(), usable) if ok and chunk_id not in done)
+    todo = sum(1 for chunk_id, doc_id, ok in zip(table["chunk_id"].to_pylist(), table["doc_id"].to_pylist(), usable)
+               if ok and chunk_id not in done and doc_id not in superseded)  # fmt: skip
     return sources, todo, usable.count(False)
 
 
-def generate_candidates(config: MakeQaConfig, sources: list[str], done: set[str], run_id: str, total: int) -> None:
+def generate_candidates(
+    config: MakeQaConfig, sources: list[str], done: set[str], superseded: set[str], run_id: str, total: int
+) -> None:
     """Run the Ray Data pipeline (read chunks -> generate, validate and commit, in an actor pool) with progress."""
     import ray
 
@@ -266,7 +278,7 @@ def generate_candidates(config: MakeQaConfig, sources: list[str], done: set[str]
     batch_figures = (
         ray.data.from_items([{"source": source} for source in sources], override_num_blocks=len(sources))
         .map_batches(
-            read_chunks, batch_size=1, batch_format="pyarrow", num_cpus=0.25, fn_kwargs={"config": config, "done": done}
+            read_chunks, batch_size=1, batch_format="pyarrow", num_cpus=0.25, fn_kwargs={"config": config, "done": done, "superseded": superseded}
         )
         # A file's chunks are one block: cut into batches, every engine of the pool gets work and each batch's
         # figures come back when it is done (a block is only handed on whole: a big file would report nothing
@@ -290,10 +302,12 @@ def generate_candidates(config: MakeQaConfig, sources: list[str], done: set[str]
         )  # fmt: skip
 
 
-def build_dataset(config: MakeQaConfig, run_id: str) -> dict:
-    """Merge valid candidates and user pairs, drop near-duplicates, split by document, write SFT and QA sets."""
+def build_dataset(config: MakeQaConfig, run_id: str, superseded: set[str]) -> dict:
+    """Merge valid candidates (of current documents) and user pairs, drop near-duplicates, split by document,
+    write SFT and QA sets."""
     candidates = read_folder(config.table("_candidates"), ["chunk_id", "doc_id", "question", "answer", "status"])
-    generated = [{**row, "origin": "generated"} for row in candidates.to_pylist() if row["status"] == "valid"]
+    generated = [{**row, "origin": "generated"} for row in candidates.to_pylist()
+                 if row["status"] == "valid" and row["doc_id"] not in superseded]  # fmt: skip
     user_pairs, user_errors = read_user_qa(config.user_qa, run_id) if config.user_qa else ([], [])
     write_errors(config.table("errors"), user_errors)
     # User pairs first: where a generated question repeats a user's, the user's wins.
@@ -339,19 +353,24 @@ def main(config: MakeQaConfig) -> dict:
     logger.info("run %s with config:\n%s", run_id, describe(config))
     storage.ensure_bucket(config.output)
     done = read_column_values(config.table("_candidates"), "chunk_id")
-    sources, todo, too_short = plan_chunks(config, done)
+    superseded = superseded_beside(config.input) if config.follow_ingest_ledger else set()
+    if superseded:
+        logger.info("left out %d document version(s) their files no longer hold (changed or deleted since ingested)",
+                    len(superseded))  # fmt: skip
+    sources, todo, too_short = plan_chunks(config, done, superseded)
     logger.info("%d chunks to generate for, %d already done, %d too short to use", todo, len(done), too_short)
     if todo:
         check_model(config.engine.model)
         init_ray(config.ray_address)
-        generate_candidates(config, sources, done, run_id, todo)
+        generate_candidates(config, sources, done, superseded, run_id, todo)
     report = {
         "run_id": run_id,
         "chunks_generated": todo,
         "chunks_already_done": len(done),
         "chunks_too_short": too_short,
+        "superseded_documents": len(superseded),
     }
-    report |= build_dataset(config, run_id)
+    report |= build_dataset(config, run_id, superseded)
     report |= {"seconds": round(time.monotonic() - started, 1), "output": config.output}
     print(json.dumps(report), flush=True)
     return report

@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from rayfleet import storage
 from rayfleet.assets import resolve_model
 from rayfleet.config import BaseConfig
-from rayfleet.tables import error_row, utc_now
+from rayfleet.tables import error_row, read_folder, utc_now
 from rayfleet.text.chunking import chunk_document
 from rayfleet.text.ocr import OcrConfig
 from rayfleet.text.parsing import ParseError, parse_file
@@ -173,6 +173,20 @@ def heartbeat(message: str, every_s: float) -> Iterator[None]:
     finally:
         done.set()
         beating.join()
+
+
+def ingest_ledger_beside(chunks_uri: str) -> str | None:
+    """The ``_files`` ledger of the ingest output whose ``chunks`` table ``chunks_uri`` is, if there is one."""
+    parent = chunks_uri.rstrip("/").rsplit("/", 1)[0]
+    ledger = storage.join(parent, "_files")
+    return ledger if parent and storage.exists(ledger) else None
+
+
+def superseded_beside(chunks_uri: str) -> set[str]:
+    """The superseded documents (:func:`superseded_documents`) of the ingest output whose ``chunks``
+    table ``chunks_uri`` is; none when it has no ledger (chunks written by something else)."""
+    ledger = ingest_ledger_beside(chunks_uri)
+    return superseded_documents(read_folder(ledger, LEDGER_COLUMNS).to_pylist()) if ledger else set()
 
 
 def superseded_documents(ledger: list[dict]) -> set[str]:

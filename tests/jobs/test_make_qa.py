@@ -129,7 +129,7 @@ def test_a_table_that_is_not_chunks_is_refused_with_its_name_and_missing_columns
     write_table(str(tmp_path / "chunks" / "documents.parquet"), pa.table({"doc_id": ["d"], "text": ["..."]}))
     config = load_config(MakeQaConfig, [f"input={tmp_path}/chunks", f"output={tmp_path}/qa"])
     with pytest.raises(ValueError, match=r"documents.parquet is not a chunks table .*\['chunk_id', 'token_count'\]"):
-        plan_chunks(config, set())
+        plan_chunks(config, set(), set())
 
 
 def test_a_chunk_without_a_token_count_is_skipped_like_a_short_one_and_other_parquet_names_are_read(tmp_path):
@@ -146,9 +146,9 @@ def test_a_chunk_without_a_token_count_is_skipped_like_a_short_one_and_other_par
         "token_count": pa.array([None], pa.int64())}))  # fmt: skip
     config = load_config(MakeQaConfig, [f"input={tmp_path}/chunks", f"output={tmp_path}/qa"])
 
-    sources, todo, too_short = plan_chunks(config, set())
+    sources, todo, too_short = plan_chunks(config, set(), set())
     assert len(sources) == 3 and (todo, too_short) == (2, 2)
-    read = [read_chunks(pa.table({"source": [source]}), config, set())["chunk_id"].to_pylist() for source in sources]
+    read = [read_chunks(pa.table({"source": [source]}), config, set(), set())["chunk_id"].to_pylist() for source in sources]
     assert sorted(chunk_id for chunk_ids in read for chunk_id in chunk_ids) == ["a-0", "b-0"]
 
 

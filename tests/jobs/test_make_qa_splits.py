@@ -8,8 +8,9 @@ import pyarrow as pa
 
 from jobs.make_qa import MakeQaConfig, build_dataset
 from rayfleet.config import load_config
+from rayfleet.ingestion import superseded_beside
 from rayfleet.tables import read_folder, write_table
-from schemas import QA_CANDIDATES_SCHEMA
+from schemas import FILES_SCHEMA, QA_CANDIDATES_SCHEMA
 
 
 def test_a_split_that_no_document_falls_into_is_warned_of(tmp_path, caplog):
@@ -23,7 +24,7 @@ def test_a_split_that_no_document_falls_into_is_warned_of(tmp_path, caplog):
     write_table(f"{tmp_path}/qa/_candidates/r.parquet", pa.Table.from_pylist(rows, QA_CANDIDATES_SCHEMA))
 
     with caplog.at_level("WARNING"):
-        report = build_dataset(config, "r")
+        report = build_dataset(config, "r", set())
 
     empty = [split for split, count in report["pairs"].items() if count == 0]
     assert len(empty) == 2 and sum(report["pairs"].values()) == 3, "one document: one split holds every pair"
@@ -34,5 +35,29 @@ def test_a_split_that_no_document_falls_into_is_warned_of(tmp_path, caplog):
     no_held_out = load_config(MakeQaConfig, [f"input={tmp_path}/chunks", f"output={tmp_path}/qa", "splits.validation=0",
                                              "splits.test=0"])  # fmt: skip
     with caplog.at_level("WARNING"):
-        assert build_dataset(no_held_out, "r")["pairs"]["train"] == 3
+        assert build_dataset(no_held_out, "r", set())["pairs"]["train"] == 3
     assert "no pairs" not in caplog.text, "a split asked to hold nothing is not warned of"
+
+
+def test_pairs_of_a_document_its_file_no_longer_holds_leave_the_sets(tmp_path):
+    from jobs.make_qa import plan_chunks
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    text = "Valve 3 is checked every week by the night shift of the plant. " * 4
+    write_table(f"{tmp_path}/corpus/chunks/part-1.parquet", pa.table({
+        "chunk_id": ["old-0", "new-0", "gone-0"], "doc_id": ["old", "new", "gone"], "text": [text] * 3,
+        "token_count": [50] * 3}))  # fmt: skip
+    ledger = [("manual.txt", "old", "ingested", 0), ("notes.txt", "gone", "ingested", 0), ("manual.txt", "new", "ingested", 1),
+              ("notes.txt", None, "deleted", 1)]  # fmt: skip
+    write_table(f"{tmp_path}/corpus/_files/r.parquet", pa.Table.from_pylist(
+        [{"source": source, "bytes": 1, "modified": "", "doc_id": doc_id, "outcome": outcome, "run_id": f"r{run}",
+          "created_at": now + datetime.timedelta(seconds=run)} for source, doc_id, outcome, run in ledger], FILES_SCHEMA))  # fmt: skip
+    superseded = superseded_beside(f"{tmp_path}/corpus/chunks")
+    assert superseded == {"old", "gone"}
+    config = load_config(MakeQaConfig, [f"input={tmp_path}/corpus/chunks", f"output={tmp_path}/qa"])
+    assert plan_chunks(config, set(), superseded)[1] == 1
+    rows = [{"chunk_id": f"{doc_id}-0", "doc_id": doc_id, "question": f"What is checked in {doc_id}?", "answer": "Valve 3.",
+             "status": "valid", "model": "m", "run_id": "r", "created_at": now} for doc_id in ("old", "new", "gone")]  # fmt: skip
+    write_table(f"{tmp_path}/qa/_candidates/r.parquet", pa.Table.from_pylist(rows, QA_CANDIDATES_SCHEMA))
+    build_dataset(config, "r", superseded)
+    assert set(read_folder(f"{tmp_path}/qa/qa", ["doc_id"])["doc_id"].to_pylist()) == {"new"}
