@@ -162,7 +162,8 @@ def list_entries(uri: str, suffixes: tuple[str, ...] = (), recursive: bool = Tru
     with ``recursive`` off, only the folder's own files, not its subfolders'.
 
     Hidden and underscore-prefixed names (``_errors/``, ``.tmp``) are skipped, as Parquet
-    dataset readers do. ``suffixes`` (lower case) match names in any case.
+    dataset readers do; so are a local folder's broken links and pipes, with a warning naming them.
+    ``suffixes`` (lower case) match names in any case.
 
     Raises:
         FileNotFoundError: nothing exists at ``uri``.
@@ -173,15 +174,21 @@ def list_entries(uri: str, suffixes: tuple[str, ...] = (), recursive: bool = Tru
         raise FileNotFoundError(f"no file or folder at {uri}")
     if info.type == pafs.FileType.File:
         return [_entry(location, info)]
-    found = []
+    found, unreadable = [], []
     for entry in _files_under(location) if recursive else _files_in(location):
-        if entry.type != pafs.FileType.File:
-            continue
         if is_hidden(entry.path[len(location.path):]):
+            continue
+        if entry.type in (pafs.FileType.NotFound, pafs.FileType.Unknown):  # a broken link, a FIFO or a socket
+            unreadable.append(entry.path)
+        if entry.type != pafs.FileType.File:
             continue
         if suffixes and not entry.path.lower().endswith(suffixes):
             continue
         found.append(_entry(location, entry))
+    if unreadable:
+        logger.warning("skipping %d entr%s under %s that %s not a file (a broken link, a pipe): %s", len(unreadable),
+                       "y" if len(unreadable) == 1 else "ies", uri, "is" if len(unreadable) == 1 else "are",
+                       ", ".join(sorted(unreadable)[:5]))  # fmt: skip
     return sorted(found, key=lambda entry: entry.uri)
 
 

@@ -35,7 +35,7 @@ def test_list_entries_give_size_and_a_modified_time_that_changes_with_the_file(t
     assert storage.list_entries(target)[0].modified != entry.modified
 
 
-def test_a_local_listing_follows_links_to_folders_once_and_never_loops(tmp_path):
+def test_a_local_listing_follows_links_to_folders_once_and_never_loops(tmp_path, caplog):
     (tmp_path / "docs" / "a").mkdir(parents=True)
     (tmp_path / "docs" / "a" / "x.txt").write_text("x")
     (tmp_path / "elsewhere").mkdir()
@@ -44,8 +44,11 @@ def test_a_local_listing_follows_links_to_folders_once_and_never_loops(tmp_path)
     (tmp_path / "docs" / "a" / "loop2").symlink_to(tmp_path / "docs")
     (tmp_path / "docs" / "shared").symlink_to(tmp_path / "elsewhere")  # a folder linked in on purpose
     (tmp_path / "docs" / "gone.txt").symlink_to(tmp_path / "nowhere.txt")  # a broken link
-    listed = [uri[len(str(tmp_path / "docs")) + 1 :] for uri in storage.list_files(str(tmp_path / "docs"))]
+    os.mkfifo(tmp_path / "docs" / "pipe")
+    with caplog.at_level("WARNING"):
+        listed = [uri[len(str(tmp_path / "docs")) + 1 :] for uri in storage.list_files(str(tmp_path / "docs"))]
     assert listed == ["a/x.txt", "shared/y.txt"]
+    assert "skipping 2 entries" in caplog.text and "gone.txt" in caplog.text and "pipe" in caplog.text
 
 
 def test_missing_path_is_a_clear_error(tmp_path):
