@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -328,6 +329,7 @@ def main(config: IngestConfig) -> dict:
     drop_duplicate_ids(config.table("chunks"), "chunk_id")
     report = run_report(config, run_id, already_done, removed, listing.system_files, time.monotonic() - started)
     report["deleted"] = deleted
+    report["files_in_error"] = files_in_error(config, listing.files)
     if config.index_output:
         report["index"] = update_index_after_ingest(config)
     print(json.dumps(report), flush=True)
@@ -387,5 +389,23 @@ def run_report(
     }
 
 
+def files_in_error(config: IngestConfig, files: list[storage.FileEntry]) -> int:
+    """How many of the input's ``files`` stand set aside now (their latest ledger row an error: this run's,
+    or an earlier run's that this one did not retry)."""
+    latest = latest_rows(read_folder(config.table("_files"), LEDGER_COLUMNS).to_pylist())
+    return sum(1 for file in files if file.uri in latest and latest[file.uri]["outcome"] == OUTCOME_ERROR)
+
+
+def exit_status(report: dict) -> int:
+    """The command's exit status: 1 when the input holds files and every one of them stands set aside (now or
+    by an earlier run), so a scheduler, and a dispatcher's retries, see the run failed each time; else 0."""
+    listed = report["files"] + report["already_done"]
+    if listed and report["files_in_error"] == listed:
+        logger.error("no file of the input was ingested: all %d are set aside as errors (see %s)", listed,
+                     storage.join(report["output"], "errors"))  # fmt: skip
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    run_job(__spec__, "IngestConfig")
+    sys.exit(exit_status(run_job(__spec__, "IngestConfig")))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from jobs.ingest import IngestConfig, main
+from jobs.ingest import IngestConfig, exit_status, main
 from rayfleet import storage
 from rayfleet.config import ConfigError, load_config
 from rayfleet.documents import plan_input
@@ -113,6 +113,7 @@ def test_corpus_is_ingested_with_errors_duplicates_and_incremental_reruns(ray_cl
     assert pc.max(chunks["token_count"]).as_py() <= MAX_TOKENS and pc.min(chunks["token_count"]).as_py() >= 1
     assert pc.max(chunks["page_end"]).as_py() == 311
     assert (first["documents"], first["duplicates"], first["errors"], first["files"]) == (10, 1, 6, 17)
+    assert (first["files_in_error"], exit_status(first)) == (6, 0), "bad files beside good ones fail nothing"
     assert first["system_files_skipped"] == 2, "the lock file and the thumbnail cache are passed over, not errors"
     assert first["pages"] == 311 + 3 + 3 + 2 + 4 + 1 + 1 and first["chunks"] == chunks.num_rows
 
@@ -235,3 +236,16 @@ def test_an_input_in_the_output_folder_is_refused_not_silently_empty(tmp_path, i
     with pytest.raises(ConfigError, match=r"lies in output .*whose files are never ingested"):
         load_config(IngestConfig, [f"input={tmp_path}/{inside}", f"output={tmp_path}/corpus"])
     assert load_config(IngestConfig, [f"input={tmp_path}/raw", f"output={tmp_path}/corpus"]).output == f"{tmp_path}/corpus"
+
+
+def test_a_run_whose_every_file_is_set_aside_exits_1_and_so_does_its_rerun(ray_cluster, tmp_path):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "empty.txt").write_bytes(b"")
+    (tmp_path / "raw" / "blob.xyz").write_bytes(bytes(range(256)) * 4)
+    overrides = [f"input={tmp_path}/raw", f"output={tmp_path}/corpus"]
+    first = main(load_config(IngestConfig, overrides))
+    assert (first["errors"], first["files_in_error"], exit_status(first)) == (2, 2, 1)
+    rerun = main(load_config(IngestConfig, overrides))  # nothing new to try: still a failure, as a dispatcher's retry sees
+    assert (rerun["files"], rerun["already_done"], rerun["files_in_error"], exit_status(rerun)) == (0, 2, 2, 1)
+    (tmp_path / "raw" / "tips.md").write_bytes(MARKDOWN)
+    assert exit_status(main(load_config(IngestConfig, overrides))) == 0
