@@ -13,7 +13,8 @@ running on the head. ``app.``-prefixed overrides change that application's confi
 API keys: ``RAYFLEET_API_KEYS``
 (comma-separated) of the calling shell, written to a private secrets file that the
 ingress reads (so keys never sit in the Serve config); without it a key is generated
-and printed once.
+and printed once. The file is the only source: the replicas' copy of the variable (inherited
+from the Ray head's environment) is emptied, so ``make serve`` with new keys retires the old.
 """
 
 from __future__ import annotations
@@ -87,6 +88,15 @@ def wait_until_healthy(url: str, timeout_s: float) -> None:
         time.sleep(2)
 
 
+def keys_from_file_only(runtime_env: dict | None, keys_env: str) -> dict:
+    """``runtime_env`` with the keys variable emptied for the replicas: the secrets file ``up`` writes holds
+    the keys. Replicas inherit the Ray head's environment, so a key exported when the head started (and
+    retired since) would otherwise stay valid until the head stops."""
+    runtime_env = dict(runtime_env or {})
+    runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), keys_env: ""}
+    return runtime_env
+
+
 def up(options: ServeCliConfig, app_overrides: list[str]) -> None:
     import ray
     from ray import serve
@@ -100,7 +110,8 @@ def up(options: ServeCliConfig, app_overrides: list[str]) -> None:
     app_config = application.args.model_copy(deep=True)
     app_config.ingress.auth.keys_file = str(keys_file)
     # Serve gives the app's replicas this driver's runtime environment (env_vars, pip, ...).
-    ray.init(address=options.address, logging_level="WARNING", runtime_env=application.runtime_env)
+    runtime_env = keys_from_file_only(application.runtime_env, app_config.ingress.auth.keys_env)
+    ray.init(address=options.address, logging_level="WARNING", runtime_env=runtime_env)
     serve.start(http_options=file.http_options.model_dump(), proxy_location=file.proxy_location)
     serve.run(build_app(app_config), name=application.name, route_prefix=application.route_prefix, blocking=False)
     base_url = f"http://{file.http_options.host}:{file.http_options.port}"

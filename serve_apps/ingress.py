@@ -68,6 +68,8 @@ logger = logging.getLogger(__name__)
 Route = Callable[[str], Awaitable[RouteChoice]]
 CallPath = Callable[[PathRequest], AsyncIterator[PathChunk]]
 NO_ARM = "none"
+CLIENT_CLOSED = 499  # nginx's status for a request whose client went away first: neither a server error nor an answer
+CLIENT_CLOSED_REASON = "cancelled: the client closed the connection"
 
 
 @dataclass
@@ -414,6 +416,9 @@ class OpenAIServer:
             outcome.status, outcome.error = 500, failure_reason(error)
             self.metrics.path_error(outcome.path, outcome.decision.arm or NO_ARM, "stream")
             yield f"data: {ErrorResponse(error=ErrorDetail(message=outcome.error, type='server_error')).model_dump_json()}\n\n"
+        except (asyncio.CancelledError, GeneratorExit):  # the client left mid-stream
+            outcome.status, outcome.error = CLIENT_CLOSED, CLIENT_CLOSED_REASON
+            raise
         finally:
             await close_stream(rest)  # a client gone mid-stream: the path stops generating
             self.finish(outcome)
@@ -466,7 +471,9 @@ class OpenAIServer:
         """Release the admission slot and record the request (metrics, log row)."""
         self.release()
         client_error = None if error is None else as_request_error(error)
-        if error is not None:
+        if isinstance(error, asyncio.CancelledError):  # Serve cancels a request whose client disconnected
+            outcome.status, outcome.error = CLIENT_CLOSED, CLIENT_CLOSED_REASON
+        elif error is not None:
             outcome.status = client_error.status if client_error else 500
             outcome.error = str(client_error) if client_error else failure_reason(error)
         if outcome.decision is None:  # refused before it was routed (unknown model): no path to count it under
@@ -505,9 +512,21 @@ def error_response(status: int, message: str, error_type: str, code: str | None 
 
 
 def invalid_field(error: RequestValidationError) -> str | None:
-    """The request field the first problem is in (``messages.0.content``), for the error's ``param``."""
-    location = error.errors()[0]["loc"] if error.errors() else ()
+    """The request field the first problem is in (``messages.0.content``), for the error's ``param``; none
+    for a body that is not JSON at all."""
+    first = error.errors()[0] if error.errors() else {"loc": ()}
+    location = first["loc"]
+    if first.get("type") == "json_invalid":
+        return None
     return ".".join(map(str, location[1:])) if len(location) > 1 and location[0] == "body" else None
+
+
+def invalid_request_message(error: RequestValidationError) -> str:
+    """What is wrong with a request, each problem at its field; a body that is not JSON said as such."""
+    problems = error.errors()
+    if problems and problems[0].get("type") == "json_invalid":
+        return f"invalid request: the body is not valid JSON ({problems[0]['ctx']['error']} at character {problems[0]['loc'][-1]})"
+    return "invalid request: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in problems)
 
 
 def http_error(request: Request, error: HTTPException) -> RequestError:
@@ -564,6 +583,20 @@ class BodyLimitMiddleware:
         return replayed
 
 
+class JsonBodyMiddleware:
+    """Reads every /v1 request body as JSON, whatever its Content-Type says: curl's ``-d`` sends
+    ``application/x-www-form-urlencoded``, some clients send none, and this API takes nothing but JSON."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/v1"):
+            headers = [(name, value) for name, value in scope["headers"] if name != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
 class ApiKeyMiddleware:
     """Refuses /v1 requests without a valid key with 401, before the body is even read."""
 
@@ -590,6 +623,7 @@ ERROR_RESPONSES = {
 def build_http_app(server: OpenAIServer) -> FastAPI:
     """The FastAPI app over ``server``: the OpenAI routes, /healthz and /metrics."""
     app = FastAPI(title="rayfleet", version="0.1.0", description="OpenAI-compatible endpoint routed to fine-tuned, RAG and base paths.")
+    app.add_middleware(JsonBodyMiddleware)  # added first, so it runs last, just before the routes
     app.add_middleware(BodyLimitMiddleware, server=server)
     app.add_middleware(ApiKeyMiddleware, server=server)  # added last, so it runs first: no key, no body read
 
@@ -606,8 +640,7 @@ def build_http_app(server: OpenAIServer) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
         server.metrics.rejected("invalid_request")
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        message = f"invalid request: {problems}"
+        message = invalid_request_message(error)
         return error_response(400, message, "invalid_request_error", "invalid_request", param=invalid_field(error))
 
     @app.exception_handler(Exception)
@@ -633,7 +666,7 @@ def build_http_app(server: OpenAIServer) -> FastAPI:
     async def model(model: str) -> ModelCard:
         return await server.model(model)
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])  # load balancers' probes send either
     async def healthz() -> dict:
         return {"status": "ok"}
 

@@ -27,6 +27,8 @@ from serve_apps.targets import choose_arm
 from tests.conftest import free_port
 from tests.serve_apps.conftest import API_KEY
 
+RETIRED_KEY = "retired-key-still-in-the-heads-environment"
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,6 +74,8 @@ def app(ray_cluster, serve_artifacts, tmp_path_factory):
     serve_config = read_yaml(str(REPO / "serve_apps" / "configs" / "local.yaml"))
     serve_config["http_options"]["port"] = port
     serve_config["applications"][0]["args"] = app_args(serve_artifacts)
+    # As a key exported when the Ray head started reaches the replicas: retired, it must not let anyone in.
+    serve_config["applications"][0]["runtime_env"]["env_vars"]["RAYFLEET_API_KEYS"] = RETIRED_KEY
     (folder / "serve.yaml").write_text(yaml.safe_dump(serve_config))
     keys_file = folder / "api-keys"
     started = subprocess.run(
@@ -228,7 +232,7 @@ def test_rag_streaming_sends_citations_first(client):
 
 
 def test_no_or_wrong_key_is_401_before_any_work(app):
-    for key in ["wrong-key", API_KEY[:-1]]:
+    for key in ["wrong-key", API_KEY[:-1], RETIRED_KEY]:
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=f"{app[1]}/v1", api_key=key, max_retries=0).models.list()
     response = httpx.post(f"{app[1]}/v1/chat/completions", content=b"{not json")
@@ -301,6 +305,12 @@ def test_a_client_gone_mid_stream_stops_its_generation(app):
         next(line for line in response.iter_lines() if line.startswith("data: "))  # the first token: leave
     after = counts_once(lambda counts: counts["running"] == 0 and counts["cancelled"] > before["cancelled"])
     assert after["cancelled"] == before["cancelled"] + 1 and after["finished"] == before["finished"]
+    # Counted as the client's leaving (499), not as an answer or a server error.
+    left = 'rayfleet_requests_total{arm="none",path="base",status="499"}'
+    deadline = time.monotonic() + 30
+    while left not in (text := httpx.get(f"{app[1]}/metrics").text) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left in text and 'path="base",status="500"' not in text
 
 
 def test_ab_split_is_sticky_per_user_and_follows_the_assignment(app, client):

@@ -635,6 +635,8 @@ def test_a_stream_the_client_leaves_stops_its_path(server):
     received, stopped = asyncio.run(leave_after_two_events())
     assert " token0" in received[0] and " token1" in received[1]
     assert stopped  # at once, not when the abandoned generator is collected
+    # Counted as the client's leaving, not as an answer (200) or a server error (500).
+    assert 'rayfleet_requests_total{arm="none",path="base",status="499"} 1.0' in server.metrics.exposition().decode()
 
 
 def test_null_means_the_default_as_openai_reads_it(server):
@@ -764,6 +766,25 @@ def test_unknown_endpoints_and_methods_answer_in_openais_error_shape(server):
     error = embeddings.json()["error"]
     assert error["type"] == "not_found_error" and "POST /v1/embeddings" in error["message"]
     assert wrong_method.json()["error"]["code"] == "method_not_allowed" and wrong_method.headers["allow"] == "POST"
+
+
+def test_a_body_is_read_as_json_whatever_its_content_type_and_broken_json_is_said_as_such(server):
+    body = json.dumps({"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+
+    async def scenario():
+        async with http_client(server) as http:
+            as_curl_sends_it = await http.post("/v1/chat/completions", content=body,
+                                               headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+            without_type = await http.post("/v1/chat/completions", content=body)
+            cut = await http.post("/v1/chat/completions", content=body[:40], headers={"Content-Type": "application/json"})
+            return as_curl_sends_it, without_type, cut, await http.head("/healthz")
+
+    as_curl_sends_it, without_type, cut, probe = asyncio.run(scenario())
+    assert as_curl_sends_it.status_code == without_type.status_code == 200, as_curl_sends_it.text
+    assert as_curl_sends_it.json()["choices"][0]["message"]["role"] == "assistant"
+    assert cut.status_code == 400 and cut.json()["error"]["param"] is None
+    assert cut.json()["error"]["message"].startswith("invalid request: the body is not valid JSON (")
+    assert probe.status_code == 200
 
 
 def rejected(server: OpenAIServer) -> dict[str, float]:
