@@ -47,7 +47,13 @@ from rayfleet.retrieval.chunks import chunks_version, embedding_keys, read_chunk
 from rayfleet.retrieval.embedder import Embedder
 from rayfleet.retrieval.index import DimensionError, IndexParams, VectorIndex
 from rayfleet.retrieval.store import IndexManifest
-from rayfleet.ingestion import LEDGER_COLUMNS, current_files, document_holders, ingest_ledger_beside, superseded_documents
+from rayfleet.ingestion import (
+    LEDGER_COLUMNS,
+    current_files,
+    document_holders,
+    ingest_ledger_beside,
+    superseded_documents,
+)
 from rayfleet.tables import new_run_id, read_column_values, read_folder, read_table, utc_now, write_errors, write_table
 from schemas import embeddings_schema
 

@@ -111,9 +111,9 @@ class MakeQaConfig(BaseConfig):
     ray_address: str | None = Field(None, description="Ray cluster address; default $RAY_ADDRESS or a local Ray.")
     follow_ingest_ledger: bool = Field(
         True,
-        description="When the input is a jobs.ingest chunks table (its _files ledger beside it), use each file's current "
-        "version only: pairs of a document its file no longer holds (changed or deleted since) are neither generated "
-        "nor kept in the sets.",
+        description="When the input is a jobs.ingest chunks table (its _files ledger beside it), use each file's "
+        "current version only: pairs of a document its file no longer holds (changed or deleted since) are neither "
+        "generated nor kept in the sets.",
     )
 
     def table(self, name: str) -> str:
@@ -278,7 +278,8 @@ def generate_candidates(
     batch_figures = (
         ray.data.from_items([{"source": source} for source in sources], override_num_blocks=len(sources))
         .map_batches(
-            read_chunks, batch_size=1, batch_format="pyarrow", num_cpus=0.25, fn_kwargs={"config": config, "done": done, "superseded": superseded}
+            read_chunks, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
+            fn_kwargs={"config": config, "done": done, "superseded": superseded},
         )
         # A file's chunks are one block: cut into batches, every engine of the pool gets work and each batch's
         # figures come back when it is done (a block is only handed on whole: a big file would report nothing

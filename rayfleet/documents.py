@@ -198,7 +198,8 @@ def read_work_item(
     """
     wanted, pending = set(item.rows), set(item.rows)
     try:
-        batches = _open(item.source).iter_batches(slice_rows, row_groups=list(item.row_groups), columns=[id_column, text_column])
+        columns = [id_column, text_column]
+        batches = _open(item.source).iter_batches(slice_rows, row_groups=list(item.row_groups), columns=columns)
         position = item.first_row
         for batch in batches:
             taken = [row for row in range(position, position + batch.num_rows) if row in wanted]

@@ -261,7 +261,9 @@ def list_parquet_files(uri: str) -> list[str]:
     if len(found) < len(entries):
         logger.info("skipping %d file(s) under %s that are not Parquet", len(entries) - len(found), uri)
     if not found:
-        raise NoParquetFilesError(f"no Parquet files (*.parquet, *.parq, *.pq, or Parquet without an extension) at {uri}")
+        raise NoParquetFilesError(
+            f"no Parquet files (*.parquet, *.parq, *.pq, or Parquet without an extension) at {uri}"
+        )
     return found
 
 
@@ -336,7 +338,9 @@ def ensure_bucket(uri: str) -> None:
         try:
             os.makedirs(location.path, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as error:
-            raise OutputLocationError(f"cannot make the folder {uri}: a file is in the way ({error.filename})") from error
+            raise OutputLocationError(
+                f"cannot make the folder {uri}: a file is in the way ({error.filename})"
+            ) from error
         except PermissionError as error:
             raise OutputLocationError(f"cannot make the folder {uri}: permission denied ({error.filename})") from error
         return
@@ -346,7 +350,9 @@ def ensure_bucket(uri: str) -> None:
     try:
         s3_filesystem(allow_bucket_creation=True).create_dir(bucket, recursive=False)
     except OSError as error:
-        raise OutputLocationError(f"bucket {bucket!r} (of {uri}) does not exist and could not be created: {error}") from error
+        raise OutputLocationError(
+            f"bucket {bucket!r} (of {uri}) does not exist and could not be created: {error}"
+        ) from error
     logger.info("created bucket %s", bucket)
 
 

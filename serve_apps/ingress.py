@@ -525,7 +525,8 @@ def invalid_request_message(error: RequestValidationError) -> str:
     """What is wrong with a request, each problem at its field; a body that is not JSON said as such."""
     problems = error.errors()
     if problems and problems[0].get("type") == "json_invalid":
-        return f"invalid request: the body is not valid JSON ({problems[0]['ctx']['error']} at character {problems[0]['loc'][-1]})"
+        reason, position = problems[0]["ctx"]["error"], problems[0]["loc"][-1]
+        return f"invalid request: the body is not valid JSON ({reason} at character {position})"
     return "invalid request: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in problems)
 
 

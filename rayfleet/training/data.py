@@ -290,7 +290,8 @@ def tokenized_row(
     if reason:
         return None, reason, ""
     if any(content_holds_special_tokens(tokenizer, message.get("content")) for message in messages):
-        return None, "special_token_text", "a message holds a special token's text (e.g. <|im_end|>), which would forge a turn"
+        detail = "a message holds a special token's text (e.g. <|im_end|>), which would forge a turn"
+        return None, "special_token_text", detail
     try:
         return conversation_examples(tokenizer, messages), None, ""
     except (ValueError, TypeError, TemplateError) as error:  # BadExampleError is a ValueError

@@ -235,7 +235,8 @@ def test_an_input_that_never_existed_fails_the_run_and_is_named(tmp_path):
 def test_an_input_in_the_output_folder_is_refused_not_silently_empty(tmp_path, inside):
     with pytest.raises(ConfigError, match=r"lies in output .*whose files are never ingested"):
         load_config(IngestConfig, [f"input={tmp_path}/{inside}", f"output={tmp_path}/corpus"])
-    assert load_config(IngestConfig, [f"input={tmp_path}/raw", f"output={tmp_path}/corpus"]).output == f"{tmp_path}/corpus"
+    apart = load_config(IngestConfig, [f"input={tmp_path}/raw", f"output={tmp_path}/corpus"])
+    assert apart.output == f"{tmp_path}/corpus"
 
 
 def test_a_run_whose_every_file_is_set_aside_exits_1_and_so_does_its_rerun(ray_cluster, tmp_path):
