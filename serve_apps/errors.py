@@ -9,6 +9,7 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None):
         super().__init__(status, message, code, param)
         self.status, self.message, self.code, self.param = status, message, code, param
+        self.request_id: str | None = None  # the request log row's id, once the request has one
 
     def __str__(self) -> str:
         return self.message

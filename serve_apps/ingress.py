@@ -288,6 +288,8 @@ class OpenAIServer:
             chunks = await self.run_to_end(outcome, request)
         except BaseException as error:
             self.finish(outcome, error)
+            if isinstance(error, RequestError) and outcome.decision is not None:
+                error.request_id = outcome.request_id  # its log row's id, in the error's headers
             raise
         self.finish(outcome)
         return JSONResponse(self.response_body(outcome, chunks).model_dump(mode="json"), headers=outcome.headers())
@@ -630,8 +632,10 @@ def build_http_app(server: OpenAIServer) -> FastAPI:
 
     @app.exception_handler(RequestError)
     async def request_error(_request: Request, error: RequestError) -> JSONResponse:
-        retry = {"Retry-After": str(server.config.ingress.limits.retry_after_s)} if error.status == 503 else None
-        return error_response(error.status, error.message, error.error_type, error.code, retry, error.param)
+        headers = {"Retry-After": str(server.config.ingress.limits.retry_after_s)} if error.status == 503 else {}
+        if error.request_id:
+            headers["x-rayfleet-request-id"] = error.request_id
+        return error_response(error.status, error.message, error.error_type, error.code, headers or None, error.param)
 
     @app.exception_handler(HTTPException)
     async def framework_error(request: Request, error: HTTPException) -> JSONResponse:

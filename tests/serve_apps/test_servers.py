@@ -787,6 +787,20 @@ def test_a_body_is_read_as_json_whatever_its_content_type_and_broken_json_is_sai
     assert probe.status_code == 200
 
 
+def test_a_request_no_path_could_answer_names_its_log_row(server):
+    async def scenario():
+        async with http_client(server) as http:
+            chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+            return (await http.post("/v1/chat/completions", json=chat | {"model": "rayfleet-lonely"}),
+                    await http.post("/v1/chat/completions", json=chat | {"model": "rayfleet-gpt"}))  # fmt: skip
+
+    unanswered, unknown = asyncio.run(scenario())
+    assert unanswered.status_code == 503 and unanswered.json()["error"]["code"] == "paths_unavailable"
+    assert re.fullmatch(r"[0-9a-f]{32}", unanswered.headers["x-rayfleet-request-id"])
+    assert unanswered.headers["retry-after"]
+    assert unknown.status_code == 404 and "x-rayfleet-request-id" not in unknown.headers  # refused unlogged
+
+
 def rejected(server: OpenAIServer) -> dict[str, float]:
     """``rayfleet_rejected_total`` by reason."""
     found = re.findall(r'rayfleet_rejected_total\{reason="([^"]+)"\} ([0-9.]+)', server.metrics.exposition().decode())
