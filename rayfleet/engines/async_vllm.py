@@ -84,7 +84,7 @@ class AsyncVllmEngine:
         self.engine = AsyncLLM.from_engine_args(arguments)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
     async def stream(
         self, prompt_ids: list[int], sampling: SamplingConfig, adapter: AdapterRef | None = None

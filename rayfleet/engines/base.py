@@ -110,7 +110,8 @@ class GenerationEngine(Protocol):
     tokenizer: PreTrainedTokenizerBase
 
     def count_tokens(self, text: str) -> int:
-        """Number of tokens ``text`` takes in this model's tokenizer."""
+        """Number of tokens ``text`` takes in this model's tokenizer as a message's text (a special token's
+        spelling, ``<|im_end|>``, counted as the text it stays: rayfleet.engines.templates)."""
 
     def prompt_token_ids(self, conversation: Conversation) -> list[int]:
         """The token ids a conversation renders to with the chat template."""

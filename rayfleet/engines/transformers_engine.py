@@ -45,7 +45,7 @@ class TransformersEngine:
         self.model = model.to(self.device).eval()
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
     def prompt_token_ids(self, conversation: Conversation) -> list[int]:
         return render_prompt_ids(self.tokenizer, conversation)

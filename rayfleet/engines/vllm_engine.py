@@ -155,7 +155,7 @@ class VllmEngine:
         return LoRARequest(os.path.basename(adapter.rstrip("/")), 1, adapter)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
     def prompt_token_ids(self, conversation: Conversation) -> list[int]:
         return render_prompt_ids(self.tokenizer, conversation)

@@ -23,6 +23,8 @@ class FastTokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: chunking needs a model folder with a fast tokenizer")
         self.backend = Tokenizer.from_file(str(path))
+        # A chunk is measured as the message text it becomes, where a special token's spelling stays text.
+        self.backend.encode_special_tokens = True
 
     def __call__(
         self, text: str | Sequence[str], add_special_tokens: bool = True, return_offsets_mapping: bool = False

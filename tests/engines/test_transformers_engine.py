@@ -56,6 +56,13 @@ def test_unseeded_sampling_samples_afresh_each_call(engine):
 
 def test_count_tokens_matches_tokenizer(engine):
     assert engine.count_tokens("hello world") == len(engine.tokenizer("hello world", add_special_tokens=False)["input_ids"])
+    # A special token's spelling counts as the text it stays in a message, as the prompt will hold it.
+    spelled = "a turn ends with <|im_end|>"
+    in_prompt = engine.prompt_token_ids([{"role": "user", "content": spelled}])
+    as_text = engine.tokenizer(spelled, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    assert engine.count_tokens(spelled) == len(as_text)
+    assert engine.count_tokens(spelled) > len(engine.tokenizer(spelled, add_special_tokens=False)["input_ids"])
+    assert len(in_prompt) > engine.count_tokens(spelled)
 
 
 def test_a_stop_string_cuts_the_reply_before_its_first_occurrence(engine):

@@ -22,6 +22,14 @@ def test_same_ids_and_offsets_as_transformers(smollm2_path):
     assert fast(texts, add_special_tokens=False)["input_ids"] == reference(texts, add_special_tokens=False)["input_ids"]
 
 
+def test_a_special_tokens_spelling_is_measured_as_the_text_it_stays_in_a_message(smollm2_path):
+    reference, fast = AutoTokenizer.from_pretrained(smollm2_path), FastTokenizer(smollm2_path)
+    text = "The chat format ends a turn with <|im_end|> and opens one with <|im_start|>."
+    as_text = reference(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    assert fast(text, add_special_tokens=False)["input_ids"] == as_text
+    assert reference.convert_tokens_to_ids("<|im_end|>") not in as_text
+
+
 def test_a_folder_without_tokenizer_json_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
         FastTokenizer(tmp_path)
