@@ -60,7 +60,8 @@ def token_offsets(tokenizer: Tokenizer, text: str) -> TokenOffsets:
     position = 0
     while position < len(text):
         cut = tokenize_window_end(text, position)
-        encoded = tokenizer(text[position:cut], add_special_tokens=False, return_offsets_mapping=True)
+        window = text[position:cut]
+        encoded = tokenizer(window, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
         for start, end in encoded["offset_mapping"]:
             starts.append(position + start)
             ends.append(position + end)
@@ -198,7 +199,8 @@ def chunk_document(
     spans = [trimmed + (heading,) for start, end, heading in pack_sections(text, tokens, headings, max_tokens, overlap_tokens)
              if (trimmed := trim_span(text, start, end))]  # fmt: skip
     texts = [text[start:end] for start, end, _ in spans]
-    counts = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    encoded = tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"] if texts else []
+    counts = [len(ids) for ids in encoded]
     return [
         Chunk(ordinal, piece, count, start, end, page_of(page_offsets, start), page_of(page_offsets, end - 1), heading)
         for ordinal, (piece, count, (start, end, heading)) in enumerate(zip(texts, counts, spans))

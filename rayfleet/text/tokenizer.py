@@ -23,13 +23,18 @@ class FastTokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: chunking needs a model folder with a fast tokenizer")
         self.backend = Tokenizer.from_file(str(path))
-        # A chunk is measured as the message text it becomes, where a special token's spelling stays text.
-        self.backend.encode_special_tokens = True
 
     def __call__(
-        self, text: str | Sequence[str], add_special_tokens: bool = True, return_offsets_mapping: bool = False
+        self,
+        text: str | Sequence[str],
+        add_special_tokens: bool = True,
+        return_offsets_mapping: bool = False,
+        split_special_tokens: bool = True,
     ) -> dict:
-        """``{"input_ids": ...}`` (and ``"offset_mapping"``) for one text or a list of texts."""
+        """``{"input_ids": ...}`` (and ``"offset_mapping"``) for one text or a list of texts; a special token's
+        spelling (``<|im_end|>``) is text unless ``split_special_tokens`` is off (a chunk is measured as the
+        message text it becomes, where it stays text: rayfleet.engines.templates)."""
+        self.backend.encode_special_tokens = split_special_tokens
         if isinstance(text, str):
             encoded = self.backend.encode(text, add_special_tokens=add_special_tokens)
             result = {"input_ids": encoded.ids}
