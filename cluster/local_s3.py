@@ -43,6 +43,9 @@ def exited(group: int) -> bool:
     return False
 
 
+SERVICES = ("s3", "master", "volume", "filer", "admin")  # what `weed mini` runs, each on its own ports
+
+
 @dataclass
 class LocalS3:
     """One ``weed mini`` server: its data folder and its ports (each derived from ``s3_port``)."""
@@ -74,14 +77,18 @@ class LocalS3:
         }
 
     def http_ports(self) -> dict[str, int]:
-        """The HTTP port of each SeaweedFS service, all shifted with ``s3_port`` from the defaults."""
-        offset = self.s3_port - 8333
-        return {"s3": self.s3_port, "master": 9333 + offset, "volume": 9340 + offset,
-                "filer": 8888 + offset, "admin": 23646 + offset}  # fmt: skip
+        """The HTTP port of each SeaweedFS service: ``s3_port`` and the ones just above it."""
+        return {service: self.s3_port + index for index, service in enumerate(SERVICES)}
+
+    def grpc_ports(self) -> dict[str, int]:
+        """The gRPC port of each service, just above the HTTP ones. SeaweedFS's defaults (HTTP + 10000, the
+        admin's 23646 and 33646) put some in the range the kernel hands out to outgoing connections, where a
+        busy machine (Ray's workers) sometimes held one when the server started, and it exited."""
+        return {service: self.s3_port + len(SERVICES) + index for index, service in enumerate(SERVICES)}
 
     def all_ports(self) -> list[int]:
-        """Every port the server listens on: each HTTP port and its gRPC twin (+10000)."""
-        return [port + shift for port in self.http_ports().values() for shift in (0, 10000)]
+        """Every port the server listens on."""
+        return [*self.http_ports().values(), *self.grpc_ports().values()]
 
     def command(self) -> list[str]:
         weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
@@ -96,6 +103,7 @@ class LocalS3:
             f"-volume.port={ports['volume']}",
             f"-filer.port={ports['filer']}",
             f"-admin.port={ports['admin']}",
+            *(f"-{service}.port.grpc={port}" for service, port in self.grpc_ports().items()),
             "-admin.ui=false", "-webdav=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]  # fmt: skip

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from cluster.local_s3 import LocalS3
 
 
@@ -10,3 +13,15 @@ def test_a_server_answering_on_the_port_but_started_elsewhere_is_told_apart_and_
     assert local_s3.started_here() and elsewhere.is_up() and not elsewhere.started_here()
     elsewhere.stop()
     assert local_s3.is_up(), "stopping from another folder stops nothing"
+
+
+def test_the_server_listens_on_its_own_ports_below_the_range_given_to_outgoing_connections(local_s3, tmp_path):
+    from tests.conftest import TEST_S3_PORTS, _port_is_free
+
+    first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for server in [LocalS3(tmp_path), *(LocalS3(tmp_path, s3_port=port) for port in TEST_S3_PORTS)]:
+        assert len(set(server.all_ports())) == 10 and max(server.all_ports()) < first_ephemeral, server.s3_port
+    deadline = time.monotonic() + 30  # the admin service starts last, a few seconds after the S3 API answers
+    while (free := [port for port in local_s3.all_ports() if _port_is_free(port)]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not free, "every one is the running server's"
