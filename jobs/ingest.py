@@ -329,7 +329,7 @@ def main(config: IngestConfig) -> dict:
     drop_duplicate_ids(config.table("chunks"), "chunk_id")
     report = run_report(config, run_id, already_done, removed, listing.system_files, time.monotonic() - started)
     report["deleted"] = deleted
-    report["files_in_error"] = files_in_error(config, listing.files)
+    report["files_in_error"] = report["errors"] + set_aside_before(ledger, listing.files, todo)
     if config.index_output:
         report["index"] = update_index_after_ingest(config)
     print(json.dumps(report), flush=True)
@@ -389,11 +389,13 @@ def run_report(
     }
 
 
-def files_in_error(config: IngestConfig, files: list[storage.FileEntry]) -> int:
-    """How many of the input's ``files`` stand set aside now (their latest ledger row an error: this run's,
-    or an earlier run's that this one did not retry)."""
-    latest = latest_rows(read_folder(config.table("_files"), LEDGER_COLUMNS).to_pylist())
-    return sum(1 for file in files if file.uri in latest and latest[file.uri]["outcome"] == OUTCOME_ERROR)
+def set_aside_before(ledger: list[dict], files: list[storage.FileEntry], todo: list[storage.FileEntry]) -> int:
+    """How many of the input's ``files`` that this run skipped (not in ``todo``) stand set aside by an earlier
+    run (their latest row in the ``ledger`` read at the start an error); with this run's errors, the files
+    in error now."""
+    latest, handled = latest_rows(ledger), {file.uri for file in todo}
+    skipped = [latest.get(file.uri) for file in files if file.uri not in handled]
+    return sum(1 for row in skipped if row is not None and row["outcome"] == OUTCOME_ERROR)
 
 
 def exit_status(report: dict) -> int:
