@@ -235,13 +235,18 @@ def read_chunks(batch: pa.Table, config: MakeQaConfig, done: set[str], supersede
     source = batch.column("source")[0].as_py()
     has_ordinal = "ordinal" in read_schema(source).names
     chunks = read_table(source, CHUNK_COLUMNS + ["ordinal"] * has_ordinal)
-    usable = long_enough(chunks["token_count"], config.min_chunk_tokens)
-    keep = [chunk_id not in done and doc_id not in superseded and ok
-            for chunk_id, doc_id, ok in zip(chunks["chunk_id"].to_pylist(), chunks["doc_id"].to_pylist(), usable)]
+    keep = to_generate(chunks, config, done, superseded)
     # A chunk after its document's first may start mid-sentence (chunks overlap); without ordinals, assume so.
     ordinals = chunks["ordinal"] if has_ordinal else pa.array([1] * chunks.num_rows)
     chunks = chunks.append_column("continues", pc.greater(ordinals, 0))
     return chunks.filter(pa.array(keep, pa.bool_())).select(["chunk_id", "doc_id", "text", "continues"])
+
+
+def to_generate(chunks: pa.Table, config: MakeQaConfig, done: set[str], superseded: set[str]) -> list[bool]:
+    """Whether each chunk gets pairs this run: long enough, not done yet and of a current document."""
+    usable = long_enough(chunks["token_count"], config.min_chunk_tokens)
+    ids = zip(chunks["chunk_id"].to_pylist(), chunks["doc_id"].to_pylist(), usable)
+    return [ok and chunk_id not in done and doc_id not in superseded for chunk_id, doc_id, ok in ids]
 
 
 def long_enough(token_counts: pa.ChunkedArray, min_chunk_tokens: int) -> list[bool]:
@@ -261,10 +266,8 @@ def plan_chunks(config: MakeQaConfig, done: set[str], superseded: set[str]) -> t
     table = pa.concat_tables(
         [read_table(source, ["chunk_id", "doc_id", "token_count"]) for source in sources], promote_options="permissive"
     )
-    usable = long_enough(table["token_count"], config.min_chunk_tokens)
-    todo = sum(1 for chunk_id, doc_id, ok in zip(table["chunk_id"].to_pylist(), table["doc_id"].to_pylist(), usable)
-               if ok and chunk_id not in done and doc_id not in superseded)  # fmt: skip
-    return sources, todo, usable.count(False)
+    too_short = long_enough(table["token_count"], config.min_chunk_tokens).count(False)
+    return sources, sum(to_generate(table, config, done, superseded)), too_short
 
 
 def generate_candidates(
