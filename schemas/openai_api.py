@@ -23,11 +23,13 @@ import uuid
 from typing import Any, Callable, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 MAX_STOP_SEQUENCES = 4  # as OpenAI
 SEED_LIMIT = 2**63  # seeds reach torch generators as signed 64-bit integers
 NO_TOOL_CALLING = "is for tool calling, which this server does not support"
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE_ERROR = "lone_surrogate"  # its context holds where the text is, for the error's param
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for system instructions (serving and training read it so)
 
 
@@ -133,9 +135,16 @@ class SamplingFields(BaseModel):
     def unicode_text(cls, value: Any, info: ValidationInfo) -> Any:
         where = lone_surrogate_at(value, info.field_name)
         if where is not None:
-            raise ValueError(f"the text at {where} holds a lone UTF-16 surrogate (half of an escaped pair such as "
-                             "\\ud83d), which is not Unicode: send the whole character")  # fmt: skip
+            raise PydanticCustomError(LONE_SURROGATE_ERROR, "the text at {where} holds a lone UTF-16 surrogate (half of "
+                                      "an escaped pair such as \\ud83d), which is not Unicode: send the whole character",
+                                      {"where": where})  # fmt: skip
         return value
+
+    @model_validator(mode="after")
+    def stream_options_only_when_streaming(self):
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
 
     @field_validator("*")
     @classmethod

@@ -36,6 +36,7 @@ from rayfleet.engines.base import SamplingConfig
 from rayfleet.engines.templates import render_prompt_ids
 from rayfleet.tables import utc_now
 from schemas.openai_api import (
+    LONE_SURROGATE_ERROR,
     ChatChoice,
     ChatChunkChoice,
     ChatCompletionChunk,
@@ -520,6 +521,8 @@ def invalid_field(error: RequestValidationError) -> str | None:
     location = first["loc"]
     if first.get("type") == "json_invalid":
         return None
+    if first.get("type") == LONE_SURROGATE_ERROR:
+        return first["ctx"]["where"]
     return ".".join(map(str, location[1:])) if len(location) > 1 and location[0] == "body" else None
 
 

@@ -322,6 +322,7 @@ def test_ingress_reads_what_newer_clients_send_and_honours_stop(server):
     ({"messages": [{"role": "user", "content": None}]}, "messages.0.content"),
     ({"seed": 2**63}, "body.seed: Input should be less than 9223372036854775808"),
     ({"seed": -1}, "body.seed: Input should be greater than or equal to 0"),
+    ({"stream_options": {"include_usage": True}}, "stream_options is only allowed when stream is true"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
      "content part of type 'image_url'"),
 ])  # fmt: skip
@@ -846,6 +847,7 @@ def test_text_with_a_lone_surrogate_is_refused_where_it_is(server):
     for answer, where in zip(answers[1:], ["messages.0.content", "messages.0.content.0.text", "stop", "prompt"]):
         assert answer.status_code == 400, answer.text
         assert f"the text at {where} holds a lone UTF-16 surrogate" in answer.json()["error"]["message"]
+        assert answer.json()["error"]["param"] == where
     assert rejected(server) == {"invalid_request": 4}
 
 
