@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import types
+import typing
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence, TypeVar
@@ -38,20 +40,49 @@ class BaseConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
-def parse_override(argument: str) -> tuple[list[str], Any]:
-    """Split ``a.b.c=value`` into its key path and a YAML-parsed value.
+def parse_override(argument: str, config_class: type[BaseModel] | None = None) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and its value.
 
-    The value is parsed as YAML so ``n=3`` is an int, ``flag=true`` a bool,
-    ``items=[a,b]`` a list and ``path=s3://x`` stays a string.
+    The value is parsed as YAML so ``n=3`` is an int, ``flag=true`` a bool and ``items=[a,b]``
+    a list. A field that only takes text (a path, a name) in ``config_class``, and ``config``,
+    keep an unquoted value as typed: YAML would read ``out/run #1`` as ``out/run`` (``#`` starts
+    a comment), ``2024.01`` as a number and ``yes`` as a boolean. Quoted, a value is YAML's.
     """
     key, separator, raw_value = argument.partition("=")
     if not separator or not key.strip():
         raise ConfigError(f"override {argument!r} is not of the form key.sub=value")
+    key_path = key.strip().split(".")
     try:
         value = yaml.safe_load(raw_value) if raw_value != "" else ""
     except yaml.YAMLError:
-        value = raw_value
-    return key.strip().split("."), value
+        return key_path, raw_value
+    text_field = key_path == [CONFIG_FILE_KEY] or takes_text_only(field_annotation(config_class, key_path))
+    if text_field and isinstance(value, (str, int, float, bool)) and not raw_value.lstrip().startswith(("'", '"')):
+        return key_path, raw_value
+    return key_path, value
+
+
+def field_annotation(config_class: type[BaseModel] | None, key_path: list[str]) -> Any:
+    """The type of the field at ``key_path`` in a config class (through nested sections), or None."""
+    annotation: Any = config_class
+    for key in key_path:
+        model = next((kind for kind in (annotation, *typing.get_args(annotation)) if _is_model(kind)), None)
+        if model is None or key not in model.model_fields:
+            return None
+        annotation = model.model_fields[key].annotation
+    return annotation
+
+
+def _is_model(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, BaseModel)
+
+
+def takes_text_only(annotation: Any) -> bool:
+    """Whether a field takes text and no number or boolean: ``str``, ``str | None``, ``str | list[str]``."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    members = [member for member in (typing.get_args(annotation) if union else (annotation,)) if member is not type(None)]
+    texts = [member for member in members if member in (str, Path)]
+    return bool(texts) and all(member in texts or typing.get_origin(member) in (list, tuple) for member in members)
 
 
 def set_nested(tree: dict[str, Any], key_path: list[str], value: Any) -> None:
@@ -95,7 +126,7 @@ def load_config(config_class: type[ConfigT], arguments: Sequence[str] = ()) -> C
     values: dict[str, Any] = {}
     overrides: list[tuple[list[str], Any]] = []
     for argument in arguments:
-        key_path, value = parse_override(argument)
+        key_path, value = parse_override(argument, config_class)
         if key_path == [CONFIG_FILE_KEY]:
             values = read_yaml(str(value))
         else:

@@ -24,6 +24,19 @@ def test_overrides_are_typed_by_yaml():
     assert parse_override("input=s3://bucket/key") == (["input"], "s3://bucket/key")
 
 
+def test_a_text_field_keeps_its_value_as_typed_where_yaml_would_change_it():
+    """A path with `` #`` (YAML drops it as a comment), a folder named ``2024.01`` or ``yes``: the job gets
+    what was typed; quoted values and the fields that take numbers or lists are still YAML's."""
+    config = load_config(SummarizeConfig, ["input=in/2024.01", "output=out/run #1", "engine.max_model_len=1024"])
+    assert (config.input, config.output, config.engine.max_model_len) == ("in/2024.01", "out/run #1", 1024)
+    assert load_config(SummarizeConfig, ["input=yes", "output=2024.01"]).model_dump()["output"] == "2024.01"
+    assert load_config(SummarizeConfig, ["input=yes", "output='quoted #1'"]).output == "quoted #1"
+    assert parse_override("output=out #1", SummarizeConfig) == (["output"], "out #1")
+    assert parse_override("engine.max_model_len=4096 # a comment", SummarizeConfig) == (["engine", "max_model_len"], 4096)
+    with pytest.raises(ConfigError, match="max_model_len"):
+        load_config(SummarizeConfig, ["input=yes", "output=out", "engine.max_model_len=many"])
+
+
 def test_embedded_defaults_and_nested_override():
     config = load_config(SummarizeConfig, ["input=in", "output=out", "engine.max_model_len=1024", "sampling.max_tokens=64"])
     assert config.engine.max_model_len == 1024
