@@ -38,15 +38,14 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from rayfleet import storage
-from rayfleet.config import BaseConfig, describe, run_job
+from rayfleet.config import BaseConfig, InputError, describe, run_job
 from rayfleet.evaluation.drift import categorical_psi, categorical_psi_p_value, category_shares, embedding_psi, numeric_psi
 from rayfleet.evaluation.stats import bootstrap_mean, two_proportion_test, welch_test
 from rayfleet.tables import new_run_id, read_input_folder
 
 logger = logging.getLogger("jobs.monitor")
 
-LOG_COLUMNS = ["created_at", "path", "fallback", "status", "latency_ms", "ttft_ms", "prompt_tokens",
-               "completion_tokens", "ab_test", "arm"]  # fmt: skip
+LOG_COLUMNS = ["created_at", "path", "fallback", "status", "latency_ms", "prompt_tokens", "completion_tokens", "ab_test", "arm"]
 EMBEDDING_COLUMN = "prompt_embedding"
 RELEVANCE_COLUMN = "relevance"  # the router's relevance gate (logs before it, or without it, lack it)
 
@@ -94,19 +93,31 @@ class MonitorConfig(BaseConfig):
 
 
 def read_logs(config: MonitorConfig) -> pa.Table:
-    """The request logs; files from before a column was logged get it as nulls."""
+    """The request logs; files from before a column was logged get it as nulls, and a NaN figure
+    (latency, relevance) is read as a missing one."""
     if not storage.exists(config.logs):
         raise FileNotFoundError(f"no request logs at {config.logs}: point `logs` at the serving app's request_log folder")
     try:
-        return read_input_folder(config.logs, LOG_COLUMNS, [EMBEDDING_COLUMN, RELEVANCE_COLUMN])
+        logs = read_input_folder(config.logs, LOG_COLUMNS, [EMBEDDING_COLUMN, RELEVANCE_COLUMN])
+    except FileNotFoundError:
+        raise
     except ValueError as error:
-        raise ValueError(f"{error}; expected schemas.REQUEST_LOG_SCHEMA") from error
+        raise InputError(f"{error}; expected schemas.REQUEST_LOG_SCHEMA") from error
+    for index, field in enumerate(logs.schema):
+        if pa.types.is_floating(field.type):
+            column = logs.column(index)
+            logs = logs.set_column(index, field.name, pc.if_else(pc.is_nan(column), pa.scalar(None, field.type), column))
+    return logs
 
 
 def windows(config: MonitorConfig, logs: pa.Table) -> tuple[pa.Table, pa.Table, dict]:
-    """The baseline rows ``[start, split)``, the recent rows ``[split, until]`` and the bounds."""
-    times = logs["created_at"].cast(pa.timestamp("ms", tz="UTC"))
-    until = config.until or pc.max(times).as_py() or dt.datetime.now(dt.timezone.utc)  # no rows: now
+    """The baseline rows ``[start, split)``, the recent rows ``[split, until]``, the bounds and how many
+    rows fell outside them. Without ``until`` the recent window ends at the newest row, or now when a
+    row is dated later (a replica's clock ahead would otherwise move both windows past every other row)."""
+    times = logs["created_at"].cast(pa.timestamp("us", tz="UTC"), safe=False)  # nanoseconds truncated
+    now = dt.datetime.now(dt.timezone.utc)
+    newest = pc.max(times).as_py()
+    until = config.until or (min(newest, now) if newest else now)
     if until.tzinfo is None:
         until = until.replace(tzinfo=dt.timezone.utc)
     split = until - dt.timedelta(hours=config.recent_hours)
@@ -115,16 +126,24 @@ def windows(config: MonitorConfig, logs: pa.Table) -> tuple[pa.Table, pa.Table, 
     baseline = logs.filter(pc.and_(at_least(start), pc.invert(at_least(split))))
     recent = logs.filter(pc.and_(at_least(split), pc.less_equal(times, pa.scalar(until, times.type))))
     bounds = {"baseline_start": start.isoformat(), "recent_start": split.isoformat(), "recent_end": until.isoformat()}
-    return baseline, recent, bounds
+    outside = {
+        "before_baseline": pc.sum(pc.invert(at_least(start))).as_py() or 0,
+        "after_recent": pc.sum(pc.greater(times, pa.scalar(until, times.type))).as_py() or 0,
+        "no_time": times.null_count,
+    }
+    for reason, count in outside.items():
+        if count and reason != "before_baseline":
+            logger.warning("%d request log rows left out of both windows (%s)", count, reason)
+    return baseline, recent, {**bounds, "rows_read": logs.num_rows, "rows_outside": outside}
 
 
 def rates(rows: pa.Table) -> dict[str, tuple[int, int]]:
-    """(hits, total) of fallbacks and of errors (status 5xx other than deliberate 503s, or any error)."""
-    total = rows.num_rows
+    """(hits, total) of fallbacks and of errors (status 5xx other than deliberate 503s; rows without a
+    status are left out of the error rate)."""
     fallbacks = int(pc.sum(pc.cast(rows["fallback"], pa.int64())).as_py() or 0)
-    statuses = rows["status"].to_pylist()
+    statuses = [status for status in rows["status"].to_pylist() if status is not None]
     errors = sum(1 for status in statuses if status >= 500 and status != 503)
-    return {"fallback_rate": (fallbacks, total), "error_rate": (errors, total)}
+    return {"fallback_rate": (fallbacks, rows.num_rows), "error_rate": (errors, len(statuses))}
 
 
 def drift_report(config: MonitorConfig, baseline: pa.Table, recent: pa.Table) -> dict:
@@ -137,16 +156,13 @@ def drift_report(config: MonitorConfig, baseline: pa.Table, recent: pa.Table) ->
                              "flagged": route is not None and route > limits.route_psi and route_p < limits.alpha,
                              "baseline": category_shares(routes_before), "recent": category_shares(routes_after)}  # fmt: skip
     for column in ("prompt_tokens", "completion_tokens"):
-        value = numeric_psi(baseline[column].to_pylist(), recent[column].to_pylist())
-        measures[f"{column}_psi"] = {"value": value, "threshold": limits.length_psi,
-                                     "baseline_mean": _mean(baseline[column]), "recent_mean": _mean(recent[column])}  # fmt: skip
+        measures[f"{column}_psi"] = numeric_measure(baseline[column], recent[column], limits.length_psi, config.min_requests)
     if recent[EMBEDDING_COLUMN].null_count < recent.num_rows:
-        measures["prompt_embedding_psi"] = embedding_measure(baseline, recent, limits.embedding_psi)
+        measures["prompt_embedding_psi"] = embedding_measure(baseline, recent, limits.embedding_psi, config.min_requests)
     if recent[RELEVANCE_COLUMN].null_count < recent.num_rows:
-        before, after = (rows[RELEVANCE_COLUMN].drop_null().to_pylist() for rows in (baseline, recent))
-        measures["relevance_psi"] = {"value": numeric_psi(before, after), "threshold": limits.relevance_psi,
-                                     "baseline_mean": _mean(baseline[RELEVANCE_COLUMN]),
-                                     "recent_mean": _mean(recent[RELEVANCE_COLUMN])}  # fmt: skip
+        measures["relevance_psi"] = numeric_measure(
+            baseline[RELEVANCE_COLUMN], recent[RELEVANCE_COLUMN], limits.relevance_psi, config.min_requests
+        )
     before, after = rates(baseline), rates(recent)
     for name in ("fallback_rate", "error_rate"):
         (hits_before, total_before), (hits_after, total_after) = before[name], after[name]
@@ -164,19 +180,38 @@ def drift_report(config: MonitorConfig, baseline: pa.Table, recent: pa.Table) ->
     return measures
 
 
+def numeric_measure(baseline: pa.ChunkedArray, recent: pa.ChunkedArray, threshold: float, minimum: int) -> dict:
+    """The PSI of a logged figure between the windows, with both means; no value (a note says why)
+    while either window holds fewer than ``minimum`` of it: a few values read as drift by chance."""
+    before, after = baseline.drop_null().to_pylist(), recent.drop_null().to_pylist()
+    too_few = _too_few(len(before), len(after), minimum)
+    return {"value": None if too_few else numeric_psi(before, after), "threshold": threshold,
+            "baseline_mean": _mean(baseline), "recent_mean": _mean(recent), **({"note": too_few} if too_few else {})}  # fmt: skip
+
+
+def _too_few(baseline_count: int, recent_count: int, minimum: int) -> str | None:
+    if baseline_count >= minimum and recent_count >= minimum:
+        return None
+    return f"too few values to compare: {baseline_count} in the baseline, {recent_count} recent (min_requests {minimum})"
+
+
 def _mean(column: pa.ChunkedArray) -> float | None:
     value = pc.mean(column).as_py()
     return float(value) if value is not None else None
 
 
-def embedding_measure(baseline: pa.Table, recent: pa.Table, threshold: float) -> dict:
+def embedding_measure(baseline: pa.Table, recent: pa.Table, threshold: float, minimum: int) -> dict:
     """The prompt-embedding PSI; not comparable (no value, a note) when the two windows were
-    projected to different sizes (the router's ``embedding_dims`` changed between them)."""
+    projected to different sizes (the router's ``embedding_dims`` changed between them) or either
+    holds fewer than ``minimum`` embeddings."""
     before, after = _embeddings(baseline), _embeddings(recent)
     if before.size and after.size and before.shape[1] != after.shape[1]:
         return {"value": None, "threshold": threshold,
                 "note": f"not comparable: the baseline was logged with {before.shape[1]} dimensions, "
                         f"the recent window with {after.shape[1]} (embedding_dims changed)"}  # fmt: skip
+    too_few = _too_few(len(before), len(after), minimum)
+    if too_few:
+        return {"value": None, "threshold": threshold, "note": too_few}
     return {"value": embedding_psi(before, after), "threshold": threshold}
 
 
@@ -194,7 +229,9 @@ def ab_report(config: MonitorConfig, recent: pa.Table) -> dict[str, dict]:
     tests = {}
     for test_name in sorted({name for name in recent["ab_test"].to_pylist() if name}):
         rows = recent.filter(pc.equal(recent["ab_test"], test_name))
-        arms = {}
+        arms, unassigned = {}, rows["arm"].null_count
+        if unassigned:
+            logger.warning("A/B test %s: %d requests without an arm are left out of its arms", test_name, unassigned)
         for arm in sorted({arm for arm in rows["arm"].to_pylist() if arm}):
             arm_rows = rows.filter(pc.equal(rows["arm"], arm))
             answered = zip(arm_rows["latency_ms"].to_pylist(), arm_rows["status"].to_pylist())
@@ -204,12 +241,12 @@ def ab_report(config: MonitorConfig, recent: pa.Table) -> dict[str, dict]:
                 "requests": arm_rows.num_rows,
                 "latency_ms": bootstrap_mean(latency).as_dict() if latency else None,
                 "latency_p95_ms": float(np.percentile(latency, 95)) if latency else None,
-                "error_rate": arm_rates["error_rate"][0] / arm_rows.num_rows,
+                "error_rate": arm_rates["error_rate"][0] / arm_rates["error_rate"][1] if arm_rates["error_rate"][1] else None,
                 "fallback_rate": arm_rates["fallback_rate"][0] / arm_rows.num_rows,
                 "_latency": latency,
                 "_errors": arm_rates["error_rate"],
             }
-        tests[test_name] = {"arms": arms, **ab_verdict(config.ab, arms)}
+        tests[test_name] = {"arms": arms, "requests_without_arm": unassigned, **ab_verdict(config.ab, arms)}
         for arm in arms.values():
             arm.pop("_latency"), arm.pop("_errors")
     return tests
@@ -231,6 +268,12 @@ def ab_verdict(config: AbConfig, arms: dict[str, dict]) -> dict:
     result = {"primary_metric": config.primary_metric, "p_value": test["p_value"]}
     if small:
         return {**result, "verdict": "too_early", "reason": f"arms {small} have under {config.min_requests_per_arm} requests"}
+    unanswered = [name for name, arm in sorted(arms.items()) if len(arm["_latency"]) < 2]
+    if config.primary_metric == "latency_ms" and unanswered:
+        error_rates = ", ".join(f"{name} {arm['error_rate']}" for name, arm in sorted(arms.items()))
+        return {**result, "verdict": "not_comparable",
+                "reason": f"arms {unanswered} answered under 2 requests, so their latency says nothing (error rates: "
+                          f"{error_rates}; primary_metric=error_rate compares those)"}  # fmt: skip
     if test["p_value"] is None or math.isnan(test["p_value"]) or test["p_value"] >= config.alpha:
         return {**result, "verdict": "too_early", "reason": f"no significant difference (p = {test['p_value']})"}
     winner = first_name if first_value < second_value else second_name
@@ -248,9 +291,9 @@ def prometheus_text(drift: dict, run_registry=None):
     flagged = Gauge("rayfleet_drift_flagged", "1 when the drift measure is above its threshold", ["measure"],
                     registry=registry)  # fmt: skip
     for name, measure in drift.items():
-        if measure["value"] is not None:
+        if measure["value"] is not None:  # a measure without a value (its note says why) exports nothing
             value.labels(name).set(measure["value"])
-        flagged.labels(name).set(1 if measure["flagged"] else 0)
+            flagged.labels(name).set(1 if measure["flagged"] else 0)
     return registry
 
 
@@ -280,6 +323,17 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
+def finite(value):
+    """``value`` with every NaN or infinite float (a test on identical samples) as None: valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
+
+
 def main(config: MonitorConfig) -> dict:
     from prometheus_client import generate_latest, push_to_gateway
 
@@ -295,6 +349,7 @@ def main(config: MonitorConfig) -> dict:
         else f"too few requests (need {config.min_requests} per window)",
         "ab": ab_report(config, recent),
     }  # fmt: skip
+    report = finite(report)
     folder = storage.join(config.output, run_id)
     registry = prometheus_text(drift)
     storage.write_bytes(storage.join(folder, "drift.prom"), generate_latest(registry))

@@ -34,6 +34,11 @@ class ConfigError(ValueError):
     """A config file or override that cannot be turned into a valid config."""
 
 
+class InputError(ValueError):
+    """Input data a job cannot use (a table without the columns it needs, nothing usable in it): the
+    message says what is wrong and :func:`run_job` ends the command with it, not a traceback."""
+
+
 class BaseConfig(BaseModel):
     """Base of every rayfleet config: strict, validated on assignment, documented."""
 
@@ -167,9 +172,10 @@ def run_job(main_spec, config_class_name: str) -> Any:
     """The ``__main__`` block of ``python -m jobs.<name>``: the job imported by name
     (:func:`importable_job`), INFO logging, its config class (named) from the command line
     (:func:`config_or_exit`), then what its ``main`` returns. An error that names what the user must
-    change (a missing input or model: FileNotFoundError; an unknown registry reference: RegistryError;
-    an unusable S3 setting in the environment: StorageSettingError; an output that cannot be made there:
-    OutputLocationError) ends the command with its message on stderr and exit status 1, not a traceback."""
+    change (a missing input or model: FileNotFoundError; input it cannot use: InputError; an unknown
+    registry reference: RegistryError; an unusable S3 setting in the environment: StorageSettingError; an
+    output that cannot be made there: OutputLocationError) ends the command with its message on stderr and
+    exit status 1, not a traceback."""
     from rayfleet.registry import RegistryError
     from rayfleet.storage import OutputLocationError, StorageSettingError
 
@@ -178,7 +184,7 @@ def run_job(main_spec, config_class_name: str) -> Any:
     config = config_or_exit(getattr(job, config_class_name), sys.argv[1:])
     try:
         return job.main(config)
-    except (FileNotFoundError, RegistryError, StorageSettingError, OutputLocationError) as error:
+    except (FileNotFoundError, InputError, RegistryError, StorageSettingError, OutputLocationError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
 

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rayfleet import storage
+from rayfleet.config import InputError
 from schemas import ERRORS_SCHEMA
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def read_input_folder(
     Raises:
         FileNotFoundError: nothing at ``uri``.
         NoParquetFilesError: no Parquet file there.
-        ValueError: a file lacks a required column (named, with the columns it has).
+        InputError: a file lacks a required column (named, with the columns it has).
     """
     required, optional = list(required), list(optional)
     if not storage.exists(uri):
@@ -85,7 +86,7 @@ def read_input_folder(
         names = parquet.schema_arrow.names
         missing = [column for column in required if column not in names]
         if missing:
-            raise ValueError(f"{file_uri} lacks column(s) {missing}; it has {names}")
+            raise InputError(f"{file_uri} lacks column(s) {missing}; it has {names}")
         table = parquet.read(columns=required + [column for column in optional if column in names])
         for column in optional:
             if column not in names:

@@ -152,3 +152,65 @@ def test_equal_arms_are_too_early_not_a_winner(tmp_path):
     assert verdict["verdict"] == "too_early"
     with pytest.raises(ValueError, match="primary_metric"):
         MonitorConfig(ab={"primary_metric": "error"})
+
+
+def strict_json(text: str) -> dict:
+    """JSON as a strict parser reads it: NaN or Infinity is an error."""
+    return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the report"))
+
+
+def test_a_figure_logged_by_a_few_requests_is_not_compared_and_the_verdict_stays_stable(tmp_path):
+    """Three recent requests carrying a prompt length, a relevance score and an embedding would give a
+    PSI of 4 or more by chance: the measure says it has too few values instead of flagging drift."""
+    rng = np.random.default_rng(7)
+    baseline = log_rows(rng, 300, NOW - dt.timedelta(hours=30), 24, ["rag", "base"], [0.5, 0.5], 40)
+    recent = log_rows(rng, 100, NOW - dt.timedelta(hours=5), 5, ["rag", "base"], [0.5, 0.5], 40)
+    for row in recent[3:]:
+        row["prompt_tokens"] = row["relevance"] = row["prompt_embedding"] = None
+    write_logs(str(tmp_path / "logs" / "part-1.parquet"), baseline + recent)
+    report = monitor(tmp_path, until=NOW)
+    for name in ("prompt_tokens_psi", "relevance_psi", "prompt_embedding_psi"):
+        measure = report["drift"][name]
+        assert measure["value"] is None and not measure["flagged"], name
+        assert "too few values to compare" in measure["note"] and "min_requests 50" in measure["note"]
+    assert report["drift"]["completion_tokens_psi"]["value"] is not None
+    assert report["drift_verdict"] == "stable"
+    prom = (tmp_path / "out" / report["run_id"] / "drift.prom").read_text()
+    assert 'measure="prompt_tokens_psi"' not in prom and 'rayfleet_drift_flagged{measure="route_psi"} 0.0' in prom
+
+
+def test_an_arm_that_answers_nothing_is_not_called_a_tie_and_odd_rows_are_counted_not_fatal(tmp_path):
+    """Arm b fails every request: its latency cannot be compared, and the verdict says so with both
+    error rates. Rows without a status, an arm or a time, and NaN figures, are read and accounted for."""
+    rng = np.random.default_rng(8)
+    rows = log_rows(rng, 400, NOW - dt.timedelta(hours=5), 5, ["rag"], [1.0], 40, arms={"a": 100.0, "b": 100.0})
+    for row in rows:
+        if row["arm"] == "b":
+            row["status"] = 500
+    extra = log_rows(rng, 30, NOW - dt.timedelta(hours=4), 1, ["rag"], [1.0], 40, arms={"a": 100.0})
+    for index, row in enumerate(extra):
+        row.update({"status": None} if index < 10 else {"arm": None} if index < 20 else {"created_at": None})
+        row["latency_ms"], row["relevance"] = float("nan"), float("nan")
+    write_logs(str(tmp_path / "logs" / "part-1.parquet"), rows + extra)
+    report = monitor(tmp_path, until=NOW)
+    test = report["ab"]["adapter-v1-v2"]
+    assert test["verdict"] == "not_comparable" and "arms ['b'] answered under 2 requests" in test["reason"]
+    assert "b 1.0" in test["reason"] and test["arms"]["b"]["error_rate"] == 1.0
+    assert test["arms"]["a"]["error_rate"] == 0.0 and test["requests_without_arm"] == 10
+    assert report["windows"]["rows_read"] == 430 and report["windows"]["rows_outside"]["no_time"] == 10
+    strict_json((tmp_path / "out" / report["run_id"] / "report.json").read_text())
+
+
+def test_a_row_dated_in_the_future_does_not_move_the_windows_past_every_other_row(tmp_path):
+    now = dt.datetime.now(dt.timezone.utc)
+    rng = np.random.default_rng(9)
+    rows = log_rows(rng, 300, now - dt.timedelta(hours=29), 22, ["rag"], [1.0], 40) + log_rows(
+        rng, 100, now - dt.timedelta(hours=5), 5, ["rag"], [1.0], 40)  # fmt: skip
+    rows[-1]["created_at"] = dt.datetime(2099, 1, 1, tzinfo=dt.timezone.utc)  # a replica's clock far ahead
+    for row in rows:
+        del row["ttft_ms"]  # not read by the monitor, so not required
+    write_logs(str(tmp_path / "logs" / "part-1.parquet"), rows)
+    report = monitor(tmp_path)
+    assert (report["baseline_requests"], report["recent_requests"]) == (300, 99)
+    assert report["windows"]["rows_outside"]["after_recent"] == 1
+    assert report["drift_verdict"] == "stable"
