@@ -40,7 +40,7 @@ from pydantic import Field
 
 from rayfleet import storage
 from rayfleet.assets import folder_fingerprint, resolve_model
-from rayfleet.config import BaseConfig, describe, run_job
+from rayfleet.config import BaseConfig, InputError, describe, run_job
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.retrieval import store
 from rayfleet.retrieval.chunks import chunks_version, embedding_keys, read_chunks
@@ -325,7 +325,7 @@ def update_index(config: BuildIndexConfig) -> dict:
     chunks, superseded = current_chunks(config, chunks)
     chunks = without_repeated_text(chunks)
     if not chunks.num_rows:
-        raise ValueError(f"no valid chunks in {config.input} ({len(errors)} set aside, see {config.errors_uri})")
+        raise InputError(f"no valid chunks in {config.input} ({len(errors)} set aside, see {config.errors_uri})")
     model_hash = folder_fingerprint(resolve_model(config.embedding_model))
     keys = embedding_keys(chunks, model_hash)
     source_version = chunks_version(chunks, keys)

@@ -40,7 +40,7 @@ from pydantic import Field, model_validator
 
 from rayfleet import storage
 from rayfleet.batch_inference import generate_on_ray
-from rayfleet.config import BaseConfig, describe, run_job
+from rayfleet.config import BaseConfig, InputError, describe, run_job
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.base import Conversation
 from rayfleet.evaluation.gate import PromotionGateConfig, decide
@@ -202,7 +202,7 @@ def load_questions(config: EvaluateConfig) -> list[dict]:
         logger.warning("dropped %d of the %d %r pairs: %s", sum(dropped.values()), len(rows), config.split, dict(dropped))
     if not items:
         found = ", ".join(f"{split!r}: {count}" for split, count in splits.items())
-        raise ValueError(f"the Q&A set at {config.qa} has no usable {config.split!r} pairs (pairs by split: {found})")
+        raise InputError(f"the Q&A set at {config.qa} has no usable {config.split!r} pairs (pairs by split: {found})")
     items.sort(key=lambda row: hashlib.sha256(row["question"].encode()).hexdigest())
     return items[: config.max_items] if config.max_items else items
 
@@ -496,7 +496,7 @@ def score_summaries(config: EvaluateConfig) -> dict:
     summarized = [doc_id for doc_id in references if summaries.get(doc_id)]
     pairs = [(summaries[doc_id], references[doc_id]) for doc_id in summarized if references[doc_id].strip()]
     if not pairs:
-        raise ValueError(f"no summaries in {spec.summaries} match a document with references ({', '.join(REFERENCE_COLUMNS)}) "
+        raise InputError(f"no summaries in {spec.summaries} match a document with references ({', '.join(REFERENCE_COLUMNS)}) "
                          f"in {spec.documents}")  # fmt: skip
     rouge = [rouge_l(summary, reference) for summary, reference in pairs]
 

@@ -43,7 +43,7 @@ from pydantic import Field, field_validator, model_validator
 
 from rayfleet import storage
 from rayfleet.assets import folder_fingerprint, resolve_model
-from rayfleet.config import BaseConfig, describe, run_job
+from rayfleet.config import BaseConfig, InputError, describe, run_job
 from rayfleet.engines.merged import merge_adapter
 from rayfleet.ray_setup import init_ray
 from jobs.demo_documents import DEMO_QUESTIONS
@@ -534,7 +534,7 @@ def main(config: FinetuneConfig) -> dict:
     train_rows, train_report = packed_rows(train_uri, tokenizer, config)
     validation_rows, validation_report = packed_rows(validation_uri, tokenizer, config) if validation_uri else ([], DataReport())
     if not train_report.kept:
-        raise ValueError(f"all {train_report.rows} rows of {train_uri} were dropped as bad rows: {dict(train_report.dropped)}")
+        raise InputError(f"all {train_report.rows} rows of {train_uri} were dropped as bad rows: {dict(train_report.dropped)}")
     if validation_uri and not validation_rows:
         logger.warning("no usable validation rows in %s (%s): no validation loss will be measured", validation_uri,
                        validation_report.as_dict())  # fmt: skip

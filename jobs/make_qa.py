@@ -44,7 +44,7 @@ from pydantic import Field
 
 from rayfleet import storage
 from rayfleet.assets import check_model
-from rayfleet.config import BaseConfig, describe, run_job
+from rayfleet.config import BaseConfig, InputError, describe, run_job
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
 from rayfleet.ingestion import superseded_beside
@@ -262,7 +262,7 @@ def plan_chunks(config: MakeQaConfig, done: set[str], superseded: set[str]) -> t
     for source in sources:
         missing = [column for column in CHUNK_COLUMNS if column not in read_schema(source).names]
         if missing:
-            raise ValueError(f"{source} is not a chunks table (jobs.ingest output): it lacks {missing}")
+            raise InputError(f"{source} is not a chunks table (jobs.ingest output): it lacks {missing}")
     table = pa.concat_tables(
         [read_table(source, ["chunk_id", "doc_id", "token_count"]) for source in sources], promote_options="permissive"
     )

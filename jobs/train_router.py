@@ -28,7 +28,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from rayfleet import storage
-from rayfleet.config import BaseConfig, describe, run_job
+from rayfleet.config import BaseConfig, InputError, describe, run_job
 from rayfleet.retrieval.embedder import Embedder
 from rayfleet.routing.examples import clean_examples, default_examples, read_examples
 from rayfleet.routing.training import calibration_plot, evaluate, split_examples, train_router
@@ -95,24 +95,24 @@ def check_labels(labels: list[str], config: TrainRouterConfig) -> str:
     """Validate the label set against the config; returns the default label.
 
     Raises:
-        ValueError: fewer than two labels or too few rows of one, a label the config names
+        InputError: fewer than two labels or too few rows of one, a label the config names
             that the data lacks, or data labels the config does not name.
     """
     found = sorted(set(labels))
     if config.labels is not None:
         unknown, missing = sorted(set(found) - set(config.labels)), sorted(set(config.labels) - set(found))
         if unknown or missing:
-            raise ValueError(
+            raise InputError(
                 f"labels in the data {found} differ from labels={config.labels}: unknown {unknown}, absent {missing}"
             )
     if len(found) < 2:
-        raise ValueError(f"the router needs at least two labels; the data holds {found}")
+        raise InputError(f"the router needs at least two labels; the data holds {found}")
     rare = {label: labels.count(label) for label in found if labels.count(label) < 5}
     if rare:
-        raise ValueError(f"labels with fewer than 5 rows cannot be split and calibrated: {rare}")
+        raise InputError(f"labels with fewer than 5 rows cannot be split and calibrated: {rare}")
     default = config.default_label or ("base" if "base" in found else max(found, key=labels.count))
     if default not in found:
-        raise ValueError(f"default_label {default!r} is not one of the labels in the data {found}")
+        raise InputError(f"default_label {default!r} is not one of the labels in the data {found}")
     return default
 
 

@@ -35,6 +35,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from rayfleet import storage
+from rayfleet.config import InputError
+from rayfleet.routing.router import has_words
 from rayfleet.tables import read_table
 from schemas import ROUTER_EXAMPLE_COLUMNS, check_columns
 
@@ -129,7 +131,7 @@ def read_examples(uri: str) -> pa.Table:
     a JSON array or CSV.
 
     Raises:
-        ValueError: the data lacks a column, a JSON line does not parse (its line number is named), or
+        InputError: the data lacks a column, a JSON line does not parse (its line number is named), or
             the format is none of these.
     """
     parts = [(path, read_table(path)) for path in storage.list_parquet_files(uri)] if _is_parquet(uri) else [
@@ -151,7 +153,7 @@ def _read_text_format(uri: str) -> pa.Table:
         return pa.Table.from_pylist(_json_rows(uri, storage.read_bytes(uri).decode("utf-8-sig")))
     if name.endswith(".csv"):
         return pa_csv.read_csv(io.BytesIO(storage.read_bytes(uri)))
-    raise ValueError(f"{uri}: labelled prompts must be Parquet (a file or folder), .jsonl, .json or .csv")
+    raise InputError(f"{uri}: labelled prompts must be Parquet (a file or folder), .jsonl, .json or .csv")
 
 
 def _check(uri: str, table: pa.Table) -> None:
@@ -160,7 +162,7 @@ def _check(uri: str, table: pa.Table) -> None:
     problems = check_columns(table.schema, (text_rule,), {})
     problems += [] if "label" in table.column_names else [f"missing column 'label' ({label_rule.description})"]
     if problems:
-        raise ValueError(f"{uri}: " + "; ".join(problems))
+        raise InputError(f"{uri}: " + "; ".join(problems))
 
 
 def _json_rows(uri: str, text: str) -> list[dict]:
@@ -174,13 +176,20 @@ def _json_rows(uri: str, text: str) -> list[dict]:
                 try:
                     rows.append(json.loads(line))
                 except ValueError as error:
-                    raise ValueError(f"{uri} line {number} is not JSON: {error}") from error
+                    raise InputError(f"{uri} line {number} is not JSON: {error}") from error
     bad = next((index for index, row in enumerate(rows, start=1) if not isinstance(row, dict)), None)
     if bad is not None:
-        raise ValueError(f"{uri}: record {bad} is not a JSON object with text and label")
+        raise InputError(f"{uri}: record {bad} is not a JSON object with text and label")
     if rows and not any("label" in row for row in rows):
         return [{"text": row.get("text")} for row in rows]  # the column check names what is missing
-    return [{"text": row.get("text"), "label": row.get("label")} for row in rows]
+    return [{"text": _scalar_text(row.get("text")), "label": _scalar_text(row.get("label"))} for row in rows]
+
+
+def _scalar_text(value) -> str | None:
+    """A JSON value as text (labels ``1``, ``"1"`` and ``2.0`` in one file); an object or list is none."""
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return value if isinstance(value, str) else json.dumps(value) if isinstance(value, bool) else str(value)
 
 
 def _as_text(column: pa.ChunkedArray) -> list[str | None]:
@@ -189,12 +198,13 @@ def _as_text(column: pa.ChunkedArray) -> list[str | None]:
 
 
 def clean_examples(texts: list, labels: list) -> tuple[list[str], list[str], dict[str, int]]:
-    """The usable labelled prompts and what was dropped: rows with an empty text or label; repeats of
+    """The usable labelled prompts and what was dropped: rows with an empty text or label; texts without
+    a letter or digit (serving sends those to the default label unread, so they teach and test nothing); repeats of
     a text (one row kept, so no prompt is both trained and tested on); a text labelled two ways is
     kept under its most frequent label, or dropped when that is a tie. Labels are stripped.
 
     Raises:
-        ValueError: two labels differ only in case or spacing (``Approach`` and ``approach``): they
+        InputError: two labels differ only in case or spacing (``Approach`` and ``approach``): they
             would train as two classes and one would never be served by its path.
     """
     votes: dict[str, collections.Counter] = {}
@@ -203,6 +213,9 @@ def clean_examples(texts: list, labels: list) -> tuple[list[str], list[str], dic
         text, label = (text or "").strip(), (label or "").strip()
         if not text or not label:
             dropped["empty"] += 1
+            continue
+        if not has_words(text):
+            dropped["no_words"] += 1
             continue
         votes.setdefault(text, collections.Counter())[label] += 1
     kept_texts, kept_labels = [], []
@@ -225,7 +238,7 @@ def _refuse_near_duplicate_labels(labels: list[str]) -> None:
         groups.setdefault(" ".join(label.casefold().split()), set()).add(label)
     clashes = [sorted(group) for group in groups.values() if len(group) > 1]
     if clashes:
-        raise ValueError(f"labels that differ only in case or spacing would train as separate classes: {clashes}; "
+        raise InputError(f"labels that differ only in case or spacing would train as separate classes: {clashes}; "
                          "write each label one way")  # fmt: skip
 
 

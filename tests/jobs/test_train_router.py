@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +65,14 @@ def test_too_few_labels_or_rows_are_clear_errors():
         check_labels(["rag"] * 10, config())
     with pytest.raises(ValueError, match="fewer than 5 rows"):
         check_labels(["rag"] * 10 + ["base"] * 2, config())
+
+
+def test_data_the_router_cannot_train_on_ends_the_command_with_its_message_not_a_traceback(tmp_path):
+    (tmp_path / "one.jsonl").write_text("\n".join(json.dumps({"text": f"question {n}?", "label": "rag"}) for n in range(9)))
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.train_router", f"input={tmp_path}/one.jsonl", f"output={tmp_path}/out"],
+        cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "error: the router needs at least two labels; the data holds ['rag']" in result.stderr

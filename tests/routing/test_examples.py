@@ -47,6 +47,15 @@ def test_the_shapes_labelled_data_comes_in_read_the_same(tmp_path):
         assert read_examples(str(tmp_path / name)).to_pylist() == expected, name
 
 
+def test_json_labels_of_mixed_types_read_as_text(tmp_path):
+    rows = [{"text": "one?", "label": 1}, {"text": "two?", "label": "1"}, {"text": "three?", "label": 2.0},
+            {"text": "four?", "label": True}, {"text": 5, "label": "n"}, {"text": {"nested": 1}, "label": "x"}]  # fmt: skip
+    (tmp_path / "mixed.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    read = read_examples(str(tmp_path / "mixed.jsonl")).to_pylist()
+    assert [row["label"] for row in read] == ["1", "1", "2.0", "true", "n", "x"]
+    assert [row["text"] for row in read] == ["one?", "two?", "three?", "four?", "5", None]
+
+
 def test_cleaning_keeps_one_row_per_text_and_settles_conflicts_by_majority():
     texts = ["a?", "a?", "b?", " b? ", "b?", "c?", "c?", "", "d?"]
     labels = ["rag", "rag", "rag", "base", "base", "rag", "base", "rag", " base "]
@@ -68,3 +77,8 @@ def test_default_set_has_the_three_paths_from_real_papers_and_the_seed_list():
     assert len(set(texts)) == len(texts)
     assert all(text in GENERAL_REQUESTS for text, label in zip(texts, labels) if label == "base")
     assert default_examples(per_label=40, seed=0).equals(table)
+
+
+def test_texts_without_a_letter_or_digit_are_dropped_as_serving_never_classifies_them():
+    kept_texts, _, dropped = clean_examples(["🚀🔥", "?!...", "What is 🚀?", "٣"], ["a", "b", "a", "b"])
+    assert kept_texts == ["What is 🚀?", "٣"] and dropped == {"no_words": 2}
