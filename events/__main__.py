@@ -20,15 +20,18 @@ them at its next cycle.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from datetime import datetime, timezone
 
-from events.config import DispatchConfig
+from events.config import DispatchConfig, missing_rule_configs, unknown_rule_jobs
 from events.dispatcher import build_dispatcher, build_ledger
 from events.ledger import DEAD_LETTER, LedgerEntry
 from events.requeue import requeue_dead_letters
-from rayfleet.config import load_config
+from rayfleet.config import config_or_exit
+
+logger = logging.getLogger("events")
 
 USAGE = (
     "usage: python -m events run config=FILE [key.sub=value ...]\n"
@@ -81,20 +84,34 @@ def config_with_rules(arguments: list[str]) -> DispatchConfig:
 
     Raises:
         SystemExit: no rules (the built-in defaults have none: without ``config=`` nothing would
-            ever be submitted or requeued, silently).
+            ever be submitted or requeued, silently), or a rule's config file missing from the working dir.
     """
-    config = load_config(DispatchConfig, arguments)
+    config = config_or_exit(DispatchConfig, arguments)
     if not config.rules:
         sys.exit("the config has no rules, so nothing would be submitted or requeued: pass config=FILE "
                  f"(e.g. config=jobs/configs/dispatch/local.yaml, as make dispatch does)\n{USAGE}")  # fmt: skip
+    missing = missing_rule_configs(config)
+    if missing:
+        sys.exit("error: " + "; ".join(missing))
+    for problem in unknown_rule_jobs(config):
+        logger.warning("%s: its jobs fail unless the cluster has it", problem)
     return config
+
+
+def existing_ledger(config: DispatchConfig):
+    """The ledger ``status`` and ``requeue`` read: a SQLite file that is not there is a mistyped path, not
+    an empty ledger (opening it would create it)."""
+    if config.ledger.kind == "sqlite" and not os.path.isfile(config.ledger.sqlite_path):
+        sys.exit(f"error: no ledger at {config.ledger.sqlite_path} (the dispatcher creates it when it first runs; "
+                 "check ledger.sqlite_path)")  # fmt: skip
+    return build_ledger(config)
 
 
 def requeue(arguments: list[str]) -> None:
     """``python -m events requeue``: put dead letters back in the queue and say what was done."""
     targets, overrides = requeue_arguments(arguments)
     config = config_with_rules(overrides)
-    report = requeue_dead_letters(build_ledger(config), config, targets, time.time())
+    report = requeue_dead_letters(existing_ledger(config), config, targets, time.time())
     for object_version in report.requeued:
         print(f"requeued {object_version}")
     for object_version in report.without_rule:
@@ -103,6 +120,8 @@ def requeue(arguments: list[str]) -> None:
         print(f"no dead letter for {target}")
     if not (report.requeued or report.without_rule or report.not_found):
         print("no dead letters")
+    if report.not_found:
+        sys.exit(1)
 
 
 def main(arguments: list[str]) -> None:
@@ -118,8 +137,8 @@ def main(arguments: list[str]) -> None:
         except KeyboardInterrupt:
             print("dispatcher stopped; open entries are picked up at the next start", file=sys.stderr)
     else:
-        config = load_config(DispatchConfig, arguments[1:])
-        entries = build_ledger(config).recent(config.status_limit)
+        config = config_or_exit(DispatchConfig, arguments[1:])
+        entries = existing_ledger(config).recent(config.status_limit)
         print(status_table(entries) if entries else "the ledger has no events yet")
 
 

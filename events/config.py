@@ -8,11 +8,13 @@ notifications through SQS and a DynamoDB ledger.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from events.rules import Rule
 from rayfleet.config import BaseConfig
@@ -99,3 +101,41 @@ class DispatchConfig(BaseConfig):
     )
     status_limit: int = Field(20, ge=1, description="Entries shown by python -m events status.")
     fault_injection: FaultInjectionConfig = Field(default_factory=FaultInjectionConfig, description="Tests only.")
+
+    @field_validator("rules")
+    @classmethod
+    def _distinct_names(cls, rules: list[Rule]) -> list[Rule]:
+        names = [rule.name for rule in rules]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"rule names must be distinct (the ledger records a rule by name): {repeated}")
+        return rules
+
+
+def missing_rule_configs(config: DispatchConfig) -> list[str]:
+    """The rules' config files that the working dir lacks: each job would fail on the cluster, after every
+    retry. Nothing to check when the cluster's image holds the code (no working_dir)."""
+    if config.ray.working_dir is None:
+        return []
+    root = Path(config.ray.working_dir)
+    return [f"rule {rule.name!r}: config {rule.config} is no file in {root}"
+            for rule in config.rules if rule.config and not (root / rule.config).is_file()]  # fmt: skip
+
+
+def unknown_rule_jobs(config: DispatchConfig) -> list[str]:
+    """The rules' job modules found neither in the working dir nor installed here (the cluster may still
+    install them, through its image or a runtime environment: worth a warning, not a refusal)."""
+    root = Path(config.ray.working_dir or ".")
+    unknown = []
+    for rule in config.rules:
+        module = root / rule.job.replace(".", "/")
+        if not (module.with_suffix(".py").is_file() or (module / "__init__.py").is_file() or _installed(rule.job)):
+            unknown.append(f"rule {rule.name!r}: job {rule.job} is no module in {root} nor installed here")
+    return unknown
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

@@ -34,8 +34,16 @@ class RayJobs:
     """Submit, follow and read the logs of jobs on one Ray cluster."""
 
     def __init__(self, address: str, runtime_env: dict):
-        self.client = JobSubmissionClient(address)
-        self.runtime_env = runtime_env
+        self.address, self.runtime_env = address, runtime_env
+        self._client: JobSubmissionClient | None = None
+
+    @property
+    def client(self) -> JobSubmissionClient:
+        """Connected at first use: a dispatcher started before its cluster claims events meanwhile, and a
+        connection that fails is a failed submission, retried after the backoff."""
+        if self._client is None:
+            self._client = JobSubmissionClient(self.address)
+        return self._client
 
     def submit(self, submission: str, entrypoint: str, metadata: dict[str, str], num_cpus: float = 0, num_gpus: float = 0) -> bool:
         """Submit ``entrypoint`` as ``submission``; False if Ray already had that job (adopted)."""

@@ -39,7 +39,7 @@ import string
 from dataclasses import dataclass
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from rayfleet.config import BaseConfig, parse_override
 
@@ -126,6 +126,16 @@ class Rule(BaseConfig):
             if unknown:
                 raise ValueError(f"override {override!r} uses unknown placeholders {sorted(unknown)}; known: {PLACEHOLDERS}")
         return overrides
+
+    @model_validator(mode="after")
+    def _can_match(self):
+        if self.max_size is not None and self.max_size < self.min_size:
+            raise ValueError(f"rule {self.name!r}: max_size {self.max_size} is below min_size {self.min_size}, so it never matches")
+        globbed = [field for field in ("prefix", "suffix") if "*" in getattr(self, field)]
+        if globbed:
+            raise ValueError(f"rule {self.name!r}: {' and '.join(globbed)} are matched as written, not as globs ('*' is a "
+                             "character of the key): write suffix: .pdf, not *.pdf")  # fmt: skip
+        return self
 
     def matches(self, event: ObjectEvent) -> bool:
         """True when ``event`` is for this rule (a deletion only if the rule follows deletions; sizes do not apply)."""

@@ -77,6 +77,8 @@ def parse_s3_notification(body: str) -> list[ObjectEvent]:
     records = message.get("Records")
     if not isinstance(records, list):
         raise NotAnS3Notification("no Records list")
+    if not all(isinstance(record, dict) for record in records):
+        raise NotAnS3Notification("a record is not a JSON object")
     kinds = [str(record.get("eventName", "")) for record in records]
     return [
         _record_event(record, removed=kind.startswith("ObjectRemoved:"))
@@ -94,7 +96,9 @@ def _record_event(record: dict, removed: bool) -> ObjectEvent:
             key=unquote_plus(found["key"]),  # keys arrive URL-encoded, spaces as '+'
             size=int(found.get("size", 0)),
             etag=str(found.get("eTag", "")).strip('"'),
-            version_id=found.get("versionId") or None,
+            # A bucket whose versioning is suspended gives every new upload the version "null": none,
+            # so the ETag and the sequencer tell its uploads apart.
+            version_id=found.get("versionId") if found.get("versionId") not in (None, "", "null") else None,
             uploaded=str(found.get("sequencer", "")),
             removed=removed,
         )

@@ -36,7 +36,7 @@ from events.dispatcher import (
     TEXT_LIMIT_BYTES, Dispatcher, backoff_s, build_dispatcher, claims_to_submit, text_tail,
 )  # fmt: skip
 from events.ledger import CLAIMED, DEAD_LETTER, RETRY_WAIT, SUBMITTED, SUCCEEDED, DynamoLedger, LedgerEntry, SqliteLedger
-from events.ray_jobs import submission_id
+from events.ray_jobs import RayJobs, submission_id
 from events.rules import Rule, entrypoint
 from events.sources import BucketPoller
 from rayfleet.tables import read_folder, write_table
@@ -530,3 +530,9 @@ def test_sqs_notifications_start_one_job_per_object_version(ray_cluster, notifyi
     assert f"fault injection job for s3://{name}/incoming/q3 report.parquet" in logs
     attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
     assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "0", "every delivery was acknowledged"
+
+
+def test_a_dispatcher_starts_before_its_cluster_and_counts_the_refused_connection_as_a_failed_submission():
+    jobs = RayJobs("http://127.0.0.1:9", {})  # nothing listens there
+    with pytest.raises(ConnectionError, match="Failed to connect to Ray"):
+        jobs.submit("rayfleet-x-a1", "python -m jobs.fault_injection", {})

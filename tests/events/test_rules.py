@@ -73,6 +73,21 @@ def test_unknown_placeholder_fails_when_the_rules_load():
         load_config(DispatchConfig, ["rules=[{name: r, job: jobs.summarize, overrides: ['input={file}']}]"])
 
 
+@pytest.mark.parametrize("rule, complaint", [
+    ({"suffix": "*.pdf"}, "matched as written, not as globs"),
+    ({"min_size": 10, "max_size": 5}, "max_size 5 is below min_size 10"),
+])  # fmt: skip
+def test_a_rule_that_could_never_match_fails_when_the_rules_load(rule, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        summarize_rule(**rule)
+
+
+def test_rule_names_must_be_distinct():
+    rule = "{name: r, job: jobs.summarize, overrides: ['input={uri}']}"
+    with pytest.raises(ConfigError, match=r"rule names must be distinct.*\['r'\]"):
+        load_config(DispatchConfig, [f"rules=[{rule}, {rule}]"])
+
+
 def test_default_rules_send_incoming_parquet_to_the_summarization_job():
     config = load_config(DispatchConfig, [f"config={REPO / 'jobs/configs/dispatch/local.yaml'}"])
     rule = first_match(config.rules, ObjectEvent("rayfleet", "incoming/papers.parquet", 2048, "e"))
