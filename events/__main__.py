@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import time
+import unicodedata
 from datetime import datetime, timezone
 
 from events.config import DispatchConfig, missing_rule_configs, unknown_rule_jobs
@@ -53,8 +54,15 @@ def status_table(entries: list[LedgerEntry]) -> str:
         )  # fmt: skip
         for entry in entries
     ]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+    widths = [max(display_width(row[column]) for row in rows) for column in range(len(header))]
+    return "\n".join(
+        "  ".join(cell + " " * (width - display_width(cell)) for cell, width in zip(row, widths)).rstrip() for row in rows
+    )
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: wide (CJK, most emoji) characters two, combining marks none."""
+    return sum(0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
 
 
 def requeue_arguments(arguments: list[str]) -> tuple[list[str], list[str]]:

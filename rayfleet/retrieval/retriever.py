@@ -96,7 +96,16 @@ class Retriever:
             hybrid: order by the dense and BM25 rankings fused; hits' scores stay cosine similarities.
             distinct: leave out hits whose text (case, spacing and Unicode form aside) repeats a better hit's,
                 fetching more so that ``k`` distinct passages come back when the index has them.
+
+        A query that is empty or only white space asks for nothing: no hits.
+
+        Raises:
+            ValueError: ``k`` below 1.
         """
+        if k < 1:
+            raise ValueError(f"k must be positive, got {k}")
+        if not query.strip():
+            return []
         vector = self.embedder.embed([query])[0]
         if not distinct:
             return self._ranked(query, vector, k, doc_ids, sources, hybrid)

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from events.__main__ import main as events_main, status_table
+from events.__main__ import display_width, main as events_main, status_table
 from events.config import DispatchConfig
 from events.dispatcher import (
     TEXT_LIMIT_BYTES, Dispatcher, backoff_s, build_dispatcher, claims_to_submit, text_tail,
@@ -536,3 +536,9 @@ def test_a_dispatcher_starts_before_its_cluster_and_counts_the_refused_connectio
     jobs = RayJobs("http://127.0.0.1:9", {})  # nothing listens there
     with pytest.raises(ConnectionError, match="Failed to connect to Ray"):
         jobs.submit("rayfleet-x-a1", "python -m jobs.fault_injection", {})
+
+
+def test_the_status_table_keeps_its_columns_under_wide_characters():
+    rows = status_table([ledger_entry("incoming/報告書 2026.parquet"), ledger_entry("incoming/a.parquet")]).splitlines()[1:]
+    starts = [display_width(row[: row.index(" etag")]) for row in rows]
+    assert starts[0] == starts[1], rows

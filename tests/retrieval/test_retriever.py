@@ -69,6 +69,14 @@ def test_filters_restrict_hits_to_documents_and_sources(stored_index, acl_chunk_
     assert retriever.search("evaluation", k=5, doc_ids=["no-such-document"]) == []
 
 
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_an_empty_query_finds_nothing_and_k_below_one_is_refused_the_same_way_dense_or_hybrid(stored_index, embedder, hybrid):
+    retriever = Retriever.load(stored_index, embedder=embedder)
+    assert retriever.search("", k=3, hybrid=hybrid) == retriever.search(" \n\t", k=3, hybrid=hybrid) == []
+    with pytest.raises(ValueError, match="k must be positive, got 0"):
+        retriever.search("evaluation", k=0, hybrid=hybrid)
+
+
 def test_a_query_vector_of_another_dimension_is_a_clear_error(stored_index, embedder):
     retriever = Retriever.load(stored_index, embedder=embedder)
     with pytest.raises(DimensionError, match="dimension 384"):
