@@ -166,6 +166,14 @@ class EvaluateConfig(BaseConfig):
         if self.gate.enabled and "judge" in gate_metrics and not self.judge.enabled:
             raise ValueError("the gate uses the judge's score but judge.enabled is false: enable the judge or gate on "
                              "f1, rouge_l or exact_match")  # fmt: skip
+        if self.sampling.max_tokens >= self.engine.max_model_len:  # every question would be dropped as too long
+            raise ValueError(f"sampling.max_tokens {self.sampling.max_tokens} leaves no room for a question in "
+                             f"engine.max_model_len {self.engine.max_model_len}: lower it or raise the context")  # fmt: skip
+        judge_needs = self.sampling.max_tokens + self.judge.sampling.max_tokens
+        if self.judge.enabled and judge_needs >= self.judge.engine.max_model_len:
+            raise ValueError(f"the judge reads an answer of up to sampling.max_tokens {self.sampling.max_tokens} and replies "
+                             f"in judge.sampling.max_tokens {self.judge.sampling.max_tokens}: more than its "
+                             f"judge.engine.max_model_len {self.judge.engine.max_model_len} holds")  # fmt: skip
         return self
 
 
@@ -201,16 +209,20 @@ def load_questions(config: EvaluateConfig) -> list[dict]:
     if dropped:
         logger.warning("dropped %d of the %d %r pairs: %s", sum(dropped.values()), len(rows), config.split, dict(dropped))
     if not items:
-        found = ", ".join(f"{split!r}: {count}" for split, count in splits.items())
+        found = ", ".join(f"{'no split' if split is None else repr(split)}: {count}" for split, count in splits.items())
         raise InputError(f"the Q&A set at {config.qa} has no usable {config.split!r} pairs (pairs by split: {found})")
     items.sort(key=lambda row: hashlib.sha256(row["question"].encode()).hexdigest())
     return items[: config.max_items] if config.max_items else items
 
 
 def qa_columns_as_text(table: pa.Table) -> pa.Table:
-    """One file of a Q&A set with ``doc_id`` as text and ``answer`` as a list of texts, whatever its
-    writer chose (numbers for ids or answers, one answer per row or several), so files combine."""
+    """One file of a Q&A set with ``doc_id`` and ``question`` as text and ``answer`` as a list of texts,
+    whatever its writer chose (numbers for ids, questions or answers, one answer per row or several), so
+    files combine."""
     doc_ids = pc.cast(table.column("doc_id"), pa.string())
+    if "question" in table.column_names:
+        table = table.set_column(table.schema.get_field_index("question"), "question",
+                                 pc.cast(table.column("question"), pa.string()))  # fmt: skip
     answers = table.column("answer")
     if pa.types.is_list(answers.type) or pa.types.is_large_list(answers.type):
         answers = pc.cast(answers, pa.list_(pa.string()))

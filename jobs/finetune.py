@@ -59,6 +59,7 @@ from rayfleet.training.data import (
     prepare_examples,
     read_sft_rows,
     rows_fingerprint,
+    sft_files,
     shared_token_share,
 )
 from rayfleet.training.loop import StepReport, TrainSettings, make_optimizer, make_scheduler, train
@@ -170,9 +171,11 @@ class FinetuneConfig(BaseConfig):
         default_factory=FaultInjectionConfig, description="Tests only: deliberate worker kills."
     )
 
-    @field_validator("adapter_name")
+    @field_validator("adapter_name", "run_name")
     @classmethod
     def _registry_name(cls, name: str) -> str:
+        """The adapter's registry name, and the run's: a folder under ``storage_path`` (``../x`` would leave
+        it, an empty one would read every run's checkpoints, and Ray Train takes ASCII names only)."""
         try:
             return check_name(name)
         except RegistryError as error:
@@ -253,6 +256,7 @@ def data_uris(config: FinetuneConfig, tokenizer) -> tuple[str, str | None]:
     builds a new set.
     """
     if config.data.train is not None:
+        refuse_held_out_splits(config.data.train)
         return config.data.train, config.data.validation
     data = config.data
     name = (f"demo-sft-{data.demo_train_papers}-{data.demo_validation_papers}-{data.demo_grounded_papers}"
@@ -271,6 +275,20 @@ def data_uris(config: FinetuneConfig, tokenizer) -> tuple[str, str | None]:
             write_table(uri, pa.Table.from_pylist(rows, SFT_SCHEMA))
         logger.info("built the aclsum demo SFT set in %s", folder)
     return train_uri, validation_uri
+
+
+HELD_OUT_FILES = ("validation.parquet", "test.parquet")  # jobs.make_qa's held-out splits beside train.parquet
+
+
+def refuse_held_out_splits(train_uri: str) -> None:
+    """Refuse a training folder that holds jobs.make_qa's held-out split files: training on every file in
+    it would train on the questions the evaluation holds out."""
+    files = sft_files(train_uri)
+    held_out = sorted({uri.rsplit("/", 1)[-1] for uri in files} & set(HELD_OUT_FILES))
+    if held_out and len(files) > 1:
+        raise InputError(f"data.train={train_uri} holds the held-out splits {held_out} of a jobs.make_qa set: training "
+                         f"on the whole folder would train on them. Set data.train={storage.join(train_uri, 'train.parquet')} "
+                         f"and data.validation={storage.join(train_uri, 'validation.parquet')}")  # fmt: skip
 
 
 def packed_rows(uri: str, tokenizer, config: FinetuneConfig) -> tuple[list[dict], DataReport]:
@@ -407,14 +425,14 @@ def check_resumable(config: FinetuneConfig, state: dict | None, data_fingerprint
         return
     recorded = state.get("data_fingerprint")  # none before fingerprints
     if recorded is not None and recorded != data_fingerprint:
-        raise ValueError(
+        raise InputError(
             f"run {config.run_name!r} in {config.storage_path} has checkpoints trained on other data (rows {recorded}, "
             f"now {data_fingerprint}): resuming it would skip and repeat examples. Start a new run with "
             f"run_name=<new name>, or train on the data and packing it was started with."
         )
     changed = changed_settings(state.get("settings"), settings)
     if changed:
-        raise ValueError(
+        raise InputError(
             f"run {config.run_name!r} in {config.storage_path} has checkpoints trained with other settings ({'; '.join(changed)}): "
             f"a resume keeps the checkpoints' optimizer, schedule and data position. Start a new run with "
             f"run_name=<new name>, or resume with the settings it was started with (train.max_steps may grow)."
@@ -533,8 +551,12 @@ def main(config: FinetuneConfig) -> dict:
     train_uri, validation_uri = data_uris(config, tokenizer)
     train_rows, train_report = packed_rows(train_uri, tokenizer, config)
     validation_rows, validation_report = packed_rows(validation_uri, tokenizer, config) if validation_uri else ([], DataReport())
+    if not train_report.rows:
+        raise InputError(f"{train_uri} holds no rows to train on")
     if not train_report.kept:
         raise InputError(f"all {train_report.rows} rows of {train_uri} were dropped as bad rows: {dict(train_report.dropped)}")
+    if validation_uri and storage.resolve(validation_uri).uri.rstrip("/") == storage.resolve(train_uri).uri.rstrip("/"):
+        logger.warning("data.validation is data.train (%s): the validation loss measures memorising, not learning", train_uri)
     if validation_uri and not validation_rows:
         logger.warning("no usable validation rows in %s (%s): no validation loss will be measured", validation_uri,
                        validation_report.as_dict())  # fmt: skip

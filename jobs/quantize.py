@@ -38,10 +38,10 @@ import time
 from pathlib import Path
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from rayfleet.assets import resolve_model
-from rayfleet.config import BaseConfig, describe, run_job
+from rayfleet.config import BaseConfig, InputError, describe, run_job
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.quantization import (
     METHODS,
@@ -63,7 +63,7 @@ from rayfleet.quantization.quality import (
     quality_verdict,
     read_qa_pairs,
 )
-from rayfleet.registry import Registry
+from rayfleet.registry import Registry, RegistryError, check_name
 
 logger = logging.getLogger("jobs.quantize")
 
@@ -133,12 +133,20 @@ class QuantizeConfig(BaseConfig):
     )
     lora_check: LoraCheckConfig = Field(default_factory=LoraCheckConfig, description="What an adapter must pass.")
 
+    @field_validator("name")
+    @classmethod
+    def _registry_name(cls, name: str | None) -> str | None:
+        try:
+            return name if name is None else check_name(name)
+        except RegistryError as error:  # refused before any slow step, not at publishing
+            raise ValueError(str(error)) from error
+
 
 def resolve_source(config: QuantizeConfig) -> tuple[Path, dict]:
     """The source model's local folder and what is recorded about it."""
     if "@" in config.model and "/" not in config.model:
         if config.registry is None:
-            raise ValueError(f"model={config.model} is a registry reference: set registry=<root>")
+            raise InputError(f"model={config.model} is a registry reference: set registry=<root>")
         registry = Registry(config.registry, kind="models")
         artifact = registry.resolve(config.model)
         return Path(registry.fetch(artifact)), {"model": artifact.ref, "registry": config.registry, "kind": "models"}
@@ -150,7 +158,7 @@ def resolve_adapter(reference: str, registry_root: str | None) -> str:
     if Path(reference).expanduser().is_dir():
         return str(Path(reference).expanduser().resolve())
     if registry_root is None:
-        raise ValueError(f"adapter {reference!r} is not a local folder and no registry is set")
+        raise InputError(f"adapter {reference!r} is not a local folder and no registry is set")
     registry = Registry(registry_root, kind="adapters")
     return registry.fetch(registry.resolve(reference))
 
@@ -226,6 +234,7 @@ def main(config: QuantizeConfig) -> dict:
     require_unquantized_source(source_folder)
     if config.output is not None:
         check_output_folder(source_folder, Path(config.output), config.overwrite)
+    adapter_folders = {reference: resolve_adapter(reference, config.registry) for reference in config.adapters}
     calibration = calibration_for(config.method, config.calibration, source_folder)
     with tempfile.TemporaryDirectory(prefix="quantize-") as scratch:
         output = Path(config.output or Path(scratch) / "checkpoint")
@@ -237,10 +246,9 @@ def main(config: QuantizeConfig) -> dict:
         verdict = judge_quality(metrics, config)
         adapters = [
             check_lora_compatibility(
-                source_folder, output, resolve_adapter(reference, config.registry), pairs, config.lora_check,
-                on_gpu=torch.cuda.is_available(),
+                source_folder, output, folder, pairs, config.lora_check, on_gpu=torch.cuda.is_available(),
             ).record() | {"reference": reference}
-            for reference in config.adapters
+            for reference, folder in adapter_folders.items()
         ]  # fmt: skip
         for adapter in adapters:
             log = logger.info if adapter["compatible"] else logger.error

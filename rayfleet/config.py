@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any, Sequence, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 ConfigT = TypeVar("ConfigT", bound="BaseConfig")
 
@@ -40,9 +40,16 @@ class InputError(ValueError):
 
 
 class BaseConfig(BaseModel):
-    """Base of every rayfleet config: strict, validated on assignment, documented."""
+    """Base of every rayfleet config: strict, validated on assignment, documented. A section given in
+    part (a YAML file's, an override's, a Serve config's ``args``) keeps its field's default for the rest
+    (:func:`with_section_defaults`)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections_given_in_part_keep_their_defaults(cls, values: Any) -> Any:
+        return with_section_defaults(cls, values) if isinstance(values, dict) else values
 
 
 def parse_override(argument: str, config_class: type[BaseModel] | None = None) -> tuple[list[str], Any]:
@@ -71,7 +78,7 @@ def field_annotation(config_class: type[BaseModel] | None, key_path: list[str]) 
     """The type of the field at ``key_path`` in a config class (through nested sections), or None."""
     annotation: Any = config_class
     for key in key_path:
-        model = next((kind for kind in (annotation, *typing.get_args(annotation)) if _is_model(kind)), None)
+        model = _section_class(annotation)
         if model is None or key not in model.model_fields:
             return None
         annotation = model.model_fields[key].annotation
@@ -142,6 +149,39 @@ def load_config(config_class: type[ConfigT], arguments: Sequence[str] = ()) -> C
         return config_class.model_validate(values)
     except ValidationError as error:
         raise ConfigError(f"invalid {config_class.__name__}:\n{error}") from error
+
+
+def with_section_defaults(config_class: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with each section they give in part completed from that field's own default.
+
+    A job may default a section to other values than the section's class does (the evaluation's
+    judge samples with a verdict format, the fine-tuning preset trains 40 steps where ``TrainConfig``
+    says 30). Validated alone, ``judge.sampling.max_tokens=48`` would build the judge's sampling from
+    the class and drop the rest; completed first, it changes only the key it names.
+    """
+    completed = dict(values)
+    for name, field in config_class.model_fields.items():
+        given = values.get(name)
+        section = _section_class(field.annotation)
+        if not isinstance(given, dict) or section is None:
+            continue
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        base = default.model_dump(round_trip=True) if isinstance(default, BaseModel) else {}
+        completed[name] = _merged(base, given)  # the section's own validation completes its sections in turn
+    return completed
+
+
+def _section_class(annotation: Any) -> type[BaseModel] | None:
+    """The config section class a field holds (``Section`` or ``Section | None``), if any."""
+    return next((kind for kind in (annotation, *typing.get_args(annotation)) if _is_model(kind)), None)
+
+
+def _merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``given`` laid over it, nested mappings merged key by key."""
+    merged = dict(base)
+    for key, value in given.items():
+        merged[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
 
 
 def config_or_exit(config_class: type[ConfigT], arguments: Sequence[str]) -> ConfigT:

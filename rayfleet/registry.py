@@ -47,8 +47,8 @@ PROMOTED_FILE = "promoted.json"
 CLAIMS_FOLDER = "_claims"
 DECISIONS_FOLDER = "_decisions"
 KINDS = ("adapters", "models")
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # no "/" or "@", and never "." or ".." (a path outside the registry)
-NAME_RULE = "a name is letters, digits, '.', '_' and '-', starting with a letter or digit"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)  # no "/" or "@", never "." or ".." (outside the registry)
+NAME_RULE = "a name is 1 to 128 ASCII letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 
 class RegistryError(LookupError):
@@ -78,6 +78,12 @@ def parse_ref(ref: str) -> tuple[str, str]:
         raise RegistryError(f"bad registry reference {ref!r}: expected name, name@<version>, name@latest or name@promoted "
                             f"({NAME_RULE})")  # fmt: skip
     return name, selector or "latest"
+
+
+def is_version_number(text: str) -> bool:
+    """Whether ``text`` writes a version as the registry does: ASCII digits, no leading zero (``3``, not
+    ``03`` or ``٣``, which ``int`` would read as 3 too)."""
+    return text.isascii() and text.isdigit() and (text == "0" or not text.startswith("0"))
 
 
 def check_name(name: str) -> str:
@@ -130,7 +136,7 @@ class Registry:
 
     def versions(self, name: str) -> list[int]:
         """The published (committed) versions of ``name``, oldest first."""
-        numbers = [int(child) for child in self._child_folders(self._name_uri(name)) if child.isdigit()]
+        numbers = [int(child) for child in self._child_folders(self._name_uri(name)) if is_version_number(child)]
         return sorted(number for number in numbers if storage.exists(self._metadata_uri(name, number)))
 
     def get(self, name: str, version: int) -> ArtifactVersion:
@@ -157,7 +163,14 @@ class Registry:
         pointer_uri = storage.join(self._name_uri(name), PROMOTED_FILE)
         if not storage.exists(pointer_uri):
             return None
-        return self.get(name, int(json.loads(storage.read_bytes(pointer_uri))["version"]))
+        try:
+            version = int(json.loads(storage.read_bytes(pointer_uri))["version"])
+        except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+            raise RegistryError(f"{pointer_uri} is not a promotion record ({error!r}): promote a version again") from error
+        try:
+            return self.get(name, version)
+        except RegistryError as error:
+            raise RegistryError(f"{pointer_uri} names version {version}, which is gone: {error}") from error
 
     def resolve(self, ref: str) -> ArtifactVersion:
         """The version a reference names: ``name``, ``name@latest``, ``name@3`` or ``name@promoted``."""
@@ -169,7 +182,7 @@ class Registry:
             if promoted is None:
                 raise RegistryError(f"{self.kind} {name!r} has no promoted version in {self.root}")
             return promoted
-        if not selector.isdigit():
+        if not is_version_number(selector):
             raise RegistryError(f"bad version {selector!r} in {ref!r}: expected a number, latest or promoted")
         return self.get(name, int(selector))
 
@@ -253,7 +266,7 @@ class Registry:
         before the other wrote, yet each wrote before listing. Losers (both, in a tie)
         move on to the next number after a random pause, leaving a gap at worst.
         """
-        existing = [int(child) for child in self._child_folders(self._name_uri(name)) if child.isdigit()]
+        existing = [int(child) for child in self._child_folders(self._name_uri(name)) if is_version_number(child)]
         version = max(existing, default=0) + 1
         token = uuid.uuid4().hex
         while True:

@@ -39,15 +39,25 @@ def write_table(uri: str, table: pa.Table) -> None:
 
 
 def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
-    """Read one Parquet file."""
+    """Read one Parquet file.
+
+    Raises:
+        InputError: the file is not Parquet, or is damaged (named, with Arrow's reason).
+    """
     location = storage.resolve(uri)
-    return pq.read_table(location.path, filesystem=location.filesystem, columns=columns)
+    try:
+        return pq.read_table(location.path, filesystem=location.filesystem, columns=columns)
+    except pa.ArrowInvalid as error:
+        raise InputError(f"{uri} is not a readable Parquet file ({error})") from error
 
 
 def read_schema(uri: str) -> pa.Schema:
-    """The schema of one Parquet file (its footer only)."""
+    """The schema of one Parquet file (its footer only); :class:`InputError` as :func:`read_table`."""
     location = storage.resolve(uri)
-    return pq.read_schema(location.path, filesystem=location.filesystem)
+    try:
+        return pq.read_schema(location.path, filesystem=location.filesystem)
+    except pa.ArrowInvalid as error:
+        raise InputError(f"{uri} is not a readable Parquet file ({error})") from error
 
 
 def read_folder(folder_uri: str, columns: list[str]) -> pa.Table:
@@ -74,7 +84,7 @@ def read_input_folder(
     Raises:
         FileNotFoundError: nothing at ``uri``.
         NoParquetFilesError: no Parquet file there.
-        InputError: a file lacks a required column (named, with the columns it has).
+        InputError: a file lacks a required column (named, with the columns it has), or is no readable Parquet.
     """
     required, optional = list(required), list(optional)
     if not storage.exists(uri):
@@ -82,7 +92,10 @@ def read_input_folder(
     tables = []
     for file_uri in storage.list_parquet_files(uri):
         location = storage.resolve(file_uri)
-        parquet = pq.ParquetFile(location.filesystem.open_input_file(location.path))  # the footer, read once
+        try:
+            parquet = pq.ParquetFile(location.filesystem.open_input_file(location.path))  # the footer, read once
+        except pa.ArrowInvalid as error:
+            raise InputError(f"{file_uri} is not a readable Parquet file ({error})") from error
         names = parquet.schema_arrow.names
         missing = [column for column in required if column not in names]
         if missing:

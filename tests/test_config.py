@@ -37,6 +37,24 @@ def test_a_text_field_keeps_its_value_as_typed_where_yaml_would_change_it():
         load_config(SummarizeConfig, ["input=yes", "output=out", "engine.max_model_len=many"])
 
 
+def test_an_override_or_a_file_changes_only_the_keys_it_names_in_a_section_the_job_defaults_its_own_way(tmp_path):
+    """The evaluation's judge samples with a verdict format and the fine-tuning job trains 40 steps, not
+    what their section classes default to: a section given in part keeps the job's defaults for the rest."""
+    from jobs.evaluate import EvaluateConfig
+    from jobs.finetune import FinetuneConfig
+
+    plain = load_config(EvaluateConfig, [])
+    changed = load_config(EvaluateConfig, ["judge.sampling.max_tokens=48", "sampling.temperature=0"])
+    assert plain.judge.sampling.regex and plain.judge.sampling.max_tokens != 48
+    assert changed.judge.sampling.model_dump() == plain.judge.sampling.model_dump() | {"max_tokens": 48}
+    assert changed.sampling.model_dump() == plain.sampling.model_dump()
+    steps = load_config(FinetuneConfig, []).train.max_steps
+    (tmp_path / "preset.yaml").write_text("train:\n  gradient_accumulation_steps: 2\n")
+    for arguments in (["train.learning_rate=1e-4"], [f"config={tmp_path}/preset.yaml"]):
+        assert load_config(FinetuneConfig, arguments).train.max_steps == steps, arguments
+    assert EvaluateConfig.model_validate({"judge": {"enabled": False}}).judge.sampling == plain.judge.sampling
+
+
 def test_embedded_defaults_and_nested_override():
     config = load_config(SummarizeConfig, ["input=in", "output=out", "engine.max_model_len=1024", "sampling.max_tokens=64"])
     assert config.engine.max_model_len == 1024

@@ -70,6 +70,21 @@ def test_unknown_names_versions_and_bad_refs_fail_clearly(registry_root, tmp_pat
         registry.resolve("acme-qa@newest")
     with pytest.raises(RegistryError, match="bad registry reference"):
         parse_ref("a/b@1")
+    for other_spelling in ("acme-qa@01", "acme-qa@\u0661"):  # int() reads both as 1
+        with pytest.raises(RegistryError, match="bad version"):
+            registry.resolve(other_spelling)
+
+
+def test_a_promotion_record_that_is_damaged_or_names_a_gone_version_says_so(registry_root, tmp_path):
+    registry = Registry(registry_root)
+    registry.publish("acme-qa", make_adapter_folder(tmp_path / "a"), {})
+    pointer = storage.join(registry_root, "adapters", "acme-qa", "promoted.json")
+    storage.write_bytes(pointer, b'{"version": 7}')
+    with pytest.raises(RegistryError, match=r"promoted.json names version 7, which is gone.*published: \[1\]"):
+        registry.resolve("acme-qa@promoted")
+    storage.write_bytes(pointer, b"{not json")
+    with pytest.raises(RegistryError, match="promoted.json is not a promotion record"):
+        registry.resolve("acme-qa@promoted")
 
 
 def test_unfinished_publish_is_not_a_version(tmp_path):
@@ -128,7 +143,7 @@ def test_publish_refuses_empty_folders_and_unknown_kinds(tmp_path):
         Registry(str(tmp_path), kind="datasets")
 
 
-@pytest.mark.parametrize("name", ["support-bot@v2", "..", ".", "a/b", "", "-x", "name with space"])
+@pytest.mark.parametrize("name", ["support-bot@v2", "..", ".", "a/b", "", "-x", "name with space", "café", "x" * 129])
 def test_names_that_would_not_resolve_or_would_leave_the_registry_are_refused(tmp_path, name):
     registry = Registry(str(tmp_path / "registry"))
     with pytest.raises(RegistryError, match="bad registry name"):

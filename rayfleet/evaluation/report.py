@@ -81,8 +81,8 @@ def render_report(result: dict, items: list[dict], worst: int = 10) -> str:
         for item in worst_items
     )
     header = "".join(f"<th>{escape(name)}</th>" for name in candidates)
-    agreement = escape(str(result.get("judge_agreement")))
-    gate = escape(str(result.get("promotion")))
+    agreement = escape(agreement_text(result.get("judge_agreement") or {}))
+    gate = promotion_html(result.get("promotion") or [])
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>rayfleet evaluation {escape(result['run_id'])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}</style>
 </head><body><h1>Evaluation {escape(result['run_id'])}</h1>
@@ -90,11 +90,37 @@ def render_report(result: dict, items: list[dict], worst: int = 10) -> str:
 <h2>Metrics</h2><img src="data:image/png;base64,{chart}" alt="metric bars">
 <table><tr><th>candidate</th>{''.join(f'<th>{m}</th>' for m in METRICS)}</tr>{rows}</table>
 <p>Judge agreement with token F1 (Spearman): {agreement}</p>
-<p>Promotion: {gate}</p>
+<h2>Promotion gate</h2>{gate}
 <h2>Per document (mean F1)</h2><table><tr><th>doc_id</th>{header}</tr>{document_rows}</table>
 <h2>Worst examples (by {escape(reference_name)} F1)</h2>
 <table><tr><th>question</th><th>reference</th>{header}</tr>{example_rows}</table>
 </body></html>"""
+
+
+def agreement_text(agreement: dict) -> str:
+    """The judge's rank agreement with token F1 as a sentence."""
+    unparsed = agreement.get("unparsed_judge_replies")
+    if unparsed is None:
+        return "not measured: the judge did not run"
+    if agreement.get("spearman") is None:
+        told = f"not measurable on {agreement.get('items', 0)} judged answers (too few, or every score the same)"
+    else:
+        told = f"ρ = {agreement['spearman']:+.2f} (p = {agreement['p_value']:.2g}, {agreement['items']} answers)"
+    return f"{told}; {unparsed} judge replies unparsed"
+
+
+def promotion_html(decisions: list[dict]) -> str:
+    """Each gated adapter version: promoted or refused, against what, and why."""
+    if not decisions:
+        return "<p>No adapter version was gated (the gate is off, or no adapter was evaluated).</p>"
+    escape = html.escape
+    rows = "".join(
+        f"<li><b>{escape(str(decision['candidate']))}</b>: {'promoted' if decision['promote'] else 'not promoted'}"
+        + (f" over {escape(str(decision['incumbent']))}" if decision.get("incumbent") else "")
+        + f": {escape(str(decision['reason']))}</li>"
+        for decision in decisions
+    )
+    return f"<ul>{rows}</ul>"
 
 
 def _cell(interval: dict | None) -> str:

@@ -21,12 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from rayfleet.config import InputError
 
-class OutputFolderError(ValueError):
+
+class OutputFolderError(InputError):
     """An output folder the checkpoint must not be written to; the message says why and what to do."""
 
 
-class AlreadyQuantizedError(ValueError):
+class AlreadyQuantizedError(InputError):
     """A source model that is already a quantized checkpoint."""
 
 

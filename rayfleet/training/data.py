@@ -42,6 +42,7 @@ from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from rayfleet import storage
+from rayfleet.config import InputError
 from rayfleet.engines.templates import TEMPLATE_OPTIONS, content_holds_special_tokens
 from rayfleet.tables import read_table
 from schemas.openai_api import ROLE_ALIASES
@@ -50,7 +51,7 @@ IGNORE_INDEX = -100
 BadExamplePolicy = Literal["drop", "fail"]
 
 
-class BadExampleError(ValueError):
+class BadExampleError(InputError):
     """An SFT row that cannot be trained on, under ``on_bad_example=fail``."""
 
 

@@ -19,9 +19,12 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from rayfleet.config import BaseConfig
+from rayfleet.config import BaseConfig, InputError
 from rayfleet.training.attention import SEGMENT_SDPA
 from rayfleet.training.dropout import use_gap_sampled_dropout
+
+# The layer types peft's LoRA adapts (with transformers' GPT-2 style Conv1D, added where it is read).
+LORA_LAYER_TYPES = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d)
 
 
 class LoraSettings(BaseConfig):
@@ -32,6 +35,7 @@ class LoraSettings(BaseConfig):
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input during training.")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
         description="Names of the linear layers that get adapters (all attention and MLP projections of a Llama).",
     )
     quantization: Literal["none", "4bit"] = Field(
@@ -73,18 +77,27 @@ def check_target_modules(model_path: str, settings: LoraSettings) -> None:
     without a word the names that match nothing in a list where others match.
 
     Raises:
-        ValueError: naming the unmatched names and the model's layer names.
+        InputError: naming the unmatched names and the model's layer names, or those that name layers
+            LoRA cannot adapt (norms, activations: peft takes linear, embedding and convolution layers).
     """
     from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
 
+    adaptable_types = (*LORA_LAYER_TYPES, Conv1D)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
-    layers = [name for name, module in model.named_modules() if name and not list(module.children())]
-    unmatched = [target for target in settings.target_modules
-                 if not any(name == target or name.endswith(f".{target}") for name in layers)]  # fmt: skip
+    layers = {name: module for name, module in model.named_modules() if name and not list(module.children())}
+    matches = {target: [layers[name] for name in layers if name == target or name.endswith(f".{target}")]
+               for target in settings.target_modules}  # fmt: skip
+    unmatched = [target for target, found in matches.items() if not found]
+    adaptable = sorted({name.rsplit(".", 1)[-1] for name, module in layers.items() if isinstance(module, adaptable_types)})
     if unmatched:
-        names = sorted({name.rsplit(".", 1)[-1] for name in layers})
-        raise ValueError(f"lora.target_modules {unmatched} match no layer of {model_path}; its layers are named {names}")
+        raise InputError(f"lora.target_modules {unmatched} match no layer of {model_path}; its layers LoRA can adapt "
+                         f"are named {adaptable}")  # fmt: skip
+    unadaptable = [target for target, found in matches.items() if not all(isinstance(m, adaptable_types) for m in found)]
+    if unadaptable:
+        raise InputError(f"lora.target_modules {unadaptable} name layers LoRA cannot adapt (norms, activations, "
+                         f"rotary embeddings); the adaptable layers of {model_path} are named {adaptable}")  # fmt: skip
 
 
 def build_lora_model(model_path: str, settings: LoraSettings, device: torch.device):

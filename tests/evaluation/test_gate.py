@@ -21,6 +21,13 @@ def test_a_worse_or_barely_better_candidate_is_refused_with_the_numbers():
     assert barely["promote"] is False
 
 
+def test_without_a_margin_any_gain_passes_but_a_tie_does_not():
+    anything = PromotionGateConfig(min_improvement=0, require_significant_gain=False)
+    tie = decide({"f1": 0.0, "rouge_l": 0.0}, {"f1": 0.0, "rouge_l": 0.0}, "base", anything)
+    assert tie["promote"] is False and "must beat base, not tie with it" in tie["reason"]
+    assert decide({"f1": 0.301, "rouge_l": 0.3}, {"f1": 0.3, "rouge_l": 0.3}, "base", anything)["promote"] is True
+
+
 def test_a_guard_regression_blocks_even_a_primary_gain():
     decision = decide({"f1": 0.50, "rouge_l": 0.20}, {"f1": 0.30, "rouge_l": 0.30}, "rayfleet-qa@1", GATE)
     assert decision["promote"] is False and "rouge_l fell by 0.1000" in decision["reason"]

@@ -68,17 +68,18 @@ def test_only_the_chosen_split_is_scored_and_a_missing_column_is_named(tmp_path)
 def test_numbers_one_or_several_answers_in_different_files_and_pairs_without_a_split_read_as_users_mean(tmp_path, caplog):
     (tmp_path / "qa").mkdir()
     write_table(str(tmp_path / "qa" / "ints.parquet"), pa.Table.from_pylist([{"question": "How many?", "answer": 42, "doc_id": 17}]))
+    write_table(str(tmp_path / "qa" / "year.parquet"), pa.Table.from_pylist([{"question": 1984, "answer": "Orwell", "doc_id": "o"}]))
     write_table(str(tmp_path / "qa" / "lists.parquet"),
                 pa.Table.from_pylist([{"question": "Which city?", "answer": ["Lyon", "Lugdunum"], "doc_id": "d2"}]))  # fmt: skip
     items = {item["question"]: item for item in load_questions(config_for(tmp_path))}
     assert (items["How many?"]["references"], items["How many?"]["doc_id"]) == (["42"], "17")
-    assert items["Which city?"]["references"] == ["Lyon", "Lugdunum"]
+    assert items["Which city?"]["references"] == ["Lyon", "Lugdunum"] and items["1984"]["references"] == ["Orwell"]
     write_table(str(tmp_path / "qa" / "split.parquet"),
                 pa.Table.from_pylist([{"question": "Held out?", "answer": "yes", "doc_id": "d3", "split": "test"}]))  # fmt: skip
     with caplog.at_level("WARNING"):
         assert [item["question"] for item in load_questions(config_for(tmp_path))] == ["Held out?"]
-    assert "2 pairs of" in caplog.text and "have no split while the others have one" in caplog.text
-    with pytest.raises(ValueError, match=r"no usable 'validation' pairs \(pairs by split: None: 2, 'test': 1\)"):
+    assert "3 pairs of" in caplog.text and "have no split while the others have one" in caplog.text
+    with pytest.raises(ValueError, match=r"no usable 'validation' pairs \(pairs by split: no split: 3, 'test': 1\)"):
         load_questions(config_for(tmp_path, "split=validation"))
 
 
@@ -122,6 +123,14 @@ def test_without_the_judge_no_reply_is_counted_unparsed():
 def test_a_gate_on_the_judge_needs_the_judge():
     with pytest.raises(ValueError, match="gate uses the judge"):
         load_config(EvaluateConfig, ["judge.enabled=false", "gate.guard_metric=judge"])
+
+
+def test_an_answer_budget_the_context_cannot_hold_is_refused_when_the_config_is_read_not_blamed_on_the_questions():
+    with pytest.raises(ValueError, match="sampling.max_tokens 4000 leaves no room for a question in engine.max_model_len 2048"):
+        load_config(EvaluateConfig, ["sampling.max_tokens=4000"])
+    with pytest.raises(ValueError, match="judge.engine.max_model_len 512 holds"):
+        load_config(EvaluateConfig, ["sampling.max_tokens=500", "engine.max_model_len=1024", "judge.engine.max_model_len=512"])
+    load_config(EvaluateConfig, ["sampling.max_tokens=500", "judge.enabled=false", "judge.engine.max_model_len=512"])
 
 
 def records_of(scores_by_candidate: dict[str, list[float]], documents: int = 10) -> list[dict]:

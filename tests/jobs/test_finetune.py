@@ -36,7 +36,7 @@ from jobs.finetune import (
 )
 from rayfleet import storage
 from rayfleet.assets import folder_fingerprint
-from rayfleet.config import load_config
+from rayfleet.config import InputError, load_config
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.registry import Registry
 from rayfleet.tables import read_table, write_table
@@ -302,6 +302,7 @@ def test_changed_settings_are_named_and_older_checkpoints_without_them_pass():
 @pytest.mark.parametrize("override, message", [
     ("adapter_name=bot@v2", "bad registry name"), ("adapter_name=..", "bad registry name"),
     ("data.validation=somewhere", "without data.train"), ("data.max_seq_len=2048", "above data.pack_length"),
+    ("run_name=../../escape", "bad registry name"), ("run_name=", "bad registry name"), ("run_name=my run ü", "bad registry name"),
 ])  # fmt: skip
 def test_settings_that_would_be_ignored_or_not_resolve_are_refused(override, message):
     with pytest.raises(ValueError, match=message):
@@ -312,3 +313,21 @@ def test_a_set_whose_every_row_is_bad_stops_with_the_reasons(tmp_path):
     write_table(str(tmp_path / "train.parquet"), pa.Table.from_pylist(BAD_ROWS, SFT_SCHEMA))
     with pytest.raises(ValueError, match=r"all 2 rows of .* were dropped as bad rows: \{'missing_messages': 1, 'empty_answer': 1\}"):
         main(load_config(FinetuneConfig, [f"data.train={tmp_path}/train.parquet", f"storage_path={tmp_path}/runs"]))
+
+
+def test_an_empty_set_a_damaged_file_and_a_folder_with_held_out_splits_are_refused_by_name(tmp_path):
+    def run(train: str) -> None:
+        main(load_config(FinetuneConfig, [f"data.train={train}", f"storage_path={tmp_path}/runs"]))
+
+    write_table(str(tmp_path / "empty.parquet"), pa.Table.from_pylist([], SFT_SCHEMA))
+    with pytest.raises(InputError, match=r"empty.parquet holds no rows to train on"):
+        run(f"{tmp_path}/empty.parquet")
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "part-0.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    with pytest.raises(InputError, match=r"part-0.parquet is not a readable Parquet file"):
+        run(f"{tmp_path}/damaged")
+    (tmp_path / "sft").mkdir()
+    for split in ("train", "validation", "test"):
+        write_table(str(tmp_path / "sft" / f"{split}.parquet"), pa.Table.from_pylist(BAD_ROWS, SFT_SCHEMA))
+    with pytest.raises(InputError, match=r"held-out splits \['test.parquet', 'validation.parquet'\] .* data.train=.*sft/train.parquet"):
+        run(f"{tmp_path}/sft")

@@ -91,3 +91,8 @@ def test_target_modules_that_match_no_layer_are_refused_before_training(tiny_lla
     check_target_modules(str(tiny_llama_path), LoraSettings(target_modules=["self_attn.q_proj", "lm_head"]))
     with pytest.raises(ValueError, match=r"lora.target_modules \['attn_qkv'\] match no layer of .*'q_proj'"):
         check_target_modules(str(tiny_llama_path), LoraSettings(target_modules=["q_proj", "attn_qkv"]))
+    # peft refuses these in every worker, retried: refused here, once
+    with pytest.raises(ValueError, match=r"\['input_layernorm', 'rotary_emb'\] name layers LoRA cannot adapt.*'v_proj'"):
+        check_target_modules(str(tiny_llama_path), LoraSettings(target_modules=["q_proj", "input_layernorm", "rotary_emb"]))
+    with pytest.raises(ValueError, match="at least 1 item"):
+        LoraSettings(target_modules=[])
