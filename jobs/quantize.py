@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from pydantic import Field, field_validator
 
-from rayfleet.assets import resolve_model
+from rayfleet.assets import folder_fingerprint, resolve_model
 from rayfleet.config import BaseConfig, InputError, describe, run_job
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.quantization import (
@@ -153,14 +153,25 @@ def resolve_source(config: QuantizeConfig) -> tuple[Path, dict]:
     return resolve_model(config.model), {"model": config.model}
 
 
-def resolve_adapter(reference: str, registry_root: str | None) -> str:
-    """A local folder for an adapter given as a folder or as a registry reference of kind adapters."""
+def resolve_adapter(reference: str, registry_root: str | None, source_folder: Path) -> str:
+    """A local folder for an adapter given as a folder or as a registry reference of kind adapters.
+
+    Raises:
+        InputError: the registry recorded that the adapter was trained on another base model than the
+            source (a merged model, another model): its answers would differ for that reason, not quantization's.
+    """
     if Path(reference).expanduser().is_dir():
         return str(Path(reference).expanduser().resolve())
     if registry_root is None:
         raise InputError(f"adapter {reference!r} is not a local folder and no registry is set")
     registry = Registry(registry_root, kind="adapters")
-    return registry.fetch(registry.resolve(reference))
+    artifact = registry.resolve(reference)
+    trained_on = (artifact.metadata.get("base_model") or {}).get("hash")
+    if trained_on and trained_on != folder_fingerprint(source_folder):
+        raise InputError(f"adapter {artifact.ref} was trained on {artifact.metadata['base_model'].get('name')} (hash "
+                         f"{trained_on}), not on the source {source_folder} (hash {folder_fingerprint(source_folder)}): "
+                         "check it on the base it was trained on")  # fmt: skip
+    return registry.fetch(artifact)
 
 
 def calibration_for(method: str, config: CalibrationConfig, tokenizer_folder: Path) -> CalibrationSample | None:
@@ -234,7 +245,7 @@ def main(config: QuantizeConfig) -> dict:
     require_unquantized_source(source_folder)
     if config.output is not None:
         check_output_folder(source_folder, Path(config.output), config.overwrite)
-    adapter_folders = {reference: resolve_adapter(reference, config.registry) for reference in config.adapters}
+    adapter_folders = {reference: resolve_adapter(reference, config.registry, source_folder) for reference in config.adapters}
     calibration = calibration_for(config.method, config.calibration, source_folder)
     with tempfile.TemporaryDirectory(prefix="quantize-") as scratch:
         output = Path(config.output or Path(scratch) / "checkpoint")

@@ -16,9 +16,9 @@ import torch
 
 from jobs.quantize import QuantizeConfig, main, publish_if_passed
 from rayfleet.assets import folder_fingerprint, resolve_model
-from rayfleet.config import load_config
+from rayfleet.config import InputError, load_config
 from rayfleet.quantization import AlreadyQuantizedError, OutputFolderError, quantize_model
-from rayfleet.registry import Registry
+from rayfleet.registry import Registry, RegistryError
 from rayfleet.tables import write_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,3 +137,19 @@ def test_an_output_over_the_source_a_reused_output_or_a_quantized_source_is_refu
     with pytest.raises(AlreadyQuantizedError, match="already a quantized checkpoint"):
         main(tiny_job(tmp_path / "quantized", tmp_path, f"output={tmp_path / 'twice'}"))
     assert not (tmp_path / "twice").exists() and not (tmp_path / "registry").exists()
+
+
+def test_adapters_are_resolved_before_any_work_and_one_trained_on_another_base_is_refused(tmp_path, tiny_llama_path):
+    adapters = Registry(str(tmp_path / "registry"), kind="adapters")
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+    adapters.publish("other-base", str(folder), {"base_model": {"name": "smollm2", "hash": "0123456789abcdef"}})
+    output = tmp_path / "checkpoint"
+    with pytest.raises(InputError, match=r"adapter other-base@1 was trained on smollm2 \(hash 0123456789abcdef\), not on the source"):
+        main(tiny_job(tiny_llama_path, tmp_path, "adapters=[other-base@1]", f"output={output}"))
+    with pytest.raises(RegistryError, match="adapters 'missing' has no version 1"):
+        main(tiny_job(tiny_llama_path, tmp_path, "adapters=[missing@1]", f"output={output}"))
+    assert not output.exists(), "refused before quantizing"
+    with pytest.raises(ValueError, match="bad registry name"):
+        tiny_job(tiny_llama_path, tmp_path, "name=bad name/x")
