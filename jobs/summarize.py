@@ -246,11 +246,11 @@ def main(config: SummarizeConfig) -> dict:
     run_id = new_run_id()
     started = time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
-    if not storage.exists(config.input):  # before the output is made, so a mistyped input leaves nothing behind
-        raise FileNotFoundError(f"no file or folder at {config.input}")
+    # Listed before the output is made: a mistyped input, or a folder without Parquet, leaves nothing behind.
+    sources = storage.list_parquet_files(config.input)
     storage.ensure_bucket(config.output)
     done_ids = read_column_values(config.output, "doc_id", SUMMARY_SIGNATURE)
-    plan = plan_input(config.input, config.id_column, config.text_column, done_ids, run_id, config.rows_per_read_task)
+    plan = plan_input(sources, config.id_column, config.text_column, done_ids, run_id, config.rows_per_read_task)
     write_errors(config.errors_uri, plan.errors)
     logger.info(
         "%d files, %d rows: %d to summarize, %d already done, %d set aside",

@@ -116,20 +116,16 @@ def plain_type(data_type: pa.DataType) -> pa.DataType:
 
 
 def plan_input(
-    input_uri: str, id_column: str, text_column: str, done_ids: set[str], run_id: str, item_rows: int = 256
+    sources: list[str], id_column: str, text_column: str, done_ids: set[str], run_id: str, item_rows: int = 256
 ) -> InputPlan:
-    """Decide which rows of ``input_uri`` this run processes.
+    """Decide which rows of the Parquet files ``sources`` (``storage.list_parquet_files`` of the input) this
+    run processes.
 
     The first occurrence of an id wins (files in sorted order); later ones are errors,
     so the output holds exactly one row per id. Consecutive row groups of a file that span
     at most ``item_rows`` rows together make one work item, opened and read once (a file
     written row by row has a row group per row).
-
-    Raises:
-        FileNotFoundError: nothing exists at ``input_uri``.
-        NoParquetFilesError: it holds no Parquet file.
     """
-    sources = storage.list_parquet_files(input_uri)
     with ThreadPoolExecutor(PLAN_THREADS) as pool:
         per_file = list(pool.map(lambda source: _read_ids(source, id_column, text_column), sources))
     plan = InputPlan(files=len(sources))

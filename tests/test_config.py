@@ -118,6 +118,7 @@ def test_no_parquet_an_output_behind_a_file_or_no_model_ends_a_job_with_one_line
     no_parquet = summarize(spark_empty, tmp_path / "summaries")
     assert (no_parquet.returncode, "Traceback" in no_parquet.stderr) == (1, False), no_parquet.stderr[-2000:]
     assert f"error: no Parquet files (*.parquet, *.parq, *.pq, or Parquet without an extension) at {spark_empty}" in no_parquet.stderr
+    assert not (tmp_path / "summaries").exists(), "an input without Parquet leaves no output folder behind"
     (tmp_path / "docs").mkdir()
     write_table(str(tmp_path / "docs" / "d.parquet"), pa.Table.from_pylist([{"doc_id": "d", "text": "Some text."}]))
     (tmp_path / "a_file").write_text("in the way")

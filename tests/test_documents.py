@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rayfleet.documents import is_blank, plan_input, read_work_item
+from rayfleet.storage import list_parquet_files
 
 
 def read_all(plan, slice_rows=256):
@@ -41,7 +42,7 @@ def errors_by_source(plan):
 
 
 def test_plan_sets_aside_bad_files_and_rows(dataset):
-    plan = plan_input(str(dataset), "doc_id", "text", done_ids=set(), run_id="r")
+    plan = plan_input(list_parquet_files(str(dataset)), "doc_id", "text", done_ids=set(), run_id="r")
     errors = errors_by_source(plan)
     assert "missing column 'text'" in errors[("c.parquet", None)]
     assert "has type int64" in errors[("d.parquet", None)]
@@ -54,13 +55,13 @@ def test_plan_sets_aside_bad_files_and_rows(dataset):
 
 
 def test_plan_skips_done_ids(dataset):
-    plan = plan_input(str(dataset), "doc_id", "text", done_ids={"a0", "b3"}, run_id="r")
+    plan = plan_input(list_parquet_files(str(dataset)), "doc_id", "text", done_ids={"a0", "b3"}, run_id="r")
     assert plan.already_done == 2
     assert plan.todo_rows == 5
 
 
 def test_reading_validates_text(dataset):
-    plan = plan_input(str(dataset), "doc_id", "text", done_ids=set(), run_id="r")
+    plan = plan_input(list_parquet_files(str(dataset)), "doc_id", "text", done_ids=set(), run_id="r")
     rows, errors = read_all(plan)
     assert {row["doc_id"] for row in rows} == {"a0", "a1", "a3", "a4", "b0"}
     assert {row["doc_id"]: row["text"] for row in rows}["b0"] == "ok"
@@ -74,7 +75,7 @@ def test_reading_validates_text(dataset):
 def test_a_large_row_group_is_streamed_in_slices_with_file_wide_row_numbers(tmp_path):
     ids = [f"d{i}" for i in range(1000)]
     pq.write_table(pa.table({"doc_id": ids, "text": [f"text {i}" for i in range(1000)]}), tmp_path / "one.parquet")
-    plan = plan_input(str(tmp_path), "doc_id", "text", done_ids={"d5"}, run_id="r")
+    plan = plan_input(list_parquet_files(str(tmp_path)), "doc_id", "text", done_ids={"d5"}, run_id="r")
     [item] = plan.items
     slices = list(read_work_item(item, "doc_id", "text", "r", slice_rows=100))
     assert len(slices) == 10 and all(len(rows) <= 100 for rows, _ in slices)
@@ -93,7 +94,7 @@ def test_a_row_group_damaged_past_its_footer_sets_its_rows_aside_instead_of_fail
     middle = text_chunk.data_page_offset + text_chunk.total_compressed_size // 2
     data[middle : middle + 200] = bytes(byte ^ 0x5A for byte in data[middle : middle + 200])
     path.write_bytes(bytes(data))
-    plan = plan_input(str(tmp_path), "doc_id", "text", done_ids=set(), run_id="r")
+    plan = plan_input(list_parquet_files(str(tmp_path)), "doc_id", "text", done_ids=set(), run_id="r")
     assert not plan.errors and plan.todo_rows == 100, "the footer and the id column still read"
     rows, errors = read_all(plan)
     assert len(rows) + len(errors) == 100 and len(errors) > 0
@@ -106,7 +107,7 @@ def test_small_row_groups_are_read_together_and_a_damaged_one_costs_only_its_row
     texts = [os.urandom(300).hex() for _ in range(40)]
     pq.write_table(pa.table({"doc_id": [f"d{i}" for i in range(40)], "text": texts}), path, row_group_size=1,
                    compression="zstd", use_dictionary=False)  # fmt: skip
-    plan = plan_input(str(tmp_path), "doc_id", "text", done_ids={"d3"}, run_id="r", item_rows=16)
+    plan = plan_input(list_parquet_files(str(tmp_path)), "doc_id", "text", done_ids={"d3"}, run_id="r", item_rows=16)
     assert [(item.row_groups[0], len(item.row_groups)) for item in plan.items] == [(0, 3), (4, 16), (20, 16), (36, 4)]
     rows, errors = read_all(plan)
     assert [row["row"] for row in rows] == [row for row in range(40) if row != 3] and not errors
@@ -114,7 +115,7 @@ def test_small_row_groups_are_read_together_and_a_damaged_one_costs_only_its_row
     data = bytearray(path.read_bytes())
     data[page : page + 8] = b"\xff" * 8  # the text page's header no longer parses
     path.write_bytes(bytes(data))
-    rows, errors = read_all(plan_input(str(tmp_path), "doc_id", "text", done_ids=set(), run_id="r", item_rows=16))
+    rows, errors = read_all(plan_input(list_parquet_files(str(tmp_path)), "doc_id", "text", done_ids=set(), run_id="r", item_rows=16))
     assert [error["row"] for error in errors] == [20] and "unreadable Parquet data" in errors[0]["error"]
     assert sorted(row["row"] for row in rows) == [row for row in range(40) if row != 20]
 
@@ -126,18 +127,12 @@ def test_columns_as_writers_store_them_are_read_as_text(tmp_path):
                              "text": pa.array(["view text"], pa.string_view())}), tmp_path / "view.parquet")
     pq.write_table(pa.table({"doc_id": ["n1", "n2"], "text": pa.array([None, None], pa.null())}), tmp_path / "null.parquet")
     pq.write_table(pa.table({"doc_id": ["z1"], "text": ["\u200b\u200b \ufeff"]}), tmp_path / "zero_width.parquet")
-    plan = plan_input(str(tmp_path), "doc_id", "text", done_ids=set(), run_id="r")
+    plan = plan_input(list_parquet_files(str(tmp_path)), "doc_id", "text", done_ids=set(), run_id="r")
     assert not plan.errors
     rows, errors = read_all(plan)
     assert {row["doc_id"]: row["text"] for row in rows} == {"1": "one", "2": "two", "v1": "view text"}
     assert {error["doc_id"]: error["error"] for error in errors} == {"n1": "empty 'text'", "n2": "empty 'text'",
                                                                      "z1": "empty 'text'"}  # fmt: skip
-
-
-def test_no_parquet_files_is_an_error(tmp_path):
-    (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(ValueError, match="no Parquet files"):
-        plan_input(str(tmp_path), "doc_id", "text", set(), "r")
 
 
 
@@ -152,7 +147,7 @@ def test_a_column_in_another_case_or_twice_is_named_as_such(tmp_path):
     write(tmp_path / "cased.parquet", DOC_ID=["x"], Text=["some text"])
     table = pa.Table.from_arrays([pa.array(["y"]), pa.array(["one"]), pa.array(["two"])], names=["doc_id", "text", "text"])
     pq.write_table(table, tmp_path / "twice.parquet")
-    reasons = errors_by_source(plan_input(str(tmp_path), "doc_id", "text", done_ids=set(), run_id="r"))
+    reasons = errors_by_source(plan_input(list_parquet_files(str(tmp_path)), "doc_id", "text", done_ids=set(), run_id="r"))
     assert "(column names are case-sensitive: 'DOC_ID' is there; set id_column=DOC_ID)" in reasons[("cased.parquet", None)]
     assert "set text_column=Text" in reasons[("cased.parquet", None)]
     assert "column 'text' appears 2 times" in reasons[("twice.parquet", None)]

@@ -173,3 +173,11 @@ def test_a_bad_attempt_count_is_refused_with_its_name(value, monkeypatch):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", value)
     with pytest.raises(ValueError, match=f"AWS_MAX_ATTEMPTS must be a whole number of at least 1, not '{value}'"):
         storage.resolve("s3://bucket/key")
+
+
+def test_a_folder_without_parquet_is_a_missing_input_and_a_value_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "_SUCCESS").write_bytes(b"")
+    with pytest.raises(storage.NoParquetFilesError, match="no Parquet files") as raised:
+        storage.list_parquet_files(str(tmp_path))
+    assert isinstance(raised.value, FileNotFoundError) and isinstance(raised.value, ValueError)

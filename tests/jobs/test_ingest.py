@@ -118,7 +118,7 @@ def test_corpus_is_ingested_with_errors_duplicates_and_incremental_reruns(ray_cl
     assert first["pages"] == 311 + 3 + 3 + 2 + 4 + 1 + 1 and first["chunks"] == chunks.num_rows
 
     # The documents table is a valid input of the summarization job.
-    plan = plan_input(f"{output}/documents", "doc_id", "text", set(), "check")
+    plan = plan_input(storage.list_parquet_files(f"{output}/documents"), "doc_id", "text", set(), "check")
     assert not plan.errors and plan.todo_rows == 10
 
     rerun = ingest(f"{s3_prefix}/raw", output)
