@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +45,17 @@ def exited(group: int) -> bool:
 
 
 SERVICES = ("s3", "master", "volume", "filer", "admin")  # what `weed mini` runs, each on its own ports
+
+
+class PortInUseError(RuntimeError):
+    """A port the server needs is held by another process (weed would exit, saying so only in its log)."""
+
+
+def listened_on(host: str, port: int) -> bool:
+    """Whether something accepts connections at ``host:port``."""
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((host, port)) == 0
 
 
 @dataclass
@@ -131,6 +143,11 @@ class LocalS3:
         """Start the server in the background (a no-op when it already answers)."""
         if self.is_up():
             return
+        taken = [port for port in self.all_ports() if listened_on(self.host, port)]
+        if taken:
+            raise PortInUseError(f"port(s) {taken} on {self.host} are in use by another process, and SeaweedFS needs "
+                                 f"{self.s3_port}-{max(self.all_ports())}: stop that process or set RAYFLEET_S3_PORT "
+                                 "to another first port")  # fmt: skip
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
         identity = {"name": ACCESS_KEY, "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"]}  # fmt: skip
@@ -188,7 +205,10 @@ def main(arguments: list[str]) -> None:
     action = arguments[0] if arguments else ""
     if action == "up":
         already = server.is_up()
-        server.start()
+        try:
+            server.start()
+        except (RuntimeError, TimeoutError) as error:  # a port in use, weed exiting or never answering
+            sys.exit(f"error: {error}")
         server.create_bucket(os.environ.get("RAYFLEET_BUCKET", "rayfleet"))
         if already and not server.started_here():
             print(f"local S3 already answering at {server.endpoint}, started elsewhere (another checkout or session): "

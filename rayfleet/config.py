@@ -215,9 +215,9 @@ def run_job(main_spec, config_class_name: str) -> Any:
     change (a missing input or model: FileNotFoundError; input it cannot use: InputError; an unknown
     registry reference: RegistryError; an unusable S3 setting in the environment: StorageSettingError; an
     output that cannot be made there: OutputLocationError) ends the command with its message on stderr and
-    exit status 1, not a traceback."""
+    exit status 1, not a traceback; so does an S3 request that failed (no endpoint, refused credentials)."""
     from rayfleet.registry import RegistryError
-    from rayfleet.storage import OutputLocationError, StorageSettingError
+    from rayfleet.storage import OutputLocationError, StorageSettingError, s3_failure
 
     job = importable_job(main_spec)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -226,6 +226,12 @@ def run_job(main_spec, config_class_name: str) -> Any:
         return job.main(config)
     except (FileNotFoundError, InputError, RegistryError, StorageSettingError, OutputLocationError) as error:
         print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except OSError as error:
+        problem = s3_failure(error)
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

@@ -68,6 +68,22 @@ class StorageSettingError(ValueError):
     """An S3 setting in the environment that cannot be used (it names the variable)."""
 
 
+def s3_failure(error: OSError) -> str | None:
+    """What a failed S3 request (pyarrow's ``AWS Error ...``) means for the user, in one line; None when
+    ``error`` is not one: an endpoint that does not answer, credentials it refuses, anything else it said."""
+    text = str(error)
+    if "AWS Error" not in text:
+        return None
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+    said = " ".join(text.split())
+    if "NETWORK_CONNECTION" in text:
+        return (f"cannot reach S3 at {endpoint} after {s3_max_attempts()} attempts (is it running? `make s3-up` starts "
+                f"the local one; AWS_ENDPOINT_URL names it): {said}")  # fmt: skip
+    if any(code in text for code in ("ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH")):
+        return f"S3 at {endpoint} refused these credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY): {said}"
+    return f"an S3 request to {endpoint} failed: {said}"
+
+
 def s3_max_attempts() -> int:
     """Attempts per S3 request: the standard ``AWS_MAX_ATTEMPTS`` variable (boto3 reads it too), else 8."""
     value = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()

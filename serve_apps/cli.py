@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import sys
 import time
 import urllib.request
@@ -120,12 +121,33 @@ def up(options: ServeCliConfig, app_overrides: list[str]) -> None:
 
 
 def down(options: ServeCliConfig) -> None:
+    """Shut the Serve application down; with no head answering, or no Serve on it, say so and stop
+    (``ray.init`` would wait for a head that is not there for ever)."""
     import ray
     from ray import serve
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
+    if not answers(options.address):
+        print(f"no Ray head answers at {options.address}: no Serve application to stop")
+        return
     ray.init(address=options.address, logging_level="WARNING")
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        print(f"no Serve application runs on the Ray head at {options.address}: nothing to stop")
+        return
     serve.shutdown()
     print("serve stopped")
+
+
+def answers(address: str, timeout_s: float = 2.0) -> bool:
+    """Whether something accepts connections at ``host:port``."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def main(argv: list[str]) -> None:

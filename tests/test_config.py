@@ -105,6 +105,16 @@ def test_an_unusable_s3_setting_ends_a_job_with_the_message_and_status_1_not_a_t
     assert "error: AWS_MAX_ATTEMPTS must be a whole number of at least 1, not 'many'" in result.stderr
 
 
+def test_an_s3_endpoint_that_does_not_answer_ends_a_job_with_one_line_and_status_1(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.monitor", "logs=s3://rayfleet/logs", f"output={tmp_path}/out"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO), "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"},
+    )  # fmt: skip
+    assert (result.returncode, "Traceback" in result.stderr) == (1, False), result.stderr[-2000:]
+    assert "error: cannot reach S3 at http://127.0.0.1:9 after 1 attempts (is it running?" in result.stderr
+
+
 def test_no_parquet_an_output_behind_a_file_or_no_model_ends_a_job_with_one_line_and_status_1(tmp_path):
     def summarize(source: Path, output: Path, *overrides: str) -> subprocess.CompletedProcess:
         return subprocess.run(

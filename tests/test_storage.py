@@ -181,3 +181,12 @@ def test_a_folder_without_parquet_is_a_missing_input_and_a_value_error(tmp_path)
     with pytest.raises(storage.NoParquetFilesError, match="no Parquet files") as raised:
         storage.list_parquet_files(str(tmp_path))
     assert isinstance(raised.value, FileNotFoundError) and isinstance(raised.value, ValueError)
+
+
+def test_s3_failures_are_told_by_what_the_user_must_change(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8333")
+    refused = OSError("When getting information for bucket 'rayfleet': AWS Error ACCESS_DENIED during HeadBucket operation")
+    assert storage.s3_failure(refused).startswith("S3 at http://127.0.0.1:8333 refused these credentials")
+    other = OSError("AWS Error SLOW_DOWN during PutObject operation: Please reduce your request rate.")
+    assert storage.s3_failure(other).startswith("an S3 request to http://127.0.0.1:8333 failed: AWS Error SLOW_DOWN")
+    assert storage.s3_failure(OSError("disk full")) is None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
-from cluster.local_s3 import LocalS3
+import pytest
+
+from cluster.local_s3 import LocalS3, PortInUseError
 
 
 def test_a_server_answering_on_the_port_but_started_elsewhere_is_told_apart_and_left_running(local_s3, tmp_path):
@@ -25,3 +28,15 @@ def test_the_server_listens_on_its_own_ports_below_the_range_given_to_outgoing_c
     while (free := [port for port in local_s3.all_ports() if _port_is_free(port)]) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not free, "every one is the running server's"
+
+
+def test_a_port_held_by_another_process_is_named_before_weed_starts(tmp_path):
+    from tests.conftest import unstarted_local_s3
+
+    server = unstarted_local_s3(tmp_path / "s3")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", server.s3_port + 2))
+        holder.listen()
+        with pytest.raises(PortInUseError, match=rf"port\(s\) \[{server.s3_port + 2}\] on 127.0.0.1 are in use .* RAYFLEET_S3_PORT"):
+            server.start()
+    assert not server.pid_file.exists(), "nothing was started"

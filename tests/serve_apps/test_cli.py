@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rayfleet.config import ConfigError
-from serve_apps.cli import serve_file
+from serve_apps.cli import ServeCliConfig, down, serve_file
 
 LOCAL = str(Path(__file__).resolve().parents[2] / "serve_apps" / "configs" / "local.yaml")
 
@@ -31,3 +31,9 @@ def test_app_overrides_point_the_shipped_config_at_your_own_artifacts():
 def test_bad_overrides_are_refused_with_the_key_named(override, complaint):
     with pytest.raises(ConfigError, match=complaint):
         serve_file(LOCAL, [override])
+
+
+def test_stopping_serve_where_no_ray_head_answers_says_so_at_once(capsys):
+    """``ray.init`` waits for a head that is not there for ever: ``make serve-down`` after ``make ray-down`` hung."""
+    down(ServeCliConfig(address="127.0.0.1:9"))  # nothing listens there
+    assert capsys.readouterr().out.strip() == "no Ray head answers at 127.0.0.1:9: no Serve application to stop"
