@@ -41,15 +41,16 @@ DEMO_DOCS      ?= 16
 .PHONY: help setup test test-fast demo s3-up s3-down ray-up ray-down bench-summarize ingest bench-ingest bench-ocr lock clean
 
 help:
-	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | serve-artifacts | serve | serve-down | bench-serve | bench-serve-handles | dispatch | dispatch-status | dispatch-requeue | ingest | build-index | train-router | finetune | quantize | quality | eval | monitor | bench-summarize | bench-ingest | bench-retrieval | bench-router | bench-router-relevance | bench-finetune | bench-finetune-gpu | bench-quantize | lock | clean"
+	@echo "make setup | test | test-fast | demo | s3-up | s3-down | ray-up | ray-down | serve-artifacts | serve | serve-down | bench-serve | bench-serve-handles | dispatch | dispatch-status | dispatch-requeue | ingest | build-index | train-router | finetune | quantize | quality | eval | monitor | bench-summarize | bench-ingest | bench-ocr | bench-retrieval | bench-router | bench-router-relevance | bench-finetune | bench-finetune-gpu | bench-quantize | lock | clean"
 
-## setup: build .venv from nothing and provision the models; a second run does nothing.
+## setup: build .venv from nothing and provision the models; a second run does nothing. It reports on stderr,
+## so what a target prints stays its own (eval "$$(make -s s3-up)" sets the AWS_* variables).
 setup: $(STAMP)
-	@echo "setup: $(VENV) matches the lock (requirements unchanged since it was built)"
-	@$(PY) -m rayfleet.assets provision
+	@echo "setup: $(VENV) matches the lock (requirements unchanged since it was built)" >&2
+	@$(PY) -m rayfleet.assets provision >&2
 
 $(STAMP): $(REQS)
-	@echo "setup: building $(VENV) (torch first, then the locked stack)"
+	@echo "setup: building $(VENV) (torch first, then the locked stack)" >&2
 	python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
 ifeq ($(HAS_GPU),1)
@@ -61,7 +62,7 @@ endif
 	@# vllm pulls CUDA builds of these; they break `import vllm` beside the CPU torch and text models need none.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $(STAMP)
-	@echo "setup: $(VENV) ready"
+	@echo "setup: $(VENV) ready" >&2
 
 ## lock: regenerate the constraints from the current, tested environment.
 lock: $(STAMP)
@@ -85,12 +86,16 @@ s3-down:
 	@[ -x $(PY) ] && $(PY) -m cluster.local_s3 down || true
 
 ## ray-up: the raylet waits up to 2 min for its agent (the default 15 s runs out on a busy 2-core machine).
+## A port already taken is said at once: by a head started elsewhere (used, left running by ray-down) or another program.
 ray-up: setup
-	@if ray status --address 127.0.0.1:$(RAY_PORT) >/dev/null 2>&1; then echo "ray head already running"; else \
-	  RAY_agent_register_timeout_ms=120000 ray start --head --node-ip-address=127.0.0.1 --port=$(RAY_PORT) --dashboard-host=127.0.0.1 \
+	@state=$$($(PY) -m cluster.local_ray state $(RAY_TMP) $(RAY_PORT) $(DASHBOARD_PORT)); case $$state in \
+	ours) echo "ray head already running (temp dir $(RAY_TMP))";; \
+	ray:*) echo "a Ray head started elsewhere listens on 127.0.0.1:$${state#ray:}: jobs go to it without this checkout's environment, and make ray-down here leaves it running";; \
+	bound:*) echo "error: port $${state#bound:} on 127.0.0.1 is in use by another program: stop it, or choose RAY_PORT / DASHBOARD_PORT" >&2; exit 1;; \
+	*) RAY_agent_register_timeout_ms=120000 ray start --head --node-ip-address=127.0.0.1 --port=$(RAY_PORT) --dashboard-host=127.0.0.1 \
 	    --dashboard-port=$(DASHBOARD_PORT) --include-dashboard=true --disable-usage-stats \
 	    --temp-dir=$(RAY_TMP) >/dev/null && \
-	  echo "ray head up: address 127.0.0.1:$(RAY_PORT), jobs API $(RAY_ADDRESS_HTTP)"; fi
+	  echo "ray head up: address 127.0.0.1:$(RAY_PORT), jobs API $(RAY_ADDRESS_HTTP)";; esac
 
 ## ray-down stops this checkout's head only (found by its temp dir, with everything it started:
 ## agents, workers, job drivers), never other Ray instances on the machine as `ray stop` would.

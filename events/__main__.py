@@ -133,6 +133,9 @@ def requeue(arguments: list[str]) -> None:
 
 
 def main(arguments: list[str]) -> None:
+    if arguments[:1] in (["-h"], ["--help"]):
+        print(f"{USAGE}\n\n{__doc__}")
+        return
     if not arguments or arguments[0] not in ("run", "status", "requeue"):
         sys.exit(USAGE)
     if arguments[0] == "requeue":

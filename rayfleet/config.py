@@ -184,14 +184,46 @@ def _merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+HELP_WORDS = ("-h", "--help")
+
+
 def config_or_exit(config_class: type[ConfigT], arguments: Sequence[str]) -> ConfigT:
     """:func:`load_config` for a command's ``__main__`` block: a bad file or override ends the
-    command with its message on stderr and exit status 2 (a usage error), not a traceback."""
+    command with its message on stderr and exit status 2 (a usage error), not a traceback;
+    ``-h`` or ``--help`` prints :func:`usage` and ends it with status 0."""
+    if any(argument in HELP_WORDS for argument in arguments):
+        print(usage(config_class))
+        raise SystemExit(0)
     try:
         return load_config(config_class, arguments)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def usage(config_class: type[BaseModel]) -> str:
+    """How to run the command whose config is ``config_class``: the form, the class's description and every
+    setting with its default (``required`` when it has none) and description, nested sections dotted."""
+    program = sys.modules[config_class.__module__].__spec__.name if config_class.__module__ in sys.modules else "..."
+    lines = [f"usage: python -m {program} [config=FILE.yaml] [key.sub=value ...]", "",
+             " ".join((config_class.__doc__ or "").split()), "", "settings (key = default: description):"]  # fmt: skip
+    lines += _setting_lines(config_class, None, "")
+    return "\n".join(lines)
+
+
+def _setting_lines(config_class: type[BaseModel], defaults: BaseModel | None, prefix: str) -> list[str]:
+    """One line per setting; ``defaults`` is the section as its field defaults it (a job's own values)."""
+    lines = []
+    for name, field in config_class.model_fields.items():
+        default = getattr(defaults, name) if defaults is not None else (
+            None if field.is_required() else field.get_default(call_default_factory=True))  # fmt: skip
+        section = _section_class(field.annotation)
+        if section is not None and isinstance(default, BaseModel):
+            lines += _setting_lines(section, default, f"{prefix}{name}.")
+            continue
+        shown = "required" if defaults is None and field.is_required() else repr(default)
+        lines.append(f"  {prefix}{name} = {shown}: {field.description or ''}")
+    return lines
 
 
 def importable_job(main_spec) -> ModuleType:

@@ -151,6 +151,9 @@ def answers(address: str, timeout_s: float = 2.0) -> bool:
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
     if not argv or argv[0] not in ("up", "down"):
         sys.exit(__doc__)
     app_overrides = [word for word in argv[1:] if word.startswith(APP_PREFIX)]

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from jobs.summarize import SummarizeConfig
-from rayfleet.config import ConfigError, load_config, parse_override, read_yaml
+from rayfleet.config import ConfigError, config_or_exit, load_config, parse_override, read_yaml
 from rayfleet.tables import write_table
 from tests.config_registry import CONFIG_CLASSES, config_class_for
 
@@ -61,6 +61,15 @@ def test_embedded_defaults_and_nested_override():
     assert config.sampling.max_tokens == 64
     assert config.engine.kind == "auto"
     assert config.errors_uri.endswith("_errors")
+
+
+def test_help_lists_every_setting_with_its_default_and_ends_with_status_0(capsys):
+    with pytest.raises(SystemExit) as ended:
+        config_or_exit(SummarizeConfig, ["input=x", "--help"])
+    page = capsys.readouterr().out
+    assert ended.value.code == 0 and page.startswith("usage: python -m jobs.summarize [config=FILE.yaml] [key.sub=value ...]")
+    assert "\n  input = required: " in page and "\n  engine.max_model_len = 2048: " in page
+    assert "\n  sampling.max_tokens = 160: " in page, "the job's own default for the section, not the class's"
 
 
 def test_typo_fails_loudly():

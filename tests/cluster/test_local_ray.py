@@ -3,11 +3,12 @@ and nothing of another head running beside it."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from cluster.local_ray import alive, head_processes, names_dir
+from cluster.local_ray import alive, head_processes, head_state, names_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,8 +26,10 @@ def test_down_stops_every_process_of_the_head_and_leaves_another_head_running(ra
     from tests.conftest import start_ray_head
 
     temp_dir = tmp_path_factory.mktemp("head")  # short: Ray's unix sockets live under it
-    started, _ = start_ray_head(temp_dir)
+    started, port = start_ray_head(temp_dir)
     assert started.returncode == 0, started.stderr[-3000:]
+    assert head_state(str(temp_dir), [port]) == "ours", "make ray-up: already running"
+    assert head_state(str(tmp_path_factory.mktemp("elsewhere")), [port]) == f"ray:{port}", "another checkout's view"
     processes = alive(head_processes(str(temp_dir)))
     names = {" ".join(process.cmdline()) for process in processes}
     assert any("raylet" in name for name in names) and any("DashboardAgent" in name for name in names), names
@@ -40,3 +43,12 @@ def test_down_stops_every_process_of_the_head_and_leaves_another_head_running(ra
     assert down.returncode == 0 and f"stopped {len(processes)} process(es)" in down.stdout, down.stderr
     assert alive(processes) == [] and alive(head_processes(str(temp_dir))) == []
     assert alive(session_head) == session_head and ray.cluster_resources()["CPU"] == 2, "the other head runs on"
+
+
+def test_state_before_ray_up_tells_a_taken_port_from_a_free_one(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        assert head_state(str(tmp_path / "no-head"), [taken]) == f"bound:{taken}"
+    assert head_state(str(tmp_path / "no-head"), [taken]) == "free"
