@@ -124,6 +124,7 @@ class Dispatcher:
                 logger.exception("cycle failed; retrying after %.0f s", self.config.cycle_interval_s)
                 report = CycleReport(errors=1)
             if self.config.exit_when_idle and report.received == report.open == report.errors == 0:
+                logger.info("nothing received and no job open: exiting (exit_when_idle)")
                 return
             if report.received == 0:
                 time.sleep(self.config.cycle_interval_s)

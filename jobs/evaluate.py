@@ -187,7 +187,8 @@ def load_questions(config: EvaluateConfig) -> list[dict]:
     the log. In a set where some pairs have a split, those without one are left out, counted.
     """
     if not storage.exists(config.qa):
-        raise FileNotFoundError(f"no Q&A set at {config.qa}: build one with `python -m jobs.make_qa` (see README)")
+        raise FileNotFoundError(f"no Q&A set at {config.qa}: build one with `python -m jobs.make_qa`, "
+                                "or `make quality` for the demo's in .data/demo/qa (see README)")
     rows = read_input_folder(config.qa, USER_QA_REQUIRED, QA_OPTIONAL_COLUMNS, per_file=qa_columns_as_text).to_pylist()
     splits = collections.Counter(row["split"] for row in rows)
     if set(splits) != {None}:
