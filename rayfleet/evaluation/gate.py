@@ -30,7 +30,8 @@ class PromotionGateConfig(BaseConfig):
     enabled: bool = Field(True, description="Decide (and promote when it passes) after each evaluation.")
     primary_metric: Metric = Field("f1", description="The metric the candidate must improve.")
     min_improvement: float = Field(
-        0.02, ge=0, description="Least absolute gain on the primary metric's mean (0: any gain, never a tie)."
+        0.02, ge=0, description="Least absolute gain on the primary metric's mean (0: a tie passes, as a candidate that "
+        "does no worse may replace the incumbent)."
     )
     guard_metric: Metric = Field("rouge_l", description="A metric the candidate must not regress.")
     guard_tolerance: float = Field(0.01, ge=0, description="Largest allowed absolute drop of the guard metric's mean.")
@@ -68,8 +69,6 @@ def decide(
     reasons = []
     if gain < config.min_improvement - ROUNDING:
         reasons.append(f"{primary} gain {gain:+.4f} is below the required {config.min_improvement:+.4f}")
-    elif gain <= ROUNDING:  # min_improvement 0: a tie does not beat the incumbent
-        reasons.append(f"{primary} gain {gain:+.4f}: the candidate must beat {incumbent_name}, not tie with it")
     elif config.require_significant_gain and gain_interval.get("documents", MIN_DOCUMENTS) < MIN_DOCUMENTS:
         reasons.append(f"{primary} gain {gain:+.4f} cannot be told from noise: the questions come from "
                        f"{gain_interval['documents']} document(s), and an interval by document needs {MIN_DOCUMENTS} "

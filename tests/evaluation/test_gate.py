@@ -21,11 +21,11 @@ def test_a_worse_or_barely_better_candidate_is_refused_with_the_numbers():
     assert barely["promote"] is False
 
 
-def test_without_a_margin_any_gain_passes_but_a_tie_does_not():
-    anything = PromotionGateConfig(min_improvement=0, require_significant_gain=False)
-    tie = decide({"f1": 0.0, "rouge_l": 0.0}, {"f1": 0.0, "rouge_l": 0.0}, "base", anything)
-    assert tie["promote"] is False and "must beat base, not tie with it" in tie["reason"]
-    assert decide({"f1": 0.301, "rouge_l": 0.3}, {"f1": 0.3, "rouge_l": 0.3}, "base", anything)["promote"] is True
+def test_the_margin_is_the_least_gain_so_without_one_a_tie_passes_and_a_loss_does_not():
+    none = PromotionGateConfig(min_improvement=0, require_significant_gain=False)
+    assert decide({"f1": 0.3, "rouge_l": 0.3}, {"f1": 0.3, "rouge_l": 0.3}, "base", none)["promote"] is True
+    loss = decide({"f1": 0.299, "rouge_l": 0.3}, {"f1": 0.3, "rouge_l": 0.3}, "base", none)
+    assert loss["promote"] is False and "f1 gain -0.0010 is below the required +0.0000" in loss["reason"]
 
 
 def test_a_guard_regression_blocks_even_a_primary_gain():
