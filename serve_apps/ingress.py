@@ -589,17 +589,22 @@ class BodyLimitMiddleware:
         return replayed
 
 
-class JsonBodyMiddleware:
-    """Reads every /v1 request body as JSON, whatever its Content-Type says: curl's ``-d`` sends
-    ``application/x-www-form-urlencoded``, some clients send none, and this API takes nothing but JSON."""
+class V1RequestMiddleware:
+    """Reads every /v1 request body as JSON, whatever its Content-Type says (curl's ``-d`` sends
+    ``application/x-www-form-urlencoded``, some clients send none, and this API takes nothing but JSON),
+    and serves a /v1 path written with a trailing slash as the path itself (the framework answered
+    ``/v1/chat/completions/`` with a 307 redirect, which clients that do not follow redirects report as an error)."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/v1"):
-            headers = [(name, value) for name, value in scope["headers"] if name != b"content-type"]
-            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        if scope["type"] == "http" and scope["path"].startswith("/v1"):
+            path = scope["path"].rstrip("/")
+            scope = {**scope, "path": path, "raw_path": path.encode()}
+            if scope["method"] == "POST":
+                headers = [(name, value) for name, value in scope["headers"] if name != b"content-type"]
+                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
         await self.app(scope, receive, send)
 
 
@@ -629,7 +634,7 @@ ERROR_RESPONSES = {
 def build_http_app(server: OpenAIServer) -> FastAPI:
     """The FastAPI app over ``server``: the OpenAI routes, /healthz and /metrics."""
     app = FastAPI(title="rayfleet", version="0.1.0", description="OpenAI-compatible endpoint routed to fine-tuned, RAG and base paths.")
-    app.add_middleware(JsonBodyMiddleware)  # added first, so it runs last, just before the routes
+    app.add_middleware(V1RequestMiddleware)  # added first, so it runs last, just before the routes
     app.add_middleware(BodyLimitMiddleware, server=server)
     app.add_middleware(ApiKeyMiddleware, server=server)  # added last, so it runs first: no key, no body read
 

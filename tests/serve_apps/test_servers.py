@@ -769,7 +769,7 @@ def test_unknown_endpoints_and_methods_answer_in_openais_error_shape(server):
     assert wrong_method.json()["error"]["code"] == "method_not_allowed" and wrong_method.headers["allow"] == "POST"
 
 
-def test_a_body_is_read_as_json_whatever_its_content_type_and_broken_json_is_said_as_such(server):
+def test_any_content_type_reads_as_json_a_trailing_slash_is_the_path_and_broken_json_is_said_as_such(server):
     body = json.dumps({"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
 
     async def scenario():
@@ -778,10 +778,12 @@ def test_a_body_is_read_as_json_whatever_its_content_type_and_broken_json_is_sai
                                                headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
             without_type = await http.post("/v1/chat/completions", content=body)
             cut = await http.post("/v1/chat/completions", content=body[:40], headers={"Content-Type": "application/json"})
-            return as_curl_sends_it, without_type, cut, await http.head("/healthz")
+            slashed = await http.post("/v1/chat/completions/", content=body), await http.get("/v1/models/")
+            return as_curl_sends_it, without_type, cut, await http.head("/healthz"), slashed
 
-    as_curl_sends_it, without_type, cut, probe = asyncio.run(scenario())
+    as_curl_sends_it, without_type, cut, probe, slashed = asyncio.run(scenario())
     assert as_curl_sends_it.status_code == without_type.status_code == 200, as_curl_sends_it.text
+    assert [answer.status_code for answer in slashed] == [200, 200], "a trailing slash is the path, not a 307"
     assert as_curl_sends_it.json()["choices"][0]["message"]["role"] == "assistant"
     assert cut.status_code == 400 and cut.json()["error"]["param"] is None
     assert cut.json()["error"]["message"].startswith("invalid request: the body is not valid JSON (")
