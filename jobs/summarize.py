@@ -64,6 +64,10 @@ class SummarizeConfig(BaseConfig):
     prompts: SummaryPrompts = Field(default_factory=SummaryPrompts, description="Prompt templates.")
     workers: WorkerPoolConfig = Field(default_factory=WorkerPoolConfig, description="Engine actor pool sizing.")
     ray_address: str | None = Field(None, description="Ray cluster address; default $RAY_ADDRESS or a local Ray.")
+    missing_ok: bool = Field(
+        False, description="An input that does not exist is nothing to do (nothing written, exit status 0), not an "
+        "error: the dispatcher's rules set it, as a file may be deleted before its job runs.",
+    )
 
     @property
     def errors_uri(self) -> str:
@@ -246,6 +250,11 @@ def main(config: SummarizeConfig) -> dict:
     run_id = new_run_id()
     started = time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
+    if config.missing_ok and not storage.exists(config.input):
+        logger.warning("no file or folder at %s: nothing to do (missing_ok)", config.input)
+        report = {**run_figures(config, run_id, 0, 0, 0, 0, time.monotonic() - started), "input_missing": True}
+        print(json.dumps(report), flush=True)
+        return report
     # Listed before the output is made: a mistyped input, or a folder without Parquet, leaves nothing behind.
     sources = storage.list_parquet_files(config.input)
     storage.ensure_bucket(config.output)
@@ -292,11 +301,18 @@ def run_report(config: SummarizeConfig, run_id: str, already_done: int, seconds:
     mine = summaries.filter(pc.equal(summaries["run_id"], run_id)) if summaries.num_rows else summaries
     errors = read_folder(config.errors_uri, ["run_id"])
     generated = int(pc.sum(mine["completion_tokens"]).as_py() or 0) if mine.num_rows else 0
+    error_count = int(pc.sum(pc.equal(errors["run_id"], run_id)).as_py() or 0) if errors.num_rows else 0
+    return run_figures(config, run_id, mine.num_rows, already_done, error_count, generated, seconds)
+
+
+def run_figures(config: SummarizeConfig, run_id: str, summarized: int, already_done: int, errors: int, generated: int,
+                seconds: float) -> dict:  # fmt: skip
+    """The run report's figures."""
     return {
         "run_id": run_id,
-        "summarized": mine.num_rows,
+        "summarized": summarized,
         "already_done": already_done,
-        "errors": int(pc.sum(pc.equal(errors["run_id"], run_id)).as_py() or 0) if errors.num_rows else 0,
+        "errors": errors,
         "generated_tokens": generated,
         "seconds": round(seconds, 1),
         "generated_tokens_per_s": round(generated / seconds, 2) if seconds else 0.0,

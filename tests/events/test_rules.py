@@ -94,7 +94,7 @@ def test_default_rules_send_incoming_parquet_to_the_summarization_job():
     assert rule is not None
     assert shlex.split(entrypoint(rule, ObjectEvent("rayfleet", "incoming/papers.parquet", 2048, "e"))) == [
         "python", "-m", "jobs.summarize", "input=s3://rayfleet/incoming/papers.parquet",
-        "output=s3://rayfleet/summaries/papers/e",
+        "output=s3://rayfleet/summaries/papers/e", "missing_ok=true",
     ]  # fmt: skip
 
 

@@ -1,11 +1,11 @@
 """The summarization job's config refuses folders that would make it read its own output; its command
-fails when every row it read failed."""
+fails when every row it read failed; with missing_ok an input that is gone is nothing to do."""
 
 from __future__ import annotations
 
 import pytest
 
-from jobs.summarize import SummarizeConfig, exit_status
+from jobs.summarize import SummarizeConfig, exit_status, main
 
 
 @pytest.mark.parametrize(
@@ -38,3 +38,12 @@ def test_a_summary_length_the_context_cannot_hold_is_refused_before_anything_sta
 def test_the_command_fails_only_when_every_row_it_read_failed(summarized, already_done, errors, status):
     report = {"summarized": summarized, "already_done": already_done, "errors": errors, "errors_output": "s3://b/out_errors"}
     assert exit_status(report) == status
+
+
+def test_with_missing_ok_an_input_deleted_before_the_job_ran_is_nothing_to_do(tmp_path):
+    """The dispatcher's rule sets it: a file deleted before its job ran ends as done, not as a dead letter."""
+    report = main(SummarizeConfig(input=str(tmp_path / "gone.parquet"), output=str(tmp_path / "out"), missing_ok=True))
+    assert report["input_missing"] is True and (report["summarized"], report["errors"]) == (0, 0)
+    assert exit_status(report) == 0 and not (tmp_path / "out").exists()
+    with pytest.raises(FileNotFoundError, match="no file or folder at"):
+        main(SummarizeConfig(input=str(tmp_path / "gone.parquet"), output=str(tmp_path / "out")))
