@@ -16,11 +16,12 @@ period (the agents and the GCS ignore SIGTERM at times).
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 
 import psutil
+
+from cluster.local_s3 import listened_on
 
 GRACE_S = 3.0
 OUTPUT_FDS = ("1", "2")
@@ -106,11 +107,8 @@ def head_state(temp_dir: str, ports: list[int]) -> str:
     if alive(head_processes(os.path.abspath(temp_dir).rstrip("/"))):
         return "ours"
     for port in ports:
-        with socket.socket() as probe:
-            probe.settimeout(1.0)
-            if probe.connect_ex(("127.0.0.1", port)) != 0:
-                continue
-        return f"{'ray' if listener_is_ray(port) else 'bound'}:{port}"
+        if listened_on("127.0.0.1", port):
+            return f"{'ray' if listener_is_ray(port) else 'bound'}:{port}"
     return "free"
 
 

@@ -6,11 +6,12 @@ so a table is a folder that only ever gains complete files.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import uuid
 from datetime import datetime, timezone
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -45,17 +46,22 @@ def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
         InputError: the file is not Parquet, or is damaged (named, with Arrow's reason).
     """
     location = storage.resolve(uri)
-    try:
+    with readable_parquet(uri):
         return pq.read_table(location.path, filesystem=location.filesystem, columns=columns)
-    except pa.ArrowInvalid as error:
-        raise InputError(f"{uri} is not a readable Parquet file ({error})") from error
 
 
 def read_schema(uri: str) -> pa.Schema:
     """The schema of one Parquet file (its footer only); :class:`InputError` as :func:`read_table`."""
     location = storage.resolve(uri)
-    try:
+    with readable_parquet(uri):
         return pq.read_schema(location.path, filesystem=location.filesystem)
+
+
+@contextlib.contextmanager
+def readable_parquet(uri: str) -> Iterator[None]:
+    """Arrow's refusal of a file that is not Parquet, or is damaged, as an :class:`InputError` naming it."""
+    try:
+        yield
     except pa.ArrowInvalid as error:
         raise InputError(f"{uri} is not a readable Parquet file ({error})") from error
 
@@ -92,10 +98,8 @@ def read_input_folder(
     tables = []
     for file_uri in storage.list_parquet_files(uri):
         location = storage.resolve(file_uri)
-        try:
+        with readable_parquet(file_uri):
             parquet = pq.ParquetFile(location.filesystem.open_input_file(location.path))  # the footer, read once
-        except pa.ArrowInvalid as error:
-            raise InputError(f"{file_uri} is not a readable Parquet file ({error})") from error
         names = parquet.schema_arrow.names
         missing = [column for column in required if column not in names]
         if missing:
