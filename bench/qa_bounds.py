@@ -10,7 +10,11 @@ no model involved:
 - ``best_constant``: the one training-split summary of each aspect that scores best
   when given as the answer to every test question of that aspect. A closed-book model
   that learned the answers' style, but knows nothing of an unseen paper, scores about
-  this: it bounds what fine-tuning alone can win.
+  this.
+- ``title_constant``: the asked paper's title followed by the one training-split summary
+  that scores best so. The question names the paper by its title, so a closed-book model
+  can restate what the title says and add the answers' style: it knows nothing more of
+  the paper than the question tells it, and this is about what fine-tuning alone can win.
 - ``lead_sentence``: the paper's first abstract sentence, a trivial extractive answer.
 - ``oracle_sentence``: the paper's single best sentence (abstract, introduction or
   conclusion) for each reference: what a one-sentence answer from the paper's own
@@ -38,10 +42,17 @@ class QaBoundsConfig(BaseConfig):
     train_papers: int = Field(100, ge=1, le=100, description="Training papers whose summaries are the constant answers.")
 
 
-def best_constant(candidates: list[str], references: list[str]) -> tuple[str, float]:
-    """The candidate with the highest mean token F1 as the answer to every reference, and that mean."""
-    scored = [(statistics.fmean(token_f1(candidate, reference) for reference in references), candidate) for candidate in candidates]
-    f1, answer = max(scored)
+def best_constant(candidates: list[str], references: list[str], leads: list[str] | None = None) -> tuple[str, float]:
+    """The candidate with the highest mean token F1 as the answer to every reference, and that mean.
+
+    With ``leads`` (one per reference), each answer is that reference's lead followed by the candidate.
+    """
+    leads = leads or [""] * len(references)
+
+    def mean_f1(candidate: str) -> float:
+        return statistics.fmean(token_f1(f"{lead} {candidate}", reference) for lead, reference in zip(leads, references))
+
+    f1, answer = max((mean_f1(candidate), candidate) for candidate in candidates)
     return answer, f1
 
 
@@ -57,10 +68,13 @@ def main(config: QaBoundsConfig) -> dict:
     from aclsum import ACLSum
 
     train, test = ACLSum("train").documents[: config.train_papers], ACLSum("test").documents[: config.test_papers]
-    figures: dict[str, dict[str, float]] = {"best_constant": {}, "lead_sentence": {}, "oracle_sentence": {}}
+    names = ("best_constant", "title_constant", "lead_sentence", "oracle_sentence")
+    figures: dict[str, dict[str, float]] = {name: {} for name in names}
     for aspect in PAPER_ASPECT_QUESTIONS:
         references = [paper.summaries[aspect] for paper in test]
-        figures["best_constant"][aspect] = best_constant([paper.summaries[aspect] for paper in train], references)[1]
+        constants = [paper.summaries[aspect] for paper in train]
+        figures["best_constant"][aspect] = best_constant(constants, references)[1]
+        figures["title_constant"][aspect] = best_constant(constants, references, [paper.title for paper in test])[1]
         per_paper = [sentence_f1s(paper_sentences(paper), paper.summaries[aspect]) for paper in test]
         figures["lead_sentence"][aspect] = statistics.fmean(f1s[0] for f1s in per_paper)
         figures["oracle_sentence"][aspect] = statistics.fmean(max(f1s) for f1s in per_paper)
