@@ -62,6 +62,11 @@ class SummarizeConfig(BaseConfig):
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine and model.")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=160))
     prompts: SummaryPrompts = Field(default_factory=SummaryPrompts, description="Prompt templates.")
+    end_at_sentence: bool = Field(
+        True,
+        description="A summary sampling.max_tokens cut off mid-sentence ends at its last complete sentence "
+        "(finish_reason stays length); false keeps the text as cut.",
+    )
     workers: WorkerPoolConfig = Field(default_factory=WorkerPoolConfig, description="Engine actor pool sizing.")
     ray_address: str | None = Field(None, description="Ray cluster address; default $RAY_ADDRESS or a local Ray.")
     missing_ok: bool = Field(
@@ -115,7 +120,9 @@ class SummarizeWorker:
         self.config, self.run_id = config, run_id
         started = time.monotonic()
         self.engine = ThreadBoundEngine(config.engine)
-        self.summarizer = Summarizer(self.engine, config.sampling, config.prompts, config.engine.max_model_len)
+        self.summarizer = Summarizer(
+            self.engine, config.sampling, config.prompts, config.engine.max_model_len, config.end_at_sentence
+        )
         self.fingerprint = folder_fingerprint(resolve_model(config.engine.model))
         logger.info("%s engine ready in %.1f s", self.engine.name, time.monotonic() - started)
 

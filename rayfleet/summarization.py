@@ -5,7 +5,9 @@ split into token-bounded pieces (:mod:`rayfleet.text.chunking`); each piece is
 summarized ("map"), and the piece summaries are summarized together ("reduce"),
 again split and reduced while they do not fit; a level whose summaries are no shorter
 than its text fails the document with the reason instead of looping. Nothing is ever
-silently truncated.
+silently truncated. A summary the token budget (``max_tokens``) cut off mid-sentence ends
+at its last complete sentence (its ``finish_reason`` stays ``length``), so neither the
+output nor a reduce level's input ends in half a sentence.
 All documents of a batch advance level by level, so every engine call is one large
 batch (what continuous batching wants).
 """
@@ -13,6 +15,7 @@ batch (what continuous batching wants).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -26,6 +29,27 @@ logger = logging.getLogger("rayfleet.summarization")
 
 # Tokens kept free beyond the measured prompt, for tokenizer merges at piece edges.
 SAFETY_MARGIN_TOKENS = 16
+# The end of a sentence: a full stop, question or exclamation mark (Latin, CJK, Arabic, Devanagari) or an
+# ellipsis, with any closing quotes or brackets, before white space or the end (CJK marks need no space).
+SENTENCE_END = re.compile(r"(?:[.!?\u2026\u061f\u0964]|(?<=\S)[\u3002\uff01\uff1f])[\"'\u201d\u2019)\]]*(?=\s|$)|[\u3002\uff01\uff1f]")
+
+
+# Words whose full stop seldom ends an English sentence ("e.g. the", "et al. show").
+ABBREVIATIONS = frozenset({"e.g", "i.e", "cf", "vs", "al", "fig", "eq", "no", "dr", "mr", "mrs", "ms", "prof", "st"})
+
+
+def ended_at_sentence(text: str) -> str:
+    """``text`` up to the end of its last complete sentence; all of it when no sentence ends in it."""
+    ends = [match.end() for match in SENTENCE_END.finditer(text.rstrip()) if not _ends_abbreviation(text, match)]
+    kept = text[: ends[-1]] if ends else text
+    return kept if any(character.isalnum() for character in kept) else text
+
+
+def _ends_abbreviation(text: str, match: re.Match) -> bool:
+    if not match.group().startswith("."):
+        return False
+    word = text[: match.start()].rsplit(maxsplit=1)[-1] if text[: match.start()].strip() else ""
+    return word.lstrip("(\"'\u201c").lower() in ABBREVIATIONS
 
 
 class SummaryPrompts(BaseConfig):
@@ -86,10 +110,18 @@ class _Work:
 class Summarizer:
     """Summarizes batches of documents with one engine, map-reduce style where needed."""
 
-    def __init__(self, engine: GenerationEngine, sampling: SamplingConfig, prompts: SummaryPrompts, max_model_len: int):
+    def __init__(
+        self,
+        engine: GenerationEngine,
+        sampling: SamplingConfig,
+        prompts: SummaryPrompts,
+        max_model_len: int,
+        end_at_sentence: bool = True,
+    ):
         self.engine = engine
         self.sampling = sampling
         self.prompts = prompts
+        self.end_at_sentence = end_at_sentence
         self.piece_budget = self._piece_budget(max_model_len)
 
     @staticmethod
@@ -136,11 +168,15 @@ class Summarizer:
                 work.result.completion_tokens += generation.completion_tokens
                 work.result.llm_calls += 1
                 work.result.finish_reason = generation.finish_reason
-                outputs.setdefault(id(work), []).append(generation.text)
+                outputs.setdefault(id(work), []).append(self._output_text(generation.text, generation.finish_reason))
             for work in pending:
                 self._advance(work, outputs[id(work)])
             self._log_level(level, calls, time.monotonic() - started)
         return [work.result for work in in_flight]
+
+    def _output_text(self, text: str, finish_reason: str) -> str:
+        """A generation's text, ended at its last complete sentence when the token budget cut it off."""
+        return ended_at_sentence(text) if self.end_at_sentence and finish_reason == "length" else text
 
     @staticmethod
     def _log_level(level: int, calls: list[tuple[_Work, str]], seconds: float) -> None:

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from rayfleet.engines import EngineConfig, SamplingConfig, create_engine
-from rayfleet.summarization import SAFETY_MARGIN_TOKENS, Summarizer, SummaryPrompts
+from rayfleet.summarization import SAFETY_MARGIN_TOKENS, Summarizer, SummaryPrompts, ended_at_sentence
 
 
 class RecordingEngine:
@@ -97,3 +97,39 @@ def test_map_reduce_that_does_not_shrink_fails_the_document_instead_of_looping(e
 def test_prompt_without_placeholder_is_refused():
     with pytest.raises(ValueError, match="placeholder"):
         SummaryPrompts(document="Summarize please.")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The model is small. It was trained on the", "The model is small."),
+        ('They say "it works." Then the', 'They say "it works."'),
+        ("Is it new? Yes! And", "Is it new? Yes!"),
+        ("Smith et al. show it, e.g. on tweets. The main", "Smith et al. show it, e.g. on tweets."),
+        ("Accuracy rose from 3.5 to 4.2 points. Then", "Accuracy rose from 3.5 to 4.2 points."),
+        ("第一句。第二句没有", "第一句。"),
+        ("No sentence ends here", "No sentence ends here"),
+        (". and nothing else", ". and nothing else"),
+    ],
+)
+def test_ended_at_sentence_keeps_the_complete_sentences(text, expected):
+    assert ended_at_sentence(text) == expected
+
+
+@pytest.fixture(scope="module")
+def smollm2_engine(smollm2_path):
+    return create_engine(EngineConfig(kind="transformers", model=str(smollm2_path)))
+
+
+def test_a_summary_cut_by_max_tokens_ends_at_its_last_complete_sentence(smollm2_engine):
+    document = ("LoRA adapts a large model by training small low-rank matrices beside its frozen weights. "
+                "It cuts the memory of fine-tuning several times and keeps the base model shared. ") * 3  # fmt: skip
+    sampling = SamplingConfig(max_tokens=48)
+    [cut] = Summarizer(smollm2_engine, sampling, SummaryPrompts(), 1024, end_at_sentence=False).summarize([("d", document)])
+    [ended] = Summarizer(smollm2_engine, sampling, SummaryPrompts(), 1024).summarize([("d", document)])
+
+    assert cut.finish_reason == ended.finish_reason == "length"
+    assert not cut.summary.rstrip().endswith((".", "!", "?")), "precondition: greedy decoding cut this one mid-sentence"
+    assert ended.summary.rstrip().endswith((".", "!", "?"))
+    assert cut.summary.startswith(ended.summary) and len(ended.summary) < len(cut.summary)
+    assert ended.completion_tokens == cut.completion_tokens, "the tokens generated are still counted"
