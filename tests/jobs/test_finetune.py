@@ -205,7 +205,7 @@ def test_a_run_from_the_command_line_resubmitted_resumes_and_publishes_a_new_ver
     assert (again["steps"], again["tokens_trained"]) == (4, second["tokens_trained"])
     # ...and with another learning rate: the restored optimizer would ignore it, so it is refused.
     relearned = job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=6", "train.learning_rate=1e-3")
-    with pytest.raises(ValueError, match=r"other settings \(train.learning_rate: 0.0002 -> 0.001\)"):
+    with pytest.raises(ValueError, match=r"other settings \(train.learning_rate: 0.0005 -> 0.001\)"):
         main(relearned)
 
     repacked = job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=6", "data.pack_length=300")
