@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import unicodedata
+import zlib
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -352,23 +354,43 @@ def drop_near_duplicates(pairs: Iterable[dict], threshold: float) -> tuple[list[
 
     A question is a duplicate when its word set reaches ``threshold`` Jaccard
     similarity with a kept question of the same document (the first one wins), or is
-    the same text as any kept question.
+    the same text as any kept question. Only kept questions sharing a word of the
+    question's prefix (:func:`similarity_prefix`) are compared, so a document with
+    thousands of questions costs about linear time, not a comparison of every pair.
     """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], not {threshold}")
     kept: list[dict] = []
     duplicates: list[dict] = []
     seen_text: set[str] = set()
     kept_words: dict[str, list[set[str]]] = {}
+    prefix_index: dict[str, dict[str, list[int]]] = {}  # per document: prefix word -> its kept questions
     for pair in pairs:
         normalized = " ".join(words(pair["question"]))
         question_words = set(words(pair["question"]))
-        others = kept_words.setdefault(pair["doc_id"], [])
-        if normalized in seen_text or any(jaccard(question_words, other) >= threshold for other in others):
+        others, index = kept_words.setdefault(pair["doc_id"], []), prefix_index.setdefault(pair["doc_id"], {})
+        prefix = similarity_prefix(question_words, threshold)
+        candidates = {position for word in prefix for position in index.get(word, ())}
+        similar = any(jaccard(question_words, others[position]) >= threshold for position in candidates)
+        if normalized in seen_text or similar:
             duplicates.append(pair)
             continue
         seen_text.add(normalized)
+        for word in prefix:
+            index.setdefault(word, []).append(len(others))
         others.append(question_words)
         kept.append(pair)
     return kept, duplicates
+
+
+def similarity_prefix(question_words: set[str], threshold: float) -> list[str]:
+    """The first ``n - ceil(threshold * n) + 1`` of ``n`` words in one fixed order (a hash of each word).
+
+    Two sets of Jaccard similarity at least ``threshold`` share at least ``ceil(threshold * n)`` words
+    of each one's ``n``, so their prefixes in a common order share a word (prefix filtering).
+    """
+    ordered = sorted(question_words, key=lambda word: (zlib.crc32(word.encode()), word))
+    return ordered[: len(ordered) - math.ceil(threshold * len(ordered) - 1e-9) + 1]
 
 
 def split_of(doc_id: str, splits: SplitConfig) -> str:

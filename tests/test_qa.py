@@ -274,3 +274,42 @@ def test_an_english_statement_ending_in_a_semicolon_is_not_a_question():
     verdict = check_pair("The load command executes each line;", "each line of the specified input file", CHUNK,
                          QaValidation())  # fmt: skip
     assert verdict is not None and verdict.reason == "not_a_question"
+
+
+def _near_duplicates_by_every_pair(pairs, threshold):
+    """The definition, question against every kept question of its document (quadratic)."""
+    from rayfleet.qa import jaccard, words
+
+    kept, duplicates, seen, kept_words = [], [], set(), {}
+    for pair in pairs:
+        normalized, question_words = " ".join(words(pair["question"])), set(words(pair["question"]))
+        others = kept_words.setdefault(pair["doc_id"], [])
+        if normalized in seen or any(jaccard(question_words, other) >= threshold for other in others):
+            duplicates.append(pair)
+            continue
+        seen.add(normalized)
+        others.append(question_words)
+        kept.append(pair)
+    return kept, duplicates
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.6, 0.8, 1.0])
+def test_near_duplicates_found_through_prefixes_are_those_of_every_pair_compared(threshold):
+    import random
+
+    draw = random.Random(threshold)
+    vocabulary = [f"term{i}" for i in range(30)] + ["what", "does", "the"]
+    pairs = [
+        {"question": " ".join(draw.choice(vocabulary) for _ in range(draw.randint(1, 9))) + "?", "doc_id": draw.choice("ab")}
+        for _ in range(400)
+    ]
+
+    kept, duplicates = drop_near_duplicates(pairs, threshold)
+
+    assert (kept, duplicates) == _near_duplicates_by_every_pair(pairs, threshold)
+    assert kept and duplicates
+
+
+def test_a_threshold_outside_zero_to_one_is_refused():
+    with pytest.raises(ValueError, match="threshold"):
+        drop_near_duplicates([{"question": "What is it?", "doc_id": "a"}], 0)
