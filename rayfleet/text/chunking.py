@@ -201,11 +201,7 @@ def chunk_document(
     spans = [trimmed + (heading,) for start, end, heading in pack_sections(text, tokens, headings, max_tokens, overlap_tokens)
              if (trimmed := trim_span(text, start, end))]  # fmt: skip
     texts = [text[start:end] for start, end, _ in spans]
-    encoded = (
-        tokenizer(texts, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
-        if texts
-        else []
-    )
+    encoded = tokenizer(texts, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"] if texts else []
     counts = [len(ids) for ids in encoded]
     return [
         Chunk(ordinal, piece, count, start, end, page_of(page_offsets, start), page_of(page_offsets, end - 1), heading)
