@@ -153,20 +153,3 @@ def test_a_long_text_is_tokenized_in_windows_to_the_same_tokens_as_in_one_call(t
     spaceless = "x" * (2 * TOKENIZE_WINDOW_CHARS + 5)  # no space to cut before: cut where the window ends
     offsets = token_offsets(tokenizer, spaceless)
     assert offsets.ends[-1] == len(spaceless) and all(a <= b for a, b in zip(offsets.ends, offsets.starts[1:]))
-
-
-def test_chunking_with_a_short_model_max_length_does_not_warn_of_indexing_errors(smollm2_path, caplog):
-    """Chunking only counts tokens, so a tokenizer window longer than the embedding model's limit (MiniLM: 512)
-    must not log transformers' "will result in indexing errors" warning into every ingest run."""
-    from transformers.utils import logging as transformers_logging
-
-    short_limit = AutoTokenizer.from_pretrained(smollm2_path, model_max_length=64)
-    text = "A sentence of plain words for the count. " * 300
-    transformers_logging.enable_propagation()
-    try:
-        chunks = chunk_document(short_limit, text, 48)
-    finally:
-        transformers_logging.disable_propagation()
-
-    assert len(chunks) > 10 and all(chunk.token_count <= 48 for chunk in chunks)
-    assert "indexing errors" not in caplog.text
