@@ -30,7 +30,7 @@ from pydantic import Field, field_validator, model_validator
 
 from rayfleet.config import BaseConfig
 from rayfleet.engines.base import Conversation
-from rayfleet.text.scripts import CJK, CJK_SENTENCE_ENDS
+from rayfleet.text.scripts import CJK, CJK_SENTENCE_ENDS, SENTENCE_MARKS
 
 # The three questions the demo asks of every ACL paper; its human summaries (aclsum's three
 # aspects) answer them. ``{paper}`` names the paper: 'the paper "<title>"' when a question
@@ -112,9 +112,6 @@ class QaPrompts(BaseConfig):
         return messages + [{"role": "user", "content": self.request(text, count)}]
 
 
-# Marks that end a sentence before a space: Latin, Arabic (؟ ۔), Devanagari (। ॥), Greek (; U+037E),
-# Armenian (՞ ։) and Ethiopic (፧) ones. CJK's full-width marks end one without a space.
-SENTENCE_MARKS = ".!?\u061f\u06d4\u0964\u0965\u037e\u055e\u0589\u1367"
 # A sentence starts with a capital or a digit, or a letter of a script without capitals (Arabic, Hindi, ...).
 SENTENCE_END = regex.compile(
     f"(?<=[{SENTENCE_MARKS}])\\s+(?=[\"'(\\[¿¡«„]?[\\p{{Lu}}\\p{{Lt}}\\p{{Lo}}\\p{{N}}])|(?<=[{CJK_SENTENCE_ENDS}])"

@@ -24,14 +24,16 @@ from pydantic import Field, field_validator
 from rayfleet.config import BaseConfig
 from rayfleet.engines.base import Conversation, GenerationEngine, SamplingConfig
 from rayfleet.text.chunking import split_by_tokens
+from rayfleet.text.scripts import CJK_SENTENCE_ENDS, SENTENCE_MARKS
 
 logger = logging.getLogger("rayfleet.summarization")
 
 # Tokens kept free beyond the measured prompt, for tokenizer merges at piece edges.
 SAFETY_MARGIN_TOKENS = 16
-# The end of a sentence: a full stop, question or exclamation mark (Latin, CJK, Arabic, Devanagari) or an
-# ellipsis, with any closing quotes or brackets, before white space or the end (CJK marks need no space).
-SENTENCE_END = re.compile(r"(?:[.!?\u2026\u061f\u0964]|(?<=\S)[\u3002\uff01\uff1f])[\"'\u201d\u2019)\]]*(?=\s|$)|[\u3002\uff01\uff1f]")
+# The end of a sentence: a sentence mark of any script (rayfleet.text.scripts) or an ellipsis, with any
+# closing quotes or brackets, before white space or the end; CJK's full-width marks need no space.
+CLOSERS = "\"'\u201d\u2019)\\]"
+SENTENCE_END = re.compile(f"[{SENTENCE_MARKS}\u2026][{CLOSERS}]*(?=\\s|$)|[{CJK_SENTENCE_ENDS}][{CLOSERS}]*")
 
 
 # Words whose full stop seldom ends an English sentence ("e.g. the", "et al. show").
@@ -48,7 +50,7 @@ def ended_at_sentence(text: str) -> str:
 def _ends_abbreviation(text: str, match: re.Match) -> bool:
     if not match.group().startswith("."):
         return False
-    word = text[: match.start()].rsplit(maxsplit=1)[-1] if text[: match.start()].strip() else ""
+    word = (text[: match.start()].rsplit(maxsplit=1) or [""])[-1]
     return word.lstrip("(\"'\u201c").lower() in ABBREVIATIONS
 
 
