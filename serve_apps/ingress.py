@@ -23,8 +23,10 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import AsyncIterator, Awaitable, Callable
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -108,6 +110,7 @@ class Outcome:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    finished: bool = False  # released and recorded (once, however the request ended)
 
     def headers(self) -> dict[str, str]:
         decision = self.decision
@@ -167,6 +170,24 @@ async def close_stream(stream: AsyncIterator[PathChunk]) -> None:
     close = getattr(stream, "aclose", None)
     if close is not None:
         await close()
+
+
+class EventStream(StreamingResponse):
+    """Server-sent events whose request is closed however the response ends. Starlette neither closes a
+    body it stopped reading (the client left mid-stream) nor starts one whose client left before the
+    first byte; either would hold the request's admission slot and its path's generation forever."""
+
+    def __init__(self, events: AsyncIterator[str], when_sent: Callable[[], Awaitable[None]], headers: dict[str, str]):
+        super().__init__(events, media_type="text/event-stream", headers=headers)
+        self.when_sent = when_sent
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()
+                await self.when_sent()
 
 
 class OpenAIServer:
@@ -285,7 +306,7 @@ class OpenAIServer:
                 first, rest = await self.open_stream(outcome, request)
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
                 events = self.sse_events(outcome, first, rest, include_usage)
-                return StreamingResponse(events, media_type="text/event-stream", headers=outcome.headers())
+                return EventStream(events, partial(self.stream_sent, outcome, rest), outcome.headers())
             chunks = await self.run_to_end(outcome, request)
         except BaseException as error:
             self.finish(outcome, error)
@@ -426,6 +447,14 @@ class OpenAIServer:
             await close_stream(rest)  # a client gone mid-stream: the path stops generating
             self.finish(outcome)
 
+    async def stream_sent(self, outcome: Outcome, rest: AsyncIterator[PathChunk]) -> None:
+        """After a stream's response: one whose events never started (the client left before the first
+        byte) is closed as the client's leaving."""
+        if not outcome.finished:
+            outcome.status, outcome.error = CLIENT_CLOSED, CLIENT_CLOSED_REASON
+            await close_stream(rest)
+            self.finish(outcome)
+
     def sse_chunk(self, outcome: Outcome, stream_id: str, created: int, chunk: PathChunk, opening: bool) -> str:
         model = self.served_model(outcome)
         citations = outcome.citations if opening else None
@@ -471,7 +500,10 @@ class OpenAIServer:
     # -- accounting -----------------------------------------------------------------------------
 
     def finish(self, outcome: Outcome, error: BaseException | None = None) -> None:
-        """Release the admission slot and record the request (metrics, log row)."""
+        """Release the admission slot and record the request (metrics, log row), once."""
+        if outcome.finished:
+            return
+        outcome.finished = True
         self.release()
         client_error = None if error is None else as_request_error(error)
         if isinstance(error, asyncio.CancelledError):  # Serve cancels a request whose client disconnected

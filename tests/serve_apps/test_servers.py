@@ -640,6 +640,54 @@ def test_a_stream_the_client_leaves_stops_its_path(server):
     assert 'rayfleet_requests_total{arm="none",path="base",status="499"} 1.0' in server.metrics.exposition().decode()
 
 
+@pytest.mark.parametrize("asgi_spec", ["2.4", "2.3"])
+def test_a_stream_whose_client_left_before_its_first_byte_frees_its_slot(server, asgi_spec):
+    """Starlette never starts a body whose response could not begin (spec 2.4: the send raises; older
+    servers: the disconnect wins the race), so the request is closed after the response instead."""
+    path_stopped = asyncio.Event()
+
+    async def base_path(request):
+        try:
+            for n in range(100):
+                yield PathChunk(f" token{n}", 5, n + 1)
+        finally:
+            path_stopped.set()
+
+    server.paths["base"] = base_path
+    body = json.dumps({"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "stream": True})
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": asgi_spec}, "http_version": "1.1",
+        "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+        "query_string": b"", "root_path": "", "server": ("app", 80), "client": ("127.0.0.1", 5000),
+        "headers": [(b"authorization", b"Bearer k1"), (b"content-type", b"application/json")],
+    }  # fmt: skip
+    sent = []
+
+    async def scenario():
+        messages = iter([{"type": "http.request", "body": body.encode(), "more_body": False}])
+
+        async def receive():
+            return next(messages, {"type": "http.disconnect"})
+
+        async def send(message):
+            sent.append((message["type"], message.get("status")))
+            if message["type"] == "http.response.start":
+                await asyncio.sleep(0.05)  # the disconnect arrives while the headers go out
+                raise OSError("connection reset by peer")
+
+        try:
+            await build_http_app(server)(scope, receive, send)
+        except Exception:  # the server's report of the client's leaving; not what is checked
+            pass
+        return path_stopped.is_set()
+
+    stopped = asyncio.run(scenario())
+    assert sent == [("http.response.start", 200)]  # no event was sent
+    assert server.in_flight == 0  # the slot is free again
+    assert stopped  # the path stopped generating
+    assert 'rayfleet_requests_total{arm="none",path="base",status="499"} 1.0' in server.metrics.exposition().decode()
+
+
 def test_null_means_the_default_as_openai_reads_it(server):
     nulls = {name: None for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "stream", "seed")}
     request = {"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 4}
