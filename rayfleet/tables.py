@@ -163,6 +163,9 @@ def _read_if_ours(file_uri: str, columns: list[str], signature: Iterable[str] = 
         raise OSError(f"cannot read {file_uri} ({error}); move it out of the output folder or retry") from error
 
 
+LOGGED_ERRORS_PER_WRITE = 20  # error rows logged one by one per write_errors call
+
+
 def error_row(source: str, error: str, stage: str, run_id: str, row: int | None = None, doc_id: str | None = None) -> dict:
     """One row of the errors table."""
     return {"source": source, "row": row, "doc_id": doc_id, "stage": stage, "error": error,
@@ -170,13 +173,17 @@ def error_row(source: str, error: str, stage: str, run_id: str, row: int | None 
 
 
 def write_errors(errors_uri: str, rows: Iterable[dict]) -> int:
-    """Append error rows to the errors table (one new file); log each one. Returns the count."""
+    """Append error rows to the errors table (one new file); log the first ``LOGGED_ERRORS_PER_WRITE``
+    (a file of thousands of bad rows would bury the log) and how many more the table holds. Returns the count."""
     rows = list(rows)
     if not rows:
         return 0
-    for row in rows:
+    for row in rows[:LOGGED_ERRORS_PER_WRITE]:
         where = f"row {row['row']}" if row["row"] is not None else "whole file"
         logger.error("skipped %s %s (doc_id=%s) at %s: %s", row["source"], where, row["doc_id"], row["stage"], row["error"])
+    if len(rows) > LOGGED_ERRORS_PER_WRITE:
+        logger.error("skipped %d more rows, not logged one by one; the errors table at %s holds every one",
+                     len(rows) - LOGGED_ERRORS_PER_WRITE, errors_uri)  # fmt: skip
     table = pa.Table.from_pylist(rows, schema=ERRORS_SCHEMA)
     write_table(storage.join(errors_uri, f"{rows[0]['run_id']}-{uuid.uuid4().hex}.parquet"), table)
     return len(rows)

@@ -69,6 +69,19 @@ def test_errors_table_rows(tmp_path):
     assert write_errors(str(tmp_path), []) == 0
 
 
+def test_many_bad_rows_are_all_in_the_table_but_not_all_in_the_log(tmp_path, caplog):
+    from rayfleet.tables import LOGGED_ERRORS_PER_WRITE, error_row
+
+    rows = [error_row("s3://b/f.parquet", f"bad {n}", "validate", "run-1", row=n, doc_id=f"d{n}") for n in range(5000)]
+    with caplog.at_level("ERROR", logger="rayfleet.tables"):
+        assert write_errors(str(tmp_path), rows) == 5000
+    assert read_folder(str(tmp_path), ["row"]).column("row").to_pylist() == list(range(5000))
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == LOGGED_ERRORS_PER_WRITE + 1
+    assert lines[0].startswith("skipped s3://b/f.parquet row 0 (doc_id=d0)")
+    assert lines[-1] == f"skipped {5000 - LOGGED_ERRORS_PER_WRITE} more rows, not logged one by one; the errors table at {tmp_path} holds every one"
+
+
 def test_a_users_input_files_of_other_shapes_and_time_zones_read_as_one_table(tmp_path):
     noon = dt.datetime(2026, 11, 30, 12, tzinfo=dt.timezone.utc)
     ours = pa.table({"when": pa.array([noon], pa.timestamp("us", tz="UTC")), "a": ["x"], "extra": [1]})
