@@ -10,6 +10,7 @@ import contextlib
 import io
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator
 
@@ -21,6 +22,7 @@ from rayfleet.config import InputError
 from schemas import ERRORS_SCHEMA
 
 logger = logging.getLogger(__name__)
+READ_THREADS = 8  # files of a folder read at once (each read waits on storage, ~4 ms per small S3 object)
 
 
 def utc_now() -> datetime:
@@ -72,7 +74,7 @@ def read_folder(folder_uri: str, columns: list[str]) -> pa.Table:
     if not storage.exists(folder_uri):
         return pa.table({column: pa.array([], pa.null()) for column in columns})
     files = storage.list_files(folder_uri, suffixes=(".parquet",))
-    tables = [table for uri in files if (table := _read_if_ours(uri, columns)) is not None]
+    tables = [table for table in _read_all_if_ours(files, columns) if table is not None]
     if not tables:
         return pa.table({column: pa.array([], pa.null()) for column in columns})
     return pa.concat_tables(tables, promote_options="permissive")
@@ -136,11 +138,18 @@ def read_column_values(folder_uri: str, column: str, signature: Iterable[str] = 
     if not storage.exists(folder_uri):
         return set()
     values: set[str] = set()
-    for file_uri in storage.list_files(folder_uri, suffixes=(".parquet",), recursive=False):
-        table = _read_if_ours(file_uri, [column], signature)
+    files = storage.list_files(folder_uri, suffixes=(".parquet",), recursive=False)
+    for table in _read_all_if_ours(files, [column], signature):
         if table is not None:
             values.update(v for v in table.column(column).to_pylist() if v)
     return values
+
+
+def _read_all_if_ours(file_uris: list[str], columns: list[str], signature: Iterable[str] = ()) -> Iterator[pa.Table | None]:
+    """:func:`_read_if_ours` of each file, in order, ``READ_THREADS`` files at once (the first error raised)."""
+    signature = list(signature)
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        yield from pool.map(lambda file_uri: _read_if_ours(file_uri, columns, signature), file_uris)
 
 
 def _read_if_ours(file_uri: str, columns: list[str], signature: Iterable[str] = ()) -> pa.Table | None:
@@ -203,8 +212,8 @@ def drop_duplicate_ids(folder_uri: str, column: str, signature: Iterable[str] = 
         return 0
     seen: set[str] = set()
     removed = 0
-    for file_uri in storage.list_files(folder_uri, suffixes=(".parquet",), recursive=False):
-        ours = _read_if_ours(file_uri, [column], signature)
+    files = storage.list_files(folder_uri, suffixes=(".parquet",), recursive=False)
+    for file_uri, ours in zip(files, _read_all_if_ours(files, [column], signature)):
         if ours is None:
             continue
         values = ours.column(column).to_pylist()
