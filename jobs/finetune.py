@@ -69,6 +69,7 @@ from schemas import SFT_SCHEMA
 logger = logging.getLogger("jobs.finetune")
 SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")  # sentence ends and line breaks (headings)
 GroundedAnswer = Literal["summary", "best_sentence"]  # what a grounded demo question is answered with
+ACLSUM_VAL_PAPERS = 50  # papers in aclsum 0.1.2's val split
 GROUNDED_TOP_K = 4  # passages retrieved per grounded demo question, as jobs.evaluate's default top_k
 
 
@@ -83,7 +84,11 @@ class FinetuneDataConfig(BaseConfig):
         None, description="SFT Parquet of held-out pairs for the validation loss; unset with train unset: the demo set's."
     )
     demo_train_papers: int = Field(100, ge=1, le=100, description="Demo set: aclsum train-split papers (3 pairs each).")
-    demo_validation_papers: int = Field(20, ge=1, le=100, description="Demo set: aclsum val-split papers held out.")
+    demo_validation_papers: int = Field(20, ge=1, le=50, description="Demo set: aclsum val-split papers held out.")
+    demo_extra_train_papers: int = Field(
+        0, ge=0, le=49, description="Demo set: val-split papers after the held-out ones, trained on as well (3 pairs "
+        "each; the split has 50). The test split, which make quality evaluates on, is never trained on.",
+    )
     demo_grounded_papers: int = Field(
         0,
         ge=0,
@@ -126,6 +131,9 @@ class FinetuneDataConfig(BaseConfig):
         if self.validation is not None and self.train is None:
             raise ValueError("data.validation is set without data.train: it would be ignored and the demo set trained "
                              "on; set data.train too")  # fmt: skip
+        if self.demo_validation_papers + self.demo_extra_train_papers > ACLSUM_VAL_PAPERS:
+            raise ValueError(f"data.demo_validation_papers {self.demo_validation_papers} + data.demo_extra_train_papers "
+                             f"{self.demo_extra_train_papers} is more than the {ACLSUM_VAL_PAPERS} papers of aclsum's val split")  # fmt: skip
         if self.max_seq_len > self.pack_length:
             raise ValueError(f"data.max_seq_len {self.max_seq_len} is above data.pack_length {self.pack_length}: an "
                              f"example must fit a packed row")  # fmt: skip
@@ -186,12 +194,13 @@ class FinetuneConfig(BaseConfig):
 # -- data (driver) -------------------------------------------------------------------------
 
 
-def demo_rows(split: Literal["train", "val"], papers: int) -> list[dict]:
-    """SFT rows from aclsum: for each paper three questions answered by its human-written summaries."""
+def demo_rows(split: Literal["train", "val"], papers: int, skip: int = 0) -> list[dict]:
+    """SFT rows from aclsum: for each of ``papers`` papers after the split's first ``skip``, three questions
+    answered by its human-written summaries."""
     from aclsum import ACLSum
 
     rows = []
-    for paper in ACLSum(split).documents[:papers]:
+    for paper in ACLSum(split).documents[skip : skip + papers]:
         for aspect, question in DEMO_QUESTIONS.items():
             messages = [{"role": "user", "content": question.format(title=paper.title)},
                         {"role": "assistant", "content": paper.summaries[aspect]}]  # fmt: skip
@@ -262,6 +271,8 @@ def data_uris(config: FinetuneConfig, tokenizer) -> tuple[str, str | None]:
     data = config.data
     name = (f"demo-sft-{data.demo_train_papers}-{data.demo_validation_papers}-{data.demo_grounded_papers}"
             f"-{data.demo_grounded_answer}-{data.demo_context_tokens}")  # fmt: skip
+    if data.demo_extra_train_papers:
+        name += f"-extra{data.demo_extra_train_papers}"
     if data.demo_grounded_papers:
         name += f"-{prompt_layout_id(tokenizer)}"  # a new RAG prompt layout builds a new set
     folder = storage.join(config.storage_path, name)
@@ -273,6 +284,8 @@ def data_uris(config: FinetuneConfig, tokenizer) -> tuple[str, str | None]:
             rows = demo_rows(split, papers)
             if grounded:
                 rows += grounded_demo_rows(split, grounded, data.demo_context_tokens, tokenizer, data.demo_grounded_answer)
+            if split == "train" and data.demo_extra_train_papers:
+                rows += demo_rows("val", data.demo_extra_train_papers, skip=data.demo_validation_papers)
             write_table(uri, pa.Table.from_pylist(rows, SFT_SCHEMA))
         logger.info("built the aclsum demo SFT set in %s", folder)
     return train_uri, validation_uri

@@ -283,6 +283,13 @@ def test_the_demo_set_is_built_once_per_setting_and_rebuilt_when_a_setting_chang
     assert [rows[uri] for uri in closed_book] == [6, 3]
     assert [rows[uri] for uri in grounded] == [6 + 3, 3 + 3], "one paper's three questions again, grounded"
 
+    extra_train, extra_validation = data_uris(load_config(FinetuneConfig, [*settings, "data.demo_extra_train_papers=2"]), tokenizer)
+    assert extra_validation != closed_book[1] and read_table(extra_validation).equals(read_table(closed_book[1]))
+    trained, held_out = (set(read_table(uri, ["doc_id"]).column("doc_id").to_pylist()) for uri in (extra_train, extra_validation))
+    val_papers = [row["doc_id"] for row in demo_rows("val", 3)[::3]]
+    assert trained - {row["doc_id"] for row in demo_rows("train", 2)} == set(val_papers[1:3])  # the val papers after the held-out one
+    assert not trained & held_out
+
 
 @pytest.mark.parametrize("rows, workers, repeated", [(5, 2, 1), (6, 2, 0), (5, 4, 3), (1, 1, 0), (1, 2, 1), (2, 8, 6)])
 def test_every_worker_gets_as_many_rows_and_no_row_is_left_out(rows, workers, repeated):
@@ -302,6 +309,7 @@ def test_changed_settings_are_named_and_older_checkpoints_without_them_pass():
 @pytest.mark.parametrize("override, message", [
     ("adapter_name=bot@v2", "bad registry name"), ("adapter_name=..", "bad registry name"),
     ("data.validation=somewhere", "without data.train"), ("data.max_seq_len=2048", "above data.pack_length"),
+    ("data.demo_extra_train_papers=31", "more than the 50 papers"),
     ("run_name=../../escape", "bad registry name"), ("run_name=", "bad registry name"), ("run_name=my run ü", "bad registry name"),
 ])  # fmt: skip
 def test_settings_that_would_be_ignored_or_not_resolve_are_refused(override, message):
