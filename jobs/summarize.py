@@ -10,7 +10,8 @@ Input: Parquet files (a file or a folder/prefix) with at least ``doc_id`` and ``
 (see ``schemas/``). Output: one summary row per ``doc_id`` in Parquet files under
 ``output``; inputs that could not be summarized go to ``output/_errors/`` with the
 reason. The job is resumable: a rerun skips every ``doc_id`` already in ``output``,
-so killing it part-way and running it again finishes the rest, with nothing doubled.
+so killing it part-way and running it again finishes the rest, with nothing doubled. At the
+end the small files (one per batch) are merged into files of up to ``rows_per_output_file``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.summarization import Summarizer, SummaryPrompts, SummaryResult
-from rayfleet.tables import drop_duplicate_ids, error_row, new_run_id, read_column_values, read_folder, utc_now, write_errors, write_table
+from rayfleet.tables import compact_folder, drop_duplicate_ids, error_row, new_run_id, read_column_values, read_folder, utc_now, write_errors, write_table
 from schemas import SUMMARIES_SCHEMA
 
 logger = logging.getLogger("jobs.summarize")
@@ -54,7 +55,11 @@ class SummarizeConfig(BaseConfig):
     errors_output: str | None = Field(None, description="Errors table folder; default <output>/_errors.")
     id_column: str = Field("doc_id", description="Column holding each document's unique id.")
     text_column: str = Field("text", description="Column holding each document's text.")
-    batch_size: int = Field(32, ge=1, description="Documents per engine batch (and per output file).")
+    batch_size: int = Field(32, ge=1, description="Documents per engine batch (and per output file until compacted).")
+    rows_per_output_file: int = Field(
+        50_000, ge=1, description="After every run the output folder's files of fewer summaries (a run commits one "
+        "per batch) are merged into files of up to this many; at or below batch_size nothing is merged.",
+    )
     rows_per_read_task: int = Field(
         256, ge=1, description="Rows a read task decodes at a time (it streams its row group in slices of this size); "
         "consecutive smaller row groups of a file are read by one task up to this many rows.",
@@ -283,6 +288,7 @@ def main(config: SummarizeConfig) -> dict:
         init_ray(config.ray_address)
         summarize_dataset(config, plan.items, run_id, plan.todo_rows)
     drop_duplicate_ids(config.output, "doc_id", SUMMARY_SIGNATURE)
+    compact_folder(config.output, SUMMARY_SIGNATURE, config.rows_per_output_file)
     report = run_report(config, run_id, plan.already_done, time.monotonic() - started)
     print(json.dumps(report), flush=True)
     return report

@@ -1,7 +1,8 @@
 """Parquet tables in storage: atomic writes, tolerant reads, the errors table.
 
 Each write is one whole file under a unique name (atomic through :mod:`rayfleet.storage`),
-so a table is a folder that only ever gains complete files.
+so a table is a folder of complete files. :func:`compact_folder` merges its small files: each group
+is written over its first file, then the rest are deleted, so a reader sees every row at least once.
 """
 
 from __future__ import annotations
@@ -145,6 +146,53 @@ def read_column_values(folder_uri: str, column: str, signature: Iterable[str] = 
     return values
 
 
+def compact_folder(folder_uri: str, signature: Iterable[str], rows_per_file: int) -> int:
+    """Merge an output folder's own files of fewer than ``rows_per_file`` rows (a job commits one per
+    batch) into files of up to ``rows_per_file`` rows; returns how many files it removed.
+
+    Each group's rows are written over its first file (by name, so :func:`drop_duplicate_ids` keeps
+    them), then its other files are deleted: killed in between, the rows are there twice until that
+    pass. Files not ours (no ``signature`` columns) and subfolders are left alone; files whose
+    columns do not combine are left as they are, with a warning.
+    """
+    if not storage.exists(folder_uri):
+        return 0
+    files = storage.list_files(folder_uri, suffixes=(".parquet",), recursive=False)
+    small = [(file_uri, ours.num_rows) for file_uri, ours in zip(files, _read_all_if_ours(files, [], signature))
+             if ours is not None and ours.num_rows < rows_per_file]  # fmt: skip
+    removed = 0
+    for group in _groups_of_rows(small, rows_per_file):
+        with ThreadPoolExecutor(READ_THREADS) as pool:
+            tables = list(pool.map(read_table, group))
+        try:
+            merged = pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            logger.warning("left %d files (the first %s) uncompacted: their columns do not combine (%s)",
+                           len(group), group[0], error)  # fmt: skip
+            continue
+        write_table(group[0], merged)
+        for file_uri in group[1:]:
+            storage.delete(file_uri)
+        removed += len(group) - 1
+    if removed:
+        logger.info("compacted %s: %d small files merged into the others", folder_uri, removed)
+    return removed
+
+
+def _groups_of_rows(sizes: list[tuple[str, int]], rows_per_file: int) -> Iterator[list[str]]:
+    """Consecutive files of ``(uri, rows)`` gathered into groups of at most ``rows_per_file`` rows;
+    only groups of two or more files (a lone file has nothing to merge with)."""
+    group: list[str] = []
+    rows = 0
+    for file_uri, count in [*sizes, ("", rows_per_file + 1)]:  # the sentinel closes the last group
+        if group and rows + count > rows_per_file:
+            if len(group) > 1:
+                yield group
+            group, rows = [], 0
+        group.append(file_uri)
+        rows += count
+
+
 def _read_all_if_ours(file_uris: list[str], columns: list[str], signature: Iterable[str] = ()) -> Iterator[pa.Table | None]:
     """:func:`_read_if_ours` of each file, in order, ``READ_THREADS`` files at once (the first error raised)."""
     signature = list(signature)
@@ -154,7 +202,8 @@ def _read_all_if_ours(file_uris: list[str], columns: list[str], signature: Itera
 
 def _read_if_ours(file_uri: str, columns: list[str], signature: Iterable[str] = ()) -> pa.Table | None:
     """``columns`` of one file of an output folder; None (with a warning) when it lacks any of them
-    or of the ``signature`` columns: it was not written here, and is left alone.
+    or of the ``signature`` columns: it was not written here, and is left alone. None too when it
+    was deleted since its folder was listed (another run compacted it).
 
     Raises:
         OSError: a file that does not read, named, so nothing is done twice or lost on a guess.
@@ -168,6 +217,9 @@ def _read_if_ours(file_uri: str, columns: list[str], signature: Iterable[str] = 
                            file_uri, " or ".join(map(repr, missing)))  # fmt: skip
             return None
         return parquet.read(columns=columns)
+    except FileNotFoundError:  # deleted since the folder was listed: its rows are elsewhere or gone
+        logger.info("skipping %s: it is no longer there", file_uri)
+        return None
     except (OSError, pa.ArrowInvalid) as error:
         raise OSError(f"cannot read {file_uri} ({error}); move it out of the output folder or retry") from error
 

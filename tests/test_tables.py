@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from rayfleet.tables import (
+    compact_folder,
     drop_duplicate_ids,
     read_column_values,
     read_folder,
@@ -25,6 +26,61 @@ def test_duplicates_across_files_keep_the_earliest(tmp_path):
     table = read_folder(str(tmp_path), ["doc_id", "v"])
     assert sorted(zip(table["doc_id"].to_pylist(), table["v"].to_pylist())) == [("a", 1), ("b", 2), ("c", 4)]
     assert not (tmp_path / "part-3.parquet").exists()
+
+
+def _part(folder, name: str, ids: list[str], run: str = "r1") -> None:
+    write_table(str(folder / name), pa.table({"doc_id": ids, "summary": [f"s-{i}" for i in ids], "run_id": [run] * len(ids)}))
+
+
+def test_small_files_are_merged_into_files_of_at_most_the_given_rows_and_no_row_is_lost(tmp_path):
+    for index in range(7):  # 7 batches of 3 rows, one of 6 already full-sized, a foreign file and a subfolder
+        _part(tmp_path, f"part-{index}.parquet", [f"d{index}-{row}" for row in range(3)])
+    _part(tmp_path, "part-7.parquet", [f"d7-{row}" for row in range(6)])
+    write_table(str(tmp_path / "theirs.parquet"), pa.table({"doc_id": ["x"], "note": ["kept"]}))
+    (tmp_path / "archive").mkdir()
+    _part(tmp_path / "archive", "part-0.parquet", ["old"])
+    signature = ("summary", "run_id")
+    before = read_folder(str(tmp_path), ["doc_id", "summary"])
+
+    assert compact_folder(str(tmp_path), signature, rows_per_file=6) == 3  # 3 groups of 2 files; part-6 alone
+    after = read_folder(str(tmp_path), ["doc_id", "summary"])
+    assert sorted(after.to_pylist(), key=str) == sorted(before.to_pylist(), key=str)
+    rows = {path.name: read_folder(str(path), ["doc_id"]).num_rows for path in tmp_path.glob("*.parquet")}
+    assert rows == {"part-0.parquet": 6, "part-2.parquet": 6, "part-4.parquet": 6, "part-6.parquet": 3,
+                    "part-7.parquet": 6, "theirs.parquet": 1}  # each group written over its first file  # fmt: skip
+    assert read_folder(str(tmp_path / "archive"), ["doc_id"]).num_rows == 1
+    assert compact_folder(str(tmp_path), signature, rows_per_file=6) == 0, "nothing left to merge"
+    assert compact_folder(str(tmp_path), signature, rows_per_file=100) == 4  # 27 rows into one file
+    assert read_folder(str(tmp_path / "part-0.parquet"), ["doc_id"]).num_rows == 27
+
+
+def test_a_compaction_killed_before_its_deletes_leaves_rows_twice_and_the_dedupe_pass_keeps_one(tmp_path):
+    _part(tmp_path, "part-a.parquet", ["d1", "d2"])
+    _part(tmp_path, "part-b.parquet", ["d3"])
+    merged = read_folder(str(tmp_path), ["doc_id", "summary", "run_id"])
+    write_table(str(tmp_path / "part-a.parquet"), merged)  # the group written over its first file, then killed
+    assert drop_duplicate_ids(str(tmp_path), "doc_id", ("summary", "run_id")) == 1
+    assert read_column_values(str(tmp_path), "doc_id") == {"d1", "d2", "d3"}
+    assert not (tmp_path / "part-b.parquet").exists()
+
+
+def test_files_whose_columns_do_not_combine_are_left_as_they_are(tmp_path, caplog):
+    _part(tmp_path, "part-a.parquet", ["d1"])
+    write_table(str(tmp_path / "part-b.parquet"), pa.table({"doc_id": ["d2"], "summary": [7], "run_id": ["r1"]}))
+    assert compact_folder(str(tmp_path), ("summary", "run_id"), rows_per_file=10) == 0
+    assert "uncompacted" in caplog.text
+    assert len(list(tmp_path.glob("*.parquet"))) == 2
+
+
+def test_a_file_deleted_after_the_folder_was_listed_is_skipped(tmp_path, monkeypatch):
+    _part(tmp_path, "part-a.parquet", ["d1"])
+    _part(tmp_path, "part-b.parquet", ["d2"])
+    from rayfleet import storage
+
+    listed = storage.list_files(str(tmp_path), suffixes=(".parquet",), recursive=False)
+    (tmp_path / "part-b.parquet").unlink()  # another run merged it into part-a since
+    monkeypatch.setattr(storage, "list_files", lambda *args, **kwargs: listed)
+    assert read_column_values(str(tmp_path), "doc_id") == {"d1"}
 
 
 def test_foreign_files_in_an_output_folder_are_left_alone_and_unreadable_ones_named(tmp_path):

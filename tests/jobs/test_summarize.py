@@ -120,3 +120,5 @@ def test_killed_job_resumes_with_nothing_lost_or_doubled(ray_cluster, s3_prefix,
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     done = read_folder(output, ["doc_id"])["doc_id"].to_pylist()
     assert sorted(done) == sorted(ids), "every document exactly once"
+    files = storage.list_files(output, suffixes=(".parquet",), recursive=False)
+    assert len(files) == 1, f"the batch files of both runs are merged into one: {files}"
