@@ -1,8 +1,8 @@
 """Parquet tables in storage: atomic writes, tolerant reads, the errors table.
 
 Each write is one whole file under a unique name (atomic through :mod:`rayfleet.storage`),
-so a table is a folder of complete files. :func:`compact_folder` merges its small files: each group
-is written over its first file, then the rest are deleted, so a reader sees every row at least once.
+so a table is a folder of complete files; :func:`compact_run_files` merges a run's small ones into new
+files, then deletes them, so a reader sees every row at least once.
 """
 
 from __future__ import annotations
@@ -58,6 +58,13 @@ def read_schema(uri: str) -> pa.Schema:
     location = storage.resolve(uri)
     with readable_parquet(uri):
         return pq.read_schema(location.path, filesystem=location.filesystem)
+
+
+def row_count(uri: str) -> int:
+    """The rows of one Parquet file, from its footer; :class:`InputError` as :func:`read_table`."""
+    location = storage.resolve(uri)
+    with readable_parquet(uri):
+        return pq.ParquetFile(location.filesystem.open_input_file(location.path)).metadata.num_rows
 
 
 @contextlib.contextmanager
@@ -146,36 +153,30 @@ def read_column_values(folder_uri: str, column: str, signature: Iterable[str] = 
     return values
 
 
-def compact_folder(folder_uri: str, signature: Iterable[str], rows_per_file: int) -> int:
-    """Merge an output folder's own files of fewer than ``rows_per_file`` rows (a job commits one per
+def compact_run_files(folder_uri: str, run_id: str, rows_per_file: int) -> int:
+    """Merge the files one run committed to an output folder (``part-<run_id>-*.parquet``, a file per
     batch) into files of up to ``rows_per_file`` rows; returns how many files it removed.
 
-    Each group's rows are written over its first file (by name, so :func:`drop_duplicate_ids` keeps
-    them), then its other files are deleted: killed in between, the rows are there twice until that
-    pass. Files not ours (no ``signature`` columns) and subfolders are left alone; files whose
-    columns do not combine are left as they are, with a warning.
+    Only the run's own files, only into new files: no other run writes or merges them, and no file
+    another run may be reading is changed. A merged file is named to sort before the files it
+    merges, so a concurrent :func:`drop_duplicate_ids` keeps its copy of a row; killed before the
+    sources are deleted, the rows are there twice until the next run's pass, never gone.
     """
     if not storage.exists(folder_uri):
         return 0
-    files = storage.list_files(folder_uri, suffixes=(".parquet",), recursive=False)
-    small = [(file_uri, ours.num_rows) for file_uri, ours in zip(files, _read_all_if_ours(files, [], signature))
-             if ours is not None and ours.num_rows < rows_per_file]  # fmt: skip
-    removed = 0
-    for group in _groups_of_rows(small, rows_per_file):
-        with ThreadPoolExecutor(READ_THREADS) as pool:
-            tables = list(pool.map(read_table, group))
-        try:
-            merged = pa.concat_tables(tables, promote_options="permissive")
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-            logger.warning("left %d files (the first %s) uncompacted: their columns do not combine (%s)",
-                           len(group), group[0], error)  # fmt: skip
-            continue
-        write_table(group[0], merged)
-        for file_uri in group[1:]:
-            storage.delete(file_uri)
-        removed += len(group) - 1
+    prefix = storage.join(folder_uri, f"part-{run_id}-")
+    files = [uri for uri in storage.list_files(folder_uri, suffixes=(".parquet",), recursive=False) if uri.startswith(prefix)]
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        sizes = [(uri, rows) for uri, rows in zip(files, pool.map(row_count, files)) if rows < rows_per_file]
+        removed = 0
+        for group in _groups_of_rows(sizes, rows_per_file):  # one group in memory at a time
+            merged_uri = storage.join(folder_uri, f"part-{run_id}--merged-{uuid.uuid4().hex[:12]}.parquet")
+            write_table(merged_uri, pa.concat_tables(pool.map(read_table, group), promote_options="permissive"))
+            for file_uri in group:
+                storage.delete(file_uri)
+            removed += len(group) - 1
     if removed:
-        logger.info("compacted %s: %d small files merged into the others", folder_uri, removed)
+        logger.info("merged run %s's %d batch files in %s into %d", run_id, len(files), folder_uri, len(files) - removed)
     return removed
 
 
@@ -203,7 +204,7 @@ def _read_all_if_ours(file_uris: list[str], columns: list[str], signature: Itera
 def _read_if_ours(file_uri: str, columns: list[str], signature: Iterable[str] = ()) -> pa.Table | None:
     """``columns`` of one file of an output folder; None (with a warning) when it lacks any of them
     or of the ``signature`` columns: it was not written here, and is left alone. None too when it
-    was deleted since its folder was listed (another run compacted it).
+    was deleted since its folder was listed (its run merged it into another).
 
     Raises:
         OSError: a file that does not read, named, so nothing is done twice or lost on a guess.
@@ -273,8 +274,11 @@ def drop_duplicate_ids(folder_uri: str, column: str, signature: Iterable[str] = 
         seen.update(values)
         if all(keep):
             continue
+        try:
+            kept = read_table(file_uri).filter(pa.array(keep))
+        except FileNotFoundError:  # its run merged it into a new file since (a later pass prunes that one)
+            continue
         removed += keep.count(False)
-        kept = read_table(file_uri).filter(pa.array(keep))
         logger.warning("removing %d duplicate %s rows from %s", keep.count(False), column, file_uri)
         if kept.num_rows:
             write_table(file_uri, kept)

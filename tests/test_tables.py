@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from rayfleet.tables import (
-    compact_folder,
+    compact_run_files,
     drop_duplicate_ids,
     read_column_values,
     read_folder,
@@ -32,44 +32,39 @@ def _part(folder, name: str, ids: list[str], run: str = "r1") -> None:
     write_table(str(folder / name), pa.table({"doc_id": ids, "summary": [f"s-{i}" for i in ids], "run_id": [run] * len(ids)}))
 
 
-def test_small_files_are_merged_into_files_of_at_most_the_given_rows_and_no_row_is_lost(tmp_path):
-    for index in range(7):  # 7 batches of 3 rows, one of 6 already full-sized, a foreign file and a subfolder
-        _part(tmp_path, f"part-{index}.parquet", [f"d{index}-{row}" for row in range(3)])
-    _part(tmp_path, "part-7.parquet", [f"d7-{row}" for row in range(6)])
-    write_table(str(tmp_path / "theirs.parquet"), pa.table({"doc_id": ["x"], "note": ["kept"]}))
+def test_a_runs_batch_files_are_merged_into_new_files_of_at_most_the_given_rows_and_no_row_is_lost(tmp_path):
+    for index in range(7):  # 7 batches of 3 rows and one of 6, already full-sized
+        _part(tmp_path, f"part-R1-{index:02x}.parquet", [f"d{index}-{row}" for row in range(3)])
+    _part(tmp_path, "part-R1-07.parquet", [f"d7-{row}" for row in range(6)])
+    _part(tmp_path, "part-R0-00.parquet", ["other-1"], run="R0")  # another run's: left alone
+    _part(tmp_path, "part-R0-01.parquet", ["other-2"], run="R0")
     (tmp_path / "archive").mkdir()
-    _part(tmp_path / "archive", "part-0.parquet", ["old"])
-    signature = ("summary", "run_id")
+    _part(tmp_path / "archive", "part-R1-00.parquet", ["old"])
     before = read_folder(str(tmp_path), ["doc_id", "summary"])
 
-    assert compact_folder(str(tmp_path), signature, rows_per_file=6) == 3  # 3 groups of 2 files; part-6 alone
+    assert compact_run_files(str(tmp_path), "R1", rows_per_file=6) == 3  # 3 groups of 2 files; part-R1-06 alone
     after = read_folder(str(tmp_path), ["doc_id", "summary"])
     assert sorted(after.to_pylist(), key=str) == sorted(before.to_pylist(), key=str)
     rows = {path.name: read_folder(str(path), ["doc_id"]).num_rows for path in tmp_path.glob("*.parquet")}
-    assert rows == {"part-0.parquet": 6, "part-2.parquet": 6, "part-4.parquet": 6, "part-6.parquet": 3,
-                    "part-7.parquet": 6, "theirs.parquet": 1}  # each group written over its first file  # fmt: skip
+    merged = sorted(name for name in rows if name.startswith("part-R1--merged-"))
+    assert sorted(rows[name] for name in merged) == [6, 6, 6]
+    assert {name: count for name, count in rows.items() if name not in merged} == {
+        "part-R1-06.parquet": 3, "part-R1-07.parquet": 6, "part-R0-00.parquet": 1, "part-R0-01.parquet": 1}  # fmt: skip
+    assert sorted(rows)[:4] == ["part-R0-00.parquet", "part-R0-01.parquet", *merged[:2]]
+    assert all(name < "part-R1-00.parquet" for name in merged), "a merged file sorts before the files it merges"
     assert read_folder(str(tmp_path / "archive"), ["doc_id"]).num_rows == 1
-    assert compact_folder(str(tmp_path), signature, rows_per_file=6) == 0, "nothing left to merge"
-    assert compact_folder(str(tmp_path), signature, rows_per_file=100) == 4  # 27 rows into one file
-    assert read_folder(str(tmp_path / "part-0.parquet"), ["doc_id"]).num_rows == 27
+    assert compact_run_files(str(tmp_path), "R1", rows_per_file=100) == 4  # 27 rows: the 5 files into one
+    assert len(list(tmp_path.glob("part-R1-*.parquet"))) == 1
 
 
-def test_a_compaction_killed_before_its_deletes_leaves_rows_twice_and_the_dedupe_pass_keeps_one(tmp_path):
-    _part(tmp_path, "part-a.parquet", ["d1", "d2"])
-    _part(tmp_path, "part-b.parquet", ["d3"])
+def test_a_merge_killed_before_its_deletes_leaves_rows_twice_and_the_dedupe_pass_keeps_the_merged_copy(tmp_path):
+    _part(tmp_path, "part-R1-aa.parquet", ["d1", "d2"])
+    _part(tmp_path, "part-R1-bb.parquet", ["d3"])
     merged = read_folder(str(tmp_path), ["doc_id", "summary", "run_id"])
-    write_table(str(tmp_path / "part-a.parquet"), merged)  # the group written over its first file, then killed
-    assert drop_duplicate_ids(str(tmp_path), "doc_id", ("summary", "run_id")) == 1
+    write_table(str(tmp_path / "part-R1--merged-cc.parquet"), merged)  # the merged file written, then killed
+    assert drop_duplicate_ids(str(tmp_path), "doc_id", ("summary", "run_id")) == 3
     assert read_column_values(str(tmp_path), "doc_id") == {"d1", "d2", "d3"}
-    assert not (tmp_path / "part-b.parquet").exists()
-
-
-def test_files_whose_columns_do_not_combine_are_left_as_they_are(tmp_path, caplog):
-    _part(tmp_path, "part-a.parquet", ["d1"])
-    write_table(str(tmp_path / "part-b.parquet"), pa.table({"doc_id": ["d2"], "summary": [7], "run_id": ["r1"]}))
-    assert compact_folder(str(tmp_path), ("summary", "run_id"), rows_per_file=10) == 0
-    assert "uncompacted" in caplog.text
-    assert len(list(tmp_path.glob("*.parquet"))) == 2
+    assert [path.name for path in tmp_path.glob("*.parquet")] == ["part-R1--merged-cc.parquet"]
 
 
 def test_a_file_deleted_after_the_folder_was_listed_is_skipped(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ SmolLM2 path through ``ray job submit`` is tests/jobs/test_summarize_submit.py.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -120,5 +121,6 @@ def test_killed_job_resumes_with_nothing_lost_or_doubled(ray_cluster, s3_prefix,
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     done = read_folder(output, ["doc_id"])["doc_id"].to_pylist()
     assert sorted(done) == sorted(ids), "every document exactly once"
+    rerun_id = json.loads(rerun.stdout.strip().splitlines()[-1])["run_id"]
     files = storage.list_files(output, suffixes=(".parquet",), recursive=False)
-    assert len(files) == 1, f"the batch files of both runs are merged into one: {files}"
+    assert len([uri for uri in files if f"/part-{rerun_id}-" in uri]) == 1, f"the rerun's batch files merged: {files}"
