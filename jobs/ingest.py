@@ -60,7 +60,7 @@ from rayfleet.ingestion import (
     latest_rows,
 )
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
-from rayfleet.tables import drop_duplicate_ids, new_run_id, read_folder, utc_now, write_errors, write_table
+from rayfleet.tables import MERGED_FILE_BYTES, compact_run_files, drop_duplicate_ids, new_run_id, read_folder, utc_now, write_errors, write_table
 from rayfleet.text.ocr import OcrConfig
 from schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, FILES_SCHEMA
 
@@ -84,7 +84,11 @@ class IngestConfig(BaseConfig):
     )
     output: str = Field(..., description="Folder/prefix for the documents, chunks, errors and ledger tables.")
     max_file_bytes: int = Field(100 * 2**20, ge=1, description="Files larger than this are set aside as oversize.")
-    files_per_batch: int = Field(4, ge=1, description="Files per worker batch (and per committed output file).")
+    files_per_batch: int = Field(4, ge=1, description="Files per worker batch (and per committed output file until merged).")
+    output_file_bytes: int = Field(
+        MERGED_FILE_BYTES, ge=0, description="At the end of a run the files it committed to each table (one per batch) "
+        "are merged into files of up to about this size (a merge is held in memory); 0: none merged.",
+    )
     retry_errors: bool = Field(False, description="Try again files that an earlier run set aside as errors.")
     missing_ok: bool = Field(
         False, description="An input that does not exist and never held an ingested file is nothing to do, not "
@@ -327,6 +331,8 @@ def main(config: IngestConfig) -> dict:
     # Two copies of one content in the same run were both parsed; keep the first.
     removed = drop_duplicate_ids(config.table("documents"), "doc_id")
     drop_duplicate_ids(config.table("chunks"), "chunk_id")
+    for table in ("documents", "chunks", "_files"):
+        compact_run_files(config.table(table), run_id, config.output_file_bytes)
     report = run_report(config, run_id, already_done, removed, listing.system_files, time.monotonic() - started)
     report["deleted"] = deleted
     report["files_in_error"] = report["errors"] + set_aside_before(ledger, listing.files, todo)

@@ -11,7 +11,7 @@ Input: Parquet files (a file or a folder/prefix) with at least ``doc_id`` and ``
 ``output``; inputs that could not be summarized go to ``output/_errors/`` with the
 reason. The job is resumable: a rerun skips every ``doc_id`` already in ``output``,
 so killing it part-way and running it again finishes the rest, with nothing doubled. At the
-end the run's files (one per batch) are merged into files of up to ``rows_per_output_file``.
+end the run's files (one per batch) are merged into files of up to ``output_file_bytes`` (64 MiB).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.summarization import Summarizer, SummaryPrompts, SummaryResult
-from rayfleet.tables import compact_run_files, drop_duplicate_ids, error_row, new_run_id, read_column_values, read_folder, utc_now, write_errors, write_table
+from rayfleet.tables import MERGED_FILE_BYTES, compact_run_files, drop_duplicate_ids, error_row, new_run_id, read_column_values, read_folder, utc_now, write_errors, write_table
 from schemas import SUMMARIES_SCHEMA
 
 logger = logging.getLogger("jobs.summarize")
@@ -55,10 +55,10 @@ class SummarizeConfig(BaseConfig):
     errors_output: str | None = Field(None, description="Errors table folder; default <output>/_errors.")
     id_column: str = Field("doc_id", description="Column holding each document's unique id.")
     text_column: str = Field("text", description="Column holding each document's text.")
-    batch_size: int = Field(32, ge=1, description="Documents per engine batch (and per output file until compacted).")
-    rows_per_output_file: int = Field(
-        50_000, ge=1, description="At the end of a run the files it committed (one per batch) are merged into files "
-        "of up to this many summaries; at or below batch_size nothing is merged.",
+    batch_size: int = Field(32, ge=1, description="Documents per engine batch (and per output file until merged).")
+    output_file_bytes: int = Field(
+        MERGED_FILE_BYTES, ge=0, description="At the end of a run the files it committed (one per batch) are merged "
+        "into files of up to about this size (a merge is held in memory); 0: none merged.",
     )
     rows_per_read_task: int = Field(
         256, ge=1, description="Rows a read task decodes at a time (it streams its row group in slices of this size); "
@@ -288,7 +288,7 @@ def main(config: SummarizeConfig) -> dict:
         init_ray(config.ray_address)
         summarize_dataset(config, plan.items, run_id, plan.todo_rows)
     drop_duplicate_ids(config.output, "doc_id", SUMMARY_SIGNATURE)
-    compact_run_files(config.output, run_id, config.rows_per_output_file)
+    compact_run_files(config.output, run_id, config.output_file_bytes)
     report = run_report(config, run_id, plan.already_done, time.monotonic() - started)
     print(json.dumps(report), flush=True)
     return report

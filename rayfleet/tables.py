@@ -60,13 +60,6 @@ def read_schema(uri: str) -> pa.Schema:
         return pq.read_schema(location.path, filesystem=location.filesystem)
 
 
-def row_count(uri: str) -> int:
-    """The rows of one Parquet file, from its footer; :class:`InputError` as :func:`read_table`."""
-    location = storage.resolve(uri)
-    with readable_parquet(uri):
-        return pq.ParquetFile(location.filesystem.open_input_file(location.path)).metadata.num_rows
-
-
 @contextlib.contextmanager
 def readable_parquet(uri: str) -> Iterator[None]:
     """Arrow's refusal of a file that is not Parquet, or is damaged, as an :class:`InputError` naming it."""
@@ -153,24 +146,28 @@ def read_column_values(folder_uri: str, column: str, signature: Iterable[str] = 
     return values
 
 
-def compact_run_files(folder_uri: str, run_id: str, rows_per_file: int) -> int:
+MERGED_FILE_BYTES = 64 * 2**20  # merged files' size: a group is held in memory while it is written
+
+
+def compact_run_files(folder_uri: str, run_id: str, file_bytes: int = MERGED_FILE_BYTES) -> int:
     """Merge the files one run committed to an output folder (``part-<run_id>-*.parquet``, a file per
-    batch) into files of up to ``rows_per_file`` rows; returns how many files it removed.
+    batch) into files of up to about ``file_bytes`` (0: none merged); returns how many files it removed.
 
     Only the run's own files, only into new files: no other run writes or merges them, and no file
     another run may be reading is changed. A merged file is named to sort before the files it
     merges, so a concurrent :func:`drop_duplicate_ids` keeps its copy of a row; killed before the
     sources are deleted, the rows are there twice until the next run's pass, never gone.
     """
-    if not storage.exists(folder_uri):
+    if not file_bytes or not storage.exists(folder_uri):
         return 0
-    prefix = storage.join(folder_uri, f"part-{run_id}-")
-    files = [uri for uri in storage.list_files(folder_uri, suffixes=(".parquet",), recursive=False) if uri.startswith(prefix)]
+    batch_files = storage.join(folder_uri, f"part-{run_id}-")
+    merged_files = storage.join(folder_uri, f"part-{run_id}--merged-")  # sort before every batch file: not merged again
+    files = [entry for entry in storage.list_entries(folder_uri, suffixes=(".parquet",), recursive=False)
+             if entry.uri.startswith(batch_files) and not entry.uri.startswith(merged_files)]  # fmt: skip
+    removed = 0
     with ThreadPoolExecutor(READ_THREADS) as pool:
-        sizes = [(uri, rows) for uri, rows in zip(files, pool.map(row_count, files)) if rows < rows_per_file]
-        removed = 0
-        for group in _groups_of_rows(sizes, rows_per_file):  # one group in memory at a time
-            merged_uri = storage.join(folder_uri, f"part-{run_id}--merged-{uuid.uuid4().hex[:12]}.parquet")
+        for group in _groups_up_to([(entry.uri, entry.size) for entry in files], file_bytes):
+            merged_uri = f"{merged_files}{uuid.uuid4().hex[:12]}.parquet"
             write_table(merged_uri, pa.concat_tables(pool.map(read_table, group), promote_options="permissive"))
             for file_uri in group:
                 storage.delete(file_uri)
@@ -180,18 +177,18 @@ def compact_run_files(folder_uri: str, run_id: str, rows_per_file: int) -> int:
     return removed
 
 
-def _groups_of_rows(sizes: list[tuple[str, int]], rows_per_file: int) -> Iterator[list[str]]:
-    """Consecutive files of ``(uri, rows)`` gathered into groups of at most ``rows_per_file`` rows;
-    only groups of two or more files (a lone file has nothing to merge with)."""
+def _groups_up_to(sizes: list[tuple[str, int]], most: int) -> Iterator[list[str]]:
+    """Consecutive files of ``(uri, size)`` gathered into groups of at most ``most`` in all; only
+    groups of two or more files (a lone file, or one as large, has nothing to merge with)."""
     group: list[str] = []
-    rows = 0
-    for file_uri, count in [*sizes, ("", rows_per_file + 1)]:  # the sentinel closes the last group
-        if group and rows + count > rows_per_file:
+    total = 0
+    for file_uri, size in [*sizes, ("", most + 1)]:  # the sentinel closes the last group
+        if group and total + size > most:
             if len(group) > 1:
                 yield group
-            group, rows = [], 0
+            group, total = [], 0
         group.append(file_uri)
-        rows += count
+        total += size
 
 
 def _read_all_if_ours(file_uris: list[str], columns: list[str], signature: Iterable[str] = ()) -> Iterator[pa.Table | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pyarrow as pa
 import pytest
@@ -28,33 +29,37 @@ def test_duplicates_across_files_keep_the_earliest(tmp_path):
     assert not (tmp_path / "part-3.parquet").exists()
 
 
-def _part(folder, name: str, ids: list[str], run: str = "r1") -> None:
-    write_table(str(folder / name), pa.table({"doc_id": ids, "summary": [f"s-{i}" for i in ids], "run_id": [run] * len(ids)}))
+def _part(folder, name: str, ids: list[str], run: str = "r1", pad: int = 0) -> None:
+    summaries = [f"s-{i}" + os.urandom(pad).hex() for i in ids]  # random: padding that does not compress
+    write_table(str(folder / name), pa.table({"doc_id": ids, "summary": summaries, "run_id": [run] * len(ids)}))
 
 
-def test_a_runs_batch_files_are_merged_into_new_files_of_at_most_the_given_rows_and_no_row_is_lost(tmp_path):
-    for index in range(7):  # 7 batches of 3 rows and one of 6, already full-sized
+def test_a_runs_batch_files_are_merged_into_new_files_of_at_most_the_given_size_and_no_row_is_lost(tmp_path):
+    for index in range(7):  # 7 batches of 3 rows and one too large to merge
         _part(tmp_path, f"part-R1-{index:02x}.parquet", [f"d{index}-{row}" for row in range(3)])
-    _part(tmp_path, "part-R1-07.parquet", [f"d7-{row}" for row in range(6)])
+    _part(tmp_path, "part-R1-07.parquet", [f"d7-{row}" for row in range(3)], pad=4096)
     _part(tmp_path, "part-R0-00.parquet", ["other-1"], run="R0")  # another run's: left alone
     _part(tmp_path, "part-R0-01.parquet", ["other-2"], run="R0")
     (tmp_path / "archive").mkdir()
     _part(tmp_path / "archive", "part-R1-00.parquet", ["old"])
+    small = {(tmp_path / f"part-R1-{index:02x}.parquet").stat().st_size for index in range(7)}
+    assert max(small) - min(small) < min(small) // 2, "sizes alike: two fit where three do not"
     before = read_folder(str(tmp_path), ["doc_id", "summary"])
 
-    assert compact_run_files(str(tmp_path), "R1", rows_per_file=6) == 3  # 3 groups of 2 files; part-R1-06 alone
+    assert compact_run_files(str(tmp_path), "R1", file_bytes=2 * max(small)) == 3  # 3 groups of 2; part-R1-06 alone
     after = read_folder(str(tmp_path), ["doc_id", "summary"])
     assert sorted(after.to_pylist(), key=str) == sorted(before.to_pylist(), key=str)
     rows = {path.name: read_folder(str(path), ["doc_id"]).num_rows for path in tmp_path.glob("*.parquet")}
     merged = sorted(name for name in rows if name.startswith("part-R1--merged-"))
     assert sorted(rows[name] for name in merged) == [6, 6, 6]
     assert {name: count for name, count in rows.items() if name not in merged} == {
-        "part-R1-06.parquet": 3, "part-R1-07.parquet": 6, "part-R0-00.parquet": 1, "part-R0-01.parquet": 1}  # fmt: skip
-    assert sorted(rows)[:4] == ["part-R0-00.parquet", "part-R0-01.parquet", *merged[:2]]
+        "part-R1-06.parquet": 3, "part-R1-07.parquet": 3, "part-R0-00.parquet": 1, "part-R0-01.parquet": 1}  # fmt: skip
     assert all(name < "part-R1-00.parquet" for name in merged), "a merged file sorts before the files it merges"
     assert read_folder(str(tmp_path / "archive"), ["doc_id"]).num_rows == 1
-    assert compact_run_files(str(tmp_path), "R1", rows_per_file=100) == 4  # 27 rows: the 5 files into one
-    assert len(list(tmp_path.glob("part-R1-*.parquet"))) == 1
+    assert compact_run_files(str(tmp_path), "R1", file_bytes=0) == 0, "0 merges nothing"
+    assert compact_run_files(str(tmp_path), "R1", file_bytes=2**20) == 1, "merged files are not merged again"
+    assert len(list(tmp_path.glob("part-R1--merged-*.parquet"))) == 4 and not list(tmp_path.glob("part-R1-0*"))
+    assert read_column_values(str(tmp_path), "doc_id", ("summary", "run_id")) == set(before["doc_id"].to_pylist()) - {"old"}
 
 
 def test_a_merge_killed_before_its_deletes_leaves_rows_twice_and_the_dedupe_pass_keeps_the_merged_copy(tmp_path):
