@@ -329,8 +329,8 @@ def main(config: IngestConfig) -> dict:
         init_ray(config.ray_address)
         ingest_dataset(config, todo, run_id, known_documents(config))
     # Two copies of one content in the same run were both parsed; keep the first.
-    removed = drop_duplicate_ids(config.table("documents"), "doc_id")
-    drop_duplicate_ids(config.table("chunks"), "chunk_id")
+    removed = drop_duplicate_ids(config.table("documents"), "doc_id", expected=True)
+    drop_duplicate_ids(config.table("chunks"), "chunk_id", expected=True)
     for table in ("documents", "chunks", "_files"):
         compact_run_files(config.table(table), run_id, config.output_file_bytes)
     report = run_report(config, run_id, already_done, removed, listing.system_files, time.monotonic() - started)

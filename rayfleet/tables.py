@@ -248,8 +248,9 @@ def write_errors(errors_uri: str, rows: Iterable[dict]) -> int:
     return len(rows)
 
 
-def drop_duplicate_ids(folder_uri: str, column: str, signature: Iterable[str] = ()) -> int:
-    """Keep one row per ``column`` value across a folder's files; returns rows removed.
+def drop_duplicate_ids(folder_uri: str, column: str, signature: Iterable[str] = (), expected: bool = False) -> int:
+    """Keep one row per ``column`` value across a folder's files; returns rows removed. Each
+    rewrite is logged as a warning, or as info when duplicates are ``expected`` (the job makes them).
 
     A batch still in flight when a job is killed can land after the rerun has planned;
     this pass at the end of every run keeps the output exactly-once anyway. The earliest
@@ -276,7 +277,8 @@ def drop_duplicate_ids(folder_uri: str, column: str, signature: Iterable[str] = 
         except FileNotFoundError:  # its run merged it into a new file since (a later pass prunes that one)
             continue
         removed += keep.count(False)
-        logger.warning("removing %d duplicate %s rows from %s", keep.count(False), column, file_uri)
+        logger.log(logging.INFO if expected else logging.WARNING, "removing %d duplicate %s rows from %s",
+                   keep.count(False), column, file_uri)  # fmt: skip
         if kept.num_rows:
             write_table(file_uri, kept)
         else:

@@ -29,6 +29,16 @@ def test_duplicates_across_files_keep_the_earliest(tmp_path):
     assert not (tmp_path / "part-3.parquet").exists()
 
 
+@pytest.mark.parametrize("expected, level", [(False, "WARNING"), (True, "INFO")])
+def test_duplicates_the_job_makes_itself_are_removed_without_a_warning(tmp_path, caplog, expected, level):
+    write_table(str(tmp_path / "part-1.parquet"), pa.table({"doc_id": ["a"]}))
+    write_table(str(tmp_path / "part-2.parquet"), pa.table({"doc_id": ["a", "b"]}))
+    with caplog.at_level("INFO", logger="rayfleet.tables"):
+        assert drop_duplicate_ids(str(tmp_path), "doc_id", expected=expected) == 1
+    assert [(record.levelname, record.getMessage().split(" from ")[0]) for record in caplog.records] == [
+        (level, "removing 1 duplicate doc_id rows")]
+
+
 def _part(folder, name: str, ids: list[str], run: str = "r1", pad: int = 0) -> None:
     summaries = [f"s-{i}" + os.urandom(pad).hex() for i in ids]  # random: padding that does not compress
     write_table(str(folder / name), pa.table({"doc_id": ids, "summary": summaries, "run_id": [run] * len(ids)}))
