@@ -4,11 +4,14 @@ Each file is checked against ``schemas.CHUNK_INPUT_COLUMNS``; a file that does n
 goes to the errors table whole, with the reason. Rows with an empty ``chunk_id`` or
 empty ``text``, and repeats of a ``chunk_id`` already seen, go there one by one. The
 optional columns (pages, heading, source, title) are carried when present and null otherwise.
+A file listed that is gone by the time it is read (an ingest run merging its batch files) makes
+the folder be listed again, so its rows, now in the merged file, are not missed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import pyarrow as pa
 
@@ -16,6 +19,8 @@ from rayfleet import storage
 from rayfleet.tables import error_row, read_table
 from schemas import CHUNK_INPUT_COLUMNS, CHUNK_OPTIONAL_COLUMNS, check_columns
 
+logger = logging.getLogger(__name__)
+RELISTS = 3  # listings read again when a file listed is gone (merged into another by the run that wrote it)
 CHUNK_COLUMNS = pa.schema(
     [
         ("chunk_id", pa.string()),
@@ -37,7 +42,20 @@ def read_chunks(input_uri: str, run_id: str) -> tuple[pa.Table, list[dict]]:
         FileNotFoundError: nothing exists at ``input_uri``.
         NoParquetFilesError: it holds no Parquet file.
     """
-    sources = storage.list_parquet_files(input_uri)
+    for _ in range(RELISTS):
+        try:
+            return _read_listed(storage.list_parquet_files(input_uri), run_id)
+        except FileNotFoundError as gone:  # an ingest run merged its batch files since the listing: list again
+            logger.info("%s: listing the chunks again", gone)
+    return _read_listed(storage.list_parquet_files(input_uri), run_id)
+
+
+def _read_listed(sources: list[str], run_id: str) -> tuple[pa.Table, list[dict]]:
+    """:func:`read_chunks` of the files listed.
+
+    Raises:
+        FileNotFoundError: a file listed is gone.
+    """
     rows, errors, seen = [], [], {}
     for source in sources:
         table, problem = _read_file(source)
@@ -59,7 +77,9 @@ def read_chunks(input_uri: str, run_id: str) -> tuple[pa.Table, list[dict]]:
 def _read_file(source: str) -> tuple[pa.Table | None, str | None]:
     try:
         table = read_table(source)
-    except Exception as error:  # any failure to read is this file's error, not the run's
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # any other failure to read is this file's error, not the run's
         return None, f"unreadable Parquet file: {type(error).__name__}: {error}"
     problems = check_columns(table.schema, CHUNK_INPUT_COLUMNS, {})
     present = tuple(rule for rule in CHUNK_OPTIONAL_COLUMNS if rule.name in table.schema.names)

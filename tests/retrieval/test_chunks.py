@@ -62,3 +62,15 @@ def test_keys_follow_text_and_model_and_the_version_follows_metadata(tmp_path):
     moved = base.set_column(base.schema.get_field_index("doc_id"), "doc_id", pa.array(["d1", "d2"], pa.string()))
     assert chunks_version(base, keys) == chunks_version(base.take([1, 0]), [keys[1], keys[0]])
     assert chunks_version(base, keys) != chunks_version(moved, keys)
+
+
+def test_a_file_merged_away_after_the_listing_makes_the_folder_be_listed_again(tmp_path, monkeypatch):
+    from rayfleet import storage
+
+    write_table(str(tmp_path / "part-r--merged-1.parquet"), pa.Table.from_pylist([chunk("c1", "One."), chunk("c2", "Two.")]))
+    stale = [str(tmp_path / "part-r-a.parquet"), str(tmp_path / "part-r-b.parquet")]  # listed before the merge
+    listings = iter([stale])
+    real_listing = storage.list_parquet_files
+    monkeypatch.setattr(storage, "list_parquet_files", lambda uri: next(listings, None) or real_listing(uri))
+    table, errors = read_chunks(str(tmp_path), "run-1")
+    assert sorted(table["chunk_id"].to_pylist()) == ["c1", "c2"] and errors == []
