@@ -160,14 +160,13 @@ def compact_run_files(folder_uri: str, run_id: str, file_bytes: int = MERGED_FIL
     """
     if not file_bytes or not storage.exists(folder_uri):
         return 0
-    batch_files = storage.join(folder_uri, f"part-{run_id}-")
-    merged_files = storage.join(folder_uri, f"part-{run_id}--merged-")  # sort before every batch file: not merged again
+    batch_files, merged_files = f"part-{run_id}-", f"part-{run_id}--merged-"  # merged ones sort first: not merged again
     files = [entry for entry in storage.list_entries(folder_uri, suffixes=(".parquet",), recursive=False)
-             if entry.uri.startswith(batch_files) and not entry.uri.startswith(merged_files)]  # fmt: skip
+             if _name(entry.uri).startswith(batch_files) and not _name(entry.uri).startswith(merged_files)]  # fmt: skip
     removed = 0
     with ThreadPoolExecutor(READ_THREADS) as pool:
         for group in _groups_up_to([(entry.uri, entry.size) for entry in files], file_bytes):
-            merged_uri = f"{merged_files}{uuid.uuid4().hex[:12]}.parquet"
+            merged_uri = storage.join(folder_uri, f"{merged_files}{uuid.uuid4().hex[:12]}.parquet")
             write_table(merged_uri, pa.concat_tables(pool.map(read_table, group), promote_options="permissive"))
             for file_uri in group:
                 storage.delete(file_uri)
@@ -175,6 +174,11 @@ def compact_run_files(folder_uri: str, run_id: str, file_bytes: int = MERGED_FIL
     if removed:
         logger.info("merged run %s's %d batch files in %s into %d", run_id, len(files), folder_uri, len(files) - removed)
     return removed
+
+
+def _name(uri: str) -> str:
+    """A file's name: the last part of its path or key (listings give local paths absolute)."""
+    return uri.rsplit("/", 1)[-1]
 
 
 def _groups_up_to(sizes: list[tuple[str, int]], most: int) -> Iterator[list[str]]:

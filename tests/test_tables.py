@@ -72,6 +72,15 @@ def test_a_runs_batch_files_are_merged_into_new_files_of_at_most_the_given_size_
     assert read_column_values(str(tmp_path), "doc_id", ("summary", "run_id")) == set(before["doc_id"].to_pylist()) - {"old"}
 
 
+def test_a_runs_files_under_a_relative_path_are_merged_too(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    _part(tmp_path / "out", "part-R1-aa.parquet", ["d1"])
+    _part(tmp_path / "out", "part-R1-bb.parquet", ["d2"])
+    assert compact_run_files("out", "R1") == 1
+    assert [path.name[: len("part-R1--merged-")] for path in (tmp_path / "out").iterdir()] == ["part-R1--merged-"]
+
+
 def test_a_merge_killed_before_its_deletes_leaves_rows_twice_and_the_dedupe_pass_keeps_the_merged_copy(tmp_path):
     _part(tmp_path, "part-R1-aa.parquet", ["d1", "d2"])
     _part(tmp_path, "part-R1-bb.parquet", ["d3"])
