@@ -81,8 +81,13 @@ def run_ours(config: FinetuneBenchConfig, model_path: str, rows: list[dict]) -> 
           TrainState(), lambda report, state: steps.append(report))  # fmt: skip
     timed = steps[1:]
     tokens, seconds = sum(step.tokens for step in timed), sum(step.seconds for step in timed)
-    return {"tokens_per_s": tokens / seconds, "tokens": tokens, "seconds": seconds, "tokens_per_step": tokens / len(timed),
-            "computed_tokens_per_step": sum(step.computed_tokens for step in timed) / len(timed)}
+    return {
+        "tokens_per_s": tokens / seconds,
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_step": tokens / len(timed),
+        "computed_tokens_per_step": sum(step.computed_tokens for step in timed) / len(timed),
+    }
 
 
 def run_hf_trainer(config: FinetuneBenchConfig, model_path: str, examples, tokenizer) -> dict:
@@ -118,7 +123,12 @@ def run_hf_trainer(config: FinetuneBenchConfig, model_path: str, examples, token
                 callbacks=[StepClock()]).train()  # fmt: skip
     tokens, seconds = sum(batch_tokens[1 : config.steps]), step_ends[-1] - step_ends[0]
     padded = config.hf_batch_size * (config.steps - 1)
-    return {"tokens_per_s": tokens / seconds, "tokens": tokens, "seconds": seconds, "examples_per_step": padded / (config.steps - 1)}
+    return {
+        "tokens_per_s": tokens / seconds,
+        "tokens": tokens,
+        "seconds": seconds,
+        "examples_per_step": padded / (config.steps - 1),
+    }
 
 
 def run_ray(config: FinetuneBenchConfig, workers: int, folder: str) -> dict:
@@ -161,7 +171,9 @@ def main(config: FinetuneBenchConfig) -> dict:
     unshared = report_stage("ours_unshared", run_ours(config, model_path, pack_examples(examples, config.pack_length,
                                                                                         share_prefix=False)))  # fmt: skip
     hf = report_stage("hf_trainer", run_hf_trainer(config, model_path, examples, tokenizer))
-    ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(
+        address="local", num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, logging_level=logging.WARNING
+    )
     with tempfile.TemporaryDirectory() as folder:
         one = report_stage("workers_1", run_ray(config, 1, folder))
         two = report_stage("workers_2", run_ray(config, 2, folder))

@@ -74,11 +74,16 @@ class FinetuneGpuBenchConfig(BaseConfig):
     )
     shape: dict = Field(default_factory=lambda: dict(TINYLLAMA_SHAPE), description="LlamaConfig fields of the model.")
     peak_tflops: float = Field(H100_H200_DENSE_BF16_TFLOPS, gt=0, description="The chip's dense bf16 peak, TFLOP/s.")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout of both sides (LoraSettings' default; peft's own is 0).")
-    attention: Literal["auto", "flash", "cudnn", "efficient"] = Field(
-        "auto", description="sdpa backend for every variant: auto is torch's own choice (cuDNN on Hopper in torch 2.11)."
+    lora_dropout: float = Field(
+        0.05, ge=0, lt=1, description="LoRA dropout of both sides (LoraSettings' default; peft's own is 0)."
     )
-    profile: bool = Field(False, description="One more step per variant under torch.profiler; its top kernels to stderr.")
+    attention: Literal["auto", "flash", "cudnn", "efficient"] = Field(
+        "auto",
+        description="sdpa backend for every variant: auto is torch's own choice (cuDNN on Hopper in torch 2.11).",
+    )
+    profile: bool = Field(
+        False, description="One more step per variant under torch.profiler; its top kernels to stderr."
+    )
 
 
 def flops_per_token(model, seq_len: int) -> dict[str, float]:
@@ -158,7 +163,9 @@ def run_hf_peft(config: FinetuneGpuBenchConfig, data: torch.Tensor, device: torc
     from rayfleet.training.loop import autocast
     from rayfleet.training.model import LoraSettings, peft_lora_config
 
-    model = get_peft_model(random_llama(config.shape, device), peft_lora_config(LoraSettings(dropout=config.lora_dropout)))
+    model = get_peft_model(
+        random_llama(config.shape, device), peft_lora_config(LoraSettings(dropout=config.lora_dropout))
+    )
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=2e-4)
     model.train()
@@ -192,8 +199,12 @@ def run_ours(config: FinetuneGpuBenchConfig, data: torch.Tensor, device: torch.d
     from rayfleet.training.loop import TrainSettings, make_optimizer, make_scheduler, train
     from rayfleet.training.model import LoraSettings, add_lora
 
-    model = add_lora(random_llama(config.shape, device), LoraSettings(dropout=config.lora_dropout, compile=compile), device)
-    settings = TrainSettings(max_steps=len(data), warmup_steps=0, schedule="constant", eval_every=10**6, checkpoint_every=10**6)
+    model = add_lora(
+        random_llama(config.shape, device), LoraSettings(dropout=config.lora_dropout, compile=compile), device
+    )
+    settings = TrainSettings(
+        max_steps=len(data), warmup_steps=0, schedule="constant", eval_every=10**6, checkpoint_every=10**6
+    )
     optimizer = make_optimizer(model, settings)
     rows = packed_rows(data)
     clock, losses = StepClock(config, device, "ours" if compile == "auto" else "ours_eager"), []
@@ -233,7 +244,11 @@ def attention_backend(name: str):
         return nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    backends = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    backends = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    }
     return sdpa_kernel(backends[name])
 
 

@@ -39,7 +39,9 @@ from rayfleet.qa import PAPER_ASPECT_QUESTIONS
 
 class QaBoundsConfig(BaseConfig):
     test_papers: int = Field(40, ge=1, le=100, description="Held-out aclsum test papers (make quality's QUALITY_DOCS).")
-    train_papers: int = Field(100, ge=1, le=100, description="Training papers whose summaries are the constant answers.")
+    train_papers: int = Field(
+        100, ge=1, le=100, description="Training papers whose summaries are the constant answers."
+    )
 
 
 def best_constant(candidates: list[str], references: list[str], leads: list[str] | None = None) -> tuple[str, float]:
@@ -50,7 +52,9 @@ def best_constant(candidates: list[str], references: list[str], leads: list[str]
     leads = leads or [""] * len(references)
 
     def mean_f1(candidate: str) -> float:
-        return statistics.fmean(token_f1(f"{lead} {candidate}", reference) for lead, reference in zip(leads, references))
+        return statistics.fmean(
+            token_f1(f"{lead} {candidate}", reference) for lead, reference in zip(leads, references)
+        )
 
     f1, answer = max((mean_f1(candidate), candidate) for candidate in candidates)
     return answer, f1

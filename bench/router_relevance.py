@@ -90,7 +90,9 @@ def without_quotes_of(chunks: pa.Table, prompts: list[str]) -> pa.Table:
     """``chunks`` less those that quote one of ``prompts`` word for word (this repository's docs
     quote the benchmark's own prompts when they discuss its results: indexing them would leak)."""
     quoted = [" ".join(prompt.lower().split()) for prompt in prompts]
-    keep = [not any(prompt in " ".join(text.lower().split()) for prompt in quoted) for text in chunks["text"].to_pylist()]
+    keep = [
+        not any(prompt in " ".join(text.lower().split()) for prompt in quoted) for text in chunks["text"].to_pylist()
+    ]
     return chunks.filter(pa.array(keep))
 
 

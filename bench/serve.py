@@ -63,17 +63,22 @@ class BenchServeConfig(BaseConfig):
     )
     keys_file: str = Field(".run/serve-api-keys", description="The keys `make serve` wrote (its key when it made one).")
     models: list[str] = Field(
-        default_factory=lambda: ["rayfleet", "rayfleet-base", "rayfleet-rag"], description="Models the users request, evenly."
+        default_factory=lambda: ["rayfleet", "rayfleet-base", "rayfleet-rag"],
+        description="Models the users request, evenly.",
     )
     max_tokens: int = Field(16, ge=1, description="max_tokens of every request.")
     overhead_pairs: int = Field(
         100, ge=5, description="Routed/direct pairs for the router overhead (one-token answers vary by tens of ms)."
     )
     steady_users: int = Field(2, ge=1, description="Concurrent users under steady load.")
-    steady_seconds: float = Field(150, gt=0, description="Length of the steady phase (150 s at 2 users: ~75 requests for its p99).")
+    steady_seconds: float = Field(
+        150, gt=0, description="Length of the steady phase (150 s at 2 users: ~75 requests for its p99)."
+    )
     spike_multiplier: int = Field(10, ge=1, description="Users in the spike, as a multiple of steady_users.")
     spike_seconds: float = Field(90, gt=0, description="Length of the spike phase.")
-    spike_settle_seconds: float = Field(30, ge=0, description="Spike requests started before this are not in spike_p99_ms.")
+    spike_settle_seconds: float = Field(
+        30, ge=0, description="Spike requests started before this are not in spike_p99_ms."
+    )
     think_seconds: float = Field(1.0, ge=0, description="Mean pause of a user between requests.")
     replica_poll_seconds: float = Field(5, gt=0, description="How often replica counts are sampled.")
 
@@ -97,7 +102,9 @@ def stream_chat(session, config: BenchServeConfig, model: str, phase: str, **req
             "messages": [{"role": "user", "content": random.choice(PROMPTS)}]}  # fmt: skip
     started = time.perf_counter()
     record = {"phase": phase, "model": model, "started": time.time(), "ttft_ms": None}
-    response = session.post(f"{config.base_url}/v1/chat/completions", json=body, stream=True, timeout=300, **request_options)
+    response = session.post(
+        f"{config.base_url}/v1/chat/completions", json=body, stream=True, timeout=300, **request_options
+    )
     try:
         record["status"] = response.status_code
         record["path"] = response.headers.get("x-rayfleet-path")
@@ -154,7 +161,16 @@ def make_user_class(config: BenchServeConfig, key: str, phase: dict):
         def chat(self):
             model = random.choice(config.models)
             try:
-                RECORDS.append(stream_chat(self.client, config, model, phase["name"], headers={"Authorization": f"Bearer {key}"}, name=model))
+                RECORDS.append(
+                    stream_chat(
+                        self.client,
+                        config,
+                        model,
+                        phase["name"],
+                        headers={"Authorization": f"Bearer {key}"},
+                        name=model,
+                    )
+                )
             except requests.RequestException as error:
                 RECORDS.append({"phase": phase["name"], "model": model, "started": time.time(), "status": type(error).__name__,
                                 "path": None, "ttft_ms": None, "latency_ms": None})  # fmt: skip
@@ -165,7 +181,9 @@ def make_user_class(config: BenchServeConfig, key: str, phase: dict):
 def poll_replicas(config: BenchServeConfig, samples: list, started: float) -> None:
     while True:
         try:
-            applications = requests.get(f"{config.dashboard_url}/api/serve/applications/", timeout=5).json()["applications"]
+            applications = requests.get(f"{config.dashboard_url}/api/serve/applications/", timeout=5).json()[
+                "applications"
+            ]
             counts = {
                 name: sum(1 for replica in deployment["replicas"] if replica["state"] == "RUNNING")
                 for application in applications.values()

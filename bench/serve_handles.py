@@ -92,7 +92,9 @@ class Caller:
                 timings["first_chunk", direct].append(first)
                 timings["stream", direct].append(elapsed_ms(started))
             await asyncio.sleep(0.005)
-        return {f"{kind}_{'direct' if direct else 'by_reference'}": values for (kind, direct), values in timings.items()}
+        return {
+            f"{kind}_{'direct' if direct else 'by_reference'}": values for (kind, direct), values in timings.items()
+        }
 
 
 def elapsed_ms(started: float) -> float:
@@ -106,7 +108,9 @@ def summary(timings: dict[str, list[float]], same_loop: dict[str, list[float]], 
     for name in ("unary_direct", "first_chunk_direct", "stream_direct"):
         figures.update(p50_p99(same_loop[name], f"same_loop_{name}_"))
     figures["unary_speedup_p50"] = ratio(figures, "unary_by_reference_p50_ms", "unary_direct_p50_ms")
-    figures["stream_first_chunk_speedup_p50"] = ratio(figures, "first_chunk_by_reference_p50_ms", "first_chunk_direct_p50_ms")
+    figures["stream_first_chunk_speedup_p50"] = ratio(
+        figures, "first_chunk_by_reference_p50_ms", "first_chunk_direct_p50_ms"
+    )
     figures["same_loop_unary_speedup_p50"] = ratio(figures, "unary_direct_p50_ms", "same_loop_unary_direct_p50_ms")
     figures["same_loop_stream_speedup_p50"] = ratio(figures, "stream_direct_p50_ms", "same_loop_stream_direct_p50_ms")
     return figures

@@ -55,7 +55,8 @@ class SummarizeBenchConfig(BaseConfig):
     batch_size: int = Field(32, ge=1, description="Documents per engine batch in the pipeline.")
     repeats: int = Field(1, ge=1, description="Engine and pipeline runs each, alternating; figures are medians.")
     enforce_eager: bool = Field(
-        True, description="vLLM (engine and pipeline): eager mode; false compiles the model (a ~50 s longer start).")
+        True, description="vLLM (engine and pipeline): eager mode; false compiles the model (a ~50 s longer start)."
+    )
 
 
 def figures(completion_tokens: int, prompt_tokens: int, seconds: float) -> dict:
@@ -94,7 +95,9 @@ def run_in_fresh_process(path: str, documents, config: SummarizeBenchConfig, sam
     return figures(counts["completion_tokens"], counts["prompt_tokens"], counts["finished_at"] - launched)
 
 
-FRESH_PROCESS = "import sys; from bench.summarize import summarize_in_this_process; summarize_in_this_process(*sys.argv[1:])"
+FRESH_PROCESS = (
+    "import sys; from bench.summarize import summarize_in_this_process; summarize_in_this_process(*sys.argv[1:])"
+)
 
 
 def summarize_in_this_process(request: str, reply: str) -> None:
@@ -104,11 +107,17 @@ def summarize_in_this_process(request: str, reply: str) -> None:
     documents = [tuple(document) for document in asked["documents"]]
     naive = asked["path"] == "naive"
     if naive:
-        engine = create_engine(EngineConfig(kind="transformers", max_model_len=config.max_model_len, transformers_batch_size=1))
+        engine = create_engine(
+            EngineConfig(kind="transformers", max_model_len=config.max_model_len, transformers_batch_size=1)
+        )
     else:
-        engine = create_engine(EngineConfig(kind="vllm", max_model_len=config.max_model_len, enforce_eager=config.enforce_eager))
+        engine = create_engine(
+            EngineConfig(kind="vllm", max_model_len=config.max_model_len, enforce_eager=config.enforce_eager)
+        )
     summarizer = Summarizer(engine, sampling, SummaryPrompts(), config.max_model_len)
-    results = [summarizer.summarize([document])[0] for document in documents] if naive else summarizer.summarize(documents)
+    results = (
+        [summarizer.summarize([document])[0] for document in documents] if naive else summarizer.summarize(documents)
+    )
     finished_at = time.monotonic()
     engine.close()
     counts = {
@@ -144,7 +153,9 @@ def run_pipeline(table, config: SummarizeBenchConfig, sampling: SamplingConfig) 
     return {**figures(completion, prompt, seconds), "summaries": written.num_rows}
 
 
-def engine_and_pipeline_runs(table, documents, config: SummarizeBenchConfig, sampling: SamplingConfig) -> list[tuple[dict, dict]]:
+def engine_and_pipeline_runs(
+    table, documents, config: SummarizeBenchConfig, sampling: SamplingConfig
+) -> list[tuple[dict, dict]]:
     """``config.repeats`` adjacent (engine, pipeline) runs; odd repeats run the pipeline first."""
     pairs = []
     for repeat in range(config.repeats):
@@ -154,7 +165,11 @@ def engine_and_pipeline_runs(table, documents, config: SummarizeBenchConfig, sam
         else:
             engine = run_engine(documents, config, sampling)
             pipeline = run_pipeline(table, config, sampling)
-        print(f"bench.summarize repeat {repeat + 1}: engine {json.dumps(engine)} pipeline {json.dumps(pipeline)}", file=sys.stderr, flush=True)
+        print(
+            f"bench.summarize repeat {repeat + 1}: engine {json.dumps(engine)} pipeline {json.dumps(pipeline)}",
+            file=sys.stderr,
+            flush=True,
+        )
         pairs.append((engine, pipeline))
     return pairs
 

@@ -139,8 +139,11 @@ def main(arguments: list[str]) -> None:
     found, left = stop_head(temp_dir)
     if left:
         sys.exit(f"{left} process(es) of the Ray head in {temp_dir} are still running after SIGKILL")
-    print(f"stopped {found} process(es) of the Ray head in {temp_dir}"
-          if found else f"no Ray head in {temp_dir} was running")
+    print(
+        f"stopped {found} process(es) of the Ray head in {temp_dir}"
+        if found
+        else f"no Ray head in {temp_dir} was running"
+    )
 
 
 if __name__ == "__main__":

@@ -153,9 +153,7 @@ class LocalS3:
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"]}  # fmt: skip
         (self.data_dir / "s3.json").write_text(json.dumps({"identities": [identity]}))
         with self.log_file.open("ab") as log:
-            process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.pid_file.write_text(str(process.pid))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -48,21 +48,28 @@ def status_table(entries: list[LedgerEntry]) -> str:
     rows = [header] + [
         (
             datetime.fromtimestamp(entry.updated_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-            entry.state, str(entry.attempt), entry.rule, f"s3://{entry.bucket}/{entry.key}",
+            entry.state,
+            str(entry.attempt),
+            entry.rule,
+            f"s3://{entry.bucket}/{entry.key}",
             f"{'deleted ' if entry.removal else ''}{entry.version[:12]}",
-            entry.submission_id, entry.last_error[:60],
+            entry.submission_id,
+            entry.last_error[:60],
         )  # fmt: skip
         for entry in entries
     ]
     widths = [max(display_width(row[column]) for row in rows) for column in range(len(header))]
     return "\n".join(
-        "  ".join(cell + " " * (width - display_width(cell)) for cell, width in zip(row, widths)).rstrip() for row in rows
+        "  ".join(cell + " " * (width - display_width(cell)) for cell, width in zip(row, widths)).rstrip()
+        for row in rows
     )
 
 
 def display_width(text: str) -> int:
     """Columns ``text`` takes in a terminal: wide (CJK, most emoji) characters two, combining marks none."""
-    return sum(0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+    return sum(
+        0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text
+    )
 
 
 def requeue_arguments(arguments: list[str]) -> tuple[list[str], list[str]]:

@@ -25,7 +25,9 @@ class PollerConfig(BaseConfig):
 
     bucket: str = Field("rayfleet", description="Bucket to list.")
     prefix: str = Field("incoming/", description="Only keys under this prefix are listed.")
-    endpoint_url: str | None = Field(None, description="S3 endpoint; None uses the AWS environment (AWS_ENDPOINT_URL...).")
+    endpoint_url: str | None = Field(
+        None, description="S3 endpoint; None uses the AWS environment (AWS_ENDPOINT_URL...)."
+    )
 
 
 class SqsConfig(BaseConfig):
@@ -34,14 +36,20 @@ class SqsConfig(BaseConfig):
     queue_url: str = Field("", description="URL of the queue S3 sends its notifications to.")
     wait_time_s: int = Field(10, ge=0, le=20, description="SQS long-poll wait per receive.")
     max_messages: int = Field(10, ge=1, le=10, description="Messages per receive.")
-    visibility_timeout_s: int = Field(120, ge=0, description="Seconds a received message stays hidden before redelivery.")
-    endpoint_url: str | None = Field(None, description="SQS endpoint; None uses the AWS environment (AWS_ENDPOINT_URL_SQS...).")
+    visibility_timeout_s: int = Field(
+        120, ge=0, description="Seconds a received message stays hidden before redelivery."
+    )
+    endpoint_url: str | None = Field(
+        None, description="SQS endpoint; None uses the AWS environment (AWS_ENDPOINT_URL_SQS...)."
+    )
 
 
 class LedgerConfig(BaseConfig):
     """Where claims and job states are recorded."""
 
-    kind: Literal["sqlite", "dynamodb"] = Field("sqlite", description="sqlite for one dispatcher, dynamodb for several.")
+    kind: Literal["sqlite", "dynamodb"] = Field(
+        "sqlite", description="sqlite for one dispatcher, dynamodb for several."
+    )
     sqlite_path: str = Field(".data/dispatch/ledger.sqlite", description="SQLite ledger file.")
     dynamodb_table: str = Field("rayfleet-dispatch-ledger", description="DynamoDB ledger table.")
     create_table: bool = Field(False, description="Create the DynamoDB table if it is missing (development).")
@@ -52,7 +60,9 @@ class RayConfig(BaseConfig):
     """The cluster jobs go to, and what travels with each job."""
 
     address: str = Field("http://127.0.0.1:8265", description="Ray jobs API (dashboard) address.")
-    working_dir: str | None = Field(".", description="Project folder uploaded with every job; None relies on the cluster's image.")
+    working_dir: str | None = Field(
+        ".", description="Project folder uploaded with every job; None relies on the cluster's image."
+    )
     excludes: list[str] = Field(
         default_factory=lambda: [".git", ".venv", ".data", ".models", ".run", "**/__pycache__"],
         description="Paths under working_dir not uploaded.",
@@ -67,13 +77,17 @@ class RetryConfig(BaseConfig):
     backoff_s: float = Field(30.0, ge=0, description="Wait before the second attempt.")
     backoff_factor: float = Field(2.0, ge=1, description="Each later wait is this many times the previous one.")
     max_backoff_s: float = Field(900.0, ge=0, description="Longest wait between attempts.")
-    log_lines: int = Field(40, ge=1, description="Last lines of the job's logs kept with a failure and the dead letter.")
+    log_lines: int = Field(
+        40, ge=1, description="Last lines of the job's logs kept with a failure and the dead letter."
+    )
 
 
 class FaultInjectionConfig(BaseConfig):
     """Deliberate failures, for tests of crash recovery only."""
 
-    crash_after_claim: bool = Field(False, description="Kill the process (os._exit) right after a claim, before submitting.")
+    crash_after_claim: bool = Field(
+        False, description="Kill the process (os._exit) right after a claim, before submitting."
+    )
 
 
 class DispatchConfig(BaseConfig):
@@ -86,7 +100,9 @@ class DispatchConfig(BaseConfig):
     ray: RayConfig = Field(default_factory=RayConfig, description="The Ray cluster.")
     retry: RetryConfig = Field(default_factory=RetryConfig, description="Retries and the dead letter.")
     rules: list[Rule] = Field(default_factory=list, description="Event-to-job rules; the first match wins.")
-    dead_letter_output: str | None = Field(None, description="Folder (local or s3://) for one JSON record per dead letter.")
+    dead_letter_output: str | None = Field(
+        None, description="Folder (local or s3://) for one JSON record per dead letter."
+    )
     max_running_jobs: int | None = Field(
         1,
         ge=1,
@@ -94,10 +110,15 @@ class DispatchConfig(BaseConfig):
         "first. 1 suits the 2-CPU local head (two engine jobs deadlock there); None: no limit.",
     )
     cycle_interval_s: float = Field(5.0, ge=0, description="Pause after a cycle that received no event.")
-    stale_claim_s: float = Field(30.0, ge=0, description="A claim this old with no submission is reconciled (crash recovery).")
-    exit_when_idle: bool = Field(False, description="Stop once a cycle receives nothing and no job is open (scripts, tests).")
+    stale_claim_s: float = Field(
+        30.0, ge=0, description="A claim this old with no submission is reconciled (crash recovery)."
+    )
+    exit_when_idle: bool = Field(
+        False, description="Stop once a cycle receives nothing and no job is open (scripts, tests)."
+    )
     dispatcher_id: str = Field(
-        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", description="Recorded as the owner of each claim."
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="Recorded as the owner of each claim.",
     )
     status_limit: int = Field(20, ge=1, description="Entries shown by python -m events status.")
     fault_injection: FaultInjectionConfig = Field(default_factory=FaultInjectionConfig, description="Tests only.")

@@ -336,7 +336,9 @@ class Dispatcher:
         if self.config.dead_letter_output is None:
             return
         name = entry.submission_id.rsplit("-a", 1)[0] + ".json"
-        storage.write_bytes(storage.join(self.config.dead_letter_output, name), json.dumps(asdict(entry), indent=2).encode())
+        storage.write_bytes(
+            storage.join(self.config.dead_letter_output, name), json.dumps(asdict(entry), indent=2).encode()
+        )
 
 
 def aws_client(service: str, endpoint_url: str | None):

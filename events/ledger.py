@@ -34,7 +34,13 @@ from typing import Iterable, Protocol
 
 from events.rules import REMOVED_MARK
 
-CLAIMED, SUBMITTED, RETRY_WAIT, SUCCEEDED, DEAD_LETTER = "claimed", "submitted", "retry_wait", "succeeded", "dead_letter"
+CLAIMED, SUBMITTED, RETRY_WAIT, SUCCEEDED, DEAD_LETTER = (
+    "claimed",
+    "submitted",
+    "retry_wait",
+    "succeeded",
+    "dead_letter",
+)
 OPEN_STATES = (CLAIMED, SUBMITTED, RETRY_WAIT)
 
 
@@ -157,7 +163,9 @@ class SqliteLedger:
         return rows[0] if rows else None
 
     def open_entries(self) -> list[LedgerEntry]:
-        return self._select(f"WHERE state IN ({', '.join('?' for _ in OPEN_STATES)}) ORDER BY created_at", list(OPEN_STATES))
+        return self._select(
+            f"WHERE state IN ({', '.join('?' for _ in OPEN_STATES)}) ORDER BY created_at", list(OPEN_STATES)
+        )
 
     def in_state(self, state: str) -> list[LedgerEntry]:
         return self._select("WHERE state = ? ORDER BY created_at", [state])
@@ -231,7 +239,9 @@ class DynamoLedger:
             return False
 
     def get(self, object_version: str) -> LedgerEntry | None:
-        item = self.client.get_item(TableName=self.table, Key={"object_version": {"S": object_version}}, ConsistentRead=True)
+        item = self.client.get_item(
+            TableName=self.table, Key={"object_version": {"S": object_version}}, ConsistentRead=True
+        )
         return _from_item(item["Item"]) if "Item" in item else None
 
     def open_entries(self) -> list[LedgerEntry]:

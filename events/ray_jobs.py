@@ -45,7 +45,9 @@ class RayJobs:
             self._client = JobSubmissionClient(self.address)
         return self._client
 
-    def submit(self, submission: str, entrypoint: str, metadata: dict[str, str], num_cpus: float = 0, num_gpus: float = 0) -> bool:
+    def submit(
+        self, submission: str, entrypoint: str, metadata: dict[str, str], num_cpus: float = 0, num_gpus: float = 0
+    ) -> bool:
         """Submit ``entrypoint`` as ``submission``; False if Ray already had that job (adopted)."""
         try:
             self.client.submit_job(

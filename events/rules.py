@@ -98,11 +98,16 @@ class Rule(BaseConfig):
     min_size: int = Field(1, ge=0, description="Smallest object size in bytes (1 skips empty objects and folders).")
     max_size: int | None = Field(None, ge=0, description="Largest object size in bytes; None means no limit.")
     job: str = Field(..., description="Job module run as `python -m <job>` (e.g. jobs.summarize).")
-    config: str | None = Field(None, description="Config file passed to the job as config=<file>, relative to the working dir.")
-    overrides: list[str] = Field(
-        default_factory=list, description="key=value overrides for the job; values may use the placeholders {uri}, {key}, ..."
+    config: str | None = Field(
+        None, description="Config file passed to the job as config=<file>, relative to the working dir."
     )
-    entrypoint_num_cpus: float = Field(0, ge=0, description="CPUs reserved for the job's driver (>0 makes an autoscaler start a worker for it).")
+    overrides: list[str] = Field(
+        default_factory=list,
+        description="key=value overrides for the job; values may use the placeholders {uri}, {key}, ...",
+    )
+    entrypoint_num_cpus: float = Field(
+        0, ge=0, description="CPUs reserved for the job's driver (>0 makes an autoscaler start a worker for it)."
+    )
     entrypoint_num_gpus: float = Field(0, ge=0, description="GPUs reserved for the job's driver.")
     max_running_jobs: int | None = Field(
         None, ge=1, description="Most jobs of this rule submitted and unfinished at once; None: the overall limit only."
@@ -111,7 +116,8 @@ class Rule(BaseConfig):
         None, gt=0, description="A job unfinished this long after its submission is stopped and fails; None: no limit."
     )
     on_removed: bool = Field(
-        False, description="Run the job, with the same overrides, when a matching object is deleted too (for jobs that "
+        False,
+        description="Run the job, with the same overrides, when a matching object is deleted too (for jobs that "
         "follow deletions: jobs.ingest given a deleted file records it deleted and the index drops it).",
     )
 
@@ -124,13 +130,17 @@ class Rule(BaseConfig):
             names = {field for _, field, _, _ in string.Formatter().parse(override) if field is not None}
             unknown = names - set(PLACEHOLDERS)
             if unknown:
-                raise ValueError(f"override {override!r} uses unknown placeholders {sorted(unknown)}; known: {PLACEHOLDERS}")
+                raise ValueError(
+                    f"override {override!r} uses unknown placeholders {sorted(unknown)}; known: {PLACEHOLDERS}"
+                )
         return overrides
 
     @model_validator(mode="after")
     def _can_match(self):
         if self.max_size is not None and self.max_size < self.min_size:
-            raise ValueError(f"rule {self.name!r}: max_size {self.max_size} is below min_size {self.min_size}, so it never matches")
+            raise ValueError(
+                f"rule {self.name!r}: max_size {self.max_size} is below min_size {self.min_size}, so it never matches"
+            )
         globbed = [field for field in ("prefix", "suffix") if "*" in getattr(self, field)]
         if globbed:
             raise ValueError(f"rule {self.name!r}: {' and '.join(globbed)} are matched as written, not as globs ('*' is a "

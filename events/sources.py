@@ -128,7 +128,9 @@ class SqsSource:
             try:
                 deliveries.append(Delivery(parse_s3_notification(message["Body"]), message["ReceiptHandle"]))
             except NotAnS3Notification as error:
-                logger.warning("left SQS message %s on the queue for its redrive policy: %s", message.get("MessageId"), error)
+                logger.warning(
+                    "left SQS message %s on the queue for its redrive policy: %s", message.get("MessageId"), error
+                )
         return deliveries
 
     def acknowledge(self, delivery: Delivery) -> None:

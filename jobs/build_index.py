@@ -220,7 +220,10 @@ def citing_files_that_hold_them(chunks: pa.Table, ledger: list[dict]) -> pa.Tabl
     files = current_files(ledger)
     holders = document_holders(files)
     sources, doc_ids = chunks["source"].to_pylist(), chunks["doc_id"].to_pylist()
-    cited = [source if files.get(source) == doc_id else holders.get(doc_id, source) for source, doc_id in zip(sources, doc_ids)]
+    cited = [
+        source if files.get(source) == doc_id else holders.get(doc_id, source)
+        for source, doc_id in zip(sources, doc_ids)
+    ]
     moves = [(old, new) for old, new in zip(sources, cited) if old != new]
     if not moves:
         return chunks
@@ -367,7 +370,10 @@ def update_index(config: BuildIndexConfig) -> dict:
             manifest.added_rows,
         )
         report.update(
-            embedded=todo.num_rows, build_mode=manifest.build_mode, version=manifest.version, rows=manifest.row_count,
+            embedded=todo.num_rows,
+            build_mode=manifest.build_mode,
+            version=manifest.version,
+            rows=manifest.row_count,
             removed_documents=len(removed),
         )
     report["seconds"] = round(time.monotonic() - started, 1)

@@ -104,8 +104,14 @@ def build_documents(config: DemoDocumentsConfig) -> pa.Table:
 def qa_pairs(documents: pa.Table, split: str) -> list[dict]:
     """Three question-answer pairs per paper, answered by its human summaries (``schemas.QA_SCHEMA`` rows)."""
     return [
-        {"question": question.format(title=paper["title"]), "answer": paper[f"reference_{aspect}"], "chunk_id": None,
-         "doc_id": paper["doc_id"], "origin": "user", "split": QA_SPLITS[split]}  # fmt: skip
+        {
+            "question": question.format(title=paper["title"]),
+            "answer": paper[f"reference_{aspect}"],
+            "chunk_id": None,
+            "doc_id": paper["doc_id"],
+            "origin": "user",
+            "split": QA_SPLITS[split],
+        }  # fmt: skip
         for paper in documents.to_pylist()
         for aspect, question in DEMO_QUESTIONS.items()
     ]
@@ -120,8 +126,14 @@ def chunk_rows(documents: pa.Table, max_tokens: int) -> list[dict]:
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(MINILM)))
     return [
-        {"chunk_id": f"{document['doc_id']}#{chunk.ordinal}", "doc_id": document["doc_id"], "text": chunk.text,
-         "heading": document["title"], "source": document["source"], "title": document["title"]}  # fmt: skip
+        {
+            "chunk_id": f"{document['doc_id']}#{chunk.ordinal}",
+            "doc_id": document["doc_id"],
+            "text": chunk.text,
+            "heading": document["title"],
+            "source": document["source"],
+            "title": document["title"],
+        }  # fmt: skip
         for document in documents.to_pylist()
         for chunk in chunk_document(tokenizer, document["text"], max_tokens)
     ]

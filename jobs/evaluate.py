@@ -73,10 +73,12 @@ class CandidateConfig(BaseConfig):
 
     name: str = Field(..., description="Label in the report and the JSON line, e.g. base, finetuned, rag.")
     kind: Literal["base", "adapter", "rag"] = Field(
-        ..., description="base: the base model alone; adapter: the base model with a registry adapter; rag: retrieval + base model."
+        ...,
+        description="base: the base model alone; adapter: the base model with a registry adapter; rag: retrieval + base model.",
     )
     adapter: str | None = Field(
-        None, description="adapter (or rag with an adapter): registry reference name, name@<version>, name@latest or name@promoted."
+        None,
+        description="adapter (or rag with an adapter): registry reference name, name@<version>, name@latest or name@promoted.",
     )
 
     @model_validator(mode="after")
@@ -118,15 +120,20 @@ class EvaluateConfig(BaseConfig):
     """Configuration of the evaluation job."""
 
     qa: str = Field(
-        ".data/demo/qa", description="Held-out Q&A Parquet folder (jobs.make_qa's qa/, or jobs.demo_documents qa_output)."
+        ".data/demo/qa",
+        description="Held-out Q&A Parquet folder (jobs.make_qa's qa/, or jobs.demo_documents qa_output).",
     )
     split: Literal["train", "validation", "test"] = Field("test", description="Which split to score.")
     max_items: int | None = Field(None, ge=1, description="Score at most this many questions (a stable sample).")
     output: str = Field(".data/eval", description="Folder/prefix for result.json, items.jsonl, report.html.")
-    registry: str = Field(".data/registry", description="Registry root holding the adapters (jobs.finetune publishes there).")
+    registry: str = Field(
+        ".data/registry", description="Registry root holding the adapters (jobs.finetune publishes there)."
+    )
     index: str | None = Field(".data/demo/index", description="Index root for RAG candidates (jobs.build_index).")
     top_k: int = Field(4, ge=1, description="Passages retrieved per question for RAG candidates.")
-    hybrid: bool = Field(True, description="RAG retrieval fuses BM25 into the dense ranking, as the serving RAG path does.")
+    hybrid: bool = Field(
+        True, description="RAG retrieval fuses BM25 into the dense ranking, as the serving RAG path does."
+    )
     candidates: list[CandidateConfig] = Field(default_factory=default_candidates, description="Systems to score.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Base model and engine of every candidate.")
     merge_adapters: bool = Field(
@@ -143,13 +150,16 @@ class EvaluateConfig(BaseConfig):
     max_context_tokens: int = Field(
         768, ge=64, description="RAG: most prompt tokens of retrieved text, as the serving RAG path's setting."
     )
-    rag_system_prompt: str | None = Field(None, description="RAG: system message before the serving path's instructions.")
+    rag_system_prompt: str | None = Field(
+        None, description="RAG: system message before the serving path's instructions."
+    )
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The LLM judge.")
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig, description="Confidence intervals.")
     gate: PromotionGateConfig = Field(default_factory=PromotionGateConfig, description="The promotion gate.")
     summaries: SummaryEvalConfig | None = Field(None, description="Also score summaries against human references.")
     harness: HarnessConfig = Field(
-        default_factory=HarnessConfig, description="Local lm-evaluation-harness tasks for the base and adapter candidates."
+        default_factory=HarnessConfig,
+        description="Local lm-evaluation-harness tasks for the base and adapter candidates.",
     )
     workers: WorkerPoolConfig = Field(default_factory=WorkerPoolConfig, description="Engine actor pool sizing.")
     batch_size: int = Field(32, ge=1, description="Conversations per engine batch.")
@@ -187,8 +197,10 @@ def load_questions(config: EvaluateConfig) -> list[dict]:
     the log. In a set where some pairs have a split, those without one are left out, counted.
     """
     if not storage.exists(config.qa):
-        raise FileNotFoundError(f"no Q&A set at {config.qa}: build one with `python -m jobs.make_qa`, "
-                                "or `make quality` for the demo's in .data/demo/qa (see README)")
+        raise FileNotFoundError(
+            f"no Q&A set at {config.qa}: build one with `python -m jobs.make_qa`, "
+            "or `make quality` for the demo's in .data/demo/qa (see README)"
+        )
     rows = read_input_folder(config.qa, USER_QA_REQUIRED, QA_OPTIONAL_COLUMNS, per_file=qa_columns_as_text).to_pylist()
     splits = collections.Counter(row["split"] for row in rows)
     if set(splits) != {None}:
@@ -196,7 +208,9 @@ def load_questions(config: EvaluateConfig) -> list[dict]:
             logger.warning("%d pairs of %s have no split while the others have one: left out", splits[None], config.qa)
         rows = [row for row in rows if row["split"] == config.split]
     else:
-        logger.warning("the Q&A set at %s has no split column: all %d pairs are scored as held-out", config.qa, len(rows))
+        logger.warning(
+            "the Q&A set at %s has no split column: all %d pairs are scored as held-out", config.qa, len(rows)
+        )
     items, dropped = [], collections.Counter()
     for row in rows:
         references = references_of(row["answer"])
@@ -208,7 +222,9 @@ def load_questions(config: EvaluateConfig) -> list[dict]:
     items, dropped["too long for the context"] = within_context(config, items)
     dropped = +dropped  # the reasons that dropped some
     if dropped:
-        logger.warning("dropped %d of the %d %r pairs: %s", sum(dropped.values()), len(rows), config.split, dict(dropped))
+        logger.warning(
+            "dropped %d of the %d %r pairs: %s", sum(dropped.values()), len(rows), config.split, dict(dropped)
+        )
     if not items:
         found = ", ".join(f"{'no split' if split is None else repr(split)}: {count}" for split, count in splits.items())
         raise InputError(f"the Q&A set at {config.qa} has no usable {config.split!r} pairs (pairs by split: {found})")
@@ -347,7 +363,11 @@ def rag_prompts(config: EvaluateConfig, items: list[dict]) -> list[GroundedPromp
         question = item["question"]
         hits = retriever.search(question, k=config.top_k, hybrid=config.hybrid, distinct=True)
         try:
-            prompts.append(fit_grounded_prompt(question, hits, tokenizer, config.max_context_tokens, room, config.rag_system_prompt))
+            prompts.append(
+                fit_grounded_prompt(
+                    question, hits, tokenizer, config.max_context_tokens, room, config.rag_system_prompt
+                )
+            )
         except PromptTooLong:
             without_passages += 1
             bare = grounded_conversation(question, [], tokenizer, 0, config.rag_system_prompt)
@@ -357,12 +377,16 @@ def rag_prompts(config: EvaluateConfig, items: list[dict]) -> list[GroundedPromp
     return prompts
 
 
-def generate_answers(config: EvaluateConfig, conversations: dict[str, list], adapters: dict[str, ArtifactVersion]) -> dict[str, list]:
+def generate_answers(
+    config: EvaluateConfig, conversations: dict[str, list], adapters: dict[str, ArtifactVersion]
+) -> dict[str, list]:
     """Every candidate's answers; candidates on the same engine (model + adapter) share one pass."""
     registry = Registry(config.registry, kind="adapters")
     by_engine: dict[str | None, list[str]] = {}
     for candidate in config.candidates:
-        by_engine.setdefault(candidate.name in adapters and adapters[candidate.name].uri or None, []).append(candidate.name)
+        by_engine.setdefault(candidate.name in adapters and adapters[candidate.name].uri or None, []).append(
+            candidate.name
+        )
     answers = {}
     for adapter_uri, names in by_engine.items():
         adapter_path = registry.fetch(next(adapters[n] for n in names)) if adapter_uri else None
@@ -391,7 +415,9 @@ def judge_answers(config: EvaluateConfig, items: list[dict], answers: dict[str, 
     return {name: scores[index * len(items) : (index + 1) * len(items)] for index, name in enumerate(names)}
 
 
-def score_items(items: list[dict], answers: dict[str, list], judged: dict[str, list], citations: dict[str, list]) -> list[dict]:
+def score_items(
+    items: list[dict], answers: dict[str, list], judged: dict[str, list], citations: dict[str, list]
+) -> list[dict]:
     """One record per question: the reference, every candidate's answer and its scores."""
     records = []
     for index, item in enumerate(items):
@@ -399,7 +425,10 @@ def score_items(items: list[dict], answers: dict[str, list], judged: dict[str, l
                   "chunk_id": item["chunk_id"], "answers": {}, "scores": {}, "citations": {}}  # fmt: skip
         for name in answers:
             record["answers"][name] = answers[name][index]
-            record["scores"][name] = {**score_answer(answers[name][index], item["references"]), "judge": judged[name][index]}
+            record["scores"][name] = {
+                **score_answer(answers[name][index], item["references"]),
+                "judge": judged[name][index],
+            }
             if name in citations:
                 record["citations"][name] = citations[name][index]
         records.append(record)
@@ -413,8 +442,12 @@ def summarize_scores(config: EvaluateConfig, records: list[dict]) -> dict[str, d
     for name in records[0]["scores"]:
         intervals[name] = {}
         for metric in METRICS:
-            values = [record["scores"][name][metric] for record in records if record["scores"][name][metric] is not None]
-            interval = bootstrap_mean(values, bootstrap.samples, bootstrap.confidence, bootstrap.seed) if values else None
+            values = [
+                record["scores"][name][metric] for record in records if record["scores"][name][metric] is not None
+            ]
+            interval = (
+                bootstrap_mean(values, bootstrap.samples, bootstrap.confidence, bootstrap.seed) if values else None
+            )
             intervals[name][metric] = interval.as_dict() if interval else None
     return intervals
 
@@ -433,7 +466,10 @@ def judge_agreement(records: list[dict], judged: bool) -> dict:
 
 
 def means(intervals: dict[str, dict]) -> dict[str, dict[str, float | None]]:
-    return {name: {metric: (value or {}).get("mean") for metric, value in by_metric.items()} for name, by_metric in intervals.items()}
+    return {
+        name: {metric: (value or {}).get("mean") for metric, value in by_metric.items()}
+        for name, by_metric in intervals.items()
+    }
 
 
 def apply_gate(
@@ -459,8 +495,11 @@ def apply_gate(
             decisions.append({"candidate": version.ref, "promote": False, "reason": "already the promoted version"})
             continue
         incumbent = next(
-            (c.name for c in config.candidates
-             if promoted and c.kind == "adapter" and c.name in adapters and adapters[c.name].ref == promoted.ref),  # fmt: skip
+            (
+                c.name
+                for c in config.candidates
+                if promoted and c.kind == "adapter" and c.name in adapters and adapters[c.name].ref == promoted.ref
+            ),  # fmt: skip
             None,
         )
         if promoted is not None and incumbent is None:
@@ -484,7 +523,9 @@ def apply_gate(
     return decisions
 
 
-def primary_gain(config: EvaluateConfig, records: list[dict], candidate: str, incumbent: str) -> dict[str, float] | None:
+def primary_gain(
+    config: EvaluateConfig, records: list[dict], candidate: str, incumbent: str
+) -> dict[str, float] | None:
     """The paired bootstrap interval of ``candidate``'s primary-metric gain over ``incumbent``, on the
     questions both were scored on, resampled by document, with how many documents they come from; None
     without such questions."""
@@ -503,9 +544,13 @@ def score_summaries(config: EvaluateConfig) -> dict:
     """ROUGE-L (and judge) of summaries against the concatenated human references of each document
     (documents without any reference are left out and counted)."""
     spec, bootstrap = config.summaries, config.bootstrap
-    summaries = {row["doc_id"]: row["summary"] for row in read_input_folder(spec.summaries, ["doc_id", "summary"]).to_pylist()}
+    summaries = {
+        row["doc_id"]: row["summary"] for row in read_input_folder(spec.summaries, ["doc_id", "summary"]).to_pylist()
+    }
     documents = read_input_folder(spec.documents, ["doc_id"], REFERENCE_COLUMNS).to_pylist()
-    references = {doc["doc_id"]: " ".join(doc[column] for column in REFERENCE_COLUMNS if doc[column]) for doc in documents}
+    references = {
+        doc["doc_id"]: " ".join(doc[column] for column in REFERENCE_COLUMNS if doc[column]) for doc in documents
+    }
     summarized = [doc_id for doc_id in references if summaries.get(doc_id)]
     pairs = [(summaries[doc_id], references[doc_id]) for doc_id in summarized if references[doc_id].strip()]
     if not pairs:
@@ -570,8 +615,10 @@ def main(config: EvaluateConfig) -> dict:
         "qa": config.qa,
         "split": config.split,
         "items": len(items),
-        "candidates": {c.name: {"kind": c.kind, "adapter": adapters[c.name].ref if c.name in adapters else None}
-                       for c in config.candidates},  # fmt: skip
+        "candidates": {
+            c.name: {"kind": c.kind, "adapter": adapters[c.name].ref if c.name in adapters else None}
+            for c in config.candidates
+        },  # fmt: skip
         "intervals": intervals,
         "judge_agreement": judge_agreement(records, config.judge.enabled),
         "judge_model": config.judge.engine.model if config.judge.enabled else None,

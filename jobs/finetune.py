@@ -50,7 +50,14 @@ from jobs.demo_documents import DEMO_QUESTIONS
 from rayfleet.registry import ArtifactVersion, Registry, RegistryError, check_name
 from rayfleet.retrieval.rag import prompt_layout_id
 from rayfleet.tables import write_table
-from rayfleet.training.checkpoint import ADAPTER_FOLDER, STATE_FILE, TrainState, load_checkpoint, read_train_state, save_checkpoint
+from rayfleet.training.checkpoint import (
+    ADAPTER_FOLDER,
+    STATE_FILE,
+    TrainState,
+    load_checkpoint,
+    read_train_state,
+    save_checkpoint,
+)
 from rayfleet.training.data import (
     BadExamplePolicy,
     DataReport,
@@ -63,7 +70,13 @@ from rayfleet.training.data import (
     shared_token_share,
 )
 from rayfleet.training.loop import StepReport, TrainSettings, make_optimizer, make_scheduler, train
-from rayfleet.training.model import LoraSettings, build_lora_model, check_quantization, check_target_modules, training_device
+from rayfleet.training.model import (
+    LoraSettings,
+    build_lora_model,
+    check_quantization,
+    check_target_modules,
+    training_device,
+)
 from schemas import SFT_SCHEMA
 
 logger = logging.getLogger("jobs.finetune")
@@ -73,20 +86,24 @@ ACLSUM_VAL_PAPERS = 50  # papers in aclsum 0.1.2's val split
 GROUNDED_TOP_K = 4  # passages retrieved per grounded demo question, as jobs.evaluate's default top_k
 
 
-
 class FinetuneDataConfig(BaseConfig):
     """The SFT data and how it becomes training rows."""
 
     train: str | None = Field(
-        None, description="SFT Parquet file or folder (schemas.SFT_SCHEMA) to train on; unset: build the aclsum demo set."
+        None,
+        description="SFT Parquet file or folder (schemas.SFT_SCHEMA) to train on; unset: build the aclsum demo set.",
     )
     validation: str | None = Field(
-        None, description="SFT Parquet of held-out pairs for the validation loss; unset with train unset: the demo set's."
+        None,
+        description="SFT Parquet of held-out pairs for the validation loss; unset with train unset: the demo set's.",
     )
     demo_train_papers: int = Field(100, ge=1, le=100, description="Demo set: aclsum train-split papers (3 pairs each).")
     demo_validation_papers: int = Field(20, ge=1, le=50, description="Demo set: aclsum val-split papers held out.")
     demo_extra_train_papers: int = Field(
-        0, ge=0, le=49, description="Demo set: val-split papers after the held-out ones, trained on as well (3 pairs "
+        0,
+        ge=0,
+        le=49,
+        description="Demo set: val-split papers after the held-out ones, trained on as well (3 pairs "
         "each; the split has 50). The test split, which make quality evaluates on, is never trained on.",
     )
     demo_grounded_papers: int = Field(
@@ -105,7 +122,9 @@ class FinetuneDataConfig(BaseConfig):
         "faithful to the passages by construction).",
     )
     demo_context_tokens: int = Field(
-        768, ge=64, description="Demo set: most prompt tokens of retrieved text per grounded example (as the RAG path's)."
+        768,
+        ge=64,
+        description="Demo set: most prompt tokens of retrieved text per grounded example (as the RAG path's).",
     )
     max_seq_len: int = Field(
         1024, ge=16, description="Longest example in tokens; longer ones are bad rows (grounded demo rows reach ~950)."
@@ -123,7 +142,8 @@ class FinetuneDataConfig(BaseConfig):
         "GPUs, where such rows take a masked attention kernel instead of flash (not measured there yet).",
     )
     on_bad_example: BadExamplePolicy = Field(
-        "drop", description="drop: skip and count bad rows (no messages, empty answer, too long); fail: stop at the first."
+        "drop",
+        description="drop: skip and count bad rows (no messages, empty answer, too long); fail: stop at the first.",
     )
 
     @model_validator(mode="after")
@@ -152,7 +172,9 @@ class FaultInjectionConfig(BaseConfig):
     """Tests only: kill a worker process for real, once, to exercise restarts."""
 
     kill_worker_at_step: int | None = Field(
-        None, ge=1, description="SIGKILL the worker of kill_worker_rank after this step, in a run not resumed from a checkpoint."
+        None,
+        ge=1,
+        description="SIGKILL the worker of kill_worker_rank after this step, in a run not resumed from a checkpoint.",
     )
     kill_worker_rank: int = Field(1, ge=0, description="Rank of the worker to kill.")
 
@@ -168,13 +190,21 @@ class FinetuneConfig(BaseConfig):
         description="Optimization and loop rhythm (50 steps of 2 workers: about three passes over the demo set).",
     )
     scaling: ScalingSettings = Field(default_factory=ScalingSettings, description="Workers and their resources.")
-    max_failures: int = Field(3, ge=-1, description="Worker failures a run recovers from (from its last checkpoint); -1: no limit.")
+    max_failures: int = Field(
+        3, ge=-1, description="Worker failures a run recovers from (from its last checkpoint); -1: no limit."
+    )
     keep_checkpoints: int | None = Field(3, ge=1, description="Newest checkpoints kept in storage; unset keeps all.")
-    storage_path: str = Field(".data/finetune", description="Run storage (checkpoints, demo data): local folder or s3://.")
+    storage_path: str = Field(
+        ".data/finetune", description="Run storage (checkpoints, demo data): local folder or s3://."
+    )
     run_name: str = Field("smollm2-acl-qa", description="Ray Train run name; resubmitting the same name resumes it.")
-    registry: str = Field(".data/registry", description="Registry root (local folder or s3://) the adapter is published to.")
+    registry: str = Field(
+        ".data/registry", description="Registry root (local folder or s3://) the adapter is published to."
+    )
     adapter_name: str = Field("smollm2-acl-qa", description="Registry name of the adapter (each run adds a version).")
-    export_merged: bool = Field(False, description="Also publish base + adapter merged as a full model (registry kind models).")
+    export_merged: bool = Field(
+        False, description="Also publish base + adapter merged as a full model (registry kind models)."
+    )
     ray_address: str | None = Field(None, description="Ray cluster address; default $RAY_ADDRESS or a local Ray.")
     fault_injection: FaultInjectionConfig = Field(
         default_factory=FaultInjectionConfig, description="Tests only: deliberate worker kills."
@@ -279,11 +309,16 @@ def data_uris(config: FinetuneConfig, tokenizer) -> tuple[str, str | None]:
     train_uri, validation_uri = storage.join(folder, "train.parquet"), storage.join(folder, "validation.parquet")
     if not (storage.exists(train_uri) and storage.exists(validation_uri)):
         storage.ensure_bucket(folder)
-        for uri, split, papers in (train_uri, "train", data.demo_train_papers), (validation_uri, "val", data.demo_validation_papers):
+        for uri, split, papers in (
+            (train_uri, "train", data.demo_train_papers),
+            (validation_uri, "val", data.demo_validation_papers),
+        ):
             grounded = min(papers, data.demo_grounded_papers)
             rows = demo_rows(split, papers)
             if grounded:
-                rows += grounded_demo_rows(split, grounded, data.demo_context_tokens, tokenizer, data.demo_grounded_answer)
+                rows += grounded_demo_rows(
+                    split, grounded, data.demo_context_tokens, tokenizer, data.demo_grounded_answer
+                )
             if split == "train" and data.demo_extra_train_papers:
                 rows += demo_rows("val", data.demo_extra_train_papers, skip=data.demo_validation_papers)
             write_table(uri, pa.Table.from_pylist(rows, SFT_SCHEMA))
@@ -307,9 +342,13 @@ def refuse_held_out_splits(train_uri: str) -> None:
 
 def packed_rows(uri: str, tokenizer, config: FinetuneConfig) -> tuple[list[dict], DataReport]:
     """Read, tokenize, filter and pack one SFT set."""
-    examples, report = prepare_examples(read_sft_rows(uri), tokenizer, config.data.max_seq_len, config.data.on_bad_example)
+    examples, report = prepare_examples(
+        read_sft_rows(uri), tokenizer, config.data.max_seq_len, config.data.on_bad_example
+    )
     if report.dropped:
-        logger.warning("%s: dropped %d of %d rows: %s", uri, sum(report.dropped.values()), report.rows, dict(report.dropped))
+        logger.warning(
+            "%s: dropped %d of %d rows: %s", uri, sum(report.dropped.values()), report.rows, dict(report.dropped)
+        )
     return pack_examples(examples, config.data.pack_length, config.train.seed, shares_prefix(config)), report
 
 
@@ -349,11 +388,17 @@ def train_worker(payload: dict) -> None:
         with tempfile.TemporaryDirectory(prefix=f"resume-rank{rank}-") as folder:
             state = load_checkpoint(checkpoint.to_directory(folder), model, optimizer, scheduler)
         state.resumed_from_steps.append(state.step)
-        logger.info("rank %d resumes from step %d (epoch %d, row %d)", rank, state.step, state.epoch, state.rows_in_epoch)
+        logger.info(
+            "rank %d resumes from step %d (epoch %d, row %d)", rank, state.step, state.epoch, state.rows_in_epoch
+        )
     state.data_fingerprint = payload["data_fingerprint"]
     state.settings = payload["settings"]
     shard = ray.train.get_dataset_shard("train")
-    validation = [row for index, row in enumerate(ray.train.get_dataset_shard("validation").iter_rows()) if index % workers == rank]
+    validation = [
+        row
+        for index, row in enumerate(ray.train.get_dataset_shard("validation").iter_rows())
+        if index % workers == rank
+    ]
 
     def epochs(epoch: int, skip: int):
         """Each pass over the shard is the next epoch (preserve_order keeps it the same rows, in order)."""
@@ -394,7 +439,9 @@ def kill_worker_for_fault_injection(fault: FaultInjectionConfig, rank: int, step
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def report_checkpoint(model, optimizer, scheduler, state: TrainState, report: StepReport, tokens_per_s: float, rank: int) -> None:
+def report_checkpoint(
+    model, optimizer, scheduler, state: TrainState, report: StepReport, tokens_per_s: float, rank: int
+) -> None:
     """Every worker reports (it is a barrier); rank 0 attaches the checkpoint folder."""
     import ray.train
 
@@ -495,12 +542,19 @@ def run_training(
     storage.ensure_bucket(config.storage_path)
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"config": config.model_dump(mode="json"), "model_path": model_path,
-                           "data_fingerprint": data_fingerprint, "settings": settings},  # fmt: skip
+        train_loop_config={
+            "config": config.model_dump(mode="json"),
+            "model_path": model_path,
+            "data_fingerprint": data_fingerprint,
+            "settings": settings,
+        },  # fmt: skip
         scaling_config=ScalingConfig(
             num_workers=config.scaling.num_workers,
             use_gpu=config.scaling.use_gpu,
-            resources_per_worker={"CPU": config.scaling.cpus_per_worker, **({"GPU": 1} if config.scaling.use_gpu else {})},
+            resources_per_worker={
+                "CPU": config.scaling.cpus_per_worker,
+                **({"GPU": 1} if config.scaling.use_gpu else {}),
+            },
         ),
         run_config=RunConfig(
             name=config.run_name,
@@ -518,7 +572,9 @@ def run_training(
 # -- publishing (driver) --------------------------------------------------------------------
 
 
-def publish(config: FinetuneConfig, checkpoint_folder: str, metadata: dict) -> tuple[ArtifactVersion, ArtifactVersion | None]:
+def publish(
+    config: FinetuneConfig, checkpoint_folder: str, metadata: dict
+) -> tuple[ArtifactVersion, ArtifactVersion | None]:
     """Publish the adapter (and, if asked, the merged model) as new registry versions."""
     adapter = Registry(config.registry, kind="adapters").publish(
         config.adapter_name, os.path.join(checkpoint_folder, ADAPTER_FOLDER), metadata
@@ -542,8 +598,14 @@ def already_published(config: FinetuneConfig, step: int) -> ArtifactVersion | No
     for version in reversed(registry.versions(config.adapter_name)):  # none yet: an empty list
         artifact = registry.get(config.adapter_name, version)
         run, metrics = artifact.metadata.get("run", {}), artifact.metadata.get("metrics", {})
-        if (run.get("storage_path"), run.get("run_name"), metrics.get("step")) == (config.storage_path, config.run_name, step):
-            logger.info("run %s trained no further than step %d, which it published as %s", config.run_name, step, artifact.ref)
+        if (run.get("storage_path"), run.get("run_name"), metrics.get("step")) == (
+            config.storage_path,
+            config.run_name,
+            step,
+        ):
+            logger.info(
+                "run %s trained no further than step %d, which it published as %s", config.run_name, step, artifact.ref
+            )
             return artifact
     return None
 
@@ -564,13 +626,19 @@ def main(config: FinetuneConfig) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     train_uri, validation_uri = data_uris(config, tokenizer)
     train_rows, train_report = packed_rows(train_uri, tokenizer, config)
-    validation_rows, validation_report = packed_rows(validation_uri, tokenizer, config) if validation_uri else ([], DataReport())
+    validation_rows, validation_report = (
+        packed_rows(validation_uri, tokenizer, config) if validation_uri else ([], DataReport())
+    )
     if not train_report.rows:
         raise InputError(f"{train_uri} holds no rows to train on")
     if not train_report.kept:
-        raise InputError(f"all {train_report.rows} rows of {train_uri} were dropped as bad rows: {dict(train_report.dropped)}")
+        raise InputError(
+            f"all {train_report.rows} rows of {train_uri} were dropped as bad rows: {dict(train_report.dropped)}"
+        )
     if validation_uri and storage.resolve(validation_uri).uri.rstrip("/") == storage.resolve(train_uri).uri.rstrip("/"):
-        logger.warning("data.validation is data.train (%s): the validation loss measures memorising, not learning", train_uri)
+        logger.warning(
+            "data.validation is data.train (%s): the validation loss measures memorising, not learning", train_uri
+        )
     if validation_uri and not validation_rows:
         logger.warning("no usable validation rows in %s (%s): no validation loss will be measured", validation_uri,
                        validation_report.as_dict())  # fmt: skip
@@ -613,7 +681,9 @@ def main(config: FinetuneConfig) -> dict:
     return run_report(adapter, merged, state.step, metrics, started)
 
 
-def run_report(adapter: ArtifactVersion, merged: ArtifactVersion | None, steps: int, metrics: dict, started: float) -> dict:
+def run_report(
+    adapter: ArtifactVersion, merged: ArtifactVersion | None, steps: int, metrics: dict, started: float
+) -> dict:
     """The run's report, printed as one JSON line: what was published and the training figures."""
     report = {"adapter": adapter.ref, "adapter_uri": adapter.uri, "merged_model": merged.ref if merged else None,
               "steps": steps, "seconds": round(time.monotonic() - started, 1), **{

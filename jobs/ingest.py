@@ -60,7 +60,16 @@ from rayfleet.ingestion import (
     latest_rows,
 )
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
-from rayfleet.tables import MERGED_FILE_BYTES, compact_run_files, drop_duplicate_ids, new_run_id, read_folder, utc_now, write_errors, write_table
+from rayfleet.tables import (
+    MERGED_FILE_BYTES,
+    compact_run_files,
+    drop_duplicate_ids,
+    new_run_id,
+    read_folder,
+    utc_now,
+    write_errors,
+    write_table,
+)
 from rayfleet.text.ocr import OcrConfig
 from schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, FILES_SCHEMA
 
@@ -84,14 +93,19 @@ class IngestConfig(BaseConfig):
     )
     output: str = Field(..., description="Folder/prefix for the documents, chunks, errors and ledger tables.")
     max_file_bytes: int = Field(100 * 2**20, ge=1, description="Files larger than this are set aside as oversize.")
-    files_per_batch: int = Field(4, ge=1, description="Files per worker batch (and per committed output file until merged).")
+    files_per_batch: int = Field(
+        4, ge=1, description="Files per worker batch (and per committed output file until merged)."
+    )
     output_file_bytes: int = Field(
-        MERGED_FILE_BYTES, ge=0, description="At the end of a run the files it committed to each table (one per batch) "
+        MERGED_FILE_BYTES,
+        ge=0,
+        description="At the end of a run the files it committed to each table (one per batch) "
         "are merged into files of up to about this size (a merge is held in memory); 0: none merged.",
     )
     retry_errors: bool = Field(False, description="Try again files that an earlier run set aside as errors.")
     missing_ok: bool = Field(
-        False, description="An input that does not exist and never held an ingested file is nothing to do, not "
+        False,
+        description="An input that does not exist and never held an ingested file is nothing to do, not "
         "an error (the dispatcher's rules: a file deleted before its upload was ingested, a lock file's deletion).",
     )
     prune_deleted: bool = Field(
@@ -104,7 +118,8 @@ class IngestConfig(BaseConfig):
     ocr: OcrConfig = Field(default_factory=OcrConfig, description="OCR of scanned PDF pages and image files.")
     workers: WorkerPoolConfig = Field(default_factory=ingest_pool_defaults, description="Parser actor pool sizing.")
     index_output: str | None = Field(
-        None, description="Index root to bring up to date with every chunk after the run (jobs.build_index with its "
+        None,
+        description="Index root to bring up to date with every chunk after the run (jobs.build_index with its "
         "defaults; a serving RAG path on it picks the new version up); none: no index update.",
     )
     ray_address: str | None = Field(None, description="Ray cluster address; default $RAY_ADDRESS or a local Ray.")

@@ -102,7 +102,8 @@ class MakeQaConfig(BaseConfig):
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=256), description="Decoding.")
     prompts: QaPrompts = Field(default_factory=QaPrompts, description="Prompt templates of the free strategy.")
     answer_first: AnswerFirstPrompts = Field(
-        default_factory=AnswerFirstPrompts, description="Prompts and answer-sentence sizes of the answer_first strategy."
+        default_factory=AnswerFirstPrompts,
+        description="Prompts and answer-sentence sizes of the answer_first strategy.",
     )
     validation: QaValidation = Field(default_factory=QaValidation, description="What a kept pair must satisfy.")
     splits: SplitConfig = Field(default_factory=SplitConfig, description="Held-out shares of documents.")
@@ -281,7 +282,10 @@ def generate_candidates(
     batch_figures = (
         ray.data.from_items([{"source": source} for source in sources], override_num_blocks=len(sources))
         .map_batches(
-            read_chunks, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
+            read_chunks,
+            batch_size=1,
+            batch_format="pyarrow",
+            num_cpus=0.25,
             fn_kwargs={"config": config, "done": done, "superseded": superseded},
         )
         # A file's chunks are one block: cut into batches, every engine of the pool gets work and each batch's

@@ -39,13 +39,29 @@ from pydantic import Field
 
 from rayfleet import storage
 from rayfleet.config import BaseConfig, InputError, describe, run_job
-from rayfleet.evaluation.drift import categorical_psi, categorical_psi_p_value, category_shares, embedding_psi, numeric_psi
+from rayfleet.evaluation.drift import (
+    categorical_psi,
+    categorical_psi_p_value,
+    category_shares,
+    embedding_psi,
+    numeric_psi,
+)
 from rayfleet.evaluation.stats import bootstrap_mean, two_proportion_test, welch_test
 from rayfleet.tables import new_run_id, read_input_folder
 
 logger = logging.getLogger("jobs.monitor")
 
-LOG_COLUMNS = ["created_at", "path", "fallback", "status", "latency_ms", "prompt_tokens", "completion_tokens", "ab_test", "arm"]
+LOG_COLUMNS = [
+    "created_at",
+    "path",
+    "fallback",
+    "status",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "ab_test",
+    "arm",
+]
 EMBEDDING_COLUMN = "prompt_embedding"
 RELEVANCE_COLUMN = "relevance"  # the router's relevance gate (logs before it, or without it, lack it)
 
@@ -57,9 +73,13 @@ class DriftThresholds(BaseConfig):
     embedding_psi: float = Field(0.1, gt=0, description="Mean per-dimension PSI of the prompt embeddings.")
     length_psi: float = Field(0.2, gt=0, description="PSI of prompt or output token counts.")
     relevance_psi: float = Field(
-        0.2, gt=0, description="PSI of the relevance gate's best-passage scores: users asking about what the documents do not hold."
+        0.2,
+        gt=0,
+        description="PSI of the relevance gate's best-passage scores: users asking about what the documents do not hold.",
     )
-    rate_change: float = Field(0.05, gt=0, description="Absolute change of the fallback or error rate that counts as drift...")
+    rate_change: float = Field(
+        0.05, gt=0, description="Absolute change of the fallback or error rate that counts as drift..."
+    )
     alpha: float = Field(
         0.01, gt=0, lt=1, description="...that is also significant at this level (rates and the route distribution)."
     )
@@ -82,7 +102,9 @@ class MonitorConfig(BaseConfig):
     logs: str = Field(
         "s3://rayfleet/serve/request-logs", description="Request log Parquet folder written by the serving app."
     )
-    output: str = Field("s3://rayfleet/monitor", description="Folder/prefix for the reports and the Prometheus text file.")
+    output: str = Field(
+        "s3://rayfleet/monitor", description="Folder/prefix for the reports and the Prometheus text file."
+    )
     until: dt.datetime | None = Field(None, description="End of the recent window (UTC); default: the newest log row.")
     recent_hours: float = Field(24.0, gt=0, description="Length of the recent window.")
     baseline_hours: float = Field(168.0, gt=0, description="Length of the baseline window just before it.")
@@ -96,7 +118,9 @@ def read_logs(config: MonitorConfig) -> pa.Table:
     """The request logs; files from before a column was logged get it as nulls, and a NaN figure
     (latency, relevance) is read as a missing one."""
     if not storage.exists(config.logs):
-        raise FileNotFoundError(f"no request logs at {config.logs}: point `logs` at the serving app's request_log folder")
+        raise FileNotFoundError(
+            f"no request logs at {config.logs}: point `logs` at the serving app's request_log folder"
+        )
     try:
         logs = read_input_folder(config.logs, LOG_COLUMNS, [EMBEDDING_COLUMN, RELEVANCE_COLUMN])
     except FileNotFoundError:
@@ -106,7 +130,9 @@ def read_logs(config: MonitorConfig) -> pa.Table:
     for index, field in enumerate(logs.schema):
         if pa.types.is_floating(field.type):
             column = logs.column(index)
-            logs = logs.set_column(index, field.name, pc.if_else(pc.is_nan(column), pa.scalar(None, field.type), column))
+            logs = logs.set_column(
+                index, field.name, pc.if_else(pc.is_nan(column), pa.scalar(None, field.type), column)
+            )
     return logs
 
 
@@ -156,9 +182,13 @@ def drift_report(config: MonitorConfig, baseline: pa.Table, recent: pa.Table) ->
                              "flagged": route is not None and route > limits.route_psi and route_p < limits.alpha,
                              "baseline": category_shares(routes_before), "recent": category_shares(routes_after)}  # fmt: skip
     for column in ("prompt_tokens", "completion_tokens"):
-        measures[f"{column}_psi"] = numeric_measure(baseline[column], recent[column], limits.length_psi, config.min_requests)
+        measures[f"{column}_psi"] = numeric_measure(
+            baseline[column], recent[column], limits.length_psi, config.min_requests
+        )
     if recent[EMBEDDING_COLUMN].null_count < recent.num_rows:
-        measures["prompt_embedding_psi"] = embedding_measure(baseline, recent, limits.embedding_psi, config.min_requests)
+        measures["prompt_embedding_psi"] = embedding_measure(
+            baseline, recent, limits.embedding_psi, config.min_requests
+        )
     if recent[RELEVANCE_COLUMN].null_count < recent.num_rows:
         measures["relevance_psi"] = numeric_measure(
             baseline[RELEVANCE_COLUMN], recent[RELEVANCE_COLUMN], limits.relevance_psi, config.min_requests
@@ -192,7 +222,9 @@ def numeric_measure(baseline: pa.ChunkedArray, recent: pa.ChunkedArray, threshol
 def _too_few(baseline_count: int, recent_count: int, minimum: int) -> str | None:
     if baseline_count >= minimum and recent_count >= minimum:
         return None
-    return f"too few values to compare: {baseline_count} in the baseline, {recent_count} recent (min_requests {minimum})"
+    return (
+        f"too few values to compare: {baseline_count} in the baseline, {recent_count} recent (min_requests {minimum})"
+    )
 
 
 def _mean(column: pa.ChunkedArray) -> float | None:
@@ -241,7 +273,9 @@ def ab_report(config: MonitorConfig, recent: pa.Table) -> dict[str, dict]:
                 "requests": arm_rows.num_rows,
                 "latency_ms": bootstrap_mean(latency).as_dict() if latency else None,
                 "latency_p95_ms": float(np.percentile(latency, 95)) if latency else None,
-                "error_rate": arm_rates["error_rate"][0] / arm_rates["error_rate"][1] if arm_rates["error_rate"][1] else None,
+                "error_rate": arm_rates["error_rate"][0] / arm_rates["error_rate"][1]
+                if arm_rates["error_rate"][1]
+                else None,
                 "fallback_rate": arm_rates["fallback_rate"][0] / arm_rows.num_rows,
                 "_latency": latency,
                 "_errors": arm_rates["error_rate"],
@@ -259,7 +293,9 @@ def ab_verdict(config: AbConfig, arms: dict[str, dict]) -> dict:
     (first_name, first), (second_name, second) = sorted(arms.items())
     small = [name for name, arm in arms.items() if arm["requests"] < config.min_requests_per_arm]
     if config.primary_metric == "error_rate":
-        test = two_proportion_test((first["_errors"][0], second["_errors"][0]), (first["_errors"][1], second["_errors"][1]))
+        test = two_proportion_test(
+            (first["_errors"][0], second["_errors"][0]), (first["_errors"][1], second["_errors"][1])
+        )
         first_value, second_value = first["error_rate"], second["error_rate"]
     else:
         test = welch_test(first["_latency"], second["_latency"])
@@ -267,7 +303,11 @@ def ab_verdict(config: AbConfig, arms: dict[str, dict]) -> dict:
         second_value = second["latency_ms"]["mean"] if second["latency_ms"] else None
     result = {"primary_metric": config.primary_metric, "p_value": test["p_value"]}
     if small:
-        return {**result, "verdict": "too_early", "reason": f"arms {small} have under {config.min_requests_per_arm} requests"}
+        return {
+            **result,
+            "verdict": "too_early",
+            "reason": f"arms {small} have under {config.min_requests_per_arm} requests",
+        }
     unanswered = [name for name, arm in sorted(arms.items()) if len(arm["_latency"]) < 2]
     if config.primary_metric == "latency_ms" and unanswered:
         error_rates = ", ".join(f"{name} {arm['error_rate']}" for name, arm in sorted(arms.items()))

@@ -245,7 +245,9 @@ def main(config: QuantizeConfig) -> dict:
     require_unquantized_source(source_folder)
     if config.output is not None:
         check_output_folder(source_folder, Path(config.output), config.overwrite)
-    adapter_folders = {reference: resolve_adapter(reference, config.registry, source_folder) for reference in config.adapters}
+    adapter_folders = {
+        reference: resolve_adapter(reference, config.registry, source_folder) for reference in config.adapters
+    }
     calibration = calibration_for(config.method, config.calibration, source_folder)
     with tempfile.TemporaryDirectory(prefix="quantize-") as scratch:
         output = Path(config.output or Path(scratch) / "checkpoint")

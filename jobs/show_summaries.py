@@ -1,6 +1,6 @@
 """Print a few summaries next to their documents' titles, and the runs' throughput.
 
-    python -m jobs.show_summaries summaries=s3://rayfleet/demo/summaries documents=s3://rayfleet/demo/documents
+python -m jobs.show_summaries summaries=s3://rayfleet/demo/summaries documents=s3://rayfleet/demo/documents
 """
 
 from __future__ import annotations

@@ -36,7 +36,18 @@ from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.summarization import Summarizer, SummaryPrompts, SummaryResult
-from rayfleet.tables import MERGED_FILE_BYTES, compact_run_files, drop_duplicate_ids, error_row, new_run_id, read_column_values, read_folder, utc_now, write_errors, write_table
+from rayfleet.tables import (
+    MERGED_FILE_BYTES,
+    compact_run_files,
+    drop_duplicate_ids,
+    error_row,
+    new_run_id,
+    read_column_values,
+    read_folder,
+    utc_now,
+    write_errors,
+    write_table,
+)
 from schemas import SUMMARIES_SCHEMA
 
 logger = logging.getLogger("jobs.summarize")
@@ -57,11 +68,15 @@ class SummarizeConfig(BaseConfig):
     text_column: str = Field("text", description="Column holding each document's text.")
     batch_size: int = Field(32, ge=1, description="Documents per engine batch (and per output file until merged).")
     output_file_bytes: int = Field(
-        MERGED_FILE_BYTES, ge=0, description="At the end of a run the files it committed (one per batch) are merged "
+        MERGED_FILE_BYTES,
+        ge=0,
+        description="At the end of a run the files it committed (one per batch) are merged "
         "into files of up to about this size (a merge is held in memory); 0: none merged.",
     )
     rows_per_read_task: int = Field(
-        256, ge=1, description="Rows a read task decodes at a time (it streams its row group in slices of this size); "
+        256,
+        ge=1,
+        description="Rows a read task decodes at a time (it streams its row group in slices of this size); "
         "consecutive smaller row groups of a file are read by one task up to this many rows.",
     )
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine and model.")
@@ -75,7 +90,8 @@ class SummarizeConfig(BaseConfig):
     workers: WorkerPoolConfig = Field(default_factory=WorkerPoolConfig, description="Engine actor pool sizing.")
     ray_address: str | None = Field(None, description="Ray cluster address; default $RAY_ADDRESS or a local Ray.")
     missing_ok: bool = Field(
-        False, description="An input that does not exist is nothing to do (nothing written, exit status 0), not an "
+        False,
+        description="An input that does not exist is nothing to do (nothing written, exit status 0), not an "
         "error: the dispatcher's rules set it, as a file may be deleted before its job runs.",
     )
 
@@ -144,7 +160,9 @@ class SummarizeWorker:
         results, errors = self._summarize_isolating_failures(documents, batch)
         sources = dict(zip(batch["doc_id"], batch["source"]))
         if results:
-            table = pa.Table.from_pylist([self._row(result, sources[result.doc_id]) for result in results], SUMMARIES_SCHEMA)
+            table = pa.Table.from_pylist(
+                [self._row(result, sources[result.doc_id]) for result in results], SUMMARIES_SCHEMA
+            )
             write_table(storage.join(self.config.output, f"part-{self.run_id}-{uuid.uuid4().hex[:12]}.parquet"), table)
         write_errors(self.config.errors_uri, errors)
         return {
@@ -157,7 +175,9 @@ class SummarizeWorker:
     def _summarize_isolating_failures(self, documents, batch) -> tuple[list[SummaryResult], list[dict]]:
         """Summarize the batch; if the engine fails on it, retry one document at a time."""
         try:
-            outcomes = [(doc_id, result) for (doc_id, _), result in zip(documents, self.summarizer.summarize(documents))]
+            outcomes = [
+                (doc_id, result) for (doc_id, _), result in zip(documents, self.summarizer.summarize(documents))
+            ]
         except Exception:
             logger.exception("batch of %d failed; retrying one document at a time", len(documents))
             outcomes = []
@@ -171,9 +191,15 @@ class SummarizeWorker:
         for doc_id, outcome in outcomes:
             source, row = rows[doc_id]
             if isinstance(outcome, Exception):
-                errors.append(error_row(source, f"{type(outcome).__name__}: {outcome}", "summarize", self.run_id, int(row), doc_id))
+                errors.append(
+                    error_row(
+                        source, f"{type(outcome).__name__}: {outcome}", "summarize", self.run_id, int(row), doc_id
+                    )
+                )
             elif not outcome.summary.strip():
-                errors.append(error_row(source, "the model returned an empty summary", "summarize", self.run_id, int(row), doc_id))
+                errors.append(
+                    error_row(source, "the model returned an empty summary", "summarize", self.run_id, int(row), doc_id)
+                )
             else:
                 results.append(outcome)
         return results, errors
@@ -201,7 +227,9 @@ def read_rows(batch: pa.Table, config: SummarizeConfig, run_id: str) -> Iterator
     """Ray Data task: stream the rows of ``batch``'s work items, a slice at a time; set aside invalid rows."""
     for item in batch.column("item").to_pylist():
         work = WorkItem(**{**item, "row_groups": tuple(item["row_groups"]), "rows": tuple(item["rows"])})
-        for rows, errors in read_work_item(work, config.id_column, config.text_column, run_id, config.rows_per_read_task):
+        for rows, errors in read_work_item(
+            work, config.id_column, config.text_column, run_id, config.rows_per_read_task
+        ):
             write_errors(config.errors_uri, errors)
             aside = [{"doc_id": e["doc_id"], "text": "", "source": e["source"], "row": e["row"], "set_aside": True}
                      for e in errors]  # fmt: skip
@@ -218,7 +246,13 @@ def summarize_dataset(config: SummarizeConfig, items: list[WorkItem], run_id: st
     work = [{"item": asdict(item)} for item in items]
     batch_figures = (
         ray.data.from_items(work, override_num_blocks=len(work))
-        .map_batches(read_rows, batch_size=1, batch_format="pyarrow", num_cpus=0.25, fn_kwargs={"config": config, "run_id": run_id})
+        .map_batches(
+            read_rows,
+            batch_size=1,
+            batch_format="pyarrow",
+            num_cpus=0.25,
+            fn_kwargs={"config": config, "run_id": run_id},
+        )
         .map_batches(
             SummarizeWorker,
             batch_size=config.batch_size,
@@ -301,7 +335,9 @@ def unsummarizable(config: SummarizeConfig, plan: InputPlan, run_id: str) -> lis
         return None
     errors = []
     for item in plan.items:
-        for rows, invalid in read_work_item(item, config.id_column, config.text_column, run_id, config.rows_per_read_task):
+        for rows, invalid in read_work_item(
+            item, config.id_column, config.text_column, run_id, config.rows_per_read_task
+        ):
             if rows:
                 return None
             errors += invalid

@@ -59,7 +59,10 @@ def generate_on_ray(
         return []
     size, claim = cluster_pool_size(workers or WorkerPoolConfig())
     size = max(1, min(size, -(-len(conversations) // batch_size)))
-    items = [{"position": index, "conversation": json.dumps(conversation)} for index, conversation in enumerate(conversations)]
+    items = [
+        {"position": index, "conversation": json.dumps(conversation)}
+        for index, conversation in enumerate(conversations)
+    ]
     rows = (
         ray.data.from_items(items)
         .map_batches(
@@ -76,6 +79,8 @@ def generate_on_ray(
     if len(ordered) != len(conversations):
         raise RuntimeError(f"the engine pool returned {len(ordered)} replies for {len(conversations)} conversations")
     return [
-        Generation(str(row["text"]), int(row["prompt_tokens"]), int(row["completion_tokens"]), str(row["finish_reason"]))
+        Generation(
+            str(row["text"]), int(row["prompt_tokens"]), int(row["completion_tokens"]), str(row["finish_reason"])
+        )
         for row in ordered
     ]

@@ -92,7 +92,9 @@ def _is_model(kind: Any) -> bool:
 def takes_text_only(annotation: Any) -> bool:
     """Whether a field takes text and no number or boolean: ``str``, ``str | None``, ``str | list[str]``."""
     union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    members = [member for member in (typing.get_args(annotation) if union else (annotation,)) if member is not type(None)]
+    members = [
+        member for member in (typing.get_args(annotation) if union else (annotation,)) if member is not type(None)
+    ]
     texts = [member for member in members if member in (str, Path)]
     return bool(texts) and all(member in texts or typing.get_origin(member) in (list, tuple) for member in members)
 
@@ -180,7 +182,9 @@ def _merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """``base`` with ``given`` laid over it, nested mappings merged key by key."""
     merged = dict(base)
     for key, value in given.items():
-        merged[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        merged[key] = (
+            _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        )
     return merged
 
 

@@ -143,7 +143,11 @@ def plan_input(
                     plan.errors.append(error_row(found.source, f"empty {id_column!r}", "validate", run_id, row))
                 elif doc_id in first_seen:
                     where = "%s row %d" % first_seen[doc_id]
-                    plan.errors.append(error_row(found.source, f"duplicate {id_column} (first at {where})", "validate", run_id, row, doc_id))
+                    plan.errors.append(
+                        error_row(
+                            found.source, f"duplicate {id_column} (first at {where})", "validate", run_id, row, doc_id
+                        )
+                    )
                 else:
                     first_seen[doc_id] = (found.source, row)
                     if doc_id in done_ids:
@@ -240,7 +244,9 @@ def _validated(
     found, errors = [], []
     for row, doc_id, text in zip(rows, ids, decode_texts(slice_.column(text_column))):
         if isinstance(text, UnicodeDecodeError):
-            errors.append(error_row(source, f"{text_column!r} is not valid UTF-8: {text}", "validate", run_id, row, doc_id))
+            errors.append(
+                error_row(source, f"{text_column!r} is not valid UTF-8: {text}", "validate", run_id, row, doc_id)
+            )
         elif text is None or is_blank(text):
             errors.append(error_row(source, f"empty {text_column!r}", "validate", run_id, row, doc_id))
         else:

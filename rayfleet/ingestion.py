@@ -195,7 +195,9 @@ def superseded_documents(ledger: list[dict]) -> set[str]:
     rows are the ``_files`` table's (:data:`LEDGER_COLUMNS`); a file's current document is that of its
     latest row that read it (ingested or duplicate), none after a ``deleted`` row. A file that fails to
     parse after a change keeps its last good version (its error is in the errors table)."""
-    seen = {row["doc_id"] for row in ledger if row["outcome"] in (OUTCOME_INGESTED, OUTCOME_DUPLICATE) and row["doc_id"]}
+    seen = {
+        row["doc_id"] for row in ledger if row["outcome"] in (OUTCOME_INGESTED, OUTCOME_DUPLICATE) and row["doc_id"]
+    }
     return seen - set(current_files(ledger).values())
 
 

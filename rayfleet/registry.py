@@ -47,7 +47,9 @@ PROMOTED_FILE = "promoted.json"
 CLAIMS_FOLDER = "_claims"
 DECISIONS_FOLDER = "_decisions"
 KINDS = ("adapters", "models")
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)  # no "/" or "@", never "." or ".." (outside the registry)
+NAME = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII
+)  # no "/" or "@", never "." or ".." (outside the registry)
 NAME_RULE = "a name is 1 to 128 ASCII letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 
@@ -145,8 +147,7 @@ class Registry:
         if not storage.exists(metadata_uri):
             known = self.versions(name)
             raise RegistryError(
-                f"{self.kind} {name!r} has no version {version} in {self.root} "
-                f"(published: {known or 'none'})"
+                f"{self.kind} {name!r} has no version {version} in {self.root} (published: {known or 'none'})"
             )
         metadata = json.loads(storage.read_bytes(metadata_uri))
         return ArtifactVersion(self.kind, name, version, self._version_uri(name, version), metadata)
@@ -155,7 +156,9 @@ class Registry:
         """The newest published version of ``name``."""
         versions = self.versions(name)
         if not versions:
-            raise RegistryError(f"no published {self.kind} named {name!r} in {self.root} (known: {self.names() or 'none'})")
+            raise RegistryError(
+                f"no published {self.kind} named {name!r} in {self.root} (known: {self.names() or 'none'})"
+            )
         return self.get(name, versions[-1])
 
     def promoted(self, name: str) -> ArtifactVersion | None:
@@ -166,7 +169,9 @@ class Registry:
         try:
             version = int(json.loads(storage.read_bytes(pointer_uri))["version"])
         except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
-            raise RegistryError(f"{pointer_uri} is not a promotion record ({error!r}): promote a version again") from error
+            raise RegistryError(
+                f"{pointer_uri} is not a promotion record ({error!r}): promote a version again"
+            ) from error
         try:
             return self.get(name, version)
         except RegistryError as error:
@@ -211,8 +216,9 @@ class Registry:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".fetch-", dir=os.path.dirname(target))
         source = storage.resolve(artifact.uri)
-        pafs.copy_files(source.path, staging, source_filesystem=source.filesystem,
-                        destination_filesystem=pafs.LocalFileSystem())
+        pafs.copy_files(
+            source.path, staging, source_filesystem=source.filesystem, destination_filesystem=pafs.LocalFileSystem()
+        )
         try:
             os.replace(staging, target)
         except OSError:  # another process fetched it first
@@ -235,8 +241,12 @@ class Registry:
         destination = storage.resolve(self._version_uri(name, version))
         if not destination.is_s3:
             os.makedirs(destination.path, exist_ok=True)
-        pafs.copy_files(local_folder, destination.path, source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=destination.filesystem)
+        pafs.copy_files(
+            local_folder,
+            destination.path,
+            source_filesystem=pafs.LocalFileSystem(),
+            destination_filesystem=destination.filesystem,
+        )
         record = {**metadata, **provenance(), "name": name, "version": version, "kind": self.kind}
         storage.write_bytes(self._metadata_uri(name, version), json.dumps(record, indent=2, default=str).encode())
         return self.get(name, version)
@@ -298,6 +308,8 @@ class Registry:
     @staticmethod
     def _all_files(uri: str) -> list[str]:
         location = storage.resolve(uri)
-        infos = location.filesystem.get_file_info(pafs.FileSelector(location.path, recursive=True, allow_not_found=True))
+        infos = location.filesystem.get_file_info(
+            pafs.FileSelector(location.path, recursive=True, allow_not_found=True)
+        )
         prefix = "s3://" if location.is_s3 else ""
         return [prefix + info.path for info in infos if info.type == pafs.FileType.File]

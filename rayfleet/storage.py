@@ -192,7 +192,7 @@ def list_entries(uri: str, suffixes: tuple[str, ...] = (), recursive: bool = Tru
         return [_entry(location, info)]
     found, unreadable = [], []
     for entry in _files_under(location) if recursive else _files_in(location):
-        if is_hidden(entry.path[len(location.path):]):
+        if is_hidden(entry.path[len(location.path) :]):
             continue
         if entry.type in (pafs.FileType.NotFound, pafs.FileType.Unknown):  # a broken link, a FIFO or a socket
             unreadable.append(entry.path)

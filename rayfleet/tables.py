@@ -82,7 +82,10 @@ def read_folder(folder_uri: str, columns: list[str]) -> pa.Table:
 
 
 def read_input_folder(
-    uri: str, required: Iterable[str], optional: Iterable[str] = (), per_file: Callable[[pa.Table], pa.Table] | None = None
+    uri: str,
+    required: Iterable[str],
+    optional: Iterable[str] = (),
+    per_file: Callable[[pa.Table], pa.Table] | None = None,
 ) -> pa.Table:
     """A user's Parquet input (one file or a folder/prefix; every Parquet naming that
     :func:`storage.list_parquet_files` finds): ``required`` columns, plus each ``optional`` column,
@@ -172,7 +175,9 @@ def compact_run_files(folder_uri: str, run_id: str, file_bytes: int = MERGED_FIL
                 storage.delete(file_uri)
             removed += len(group) - 1
     if removed:
-        logger.info("merged run %s's %d batch files in %s into %d", run_id, len(files), folder_uri, len(files) - removed)
+        logger.info(
+            "merged run %s's %d batch files in %s into %d", run_id, len(files), folder_uri, len(files) - removed
+        )
     return removed
 
 
@@ -195,7 +200,9 @@ def _groups_up_to(sizes: list[tuple[str, int]], most: int) -> Iterator[list[str]
         total += size
 
 
-def _read_all_if_ours(file_uris: list[str], columns: list[str], signature: Iterable[str] = ()) -> Iterator[pa.Table | None]:
+def _read_all_if_ours(
+    file_uris: list[str], columns: list[str], signature: Iterable[str] = ()
+) -> Iterator[pa.Table | None]:
     """:func:`_read_if_ours` of each file, in order, ``READ_THREADS`` files at once (the first error raised)."""
     signature = list(signature)
     with ThreadPoolExecutor(READ_THREADS) as pool:
@@ -229,7 +236,9 @@ def _read_if_ours(file_uri: str, columns: list[str], signature: Iterable[str] = 
 LOGGED_ERRORS_PER_WRITE = 20  # error rows logged one by one per write_errors call
 
 
-def error_row(source: str, error: str, stage: str, run_id: str, row: int | None = None, doc_id: str | None = None) -> dict:
+def error_row(
+    source: str, error: str, stage: str, run_id: str, row: int | None = None, doc_id: str | None = None
+) -> dict:
     """One row of the errors table."""
     return {"source": source, "row": row, "doc_id": doc_id, "stage": stage, "error": error,
             "run_id": run_id, "created_at": utc_now()}  # fmt: skip
@@ -243,7 +252,9 @@ def write_errors(errors_uri: str, rows: Iterable[dict]) -> int:
         return 0
     for row in rows[:LOGGED_ERRORS_PER_WRITE]:
         where = f"row {row['row']}" if row["row"] is not None else "whole file"
-        logger.error("skipped %s %s (doc_id=%s) at %s: %s", row["source"], where, row["doc_id"], row["stage"], row["error"])
+        logger.error(
+            "skipped %s %s (doc_id=%s) at %s: %s", row["source"], where, row["doc_id"], row["stage"], row["error"]
+        )
     if len(rows) > LOGGED_ERRORS_PER_WRITE:
         logger.error("skipped %d more rows, not logged one by one; the errors table at %s holds every one",
                      len(rows) - LOGGED_ERRORS_PER_WRITE, errors_uri)  # fmt: skip

@@ -111,7 +111,9 @@ class SamplingFields(BaseModel):
     # Fields this server knows but cannot honour, and when a value asks for them (refused by name).
     UNSUPPORTED: ClassVar[dict[str, Callable[[Any], bool]]] = {"n": lambda n: n not in (None, 1), "logit_bias": bool}
 
-    model: str = Field(..., min_length=1, description="rayfleet (routed), rayfleet-<path> or rayfleet-<path>:<adapter>@<version>.")
+    model: str = Field(
+        ..., min_length=1, description="rayfleet (routed), rayfleet-<path> or rayfleet-<path>:<adapter>@<version>."
+    )
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (the server's limit applies).")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 is greedy decoding.")
     top_p: float = Field(1.0, ge=0.0, le=1.0, description="Nucleus sampling mass; 0 is greedy decoding.")
@@ -120,13 +122,18 @@ class SamplingFields(BaseModel):
     )
     stream: bool = Field(False, description="Answer as server-sent events, one chunk per delta.")
     stream_options: StreamOptions | None = Field(None, description="Streaming options.")
-    user: str | None = Field(None, max_length=256, description="End-user id (used for A/B assignment when no header is sent).")
+    user: str | None = Field(
+        None, max_length=256, description="End-user id (used for A/B assignment when no header is sent)."
+    )
     stop: str | list[str] | None = Field(
-        None, validate_default=True,
+        None,
+        validate_default=True,
         description=f"Up to {MAX_STOP_SEQUENCES} strings; the answer ends before the first one generated.",
     )
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Penalty on tokens already generated, once each.")
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Penalty on tokens already generated, per occurrence.")
+    frequency_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="Penalty on tokens already generated, per occurrence."
+    )
     n: int | None = Field(None, description="Choices per request: only 1 is served (send several requests for more).")
     logit_bias: dict[str, float] | None = Field(None, description="Not supported: refused unless empty.")
 
@@ -177,7 +184,9 @@ class ChatCompletionRequest(SamplingFields):
         {"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}]})  # fmt: skip
 
     messages: list[RequestMessage] = Field(..., min_length=1, description="The conversation, oldest first.")
-    max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens; wins when both are set.")
+    max_completion_tokens: int | None = Field(
+        None, ge=1, description="Newer name of max_tokens; wins when both are set."
+    )
     logprobs: bool | None = Field(None, description="Not supported: refused when true.")
     top_logprobs: int | None = Field(None, description="Not supported: refused above 0.")
     tools: list[dict] | None = Field(None, description="Not supported: refused unless empty.")
@@ -199,7 +208,8 @@ class CompletionRequest(SamplingFields):
         {"model": "rayfleet-base", "prompt": "The capital of France is", "max_tokens": 4}]})  # fmt: skip
 
     prompt: str = Field(
-        ..., min_length=1,
+        ...,
+        min_length=1,
         description="The prompt text, continued as is (no chat template); a list of one string is read as that string.",
     )
     echo: bool | None = Field(None, description="Not supported: refused when true.")

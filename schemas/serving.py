@@ -19,7 +19,9 @@ REQUEST_LOG_SCHEMA = pa.schema(
         pa.field("path", pa.string()),  # the path that answered (None if none did)
         pa.field("first_path", pa.string()),  # the path tried first
         pa.field("fallback", pa.bool_(), nullable=False),
-        pa.field("selected_by", pa.string(), nullable=False),  # router | model | default (the router failed; an A/B arm is in ab_test/arm)
+        pa.field(
+            "selected_by", pa.string(), nullable=False
+        ),  # router | model | default (the router failed; an A/B arm is in ab_test/arm)
         pa.field("router_confidence", pa.float64()),
         pa.field("ab_test", pa.string()),
         pa.field("arm", pa.string()),

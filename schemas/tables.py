@@ -124,7 +124,10 @@ ERRORS_SCHEMA = pa.schema(
 
 
 def check_columns(
-    schema: pa.Schema, rules: tuple[ColumnRule, ...], column_names: dict[str, str], settings: dict[str, str] | None = None
+    schema: pa.Schema,
+    rules: tuple[ColumnRule, ...],
+    column_names: dict[str, str],
+    settings: dict[str, str] | None = None,
 ) -> list[str]:
     """Problems with ``schema`` against ``rules``; empty when it is fine.
 

@@ -23,7 +23,9 @@ class AutoscalingConfig(BaseConfig):
     min_replicas: int = Field(1, ge=0, description="Fewest replicas; 0 lets an idle deployment scale to zero.")
     max_replicas: int = Field(1, ge=1, description="Most replicas.")
     initial_replicas: int | None = Field(None, ge=0, description="Replicas at start (default: min_replicas).")
-    target_ongoing_requests: float = Field(2.0, gt=0, description="Ongoing requests per replica that autoscaling aims at.")
+    target_ongoing_requests: float = Field(
+        2.0, gt=0, description="Ongoing requests per replica that autoscaling aims at."
+    )
     upscale_delay_s: float = Field(3.0, ge=0, description="Load must stay high this long before adding replicas.")
     downscale_delay_s: float = Field(60.0, ge=0, description="Load must stay low this long before removing replicas.")
 
@@ -42,8 +44,12 @@ class DeploymentOptions(BaseConfig):
     num_cpus: float = Field(0.1, ge=0, description="CPUs each replica reserves.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs each replica reserves (GPU clusters).")
     max_ongoing_requests: int = Field(64, ge=1, description="Requests one replica works on at once.")
-    max_queued_requests: int = Field(256, ge=-1, description="Requests waiting per caller before Serve rejects (-1: no bound).")
-    graceful_shutdown_timeout_s: float = Field(10.0, ge=0, description="How long a stopping replica finishes its requests.")
+    max_queued_requests: int = Field(
+        256, ge=-1, description="Requests waiting per caller before Serve rejects (-1: no bound)."
+    )
+    graceful_shutdown_timeout_s: float = Field(
+        10.0, ge=0, description="How long a stopping replica finishes its requests."
+    )
     health_check_period_s: float = Field(10.0, gt=0, description="Seconds between replica health checks.")
     health_check_timeout_s: float = Field(60.0, gt=0, description="A health check slower than this fails.")
 
@@ -95,9 +101,13 @@ class PathCommon(BaseConfig):
         description="Longest the path may go quiet: to its first token, then between chunks. Past it the path has failed: "
         "its fallback answers (a stream already begun ends with an error event). A long answer that keeps coming never times out.",
     )  # fmt: skip
-    fallback: list[str] = Field(default_factory=list, description="Paths tried next, in order, if this one fails; one fallback per request.")
+    fallback: list[str] = Field(
+        default_factory=list, description="Paths tried next, in order, if this one fails; one fallback per request."
+    )
     system_prompt: str | None = Field(None, description="System message put before the conversation, if any.")
-    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions, description="Ray options of the path deployment.")
+    deployment: DeploymentOptions = Field(
+        default_factory=DeploymentOptions, description="Ray options of the path deployment."
+    )
 
 
 class BasePathConfig(PathCommon):
@@ -111,7 +121,9 @@ class FineTunedPathConfig(PathCommon):
 
     kind: Literal["finetuned"] = Field("finetuned", description="Path type.")
     registry: str = Field(..., description="Registry root (local or s3://) holding the adapters kind.")
-    default_adapter: str | None = Field(None, description="Adapter reference used when a request names none, e.g. qa@promoted.")
+    default_adapter: str | None = Field(
+        None, description="Adapter reference used when a request names none, e.g. qa@promoted."
+    )
 
 
 class RagPathConfig(PathCommon):
@@ -120,14 +132,19 @@ class RagPathConfig(PathCommon):
     kind: Literal["rag"] = Field("rag", description="Path type.")
     index: str = Field(..., description="Index root (local or s3://) written by jobs.build_index.")
     index_refresh_s: float = Field(
-        60.0, ge=0, description="Least seconds between looks for a newer index version, loaded in the background and "
+        60.0,
+        ge=0,
+        description="Least seconds between looks for a newer index version, loaded in the background and "
         "swapped in whole (documents ingested since start become answerable without a redeploy); 0: never.",
     )
     top_k: int = Field(3, ge=1, le=20, description="Chunks retrieved per question.")
     hybrid: bool = Field(
-        True, description="Fuse BM25 into the dense ranking (see docs/retrieval.md): names and titles in questions match."
+        True,
+        description="Fuse BM25 into the dense ranking (see docs/retrieval.md): names and titles in questions match.",
     )
-    max_context_tokens: int = Field(768, ge=64, description="Most prompt tokens of retrieved text; lower-ranked chunks are cut first.")
+    max_context_tokens: int = Field(
+        768, ge=64, description="Most prompt tokens of retrieved text; lower-ranked chunks are cut first."
+    )
     min_score: Annotated[float, Field(ge=-1.0, le=1.0)] | Literal["auto"] | None = Field(
         None,
         description="Passages whose cosine is below this are not used, and a question no passage reaches goes down the "
@@ -142,7 +159,8 @@ class RagPathConfig(PathCommon):
     )
     registry: str | None = Field(None, description="Registry root holding `adapter`.")
     adapter: str | None = Field(
-        None, description="Adapter reference that answers (e.g. qa@promoted); none, or none resolvable yet: the base model."
+        None,
+        description="Adapter reference that answers (e.g. qa@promoted); none, or none resolvable yet: the base model.",
     )
 
     @model_validator(mode="after")
@@ -175,15 +193,21 @@ PathConfig = Annotated[
 class RelevanceConfig(BaseConfig):
     """Whether a routed request is about the indexed documents, asked of the index itself (rayfleet.routing.relevance)."""
 
-    index: str = Field(..., description="Index root to ask (usually the RAG path's index); its newest version is followed.")
+    index: str = Field(
+        ..., description="Index root to ask (usually the RAG path's index); its newest version is followed."
+    )
     min_score: Annotated[float, Field(ge=-1.0, le=1.0)] | Literal["auto"] = Field(
         "auto",
         description="Least cosine similarity of the best passage for a request to count as about the documents; "
         "auto: set on each index version, just above the most similar of the router's general requests and at least 0.30.",
     )
     relevant_label: str = Field("rag", description="Label (or path) of requests about the documents.")
-    other_label: str = Field("base", description="Label (or path) of requests that are not; other labels are left as the classifier said.")
-    refresh_s: float = Field(60.0, ge=0, description="Least seconds between two looks for a newer index version (0: never).")
+    other_label: str = Field(
+        "base", description="Label (or path) of requests that are not; other labels are left as the classifier said."
+    )
+    refresh_s: float = Field(
+        60.0, ge=0, description="Least seconds between two looks for a newer index version (0: never)."
+    )
 
     @model_validator(mode="after")
     def _two_labels(self) -> RelevanceConfig:
@@ -195,17 +219,33 @@ class RelevanceConfig(BaseConfig):
 class RouterConfig(BaseConfig):
     """The router deployment: the trained classifier of rayfleet.routing, and optionally the relevance gate."""
 
-    model: str | None = Field(None, description="Router folder written by jobs.train_router; none sends routed requests to default_path.")
-    label_paths: dict[str, str] = Field(default_factory=dict, description="Classifier label -> path name, where they differ.")
-    default_path: str = Field("base", description="Path for labels that name no path, and when no router is configured.")
-    timeout_s: float = Field(2.0, gt=0, description="Longest wait for the router; slower or failed routing sends the request to default_path.")
-    embedding_dims: int = Field(16, ge=0, description="Dimensions of the projected prompt embedding logged per routed request for drift monitoring (0: none).")
+    model: str | None = Field(
+        None, description="Router folder written by jobs.train_router; none sends routed requests to default_path."
+    )
+    label_paths: dict[str, str] = Field(
+        default_factory=dict, description="Classifier label -> path name, where they differ."
+    )
+    default_path: str = Field(
+        "base", description="Path for labels that name no path, and when no router is configured."
+    )
+    timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description="Longest wait for the router; slower or failed routing sends the request to default_path.",
+    )
+    embedding_dims: int = Field(
+        16,
+        ge=0,
+        description="Dimensions of the projected prompt embedding logged per routed request for drift monitoring (0: none).",
+    )
     placement: Literal["deployment", "ingress"] = Field(
         "deployment",
         description="deployment: the Router deployment, scaled and resourced on its own (a transformer embedder, a GPU); "
         "ingress: inside each ingress replica, without a call between deployments (for the static-embedding router, ~1 ms a request).",
     )
-    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions, description="Ray options of the router deployment (placement: deployment).")
+    deployment: DeploymentOptions = Field(
+        default_factory=DeploymentOptions, description="Ray options of the router deployment (placement: deployment)."
+    )
     relevance: RelevanceConfig | None = Field(
         None,
         description="Let the index decide between relevant_label and other_label (the classifier keeps its other labels): "
@@ -219,7 +259,9 @@ class RouterConfig(BaseConfig):
     @model_validator(mode="after")
     def deployment_needs_its_placement(self) -> RouterConfig:
         if self.placement == "ingress" and self.deployment != DeploymentOptions():
-            raise ValueError("router.deployment is set but router.placement is ingress: the router runs in the ingress replicas")
+            raise ValueError(
+                "router.deployment is set but router.placement is ingress: the router runs in the ingress replicas"
+            )
         return self
 
 
@@ -239,7 +281,9 @@ class LimitsConfig(BaseConfig):
     default_max_tokens: int = Field(64, ge=1, description="max_tokens when a request sets none.")
     max_in_flight: int = Field(64, ge=1, description="Requests one ingress replica admits at once; more get 503.")
     max_body_bytes: int = Field(
-        1 << 20, ge=1024, description="Largest request body read (413 past it, before any parsing); the prompt limit applies within it."
+        1 << 20,
+        ge=1024,
+        description="Largest request body read (413 past it, before any parsing); the prompt limit applies within it.",
     )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503.")
 
@@ -285,7 +329,9 @@ class ServeAppConfig(BaseConfig):
     engines: dict[str, LLMEngineConfig] = Field(
         default_factory=lambda: {"default": LLMEngineConfig()}, description="LLM deployments by name, shared by paths."
     )
-    paths: dict[str, PathConfig] = Field(..., min_length=1, description="Answer paths by name (served as rayfleet-<name>).")
+    paths: dict[str, PathConfig] = Field(
+        ..., min_length=1, description="Answer paths by name (served as rayfleet-<name>)."
+    )
     router: RouterConfig = Field(default_factory=RouterConfig, description="The router deployment.")
     ingress: IngressConfig = Field(default_factory=IngressConfig, description="The HTTP ingress.")
     ab_tests: list[ABTestConfig] = Field(default_factory=list, description="A/B tests.")
@@ -334,6 +380,8 @@ class ServeApplicationFile(BaseConfig):
 class ServeConfigFile(BaseConfig):
     """A ``serve run`` / ``serve deploy`` config file of this project (serve_apps/configs/*.yaml)."""
 
-    proxy_location: Literal["HeadOnly", "EveryNode", "Disabled"] = Field("HeadOnly", description="Where HTTP proxies run.")
+    proxy_location: Literal["HeadOnly", "EveryNode", "Disabled"] = Field(
+        "HeadOnly", description="Where HTTP proxies run."
+    )
     http_options: HttpOptions = Field(default_factory=HttpOptions, description="HTTP proxy address.")
     applications: list[ServeApplicationFile] = Field(..., min_length=1, description="The applications.")

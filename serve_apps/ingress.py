@@ -193,11 +193,15 @@ class EventStream(StreamingResponse):
 class OpenAIServer:
     """Answers OpenAI API requests by routing them to answer paths."""
 
-    def __init__(self, config: ServeAppConfig, route: Route, paths: dict[str, CallPath], metrics: ServeMetrics | None = None):
+    def __init__(
+        self, config: ServeAppConfig, route: Route, paths: dict[str, CallPath], metrics: ServeMetrics | None = None
+    ):
         self.config = config
         self.route, self.paths = route, paths
         self.path_kinds = {name: path.kind for name, path in config.paths.items()}
-        self.adapters = {name: AdapterResolver(path.registry) for name, path in config.paths.items() if path.kind == "finetuned"}
+        self.adapters = {
+            name: AdapterResolver(path.registry) for name, path in config.paths.items() if path.kind == "finetuned"
+        }
         self.keys = ApiKeyChecker(config.ingress.auth)
         self.metrics = metrics or ServeMetrics()
         self.request_log = RequestLogWriter(config.request_log)
@@ -336,7 +340,9 @@ class OpenAIServer:
         replica would refuse it the same way, with a traceback in its log); a registry that cannot be
         read within the path's ``timeout_s`` is left to the path, and its fallback."""
         try:
-            await asyncio.wait_for(self.adapters[target.path].source(target.adapter), self.config.paths[target.path].timeout_s)
+            await asyncio.wait_for(
+                self.adapters[target.path].source(target.adapter), self.config.paths[target.path].timeout_s
+            )
         except RequestError:
             raise
         except Exception as error:
@@ -359,7 +365,9 @@ class OpenAIServer:
     def chain(self, outcome: Outcome, request: PathRequest) -> list[tuple[str, PathRequest]]:
         """The target path, then its fallbacks (each once, without the target's adapter)."""
         first = outcome.decision.target.path
-        return [(first, request)] + [(name, replace(request, adapter=None)) for name in self.config.paths[first].fallback]
+        return [(first, request)] + [
+            (name, replace(request, adapter=None)) for name in self.config.paths[first].fallback
+        ]
 
     async def next_chunk(self, path: str, chunks: AsyncIterator[PathChunk]) -> PathChunk:
         """The path's next chunk: TimeoutError past its ``timeout_s`` (the wait is cancelled, and with it the
@@ -416,14 +424,19 @@ class OpenAIServer:
         self.metrics.path_error(path, outcome.decision.arm or NO_ARM, reason.split(":")[0])
         outcome.failures.append((path, reason))
         # What the failed path answered before it failed is not the answer's (its fallback's chunks are).
-        outcome.first_token_at = outcome.adapter = outcome.citations = outcome.prompt_tokens = outcome.completion_tokens = None
+        outcome.first_token_at = outcome.adapter = outcome.citations = outcome.prompt_tokens = (
+            outcome.completion_tokens
+        ) = None
 
     def all_failed(self, outcome: Outcome) -> RequestError:
         tried = "; ".join(f"{name}: {reason}" for name, reason in outcome.failures)
         return RequestError(503, f"no path could answer ({tried}); retry shortly", "paths_unavailable")
 
     async def sse_events(self, outcome: Outcome, first: PathChunk, rest: AsyncIterator[PathChunk], include_usage: bool):
-        stream_id, created = completion_id("chatcmpl" if outcome.endpoint == "chat.completions" else "cmpl"), int(time.time())
+        stream_id, created = (
+            completion_id("chatcmpl" if outcome.endpoint == "chat.completions" else "cmpl"),
+            int(time.time()),
+        )
         try:
             yield self.sse_chunk(outcome, stream_id, created, first, opening=True)
             while True:
@@ -517,7 +530,9 @@ class OpenAIServer:
         path, arm = outcome.path or outcome.decision.target.path, outcome.decision.arm or NO_ARM
         latency = time.perf_counter() - outcome.started
         ttft = None if outcome.first_token_at is None else outcome.first_token_at - outcome.started
-        self.metrics.request_done(path, arm, outcome.status, latency, ttft, outcome.prompt_tokens or 0, outcome.completion_tokens or 0)
+        self.metrics.request_done(
+            path, arm, outcome.status, latency, ttft, outcome.prompt_tokens or 0, outcome.completion_tokens or 0
+        )
         if outcome.failures and outcome.path:
             self.metrics.fallback(outcome.failures[0][0], outcome.path)
         self.request_log.add(self.log_row(outcome, latency))
@@ -651,7 +666,12 @@ class ApiKeyMiddleware:
             authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             if not self.server.keys.allows(authorization):
                 self.server.metrics.rejected("auth")
-                response = error_response(401, "missing or invalid API key (Authorization: Bearer <key>)", "authentication_error", "invalid_api_key")
+                response = error_response(
+                    401,
+                    "missing or invalid API key (Authorization: Bearer <key>)",
+                    "authentication_error",
+                    "invalid_api_key",
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -659,13 +679,22 @@ class ApiKeyMiddleware:
 
 ERROR_RESPONSES = {
     status: {"model": ErrorResponse, "description": description}
-    for status, description in {400: "invalid request", 401: "no or wrong API key", 404: "unknown model or adapter", 503: "overloaded; see Retry-After"}.items()
+    for status, description in {
+        400: "invalid request",
+        401: "no or wrong API key",
+        404: "unknown model or adapter",
+        503: "overloaded; see Retry-After",
+    }.items()
 }
 
 
 def build_http_app(server: OpenAIServer) -> FastAPI:
     """The FastAPI app over ``server``: the OpenAI routes, /healthz and /metrics."""
-    app = FastAPI(title="rayfleet", version="0.1.0", description="OpenAI-compatible endpoint routed to fine-tuned, RAG and base paths.")
+    app = FastAPI(
+        title="rayfleet",
+        version="0.1.0",
+        description="OpenAI-compatible endpoint routed to fine-tuned, RAG and base paths.",
+    )
     app.add_middleware(V1RequestMiddleware)  # added first, so it runs last, just before the routes
     app.add_middleware(BodyLimitMiddleware, server=server)
     app.add_middleware(ApiKeyMiddleware, server=server)  # added last, so it runs first: no key, no body read

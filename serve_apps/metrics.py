@@ -31,8 +31,12 @@ class MetricSpec:
 
 SPECS = {
     "requests": MetricSpec("counter", "rayfleet_requests", "Requests answered, by status.", (*PATH_LABELS, "status")),
-    "errors": MetricSpec("counter", "rayfleet_path_errors", "Path failures (errors and timeouts).", (*PATH_LABELS, "reason")),
-    "fallbacks": MetricSpec("counter", "rayfleet_fallbacks", "Requests answered by a fallback path.", ("from_path", "to_path")),
+    "errors": MetricSpec(
+        "counter", "rayfleet_path_errors", "Path failures (errors and timeouts).", (*PATH_LABELS, "reason")
+    ),
+    "fallbacks": MetricSpec(
+        "counter", "rayfleet_fallbacks", "Requests answered by a fallback path.", ("from_path", "to_path")
+    ),
     "rejected": MetricSpec("counter", "rayfleet_rejected", "Requests refused before model work.", ("reason",)),
     "latency": MetricSpec("histogram", "rayfleet_request_latency_seconds", "Request latency.", PATH_LABELS),
     "ttft": MetricSpec("histogram", "rayfleet_time_to_first_token_seconds", "Time to the first token.", PATH_LABELS),

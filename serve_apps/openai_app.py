@@ -39,7 +39,12 @@ from serve_apps.router_server import RouterServer
 DIRECT_CALLS = {"_by_reference": False}
 
 PATH_CLASSES = {"base": BasePath, "finetuned": FineTunedPath, "rag": RagPath}
-PATH_DEPLOYMENT_NAMES = {"base": "BasePath", "finetuned": "FineTunedPath", "rag": "RagPath", "fault_injection": "FaultInjectionPath"}
+PATH_DEPLOYMENT_NAMES = {
+    "base": "BasePath",
+    "finetuned": "FineTunedPath",
+    "rag": "RagPath",
+    "fault_injection": "FaultInjectionPath",
+}
 
 
 async def cancelled_when_abandoned(response) -> AsyncIterator[Any]:
@@ -181,7 +186,9 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     }
     paths = {
         name: deployment(PathDeployment, f"{PATH_DEPLOYMENT_NAMES[path.kind]}_{name}", path.deployment).bind(
-            path.model_dump(mode="json"), config.engines[path.engine].engine.model, engines.get(path.engine),
+            path.model_dump(mode="json"),
+            config.engines[path.engine].engine.model,
+            engines.get(path.engine),
             config.engines[path.engine].engine.max_model_len,
         )
         for name, path in config.paths.items()

@@ -43,6 +43,7 @@ MOVING_SELECTORS_TTL_S = 30.0  # how long name@latest / name@promoted resolution
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class PathRequest:
     """What a path is asked: a conversation (chat) or a raw prompt (completions), and sampling."""
@@ -185,7 +186,9 @@ class FineTunedPath(GeneratingPath):
     async def adapter_for(self, request: PathRequest) -> AdapterSource:
         reference = request.adapter or self.config.default_adapter
         if reference is None:
-            raise RequestError(404, "name an adapter: model rayfleet-<path>:<adapter>@<version>", "model_not_found", "model")
+            raise RequestError(
+                404, "name an adapter: model rayfleet-<path>:<adapter>@<version>", "model_not_found", "model"
+            )
         try:
             return await self.adapters.source(reference)
         except RequestError as error:
@@ -221,7 +224,12 @@ class RagPath(GeneratingPath):
 
     async def stream(self, request: PathRequest) -> AsyncIterator[PathChunk]:
         if request.adapter:
-            raise RequestError(404, "the RAG path takes no adapter in the model name; its adapter is configured", "model_not_found", "model")
+            raise RequestError(
+                404,
+                "the RAG path takes no adapter in the model name; its adapter is configured",
+                "model_not_found",
+                "model",
+            )
         question, query, system, history = self.thread(request)
         retriever = self.index.current()
         if retriever is None:  # a server-side gap, not the client's fault: the fallback chain answers

@@ -43,7 +43,11 @@ class RouterServer:
         self.gate = None
         if relevance is not None:
             self.gate = RelevanceGate(
-                relevance.index, relevance.min_score, relevance.relevant_label, relevance.other_label, relevance.refresh_s
+                relevance.index,
+                relevance.min_score,
+                relevance.relevant_label,
+                relevance.other_label,
+                relevance.refresh_s,
             )
 
     def warn_of_unserved_labels(self) -> list[str]:
@@ -60,7 +64,9 @@ class RouterServer:
         if self.classifier is None and self.gate is None:
             return RouteChoice(self.config.default_path, None, None)
         decision = None
-        if self.classifier is not None and self.classifier.embedder.static:  # ~1 ms: a thread hand-off would cost as much
+        if (
+            self.classifier is not None and self.classifier.embedder.static
+        ):  # ~1 ms: a thread hand-off would cost as much
             decision = self.classifier.route(text)
         elif self.classifier is not None:
             decision = await asyncio.to_thread(self.classifier.route, text)

@@ -1,8 +1,8 @@
 """What a request asks for: the ``model`` field parsed into a path (and adapter), and A/B arms.
 
-    rayfleet                          routed: the router picks the path
-    rayfleet-rag                      the RAG path
-    rayfleet-finetuned:acme-qa@3      the fine-tuned path with adapter acme-qa version 3
+rayfleet                          routed: the router picks the path
+rayfleet-rag                      the RAG path
+rayfleet-finetuned:acme-qa@3      the fine-tuned path with adapter acme-qa version 3
 """
 
 from __future__ import annotations

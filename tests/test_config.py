@@ -32,7 +32,10 @@ def test_a_text_field_keeps_its_value_as_typed_where_yaml_would_change_it():
     assert load_config(SummarizeConfig, ["input=yes", "output=2024.01"]).model_dump()["output"] == "2024.01"
     assert load_config(SummarizeConfig, ["input=yes", "output='quoted #1'"]).output == "quoted #1"
     assert parse_override("output=out #1", SummarizeConfig) == (["output"], "out #1")
-    assert parse_override("engine.max_model_len=4096 # a comment", SummarizeConfig) == (["engine", "max_model_len"], 4096)
+    assert parse_override("engine.max_model_len=4096 # a comment", SummarizeConfig) == (
+        ["engine", "max_model_len"],
+        4096,
+    )
     with pytest.raises(ConfigError, match="max_model_len"):
         load_config(SummarizeConfig, ["input=yes", "output=out", "engine.max_model_len=many"])
 
@@ -56,7 +59,9 @@ def test_an_override_or_a_file_changes_only_the_keys_it_names_in_a_section_the_j
 
 
 def test_embedded_defaults_and_nested_override():
-    config = load_config(SummarizeConfig, ["input=in", "output=out", "engine.max_model_len=1024", "sampling.max_tokens=64"])
+    config = load_config(
+        SummarizeConfig, ["input=in", "output=out", "engine.max_model_len=1024", "sampling.max_tokens=64"]
+    )
     assert config.engine.max_model_len == 1024
     assert config.sampling.max_tokens == 64
     assert config.engine.kind == "auto"
@@ -67,7 +72,9 @@ def test_help_lists_every_setting_with_its_default_and_ends_with_status_0(capsys
     with pytest.raises(SystemExit) as ended:
         config_or_exit(SummarizeConfig, ["input=x", "--help"])
     page = capsys.readouterr().out
-    assert ended.value.code == 0 and page.startswith("usage: python -m jobs.summarize [config=FILE.yaml] [key.sub=value ...]")
+    assert ended.value.code == 0 and page.startswith(
+        "usage: python -m jobs.summarize [config=FILE.yaml] [key.sub=value ...]"
+    )
     assert "\n  input = required: " in page and "\n  engine.max_model_len = 2048: " in page
     assert "\n  sampling.max_tokens = 160: " in page, "the job's own default for the section, not the class's"
 
@@ -98,7 +105,10 @@ def test_a_job_whose_input_or_adapter_is_missing_ends_with_the_message_and_statu
     assert (missing.returncode, "Traceback" in missing.stderr) == (1, False), missing.stderr[-2000:]
     assert f"error: no Q&A set at {tmp_path}/nowhere" in missing.stderr
     (tmp_path / "qa").mkdir()
-    write_table(str(tmp_path / "qa" / "qa.parquet"), pa.Table.from_pylist([{"question": "Why?", "answer": "So.", "doc_id": "d"}]))
+    write_table(
+        str(tmp_path / "qa" / "qa.parquet"),
+        pa.Table.from_pylist([{"question": "Why?", "answer": "So.", "doc_id": "d"}]),
+    )
     unknown = evaluate(f"qa={tmp_path}/qa", "candidates=[{name: tuned, kind: adapter, adapter: nobody@latest}]")
     assert (unknown.returncode, "Traceback" in unknown.stderr) == (1, False), unknown.stderr[-2000:]
     assert "error: candidate 'tuned':" in unknown.stderr and "nobody" in unknown.stderr
@@ -136,7 +146,10 @@ def test_no_parquet_an_output_behind_a_file_or_no_model_ends_a_job_with_one_line
     (spark_empty / "_SUCCESS").write_bytes(b"")
     no_parquet = summarize(spark_empty, tmp_path / "summaries")
     assert (no_parquet.returncode, "Traceback" in no_parquet.stderr) == (1, False), no_parquet.stderr[-2000:]
-    assert f"error: no Parquet files (*.parquet, *.parq, *.pq, or Parquet without an extension) at {spark_empty}" in no_parquet.stderr
+    assert (
+        f"error: no Parquet files (*.parquet, *.parq, *.pq, or Parquet without an extension) at {spark_empty}"
+        in no_parquet.stderr
+    )
     assert not (tmp_path / "summaries").exists(), "an input without Parquet leaves no output folder behind"
     (tmp_path / "docs").mkdir()
     write_table(str(tmp_path / "docs" / "d.parquet"), pa.Table.from_pylist([{"doc_id": "d", "text": "Some text."}]))
@@ -145,7 +158,10 @@ def test_no_parquet_an_output_behind_a_file_or_no_model_ends_a_job_with_one_line
     assert (blocked.returncode, "Traceback" in blocked.stderr) == (1, False), blocked.stderr[-2000:]
     assert f"error: cannot make the folder {tmp_path}/a_file/summaries: a file is in the way" in blocked.stderr
     mistyped = summarize(tmp_path / "docz", tmp_path / "fresh_output")
-    assert (mistyped.returncode, mistyped.stderr.strip().splitlines()[-1]) == (1, f"error: no file or folder at {tmp_path}/docz")
+    assert (mistyped.returncode, mistyped.stderr.strip().splitlines()[-1]) == (
+        1,
+        f"error: no file or folder at {tmp_path}/docz",
+    )
     assert not (tmp_path / "fresh_output").exists()
     no_model = summarize(tmp_path / "docs", tmp_path / "summaries", "engine.model=no-such-model")
     assert (no_model.returncode, "Traceback" in no_model.stderr) == (1, False), no_model.stderr[-2000:]
@@ -194,7 +210,9 @@ def test_every_yaml_config_validates(path):
     config_class = config_class_for(path)
     # Job configs may leave input/output to the command line; give placeholders for those.
     in_file = read_yaml(path)
-    required = [name for name, field in config_class.model_fields.items() if field.is_required() and name not in in_file]
+    required = [
+        name for name, field in config_class.model_fields.items() if field.is_required() and name not in in_file
+    ]
     placeholders = [f"{name}=placeholder-{name}" for name in required]  # distinct: input and output may not overlap
     config = load_config(config_class, placeholders + [f"config={path}"])
     assert isinstance(config, config_class)

@@ -115,17 +115,25 @@ def test_small_row_groups_are_read_together_and_a_damaged_one_costs_only_its_row
     data = bytearray(path.read_bytes())
     data[page : page + 8] = b"\xff" * 8  # the text page's header no longer parses
     path.write_bytes(bytes(data))
-    rows, errors = read_all(plan_input(list_parquet_files(str(tmp_path)), "doc_id", "text", done_ids=set(), run_id="r", item_rows=16))
+    rows, errors = read_all(
+        plan_input(list_parquet_files(str(tmp_path)), "doc_id", "text", done_ids=set(), run_id="r", item_rows=16)
+    )
     assert [error["row"] for error in errors] == [20] and "unreadable Parquet data" in errors[0]["error"]
     assert sorted(row["row"] for row in rows) == [row for row in range(40) if row != 20]
 
 
 def test_columns_as_writers_store_them_are_read_as_text(tmp_path):
-    pq.write_table(pa.table({"doc_id": pa.array([1, 2], pa.int64()),
-                             "text": pa.array(["one", "two"]).dictionary_encode()}), tmp_path / "category.parquet")
-    pq.write_table(pa.table({"doc_id": pa.array(["v1"], pa.string_view()),
-                             "text": pa.array(["view text"], pa.string_view())}), tmp_path / "view.parquet")
-    pq.write_table(pa.table({"doc_id": ["n1", "n2"], "text": pa.array([None, None], pa.null())}), tmp_path / "null.parquet")
+    pq.write_table(
+        pa.table({"doc_id": pa.array([1, 2], pa.int64()), "text": pa.array(["one", "two"]).dictionary_encode()}),
+        tmp_path / "category.parquet",
+    )
+    pq.write_table(
+        pa.table({"doc_id": pa.array(["v1"], pa.string_view()), "text": pa.array(["view text"], pa.string_view())}),
+        tmp_path / "view.parquet",
+    )
+    pq.write_table(
+        pa.table({"doc_id": ["n1", "n2"], "text": pa.array([None, None], pa.null())}), tmp_path / "null.parquet"
+    )
     pq.write_table(pa.table({"doc_id": ["z1"], "text": ["\u200b\u200b \ufeff"]}), tmp_path / "zero_width.parquet")
     plan = plan_input(list_parquet_files(str(tmp_path)), "doc_id", "text", done_ids=set(), run_id="r")
     assert not plan.errors
@@ -133,7 +141,6 @@ def test_columns_as_writers_store_them_are_read_as_text(tmp_path):
     assert {row["doc_id"]: row["text"] for row in rows} == {"1": "one", "2": "two", "v1": "view text"}
     assert {error["doc_id"]: error["error"] for error in errors} == {"n1": "empty 'text'", "n2": "empty 'text'",
                                                                      "z1": "empty 'text'"}  # fmt: skip
-
 
 
 def test_text_with_nothing_visible_is_blank_and_any_visible_character_is_not():
@@ -145,9 +152,15 @@ def test_text_with_nothing_visible_is_blank_and_any_visible_character_is_not():
 
 def test_a_column_in_another_case_or_twice_is_named_as_such(tmp_path):
     write(tmp_path / "cased.parquet", DOC_ID=["x"], Text=["some text"])
-    table = pa.Table.from_arrays([pa.array(["y"]), pa.array(["one"]), pa.array(["two"])], names=["doc_id", "text", "text"])
+    table = pa.Table.from_arrays(
+        [pa.array(["y"]), pa.array(["one"]), pa.array(["two"])], names=["doc_id", "text", "text"]
+    )
     pq.write_table(table, tmp_path / "twice.parquet")
-    reasons = errors_by_source(plan_input(list_parquet_files(str(tmp_path)), "doc_id", "text", done_ids=set(), run_id="r"))
-    assert "(column names are case-sensitive: 'DOC_ID' is there; set id_column=DOC_ID)" in reasons[("cased.parquet", None)]
+    reasons = errors_by_source(
+        plan_input(list_parquet_files(str(tmp_path)), "doc_id", "text", done_ids=set(), run_id="r")
+    )
+    assert (
+        "(column names are case-sensitive: 'DOC_ID' is there; set id_column=DOC_ID)" in reasons[("cased.parquet", None)]
+    )
     assert "set text_column=Text" in reasons[("cased.parquet", None)]
     assert "column 'text' appears 2 times" in reasons[("twice.parquet", None)]

@@ -11,7 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make(target: str, folder: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", target], cwd=folder, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["make", "--no-print-directory", target], cwd=folder, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_stopping_a_head_that_is_not_running_and_cleaning_up_succeed(tmp_path):

@@ -184,7 +184,9 @@ def test_a_question_may_end_in_a_quote_or_a_full_width_mark():
 def test_question_is_the_first_line_without_its_label():
     from rayfleet.qa import question_from_output
 
-    assert question_from_output('\nQuestion: "When does the valve open?"\nAnswer: at 3 bar') == "When does the valve open?"
+    assert (
+        question_from_output('\nQuestion: "When does the valve open?"\nAnswer: at 3 bar') == "When does the valve open?"
+    )
     assert question_from_output("1. Q: Who services the pump?") == "Who services the pump?"
     assert question_from_output("  \n ") == ""
 
@@ -300,7 +302,10 @@ def test_near_duplicates_found_through_prefixes_are_those_of_every_pair_compared
     draw = random.Random(threshold)
     vocabulary = [f"term{i}" for i in range(30)] + ["what", "does", "the"]
     pairs = [
-        {"question": " ".join(draw.choice(vocabulary) for _ in range(draw.randint(1, 9))) + "?", "doc_id": draw.choice("ab")}
+        {
+            "question": " ".join(draw.choice(vocabulary) for _ in range(draw.randint(1, 9))) + "?",
+            "doc_id": draw.choice("ab"),
+        }
         for _ in range(400)
     ]
 

@@ -101,7 +101,9 @@ def test_contains_tells_a_folder_from_a_sibling_with_the_same_prefix(tmp_path):
     assert storage.contains(str(tmp_path), str(tmp_path / "out"))
     assert not storage.contains(str(tmp_path / "a"), str(tmp_path / "ab"))
     assert storage.contains("s3a://b/x", "s3://b/x/out") and storage.contains("s3://b//x", "s3://b/x/out")
-    assert storage.listed_under("s3://b/x", "s3://b/x/out") and not storage.listed_under("s3://b/x", "s3a://b//x/_out/e")
+    assert storage.listed_under("s3://b/x", "s3://b/x/out") and not storage.listed_under(
+        "s3://b/x", "s3a://b//x/_out/e"
+    )
 
 
 def test_a_missing_bucket_is_created(s3_prefix):
@@ -185,7 +187,9 @@ def test_a_folder_without_parquet_is_a_missing_input_and_a_value_error(tmp_path)
 
 def test_s3_failures_are_told_by_what_the_user_must_change(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8333")
-    refused = OSError("When getting information for bucket 'rayfleet': AWS Error ACCESS_DENIED during HeadBucket operation")
+    refused = OSError(
+        "When getting information for bucket 'rayfleet': AWS Error ACCESS_DENIED during HeadBucket operation"
+    )
     assert storage.s3_failure(refused).startswith("S3 at http://127.0.0.1:8333 refused these credentials")
     other = OSError("AWS Error SLOW_DOWN during PutObject operation: Please reduce your request rate.")
     assert storage.s3_failure(other).startswith("an S3 request to http://127.0.0.1:8333 failed: AWS Error SLOW_DOWN")

@@ -27,7 +27,9 @@ class RecordingEngine:
 
 @pytest.fixture(scope="module")
 def engine(tiny_llama_path):
-    return RecordingEngine(create_engine(EngineConfig(kind="transformers", model=str(tiny_llama_path), transformers_batch_size=16)))
+    return RecordingEngine(
+        create_engine(EngineConfig(kind="transformers", model=str(tiny_llama_path), transformers_batch_size=16))
+    )
 
 
 LONG_TEXT = "\n\n".join(f"Section {i}. " + f"Fact {i} is about topic {i}. " * 40 for i in range(12))
@@ -125,7 +127,9 @@ def test_a_summary_cut_by_max_tokens_ends_at_its_last_complete_sentence(smollm2_
     document = ("LoRA adapts a large model by training small low-rank matrices beside its frozen weights. "
                 "It cuts the memory of fine-tuning several times and keeps the base model shared. ") * 3  # fmt: skip
     sampling = SamplingConfig(max_tokens=48)
-    [cut] = Summarizer(smollm2_engine, sampling, SummaryPrompts(), 1024, end_at_sentence=False).summarize([("d", document)])
+    [cut] = Summarizer(smollm2_engine, sampling, SummaryPrompts(), 1024, end_at_sentence=False).summarize(
+        [("d", document)]
+    )
     [ended] = Summarizer(smollm2_engine, sampling, SummaryPrompts(), 1024).summarize([("d", document)])
 
     assert cut.finish_reason == ended.finish_reason == "length"

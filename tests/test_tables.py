@@ -36,7 +36,8 @@ def test_duplicates_the_job_makes_itself_are_removed_without_a_warning(tmp_path,
     with caplog.at_level("INFO", logger="rayfleet.tables"):
         assert drop_duplicate_ids(str(tmp_path), "doc_id", expected=expected) == 1
     assert [(record.levelname, record.getMessage().split(" from ")[0]) for record in caplog.records] == [
-        (level, "removing 1 duplicate doc_id rows")]
+        (level, "removing 1 duplicate doc_id rows")
+    ]
 
 
 def _part(folder, name: str, ids: list[str], run: str = "r1", pad: int = 0) -> None:
@@ -69,7 +70,9 @@ def test_a_runs_batch_files_are_merged_into_new_files_of_at_most_the_given_size_
     assert compact_run_files(str(tmp_path), "R1", file_bytes=0) == 0, "0 merges nothing"
     assert compact_run_files(str(tmp_path), "R1", file_bytes=2**20) == 1, "merged files are not merged again"
     assert len(list(tmp_path.glob("part-R1--merged-*.parquet"))) == 4 and not list(tmp_path.glob("part-R1-0*"))
-    assert read_column_values(str(tmp_path), "doc_id", ("summary", "run_id")) == set(before["doc_id"].to_pylist()) - {"old"}
+    assert read_column_values(str(tmp_path), "doc_id", ("summary", "run_id")) == set(before["doc_id"].to_pylist()) - {
+        "old"
+    }
 
 
 def test_a_runs_files_under_a_relative_path_are_merged_too(tmp_path, monkeypatch):
@@ -138,9 +141,13 @@ def test_a_copy_in_a_subfolder_of_an_output_folder_is_neither_counted_nor_pruned
 def test_errors_table_rows(tmp_path):
     from rayfleet.tables import error_row
 
-    assert write_errors(str(tmp_path), [error_row("s3://b/f.parquet", "bad", "validate", "run-1", row=3, doc_id="d")]) == 1
+    assert (
+        write_errors(str(tmp_path), [error_row("s3://b/f.parquet", "bad", "validate", "run-1", row=3, doc_id="d")]) == 1
+    )
     table = read_folder(str(tmp_path), ["source", "row", "doc_id", "stage", "error", "run_id"])
-    assert table.to_pylist() == [{"source": "s3://b/f.parquet", "row": 3, "doc_id": "d", "stage": "validate", "error": "bad", "run_id": "run-1"}]
+    assert table.to_pylist() == [
+        {"source": "s3://b/f.parquet", "row": 3, "doc_id": "d", "stage": "validate", "error": "bad", "run_id": "run-1"}
+    ]
     assert write_errors(str(tmp_path), []) == 0
 
 
@@ -154,7 +161,10 @@ def test_many_bad_rows_are_all_in_the_table_but_not_all_in_the_log(tmp_path, cap
     lines = [record.getMessage() for record in caplog.records]
     assert len(lines) == LOGGED_ERRORS_PER_WRITE + 1
     assert lines[0].startswith("skipped s3://b/f.parquet row 0 (doc_id=d0)")
-    assert lines[-1] == f"skipped {5000 - LOGGED_ERRORS_PER_WRITE} more rows, not logged one by one; the errors table at {tmp_path} holds every one"
+    assert (
+        lines[-1]
+        == f"skipped {5000 - LOGGED_ERRORS_PER_WRITE} more rows, not logged one by one; the errors table at {tmp_path} holds every one"
+    )
 
 
 def test_a_users_input_files_of_other_shapes_and_time_zones_read_as_one_table(tmp_path):

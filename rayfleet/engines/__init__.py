@@ -1,7 +1,7 @@
 """Generation engines behind one Protocol: ``vllm`` (default) and ``transformers`` (fallback, baseline).
 
-    engine = create_engine(EngineConfig(kind="vllm"))
-    [generation] = engine.generate([[{"role": "user", "content": "Hi"}]], SamplingConfig())
+engine = create_engine(EngineConfig(kind="vllm"))
+[generation] = engine.generate([[{"role": "user", "content": "Hi"}]], SamplingConfig())
 """
 
 from __future__ import annotations

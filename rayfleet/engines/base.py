@@ -28,19 +28,25 @@ class SamplingConfig(BaseConfig):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     repetition_penalty: float = Field(1.1, gt=0.0, description="1.0 disables it; small models loop without it.")
     presence_penalty: float = Field(
-        0.0, ge=-2.0, le=2.0, description="Subtracted from the logit of every token already generated (OpenAI's meaning)."
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        description="Subtracted from the logit of every token already generated (OpenAI's meaning).",
     )
     frequency_penalty: float = Field(
         0.0, ge=-2.0, le=2.0, description="Subtracted from a generated token's logit once per time it was generated."
     )
     stop: list[str] = Field(
-        default_factory=list, description="Strings that end the reply; the reply is cut before the first one (finish reason stop)."
+        default_factory=list,
+        description="Strings that end the reply; the reply is cut before the first one (finish reason stop).",
     )
     seed: int | None = Field(
-        0, description="Random seed for sampled (temperature > 0) decoding; null samples afresh each call (serving's default)."
+        0,
+        description="Random seed for sampled (temperature > 0) decoding; null samples afresh each call (serving's default).",
     )
     regex: str | None = Field(
-        None, description="Constrain every reply to this regular expression (vLLM structured outputs; the transformers engine refuses it)."
+        None,
+        description="Constrain every reply to this regular expression (vLLM structured outputs; the transformers engine refuses it).",
     )
 
 
@@ -56,7 +62,8 @@ class EngineConfig(BaseConfig):
     )
     adapter: str | None = Field(None, description="Path or URI of a peft LoRA adapter to apply, if any.")
     merge_adapter: bool = Field(
-        False, description="Run the adapter merged into the weights (cached per base and adapter): no per-token LoRA cost."
+        False,
+        description="Run the adapter merged into the weights (cached per base and adapter): no per-token LoRA cost.",
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Weights dtype; fp32 on CPU (bf16 is slower there and hurts small models)."
@@ -64,7 +71,9 @@ class EngineConfig(BaseConfig):
     max_model_len: int = Field(2048, ge=128, description="Context length: prompt plus generated tokens.")
     max_num_seqs: int = Field(32, ge=1, description="Most sequences batched together by the engine.")
     enforce_eager: bool = Field(True, description="vLLM: skip graph compilation (fast start).")
-    cpu_kv_cache_gib: int = Field(2, ge=1, description="vLLM on CPU: KV cache size in whole GiB (vLLM reads an integer).")
+    cpu_kv_cache_gib: int = Field(
+        2, ge=1, description="vLLM on CPU: KV cache size in whole GiB (vLLM reads an integer)."
+    )
     cpu_threads_bind: str = Field(
         "auto", description="vLLM on CPU: cores to bind, e.g. '0-1'; auto binds every core the process may use."
     )

@@ -30,8 +30,10 @@ class PromotionGateConfig(BaseConfig):
     enabled: bool = Field(True, description="Decide (and promote when it passes) after each evaluation.")
     primary_metric: Metric = Field("f1", description="The metric the candidate must improve.")
     min_improvement: float = Field(
-        0.02, ge=0, description="Least absolute gain on the primary metric's mean (0: a tie passes, as a candidate that "
-        "does no worse may replace the incumbent)."
+        0.02,
+        ge=0,
+        description="Least absolute gain on the primary metric's mean (0: a tie passes, as a candidate that "
+        "does no worse may replace the incumbent).",
     )
     guard_metric: Metric = Field("rouge_l", description="A metric the candidate must not regress.")
     guard_tolerance: float = Field(0.01, ge=0, description="Largest allowed absolute drop of the guard metric's mean.")
@@ -80,7 +82,8 @@ def decide(
         reasons.append(f"{guard} fell by {-guard_change:.4f}, more than the tolerated {config.guard_tolerance:.4f}")
     return {
         "promote": not reasons,
-        "reason": "; ".join(reasons) or f"{primary} gain {gain:+.4f} and {guard} change {guard_change:+.4f} pass the gate",
+        "reason": "; ".join(reasons)
+        or f"{primary} gain {gain:+.4f} and {guard} change {guard_change:+.4f} pass the gate",
         "incumbent": incumbent_name,
         "primary_metric": primary,
         "candidate_primary": candidate[primary],

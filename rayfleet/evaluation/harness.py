@@ -23,7 +23,9 @@ class HarnessConfig(BaseConfig):
     batch_size: int = Field(8, ge=1, description="Harness batch size.")
 
 
-def run_harness(config: HarnessConfig, model_path: str, adapter_path: str | None = None, dtype: str = "float32") -> dict:
+def run_harness(
+    config: HarnessConfig, model_path: str, adapter_path: str | None = None, dtype: str = "float32"
+) -> dict:
     """Every configured task's metrics (``{task: {metric: value}}``) for the model (+ adapter)."""
     import lm_eval
     from lm_eval.tasks import TaskManager

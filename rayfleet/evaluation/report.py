@@ -51,7 +51,9 @@ def per_document_f1(items: list[dict], candidates: list[str]) -> dict[str, dict[
     for item in items:
         for name in candidates:
             totals[item["doc_id"]][name].append(item["scores"][name]["f1"])
-    return {doc: {name: sum(values) / len(values) for name, values in by_name.items()} for doc, by_name in totals.items()}
+    return {
+        doc: {name: sum(values) / len(values) for name, values in by_name.items()} for doc, by_name in totals.items()
+    }
 
 
 def render_report(result: dict, items: list[dict], worst: int = 10) -> str:
@@ -61,9 +63,7 @@ def render_report(result: dict, items: list[dict], worst: int = 10) -> str:
     chart = base64.b64encode(metric_bars_png(summary)).decode()
     escape = html.escape
     rows = "".join(
-        f"<tr><td>{escape(name)}</td>"
-        + "".join(_cell(summary[name].get(metric)) for metric in METRICS)
-        + "</tr>"
+        f"<tr><td>{escape(name)}</td>" + "".join(_cell(summary[name].get(metric)) for metric in METRICS) + "</tr>"
         for name in candidates
     )
     documents = per_document_f1(items, candidates)
@@ -75,20 +75,22 @@ def render_report(result: dict, items: list[dict], worst: int = 10) -> str:
     worst_items = sorted(items, key=lambda item: item["scores"][reference_name]["f1"])[:worst]
     example_rows = "".join(
         f"<tr><td>{escape(item['question'])}</td><td>{escape(item['reference'])}</td>"
-        + "".join(f"<td>{escape(item['answers'][name])}<br><small>F1 {item['scores'][name]['f1']:.2f}</small></td>"
-                  for name in candidates)  # fmt: skip
+        + "".join(
+            f"<td>{escape(item['answers'][name])}<br><small>F1 {item['scores'][name]['f1']:.2f}</small></td>"
+            for name in candidates
+        )  # fmt: skip
         + "</tr>"
         for item in worst_items
     )
     header = "".join(f"<th>{escape(name)}</th>" for name in candidates)
     agreement = escape(agreement_text(result.get("judge_agreement") or {}))
     gate = promotion_html(result.get("promotion") or [])
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>rayfleet evaluation {escape(result['run_id'])}</title>
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>rayfleet evaluation {escape(result["run_id"])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}</style>
-</head><body><h1>Evaluation {escape(result['run_id'])}</h1>
-<p>{result['items']} held-out questions from {escape(result['qa'])} (split {escape(result['split'])}).</p>
+</head><body><h1>Evaluation {escape(result["run_id"])}</h1>
+<p>{result["items"]} held-out questions from {escape(result["qa"])} (split {escape(result["split"])}).</p>
 <h2>Metrics</h2><img src="data:image/png;base64,{chart}" alt="metric bars">
-<table><tr><th>candidate</th>{''.join(f'<th>{m}</th>' for m in METRICS)}</tr>{rows}</table>
+<table><tr><th>candidate</th>{"".join(f"<th>{m}</th>" for m in METRICS)}</tr>{rows}</table>
 <p>Judge agreement with token F1 (Spearman): {agreement}</p>
 <h2>Promotion gate</h2>{gate}
 <h2>Per document (mean F1)</h2><table><tr><th>doc_id</th>{header}</tr>{document_rows}</table>

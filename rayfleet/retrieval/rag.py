@@ -198,7 +198,13 @@ def _last_words(text: str) -> str:
 def citations_of(hits: list[Hit]) -> list[dict]:
     """What each passage cites: document, chunk, page, title and file, with the retrieval score."""
     return [
-        {"doc_id": hit.doc_id, "chunk_id": hit.chunk_id, "page": hit.page_start, "title": hit.title,
-         "source": hit.source, "score": round(hit.score, 4)}  # fmt: skip
+        {
+            "doc_id": hit.doc_id,
+            "chunk_id": hit.chunk_id,
+            "page": hit.page_start,
+            "title": hit.title,
+            "source": hit.source,
+            "score": round(hit.score, 4),
+        }  # fmt: skip
         for hit in hits
     ]

@@ -138,7 +138,9 @@ def read_examples(uri: str) -> pa.Table:
         (uri, _read_text_format(uri))]  # fmt: skip
     for path, part in parts:
         _check(path, part)
-    return pa.table({column: [value for _, part in parts for value in _as_text(part[column])] for column in ("text", "label")})
+    return pa.table(
+        {column: [value for _, part in parts for value in _as_text(part[column])] for column in ("text", "label")}
+    )
 
 
 def _is_parquet(uri: str) -> bool:

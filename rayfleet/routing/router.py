@@ -112,4 +112,3 @@ class RequestRouter:
 def has_words(text: str) -> bool:
     """Whether ``text`` holds a letter or a digit in any script."""
     return any(character.isalnum() for character in text)
-

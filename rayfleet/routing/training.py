@@ -89,7 +89,9 @@ def evaluate(router: RequestRouter, test: Split) -> tuple[dict, np.ndarray]:
     majority = max(set(test.labels), key=test.labels.count)
     confident = probabilities.max(axis=1) >= router.threshold
     routed = [label if sure else router.default_label for label, sure in zip(predicted, confident)]
-    routed_per_label = classification_report(test.labels, routed, labels=router.labels, output_dict=True, zero_division=0)
+    routed_per_label = classification_report(
+        test.labels, routed, labels=router.labels, output_dict=True, zero_division=0
+    )
     report = {
         "accuracy": round(float(accuracy_score(test.labels, predicted)), 4),
         "macro_f1": round(

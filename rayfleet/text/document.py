@@ -211,7 +211,10 @@ def decode_text(data: bytes) -> str:
     best = matches.best()
     if best is None:
         raise ParseError("text in an undetectable encoding")
-    western = next((match for match in matches if match.encoding == WESTERN_ENCODING and match.chaos <= best.chaos + CLOSE_CHAOS), None)
+    western = next(
+        (match for match in matches if match.encoding == WESTERN_ENCODING and match.chaos <= best.chaos + CLOSE_CHAOS),
+        None,
+    )
     return str(western or best)
 
 

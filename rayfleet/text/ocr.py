@@ -50,7 +50,9 @@ class OcrConfig(BaseConfig):
         20, ge=0, description="A PDF page holding a picture and fewer text characters than this is OCR'd."
     )
     scan_text_chars: int = Field(
-        200, ge=0, description="A PDF page mostly covered by a picture (a scan) is OCR'd while its text layer "
+        200,
+        ge=0,
+        description="A PDF page mostly covered by a picture (a scan) is OCR'd while its text layer "
         "(a stamp, a page number) is shorter than this; a searchable scan's hidden text is longer and kept.",
     )
     min_score: float = Field(0.5, ge=0, le=1, description="Recognised lines less certain than this are dropped.")

@@ -33,7 +33,9 @@ class TrainState:
     rows_in_epoch: int = 0
     tokens_trained: int = 0
     data_fingerprint: str | None = None  # of the packed rows the run trains on: a resume on other data is refused
-    settings: dict | None = None  # model, LoRA, optimization and workers it trains with: a resume with others is refused
+    settings: dict | None = (
+        None  # model, LoRA, optimization and workers it trains with: a resume with others is refused
+    )
     resumed_from_steps: list[int] = field(default_factory=list)
     train_losses: dict[str, float] = field(default_factory=dict)
     validation_losses: dict[str, float | None] = field(default_factory=dict)  # None: no validation rows

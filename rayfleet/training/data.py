@@ -150,7 +150,9 @@ def chat_messages(messages: Any) -> list[dict] | str:
             return "malformed_messages"
     if not messages:
         return "missing_messages"
-    if not isinstance(messages, list) or any(not isinstance(m, dict) or not isinstance(m.get("role"), str) for m in messages):
+    if not isinstance(messages, list) or any(
+        not isinstance(m, dict) or not isinstance(m.get("role"), str) for m in messages
+    ):
         return "malformed_message"
     plain = []
     for message in messages:
@@ -172,8 +174,13 @@ def message_text(content: Any) -> str | None:
     """A message's text: a string, or the text of a list of OpenAI content parts; None otherwise."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list) and content and all(
-        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str) for part in content
+    if (
+        isinstance(content, list)
+        and content
+        and all(
+            isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+            for part in content
+        )
     ):
         return "\n".join(part["text"] for part in content)
     return None
@@ -274,7 +281,9 @@ def prepare_examples(
             reason, detail = "too_long", f"{longest} tokens > max_seq_len {max_seq_len}"
         if reason:
             if on_bad_example == "fail":
-                raise BadExampleError(f"row {number} (doc_id {row.get('doc_id')!r}): {reason}" + (f" ({detail})" if detail else ""))
+                raise BadExampleError(
+                    f"row {number} (doc_id {row.get('doc_id')!r}): {reason}" + (f" ({detail})" if detail else "")
+                )
             report.dropped[reason] += 1
             continue
         examples.extend(row_examples)
@@ -340,7 +349,9 @@ def pack_examples(
     """
     too_long = [len(example) for example in examples if len(example) > pack_length]
     if too_long:
-        raise ValueError(f"{len(too_long)} examples are longer than pack_length {pack_length} (longest {max(too_long)})")
+        raise ValueError(
+            f"{len(too_long)} examples are longer than pack_length {pack_length} (longest {max(too_long)})"
+        )
     bins: list[RowBin] = []
     rooms = RoomIndex(len(examples))  # first fit in O(log rows) per example, not a scan of every row
     for example in sorted(examples, key=len, reverse=True):

@@ -43,9 +43,7 @@ class TrainSettings(BaseConfig):
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of the LoRA parameters.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradients are clipped to this global L2 norm.")
-    gradient_accumulation_steps: int = Field(
-        1, ge=1, description="Packed rows each worker runs per optimizer step."
-    )
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Packed rows each worker runs per optimizer step.")
     eval_every: int = Field(10, ge=1, description="Validation loss every this many steps (and at the end).")
     checkpoint_every: int = Field(10, ge=1, description="A checkpoint every this many steps (and at the end).")
     log_every: int = Field(1, ge=1, description="A progress line (step, loss, tokens/s) every this many steps.")

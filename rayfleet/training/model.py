@@ -42,8 +42,9 @@ class LoraSettings(BaseConfig):
         "none", description="4bit: QLoRA, the frozen base in 4-bit NF4 through bitsandbytes (CUDA GPU only)."
     )
     compile: Literal["auto"] | bool = Field(
-        "auto", description="torch.compile each decoder layer and the loss (true/on, false/off); auto: on a CUDA GPU "
-        "without QLoRA, off elsewhere."
+        "auto",
+        description="torch.compile each decoder layer and the loss (true/on, false/off); auto: on a CUDA GPU "
+        "without QLoRA, off elsewhere.",
     )
 
 
@@ -90,11 +91,15 @@ def check_target_modules(model_path: str, settings: LoraSettings) -> None:
     matches = {target: [layers[name] for name in layers if name == target or name.endswith(f".{target}")]
                for target in settings.target_modules}  # fmt: skip
     unmatched = [target for target, found in matches.items() if not found]
-    adaptable = sorted({name.rsplit(".", 1)[-1] for name, module in layers.items() if isinstance(module, adaptable_types)})
+    adaptable = sorted(
+        {name.rsplit(".", 1)[-1] for name, module in layers.items() if isinstance(module, adaptable_types)}
+    )
     if unmatched:
         raise InputError(f"lora.target_modules {unmatched} match no layer of {model_path}; its layers LoRA can adapt "
                          f"are named {adaptable}")  # fmt: skip
-    unadaptable = [target for target, found in matches.items() if not all(isinstance(m, adaptable_types) for m in found)]
+    unadaptable = [
+        target for target, found in matches.items() if not all(isinstance(m, adaptable_types) for m in found)
+    ]
     if unadaptable:
         raise InputError(f"lora.target_modules {unadaptable} name layers LoRA cannot adapt (norms, activations, "
                          f"rotary embeddings); the adaptable layers of {model_path} are named {adaptable}")  # fmt: skip

@@ -14,7 +14,9 @@ TINY = {"vocab_size": 500, "hidden_size": 64, "intermediate_size": 96, "num_hidd
 def test_flops_count_frozen_matrices_twice_over_adapters_and_causal_attention():
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(random_llama(TINY, torch.device("meta")), LoraConfig(r=4, target_modules=["q_proj", "down_proj"]))
+    model = get_peft_model(
+        random_llama(TINY, torch.device("meta")), LoraConfig(r=4, target_modules=["q_proj", "down_proj"])
+    )
     hidden, kv, mlp, layers, vocab = 64, 2 * 16, 96, 2, 500
     frozen = layers * (hidden * hidden * 2 + hidden * kv * 2 + 3 * hidden * mlp) + vocab * hidden
     adapters = layers * (4 * (hidden + hidden) + 4 * (mlp + hidden))

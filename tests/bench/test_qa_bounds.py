@@ -27,7 +27,9 @@ def test_best_constant_with_leads_scores_each_references_lead_followed_by_the_ca
     answer, f1 = best_constant(candidates, references, leads)
 
     assert answer == "a parser is fast"
-    expected = (token_f1("tweets a parser is fast", references[0]) + token_f1("code a parser is fast", references[1])) / 2
+    expected = (
+        token_f1("tweets a parser is fast", references[0]) + token_f1("code a parser is fast", references[1])
+    ) / 2
     assert f1 == pytest.approx(expected)
     assert f1 > best_constant(candidates, references)[1], "each lead adds words of its own reference"
 

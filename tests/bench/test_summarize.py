@@ -8,7 +8,11 @@ from bench.summarize import median_run
 
 
 def test_median_run_is_the_middle_run_by_throughput():
-    runs = [{"tokens_per_s": 30.0, "id": "fast"}, {"tokens_per_s": 20.0, "id": "slow"}, {"tokens_per_s": 25.0, "id": "mid"}]
+    runs = [
+        {"tokens_per_s": 30.0, "id": "fast"},
+        {"tokens_per_s": 20.0, "id": "slow"},
+        {"tokens_per_s": 25.0, "id": "mid"},
+    ]
     assert median_run(runs)["id"] == "mid"
     assert median_run(runs[:2])["id"] == "slow"
     assert median_run(runs[:1])["id"] == "fast"

@@ -34,7 +34,9 @@ def test_down_stops_every_process_of_the_head_and_leaves_another_head_running(ra
     names = {" ".join(process.cmdline()) for process in processes}
     assert any("raylet" in name for name in names) and any("DashboardAgent" in name for name in names), names
     session_temp_dir = Path(ray._private.worker._global_node.get_session_dir_path()).parent
-    session_head = [p for p in head_processes(str(session_temp_dir)) if "raylet" in p.name() or "gcs_server" in p.name()]
+    session_head = [
+        p for p in head_processes(str(session_temp_dir)) if "raylet" in p.name() or "gcs_server" in p.name()
+    ]
     assert len(session_head) == 2
 
     down = subprocess.run([sys.executable, "-m", "cluster.local_ray", "down", str(temp_dir)], cwd=REPO,

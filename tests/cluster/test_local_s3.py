@@ -37,6 +37,8 @@ def test_a_port_held_by_another_process_is_named_before_weed_starts(tmp_path):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", server.s3_port + 2))
         holder.listen()
-        with pytest.raises(PortInUseError, match=rf"port\(s\) \[{server.s3_port + 2}\] on 127.0.0.1 are in use .* RAYFLEET_S3_PORT"):
+        with pytest.raises(
+            PortInUseError, match=rf"port\(s\) \[{server.s3_port + 2}\] on 127.0.0.1 are in use .* RAYFLEET_S3_PORT"
+        ):
             server.start()
     assert not server.pid_file.exists(), "nothing was started"

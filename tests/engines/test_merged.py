@@ -27,7 +27,10 @@ def test_a_merged_adapter_answers_like_the_applied_one_and_is_made_once(tiny_lla
     config = EngineConfig(kind="transformers", model=str(tiny_llama_path), adapter=adapter)
 
     applied = [g.token_ids for g in create_engine(config).generate(PROMPTS, sampling)]
-    merged = [g.token_ids for g in create_engine(config.model_copy(update={"merge_adapter": True})).generate(PROMPTS, sampling)]
+    merged = [
+        g.token_ids
+        for g in create_engine(config.model_copy(update={"merge_adapter": True})).generate(PROMPTS, sampling)
+    ]
     base = [g.token_ids for g in create_engine(config.model_copy(update={"adapter": None})).generate(PROMPTS, sampling)]
     assert merged == applied and merged != base
 

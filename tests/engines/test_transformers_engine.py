@@ -55,7 +55,9 @@ def test_unseeded_sampling_samples_afresh_each_call(engine):
 
 
 def test_count_tokens_matches_tokenizer(engine):
-    assert engine.count_tokens("hello world") == len(engine.tokenizer("hello world", add_special_tokens=False)["input_ids"])
+    assert engine.count_tokens("hello world") == len(
+        engine.tokenizer("hello world", add_special_tokens=False)["input_ids"]
+    )
     # A special token's spelling counts as the text it stays in a message, as the prompt will hold it.
     spelled = "a turn ends with <|im_end|>"
     in_prompt = engine.prompt_token_ids([{"role": "user", "content": spelled}])

@@ -17,7 +17,10 @@ def test_identical_distributions_have_zero_psi_and_shifts_grow_it():
     rng = np.random.default_rng(0)
     baseline = list(rng.normal(100, 10, 5000))
     assert numeric_psi(baseline, list(rng.normal(100, 10, 5000))) < 0.02
-    small, large = numeric_psi(baseline, list(rng.normal(104, 10, 5000))), numeric_psi(baseline, list(rng.normal(120, 10, 5000)))
+    small, large = (
+        numeric_psi(baseline, list(rng.normal(104, 10, 5000))),
+        numeric_psi(baseline, list(rng.normal(120, 10, 5000))),
+    )
     assert 0.02 < small < large and large > 0.25
 
 
@@ -50,7 +53,11 @@ def unit_rows(rng, center: np.ndarray, count: int) -> np.ndarray:
 def test_the_logged_projection_is_fixed_keeps_distances_and_shows_a_topic_shift():
     rng = np.random.default_rng(2)
     topic_a, topic_b = rng.normal(0, 1, 384), rng.normal(0, 1, 384)  # within-topic cosine ~0.5, as with sentences
-    baseline, same, shifted = unit_rows(rng, topic_a, 1500), unit_rows(rng, topic_a, 1500), unit_rows(rng, topic_b, 1500)
+    baseline, same, shifted = (
+        unit_rows(rng, topic_a, 1500),
+        unit_rows(rng, topic_a, 1500),
+        unit_rows(rng, topic_b, 1500),
+    )
     projected = project_embeddings(baseline, 16)
     assert projected.shape == (1500, 16)
     assert np.array_equal(projected, project_embeddings(baseline, 16))  # every replica projects alike

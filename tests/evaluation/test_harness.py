@@ -34,7 +34,10 @@ metric_list:
 
 
 def test_a_local_task_scores_the_base_model_and_a_zero_adapter_alike(tmp_path, smollm2_path):
-    rows = [{"question": "What is the capital of France?", "answer": " Paris"}, {"question": "What is 2 + 2?", "answer": " 4"}]
+    rows = [
+        {"question": "What is the capital of France?", "answer": " Paris"},
+        {"question": "What is 2 + 2?", "answer": " 4"},
+    ]
     (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "local_qa.yaml").write_text(TASK.format(data=tmp_path / "qa.jsonl"))

@@ -10,7 +10,11 @@ def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_data():
     large = bootstrap_mean([0.0, 1.0] * 500)
     assert small.low < 0.5 < small.high and large.low < 0.5 < large.high
     assert (large.high - large.low) < (small.high - small.low) / 3
-    assert bootstrap_mean([0.7, 0.7, 0.7]).as_dict() == {"mean": pytest.approx(0.7), "low": pytest.approx(0.7), "high": pytest.approx(0.7)}
+    assert bootstrap_mean([0.7, 0.7, 0.7]).as_dict() == {
+        "mean": pytest.approx(0.7),
+        "low": pytest.approx(0.7),
+        "high": pytest.approx(0.7),
+    }
 
 
 def test_paired_difference_needs_the_same_items():

@@ -35,7 +35,16 @@ from events.config import DispatchConfig
 from events.dispatcher import (
     TEXT_LIMIT_BYTES, Dispatcher, backoff_s, build_dispatcher, claims_to_submit, text_tail,
 )  # fmt: skip
-from events.ledger import CLAIMED, DEAD_LETTER, RETRY_WAIT, SUBMITTED, SUCCEEDED, DynamoLedger, LedgerEntry, SqliteLedger
+from events.ledger import (
+    CLAIMED,
+    DEAD_LETTER,
+    RETRY_WAIT,
+    SUBMITTED,
+    SUCCEEDED,
+    DynamoLedger,
+    LedgerEntry,
+    SqliteLedger,
+)
 from events.ray_jobs import RayJobs, submission_id
 from events.rules import Rule, entrypoint
 from events.sources import BucketPoller
@@ -77,7 +86,9 @@ def ray_jobs_of(ray_cluster, object_version: str) -> list:
 
     prefix = submission_id(object_version, 1).rsplit("-a", 1)[0]
     jobs = JobSubmissionClient(f"http://{ray_cluster.dashboard_url}").list_jobs()
-    return sorted((job for job in jobs if (job.submission_id or "").startswith(prefix)), key=lambda job: job.submission_id)
+    return sorted(
+        (job for job in jobs if (job.submission_id or "").startswith(prefix)), key=lambda job: job.submission_id
+    )
 
 
 def new_bucket(local_s3) -> str:
@@ -235,8 +246,13 @@ def test_a_file_put_back_to_earlier_contents_is_claimed_again_and_a_restart_clai
 
     assert claimed == [1, 1, 1], "v1's second upload is new work, not a duplicate of its first"
     config = dispatcher.config
-    restarted = Dispatcher(config, BucketPoller(local_s3.client(), config.poller.bucket, "incoming/"),
-                           SqliteLedger(config.ledger.sqlite_path), FaultInjectionRejectingCluster(), SettableClock())
+    restarted = Dispatcher(
+        config,
+        BucketPoller(local_s3.client(), config.poller.bucket, "incoming/"),
+        SqliteLedger(config.ledger.sqlite_path),
+        FaultInjectionRejectingCluster(),
+        SettableClock(),
+    )
     report = restarted.run_cycle()
     assert (report.received, report.duplicates, report.claimed) == (1, 1, 0)
 
@@ -448,13 +464,17 @@ def test_killed_between_claim_and_submit_gives_exactly_one_job_after_restart(ray
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude={"dispatcher_id"})))
     command = [sys.executable, "-m", "events", "run", f"config={config_file}"]
 
-    crashed = subprocess.run(command + ["fault_injection.crash_after_claim=true"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    crashed = subprocess.run(
+        command + ["fault_injection.crash_after_claim=true"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert crashed.returncode == 17, crashed.stderr[-3000:]
     ledger = SqliteLedger(config.ledger.sqlite_path)
     (claimed,) = ledger.open_entries()
     assert claimed.state == CLAIMED and not ray_jobs_of(ray_cluster, claimed.object_version)
 
-    restarted = subprocess.run(command + ["exit_when_idle=true", "stale_claim_s=0"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    restarted = subprocess.run(
+        command + ["exit_when_idle=true", "stale_claim_s=0"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     assert ledger.get(claimed.object_version).state == SUCCEEDED
     assert [job.submission_id for job in ray_jobs_of(ray_cluster, claimed.object_version)] == [claimed.submission_id]
@@ -464,7 +484,9 @@ def test_killed_between_claim_and_submit_gives_exactly_one_job_after_restart(ray
 def test_killed_between_submit_and_record_adopts_the_job(ray_cluster, local_s3, tmp_path):
     bucket = new_bucket(local_s3)
     local_s3.client().put_object(Bucket=bucket, Key="incoming/b.parquet", Body=b"x")
-    dispatcher = build_dispatcher(poller_config(ray_cluster, tmp_path, bucket, [fault_injection_rule(0)], stale_claim_s=0))
+    dispatcher = build_dispatcher(
+        poller_config(ray_cluster, tmp_path, bucket, [fault_injection_rule(0)], stale_claim_s=0)
+    )
     (delivery,) = dispatcher.source.receive()
     event = delivery.events[0]
     rule = Rule.model_validate(fault_injection_rule(0))
@@ -474,7 +496,9 @@ def test_killed_between_submit_and_record_adopts_the_job(ray_cluster, local_s3, 
     dispatcher.ledger.claim(LedgerEntry(event.object_version, bucket, event.key, event.version, event.size, rule.name,
                                         entrypoint(rule, event), submission_id=first_id))  # fmt: skip
     assert dispatcher.jobs.submit(first_id, entrypoint(rule, event), {}) is True
-    assert dispatcher.jobs.submit(first_id, entrypoint(rule, event), {}) is False, "Ray refuses a second job with the id"
+    assert dispatcher.jobs.submit(first_id, entrypoint(rule, event), {}) is False, (
+        "Ray refuses a second job with the id"
+    )
 
     entry = run_until(dispatcher, event.object_version, {SUCCEEDED, DEAD_LETTER}, timeout_s=180)
     assert entry.state == SUCCEEDED
@@ -539,6 +563,8 @@ def test_a_dispatcher_starts_before_its_cluster_and_counts_the_refused_connectio
 
 
 def test_the_status_table_keeps_its_columns_under_wide_characters():
-    rows = status_table([ledger_entry("incoming/報告書 2026.parquet"), ledger_entry("incoming/a.parquet")]).splitlines()[1:]
+    rows = status_table(
+        [ledger_entry("incoming/報告書 2026.parquet"), ledger_entry("incoming/a.parquet")]
+    ).splitlines()[1:]
     starts = [display_width(row[: row.index(" etag")]) for row in rows]
     assert starts[0] == starts[1], rows

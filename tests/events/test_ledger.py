@@ -13,7 +13,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from events.ledger import CLAIMED, DEAD_LETTER, RETRY_WAIT, SUBMITTED, SUCCEEDED, DynamoLedger, LedgerEntry, SqliteLedger
+from events.ledger import (
+    CLAIMED,
+    DEAD_LETTER,
+    RETRY_WAIT,
+    SUBMITTED,
+    SUCCEEDED,
+    DynamoLedger,
+    LedgerEntry,
+    SqliteLedger,
+)
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
@@ -50,7 +59,9 @@ def test_transitions_only_from_the_expected_state(ledger):
     ledger.claim(entry("a.parquet"))
     assert ledger.transition("data/a.parquet@etag", [CLAIMED], state=SUBMITTED, updated_at=2.0)
     assert not ledger.transition("data/a.parquet@etag", [CLAIMED], state=SUBMITTED), "already moved on"
-    assert ledger.transition("data/a.parquet@etag", [SUBMITTED], state=RETRY_WAIT, next_attempt_at=9.5, last_error="job FAILED")
+    assert ledger.transition(
+        "data/a.parquet@etag", [SUBMITTED], state=RETRY_WAIT, next_attempt_at=9.5, last_error="job FAILED"
+    )
     assert ledger.transition("data/a.parquet@etag", [RETRY_WAIT], state=CLAIMED, attempt=2, submission_id="sub-a2")
     found = ledger.get("data/a.parquet@etag")
     assert (found.state, found.attempt, found.submission_id, found.next_attempt_at, found.last_error) == (

@@ -118,7 +118,9 @@ def test_requeue_by_version_takes_every_entry_of_those_bytes_and_by_object_versi
     assert by_etag.requeued == [first.object_version], "the other is no dead letter any more"
 
 
-def test_the_command_line_refuses_a_missing_ledger_or_rule_config_and_a_bad_config_in_one_line(ledger, tmp_path, capsys):
+def test_the_command_line_refuses_a_missing_ledger_or_rule_config_and_a_bad_config_in_one_line(
+    ledger, tmp_path, capsys
+):
     """``status`` or ``requeue`` on a mistyped ledger path would create an empty ledger and report nothing
     to do; a rule's config file missing from the working dir would fail on the cluster after every retry."""
     with pytest.raises(SystemExit, match=f"no ledger at {tmp_path}/nodir/ledger.sqlite"):
@@ -136,5 +138,7 @@ def test_the_command_line_refuses_a_missing_ledger_or_rule_config_and_a_bad_conf
 def test_requeueing_what_is_no_dead_letter_exits_non_zero(ledger, tmp_path, capsys):
     rules = "rules=[{name: fixed, prefix: incoming/, job: jobs.fault_injection, overrides: ['input={uri}']}]"
     with pytest.raises(SystemExit) as exit_:
-        events_main(["requeue", f"ledger.sqlite_path={tmp_path / 'ledger.sqlite'}", rules, "s3://data/incoming/none.parquet"])
+        events_main(
+            ["requeue", f"ledger.sqlite_path={tmp_path / 'ledger.sqlite'}", rules, "s3://data/incoming/none.parquet"]
+        )
     assert exit_.value.code == 1 and "no dead letter for s3://data/incoming/none.parquet" in capsys.readouterr().out

@@ -61,7 +61,9 @@ def test_version_id_beats_etag_in_the_object_version():
 
 
 def test_without_a_version_id_each_upload_of_the_same_bytes_is_its_own_object_version():
-    first, again = (ObjectEvent("b", "k", 1, "etag", uploaded=mark) for mark in ("0055AED6DCD90281E5", "0055AED6DCD9028A11"))
+    first, again = (
+        ObjectEvent("b", "k", 1, "etag", uploaded=mark) for mark in ("0055AED6DCD90281E5", "0055AED6DCD9028A11")
+    )
     assert first.object_version == "b/k@etag~0055AED6DCD90281E5" != again.object_version
     assert first.version == again.version == "etag", "placeholders still name the contents"
 
@@ -136,10 +138,32 @@ def test_a_deletion_is_its_own_object_version():
 
 
 NASTY_NAMES = [
-    "Invoice #123.pdf", "Re: budget 2025.eml", "it's \"quoted\".pdf", "Ünïcode файл 文件 😀.pdf", "notes - v2 .pdf",
-    "- leading dash.pdf", "[draft].pdf", "{brace}.pdf", "%percent.pdf", "@at.pdf", "*star.pdf", "!bang.pdf",
-    "&amp.pdf", "a&b $HOME `x`.pdf", "null", "yes", "123", "1e3", " leading space.pdf", "tab\there.pdf",
-    "line\nbreak.pdf", "back\\slash.pdf", "key: value # comment.pdf", "? question.pdf", "| pipe.pdf", "> gt.pdf",
+    "Invoice #123.pdf",
+    "Re: budget 2025.eml",
+    'it\'s "quoted".pdf',
+    "Ünïcode файл 文件 😀.pdf",
+    "notes - v2 .pdf",
+    "- leading dash.pdf",
+    "[draft].pdf",
+    "{brace}.pdf",
+    "%percent.pdf",
+    "@at.pdf",
+    "*star.pdf",
+    "!bang.pdf",
+    "&amp.pdf",
+    "a&b $HOME `x`.pdf",
+    "null",
+    "yes",
+    "123",
+    "1e3",
+    " leading space.pdf",
+    "tab\there.pdf",
+    "line\nbreak.pdf",
+    "back\\slash.pdf",
+    "key: value # comment.pdf",
+    "? question.pdf",
+    "| pipe.pdf",
+    "> gt.pdf",
 ]
 
 

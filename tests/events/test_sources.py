@@ -26,7 +26,9 @@ def s3_record(key: str, event_name: str = "ObjectCreated:Put", version_id: str |
 
 
 def test_batched_records_with_encoded_keys_and_versions():
-    body = json.dumps({"Records": [s3_record("incoming/q3+report%282%29.parquet"), s3_record("incoming/b.parquet", version_id="v7")]})
+    body = json.dumps(
+        {"Records": [s3_record("incoming/q3+report%282%29.parquet"), s3_record("incoming/b.parquet", version_id="v7")]}
+    )
     etag, sequencer = "0123456789abcdef0123456789abcdef", "0A1B2C3D4E5F678901"
     assert parse_s3_notification(body) == [
         ObjectEvent("data", "incoming/q3 report(2).parquet", 1024, etag, uploaded=sequencer),
@@ -43,7 +45,11 @@ def test_test_event_and_restores_give_no_events_and_removals_give_deletions():
 
 
 def test_sns_envelope_is_unwrapped():
-    envelope = {"Type": "Notification", "TopicArn": "arn:aws:sns:us-east-1:1:t", "Message": json.dumps({"Records": [s3_record("a.parquet")]})}
+    envelope = {
+        "Type": "Notification",
+        "TopicArn": "arn:aws:sns:us-east-1:1:t",
+        "Message": json.dumps({"Records": [s3_record("a.parquet")]}),
+    }
     assert [event.key for event in parse_s3_notification(json.dumps(envelope))] == ["a.parquet"]
 
 
@@ -79,7 +85,9 @@ def test_sqs_source_reads_s3_notifications_and_deletes_only_what_it_acknowledges
     assert len(deliveries) == 2, "the test event and the object event; the foreign message is not a delivery"
     for delivery in deliveries:
         source.acknowledge(delivery)
-    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )
     left = sum(int(value) for value in attributes["Attributes"].values())
     assert left == 1, "only the foreign message stays on the queue, for its redrive policy"
 

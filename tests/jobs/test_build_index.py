@@ -70,7 +70,11 @@ def test_a_renamed_file_is_cited_by_its_new_name():
     chunks = pa.table({"chunk_id": ["c0", "c1", "c2"], "doc_id": ["d1", "d2", "d3"],
                        "source": ["in/name.txt", "in/b.txt", "in/gone.txt"]})  # fmt: skip
     cited = citing_files_that_hold_them(chunks, ledger)
-    assert cited["source"].to_pylist() == ["in/renamed.txt", "in/b.txt", "in/gone.txt"]  # d3: no file holds it (superseded)
+    assert cited["source"].to_pylist() == [
+        "in/renamed.txt",
+        "in/b.txt",
+        "in/gone.txt",
+    ]  # d3: no file holds it (superseded)
     assert citing_files_that_hold_them(cited, ledger) is cited
 
 

@@ -81,7 +81,10 @@ def test_base_adapters_and_rag_are_scored_the_best_adapter_promoted_and_a_worse_
     assert result["harmless"]["f1"] == pytest.approx(result["base"]["f1"]), "a zero adapter answers like the base model"
     assert result["rag"]["f1"] > result["base"]["f1"], "the passage holding the answer makes RAG better"
     assert result["items"] == len(pairs)
-    assert (result["judge_agreement"]["items"], result["judge_agreement"]["unparsed_judge_replies"]) == (4 * len(pairs), 0)
+    assert (result["judge_agreement"]["items"], result["judge_agreement"]["unparsed_judge_replies"]) == (
+        4 * len(pairs),
+        0,
+    )
     decisions = {decision["candidate"]: decision for decision in result["promotion"]}
     assert decisions[harmless]["promote"] is True and decisions[harmless]["incumbent"] == "base"
     assert decisions[garbled]["promote"] is False and decisions[garbled]["incumbent"] == "harmless"
@@ -100,5 +103,7 @@ def test_an_unknown_adapter_fails_before_any_work_and_says_how_to_name_another(t
     from rayfleet.registry import RegistryError
 
     config = load_config(EvaluateConfig, [f"registry={tmp_path}/registry"])
-    with pytest.raises(RegistryError, match=r"candidate 'finetuned': no published adapters named 'smollm2-acl-qa'.*candidates=\["):
+    with pytest.raises(
+        RegistryError, match=r"candidate 'finetuned': no published adapters named 'smollm2-acl-qa'.*candidates=\["
+    ):
         resolve_adapters(config)

@@ -57,18 +57,30 @@ def test_several_reference_answers_per_question_are_kept(tmp_path):
 
 def test_only_the_chosen_split_is_scored_and_a_missing_column_is_named(tmp_path):
     (tmp_path / "qa").mkdir()
-    rows = [{"question": f"q{i}", "answer": "a", "doc_id": "d", "split": split} for i, split in enumerate(["test", "train"])]
+    rows = [
+        {"question": f"q{i}", "answer": "a", "doc_id": "d", "split": split} for i, split in enumerate(["test", "train"])
+    ]
     write_table(str(tmp_path / "qa" / "part.parquet"), pa.Table.from_pylist(rows))
     assert [item["question"] for item in load_questions(config_for(tmp_path))] == ["q0"]
-    write_table(str(tmp_path / "qa" / "bad.parquet"), pa.Table.from_pylist([{"question": "q", "reply": "a", "doc_id": "d"}]))
+    write_table(
+        str(tmp_path / "qa" / "bad.parquet"), pa.Table.from_pylist([{"question": "q", "reply": "a", "doc_id": "d"}])
+    )
     with pytest.raises(ValueError, match=r"bad.parquet lacks column\(s\) \['answer'\]"):
         load_questions(config_for(tmp_path))
 
 
-def test_numbers_one_or_several_answers_in_different_files_and_pairs_without_a_split_read_as_users_mean(tmp_path, caplog):
+def test_numbers_one_or_several_answers_in_different_files_and_pairs_without_a_split_read_as_users_mean(
+    tmp_path, caplog
+):
     (tmp_path / "qa").mkdir()
-    write_table(str(tmp_path / "qa" / "ints.parquet"), pa.Table.from_pylist([{"question": "How many?", "answer": 42, "doc_id": 17}]))
-    write_table(str(tmp_path / "qa" / "year.parquet"), pa.Table.from_pylist([{"question": 1984, "answer": "Orwell", "doc_id": "o"}]))
+    write_table(
+        str(tmp_path / "qa" / "ints.parquet"),
+        pa.Table.from_pylist([{"question": "How many?", "answer": 42, "doc_id": 17}]),
+    )
+    write_table(
+        str(tmp_path / "qa" / "year.parquet"),
+        pa.Table.from_pylist([{"question": 1984, "answer": "Orwell", "doc_id": "o"}]),
+    )
     write_table(str(tmp_path / "qa" / "lists.parquet"),
                 pa.Table.from_pylist([{"question": "Which city?", "answer": ["Lyon", "Lugdunum"], "doc_id": "d2"}]))  # fmt: skip
     items = {item["question"]: item for item in load_questions(config_for(tmp_path))}
@@ -94,7 +106,9 @@ def test_a_question_that_leaves_no_room_to_answer_is_dropped_not_sent_to_fail_th
     assert "'too long for the context': 1" in caplog.text
 
 
-def test_a_long_question_keeps_less_rag_passage_text_as_the_serving_path_does_not_dropped(tmp_path, embedder, acl_chunk_table):
+def test_a_long_question_keeps_less_rag_passage_text_as_the_serving_path_does_not_dropped(
+    tmp_path, embedder, acl_chunk_table
+):
     write_index_version(str(tmp_path / "index"), acl_chunk_table, embedder)
     (tmp_path / "qa").mkdir()
     long_question = "Which of these findings holds? " + " ".join(acl_chunk_table["text"].to_pylist()[:12])
@@ -126,10 +140,14 @@ def test_a_gate_on_the_judge_needs_the_judge():
 
 
 def test_an_answer_budget_the_context_cannot_hold_is_refused_when_the_config_is_read_not_blamed_on_the_questions():
-    with pytest.raises(ValueError, match="sampling.max_tokens 4000 leaves no room for a question in engine.max_model_len 2048"):
+    with pytest.raises(
+        ValueError, match="sampling.max_tokens 4000 leaves no room for a question in engine.max_model_len 2048"
+    ):
         load_config(EvaluateConfig, ["sampling.max_tokens=4000"])
     with pytest.raises(ValueError, match="judge.engine.max_model_len 512 holds"):
-        load_config(EvaluateConfig, ["sampling.max_tokens=500", "engine.max_model_len=1024", "judge.engine.max_model_len=512"])
+        load_config(
+            EvaluateConfig, ["sampling.max_tokens=500", "engine.max_model_len=1024", "judge.engine.max_model_len=512"]
+        )
     load_config(EvaluateConfig, ["sampling.max_tokens=500", "judge.enabled=false", "judge.engine.max_model_len=512"])
 
 
@@ -159,8 +177,15 @@ def test_the_best_of_two_passing_versions_is_promoted_whatever_their_order(tmp_p
     config = config_for(tmp_path, f"candidates={candidates}")
     records = records_of({"base": [0.2, 0.25] * 20, "better": [0.4, 0.45] * 20, "worse": [0.39, 0.44] * 20})
     adapters = {"better": registry.resolve(better), "worse": registry.resolve(worse)}
-    decisions = apply_gate(config, adapters, records, {name: {k: v["mean"] if v else None for k, v in metrics.items()}
-                                                       for name, metrics in summarize_scores(config, records).items()})
+    decisions = apply_gate(
+        config,
+        adapters,
+        records,
+        {
+            name: {k: v["mean"] if v else None for k, v in metrics.items()}
+            for name, metrics in summarize_scores(config, records).items()
+        },
+    )
     assert registry.resolve("qa@promoted").ref == better
     by_candidate = {decision["candidate"]: decision for decision in decisions}
     assert by_candidate[better]["promote"] is True and by_candidate[better]["gain_interval"]["low"] > 0

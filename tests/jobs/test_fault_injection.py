@@ -19,5 +19,7 @@ def test_exits_with_the_requested_status_and_names_its_input():
 
 
 def test_exit_code_zero_succeeds():
-    result = subprocess.run([sys.executable, "-m", "jobs.fault_injection", "input=x", "exit_code=0"], cwd=REPO, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.fault_injection", "input=x", "exit_code=0"], cwd=REPO, timeout=60
+    )
     assert result.returncode == 0

@@ -110,7 +110,11 @@ def test_overfit_on_two_workers_lowers_validation_loss_and_publishes_the_adapter
     assert metadata["base_model"]["hash"] == folder_fingerprint(smollm2_path)
     assert metadata["dataset"]["train_uri"] == qa_set["train"]
     assert metadata["dataset"]["train_hash"] == dataset_fingerprint(qa_set["train"])
-    assert metadata["dataset"]["train_rows"] == {"rows": 14, "kept": 12, "dropped": {"empty_answer": 1, "missing_messages": 1}}
+    assert metadata["dataset"]["train_rows"] == {
+        "rows": 14,
+        "kept": 12,
+        "dropped": {"empty_answer": 1, "missing_messages": 1},
+    }
     assert metadata["config"]["lora"]["rank"] == 8 and metadata["config"]["train"]["max_steps"] == 8
     assert metadata["git_revision"] and metadata["created_at"] and metadata["version"] == adapter.version
     assert metadata["metrics"]["train_losses"]["8"] < 0.7 * metadata["metrics"]["train_losses"]["1"], "it overfits"
@@ -138,7 +142,9 @@ def test_adapter_gives_the_same_greedy_answers_in_vllm_and_transformers(overfit_
     transformers_engine = TransformersEngine(model_path, engine_config.model_copy(update={"kind": "transformers"}))
     with_adapter = [g.text for g in transformers_engine.generate(conversations, sampling)]
     transformers_engine.close()
-    base_engine = TransformersEngine(model_path, engine_config.model_copy(update={"kind": "transformers", "adapter": None}))
+    base_engine = TransformersEngine(
+        model_path, engine_config.model_copy(update={"kind": "transformers", "adapter": None})
+    )
     base = [g.text for g in base_engine.generate(conversations, sampling)]
     base_engine.close()
     # vLLM in an actor process of its own, as the batch jobs run it. In the pytest process it fails: its CPU
@@ -164,11 +170,15 @@ def test_a_worker_killed_mid_run_resumes_from_its_checkpoint_without_repeating_o
     assert report["steps"] == 6 and checkpoint_steps(config) == [2, 4, 6]
     state, optimizer = final_checkpoint(config, 6)
     assert optimizer["scheduler"]["last_epoch"] == 6
-    assert {float(entry["step"]) for entry in optimizer["optimizer"]["state"].values()} == {6.0}, "6 updates, no more, no less"
+    assert {float(entry["step"]) for entry in optimizer["optimizer"]["state"].values()} == {6.0}, (
+        "6 updates, no more, no less"
+    )
     assert sorted(map(int, state["train_losses"])) == [1, 2, 3, 4, 5, 6]
     packed, _ = packed_rows(qa_set["train"], AutoTokenizer.from_pretrained(tiny_llama_path), config)
     rows_per_epoch = len(even_shards(packed, 2)[0]) // 2
-    assert state["epoch"] * rows_per_epoch + state["rows_in_epoch"] == 6 * 2, "each worker read 6 steps x 2 rows, no more"
+    assert state["epoch"] * rows_per_epoch + state["rows_in_epoch"] == 6 * 2, (
+        "each worker read 6 steps x 2 rows, no more"
+    )
 
 
 def run_from_the_command_line(arguments: list[str]) -> dict:
@@ -187,7 +197,9 @@ def test_a_run_from_the_command_line_resubmitted_resumes_and_publishes_a_new_ver
     first = run_from_the_command_line(
         job_arguments(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=2", "train.checkpoint_every=2")
     )
-    second = main(job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=4", "train.checkpoint_every=2"))
+    second = main(
+        job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=4", "train.checkpoint_every=2")
+    )
 
     assert (first["steps"], first["resumed_from_steps"]) == (2, [])
     assert (second["steps"], second["resumed_from_steps"]) == (4, [2])
@@ -200,11 +212,15 @@ def test_a_run_from_the_command_line_resubmitted_resumes_and_publishes_a_new_ver
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(finetune_job, "run_training", training_that_must_not_start)
-    again = main(job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=4", "train.checkpoint_every=2"))
+    again = main(
+        job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=4", "train.checkpoint_every=2")
+    )
     assert again["adapter"] == second["adapter"] and registry.versions("smollm2-acl-qa") == [1, 2]
     assert (again["steps"], again["tokens_trained"]) == (4, second["tokens_trained"])
     # ...and with another learning rate: the restored optimizer would ignore it, so it is refused.
-    relearned = job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=6", "train.learning_rate=1e-3")
+    relearned = job_config(
+        ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=6", "train.learning_rate=1e-3"
+    )
     with pytest.raises(ValueError, match=r"other settings \(train.learning_rate: 0.0005 -> 0.001\)"):
         main(relearned)
 
@@ -273,7 +289,9 @@ def test_the_demo_set_is_built_once_per_setting_and_rebuilt_when_a_setting_chang
     closed_book = data_uris(load_config(FinetuneConfig, settings), tokenizer)
     grounded = data_uris(load_config(FinetuneConfig, [*settings, "data.demo_grounded_papers=1"]), tokenizer)
     extractive = data_uris(
-        load_config(FinetuneConfig, [*settings, "data.demo_grounded_papers=1", "data.demo_grounded_answer=best_sentence"]),
+        load_config(
+            FinetuneConfig, [*settings, "data.demo_grounded_papers=1", "data.demo_grounded_answer=best_sentence"]
+        ),
         tokenizer,
     )
 
@@ -283,11 +301,17 @@ def test_the_demo_set_is_built_once_per_setting_and_rebuilt_when_a_setting_chang
     assert [rows[uri] for uri in closed_book] == [6, 3]
     assert [rows[uri] for uri in grounded] == [6 + 3, 3 + 3], "one paper's three questions again, grounded"
 
-    extra_train, extra_validation = data_uris(load_config(FinetuneConfig, [*settings, "data.demo_extra_train_papers=2"]), tokenizer)
+    extra_train, extra_validation = data_uris(
+        load_config(FinetuneConfig, [*settings, "data.demo_extra_train_papers=2"]), tokenizer
+    )
     assert extra_validation != closed_book[1] and read_table(extra_validation).equals(read_table(closed_book[1]))
-    trained, held_out = (set(read_table(uri, ["doc_id"]).column("doc_id").to_pylist()) for uri in (extra_train, extra_validation))
+    trained, held_out = (
+        set(read_table(uri, ["doc_id"]).column("doc_id").to_pylist()) for uri in (extra_train, extra_validation)
+    )
     val_papers = [row["doc_id"] for row in demo_rows("val", 3)[::3]]
-    assert trained - {row["doc_id"] for row in demo_rows("train", 2)} == set(val_papers[1:3])  # the val papers after the held-out one
+    assert trained - {row["doc_id"] for row in demo_rows("train", 2)} == set(
+        val_papers[1:3]
+    )  # the val papers after the held-out one
     assert not trained & held_out
 
 
@@ -319,7 +343,9 @@ def test_settings_that_would_be_ignored_or_not_resolve_are_refused(override, mes
 
 def test_a_set_whose_every_row_is_bad_stops_with_the_reasons(tmp_path):
     write_table(str(tmp_path / "train.parquet"), pa.Table.from_pylist(BAD_ROWS, SFT_SCHEMA))
-    with pytest.raises(ValueError, match=r"all 2 rows of .* were dropped as bad rows: \{'missing_messages': 1, 'empty_answer': 1\}"):
+    with pytest.raises(
+        ValueError, match=r"all 2 rows of .* were dropped as bad rows: \{'missing_messages': 1, 'empty_answer': 1\}"
+    ):
         main(load_config(FinetuneConfig, [f"data.train={tmp_path}/train.parquet", f"storage_path={tmp_path}/runs"]))
 
 
@@ -337,5 +363,7 @@ def test_an_empty_set_a_damaged_file_and_a_folder_with_held_out_splits_are_refus
     (tmp_path / "sft").mkdir()
     for split in ("train", "validation", "test"):
         write_table(str(tmp_path / "sft" / f"{split}.parquet"), pa.Table.from_pylist(BAD_ROWS, SFT_SCHEMA))
-    with pytest.raises(InputError, match=r"held-out splits \['test.parquet', 'validation.parquet'\] .* data.train=.*sft/train.parquet"):
+    with pytest.raises(
+        InputError, match=r"held-out splits \['test.parquet', 'validation.parquet'\] .* data.train=.*sft/train.parquet"
+    ):
         run(f"{tmp_path}/sft")

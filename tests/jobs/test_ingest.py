@@ -185,7 +185,9 @@ def test_ingest_brings_an_index_up_to_date_so_new_files_are_retrievable(ray_clus
     assert hit.source.endswith("pump.docx")
 
     unchanged = main(load_config(IngestConfig, overrides))
-    assert unchanged["index"]["build_mode"] == "unchanged" and unchanged["index"]["version"] == second["index"]["version"]
+    assert (
+        unchanged["index"]["build_mode"] == "unchanged" and unchanged["index"]["version"] == second["index"]["version"]
+    )
 
     # tips.md is edited: the index holds its new text only, never the version the file no longer says.
     def indexed_tips() -> list[str]:
@@ -250,7 +252,9 @@ def test_a_run_whose_every_file_is_set_aside_exits_1_and_so_does_its_rerun(ray_c
     overrides = [f"input={tmp_path}/raw", f"output={tmp_path}/corpus"]
     first = main(load_config(IngestConfig, overrides))
     assert (first["errors"], first["files_in_error"], exit_status(first)) == (2, 2, 1)
-    rerun = main(load_config(IngestConfig, overrides))  # nothing new to try: still a failure, as a dispatcher's retry sees
+    rerun = main(
+        load_config(IngestConfig, overrides)
+    )  # nothing new to try: still a failure, as a dispatcher's retry sees
     assert (rerun["files"], rerun["already_done"], rerun["files_in_error"], exit_status(rerun)) == (0, 2, 2, 1)
     (tmp_path / "raw" / "tips.md").write_bytes(MARKDOWN)
     assert exit_status(main(load_config(IngestConfig, overrides))) == 0

@@ -148,7 +148,9 @@ def test_a_chunk_without_a_token_count_is_skipped_like_a_short_one_and_other_par
 
     sources, todo, too_short = plan_chunks(config, set(), set())
     assert len(sources) == 3 and (todo, too_short) == (2, 2)
-    read = [read_chunks(pa.table({"source": [source]}), config, set(), set())["chunk_id"].to_pylist() for source in sources]
+    read = [
+        read_chunks(pa.table({"source": [source]}), config, set(), set())["chunk_id"].to_pylist() for source in sources
+    ]
     assert sorted(chunk_id for chunk_ids in read for chunk_id in chunk_ids) == ["a-0", "b-0"]
 
 

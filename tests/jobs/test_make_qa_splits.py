@@ -16,9 +16,11 @@ from schemas import FILES_SCHEMA, QA_CANDIDATES_SCHEMA
 def test_a_split_that_no_document_falls_into_is_warned_of(tmp_path, caplog):
     config = load_config(MakeQaConfig, [f"input={tmp_path}/chunks", f"output={tmp_path}/qa"])
     now = datetime.datetime.now(datetime.timezone.utc)
-    pairs = [("How long is the kettle's warranty?", "Two years from purchase."),
-             ("Which fee applies to a late return?", "A restocking fee of ten percent."),
-             ("Who answers support e-mails on weekends?", "The on-call team in Lisbon.")]
+    pairs = [
+        ("How long is the kettle's warranty?", "Two years from purchase."),
+        ("Which fee applies to a late return?", "A restocking fee of ten percent."),
+        ("Who answers support e-mails on weekends?", "The on-call team in Lisbon."),
+    ]
     rows = [{"chunk_id": f"d1-{n}", "doc_id": "d1", "question": question, "answer": answer, "status": "valid",
              "model": "m", "run_id": "r", "created_at": now} for n, (question, answer) in enumerate(pairs)]  # fmt: skip
     write_table(f"{tmp_path}/qa/_candidates/r.parquet", pa.Table.from_pylist(rows, QA_CANDIDATES_SCHEMA))

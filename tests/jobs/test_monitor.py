@@ -55,7 +55,9 @@ def test_a_shifted_recent_window_is_flagged_and_the_faster_arm_wins(s3_prefix):
 
     assert (report["baseline_requests"], report["recent_requests"]) == (600, 600)
     assert report["drift_verdict"] == "drift"
-    assert {"route_psi", "prompt_tokens_psi", "prompt_embedding_psi", "relevance_psi", "error_rate"} <= set(report["drift_flags"])
+    assert {"route_psi", "prompt_tokens_psi", "prompt_embedding_psi", "relevance_psi", "error_rate"} <= set(
+        report["drift_flags"]
+    )
     relevance = json.loads(storage.read_bytes(report["report"]))["drift"]["relevance_psi"]
     assert relevance["recent_mean"] < relevance["baseline_mean"] - 0.1, "questions moved away from the documents"
     assert "completion_tokens_psi" not in report["drift_flags"], "output lengths did not move"
@@ -71,7 +73,9 @@ def test_a_shifted_recent_window_is_flagged_and_the_faster_arm_wins(s3_prefix):
 def test_a_stable_window_is_not_flagged_and_small_arms_are_too_early(tmp_path):
     rng = np.random.default_rng(1)
     baseline = log_rows(rng, 400, NOW - dt.timedelta(hours=30), 24, ["rag", "base"], [0.5, 0.5], 40)
-    recent = log_rows(rng, 100, NOW - dt.timedelta(hours=5), 5, ["rag", "base"], [0.5, 0.5], 40, arms={"a": 300.0, "b": 250.0})
+    recent = log_rows(
+        rng, 100, NOW - dt.timedelta(hours=5), 5, ["rag", "base"], [0.5, 0.5], 40, arms={"a": 300.0, "b": 250.0}
+    )
     write_logs(str(tmp_path / "logs" / "part-1.parquet"), baseline + recent)
 
     report = main(MonitorConfig(logs=str(tmp_path / "logs"), output=str(tmp_path / "out"), recent_hours=6,

@@ -146,7 +146,9 @@ def test_adapters_are_resolved_before_any_work_and_one_trained_on_another_base_i
     (folder / "adapter_config.json").write_text("{}")
     adapters.publish("other-base", str(folder), {"base_model": {"name": "smollm2", "hash": "0123456789abcdef"}})
     output = tmp_path / "checkpoint"
-    with pytest.raises(InputError, match=r"adapter other-base@1 was trained on smollm2 \(hash 0123456789abcdef\), not on the source"):
+    with pytest.raises(
+        InputError, match=r"adapter other-base@1 was trained on smollm2 \(hash 0123456789abcdef\), not on the source"
+    ):
         main(tiny_job(tiny_llama_path, tmp_path, "adapters=[other-base@1]", f"output={output}"))
     with pytest.raises(RegistryError, match="adapters 'missing' has no version 1"):
         main(tiny_job(tiny_llama_path, tmp_path, "adapters=[missing@1]", f"output={output}"))

@@ -54,7 +54,12 @@ def test_bad_input_goes_to_errors_and_the_rest_is_summarized(ray_cluster, s3_pre
     write_table(f"{s3_prefix}/in/missing.parquet", pa.table({"doc_id": ["x1"], "content": ["no text column"]}))
     write_table(
         f"{s3_prefix}/in/rows.parquet",
-        pa.table({"doc_id": ["r-empty", "r-bytes", "r-ok"], "text": pa.array([b"   ", b"\xc3\x28 broken", b"fine text"], pa.binary())}),
+        pa.table(
+            {
+                "doc_id": ["r-empty", "r-bytes", "r-ok"],
+                "text": pa.array([b"   ", b"\xc3\x28 broken", b"fine text"], pa.binary()),
+            }
+        ),
     )
     storage.write_bytes(f"{s3_prefix}/in/corrupt.parquet", b"PAR1 not really parquet")
 
@@ -73,7 +78,9 @@ def test_bad_input_goes_to_errors_and_the_rest_is_summarized(ray_cluster, s3_pre
     assert "not valid UTF-8" in by_source[("rows.parquet", "r-bytes")]["error"]
     assert report["summarized"] == 7 and report["errors"] == 5
     progress = [record.getMessage() for record in caplog.records if record.getMessage().startswith("progress:")]
-    assert progress[-1].startswith("progress: 9/9 documents (100%), 2 errors"), "rows set aside while reading count as done"
+    assert progress[-1].startswith("progress: 9/9 documents (100%), 2 errors"), (
+        "rows set aside while reading count as done"
+    )
 
 
 def test_rerun_of_a_finished_job_does_nothing(ray_cluster, s3_prefix, tiny_llama_path):
@@ -87,7 +94,9 @@ def test_rerun_of_a_finished_job_does_nothing(ray_cluster, s3_prefix, tiny_llama
 def test_a_rerun_whose_rows_left_have_no_text_starts_no_engine(s3_prefix, tiny_llama_path, tmp_path):
     write_table(f"{s3_prefix}/in/rows.parquet", pa.table({"doc_id": ["blank", "null"], "text": ["\x00 \u200b", None]}))
     # No model there: had the job started an engine for these rows, it would have failed.
-    no_engine = job_arguments(tiny_llama_path, f"{s3_prefix}/in", f"{s3_prefix}/out") + [f"engine.model={tmp_path}/none"]
+    no_engine = job_arguments(tiny_llama_path, f"{s3_prefix}/in", f"{s3_prefix}/out") + [
+        f"engine.model={tmp_path}/none"
+    ]
     from rayfleet.config import load_config
 
     report = main(load_config(SummarizeConfig, no_engine))

@@ -36,7 +36,12 @@ def test_a_summary_length_the_context_cannot_hold_is_refused_before_anything_sta
     [(0, 0, 3, 1), (2, 0, 3, 0), (0, 5, 3, 0), (0, 0, 0, 0)],
 )
 def test_the_command_fails_only_when_every_row_it_read_failed(summarized, already_done, errors, status):
-    report = {"summarized": summarized, "already_done": already_done, "errors": errors, "errors_output": "s3://b/out_errors"}
+    report = {
+        "summarized": summarized,
+        "already_done": already_done,
+        "errors": errors,
+        "errors_output": "s3://b/out_errors",
+    }
     assert exit_status(report) == status
 
 

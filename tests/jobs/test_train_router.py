@@ -68,7 +68,9 @@ def test_too_few_labels_or_rows_are_clear_errors():
 
 
 def test_data_the_router_cannot_train_on_ends_the_command_with_its_message_not_a_traceback(tmp_path):
-    (tmp_path / "one.jsonl").write_text("\n".join(json.dumps({"text": f"question {n}?", "label": "rag"}) for n in range(9)))
+    (tmp_path / "one.jsonl").write_text(
+        "\n".join(json.dumps({"text": f"question {n}?", "label": "rag"}) for n in range(9))
+    )
     repo = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "-m", "jobs.train_router", f"input={tmp_path}/one.jsonl", f"output={tmp_path}/out"],

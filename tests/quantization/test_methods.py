@@ -38,9 +38,10 @@ def test_w8a8_checkpoint_is_compressed_tensors_int8_and_smaller(smollm2_w8a8, sm
 
 def test_w8a8_weights_are_the_fp32_weights_rounded_per_channel(smollm2_w8a8, smollm2_path):
     name = "model.layers.3.mlp.down_proj"
-    with safe_open(smollm2_w8a8 / "model.safetensors", "pt") as quantized, safe_open(
-        smollm2_path / "model.safetensors", "pt"
-    ) as full:
+    with (
+        safe_open(smollm2_w8a8 / "model.safetensors", "pt") as quantized,
+        safe_open(smollm2_path / "model.safetensors", "pt") as full,
+    ):
         weight_int8 = quantized.get_tensor(f"{name}.weight")
         scale = quantized.get_tensor(f"{name}.weight_scale")
         original = full.get_tensor(f"{name}.weight")

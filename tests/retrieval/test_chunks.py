@@ -15,8 +15,13 @@ def chunk(chunk_id: str, text: str, doc_id: str = "d1", **extra) -> dict:
 def test_valid_rows_are_read_with_optional_columns_and_bad_rows_set_aside(tmp_path):
     rows = [
         chunk(
-            "c1", "Parsing with CCG supertags.", page_start=1, page_end=2, heading="Introduction",
-            source="s3://b/p.pdf", title="CCG parsing",
+            "c1",
+            "Parsing with CCG supertags.",
+            page_start=1,
+            page_end=2,
+            heading="Introduction",
+            source="s3://b/p.pdf",
+            title="CCG parsing",
         ),
         chunk("c2", "   ", page_start=2, page_end=2, heading=None, source="s3://b/p.pdf"),
         chunk("c1", "A repeated chunk id.", page_start=3, page_end=3, heading=None, source="s3://b/p.pdf"),
@@ -67,7 +72,9 @@ def test_keys_follow_text_and_model_and_the_version_follows_metadata(tmp_path):
 def test_a_file_merged_away_after_the_listing_makes_the_folder_be_listed_again(tmp_path, monkeypatch):
     from rayfleet import storage
 
-    write_table(str(tmp_path / "part-r--merged-1.parquet"), pa.Table.from_pylist([chunk("c1", "One."), chunk("c2", "Two.")]))
+    write_table(
+        str(tmp_path / "part-r--merged-1.parquet"), pa.Table.from_pylist([chunk("c1", "One."), chunk("c2", "Two.")])
+    )
     stale = [str(tmp_path / "part-r-a.parquet"), str(tmp_path / "part-r-b.parquet")]  # listed before the merge
     listings = iter([stale])
     real_listing = storage.list_parquet_files

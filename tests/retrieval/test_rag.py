@@ -59,7 +59,9 @@ def test_the_whole_prompt_fits_the_model_context_with_labels_and_conversation():
     history = [{"role": "user", "content": "earlier " * 100}, {"role": "assistant", "content": "answer " * 20}]
     full_ids = render_prompt_ids(TOKENIZER, grounded_conversation("What?", hits, TOKENIZER, 768, "Be brief.", history))
     for room in (len(full_ids), 500, 300):
-        passages, conversation, prompt_ids = fit_grounded_prompt("What?", hits, TOKENIZER, 768, room, "Be brief.", history)
+        passages, conversation, prompt_ids = fit_grounded_prompt(
+            "What?", hits, TOKENIZER, 768, room, "Be brief.", history
+        )
         assert len(prompt_ids) <= room and passages == hits[: len(passages)] and passages
         assert prompt_ids == render_prompt_ids(TOKENIZER, conversation)
         assert all(f"({passage_label(p)})" in conversation[-1]["content"] for p in passages)
@@ -151,7 +153,9 @@ def test_earlier_turns_are_kept_newest_first_within_the_budget_starting_with_a_u
 
 def test_the_grounded_question_follows_the_earlier_turns():
     _, earlier, question = chat_parts(CHAT)
-    conversation = grounded_conversation(question, [hit(1, "it closes at two bar.")], TOKENIZER, 64, "Be brief.", earlier)
+    conversation = grounded_conversation(
+        question, [hit(1, "it closes at two bar.")], TOKENIZER, 64, "Be brief.", earlier
+    )
     assert [message["role"] for message in conversation] == ["system", "user", "assistant", "user"]
     assert conversation[1:3] == CHAT[1:3]
     assert conversation[-1]["content"].endswith("it closes at two bar.\n\nQuestion: And when does it close?")

@@ -70,7 +70,9 @@ def test_filters_restrict_hits_to_documents_and_sources(stored_index, acl_chunk_
 
 
 @pytest.mark.parametrize("hybrid", [False, True])
-def test_an_empty_query_finds_nothing_and_k_below_one_is_refused_the_same_way_dense_or_hybrid(stored_index, embedder, hybrid):
+def test_an_empty_query_finds_nothing_and_k_below_one_is_refused_the_same_way_dense_or_hybrid(
+    stored_index, embedder, hybrid
+):
     retriever = Retriever.load(stored_index, embedder=embedder)
     assert retriever.search("", k=3, hybrid=hybrid) == retriever.search(" \n\t", k=3, hybrid=hybrid) == []
     with pytest.raises(ValueError, match="k must be positive, got 0"):
@@ -95,7 +97,9 @@ def test_hybrid_search_finds_the_chunk_respects_filters_and_reports_cosine(
     target = acl_chunk_table.to_pylist()[11]
     hits = retriever.search(target["text"].split(". ")[1], k=5, hybrid=True)
     assert hits[0].chunk_id == target["chunk_id"] and len(hits) == 5
-    assert hits[0].score == pytest.approx(float(vectors[11] @ embedder.embed([target["text"].split(". ")[1]])[0]), abs=1e-5)
+    assert hits[0].score == pytest.approx(
+        float(vectors[11] @ embedder.embed([target["text"].split(". ")[1]])[0]), abs=1e-5
+    )
     doc_ids = [acl_chunk_table["doc_id"][0].as_py()]
     assert {hit.doc_id for hit in retriever.search("results", k=10, doc_ids=doc_ids, hybrid=True)} == set(doc_ids)
 

@@ -40,9 +40,13 @@ def test_the_shapes_labelled_data_comes_in_read_the_same(tmp_path):
     (tmp_path / "array.JSON").write_text(json.dumps([{**row, "meta": {"nested": True}} for row in rows]))
     (tmp_path / "a.csv").write_text('text,label\n"What is BLEU?",1\nHello!,2\n')
     (tmp_path / "folder").mkdir()
-    write_table(str(tmp_path / "folder" / "part-0.parquet"), pa.Table.from_pylist([{"text": "What is BLEU?", "label": 1}]))
-    write_table(str(tmp_path / "folder" / "part-1.parquet"), pa.table({
-        "text": ["Hello!"], "label": pa.array(["2"]).dictionary_encode()}))  # fmt: skip  (a pandas category)
+    write_table(
+        str(tmp_path / "folder" / "part-0.parquet"), pa.Table.from_pylist([{"text": "What is BLEU?", "label": 1}])
+    )
+    write_table(
+        str(tmp_path / "folder" / "part-1.parquet"),
+        pa.table({"text": ["Hello!"], "label": pa.array(["2"]).dictionary_encode()}),
+    )  # fmt: skip  (a pandas category)
     for name in ("bom.jsonl", "array.JSON", "a.csv", "folder"):
         assert read_examples(str(tmp_path / name)).to_pylist() == expected, name
 

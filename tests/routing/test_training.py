@@ -71,7 +71,9 @@ def test_a_request_without_words_goes_to_the_default_path(trained):
 def test_a_decision_carries_the_embedding_the_classifier_read(trained, embedder):
     router, test = trained
     decisions = router.route_many(test.texts[:3])
-    assert np.allclose(np.stack([decision.embedding for decision in decisions]), embedder.embed(test.texts[:3]), atol=1e-5)
+    assert np.allclose(
+        np.stack([decision.embedding for decision in decisions]), embedder.embed(test.texts[:3]), atol=1e-5
+    )
 
 
 def test_threshold_is_chosen_on_validation_to_route_the_most_requests_right():

@@ -35,10 +35,14 @@ def publish_random_adapters(smollm2_path, folder, registry_root: str, versions: 
     for version in range(1, versions + 1):
         torch.manual_seed(version)
         model = AutoModelForCausalLM.from_pretrained(smollm2_path)
-        lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False)
+        lora = LoraConfig(
+            r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False
+        )
         adapter_folder = folder / f"qa-{version}"
         get_peft_model(model, lora).save_pretrained(adapter_folder)
-        registry.publish("qa", str(adapter_folder), {"base_model": "smollm2-135m-instruct", "note": "random test adapter"})
+        registry.publish(
+            "qa", str(adapter_folder), {"base_model": "smollm2-135m-instruct", "note": "random test adapter"}
+        )
 
 
 def build_index(chunks: list[dict], root: str, version: str = "v1") -> None:

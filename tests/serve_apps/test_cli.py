@@ -26,7 +26,11 @@ def test_app_overrides_point_the_shipped_config_at_your_own_artifacts():
 
 @pytest.mark.parametrize(
     "override, complaint",
-    [("app.paths.rag.top_k=0", "top_k"), ("app.router.relevance.min_score=2", "less than or equal to 1"), ("app.paths", "key.sub=value")],
+    [
+        ("app.paths.rag.top_k=0", "top_k"),
+        ("app.router.relevance.min_score=2", "less than or equal to 1"),
+        ("app.paths", "key.sub=value"),
+    ],
 )
 def test_bad_overrides_are_refused_with_the_key_named(override, complaint):
     with pytest.raises(ConfigError, match=complaint):

@@ -259,7 +259,10 @@ def test_a_broken_path_falls_back_once_and_the_others_keep_working(client):
     assert "paris" in raw.parse().choices[0].message.content.lower()
     started = time.monotonic()
     stuck = chat(client, "rayfleet-stuck", stream=False)
-    assert stuck.headers["x-rayfleet-fallback"] == "stuck>base" and "timeout" in stuck.headers["x-rayfleet-fallback-reason"]
+    assert (
+        stuck.headers["x-rayfleet-fallback"] == "stuck>base"
+        and "timeout" in stuck.headers["x-rayfleet-fallback-reason"]
+    )
     assert 2 <= time.monotonic() - started < 30
     stream = client.chat.completions.with_raw_response.create(
         model="rayfleet-broken", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, stream=True
@@ -319,7 +322,9 @@ def test_ab_split_is_sticky_per_user_and_follows_the_assignment(app, client):
     seen = {}
     for user in [f"user-{n}" for n in range(6)]:  # arms v1 v1 v1 v2 v2 v1
         arms = {
-            chat(client, "rayfleet-finetuned", max_tokens=1, extra_headers={"x-user-id": user}).headers["x-rayfleet-arm"]
+            chat(client, "rayfleet-finetuned", max_tokens=1, extra_headers={"x-user-id": user}).headers[
+                "x-rayfleet-arm"
+            ]
             for _ in range(2)
         }
         assert arms == {choose_arm(test, user).name}, user  # sticky, and the configured assignment
@@ -331,8 +336,14 @@ def test_ab_split_is_sticky_per_user_and_follows_the_assignment(app, client):
 
 def test_overload_gets_503_with_retry_after_and_nothing_else_fails(app):
     async def one(http: httpx.AsyncClient):
-        return await http.post("/v1/chat/completions", json={
-            "model": "rayfleet-base", "max_tokens": 24, "messages": [{"role": "user", "content": "Tell me a story."}]})
+        return await http.post(
+            "/v1/chat/completions",
+            json={
+                "model": "rayfleet-base",
+                "max_tokens": 24,
+                "messages": [{"role": "user", "content": "Tell me a story."}],
+            },
+        )
 
     async def burst():
         headers = {"Authorization": f"Bearer {API_KEY}"}
@@ -371,30 +382,42 @@ def test_metrics_reach_rays_exporter_tagged_with_the_replica(app, client, ray_cl
     fallback = next(line for line in series if 'from_path="broken"' in line and 'to_path="base"' in line)
     assert 'deployment="OpenAIIngress"' in fallback and 'replica="' in fallback and 'application="rayfleet"' in fallback
     assert float(fallback.rsplit(" ", 1)[1]) >= 1
-    assert 'ray_rayfleet_requests_total{' in text and 'ray_rayfleet_request_latency_seconds_bucket{' in text
+    assert "ray_rayfleet_requests_total{" in text and "ray_rayfleet_request_latency_seconds_bucket{" in text
     generations = [line for line in text.splitlines() if line.startswith("ray_rayfleet_llm_generations_total{")]
     assert any('deployment="LLMServer_default"' in line and 'outcome="finished"' in line for line in generations)
+
 
 def test_request_logs_land_in_parquet_without_secrets(client, serve_artifacts):
     ids = {
         chat(client, "rayfleet-base", extra_headers={"x-user-id": "log-user"}).headers["x-rayfleet-request-id"],
         chat(client, "rayfleet-broken").headers["x-rayfleet-request-id"],
-        chat(client, "rayfleet-finetuned", max_tokens=1, extra_headers={"x-user-id": "log-user"}).headers["x-rayfleet-request-id"],
+        chat(client, "rayfleet-finetuned", max_tokens=1, extra_headers={"x-user-id": "log-user"}).headers[
+            "x-rayfleet-request-id"
+        ],
     }
-    routed = chat(client, "rayfleet", text="Which method does the paper propose?", max_tokens=1).headers["x-rayfleet-request-id"]
+    routed = chat(client, "rayfleet", text="Which method does the paper propose?", max_tokens=1).headers[
+        "x-rayfleet-request-id"
+    ]
     ids.add(routed)
     rows, deadline = [], time.monotonic() + 30
     while time.monotonic() < deadline and not ids <= {row["request_id"] for row in rows}:
         time.sleep(1)
         files = storage.list_parquet_files(serve_artifacts.logs) if storage.exists(serve_artifacts.logs) else []
-        rows = [row for uri in files for row in pq.read_table(storage.resolve(uri).path, filesystem=storage.resolve(uri).filesystem).to_pylist()]
+        rows = [
+            row
+            for uri in files
+            for row in pq.read_table(storage.resolve(uri).path, filesystem=storage.resolve(uri).filesystem).to_pylist()
+        ]
     mine = {row["request_id"]: row for row in rows if row["request_id"] in ids}
     assert len(mine) == 4
     assert mine[routed]["selected_by"] == "router" and len(mine[routed]["prompt_embedding"]) == 16  # for drift
     assert all(row["prompt_embedding"] is None for key, row in mine.items() if key != routed)
     assert -1.0 <= mine[routed]["relevance"] <= 1.0, "the relevance gate's score, for tuning its threshold"
     assert all(row["relevance"] is None for key, row in mine.items() if key != routed)
-    assert {(row["path"], row["first_path"], row["fallback"]) for row in mine.values()} >= {("base", "broken", True), ("base", "base", False)}
+    assert {(row["path"], row["first_path"], row["fallback"]) for row in mine.values()} >= {
+        ("base", "broken", True),
+        ("base", "base", False),
+    }
     assert {row["arm"] for row in mine.values()} & {"v1", "v2"}
     assert all(row["latency_ms"] > 0 and row["completion_tokens"] >= 1 for row in mine.values())
     assert API_KEY not in json.dumps(rows, default=str) and "log-user" not in json.dumps(rows, default=str)

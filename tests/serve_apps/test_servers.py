@@ -136,7 +136,9 @@ def test_router_placement_decides_whether_the_app_has_a_router_deployment(placem
 
 
 def test_gpu_config_puts_engines_on_gpus_and_lets_accelerator_paths_scale_to_zero():
-    config = ServeConfigFile.model_validate(read_yaml(REPO / "serve_apps/configs/gpu_cluster.yaml")).applications[0].args
+    config = (
+        ServeConfigFile.model_validate(read_yaml(REPO / "serve_apps/configs/gpu_cluster.yaml")).applications[0].args
+    )
     for name, engine in config.engines.items():
         options = engine.deployment.serve_options()
         assert options["ray_actor_options"]["num_gpus"] == 1, name
@@ -273,7 +275,9 @@ def test_ingress_refuses_clearly(server):
         with pytest.raises(openai.NotFoundError, match="does not exist"):
             await ask(client, model="rayfleet-gpt")
         with pytest.raises(openai.BadRequestError, match="max_tokens 17 is above"):
-            await client.chat.completions.create(model="rayfleet", messages=[{"role": "user", "content": "x"}], max_tokens=17)
+            await client.chat.completions.create(
+                model="rayfleet", messages=[{"role": "user", "content": "x"}], max_tokens=17
+            )
         with pytest.raises(openai.BadRequestError, match="limit of 64"):
             await ask(client, text="word " * 100)
         with pytest.raises(openai.BadRequestError, match="messages"):
@@ -334,7 +338,7 @@ def test_requests_for_what_the_server_cannot_do_are_refused_by_name(server, opti
             await openai_client(server).chat.completions.create(**request)
 
     asyncio.run(scenario())
-    assert 'rayfleet_requests_total{' not in server.metrics.exposition().decode()  # no model work was done
+    assert "rayfleet_requests_total{" not in server.metrics.exposition().decode()  # no model work was done
 
 
 def test_completions_take_a_list_of_one_prompt_and_refuse_more(server):
@@ -382,7 +386,9 @@ def test_a_missing_default_adapter_is_a_path_fault_but_a_missing_named_one_is_a_
     assert pinned.name == "acme-qa@1"
 
 
-def test_the_rag_path_answers_with_its_adapter_once_one_is_promoted(tmp_path, tiny_engine, tiny_llama_path, acl_chunks, monkeypatch):
+def test_the_rag_path_answers_with_its_adapter_once_one_is_promoted(
+    tmp_path, tiny_engine, tiny_llama_path, acl_chunks, monkeypatch
+):
     import serve_apps.paths
     from rayfleet.registry import Registry
     from serve_apps.config import RagPathConfig
@@ -402,9 +408,13 @@ def test_the_rag_path_answers_with_its_adapter_once_one_is_promoted(tmp_path, ti
         engine_saw.append(adapter.name if adapter else None)
         return generate(prompt_ids, sampling, adapter)
 
-    config = RagPathConfig(index=str(tmp_path / "index"), registry=str(tmp_path / "registry"), adapter="acme-qa@promoted", top_k=2)
+    config = RagPathConfig(
+        index=str(tmp_path / "index"), registry=str(tmp_path / "registry"), adapter="acme-qa@promoted", top_k=2
+    )
     path = RagPath(config, str(tiny_llama_path), recording_generate)
-    request = PathRequest(SamplingConfig(max_tokens=2), conversation=[{"role": "user", "content": acl_chunks[0]["text"][:200]}])
+    request = PathRequest(
+        SamplingConfig(max_tokens=2), conversation=[{"role": "user", "content": acl_chunks[0]["text"][:200]}]
+    )
 
     async def first_chunk():
         return [chunk async for chunk in path.stream(request)][0]
@@ -420,17 +430,25 @@ def test_the_rag_path_answers_with_its_adapter_once_one_is_promoted(tmp_path, ti
         RagPathConfig(index="x", adapter="acme-qa@promoted")
 
 
-def test_the_rag_path_starts_before_any_index_and_hands_requests_to_its_fallback(tmp_path, tiny_engine, tiny_llama_path):
+def test_the_rag_path_starts_before_any_index_and_hands_requests_to_its_fallback(
+    tmp_path, tiny_engine, tiny_llama_path
+):
     from serve_apps.config import RagPathConfig
     from serve_apps.paths import IndexNotReady, PathRequest, RagPath
 
-    path = RagPath(RagPathConfig(index=str(tmp_path / "index")), str(tiny_llama_path), transformers_generate(tiny_engine))
+    path = RagPath(
+        RagPathConfig(index=str(tmp_path / "index")), str(tiny_llama_path), transformers_generate(tiny_engine)
+    )
     request = PathRequest(SamplingConfig(max_tokens=2), conversation=[{"role": "user", "content": "Which corpus?"}])
     with pytest.raises(IndexNotReady, match="no index version at .*index yet"):
-        asyncio.run(anext(path.stream(request)))  # not a RequestError: the ingress falls back instead of failing the client
+        asyncio.run(
+            anext(path.stream(request))
+        )  # not a RequestError: the ingress falls back instead of failing the client
 
 
-def test_the_rag_path_with_min_score_uses_only_passages_that_reach_it(tmp_path, tiny_engine, tiny_llama_path, acl_chunks):
+def test_the_rag_path_with_min_score_uses_only_passages_that_reach_it(
+    tmp_path, tiny_engine, tiny_llama_path, acl_chunks
+):
     from serve_apps.config import RagPathConfig
     from serve_apps.paths import NoRelevantPassages, PathRequest, RagPath
     from tests.serve_apps.conftest import build_index
@@ -448,8 +466,12 @@ def test_the_rag_path_with_min_score_uses_only_passages_that_reach_it(tmp_path, 
     assert cited[0]["chunk_id"] == acl_chunks[5]["chunk_id"] and all(c["score"] >= threshold for c in cited)
     with pytest.raises(NoRelevantPassages, match=f"no passage reaches min_score {threshold:.3f}"):
         ask("Write a short story about a dragon who loves tea.")  # not a RequestError: the fallback answers
-    unfiltered = RagPath(config.model_copy(update={"min_score": None}), str(tiny_llama_path), transformers_generate(tiny_engine))
-    request = PathRequest(SamplingConfig(max_tokens=2), conversation=[{"role": "user", "content": "Write a short story."}])
+    unfiltered = RagPath(
+        config.model_copy(update={"min_score": None}), str(tiny_llama_path), transformers_generate(tiny_engine)
+    )
+    request = PathRequest(
+        SamplingConfig(max_tokens=2), conversation=[{"role": "user", "content": "Write a short story."}]
+    )
     assert len(asyncio.run(anext(unfiltered.stream(request))).citations) >= 1, "without min_score the top_k are used"
 
 
@@ -654,7 +676,9 @@ def test_a_stream_whose_client_left_before_its_first_byte_frees_its_slot(server,
             path_stopped.set()
 
     server.paths["base"] = base_path
-    body = json.dumps({"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "stream": True})
+    body = json.dumps(
+        {"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "stream": True}
+    )
     scope = {
         "type": "http", "asgi": {"version": "3.0", "spec_version": asgi_spec}, "http_version": "1.1",
         "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
@@ -744,7 +768,11 @@ def test_assistant_turns_without_content_read_as_empty(server):
         client = openai_client(server)
         answers = []
         for turn in turns:
-            thread = [{"role": "user", "content": "Hi"}, {"role": "assistant", **turn}, {"role": "user", "content": "Hm?"}]
+            thread = [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", **turn},
+                {"role": "user", "content": "Hm?"},
+            ]
             answers.append(await client.chat.completions.create(model="rayfleet-base", messages=thread, max_tokens=4))
         return answers
 
@@ -767,7 +795,9 @@ def test_models_can_be_retrieved_one_by_one(server):
     assert unknown.code == "model_not_found" and "'gpt-4o' does not exist" in unknown.message
 
 
-def test_a_pinned_adapter_version_is_checked_by_the_ingress_and_can_be_retrieved_as_a_model(tmp_path, tiny_llama_path, monkeypatch):
+def test_a_pinned_adapter_version_is_checked_by_the_ingress_and_can_be_retrieved_as_a_model(
+    tmp_path, tiny_llama_path, monkeypatch
+):
     from rayfleet.registry import Registry
 
     monkeypatch.setenv("RAYFLEET_API_KEYS", "k1")
@@ -825,7 +855,9 @@ def test_any_content_type_reads_as_json_a_trailing_slash_is_the_path_and_broken_
             as_curl_sends_it = await http.post("/v1/chat/completions", content=body,
                                                headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
             without_type = await http.post("/v1/chat/completions", content=body)
-            cut = await http.post("/v1/chat/completions", content=body[:40], headers={"Content-Type": "application/json"})
+            cut = await http.post(
+                "/v1/chat/completions", content=body[:40], headers={"Content-Type": "application/json"}
+            )
             slashed = await http.post("/v1/chat/completions/", content=body), await http.get("/v1/models/")
             return as_curl_sends_it, without_type, cut, await http.head("/healthz"), slashed
 
@@ -873,14 +905,21 @@ def test_refusals_name_the_field_and_are_counted_before_any_path_is_asked(server
     params = [answer.json()["error"]["param"] for answer in answers]
     assert params == ["n", "messages.0.content", "max_tokens", "max_completion_tokens", "model", "messages"]
     assert "max_completion_tokens 17 is above" in answers[3].json()["error"]["message"]
-    assert rejected(server) == {"invalid_request": 2, "max_tokens_too_large": 2, "model_not_found": 1, "context_length_exceeded": 1}
+    assert rejected(server) == {
+        "invalid_request": 2,
+        "max_tokens_too_large": 2,
+        "model_not_found": 1,
+        "context_length_exceeded": 1,
+    }
     assert "rayfleet_requests_total{" not in server.metrics.exposition().decode()
 
 
 def test_text_with_a_lone_surrogate_is_refused_where_it_is(server):
     """JSON lets a client send half of a surrogate pair (a JS client that cut an emoji in half); the
     tokenizer and the engine cannot take it: 400 naming where, not a 500 or a failed path."""
-    whole = b'{"model": "rayfleet-base", "max_tokens": 4, "messages": [{"role": "user", "content": "ok \\ud83d\\ude00"}]}'
+    whole = (
+        b'{"model": "rayfleet-base", "max_tokens": 4, "messages": [{"role": "user", "content": "ok \\ud83d\\ude00"}]}'
+    )
     cut_content = whole.replace(b"\\ude00", b"")
     cut_part = b'{"model": "rayfleet-base", "max_tokens": 4, "messages": [{"role": "user", "content": [{"type": "text", "text": "\\ud83d"}]}]}'
     cut_stop = whole[:-1] + b', "stop": "\\ud83d"}'
@@ -890,7 +929,8 @@ def test_text_with_a_lone_surrogate_is_refused_where_it_is(server):
         async with http_client(server) as http:
             post = lambda path, body: http.post(path, content=body, headers={"content-type": "application/json"})  # noqa: E731
             return [await post("/v1/chat/completions", body) for body in (whole, cut_content, cut_part, cut_stop)] + [
-                await post("/v1/completions", cut_prompt)]
+                await post("/v1/completions", cut_prompt)
+            ]
 
     answers = asyncio.run(scenario())
     assert answers[0].status_code == 200  # a whole pair is one character, an emoji
@@ -914,15 +954,22 @@ def test_a_body_over_the_limit_is_refused_before_it_is_parsed_and_a_huge_prompt_
             declared = await http.post("/v1/chat/completions", json=big)
             chunked = await http.post("/v1/chat/completions", content=chunks_of(json.dumps(big).encode()),
                                       headers={"content-type": "application/json"})  # fmt: skip
-            huge_prompt = await http.post("/v1/completions", json={"model": "rayfleet-base", "prompt": "x " * (limit // 4)})
-            fits = await http.post("/v1/chat/completions", json=big | {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+            huge_prompt = await http.post(
+                "/v1/completions", json={"model": "rayfleet-base", "prompt": "x " * (limit // 4)}
+            )
+            fits = await http.post(
+                "/v1/chat/completions", json=big | {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+            )
             return declared, chunked, huge_prompt, fits
 
     declared, chunked, huge_prompt, fits = asyncio.run(scenario())
     for refused in (declared, chunked):
         assert refused.status_code == 413 and refused.json()["error"]["code"] == "request_too_large"
     assert huge_prompt.status_code == 400
-    assert f"the prompt is {limit // 2} characters, far above this server's limit of 64 tokens" in huge_prompt.json()["error"]["message"]
+    assert (
+        f"the prompt is {limit // 2} characters, far above this server's limit of 64 tokens"
+        in huge_prompt.json()["error"]["message"]
+    )
     assert fits.status_code == 200  # the body read ahead of the app reaches it whole
     assert rejected(server) == {"request_too_large": 2, "context_length_exceeded": 1}
 
@@ -957,7 +1004,10 @@ def test_a_path_fails_when_it_goes_quiet_not_when_its_answer_is_long(tiny_engine
     slow, stalled, events = asyncio.run(asyncio.wait_for(scenario(), 60))
     assert "x-rayfleet-fallback" not in slow.headers
     assert slow.parse().choices[0].message.content == " word0 word1 word2 word3 word4"
-    assert stalled.headers["x-rayfleet-fallback"] == "stalled>base" and stalled.headers["x-rayfleet-fallback-reason"] == "stalled: timeout"
+    assert (
+        stalled.headers["x-rayfleet-fallback"] == "stalled>base"
+        and stalled.headers["x-rayfleet-fallback-reason"] == "stalled: timeout"
+    )
     answer = stalled.parse()
     assert "stalled" not in answer.choices[0].message.content and answer.model == "rayfleet-base"
     assert " stalled" in events[0] and json.loads(events[-1].removeprefix("data: "))["error"]["message"] == "timeout"

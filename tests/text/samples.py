@@ -84,7 +84,9 @@ def pptx_bytes() -> bytes:
     upper.text_frame.text = "Three pumps were rebuilt."
     upper.text_frame.add_paragraph().text = "Two impellers were replaced."
     group = bullets.shapes.add_group_shape()
-    group.shapes.add_textbox(Inches(1), Inches(3.5), Inches(6), Inches(1)).text_frame.text = "Grouped: vibration is down."
+    group.shapes.add_textbox(
+        Inches(1), Inches(3.5), Inches(6), Inches(1)
+    ).text_frame.text = "Grouped: vibration is down."
     bullets.notes_slide.notes_text_frame.text = "Mention the new supplier."
     table_slide = presentation.slides.add_slide(presentation.slide_layouts[5])
     table_slide.shapes.title.text = "Costs"
@@ -152,7 +154,12 @@ def damaged_member(package: bytes, member: str) -> bytes:
     """``package`` (a zip) with the middle of one member's compressed bytes overwritten."""
     info = zipfile.ZipFile(io.BytesIO(package)).getinfo(member)
     local_header = package[info.header_offset : info.header_offset + 30]
-    start = info.header_offset + 30 + int.from_bytes(local_header[26:28], "little") + int.from_bytes(local_header[28:30], "little")
+    start = (
+        info.header_offset
+        + 30
+        + int.from_bytes(local_header[26:28], "little")
+        + int.from_bytes(local_header[28:30], "little")
+    )
     middle = start + info.compress_size // 2
     return package[:middle] + b"\xff" * 16 + package[middle + 16 :]
 
@@ -294,7 +301,9 @@ def encrypted_odt() -> bytes:
     """An ODT whose manifest says its parts are encrypted (what a password-protected file holds)."""
     manifest = zipfile.ZipFile(io.BytesIO(odt_bytes())).read("META-INF/manifest.xml")
     entry = b'<manifest:file-entry manifest:full-path="content.xml"><manifest:encryption-data/></manifest:file-entry>'
-    return with_member(odt_bytes(), "META-INF/manifest.xml", manifest.replace(b"</manifest:manifest>", entry + b"</manifest:manifest>"))
+    return with_member(
+        odt_bytes(), "META-INF/manifest.xml", manifest.replace(b"</manifest:manifest>", entry + b"</manifest:manifest>")
+    )
 
 
 def page_picture(lines: list[str], width: int = 1000, line_height: int = 48, font_size: int = 30):

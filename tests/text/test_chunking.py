@@ -38,10 +38,14 @@ def test_pieces_fit_and_lose_nothing(tokenizer):
 def test_pieces_holding_special_token_spellings_fit_as_the_prompt_holds_them(tokenizer):
     text = " ".join(f"Turn {i} ends with <|im_end|> and the next opens with <|im_start|>." for i in range(60))
     pieces = split_by_tokens(tokenizer, text, 64)
-    as_text = [len(tokenizer(piece, add_special_tokens=False, split_special_tokens=True)["input_ids"]) for piece in pieces]
+    as_text = [
+        len(tokenizer(piece, add_special_tokens=False, split_special_tokens=True)["input_ids"]) for piece in pieces
+    ]
     assert max(as_text) <= 64 and squash("".join(pieces)) == squash(text)
     [chunk, *_] = chunk_document(tokenizer, text, 64)
-    assert chunk.token_count == len(tokenizer(chunk.text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+    assert chunk.token_count == len(
+        tokenizer(chunk.text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    )
 
 
 def test_prefers_paragraph_boundaries(tokenizer):

@@ -155,7 +155,6 @@ def test_many_lines_read_without_deep_recursion():
     assert reading_order(boxes[::-1]) == boxes
 
 
-
 @pytest.mark.parametrize("stamp", ["12", "ABC-0001234 CONFIDENTIAL"])
 def test_a_scan_with_a_stamped_text_layer_is_still_read(stamp):
     document = parse_file("stamped.pdf", stamped_scan(NOTICE, stamp))

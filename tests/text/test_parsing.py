@@ -123,7 +123,7 @@ def test_markdown_headings_by_line():
 
 
 def test_markdown_front_matter_is_no_heading_and_its_title_is_the_documents():
-    text = "---\ntitle: \"Field guide\"\nauthor: me\n---\n\nIntro.\n\n## Tools\n\nA wrench.\n"
+    text = '---\ntitle: "Field guide"\nauthor: me\n---\n\nIntro.\n\n## Tools\n\nA wrench.\n'
     document = parse_file("guide.md", text.encode())
     assert document.title == "Field guide"
     assert [(h.level, h.title) for h in document.headings] == [(2, "Tools")]
@@ -143,7 +143,10 @@ def test_docx_merged_cells_once_and_nested_tables_kept():
     table.cell(1, 1).tables[0].rows[0].cells[1].text = "nested2"
     buffer = io.BytesIO()
     document.save(buffer)
-    assert parse_file("t.docx", buffer.getvalue()).text.split("\n\n") == ["Merged header", "left | nested1 | nested2 | right"]
+    assert parse_file("t.docx", buffer.getvalue()).text.split("\n\n") == [
+        "Merged header",
+        "left | nested1 | nested2 | right",
+    ]
 
 
 def test_docx_headers_and_footers_in_effect_follow_the_body_once_each():
@@ -222,8 +225,13 @@ def test_docx_text_boxes_follow_their_paragraph_once_and_footnotes_follow_the_bo
 
     paragraphs = parse_file("notice.docx", with_footnotes(buffer.getvalue())).text.split("\n\n")
 
-    assert paragraphs == ["Staff who want the new badge should apply.", "Call 555-0100 for the form.",
-                          "Deadline: 1 March.", "Badges are issued within a week.", "Source: the 2025 staff survey."]
+    assert paragraphs == [
+        "Staff who want the new badge should apply.",
+        "Call 555-0100 for the form.",
+        "Deadline: 1 March.",
+        "Badges are issued within a week.",
+        "Source: the 2025 staff survey.",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -372,7 +380,11 @@ def test_odp_slides_are_pages_with_their_titles_text_and_notes():
     document = parse_file("review.odp", odp_bytes())
     assert document.mime_type == MIME_ODP and document.page_count == 2
     assert [(h.level, h.title) for h in document.headings] == [(1, "Findings"), (1, "Costs")]
-    assert page_text(document, 1).split("\n\n")[:3] == ["Findings", "Three pumps were rebuilt.", "Mention the new supplier."]
+    assert page_text(document, 1).split("\n\n")[:3] == [
+        "Findings",
+        "Three pumps were rebuilt.",
+        "Mention the new supplier.",
+    ]
     assert page_text(document, 2) == "Costs\n\nSeals cost 1200 EUR."
 
 

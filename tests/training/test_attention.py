@@ -25,7 +25,9 @@ def test_examples_start_wherever_the_position_does_not_go_up_by_one():
 @pytest.fixture(scope="module")
 def models(tiny_llama_path):
     def load(implementation):
-        return AutoModelForCausalLM.from_pretrained(tiny_llama_path, dtype=torch.float32, attn_implementation=implementation)
+        return AutoModelForCausalLM.from_pretrained(
+            tiny_llama_path, dtype=torch.float32, attn_implementation=implementation
+        )
 
     return load("sdpa"), load(SEGMENT_SDPA)
 
@@ -80,14 +82,23 @@ def test_boundaries_given_by_the_loop_match_the_mask(models, lengths):
     torch.testing.assert_close(logits, reference_logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grad, reference_grad, atol=1e-5, rtol=1e-4)
     one_example = segment_bounds(torch.arange(len(position_ids[0])))
-    attends_across = ours(input_ids=input_ids, position_ids=position_ids, use_cache=False, segment_bounds=one_example).logits
-    assert not torch.allclose(attends_across[0, 6:], logits[0, 6:], atol=1e-3), "the bounds, not the positions, split the row"
+    attends_across = ours(
+        input_ids=input_ids, position_ids=position_ids, use_cache=False, segment_bounds=one_example
+    ).logits
+    assert not torch.allclose(attends_across[0, 6:], logits[0, 6:], atol=1e-3), (
+        "the bounds, not the positions, split the row"
+    )
 
 
 def test_boundaries_describe_one_row_only(models):
     input_ids, position_ids = packed_batch([[3, 5], [8]])
     with pytest.raises(ValueError, match="one row"):
-        models[1](input_ids=input_ids, position_ids=position_ids, use_cache=False, segment_bounds=segment_bounds(position_ids[0]))
+        models[1](
+            input_ids=input_ids,
+            position_ids=position_ids,
+            use_cache=False,
+            segment_bounds=segment_bounds(position_ids[0]),
+        )
 
 
 def test_examples_are_batched_with_others_of_similar_length():
@@ -96,7 +107,9 @@ def test_examples_are_batched_with_others_of_similar_length():
     assert length_groups([100, 50]) == [[0], [1]], "padding 50 to 100 would add more than a quarter"
 
 
-@pytest.mark.parametrize("lengths", [[40, 6, 9, 5], [12, 12, 12], [7, 30, 4]], ids=["long-first", "alike", "long-later"])
+@pytest.mark.parametrize(
+    "lengths", [[40, 6, 9, 5], [12, 12, 12], [7, 30, 4]], ids=["long-first", "alike", "long-later"]
+)
 def test_a_shared_prefix_row_gives_each_example_the_attention_it_gets_with_the_prefix_in_front(lengths):
     prefix = 4  # the first example holds it (its first 4 tokens); every later example starts at position 4
     heads, kv_heads, width = 4, 2, 8
@@ -113,7 +126,9 @@ def test_a_shared_prefix_row_gives_each_example_the_attention_it_gets_with_the_p
         keys = torch.cat([key[:, :, :shared], key[:, :, start:end]], dim=2)
         values = torch.cat([value[:, :, :shared], value[:, :, start:end]], dim=2)
         whole_query = torch.cat([query[:, :, :shared], query[:, :, start:end]], dim=2)  # the example alone
-        alone = torch.nn.functional.scaled_dot_product_attention(whole_query, keys, values, is_causal=True, enable_gqa=True)
+        alone = torch.nn.functional.scaled_dot_product_attention(
+            whole_query, keys, values, is_causal=True, enable_gqa=True
+        )
         expected.append(alone[:, :, shared:])
     expected = torch.cat(expected, dim=2)
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)

@@ -109,12 +109,17 @@ BAD_ROWS = [
     ({"messages": QUESTION, "doc_id": "c"}, "no_assistant_turn"),
     ({"messages": [*QUESTION, {"role": "assistant", "content": "  "}], "doc_id": "d"}, "empty_answer"),
     ({"messages": [*QUESTION, {"role": "assistant", "content": "word " * 400}], "doc_id": "e"}, "too_long"),
-    ({"messages": [*QUESTION, {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}], "doc_id": "f"},
-     "tool_call_turn"),
+    (
+        {"messages": [*QUESTION, {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}], "doc_id": "f"},
+        "tool_call_turn",
+    ),
     ({"messages": [*QUESTION, {"role": "assistant", "content": 7}], "doc_id": "g"}, "non_text_content"),
     ({"messages": [*QUESTION, {**ANSWER, "weight": 0}], "doc_id": "h"}, "no_trained_turn"),
     ({"messages": "[{not json", "doc_id": "i"}, "malformed_messages"),
-    ({"messages": [*QUESTION, {"role": "tool", "content": "42", "tool_call_id": "1"}, ANSWER], "doc_id": "j"}, "tool_call_turn"),
+    (
+        {"messages": [*QUESTION, {"role": "tool", "content": "42", "tool_call_id": "1"}, ANSWER], "doc_id": "j"},
+        "tool_call_turn",
+    ),
     ({"messages": [{"role": "narrator", "content": "Once."}, *QUESTION[1:], ANSWER], "doc_id": "k"}, "unknown_role"),
 ]
 
@@ -159,7 +164,10 @@ def test_roles_in_any_case_developer_and_null_weights_read_as_the_serving_app_an
         examples, _ = prepare_examples([{"messages": messages}], tokenizer, 128, "fail")
         assert examples == plain, messages
     # Parquet gives every message the weight field once one message has it: the others read back null.
-    rows = [{"messages": [*QUESTION, ANSWER]}, {"messages": [*QUESTION, {**ANSWER, "weight": 0}, QUESTION[1], {**ANSWER, "weight": 1}]}]
+    rows = [
+        {"messages": [*QUESTION, ANSWER]},
+        {"messages": [*QUESTION, {**ANSWER, "weight": 0}, QUESTION[1], {**ANSWER, "weight": 1}]},
+    ]
     write_table(str(tmp_path / "sft.parquet"), pa.Table.from_pylist(rows))
     read_back = pq.read_table(tmp_path / "sft.parquet").to_pylist()
     assert read_back[0]["messages"][-1]["weight"] is None
@@ -173,7 +181,9 @@ def test_a_zero_weight_reply_and_an_opening_greeting_are_context_not_loss(tokeni
                     {"role": "user", "content": "Sure?"}, {"role": "assistant", "content": "Valve 9."}]  # fmt: skip
     (example,), report = prepare_examples([{"messages": conversation}], tokenizer, 256, "fail")
     assert labelled_text(tokenizer, example) == "Valve 9.<|im_end|>\n"
-    assert "Hello, how can I help?" in tokenizer.decode(example.input_ids) and "Wrong valve." in tokenizer.decode(example.input_ids)
+    assert "Hello, how can I help?" in tokenizer.decode(example.input_ids) and "Wrong valve." in tokenizer.decode(
+        example.input_ids
+    )
     assert report.kept == 1
 
 
@@ -267,7 +277,9 @@ def test_only_unlabelled_tokens_before_every_examples_first_label_are_shared():
     assert shared(same, TokenizedExample([1, 7, 3, 4], [IGNORE_INDEX] * 3 + [4])) == 1
     assert shared(TokenizedExample([1, 2], [1, 2]), same) == 0, "labelled from its first token"
     [alone] = pack_examples([same], pack_length=64)
-    assert alone["input_ids"] == same.input_ids and alone["position_ids"] == list(range(5)), "one example shares nothing"
+    assert alone["input_ids"] == same.input_ids and alone["position_ids"] == list(range(5)), (
+        "one example shares nothing"
+    )
     rows = pack_examples([TokenizedExample([1, 2], [1, 2]), same, same], pack_length=9)
     assert sorted(len(row["input_ids"]) for row in rows) == [2, 8], "the two alike share 2 tokens; the other is alone"
 
@@ -311,12 +323,18 @@ def examples_in_row_order(row: dict, examples: list[TokenizedExample]) -> list[T
 
 def test_packed_row_gives_each_example_the_logits_it_gets_alone(tokenizer, tiny_llama_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_path, attn_implementation="sdpa").eval()
-    conversations = [[*QUESTION, ANSWER], [{"role": "user", "content": "Hello there"}, {"role": "assistant", "content": "Hi."}]]
+    conversations = [
+        [*QUESTION, ANSWER],
+        [{"role": "user", "content": "Hello there"}, {"role": "assistant", "content": "Hi."}],
+    ]
     examples, _ = prepare_examples([{"messages": c, "doc_id": "x"} for c in conversations], tokenizer, 256, "fail")
     [row] = pack_examples(examples, pack_length=512, share_prefix=False)
     with torch.no_grad():
-        packed = model(input_ids=torch.tensor([row["input_ids"]]), position_ids=torch.tensor([row["position_ids"]]),
-                       use_cache=False).logits[0]
+        packed = model(
+            input_ids=torch.tensor([row["input_ids"]]),
+            position_ids=torch.tensor([row["position_ids"]]),
+            use_cache=False,
+        ).logits[0]
         boundaries = [i for i, position in enumerate(row["position_ids"]) if position == 0] + [len(row["input_ids"])]
         for start, end in zip(boundaries, boundaries[1:]):
             alone = model(input_ids=torch.tensor([row["input_ids"][start:end]])).logits[0]
@@ -328,7 +346,9 @@ def test_an_sft_set_that_is_not_parquet_says_what_it_must_be(tmp_path):
     from rayfleet.training.data import sft_files
 
     (tmp_path / "pairs.csv").write_text("question,answer\nWhich valve?,Valve 7\n")
-    with pytest.raises(FileNotFoundError, match=r"no Parquet files .* at .*pairs.csv: an SFT set is Parquet with a messages column"):
+    with pytest.raises(
+        FileNotFoundError, match=r"no Parquet files .* at .*pairs.csv: an SFT set is Parquet with a messages column"
+    ):
         sft_files(str(tmp_path / "pairs.csv"))
     with pytest.raises(FileNotFoundError, match="nothing is there"):
         sft_files(str(tmp_path / "missing.parquet"))

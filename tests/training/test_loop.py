@@ -94,7 +94,9 @@ def test_a_shared_prefix_row_gives_the_loss_and_gradients_of_its_examples_alone(
 def test_resuming_from_a_checkpoint_gives_the_same_weights_as_an_unbroken_run(tiny_llama_path, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_path)
     rows = rows_of(tokenizer, FACTS * 2, pack_length=48)
-    settings = TrainSettings(max_steps=6, learning_rate=3e-3, warmup_steps=2, gradient_accumulation_steps=2, eval_every=100)
+    settings = TrainSettings(
+        max_steps=6, learning_rate=3e-3, warmup_steps=2, gradient_accumulation_steps=2, eval_every=100
+    )
     model, optimizer, scheduler = fresh(tiny_llama_path, settings)
     unbroken = train(model, optimizer, scheduler, epochs_over(rows), [], settings, TrainState())
     expected = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}

@@ -51,7 +51,9 @@ def test_compiled_layers_and_loss_give_eager_losses_and_gradients_whatever_the_p
     packings = [[12, 12, 12], [5, 20, 11], [7, 7, 9, 13], [30], [3, 17, 4, 9, 2]]
     for seed, lengths in enumerate(packings):
         row = packed_row(lengths, seed)
-        (eager_loss, eager_grads), (compiled_loss, compiled_grads) = (loss_and_gradients(m, row) for m in (eager, compiled))
+        (eager_loss, eager_grads), (compiled_loss, compiled_grads) = (
+            loss_and_gradients(m, row) for m in (eager, compiled)
+        )
         torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-4)
         for ours, reference in zip(compiled_grads, eager_grads):
             torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-6)
@@ -60,7 +62,9 @@ def test_compiled_layers_and_loss_give_eager_losses_and_gradients_whatever_the_p
     compiled_before = graphs
     for seed, lengths in enumerate([[6, 6, 6, 6, 6], [1, 2, 30]], start=10):
         loss_and_gradients(compiled, packed_row(lengths, seed))
-    assert counters["stats"]["unique_graphs"] == compiled_before, "a new packing reuses the graphs (attention is outside)"
+    assert counters["stats"]["unique_graphs"] == compiled_before, (
+        "a new packing reuses the graphs (attention is outside)"
+    )
 
 
 def test_adapters_without_peft_input_casts_give_the_same_output_under_bf16_autocast(tiny_llama_path):
@@ -92,7 +96,11 @@ def test_target_modules_that_match_no_layer_are_refused_before_training(tiny_lla
     with pytest.raises(ValueError, match=r"lora.target_modules \['attn_qkv'\] match no layer of .*'q_proj'"):
         check_target_modules(str(tiny_llama_path), LoraSettings(target_modules=["q_proj", "attn_qkv"]))
     # peft refuses these in every worker, retried: refused here, once
-    with pytest.raises(ValueError, match=r"\['input_layernorm', 'rotary_emb'\] name layers LoRA cannot adapt.*'v_proj'"):
-        check_target_modules(str(tiny_llama_path), LoraSettings(target_modules=["q_proj", "input_layernorm", "rotary_emb"]))
+    with pytest.raises(
+        ValueError, match=r"\['input_layernorm', 'rotary_emb'\] name layers LoRA cannot adapt.*'v_proj'"
+    ):
+        check_target_modules(
+            str(tiny_llama_path), LoraSettings(target_modules=["q_proj", "input_layernorm", "rotary_emb"])
+        )
     with pytest.raises(ValueError, match="at least 1 item"):
         LoraSettings(target_modules=[])

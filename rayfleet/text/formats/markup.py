@@ -118,7 +118,13 @@ def parse_markdown(data: bytes) -> ParsedDocument:
         if opening.type == "heading_open" and opening.map:
             headings.append(Heading(line_starts[opening.map[0]], int(opening.tag[1]), inline.content.strip()))
     top = min(headings, key=lambda heading: (heading.level, heading.offset)) if headings else None
-    title = front_title.group(1).strip("'\"") if front_title else top.title if top else first_line(text[front.end() :] if front else text)
+    title = (
+        front_title.group(1).strip("'\"")
+        if front_title
+        else top.title
+        if top
+        else first_line(text[front.end() :] if front else text)
+    )
     return ParsedDocument(text, title, MIME_MARKDOWN, "markdown-it-py", [0], headings)
 
 
