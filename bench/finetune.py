@@ -116,9 +116,11 @@ def run_hf_trainer(config: FinetuneBenchConfig, model_path: str, examples, token
             step_ends.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as output:
-        arguments = TrainingArguments(output_dir=output, max_steps=config.steps, per_device_train_batch_size=config.hf_batch_size,
+        arguments = TrainingArguments(output_dir=output, max_steps=config.steps,
+                                      per_device_train_batch_size=config.hf_batch_size,
                                       learning_rate=2e-4, warmup_steps=3, report_to=[], save_strategy="no",
-                                      logging_strategy="no", use_cpu=True, dataloader_num_workers=0, seed=0)  # fmt: skip
+                                      logging_strategy="no", use_cpu=True, dataloader_num_workers=0,
+                                      seed=0)  # fmt: skip
         Trainer(model=model, args=arguments, train_dataset=dataset, data_collator=counting_collator,
                 callbacks=[StepClock()]).train()  # fmt: skip
     tokens, seconds = sum(batch_tokens[1 : config.steps]), step_ends[-1] - step_ends[0]
@@ -168,8 +170,9 @@ def main(config: FinetuneBenchConfig) -> dict:
     examples = demo_examples(config, tokenizer)
     rows = pack_examples(examples, config.pack_length, share_prefix=config.share_prefix)
     ours = report_stage("ours", run_ours(config, model_path, rows))
-    unshared = report_stage("ours_unshared", run_ours(config, model_path, pack_examples(examples, config.pack_length,
-                                                                                        share_prefix=False)))  # fmt: skip
+    unshared = report_stage("ours_unshared", run_ours(config, model_path,
+                                                      pack_examples(examples, config.pack_length,
+                                                                    share_prefix=False)))  # fmt: skip
     hf = report_stage("hf_trainer", run_hf_trainer(config, model_path, examples, tokenizer))
     ray.init(
         address="local", num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, logging_level=logging.WARNING

@@ -148,7 +148,8 @@ def router_overhead(config: BenchServeConfig, key: str) -> dict:
     return {
         "router_overhead_p50_ms": round(float(np.median(routed) - np.median(direct)), 2),
         "router_overhead_paired_p50_ms": round(float(np.median(np.subtract(routed, direct))), 2),
-        **p50_p99(hops, "router_hop_"), "routed_p50_ms": percentile(routed, 50), "direct_p50_ms": percentile(direct, 50),
+        **p50_p99(hops, "router_hop_"), "routed_p50_ms": percentile(routed, 50),
+        "direct_p50_ms": percentile(direct, 50),
     }  # fmt: skip
 
 
@@ -172,7 +173,8 @@ def make_user_class(config: BenchServeConfig, key: str, phase: dict):
                     )
                 )
             except requests.RequestException as error:
-                RECORDS.append({"phase": phase["name"], "model": model, "started": time.time(), "status": type(error).__name__,
+                RECORDS.append({"phase": phase["name"], "model": model, "started": time.time(),
+                                "status": type(error).__name__,
                                 "path": None, "ttft_ms": None, "latency_ms": None})  # fmt: skip
 
     return ChatUser

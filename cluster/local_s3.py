@@ -210,9 +210,11 @@ def main(arguments: list[str]) -> None:
         server.create_bucket(os.environ.get("RAYFLEET_BUCKET", "rayfleet"))
         if already and not server.started_here():  # what happened on stderr: stdout is the export lines alone
             print(f"local S3 already answering at {server.endpoint}, started elsewhere (another checkout or session): "
-                  f"its data is not in {server.data_dir}, and make s3-down here leaves it running", file=sys.stderr)  # fmt: skip
+                  f"its data is not in {server.data_dir}, and make s3-down here leaves it running",
+                  file=sys.stderr)  # fmt: skip
         else:
-            print(f"local S3 {'already running' if already else 'started'} at {server.endpoint} (data in {server.data_dir})",
+            print(f"local S3 {'already running' if already else 'started'} at {server.endpoint} "
+                  f"(data in {server.data_dir})",
                   file=sys.stderr)  # fmt: skip
         for key, value in server.environment().items():
             print(f"export {key}={value}")

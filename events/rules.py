@@ -143,7 +143,8 @@ class Rule(BaseConfig):
             )
         globbed = [field for field in ("prefix", "suffix") if "*" in getattr(self, field)]
         if globbed:
-            raise ValueError(f"rule {self.name!r}: {' and '.join(globbed)} are matched as written, not as globs ('*' is a "
+            raise ValueError(f"rule {self.name!r}: {' and '.join(globbed)} are matched as written, "
+                             "not as globs ('*' is a "
                              "character of the key): write suffix: .pdf, not *.pdf")  # fmt: skip
         return self
 

@@ -9,10 +9,10 @@ the papers' three human summaries (``reference_challenge``, ``reference_approach
 (``schemas.QA_SCHEMA``): three questions per paper (its problem, approach and results,
 :data:`DEMO_QUESTIONS`) answered by those human summaries, in the split the papers come
 from; ``jobs.finetune`` trains on the same kind of pairs from the train split. With
-``chunks_output``, the documents' section-aware chunks (for ``jobs.build_index``). ``content=sections`` takes the abstract,
-introduction and conclusion the human summaries were written from; ``content=abstract``
-the abstract alone (short documents); ``content=full`` the whole paper body (long
-documents, summarized map-reduce style).
+``chunks_output``, the documents' section-aware chunks (for ``jobs.build_index``).
+``content=sections`` takes the abstract, introduction and conclusion the human summaries
+were written from; ``content=abstract`` the abstract alone (short documents);
+``content=full`` the whole paper body (long documents, summarized map-reduce style).
 """
 
 from __future__ import annotations

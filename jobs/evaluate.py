@@ -74,11 +74,13 @@ class CandidateConfig(BaseConfig):
     name: str = Field(..., description="Label in the report and the JSON line, e.g. base, finetuned, rag.")
     kind: Literal["base", "adapter", "rag"] = Field(
         ...,
-        description="base: the base model alone; adapter: the base model with a registry adapter; rag: retrieval + base model.",
+        description="base: the base model alone; adapter: the base model with a registry adapter; "
+        "rag: retrieval + base model.",
     )
     adapter: str | None = Field(
         None,
-        description="adapter (or rag with an adapter): registry reference name, name@<version>, name@latest or name@promoted.",
+        description="adapter (or rag with an adapter): registry reference name, name@<version>, "
+        "name@latest or name@promoted.",
     )
 
     @model_validator(mode="after")
@@ -178,10 +180,12 @@ class EvaluateConfig(BaseConfig):
                              "f1, rouge_l or exact_match")  # fmt: skip
         if self.sampling.max_tokens >= self.engine.max_model_len:  # every question would be dropped as too long
             raise ValueError(f"sampling.max_tokens {self.sampling.max_tokens} leaves no room for a question in "
-                             f"engine.max_model_len {self.engine.max_model_len}: lower it or raise the context")  # fmt: skip
+                             f"engine.max_model_len {self.engine.max_model_len}: "
+                             "lower it or raise the context")  # fmt: skip
         judge_needs = self.sampling.max_tokens + self.judge.sampling.max_tokens
         if self.judge.enabled and judge_needs >= self.judge.engine.max_model_len:
-            raise ValueError(f"the judge reads an answer of up to sampling.max_tokens {self.sampling.max_tokens} and replies "
+            raise ValueError(f"the judge reads an answer of up to sampling.max_tokens {self.sampling.max_tokens} "
+                             f"and replies "
                              f"in judge.sampling.max_tokens {self.judge.sampling.max_tokens}: more than its "
                              f"judge.engine.max_model_len {self.judge.engine.max_model_len} holds")  # fmt: skip
         return self
@@ -486,7 +490,8 @@ def apply_gate(
     base_name = next((c.name for c in config.candidates if c.kind == "base"), None)
     primary = config.gate.primary_metric
     ranked = sorted((c for c in config.candidates if c.kind == "adapter"),
-                    key=lambda c: -(scores[c.name][primary] if scores[c.name][primary] is not None else -math.inf))  # fmt: skip
+                    key=lambda c: -(scores[c.name][primary] if scores[c.name][primary] is not None
+                                    else -math.inf))  # fmt: skip
     decisions = []
     for candidate in ranked:
         version = adapters[candidate.name]
@@ -503,7 +508,8 @@ def apply_gate(
             None,
         )
         if promoted is not None and incumbent is None:
-            decision = {"promote": False, "reason": f"the promoted version {promoted.ref} was not evaluated in this run; "
+            decision = {"promote": False,
+                        "reason": f"the promoted version {promoted.ref} was not evaluated in this run; "
                         f"add it as a candidate ({version.name}@promoted) to compare"}  # fmt: skip
         elif incumbent is None and base_name is None:
             decision = {"promote": False, "reason": "no incumbent to compare with: evaluate the base model too"}
@@ -554,7 +560,8 @@ def score_summaries(config: EvaluateConfig) -> dict:
     summarized = [doc_id for doc_id in references if summaries.get(doc_id)]
     pairs = [(summaries[doc_id], references[doc_id]) for doc_id in summarized if references[doc_id].strip()]
     if not pairs:
-        raise InputError(f"no summaries in {spec.summaries} match a document with references ({', '.join(REFERENCE_COLUMNS)}) "
+        raise InputError(f"no summaries in {spec.summaries} match a document with references "
+                         f"({', '.join(REFERENCE_COLUMNS)}) "
                          f"in {spec.documents}")  # fmt: skip
     rouge = [rouge_l(summary, reference) for summary, reference in pairs]
 
@@ -632,7 +639,8 @@ def main(config: EvaluateConfig) -> dict:
     write_outputs(config, result, records)
     result["seconds"] = round(time.monotonic() - started, 1)
     logger.info("evaluation %s done in %.0f s; report at %s", run_id, result["seconds"], result["report"])
-    return {**scores, **{key: result[key] for key in ("report", "items", "judge_agreement", "promotion", "run_id", "seconds")},
+    return {**scores,
+            **{key: result[key] for key in ("report", "items", "judge_agreement", "promotion", "run_id", "seconds")},
             **{key: result[key] for key in ("summaries", "harness") if key in result}}  # fmt: skip
 
 

@@ -3,7 +3,8 @@
 Run it anywhere the same way::
 
     python -m jobs.finetune                                    # the demo set, 2 CPU workers, local folders
-    python -m jobs.finetune data.train=s3://bucket/qa/sft/train.parquet data.validation=s3://bucket/qa/sft/validation.parquet \\
+    python -m jobs.finetune data.train=s3://bucket/qa/sft/train.parquet \\
+        data.validation=s3://bucket/qa/sft/validation.parquet \\
         storage_path=s3://bucket/finetune registry=s3://bucket/registry train.max_steps=200
     ray job submit --working-dir . -- python -m jobs.finetune config=jobs/configs/finetune/smollm2_lora_cpu.yaml ...
 
@@ -152,8 +153,10 @@ class FinetuneDataConfig(BaseConfig):
             raise ValueError("data.validation is set without data.train: it would be ignored and the demo set trained "
                              "on; set data.train too")  # fmt: skip
         if self.demo_validation_papers + self.demo_extra_train_papers > ACLSUM_VAL_PAPERS:
-            raise ValueError(f"data.demo_validation_papers {self.demo_validation_papers} + data.demo_extra_train_papers "
-                             f"{self.demo_extra_train_papers} is more than the {ACLSUM_VAL_PAPERS} papers of aclsum's val split")  # fmt: skip
+            raise ValueError(f"data.demo_validation_papers {self.demo_validation_papers} + "
+                             f"data.demo_extra_train_papers "
+                             f"{self.demo_extra_train_papers} is more than the {ACLSUM_VAL_PAPERS} papers "
+                             f"of aclsum's val split")  # fmt: skip
         if self.max_seq_len > self.pack_length:
             raise ValueError(f"data.max_seq_len {self.max_seq_len} is above data.pack_length {self.pack_length}: an "
                              f"example must fit a packed row")  # fmt: skip
@@ -336,7 +339,8 @@ def refuse_held_out_splits(train_uri: str) -> None:
     held_out = sorted({uri.rsplit("/", 1)[-1] for uri in files} & set(HELD_OUT_FILES))
     if held_out and len(files) > 1:
         raise InputError(f"data.train={train_uri} holds the held-out splits {held_out} of a jobs.make_qa set: training "
-                         f"on the whole folder would train on them. Set data.train={storage.join(train_uri, 'train.parquet')} "
+                         f"on the whole folder would train on them. "
+                         f"Set data.train={storage.join(train_uri, 'train.parquet')} "
                          f"and data.validation={storage.join(train_uri, 'validation.parquet')}")  # fmt: skip
 
 
@@ -413,7 +417,8 @@ def train_worker(payload: dict) -> None:
         step_tokens, step_seconds = step_tokens + report.tokens, step_seconds + report.seconds
         tokens_per_s = step_tokens / step_seconds
         if rank == 0 and (report.step % config.train.log_every == 0 or report.step == config.train.max_steps):
-            logger.info("step %d/%d loss %.4f lr %.2e tokens/s %.0f (this step %.0f)%s", report.step, config.train.max_steps,
+            logger.info("step %d/%d loss %.4f lr %.2e tokens/s %.0f (this step %.0f)%s",
+                        report.step, config.train.max_steps,
                         report.loss, report.learning_rate, tokens_per_s, report.tokens_per_s,
                         f" validation loss {state.validation_losses[str(report.step)]:.4f}"
                         if state.validation_losses.get(str(report.step)) is not None else "")  # fmt: skip
@@ -446,8 +451,9 @@ def report_checkpoint(
     import ray.train
 
     latest_validation = state.validation_losses[max(state.validation_losses, key=int)]
-    metrics = {"step": state.step, "loss": report.loss, "tokens_per_s": tokens_per_s, "tokens_trained": state.tokens_trained,
-               "validation_loss": latest_validation, "validation_loss_initial": state.validation_losses.get("0")}  # fmt: skip
+    metrics = {"step": state.step, "loss": report.loss, "tokens_per_s": tokens_per_s,
+               "tokens_trained": state.tokens_trained, "validation_loss": latest_validation,
+               "validation_loss_initial": state.validation_losses.get("0")}  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         if rank == 0:
             save_checkpoint(folder, model, optimizer, scheduler, state)
@@ -461,7 +467,8 @@ def resume_settings(config: FinetuneConfig, model_hash: str) -> dict:
     number of workers (each one's data position points into its own shard)."""
     rhythm = {"max_steps", "eval_every", "checkpoint_every", "log_every"}
     return {"model": model_hash, "lora": config.lora.model_dump(mode="json"),
-            "train": config.train.model_dump(mode="json", exclude=rhythm), "num_workers": config.scaling.num_workers}  # fmt: skip
+            "train": config.train.model_dump(mode="json", exclude=rhythm),
+            "num_workers": config.scaling.num_workers}  # fmt: skip
 
 
 def latest_train_state(config: FinetuneConfig) -> dict | None:
@@ -494,7 +501,8 @@ def check_resumable(config: FinetuneConfig, state: dict | None, data_fingerprint
     changed = changed_settings(state.get("settings"), settings)
     if changed:
         raise InputError(
-            f"run {config.run_name!r} in {config.storage_path} has checkpoints trained with other settings ({'; '.join(changed)}): "
+            f"run {config.run_name!r} in {config.storage_path} has checkpoints trained with other settings "
+            f"({'; '.join(changed)}): "
             f"a resume keeps the checkpoints' optimizer, schedule and data position. Start a new run with "
             f"run_name=<new name>, or resume with the settings it was started with (train.max_steps may grow)."
         )
@@ -648,7 +656,8 @@ def main(config: FinetuneConfig) -> dict:
                        config.scaling.num_workers, len(train_rows))  # fmt: skip
     train_rows, repeated = even_shards(train_rows, config.scaling.num_workers)
     logger.info("%d rows -> %d packed rows of <= %d tokens (%d repeated so each of %d workers gets as many; "
-                "%d validation rows); shared prefixes leave out %.0f%% of the tokens", train_report.kept, len(train_rows),
+                "%d validation rows); shared prefixes leave out %.0f%% of the tokens",
+                train_report.kept, len(train_rows),
                 config.data.pack_length, repeated, config.scaling.num_workers, len(validation_rows),
                 100 * shared_token_share(train_rows))  # fmt: skip
     model_hash = folder_fingerprint(resolve_model(config.model))
@@ -674,7 +683,8 @@ def main(config: FinetuneConfig) -> dict:
                         "packed_rows": len(train_rows), "repeated_rows": repeated},
             "config": config.model_dump(mode="json"),
             "metrics": metrics,
-            "run": {"storage_path": config.storage_path, "run_name": config.run_name, "checkpoint": result.checkpoint.path},
+            "run": {"storage_path": config.storage_path, "run_name": config.run_name,
+                    "checkpoint": result.checkpoint.path},
         }  # fmt: skip
         published = already_published(config, state.step) if state.step == steps_before else None
         adapter, merged = (published, None) if published else publish(config, folder, metadata)
@@ -687,8 +697,9 @@ def run_report(
     """The run's report, printed as one JSON line: what was published and the training figures."""
     report = {"adapter": adapter.ref, "adapter_uri": adapter.uri, "merged_model": merged.ref if merged else None,
               "steps": steps, "seconds": round(time.monotonic() - started, 1), **{
-                  key: metrics.get(key) for key in ("loss", "validation_loss", "validation_loss_initial", "tokens_per_s",
-                                                    "tokens_trained", "resumed_from_steps")}}  # fmt: skip
+                  key: metrics.get(key) for key in ("loss", "validation_loss", "validation_loss_initial",
+                                                    "tokens_per_s", "tokens_trained",
+                                                    "resumed_from_steps")}}  # fmt: skip
     print(json.dumps(report), flush=True)
     return report
 

@@ -4,7 +4,8 @@ Run it anywhere the same way::
 
     python -m jobs.ingest input=s3://bucket/raw output=s3://bucket/corpus
     python -m jobs.ingest input=[../shared/data/pdfs,docs] output=.data/corpus chunking.max_tokens=384
-    ray job submit --working-dir . -- python -m jobs.ingest config=jobs/configs/ingest/smollm2_default.yaml input=... output=...
+    ray job submit --working-dir . -- python -m jobs.ingest config=jobs/configs/ingest/smollm2_default.yaml \\
+        input=... output=...
 
 Every file under ``input`` (one or more local folders or ``s3://`` prefixes) is read,
 parsed and chunked by a Ray Data actor pool; each batch of files is committed as

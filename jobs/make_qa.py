@@ -4,7 +4,8 @@ Run it anywhere the same way::
 
     python -m jobs.make_qa input=s3://bucket/corpus/chunks output=s3://bucket/qa
     python -m jobs.make_qa input=.data/corpus/chunks output=.data/qa user_qa=my_pairs.jsonl
-    ray job submit --working-dir . -- python -m jobs.make_qa config=jobs/configs/make_qa/smollm2_vllm.yaml input=... output=...
+    ray job submit --working-dir . -- python -m jobs.make_qa config=jobs/configs/make_qa/smollm2_vllm.yaml \\
+        input=... output=...
 
 Each chunk (from ``jobs.ingest``) is sent to the LLM through the batch engine (Ray Data
 actor pool, vLLM by default; the same path as ``jobs.summarize``). By default
@@ -91,7 +92,8 @@ class MakeQaConfig(BaseConfig):
     strategy: Literal["answer_first", "free"] = Field(
         "answer_first",
         description="answer_first: sentences of the chunk are the answers and the model writes a question for each "
-        "(reliable with small models); free: the model proposes question-answer pairs as JSON (needs a stronger model).",
+        "(reliable with small models); free: the model proposes question-answer pairs as JSON "
+        "(needs a stronger model).",
     )
     pairs_per_chunk: int = Field(3, ge=1, le=10, description="Pairs asked of the model for each chunk.")
     min_chunk_tokens: int = Field(
@@ -146,7 +148,8 @@ class QaWorker:
         except Exception as error:  # the batch's chunks go to the errors table; a rerun tries them again
             logger.exception("engine failed on a batch of %d chunks", len(chunks))
             write_errors(self.config.table("errors"), [
-                error_row(chunk["chunk_id"], f"{type(error).__name__}: {error}", "generate", self.run_id, doc_id=chunk["doc_id"])
+                error_row(chunk["chunk_id"], f"{type(error).__name__}: {error}", "generate", self.run_id,
+                          doc_id=chunk["doc_id"])
                 for chunk in chunks
             ])  # fmt: skip
             return batch_figures([], [], 0, started)
@@ -160,7 +163,8 @@ class QaWorker:
         rows += [self.no_pair_row(chunk, "no sentence of a usable length to take as an answer", None)
                  for chunk in chunks if chunk["chunk_id"] not in too_long
                  and not any(request[0] is chunk for request in requests)]  # fmt: skip
-        write_table(storage.join(self.config.table("_candidates"), f"part-{self.run_id}-{uuid.uuid4().hex[:12]}.parquet"),
+        write_table(storage.join(self.config.table("_candidates"),
+                                 f"part-{self.run_id}-{uuid.uuid4().hex[:12]}.parquet"),
                     pa.Table.from_pylist(rows, QA_CANDIDATES_SCHEMA))  # fmt: skip
         return batch_figures(chunks, rows, sum(generation.completion_tokens for generation in generations), started)
 
@@ -306,7 +310,8 @@ def generate_candidates(
         counts.update({name: int(figures[name]) for name in ("chunks", "proposed", "valid", "completion_tokens")})
         logger.info(
             "progress: %d/%d chunks, %d pairs proposed, %d valid, %.1f generated tokens/s",
-            counts["chunks"], total, counts["proposed"], counts["valid"], counts["completion_tokens"] / (time.monotonic() - started),
+            counts["chunks"], total, counts["proposed"], counts["valid"],
+            counts["completion_tokens"] / (time.monotonic() - started),
         )  # fmt: skip
 
 
@@ -327,11 +332,13 @@ def build_dataset(config: MakeQaConfig, run_id: str, superseded: set[str]) -> di
     for split, pairs in by_split.items():
         qa_rows = [{"question": p["question"], "answer": p["answer"], "chunk_id": p["chunk_id"], "doc_id": p["doc_id"],
                     "origin": p["origin"], "split": split} for p in pairs]  # fmt: skip
-        sft_rows = [{"messages": sft_messages(p["question"], p["answer"], config.sft_system_prompt), "chunk_id": p["chunk_id"],
-                     "doc_id": p["doc_id"], "origin": p["origin"]} for p in pairs]  # fmt: skip
+        sft_rows = [{"messages": sft_messages(p["question"], p["answer"], config.sft_system_prompt),
+                     "chunk_id": p["chunk_id"], "doc_id": p["doc_id"], "origin": p["origin"]}
+                    for p in pairs]  # fmt: skip
         write_table(storage.join(config.table("qa"), f"{split}.parquet"), pa.Table.from_pylist(qa_rows, QA_SCHEMA))
         write_table(storage.join(config.table("sft"), f"{split}.parquet"), pa.Table.from_pylist(sft_rows, SFT_SCHEMA))
-    dropped = collections.Counter(row["reason"] for row in read_folder(config.table("_candidates"), ["status", "reason"]).to_pylist()
+    dropped = collections.Counter(row["reason"]
+                                  for row in read_folder(config.table("_candidates"), ["status", "reason"]).to_pylist()
                                   if row["status"] == "dropped")  # fmt: skip
     dropped["near_duplicate"] = len(duplicates)
     shares = config.splits.model_dump()

@@ -2,7 +2,7 @@
 
 Run it anywhere the same way::
 
-    python -m jobs.monitor                                    # embedded defaults: the local serving app's logs in the local S3
+    python -m jobs.monitor                          # embedded defaults: the local serving app's logs in the local S3
     python -m jobs.monitor logs=s3://bucket/serving/requests recent_hours=6 baseline_hours=72
     ray job submit --working-dir . -- python -m jobs.monitor logs=s3://bucket/serving/requests
 
@@ -13,8 +13,8 @@ logged by the router, when present), prompt and output lengths (population stabi
 index each), the relevance gate's best-passage scores when logged (a fall means users ask about
 what the documents do not hold), and fallback and error rates (two-proportion tests). Measures above their
 thresholds are flagged (the route distribution and the rates only when the change is also
-significant at ``thresholds.alpha``: a quiet hour's noise is not drift). For each A/B test in the recent window, every arm gets its
-request count, latency, error and fallback rates with intervals; the arms are compared
+significant at ``thresholds.alpha``: a quiet hour's noise is not drift). For each A/B test in the recent window,
+every arm gets its request count, latency, error and fallback rates with intervals; the arms are compared
 with a significance test and the job says which arm wins or that it is too early.
 
 Writes ``report.json``, ``report.html`` and ``drift.prom`` (Prometheus text format, for a
@@ -75,7 +75,8 @@ class DriftThresholds(BaseConfig):
     relevance_psi: float = Field(
         0.2,
         gt=0,
-        description="PSI of the relevance gate's best-passage scores: users asking about what the documents do not hold.",
+        description="PSI of the relevance gate's best-passage scores: "
+        "users asking about what the documents do not hold.",
     )
     rate_change: float = Field(
         0.05, gt=0, description="Absolute change of the fallback or error rate that counts as drift..."
@@ -180,7 +181,8 @@ def drift_report(config: MonitorConfig, baseline: pa.Table, recent: pa.Table) ->
     route, route_p = categorical_psi(routes_before, routes_after), categorical_psi_p_value(routes_before, routes_after)
     measures["route_psi"] = {"value": route, "threshold": limits.route_psi, "p_value": route_p,
                              "flagged": route is not None and route > limits.route_psi and route_p < limits.alpha,
-                             "baseline": category_shares(routes_before), "recent": category_shares(routes_after)}  # fmt: skip
+                             "baseline": category_shares(routes_before),
+                             "recent": category_shares(routes_after)}  # fmt: skip
     for column in ("prompt_tokens", "completion_tokens"):
         measures[f"{column}_psi"] = numeric_measure(
             baseline[column], recent[column], limits.length_psi, config.min_requests
@@ -216,7 +218,8 @@ def numeric_measure(baseline: pa.ChunkedArray, recent: pa.ChunkedArray, threshol
     before, after = baseline.drop_null().to_pylist(), recent.drop_null().to_pylist()
     too_few = _too_few(len(before), len(after), minimum)
     return {"value": None if too_few else numeric_psi(before, after), "threshold": threshold,
-            "baseline_mean": _mean(baseline), "recent_mean": _mean(recent), **({"note": too_few} if too_few else {})}  # fmt: skip
+            "baseline_mean": _mean(baseline), "recent_mean": _mean(recent),
+            **({"note": too_few} if too_few else {})}  # fmt: skip
 
 
 def _too_few(baseline_count: int, recent_count: int, minimum: int) -> str | None:
@@ -351,10 +354,12 @@ def render_html(report: dict) -> str:
         for test, result in report["ab"].items()
         for arm, figures in result["arms"].items()
     )
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>rayfleet monitor {escape(report['run_id'])}</title></head>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'>"
+            f"<title>rayfleet monitor {escape(report['run_id'])}</title></head>"
             f"<body><h1>Serving drift and A/B</h1><p>{escape(json.dumps(report['windows']))}</p>"
             f"<p>baseline {report['baseline_requests']} requests, recent {report['recent_requests']}</p>"
-            f"<h2>Drift</h2><table border=1><tr><th>measure</th><th>value</th><th>threshold</th><th></th></tr>{drift_rows}</table>"
+            f"<h2>Drift</h2><table border=1><tr><th>measure</th><th>value</th><th>threshold</th><th></th></tr>"
+            f"{drift_rows}</table>"
             f"<h2>A/B</h2><table border=1><tr><th>test</th><th>arm</th><th>requests</th><th>latency ms</th>"
             f"<th>error rate</th><th>verdict</th></tr>{ab_rows}</table></body></html>")  # fmt: skip
 

@@ -169,7 +169,8 @@ def resolve_adapter(reference: str, registry_root: str | None, source_folder: Pa
     trained_on = (artifact.metadata.get("base_model") or {}).get("hash")
     if trained_on and trained_on != folder_fingerprint(source_folder):
         raise InputError(f"adapter {artifact.ref} was trained on {artifact.metadata['base_model'].get('name')} (hash "
-                         f"{trained_on}), not on the source {source_folder} (hash {folder_fingerprint(source_folder)}): "
+                         f"{trained_on}), not on the source {source_folder} "
+                         f"(hash {folder_fingerprint(source_folder)}): "
                          "check it on the base it was trained on")  # fmt: skip
     return registry.fetch(artifact)
 

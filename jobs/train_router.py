@@ -151,7 +151,8 @@ def main(config: TrainRouterConfig) -> dict:
     report, probabilities = evaluate(router, test)
     report.update(
         run_id=run_id, created_at=utc_now().isoformat(), examples=len(texts), examples_from=origin,
-        examples_dropped=dropped, train_size=len(train.texts), validation_size=len(validation.texts), embedding_model=config.embedding_model,
+        examples_dropped=dropped, train_size=len(train.texts), validation_size=len(validation.texts),
+        embedding_model=config.embedding_model,
         embedding_model_hash=embedder.fingerprint, seconds=round(time.monotonic() - started, 1),
         classifier=f"LogisticRegression + CalibratedClassifierCV({config.calibration})",
     )  # fmt: skip

@@ -77,7 +77,8 @@ def parse_ref(ref: str) -> tuple[str, str]:
     """Split ``name[@selector]`` into the name and the selector (``latest`` when absent)."""
     name, at, selector = ref.partition("@")
     if not NAME.fullmatch(name) or (at and not selector) or "@" in selector:
-        raise RegistryError(f"bad registry reference {ref!r}: expected name, name@<version>, name@latest or name@promoted "
+        raise RegistryError(f"bad registry reference {ref!r}: expected name, name@<version>, name@latest "
+                            f"or name@promoted "
                             f"({NAME_RULE})")  # fmt: skip
     return name, selector or "latest"
 

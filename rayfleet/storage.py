@@ -245,7 +245,8 @@ def hidden_under(folder: str, uri: str) -> bool:
 
 
 def listed_under(folder: str, uri: str) -> bool:
-    """Whether a listing of ``folder`` would take in what is at ``uri`` (it lies under ``folder``, not in a hidden part)."""
+    """Whether a listing of ``folder`` would take in what is at ``uri`` (it lies under ``folder``,
+    not in a hidden part)."""
     return contains(folder, uri) and not hidden_under(folder, uri)
 
 

@@ -142,8 +142,10 @@ class SamplingFields(BaseModel):
     def unicode_text(cls, value: Any, info: ValidationInfo) -> Any:
         where = lone_surrogate_at(value, info.field_name)
         if where is not None:
-            raise PydanticCustomError(LONE_SURROGATE_ERROR, "the text at {where} holds a lone UTF-16 surrogate (half of "
-                                      "an escaped pair such as \\ud83d), which is not Unicode: send the whole character",
+            raise PydanticCustomError(LONE_SURROGATE_ERROR,
+                                      "the text at {where} holds a lone UTF-16 surrogate (half of "
+                                      "an escaped pair such as \\ud83d), which is not Unicode: "
+                                      "send the whole character",
                                       {"where": where})  # fmt: skip
         return value
 

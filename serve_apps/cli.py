@@ -1,6 +1,7 @@
 """Start or stop the serving app on a running Ray head (``make serve`` / ``make serve-down``).
 
-    python -m serve_apps.cli up [serve_config=serve_apps/configs/local.yaml] [address=127.0.0.1:6379] [app.KEY=VALUE ...]
+    python -m serve_apps.cli up [serve_config=serve_apps/configs/local.yaml] [address=127.0.0.1:6379] \\
+        [app.KEY=VALUE ...]
     python -m serve_apps.cli down [address=127.0.0.1:6379]
 
 ``up`` deploys the first application of the Serve config file, with its ``runtime_env``

@@ -98,8 +98,10 @@ class PathCommon(BaseConfig):
     engine: str = Field("default", description="Name of the LLM deployment (in engines) this path generates with.")
     timeout_s: float = Field(
         30.0, gt=0,
-        description="Longest the path may go quiet: to its first token, then between chunks. Past it the path has failed: "
-        "its fallback answers (a stream already begun ends with an error event). A long answer that keeps coming never times out.",
+        description="Longest the path may go quiet: to its first token, then between chunks. "
+        "Past it the path has failed: "
+        "its fallback answers (a stream already begun ends with an error event). "
+        "A long answer that keeps coming never times out.",
     )  # fmt: skip
     fallback: list[str] = Field(
         default_factory=list, description="Paths tried next, in order, if this one fails; one fallback per request."
@@ -191,7 +193,8 @@ PathConfig = Annotated[
 
 
 class RelevanceConfig(BaseConfig):
-    """Whether a routed request is about the indexed documents, asked of the index itself (rayfleet.routing.relevance)."""
+    """Whether a routed request is about the indexed documents, asked of the index itself
+    (rayfleet.routing.relevance)."""
 
     index: str = Field(
         ..., description="Index root to ask (usually the RAG path's index); its newest version is followed."
@@ -199,7 +202,8 @@ class RelevanceConfig(BaseConfig):
     min_score: Annotated[float, Field(ge=-1.0, le=1.0)] | Literal["auto"] = Field(
         "auto",
         description="Least cosine similarity of the best passage for a request to count as about the documents; "
-        "auto: set on each index version, just above the most similar of the router's general requests and at least 0.30.",
+        "auto: set on each index version, just above the most similar of the router's general requests "
+        "and at least 0.30.",
     )
     relevant_label: str = Field("rag", description="Label (or path) of requests about the documents.")
     other_label: str = Field(
@@ -236,20 +240,25 @@ class RouterConfig(BaseConfig):
     embedding_dims: int = Field(
         16,
         ge=0,
-        description="Dimensions of the projected prompt embedding logged per routed request for drift monitoring (0: none).",
+        description="Dimensions of the projected prompt embedding logged per routed request for drift monitoring "
+        "(0: none).",
     )
     placement: Literal["deployment", "ingress"] = Field(
         "deployment",
-        description="deployment: the Router deployment, scaled and resourced on its own (a transformer embedder, a GPU); "
-        "ingress: inside each ingress replica, without a call between deployments (for the static-embedding router, ~1 ms a request).",
+        description="deployment: the Router deployment, scaled and resourced on its own "
+        "(a transformer embedder, a GPU); "
+        "ingress: inside each ingress replica, without a call between deployments "
+        "(for the static-embedding router, ~1 ms a request).",
     )
     deployment: DeploymentOptions = Field(
         default_factory=DeploymentOptions, description="Ray options of the router deployment (placement: deployment)."
     )
     relevance: RelevanceConfig | None = Field(
         None,
-        description="Let the index decide between relevant_label and other_label (the classifier keeps its other labels): "
-        "questions about documents the router was never trained on reach the RAG path. Costs the query's embedding (~11 ms on a CPU core).",
+        description="Let the index decide between relevant_label and other_label "
+        "(the classifier keeps its other labels): "
+        "questions about documents the router was never trained on reach the RAG path. "
+        "Costs the query's embedding (~11 ms on a CPU core).",
     )
 
     def label_path(self, label: str) -> str:

@@ -300,7 +300,8 @@ class OpenAIServer:
         self.admit()
         user_id = headers.get(self.config.ingress.user_header) or body.user
         outcome = Outcome(
-            endpoint, body.model, body.stream, sha256_hex(request.prompt if request.prompt is not None else json.dumps(request.conversation)),
+            endpoint, body.model, body.stream,
+            sha256_hex(request.prompt if request.prompt is not None else json.dumps(request.conversation)),
             sha256_hex(user_id) if user_id else None,
         )  # fmt: skip
         try:
@@ -356,7 +357,8 @@ class OpenAIServer:
             logger.warning("router failed (%s): sending to %s", failure_reason(error), self.config.router.default_path)
             self.metrics.path_error("router", NO_ARM, failure_reason(error)[:60])
             return Decision(Target(self.config.router.default_path), "default")
-        return Decision(Target(choice.path), "router", choice.confidence, router_ms=(time.perf_counter() - started) * 1000,
+        return Decision(Target(choice.path), "router", choice.confidence,
+                        router_ms=(time.perf_counter() - started) * 1000,
                         prompt_embedding=choice.prompt_embedding, relevance=choice.relevance)  # fmt: skip
 
     def ab_test_for(self, target: Target) -> ABTestConfig | None:
@@ -452,7 +454,11 @@ class OpenAIServer:
         except Exception as error:  # mid-stream failure: the headers are gone, say it in the stream
             outcome.status, outcome.error = 500, failure_reason(error)
             self.metrics.path_error(outcome.path, outcome.decision.arm or NO_ARM, "stream")
-            yield f"data: {ErrorResponse(error=ErrorDetail(message=outcome.error, type='server_error')).model_dump_json()}\n\n"
+            yield (
+                "data: "
+                f"{ErrorResponse(error=ErrorDetail(message=outcome.error, type='server_error')).model_dump_json()}"
+                "\n\n"
+            )
         except (asyncio.CancelledError, GeneratorExit):  # the client left mid-stream
             outcome.status, outcome.error = CLIENT_CLOSED, CLIENT_CLOSED_REASON
             raise
@@ -545,7 +551,8 @@ class OpenAIServer:
             selected_by=decision.selected_by, router_confidence=decision.confidence, ab_test=decision.ab_test,
             arm=decision.arm, adapter=outcome.adapter, status=outcome.status, error=outcome.error,
             stream=outcome.stream, latency_ms=round(latency * 1000, 3),
-            ttft_ms=None if outcome.first_token_at is None else round((outcome.first_token_at - outcome.started) * 1000, 3),
+            ttft_ms=None if outcome.first_token_at is None
+            else round((outcome.first_token_at - outcome.started) * 1000, 3),
             prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
             prompt_sha256=outcome.prompt_sha256, user_sha256=outcome.user_sha256,
             prompt_embedding=decision.prompt_embedding, relevance=decision.relevance,

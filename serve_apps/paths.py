@@ -272,8 +272,8 @@ class RagPath(GeneratingPath):
     def grounded_prompt(
         self, question: str, hits: list[Hit], system: str | None, history: Conversation, max_tokens: int
     ) -> GroundedPrompt:
-        """The passages used, the conversation and its prompt ids: at most ``max_context_tokens`` of passages, and, with a
-        ``context_length``, a prompt that leaves ``max_tokens`` of it for the answer (the earlier turns
+        """The passages used, the conversation and its prompt ids: at most ``max_context_tokens`` of passages,
+        and, with a ``context_length``, a prompt that leaves ``max_tokens`` of it for the answer (the earlier turns
         dropped when they leave no room for passages).
 
         Raises:

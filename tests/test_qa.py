@@ -168,7 +168,8 @@ def test_a_chunk_that_continues_a_document_loses_its_first_sentence():
 
     text = "IONAL_COLUMNS are kept when the chunk is written. The valve opens at 3 bar when the pump starts."
     assert answer_sentences(text, 2, 6, 40) == [
-        "IONAL_COLUMNS are kept when the chunk is written.", "The valve opens at 3 bar when the pump starts."]  # fmt: skip
+        "IONAL_COLUMNS are kept when the chunk is written.",
+        "The valve opens at 3 bar when the pump starts."]  # fmt: skip
     assert answer_sentences(text, 2, 6, 40, skip_first=True) == ["The valve opens at 3 bar when the pump starts."]
 
 

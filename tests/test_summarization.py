@@ -90,7 +90,8 @@ def test_map_reduce_that_does_not_shrink_fails_the_document_instead_of_looping(e
     scaffolding = 512 - probe.piece_budget - sampling.max_tokens - SAFETY_MARGIN_TOKENS
     budget = 2 * sampling.max_tokens  # the smallest accepted: two answers and a separator do not fit
     summarizer = Summarizer(FaultInjectionNeverShorterEngine(engine.engine), sampling, SummaryPrompts(),
-                            max_model_len=scaffolding + sampling.max_tokens + SAFETY_MARGIN_TOKENS + budget)  # fmt: skip
+                            max_model_len=scaffolding + sampling.max_tokens + SAFETY_MARGIN_TOKENS
+                            + budget)  # fmt: skip
     assert summarizer.piece_budget == budget
     with pytest.raises(ValueError, match="no shorter than what they summarize .* never end"):
         summarizer.summarize([("long", LONG_TEXT)])

@@ -162,15 +162,16 @@ def test_many_bad_rows_are_all_in_the_table_but_not_all_in_the_log(tmp_path, cap
     assert len(lines) == LOGGED_ERRORS_PER_WRITE + 1
     assert lines[0].startswith("skipped s3://b/f.parquet row 0 (doc_id=d0)")
     assert (
-        lines[-1]
-        == f"skipped {5000 - LOGGED_ERRORS_PER_WRITE} more rows, not logged one by one; the errors table at {tmp_path} holds every one"
+        lines[-1] == f"skipped {5000 - LOGGED_ERRORS_PER_WRITE} more rows, not logged one by one; "
+        f"the errors table at {tmp_path} holds every one"
     )
 
 
 def test_a_users_input_files_of_other_shapes_and_time_zones_read_as_one_table(tmp_path):
     noon = dt.datetime(2026, 11, 30, 12, tzinfo=dt.timezone.utc)
     ours = pa.table({"when": pa.array([noon], pa.timestamp("us", tz="UTC")), "a": ["x"], "extra": [1]})
-    berlin = pa.table({"when": pa.array([noon], pa.timestamp("ms", tz="UTC")).cast(pa.timestamp("ms", tz="Europe/Berlin")),
+    berlin = pa.table({"when": pa.array([noon], pa.timestamp("ms", tz="UTC"))
+                               .cast(pa.timestamp("ms", tz="Europe/Berlin")),
                        "a": ["y"]})  # fmt: skip
     write_table(str(tmp_path / "in" / "ours.parquet"), ours)
     write_table(str(tmp_path / "in" / "theirs.pq"), berlin)

@@ -42,11 +42,13 @@ class SamplingConfig(BaseConfig):
     )
     seed: int | None = Field(
         0,
-        description="Random seed for sampled (temperature > 0) decoding; null samples afresh each call (serving's default).",
+        description="Random seed for sampled (temperature > 0) decoding; null samples afresh each call "
+        "(serving's default).",
     )
     regex: str | None = Field(
         None,
-        description="Constrain every reply to this regular expression (vLLM structured outputs; the transformers engine refuses it).",
+        description="Constrain every reply to this regular expression "
+        "(vLLM structured outputs; the transformers engine refuses it).",
     )
 
 

@@ -130,7 +130,8 @@ class TransformersEngine:
 
 
 class OpenAIPenalties(LogitsProcessor):
-    """Presence and frequency penalties over the tokens generated after ``prompt_width`` (vLLM's and OpenAI's meaning)."""
+    """Presence and frequency penalties over the tokens generated after ``prompt_width``
+    (vLLM's and OpenAI's meaning)."""
 
     def __init__(self, prompt_width: int, presence: float, frequency: float):
         self.prompt_width, self.presence, self.frequency = prompt_width, presence, frequency

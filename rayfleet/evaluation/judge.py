@@ -43,7 +43,8 @@ class JudgeConfig(BaseConfig):
     engine: EngineConfig = Field(default_factory=EngineConfig, description="The judge model and engine.")
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(max_tokens=16, repetition_penalty=1.0, regex=VERDICT_FORMAT),
-        description="Judge decoding: greedy, short, and held to the reply format (a small judge rarely keeps it unaided).",
+        description="Judge decoding: greedy, short, and held to the reply format "
+        "(a small judge rarely keeps it unaided).",
     )
     rubric: str = Field(RUBRIC, description="System message: the grading rubric and the reply format.")
     user: str = Field(

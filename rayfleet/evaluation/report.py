@@ -85,8 +85,10 @@ def render_report(result: dict, items: list[dict], worst: int = 10) -> str:
     header = "".join(f"<th>{escape(name)}</th>" for name in candidates)
     agreement = escape(agreement_text(result.get("judge_agreement") or {}))
     gate = promotion_html(result.get("promotion") or [])
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>rayfleet evaluation {escape(result["run_id"])}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}</style>
+    return f"""<!doctype html><html><head><meta charset="utf-8">\
+<title>rayfleet evaluation {escape(result["run_id"])}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}</style>
 </head><body><h1>Evaluation {escape(result["run_id"])}</h1>
 <p>{result["items"]} held-out questions from {escape(result["qa"])} (split {escape(result["split"])}).</p>
 <h2>Metrics</h2><img src="data:image/png;base64,{chart}" alt="metric bars">

@@ -49,7 +49,8 @@ class TokenOffsets:
         return bisect.bisect_right(self.ends, offset)
 
     def count(self, start: int, end: int) -> int:
-        """Tokens that overlap ``[start, end)``; one straddling an edge counts for both sides, so sums never undercount."""
+        """Tokens that overlap ``[start, end)``; one straddling an edge counts for both sides,
+        so sums never undercount."""
         return max(0, bisect.bisect_left(self.starts, end) - bisect.bisect_right(self.ends, start))
 
 
@@ -196,7 +197,8 @@ def chunk_document(
     measured again on each chunk's own text, so they are exact.
     """
     tokens = token_offsets(tokenizer, text)
-    spans = [trimmed + (heading,) for start, end, heading in pack_sections(text, tokens, headings, max_tokens, overlap_tokens)
+    spans = [trimmed + (heading,)
+             for start, end, heading in pack_sections(text, tokens, headings, max_tokens, overlap_tokens)
              if (trimmed := trim_span(text, start, end))]  # fmt: skip
     texts = [text[start:end] for start, end, _ in spans]
     encoded = tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"] if texts else []

@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-KEY_OF = "from bench.serve import BenchServeConfig, api_key; import sys; print(api_key(BenchServeConfig(keys_file=sys.argv[1])))"
+KEY_OF = (
+    "from bench.serve import BenchServeConfig, api_key; import sys; "
+    "print(api_key(BenchServeConfig(keys_file=sys.argv[1])))"
+)
 
 
 def key_found(keys_file: Path, environment_keys: str | None) -> subprocess.CompletedProcess:

@@ -57,7 +57,15 @@ def test_there_is_one_of_each_kind():
     [
         ("raycluster.yaml", lambda m: m["spec"]["workerGroupSpecs"][0].update(minReplica=0), "minReplica"),
         ("raycluster.yaml", lambda m: m["spec"]["headGroupSpec"].pop("template"), "template"),
-        ("raycluster.yaml", lambda m: m["spec"]["workerGroupSpecs"][1]["template"]["spec"]["containers"][0]["resources"]["limits"].update(memory="16 GB"), "16 GB"),
+        (
+            "raycluster.yaml",
+            lambda m: (
+                m["spec"]["workerGroupSpecs"][1]["template"]["spec"]["containers"][0]["resources"]["limits"].update(
+                    memory="16 GB"
+                )
+            ),
+            "16 GB",
+        ),
         ("rayjob-summarize.yaml", lambda m: m["spec"].update(submissionMode="K8sMode"), "K8sMode"),
         ("rayservice.yaml", lambda m: m["spec"].update(serveConfig="{}"), "serveConfig"),
     ],

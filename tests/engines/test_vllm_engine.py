@@ -53,7 +53,8 @@ def test_stop_strings_and_penalties_mean_the_same_in_both_engines(engines):
     prompts = [[{"role": "user", "content": "Name three primary colors."}],
                [{"role": "user", "content": "Write the word cat ten times."}]]  # fmt: skip
     replies = {(engine.name, name): engine.generate(prompts, sampling)
-               for engine in engines for name, sampling in [("plain", plain), ("stop", stop), ("penalized", penalized)]}  # fmt: skip
+               for engine in engines
+               for name, sampling in [("plain", plain), ("stop", stop), ("penalized", penalized)]}  # fmt: skip
     for name in ("stop", "penalized"):
         assert [r.text for r in replies["vllm", name]] == [r.text for r in replies["transformers", name]], name
     for free, stopped in zip(replies["vllm", "plain"], replies["vllm", "stop"]):

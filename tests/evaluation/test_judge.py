@@ -29,5 +29,6 @@ def test_the_conversation_carries_rubric_question_reference_and_answer():
 def test_placeholders_inside_the_question_or_reference_are_kept_as_written():
     messages = JudgeConfig().conversation("What does {answer} print in str.format?", "the {reference} field", "Bob")
     assert messages[1]["content"] == (
-        "Question: What does {answer} print in str.format?\nReference answer: the {reference} field\nAnswer to grade: Bob"
+        "Question: What does {answer} print in str.format?\nReference answer: the {reference} field\n"
+        "Answer to grade: Bob"
     )

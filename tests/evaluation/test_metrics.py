@@ -47,7 +47,8 @@ def test_english_rouge_l_is_rouge_score_s_own():
 def test_every_script_is_scored_not_only_latin():
     assert rouge_l("Привет, мир", "привет мир") == 1.0
     assert score_answer("東京", "東京") == {"exact_match": 1.0, "f1": 1.0, "rouge_l": 1.0}
-    # Unspaced scripts count characters: [首 都 は 東 京] against [日 本 の 首 都 は 東 京 で す]: overlap 5 -> P 1, R 1/2 -> F 2/3
+    # Unspaced scripts count characters: [首 都 は 東 京] against [日 本 の 首 都 は 東 京 で す]:
+    # overlap 5 -> P 1, R 1/2 -> F 2/3
     assert token_f1("首都は東京", "日本の首都は東京です") == pytest.approx(2 / 3)
     assert rouge_l("首都は東京", "日本の首都は東京です") == pytest.approx(2 / 3)
 

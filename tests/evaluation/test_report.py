@@ -13,8 +13,8 @@ def interval(mean: float) -> dict:
 
 def result_with(agreement: dict, promotion: list[dict]) -> dict:
     metrics = {"exact_match": interval(0.0), "f1": interval(0.2), "rouge_l": interval(0.18), "judge": None}
-    return {"run_id": "r1", "items": 1, "qa": "qa/", "split": "test", "judge_agreement": agreement, "promotion": promotion,
-            "candidates": ["base", "tuned"],
+    return {"run_id": "r1", "items": 1, "qa": "qa/", "split": "test", "judge_agreement": agreement,
+            "promotion": promotion, "candidates": ["base", "tuned"],
             "intervals": {"base": metrics, "tuned": {**metrics, "f1": interval(0.3)}}}  # fmt: skip
 
 
@@ -29,7 +29,8 @@ def test_the_judge_agreement_and_the_gate_read_as_sentences():
     assert "ρ = +0.41 (p = 0.0012, 40 answers); 2 judge replies unparsed" in page
     assert "<b>qa@2</b>: promoted over base: f1 gain +0.1000 passes" in page
     assert "What &lt;b&gt;?" in page
-    without_judge = render_report(result_with({"spearman": None, "p_value": None, "items": 0, "unparsed_judge_replies": None},
+    without_judge = render_report(result_with({"spearman": None, "p_value": None, "items": 0,
+                                               "unparsed_judge_replies": None},
                                               []), ITEMS)  # fmt: skip
     assert "not measured: the judge did not run" in without_judge and "No adapter version was gated" in without_judge
     for text in (page, without_judge):

@@ -126,7 +126,10 @@ def test_the_command_line_refuses_a_missing_ledger_or_rule_config_and_a_bad_conf
     with pytest.raises(SystemExit, match=f"no ledger at {tmp_path}/nodir/ledger.sqlite"):
         events_main(["status", f"ledger.sqlite_path={tmp_path}/nodir/ledger.sqlite"])
     assert not (tmp_path / "nodir").exists()
-    rules = "rules=[{name: r, job: jobs.summarize, config: jobs/configs/summarize/nonesuch.yaml, overrides: ['input={uri}']}]"
+    rules = (
+        "rules=[{name: r, job: jobs.summarize, config: jobs/configs/summarize/nonesuch.yaml, "
+        "overrides: ['input={uri}']}]"
+    )
     with pytest.raises(SystemExit, match="rule 'r': config jobs/configs/summarize/nonesuch.yaml is no file in"):
         events_main(["requeue", f"ledger.sqlite_path={tmp_path / 'ledger.sqlite'}", rules, "--state", "dead_letter"])
     for wrong in ([f"config={tmp_path}/none.yaml"], ["status_limit=0"], ["nosuchkey=1"]):

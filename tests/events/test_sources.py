@@ -56,13 +56,15 @@ def test_sns_envelope_is_unwrapped():
 def test_a_suspended_versioning_buckets_null_version_is_no_version():
     """S3 gives every upload to a bucket whose versioning is suspended the version "null": read as a
     version, a changed file would be one object version for ever, and its new contents never processed."""
-    first, second = (json.dumps({"Records": [s3_record("a.parquet", version_id="null")]}).replace("0A1B2C3D4E5F678901", mark)
+    first, second = (json.dumps({"Records": [s3_record("a.parquet", version_id="null")]})
+                     .replace("0A1B2C3D4E5F678901", mark)
                      for mark in ("0A1B2C3D4E5F678901", "0A1B2C3D4E5F6789FF"))  # fmt: skip
     (event,), (later,) = parse_s3_notification(first), parse_s3_notification(second)
     assert event.version_id is None and event.object_version != later.object_version
 
 
-@pytest.mark.parametrize("body", ["not json", "[1, 2]", '{"hello": "world"}', '{"Records": [{"eventName": "ObjectCreated:Put"}]}',
+@pytest.mark.parametrize("body", ["not json", "[1, 2]", '{"hello": "world"}',
+                                  '{"Records": [{"eventName": "ObjectCreated:Put"}]}',
                                   '{"Records": [null]}', '{"Records": ["ObjectCreated:Put"]}'])  # fmt: skip
 def test_other_messages_are_rejected(body):
     with pytest.raises(NotAnS3Notification):

@@ -49,7 +49,8 @@ def test_documents_missing_from_the_input_are_named_as_removed():
 
 
 def test_a_document_repeating_a_chunk_word_for_word_is_indexed_with_it_once():
-    chunks = pa.table({"chunk_id": [f"c{i}" for i in range(6)], "doc_id": ["long", "long", "long", "other", "long", "other"],
+    chunks = pa.table({"chunk_id": [f"c{i}" for i in range(6)],
+                       "doc_id": ["long", "long", "long", "other", "long", "other"],
                        "text": ["x" * 50, "x" * 50, "tail", "x" * 50, "x" * 50, "x" * 50]})  # fmt: skip
     kept = without_repeated_text(chunks)
     assert kept["chunk_id"].to_pylist() == ["c0", "c2", "c3"]  # the same text in another document stays

@@ -8,7 +8,8 @@ from rayfleet.tables import read_folder, read_table
 
 def test_documents_qa_and_chunks_are_written_together(tmp_path):
     config = DemoDocumentsConfig(output=str(tmp_path / "documents"), count=3, split="test", content="abstract",
-                                 qa_output=str(tmp_path / "qa"), chunks_output=str(tmp_path / "chunks"), chunk_tokens=64)  # fmt: skip
+                                 qa_output=str(tmp_path / "qa"), chunks_output=str(tmp_path / "chunks"),
+                                 chunk_tokens=64)  # fmt: skip
 
     documents = read_table(main(config)).to_pylist()
 

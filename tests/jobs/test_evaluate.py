@@ -37,7 +37,8 @@ def held_out_pairs(chunks: list[dict], count: int) -> list[dict]:
         for sentence in answer_sentences(chunk["text"], 1, 10, 30):
             start = " ".join(sentence.split()[:10])
             pairs.append({"question": f"How does the sentence that starts with '{start}' continue?", "answer": sentence,
-                          "doc_id": chunk["doc_id"], "chunk_id": chunk["chunk_id"], "origin": "generated", "split": "test"})  # fmt: skip
+                          "doc_id": chunk["doc_id"], "chunk_id": chunk["chunk_id"], "origin": "generated",
+                          "split": "test"})  # fmt: skip
         if len(pairs) == count:
             break
     return pairs
@@ -66,11 +67,13 @@ def test_base_adapters_and_rag_are_scored_the_best_adapter_promoted_and_a_worse_
     # garbling one, worse than that incumbent, is refused whatever the order of the candidates.
     overrides = [
         f"qa={s3_prefix}/qa", f"index={index_uri}", f"registry={s3_prefix}/registry", f"output={s3_prefix}/eval",
-        "engine.kind=transformers", "judge.engine.kind=vllm", "judge.engine.cpu_kv_cache_gib=1", "sampling.max_tokens=32", "top_k=2",
+        "engine.kind=transformers", "judge.engine.kind=vllm", "judge.engine.cpu_kv_cache_gib=1",
+        "sampling.max_tokens=32", "top_k=2",
         "gate.min_improvement=0.0", "gate.require_significant_gain=false",
     ]  # fmt: skip
     candidates = [{"name": "base", "kind": "base"}, {"name": "garbled", "kind": "adapter", "adapter": garbled},
-                  {"name": "harmless", "kind": "adapter", "adapter": harmless}, {"name": "rag", "kind": "rag"}]  # fmt: skip
+                  {"name": "harmless", "kind": "adapter", "adapter": harmless},
+                  {"name": "rag", "kind": "rag"}]  # fmt: skip
 
     result = main(load_config(EvaluateConfig, overrides + [f"candidates={json.dumps(candidates)}"]))
 

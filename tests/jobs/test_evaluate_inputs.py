@@ -82,12 +82,14 @@ def test_numbers_one_or_several_answers_in_different_files_and_pairs_without_a_s
         pa.Table.from_pylist([{"question": 1984, "answer": "Orwell", "doc_id": "o"}]),
     )
     write_table(str(tmp_path / "qa" / "lists.parquet"),
-                pa.Table.from_pylist([{"question": "Which city?", "answer": ["Lyon", "Lugdunum"], "doc_id": "d2"}]))  # fmt: skip
+                pa.Table.from_pylist([{"question": "Which city?", "answer": ["Lyon", "Lugdunum"],
+                                       "doc_id": "d2"}]))  # fmt: skip
     items = {item["question"]: item for item in load_questions(config_for(tmp_path))}
     assert (items["How many?"]["references"], items["How many?"]["doc_id"]) == (["42"], "17")
     assert items["Which city?"]["references"] == ["Lyon", "Lugdunum"] and items["1984"]["references"] == ["Orwell"]
     write_table(str(tmp_path / "qa" / "split.parquet"),
-                pa.Table.from_pylist([{"question": "Held out?", "answer": "yes", "doc_id": "d3", "split": "test"}]))  # fmt: skip
+                pa.Table.from_pylist([{"question": "Held out?", "answer": "yes", "doc_id": "d3",
+                                       "split": "test"}]))  # fmt: skip
     with caplog.at_level("WARNING"):
         assert [item["question"] for item in load_questions(config_for(tmp_path))] == ["Held out?"]
     assert "3 pairs of" in caplog.text and "have no split while the others have one" in caplog.text
@@ -98,7 +100,8 @@ def test_numbers_one_or_several_answers_in_different_files_and_pairs_without_a_s
 def test_a_question_that_leaves_no_room_to_answer_is_dropped_not_sent_to_fail_the_batch(tmp_path, caplog):
     (tmp_path / "qa").mkdir()
     rows = [{"question": "What is 2+2?", "answer": "4", "doc_id": "m"},
-            {"question": "Summarize: " + "the cat sat on the mat. " * 700, "answer": "the mat", "doc_id": "long"}]  # fmt: skip
+            {"question": "Summarize: " + "the cat sat on the mat. " * 700, "answer": "the mat",
+             "doc_id": "long"}]  # fmt: skip
     write_table(str(tmp_path / "qa" / "qa.parquet"), pa.Table.from_pylist(rows))
     with caplog.at_level("WARNING"):
         items = load_questions(config_for(tmp_path, "judge.enabled=false"))

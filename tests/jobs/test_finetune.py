@@ -96,7 +96,8 @@ def overfit_run(ray_cluster, qa_set, smollm2_path):
     """SmolLM2 trained on the 12 pairs for 8 steps on 2 workers; the job's report and config."""
     prefix = "s3://rayfleet-test/finetune-overfit"
     config = job_config(ray_cluster, qa_set, prefix, smollm2_path, "train.max_steps=8", "train.learning_rate=1e-3",
-                        "train.eval_every=4", "train.checkpoint_every=4", "train.schedule=constant", "export_merged=true")  # fmt: skip
+                        "train.eval_every=4", "train.checkpoint_every=4", "train.schedule=constant",
+                        "export_merged=true")  # fmt: skip
     return main(config), config
 
 
@@ -160,9 +161,10 @@ def test_adapter_gives_the_same_greedy_answers_in_vllm_and_transformers(overfit_
 def test_a_worker_killed_mid_run_resumes_from_its_checkpoint_without_repeating_or_skipping_steps(
     ray_cluster, qa_set, s3_prefix, tiny_llama_path
 ):
-    config = job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=6", "train.checkpoint_every=2",
-                        "train.eval_every=6", "train.gradient_accumulation_steps=2", "keep_checkpoints=null",
-                        "fault_injection.kill_worker_at_step=3", "fault_injection.kill_worker_rank=1", "max_failures=1")  # fmt: skip
+    config = job_config(ray_cluster, qa_set, s3_prefix, tiny_llama_path, "train.max_steps=6",
+                        "train.checkpoint_every=2", "train.eval_every=6", "train.gradient_accumulation_steps=2",
+                        "keep_checkpoints=null", "fault_injection.kill_worker_at_step=3",
+                        "fault_injection.kill_worker_rank=1", "max_failures=1")  # fmt: skip
 
     report = main(config)
 
@@ -334,7 +336,8 @@ def test_changed_settings_are_named_and_older_checkpoints_without_them_pass():
     ("adapter_name=bot@v2", "bad registry name"), ("adapter_name=..", "bad registry name"),
     ("data.validation=somewhere", "without data.train"), ("data.max_seq_len=2048", "above data.pack_length"),
     ("data.demo_extra_train_papers=31", "more than the 50 papers"),
-    ("run_name=../../escape", "bad registry name"), ("run_name=", "bad registry name"), ("run_name=my run ü", "bad registry name"),
+    ("run_name=../../escape", "bad registry name"), ("run_name=", "bad registry name"),
+    ("run_name=my run ü", "bad registry name"),
 ])  # fmt: skip
 def test_settings_that_would_be_ignored_or_not_resolve_are_refused(override, message):
     with pytest.raises(ValueError, match=message):

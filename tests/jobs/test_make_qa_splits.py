@@ -49,17 +49,19 @@ def test_pairs_of_a_document_its_file_no_longer_holds_leave_the_sets(tmp_path):
     write_table(f"{tmp_path}/corpus/chunks/part-1.parquet", pa.table({
         "chunk_id": ["old-0", "new-0", "gone-0"], "doc_id": ["old", "new", "gone"], "text": [text] * 3,
         "token_count": [50] * 3}))  # fmt: skip
-    ledger = [("manual.txt", "old", "ingested", 0), ("notes.txt", "gone", "ingested", 0), ("manual.txt", "new", "ingested", 1),
-              ("notes.txt", None, "deleted", 1)]  # fmt: skip
+    ledger = [("manual.txt", "old", "ingested", 0), ("notes.txt", "gone", "ingested", 0),
+              ("manual.txt", "new", "ingested", 1), ("notes.txt", None, "deleted", 1)]  # fmt: skip
     write_table(f"{tmp_path}/corpus/_files/r.parquet", pa.Table.from_pylist(
         [{"source": source, "bytes": 1, "modified": "", "doc_id": doc_id, "outcome": outcome, "run_id": f"r{run}",
-          "created_at": now + datetime.timedelta(seconds=run)} for source, doc_id, outcome, run in ledger], FILES_SCHEMA))  # fmt: skip
+          "created_at": now + datetime.timedelta(seconds=run)} for source, doc_id, outcome, run in ledger],
+        FILES_SCHEMA))  # fmt: skip
     superseded = superseded_beside(f"{tmp_path}/corpus/chunks")
     assert superseded == {"old", "gone"}
     config = load_config(MakeQaConfig, [f"input={tmp_path}/corpus/chunks", f"output={tmp_path}/qa"])
     assert plan_chunks(config, set(), superseded)[1] == 1
-    rows = [{"chunk_id": f"{doc_id}-0", "doc_id": doc_id, "question": f"What is checked in {doc_id}?", "answer": "Valve 3.",
-             "status": "valid", "model": "m", "run_id": "r", "created_at": now} for doc_id in ("old", "new", "gone")]  # fmt: skip
+    rows = [{"chunk_id": f"{doc_id}-0", "doc_id": doc_id, "question": f"What is checked in {doc_id}?",
+             "answer": "Valve 3.", "status": "valid", "model": "m", "run_id": "r", "created_at": now}
+            for doc_id in ("old", "new", "gone")]  # fmt: skip
     write_table(f"{tmp_path}/qa/_candidates/r.parquet", pa.Table.from_pylist(rows, QA_CANDIDATES_SCHEMA))
     build_dataset(config, "r", superseded)
     assert set(read_folder(f"{tmp_path}/qa/qa", ["doc_id"])["doc_id"].to_pylist()) == {"new"}

@@ -50,8 +50,8 @@ def test_a_shifted_recent_window_is_flagged_and_the_faster_arm_wins(s3_prefix):
     write_logs(f"{s3_prefix}/logs/part-1.parquet", baseline)
     write_logs(f"{s3_prefix}/logs/part-2.parquet", recent)
 
-    report = main(MonitorConfig(logs=f"{s3_prefix}/logs", output=f"{s3_prefix}/monitor", recent_hours=6, baseline_hours=24,
-                                until=NOW))  # fmt: skip
+    report = main(MonitorConfig(logs=f"{s3_prefix}/logs", output=f"{s3_prefix}/monitor", recent_hours=6,
+                                baseline_hours=24, until=NOW))  # fmt: skip
 
     assert (report["baseline_requests"], report["recent_requests"]) == (600, 600)
     assert report["drift_verdict"] == "drift"

@@ -78,7 +78,8 @@ def test_a_question_that_leaves_no_room_for_passages_is_refused():
 
 
 def test_passages_are_numbered_name_their_document_and_page_and_are_cut():
-    conversation = grounded_conversation("What opens at 3 bar?", [hit(1, "the valve opens at 3 bar.", 4), hit(2, "x " * 100)],
+    conversation = grounded_conversation("What opens at 3 bar?",
+                                         [hit(1, "the valve opens at 3 bar.", 4), hit(2, "x " * 100)],
                                          TOKENIZER, 8, system_prompt="Be brief.")  # fmt: skip
     assert conversation[0] == {"role": "system", "content": f"Be brief.\n\n{RAG_INSTRUCTIONS}"}
     user = conversation[1]["content"]

@@ -53,7 +53,8 @@ def test_the_shapes_labelled_data_comes_in_read_the_same(tmp_path):
 
 def test_json_labels_of_mixed_types_read_as_text(tmp_path):
     rows = [{"text": "one?", "label": 1}, {"text": "two?", "label": "1"}, {"text": "three?", "label": 2.0},
-            {"text": "four?", "label": True}, {"text": 5, "label": "n"}, {"text": {"nested": 1}, "label": "x"}]  # fmt: skip
+            {"text": "four?", "label": True}, {"text": 5, "label": "n"},
+            {"text": {"nested": 1}, "label": "x"}]  # fmt: skip
     (tmp_path / "mixed.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
     read = read_examples(str(tmp_path / "mixed.jsonl")).to_pylist()
     assert [row["label"] for row in read] == ["1", "1", "2.0", "true", "n", "x"]

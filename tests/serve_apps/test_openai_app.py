@@ -41,20 +41,22 @@ LONG_PROMPT = LONG_ANSWER + " The dragon lives in the mountains above a small vi
 def app_args(artifacts) -> dict:
     """The app's args for this module: every kind of path, small limits, an A/B test."""
     return {
-        "engines": {"default": {"engine": {"kind": "vllm", "cpu_kv_cache_gib": 1, "max_model_len": 2048, "max_num_seqs": 16},
+        "engines": {"default": {"engine": {"kind": "vllm", "cpu_kv_cache_gib": 1, "max_model_len": 2048,
+                                           "max_num_seqs": 16},
                                 "max_loras": 2, "max_lora_rank": 8}},
         "paths": {
             "base": {"kind": "base", "timeout_s": 60},
             "finetuned": {"kind": "finetuned", "registry": artifacts.registry, "default_adapter": "qa@latest",
                           "fallback": ["base"], "timeout_s": 60},
-            "rag": {"kind": "rag", "index": artifacts.index, "index_refresh_s": 1, "top_k": 2, "max_context_tokens": 256,
-                    "fallback": ["base"], "timeout_s": 60},
+            "rag": {"kind": "rag", "index": artifacts.index, "index_refresh_s": 1, "top_k": 2,
+                    "max_context_tokens": 256, "fallback": ["base"], "timeout_s": 60},
             "broken": {"kind": "fault_injection", "mode": "error", "fallback": ["base"]},
             "stuck": {"kind": "fault_injection", "mode": "hang", "timeout_s": 2, "fallback": ["base"]},
             "hasty": {"kind": "base", "timeout_s": 0.2, "fallback": ["base"]},  # no first token of LONG_PROMPT in 0.2 s
         },
         "router": {"model": artifacts.router, "relevance": {"index": artifacts.index, "refresh_s": 1}},
-        "ingress": {"limits": {"max_prompt_tokens": 256, "max_tokens": 48, "default_max_tokens": 8, "max_in_flight": 6}},
+        "ingress": {"limits": {"max_prompt_tokens": 256, "max_tokens": 48, "default_max_tokens": 8,
+                               "max_in_flight": 6}},
         "ab_tests": [{"name": "qa-v1-v2", "applies_to": "rayfleet-finetuned",
                       "arms": [{"name": "v1", "weight": 3, "model": "rayfleet-finetuned:qa@1"},
                                {"name": "v2", "weight": 1, "model": "rayfleet-finetuned:qa@2"}]}],
@@ -218,7 +220,8 @@ def test_stop_sequences_end_answers_streamed_or_not(client):
     stopped = chat(client, "rayfleet-base", question, max_tokens=24, stop=[stop]).parse().choices[0]
     assert stopped.message.content == free[: free.index(stop)] and stopped.finish_reason == "stop"
     chunks = list(client.chat.completions.create(
-        model="rayfleet-base", messages=[{"role": "user", "content": question}], max_tokens=24, stop=stop, stream=True))  # fmt: skip
+        model="rayfleet-base", messages=[{"role": "user", "content": question}], max_tokens=24, stop=stop,
+        stream=True))  # fmt: skip
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == stopped.message.content
     assert chunks[-1].choices[0].finish_reason == "stop"
 

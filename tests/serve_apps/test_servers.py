@@ -63,7 +63,8 @@ def test_model_names_parse_to_paths_and_adapters():
 
 def test_ab_arms_follow_the_weights_and_stick_to_users():
     test = ABTestConfig.model_validate({"name": "t", "applies_to": "rayfleet-finetuned", "arms": [
-        {"name": "a", "weight": 3, "model": "rayfleet-finetuned:qa@1"}, {"name": "b", "weight": 1, "model": "rayfleet-base"}]})  # fmt: skip
+        {"name": "a", "weight": 3, "model": "rayfleet-finetuned:qa@1"},
+        {"name": "b", "weight": 1, "model": "rayfleet-base"}]})  # fmt: skip
     counts = Counter(choose_arm(test, f"user-{n}").name for n in range(20000))
     assert abs(counts["a"] / 20000 - 0.75) < 0.015
     assert all(choose_arm(test, f"user-{n}") == choose_arm(test, f"user-{n}") for n in range(100))
@@ -100,7 +101,8 @@ def minimal_config(**changes) -> dict:
         ({"paths": {"base": {"kind": "base", "fallback": ["base"]}}}, "falls back to unknown or itself"),
         ({"router": {"default_path": "rag"}}, "router names paths that do not exist"),
         ({"router": {"relevance": {"index": "s3://bucket/index"}}}, r"paths that do not exist: \['rag'\]"),
-        ({"paths": {"base": {"kind": "base"}, "rag": {"kind": "rag", "index": "x", "min_score": "auto"}}}, "needs a fallback"),
+        ({"paths": {"base": {"kind": "base"}, "rag": {"kind": "rag", "index": "x", "min_score": "auto"}}},
+         "needs a fallback"),
         ({"router": {"relevance": {"index": "s3://bucket/index", "min_score": 1.5}}}, "less than or equal to 1"),
         ({"router": {"relevance": {"index": "s3://b/i", "relevant_label": "base"}}}, "are both 'base'"),
         ({"paths": {"base": {"kind": "base", "deployment": {"num_replicas": 2, "autoscaling": {}}}}}, "not both"),
@@ -233,7 +235,8 @@ def test_ingress_routes_answers_and_reports_headers(server):
         fallen = await ask(client, text="please break")
         assert fallen.headers["x-rayfleet-fallback"] == "broken>base"
         chunks = [chunk async for chunk in await client.chat.completions.create(
-            model="rayfleet-base", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, stream=True)]  # fmt: skip
+            model="rayfleet-base", messages=[{"role": "user", "content": "Hi"}], max_tokens=4,
+            stream=True)]  # fmt: skip
         assert chunks[0].choices[0].delta.role == "assistant"
         assert chunks[-1].choices[0].finish_reason in ("stop", "length")
 
@@ -299,7 +302,8 @@ def test_ingress_reads_what_newer_clients_send_and_honours_stop(server):
         client = openai_client(server)
         as_parts = await client.chat.completions.create(model="rayfleet-base", max_tokens=4, messages=[
             {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
-            {"role": "user", "content": [{"type": "text", "text": "Hello"}, {"type": "text", "text": "there"}]}])  # fmt: skip
+            {"role": "user", "content": [{"type": "text", "text": "Hello"},
+                                         {"type": "text", "text": "there"}]}])  # fmt: skip
         as_strings = await client.chat.completions.create(model="rayfleet-base", max_tokens=4, messages=[
             {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello\nthere"}])  # fmt: skip
         user_only = (await ask(client, model="rayfleet-base", text="Hello\nthere")).parse()
@@ -315,7 +319,8 @@ def test_ingress_reads_what_newer_clients_send_and_honours_stop(server):
 
 @pytest.mark.parametrize("options, complaint", [
     ({"n": 2}, "not supported by this server: n=2"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "not supported by this server: tools="),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+     "not supported by this server: tools="),
     ({"logprobs": True}, "not supported by this server: logprobs=True"),
     ({"response_format": {"type": "json_object"}}, "response_format="),
     ({"stop": ["a", "b", "c", "d", "e"]}, "at most 4 stop sequences"),
@@ -805,7 +810,8 @@ def test_a_pinned_adapter_version_is_checked_by_the_ingress_and_can_be_retrieved
     (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
     Registry(str(tmp_path / "registry"), kind="adapters").publish("acme-qa", str(tmp_path / "adapter"), {})
     config = ServeAppConfig.model_validate(minimal_config(paths={
-        "base": {"kind": "base"}, "finetuned": {"kind": "finetuned", "registry": str(tmp_path / "registry")}}))  # fmt: skip
+        "base": {"kind": "base"},
+        "finetuned": {"kind": "finetuned", "registry": str(tmp_path / "registry")}}))  # fmt: skip
 
     async def route(text: str) -> RouteChoice:
         return RouteChoice("base", 1.0, "base")
@@ -852,8 +858,9 @@ def test_any_content_type_reads_as_json_a_trailing_slash_is_the_path_and_broken_
 
     async def scenario():
         async with http_client(server) as http:
-            as_curl_sends_it = await http.post("/v1/chat/completions", content=body,
-                                               headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+            as_curl_sends_it = await http.post(
+                "/v1/chat/completions", content=body,
+                headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
             without_type = await http.post("/v1/chat/completions", content=body)
             cut = await http.post(
                 "/v1/chat/completions", content=body[:40], headers={"Content-Type": "application/json"}
@@ -897,7 +904,8 @@ def test_refusals_name_the_field_and_are_counted_before_any_path_is_asked(server
         async with http_client(server) as http:
             return [await http.post("/v1/chat/completions", json=chat | change) for change in (
                 {"n": 2}, {"messages": [{"role": "user", "content": None}]}, {"max_tokens": 17},
-                {"max_completion_tokens": 17}, {"model": "rayfleet-gpt"}, {"messages": [{"role": "user", "content": "word " * 100}]},
+                {"max_completion_tokens": 17}, {"model": "rayfleet-gpt"},
+                {"messages": [{"role": "user", "content": "word " * 100}]},
             )]  # fmt: skip
 
     answers = asyncio.run(scenario())
@@ -921,7 +929,10 @@ def test_text_with_a_lone_surrogate_is_refused_where_it_is(server):
         b'{"model": "rayfleet-base", "max_tokens": 4, "messages": [{"role": "user", "content": "ok \\ud83d\\ude00"}]}'
     )
     cut_content = whole.replace(b"\\ude00", b"")
-    cut_part = b'{"model": "rayfleet-base", "max_tokens": 4, "messages": [{"role": "user", "content": [{"type": "text", "text": "\\ud83d"}]}]}'
+    cut_part = (
+        b'{"model": "rayfleet-base", "max_tokens": 4, "messages": [{"role": "user", "content": [{"type": "text", '
+        b'"text": "\\ud83d"}]}]}'
+    )
     cut_stop = whole[:-1] + b', "stop": "\\ud83d"}'
     cut_prompt = b'{"model": "rayfleet-base", "max_tokens": 4, "prompt": "\\ud83d hi"}'
 

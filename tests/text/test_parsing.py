@@ -335,7 +335,8 @@ def test_odt_headings_paragraphs_lists_and_tables_in_order():
     document = parse_file("pump.odt", odt_bytes())
     assert document.mime_type == MIME_ODT and document.title == "Pump maintenance"
     assert document.text.split("\n\n") == ["Pump maintenance", "Check the seals every month.", "Drain the pump.",
-                                            "Open the casing.", "Parts", "part | interval", "impeller | yearly"]  # fmt: skip
+                                            "Open the casing.", "Parts", "part | interval",
+                                            "impeller | yearly"]  # fmt: skip
     assert [(h.level, h.title) for h in document.headings] == [(1, "Pump maintenance"), (2, "Parts")]
     assert all(document.text[h.offset :].startswith(h.title) for h in document.headings)
 

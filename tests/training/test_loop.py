@@ -13,7 +13,8 @@ from rayfleet.training.loop import TrainSettings, learning_rate_factor, loss_sum
 from rayfleet.training.model import LoraSettings, QuantizationUnavailableError, build_lora_model
 
 FACTS = [("Which valve leaks?", "Valve 7 on the north pump."), ("Who checks the valves?", "The night shift, weekly."),
-         ("Where is the spare filter?", "In locker B12."), ("What torque for the flange?", "Forty newton metres.")]  # fmt: skip
+         ("Where is the spare filter?", "In locker B12."),
+         ("What torque for the flange?", "Forty newton metres.")]  # fmt: skip
 LORA = LoraSettings(rank=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"])
 
 

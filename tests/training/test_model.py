@@ -1,4 +1,5 @@
-"""The LoRA model: compiled layers and loss match eager ones for any packing; the GPU's cast-free adapters match peft's."""
+"""The LoRA model: compiled layers and loss match eager ones for any packing; the GPU's cast-free adapters
+match peft's."""
 
 from __future__ import annotations
 
