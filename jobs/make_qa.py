@@ -13,8 +13,8 @@ actor pool, vLLM by default; the same path as ``jobs.summarize``). By default
 a question for each; ``strategy=free`` asks for pairs as JSON, parsed leniently. Every
 pair is validated (sizes, a real question, answer grounded in the chunk, question about
 the chunk); each batch commits all proposals,
-kept or dropped with the reason, to ``output/_candidates/``, so a rerun only
-generates for chunks not yet done. Then, over all candidates (and the optional
+kept or dropped with the reason, to ``output/_candidates/`` (merged into larger files at the end of
+the run), so a rerun only generates for chunks not yet done. Then, over all candidates (and the optional
 user-written pairs, JSONL or Parquet, validated against the same schema):
 near-duplicate questions are removed, documents are split train / validation / test
 by a hash of ``doc_id`` (no document in two splits), and the job writes
@@ -65,6 +65,8 @@ from rayfleet.qa import (
 )
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.tables import (
+    MERGED_FILE_BYTES,
+    compact_run_files,
     error_row,
     new_run_id,
     read_column_values,
@@ -99,7 +101,15 @@ class MakeQaConfig(BaseConfig):
     min_chunk_tokens: int = Field(
         24, ge=1, description="Chunks shorter than this are skipped (too little to ask about)."
     )
-    batch_size: int = Field(32, ge=1, description="Chunks per engine batch (and per committed candidates file).")
+    batch_size: int = Field(
+        32, ge=1, description="Chunks per engine batch (and per committed candidates file until merged)."
+    )
+    output_file_bytes: int = Field(
+        MERGED_FILE_BYTES,
+        ge=0,
+        description="At the end of a run the candidates files it committed (one per batch) are merged into files of "
+        "up to about this size (a merge is held in memory); 0: none merged.",
+    )
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine and model.")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=256), description="Decoding.")
     prompts: QaPrompts = Field(default_factory=QaPrompts, description="Prompt templates of the free strategy.")
@@ -378,6 +388,7 @@ def main(config: MakeQaConfig) -> dict:
         check_model(config.engine.model)
         init_ray(config.ray_address)
         generate_candidates(config, sources, done, superseded, run_id, todo)
+        compact_run_files(config.table("_candidates"), run_id, config.output_file_bytes)
     report = {
         "run_id": run_id,
         "chunks_generated": todo,

@@ -70,6 +70,9 @@ def test_junk_outputs_are_all_dropped_and_accounted_for(ray_cluster, s3_prefix, 
         "every chunk answered for"
     )
     assert all(row["status"] == "dropped" and row["reason"] for row in candidates), "junk is never kept"
+    assert len(usable) > 4 and len(storage.list_files(f"{s3_prefix}/qa/_candidates", (".parquet",))) == 1, (
+        "the run's batch files are merged"
+    )
     assert sum(report["dropped"].values()) == len(candidates) and report["generated_valid"] == 0
     assert (report["user_pairs"], report["user_rows_rejected"]) == (2, 1)
     assert report["pairs"] == {"train": 2, "validation": 0, "test": 0}
