@@ -148,22 +148,30 @@ class SummarizeWorker:
         logger.info("%s engine ready in %.1f s", self.engine.name, time.monotonic() - started)
 
     def __call__(self, batch: dict) -> dict:
-        """Summarize one batch and commit its summaries as one new output file.
+        """Summarize one batch and commit its summaries as new output files.
 
         Committing here, batch by batch (not in a final Ray Data write, which buffers),
         is what makes a killed run resumable: every finished batch is already in
-        ``output`` as a complete file. Returns the batch's figures for progress.
+        ``output`` as a complete file. A batch holding a long document commits the others as
+        soon as they are done, not after its map-reduce. Returns the batch's figures for progress.
         """
         started = time.monotonic()
         readable = [not aside for aside in batch["set_aside"]]
         documents = [(doc_id, text) for doc_id, text, ok in zip(batch["doc_id"], batch["text"], readable) if ok]
-        results, errors = self._summarize_isolating_failures(documents, batch)
         sources = dict(zip(batch["doc_id"], batch["source"]))
-        if results:
-            table = pa.Table.from_pylist(
-                [self._row(result, sources[result.doc_id]) for result in results], SUMMARIES_SCHEMA
-            )
-            write_table(storage.join(self.config.output, f"part-{self.run_id}-{uuid.uuid4().hex[:12]}.parquet"), table)
+        committed: dict[str, SummaryResult] = {}
+
+        def commit(results: list[SummaryResult]) -> None:
+            """Commit the summaries not committed yet as one new file (an empty one is an error row, later)."""
+            fresh = [result for result in results if result.summary.strip() and result.doc_id not in committed]
+            if fresh:
+                rows = [self._row(result, sources[result.doc_id]) for result in fresh]
+                name = f"part-{self.run_id}-{uuid.uuid4().hex[:12]}.parquet"
+                write_table(storage.join(self.config.output, name), pa.Table.from_pylist(rows, SUMMARIES_SCHEMA))
+                committed.update((result.doc_id, result) for result in fresh)
+
+        results, errors = self._summarize_isolating_failures(documents, batch, commit, committed)
+        commit(results)
         write_errors(self.config.errors_uri, errors)
         return {
             "summaries": [len(results)],
@@ -172,16 +180,20 @@ class SummarizeWorker:
             "seconds": [time.monotonic() - started],
         }
 
-    def _summarize_isolating_failures(self, documents, batch) -> tuple[list[SummaryResult], list[dict]]:
-        """Summarize the batch; if the engine fails on it, retry one document at a time."""
+    def _summarize_isolating_failures(
+        self, documents, batch, on_finished, committed: dict[str, SummaryResult]
+    ) -> tuple[list[SummaryResult], list[dict]]:
+        """Summarize the batch; if the engine fails on it, retry one at a time the documents not committed."""
         try:
-            outcomes = [
-                (doc_id, result) for (doc_id, _), result in zip(documents, self.summarizer.summarize(documents))
-            ]
+            summaries = self.summarizer.summarize(documents, on_finished)
+            outcomes = [(doc_id, result) for (doc_id, _), result in zip(documents, summaries)]
         except Exception:
-            logger.exception("batch of %d failed; retrying one document at a time", len(documents))
-            outcomes = []
-            for document in documents:
+            left = [document for document in documents if document[0] not in committed]
+            logger.exception(
+                "batch of %d failed; retrying its %d unfinished documents one at a time", len(documents), len(left)
+            )
+            outcomes = list(committed.items())
+            for document in left:
                 try:
                     outcomes.append((document[0], self.summarizer.summarize([document])[0]))
                 except Exception as error:

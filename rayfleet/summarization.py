@@ -18,6 +18,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from pydantic import Field, field_validator
 
@@ -154,8 +155,17 @@ class Summarizer:
             {"role": "user", "content": template.replace("{text}", text)},
         ]
 
-    def summarize(self, documents: list[tuple[str, str]]) -> list[SummaryResult]:
-        """Summarize ``(doc_id, text)`` pairs; results come back in input order."""
+    def summarize(
+        self,
+        documents: list[tuple[str, str]],
+        on_finished: Callable[[list[SummaryResult]], None] | None = None,
+    ) -> list[SummaryResult]:
+        """Summarize ``(doc_id, text)`` pairs; results come back in input order.
+
+        ``on_finished``, when given, is handed after each level the results of the documents that
+        level finished while others go on (a long document's map-reduce), so that a caller can
+        commit them without waiting for the batch's longest document.
+        """
         in_flight = [self._start(doc_id, text) for doc_id, text in documents]
         level = 0
         while pending := [work for work in in_flight if work.pieces]:
@@ -174,6 +184,9 @@ class Summarizer:
             for work in pending:
                 self._advance(work, outputs[id(work)])
             self._log_level(level, calls, time.monotonic() - started)
+            finished = [work.result for work in pending if not work.pieces]
+            if on_finished and finished and any(work.pieces for work in in_flight):
+                on_finished(finished)
         return [work.result for work in in_flight]
 
     def _output_text(self, text: str, finish_reason: str) -> str:

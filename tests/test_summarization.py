@@ -71,6 +71,21 @@ def test_long_document_is_mapped_and_reduced_never_truncated(engine, caplog):
     assert levels[0].startswith(f"map-reduce level 1: {len(engine.calls[0])} calls for 2 documents (1 long)")
 
 
+def test_documents_done_while_a_long_one_goes_on_are_handed_over_at_once(engine):
+    summarizer = Summarizer(engine, SamplingConfig(max_tokens=16), SummaryPrompts(), max_model_len=384)
+    handed: list[tuple[int, list[str]]] = []
+    engine.calls.clear()
+    results = summarizer.summarize(
+        [("short-1", "Two words."), ("long", LONG_TEXT), ("short-2", "Three more words.")],
+        on_finished=lambda finished: handed.append((len(engine.calls), [result.doc_id for result in finished])),
+    )
+    assert handed == [(1, ["short-1", "short-2"])], "after the first level, while the long one is reduced"
+    assert len(engine.calls) > 1 and [result.doc_id for result in results] == ["short-1", "long", "short-2"]
+    handed.clear()
+    summarizer.summarize([("a", "Two words."), ("b", "One more.")], on_finished=lambda done: handed.append(done))
+    assert handed == [], "a batch that ends in one level hands nothing over early"
+
+
 def test_budget_too_small_is_refused(engine):
     with pytest.raises(ValueError, match="Raise engine.max_model_len"):
         Summarizer(engine, SamplingConfig(max_tokens=200), SummaryPrompts(), max_model_len=256)

@@ -133,3 +133,73 @@ def test_killed_job_resumes_with_nothing_lost_or_doubled(ray_cluster, s3_prefix,
     rerun_id = json.loads(rerun.stdout.strip().splitlines()[-1])["run_id"]
     files = storage.list_files(output, suffixes=(".parquet",), recursive=False)
     assert len([uri for uri in files if f"/part-{rerun_id}-" in uri]) == 1, f"the rerun's batch files merged: {files}"
+
+
+class OutputWatchingEngine:
+    """Wraps the worker's real engine and records, at each call, which summaries are already committed (a spy)."""
+
+    def __init__(self, engine, output: str):
+        self.engine, self.output, self.committed_at_call = engine, output, []
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def generate(self, conversations, sampling):
+        done = read_folder(self.output, ["doc_id"])["doc_id"].to_pylist() if storage.exists(self.output) else []
+        self.committed_at_call.append(sorted(done))
+        return self.engine.generate(conversations, sampling)
+
+
+def test_a_batch_commits_its_short_documents_before_its_long_one_is_reduced(tiny_llama_path, tmp_path):
+    from jobs.summarize import SummarizeWorker
+    from tests.test_summarization import LONG_TEXT
+
+    output = str(tmp_path / "out")
+    worker = SummarizeWorker(config(tiny_llama_path, str(tmp_path / "in"), output), "R1")
+    watcher = worker.summarizer.engine = OutputWatchingEngine(worker.summarizer.engine, output)
+    ids = ["short-1", "long", "short-2"]
+    batch = {"doc_id": ids, "text": ["Two words.", LONG_TEXT, "Three more words."], "source": ["in.parquet"] * 3,
+             "row": [0, 1, 2], "set_aside": [False] * 3}  # fmt: skip
+
+    figures = worker(batch)
+
+    assert len(watcher.committed_at_call) >= 2, "the long document takes a map level and a reduce level"
+    assert watcher.committed_at_call[0] == [] and watcher.committed_at_call[1] == ["short-1", "short-2"]
+    assert sorted(read_folder(output, ["doc_id"])["doc_id"].to_pylist()) == sorted(ids), "each summary once"
+    assert figures["summaries"] == [3] and figures["errors"] == [0]
+
+
+class FaultAfterFirstCallEngine:
+    """Fault injection: the real engine answers the first call, then every call fails."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def generate(self, conversations, sampling):
+        self.calls.append([conversation[-1]["content"] for conversation in conversations])
+        if len(self.calls) > 1:
+            raise RuntimeError("injected engine failure")
+        return self.engine.generate(conversations, sampling)
+
+
+def test_a_batch_that_fails_after_an_early_commit_retries_only_the_rest(tiny_llama_path, tmp_path):
+    from jobs.summarize import SummarizeWorker
+    from tests.test_summarization import LONG_TEXT
+
+    output = str(tmp_path / "out")
+    worker = SummarizeWorker(config(tiny_llama_path, str(tmp_path / "in"), output), "R1")
+    faulty = worker.summarizer.engine = FaultAfterFirstCallEngine(worker.summarizer.engine)
+    batch = {"doc_id": ["short", "long"], "text": ["Two words.", LONG_TEXT], "source": ["in.parquet"] * 2,
+             "row": [0, 1], "set_aside": [False] * 2}  # fmt: skip
+
+    figures = worker(batch)
+
+    assert len(faulty.calls) == 3 and any("Two words." in prompt for prompt in faulty.calls[0])
+    assert not any("Two words." in prompt for prompt in faulty.calls[2]), "only the long document is retried"
+    assert read_folder(output, ["doc_id"])["doc_id"].to_pylist() == ["short"], "committed once, early"
+    errors = read_folder(f"{output}/_errors", ["doc_id", "error"]).to_pylist()
+    assert errors == [{"doc_id": "long", "error": "RuntimeError: injected engine failure"}]
+    assert figures["summaries"] == [1] and figures["errors"] == [1]
