@@ -62,10 +62,10 @@ from rayfleet.ingestion import (
 )
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.tables import (
-    MERGED_FILE_BYTES,
     compact_run_files,
     drop_duplicate_ids,
     new_run_id,
+    output_file_bytes_field,
     read_folder,
     utc_now,
     write_errors,
@@ -97,12 +97,7 @@ class IngestConfig(BaseConfig):
     files_per_batch: int = Field(
         4, ge=1, description="Files per worker batch (and per committed output file until merged)."
     )
-    output_file_bytes: int = Field(
-        MERGED_FILE_BYTES,
-        ge=0,
-        description="At the end of a run the files it committed to each table (one per batch) "
-        "are merged into files of up to about this size (a merge is held in memory); 0: none merged.",
-    )
+    output_file_bytes: int = output_file_bytes_field("files of each table")
     retry_errors: bool = Field(False, description="Try again files that an earlier run set aside as errors.")
     missing_ok: bool = Field(
         False,

@@ -65,10 +65,10 @@ from rayfleet.qa import (
 )
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.tables import (
-    MERGED_FILE_BYTES,
     compact_run_files,
     error_row,
     new_run_id,
+    output_file_bytes_field,
     read_column_values,
     read_folder,
     read_schema,
@@ -104,12 +104,7 @@ class MakeQaConfig(BaseConfig):
     batch_size: int = Field(
         32, ge=1, description="Chunks per engine batch (and per committed candidates file until merged)."
     )
-    output_file_bytes: int = Field(
-        MERGED_FILE_BYTES,
-        ge=0,
-        description="At the end of a run the candidates files it committed (one per batch) are merged into files of "
-        "up to about this size (a merge is held in memory); 0: none merged.",
-    )
+    output_file_bytes: int = output_file_bytes_field("candidates files")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine and model.")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=256), description="Decoding.")
     prompts: QaPrompts = Field(default_factory=QaPrompts, description="Prompt templates of the free strategy.")

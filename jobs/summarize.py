@@ -37,11 +37,11 @@ from rayfleet.engines.thread_bound import ThreadBoundEngine
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.summarization import Summarizer, SummaryPrompts, SummaryResult
 from rayfleet.tables import (
-    MERGED_FILE_BYTES,
     compact_run_files,
     drop_duplicate_ids,
     error_row,
     new_run_id,
+    output_file_bytes_field,
     read_column_values,
     read_folder,
     utc_now,
@@ -67,12 +67,7 @@ class SummarizeConfig(BaseConfig):
     id_column: str = Field("doc_id", description="Column holding each document's unique id.")
     text_column: str = Field("text", description="Column holding each document's text.")
     batch_size: int = Field(32, ge=1, description="Documents per engine batch (and per output file until merged).")
-    output_file_bytes: int = Field(
-        MERGED_FILE_BYTES,
-        ge=0,
-        description="At the end of a run the files it committed (one per batch) are merged "
-        "into files of up to about this size (a merge is held in memory); 0: none merged.",
-    )
+    output_file_bytes: int = output_file_bytes_field()
     rows_per_read_task: int = Field(
         256,
         ge=1,

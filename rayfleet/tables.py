@@ -13,10 +13,11 @@ import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from rayfleet import storage
 from rayfleet.config import InputError
@@ -150,6 +151,16 @@ def read_column_values(folder_uri: str, column: str, signature: Iterable[str] = 
 
 
 MERGED_FILE_BYTES = 64 * 2**20  # merged files' size: a group is held in memory while it is written
+
+
+def output_file_bytes_field(files: str = "files") -> Any:
+    """A job's ``output_file_bytes`` setting: how large the merged ``files`` of a run grow."""
+    return Field(
+        MERGED_FILE_BYTES,
+        ge=0,
+        description=f"At the end of a run the {files} it committed (one per batch) are merged into files of up to "
+        "about this size (a merge is held in memory); 0: none merged.",
+    )
 
 
 def compact_run_files(folder_uri: str, run_id: str, file_bytes: int = MERGED_FILE_BYTES) -> int:
