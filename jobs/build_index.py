@@ -41,12 +41,6 @@ from pydantic import Field
 from rayfleet import storage
 from rayfleet.assets import folder_fingerprint, resolve_model
 from rayfleet.config import BaseConfig, InputError, describe, run_job
-from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
-from rayfleet.retrieval import store
-from rayfleet.retrieval.chunks import chunks_version, embedding_keys, read_chunks
-from rayfleet.retrieval.embedder import Embedder
-from rayfleet.retrieval.index import DimensionError, IndexParams, VectorIndex
-from rayfleet.retrieval.store import IndexManifest
 from rayfleet.ingestion import (
     LEDGER_COLUMNS,
     current_files,
@@ -54,7 +48,22 @@ from rayfleet.ingestion import (
     ingest_ledger_beside,
     superseded_documents,
 )
-from rayfleet.tables import new_run_id, read_column_values, read_folder, read_table, utc_now, write_errors, write_table
+from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
+from rayfleet.retrieval import store
+from rayfleet.retrieval.chunks import RELISTS, chunks_version, embedding_keys, read_chunks
+from rayfleet.retrieval.embedder import Embedder
+from rayfleet.retrieval.index import DimensionError, IndexParams, VectorIndex
+from rayfleet.retrieval.store import IndexManifest
+from rayfleet.tables import (
+    compact_output,
+    new_run_id,
+    read_column_values,
+    read_folder,
+    read_table,
+    utc_now,
+    write_errors,
+    write_table,
+)
 from schemas import embeddings_schema
 
 logger = logging.getLogger("jobs.build_index")
@@ -164,10 +173,24 @@ def load_embeddings(embeddings_uri: str, keys: list[str]) -> np.ndarray:
         DimensionError: the embeddings of ``keys`` have different dimensions.
         KeyError: a key with no stored embedding.
     """
+    for _ in range(RELISTS):
+        try:
+            return _load_listed(embeddings_uri, storage.list_files(embeddings_uri, suffixes=(".parquet",)), keys)
+        except FileNotFoundError as gone:  # another build merged files since the listing: list again
+            logger.info("%s: listing the embeddings again", gone)
+    return _load_listed(embeddings_uri, storage.list_files(embeddings_uri, suffixes=(".parquet",)), keys)
+
+
+def _load_listed(embeddings_uri: str, file_uris: list[str], keys: list[str]) -> np.ndarray:
+    """:func:`load_embeddings` from the files listed.
+
+    Raises:
+        FileNotFoundError: a file listed is gone.
+    """
     wanted = pa.array(keys, pa.string())
     found: dict[str, np.ndarray] = {}
     dimensions: dict[int, str] = {}
-    for file_uri in storage.list_files(embeddings_uri, suffixes=(".parquet",)):
+    for file_uri in file_uris:
         table = read_table(file_uri, columns=["embedding_key", "embedding"])
         table = table.filter(pc.is_in(table["embedding_key"], wanted))
         if table.num_rows:
@@ -359,6 +382,7 @@ def update_index(config: BuildIndexConfig) -> dict:
         if todo.num_rows:
             init_ray(config.ray_address)
             embed_dataset(config, todo, run_id)
+            compact_output(config.embeddings_uri, run_id)  # a file per batch, and per run of an ingest per new file
         manifest, removed = build_version(
             config, previous, chunks, keys, run_id, model_hash, source_version, superseded
         )

@@ -62,7 +62,7 @@ from rayfleet.ingestion import (
 )
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.tables import (
-    compact_run_files,
+    compact_output,
     drop_duplicate_ids,
     new_run_id,
     output_file_bytes_field,
@@ -343,7 +343,7 @@ def main(config: IngestConfig) -> dict:
     removed = drop_duplicate_ids(config.table("documents"), "doc_id", expected=True)
     drop_duplicate_ids(config.table("chunks"), "chunk_id", expected=True)
     for table in ("documents", "chunks", "_files"):
-        compact_run_files(config.table(table), run_id, config.output_file_bytes)
+        compact_output(config.table(table), run_id, config.output_file_bytes)
     report = run_report(config, run_id, already_done, removed, listing.system_files, time.monotonic() - started)
     report["deleted"] = deleted
     report["files_in_error"] = report["errors"] + set_aside_before(ledger, listing.files, todo)

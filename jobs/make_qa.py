@@ -54,8 +54,8 @@ from rayfleet.qa import (
     QaPrompts,
     QaValidation,
     SplitConfig,
-    check_pair,
     answer_sentences,
+    check_pair,
     drop_near_duplicates,
     extract_pairs,
     question_from_output,
@@ -65,7 +65,7 @@ from rayfleet.qa import (
 )
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.tables import (
-    compact_run_files,
+    compact_output,
     error_row,
     new_run_id,
     output_file_bytes_field,
@@ -383,7 +383,7 @@ def main(config: MakeQaConfig) -> dict:
         check_model(config.engine.model)
         init_ray(config.ray_address)
         generate_candidates(config, sources, done, superseded, run_id, todo)
-        compact_run_files(config.table("_candidates"), run_id, config.output_file_bytes)
+        compact_output(config.table("_candidates"), run_id, config.output_file_bytes)
     report = {
         "run_id": run_id,
         "chunks_generated": todo,

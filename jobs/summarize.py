@@ -37,7 +37,7 @@ from rayfleet.engines.thread_bound import ThreadBoundEngine
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.summarization import Summarizer, SummaryPrompts, SummaryResult
 from rayfleet.tables import (
-    compact_run_files,
+    compact_output,
     drop_duplicate_ids,
     error_row,
     new_run_id,
@@ -329,7 +329,7 @@ def main(config: SummarizeConfig) -> dict:
         init_ray(config.ray_address)
         summarize_dataset(config, plan.items, run_id, plan.todo_rows)
     drop_duplicate_ids(config.output, "doc_id", SUMMARY_SIGNATURE)
-    compact_run_files(config.output, run_id, config.output_file_bytes)
+    compact_output(config.output, run_id, config.output_file_bytes)
     report = run_report(config, run_id, plan.already_done, time.monotonic() - started)
     print(json.dumps(report), flush=True)
     return report

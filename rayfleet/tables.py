@@ -1,15 +1,21 @@
 """Parquet tables in storage: atomic writes, tolerant reads, the errors table.
 
 Each write is one whole file under a unique name (atomic through :mod:`rayfleet.storage`),
-so a table is a folder of complete files; :func:`compact_run_files` merges a run's small ones into new
-files, then deletes them, so a reader sees every row at least once.
+so a table is a folder of complete files; :func:`compact_output` merges small ones into new files, then
+deletes them, so a reader sees every row at least once: a run's own batch files at its end
+(:func:`compact_run_files`), and the small files many short runs leave, by size tier
+(:func:`compact_folder`).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import hashlib
 import io
 import logging
+import math
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -174,13 +180,13 @@ def compact_run_files(folder_uri: str, run_id: str, file_bytes: int = MERGED_FIL
     """
     if not file_bytes or not storage.exists(folder_uri):
         return 0
-    batch_files, merged_files = f"part-{run_id}-", f"part-{run_id}--merged-"  # merged ones sort first: not merged again
+    batch_files, merged_files = f"part-{run_id}-", f"part-{run_id}--"  # merges sort first and are not merged again
     files = [entry for entry in storage.list_entries(folder_uri, suffixes=(".parquet",), recursive=False)
              if _name(entry.uri).startswith(batch_files) and not _name(entry.uri).startswith(merged_files)]  # fmt: skip
     removed = 0
     with ThreadPoolExecutor(READ_THREADS) as pool:
         for group in _groups_up_to([(entry.uri, entry.size) for entry in files], file_bytes):
-            merged_uri = storage.join(folder_uri, f"{merged_files}{uuid.uuid4().hex[:12]}.parquet")
+            merged_uri = storage.join(folder_uri, f"{merged_files}merged-{uuid.uuid4().hex[:12]}.parquet")
             write_table(merged_uri, pa.concat_tables(pool.map(read_table, group), promote_options="permissive"))
             for file_uri in group:
                 storage.delete(file_uri)
@@ -190,6 +196,90 @@ def compact_run_files(folder_uri: str, run_id: str, file_bytes: int = MERGED_FIL
             "merged run %s's %d batch files in %s into %d", run_id, len(files), folder_uri, len(files) - removed
         )
     return removed
+
+
+COMPACT_FAN_IN = 16  # small files of one size tier merged once there are this many: a row is rewritten ~log16 times
+SMALLEST_TIER_BYTES = 2**20  # files under this size are all of the first tier
+# A file a run of ours wrote: part-<run id>-<batch hex>, or a merge of such files (dashes, then hex or "merged-hex").
+OUR_FILE = re.compile(r"part-(?P<run>\d{8}T\d{6}Z-[0-9a-f]{8})-(?P<dashes>-*)(merged-)?[0-9a-f]+\.parquet")
+
+
+def compact_output(folder_uri: str, run_id: str, file_bytes: int = MERGED_FILE_BYTES) -> int:
+    """At the end of a run: its own batch files merged (:func:`compact_run_files`), then the folder's small
+    files of every run, tier by tier (:func:`compact_folder`); returns how many files fewer there are."""
+    return compact_run_files(folder_uri, run_id, file_bytes) + compact_folder(folder_uri, file_bytes)
+
+
+def compact_folder(folder_uri: str, file_bytes: int = MERGED_FILE_BYTES, fan_in: int | None = None) -> int:
+    """Merge the small files many runs left in an output folder (one run per new input file leaves a file per
+    run), so their number stays logarithmic in the rows, not linear in the runs; returns how many files it removed.
+
+    Files are put in size tiers (under 1 MiB, then each ``fan_in`` times larger); once a tier holds ``fan_in``
+    files they are merged, oldest first, into files of up to ``file_bytes`` (0: nothing merged). Files of
+    ``file_bytes / 2`` or more, and files not named as our runs name them, are left alone. A merged file is named
+    after its first (oldest) file, to sort just before it (a concurrent :func:`drop_duplicate_ids` keeps its copy),
+    and by its files' names, so two runs merging the same files write the same file. A group one of whose files
+    is gone (another run merged it) is left to that run; two runs that listed the folder apart may merge
+    overlapping groups, leaving rows twice until the next :func:`drop_duplicate_ids` pass, never none.
+    """
+    fan_in = fan_in or COMPACT_FAN_IN
+    if not file_bytes or not storage.exists(folder_uri):
+        return 0
+    tiers: dict[int, list[tuple[str, int]]] = collections.defaultdict(list)
+    for entry in storage.list_entries(folder_uri, suffixes=(".parquet",), recursive=False):
+        if OUR_FILE.fullmatch(_name(entry.uri)) and entry.size < file_bytes // 2:
+            tiers[_size_tier(entry.size, fan_in)].append((entry.uri, entry.size))
+    removed = 0
+    for tier in sorted(tiers):
+        files = sorted(tiers[tier], key=lambda file: _name(file[0]))
+        if len(files) < fan_in:
+            continue
+        for group in _groups_up_to(files, file_bytes):
+            removed += _merge_files(folder_uri, group)
+    if removed:
+        logger.info("merged small files of %s: %d fewer", folder_uri, removed)
+    return removed
+
+
+def _size_tier(size: int, fan_in: int) -> int:
+    """0 under :data:`SMALLEST_TIER_BYTES`, then one more for each ``fan_in`` times as large."""
+    return 0 if size < SMALLEST_TIER_BYTES else 1 + int(math.log(size / SMALLEST_TIER_BYTES, fan_in))
+
+
+def _merged_name(file_uris: list[str]) -> str:
+    """The name of the merge of these files: the oldest one's run id, one dash more than it has (so it sorts just
+    before it, and after every file of an older run), and a digest of the files' names."""
+    first = OUR_FILE.fullmatch(min(map(_name, file_uris)))
+    digest = hashlib.sha256("\n".join(sorted(map(_name, file_uris))).encode()).hexdigest()[:12]
+    return f"part-{first['run']}-{first['dashes']}-{digest}.parquet"
+
+
+def _merge_files(folder_uri: str, file_uris: list[str]) -> int:
+    """Write ``file_uris`` as one new file of ``folder_uri`` (one per schema, when their schemas differ), then
+    delete them; returns how many files fewer. 0 when one is gone since the listing: another run is merging them."""
+    try:
+        with ThreadPoolExecutor(READ_THREADS) as pool:
+            tables = list(pool.map(read_table, file_uris))
+    except FileNotFoundError:
+        logger.info("not merging %d files of %s: another run merged some of them", len(file_uris), folder_uri)
+        return 0
+    removed = 0
+    for uris, merged in _concatenated(file_uris, tables):
+        write_table(storage.join(folder_uri, _merged_name(uris)), merged)
+        for file_uri in uris:
+            storage.delete(file_uri)
+        removed += len(uris) - 1
+    return removed
+
+
+def _concatenated(file_uris: list[str], tables: list[pa.Table]) -> list[tuple[list[str], pa.Table]]:
+    """The tables of one schema (two or more files) concatenated, for each schema: files whose columns' types
+    differ (embeddings of two models, 384 and 256 wide) are never made one (Arrow would widen both types)."""
+    by_schema: dict[pa.Schema, list[int]] = collections.defaultdict(list)
+    for position, table in enumerate(tables):
+        by_schema[table.schema.remove_metadata()].append(position)
+    return [([file_uris[p] for p in same], pa.concat_tables([tables[p] for p in same]))
+            for same in by_schema.values() if len(same) > 1]  # fmt: skip
 
 
 def _name(uri: str) -> str:

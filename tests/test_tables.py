@@ -6,9 +6,13 @@ import datetime as dt
 import os
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from rayfleet import storage
 from rayfleet.tables import (
+    compact_folder,
+    compact_output,
     compact_run_files,
     drop_duplicate_ids,
     read_column_values,
@@ -82,6 +86,91 @@ def test_a_runs_files_under_a_relative_path_are_merged_too(tmp_path, monkeypatch
     _part(tmp_path / "out", "part-R1-bb.parquet", ["d2"])
     assert compact_run_files("out", "R1") == 1
     assert [path.name[: len("part-R1--merged-")] for path in (tmp_path / "out").iterdir()] == ["part-R1--merged-"]
+
+
+def _run(second: int) -> str:
+    return f"20261203T1000{second:02d}Z-{second:08x}"  # run ids as new_run_id writes them, in time order
+
+
+def _names(folder) -> list[str]:
+    return sorted(path.name for path in folder.glob("*.parquet"))
+
+
+def test_small_files_of_many_runs_are_merged_once_a_size_tier_holds_fan_in_of_them(tmp_path):
+    """One small file per run (a dispatcher's run per new input file): merged by the folder pass, not per run."""
+    folder, copy = tmp_path / "out", tmp_path / "copy"
+    folder.mkdir(), copy.mkdir()
+    for second in range(5):
+        _part(folder, f"part-{_run(second)}-{second:012x}.parquet", [f"d{second}"], run=_run(second))
+    _part(folder, "part-0.parquet", ["user"])  # not named as our runs name files: left alone
+    _part(folder, f"part-{_run(9)}-{9:012x}.parquet", ["large"], run=_run(9), pad=2**19)  # half of file_bytes
+    assert compact_folder(str(folder), file_bytes=2**20, fan_in=6) == 0, "5 small files: fewer than fan_in"
+
+    _part(folder, f"part-{_run(5)}-{5:012x}.parquet", ["d5"], run=_run(5))
+    sources = _names(folder)
+    for name in sources:
+        (copy / name).write_bytes((folder / name).read_bytes())
+    assert compact_folder(str(folder), file_bytes=2**20, fan_in=6) == 5
+    merged = f"part-{_run(0)}--"
+    names = _names(folder)
+    assert [name[: len(merged)] for name in names] == ["part-0.parquet"[: len(merged)], merged, f"part-{_run(9)}-0"]
+    assert names[1] < sources[1], "the merge sorts before its oldest file (a dedupe pass keeps its copy)"
+    assert read_column_values(str(folder), "doc_id") == {"user", "large"} | {f"d{second}" for second in range(6)}
+    assert compact_folder(str(copy), file_bytes=2**20, fan_in=6) == 5
+    assert _names(copy) == names, "two runs merging the same files write the same file"
+
+    for second in range(10, 15):  # five more runs: with the merged file, a tier of six again
+        _part(folder, f"part-{_run(second)}-{second:012x}.parquet", [f"d{second}"], run=_run(second))
+    assert compact_folder(str(folder), file_bytes=2**20, fan_in=6) == 5
+    assert [name for name in _names(folder) if name.startswith(f"part-{_run(0)}")] == [
+        f"part-{_run(0)}---" + _names(folder)[1][len(f"part-{_run(0)}---") :]
+    ], "a merge of merges sorts before them"
+    assert len(_names(folder)) == 3
+    ids = read_folder(str(folder), ["doc_id"])["doc_id"].to_pylist()
+    assert sorted(ids) == sorted(["user", "large"] + [f"d{s}" for s in [*range(6), *range(10, 15)]]), "once each"
+    assert compact_folder(str(folder), file_bytes=0, fan_in=2) == 0, "0 merges nothing"
+
+
+def test_files_of_a_larger_size_tier_wait_for_fan_in_of_their_own(tmp_path):
+    for second in range(2):
+        _part(tmp_path, f"part-{_run(second)}-{second:012x}.parquet", [f"big{second}"], run=_run(second), pad=2**20)
+    _part(tmp_path, f"part-{_run(2)}-{2:012x}.parquet", ["small"], run=_run(2))
+    assert compact_folder(str(tmp_path), file_bytes=2**24, fan_in=3) == 0, "two 2 MiB files and a small one"
+    _part(tmp_path, f"part-{_run(3)}-{3:012x}.parquet", ["big3"], run=_run(3), pad=2**20)
+    assert compact_folder(str(tmp_path), file_bytes=2**24, fan_in=3) == 2
+    assert len(_names(tmp_path)) == 2, "the three 2 MiB files merged, the small one alone in its tier"
+    assert read_column_values(str(tmp_path), "doc_id") == {"big0", "big1", "big3", "small"}
+
+
+def test_files_whose_column_types_differ_are_merged_apart_never_into_one(tmp_path):
+    """Embeddings of two models (384 and 256 wide) share a folder: Arrow would widen both into a plain list."""
+    for second, width in enumerate([4, 2, 4, 2]):
+        vectors = pa.FixedSizeListArray.from_arrays(pa.array([float(second)] * width, pa.float32()), width)
+        table = pa.table({"embedding_key": [f"k{second}"], "embedding": vectors})
+        write_table(str(tmp_path / f"part-{_run(second)}-{second:012x}.parquet"), table)
+    assert compact_folder(str(tmp_path), file_bytes=2**20, fan_in=4) == 2
+    widths = sorted(pq.read_schema(path).field("embedding").type.list_size for path in tmp_path.glob("*.parquet"))
+    assert widths == [2, 4] and read_column_values(str(tmp_path), "embedding_key") == {"k0", "k1", "k2", "k3"}
+
+
+def test_a_group_one_of_whose_files_another_run_merged_is_left_to_that_run(tmp_path, monkeypatch):
+    for second in range(3):
+        _part(tmp_path, f"part-{_run(second)}-{second:012x}.parquet", [f"d{second}"], run=_run(second))
+    listed = storage.list_entries(str(tmp_path), suffixes=(".parquet",), recursive=False)
+    gone = tmp_path / f"part-{_run(2)}-{2:012x}.parquet"
+    gone.unlink()
+    monkeypatch.setattr(storage, "list_entries", lambda *args, **kwargs: listed)
+    assert compact_folder(str(tmp_path), file_bytes=2**20, fan_in=3) == 0
+    assert _names(tmp_path) == [f"part-{_run(s)}-{s:012x}.parquet" for s in range(2)], "nothing written or deleted"
+
+
+def test_a_runs_own_merge_leaves_the_folder_merges_of_its_run_id_alone(tmp_path):
+    run = _run(1)
+    _part(tmp_path, f"part-{run}---{0:012x}.parquet", ["folder-merged"], run=run)
+    _part(tmp_path, f"part-{run}-{1:012x}.parquet", ["d1"], run=run)
+    _part(tmp_path, f"part-{run}-{2:012x}.parquet", ["d2"], run=run)
+    assert compact_output(str(tmp_path), run) == 1, "its two batch files; three small files are no tier of 16"
+    assert f"part-{run}---{0:012x}.parquet" in _names(tmp_path) and len(_names(tmp_path)) == 2
 
 
 def test_a_merge_killed_before_its_deletes_leaves_rows_twice_and_the_dedupe_pass_keeps_the_merged_copy(tmp_path):

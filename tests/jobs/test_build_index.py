@@ -88,7 +88,10 @@ def test_stored_embeddings_come_back_in_the_asked_order(tmp_path):
 
 
 @pytest.mark.slow
-def test_build_rerun_grow_and_shrink(ray_cluster, s3_prefix, acl_chunks, caplog):
+def test_build_rerun_grow_and_shrink(ray_cluster, s3_prefix, acl_chunks, caplog, monkeypatch):
+    from rayfleet import tables
+
+    monkeypatch.setattr(tables, "COMPACT_FAN_IN", 2)  # every two small embeddings files of two runs are merged
     papers = sorted({row["doc_id"] for row in acl_chunks})
     first = [row for row in acl_chunks if row["doc_id"] in papers[:8]]
     later = [row for row in acl_chunks if row["doc_id"] in papers[8:]]
@@ -117,6 +120,7 @@ def test_build_rerun_grow_and_shrink(ray_cluster, s3_prefix, acl_chunks, caplog)
     grown = main(config)
     assert (grown["build_mode"], grown["embedded"], grown["rows"]) == ("incremental", len(later), len(acl_chunks))
     assert store.load_manifest(index_uri).parent_version == built["version"]
+    assert len(storage.list_files(config.embeddings_uri, suffixes=(".parquet",))) == 1, "both runs' embeddings merged"
     target = later[3]
     hit = Retriever.load(index_uri).search(target["text"], k=1)[0]
     assert (hit.chunk_id, hit.doc_id, hit.title) == (target["chunk_id"], target["doc_id"], target["title"])
@@ -125,6 +129,7 @@ def test_build_rerun_grow_and_shrink(ray_cluster, s3_prefix, acl_chunks, caplog)
     static = main(config.model_copy(update={"embedding_model": "all-minilm-l6-v2-static"}))
     assert (static["build_mode"], static["embedded"], static["rows"]) == ("full", len(acl_chunks), len(acl_chunks))
     assert store.load_manifest(index_uri).dimension == 256
+    assert len(storage.list_files(config.embeddings_uri, suffixes=(".parquet",))) == 2, "256-d and 384-d kept apart"
     back = main(config)
     assert (back["build_mode"], back["embedded"], back["rows"]) == ("full", 0, len(acl_chunks))
     assert store.load_manifest(index_uri).dimension == 384
