@@ -50,7 +50,7 @@ from rayfleet.ingestion import (
 )
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.retrieval import store
-from rayfleet.retrieval.chunks import RELISTS, chunks_version, embedding_keys, read_chunks
+from rayfleet.retrieval.chunks import chunks_version, embedding_keys, read_chunks
 from rayfleet.retrieval.embedder import Embedder
 from rayfleet.retrieval.index import DimensionError, IndexParams, VectorIndex
 from rayfleet.retrieval.store import IndexManifest
@@ -59,6 +59,7 @@ from rayfleet.tables import (
     new_run_id,
     read_column_values,
     read_folder,
+    read_relisting,
     read_table,
     utc_now,
     write_errors,
@@ -173,12 +174,11 @@ def load_embeddings(embeddings_uri: str, keys: list[str]) -> np.ndarray:
         DimensionError: the embeddings of ``keys`` have different dimensions.
         KeyError: a key with no stored embedding.
     """
-    for _ in range(RELISTS):
-        try:
-            return _load_listed(embeddings_uri, storage.list_files(embeddings_uri, suffixes=(".parquet",)), keys)
-        except FileNotFoundError as gone:  # another build merged files since the listing: list again
-            logger.info("%s: listing the embeddings again", gone)
-    return _load_listed(embeddings_uri, storage.list_files(embeddings_uri, suffixes=(".parquet",)), keys)
+    return read_relisting(
+        lambda: storage.list_files(embeddings_uri, suffixes=(".parquet",)),
+        lambda file_uris: _load_listed(embeddings_uri, file_uris, keys),
+        "the embeddings",
+    )
 
 
 def _load_listed(embeddings_uri: str, file_uris: list[str], keys: list[str]) -> np.ndarray:

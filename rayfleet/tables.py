@@ -19,7 +19,7 @@ import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,6 +31,8 @@ from schemas import ERRORS_SCHEMA
 
 logger = logging.getLogger(__name__)
 READ_THREADS = 8  # files of a folder read at once (each read waits on storage, ~4 ms per small S3 object)
+RELISTS = 3  # listings read again when a file listed is gone (merged into another by the run that wrote it)
+Read = TypeVar("Read")
 
 
 def utc_now() -> datetime:
@@ -299,6 +301,21 @@ def _groups_up_to(sizes: list[tuple[str, int]], most: int) -> Iterator[list[str]
             group, total = [], 0
         group.append(file_uri)
         total += size
+
+
+def read_relisting(list_files: Callable[[], list[str]], read: Callable[[list[str]], Read], what: str) -> Read:
+    """``read`` of the files ``list_files`` gives, listed again (up to :data:`RELISTS` times) while ``read``
+    finds a listed file gone: a run merged it into a new file since the listing.
+
+    Raises:
+        FileNotFoundError: a listed file was still gone after the last listing.
+    """
+    for _ in range(RELISTS):
+        try:
+            return read(list_files())
+        except FileNotFoundError as gone:
+            logger.info("%s: listing %s again", gone, what)
+    return read(list_files())
 
 
 def _read_all_if_ours(

@@ -11,16 +11,13 @@ the folder be listed again, so its rows, now in the merged file, are not missed.
 from __future__ import annotations
 
 import hashlib
-import logging
 
 import pyarrow as pa
 
 from rayfleet import storage
-from rayfleet.tables import error_row, read_table
+from rayfleet.tables import error_row, read_relisting, read_table
 from schemas import CHUNK_INPUT_COLUMNS, CHUNK_OPTIONAL_COLUMNS, check_columns
 
-logger = logging.getLogger(__name__)
-RELISTS = 3  # listings read again when a file listed is gone (merged into another by the run that wrote it)
 CHUNK_COLUMNS = pa.schema(
     [
         ("chunk_id", pa.string()),
@@ -42,12 +39,9 @@ def read_chunks(input_uri: str, run_id: str) -> tuple[pa.Table, list[dict]]:
         FileNotFoundError: nothing exists at ``input_uri``.
         NoParquetFilesError: it holds no Parquet file.
     """
-    for _ in range(RELISTS):
-        try:
-            return _read_listed(storage.list_parquet_files(input_uri), run_id)
-        except FileNotFoundError as gone:  # an ingest run merged its batch files since the listing: list again
-            logger.info("%s: listing the chunks again", gone)
-    return _read_listed(storage.list_parquet_files(input_uri), run_id)
+    return read_relisting(
+        lambda: storage.list_parquet_files(input_uri), lambda sources: _read_listed(sources, run_id), "the chunks"
+    )
 
 
 def _read_listed(sources: list[str], run_id: str) -> tuple[pa.Table, list[dict]]:
