@@ -348,6 +348,7 @@ def update_index(config: BuildIndexConfig) -> dict:
     storage.ensure_bucket(config.output)
     chunks, errors = read_chunks(config.input, run_id)
     write_errors(config.errors_uri, errors)
+    compact_output(config.errors_uri, run_id)  # every run sets the same bad chunks aside again: a file per run
     chunks, superseded = current_chunks(config, chunks)
     chunks = without_repeated_text(chunks)
     if not chunks.num_rows:

@@ -342,7 +342,7 @@ def main(config: IngestConfig) -> dict:
     # Two copies of one content in the same run were both parsed; keep the first.
     removed = drop_duplicate_ids(config.table("documents"), "doc_id", expected=True)
     drop_duplicate_ids(config.table("chunks"), "chunk_id", expected=True)
-    for table in ("documents", "chunks", "_files"):
+    for table in ("documents", "chunks", "_files", "errors"):
         compact_output(config.table(table), run_id, config.output_file_bytes)
     report = run_report(config, run_id, already_done, removed, listing.system_files, time.monotonic() - started)
     report["deleted"] = deleted

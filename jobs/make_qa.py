@@ -104,7 +104,7 @@ class MakeQaConfig(BaseConfig):
     batch_size: int = Field(
         32, ge=1, description="Chunks per engine batch (and per committed candidates file until merged)."
     )
-    output_file_bytes: int = output_file_bytes_field("candidates files")
+    output_file_bytes: int = output_file_bytes_field("candidates and errors files")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine and model.")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=256), description="Decoding.")
     prompts: QaPrompts = Field(default_factory=QaPrompts, description="Prompt templates of the free strategy.")
@@ -392,6 +392,7 @@ def main(config: MakeQaConfig) -> dict:
         "superseded_documents": len(superseded),
     }
     report |= build_dataset(config, run_id, superseded)
+    compact_output(config.table("errors"), run_id, config.output_file_bytes)  # a file per failed batch
     report |= {"seconds": round(time.monotonic() - started, 1), "output": config.output}
     print(json.dumps(report), flush=True)
     return report

@@ -330,6 +330,7 @@ def main(config: SummarizeConfig) -> dict:
         summarize_dataset(config, plan.items, run_id, plan.todo_rows)
     drop_duplicate_ids(config.output, "doc_id", SUMMARY_SIGNATURE)
     compact_output(config.output, run_id, config.output_file_bytes)
+    compact_output(config.errors_uri, run_id, config.output_file_bytes)  # a file per batch with bad rows
     report = run_report(config, run_id, plan.already_done, time.monotonic() - started)
     print(json.dumps(report), flush=True)
     return report

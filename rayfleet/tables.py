@@ -363,8 +363,9 @@ def error_row(
 
 
 def write_errors(errors_uri: str, rows: Iterable[dict]) -> int:
-    """Append error rows to the errors table (one new file); log the first ``LOGGED_ERRORS_PER_WRITE``
-    (a file of thousands of bad rows would bury the log) and how many more the table holds. Returns the count."""
+    """Append error rows to the errors table (one new file, named as batch files are, so the run's
+    :func:`compact_output` of the table merges them); log the first ``LOGGED_ERRORS_PER_WRITE`` (a file of
+    thousands of bad rows would bury the log) and how many more the table holds. Returns the count."""
     rows = list(rows)
     if not rows:
         return 0
@@ -377,7 +378,7 @@ def write_errors(errors_uri: str, rows: Iterable[dict]) -> int:
         logger.error("skipped %d more rows, not logged one by one; the errors table at %s holds every one",
                      len(rows) - LOGGED_ERRORS_PER_WRITE, errors_uri)  # fmt: skip
     table = pa.Table.from_pylist(rows, schema=ERRORS_SCHEMA)
-    write_table(storage.join(errors_uri, f"{rows[0]['run_id']}-{uuid.uuid4().hex}.parquet"), table)
+    write_table(storage.join(errors_uri, f"part-{rows[0]['run_id']}-{uuid.uuid4().hex}.parquet"), table)
     return len(rows)
 
 

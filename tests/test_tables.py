@@ -15,6 +15,7 @@ from rayfleet.tables import (
     compact_output,
     compact_run_files,
     drop_duplicate_ids,
+    new_run_id,
     read_column_values,
     read_folder,
     read_input_folder,
@@ -238,6 +239,17 @@ def test_errors_table_rows(tmp_path):
         {"source": "s3://b/f.parquet", "row": 3, "doc_id": "d", "stage": "validate", "error": "bad", "run_id": "run-1"}
     ]
     assert write_errors(str(tmp_path), []) == 0
+
+
+def test_a_runs_error_files_are_merged_with_its_output(tmp_path):
+    from rayfleet.tables import error_row
+
+    run_id = new_run_id()
+    for batch in range(3):  # a file per batch with bad rows
+        write_errors(str(tmp_path), [error_row("s3://b/f.parquet", "bad", "validate", run_id, row=batch)])
+    assert compact_output(str(tmp_path), run_id) == 2
+    assert len(storage.list_files(str(tmp_path))) == 1
+    assert sorted(read_folder(str(tmp_path), ["row"]).column("row").to_pylist()) == [0, 1, 2]
 
 
 def test_many_bad_rows_are_all_in_the_table_but_not_all_in_the_log(tmp_path, caplog):

@@ -117,7 +117,7 @@ def test_corpus_is_ingested_with_errors_duplicates_and_incremental_reruns(ray_cl
     assert first["system_files_skipped"] == 2, "the lock file and the thumbnail cache are passed over, not errors"
     assert first["pages"] == 311 + 3 + 3 + 2 + 4 + 1 + 1 and first["chunks"] == chunks.num_rows
 
-    for table in ("documents", "chunks", "_files"):
+    for table in ("documents", "chunks", "_files", "errors"):
         files = storage.list_files(f"{output}/{table}", suffixes=(".parquet",))
         assert len(files) == 1 and "--merged-" in files[0], f"the run's batch files of {table} are merged: {files}"
 

@@ -75,6 +75,7 @@ def test_bad_input_goes_to_errors_and_the_rest_is_summarized(ray_cluster, s3_pre
     assert "missing column 'text'" in by_source[("missing.parquet", None)]["error"]
     assert "unreadable Parquet file" in by_source[("corrupt.parquet", None)]["error"]
     assert by_source[("rows.parquet", "r-empty")]["row"] == 0
+    assert len(storage.list_files(f"{s3_prefix}/out/_errors")) == 1, "the run's error files are merged"
     assert "not valid UTF-8" in by_source[("rows.parquet", "r-bytes")]["error"]
     assert report["summarized"] == 7 and report["errors"] == 5
     progress = [record.getMessage() for record in caplog.records if record.getMessage().startswith("progress:")]
