@@ -23,13 +23,15 @@ Checkpoints (adapter, optimizer, scheduler, step, data position) go to
 from the last one, and resubmitting the same ``run_name`` resumes it (a finished run
 trains no further, unless ``train.max_steps`` grew, and publishes nothing new); a resubmission
 whose packed rows or training settings differ from the checkpoints' is refused before it starts. Workers log
-``step N/M loss L lr R tokens/s T`` as they go. At the end the adapter is published as
+``step N/M loss L lr R tokens/s T`` as they go. At the end the adapter of the last checkpoint (or with
+``publish_checkpoint`` best_validation, of the one of lowest validation loss) is published as
 the next version of ``adapter_name`` in the registry (``adapters/<name>/<version>/``)
 with its provenance, and optionally a merged full model under ``models/``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,7 +39,7 @@ import re
 import signal
 import tempfile
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
@@ -82,6 +84,7 @@ from schemas import SFT_SCHEMA
 
 logger = logging.getLogger("jobs.finetune")
 SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")  # sentence ends and line breaks (headings)
+PublishedCheckpoint = Literal["last", "best_validation"]  # which checkpoint's adapter a run publishes
 GroundedAnswer = Literal["summary", "best_sentence"]  # what a grounded demo question is answered with
 ACLSUM_VAL_PAPERS = 50  # papers in aclsum 0.1.2's val split
 GROUNDED_TOP_K = 4  # passages retrieved per grounded demo question, as jobs.evaluate's default top_k
@@ -196,7 +199,18 @@ class FinetuneConfig(BaseConfig):
     max_failures: int = Field(
         3, ge=-1, description="Worker failures a run recovers from (from its last checkpoint); -1: no limit."
     )
-    keep_checkpoints: int | None = Field(3, ge=1, description="Newest checkpoints kept in storage; unset keeps all.")
+    keep_checkpoints: int | None = Field(
+        3,
+        ge=1,
+        description="Checkpoints kept in storage (the newest; with publish_checkpoint best_validation, those of "
+        "lowest validation loss, and the newest too); unset keeps all.",
+    )
+    publish_checkpoint: PublishedCheckpoint = Field(
+        "last",
+        description="The checkpoint whose adapter is published: the last step's, or best_validation, the one of lowest "
+        "validation loss (a run trained past its best is not published overfitted); each checkpoint step must then "
+        "be a validation step (train.checkpoint_every a multiple of train.eval_every).",
+    )
     storage_path: str = Field(
         ".data/finetune", description="Run storage (checkpoints, demo data): local folder or s3://."
     )
@@ -212,6 +226,14 @@ class FinetuneConfig(BaseConfig):
     fault_injection: FaultInjectionConfig = Field(
         default_factory=FaultInjectionConfig, description="Tests only: deliberate worker kills."
     )
+
+    @model_validator(mode="after")
+    def _checkpoints_validated(self) -> "FinetuneConfig":
+        if self.publish_checkpoint == "best_validation" and self.train.checkpoint_every % self.train.eval_every:
+            raise ValueError(f"publish_checkpoint best_validation compares the checkpoints' validation losses, but "
+                             f"train.checkpoint_every {self.train.checkpoint_every} is not a multiple of "
+                             f"train.eval_every {self.train.eval_every}: some checkpoints would have none")  # fmt: skip
+        return self
 
     @field_validator("adapter_name", "run_name")
     @classmethod
@@ -540,7 +562,7 @@ def run_training(
 ):
     """Run the TorchTrainer over the packed rows; returns Ray Train's Result."""
     import ray.data
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # the workers' step lines are the progress
@@ -569,12 +591,23 @@ def run_training(
             storage_path=location.path,
             storage_filesystem=location.filesystem if location.is_s3 else None,
             failure_config=FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
+            checkpoint_config=checkpoint_config(config, validated=bool(validation_rows)),
         ),
         datasets={"train": ray.data.from_items(train_rows), "validation": ray.data.from_items(validation_rows)},
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options={"train": ordered}),
     )
     return trainer.fit()
+
+
+def checkpoint_config(config: FinetuneConfig, validated: bool):
+    """Ray Train's CheckpointConfig: the newest ``keep_checkpoints`` kept, or with best_validation (and validation
+    rows) those of lowest validation loss; Ray keeps the newest too, which a restart resumes from."""
+    from ray.train import CheckpointConfig
+
+    if config.publish_checkpoint == "best_validation" and validated:
+        return CheckpointConfig(num_to_keep=config.keep_checkpoints, checkpoint_score_attribute="validation_loss",
+                                checkpoint_score_order="min")  # fmt: skip
+    return CheckpointConfig(num_to_keep=config.keep_checkpoints)
 
 
 # -- publishing (driver) --------------------------------------------------------------------
@@ -670,8 +703,12 @@ def main(config: FinetuneConfig) -> dict:
         return run_report(published, None, steps_before, published.metadata.get("metrics", {}), started)
     init_ray(config.ray_address)
     result = run_training(config, model_path, train_rows, validation_rows, data_fingerprint, settings)
-    with result.checkpoint.as_directory() as folder:
-        state = read_train_state(folder)
+    checkpoint, checkpoint_metrics = published_checkpoint(config, result)
+    with (
+        result.checkpoint.as_directory() as latest_folder,
+        local_checkpoint(checkpoint, result.checkpoint, latest_folder) as folder,
+    ):
+        state = read_train_state(latest_folder)
         metrics = {**result.metrics, "resumed_from_steps": state.resumed_from_steps, "train_losses": state.train_losses,
                    "validation_losses": state.validation_losses, "epochs": state.epoch}  # fmt: skip
         metadata = {
@@ -684,11 +721,42 @@ def main(config: FinetuneConfig) -> dict:
             "config": config.model_dump(mode="json"),
             "metrics": metrics,
             "run": {"storage_path": config.storage_path, "run_name": config.run_name,
-                    "checkpoint": result.checkpoint.path},
+                    "checkpoint": checkpoint.path},
+            "published_checkpoint": {"step": checkpoint_metrics["step"], "selected_by": config.publish_checkpoint,
+                                     "validation_loss": checkpoint_metrics.get("validation_loss")},
         }  # fmt: skip
         published = already_published(config, state.step) if state.step == steps_before else None
         adapter, merged = (published, None) if published else publish(config, folder, metadata)
     return run_report(adapter, merged, state.step, metrics, started)
+
+
+def published_checkpoint(config: FinetuneConfig, result) -> tuple[Any, dict]:
+    """The checkpoint (and its reported metrics) whose adapter the run publishes: the last, or with
+    ``publish_checkpoint`` best_validation the kept one of lowest validation loss."""
+    latest = (result.checkpoint, result.metrics)
+    if config.publish_checkpoint == "last":
+        return latest
+    best = lowest_validation_loss([*(result.best_checkpoints or []), latest])
+    if best is None:
+        logger.warning("publish_checkpoint best_validation, but no checkpoint has a validation loss (no validation "
+                       "rows): the last one is published")  # fmt: skip
+        return latest
+    (_, chosen), (_, last) = best, latest
+    logger.info("publishing the checkpoint of step %d (validation loss %.4f; the last, step %d: %s)",
+                chosen["step"], chosen["validation_loss"], last["step"], last.get("validation_loss"))  # fmt: skip
+    return best
+
+
+def lowest_validation_loss(candidates: list[tuple[Any, dict]]) -> tuple[Any, dict] | None:
+    """The (checkpoint, metrics) of lowest validation loss, the later step of equals; None when none has one."""
+    validated = [candidate for candidate in candidates if candidate[1].get("validation_loss") is not None]
+    return min(validated, key=lambda candidate: (candidate[1]["validation_loss"], -candidate[1]["step"]), default=None)
+
+
+def local_checkpoint(checkpoint, latest, latest_folder: str):
+    """``checkpoint`` as a local folder: ``latest_folder``, already there, when it is the ``latest`` one."""
+    same = checkpoint.path.rstrip("/") == latest.path.rstrip("/")
+    return contextlib.nullcontext(latest_folder) if same else checkpoint.as_directory()
 
 
 def run_report(
@@ -696,7 +764,8 @@ def run_report(
 ) -> dict:
     """The run's report, printed as one JSON line: what was published and the training figures."""
     report = {"adapter": adapter.ref, "adapter_uri": adapter.uri, "merged_model": merged.ref if merged else None,
-              "steps": steps, "seconds": round(time.monotonic() - started, 1), **{
+              "steps": steps, "published_step": adapter.metadata.get("published_checkpoint", {}).get("step", steps),
+              "seconds": round(time.monotonic() - started, 1), **{
                   key: metrics.get(key) for key in ("loss", "validation_loss", "validation_loss_initial",
                                                     "tokens_per_s", "tokens_trained",
                                                     "resumed_from_steps")}}  # fmt: skip

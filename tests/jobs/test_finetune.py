@@ -30,6 +30,7 @@ from jobs.finetune import (
     demo_rows,
     even_shards,
     grounded_demo_rows,
+    lowest_validation_loss,
     main,
     packed_rows,
     shares_prefix,
@@ -181,6 +182,59 @@ def test_a_worker_killed_mid_run_resumes_from_its_checkpoint_without_repeating_o
     assert state["epoch"] * rows_per_epoch + state["rows_in_epoch"] == 6 * 2, (
         "each worker read 6 steps x 2 rows, no more"
     )
+
+
+def contradicting_pairs(answer: str) -> pa.Table:
+    questions = [f"Which code does form {n} of the archive carry?" for n in range(8)]
+    return pa.Table.from_pylist([
+        {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
+         "chunk_id": None, "doc_id": f"form-{n}", "origin": "user"}
+        for n, question in enumerate(questions)
+    ], SFT_SCHEMA)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_best_validation_publishes_the_checkpoint_of_lowest_validation_loss_not_the_last(
+    ray_cluster, s3_prefix, tiny_llama_path
+):
+    """Held-out answers that contradict the trained ones: training past the first steps only makes
+    validation worse, so the run's best checkpoint is not its last."""
+    data = {"train": f"{s3_prefix}/qa/train.parquet", "validation": f"{s3_prefix}/qa/validation.parquet"}
+    write_table(data["train"], contradicting_pairs(" ".join(["alpha bravo charlie"] * 12)))
+    write_table(data["validation"], contradicting_pairs(" ".join(["7 8 9"] * 12)))
+    config = job_config(ray_cluster, data, s3_prefix, tiny_llama_path, "scaling.num_workers=1", "train.max_steps=4",
+                        "train.eval_every=1", "train.checkpoint_every=1", "train.learning_rate=1e-2",
+                        "train.schedule=constant", "keep_checkpoints=1",
+                        "publish_checkpoint=best_validation")  # fmt: skip
+
+    report = main(config)
+
+    adapter = Registry(config.registry, kind="adapters").resolve(report["adapter"])
+    losses = {int(step): loss for step, loss in adapter.metadata["metrics"]["validation_losses"].items() if step != "0"}
+    best = min(losses, key=losses.get)
+    assert report["steps"] == 4 and best < 4, f"validation got worse after its best step: {losses}"
+    assert report["published_step"] == adapter.metadata["published_checkpoint"]["step"] == best
+    assert adapter.metadata["published_checkpoint"]["validation_loss"] == pytest.approx(losses[best])
+    run = storage.join(config.storage_path, config.run_name)
+    kept = sorted(int(uri.split("/step-")[1][:6]) for uri in storage.list_files(run) if uri.endswith(f"/{STATE_FILE}"))
+    assert kept == [best, 4], "kept: the checkpoint of lowest validation loss, and the newest"
+    checkpoint = storage.join(config.storage_path, config.run_name, f"step-{best:06d}", "adapter")
+    assert storage.read_bytes(storage.join(adapter.uri, "adapter_model.safetensors")) == storage.read_bytes(
+        storage.join(checkpoint, "adapter_model.safetensors")
+    ), "the published adapter is that checkpoint's"
+
+
+def test_the_lowest_validation_loss_wins_the_later_of_equals_and_unvalidated_checkpoints_never():
+    candidates = [("a", {"step": 2, "validation_loss": 1.5}), ("b", {"step": 4, "validation_loss": None}),
+                  ("c", {"step": 6, "validation_loss": 1.5}), ("d", {"step": 8, "validation_loss": 1.9})]  # fmt: skip
+    assert lowest_validation_loss(candidates)[0] == "c"
+    assert lowest_validation_loss([("b", {"step": 4, "validation_loss": None})]) is None
+
+
+def test_best_validation_needs_a_validation_loss_at_every_checkpoint():
+    with pytest.raises(ValueError, match="checkpoint_every 5 is not a multiple of train.eval_every 10"):
+        load_config(FinetuneConfig, ["publish_checkpoint=best_validation", "train.checkpoint_every=5"])
+    assert load_config(FinetuneConfig, ["publish_checkpoint=best_validation", "train.checkpoint_every=20"])
 
 
 def run_from_the_command_line(arguments: list[str]) -> dict:
