@@ -24,6 +24,7 @@ from transformers import AutoTokenizer
 
 from rayfleet.assets import resolve_model
 from rayfleet.engines.base import EngineConfig, SamplingConfig
+from rayfleet.engines.templates import count_tokens
 from rayfleet.engines.vllm_engine import configure_cpu_environment, engine_arguments, sampling_params
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class AsyncVllmEngine:
         self.engine = AsyncLLM.from_engine_args(arguments)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+        return count_tokens(self.tokenizer, text)
 
     async def stream(
         self, prompt_ids: list[int], sampling: SamplingConfig, adapter: AdapterRef | None = None

@@ -22,6 +22,12 @@ from rayfleet.engines.base import Conversation
 TEMPLATE_OPTIONS = {"enable_thinking": False}  # extra variables every chat template is rendered with
 
 
+def count_tokens(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
+    """Tokens of ``text`` as plain content (special-token strings in it split like any text). Only counted:
+    ``verbose=False`` keeps transformers from warning of "indexing errors" for a text past the model's length."""
+    return len(tokenizer(text, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"])
+
+
 def render_prompt_text(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -> str:
     """The conversation rendered by the model's chat template, ready for the assistant turn."""
     if not tokenizer.chat_template:

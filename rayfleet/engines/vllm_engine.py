@@ -20,7 +20,7 @@ from typing import Sequence
 from transformers import AutoTokenizer
 
 from rayfleet.engines.base import Conversation, EngineConfig, Generation, SamplingConfig, claim_cpu_threads
-from rayfleet.engines.templates import render_prompt_ids
+from rayfleet.engines.templates import count_tokens, render_prompt_ids
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class VllmEngine:
         return LoRARequest(os.path.basename(adapter.rstrip("/")), 1, adapter)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+        return count_tokens(self.tokenizer, text)
 
     def prompt_token_ids(self, conversation: Conversation) -> list[int]:
         return render_prompt_ids(self.tokenizer, conversation)

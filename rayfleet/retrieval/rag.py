@@ -53,7 +53,7 @@ class PromptTooLong(ValueError):
 
 
 def token_count(tokenizer, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 def fit_to_budget(hits: list[Hit], tokenizer, max_context_tokens: int) -> list[Hit]:
@@ -136,7 +136,7 @@ def grounded_conversation(
     as numbered passages (each named by :func:`passage_label`, each cut to the budget) and the question."""
     passages = []
     for number, hit in enumerate(hits, start=1):
-        ids = tokenizer(hit.text, add_special_tokens=False)["input_ids"][:max_context_tokens]
+        ids = tokenizer(hit.text, add_special_tokens=False, verbose=False)["input_ids"][:max_context_tokens]
         passages.append(f"[{number}] ({passage_label(hit)}) {tokenizer.decode(ids)}")
     system = "\n\n".join(filter(None, [system_prompt, RAG_INSTRUCTIONS]))
     return [

@@ -62,7 +62,10 @@ def token_offsets(tokenizer: Tokenizer, text: str) -> TokenOffsets:
     while position < len(text):
         cut = tokenize_window_end(text, position)
         window = text[position:cut]
-        encoded = tokenizer(window, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
+        # verbose=False: only counted, so transformers' "indexing errors" warning (a window past the model's
+        # length, e.g. MiniLM's 512) would mislead
+        encoded = tokenizer(window, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True,
+                            verbose=False)  # fmt: skip
         for start, end in encoded["offset_mapping"]:
             starts.append(position + start)
             ends.append(position + end)
@@ -201,7 +204,11 @@ def chunk_document(
              for start, end, heading in pack_sections(text, tokens, headings, max_tokens, overlap_tokens)
              if (trimmed := trim_span(text, start, end))]  # fmt: skip
     texts = [text[start:end] for start, end, _ in spans]
-    encoded = tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"] if texts else []
+    encoded = (
+        tokenizer(texts, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
+        if texts
+        else []
+    )
     counts = [len(ids) for ids in encoded]
     return [
         Chunk(ordinal, piece, count, start, end, page_of(page_offsets, start), page_of(page_offsets, end - 1), heading)

@@ -129,7 +129,7 @@ def render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], generation_
 
 def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """Token ids of template text (which already holds its special tokens)."""
-    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+    return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] if text else []
 
 
 def chat_messages(messages: Any) -> list[dict] | str:

@@ -157,3 +157,36 @@ def test_a_long_text_is_tokenized_in_windows_to_the_same_tokens_as_in_one_call(t
     spaceless = "x" * (2 * TOKENIZE_WINDOW_CHARS + 5)  # no space to cut before: cut where the window ends
     offsets = token_offsets(tokenizer, spaceless)
     assert offsets.ends[-1] == len(spaceless) and all(a <= b for a, b in zip(offsets.ends, offsets.starts[1:]))
+
+
+@pytest.fixture
+def transformers_warnings():
+    """The messages transformers logs while the test runs (its logger does not propagate to the root)."""
+    import logging
+
+    class Collect(logging.Handler):
+        messages: list[str] = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    handler, logger = Collect(logging.WARNING), logging.getLogger("transformers")
+    handler.messages = []
+    logger.addHandler(handler)
+    yield handler.messages
+    logger.removeHandler(handler)
+
+
+def test_counting_a_text_past_the_models_length_does_not_warn_of_indexing_errors(smollm2_path, transformers_warnings):
+    """Chunking and counting never run a text through a model, so transformers' "will result in indexing
+    errors" warning (MiniLM's limit is 512 tokens) must not land in every ingest and summarization log."""
+    from rayfleet.engines.templates import count_tokens
+
+    short_limit = AutoTokenizer.from_pretrained(smollm2_path, model_max_length=64)  # a fresh one warns once
+    text = "A sentence of plain words for the count. " * 300
+    chunks = chunk_document(short_limit, text, 48)
+    assert len(chunks) > 10 and all(chunk.token_count <= 48 for chunk in chunks)
+    assert count_tokens(short_limit, text) > 64
+    assert not [message for message in transformers_warnings if "indexing errors" in message]
+    short_limit(text)  # the check can fail: an uncounted call does warn
+    assert [message for message in transformers_warnings if "indexing errors" in message]
