@@ -30,10 +30,12 @@ class FastTokenizer:
         add_special_tokens: bool = True,
         return_offsets_mapping: bool = False,
         split_special_tokens: bool = True,
+        verbose: bool = True,
     ) -> dict:
         """``{"input_ids": ...}`` (and ``"offset_mapping"``) for one text or a list of texts; a special token's
         spelling (``<|im_end|>``) is text unless ``split_special_tokens`` is off (a chunk is measured as the
-        message text it becomes, where it stays text: rayfleet.engines.templates)."""
+        message text it becomes, where it stays text: rayfleet.engines.templates). ``verbose`` is taken as
+        ``transformers`` takes it; this tokenizer knows no model length, so it has nothing to warn of."""
         self.backend.encode_special_tokens = split_special_tokens
         if isinstance(text, str):
             encoded = self.backend.encode(text, add_special_tokens=add_special_tokens)

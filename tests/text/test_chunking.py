@@ -187,6 +187,11 @@ def test_counting_a_text_past_the_models_length_does_not_warn_of_indexing_errors
     chunks = chunk_document(short_limit, text, 48)
     assert len(chunks) > 10 and all(chunk.token_count <= 48 for chunk in chunks)
     assert count_tokens(short_limit, text) > 64
+    from rayfleet.text.tokenizer import FastTokenizer  # what ingestion chunks with: takes the same call
+
+    assert [chunk.token_count for chunk in chunk_document(FastTokenizer(smollm2_path), text, 48)] == [
+        chunk.token_count for chunk in chunks
+    ]
     assert not [message for message in transformers_warnings if "indexing errors" in message]
     short_limit(text)  # the check can fail: an uncounted call does warn
     assert [message for message in transformers_warnings if "indexing errors" in message]
