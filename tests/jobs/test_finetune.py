@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pytest
 import torch
 
@@ -78,10 +77,10 @@ def job_config(ray_cluster, qa_set, prefix: str, model, *overrides: str) -> Fine
 
 
 def checkpoint_steps(config: FinetuneConfig) -> list[int]:
-    """The step numbers of the checkpoint folders the run left in storage."""
-    location = storage.resolve(storage.join(config.storage_path, config.run_name))
-    infos = location.filesystem.get_file_info(pafs.FileSelector(location.path))
-    return sorted(int(info.base_name.split("-")[1]) for info in infos if info.base_name.startswith("step-"))
+    """The step numbers of the checkpoints the run left in storage, by their train state files (SeaweedFS keeps
+    the empty folder of a checkpoint Ray Train deleted)."""
+    run = storage.join(config.storage_path, config.run_name)
+    return sorted(int(uri.split("/step-")[1][:6]) for uri in storage.list_files(run) if uri.endswith(f"/{STATE_FILE}"))
 
 
 def final_checkpoint(config: FinetuneConfig, step: int) -> tuple[dict, dict]:
@@ -215,9 +214,7 @@ def test_best_validation_publishes_the_checkpoint_of_lowest_validation_loss_not_
     assert report["steps"] == 4 and best < 4, f"validation got worse after its best step: {losses}"
     assert report["published_step"] == adapter.metadata["published_checkpoint"]["step"] == best
     assert adapter.metadata["published_checkpoint"]["validation_loss"] == pytest.approx(losses[best])
-    run = storage.join(config.storage_path, config.run_name)
-    kept = sorted(int(uri.split("/step-")[1][:6]) for uri in storage.list_files(run) if uri.endswith(f"/{STATE_FILE}"))
-    assert kept == [best, 4], "kept: the checkpoint of lowest validation loss, and the newest"
+    assert checkpoint_steps(config) == [best, 4], "kept: the checkpoint of lowest validation loss, and the newest"
     checkpoint = storage.join(config.storage_path, config.run_name, f"step-{best:06d}", "adapter")
     assert storage.read_bytes(storage.join(adapter.uri, "adapter_model.safetensors")) == storage.read_bytes(
         storage.join(checkpoint, "adapter_model.safetensors")
