@@ -93,7 +93,9 @@ class IngestConfig(BaseConfig):
         ..., description="Folders/prefixes or files to ingest (local paths or s3://); one or a list."
     )
     output: str = Field(..., description="Folder/prefix for the documents, chunks, errors and ledger tables.")
-    max_file_bytes: int = Field(100 * 2**20, ge=1, description="Files larger than this are set aside as oversize.")
+    max_file_bytes: int = Field(
+        100 * 2**20, ge=1, description="Files larger than this, or inflating past it when compressed, are set aside."
+    )
     files_per_batch: int = Field(
         4, ge=1, description="Files per worker batch (and per committed output file until merged)."
     )

@@ -2,7 +2,8 @@
 
 :class:`FileIngester` reads a file, names it by the sha256 of its bytes (so the same
 content always gets the same ``doc_id``, wherever it lies), parses it
-(:mod:`rayfleet.text.parsing`) and chunks it with the model's tokenizer
+(:mod:`rayfleet.text.parsing`; a gzip, bzip2 or xz file as the file inside,
+:mod:`rayfleet.text.compression`) and chunks it with the model's tokenizer
 (:mod:`rayfleet.text.chunking`). Every outcome, good or bad, is a :class:`FileResult`
 with a ledger row; bad files carry an errors-table row with the reason. It knows
 nothing of Ray: ``jobs.ingest`` runs it in an actor pool, ``bench.ingest`` in a loop.
@@ -25,6 +26,7 @@ from rayfleet.assets import resolve_model
 from rayfleet.config import BaseConfig
 from rayfleet.tables import error_row, read_folder, utc_now
 from rayfleet.text.chunking import chunk_document
+from rayfleet.text.compression import decompressed
 from rayfleet.text.ocr import OcrConfig
 from rayfleet.text.parsing import ParseError, parse_file
 from rayfleet.text.tokenizer import FastTokenizer
@@ -120,7 +122,8 @@ class FileIngester:
         started = time.monotonic()
         try:
             with heartbeat(f"still parsing {file.uri} ({file.size / 1e6:.1f} MB)", PARSE_HEARTBEAT_S):
-                parsed = parse_file(file.uri, data, self.ocr)
+                name, content, compression = decompressed(file.uri, data, self.max_file_bytes)
+                parsed = parse_file(name, content, self.ocr)
         except ParseError as error:
             return self._failed(file, doc_id, "parse", str(error))
         except Exception as error:  # a parser bug on one file must not stop the run
@@ -135,7 +138,8 @@ class FileIngester:
             "doc_id": doc_id, "source": file.uri, "title": parsed.title, "text": parsed.text,
             "page_count": parsed.page_count, "page_offsets": parsed.page_offsets,
             "headings": [asdict(heading) for heading in parsed.headings], "mime_type": parsed.mime_type,
-            "bytes": len(data), "parser": parsed.parser, "parse_seconds": parse_seconds,
+            "bytes": len(data), "parser": f"{compression}+{parsed.parser}" if compression else parsed.parser,
+            "parse_seconds": parse_seconds,
             "run_id": self.run_id, "created_at": now,
         }  # fmt: skip
         chunk_rows = [

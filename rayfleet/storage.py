@@ -306,9 +306,10 @@ def contains(folder: str, uri: str) -> bool:
 
 
 def read_bytes(uri: str) -> bytes:
-    """The whole content of one file."""
+    """The whole content of one file, byte for byte (a ``.gz`` file's compressed bytes: pyarrow would
+    inflate it, by its name, and with no limit)."""
     location = resolve(uri)
-    with location.filesystem.open_input_stream(location.path) as stream:
+    with location.filesystem.open_input_stream(location.path, compression=None) as stream:
         return stream.read()
 
 
@@ -316,7 +317,7 @@ def write_bytes(uri: str, data: bytes) -> None:
     """Write one file atomically, creating parent folders as needed."""
     location = resolve(uri)
     if location.is_s3:
-        with location.filesystem.open_output_stream(location.path) as stream:
+        with location.filesystem.open_output_stream(location.path, compression=None) as stream:
             stream.write(data)
         return
     parent = os.path.dirname(location.path)

@@ -102,3 +102,33 @@ def test_a_copy_met_later_in_the_run_is_a_duplicate_of_the_file_parsed_first(tmp
     assert parsed.ledger["outcome"] == OUTCOME_INGESTED and parsed.document and parsed.chunks
     assert again.ledger["outcome"] == OUTCOME_DUPLICATE and again.ledger["doc_id"] == parsed.document["doc_id"]
     assert again.document is None and not again.chunks, "the copy is not parsed or chunked again"
+
+
+def test_a_gzipped_file_becomes_the_document_inside_and_a_bomb_is_set_aside(tmp_path):
+    import gzip
+
+    from rayfleet import storage
+    from rayfleet.ingestion import OUTCOME_ERROR, OUTCOME_INGESTED, ChunkingConfig, FileIngester
+
+    markdown = b"# Field notes\n\nThe pump on line two was replaced in March.\n"
+    (tmp_path / "notes.md").write_bytes(markdown)
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "notes.md.gz").write_bytes(gzip.compress(markdown))
+    (tmp_path / "archive" / "zeros.txt.gz").write_bytes(gzip.compress(b"0" * (2 << 20)))
+    plain, packed, bomb = (
+        storage.list_entries(str(tmp_path / path))[0]
+        for path in ("notes.md", "archive/notes.md.gz", "archive/zeros.txt.gz")
+    )
+    ingester = FileIngester(ChunkingConfig(), max_file_bytes=1 << 20, run_id="test")
+
+    expected, result, refused = ingester.ingest(plain, {}), ingester.ingest(packed, {}), ingester.ingest(bomb, {})
+
+    assert result.ledger["outcome"] == OUTCOME_INGESTED and result.document["source"] == packed.uri
+    assert (
+        result.document["bytes"] == packed.size and result.document["parser"] == f"gzip+{expected.document['parser']}"
+    )
+    for key in ("title", "text", "mime_type", "page_offsets", "headings"):
+        assert result.document[key] == expected.document[key], key
+    assert [chunk["text"] for chunk in result.chunks] == [chunk["text"] for chunk in expected.chunks]
+    assert refused.ledger["outcome"] == OUTCOME_ERROR and refused.document is None
+    assert refused.error["stage"] == "parse" and "inflates past max_file_bytes=1048576" in refused.error["error"]

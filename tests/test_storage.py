@@ -75,6 +75,18 @@ def test_s3_roundtrip_list_exists_delete(s3_prefix):
     assert not storage.exists(uri)
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_compressed_files_bytes_are_read_and_written_as_they_are(where, tmp_path, request):
+    import gzip
+
+    root = str(tmp_path) if where == "local" else request.getfixturevalue("s3_prefix")
+    packed = gzip.compress(b"the words inside")
+    uri = storage.join(root, "notes.txt.gz")
+    storage.write_bytes(uri, packed)
+    assert storage.read_bytes(uri) == packed, "not inflated (nor compressed again) by its name"
+    assert storage.list_entries(uri)[0].size == len(packed)
+
+
 def test_s3_credentials_come_from_environment(s3_prefix, monkeypatch):
     uri = storage.join(s3_prefix, "secret.txt")
     storage.write_bytes(uri, b"x")
