@@ -24,7 +24,7 @@ import json
 from typing import NamedTuple
 
 from rayfleet.engines.base import Conversation
-from rayfleet.engines.templates import render_prompt_ids
+from rayfleet.engines.templates import count_tokens, render_prompt_ids
 from rayfleet.retrieval.retriever import Hit
 from rayfleet.storage import PARQUET_SUFFIXES
 
@@ -52,17 +52,15 @@ class PromptTooLong(ValueError):
     """The question (with the instructions and ``max_tokens``) leaves no room for passages in the model's context."""
 
 
-def token_count(tokenizer, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
-
-
 def fit_to_budget(hits: list[Hit], tokenizer, max_context_tokens: int) -> list[Hit]:
     """The best hits whose passages (text and ``[n] (title, page, section)`` label) fit ``max_context_tokens``
     together, best first; a hit too long for what is left is skipped, so shorter lower-ranked ones still
     come in. The best hit is always kept (cut to the budget by :func:`grounded_conversation`)."""
     kept, used = [], 0
     for hit in hits:
-        tokens = token_count(tokenizer, hit.text) + token_count(tokenizer, f"[{len(kept) + 1}] ({passage_label(hit)}) ")
+        tokens = count_tokens(tokenizer, hit.text) + count_tokens(
+            tokenizer, f"[{len(kept) + 1}] ({passage_label(hit)}) "
+        )
         if kept and used + tokens > max_context_tokens:
             continue
         kept.append(hit)
@@ -136,7 +134,8 @@ def grounded_conversation(
     as numbered passages (each named by :func:`passage_label`, each cut to the budget) and the question."""
     passages = []
     for number, hit in enumerate(hits, start=1):
-        ids = tokenizer(hit.text, add_special_tokens=False, verbose=False)["input_ids"][:max_context_tokens]
+        ids = tokenizer(hit.text, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
+        ids = ids[:max_context_tokens]
         passages.append(f"[{number}] ({passage_label(hit)}) {tokenizer.decode(ids)}")
     system = "\n\n".join(filter(None, [system_prompt, RAG_INSTRUCTIONS]))
     return [
@@ -172,7 +171,7 @@ def recent_turns(turns: Conversation, tokenizer, max_tokens: int) -> Conversatio
     with a user turn."""
     kept, used = [], 0
     for message in reversed(turns):
-        used += token_count(tokenizer, message["content"])
+        used += count_tokens(tokenizer, message["content"])
         if used > max_tokens:
             break
         kept.insert(0, message)

@@ -54,6 +54,18 @@ def test_a_long_hit_is_skipped_and_a_shorter_lower_ranked_one_still_fits():
     assert [h.chunk_id for h in fit_to_budget(hits, TOKENIZER, budget)] == ["doc1#0", "doc3#0"]
 
 
+def test_a_passage_quoting_special_tokens_is_counted_as_the_prompt_holds_it():
+    quoting = hit(2, "[SEP] " * 30)  # as message text each "[SEP]" stays text: three tokens, not the one special
+    hits = [hit(1, "word " * 5), quoting]
+    with_it, without_it = (
+        len(render_prompt_ids(TOKENIZER, grounded_conversation("Q?", kept, TOKENIZER, 768)))
+        for kept in (hits, hits[:1])
+    )
+    assert with_it - without_it > 80
+    budget = passage_tokens(1, hits[0]) + with_it - without_it - 10
+    assert [h.chunk_id for h in fit_to_budget(hits, TOKENIZER, budget)] == ["doc1#0"]
+
+
 def test_the_whole_prompt_fits_the_model_context_with_labels_and_conversation():
     hits = [hit(n, f"passage {n} " + "word " * 200, n, title=f"Manual {n}", heading="Maintenance") for n in (1, 2, 3)]
     history = [{"role": "user", "content": "earlier " * 100}, {"role": "assistant", "content": "answer " * 20}]
