@@ -41,6 +41,8 @@ MIME_TIFF = "image/tiff"
 MIME_BMP = "image/bmp"
 MIME_WEBP = "image/webp"
 MIME_GIF = "image/gif"
+MIME_VTT = "text/vtt"
+MIME_SRT = "application/x-subrip"
 # What reading a damaged Office zip raises, from zipfile, zlib, the XML parser or the package readers.
 CORRUPT_PACKAGE_ERRORS = (
     zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, SyntaxError, KeyError, ValueError, TypeError,

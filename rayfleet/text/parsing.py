@@ -2,9 +2,9 @@
 
 Formats (one module each family, :mod:`rayfleet.text.formats`): PDF (scanned pages by OCR),
 HTML, Markdown, EPUB, plain text, CSV/TSV, RTF, DOCX, PPTX, XLSX, OpenDocument (ODT, ODS, ODP),
-e-mail (``.eml``, attachments included) and pictures of text (PNG, JPEG, TIFF, BMP, WebP, GIF:
-OCR). Every parser returns a :class:`ParsedDocument`: the text, where each
-page starts in it (PDF pages, slides, sheets, EPUB chapters; one page for the rest), and the
+e-mail (``.eml``, attachments included), subtitles and meeting transcripts (WebVTT, SubRip)
+and pictures of text (PNG, JPEG, TIFF, BMP, WebP, GIF: OCR). Every parser returns a
+:class:`ParsedDocument`: the text, where each page starts in it (PDF pages, slides, sheets, EPUB chapters; one page for the rest), and the
 headings found, with their offsets, for chunking.
 
 A file that cannot give usable text raises :class:`ParseError` with a reason a person
@@ -40,9 +40,11 @@ from rayfleet.text.document import (
     MIME_PNG,
     MIME_PPTX,
     MIME_RTF,
+    MIME_SRT,
     MIME_TEXT,
     MIME_TIFF,
     MIME_TSV,
+    MIME_VTT,
     MIME_WEBP,
     MIME_XLSX,
     OLE_MAGIC,
@@ -57,6 +59,7 @@ from rayfleet.text.formats.office import parse_docx, parse_pptx, parse_xlsx
 from rayfleet.text.formats.opendocument import parse_opendocument
 from rayfleet.text.formats.pdf import parse_pdf
 from rayfleet.text.formats.plain import parse_csv, parse_rtf, parse_text, parse_tsv
+from rayfleet.text.formats.subtitles import parse_srt, parse_vtt
 from rayfleet.text.ocr import OcrConfig
 
 __all__ = [
@@ -107,6 +110,8 @@ EXTENSIONS = {
     ".bmp": MIME_BMP,
     ".webp": MIME_WEBP,
     ".gif": MIME_GIF,
+    ".vtt": MIME_VTT,
+    ".srt": MIME_SRT,
 }
 IMAGE_TYPES = {MIME_PNG, MIME_JPEG, MIME_TIFF, MIME_BMP, MIME_WEBP, MIME_GIF}
 IMAGE_MAGIC = (
@@ -125,8 +130,8 @@ def detect_mime_type(name: str, data: bytes) -> str | None:
 
     Bytes that are unmistakably a PDF, an Office/OpenDocument/EPUB package or RTF win over an
     extension that says otherwise (a PDF saved as ``.docx``). Pictures are recognised by their
-    bytes only in files with no extension. A file with no extension whose bytes are UTF-8 text
-    (``README``, ``NOTES``) is plain text.
+    bytes only in files with no extension, as is a WebVTT transcript. A file with no extension
+    whose bytes are UTF-8 text (``README``, ``NOTES``) is plain text.
     """
     extension = posixpath.splitext(name.lower())[1]
     signed = _signature_type(data)
@@ -137,6 +142,8 @@ def detect_mime_type(name: str, data: bytes) -> str | None:
         return signed
     if re.match(rb"^(\xef\xbb\xbf)?\s*<(!doctype html|html)", head, re.IGNORECASE):
         return MIME_HTML
+    if not extension and re.match(rb"^(\xef\xbb\xbf)?WEBVTT(\s|$)", head):
+        return MIME_VTT
     if not extension and (picture := _picture_type(head)):
         return picture  # only without an extension: camera RAW files (.nef, .dng) open as TIFF too
     if EMAIL_HEADER.match(head) and re.search(rb"^(from|subject):", head, re.IGNORECASE | re.MULTILINE):
@@ -251,4 +258,6 @@ PARSERS: dict[str, Callable[[bytes], ParsedDocument]] = {
     MIME_ODS: parse_opendocument,
     MIME_ODP: parse_opendocument,
     MIME_EPUB: parse_epub,
+    MIME_VTT: parse_vtt,
+    MIME_SRT: parse_srt,
 }
