@@ -56,25 +56,30 @@ def _ends_abbreviation(text: str, match: re.Match) -> bool:
 
 
 class SummaryPrompts(BaseConfig):
-    """Prompt templates; each must contain ``{text}``."""
+    """Prompt templates; each must contain ``{text}``.
+
+    The instruction comes after the text: a small model given a long text after its instruction
+    loses the instruction (SmolLM2-135M answered libtasn1's manual with "Your answer has been
+    provided correctly..."); after it, the same model summarizes what it read. On the demo's
+    ACL papers (16, short enough for one call) both orders score the same ROUGE-L (0.159).
+    """
 
     system: str = Field(
         "You are a careful assistant who writes concise, faithful summaries. Never invent facts.",
         description="System message of every summarization call.",
     )
     document: str = Field(
-        "Summarize the following document in 3 to 5 sentences. Keep the key facts, "
-        "methods and results.\n\nDocument:\n{text}",
+        "Document:\n{text}\n\nSummarize the document above in 3 to 5 sentences. Keep the key facts, "
+        "methods and results.",
         description="Prompt for a document that fits in one call.",
     )
     part: str = Field(
-        "The following is one part of a longer document. Summarize this part in 2 to 4 "
-        "sentences, keeping its key facts.\n\nPart:\n{text}",
+        "Part of a longer document:\n{text}\n\nSummarize this part in 2 to 4 sentences, keeping its key facts.",
         description="Map step: prompt for one piece of a long document.",
     )
     combine: str = Field(
-        "The following are summaries of consecutive parts of one document. Write one "
-        "coherent summary of the whole document in 3 to 5 sentences.\n\nPart summaries:\n{text}",
+        "Summaries of consecutive parts of one document:\n{text}\n\nWrite one coherent summary of the whole "
+        "document in 3 to 5 sentences.",
         description="Reduce step: prompt that merges piece summaries.",
     )
 

@@ -112,6 +112,14 @@ def test_map_reduce_that_does_not_shrink_fails_the_document_instead_of_looping(e
         summarizer.summarize([("long", LONG_TEXT)])
 
 
+@pytest.mark.parametrize("step", ["document", "part", "combine"])
+def test_every_default_prompt_gives_its_instruction_after_the_text(step):
+    template = getattr(SummaryPrompts(), step)
+    before, after = template.split("{text}")
+    assert before.endswith(":\n") and len(before) < 60, "only a label before the text: a long one would bury more"
+    assert "summar" in after.lower() and after.strip().endswith("."), "the instruction comes after the text"
+
+
 def test_prompt_without_placeholder_is_refused():
     with pytest.raises(ValueError, match="placeholder"):
         SummaryPrompts(document="Summarize please.")
