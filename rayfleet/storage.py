@@ -120,9 +120,10 @@ def s3_filesystem(allow_bucket_creation: bool = False) -> pafs.S3FileSystem:
 
 
 def s3_path(uri: str) -> str:
-    """``bucket/key`` of an ``s3://`` (or ``s3a://``) URI, repeated slashes as one."""
-    parsed = urlparse(uri)
-    return re.sub("/+", "/", f"{parsed.netloc}{parsed.path}").rstrip("/")
+    """``bucket/key`` of an ``s3://`` (or ``s3a://``) URI, repeated slashes as one. Everything after the
+    scheme is the key, as S3 names it: ``#`` and ``?`` are characters of a key (``Invoice #12.pdf``),
+    not a URL's fragment or query, which a URL parser would cut off."""
+    return re.sub("/+", "/", uri.split("://", 1)[1]).rstrip("/")
 
 
 def resolve(uri: str) -> Location:

@@ -87,6 +87,18 @@ def test_a_compressed_files_bytes_are_read_and_written_as_they_are(where, tmp_pa
     assert storage.list_entries(uri)[0].size == len(packed)
 
 
+def test_s3_keys_keep_every_character_a_file_name_may_hold(s3_prefix):
+    names = ["Invoice #12.pdf", "Invoice #13.pdf", "FAQ?.txt", "a;b.txt", "100% done.txt", "naïve café.txt"]
+    for number, name in enumerate(names):
+        storage.write_bytes(storage.join(s3_prefix, "odd", name), f"file {number}".encode())
+
+    listed = storage.list_files(storage.join(s3_prefix, "odd"))
+    assert sorted(uri.rsplit("/", 1)[1] for uri in listed) == sorted(names), "no name cut at '#' or '?'"
+    for number, name in enumerate(names):
+        assert storage.read_bytes(storage.join(s3_prefix, "odd", name)) == f"file {number}".encode()
+    assert storage.s3_path("s3://bucket//reports/Q3 #2?.pdf") == "bucket/reports/Q3 #2?.pdf"
+
+
 def test_s3_credentials_come_from_environment(s3_prefix, monkeypatch):
     uri = storage.join(s3_prefix, "secret.txt")
     storage.write_bytes(uri, b"x")
