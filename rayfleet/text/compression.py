@@ -42,7 +42,6 @@ COMPRESSIONS = (
     Compression("bzip2", b"BZh", (".bz2",), bz2.BZ2File),
     Compression("xz", b"\xfd7zXZ\x00", (".xz",), lzma.LZMAFile),
 )
-COMPRESSED_EXTENSIONS = tuple(extension for compression in COMPRESSIONS for extension in compression.extensions)
 # What a damaged stream raises while it is read (a truncated one: EOFError).
 CORRUPT_STREAM_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
 

@@ -4,8 +4,8 @@ Formats (one module each family, :mod:`rayfleet.text.formats`): PDF (scanned pag
 HTML, Markdown, EPUB, plain text, CSV/TSV, RTF, DOCX, PPTX, XLSX, OpenDocument (ODT, ODS, ODP),
 e-mail (``.eml``, attachments included), subtitles and meeting transcripts (WebVTT, SubRip)
 and pictures of text (PNG, JPEG, TIFF, BMP, WebP, GIF: OCR). Every parser returns a
-:class:`ParsedDocument`: the text, where each page starts in it (PDF pages, slides, sheets, EPUB chapters; one page for the rest), and the
-headings found, with their offsets, for chunking.
+:class:`ParsedDocument`: the text, where each page starts in it (PDF pages, slides, sheets, EPUB
+chapters; one page for the rest), and the headings found, with their offsets, for chunking.
 
 A file that cannot give usable text raises :class:`ParseError` with a reason a person
 can act on (corrupt, encrypted, no extractable text, legacy or unknown type)::
