@@ -21,7 +21,8 @@ complete Parquet files under ``output``:
 - ``_files/``: the ledger of every file handled (``schemas.FILES_SCHEMA``).
 
 Scanned PDF pages and pictures of text (PNG, JPEG, TIFF...) are read by OCR (``ocr.*``,
-:mod:`rayfleet.text.ocr`).
+:mod:`rayfleet.text.ocr`). A zip archive is listed as the files it holds, each a file of its own
+(``handbook.zip!/hr/leave.pdf``, :mod:`rayfleet.archives`).
 
 Exact duplicates (same bytes) are kept once and counted. A rerun skips every file in
 the ledger with the same size and modification time, so it does no work twice and
@@ -48,6 +49,7 @@ import pyarrow.compute as pc
 from pydantic import Field, field_validator, model_validator
 
 from rayfleet import storage
+from rayfleet.archives import is_archive, with_archives_unpacked, within_archive
 from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.ingestion import (
     LEDGER_COLUMNS,
@@ -94,7 +96,9 @@ class IngestConfig(BaseConfig):
     )
     output: str = Field(..., description="Folder/prefix for the documents, chunks, errors and ledger tables.")
     max_file_bytes: int = Field(
-        100 * 2**20, ge=1, description="Files larger than this, or inflating past it when compressed, are set aside."
+        100 * 2**20,
+        ge=1,
+        description="Files larger than this, or inflating past it (compressed, or in a zip archive), are set aside.",
     )
     files_per_batch: int = Field(
         4, ge=1, description="Files per worker batch (and per committed output file until merged)."
@@ -209,7 +213,9 @@ def list_input_files(config: IngestConfig) -> InputListing:
             continue
         if not (len(entries) == 1 and entries[0].uri == resolved):
             folders.append(resolved.rstrip("/") + "/")
-        for entry in entries:
+        elif is_archive(resolved):
+            folders.append(resolved)  # its members are the files it lists (within: "<archive>!/...")
+        for entry in with_archives_unpacked(entries):
             if not entry.uri.startswith(output):
                 found.setdefault(entry.uri, entry)
     documents = [entry for entry in found.values() if not is_system_file(entry.uri)]
@@ -217,8 +223,12 @@ def list_input_files(config: IngestConfig) -> InputListing:
 
 
 def within(source: str, places: list[str]) -> bool:
-    """Whether ``source`` is one of ``places`` or under one (a folder's ``uri/`` prefix, or a missing input)."""
-    return any(source == place or source.startswith(place.rstrip("/") + "/") for place in places)
+    """Whether ``source`` is one of ``places`` or under one (a folder's ``uri/`` prefix, or a missing input),
+    or a file inside one that is a zip archive."""
+    return any(
+        source == place or source.startswith(place.rstrip("/") + "/") or within_archive(source, place)
+        for place in places
+    )
 
 
 def require_known(missing: list[str], ledger: list[dict]) -> None:

@@ -1,10 +1,10 @@
 """One file in, one document and its chunks out: the plain per-file step of ingestion.
 
-:class:`FileIngester` reads a file, names it by the sha256 of its bytes (so the same
-content always gets the same ``doc_id``, wherever it lies), parses it
-(:mod:`rayfleet.text.parsing`; a gzip, bzip2 or xz file as the file inside,
-:mod:`rayfleet.text.compression`) and chunks it with the model's tokenizer
-(:mod:`rayfleet.text.chunking`). Every outcome, good or bad, is a :class:`FileResult`
+:class:`FileIngester` reads a file (a file inside a zip archive from the archive,
+:mod:`rayfleet.archives`), names it by the sha256 of its bytes (so the same content always
+gets the same ``doc_id``, wherever it lies), parses it (:mod:`rayfleet.text.parsing`; a gzip,
+bzip2 or xz file as the file inside, :mod:`rayfleet.text.compression`) and chunks it with the
+model's tokenizer (:mod:`rayfleet.text.chunking`). Every outcome, good or bad, is a :class:`FileResult`
 with a ledger row; bad files carry an errors-table row with the reason. It knows
 nothing of Ray: ``jobs.ingest`` runs it in an actor pool, ``bench.ingest`` in a loop.
 """
@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pydantic import Field, model_validator
 
 from rayfleet import storage
+from rayfleet.archives import read_listed_file
 from rayfleet.assets import resolve_model
 from rayfleet.config import BaseConfig
 from rayfleet.tables import error_row, read_folder, utc_now
@@ -111,9 +112,11 @@ class FileIngester:
                 file, None, "oversize", f"oversize: {file.size} bytes > max_file_bytes={self.max_file_bytes}"
             )
         try:
-            data = storage.read_bytes(file.uri)
+            data = read_listed_file(file.uri, self.max_file_bytes)
         except OSError as error:
             return self._failed(file, None, "read", f"unreadable: {type(error).__name__}: {error}")
+        except ParseError as error:  # a member of a zip archive that is encrypted, damaged or a bomb
+            return self._failed(file, None, "read", str(error))
         doc_id = content_id(data)
         holder = known_sources.get(doc_id) or self.parsed_sources.get(doc_id)
         if holder:

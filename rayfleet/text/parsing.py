@@ -195,6 +195,8 @@ def _unknown_type_error(name: str, data: bytes) -> ParseError:
             f"legacy binary Office file {extension or '(no extension)'!r} (or a password-protected one): "
             f"not readable here; save it as {LEGACY_FORMATS.get(extension, 'DOCX, XLSX or PPTX')}"
         )
+    if extension == ".zip":  # one that opens is unpacked before parsing (rayfleet.archives)
+        return ParseError("zip archive that does not open (damaged, or not a zip file): its files cannot be listed")
     supported = ", ".join(sorted(EXTENSIONS))
     return ParseError(f"unknown file type {posixpath.splitext(name)[1] or '(no extension)'!r}; supported: {supported}")
 

@@ -17,6 +17,7 @@ from jobs.ingest import IngestConfig, exit_status, main
 from rayfleet import storage
 from rayfleet.config import ConfigError, load_config
 from rayfleet.documents import plan_input
+from rayfleet.ingestion import LEDGER_COLUMNS, latest_rows
 from rayfleet.tables import read_folder
 from tests.text.samples import (
     PDFS, blank_pdf, docx_bytes, eml_bytes, encrypted_pdf, picture_bytes, pptx_bytes, scanned_pdf, xlsx_bytes,
@@ -235,6 +236,40 @@ def test_ingest_brings_an_index_up_to_date_so_new_files_are_retrievable(ray_clus
         assert len(keys) == len(set(keys)), f"no {key} twice"
     documents = read_folder(f"{s3_prefix}/corpus/documents", ["source"])["source"].to_pylist()
     assert {source.rsplit("/", 1)[-1] for source in documents} == {"notes.html", "pump.docx", "tips.md"}
+
+
+def test_a_zip_archive_is_ingested_file_by_file_and_kept_up_to_date_as_it_changes(ray_cluster, s3_prefix):
+    """As the dispatcher runs it: the job given the one archive that arrived, changed, then was deleted."""
+    from tests.test_archives import zipped
+
+    archive, pump = f"{s3_prefix}/incoming/handbook.zip", docx_bytes()
+    storage.write_bytes(archive, zipped({"notes/tips.md": MARKDOWN, "web/notes.html": HTML, "pump.docx": pump}))
+    overrides = [f"input={archive}", f"output={s3_prefix}/corpus", "missing_ok=true"]
+
+    def sources() -> dict[str, str]:
+        documents = read_folder(f"{s3_prefix}/corpus/documents", ["doc_id", "source"]).to_pylist()
+        return {row["source"]: row["doc_id"] for row in documents}
+
+    first = main(load_config(IngestConfig, overrides))
+    assert (first["files"], first["documents"], first["errors"]) == (3, 3, 0)
+    assert sorted(sources()) == [f"{archive}!/notes/tips.md", f"{archive}!/pump.docx", f"{archive}!/web/notes.html"]
+    chunks = read_folder(f"{s3_prefix}/corpus/chunks", ["source", "text"]).to_pylist()
+    assert any("octave --eval" in row["text"] and row["source"].endswith("!/notes/tips.md") for row in chunks)
+    assert main(load_config(IngestConfig, overrides))["already_done"] == 3, "a rerun reads nothing again"
+
+    time.sleep(1)  # the archive replaced: tips.md edited, notes.html taken out, pump.docx as it was
+    before = sources()
+    storage.write_bytes(archive, zipped({"notes/tips.md": EDITED_MARKDOWN, "pump.docx": pump}))
+    changed = main(load_config(IngestConfig, overrides))
+    assert (changed["files"], changed["documents"], changed["deleted"]) == (2, 1, 1)
+    latest = latest_rows(read_folder(f"{s3_prefix}/corpus/_files", LEDGER_COLUMNS).to_pylist())
+    assert latest[f"{archive}!/web/notes.html"]["outcome"] == "deleted"
+    assert latest[f"{archive}!/pump.docx"]["doc_id"] == before[f"{archive}!/pump.docx"], "same bytes, same document"
+    assert latest[f"{archive}!/notes/tips.md"]["doc_id"] != before[f"{archive}!/notes/tips.md"]
+
+    storage.delete(archive)
+    gone = main(load_config(IngestConfig, overrides))
+    assert (gone["files"], gone["deleted"]) == (0, 2), "the archive's files are recorded deleted with it"
 
 
 def test_an_input_that_never_existed_fails_the_run_and_is_named(tmp_path):

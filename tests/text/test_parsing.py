@@ -320,6 +320,31 @@ def test_email_headers_body_and_readable_attachments():
     assert all(document.text[h.offset :].startswith(h.title) for h in document.headings)
 
 
+def test_email_attachments_compressed_or_zipped_are_read_as_the_files_inside():
+    import gzip
+    from email.message import EmailMessage
+
+    from tests.test_archives import zipped
+
+    message = EmailMessage()
+    message["Subject"], message["From"] = "Minutes", "ann@example.com"
+    message.set_content("Minutes attached.")
+    minutes = zipped({"notes.md": b"# Decisions\n\nThe pump is replaced in May.\n", "pump.docx": docx_bytes(),
+                      "__MACOSX/._notes.md": b"\x00\x05"})  # fmt: skip
+    message.add_attachment(minutes, maintype="application", subtype="zip", filename="minutes.zip")
+    message.add_attachment(gzip.compress(b"Valve 7 leaks."), maintype="application", subtype="gzip",
+                           filename="log.txt.gz")  # fmt: skip
+    message.add_attachment(b"PK\x03\x04 broken", maintype="application", subtype="zip", filename="broken.zip")
+
+    document = parse_file("minutes.eml", message.as_bytes())
+
+    assert "Attachments: minutes.zip, log.txt.gz, broken.zip" in document.text
+    headings = [h.title for h in document.headings if h.level == 2]
+    assert headings == ["minutes.zip/notes.md", "minutes.zip/pump.docx", "log.txt"]
+    assert "The pump is replaced in May." in document.text and "impeller | yearly" in document.text
+    assert "Valve 7 leaks." in document.text
+
+
 def test_email_with_only_an_html_body_gives_its_text():
     from email.message import EmailMessage
 
@@ -448,6 +473,7 @@ def test_bytes_that_leave_no_doubt_win_over_a_wrong_extension():
         ("nothing.pdf", b"", "empty file \\(0 bytes\\)"),
         ("binary.txt", b"\x00\x01\x02" * 10, "binary content"),
         ("broken.docx", b"PK\x03\x04 not a zip", "corrupt DOCX"),
+        ("export.zip", b"PK\x03\x04 not a zip", "zip archive that does not open"),  # good ones: test_archives.py
         ("broken.pptx", pptx_bytes()[:2000], "corrupt PPTX"),
         ("locked.pptx", OLE_MAGIC + bytes(500), "password-protected file or a legacy binary Office file"),
         ("broken.xlsx", b"PK\x03\x04 not a zip", "corrupt XLSX"),

@@ -8,12 +8,15 @@ from rayfleet.text.formats.markup import parse_html
 from rayfleet.text.ocr import OcrConfig
 
 EMAIL_SHOWN_HEADERS = ("From", "To", "Cc", "Date")
+# What one attachment may inflate to (a compressed file, or a zip archive's files together).
+ATTACHMENT_MAX_INFLATED_BYTES = 100 * 2**20
 
 
 def parse_email(data: bytes, ocr: OcrConfig | None = None) -> ParsedDocument:
     """An e-mail (``.eml``) through the standard library: its subject as a heading, sender, recipients
     and date, the body (plain text, else its HTML as text), then each attachment in a format read here
-    (forwarded messages too) under a heading of its file name."""
+    (forwarded messages too) under a heading of its file name; a compressed attachment as the file
+    inside, a zip archive as each of its files (``minutes.zip/notes.md``)."""
     from email import policy
     from email.parser import BytesParser
 
@@ -30,7 +33,7 @@ def parse_email(data: bytes, ocr: OcrConfig | None = None) -> ParsedDocument:
     fields += [("Attachments", ", ".join(names))] if names else []
     builder.add_paragraph("\n".join(f"{name}: {' '.join(value.split())}" for name, value in fields))
     builder.add_paragraph(_email_body_text(message))
-    for name, content in attachments:
+    for name, content in (unpacked for attachment in attachments for unpacked in _unpacked(*attachment)):
         attached = _parse_attachment(name, content, ocr)
         if attached is not None:
             builder.add_heading(2, name)
@@ -69,6 +72,21 @@ def _attachment(part, index: int) -> tuple[str, bytes]:
         subject = " ".join(_header(forwarded, "Subject").split())
         return f"{subject or f'message {index}'}.eml", forwarded.as_bytes()
     return " ".join((part.get_filename() or f"attachment {index}").split()), part.get_payload(decode=True) or b""
+
+
+def _unpacked(name: str, data: bytes) -> list[tuple[str, bytes]]:
+    """An attachment as the files to read: a gzip, bzip2 or xz file as the file inside, a zip archive
+    as its files, each named under the archive's name; any other as it is (one that does not inflate
+    too, to be passed over as unreadable)."""
+    from rayfleet.archives import is_archive, zip_members
+    from rayfleet.text.compression import decompressed
+
+    try:
+        name, data, _ = decompressed(name, data, ATTACHMENT_MAX_INFLATED_BYTES)
+    except ParseError:
+        return [(name, data)]
+    members = zip_members(data, ATTACHMENT_MAX_INFLATED_BYTES) if is_archive(name) else None
+    return [(name, data)] if members is None else [(f"{name}/{member}", content) for member, content in members]
 
 
 def _parse_attachment(name: str, data: bytes, ocr: OcrConfig | None) -> ParsedDocument | None:
