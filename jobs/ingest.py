@@ -118,6 +118,11 @@ class IngestConfig(BaseConfig):
     )
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Chunk size, overlap and tokenizer.")
     ocr: OcrConfig = Field(default_factory=OcrConfig, description="OCR of scanned PDF pages and image files.")
+    text_extensions: list[str] = Field(
+        default_factory=list,
+        description="More file extensions to read as plain text, beyond those known (docs/ingest.md), e.g. "
+        "[.cfg, .ini, .sql, .py]; a file of another unknown type is set aside.",
+    )
     workers: WorkerPoolConfig = Field(default_factory=ingest_pool_defaults, description="Parser actor pool sizing.")
     index_output: str | None = Field(
         None,
@@ -130,6 +135,18 @@ class IngestConfig(BaseConfig):
     @classmethod
     def _one_or_many(cls, value):
         return [value] if isinstance(value, str) else value
+
+    @field_validator("text_extensions", mode="before")
+    @classmethod
+    def _extensions_with_a_dot(cls, value):
+        """``cfg``, ``.CFG`` and ``.cfg`` alike, one or a list."""
+        extensions = [value] if isinstance(value, str) else value
+        if not isinstance(extensions, list):
+            return extensions
+        bad = [item for item in extensions if not isinstance(item, str) or not item.strip(". ") or "/" in item]
+        if bad:
+            raise ValueError(f"text_extensions {bad} are not file extensions (e.g. .cfg)")
+        return ["." + item.strip().lstrip(".").lower() for item in extensions]
 
     @model_validator(mode="after")
     def _input_outside_output(self) -> "IngestConfig":
@@ -151,7 +168,7 @@ class IngestWorker:
     def __init__(self, config: IngestConfig, run_id: str, known_sources: dict[str, str]):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.config, self.run_id, self.known_sources = config, run_id, known_sources
-        self.ingester = FileIngester(config.chunking, config.max_file_bytes, run_id, config.ocr)
+        self.ingester = FileIngester(config.chunking, config.max_file_bytes, run_id, config.ocr, config.text_extensions)
 
     def __call__(self, batch: pa.Table) -> dict:
         """Ingest the batch's files and commit them; returns the batch's figures for progress.

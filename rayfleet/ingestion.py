@@ -15,7 +15,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
@@ -91,9 +91,17 @@ def content_id(data: bytes) -> str:
 class FileIngester:
     """Reads, parses and chunks files; holds the tokenizer so it loads once."""
 
-    def __init__(self, chunking: ChunkingConfig, max_file_bytes: int, run_id: str, ocr: OcrConfig | None = None):
+    def __init__(
+        self,
+        chunking: ChunkingConfig,
+        max_file_bytes: int,
+        run_id: str,
+        ocr: OcrConfig | None = None,
+        text_extensions: Collection[str] = (),
+    ):
         self.chunking, self.max_file_bytes, self.run_id = chunking, max_file_bytes, run_id
         self.ocr = ocr or OcrConfig()
+        self.text_extensions = frozenset(text_extensions)  # read as plain text (parse_file)
         self.tokenizer = FastTokenizer(resolve_model(chunking.tokenizer))
         self.parsed_sources: dict[str, str] = {}  # doc_id -> the file this ingester parsed it from
 
@@ -126,7 +134,7 @@ class FileIngester:
         try:
             with heartbeat(f"still parsing {file.uri} ({file.size / 1e6:.1f} MB)", PARSE_HEARTBEAT_S):
                 name, content, compression = decompressed(file.uri, data, self.max_file_bytes)
-                parsed = parse_file(name, content, self.ocr)
+                parsed = parse_file(name, content, self.ocr, self.text_extensions)
         except ParseError as error:
             return self._failed(file, doc_id, "parse", str(error))
         except Exception as error:  # a parser bug on one file must not stop the run

@@ -64,9 +64,9 @@ def test_a_file_still_parsing_is_named_in_the_log_until_it_is_done(tmp_path, mon
     from rayfleet import storage
     from rayfleet.ingestion import ChunkingConfig, FileIngester
 
-    def slow_parse_fault(name, data, ocr):
+    def slow_parse_fault(name, data, *options):
         time.sleep(0.5)  # a parse this slow, at a heartbeat of 0.1 s
-        return real_parse(name, data, ocr)
+        return real_parse(name, data, *options)
 
     real_parse = ingestion.parse_file
     monkeypatch.setattr(ingestion, "parse_file", slow_parse_fault)
@@ -132,3 +132,20 @@ def test_a_gzipped_file_becomes_the_document_inside_and_a_bomb_is_set_aside(tmp_
     assert [chunk["text"] for chunk in result.chunks] == [chunk["text"] for chunk in expected.chunks]
     assert refused.ledger["outcome"] == OUTCOME_ERROR and refused.document is None
     assert refused.error["stage"] == "parse" and "inflates past max_file_bytes=1048576" in refused.error["error"]
+
+
+def test_extensions_named_as_text_are_read_as_plain_text_and_others_stay_unknown(tmp_path):
+    from rayfleet import storage
+    from rayfleet.ingestion import OUTCOME_ERROR, ChunkingConfig, FileIngester
+
+    changelog = b"pump (1.2) stable; urgency=low\n\n  * Replace the impeller seal.\n"
+    (tmp_path / "changelog.Debian").write_bytes(changelog)
+    (tmp_path / "setup.cfg").write_bytes(b"[metadata]\nname = pump\n")
+    debian, cfg = storage.list_entries(str(tmp_path))
+    ingester = FileIngester(ChunkingConfig(), max_file_bytes=1 << 20, run_id="test", text_extensions={".debian"})
+
+    read, unknown = ingester.ingest(debian, {}), ingester.ingest(cfg, {})
+
+    assert read.document["mime_type"] == "text/plain" and "Replace the impeller seal." in read.document["text"]
+    assert unknown.ledger["outcome"] == OUTCOME_ERROR
+    assert "unknown file type '.cfg'" in unknown.error["error"] and "text_extensions" in unknown.error["error"]

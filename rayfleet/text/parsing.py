@@ -20,7 +20,7 @@ import io
 import posixpath
 import re
 import zipfile
-from typing import Callable
+from typing import Callable, Collection
 
 from rayfleet.text.document import (
     CORRUPT_PACKAGE_ERRORS,
@@ -125,18 +125,21 @@ EMAIL_HEADER = re.compile(
 )
 
 
-def detect_mime_type(name: str, data: bytes) -> str | None:
+def detect_mime_type(name: str, data: bytes, text_extensions: Collection[str] = ()) -> str | None:
     """The MIME type of a file, by extension, else by its first bytes; None when unknown.
 
     Bytes that are unmistakably a PDF, an Office/OpenDocument/EPUB package or RTF win over an
     extension that says otherwise (a PDF saved as ``.docx``). Pictures are recognised by their
     bytes only in files with no extension, as is a WebVTT transcript. A file with no extension
-    whose bytes are UTF-8 text (``README``, ``NOTES``) is plain text.
+    whose bytes are UTF-8 text (``README``, ``NOTES``) is plain text, as is one whose extension
+    the caller names in ``text_extensions`` (lower case, with the dot: ``.cfg``, ``.sql``).
     """
     extension = posixpath.splitext(name.lower())[1]
     signed = _signature_type(data)
     if extension in EXTENSIONS:
         return signed or EXTENSIONS[extension]
+    if extension and extension in text_extensions:
+        return signed or MIME_TEXT
     head = data[:4096]
     if signed:
         return signed
@@ -198,7 +201,10 @@ def _unknown_type_error(name: str, data: bytes) -> ParseError:
     if extension == ".zip":  # one that opens is unpacked before parsing (rayfleet.archives)
         return ParseError("zip archive that does not open (damaged, or not a zip file): its files cannot be listed")
     supported = ", ".join(sorted(EXTENSIONS))
-    return ParseError(f"unknown file type {posixpath.splitext(name)[1] or '(no extension)'!r}; supported: {supported}")
+    hint = "; to read it as plain text, name its extension in text_extensions" if extension else ""
+    return ParseError(
+        f"unknown file type {posixpath.splitext(name)[1] or '(no extension)'!r}; supported: {supported}{hint}"
+    )
 
 
 def _signature_type(data: bytes) -> str | None:
@@ -212,8 +218,11 @@ def _signature_type(data: bytes) -> str | None:
     return None
 
 
-def parse_file(name: str, data: bytes, ocr: OcrConfig | None = None) -> ParsedDocument:
-    """Parse one file's bytes by its type; scanned PDF pages and images through OCR as ``ocr`` says.
+def parse_file(
+    name: str, data: bytes, ocr: OcrConfig | None = None, text_extensions: Collection[str] = ()
+) -> ParsedDocument:
+    """Parse one file's bytes by its type; scanned PDF pages and images through OCR as ``ocr`` says;
+    files with an extension in ``text_extensions`` as plain text (:func:`detect_mime_type`).
 
     Raises:
         ParseError: an empty file, unknown type, corrupt or encrypted file, or no extractable text.
@@ -221,7 +230,7 @@ def parse_file(name: str, data: bytes, ocr: OcrConfig | None = None) -> ParsedDo
     if not data:
         raise ParseError("empty file (0 bytes)")
     ocr = ocr or OcrConfig()
-    mime_type = detect_mime_type(name, data)
+    mime_type = detect_mime_type(name, data, text_extensions)
     if mime_type is None:
         raise _unknown_type_error(name, data)
     if mime_type in IMAGE_TYPES:

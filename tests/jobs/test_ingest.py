@@ -284,6 +284,14 @@ def test_an_input_that_never_existed_fails_the_run_and_is_named(tmp_path):
     assert (gone["files"], gone["deleted"], gone["documents"]) == (0, 0, 0)
 
 
+def test_text_extensions_are_taken_with_or_without_a_dot_and_anything_else_is_refused(tmp_path):
+    base = [f"input={tmp_path}/raw", f"output={tmp_path}/corpus"]
+    assert load_config(IngestConfig, [*base, "text_extensions=[cfg, .SQL]"]).text_extensions == [".cfg", ".sql"]
+    assert load_config(IngestConfig, [*base, "text_extensions=ini"]).text_extensions == [".ini"]
+    with pytest.raises(ConfigError, match="are not file extensions"):
+        load_config(IngestConfig, [*base, "text_extensions=[notes/cfg]"])
+
+
 @pytest.mark.parametrize("inside", ["corpus", "corpus/raw"])
 def test_an_input_in_the_output_folder_is_refused_not_silently_empty(tmp_path, inside):
     with pytest.raises(ConfigError, match=r"lies in output .*whose files are never ingested"):

@@ -435,6 +435,15 @@ def test_text_formats_by_extension_and_unnamed_text_files():
     assert parse_file("export.xml", xml.encode()).text == xml
 
 
+def test_extensions_named_as_text_are_plain_text_unless_the_bytes_say_otherwise():
+    assert parse_file("schema.sql", b"CREATE TABLE pumps (id int);\n", text_extensions={".sql"}).mime_type == MIME_TEXT
+    with pytest.raises(ParseError, match="unknown file type '.sql'.*name its extension in text_extensions"):
+        parse_file("schema.sql", b"CREATE TABLE pumps (id int);\n")
+    assert detect_mime_type("refcard.sql", (PDFS / "refcard-a4.pdf").read_bytes(), {".sql"}) == MIME_PDF
+    with pytest.raises(ParseError, match="binary content"):
+        parse_file("dump.sql", b"\x00\x01\x02" * 10, text_extensions={".sql"})
+
+
 def test_type_is_sniffed_when_the_extension_says_nothing():
     assert detect_mime_type("download", (PDFS / "refcard-a4.pdf").read_bytes()) == MIME_PDF
     assert detect_mime_type("page", b"  <!DOCTYPE html><html></html>") == MIME_HTML
