@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 
+from rayfleet.text.formats.pdf import without_running_lines
 from rayfleet.text.parsing import (
     MIME_CSV,
     MIME_DOCX,
@@ -77,6 +79,25 @@ def test_manual_headings_come_from_the_outline_at_their_line(manual):
     load = next(heading for heading in manual.headings if heading.title == "Load")
     assert manual.text[load.offset :].startswith("Load")
     assert manual.page_offsets[100] <= load.offset < manual.page_offsets[101]
+
+
+def test_the_manuals_running_headers_are_kept_once_not_on_every_page(manual):
+    # Left pages start "<n> gnuplot 5.4", right pages end "gnuplot 5.4 <n>": 283 of the 311 pages.
+    running = re.findall(r"(?m)^(\d+ gnuplot 5\.4|gnuplot 5\.4 \d+)$", manual.text)
+    assert len(running) == 2, running
+
+
+def test_running_headers_and_footers_differing_only_in_numbers_are_kept_where_they_first_appear():
+    pages = [f"ACME Report 2026\nBody text {n} of the page.\nMore body.\nPage {n} of 6" for n in range(1, 7)]
+    pages[2] = "ACME Report 2026\nA page whose footer is missing.\nThe pump was replaced."
+    cleaned = without_running_lines(pages)
+    assert cleaned[0] == pages[0], "the first of each is kept"
+    assert cleaned[1] == "Body text 2 of the page.\nMore body."
+    assert cleaned[2] == "A page whose footer is missing.\nThe pump was replaced."
+    assert without_running_lines(pages[:3]) == pages[:3], "three pages are too few to tell"
+    words = ["arrow", "border", "clip", "dgrid", "encoding", "fit"]
+    body = [f"{word.title()}\nSets the {word}.\nSyntax:\nset {word}\nSee {word}s.\nEnd of {word}." for word in words]
+    assert without_running_lines(body) == body, "a line repeated mid-page is content"
 
 
 def test_refcard_pages_and_phrases(refcard):

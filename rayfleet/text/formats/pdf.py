@@ -2,13 +2,16 @@
 
 A scanned page is rendered and read by OCR (:mod:`rayfleet.text.ocr`) unless the OCR config
 turns it off: a page holding a picture and (almost) no text layer, or a page mostly covered by
-a picture whose text layer is only a stamp or a page number (see :func:`needs_ocr`).
+a picture whose text layer is only a stamp or a page number (see :func:`needs_ocr`). Running
+headers and footers (the title atop every page, ``Page 3 of 40``, a bare page number) are kept
+only where they first appear (:func:`without_running_lines`), so they fill no chunk or summary.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 
 from rayfleet.text.document import (
     MIME_PDF,
@@ -24,6 +27,12 @@ from rayfleet.text.ocr import OcrConfig, read_image
 logger = logging.getLogger(__name__)
 # A picture over at least this share of the page makes the page a scan.
 SCAN_COVERAGE = 0.5
+# A line among the first or last EDGE_LINES of a page that recurs there, digits aside, on at least
+# RUNNING_LINE_SHARE of the pages (and on RUNNING_LINE_MIN_PAGES) is a running header or footer.
+# A third, not half: books alternate them between left and right pages ("12 Title", "Title 13").
+EDGE_LINES = 2
+RUNNING_LINE_SHARE = 0.3
+RUNNING_LINE_MIN_PAGES = 4
 
 
 def parse_pdf(data: bytes, ocr: OcrConfig | None = None) -> ParsedDocument:
@@ -49,12 +58,49 @@ def parse_pdf(data: bytes, ocr: OcrConfig | None = None) -> ParsedDocument:
                 text, scanned = read or text, scanned + bool(read)
             pages.append(text)
             page.close()
-        text, offsets = joined_pages(pages)
+        text, offsets = joined_pages(without_running_lines(pages))
         headings = _pdf_headings(pdf, text, offsets)
         title = (pdf.get_metadata_dict().get("Title") or "").strip() or first_line(text)
     finally:
         pdf.close()
     return ParsedDocument(text, title, MIME_PDF, "pypdfium2+rapidocr" if scanned else "pypdfium2", offsets, headings)
+
+
+def without_running_lines(pages: list[str]) -> list[str]:
+    """The pages with their running headers and footers kept only where they first appear: lines among
+    a page's first or last :data:`EDGE_LINES` that recur there, the same but for their digits (page
+    numbers), on at least :data:`RUNNING_LINE_SHARE` of the pages."""
+    counts = Counter(key for page in pages for key in {key for _, key in _edge_lines(page)})
+    needed = max(RUNNING_LINE_MIN_PAGES, RUNNING_LINE_SHARE * len(pages))
+    running = {key for key, count in counts.items() if count >= needed}
+    if not running:
+        return pages
+    seen: set[str] = set()
+    cleaned = []
+    for page in pages:
+        lines = page.split("\n")
+        dropped = set()
+        for index, key in _edge_lines(page):
+            if key in running and key in seen:
+                dropped.add(index)
+            seen.add(key)
+        cleaned.append("\n".join(line for index, line in enumerate(lines) if index not in dropped).strip())
+    return cleaned
+
+
+def _edge_lines(page: str) -> list[tuple[int, str]]:
+    """A page's first and last non-blank lines (:data:`EDGE_LINES` each, fewer on a page of few lines,
+    whose middle is body), with their line numbers and their keys: where they stand (``top`` or
+    ``bottom``) and their text, spacing and case aside, every number one ``#``."""
+    lines = [(index, line) for index, line in enumerate(page.split("\n")) if line.strip()]
+    edge = max(1, min(EDGE_LINES, len(lines) // 3))
+    return [(index, f"top:{_line_key(line)}") for index, line in lines[:edge]] + [
+        (index, f"bottom:{_line_key(line)}") for index, line in lines[-edge:]
+    ]
+
+
+def _line_key(line: str) -> str:
+    return re.sub(r"\d+", "#", " ".join(line.split()).casefold())
 
 
 def ocr_page(page, index: int, ocr: OcrConfig) -> str:
