@@ -284,6 +284,33 @@ def test_docx_paragraphs_tables_and_headings():
     assert [(h.level, h.title) for h in document.headings] == [(1, "Pump maintenance"), (2, "Parts")]
 
 
+def test_pptx_slide_numbers_and_dates_are_left_out_and_a_footer_is_read_once():
+    from pptx import Presentation
+    from pptx.enum.shapes import PP_PLACEHOLDER
+
+    furniture = {PP_PLACEHOLDER.FOOTER: "ACME | Confidential", PP_PLACEHOLDER.DATE: "03/12/2026"}
+    presentation = Presentation()
+    layout = presentation.slide_layouts[5]  # title only, with date, footer and slide number placeholders
+    for number, title in enumerate(["Pumps", "Valves", "Seals"], 1):
+        slide = presentation.slides.add_slide(layout)
+        slide.shapes.title.text = title
+        for placeholder in layout.placeholders:
+            kind = placeholder.placeholder_format.type
+            if kind in (*furniture, PP_PLACEHOLDER.SLIDE_NUMBER):
+                slide.shapes.clone_placeholder(placeholder)
+        for placeholder in slide.placeholders:
+            kind = placeholder.placeholder_format.type
+            if kind != PP_PLACEHOLDER.TITLE:
+                placeholder.text = furniture.get(kind, f"Slide {number}")
+    buffer = io.BytesIO()
+    presentation.save(buffer)
+
+    document = parse_file("deck.pptx", buffer.getvalue())
+
+    assert page_text(document, 1).split() == ["Pumps", "ACME", "|", "Confidential"]
+    assert [page_text(document, page).strip() for page in (2, 3)] == ["Valves", "Seals"]
+
+
 def test_pptx_slides_are_pages_read_top_to_bottom_with_titles_tables_and_notes():
     document = parse_file("review.pptx", pptx_bytes())
     assert document.mime_type == MIME_PPTX and document.title == "Quarterly pump review"

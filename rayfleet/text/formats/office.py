@@ -129,7 +129,8 @@ def _docx_heading_level(style_name: str) -> int:
 
 def parse_pptx(data: bytes) -> ParsedDocument:
     """PPTX through python-pptx: one page per slide, its title a heading, then its shapes top to bottom
-    (text frames, table rows, grouped shapes), then its speaker notes."""
+    (text frames, table rows, grouped shapes), then its speaker notes. Slide numbers and dates are left
+    out, and a footer is read on the first slide that has it (not on every slide)."""
     from pptx import Presentation
     from pptx.exc import PackageNotFoundError
 
@@ -137,13 +138,14 @@ def parse_pptx(data: bytes) -> ParsedDocument:
         presentation = Presentation(io.BytesIO(data))
     except (PackageNotFoundError, *CORRUPT_PACKAGE_ERRORS) as error:
         raise office_open_error("PPTX", data, error) from error
-    builder = TextBuilder()
+    builder, footers_read = TextBuilder(), set()
     for slide in presentation.slides:
         builder.start_page()
         title = slide.shapes.title
         if title is not None and title.has_text_frame:
             builder.add_heading(1, " ".join(title.text_frame.text.split()))
-        for shape in _reading_order(shape for shape in slide.shapes if shape != title):
+        shapes = (shape for shape in slide.shapes if shape != title and not _slide_furniture(shape, footers_read))
+        for shape in _reading_order(shapes):
             _add_pptx_shape(shape, builder)
         if slide.has_notes_slide and slide.notes_slide.notes_text_frame is not None:
             builder.add_paragraph(slide.notes_slide.notes_text_frame.text.strip())
@@ -151,6 +153,24 @@ def parse_pptx(data: bytes) -> ParsedDocument:
     title = (presentation.core_properties.title or "").strip()
     title = title or (builder.headings[0].title if builder.headings else first_line(text))
     return ParsedDocument(text, title, MIME_PPTX, "python-pptx", builder.page_offsets or [0], builder.headings)
+
+
+def _slide_furniture(shape, footers_read: set[str]) -> bool:
+    """A slide number or date placeholder, or a footer placeholder whose text an earlier slide had;
+    a new footer's text is added to ``footers_read``."""
+    from pptx.enum.shapes import PP_PLACEHOLDER
+
+    if not shape.is_placeholder:
+        return False
+    kind = shape.placeholder_format.type
+    if kind in (PP_PLACEHOLDER.SLIDE_NUMBER, PP_PLACEHOLDER.DATE):
+        return True
+    if kind != PP_PLACEHOLDER.FOOTER or not shape.has_text_frame:
+        return False
+    text = " ".join(shape.text_frame.text.split())
+    repeated = text in footers_read
+    footers_read.add(text)
+    return repeated
 
 
 def _reading_order(shapes) -> list:
