@@ -132,7 +132,9 @@ def detect_mime_type(name: str, data: bytes, text_extensions: Collection[str] = 
     extension that says otherwise (a PDF saved as ``.docx``). Pictures are recognised by their
     bytes only in files with no extension, as is a WebVTT transcript. A file with no extension
     whose bytes are UTF-8 text (``README``, ``NOTES``) is plain text, as is one whose extension
-    the caller names in ``text_extensions`` (lower case, with the dot: ``.cfg``, ``.sql``).
+    the caller names in ``text_extensions`` (lower case, with the dot: ``.cfg``, ``.sql``). A
+    ``.xls`` or ``.doc`` that is no binary Office file but markup or text is read as HTML, or as
+    TSV (``.xls``) or text.
     """
     extension = posixpath.splitext(name.lower())[1]
     signed = _signature_type(data)
@@ -153,6 +155,18 @@ def detect_mime_type(name: str, data: bytes, text_extensions: Collection[str] = 
         return MIME_EMAIL
     if not extension and _looks_like_utf8_text(head):
         return MIME_TEXT
+    if extension in LEGACY_FORMATS and not data.startswith(OLE_MAGIC):
+        return _legacy_named_text_type(extension, head)
+    return None
+
+
+def _legacy_named_text_type(extension: str, head: bytes) -> str | None:
+    """What a text file named as a legacy Office file is: web applications export tables as ``.xls``
+    that are HTML or tab-separated text, and Word opens HTML or text saved as ``.doc``."""
+    if re.match(rb"^(\xef\xbb\xbf)?\s*<", head):
+        return MIME_HTML
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or _looks_like_utf8_text(head):  # Excel's "Unicode text": UTF-16
+        return MIME_TSV if extension == ".xls" else MIME_TEXT
     return None
 
 

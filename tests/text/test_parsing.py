@@ -508,6 +508,18 @@ def test_type_is_sniffed_when_the_extension_says_nothing():
     assert detect_mime_type("data.bin", b"plain words") is None  # an extension we do not read stays unknown
 
 
+def test_an_xls_or_doc_that_is_really_text_or_html_is_read_as_what_it_is():
+    exported = parse_file("report.xls", b"part\tcost\nseals\t1200\n")
+    assert exported.mime_type == MIME_TSV and exported.text == "part | cost\n\nseals | 1200"
+    unicode_text = parse_file("report.xls", "part\tcost\nJoint\t5 €\n".encode("utf-16"))
+    assert unicode_text.text == "part | cost\n\nJoint | 5 €"
+    table = parse_file("report.xls", b"<table><tr><td>seals</td><td>1200</td></tr></table>")
+    assert table.mime_type == MIME_HTML and "seals | 1200" in table.text
+    assert parse_file("letter.doc", b"Dear Ann,\nthe pump is fixed.\n").mime_type == MIME_TEXT
+    with pytest.raises(ParseError, match="legacy binary Office file '.xls'"):
+        parse_file("budget.xls", OLE_MAGIC + bytes(500))
+
+
 def test_bytes_that_leave_no_doubt_win_over_a_wrong_extension():
     pdf = (PDFS / "refcard-a4.pdf").read_bytes()
     assert detect_mime_type("report.docx", pdf) == MIME_PDF
