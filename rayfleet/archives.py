@@ -7,11 +7,12 @@ the bucket). Ingestion lists a ``.zip`` as the files it holds, each named
 
     entries = with_archives_unpacked(storage.list_entries("s3://bucket/incoming"))
     # FileEntry("s3://bucket/incoming/handbook.zip!/hr/leave.pdf", 48213, "<the archive's mtime>")
-    data = read_listed_file(entries[0].uri, max_bytes=100 * 2**20)
+    data = ListedFileReader().read(entries[0].uri, max_bytes=100 * 2**20)
 
-Only the archive's central directory and the members read are fetched (ranged reads on S3).
-A member is ``modified`` when its archive is, so a replaced archive is listed anew (members whose
-bytes did not change keep their ``doc_id`` and are not parsed again). Folders inside, hidden
+Only the archive's central directory (once while the archive stays open in a
+:class:`ListedFileReader`) and the members read are fetched (ranged reads on S3). A member is
+``modified`` when its archive is, so a replaced archive is listed anew (members whose bytes did
+not change keep their ``doc_id`` and are not parsed again). Folders inside, hidden
 files (``.DS_Store``) and macOS's ``__MACOSX/`` copies are passed over; an archive inside an
 archive is not opened (its member is set aside as an unknown type). A ``.zip`` that is really
 a DOCX, XLSX, PPTX, OpenDocument or EPUB file is a document, not an archive; one that does not
@@ -25,8 +26,9 @@ import logging
 import re
 import zipfile
 import zlib
+from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 from rayfleet import storage
 from rayfleet.text.document import ParseError
@@ -125,23 +127,58 @@ def zip_members(data: bytes, max_bytes: int) -> list[tuple[str, bytes]] | None:
     return members
 
 
-def read_listed_file(uri: str, max_bytes: int) -> bytes:
-    """The bytes of a listed file: a plain file whole, a member of an archive inflated.
+class ListedFileReader:
+    """Reads listed files: a plain file whole, a member of an archive inflated from it. The last
+    ``keep_open`` archives stay open, so an archive's directory is fetched once for all the files
+    read from it (files of one archive come one after another in a listing), not once per file."""
 
-    Raises:
-        OSError: the file or its archive cannot be read (FileNotFoundError: the member is gone).
-        ParseError: the member is encrypted, damaged, or inflates past ``max_bytes``.
-    """
-    member = split_member_uri(uri)
-    if member is None:
-        return storage.read_bytes(uri)
-    archive_uri, name = member
-    with open_zip(archive_uri) as package:
+    def __init__(self, keep_open: int = 4):
+        self.keep_open = keep_open
+        self.archives: OrderedDict[str, tuple[Any, zipfile.ZipFile]] = OrderedDict()
+
+    def read(self, uri: str, max_bytes: int) -> bytes:
+        """The bytes of the listed file at ``uri``.
+
+        Raises:
+            OSError: the file or its archive cannot be read (FileNotFoundError: the member is gone).
+            ParseError: the member is encrypted, damaged, or inflates past ``max_bytes``.
+        """
+        member = split_member_uri(uri)
+        if member is None:
+            return storage.read_bytes(uri)
+        archive_uri, name = member
+        package = self.archive(archive_uri)
         try:
             info = package.getinfo(name)
         except KeyError:
             raise FileNotFoundError(f"{name} is no longer in {archive_uri}") from None
         return inflate_member(package, info, max_bytes)
+
+    def archive(self, uri: str) -> zipfile.ZipFile:
+        """The archive at ``uri``, opened once while it is among the last ``keep_open`` used."""
+        if uri in self.archives:
+            self.archives.move_to_end(uri)
+            return self.archives[uri][1]
+        location = storage.resolve(uri)
+        raw = location.filesystem.open_input_file(location.path)
+        try:
+            package = zipfile.ZipFile(raw)
+        except BaseException:
+            raw.close()
+            raise
+        self.archives[uri] = (raw, package)
+        while len(self.archives) > self.keep_open:
+            self._close(*self.archives.popitem(last=False)[1])
+        return package
+
+    def close(self) -> None:
+        while self.archives:
+            self._close(*self.archives.popitem()[1])
+
+    @staticmethod
+    def _close(raw, package: zipfile.ZipFile) -> None:
+        package.close()
+        raw.close()
 
 
 def inflate_member(package: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -> bytes:

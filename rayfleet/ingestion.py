@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pydantic import Field, model_validator
 
 from rayfleet import storage
-from rayfleet.archives import read_listed_file
+from rayfleet.archives import ListedFileReader
 from rayfleet.assets import resolve_model
 from rayfleet.config import BaseConfig
 from rayfleet.tables import error_row, read_folder, utc_now
@@ -104,6 +104,7 @@ class FileIngester:
         self.text_extensions = frozenset(text_extensions)  # read as plain text (parse_file)
         self.tokenizer = FastTokenizer(resolve_model(chunking.tokenizer))
         self.parsed_sources: dict[str, str] = {}  # doc_id -> the file this ingester parsed it from
+        self.reader = ListedFileReader()  # keeps the last zip archives read from open
 
     def ingest(self, file: storage.FileEntry, known_sources: dict[str, str]) -> FileResult:
         """Ingest one file.
@@ -120,7 +121,7 @@ class FileIngester:
                 file, None, "oversize", f"oversize: {file.size} bytes > max_file_bytes={self.max_file_bytes}"
             )
         try:
-            data = read_listed_file(file.uri, self.max_file_bytes)
+            data = self.reader.read(file.uri, self.max_file_bytes)
         except OSError as error:
             return self._failed(file, None, "read", f"unreadable: {type(error).__name__}: {error}")
         except ParseError as error:  # a member of a zip archive that is encrypted, damaged or a bomb

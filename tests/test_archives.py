@@ -8,11 +8,7 @@ import zipfile
 import pytest
 
 from rayfleet import storage
-from rayfleet.archives import (
-    read_listed_file,
-    split_member_uri,
-    with_archives_unpacked,
-)
+from rayfleet.archives import ListedFileReader, split_member_uri, with_archives_unpacked
 from rayfleet.ingestion import ChunkingConfig, FileIngester
 from rayfleet.text.document import ParseError
 from tests.text.samples import docx_bytes
@@ -54,15 +50,29 @@ def test_an_archive_is_listed_as_its_files_and_each_is_read_from_it(where, tmp_p
     ], "folders, macOS copies and hidden files are passed over; an archive inside is one file"  # fmt: skip
     assert {entry.modified for entry in entries[:4]} == {modified}, "a member changes when its archive does"
     assert entries[0].size == len(GUIDE)
-    assert read_listed_file(entries[0].uri, 10_000) == GUIDE
-    assert read_listed_file(entries[1].uri, 100_000) == CONTRACT
-    assert read_listed_file(entries[4].uri, 10_000) == MEMO
+    reader = ListedFileReader()
+    assert reader.read(entries[0].uri, 10_000) == GUIDE
+    assert reader.read(entries[1].uri, 100_000) == CONTRACT
+    assert reader.read(entries[4].uri, 10_000) == MEMO
 
 
 def test_a_member_uri_names_its_archive_and_the_path_inside():
     assert split_member_uri("s3://b/in/Hand Book.ZIP!/a/b!/c.md") == ("s3://b/in/Hand Book.ZIP", "a/b!/c.md")
     assert split_member_uri("s3://b/wow!/notes.md") is None, "a '!' folder outside an archive is a folder"
     assert split_member_uri("/data/x.zip") is None
+
+
+def test_an_archive_stays_open_for_the_files_read_from_it_and_the_least_recent_is_closed(tmp_path):
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.zip").write_bytes(zipped({"one.txt": name.encode(), "two.txt": name.encode() * 2}))
+    reader = ListedFileReader(keep_open=2)
+    first = reader.archive(f"{tmp_path}/a.zip")
+    assert reader.read(f"{tmp_path}/a.zip!/two.txt", 100) == b"aa"
+    assert reader.archive(f"{tmp_path}/a.zip") is first, "its directory is not read again"
+    assert [reader.read(f"{tmp_path}/{name}.zip!/one.txt", 100) for name in "bc"] == [b"b", b"c"]
+    assert first.fp is None and list(reader.archives) == [f"{tmp_path}/b.zip", f"{tmp_path}/c.zip"]
+    reader.close()
+    assert not reader.archives
 
 
 def test_a_zip_that_is_a_document_or_does_not_open_stays_itself(tmp_path):
@@ -75,13 +85,14 @@ def test_a_zip_that_is_a_document_or_does_not_open_stays_itself(tmp_path):
 def test_a_bomb_an_encrypted_and_a_missing_member_are_refused_with_the_reason(tmp_path):
     bomb = zipped({"zeros.txt": bytes(5_000_000)})
     (tmp_path / "bomb.zip").write_bytes(bomb)
+    reader = ListedFileReader()
     with pytest.raises(ParseError, match="oversize: zip member inflates past max_file_bytes=1000000"):
-        read_listed_file(f"{tmp_path}/bomb.zip!/zeros.txt", 1_000_000)
+        reader.read(f"{tmp_path}/bomb.zip!/zeros.txt", 1_000_000)
     (tmp_path / "locked.zip").write_bytes(with_encrypted_flag(zipped({"secret.txt": MEMO}, zipfile.ZIP_STORED)))
     with pytest.raises(ParseError, match="encrypted zip member"):
-        read_listed_file(f"{tmp_path}/locked.zip!/secret.txt", 10_000)
+        reader.read(f"{tmp_path}/locked.zip!/secret.txt", 10_000)
     with pytest.raises(FileNotFoundError, match="gone.txt is no longer in"):
-        read_listed_file(f"{tmp_path}/bomb.zip!/gone.txt", 10_000)
+        reader.read(f"{tmp_path}/bomb.zip!/gone.txt", 10_000)
 
 
 def with_encrypted_flag(data: bytes) -> bytes:
