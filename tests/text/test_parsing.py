@@ -284,6 +284,42 @@ def test_docx_paragraphs_tables_and_headings():
     assert [(h.level, h.title) for h in document.headings] == [(1, "Pump maintenance"), (2, "Parts")]
 
 
+def test_docx_reads_as_it_stands_now_tracked_changes_and_content_controls_included():
+    import docx
+    from docx.oxml import OxmlElement
+    from docx.oxml.ns import qn
+
+    def element(tag: str, *children, text: str | None = None, **attributes):
+        made = OxmlElement(tag)
+        for key, value in attributes.items():
+            made.set(qn(f"w:{key}"), value)
+        if text is not None:
+            made.text = text
+            made.set(qn("xml:space"), "preserve")
+        made.extend(children)
+        return made
+
+    def run(text: str, tag: str = "w:t"):
+        return element("w:r", element(tag, text=text))
+
+    change = {"id": "1", "author": "Ann", "date": "2026-01-01T00:00:00Z"}
+    document = docx.Document()
+    edited = document.add_paragraph("The pump ")
+    edited._p.extend([element("w:ins", run("was replaced "), **change),
+                      element("w:del", run("is broken ", "w:delText"), **change)])  # fmt: skip
+    edited.add_run("in May.")
+    form = document.add_paragraph("Inspector:")
+    form._p.extend([element("w:r", element("w:tab")), element("w:sdt", element("w:sdtContent", run("Bo Lind")))])
+    cover = element("w:sdt", element("w:sdtContent", element("w:p", run("Cover page: plant 7"))))
+    document.element.body.insert(0, cover)
+    buffer = io.BytesIO()
+    document.save(buffer)
+
+    text = parse_file("report.docx", buffer.getvalue()).text
+
+    assert text == "Cover page: plant 7\n\nThe pump was replaced in May.\n\nInspector:\tBo Lind"
+
+
 def test_pptx_slide_numbers_and_dates_are_left_out_and_a_footer_is_read_once():
     from pptx import Presentation
     from pptx.enum.shapes import PP_PLACEHOLDER

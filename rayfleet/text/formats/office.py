@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from typing import Iterator
 
 from lxml import etree
 
@@ -22,7 +23,9 @@ from rayfleet.text.document import (
 
 def parse_docx(data: bytes) -> ParsedDocument:
     """DOCX through python-docx: paragraphs (each followed by its text boxes) and table rows in order,
-    headings from paragraph styles, then the footnotes and endnotes, then the headers' and footers' text."""
+    headings from paragraph styles, then the footnotes and endnotes, then the headers' and footers' text.
+    A paragraph's text is as the document reads now: tracked insertions in, tracked deletions out, the
+    text of content controls (form fields, template blocks) in."""
     import docx
     from docx.opc.exceptions import PackageNotFoundError
     from docx.table import Table
@@ -32,16 +35,17 @@ def parse_docx(data: bytes) -> ParsedDocument:
     except (PackageNotFoundError, *CORRUPT_PACKAGE_ERRORS) as error:
         raise office_open_error("DOCX", data, error) from error
     builder = TextBuilder()
-    for block in document.iter_inner_content():
+    for block in docx_blocks(document):
         if isinstance(block, Table):
             for row in block.rows:
                 builder.add_paragraph(docx_row(row))
             continue
         level = _docx_heading_level(block.style.name if block.style is not None else "")
+        text = docx_paragraph_text(block._p)
         if level:
-            builder.add_heading(level, " ".join(block.text.split()))
+            builder.add_heading(level, " ".join(text.split()))
         else:
-            builder.add_paragraph(block.text.strip())
+            builder.add_paragraph(text.strip())
         for line in docx_text_box_lines(block._p):
             builder.add_paragraph(line)
     for line in docx_note_lines(document) + docx_header_footer_lines(document):
@@ -64,11 +68,59 @@ TEXT_BOX_PARAGRAPHS = etree.XPath(".//w:txbxContent//w:p[not(.//w:txbxContent)][
 NOTES = etree.XPath("/w:footnotes/w:footnote[not(@w:type)] | /w:endnotes/w:endnote[not(@w:type)]",
                     namespaces=DOCX_NAMESPACES)  # fmt: skip
 NOTE_PARAGRAPHS = etree.XPath("w:p", namespaces=DOCX_NAMESPACES)
-PARAGRAPH_TEXT = etree.XPath(".//w:t/text()", namespaces=DOCX_NAMESPACES)
+W = "{%s}" % DOCX_NAMESPACES["w"]
+# Inside a paragraph: what is not its text now (tracked deletions and moves away, properties, the
+# fallback copy of a drawing) or is read apart (text boxes: docx_text_box_lines).
+NOT_PARAGRAPH_TEXT = {
+    W + "del", W + "moveFrom", W + "pPr", W + "rPr", W + "txbxContent",
+    "{%s}Fallback" % DOCX_NAMESPACES["mc"],
+}  # fmt: skip
+PARAGRAPH_CHARACTERS = {W + "tab": "\t", W + "br": "\n", W + "cr": "\n", W + "noBreakHyphen": "-"}
+
+
+def docx_paragraph_text(paragraph) -> str:
+    """The text of a ``w:p`` element as the document reads now: its runs wherever they stand (in
+    hyperlinks, tracked insertions, content controls, fields, smart tags), not tracked deletions or
+    text boxes. python-docx's ``Paragraph.text`` reads only runs that are the paragraph's children
+    or in hyperlinks, so a tracked insertion or a filled-in form field was lost."""
+    parts: list[str] = []
+    _collect_paragraph_text(paragraph, parts)
+    return "".join(parts)
+
+
+def _collect_paragraph_text(element, parts: list[str]) -> None:
+    for child in element:
+        tag = child.tag
+        if not isinstance(tag, str) or tag in NOT_PARAGRAPH_TEXT:  # comments and processing instructions
+            continue
+        if tag == W + "t":
+            parts.append(child.text or "")
+        elif tag in PARAGRAPH_CHARACTERS:
+            parts.append(PARAGRAPH_CHARACTERS[tag])
+        else:
+            _collect_paragraph_text(child, parts)
+
+
+def docx_blocks(document) -> Iterator:
+    """The body's paragraphs and tables in order, those in block-level content controls (``w:sdt``:
+    a template's cover page, a form's sections) too, which python-docx's ``iter_inner_content`` skips."""
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    def walk(parent) -> Iterator:
+        for child in parent:
+            if child.tag == W + "p":
+                yield Paragraph(child, document._body)
+            elif child.tag == W + "tbl":
+                yield Table(child, document._body)
+            elif child.tag == W + "sdt" and (content := child.find(W + "sdtContent")) is not None:
+                yield from walk(content)
+
+    yield from walk(document.element.body)
 
 
 def xml_paragraph_text(paragraph) -> str:
-    return "".join(PARAGRAPH_TEXT(paragraph)).strip()
+    return docx_paragraph_text(paragraph).strip()
 
 
 def docx_text_box_lines(paragraph) -> list[str]:
@@ -101,7 +153,7 @@ def docx_header_footer_lines(document) -> list[str]:
         for part in (getattr(section, kind) for kind in kinds + first_page):
             if part.is_linked_to_previous:  # no definition of its own (the first section's: none at all)
                 continue
-            texts = [paragraph.text.strip() for paragraph in part.paragraphs]
+            texts = [docx_paragraph_text(paragraph._p).strip() for paragraph in part.paragraphs]
             texts += [docx_row(row) for table in part.tables for row in table.rows]
             lines.update(dict.fromkeys(text for text in texts if text))
     return list(lines)
@@ -115,7 +167,8 @@ def docx_row(row) -> str:
         if cells and cell._tc is cells[-1]._tc:
             continue
         cells.append(cell)
-    return table_row(" ".join([p.text for p in cell.paragraphs] + [docx_row(r) for t in cell.tables for r in t.rows])
+    return table_row(" ".join([docx_paragraph_text(p._p) for p in cell.paragraphs]
+                              + [docx_row(r) for t in cell.tables for r in t.rows])
                      for cell in cells)  # fmt: skip
 
 
