@@ -312,12 +312,16 @@ def test_docx_reads_as_it_stands_now_tracked_changes_and_content_controls_includ
     form._p.extend([element("w:r", element("w:tab")), element("w:sdt", element("w:sdtContent", run("Bo Lind")))])
     cover = element("w:sdt", element("w:sdtContent", element("w:p", run("Cover page: plant 7"))))
     document.element.body.insert(0, cover)
+    fields = document.add_table(rows=1, cols=2)
+    fields.cell(0, 0).text = "Pressure"
+    fields.cell(0, 1)._tc.append(element("w:sdt", element("w:sdtContent", element("w:p", run("4.2 bar")))))
     buffer = io.BytesIO()
     document.save(buffer)
 
     text = parse_file("report.docx", buffer.getvalue()).text
 
-    assert text == "Cover page: plant 7\n\nThe pump was replaced in May.\n\nInspector:\tBo Lind"
+    expected = "Cover page: plant 7\n\nThe pump was replaced in May.\n\nInspector:\tBo Lind\n\nPressure | 4.2 bar"
+    assert text == expected
 
 
 def test_pptx_slide_numbers_and_dates_are_left_out_and_a_footer_is_read_once():

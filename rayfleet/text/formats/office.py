@@ -102,21 +102,24 @@ def _collect_paragraph_text(element, parts: list[str]) -> None:
 
 
 def docx_blocks(document) -> Iterator:
-    """The body's paragraphs and tables in order, those in block-level content controls (``w:sdt``:
-    a template's cover page, a form's sections) too, which python-docx's ``iter_inner_content`` skips."""
+    """The body's paragraphs and tables in order (:func:`docx_blocks_in`)."""
+    return docx_blocks_in(document.element.body, document._body)
+
+
+def docx_blocks_in(container, parent) -> Iterator:
+    """The paragraphs and tables of a body or table cell (its element, and the python-docx object that
+    owns it) in order, those in block-level content controls (``w:sdt``: a template's cover page, a
+    form's fields) too, which python-docx's ``iter_inner_content`` and ``Cell.paragraphs`` skip."""
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
-    def walk(parent) -> Iterator:
-        for child in parent:
-            if child.tag == W + "p":
-                yield Paragraph(child, document._body)
-            elif child.tag == W + "tbl":
-                yield Table(child, document._body)
-            elif child.tag == W + "sdt" and (content := child.find(W + "sdtContent")) is not None:
-                yield from walk(content)
-
-    yield from walk(document.element.body)
+    for child in container:
+        if child.tag == W + "p":
+            yield Paragraph(child, parent)
+        elif child.tag == W + "tbl":
+            yield Table(child, parent)
+        elif child.tag == W + "sdt" and (content := child.find(W + "sdtContent")) is not None:
+            yield from docx_blocks_in(content, parent)
 
 
 def xml_paragraph_text(paragraph) -> str:
@@ -161,15 +164,23 @@ def docx_header_footer_lines(document) -> list[str]:
 
 def docx_row(row) -> str:
     """One table row as text: a merged cell once (python-docx repeats it for every column it spans),
-    each cell's paragraphs and then its nested tables' rows."""
+    each cell's paragraphs and nested tables' rows in order."""
     cells = []
     for cell in row.cells:
         if cells and cell._tc is cells[-1]._tc:
             continue
         cells.append(cell)
-    return table_row(" ".join([docx_paragraph_text(p._p) for p in cell.paragraphs]
-                              + [docx_row(r) for t in cell.tables for r in t.rows])
-                     for cell in cells)  # fmt: skip
+    return table_row(map(docx_cell_text, cells))
+
+
+def docx_cell_text(cell) -> str:
+    """A table cell's paragraphs and nested tables' rows, in order, as one line."""
+    from docx.table import Table
+
+    return " ".join(
+        " ".join(map(docx_row, block.rows)) if isinstance(block, Table) else docx_paragraph_text(block._p)
+        for block in docx_blocks_in(cell._tc, cell)
+    )
 
 
 def _docx_heading_level(style_name: str) -> int:
