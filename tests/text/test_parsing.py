@@ -312,16 +312,20 @@ def test_docx_reads_as_it_stands_now_tracked_changes_and_content_controls_includ
     form._p.extend([element("w:r", element("w:tab")), element("w:sdt", element("w:sdtContent", run("Bo Lind")))])
     cover = element("w:sdt", element("w:sdtContent", element("w:p", run("Cover page: plant 7"))))
     document.element.body.insert(0, cover)
-    fields = document.add_table(rows=1, cols=2)
+    fields = document.add_table(rows=2, cols=2)
     fields.cell(0, 0).text = "Pressure"
     fields.cell(0, 1)._tc.append(element("w:sdt", element("w:sdtContent", element("w:p", run("4.2 bar")))))
+    fields.cell(1, 0).text, fields.cell(1, 1).text = "Flow", "12 l/s"
+    repeated_row = fields._tbl.tr_lst[1]
+    fields._tbl.remove(repeated_row)
+    fields._tbl.append(element("w:sdt", element("w:sdtContent", repeated_row)))  # a repeating section
     buffer = io.BytesIO()
     document.save(buffer)
 
     text = parse_file("report.docx", buffer.getvalue()).text
 
     expected = "Cover page: plant 7\n\nThe pump was replaced in May.\n\nInspector:\tBo Lind\n\nPressure | 4.2 bar"
-    assert text == expected
+    assert text == expected + "\n\nFlow | 12 l/s"
 
 
 def test_pptx_slide_numbers_and_dates_are_left_out_and_a_footer_is_read_once():

@@ -37,7 +37,7 @@ def parse_docx(data: bytes) -> ParsedDocument:
     builder = TextBuilder()
     for block in docx_blocks(document):
         if isinstance(block, Table):
-            for row in block.rows:
+            for row in docx_rows(block):
                 builder.add_paragraph(docx_row(row))
             continue
         level = _docx_heading_level(block.style.name if block.style is not None else "")
@@ -157,7 +157,7 @@ def docx_header_footer_lines(document) -> list[str]:
             if part.is_linked_to_previous:  # no definition of its own (the first section's: none at all)
                 continue
             texts = [docx_paragraph_text(paragraph._p).strip() for paragraph in part.paragraphs]
-            texts += [docx_row(row) for table in part.tables for row in table.rows]
+            texts += [docx_row(row) for table in part.tables for row in docx_rows(table)]
             lines.update(dict.fromkeys(text for text in texts if text))
     return list(lines)
 
@@ -173,12 +173,27 @@ def docx_row(row) -> str:
     return table_row(map(docx_cell_text, cells))
 
 
+def docx_rows(table) -> Iterator:
+    """A table's rows in order, those in content controls too (a form's repeating section wraps its
+    rows in one), which python-docx's ``Table.rows`` skips."""
+    from docx.table import _Row
+
+    def walk(container) -> Iterator:
+        for child in container:
+            if child.tag == W + "tr":
+                yield _Row(child, table)
+            elif child.tag == W + "sdt" and (content := child.find(W + "sdtContent")) is not None:
+                yield from walk(content)
+
+    return walk(table._tbl)
+
+
 def docx_cell_text(cell) -> str:
     """A table cell's paragraphs and nested tables' rows, in order, as one line."""
     from docx.table import Table
 
     return " ".join(
-        " ".join(map(docx_row, block.rows)) if isinstance(block, Table) else docx_paragraph_text(block._p)
+        " ".join(map(docx_row, docx_rows(block))) if isinstance(block, Table) else docx_paragraph_text(block._p)
         for block in docx_blocks_in(cell._tc, cell)
     )
 
