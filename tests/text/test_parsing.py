@@ -310,6 +310,9 @@ def test_docx_reads_as_it_stands_now_tracked_changes_and_content_controls_includ
     edited.add_run("in May.")
     form = document.add_paragraph("Inspector:")
     form._p.extend([element("w:r", element("w:tab")), element("w:sdt", element("w:sdtContent", run("Bo Lind")))])
+    unfilled = element("w:sdt", element("w:sdtPr", element("w:showingPlcHdr")),
+                       element("w:sdtContent", run("Click or tap here to enter text.")))  # fmt: skip
+    document.add_paragraph("Witness: ")._p.append(unfilled)
     cover = element("w:sdt", element("w:sdtContent", element("w:p", run("Cover page: plant 7"))))
     document.element.body.insert(0, cover)
     fields = document.add_table(rows=2, cols=2)
@@ -324,8 +327,8 @@ def test_docx_reads_as_it_stands_now_tracked_changes_and_content_controls_includ
 
     text = parse_file("report.docx", buffer.getvalue()).text
 
-    expected = "Cover page: plant 7\n\nThe pump was replaced in May.\n\nInspector:\tBo Lind\n\nPressure | 4.2 bar"
-    assert text == expected + "\n\nFlow | 12 l/s"
+    expected = "Cover page: plant 7\n\nThe pump was replaced in May.\n\nInspector:\tBo Lind\n\nWitness:"
+    assert text == expected + "\n\nPressure | 4.2 bar\n\nFlow | 12 l/s", "an unfilled field's placeholder is no text"
 
 
 def test_pptx_slide_numbers_and_dates_are_left_out_and_a_footer_is_read_once():

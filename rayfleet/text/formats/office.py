@@ -72,7 +72,7 @@ W = "{%s}" % DOCX_NAMESPACES["w"]
 # Inside a paragraph: what is not its text now (tracked deletions and moves away, properties, the
 # fallback copy of a drawing) or is read apart (text boxes: docx_text_box_lines).
 NOT_PARAGRAPH_TEXT = {
-    W + "del", W + "moveFrom", W + "pPr", W + "rPr", W + "txbxContent",
+    W + "del", W + "moveFrom", W + "pPr", W + "rPr", W + "sdtPr", W + "txbxContent",
     "{%s}Fallback" % DOCX_NAMESPACES["mc"],
 }  # fmt: skip
 PARAGRAPH_CHARACTERS = {W + "tab": "\t", W + "br": "\n", W + "cr": "\n", W + "noBreakHyphen": "-"}
@@ -80,9 +80,10 @@ PARAGRAPH_CHARACTERS = {W + "tab": "\t", W + "br": "\n", W + "cr": "\n", W + "no
 
 def docx_paragraph_text(paragraph) -> str:
     """The text of a ``w:p`` element as the document reads now: its runs wherever they stand (in
-    hyperlinks, tracked insertions, content controls, fields, smart tags), not tracked deletions or
-    text boxes. python-docx's ``Paragraph.text`` reads only runs that are the paragraph's children
-    or in hyperlinks, so a tracked insertion or a filled-in form field was lost."""
+    hyperlinks, tracked insertions, content controls, fields, smart tags), not tracked deletions,
+    text boxes or the placeholder of a content control never filled in. python-docx's
+    ``Paragraph.text`` reads only runs that are the paragraph's children or in hyperlinks, so a
+    tracked insertion or a filled-in form field was lost."""
     parts: list[str] = []
     _collect_paragraph_text(paragraph, parts)
     return "".join(parts)
@@ -93,12 +94,27 @@ def _collect_paragraph_text(element, parts: list[str]) -> None:
         tag = child.tag
         if not isinstance(tag, str) or tag in NOT_PARAGRAPH_TEXT:  # comments and processing instructions
             continue
+        if tag == W + "sdt" and shows_placeholder(child):
+            continue
         if tag == W + "t":
             parts.append(child.text or "")
         elif tag in PARAGRAPH_CHARACTERS:
             parts.append(PARAGRAPH_CHARACTERS[tag])
         else:
             _collect_paragraph_text(child, parts)
+
+
+def shows_placeholder(content_control) -> bool:
+    """A content control (``w:sdt``) never filled in, showing its placeholder ("Click or tap here to
+    enter text.")."""
+    return content_control.find(f"{W}sdtPr/{W}showingPlcHdr") is not None
+
+
+def sdt_content(child):
+    """The content of a content control that was filled in; None for any other element."""
+    if child.tag != W + "sdt" or shows_placeholder(child):
+        return None
+    return child.find(W + "sdtContent")
 
 
 def docx_blocks(document) -> Iterator:
@@ -118,7 +134,7 @@ def docx_blocks_in(container, parent) -> Iterator:
             yield Paragraph(child, parent)
         elif child.tag == W + "tbl":
             yield Table(child, parent)
-        elif child.tag == W + "sdt" and (content := child.find(W + "sdtContent")) is not None:
+        elif (content := sdt_content(child)) is not None:
             yield from docx_blocks_in(content, parent)
 
 
@@ -182,7 +198,7 @@ def docx_rows(table) -> Iterator:
         for child in container:
             if child.tag == W + "tr":
                 yield _Row(child, table)
-            elif child.tag == W + "sdt" and (content := child.find(W + "sdtContent")) is not None:
+            elif (content := sdt_content(child)) is not None:
                 yield from walk(content)
 
     return walk(table._tbl)
