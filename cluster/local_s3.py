@@ -44,6 +44,11 @@ def exited(group: int) -> bool:
     return False
 
 
+# SeaweedFS gives every bucket volumes of its own, and `weed mini` sizes volumes by the free disk (up to
+# 1 GiB) and allows free disk / size of them: with 30 GiB free, the 31st bucket's first write fails
+# ("No writable volumes and no free volumes left", an S3 InternalError). Volumes fill as data comes (not
+# preallocated), so small ones cost nothing and allow 16 times as many buckets.
+VOLUME_SIZE_LIMIT_MB = 64
 SERVICES = ("s3", "master", "volume", "filer", "admin")  # what `weed mini` runs, each on its own ports
 
 
@@ -118,7 +123,16 @@ class LocalS3:
             *(f"-{service}.port.grpc={port}" for service, port in self.grpc_ports().items()),
             "-admin.ui=false", "-webdav=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-master.volumeSizeLimitMB={VOLUME_SIZE_LIMIT_MB}",
         ]  # fmt: skip
+
+    def error_lines(self, last: int = 20) -> list[str]:
+        """The last ``last`` errors in the server's log (glog's ``E`` lines): why a request failed."""
+        try:
+            lines = self.log_file.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+        return [line for line in lines if line.startswith("E")][-last:]
 
     def is_up(self) -> bool:
         """True when the S3 API answers a bucket listing with our credentials."""

@@ -76,6 +76,17 @@ def local_s3(tmp_path_factory) -> LocalS3:
     server.stop()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that used the S3 server shows the server's last errors (its own log says why a
+    request failed; the client sees only "InternalError")."""
+    outcome = yield
+    report = outcome.get_result()
+    server = getattr(item, "funcargs", {}).get("local_s3")
+    if report.failed and server is not None and (errors := server.error_lines()):
+        report.sections.append(("SeaweedFS's last errors", "\n".join(errors)))
+
+
 @pytest.fixture
 def s3_prefix(local_s3) -> str:
     """A fresh ``s3://`` prefix in a test bucket."""

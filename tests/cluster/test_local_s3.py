@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -42,3 +43,22 @@ def test_a_port_held_by_another_process_is_named_before_weed_starts(tmp_path):
         ):
             server.start()
     assert not server.pid_file.exists(), "nothing was started"
+
+
+@pytest.mark.slow
+def test_every_bucket_takes_writes_even_when_there_are_more_buckets_than_gib_of_free_disk(tmp_path):
+    """`weed mini` alone sizes volumes by free disk (1 GiB here) and allows free disk / size of them, one or
+    more per bucket: on CI the suite's buckets used them all up and every later write failed."""
+    from tests.conftest import unstarted_local_s3
+
+    server = unstarted_local_s3(tmp_path / "s3")
+    buckets = [f"bucket-{index:03d}" for index in range(min(shutil.disk_usage(tmp_path).free // 2**30 + 10, 150))]
+    server.start()
+    try:
+        client = server.client()
+        for bucket in buckets:
+            client.create_bucket(Bucket=bucket)
+            client.put_object(Bucket=bucket, Key="doc.txt", Body=bucket.encode())
+        assert [client.get_object(Bucket=b, Key="doc.txt")["Body"].read().decode() for b in buckets] == buckets
+    finally:
+        server.stop()
