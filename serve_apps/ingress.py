@@ -599,6 +599,18 @@ def http_error(request: Request, error: HTTPException) -> RequestError:
     return RequestError(error.status_code, str(error.detail), None)
 
 
+def route_path(scope) -> str:
+    """The path the app routes on: Serve's proxy serves an app under its ``route_prefix`` with the prefix
+    still in ``path`` and named in ``root_path`` (as ASGI has it), so ``/api/v1/models`` is ``/v1/models``."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root + "/") else path
+
+
+def is_api_request(scope) -> bool:
+    """An HTTP request to the OpenAI API (/v1...), wherever the app is mounted."""
+    return scope["type"] == "http" and route_path(scope).startswith("/v1")
+
+
 class BodyLimitMiddleware:
     """Refuses a /v1 request body over ``max_body_bytes`` with 413 as soon as it is seen to be (by its
     Content-Length, else while it is read), before anything parses it; the app reads the body held here."""
@@ -607,7 +619,7 @@ class BodyLimitMiddleware:
         self.app, self.server = app, server
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+        if not is_api_request(scope):
             await self.app(scope, receive, send)
             return
         limit = self.server.config.ingress.limits.max_body_bytes
@@ -653,8 +665,9 @@ class V1RequestMiddleware:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith("/v1"):
-            path = scope["path"].rstrip("/")
+        if is_api_request(scope):
+            routed = route_path(scope)
+            path = scope["path"][: len(scope["path"]) - len(routed)] + routed.rstrip("/")
             scope = {**scope, "path": path, "raw_path": path.encode()}
             if scope["method"] == "POST":
                 headers = [(name, value) for name, value in scope["headers"] if name != b"content-type"]
@@ -669,7 +682,7 @@ class ApiKeyMiddleware:
         self.app, self.server = app, server
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith("/v1"):
+        if is_api_request(scope):
             authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             if not self.server.keys.allows(authorization):
                 self.server.metrics.rejected("auth")

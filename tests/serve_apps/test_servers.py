@@ -877,6 +877,32 @@ def test_any_content_type_reads_as_json_a_trailing_slash_is_the_path_and_broken_
     assert probe.status_code == 200
 
 
+def test_an_app_served_under_a_route_prefix_checks_keys_and_limits_as_at_the_root(server):
+    """Serve's proxy hands an app mounted at ``route_prefix: /api`` the whole path and names the prefix
+    in ``root_path``: the key, the body limit and the JSON reading hold there too."""
+    body = json.dumps({"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+    too_big = "x" * (server.config.ingress.limits.max_body_bytes + 1)
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=build_http_app(server), root_path="/api")
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+            keyless = await http.get("/api/v1/models"), await http.post("/api/v1/chat/completions", content=body)
+            keyed = {"Authorization": "Bearer k1"}
+            oversized = await http.post("/api/v1/chat/completions", content=too_big, headers=keyed)
+            as_curl_sends_it = await http.post(
+                "/api/v1/chat/completions/", content=body,
+                headers=keyed | {"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+            return keyless, oversized, as_curl_sends_it, await http.get("/api/healthz")
+
+    keyless, oversized, as_curl_sends_it, health = asyncio.run(scenario())
+    assert [answer.status_code for answer in keyless] == [401, 401]
+    assert keyless[1].json()["error"]["code"] == "invalid_api_key"
+    assert oversized.status_code == 413 and oversized.json()["error"]["code"] == "request_too_large"
+    assert as_curl_sends_it.status_code == 200, as_curl_sends_it.text
+    assert as_curl_sends_it.json()["choices"][0]["message"]["role"] == "assistant"
+    assert health.status_code == 200
+
+
 def test_a_request_no_path_could_answer_names_its_log_row(server):
     async def scenario():
         async with http_client(server) as http:
