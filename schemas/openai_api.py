@@ -30,16 +30,22 @@ SEED_LIMIT = 2**63  # seeds reach torch generators as signed 64-bit integers
 NO_TOOL_CALLING = "is for tool calling, which this server does not support"
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 LONE_SURROGATE_ERROR = "lone_surrogate"  # its context holds where the text is, for the error's param
+FIELD_ERROR = "invalid_field"  # a check of the whole request that blames one field (``where`` in its context)
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for system instructions (serving and training read it so)
 
 
 def lone_surrogate_at(value: Any, where: str) -> str | None:
     """Where in a parsed JSON value (``where`` for the value itself) a string holds a lone UTF-16
-    surrogate, if one does: JSON's ``\\uXXXX`` escapes allow it, Unicode text (and every tokenizer) does not."""
-    if isinstance(value, str):
-        return where if LONE_SURROGATE.search(value) else None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    return next((found for key, item in items if (found := lone_surrogate_at(item, f"{where}.{key}"))), None)
+    surrogate, the first in the body's order, if one does: JSON's ``\\uXXXX`` escapes allow it, Unicode text
+    (and every tokenizer) does not. It walks with a stack of its own, so a deeply nested body is no RecursionError."""
+    pending = [(value, where)]
+    while pending:
+        value, where = pending.pop()
+        if isinstance(value, str) and LONE_SURROGATE.search(value):
+            return where
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        pending.extend(reversed([(item, f"{where}.{key}") for key, item in items]))
+    return None
 
 
 class ChatMessage(BaseModel):
@@ -103,6 +109,11 @@ class RequestMessage(BaseModel):
 class StreamOptions(BaseModel):
     include_usage: bool = Field(False, description="Send a last chunk with the token usage.")
 
+    @field_validator("include_usage", mode="before")
+    @classmethod
+    def null_is_default(cls, value: Any) -> Any:
+        return False if value is None else value
+
 
 class SamplingFields(BaseModel):
     """Sampling fields shared by chat and text completions."""
@@ -152,7 +163,8 @@ class SamplingFields(BaseModel):
     @model_validator(mode="after")
     def stream_options_only_when_streaming(self):
         if self.stream_options is not None and not self.stream:
-            raise ValueError("stream_options is only allowed when stream is true")
+            raise PydanticCustomError(FIELD_ERROR, "stream_options is only allowed when stream is true",
+                                      {"where": "stream_options"})  # fmt: skip
         return self
 
     @field_validator("*")
@@ -195,10 +207,16 @@ class ChatCompletionRequest(SamplingFields):
     functions: list[dict] | None = Field(None, description="Not supported (deprecated tools): refused unless empty.")
     tool_choice: str | dict | None = Field(None, description="Only none or auto without tools.")
     response_format: dict | None = Field(None, description="Only {type: text}.")
+    function_call: str | dict | None = Field(None, description="Only none or auto (deprecated tool_choice).")
+    modalities: list[str] | None = Field(None, description="Only text.")
+    audio: dict | None = Field(None, description="Not supported: refused when set.")
 
     UNSUPPORTED = SamplingFields.UNSUPPORTED | {
         "logprobs": bool, "top_logprobs": bool, "tools": bool, "functions": bool,
         "tool_choice": lambda choice: choice not in (None, "none", "auto"),
+        "function_call": lambda choice: choice not in (None, "none", "auto"),
+        "modalities": lambda modalities: any(modality != "text" for modality in modalities or []),
+        "audio": lambda audio: audio is not None,
         "response_format": lambda response_format: (response_format or {"type": "text"}).get("type") != "text",
     }  # fmt: skip
 

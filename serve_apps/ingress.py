@@ -38,6 +38,7 @@ from rayfleet.engines.base import SamplingConfig
 from rayfleet.engines.templates import render_prompt_ids
 from rayfleet.tables import utc_now
 from schemas.openai_api import (
+    FIELD_ERROR,
     LONE_SURROGATE_ERROR,
     ChatChoice,
     ChatChunkChoice,
@@ -419,7 +420,10 @@ class OpenAIServer:
 
     def path_failed(self, outcome: Outcome, path: str, error: BaseException) -> None:
         client_error = as_request_error(error)
-        if client_error is not None:
+        # A path the router chose that finds no adapter to answer with (its default unset) is the server's
+        # fault, not the client's, who named none: its fallback answers. Every other client error stands.
+        server_chose = outcome.decision.selected_by != "model"
+        if client_error is not None and not (server_chose and client_error.code == "model_not_found"):
             raise client_error from None
         reason = failure_reason(error)
         logger.warning("path %s failed for request %s: %s", path, outcome.request_id, reason)
@@ -568,6 +572,18 @@ def error_response(status: int, message: str, error_type: str, code: str | None 
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
+UNION_BRANCH_TAGS = {"str", "int", "float", "bool", "none", "dict", "list"}
+
+
+def field_location(location: tuple) -> str:
+    """A validation error's location as the client wrote the field: pydantic adds the union branch it
+    tried (``stop.str``, ``stop.list[str].0``), which is no field of the request."""
+    return ".".join(
+        str(part) for part in location
+        if not (isinstance(part, str) and (part in UNION_BRANCH_TAGS or "[" in part or "-" in part))
+    )  # fmt: skip
+
+
 def invalid_field(error: RequestValidationError) -> str | None:
     """The request field the first problem is in (``messages.0.content``), for the error's ``param``; none
     for a body that is not JSON at all."""
@@ -575,9 +591,9 @@ def invalid_field(error: RequestValidationError) -> str | None:
     location = first["loc"]
     if first.get("type") == "json_invalid":
         return None
-    if first.get("type") == LONE_SURROGATE_ERROR:
+    if first.get("type") in (LONE_SURROGATE_ERROR, FIELD_ERROR):
         return first["ctx"]["where"]
-    return ".".join(map(str, location[1:])) if len(location) > 1 and location[0] == "body" else None
+    return field_location(location[1:]) or None if len(location) > 1 and location[0] == "body" else None
 
 
 def invalid_request_message(error: RequestValidationError) -> str:
@@ -586,7 +602,7 @@ def invalid_request_message(error: RequestValidationError) -> str:
     if problems and problems[0].get("type") == "json_invalid":
         reason, position = problems[0]["ctx"]["error"], problems[0]["loc"][-1]
         return f"invalid request: the body is not valid JSON ({reason} at character {position})"
-    return "invalid request: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in problems)
+    return "invalid request: " + "; ".join(f"{field_location(e['loc'])}: {e['msg']}" for e in problems)
 
 
 def http_error(request: Request, error: HTTPException) -> RequestError:

@@ -42,7 +42,7 @@ from serve_apps.config import (
 from serve_apps.ingress import OpenAIServer, build_http_app
 from serve_apps.llm_server import LLMServer
 from serve_apps.errors import RequestError
-from serve_apps.paths import AdapterResolver, BasePath, FaultInjectionPath, PathChunk
+from serve_apps.paths import AdapterResolver, BasePath, FaultInjectionPath, FineTunedPath, PathChunk
 from serve_apps.request_log import RequestLogWriter
 from serve_apps.router_server import RouteChoice
 from serve_apps.targets import Target, UnknownModelError, choose_arm, parse_model
@@ -332,6 +332,10 @@ def test_ingress_reads_what_newer_clients_send_and_honours_stop(server):
     ({"seed": 2**63}, "body.seed: Input should be less than 9223372036854775808"),
     ({"seed": -1}, "body.seed: Input should be greater than or equal to 0"),
     ({"stream_options": {"include_usage": True}}, "stream_options is only allowed when stream is true"),
+    ({"function_call": {"name": "get_weather"}}, "not supported by this server: function_call="),
+    ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}},
+     "not supported by this server: modalities=['text', 'audio']"),
+    ({"audio": {"voice": "alloy", "format": "wav"}}, "not supported by this server: audio="),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
      "content part of type 'image_url'"),
 ])  # fmt: skip
@@ -389,6 +393,39 @@ def test_a_missing_default_adapter_is_a_path_fault_but_a_missing_named_one_is_a_
     assert named.value.status == 404
     pinned = asyncio.run(path.adapter_for(PathRequest(None, conversation=conversation, adapter="acme-qa@1")))
     assert pinned.name == "acme-qa@1"
+
+
+def test_a_routed_request_whose_fine_tuned_path_has_no_default_adapter_is_answered_by_its_fallback(
+    tmp_path, tiny_engine, tiny_llama_path, monkeypatch
+):
+    """The client named no path and no adapter: a path the router chose that has none to use is the
+    server's fault (fallback), while a client naming that path without an adapter is told to name one."""
+    monkeypatch.setenv("RAYFLEET_API_KEYS", "k1")
+    config = ServeAppConfig.model_validate(minimal_config(paths={
+        "base": {"kind": "base"}, "finetuned": {"kind": "finetuned", "registry": str(tmp_path), "fallback": ["base"]}
+    }))  # fmt: skip
+    generate = transformers_generate(tiny_engine)
+    paths = {"base": BasePath(config.paths["base"], str(tiny_llama_path), generate).stream,
+             "finetuned": FineTunedPath(config.paths["finetuned"], str(tiny_llama_path), generate).stream}  # fmt: skip
+
+    async def route(text: str) -> RouteChoice:
+        return RouteChoice("finetuned", 0.9, "finetuned")
+
+    server = OpenAIServer(config, route, paths)
+
+    async def scenario():
+        client = openai_client(server)
+        routed = await ask(client)
+        try:
+            await ask(client, model="rayfleet-finetuned")
+        except openai.NotFoundError as error:
+            return routed, error
+        return routed, None
+
+    routed, named = asyncio.run(scenario())
+    assert routed.headers["x-rayfleet-fallback"] == "finetuned>base"
+    assert "name an adapter" in routed.headers["x-rayfleet-fallback-reason"]
+    assert named is not None and "name an adapter" in named.message
 
 
 def test_the_rag_path_answers_with_its_adapter_once_one_is_promoted(
@@ -725,10 +762,13 @@ def test_null_means_the_default_as_openai_reads_it(server):
         async with http_client(server) as http:
             with_nulls = await http.post("/v1/chat/completions", json=request | nulls)
             without = await http.post("/v1/chat/completions", json=request)
-        return with_nulls, without
+            streamed = request | {"stream": True, "stream_options": {"include_usage": None}}
+            usage_null = await http.post("/v1/chat/completions", json=streamed)
+        return with_nulls, without, usage_null
 
-    with_nulls, without = asyncio.run(scenario())
+    with_nulls, without, usage_null = asyncio.run(scenario())
     assert with_nulls.status_code == 200, with_nulls.text
+    assert usage_null.status_code == 200 and '"usage":{' not in usage_null.text, usage_null.text[:300]
     assert with_nulls.json()["choices"] == without.json()["choices"]  # greedy, not streamed: the defaults
     assert server.sampling(ChatCompletionRequest.model_validate(request | nulls), 4) == server.sampling(
         ChatCompletionRequest.model_validate(request), 4
@@ -931,16 +971,20 @@ def test_refusals_name_the_field_and_are_counted_before_any_path_is_asked(server
             return [await http.post("/v1/chat/completions", json=chat | change) for change in (
                 {"n": 2}, {"messages": [{"role": "user", "content": None}]}, {"max_tokens": 17},
                 {"max_completion_tokens": 17}, {"model": "rayfleet-gpt"},
-                {"messages": [{"role": "user", "content": "word " * 100}]},
+                {"messages": [{"role": "user", "content": "word " * 100}]}, {"stream_options": {"include_usage": 1}},
+                {"stop": 5},
             )]  # fmt: skip
 
     answers = asyncio.run(scenario())
-    assert [answer.status_code for answer in answers] == [400, 400, 400, 400, 404, 400]
+    assert [answer.status_code for answer in answers] == [400, 400, 400, 400, 404, 400, 400, 400]
     params = [answer.json()["error"]["param"] for answer in answers]
-    assert params == ["n", "messages.0.content", "max_tokens", "max_completion_tokens", "model", "messages"]
+    assert params == [
+        "n", "messages.0.content", "max_tokens", "max_completion_tokens", "model", "messages", "stream_options", "stop"
+    ]  # fmt: skip
+    assert answers[7].json()["error"]["message"].startswith("invalid request: body.stop: Input should be a valid")
     assert "max_completion_tokens 17 is above" in answers[3].json()["error"]["message"]
     assert rejected(server) == {
-        "invalid_request": 2,
+        "invalid_request": 4,
         "max_tokens_too_large": 2,
         "model_not_found": 1,
         "context_length_exceeded": 1,
@@ -976,6 +1020,25 @@ def test_text_with_a_lone_surrogate_is_refused_where_it_is(server):
         assert f"the text at {where} holds a lone UTF-16 surrogate" in answer.json()["error"]["message"]
         assert answer.json()["error"]["param"] == where
     assert rejected(server) == {"invalid_request": 4}
+
+
+def test_a_small_body_nested_deep_is_a_400_not_a_500(server):
+    """A 2 KB body nesting lists 800 deep in a field the server reads (JSON's parser takes ~1000 levels):
+    the check every text field gets walked it by recursion and answered 500 (RecursionError)."""
+    deep = "[" * 800 + "]" * 800
+    chat = '{"model": "rayfleet-base", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi", "x": %s}]}'
+    stop = '{"model": "rayfleet-base", "max_tokens": 4, "prompt": "Hi", "stop": %s}'
+
+    async def scenario():
+        async with http_client(server) as http:
+            return [await http.post("/v1/chat/completions", content=chat % deep),
+                    await http.post("/v1/completions", content=stop % deep),
+                    await http.post("/v1/chat/completions", content=chat % '[["\\ud83d"]]')]  # fmt: skip
+
+    in_a_message, in_stop, surrogate_inside = asyncio.run(scenario())
+    assert in_a_message.status_code == 200, in_a_message.text  # a field this API does not know is ignored
+    assert in_stop.status_code == 400 and in_stop.json()["error"]["param"] == "stop", in_stop.text
+    assert surrogate_inside.json()["error"]["param"] == "messages.0.x.0.0", surrogate_inside.text
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_parsed_and_a_huge_prompt_before_it_is_tokenized(server):
