@@ -86,11 +86,15 @@ class RequestMessage(BaseModel):
     def text_parts_joined(cls, content: Any) -> Any:
         if not isinstance(content, list):
             return content
+        if not content:
+            raise ValueError("a list of content parts must hold at least one")
         texts = []
         for part in content:
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            if kind != "text" or not isinstance(part.get("text"), str):
+            if kind != "text":
                 raise ValueError(f"content part of type {kind!r} is not supported: this server takes text parts only")
+            if not isinstance(part.get("text"), str):
+                raise ValueError("a text part's text must be a string")
             texts.append(part["text"])
         return "\n".join(texts)
 

@@ -612,6 +612,9 @@ def http_error(request: Request, error: HTTPException) -> RequestError:
         return RequestError(404, f"no such endpoint: {where} (see /docs for this server's endpoints)", "unknown_url")
     if error.status_code == 405:
         return RequestError(405, f"method not allowed: {where}", "method_not_allowed")
+    if error.status_code == 400:  # bytes json.loads cannot decode: not UTF-8 (nor UTF-16/32), or a 5,000-digit number
+        message = "invalid request: the body could not be read as JSON (it is not UTF-8 text, or a number is too long)"
+        return RequestError(400, message, "invalid_request")
     return RequestError(error.status_code, str(error.detail), None)
 
 
@@ -745,6 +748,8 @@ def build_http_app(server: OpenAIServer) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def framework_error(request: Request, error: HTTPException) -> JSONResponse:
         refused = http_error(request, error)
+        if refused.code == "invalid_request":
+            server.metrics.rejected("invalid_request")
         return error_response(refused.status, refused.message, refused.error_type, refused.code, error.headers)
 
     @app.exception_handler(RequestValidationError)

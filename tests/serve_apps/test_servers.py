@@ -338,6 +338,8 @@ def test_ingress_reads_what_newer_clients_send_and_honours_stop(server):
     ({"audio": {"voice": "alloy", "format": "wav"}}, "not supported by this server: audio="),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
      "content part of type 'image_url'"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, "a text part's text must be a string"),
+    ({"messages": [{"role": "user", "content": []}]}, "a list of content parts must hold at least one"),
 ])  # fmt: skip
 def test_requests_for_what_the_server_cannot_do_are_refused_by_name(server, options, complaint):
     request = {"model": "rayfleet-base", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4} | options
@@ -906,9 +908,12 @@ def test_any_content_type_reads_as_json_a_trailing_slash_is_the_path_and_broken_
                 "/v1/chat/completions", content=body[:40], headers={"Content-Type": "application/json"}
             )
             slashed = await http.post("/v1/chat/completions/", content=body), await http.get("/v1/models/")
-            return as_curl_sends_it, without_type, cut, await http.head("/healthz"), slashed
+            latin1 = await http.post("/v1/chat/completions", content=body.replace("Hi", "Café").encode("latin-1"))
+            return as_curl_sends_it, without_type, cut, await http.head("/healthz"), slashed, latin1
 
-    as_curl_sends_it, without_type, cut, probe, slashed = asyncio.run(scenario())
+    as_curl_sends_it, without_type, cut, probe, slashed, latin1 = asyncio.run(scenario())
+    assert latin1.status_code == 400 and latin1.json()["error"]["code"] == "invalid_request"
+    assert "the body could not be read as JSON (it is not UTF-8 text" in latin1.json()["error"]["message"]
     assert as_curl_sends_it.status_code == without_type.status_code == 200, as_curl_sends_it.text
     assert [answer.status_code for answer in slashed] == [200, 200], "a trailing slash is the path, not a 307"
     assert as_curl_sends_it.json()["choices"][0]["message"]["role"] == "assistant"
