@@ -42,7 +42,7 @@ import logging
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -214,17 +214,20 @@ class InputListing:
     system_files: int  # Office lock files, Thumbs.db, desktop.ini: passed over
     folders: list[str]  # the inputs that are folders, as ``uri/`` prefixes: where deleted files are looked for
     missing: list[str]  # the inputs that no longer exist (a deleted file or folder)
+    hidden: list[str] = field(default_factory=list)  # files under a name starting with ".": passed over
+
+
+DOCUMENT_FOLDERS_HIDE = (".",)  # .git/, .DS_Store; a "_" name is a document's (Hugo's _index.md, Jekyll's _posts/)
 
 
 def list_input_files(config: IngestConfig) -> InputListing:
     """Every file under the inputs, and which inputs are folders or gone."""
-    output = storage.resolve(config.output).uri.rstrip("/") + "/"
     found: dict[str, storage.FileEntry] = {}
-    folders, missing = [], []
+    folders, missing, hidden = [], [], []
     for uri in config.input:
         resolved = storage.resolve(uri).uri
         try:
-            entries = storage.list_entries(uri)
+            entries = storage.list_entries(uri, hidden=DOCUMENT_FOLDERS_HIDE, skipped=hidden)
         except FileNotFoundError:
             missing.append(resolved.rstrip("/"))
             continue
@@ -233,10 +236,10 @@ def list_input_files(config: IngestConfig) -> InputListing:
         elif is_archive(resolved):
             folders.append(resolved)  # its members are the files it lists (within: "<archive>!/...")
         for entry in with_archives_unpacked(entries):
-            if not entry.uri.startswith(output):
+            if not storage.contains(config.output, entry.uri):
                 found.setdefault(entry.uri, entry)
     documents = [entry for entry in found.values() if not is_system_file(entry.uri)]
-    return InputListing(documents, len(found) - len(documents), folders, missing)
+    return InputListing(documents, len(found) - len(documents), folders, missing, hidden)
 
 
 def within(source: str, places: list[str]) -> bool:
@@ -280,7 +283,7 @@ def record_deleted_files(config: IngestConfig, listing: InputListing, ledger: li
     places = listing.folders + listing.missing
     if not (config.prune_deleted and places):
         return 0
-    present = {entry.uri for entry in listing.files}
+    present = {entry.uri for entry in listing.files} | set(listing.hidden)  # a hidden file named itself is still there
     latest = latest_rows(ledger)
     gone = [
         row for source, row in sorted(latest.items())
@@ -363,8 +366,10 @@ def main(config: IngestConfig) -> dict:
         require_known(listing.missing, ledger)
     deleted = record_deleted_files(config, listing, ledger, run_id)
     todo, already_done = plan_files(config, listing.files, ledger)  # the rows just recorded are of files not listed
-    logger.info("%d files: %d to ingest, %d already done (%d system files passed over)", len(listing.files),
-                len(todo), already_done, listing.system_files)  # fmt: skip
+    logger.info("%d files: %d to ingest, %d already done (%d system files and %d hidden ones passed over%s)",
+                len(listing.files), len(todo), already_done, listing.system_files, len(listing.hidden),
+                f": {', '.join(listing.hidden[:3])}{', ...' if len(listing.hidden) > 3 else ''}"
+                if listing.hidden else "")  # fmt: skip
     if todo:
         init_ray(config.ray_address)
         ingest_dataset(config, todo, run_id, known_documents(config))
@@ -375,6 +380,7 @@ def main(config: IngestConfig) -> dict:
         compact_output(config.table(table), run_id, config.output_file_bytes)
     report = run_report(config, run_id, already_done, removed, listing.system_files, time.monotonic() - started)
     report["deleted"] = deleted
+    report["hidden_files_skipped"] = len(listing.hidden)
     report["files_in_error"] = report["errors"] + set_aside_before(ledger, listing.files, todo)
     if config.index_output:
         report["index"] = update_index_after_ingest(config)

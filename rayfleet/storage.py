@@ -174,18 +174,32 @@ class FileEntry:
     modified: str
 
 
-def list_entries(uri: str, suffixes: tuple[str, ...] = (), recursive: bool = True) -> list[FileEntry]:
+PARQUET_HIDDEN = ("_", ".")  # what Parquet dataset readers skip: _SUCCESS, _errors/, .crc, .tmp
+
+
+def list_entries(
+    uri: str,
+    suffixes: tuple[str, ...] = (),
+    recursive: bool = True,
+    hidden: tuple[str, ...] = PARQUET_HIDDEN,
+    skipped: list[str] | None = None,
+) -> list[FileEntry]:
     """All files at or under ``uri`` (a file or a folder/prefix), sorted, with their size and mtime;
     with ``recursive`` off, only the folder's own files, not its subfolders'.
 
-    Hidden and underscore-prefixed names (``_errors/``, ``.tmp``) are skipped, as Parquet
-    dataset readers do; so are a local folder's broken links and pipes, with a warning naming them.
-    ``suffixes`` (lower case) match names in any case.
+    Names under ``uri`` starting with one of ``hidden`` (by default ``_`` and ``.``: ``_errors/``,
+    ``.tmp``, as Parquet dataset readers do) are skipped, their URIs added to ``skipped`` when it is
+    given; so are a local folder's broken links, pipes and names that are not UTF-8 (which pyarrow
+    cannot open), with a warning naming them. ``suffixes`` (lower case) match names in any case.
 
     Raises:
         FileNotFoundError: nothing exists at ``uri``.
+        ValueError: ``uri`` is a local path that is not UTF-8.
     """
     location = resolve(uri)
+    if not location.is_s3 and not utf8_name(location.path):
+        name = printable_name(location.path)
+        raise ValueError(f"{name}: the name is not UTF-8, which pyarrow cannot open: rename it")
     info = location.filesystem.get_file_info(location.path)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"no file or folder at {uri}")
@@ -193,7 +207,9 @@ def list_entries(uri: str, suffixes: tuple[str, ...] = (), recursive: bool = Tru
         return [_entry(location, info)]
     found, unreadable = [], []
     for entry in _files_under(location) if recursive else _files_in(location):
-        if is_hidden(entry.path[len(location.path) :]):
+        if is_hidden(entry.path[len(location.path) :], hidden):
+            if skipped is not None and entry.type == pafs.FileType.File:
+                skipped.append(_entry(location, entry).uri)
             continue
         if entry.type in (pafs.FileType.NotFound, pafs.FileType.Unknown):  # a broken link, a FIFO or a socket
             unreadable.append(entry.path)
@@ -223,7 +239,27 @@ def _files_under(location: Location) -> list[pafs.FileInfo]:
         seen.add(real)
         folders[:] = [name for name in folders if os.path.realpath(os.path.join(root, name)) not in seen]
         paths += [os.path.join(root, name) for name in files]
+    unnamed = [path for path in paths if not utf8_name(path)]
+    if unnamed:
+        logger.warning("skipping %d file(s) under %s whose names are not UTF-8, which pyarrow cannot open "
+                       "(rename them): %s", len(unnamed), location.uri,
+                       ", ".join(map(printable_name, unnamed[:5])))  # fmt: skip
+        paths = [path for path in paths if utf8_name(path)]
     return location.filesystem.get_file_info(paths)  # a broken link reads as not found
+
+
+def utf8_name(path: str) -> bool:
+    """Whether a local path decodes as UTF-8 (Python holds the bytes of one that does not as lone surrogates)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_name(path: str) -> str:
+    """A local path that is not UTF-8 with its odd bytes written as ``\\xe9``, for messages."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
 
 
 def _files_in(location: Location) -> list[pafs.FileInfo]:
@@ -231,9 +267,9 @@ def _files_in(location: Location) -> list[pafs.FileInfo]:
     return location.filesystem.get_file_info(pafs.FileSelector(location.path, recursive=False))
 
 
-def is_hidden(relative: str) -> bool:
-    """Whether a relative path has a ``_`` or ``.`` name in it, which listings skip."""
-    return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
+def is_hidden(relative: str, hidden: tuple[str, ...] = PARQUET_HIDDEN) -> bool:
+    """Whether a relative path has a name in it starting with one of ``hidden``, which listings skip."""
+    return any(part.startswith(hidden) for part in relative.split("/") if part and hidden)
 
 
 def hidden_under(folder: str, uri: str) -> bool:
@@ -241,7 +277,7 @@ def hidden_under(folder: str, uri: str) -> bool:
     if is_s3_uri(folder):
         folder, uri = s3_path(folder), s3_path(uri)
     else:
-        folder, uri = os.path.abspath(folder), os.path.abspath(uri)
+        folder, uri = os.path.realpath(folder), os.path.realpath(uri)
     return is_hidden(uri.rstrip("/")[len(folder.rstrip("/")) :])
 
 
@@ -296,13 +332,14 @@ def _bare_parquet(uri: str) -> bool:
 
 def contains(folder: str, uri: str) -> bool:
     """Whether ``uri`` is ``folder`` or lies under it (both local paths, or both ``s3://`` URIs, as
-    ``s3a://`` and repeated slashes name the same objects)."""
+    ``s3a://`` and repeated slashes name the same objects); local paths are compared where their
+    links lead (an input reached through a link to the output's folder is that folder)."""
     if is_s3_uri(folder) != is_s3_uri(uri):
         return False
     if is_s3_uri(folder):
         parent, child = s3_path(folder), s3_path(uri)
         return child == parent or child.startswith(parent + "/")
-    parent, child = os.path.abspath(folder), os.path.abspath(uri)
+    parent, child = os.path.realpath(folder), os.path.realpath(uri)
     return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
 
 

@@ -218,3 +218,17 @@ def test_s3_failures_are_told_by_what_the_user_must_change(monkeypatch):
     other = OSError("AWS Error SLOW_DOWN during PutObject operation: Please reduce your request rate.")
     assert storage.s3_failure(other).startswith("an S3 request to http://127.0.0.1:8333 failed: AWS Error SLOW_DOWN")
     assert storage.s3_failure(OSError("disk full")) is None
+
+
+def test_a_link_to_a_folder_is_that_folder_and_a_name_that_is_not_utf8_is_said_as_such(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    assert storage.contains(f"{tmp_path}/real", f"{tmp_path}/alias/summaries")
+    assert storage.contains(f"{tmp_path}/alias", f"{tmp_path}/real/summaries")
+    assert not storage.contains(f"{tmp_path}/real", f"{tmp_path}/realm")
+    latin1 = tmp_path / "real" / "caf\udce9.txt"  # the byte 0xe9 alone: not UTF-8
+    latin1.write_text("x")
+    with pytest.raises(ValueError, match=r"caf\\xe9\.txt: the name is not UTF-8, which pyarrow cannot open"):
+        storage.list_entries(str(latin1))
+    (tmp_path / "real" / "ok.txt").write_text("y")
+    assert storage.list_files(f"{tmp_path}/alias") == [f"{tmp_path}/alias/ok.txt"]

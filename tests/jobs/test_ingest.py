@@ -272,6 +272,39 @@ def test_a_zip_archive_is_ingested_file_by_file_and_kept_up_to_date_as_it_change
     assert (gone["files"], gone["deleted"]) == (0, 2), "the archive's files are recorded deleted with it"
 
 
+def test_underscore_names_are_documents_hidden_ones_are_counted_and_a_link_to_the_output_is_not_read(
+    ray_cluster, tmp_path, caplog
+):
+    """A site's sources (Hugo's _index.md, Jekyll's _posts/) are documents; a "." name is hidden, counted,
+    and not recorded deleted when a run named it itself; a name that is not UTF-8 is skipped, named in the log;
+    the output reached through a link to its folder is the job's own, never read back as input."""
+    site = tmp_path / "site"
+    (site / "_posts").mkdir(parents=True)
+    pages = {"_index.md": "# Trails\n\nThe trail map of the valley.", "about.md": "# About\n\nWe walk on Sundays.",
+             "_posts/hike.md": "# Hike\n\nTen kilometres along the ridge.",
+             ".draft.md": "# Draft\n\nNot yet."}  # fmt: skip
+    for name, text in pages.items():
+        (site / name).write_text(text)
+    (site / "caf\udce9.md").write_text("# Cafe\n\nLatin-1 named.")  # the byte 0xe9: not UTF-8
+    (tmp_path / "alias").symlink_to(site)
+    folder_run = [f"input={tmp_path}/alias", f"output={site}/corpus"]
+
+    with caplog.at_level("WARNING", logger="rayfleet.storage"):
+        first = main(load_config(IngestConfig, folder_run))
+    assert (first["documents"], first["errors"], first["hidden_files_skipped"]) == (3, 0, 1)
+    titles = set(read_folder(f"{site}/corpus/documents", ["title"])["title"].to_pylist())
+    assert titles == {"Trails", "About", "Hike"}
+    assert "whose names are not UTF-8" in caplog.text and "caf\\xe9.md" in caplog.text
+
+    named = main(load_config(IngestConfig, [f"input={tmp_path}/alias/.draft.md", f"output={site}/corpus"]))
+    assert named["documents"] == 1, "a hidden file named itself is read"
+    again = main(load_config(IngestConfig, folder_run))
+    assert (again["files"], again["already_done"], again["deleted"], again["errors"]) == (0, 3, 0, 0)
+    latest = latest_rows(read_folder(f"{site}/corpus/_files", LEDGER_COLUMNS).to_pylist())
+    assert latest[f"{tmp_path}/alias/.draft.md"]["outcome"] == "ingested", "still there: not deleted"
+    assert not [source for source in latest if "/corpus/" in source], "the output's own tables are never input"
+
+
 def test_an_input_that_never_existed_fails_the_run_and_is_named(tmp_path):
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "tips.md").write_bytes(MARKDOWN)
