@@ -34,6 +34,7 @@ from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.documents import InputPlan, WorkItem, plan_input, read_work_item
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
+from rayfleet.ingestion import superseded_beside
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.summarization import Summarizer, SummaryPrompts, SummaryResult
 from rayfleet.tables import (
@@ -88,6 +89,11 @@ class SummarizeConfig(BaseConfig):
         False,
         description="An input that does not exist is nothing to do (nothing written, exit status 0), not an "
         "error: the dispatcher's rules set it, as a file may be deleted before its job runs.",
+    )
+    follow_ingest_ledger: bool = Field(
+        True,
+        description="When the input is a jobs.ingest documents table (its _files ledger beside it), summarize each "
+        "file's current version only: a document its file no longer holds (changed or deleted since) is left out.",
     )
 
     @property
@@ -312,13 +318,17 @@ def main(config: SummarizeConfig) -> dict:
     sources = storage.list_parquet_files(config.input)
     storage.ensure_bucket(config.output)
     done_ids = read_column_values(config.output, "doc_id", SUMMARY_SIGNATURE)
-    plan = plan_input(sources, config.id_column, config.text_column, done_ids, run_id, config.rows_per_read_task)
+    superseded = superseded_beside(config.input) if config.follow_ingest_ledger else set()
+    plan = plan_input(sources, config.id_column, config.text_column, done_ids, run_id, config.rows_per_read_task,
+                      left_out=superseded)  # fmt: skip
     write_errors(config.errors_uri, plan.errors)
     logger.info(
-        "%d files, %d rows: %d to summarize, %d already done, %d set aside",
+        "%d files, %d rows: %d to summarize, %d already done, %d set aside%s",
         plan.files, plan.total_rows, plan.todo_rows, plan.already_done, len(plan.errors),
+        f", {plan.left_out} left out (versions their files no longer hold: changed or deleted since ingested)"
+        if plan.left_out else "",
     )  # fmt: skip
-    if not plan.total_rows:
+    if not plan.total_rows and not plan.errors:
         logger.warning("the input's %d Parquet file(s) hold no rows: nothing to summarize", plan.files)
     set_aside = unsummarizable(config, plan, run_id) if plan.items else None
     if set_aside is not None:
@@ -332,6 +342,7 @@ def main(config: SummarizeConfig) -> dict:
     compact_output(config.output, run_id, config.output_file_bytes)
     compact_output(config.errors_uri, run_id, config.output_file_bytes)  # a file per batch with bad rows
     report = run_report(config, run_id, plan.already_done, time.monotonic() - started)
+    report["superseded_documents"] = plan.left_out
     print(json.dumps(report), flush=True)
     return report
 

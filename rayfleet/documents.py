@@ -54,6 +54,7 @@ class InputPlan:
     files: int = 0
     total_rows: int = 0
     already_done: int = 0
+    left_out: int = 0  # rows whose id the caller said to leave out (superseded versions)
 
     @property
     def todo_rows(self) -> int:
@@ -116,10 +117,16 @@ def plain_type(data_type: pa.DataType) -> pa.DataType:
 
 
 def plan_input(
-    sources: list[str], id_column: str, text_column: str, done_ids: set[str], run_id: str, item_rows: int = 256
+    sources: list[str],
+    id_column: str,
+    text_column: str,
+    done_ids: set[str],
+    run_id: str,
+    item_rows: int = 256,
+    left_out: set[str] = frozenset(),
 ) -> InputPlan:
     """Decide which rows of the Parquet files ``sources`` (``storage.list_parquet_files`` of the input) this
-    run processes.
+    run processes: not those whose id is in ``done_ids`` (counted as already done) or ``left_out``.
 
     The first occurrence of an id wins (files in sorted order); later ones are errors,
     so the output holds exactly one row per id. Consecutive row groups of a file that span
@@ -150,7 +157,9 @@ def plan_input(
                     )
                 else:
                     first_seen[doc_id] = (found.source, row)
-                    if doc_id in done_ids:
+                    if doc_id in left_out:
+                        plan.left_out += 1
+                    elif doc_id in done_ids:
                         plan.already_done += 1
                     else:
                         rows.append(row)

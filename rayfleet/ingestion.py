@@ -191,17 +191,18 @@ def heartbeat(message: str, every_s: float) -> Iterator[None]:
         beating.join()
 
 
-def ingest_ledger_beside(chunks_uri: str) -> str | None:
-    """The ``_files`` ledger of the ingest output whose ``chunks`` table ``chunks_uri`` is, if there is one."""
-    parent = chunks_uri.rstrip("/").rsplit("/", 1)[0]
+def ingest_ledger_beside(table_uri: str) -> str | None:
+    """The ``_files`` ledger of the ingest output whose table (``chunks``, ``documents``) ``table_uri`` is,
+    if there is one."""
+    parent = table_uri.rstrip("/").rsplit("/", 1)[0]
     ledger = storage.join(parent, "_files")
     return ledger if parent and storage.exists(ledger) else None
 
 
-def superseded_beside(chunks_uri: str) -> set[str]:
-    """The superseded documents (:func:`superseded_documents`) of the ingest output whose ``chunks``
-    table ``chunks_uri`` is; none when it has no ledger (chunks written by something else)."""
-    ledger = ingest_ledger_beside(chunks_uri)
+def superseded_beside(table_uri: str) -> set[str]:
+    """The superseded documents (:func:`superseded_documents`) of the ingest output whose table
+    (``chunks``, ``documents``) ``table_uri`` is; none when it has no ledger (written by something else)."""
+    ledger = ingest_ledger_beside(table_uri)
     return superseded_documents(read_folder(ledger, LEDGER_COLUMNS).to_pylist()) if ledger else set()
 
 

@@ -106,6 +106,36 @@ def test_a_rerun_whose_rows_left_have_no_text_starts_no_engine(s3_prefix, tiny_l
     assert sorted((e["doc_id"], e["error"]) for e in errors) == [("blank", "empty 'text'"), ("null", "empty 'text'")]
 
 
+def test_an_ingest_documents_table_is_summarized_at_its_files_current_versions(ray_cluster, tiny_llama_path, tmp_path):
+    """The documents table keeps every version ingest read; its _files ledger says which each file holds now."""
+    from jobs.ingest import IngestConfig
+    from jobs.ingest import main as ingest
+    from rayfleet.config import load_config
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("budget", "minutes", "roster"):
+        (raw / f"{name}.md").write_text(f"# {name.title()}\n\nThe {name} of the spring meeting, in full.")
+    ingest_args = [f"input={raw}", f"output={tmp_path}/corpus"]
+    ingest(load_config(IngestConfig, ingest_args))
+    time.sleep(1)
+    (raw / "budget.md").write_text("# Budget\n\nThe budget of the spring meeting, as amended in May.")
+    (raw / "roster.md").unlink()
+    ingest(load_config(IngestConfig, ingest_args))
+    current = {row["title"]: row["doc_id"] for row in read_folder(f"{tmp_path}/corpus/documents", ["doc_id", "title"])
+               .to_pylist()}  # fmt: skip
+    assert len(read_folder(f"{tmp_path}/corpus/documents", ["doc_id"])) == 4, "both budgets and the roster are kept"
+
+    report = main(config(tiny_llama_path, f"{tmp_path}/corpus/documents", f"{tmp_path}/summaries"))
+    summarized = set(read_folder(f"{tmp_path}/summaries", ["doc_id"])["doc_id"].to_pylist())
+    amended = next(row["doc_id"] for row in read_folder(f"{tmp_path}/corpus/documents", ["doc_id", "text"]).to_pylist()
+                   if "amended" in row["text"])  # fmt: skip
+    assert summarized == {amended, current["Minutes"]}
+    assert (report["summarized"], report["superseded_documents"]) == (2, 2)
+    every_version = config(tiny_llama_path, f"{tmp_path}/corpus/documents", f"{tmp_path}/all")
+    assert main(every_version.model_copy(update={"follow_ingest_ledger": False}))["summarized"] == 4
+
+
 def test_killed_job_resumes_with_nothing_lost_or_doubled(ray_cluster, s3_prefix, smollm2_path):
     """Kill the job's driver for real (SIGKILL) after some batches are committed, then rerun."""
     ids = documents(f"{s3_prefix}/in", 24)
