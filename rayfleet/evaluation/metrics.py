@@ -3,8 +3,8 @@
 Answers are normalised the SQuAD way before exact match and F1 (lower case, no
 punctuation, no articles, single spaces), so "The Transformer." matches "transformer".
 Punctuation is any Unicode punctuation ("。", "«»" too), and scripts written without spaces
-between words (Chinese, Japanese, Thai, ...) count each character as a token, as the
-multilingual QA benchmarks (MLQA, XQuAD) score them. ROUGE-L is Google's ``rouge-score``
+between words (Chinese, Japanese, Thai, ...) count each character (with its combining marks) as a
+token, as the multilingual QA benchmarks (MLQA, XQuAD) score them. ROUGE-L is Google's ``rouge-score``
 (Porter-stemmed English words) on the same Unicode-aware tokens: its own tokenizer keeps
 only ``[a-z0-9]``, so any other script scored 0 even against itself.
 
@@ -20,12 +20,34 @@ from collections import Counter
 from functools import lru_cache
 
 ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 # Scripts written without spaces between words: Han, kana, Thai, Lao, Khmer, Myanmar (one token per character).
 UNSPACED = re.compile(
     "([\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
     "\uf900-\ufaff\uff66-\uff9f\U00020000-\U0002fa1f])"
 )
+
+
+def _is_mark(character: str) -> bool:
+    """A combining mark (Unicode M*): a vowel sign or virama of an Indic script, an Arabic vowel, Thai's vowels
+    above and below. It is part of the letter before it, never a token or a word break of its own."""
+    return unicodedata.category(character).startswith("M")
+
+
+def _words_only(text: str) -> str:
+    """Every character but letters, digits and marks as a space (rouge-score's ``[^a-z0-9]`` in any script:
+    Python's ``\\W`` counts marks as non-word, which cut "काम" to "क म")."""
+    return "".join(character if unicodedata.category(character)[0] in "LNM" else " " for character in text)
+
+
+def _tokens(text: str) -> list[str]:
+    """Space-separated words, and in scripts without spaces one token per character with its marks."""
+    tokens: list[str] = []
+    for token in UNSPACED.sub(r" \1 ", text).split():
+        if tokens and all(map(_is_mark, token)):
+            tokens[-1] += token
+        else:
+            tokens.append(token)
+    return tokens
 
 
 def _is_punctuation(character: str) -> bool:
@@ -41,7 +63,7 @@ def normalize_answer(text: str) -> str:
 
 def answer_tokens(text: str) -> list[str]:
     """The normalised answer's tokens: words, and single characters of unspaced scripts."""
-    return UNSPACED.sub(r" \1 ", normalize_answer(text)).split()
+    return _tokens(normalize_answer(text))
 
 
 def exact_match(prediction: str, reference: str) -> float:
@@ -71,8 +93,8 @@ class RougeTokenizer:
         self.stemmer = porter.PorterStemmer("ORIGINAL_ALGORITHM")
 
     def tokenize(self, text: str) -> list[str]:
-        text = UNSPACED.sub(r" \1 ", NOT_WORD.sub(" ", unicodedata.normalize("NFKC", text).lower()))
-        return [self.stemmer.stem(token) if token.isascii() and len(token) > 3 else token for token in text.split()]
+        tokens = _tokens(_words_only(unicodedata.normalize("NFKC", text).lower()))
+        return [self.stemmer.stem(token) if token.isascii() and len(token) > 3 else token for token in tokens]
 
 
 @lru_cache(maxsize=1)

@@ -53,6 +53,17 @@ def test_every_script_is_scored_not_only_latin():
     assert rouge_l("首都は東京", "日本の首都は東京です") == pytest.approx(2 / 3)
 
 
+def test_vowel_signs_and_viramas_belong_to_their_word():
+    """Indic vowel signs, viramas and Arabic vowels are combining marks, which regular expressions' \\W
+    counts as non-word: "किम" (kim) and "काम" (kaam) were both the consonants [क म], ROUGE-L 1.0."""
+    assert rouge_l("किम", "काम") == 0.0 and rouge_l("काम", "काम") == 1.0
+    assert rouge_l("दिल्ली की सरकार", "दिल्ली सरकार") == pytest.approx(0.8)  # 2 of 3 words, 2 of 2
+    assert rouge_l("நன்றி வணக்கம்", "வணக்கம்") == pytest.approx(2 / 3)  # Tamil: two words, not four
+    # Thai counts characters, each with its vowels above or below: [กั น] against [ก น] is one of two
+    # (the vowel as a token of its own, [ก ั น], made it F1 0.8).
+    assert token_f1("กัน", "กน") == pytest.approx(0.5) and token_f1("กัน", "กัน") == 1.0
+
+
 def test_unicode_punctuation_is_dropped_like_ascii_punctuation():
     assert exact_match("Tokyo。", "tokyo") == 1.0
     assert exact_match("«Paris»", "Paris") == 1.0
