@@ -46,7 +46,7 @@ from rayfleet.engines.base import Conversation
 from rayfleet.evaluation.gate import PromotionGateConfig, decide
 from rayfleet.evaluation.harness import HarnessConfig, run_harness
 from rayfleet.evaluation.judge import JudgeConfig, parse_verdict
-from rayfleet.evaluation.metrics import rouge_l, score_answer
+from rayfleet.evaluation.metrics import answer_tokens, rouge_l, score_answer
 from rayfleet.evaluation.report import METRICS, render_report
 from rayfleet.evaluation.stats import bootstrap_mean, paired_difference, rank_agreement
 from rayfleet.ray_setup import WorkerPoolConfig, init_ray
@@ -237,21 +237,38 @@ def load_questions(config: EvaluateConfig) -> list[dict]:
 
 
 def qa_columns_as_text(table: pa.Table) -> pa.Table:
-    """One file of a Q&A set with ``doc_id`` and ``question`` as text and ``answer`` as a list of texts,
-    whatever its writer chose (numbers for ids, questions or answers, one answer per row or several), so
-    files combine."""
-    doc_ids = pc.cast(table.column("doc_id"), pa.string())
-    if "question" in table.column_names:
-        table = table.set_column(table.schema.get_field_index("question"), "question",
-                                 pc.cast(table.column("question"), pa.string()))  # fmt: skip
+    """One file of a Q&A set with ``doc_id``, ``question``, ``chunk_id`` and ``split`` as text and ``answer``
+    as a list of texts, whatever its writer chose (numbers for ids, questions or answers, one answer per
+    row or several), so files combine.
+
+    Raises:
+        InputError: a column holds something else (a struct, such as SQuAD's ``answers``), named with its type.
+    """
+    for name in ("doc_id", "question", "chunk_id", "split"):
+        if name in table.column_names and not pa.types.is_null(table.schema.field(name).type):
+            table = table.set_column(table.schema.get_field_index(name), name, column_as_text(table, name))
     answers = table.column("answer")
     if pa.types.is_list(answers.type) or pa.types.is_large_list(answers.type):
-        answers = pc.cast(answers, pa.list_(pa.string()))
+        answers = column_as_text(table, "answer", pa.list_(pa.string()))
     else:
-        texts = pc.cast(answers, pa.string()).to_pylist()
+        texts = column_as_text(table, "answer").to_pylist()
         answers = pa.array([None if text is None else [text] for text in texts], pa.list_(pa.string()))
-    table = table.set_column(table.schema.get_field_index("doc_id"), "doc_id", doc_ids)
     return table.set_column(table.schema.get_field_index("answer"), "answer", answers)
+
+
+def column_as_text(table: pa.Table, name: str, text_type: pa.DataType = pa.string()) -> pa.ChunkedArray:
+    """``table``'s column ``name`` cast to ``text_type`` (text, or a list of texts).
+
+    Raises:
+        InputError: its values are not text or numbers (or lists of them).
+    """
+    try:
+        return pc.cast(table.column(name), text_type)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+        raise InputError(
+            f"column {name!r} has type {table.schema.field(name).type}; expected text or numbers"
+            + (", or lists of them" if name == "answer" else "")
+        ) from None
 
 
 def within_context(config: EvaluateConfig, items: list[dict]) -> tuple[list[dict], int]:
@@ -294,20 +311,28 @@ def tokenizer_of(model: str):
 
 
 def references_of(answer: str | list | None) -> list[str]:
-    """The non-blank reference answers of one pair (``answer`` is a string or a list of them)."""
+    """The reference answers of one pair (``answer`` is a string or a list of them) that hold a word once
+    normalised: "The" or "—" is no answer, and an empty one would score full marks (SQuAD's both-empty rule)."""
     answers = answer if isinstance(answer, list) else [answer]
-    return [text for text in answers if isinstance(text, str) and text.strip()]
+    return [text for text in answers if isinstance(text, str) and answer_tokens(text)]
 
 
 def unusable_pair(row: dict, references: list[str]) -> str | None:
     """Why a Q&A pair (with its :func:`references_of`) cannot be scored, or None."""
     if not isinstance(row["question"], str) or not row["question"].strip():
         return "no question"
+    if not references and references_of_any_text(row["answer"]):
+        return "answer is only articles or punctuation once normalised (e.g. 'The', 'A', '...')"
     if not references:
         return "no answer"
     if not isinstance(row["doc_id"], str) or not row["doc_id"]:
         return "no doc_id"
     return None
+
+
+def references_of_any_text(answer: str | list | None) -> bool:
+    """Whether ``answer`` holds any non-blank text at all."""
+    return any(isinstance(text, str) and text.strip() for text in (answer if isinstance(answer, list) else [answer]))
 
 
 def resolve_adapters(config: EvaluateConfig) -> dict[str, ArtifactVersion]:

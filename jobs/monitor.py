@@ -264,10 +264,10 @@ def ab_report(config: MonitorConfig, recent: pa.Table) -> dict[str, dict]:
     tests = {}
     for test_name in sorted({name for name in recent["ab_test"].to_pylist() if name}):
         rows = recent.filter(pc.equal(recent["ab_test"], test_name))
-        arms, unassigned = {}, rows["arm"].null_count
+        arms, unassigned = {}, sum(1 for arm in rows["arm"].to_pylist() if not (arm and arm.strip()))  # null or blank
         if unassigned:
             logger.warning("A/B test %s: %d requests without an arm are left out of its arms", test_name, unassigned)
-        for arm in sorted({arm for arm in rows["arm"].to_pylist() if arm}):
+        for arm in sorted({arm for arm in rows["arm"].to_pylist() if arm and arm.strip()}):
             arm_rows = rows.filter(pc.equal(rows["arm"], arm))
             answered = zip(arm_rows["latency_ms"].to_pylist(), arm_rows["status"].to_pylist())
             latency = [value for value, status in answered if value is not None and status is not None and status < 400]

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
@@ -123,9 +124,35 @@ def read_input_folder(
         for column in optional:
             if column not in names:
                 table = table.append_column(column, pa.nulls(table.num_rows))
-        table = utc_timestamps(table.select(required + optional))
-        tables.append(per_file(table) if per_file else table)
-    return pa.concat_tables(tables, promote_options="permissive")
+        table = plain_columns(utc_timestamps(table.select(required + optional)))
+        try:
+            tables.append(per_file(table) if per_file else table)
+        except InputError as error:
+            raise InputError(f"{file_uri}: {error}") from None
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        raise InputError(f"the files at {uri} disagree on column types: {disagreements(tables)}") from None
+
+
+def plain_columns(table: pa.Table) -> pa.Table:
+    """``table`` with its dictionary-encoded columns (pandas' ``category``) decoded, so that they combine
+    with the same column written plainly by another file."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(index, field.name, pc.cast(table.column(index), field.type.value_type))
+    return table
+
+
+def disagreements(tables: list[pa.Table]) -> str:
+    """The columns whose type differs between the files' ``tables``, each with the types found."""
+    types: dict[str, set[str]] = {}
+    for table in tables:
+        for field in table.schema:
+            if not pa.types.is_null(field.type):
+                types.setdefault(field.name, set()).add(str(field.type))
+    differing = {name: sorted(found) for name, found in types.items() if len(found) > 1}
+    return "; ".join(f"{name!r} is {' in some, '.join(found)} in others" for name, found in differing.items())
 
 
 def utc_timestamps(table: pa.Table) -> pa.Table:

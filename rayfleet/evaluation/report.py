@@ -19,22 +19,36 @@ import matplotlib.pyplot as plt  # noqa: E402
 METRICS = ("exact_match", "f1", "rouge_l", "judge")
 
 
+def measured(interval: dict | None) -> bool:
+    """Whether a metric's interval holds a measured mean (not absent, not NaN)."""
+    return bool(interval) and interval["mean"] == interval["mean"]
+
+
+def charted_metrics(summary: dict[str, dict]) -> list[str]:
+    """The metrics some candidate has a value for: one none has (the judge turned off) is no bar at 0."""
+    return [metric for metric in METRICS if any(measured(intervals.get(metric)) for intervals in summary.values())]
+
+
 def metric_bars_png(summary: dict[str, dict]) -> bytes:
-    """One group of bars per metric, one bar per candidate, with interval whiskers."""
-    candidates = list(summary)
+    """One group of bars per measured metric, one bar per candidate, with interval whiskers; a candidate
+    without a value for a metric gets "n/a" where its bar would be."""
+    candidates, metrics = list(summary), charted_metrics(summary)
     figure, axis = plt.subplots(figsize=(8, 4))
     width = 0.8 / max(len(candidates), 1)
     for offset, name in enumerate(candidates):
         means, errors = [], [[], []]
-        for metric in METRICS:
-            interval = summary[name].get(metric) or {"mean": 0.0, "low": 0.0, "high": 0.0}
-            mean = interval["mean"] if interval["mean"] == interval["mean"] else 0.0
+        positions = [index + offset * width for index in range(len(metrics))]
+        for metric, position in zip(metrics, positions):
+            interval = summary[name].get(metric)
+            if not measured(interval):
+                interval = {"mean": 0.0, "low": 0.0, "high": 0.0}
+                axis.text(position, 0.02, "n/a", ha="center", rotation=90, fontsize=8)
+            mean = interval["mean"]
             means.append(mean)
             errors[0].append(max(mean - interval["low"], 0) if interval["low"] == interval["low"] else 0)
             errors[1].append(max(interval["high"] - mean, 0) if interval["high"] == interval["high"] else 0)
-        positions = [index + offset * width for index in range(len(METRICS))]
         axis.bar(positions, means, width, yerr=errors, capsize=3, label=name)
-    axis.set_xticks([index + width * (len(candidates) - 1) / 2 for index in range(len(METRICS))], METRICS)
+    axis.set_xticks([index + width * (len(candidates) - 1) / 2 for index in range(len(metrics))], metrics)
     axis.set_ylim(0, 1)
     axis.set_ylabel("mean (95% bootstrap interval)")
     axis.legend()

@@ -35,3 +35,16 @@ def test_the_judge_agreement_and_the_gate_read_as_sentences():
     assert "not measured: the judge did not run" in without_judge and "No adapter version was gated" in without_judge
     for text in (page, without_judge):
         assert not re.search(r"\{'|\bNone\b|'promote'", text), "a Python printout in the page"
+
+
+def test_a_metric_no_candidate_has_is_no_bar_at_zero():
+    """The judge turned off, or none of its replies parsed: its bars would read as a measured 0."""
+    from rayfleet.evaluation.report import charted_metrics, metric_bars_png
+
+    summary = result_with({}, [])["intervals"]
+    assert charted_metrics(summary) == ["exact_match", "f1", "rouge_l"], "exact match 0.0 is measured"
+    summary["tuned"]["judge"] = {"mean": float("nan"), "low": float("nan"), "high": float("nan")}
+    assert "judge" not in charted_metrics(summary)
+    summary["base"]["judge"] = interval(0.4)
+    assert charted_metrics(summary)[-1] == "judge"
+    assert metric_bars_png(summary).startswith(b"\x89PNG"), "one candidate without it is drawn as n/a"

@@ -57,9 +57,8 @@ def test_several_reference_answers_per_question_are_kept(tmp_path):
 
 def test_only_the_chosen_split_is_scored_and_a_missing_column_is_named(tmp_path):
     (tmp_path / "qa").mkdir()
-    rows = [
-        {"question": f"q{i}", "answer": "a", "doc_id": "d", "split": split} for i, split in enumerate(["test", "train"])
-    ]
+    splits = ["test", "train"]
+    rows = [{"question": f"q{i}", "answer": "ok", "doc_id": "d", "split": split} for i, split in enumerate(splits)]
     write_table(str(tmp_path / "qa" / "part.parquet"), pa.Table.from_pylist(rows))
     assert [item["question"] for item in load_questions(config_for(tmp_path))] == ["q0"]
     write_table(
@@ -95,6 +94,30 @@ def test_numbers_one_or_several_answers_in_different_files_and_pairs_without_a_s
     assert "3 pairs of" in caplog.text and "have no split while the others have one" in caplog.text
     with pytest.raises(ValueError, match=r"no usable 'validation' pairs \(pairs by split: no split: 3, 'test': 1\)"):
         load_questions(config_for(tmp_path, "split=validation"))
+
+
+def test_files_typing_chunk_ids_and_splits_apart_combine_and_a_struct_answer_is_named(tmp_path, caplog):
+    """pandas writes a category column dictionary-encoded and an id column of numbers as int64; another
+    file has them as plain text. A SQuAD export's ``answers`` struct renamed ``answer`` is no answer."""
+    (tmp_path / "qa").mkdir()
+    write_table(str(tmp_path / "qa" / "pandas.parquet"), pa.table({
+        "question": ["Who?"], "answer": ["Ada"], "doc_id": ["d1"], "chunk_id": pa.array([7]),
+        "split": pa.array(["test"]).dictionary_encode()}))  # fmt: skip
+    write_table(str(tmp_path / "qa" / "plain.parquet"), pa.Table.from_pylist([
+        {"question": "When?", "answer": "1843", "doc_id": "d2", "chunk_id": "d2-0", "split": "test"},
+        {"question": "Which letter?", "answer": "A", "doc_id": "d2", "chunk_id": "d2-1",
+         "split": "test"}]))  # fmt: skip
+    with caplog.at_level("WARNING"):
+        items = {item["question"]: item for item in load_questions(config_for(tmp_path))}
+    assert (items["Who?"]["chunk_id"], items["When?"]["chunk_id"]) == ("7", "d2-0")
+    assert "Which letter?" not in items, "'A' is an article once normalised: an empty answer would score 1"
+    assert "answer is only articles or punctuation once normalised" in caplog.text
+
+    squad_answers = pa.array([{"text": ["Paris"], "answer_start": [0]}])
+    write_table(str(tmp_path / "qa" / "squad.parquet"),
+                pa.table({"question": ["Where?"], "answer": squad_answers, "doc_id": ["d3"]}))  # fmt: skip
+    with pytest.raises(ValueError, match=r"squad.parquet: column 'answer' has type struct<.*>; expected text or num"):
+        load_questions(config_for(tmp_path))
 
 
 def test_a_question_that_leaves_no_room_to_answer_is_dropped_not_sent_to_fail_the_batch(tmp_path, caplog):

@@ -185,7 +185,8 @@ def test_a_figure_logged_by_a_few_requests_is_not_compared_and_the_verdict_stays
 
 def test_an_arm_that_answers_nothing_is_not_called_a_tie_and_odd_rows_are_counted_not_fatal(tmp_path):
     """Arm b fails every request: its latency cannot be compared, and the verdict says so with both
-    error rates. Rows without a status, an arm or a time, and NaN figures, are read and accounted for."""
+    error rates. Rows without a status, an arm (null or blank) or a time, and NaN figures, are read and
+    accounted for."""
     rng = np.random.default_rng(8)
     rows = log_rows(rng, 400, NOW - dt.timedelta(hours=5), 5, ["rag"], [1.0], 40, arms={"a": 100.0, "b": 100.0})
     for row in rows:
@@ -193,14 +194,16 @@ def test_an_arm_that_answers_nothing_is_not_called_a_tie_and_odd_rows_are_counte
             row["status"] = 500
     extra = log_rows(rng, 30, NOW - dt.timedelta(hours=4), 1, ["rag"], [1.0], 40, arms={"a": 100.0})
     for index, row in enumerate(extra):
-        row.update({"status": None} if index < 10 else {"arm": None} if index < 20 else {"created_at": None})
+        row.update({"status": None} if index < 10 else {"arm": [None, "", " "][index % 3]} if index < 20
+                   else {"created_at": None})  # fmt: skip
         row["latency_ms"], row["relevance"] = float("nan"), float("nan")
     write_logs(str(tmp_path / "logs" / "part-1.parquet"), rows + extra)
     report = monitor(tmp_path, until=NOW)
     test = report["ab"]["adapter-v1-v2"]
     assert test["verdict"] == "not_comparable" and "arms ['b'] answered under 2 requests" in test["reason"]
     assert "b 1.0" in test["reason"] and test["arms"]["b"]["error_rate"] == 1.0
-    assert test["arms"]["a"]["error_rate"] == 0.0 and test["requests_without_arm"] == 10
+    assert test["arms"]["a"]["error_rate"] == 0.0 and test["requests_without_arm"] == 10, "null or blank"
+    assert sorted(test["arms"]) == ["a", "b"]
     assert report["windows"]["rows_read"] == 430 and report["windows"]["rows_outside"]["no_time"] == 10
     strict_json((tmp_path / "out" / report["run_id"] / "report.json").read_text())
 
