@@ -16,6 +16,7 @@ import codecs
 import datetime
 import io
 import re
+import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -221,7 +222,9 @@ def decode_text(data: bytes) -> str:
 
 
 def utf16_without_mark(data: bytes) -> str | None:
-    """UTF-16 text without a byte order mark (Latin text: the high byte of every character is zero), or None."""
+    """UTF-16 text without a byte order mark, or None: Latin text (the high byte of every character
+    zero), else text of any script that decodes strictly as one byte order and reads as text (no control
+    characters, unassigned code points or private-use ones, which binary data decoded as UTF-16 is full of)."""
     head = data[:8192]
     for codec, zeros, others in (("utf-16-le", head[1::2], head[0::2]), ("utf-16-be", head[0::2], head[1::2])):
         if zeros.count(0) >= 0.3 * len(zeros) and others.count(0) <= 0.02 * len(others):
@@ -229,7 +232,23 @@ def utf16_without_mark(data: bytes) -> str | None:
                 return data.decode(codec)
             except UnicodeDecodeError:
                 return None
+    for codec in ("utf-16-le", "utf-16-be"):
+        try:
+            text = data.decode(codec) if len(data) % 2 == 0 else None
+        except UnicodeDecodeError:
+            continue
+        if text and reads_as_text(text[:4096]):
+            return text
     return None
+
+
+def reads_as_text(text: str) -> bool:
+    """Whether ``text`` holds no control character but tabs and line breaks, and no unassigned,
+    private-use or surrogate code point."""
+    return not any(
+        unicodedata.category(character) in ("Cc", "Cn", "Co", "Cs") and character not in "\t\n\r\f"
+        for character in text
+    )
 
 
 def table_row(values) -> str:

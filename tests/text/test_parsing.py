@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import re
 
 import pytest
@@ -270,6 +271,8 @@ def test_docx_text_boxes_follow_their_paragraph_once_and_footnotes_follow_the_bo
         ("\ufeffBig-endian with its mark: Zürich\n", "utf-16-be"),
         ("UTF-32 with its mark: Ελλάδα\n", "utf-32"),
         ("Excel's Unicode text without a mark: Genève\tSuisse\n" * 3, "utf-16-le"),
+        ("没有字节顺序标记的UTF-16中文文本，第二句话在这里。\n第二行。\n", "utf-16-le"),  # few zero bytes
+        ("没有字节顺序标记的UTF-16中文文本，第二句话在这里。\n第二行。\n", "utf-16-be"),
     ],
 )  # fmt: skip
 def test_text_in_a_legacy_encoding_is_decoded(text, encoding):
@@ -588,6 +591,7 @@ def test_bytes_that_leave_no_doubt_win_over_a_wrong_extension():
         ("empty.txt", b"   \n\n", "no extractable text"),
         ("nothing.pdf", b"", "empty file \\(0 bytes\\)"),
         ("binary.txt", b"\x00\x01\x02" * 10, "binary content"),
+        ("noise.txt", bytes(random.Random(0).randrange(256) for _ in range(4000)) + bytes(4), "binary content"),
         ("broken.docx", b"PK\x03\x04 not a zip", "corrupt DOCX"),
         ("export.zip", b"PK\x03\x04 not a zip", "zip archive that does not open"),  # good ones: test_archives.py
         ("broken.pptx", pptx_bytes()[:2000], "corrupt PPTX"),
