@@ -75,14 +75,28 @@ def parse_override(argument: str, config_class: type[BaseModel] | None = None) -
 
 
 def field_annotation(config_class: type[BaseModel] | None, key_path: list[str]) -> Any:
-    """The type of the field at ``key_path`` in a config class (through nested sections), or None."""
+    """The type of the field at ``key_path`` in a config class (through nested sections, sections by
+    name such as ``paths.rag``, and a union of sections whose members that have the field agree on
+    its type), or None."""
     annotation: Any = config_class
     for key in key_path:
-        model = _section_class(annotation)
-        if model is None or key not in model.model_fields:
+        if typing.get_origin(annotation) is dict:  # sections by name: the key is a name
+            annotation = typing.get_args(annotation)[1]
+            continue
+        found = [model.model_fields[key].annotation for model in _section_classes(annotation)
+                 if key in model.model_fields]  # fmt: skip
+        if not found or any(other != found[0] for other in found):
             return None
-        annotation = model.model_fields[key].annotation
+        annotation = found[0]
     return annotation
+
+
+def _section_classes(annotation: Any) -> list[type[BaseModel]]:
+    """The config section classes a field may hold: ``Section``, ``Section | None``, or a union of sections
+    (``Annotated`` with a discriminator too)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return [kind for kind in (annotation, *typing.get_args(annotation)) if _is_model(kind)]
 
 
 def _is_model(kind: Any) -> bool:

@@ -31,7 +31,7 @@ from pathlib import Path
 from pydantic import Field
 
 from rayfleet.config import BaseConfig, ConfigError, load_config, parse_override, read_yaml, set_nested
-from serve_apps.config import ServeConfigFile
+from serve_apps.config import ServeAppConfig, ServeConfigFile
 
 KEYS_ENV = "RAYFLEET_API_KEYS"
 APP_PREFIX = "app."
@@ -69,7 +69,7 @@ def serve_file(path: str, app_overrides: list[str] = ()) -> ServeConfigFile:
     applications = raw.get("applications") or [{}]
     args = applications[0].setdefault("args", {})
     for override in app_overrides:
-        key_path, value = parse_override(override.removeprefix(APP_PREFIX))
+        key_path, value = parse_override(override.removeprefix(APP_PREFIX), ServeAppConfig)
         set_nested(args, key_path, value)
     try:
         return ServeConfigFile.model_validate(raw)
@@ -158,7 +158,13 @@ def main(argv: list[str]) -> None:
     if not argv or argv[0] not in ("up", "down"):
         sys.exit(__doc__)
     app_overrides = [word for word in argv[1:] if word.startswith(APP_PREFIX)]
-    options = load_config(ServeCliConfig, [word for word in argv[1:] if not word.startswith(APP_PREFIX)])
+    try:
+        options = load_config(ServeCliConfig, [word for word in argv[1:] if not word.startswith(APP_PREFIX)])
+        if argv[0] == "up":
+            serve_file(options.serve_config, app_overrides)  # the app's config checked before anything starts
+    except ConfigError as error:
+        hint = f"the app's settings take the prefix {APP_PREFIX} (e.g. {APP_PREFIX}paths.rag.index=...)"
+        sys.exit(f"error: {error}\n({hint})")
     if argv[0] == "up":
         up(options, app_overrides)
     elif app_overrides:

@@ -296,6 +296,17 @@ class LimitsConfig(BaseConfig):
     )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503.")
 
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> "LimitsConfig":
+        """A default above the limit would refuse every request that sets none: one chosen is refused, the
+        built-in one (64) follows a lower limit."""
+        if self.default_max_tokens > self.max_tokens:
+            if self.default_max_tokens != type(self).model_fields["default_max_tokens"].default:
+                raise ValueError(f"default_max_tokens {self.default_max_tokens} is above max_tokens {self.max_tokens}: "
+                                 "every request that sets none would be refused")  # fmt: skip
+            self.default_max_tokens = self.max_tokens
+        return self
+
 
 class IngressConfig(BaseConfig):
     """The OpenAI-compatible ingress."""
@@ -366,6 +377,32 @@ class ServeAppConfig(BaseConfig):
         unknown = [target for target in targets if target not in self.paths]
         if unknown:
             raise ValueError(f"router names paths that do not exist: {unknown} (paths: {sorted(self.paths)})")
+        return self
+
+    @model_validator(mode="after")
+    def _ab_tests_resolve(self) -> "ServeAppConfig":
+        """Each test splits requests for one of this app's paths between models it serves (an arm naming none
+        would fail every request of its users), with arms, names and targets each once."""
+        from serve_apps.targets import UnknownModelError, parse_model
+
+        kinds = {name: path.kind for name, path in self.paths.items()}
+        for index, test in enumerate(self.ab_tests):
+            arms = ((f"arms[{i}].model", arm.model) for i, arm in enumerate(test.arms))
+            for where, model in [("applies_to", test.applies_to), *arms]:
+                try:
+                    target = parse_model(model, kinds)
+                except UnknownModelError as error:
+                    raise ValueError(f"ab_tests[{index}].{where}: {error}") from None
+                if target is None:
+                    raise ValueError(f"ab_tests[{index}].{where}: {model!r} is the routed model, not one path; "
+                                     f"name a path: {', '.join(f'rayfleet-{name}' for name in kinds)}")  # fmt: skip
+            arm_names = [arm.name for arm in test.arms]
+            if len(set(arm_names)) < len(arm_names):
+                raise ValueError(f"ab_tests[{index}] ({test.name!r}) names an arm twice: {arm_names}")
+        for field in ("name", "applies_to"):
+            values = [getattr(test, field) for test in self.ab_tests]
+            if len(set(values)) < len(values):
+                raise ValueError(f"two ab_tests share a {field}: {values} (a request takes part in one test)")
         return self
 
 

@@ -37,6 +37,24 @@ def test_bad_overrides_are_refused_with_the_key_named(override, complaint):
         serve_file(LOCAL, [override])
 
 
+def test_text_settings_keep_what_was_typed():
+    """YAML reads `#` as a comment and 2024.01 as a number: the index would have been `s3://acme/my index`."""
+    file = serve_file(LOCAL, ["app.paths.rag.index=s3://acme/my index #2", "app.router.model=2024.01"])
+    args = file.applications[0].args
+    assert (args.paths["rag"].index, args.router.model) == ("s3://acme/my index #2", "2024.01")
+    assert serve_file(LOCAL, ["app.paths.rag.top_k=3"]).applications[0].args.paths["rag"].top_k == 3
+
+
+def test_a_mistake_in_the_app_is_one_line_before_anything_starts():
+    from serve_apps.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["up", "address=127.0.0.1:9", "app.ingress.limits.default_max_tokens=999"])
+    message = str(ended.value.code)
+    assert message.startswith("error: invalid serve config") and "default_max_tokens 999 is above max_tokens" in message
+    assert "Traceback" not in message
+
+
 def test_stopping_serve_where_no_ray_head_answers_says_so_at_once(capsys):
     """``ray.init`` waits for a head that is not there for ever: ``make serve-down`` after ``make ray-down`` hung."""
     down(ServeCliConfig(address="127.0.0.1:9"))  # nothing listens there

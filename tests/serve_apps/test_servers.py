@@ -87,6 +87,11 @@ def test_api_keys_from_environment_and_file(tmp_path, monkeypatch):
         ApiKeyChecker(AuthConfig())
 
 
+def ab_test(name="t", applies_to="rayfleet-base", arm_model="rayfleet-broken", second_arm="b") -> dict:
+    arms = [{"name": "a", "weight": 1, "model": arm_model}, {"name": second_arm, "weight": 1, "model": "rayfleet-base"}]
+    return {"name": name, "applies_to": applies_to, "arms": arms}
+
+
 def minimal_config(**changes) -> dict:
     config = {"paths": {"base": {"kind": "base"}, "broken": {"kind": "fault_injection", "fallback": ["base"]}}}
     config.update(changes)
@@ -109,11 +114,23 @@ def minimal_config(**changes) -> dict:
         ({"paths": {"base": {"kind": "sql"}}}, "does not match any of the expected tags"),
         ({"paths": {"base": {"kind": "base", "timeout": 3}}}, "Extra inputs are not permitted"),
         ({"router": {"placement": "ingress", "deployment": {"num_cpus": 1}}}, "router.placement is ingress"),
+        ({"ab_tests": [ab_test(arm_model="rayfleet-nosuch")]},
+         r"ab_tests\[0\]\.arms\[0\]\.model: model 'rayfleet-nosuch' does not exist"),
+        ({"ab_tests": [ab_test(arm_model="rayfleet")]}, r"arms\[0\]\.model: 'rayfleet' is the routed model"),
+        ({"ab_tests": [ab_test(applies_to="rayfleet-fintuned")]}, r"ab_tests\[0\]\.applies_to: model 'rayfleet-fin"),
+        ({"ab_tests": [ab_test(second_arm="a")]}, "names an arm twice"),
+        ({"ab_tests": [ab_test(), ab_test(name="u")]}, "two ab_tests share a applies_to"),
+        ({"ingress": {"limits": {"max_tokens": 32, "default_max_tokens": 48}}}, "default_max_tokens 48 is above"),
     ],
 )  # fmt: skip
 def test_config_mistakes_fail_loudly(change, complaint):
     with pytest.raises(ValueError, match=complaint):
         ServeAppConfig.model_validate(minimal_config(**change))
+
+
+def test_the_built_in_default_max_tokens_follows_a_lower_limit():
+    limits = ServeAppConfig.model_validate(minimal_config(ingress={"limits": {"max_tokens": 16}})).ingress.limits
+    assert (limits.max_tokens, limits.default_max_tokens) == (16, 16)
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "serve_apps" / "configs").glob("*.yaml")), ids=lambda p: p.name)
