@@ -126,7 +126,7 @@ class Dispatcher:
             if self.config.exit_when_idle and report.received == report.open == report.errors == 0:
                 logger.info("nothing received and no job open: exiting (exit_when_idle)")
                 return
-            if report.received == 0:
+            if report.claimed + report.duplicates + report.unmatched == 0:  # nothing received, or none recorded
                 time.sleep(self.config.cycle_interval_s)
 
     def run_cycle(self) -> CycleReport:

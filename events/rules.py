@@ -133,6 +133,10 @@ class Rule(BaseConfig):
                 raise ValueError(
                     f"override {override!r} uses unknown placeholders {sorted(unknown)}; known: {PLACEHOLDERS}"
                 )
+            try:  # a format spec or conversion ({stem:d}, {uri!z}) would fail every event it is filled for
+                override.partition("=")[2].format(**{name: "x" for name in PLACEHOLDERS})
+            except (ValueError, KeyError, IndexError) as error:
+                raise ValueError(f"override {override!r} cannot be filled in: {error}") from None
         return overrides
 
     @model_validator(mode="after")
@@ -149,7 +153,10 @@ class Rule(BaseConfig):
         return self
 
     def matches(self, event: ObjectEvent) -> bool:
-        """True when ``event`` is for this rule (a deletion only if the rule follows deletions; sizes do not apply)."""
+        """True when ``event`` is for this rule (a deletion only if the rule follows deletions; sizes do not apply).
+        A key ending in ``/`` is a console's folder marker, no file: it matches no rule."""
+        if event.key.endswith("/"):
+            return False
         if event.removed:
             return self.on_removed and self._names(event)
         fits = event.size >= self.min_size and (self.max_size is None or event.size <= self.max_size)

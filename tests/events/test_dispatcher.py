@@ -133,10 +133,18 @@ class FaultInjectionUnreachableCluster:
 
 
 class FaultInjectionRefusingLedger(SqliteLedger):
-    """A SQLite ledger that refuses to claim any key containing ``poison``."""
+    """A SQLite ledger that refuses to claim any key containing ``poison`` (and, with ``stop_after``, ends the
+    dispatcher's run at that refusal, as a stop signal would)."""
+
+    def __init__(self, path, stop_after: int | None = None):
+        super().__init__(path)
+        self.refusals, self.stop_after = 0, stop_after
 
     def claim(self, entry: LedgerEntry) -> bool:
         if "poison" in entry.key:
+            self.refusals += 1
+            if self.refusals == self.stop_after:
+                raise SystemExit("fault injection: stopped")
             raise RuntimeError("fault injection: the ledger refused the write")
         return super().claim(entry)
 
@@ -285,6 +293,19 @@ def test_an_event_the_ledger_refuses_is_received_again_and_the_others_are_claime
     assert (report.received, report.claimed, report.errors) == (3, 2, 1)
     assert sorted(entry.key for entry in ledger.recent(10)) == ["incoming/a.parquet", "incoming/z.parquet"]
     assert len(dispatcher.source.receive()[0].events) == 3, "not acknowledged: the refused event comes again"
+
+
+def test_a_cycle_that_records_none_of_its_events_waits_before_the_next(local_s3, tmp_path):
+    """An event that cannot be recorded comes again each cycle: the dispatcher waits cycle_interval_s between
+    them, as when nothing arrives, rather than listing the bucket and asking the ledger without pause."""
+    ledger = FaultInjectionRefusingLedger(tmp_path / "ledger.sqlite", stop_after=3)
+    dispatcher = dispatcher_on_bucket(local_s3, tmp_path, FaultInjectionRejectingCluster(), ledger=ledger,
+                                      cycle_interval_s=1)  # fmt: skip
+    local_s3.client().put_object(Bucket=dispatcher.config.poller.bucket, Key="incoming/poison.parquet", Body=b"x")
+    started = time.monotonic()
+    with pytest.raises(SystemExit):
+        dispatcher.run()
+    assert time.monotonic() - started >= 1.8, "two waits of 1 s between the three cycles"
 
 
 def test_log_tails_are_cut_to_fit_a_dynamodb_item(moto_client, tmp_path):

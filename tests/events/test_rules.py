@@ -35,6 +35,14 @@ def test_rule_matches_prefix_suffix_bucket_and_size():
     assert not rule.matches(ObjectEvent("data", "incoming/a.parquet", 1001, "e1"))
 
 
+def test_a_folder_marker_matches_no_rule_created_or_deleted():
+    """An S3 console's "Create folder" writes an empty ``name/`` object: its deletion was sent to ingest."""
+    rule = summarize_rule(suffix="", min_size=0, on_removed=True)
+    assert rule.matches(ObjectEvent("data", "incoming/q3.parquet", 0, "e", removed=True))
+    assert not rule.matches(ObjectEvent("data", "incoming/q3/", 0, "e"))
+    assert not rule.matches(ObjectEvent("data", "incoming/q3/", 0, "e", removed=True))
+
+
 def test_first_matching_rule_wins():
     special = summarize_rule(name="special", prefix="incoming/special/")
     general = summarize_rule(name="general")
@@ -73,6 +81,9 @@ def test_unknown_placeholder_fails_when_the_rules_load():
         summarize_rule(overrides=["input={url}"])
     with pytest.raises(ConfigError, match="rules"):
         load_config(DispatchConfig, ["rules=[{name: r, job: jobs.summarize, overrides: ['input={file}']}]"])
+    for override in ("output=s3://{bucket}/s/{stem:d}", "output={uri!z}", "output={uri:{name}}"):
+        with pytest.raises(ValueError, match="cannot be filled in"):
+            summarize_rule(overrides=["input={uri}", override])
 
 
 @pytest.mark.parametrize("rule, complaint", [
