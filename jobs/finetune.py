@@ -45,10 +45,10 @@ import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
 from rayfleet import storage
-from rayfleet.assets import folder_fingerprint, resolve_model
+from rayfleet.assets import check_model, folder_fingerprint, resolve_model
 from rayfleet.config import BaseConfig, InputError, describe, run_job
 from rayfleet.engines.merged import merge_adapter
-from rayfleet.ray_setup import init_ray
+from rayfleet.ray_setup import init_ray, wait_for_resources
 from jobs.demo_documents import DEMO_QUESTIONS
 from rayfleet.registry import ArtifactVersion, Registry, RegistryError, check_name
 from rayfleet.retrieval.rag import prompt_layout_id
@@ -172,6 +172,17 @@ class ScalingSettings(BaseConfig):
     num_workers: int = Field(2, ge=1, description="Training workers (data-parallel ranks).")
     use_gpu: bool = Field(False, description="One GPU per worker (CUDA, bf16); false trains on CPUs.")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each worker claims; its torch threads follow it.")
+    resources_timeout_s: float = Field(
+        600.0,
+        ge=0,
+        description="How long to wait for a cluster at ray_address to have the workers' CPUs and GPUs (an "
+        "autoscaler adding nodes) before failing and naming what is missing; a local Ray fails at once.",
+    )
+
+    def resources(self) -> dict[str, float]:
+        """What the workers claim from the cluster in all."""
+        needed = {"CPU": self.num_workers * self.cpus_per_worker}
+        return needed | ({"GPU": float(self.num_workers)} if self.use_gpu else {})
 
 
 class FaultInjectionConfig(BaseConfig):
@@ -662,6 +673,7 @@ def main(config: FinetuneConfig) -> dict:
     started = time.monotonic()
     logger.info("fine-tuning with config:\n%s", describe(config))
     check_quantization(config.lora, "cuda" if config.scaling.use_gpu else "cpu")
+    check_model(config.model)
     model_path = str(resolve_model(config.model))
     check_target_modules(model_path, config.lora)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -702,6 +714,10 @@ def main(config: FinetuneConfig) -> dict:
     if published:  # a finished run resubmitted: nothing to train, no cluster needed
         return run_report(published, None, steps_before, published.metadata.get("metrics", {}), started)
     init_ray(config.ray_address)
+    local = not (config.ray_address or os.environ.get("RAY_ADDRESS"))  # no autoscaler adds nodes to it
+    wait_for_resources(config.scaling.resources(), 0 if local else config.scaling.resources_timeout_s,
+                       f"scaling.num_workers={config.scaling.num_workers} training workers",
+                       ": lower scaling.num_workers or scaling.cpus_per_worker, or add nodes")  # fmt: skip
     result = run_training(config, model_path, train_rows, validation_rows, data_fingerprint, settings)
     checkpoint, checkpoint_metrics = published_checkpoint(config, result)
     with (

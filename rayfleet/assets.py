@@ -72,7 +72,34 @@ def check_model(name_or_path: str) -> None:
 
         Registry(root, kind="models").resolve(ref)
         return
-    resolve_model(name_or_path)
+    check_model_folder(resolve_model(name_or_path))
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+
+
+def check_model_folder(folder: Path) -> None:
+    """A model folder transformers and vLLM can load: ``config.json`` naming its ``model_type``, weights
+    and a tokenizer. A folder copied in part failed only in the engines or the training workers, with a
+    traceback from each.
+
+    Raises:
+        ModelNotFoundError: naming the folder and what it lacks.
+    """
+    missing = []
+    try:
+        if "model_type" not in json.loads((folder / "config.json").read_text()):
+            missing.append("a model_type in config.json")
+    except FileNotFoundError:
+        missing.append("config.json")
+    except (ValueError, OSError) as error:
+        missing.append(f"a readable config.json ({error})")
+    if not any(next(folder.glob(pattern), None) for pattern in ("*.safetensors", "pytorch_model*.bin")):
+        missing.append("weights (*.safetensors or pytorch_model*.bin)")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        missing.append(f"a tokenizer ({', '.join(TOKENIZER_FILES)})")
+    if missing:
+        raise ModelNotFoundError(f"{folder} is not a whole model folder: it lacks {'; '.join(missing)}")
 
 
 def resolve_model(name_or_path: str) -> Path:

@@ -425,6 +425,12 @@ def validate_user_row(row: dict) -> str | None:
     return None
 
 
+def without_pandas_index(table):
+    """``table`` without the unnamed index pandas writes beside the data of a filtered frame
+    (``__index_level_0__``), which is no field of a row (a named index, such as ``doc_id``, is kept)."""
+    return table.drop_columns([name for name in table.column_names if name.startswith("__index_level_")])
+
+
 def read_user_qa(uri: str, run_id: str) -> tuple[list[dict], list[dict]]:
     """User-written pairs from JSONL or Parquet files at ``uri``, validated row by row.
 
@@ -451,14 +457,16 @@ def read_user_qa(uri: str, run_id: str) -> tuple[list[dict], list[dict]]:
                     )
                     continue
                 rows.append((index, f"line {index + 1}", value))
-        elif source.endswith(".parquet"):
+        elif source.lower().endswith(storage.PARQUET_SUFFIXES):
             try:
-                rows = [(index, f"row {index}", value) for index, value in enumerate(read_table(source).to_pylist())]
+                rows = [(index, f"row {index}", value) for index, value in enumerate(without_pandas_index(
+                    read_table(source)).to_pylist())]  # fmt: skip
             except Exception as error:  # an unreadable file is this file's error
                 errors.append(error_row(source, f"unreadable Parquet file: {error}", "user_qa", run_id))
                 continue
         else:
-            errors.append(error_row(source, "unsupported Q&A file type: use .jsonl or .parquet", "user_qa", run_id))
+            errors.append(error_row(source, "unsupported Q&A file type: use .jsonl or .parquet (.parq, .pq)",
+                                    "user_qa", run_id))  # fmt: skip
             continue
         for index, label, value in rows:
             problem = (
@@ -467,7 +475,9 @@ def read_user_qa(uri: str, run_id: str) -> tuple[list[dict], list[dict]]:
                 else f"expected an object, got {type(value).__name__}"
             )
             if problem:
-                errors.append(error_row(source, f"{label}: {problem}", "user_qa", run_id, index))
+                doc_id = value.get("doc_id") if isinstance(value, dict) else None
+                errors.append(error_row(source, f"{label}: {problem}", "user_qa", run_id, index,
+                                        doc_id if isinstance(doc_id, str) else None))  # fmt: skip
             else:
                 pairs.append({"question": value["question"].strip(), "answer": value["answer"].strip(),
                               "doc_id": value["doc_id"], "chunk_id": value.get("chunk_id")})  # fmt: skip

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from pydantic import Field
 
-from rayfleet.config import BaseConfig
+from rayfleet.config import BaseConfig, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,34 @@ class WorkerPoolConfig(BaseConfig):
     cpu_workers_per_node: int = Field(
         1, ge=1, description="CPU-only clusters: engine actors per node (a CPU engine binds all its node's cores)."
     )
+
+
+def wait_for_resources(
+    needed: dict[str, float], timeout_s: float, what: str, hint: str = "", poll_s: float = 5.0
+) -> None:
+    """Return once the cluster has ``needed`` (``{"CPU": 2}``) in all, waiting up to ``timeout_s`` for an
+    autoscaler to add nodes. Ray Train waits for workers that cannot be placed for ever, retrying.
+
+    Raises:
+        InputError: the cluster still lacks them, naming what ``what`` needs and what the cluster has.
+    """
+    import ray
+
+    deadline, said = time.monotonic() + timeout_s, 0.0
+    while True:
+        have = ray.cluster_resources()
+        short = {name: amount for name, amount in needed.items() if have.get(name, 0.0) < amount}
+        if not short:
+            return
+        wanted = ", ".join(f"{amount:g} {name}" for name, amount in needed.items())
+        held = ", ".join(f"{have.get(name, 0.0):g} {name}" for name in needed)
+        if time.monotonic() >= deadline:
+            waited = f" (after {timeout_s:.0f} s of waiting for nodes)" if timeout_s else ""
+            raise InputError(f"{what} need {wanted}; the cluster has {held}{waited}{hint}")
+        if time.monotonic() - said >= 30:
+            logger.info("waiting for the cluster to have %s for %s (it has %s)", wanted, what, held)
+            said = time.monotonic()
+        time.sleep(poll_s)
 
 
 def init_ray(address: str | None = None) -> None:

@@ -88,3 +88,23 @@ def test_a_registry_model_reference_resolves_to_its_published_folder(tmp_path):
     assert resolve_model(f"{tmp_path}/registry/models/tiny-int8@1") == Path(published.uri)
     with pytest.raises(LookupError, match="no version 2"):
         resolve_model(f"{tmp_path}/registry/models/tiny-int8@2")
+
+
+def test_a_model_folder_copied_in_part_is_named_with_what_it_lacks(tmp_path, smollm2_path):
+    """A folder without weights started Ray and failed in every training worker, four times over."""
+    import shutil
+
+    from rayfleet.assets import check_model
+
+    check_model(str(smollm2_path))
+    partial = tmp_path / "smollm2-partial"
+    shutil.copytree(smollm2_path, partial, ignore=shutil.ignore_patterns("*.safetensors"))
+    with pytest.raises(ModelNotFoundError, match=r"smollm2-partial is not a whole model folder: it lacks weights"):
+        check_model(str(partial))
+    (partial / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    (partial / "tokenizer.json").unlink()
+    with pytest.raises(ModelNotFoundError, match=r"lacks a model_type in config.json; weights .*; a tokenizer"):
+        check_model(str(partial))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match="lacks config.json"):
+        check_model(str(tmp_path / "empty"))

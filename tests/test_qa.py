@@ -101,12 +101,18 @@ def test_user_qa_files_are_validated_with_clear_errors(tmp_path):
         str(tmp_path / "user.parquet"), pa.table({"question": ["Q from parquet?"], "answer": ["A"], "doc_id": ["d3"]})
     )
     (tmp_path / "user.csv").write_text("question,answer\n")
+    # pandas writes a filtered frame's index beside its columns (__index_level_0__); .pq is Parquet too
+    filtered = pa.table({"question": ["From a filtered frame?"], "answer": ["B"], "doc_id": ["d4"],
+                         "__index_level_0__": [7]})  # fmt: skip
+    write_table(str(tmp_path / "pandas.pq"), filtered)
 
     pairs, errors = read_user_qa(str(tmp_path), "run")
     assert [(pair["question"], pair["chunk_id"]) for pair in pairs] == [
+        ("From a filtered frame?", None),
         ("What does load do?", "d1-00000"),
         ("Q from parquet?", None),
     ]
+    assert {row["doc_id"] for row in errors if row["source"].endswith("user.jsonl")} == {"d1", "d2", None}
     messages = {(row["source"].rsplit("/", 1)[-1], row["row"]): row["error"] for row in errors}
     assert messages[("user.jsonl", 1)] == "line 2: missing 'answer'"
     assert "unknown field(s) ['anwser']" in messages[("user.jsonl", 2)]

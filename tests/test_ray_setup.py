@@ -41,3 +41,15 @@ def test_a_claim_that_does_not_fit_what_is_free_now_is_said_before_the_pool_wait
     assert not warn_if_held({"CPU": 0.6}, total, {"num_cpus": 0.5})
     assert not warn_if_held({"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}, {"num_cpus": 1.0, "num_gpus": 1.0})
     assert warn_if_held({"CPU": 8.0}, {"CPU": 8.0, "GPU": 1.0}, {"num_cpus": 1.0, "num_gpus": 1.0})
+
+
+def test_workers_the_cluster_cannot_hold_are_named_instead_of_waited_for(ray_cluster):
+    """Ray Train retried three workers on this 2-CPU cluster for ever; the job now says why it cannot start."""
+    from rayfleet.config import InputError
+    from rayfleet.ray_setup import wait_for_resources
+
+    wait_for_resources({"CPU": 2.0}, 0, "two workers")
+    with pytest.raises(InputError, match=r"^3 workers need 3 CPU; the cluster has 2 CPU: ask for fewer$"):
+        wait_for_resources({"CPU": 3.0}, 0, "3 workers", ": ask for fewer")
+    with pytest.raises(InputError, match=r"need 1 CPU, 1 GPU; the cluster has 2 CPU, 0 GPU \(after 1 s of waiting"):
+        wait_for_resources({"CPU": 1.0, "GPU": 1.0}, 1, "a GPU worker", poll_s=0.2)
