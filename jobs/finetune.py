@@ -333,6 +333,7 @@ def data_uris(config: FinetuneConfig, tokenizer) -> tuple[str, str | None]:
     """
     if config.data.train is not None:
         refuse_held_out_splits(config.data.train)
+        refuse_training_files_in_validation(config.data.train, config.data.validation)
         return config.data.train, config.data.validation
     data = config.data
     name = (f"demo-sft-{data.demo_train_papers}-{data.demo_validation_papers}-{data.demo_grounded_papers}"
@@ -375,6 +376,25 @@ def refuse_held_out_splits(train_uri: str) -> None:
                          f"on the whole folder would train on them. "
                          f"Set data.train={storage.join(train_uri, 'train.parquet')} "
                          f"and data.validation={storage.join(train_uri, 'validation.parquet')}")  # fmt: skip
+
+
+def refuse_training_files_in_validation(train_uri: str, validation_uri: str | None) -> None:
+    """Refuse a validation folder that holds the training set's files (a jobs.make_qa ``sft/`` folder given
+    whole): its loss would measure rows trained on, and ``best_validation`` pick a checkpoint by them. The
+    very same URI for both is allowed, with a warning (:func:`main`)."""
+    if validation_uri is None or same_uri(validation_uri, train_uri):
+        return
+    shared = sorted(set(sft_files(train_uri)) & set(sft_files(validation_uri)))
+    if shared:
+        raise InputError(f"data.validation={validation_uri} holds data.train's file(s) "
+                         f"{[uri.rsplit('/', 1)[-1] for uri in shared]}: the validation loss would measure rows "
+                         f"trained on. Name the validation file itself, e.g. "
+                         f"data.validation={storage.join(validation_uri, 'validation.parquet')}")  # fmt: skip
+
+
+def same_uri(first: str, second: str) -> bool:
+    """Whether two URIs name the same file or folder as written (a trailing ``/`` aside)."""
+    return storage.resolve(first).uri.rstrip("/") == storage.resolve(second).uri.rstrip("/")
 
 
 def packed_rows(uri: str, tokenizer, config: FinetuneConfig) -> tuple[list[dict], DataReport]:
@@ -688,7 +708,7 @@ def main(config: FinetuneConfig) -> dict:
         raise InputError(
             f"all {train_report.rows} rows of {train_uri} were dropped as bad rows: {dict(train_report.dropped)}"
         )
-    if validation_uri and storage.resolve(validation_uri).uri.rstrip("/") == storage.resolve(train_uri).uri.rstrip("/"):
+    if validation_uri and same_uri(validation_uri, train_uri):
         logger.warning(
             "data.validation is data.train (%s): the validation loss measures memorising, not learning", train_uri
         )
