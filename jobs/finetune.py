@@ -392,6 +392,21 @@ def refuse_training_files_in_validation(train_uri: str, validation_uri: str | No
                          f"data.validation={storage.join(validation_uri, 'validation.parquet')}")  # fmt: skip
 
 
+def check_example_length(model_path: str, max_seq_len: int) -> None:
+    """Refuse examples longer than the model has positions for (packed rows may be longer: each example's
+    positions start at 0).
+
+    Raises:
+        InputError: naming both lengths.
+    """
+    from transformers import AutoConfig
+
+    positions = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+    if positions and max_seq_len > positions:
+        raise InputError(f"data.max_seq_len {max_seq_len} is above the {positions} positions of {model_path} "
+                         "(max_position_embeddings): set data.max_seq_len to at most that")  # fmt: skip
+
+
 def same_uri(first: str, second: str) -> bool:
     """Whether two URIs name the same file or folder as written (a trailing ``/`` aside)."""
     return storage.resolve(first).uri.rstrip("/") == storage.resolve(second).uri.rstrip("/")
@@ -696,6 +711,7 @@ def main(config: FinetuneConfig) -> dict:
     check_model(config.model)
     model_path = str(resolve_model(config.model))
     check_target_modules(model_path, config.lora)
+    check_example_length(model_path, config.data.max_seq_len)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     train_uri, validation_uri = data_uris(config, tokenizer)
     train_rows, train_report = packed_rows(train_uri, tokenizer, config)

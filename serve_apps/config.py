@@ -380,6 +380,18 @@ class ServeAppConfig(BaseConfig):
         return self
 
     @model_validator(mode="after")
+    def _limits_fit_the_engines(self) -> "ServeAppConfig":
+        """The longest prompt accepted plus the largest answer fit every engine a path uses: a request
+        within the limits would otherwise be refused by the engine, past the ingress's own checks."""
+        limits = self.ingress.limits
+        for name in sorted({path.engine for path in self.paths.values()}):
+            context = self.engines[name].engine.max_model_len
+            if limits.max_prompt_tokens + limits.max_tokens > context:
+                raise ValueError(f"ingress.limits.max_prompt_tokens {limits.max_prompt_tokens} + max_tokens "
+                                 f"{limits.max_tokens} is above engine {name!r}'s max_model_len {context}")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
     def _ab_tests_resolve(self) -> "ServeAppConfig":
         """Each test splits requests for one of this app's paths between models it serves (an arm naming none
         would fail every request of its users), with arms, names and targets each once."""

@@ -193,6 +193,8 @@ def bad_reason(messages: list[dict]) -> str | None:
         return "no_assistant_turn"  # a greeting before any user turn is context, not a reply
     if any(not m["content"].strip() for m in replies):
         return "empty_answer"
+    if any(m["role"] == "user" and not m["content"].strip() for m in messages):
+        return "empty_question"  # an answer to nothing teaches the model to answer unasked
     if not any(m["weight"] for m in replies):
         return "no_trained_turn"
     return None

@@ -421,6 +421,9 @@ def test_an_empty_set_a_damaged_file_and_a_folder_with_held_out_splits_are_refus
         InputError, match=r"held-out splits \['test.parquet', 'validation.parquet'\] .* data.train=.*sft/train.parquet"
     ):
         run(f"{tmp_path}/sft")
+    with pytest.raises(InputError, match=r"data.max_seq_len 9000 is above the 8192 positions of .*smollm2"):
+        main(load_config(FinetuneConfig, [f"data.train={tmp_path}/sft/train.parquet", "data.max_seq_len=9000",
+                                          "data.pack_length=9000", f"storage_path={tmp_path}/runs"]))  # fmt: skip
     with pytest.raises(InputError, match=r"data.validation=.*/sft holds data.train's file\(s\) \['train.parquet'\]"):
         main(load_config(FinetuneConfig, [f"data.train={tmp_path}/sft/train.parquet", f"data.validation={tmp_path}/sft",
                                           f"storage_path={tmp_path}/runs"]))  # fmt: skip

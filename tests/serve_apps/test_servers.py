@@ -121,6 +121,7 @@ def minimal_config(**changes) -> dict:
         ({"ab_tests": [ab_test(second_arm="a")]}, "names an arm twice"),
         ({"ab_tests": [ab_test(), ab_test(name="u")]}, "two ab_tests share a applies_to"),
         ({"ingress": {"limits": {"max_tokens": 32, "default_max_tokens": 48}}}, "default_max_tokens 48 is above"),
+        ({"ingress": {"limits": {"max_prompt_tokens": 2000}}}, r"2000 \+ max_tokens 256 is above engine 'default'"),
     ],
 )  # fmt: skip
 def test_config_mistakes_fail_loudly(change, complaint):

@@ -122,6 +122,7 @@ BAD_ROWS = [
         "tool_call_turn",
     ),
     ({"messages": [{"role": "narrator", "content": "Once."}, *QUESTION[1:], ANSWER], "doc_id": "k"}, "unknown_role"),
+    ({"messages": [{"role": "user", "content": " "}, ANSWER], "doc_id": "l"}, "empty_question"),
 ]
 
 
@@ -129,8 +130,9 @@ def test_bad_rows_are_dropped_and_counted_by_reason(tokenizer):
     rows = [{"messages": [*QUESTION, ANSWER], "doc_id": "good"}] + [row for row, _ in BAD_ROWS]
     examples, report = prepare_examples(rows, tokenizer, max_seq_len=128, on_bad_example="drop")
     assert len(examples) == 1
-    assert report.as_dict() == {"rows": 12, "kept": 1, "dropped": {
-        "empty_answer": 1, "malformed_messages": 1, "missing_messages": 2, "no_assistant_turn": 1, "no_trained_turn": 1,
+    assert report.as_dict() == {"rows": 13, "kept": 1, "dropped": {
+        "empty_answer": 1, "empty_question": 1, "malformed_messages": 1, "missing_messages": 2, "no_assistant_turn": 1,
+        "no_trained_turn": 1,
         "non_text_content": 1, "too_long": 1, "tool_call_turn": 2, "unknown_role": 1}}  # fmt: skip
 
 
