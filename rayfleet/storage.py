@@ -34,6 +34,8 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from rayfleet.config import InputError
+
 logger = logging.getLogger(__name__)
 
 S3_SCHEMES = ("s3", "s3a")
@@ -194,12 +196,12 @@ def list_entries(
 
     Raises:
         FileNotFoundError: nothing exists at ``uri``.
-        ValueError: ``uri`` is a local path that is not UTF-8.
+        InputError: ``uri`` is a local path that is not UTF-8 (a job ends with that one line).
     """
     location = resolve(uri)
     if not location.is_s3 and not utf8_name(location.path):
         name = printable_name(location.path)
-        raise ValueError(f"{name}: the name is not UTF-8, which pyarrow cannot open: rename it")
+        raise InputError(f"{name}: the name is not UTF-8, which pyarrow cannot open: rename it")
     info = location.filesystem.get_file_info(location.path)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"no file or folder at {uri}")
