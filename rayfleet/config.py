@@ -189,7 +189,7 @@ def with_section_defaults(config_class: type[BaseModel], values: dict[str, Any])
 
 def _section_class(annotation: Any) -> type[BaseModel] | None:
     """The config section class a field holds (``Section`` or ``Section | None``), if any."""
-    return next((kind for kind in (annotation, *typing.get_args(annotation)) if _is_model(kind)), None)
+    return next(iter(_section_classes(annotation)), None)
 
 
 def _merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

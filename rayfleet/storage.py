@@ -241,13 +241,13 @@ def _files_under(location: Location) -> list[pafs.FileInfo]:
         seen.add(real)
         folders[:] = [name for name in folders if os.path.realpath(os.path.join(root, name)) not in seen]
         paths += [os.path.join(root, name) for name in files]
-    unnamed = [path for path in paths if not utf8_name(path)]
-    if unnamed:
+    named = [path for path in paths if utf8_name(path)]
+    if len(named) < len(paths):
+        unnamed = [path for path in paths if not utf8_name(path)]
         logger.warning("skipping %d file(s) under %s whose names are not UTF-8, which pyarrow cannot open "
                        "(rename them): %s", len(unnamed), location.uri,
                        ", ".join(map(printable_name, unnamed[:5])))  # fmt: skip
-        paths = [path for path in paths if utf8_name(path)]
-    return location.filesystem.get_file_info(paths)  # a broken link reads as not found
+    return location.filesystem.get_file_info(named)  # a broken link reads as not found
 
 
 def utf8_name(path: str) -> bool:
