@@ -25,7 +25,12 @@ from transformers import AutoTokenizer
 from rayfleet.assets import resolve_model
 from rayfleet.engines.base import EngineConfig, SamplingConfig
 from rayfleet.engines.templates import count_tokens
-from rayfleet.engines.vllm_engine import configure_cpu_environment, engine_arguments, sampling_params
+from rayfleet.engines.vllm_engine import (
+    configure_cpu_environment,
+    engine_arguments,
+    sampling_params,
+    send_vllm_logs_to_stderr,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +71,7 @@ class AsyncVllmEngine:
 
         if not torch.cuda.is_available():
             configure_cpu_environment(config)
+        send_vllm_logs_to_stderr()
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 

@@ -46,6 +46,13 @@ def bound_core_count(bind: str) -> int:
     return count
 
 
+def send_vllm_logs_to_stderr() -> None:
+    """Before vLLM is imported: its log lines go to stderr, as every other log does. vLLM's default is
+    stdout, which Ray forwards from an engine worker to the job's stdout, where they mixed with the one
+    JSON line a job prints there (``make_qa ... | jq`` broke). ``$VLLM_LOGGING_STREAM`` set by a user wins."""
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+
+
 def configure_cpu_environment(config: EngineConfig) -> None:
     """Set vLLM's CPU-backend environment before the engine starts (it reads it once)."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{config.cpu_kv_cache_gib:g}")
@@ -136,6 +143,7 @@ class VllmEngine:
         on_gpu = torch.cuda.is_available()
         if not on_gpu:
             configure_cpu_environment(config)
+        send_vllm_logs_to_stderr()
         from vllm import LLM
 
         self.config = config

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from rayfleet.engines import EngineConfig, SamplingConfig, create_engine, vllm_available
 from rayfleet.evaluation.judge import VERDICT_FORMAT, JudgeConfig, parse_verdict
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -86,3 +92,21 @@ def test_an_int8_checkpoint_runs_with_bf16_activations_on_cpus_with_amx(tmp_path
     assert cpu_dtype(int8, "float32", amx=False) == "float32"  # oneDNN does
     assert cpu_dtype(int8, "float16", amx=True) == "float16"
     assert cpu_dtype(str(tiny_llama_path), "float32", amx=True) == "float32"  # full precision stays as asked
+
+
+def test_vllm_logs_go_to_stderr_so_a_jobs_stdout_holds_only_its_report():
+    """vLLM logs to stdout by default; Ray forwards an engine worker's stdout to the job's."""
+    script = (
+        "from rayfleet.engines.vllm_engine import send_vllm_logs_to_stderr\n"
+        "send_vllm_logs_to_stderr()\n"
+        "from vllm.config.logging import LoggingConfig\n"
+        "from vllm.logger import configure_logging, init_logger\n"
+        "configure_logging(LoggingConfig())\n"  # as the engine's arguments do when it starts
+        "init_logger('vllm.rayfleet_test').warning('a vLLM log line')\n"
+        "print('{\"report\": 1}')\n"
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "VLLM_LOGGING_STREAM"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env={**environment, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == '{"report": 1}\n' and "a vLLM log line" in done.stderr
