@@ -47,6 +47,7 @@ from rayfleet.ingestion import (
     document_holders,
     ingest_ledger_beside,
     superseded_documents,
+    table_of_ingest_output,
 )
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.retrieval import store
@@ -345,6 +346,7 @@ def update_index(config: BuildIndexConfig) -> dict:
     """
     run_id, started = new_run_id(), time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
+    config = config.model_copy(update={"input": table_of_ingest_output(config.input, "chunks")})
     storage.ensure_bucket(config.output)
     chunks, errors = read_chunks(config.input, run_id)
     write_errors(config.errors_uri, errors)

@@ -48,7 +48,7 @@ from rayfleet.assets import check_model
 from rayfleet.config import BaseConfig, InputError, describe, run_job
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
-from rayfleet.ingestion import superseded_beside
+from rayfleet.ingestion import superseded_beside, table_of_ingest_output
 from rayfleet.qa import (
     AnswerFirstPrompts,
     QaPrompts,
@@ -371,6 +371,7 @@ def main(config: MakeQaConfig) -> dict:
     run_id = new_run_id()
     started = time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
+    config = config.model_copy(update={"input": table_of_ingest_output(config.input, "chunks")})
     storage.ensure_bucket(config.output)
     done = read_column_values(config.table("_candidates"), "chunk_id")
     superseded = superseded_beside(config.input) if config.follow_ingest_ledger else set()

@@ -34,7 +34,7 @@ from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.documents import InputPlan, WorkItem, plan_input, read_work_item
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
-from rayfleet.ingestion import superseded_beside
+from rayfleet.ingestion import superseded_beside, table_of_ingest_output
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.summarization import Summarizer, SummaryPrompts, SummaryResult
 from rayfleet.tables import (
@@ -314,6 +314,7 @@ def main(config: SummarizeConfig) -> dict:
         report = {**run_figures(config, run_id, 0, 0, 0, 0, time.monotonic() - started), "input_missing": True}
         print(json.dumps(report), flush=True)
         return report
+    config = config.model_copy(update={"input": table_of_ingest_output(config.input, "documents")})
     # Listed before the output is made: a mistyped input, or a folder without Parquet, leaves nothing behind.
     sources = storage.list_parquet_files(config.input)
     storage.ensure_bucket(config.output)

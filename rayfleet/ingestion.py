@@ -191,6 +191,18 @@ def heartbeat(message: str, every_s: float) -> Iterator[None]:
         beating.join()
 
 
+def table_of_ingest_output(uri: str, table: str) -> str:
+    """``uri``, or its ``table`` folder (``chunks``, ``documents``) when ``uri`` is an ingest output's root
+    (it holds the ``_files`` ledger and that folder): a job given ``work/corpus`` reads ``work/corpus/chunks``,
+    not every table under it (chunks summarized as documents, a documents file set aside as a bad chunks
+    table)."""
+    folder = storage.join(uri, table)
+    if storage.exists(storage.join(uri, "_files")) and storage.exists(folder):
+        logger.info("%s is an ingest output: reading its %s table, %s", uri, table, folder)
+        return folder
+    return uri
+
+
 def ingest_ledger_beside(table_uri: str) -> str | None:
     """The ``_files`` ledger of the ingest output whose table (``chunks``, ``documents``) ``table_uri`` is,
     if there is one."""

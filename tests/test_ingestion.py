@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
 from rayfleet.ingestion import is_system_file
@@ -149,3 +150,20 @@ def test_extensions_named_as_text_are_read_as_plain_text_and_others_stay_unknown
     assert read.document["mime_type"] == "text/plain" and "Replace the impeller seal." in read.document["text"]
     assert unknown.ledger["outcome"] == OUTCOME_ERROR
     assert "unknown file type '.cfg'" in unknown.error["error"] and "text_extensions" in unknown.error["error"]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_an_ingest_outputs_root_stands_for_the_table_a_job_reads(where, tmp_path, request):
+    from rayfleet import storage
+    from rayfleet.ingestion import table_of_ingest_output
+    from rayfleet.tables import write_table
+
+    root = str(tmp_path / "corpus") if where == "local" else f"{request.getfixturevalue('s3_prefix')}/corpus"
+    for folder in ("_files", "chunks", "documents"):
+        write_table(storage.join(root, folder, "part-1.parquet"), pa.table({"doc_id": ["d"]}))
+    assert table_of_ingest_output(root, "chunks") == storage.join(root, "chunks")
+    assert table_of_ingest_output(root + "/", "documents") == storage.join(root, "documents")
+    assert table_of_ingest_output(storage.join(root, "chunks"), "chunks") == storage.join(root, "chunks")
+    plain = str(tmp_path / "plain") if where == "local" else f"{request.getfixturevalue('s3_prefix')}/plain"
+    write_table(storage.join(plain, "chunks", "part-1.parquet"), pa.table({"doc_id": ["d"]}))  # no _files ledger
+    assert table_of_ingest_output(plain, "chunks") == plain, "only an ingest output is read for its table"

@@ -132,6 +132,8 @@ def test_an_ingest_documents_table_is_summarized_at_its_files_current_versions(r
                    if "amended" in row["text"])  # fmt: skip
     assert summarized == {amended, current["Minutes"]}
     assert (report["summarized"], report["superseded_documents"]) == (2, 2)
+    main(config(tiny_llama_path, f"{tmp_path}/corpus", f"{tmp_path}/from_root"))  # the ingest output as the input
+    assert set(read_folder(f"{tmp_path}/from_root", ["doc_id"])["doc_id"].to_pylist()) == summarized, "not its chunks"
     every_version = config(tiny_llama_path, f"{tmp_path}/corpus/documents", f"{tmp_path}/all")
     assert main(every_version.model_copy(update={"follow_ingest_ledger": False}))["summarized"] == 4
 
