@@ -119,6 +119,12 @@ SENTENCE_END = regex.compile(
 # Blocks no sentence spans: paragraphs, and the items of a list (one per line).
 BLOCK_BREAK = re.compile(r"\n\s*\n|\n(?=\s*(?:[-*+•]|\d+[.)])\s)")
 LIST_MARKER = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
+# A title or label on a line of its own ("Q1 sales review", "Any other business"): a few words without
+# closing punctuation, shorter than half the block's widest line, and a line starting with a capital or a
+# digit after it. Hard-wrapped prose breaks its lines near one width, so its lines are not taken for one.
+TITLE_LINE_MAX_WORDS = 6
+TITLE_LINE_FOLLOWER = regex.compile(r"\s*[\"'(\[¿¡«„]?[\p{Lu}\p{Lt}\p{N}]")
+CLAUSE_MARKS = ",;:-–—("
 SENTENCE_ENDINGS = (*SENTENCE_MARKS, *CJK_SENTENCE_ENDS)
 # Question marks: Latin, full-width, Arabic (؟), Greek (U+037E), Ethiopic (፧). Armenian's ՞ sits on the
 # word asked about and Greek is mostly typed with a plain semicolon: see :func:`ends_like_a_question`.
@@ -190,7 +196,8 @@ def answer_sentences(text: str, count: int, min_words: int, max_words: int, skip
     sentences = [
         " ".join(sentence.split())
         for block in BLOCK_BREAK.split(text)
-        for sentence in SENTENCE_END.split(LIST_MARKER.sub("", block))
+        for piece in apart_from_title_lines(LIST_MARKER.sub("", block))
+        for sentence in SENTENCE_END.split(piece)
     ]
     usable = [
         (index, sentence) for index, sentence in enumerate(sentences)
@@ -199,6 +206,26 @@ def answer_sentences(text: str, count: int, min_words: int, max_words: int, skip
     ]  # fmt: skip
     best = sorted(usable, key=lambda item: len(content_words(item[1])), reverse=True)[:count]
     return [sentence for _, sentence in sorted(best)]
+
+
+def apart_from_title_lines(block: str) -> list[str]:
+    """``block`` cut after each title or label line (:data:`TITLE_LINE_MAX_WORDS`), which would otherwise
+    start the sentence after it ("Q1 sales review Ben reported that...")."""
+    lines = block.split("\n")
+    widest = max(len(line.strip()) for line in lines)
+    pieces, start = [], 0
+    for index, (line, following) in enumerate(zip(lines, lines[1:]), 1):
+        line = line.strip()
+        if (
+            line
+            and len(line) * 2 <= widest
+            and len(words(line)) <= TITLE_LINE_MAX_WORDS
+            and not line.endswith((*SENTENCE_ENDINGS, *CLAUSE_MARKS))
+            and TITLE_LINE_FOLLOWER.match(following)
+        ):
+            pieces.append("\n".join(lines[start:index]))
+            start = index
+    return pieces + ["\n".join(lines[start:])]
 
 
 def is_whole_sentence(text: str) -> bool:

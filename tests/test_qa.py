@@ -325,3 +325,24 @@ def test_near_duplicates_found_through_prefixes_are_those_of_every_pair_compared
 def test_a_threshold_outside_zero_to_one_is_refused():
     with pytest.raises(ValueError, match="threshold"):
         drop_near_duplicates([{"question": "What is it?", "doc_id": "a"}], 0)
+
+
+def test_a_title_on_its_own_line_does_not_start_the_answer_sentence_after_it():
+    from rayfleet.qa import answer_sentences
+
+    notes = (
+        "1. Q1 sales review\n"
+        "Ben reported that Q1 unit sales reached 3,420 bicycles, twelve percent above the plan for the quarter.\n"
+        "2. Any other business\n"
+        "The annual Ride Day moves to the first Saturday of June because of the new trail opening."
+    )
+    assert answer_sentences(notes, 5, 6, 40) == [
+        "Ben reported that Q1 unit sales reached 3,420 bicycles, twelve percent above the plan for the quarter.",
+        "The annual Ride Day moves to the first Saturday of June because of the new trail opening.",
+    ]
+    wrapped = (  # hard-wrapped prose: its lines are one sentence, whatever starts the next line
+        "The committee decided that the reserve fund would be\n"
+        "Used only for the replacement of the workshop roof and\n"
+        "Its gutters, after the survey of May."
+    )
+    assert answer_sentences(wrapped, 2, 6, 40) == [" ".join(wrapped.split())]
