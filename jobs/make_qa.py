@@ -44,13 +44,14 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from rayfleet import storage
-from rayfleet.assets import check_model
+from rayfleet.assets import check_model, resolve_model
 from rayfleet.config import BaseConfig, InputError, describe, run_job
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.engines.thread_bound import ThreadBoundEngine
 from rayfleet.ingestion import superseded_beside, table_of_ingest_output
 from rayfleet.qa import (
     AnswerFirstPrompts,
+    AnswerMatch,
     QaPrompts,
     QaValidation,
     SplitConfig,
@@ -137,6 +138,7 @@ class QaWorker:
         self.config, self.run_id = config, run_id
         started = time.monotonic()
         self.engine = ThreadBoundEngine(config.engine)
+        self.answer_match = answer_match(config)
         logger.info("%s engine ready in %.1f s", self.engine.name, time.monotonic() - started)
 
     def __call__(self, batch: pa.Table) -> dict:
@@ -204,6 +206,8 @@ class QaWorker:
         rows = []
         for question, pair_answer in pairs:
             verdict = check_pair(question, pair_answer, chunk["text"], self.config.validation)
+            if verdict is None and self.answer_match is not None:
+                verdict = self.answer_match.verdict(question, pair_answer, chunk["text"])
             rows.append({**self.base_row(chunk), "question": question, "answer": pair_answer,
                          "status": "dropped" if verdict else "valid",
                          "reason": verdict and verdict.reason, "detail": verdict and verdict.detail})  # fmt: skip
@@ -227,6 +231,16 @@ class QaWorker:
         return {**self.base_row(chunk), "question": None, "answer": None, "status": "dropped",
                 "reason": "unparseable" if output is not None else "no_answer_sentence", "detail": detail,
                 "raw_output": output}  # fmt: skip
+
+
+def answer_match(config: MakeQaConfig) -> AnswerMatch | None:
+    """The round-trip check of generated pairs (``validation.answer_match_model``), or None when it is off."""
+    if not config.validation.answer_match_model:
+        return None
+    from rayfleet.retrieval import Embedder
+
+    embedder = Embedder(config.validation.answer_match_model)
+    return AnswerMatch(embedder.embed, config.answer_first.min_answer_words, config.validation.answer_match_margin)
 
 
 def batch_figures(chunks: list[dict], rows: list[dict], completion_tokens: int, started: float) -> dict:
@@ -382,6 +396,8 @@ def main(config: MakeQaConfig) -> dict:
     logger.info("%d chunks to generate for, %d already done, %d too short to use", todo, len(done), too_short)
     if todo:
         check_model(config.engine.model)
+        if config.validation.answer_match_model:
+            resolve_model(config.validation.answer_match_model)
         init_ray(config.ray_address)
         generate_candidates(config, sources, done, superseded, run_id, todo)
         compact_output(config.table("_candidates"), run_id, config.output_file_bytes)

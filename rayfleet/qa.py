@@ -23,8 +23,9 @@ import re
 import unicodedata
 import zlib
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
+import numpy as np
 import regex
 from pydantic import Field, field_validator, model_validator
 
@@ -193,12 +194,7 @@ def answer_sentences(text: str, count: int, min_words: int, max_words: int, skip
     allowed length are ranked by how many distinct content words they carry (facts, names
     and figures rather than transitions), and the best ``count`` kept.
     """
-    sentences = [
-        " ".join(sentence.split())
-        for block in BLOCK_BREAK.split(text)
-        for piece in apart_from_title_lines(LIST_MARKER.sub("", block))
-        for sentence in SENTENCE_END.split(piece)
-    ]
+    sentences = sentences_of(text)
     usable = [
         (index, sentence) for index, sentence in enumerate(sentences)
         if min_words <= len(words(sentence)) <= max_words and is_whole_sentence(sentence)
@@ -206,6 +202,17 @@ def answer_sentences(text: str, count: int, min_words: int, max_words: int, skip
     ]  # fmt: skip
     best = sorted(usable, key=lambda item: len(content_words(item[1])), reverse=True)[:count]
     return [sentence for _, sentence in sorted(best)]
+
+
+def sentences_of(text: str) -> list[str]:
+    """The sentences of ``text`` in order, with their white space collapsed: none spans a paragraph break, a
+    list item or a title line (:func:`apart_from_title_lines`)."""
+    return [
+        " ".join(sentence.split())
+        for block in BLOCK_BREAK.split(text)
+        for piece in apart_from_title_lines(LIST_MARKER.sub("", block))
+        for sentence in SENTENCE_END.split(piece)
+    ]
 
 
 def apart_from_title_lines(block: str) -> list[str]:
@@ -257,12 +264,58 @@ class QaValidation(BaseConfig):
     min_question_grounding: float = Field(
         0.3, ge=0, le=1, description="Share of the question's content words that must appear in the chunk."
     )
+    answer_match_model: str | None = Field(
+        "all-minilm-l6-v2",
+        description="Sentence-embedding model of the round-trip check (AnswerMatch): a generated pair is kept only "
+        "if no other sentence of its chunk is closer to its question than its answer (by answer_match_margin); "
+        "null turns the check off. User pairs are not checked.",
+    )
+    answer_match_margin: float = Field(
+        0.05, ge=0, le=2, description="How much closer (cosine) another sentence may be before the pair is dropped."
+    )
     near_duplicate_similarity: float = Field(
         0.8,
         gt=0,
         le=1,
         description="Questions of one document whose word-set Jaccard similarity reaches this are duplicates.",
     )
+
+
+class AnswerMatch:
+    """The round-trip check of a generated pair (Alberti et al., 2019, "Synthetic QA corpora generation with
+    roundtrip consistency"): of the chunk's sentences that could be answers, the one closest in meaning to the
+    question must be the pair's answer, or come no more than ``margin`` (cosine) above it. A small model asked
+    to write the question for a given answer often asks about a neighbouring sentence instead ("What about
+    sick leave?" for the parental-leave sentence); such a pair teaches and scores a wrong answer.
+
+    Args:
+        embed: texts to unit vectors (:class:`rayfleet.retrieval.Embedder`'s ``embed``).
+        min_words: the fewest words of a sentence compared with the answer (titles and labels are not answers).
+        margin: how much closer another sentence may be before the pair is dropped.
+    """
+
+    def __init__(self, embed: Callable[[list[str]], np.ndarray], min_words: int, margin: float):
+        self.embed, self.min_words, self.margin = embed, min_words, margin
+
+    def verdict(self, question: str, answer: str, chunk_text: str) -> Verdict | None:
+        """None when no other sentence of the chunk answers ``question`` clearly better than ``answer``."""
+        answer_key = " ".join(answer.split())
+        others = [
+            sentence for sentence in dict.fromkeys(sentences_of(chunk_text))
+            if sentence != answer_key and len(words(sentence)) >= self.min_words and is_whole_sentence(sentence)
+        ]  # fmt: skip
+        if not others:
+            return None
+        vectors = self.embed([question, answer_key, *others])
+        similarity = vectors[1:] @ vectors[0]
+        closest = int(similarity[1:].argmax()) + 1
+        if similarity[closest] <= similarity[0] + self.margin:
+            return None
+        return Verdict(
+            "answer_mismatch",
+            f"another sentence of the chunk is closer to the question ({similarity[closest]:.2f} against the "
+            f"answer's {similarity[0]:.2f}): {others[closest - 1][:120]}",
+        )
 
 
 class SplitConfig(BaseConfig):

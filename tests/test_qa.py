@@ -346,3 +346,21 @@ def test_a_title_on_its_own_line_does_not_start_the_answer_sentence_after_it():
         "Its gutters, after the survey of May."
     )
     assert answer_sentences(wrapped, 2, 6, 40) == [" ".join(wrapped.split())]
+
+
+def test_a_question_another_sentence_of_the_chunk_answers_better_is_dropped(embedder):
+    from rayfleet.qa import AnswerMatch
+
+    chunk = (
+        "Every employee who becomes a parent receives sixteen weeks of fully paid parental leave.\n\n"
+        "Sick leave is paid from the first day for up to twelve days a year, with a doctor's note after three days.\n\n"
+        "Unused vacation days can be carried over into the next calendar year, up to a maximum of five days."
+    )
+    parental, sick, _ = (" ".join(block.split()) for block in chunk.split("\n\n"))
+    match = AnswerMatch(embedder.embed, min_words=8, margin=0.05)
+    question = "How many days of paid sick leave does an employee get each year?"
+    verdict = match.verdict(question, parental, chunk)
+    assert verdict is not None and verdict.reason == "answer_mismatch" and "Sick leave is paid" in verdict.detail
+    assert match.verdict(question, sick, chunk) is None
+    assert match.verdict("How long is parental leave for a new parent?", parental, chunk) is None
+    assert match.verdict(question, parental, parental) is None, "a chunk of one sentence has nothing to compare"

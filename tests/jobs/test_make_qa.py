@@ -19,7 +19,7 @@ from transformers import AutoTokenizer
 from jobs.make_qa import MakeQaConfig, main
 from rayfleet import storage
 from rayfleet.config import load_config
-from rayfleet.qa import QaValidation, check_pair
+from rayfleet.qa import AnswerMatch, QaValidation, check_pair
 from rayfleet.tables import read_folder, write_table
 from rayfleet.text.chunking import chunk_document
 from rayfleet.text.parsing import parse_file
@@ -88,7 +88,9 @@ def test_junk_outputs_are_all_dropped_and_accounted_for(ray_cluster, s3_prefix, 
     assert read_folder(f"{s3_prefix}/qa/_candidates", ["chunk_id"]).num_rows == len(candidates)
 
 
-def test_smollm2_on_vllm_runs_the_real_path_and_keeps_only_grounded_pairs(ray_cluster, s3_prefix, smollm2_path):
+def test_smollm2_on_vllm_runs_the_real_path_and_keeps_only_grounded_pairs(
+    ray_cluster, s3_prefix, smollm2_path, embedder
+):
     """Answer-first with SmolLM2-135M: sentences of the chunks are answers, and most get a kept question."""
     tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
     refcard = parse_file("refcard-a4.pdf", (PDFS / "refcard-a4.pdf").read_bytes()).text
@@ -108,16 +110,20 @@ def test_smollm2_on_vllm_runs_the_real_path_and_keeps_only_grounded_pairs(ray_cl
     parsed = [row for row in candidates if row["question"] is not None]
     assert len(parsed) >= len(chunks) // 2, f"most chunks get questions: {report['dropped']}"
     asked = [row for row in candidates if row["reason"] != "no_answer_sentence"]
-    # The free JSON strategy kept about 1 in 45 here; answer-first keeps about 1 in 3.
-    assert report["generated_valid"] >= len(asked) // 5, f"a usable share is kept: {report['dropped']}"
+    # The free JSON strategy kept about 1 in 45 here; answer-first about 1 in 3, and 1 in 6 once the round trip
+    # drops the questions another sentence answers better (each of the 5 here was such a question).
+    assert report["generated_valid"] >= len(asked) // 8, f"a usable share is kept: {report['dropped']}"
+    assert report["dropped"]["answer_mismatch"] > 0
     not_dedup = sum(count for reason, count in report["dropped"].items() if reason != "near_duplicate")
     assert report["generated_valid"] + not_dedup == len(candidates)
 
     qa = read_folder(f"{s3_prefix}/qa/qa", ["question", "answer", "chunk_id", "doc_id", "split"]).to_pylist()
     assert len(qa) == report["generated_valid"] - report["dropped"]["near_duplicate"]
     texts = {chunk["chunk_id"]: chunk["text"] for chunk in chunks}
+    round_trip = AnswerMatch(embedder.embed, min_words=8, margin=QaValidation().answer_match_margin)
     for pair in qa:
         assert check_pair(pair["question"], pair["answer"], texts[pair["chunk_id"]], QaValidation()) is None
+        assert round_trip.verdict(pair["question"], pair["answer"], texts[pair["chunk_id"]]) is None
         assert pair["chunk_id"].startswith(pair["doc_id"])
     assert len({(pair["doc_id"], pair["split"]) for pair in qa}) == len({pair["doc_id"] for pair in qa}), (
         "one split per document"
