@@ -366,6 +366,11 @@ def build_dataset(config: MakeQaConfig, run_id: str, superseded: set[str]) -> di
         documents = len({pair["doc_id"] for pair in kept})
         logger.warning("no pairs in the %s split(s): the split is by document (%s), and %d document(s) gave pairs; "
                        "more documents fill every split", ", ".join(empty), config.splits, documents)  # fmt: skip
+    test_documents = len({pair["doc_id"] for pair in by_split["test"]})
+    if test_documents == 1:
+        logger.warning("the test split holds one document's pairs: jobs.evaluate's promotion gate refuses a gain "
+                       "measured on one document (it cannot tell it from noise); a larger splits.test or more "
+                       "documents put two or more there")  # fmt: skip
     return {
         "generated_valid": len(generated),
         "user_pairs": len(user_pairs),

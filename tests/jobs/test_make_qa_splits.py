@@ -65,3 +65,30 @@ def test_pairs_of_a_document_its_file_no_longer_holds_leave_the_sets(tmp_path):
     write_table(f"{tmp_path}/qa/_candidates/r.parquet", pa.Table.from_pylist(rows, QA_CANDIDATES_SCHEMA))
     build_dataset(config, "r", superseded)
     assert set(read_folder(f"{tmp_path}/qa/qa", ["doc_id"])["doc_id"].to_pylist()) == {"new"}
+
+
+def test_a_test_split_of_one_document_is_warned_of_since_no_gain_on_it_can_be_promoted(tmp_path, caplog):
+    from rayfleet.qa import split_of
+
+    config = load_config(MakeQaConfig, [f"input={tmp_path}/chunks", f"output={tmp_path}/qa"])
+    splits = {doc_id: split_of(doc_id, config.splits) for doc_id in (f"doc{n}" for n in range(200))}
+    train = [doc_id for doc_id, split in splits.items() if split == "train"][:4]
+    test = [doc_id for doc_id, split in splits.items() if split == "test"][:2]
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def candidates(doc_ids: list[str], run_id: str) -> None:
+        rows = [{"chunk_id": f"{doc_id}-0", "doc_id": doc_id, "question": f"What does section {doc_id} require?",
+                 "answer": f"Section {doc_id} requires a signed form.", "status": "valid", "model": "m",
+                 "run_id": run_id, "created_at": now} for doc_id in doc_ids]  # fmt: skip
+        write_table(f"{tmp_path}/qa/_candidates/{run_id}.parquet", pa.Table.from_pylist(rows, QA_CANDIDATES_SCHEMA))
+
+    candidates(train + test[:1], "r1")
+    with caplog.at_level("WARNING"):
+        assert build_dataset(config, "r1", set())["documents"]["test"] == 1
+    assert "the test split holds one document's pairs" in caplog.text
+
+    caplog.clear()
+    candidates(test[1:], "r2")
+    with caplog.at_level("WARNING"):
+        assert build_dataset(config, "r2", set())["documents"]["test"] == 2
+    assert "the test split holds one" not in caplog.text
