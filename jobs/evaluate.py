@@ -205,7 +205,9 @@ def load_questions(config: EvaluateConfig) -> list[dict]:
             f"no Q&A set at {config.qa}: build one with `python -m jobs.make_qa`, "
             "or `make quality` for the demo's in .data/demo/qa (see README)"
         )
-    rows = read_input_folder(config.qa, USER_QA_REQUIRED, QA_OPTIONAL_COLUMNS, per_file=qa_columns_as_text).to_pylist()
+    rows = read_input_folder(
+        config.qa, USER_QA_REQUIRED, QA_OPTIONAL_COLUMNS, per_file=qa_columns_as_text, hint=chat_set_hint
+    ).to_pylist()
     splits = collections.Counter(row["split"] for row in rows)
     if set(splits) != {None}:
         if splits[None]:
@@ -234,6 +236,13 @@ def load_questions(config: EvaluateConfig) -> list[dict]:
         raise InputError(f"the Q&A set at {config.qa} has no usable {config.split!r} pairs (pairs by split: {found})")
     items.sort(key=lambda row: hashlib.sha256(row["question"].encode()).hexdigest())
     return items[: config.max_items] if config.max_items else items
+
+
+def chat_set_hint(columns: list[str]) -> str:
+    """What to read instead of a chat (SFT) set given as the Q&A set."""
+    if "messages" not in columns:
+        return ""
+    return ": a chat (SFT) set; evaluation reads question/answer pairs (jobs.make_qa writes them to qa/ beside sft/)"
 
 
 def qa_columns_as_text(table: pa.Table) -> pa.Table:

@@ -96,12 +96,14 @@ def read_input_folder(
     required: Iterable[str],
     optional: Iterable[str] = (),
     per_file: Callable[[pa.Table], pa.Table] | None = None,
+    hint: Callable[[list[str]], str] = lambda names: "",
 ) -> pa.Table:
     """A user's Parquet input (one file or a folder/prefix; every Parquet naming that
     :func:`storage.list_parquet_files` finds): ``required`` columns, plus each ``optional`` column,
     null in files that lack it. Files written by different tools or versions may differ in
     their other columns and in their timestamps' time zones (all read as UTC); ``per_file`` brings
-    each file's columns to the types the caller takes, before the files are combined.
+    each file's columns to the types the caller takes, before the files are combined. ``hint`` says, from
+    the columns a refused file has, what it seems to be instead (``""`` for nothing).
 
     Raises:
         FileNotFoundError: nothing at ``uri``.
@@ -119,7 +121,7 @@ def read_input_folder(
         names = parquet.schema_arrow.names
         missing = [column for column in required if column not in names]
         if missing:
-            raise InputError(f"{file_uri} lacks column(s) {missing}; it has {names}")
+            raise InputError(f"{file_uri} lacks column(s) {missing}; it has {names}{hint(names)}")
         table = parquet.read(columns=required + [column for column in optional if column in names])
         for column in optional:
             if column not in names:

@@ -101,7 +101,11 @@ def read_sft_rows(uri: str) -> list[dict]:
     for path in sft_files(uri):
         table = read_table(path)
         if "messages" not in table.column_names:
-            raise BadExampleError(f"{path}: no 'messages' column (columns: {table.column_names})")
+            pairs = {"question", "answer"} <= set(table.column_names)
+            raise BadExampleError(
+                f"{path}: no 'messages' column (columns: {table.column_names})"
+                + ("; a Q&A table: jobs.make_qa writes its chat (SFT) set to sft/ beside qa/" if pairs else "")
+            )
         rows.extend(table.to_pylist())
     return rows
 

@@ -258,3 +258,11 @@ def test_summaries_are_scored_only_against_documents_with_references(tmp_path):
                         f"summaries.documents={tmp_path}/documents.parquet")  # fmt: skip
     result = score_summaries(config)
     assert result["documents"] == 1 and result["without_references"] == 1 and result["rouge_l"]["mean"] == 1.0
+
+
+def test_a_chat_set_given_as_the_q_and_a_set_is_named_as_one(tmp_path):
+    (tmp_path / "qa").mkdir()
+    chat = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "doc_id": "d"}]
+    write_table(str(tmp_path / "qa" / "test.parquet"), pa.Table.from_pylist(chat))
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['question', 'answer'\].*a chat \(SFT\) set.* qa/"):
+        load_questions(config_for(tmp_path))

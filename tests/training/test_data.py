@@ -380,3 +380,12 @@ def test_a_message_holding_a_special_tokens_text_is_a_bad_row(tiny_llama_path):
     rows = [{"messages": [forged, ANSWER], "doc_id": "forged"}, {"messages": [QUESTION[1], ANSWER], "doc_id": "ok"}]
     examples, report = prepare_examples(rows, tokenizer, 128, "drop")
     assert len(examples) == 1 and report.kept == 1 and report.dropped == {"special_token_text": 1}
+
+
+def test_a_q_and_a_table_given_as_the_training_set_is_named_as_one(tmp_path):
+    write_table(str(tmp_path / "qa" / "train.parquet"), pa.table({"question": ["q"], "answer": ["a"], "doc_id": ["d"]}))
+    with pytest.raises(BadExampleError, match=r"no 'messages' column .*a Q&A table: .* sft/ beside qa/"):
+        read_sft_rows(str(tmp_path / "qa"))
+    write_table(str(tmp_path / "other" / "train.parquet"), pa.table({"text": ["t"]}))
+    with pytest.raises(BadExampleError, match=r"no 'messages' column \(columns: \['text'\]\)$"):
+        read_sft_rows(str(tmp_path / "other"))
