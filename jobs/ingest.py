@@ -359,11 +359,11 @@ def main(config: IngestConfig) -> dict:
     run_id = new_run_id()
     started = time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
-    storage.ensure_bucket(config.output)
     listing = list_input_files(config)
     ledger = read_folder(config.table("_files"), LEDGER_COLUMNS).to_pylist()  # read once for all three
     if not config.missing_ok:
         require_known(listing.missing, ledger)
+    storage.ensure_bucket(config.output)  # after the input is known: a mistyped one leaves no output behind
     deleted = record_deleted_files(config, listing, ledger, run_id)
     todo, already_done = plan_files(config, listing.files, ledger)  # the rows just recorded are of files not listed
     logger.info("%d files: %d to ingest, %d already done (%d system files and %d hidden ones passed over%s)",

@@ -391,13 +391,13 @@ def main(config: MakeQaConfig) -> dict:
     started = time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
     config = config.model_copy(update={"input": table_of_ingest_output(config.input, "chunks")})
-    storage.ensure_bucket(config.output)
     done = read_column_values(config.table("_candidates"), "chunk_id")
     superseded = superseded_beside(config.input) if config.follow_ingest_ledger else set()
     if superseded:
         logger.info("left out %d document version(s) their files no longer hold (changed or deleted since ingested)",
                     len(superseded))  # fmt: skip
     sources, todo, too_short = plan_chunks(config, done, superseded)
+    storage.ensure_bucket(config.output)  # after the input is checked: a refused one leaves no output behind
     logger.info("%d chunks to generate for, %d already done, %d too short to use", todo, len(done), too_short)
     if todo:
         check_model(config.engine.model)

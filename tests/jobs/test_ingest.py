@@ -311,6 +311,7 @@ def test_an_input_that_never_existed_fails_the_run_and_is_named(tmp_path):
     overrides = [f"input=[{tmp_path}/raw, {tmp_path}/raw/typo.md]", f"output={tmp_path}/corpus"]
     with pytest.raises(FileNotFoundError, match=r"typo\.md \(and no earlier run ingested one there\)"):
         main(load_config(IngestConfig, overrides))
+    assert not (tmp_path / "corpus").exists(), "a refused run leaves no output folder behind"
     # As the dispatcher runs it on a file deleted before it was ingested: nothing to do.
     gone_file = [f"input={tmp_path}/raw/typo.md", f"output={tmp_path}/corpus", "missing_ok=true"]
     gone = main(load_config(IngestConfig, gone_file))

@@ -139,6 +139,9 @@ def test_a_table_that_is_not_chunks_is_refused_with_its_name_and_missing_columns
     config = load_config(MakeQaConfig, [f"input={tmp_path}/chunks", f"output={tmp_path}/qa"])
     with pytest.raises(ValueError, match=r"documents.parquet is not a chunks table .*\['chunk_id', 'token_count'\]"):
         plan_chunks(config, set(), set())
+    with pytest.raises(ValueError, match=r"documents.parquet is not a chunks table"):
+        main(config)
+    assert not (tmp_path / "qa").exists(), "a refused run leaves no output folder behind"
 
 
 def test_a_chunk_without_a_token_count_is_skipped_like_a_short_one_and_other_parquet_names_are_read(tmp_path):
