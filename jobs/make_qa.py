@@ -206,7 +206,7 @@ class QaWorker:
         rows = []
         for question, pair_answer in pairs:
             verdict = check_pair(question, pair_answer, chunk["text"], self.config.validation)
-            if verdict is None and self.answer_match is not None:
+            if verdict is None and self.answer_match is not None and answer is not None:  # answer_first's
                 verdict = self.answer_match.verdict(question, pair_answer, chunk["text"])
             rows.append({**self.base_row(chunk), "question": question, "answer": pair_answer,
                          "status": "dropped" if verdict else "valid",

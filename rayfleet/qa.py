@@ -266,9 +266,9 @@ class QaValidation(BaseConfig):
     )
     answer_match_model: str | None = Field(
         "all-minilm-l6-v2",
-        description="Sentence-embedding model of the round-trip check (AnswerMatch): a generated pair is kept only "
-        "if no other sentence of its chunk is closer to its question than its answer (by answer_match_margin); "
-        "null turns the check off. User pairs are not checked.",
+        description="Sentence-embedding model of the round-trip check (AnswerMatch) of answer_first pairs: one is "
+        "kept only if no other sentence of its chunk is closer to its question than its answer (by "
+        "answer_match_margin); null turns the check off. User pairs and the free strategy's are not checked.",
     )
     answer_match_margin: float = Field(
         0.05, ge=0, le=2, description="How much closer (cosine) another sentence may be before the pair is dropped."
@@ -296,26 +296,38 @@ class AnswerMatch:
 
     def __init__(self, embed: Callable[[list[str]], np.ndarray], min_words: int, margin: float):
         self.embed, self.min_words, self.margin = embed, min_words, margin
+        self._chunk: tuple[str, list[str], np.ndarray] = ("", [], np.zeros((0, 0), np.float32))
 
     def verdict(self, question: str, answer: str, chunk_text: str) -> Verdict | None:
         """None when no other sentence of the chunk answers ``question`` clearly better than ``answer``."""
+        sentences, vectors = self.candidate_answers(chunk_text)
         answer_key = " ".join(answer.split())
-        others = [
-            sentence for sentence in dict.fromkeys(sentences_of(chunk_text))
-            if sentence != answer_key and len(words(sentence)) >= self.min_words and is_whole_sentence(sentence)
-        ]  # fmt: skip
+        others = [index for index, sentence in enumerate(sentences) if sentence != answer_key]
         if not others:
             return None
-        vectors = self.embed([question, answer_key, *others])
-        similarity = vectors[1:] @ vectors[0]
-        closest = int(similarity[1:].argmax()) + 1
-        if similarity[closest] <= similarity[0] + self.margin:
+        question_vector = self.embed([question])[0]
+        answer_vector = vectors[sentences.index(answer_key)] if answer_key in sentences else self.embed([answer_key])[0]
+        answer_similarity = float(answer_vector @ question_vector)
+        similarity = vectors[others] @ question_vector
+        closest = int(similarity.argmax())
+        if similarity[closest] <= answer_similarity + self.margin:
             return None
         return Verdict(
             "answer_mismatch",
             f"another sentence of the chunk is closer to the question ({similarity[closest]:.2f} against the "
-            f"answer's {similarity[0]:.2f}): {others[closest - 1][:120]}",
+            f"answer's {answer_similarity:.2f}): {sentences[others[closest]][:120]}",
         )
+
+    def candidate_answers(self, chunk_text: str) -> tuple[list[str], np.ndarray]:
+        """The chunk's sentences that could be answers, and their vectors: embedded once for the chunk's pairs,
+        which come one after another."""
+        if self._chunk[0] != chunk_text:
+            sentences = [
+                sentence for sentence in dict.fromkeys(sentences_of(chunk_text))
+                if len(words(sentence)) >= self.min_words and is_whole_sentence(sentence)
+            ]  # fmt: skip
+            self._chunk = (chunk_text, sentences, self.embed(sentences))
+        return self._chunk[1], self._chunk[2]
 
 
 class SplitConfig(BaseConfig):
