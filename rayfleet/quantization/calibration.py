@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from rayfleet import storage
+from rayfleet.config import InputError
 from rayfleet.tables import read_table
 
 
@@ -47,11 +48,11 @@ def calibration_sample(
     """``count`` distinct non-empty texts chosen by a seeded hash order (independent of input order).
 
     Raises:
-        ValueError: fewer than ``count`` usable texts.
+        InputError: fewer than ``count`` usable texts.
     """
     usable = sorted({text.strip() for text in texts if text and text.strip()})
     if len(usable) < count:
-        raise ValueError(f"calibration needs {count} non-empty chunk texts, {source} has {len(usable)}")
+        raise InputError(f"calibration needs {count} non-empty chunk texts, {source} has {len(usable)}")
     ranked = sorted(usable, key=lambda text: hashlib.sha256(f"{seed}\x00{text}".encode()).hexdigest())
     chosen = tuple(ranked[:count])
     return CalibrationSample(texts=chosen, source=source, sha256=texts_sha256(chosen), max_tokens=max_tokens)

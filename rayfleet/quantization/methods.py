@@ -27,6 +27,7 @@ from typing import Literal
 
 import torch
 
+from rayfleet.config import InputError
 from rayfleet.quantization.calibration import CalibrationSample
 
 logger = logging.getLogger(__name__)
@@ -34,8 +35,9 @@ logger = logging.getLogger(__name__)
 QuantizationMethod = Literal["w8a8_int8", "w4a16_gptq"]
 
 
-class QuantizationUnavailableError(RuntimeError):
-    """A method that cannot run on this machine; the message says what it needs."""
+class QuantizationUnavailableError(InputError):
+    """A method that cannot run on this machine; the message says what it needs (a job ends with it, one
+    line, no traceback)."""
 
 
 @dataclass(frozen=True)

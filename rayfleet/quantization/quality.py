@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 
 from pydantic import Field
 
-from rayfleet.config import BaseConfig
+from rayfleet.config import BaseConfig, InputError
 from rayfleet.engines import Conversation, Generation
 from rayfleet.evaluation.metrics import token_f1
 from rayfleet.qa import paper_questions
@@ -66,7 +66,7 @@ def read_qa_pairs(uri: str) -> tuple[list[QaPair], Counter]:
 
     Raises:
         FileNotFoundError: nothing at ``uri``.
-        ValueError: a file lacks ``question`` or ``answer`` (named), or no row is usable.
+        InputError: a file lacks ``question`` or ``answer`` (named), or no row is usable.
     """
     rows = read_input_folder(uri, ["question", "answer"], ["context"]).to_pylist()
     pairs, dropped = [], Counter()
@@ -80,7 +80,7 @@ def read_qa_pairs(uri: str) -> tuple[list[QaPair], Counter]:
     if dropped:
         logger.warning("held-out QA %s: dropped %d of %d rows: %s", uri, dropped.total(), len(rows), dict(dropped))
     if not pairs:
-        raise ValueError(f"held-out QA {uri} has no usable row (each needs a question and an answer): {dict(dropped)}")
+        raise InputError(f"held-out QA {uri} has no usable row (each needs a question and an answer): {dict(dropped)}")
     return pairs, dropped
 
 

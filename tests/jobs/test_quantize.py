@@ -31,8 +31,8 @@ def test_gpu_method_stops_at_once_on_cpu_and_says_what_it_needs(tmp_path):
         [sys.executable, "-m", "jobs.quantize", "method=w4a16_gptq", f"registry={tmp_path / 'registry'}"],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert result.returncode != 0
-    assert "QuantizationUnavailableError: method=w4a16_gptq needs an NVIDIA GPU" in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "error: method=w4a16_gptq needs an NVIDIA GPU" in result.stderr
     assert "loading" not in result.stderr.lower()  # refused before any model was read
     assert not (tmp_path / "registry").exists()
 
@@ -112,9 +112,13 @@ def test_a_failed_quality_gate_publishes_nothing_unless_told_to(tmp_path, tiny_l
 def test_a_qa_file_without_usable_rows_is_refused_before_any_work(tmp_path, tiny_llama_path):
     qa = tmp_path / "qa.parquet"
     write_table(str(qa), pa.table({"question": ["q1", "q2"], "answer": pa.array([None, " "], pa.string())}))
+    blank = tmp_path / "blank-questions.parquet"
+    write_table(str(blank), pa.table({"question": pa.array([None, "  "], pa.string()), "answer": ["a1", "a2"]}))
     output = tmp_path / "checkpoint"
-    with pytest.raises(ValueError, match="qa.parquet has no usable row"):
+    with pytest.raises(InputError, match="qa.parquet has no usable row"):  # run_job: one error line, exit 1
         main(tiny_job(tiny_llama_path, tmp_path, f"heldout.qa={qa}", f"output={output}"))
+    with pytest.raises(InputError, match=r"blank-questions.parquet has no usable row.*'no question': 2"):
+        main(tiny_job(tiny_llama_path, tmp_path, f"heldout.qa={blank}", f"output={output}"))
     assert not output.exists()
 
 

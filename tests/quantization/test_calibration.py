@@ -6,6 +6,7 @@ import pyarrow as pa
 import pytest
 
 from rayfleet import storage
+from rayfleet.config import InputError
 from rayfleet.quantization import calibration_sample, read_chunk_texts
 from rayfleet.tables import write_table
 from tests.conftest import chunk_rows
@@ -22,7 +23,7 @@ def test_same_chunks_and_seed_give_the_same_sample_and_hash_in_any_order():
 
 
 def test_blank_and_repeated_texts_do_not_count_and_too_few_is_an_error():
-    with pytest.raises(ValueError, match="needs 3 non-empty chunk texts, few has 2"):
+    with pytest.raises(InputError, match="needs 3 non-empty chunk texts, few has 2"):
         calibration_sample(["a", "a", " ", "", "b"], 3, seed=0, source="few")
 
 
