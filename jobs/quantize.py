@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from pydantic import Field, field_validator
 
-from rayfleet.assets import folder_fingerprint, resolve_model
+from rayfleet.assets import check_model_folder, folder_fingerprint, resolve_model
 from rayfleet.config import BaseConfig, InputError, describe, run_job
 from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.quantization import (
@@ -243,6 +243,7 @@ def main(config: QuantizeConfig) -> dict:
     require_runnable(config.method)  # before any slow step: say at once what this machine lacks
     pairs, qa_source = heldout_pairs(config.heldout)  # a bad QA file fails here, not after the engine runs
     source_folder, source = resolve_source(config)
+    check_model_folder(source_folder)  # a missing tokenizer failed only after quantizing, in the engine
     require_unquantized_source(source_folder)
     if config.output is not None:
         check_output_folder(source_folder, Path(config.output), config.overwrite)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from jobs.quantize import QuantizeConfig, main, publish_if_passed
-from rayfleet.assets import folder_fingerprint, resolve_model
+from rayfleet.assets import ModelNotFoundError, folder_fingerprint, resolve_model
 from rayfleet.config import InputError, load_config
 from rayfleet.quantization import AlreadyQuantizedError, OutputFolderError, quantize_model
 from rayfleet.registry import Registry, RegistryError
@@ -119,6 +119,14 @@ def test_a_qa_file_without_usable_rows_is_refused_before_any_work(tmp_path, tiny
         main(tiny_job(tiny_llama_path, tmp_path, f"heldout.qa={qa}", f"output={output}"))
     with pytest.raises(InputError, match=r"blank-questions.parquet has no usable row.*'no question': 2"):
         main(tiny_job(tiny_llama_path, tmp_path, f"heldout.qa={blank}", f"output={output}"))
+    assert not output.exists()
+
+
+def test_a_model_folder_without_its_tokenizer_is_refused_before_any_work(tmp_path, tiny_llama_path):
+    source = shutil.copytree(tiny_llama_path, tmp_path / "model", ignore=shutil.ignore_patterns("tokenizer*"))
+    output = tmp_path / "checkpoint"
+    with pytest.raises(ModelNotFoundError, match=r"lacks a tokenizer \(tokenizer.json, tokenizer.model"):
+        main(tiny_job(source, tmp_path, f"output={output}"))
     assert not output.exists()
 
 
