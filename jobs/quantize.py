@@ -8,10 +8,11 @@ Run it anywhere the same way::
     ray job submit --working-dir . -- \\
         python -m jobs.quantize config=jobs/configs/quantize/smollm2_w4a16_gpu.yaml registry=...
 
-Steps: refuse at once what cannot work (a method this machine cannot run, held-out QA
-without usable rows, an already quantized source, an output folder that is the source,
-overlaps it or is not empty without ``overwrite=true``); resolve the source model
-(provisioned name, local folder, or ``name@version`` of kind ``models`` in ``registry``);
+Steps: resolve the source model (provisioned name, local folder, or ``name@version`` of kind
+``models`` in ``registry``) and refuse at once what cannot work (a method this machine cannot
+run, held-out QA without usable rows, a source folder without weights or tokenizer, an already
+quantized source, an output folder that is the source, overlaps it or is not empty without
+``overwrite=true``, a default registry name the registry cannot take);
 draw the calibration sample from our own chunks and hash it (only for a method that
 calibrates); write the checkpoint with the chosen method (``rayfleet.quantization.methods``),
 staged and moved into place; generate the held-out QA answers with the serving engine on
@@ -63,7 +64,7 @@ from rayfleet.quantization.quality import (
     quality_verdict,
     read_qa_pairs,
 )
-from rayfleet.registry import Registry, RegistryError, check_name
+from rayfleet.registry import NAME_RULE, Registry, RegistryError, check_name
 
 logger = logging.getLogger("jobs.quantize")
 
@@ -232,6 +233,23 @@ def default_name(config: QuantizeConfig, source: dict) -> str:
     return f"{base}-{config.method.replace('_', '-')}"
 
 
+def publish_name(config: QuantizeConfig, source: dict) -> str:
+    """The registry name the checkpoint is published under: ``name``, else :func:`default_name`.
+
+    Raises:
+        InputError: the default name is no registry name (a folder ``My Model``, ``.``, ``modèle``): it is
+            refused, not rewritten, so the published name is always the one asked for or the documented one.
+    """
+    if config.name is not None:
+        return config.name
+    name = default_name(config, source)
+    try:
+        return check_name(name)
+    except RegistryError:
+        raise InputError(f"the registry name {name!r} derived from model={config.model} is not one "
+                         f"({NAME_RULE}): pass name=<registry name>") from None  # fmt: skip
+
+
 def main(config: QuantizeConfig) -> dict:
     """Quantize, verify, gate, check adapters and publish; returns the report (also printed as one JSON line).
 
@@ -247,6 +265,8 @@ def main(config: QuantizeConfig) -> dict:
     require_unquantized_source(source_folder)
     if config.output is not None:
         check_output_folder(source_folder, Path(config.output), config.overwrite)
+    if config.registry is not None:  # publishing failed only after quantizing and verifying
+        publish_name(config, source)
     adapter_folders = {
         reference: resolve_adapter(reference, config.registry, source_folder) for reference in config.adapters
     }
@@ -310,9 +330,7 @@ def publish_if_passed(config: QuantizeConfig, source: dict, output: Path, metada
         )
         logger.error(refused)
         return {"published": None, "refused": refused}
-    published = Registry(config.registry, kind="models").publish(
-        config.name or default_name(config, source), str(output), metadata
-    )
+    published = Registry(config.registry, kind="models").publish(publish_name(config, source), str(output), metadata)
     return {"published": f"{config.registry.rstrip('/')}/models/{published.ref}"}
 
 

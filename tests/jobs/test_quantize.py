@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -120,6 +121,20 @@ def test_a_qa_file_without_usable_rows_is_refused_before_any_work(tmp_path, tiny
     with pytest.raises(InputError, match=r"blank-questions.parquet has no usable row.*'no question': 2"):
         main(tiny_job(tiny_llama_path, tmp_path, f"heldout.qa={blank}", f"output={output}"))
     assert not output.exists()
+
+
+def test_a_default_name_the_registry_refuses_is_refused_before_any_work(tmp_path, tiny_llama_path, monkeypatch):
+    output = tmp_path / "checkpoint"
+    for folder in ("My Model", "modèle", "Llama-3.1-8B+lora"):
+        (tmp_path / folder).symlink_to(tiny_llama_path)
+        with pytest.raises(InputError, match=f"registry name '{re.escape(folder)}-w8a8-int8' derived from "
+                                             r".*: pass name=<registry name>"):  # fmt: skip
+            main(tiny_job(tmp_path / folder, tmp_path, f"output={output}"))
+        assert not output.exists(), "refused before quantizing"
+    monkeypatch.chdir(tiny_llama_path)
+    with pytest.raises(InputError, match=r"registry name '\.-w8a8-int8' derived from model=\."):
+        main(tiny_job(Path("."), tmp_path, f"output={output}"))
+    assert not output.exists() and not (tmp_path / "registry").exists()
 
 
 def test_a_model_folder_without_its_tokenizer_is_refused_before_any_work(tmp_path, tiny_llama_path):
