@@ -12,7 +12,7 @@ Steps: resolve the source model (provisioned name, local folder, or ``name@versi
 ``models`` in ``registry``) and refuse at once what cannot work (a method this machine cannot
 run, held-out QA without usable rows, a source folder without weights or tokenizer, an already
 quantized source, an output folder that is the source, overlaps it or is not empty without
-``overwrite=true``, a default registry name the registry cannot take);
+``overwrite=true``, a registry that cannot be written, a default name it cannot take);
 draw the calibration sample from our own chunks and hash it (only for a method that
 calibrates); write the checkpoint with the chosen method (``rayfleet.quantization.methods``),
 staged and moved into place; generate the held-out QA answers with the serving engine on
@@ -267,6 +267,7 @@ def main(config: QuantizeConfig) -> dict:
         check_output_folder(source_folder, Path(config.output), config.overwrite)
     if config.registry is not None:  # publishing failed only after quantizing and verifying
         publish_name(config, source)
+        Registry(config.registry, kind="models").check_writable()
     adapter_folders = {
         reference: resolve_adapter(reference, config.registry, source_folder) for reference in config.adapters
     }

@@ -252,6 +252,15 @@ class Registry:
         storage.write_bytes(self._metadata_uri(name, version), json.dumps(record, indent=2, default=str).encode())
         return self.get(name, version)
 
+    def check_writable(self) -> None:
+        """Fail at once when nothing could be published here (see :func:`rayfleet.storage.check_writable`):
+        a job checks this before its slow steps, not when it publishes their result.
+
+        Raises:
+            OutputLocationError: the registry's folder cannot be made or written, with the reason.
+        """
+        storage.check_writable(self._kind_uri())
+
     def promote(self, name: str, version: int, decision: dict[str, Any]) -> ArtifactVersion:
         """Make ``version`` the promoted one, recording ``decision`` (the numbers behind it)."""
         artifact = self.get(name, version)

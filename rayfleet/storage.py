@@ -401,6 +401,8 @@ def ensure_bucket(uri: str) -> None:
             ) from error
         except PermissionError as error:
             raise OutputLocationError(f"cannot make the folder {uri}: permission denied ({error.filename})") from error
+        except OSError as error:  # /proc/x (no such file: /proc takes no folders), a read-only filesystem
+            raise OutputLocationError(f"cannot make the folder {uri}: {error.strerror or error}") from error
         return
     bucket = location.path.split("/", 1)[0]
     if location.filesystem.get_file_info(bucket).type != pafs.FileType.NotFound:
@@ -412,6 +414,25 @@ def ensure_bucket(uri: str) -> None:
             f"bucket {bucket!r} (of {uri}) does not exist and could not be created: {error}"
         ) from error
     logger.info("created bucket %s", bucket)
+
+
+def check_writable(uri: str) -> None:
+    """Fail now, not after hours of work, when nothing can be written under ``uri``: make the folder (or
+    the bucket, as :func:`ensure_bucket` does), then write and delete a small hidden probe file in it.
+
+    Raises:
+        OutputLocationError: the folder cannot be made or written (a file in the way, no permission, a
+            read-only filesystem, S3 refusing the write), named with the reason.
+        OSError: S3 cannot be reached at all (:func:`s3_failure` says so in one line).
+    """
+    ensure_bucket(uri)
+    probe = join(uri, f".write-probe-{uuid.uuid4().hex}")
+    try:
+        write_bytes(probe, b"")
+    except OSError as error:
+        reason = s3_failure(error) or error.strerror or str(error)
+        raise OutputLocationError(f"cannot write under {uri}: {reason}") from error
+    delete(probe)
 
 
 def _to_uri(location: Location, path: str) -> str:

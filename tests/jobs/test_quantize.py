@@ -20,6 +20,7 @@ from rayfleet.assets import ModelNotFoundError, folder_fingerprint, resolve_mode
 from rayfleet.config import InputError, load_config
 from rayfleet.quantization import AlreadyQuantizedError, OutputFolderError, quantize_model
 from rayfleet.registry import Registry, RegistryError
+from rayfleet.storage import OutputLocationError, s3_failure
 from rayfleet.tables import write_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,6 +122,28 @@ def test_a_qa_file_without_usable_rows_is_refused_before_any_work(tmp_path, tiny
     with pytest.raises(InputError, match=r"blank-questions.parquet has no usable row.*'no question': 2"):
         main(tiny_job(tiny_llama_path, tmp_path, f"heldout.qa={blank}", f"output={output}"))
     assert not output.exists()
+
+
+def test_a_registry_that_cannot_be_written_is_refused_before_any_work(tmp_path, tiny_llama_path, monkeypatch):
+    (tmp_path / "a-file").write_text("not a folder")
+    output = tmp_path / "checkpoint"
+    refusals = {tmp_path / "a-file" / "registry": "a file is in the way",
+                "/proc/rayfleet-registry": "cannot make the folder /proc/rayfleet-registry/models"}  # fmt: skip
+    for registry, reason in refusals.items():
+        with pytest.raises(OutputLocationError, match=reason):
+            main(tiny_job(tiny_llama_path, tmp_path, f"registry={registry}", f"output={output}"))
+    assert not output.exists(), "refused before quantizing"
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(OSError) as unreachable:
+        main(tiny_job(tiny_llama_path, tmp_path, "registry=s3://rayfleet/registry", f"output={output}"))
+    assert "cannot reach S3 at http://127.0.0.1:9" in s3_failure(unreachable.value)  # what run_job prints
+    assert not output.exists()
+
+    writable = tmp_path / "registry"
+    Registry(str(writable), kind="models").check_writable()
+    assert [path.name for path in writable.rglob("*")] == ["models"], "the probe file is removed"
 
 
 def test_a_default_name_the_registry_refuses_is_refused_before_any_work(tmp_path, tiny_llama_path, monkeypatch):
