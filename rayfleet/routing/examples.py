@@ -182,8 +182,9 @@ def _json_rows(uri: str, text: str) -> list[dict]:
     bad = next((index for index, row in enumerate(rows, start=1) if not isinstance(row, dict)), None)
     if bad is not None:
         raise InputError(f"{uri}: record {bad} is not a JSON object with text and label")
-    if rows and not any("label" in row for row in rows):
-        return [{"text": row.get("text")} for row in rows]  # the column check names what is missing
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    if not {"text", "label"} <= set(keys):  # the column check names what is missing, and the keys found
+        return [{key: _scalar_text(row.get(key)) if key in ("text", "label") else None for key in keys} for row in rows]
     return [{"text": _scalar_text(row.get("text")), "label": _scalar_text(row.get("label"))} for row in rows]
 
 

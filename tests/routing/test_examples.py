@@ -7,6 +7,7 @@ import json
 import pyarrow as pa
 import pytest
 
+from rayfleet.config import InputError
 from rayfleet.routing.examples import GENERAL_REQUESTS, clean_examples, default_examples, read_examples
 from rayfleet.tables import write_table
 
@@ -31,6 +32,18 @@ def test_bad_files_say_what_is_wrong(tmp_path):
     (tmp_path / "broken.jsonl").write_text('{"text": "hi", "label": "base"}\n{"text": "oops"\n')
     with pytest.raises(ValueError, match="broken.jsonl line 2 is not JSON"):
         read_examples(str(tmp_path / "broken.jsonl"))
+
+
+def test_misnamed_columns_are_named_alike_in_every_format(tmp_path):
+    rows = [{"prompt": "What is BLEU?", "route": "rag"}, {"prompt": "Hello!", "route": "base"}]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    (tmp_path / "a.csv").write_text("prompt,route\nWhat is BLEU?,rag\nHello!,base\n")
+    write_table(str(tmp_path / "a.parquet"), pa.Table.from_pylist(rows))
+    missing = r"missing column 'text' \(the request's prompt\); found \['prompt', 'route'\]"
+    for name in ("a.jsonl", "a.json", "a.csv", "a.parquet"):
+        with pytest.raises(InputError, match=missing):
+            read_examples(str(tmp_path / name))
 
 
 def test_the_shapes_labelled_data_comes_in_read_the_same(tmp_path):
