@@ -9,6 +9,7 @@ nothing was fitted or chosen on.
 from __future__ import annotations
 
 import io
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 from sklearn.model_selection import train_test_split
 
+from rayfleet.config import InputError
 from rayfleet.retrieval.embedder import Embedder
 from rayfleet.routing.router import RequestRouter
 
@@ -30,14 +32,33 @@ class Split:
 def split_examples(
     texts: list[str], labels: list[str], validation_fraction: float, test_fraction: float, seed: int
 ) -> tuple[Split, Split, Split]:
-    """Stratified train / validation / test splits."""
-    rest_texts, test_texts, rest_labels, test_labels = train_test_split(
-        texts, labels, test_size=test_fraction, stratify=labels, random_state=seed
-    )
-    share = validation_fraction / (1 - test_fraction)
-    train_texts, val_texts, train_labels, val_labels = train_test_split(
-        rest_texts, rest_labels, test_size=share, stratify=rest_labels, random_state=seed
-    )
+    """Stratified train / validation / test splits.
+
+    Raises:
+        InputError: the fractions leave a split too small for the labels, or the train split with fewer than
+            two rows of a label (the classifier needs two labels, its calibration's cross-validation two rows
+            of each): said before training, not as a scikit-learn traceback.
+    """
+    fractions = f"validation_fraction={validation_fraction} and test_fraction={test_fraction}"
+    rows = dict(sorted(Counter(labels).items()))
+    try:
+        rest_texts, test_texts, rest_labels, test_labels = train_test_split(
+            texts, labels, test_size=test_fraction, stratify=labels, random_state=seed
+        )
+        share = validation_fraction / (1 - test_fraction)
+        train_texts, val_texts, train_labels, val_labels = train_test_split(
+            rest_texts, rest_labels, test_size=share, stratify=rest_labels, random_state=seed
+        )
+    except ValueError as error:  # a split smaller than the number of labels, a label with one row left
+        raise InputError(f"{fractions} cannot split {len(texts)} rows {rows} three ways ({error}): "
+                         "each split needs a row of each label: change the fractions or add rows"
+                         ) from error  # fmt: skip
+    in_train = Counter(train_labels)
+    short = {label: in_train[label] for label in rows if in_train[label] < 2}
+    if short:
+        raise InputError(f"{fractions} leave the train split {len(train_texts)} of the {len(texts)} rows {rows}, "
+                         f"and in it fewer than 2 rows of a label ({short}; training needs 2 of each): lower the "
+                         "fractions or add rows of those labels")  # fmt: skip
     return Split(train_texts, train_labels), Split(val_texts, val_labels), Split(test_texts, test_labels)
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from jobs.train_router import TrainRouterConfig, check_labels, main
 from rayfleet import storage
+from rayfleet.config import InputError
 from rayfleet.routing import RequestRouter
 from tests.routing.conftest import aspect_examples
 
@@ -65,6 +66,20 @@ def test_too_few_labels_or_rows_are_clear_errors():
         check_labels(["rag"] * 10, config())
     with pytest.raises(ValueError, match="fewer than 5 rows"):
         check_labels(["rag"] * 10 + ["base"] * 2, config())
+
+
+def test_fractions_that_leave_too_little_to_train_on_are_refused_before_training(tmp_path):
+    rows = [{"text": f"Question {n} about the paper?", "label": "rag"} for n in range(8)]
+    rows += [{"text": f"Tell me joke number {n}.", "label": "base"} for n in range(8)]
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("\n".join(json.dumps(row) for row in rows))
+    output = tmp_path / "router"
+    train_short = r"validation_fraction=0.3 and test_fraction=0.45 leave the train split 3 of the 16 rows .*fewer"
+    with pytest.raises(InputError, match=train_short):  # scikit-learn: "2-fold cross-validation ... less than 2"
+        main(TrainRouterConfig(input=str(labelled), output=str(output), validation_fraction=0.3, test_fraction=0.45))
+    with pytest.raises(InputError, match=r"validation_fraction=0.45 and test_fraction=0.45 cannot split 16 rows"):
+        main(TrainRouterConfig(input=str(labelled), output=str(output), validation_fraction=0.45, test_fraction=0.45))
+    assert not output.exists()
 
 
 def test_data_the_router_cannot_train_on_ends_the_command_with_its_message_not_a_traceback(tmp_path):
