@@ -13,7 +13,9 @@ default set is built from the project's own data (rag / finetuned / base). Outpu
 
 - ``model.joblib``: the calibrated classifier, its labels, threshold and default label;
 - ``report.json``: accuracy, macro_f1, per-label precision/recall/F1, confusion matrix,
-  calibration figures and the chosen threshold, all on the held-out split;
+  calibration figures and the chosen threshold, all on the held-out split, and ``warnings``
+  (also logged): labels whose figures rest on one or two examples, a router no better than
+  always answering the majority label;
 - ``calibration.png``: the calibration curves; ``heldout.parquet``: the held-out split
   (``python -m bench.router`` measures on it).
 """
@@ -31,7 +33,7 @@ from rayfleet import storage
 from rayfleet.config import BaseConfig, InputError, describe, run_job
 from rayfleet.retrieval.embedder import Embedder
 from rayfleet.routing.examples import clean_examples, default_examples, read_examples
-from rayfleet.routing.training import calibration_plot, evaluate, split_examples, train_router
+from rayfleet.routing.training import calibration_plot, evaluate, report_warnings, split_examples, train_router
 from rayfleet.tables import new_run_id, utc_now, write_table
 
 logger = logging.getLogger("jobs.train_router")
@@ -149,6 +151,9 @@ def main(config: TrainRouterConfig) -> dict:
         config.seed,
     )
     report, probabilities = evaluate(router, test)
+    report["warnings"] = report_warnings(report, validation)
+    for warning in report["warnings"]:
+        logger.warning(warning)
     report.update(
         run_id=run_id, created_at=utc_now().isoformat(), examples=len(texts), examples_from=origin,
         examples_dropped=dropped, train_size=len(train.texts), validation_size=len(validation.texts),

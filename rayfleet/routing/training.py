@@ -144,6 +144,29 @@ def evaluate(router: RequestRouter, test: Split) -> tuple[dict, np.ndarray]:
     return report, probabilities
 
 
+FEW_EXAMPLES = 3  # a label's figures on one or two examples can only be 0, 0.5 or 1
+
+
+def report_warnings(report: dict, validation: Split) -> list[str]:
+    """What the report's figures cannot carry, in words: labels whose per-label figures rest on fewer than
+    :data:`FEW_EXAMPLES` test examples, or whose threshold choice rests on that few validation examples, and
+    a router that routes no better than always answering the test split's majority label."""
+    warnings = []
+    tested = {label: int(report["per_label"][label]["support"]) for label in report["labels"]}
+    validated = {label: validation.labels.count(label) for label in report["labels"]}
+    for split, counts in (("test", tested), ("validation", validated)):
+        few = {label: count for label, count in counts.items() if count < FEW_EXAMPLES}
+        if few:
+            figures = "per-label figures" if split == "test" else "threshold's choice"
+            warnings.append(f"the {figures} of these labels rest on fewer than {FEW_EXAMPLES} {split} examples "
+                            f"{few}: too few to judge by; add rows of those labels")  # fmt: skip
+    routed, majority = report["routed_accuracy"], report["majority_baseline_accuracy"]
+    if routed <= majority:
+        warnings.append(f"routed accuracy {routed} is no better than always answering the test split's majority "
+                        f"label ({majority}): the router does nothing useful on this data")  # fmt: skip
+    return warnings
+
+
 def calibration_figures(probabilities: np.ndarray, labels: list[str], classes: list[str], bins: int = 10) -> dict:
     """Top-label reliability: mean confidence vs accuracy per confidence bin, and the expected calibration error."""
     confidence = probabilities.max(axis=1)

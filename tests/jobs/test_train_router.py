@@ -82,6 +82,19 @@ def test_fractions_that_leave_too_little_to_train_on_are_refused_before_training
     assert not output.exists()
 
 
+def test_figures_on_a_few_examples_are_warned_of_in_the_log_and_the_report(tmp_path, caplog):
+    rows = aspect_examples(10)[:20]  # challenge, approach and outcome summaries of real papers: 6 or 7 rows a label
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("\n".join(json.dumps(row) for row in rows))
+    output = str(tmp_path / "router")
+    with caplog.at_level("WARNING", logger="jobs.train_router"):
+        report = main(TrainRouterConfig(input=str(labelled), output=output))
+    few = "the per-label figures of these labels rest on fewer than 3 test examples"
+    assert any(warning.startswith(few) for warning in report["warnings"]), report["warnings"]
+    assert any(record.getMessage().startswith(few) for record in caplog.records)
+    assert json.loads(storage.read_bytes(storage.join(output, "report.json")))["warnings"] == report["warnings"]
+
+
 def test_data_the_router_cannot_train_on_ends_the_command_with_its_message_not_a_traceback(tmp_path):
     (tmp_path / "one.jsonl").write_text(
         "\n".join(json.dumps({"text": f"question {n}?", "label": "rag"}) for n in range(9))

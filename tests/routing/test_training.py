@@ -7,7 +7,15 @@ import pytest
 
 from rayfleet.retrieval import Embedder
 from rayfleet.routing import RequestRouter
-from rayfleet.routing.training import choose_threshold, evaluate, routed_accuracy, split_examples, train_router
+from rayfleet.routing.training import (
+    Split,
+    choose_threshold,
+    evaluate,
+    report_warnings,
+    routed_accuracy,
+    split_examples,
+    train_router,
+)
 
 
 @pytest.fixture(scope="module", params=["all-minilm-l6-v2-static", "all-minilm-l6-v2"])
@@ -108,3 +116,18 @@ def test_default_label_must_be_a_label(trained, embedder):
 def test_split_needs_enough_rows_per_label():
     with pytest.raises(ValueError):
         split_examples(["a", "b", "c"], ["x", "x", "y"], 0.2, 0.2, seed=0)
+
+
+def test_a_router_no_better_than_the_majority_label_or_judged_on_few_examples_is_warned_of():
+    labels = ["base", "rag"]
+    report = {"labels": labels, "per_label": {"base": {"support": 30.0}, "rag": {"support": 2.0}},
+              "routed_accuracy": 0.9375, "majority_baseline_accuracy": 0.9375}  # fmt: skip
+    warnings = report_warnings(report, Split(["a"] * 8, ["base"] * 5 + ["rag"] * 3))
+    assert warnings == [
+        "the per-label figures of these labels rest on fewer than 3 test examples {'rag': 2}: too few to judge by; "
+        "add rows of those labels",
+        "routed accuracy 0.9375 is no better than always answering the test split's majority label (0.9375): "
+        "the router does nothing useful on this data",
+    ]
+    report |= {"routed_accuracy": 0.97, "per_label": {"base": {"support": 30.0}, "rag": {"support": 3.0}}}
+    assert report_warnings(report, Split(["a"] * 8, ["base"] * 5 + ["rag"] * 3)) == []
