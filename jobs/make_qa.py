@@ -72,6 +72,7 @@ from rayfleet.tables import (
     output_file_bytes_field,
     read_column_values,
     read_folder,
+    read_input_folder,
     read_schema,
     read_table,
     utc_now,
@@ -338,8 +339,8 @@ def build_dataset(config: MakeQaConfig, run_id: str, superseded: set[str]) -> di
     """Merge valid candidates (of current documents) and user pairs, drop near-duplicates, split by document,
     write SFT and QA sets."""
     candidates = read_folder(config.table("_candidates"), ["chunk_id", "doc_id", "question", "answer", "status"])
-    generated = [{**row, "origin": "generated"} for row in candidates.to_pylist()
-                 if row["status"] == "valid" and row["doc_id"] not in superseded]  # fmt: skip
+    candidates = [row for row in candidates.to_pylist() if row["doc_id"] not in superseded]
+    generated = [{**row, "origin": "generated"} for row in candidates if row["status"] == "valid"]
     user_pairs, user_errors = read_user_qa(config.user_qa, run_id) if config.user_qa else ([], [])
     write_errors(config.table("errors"), user_errors)
     # User pairs first: where a generated question repeats a user's, the user's wins.
@@ -371,14 +372,31 @@ def build_dataset(config: MakeQaConfig, run_id: str, superseded: set[str]) -> di
         logger.warning("the test split holds one document's pairs: jobs.evaluate's promotion gate refuses a gain "
                        "measured on one document (it cannot tell it from noise); a larger splits.test or more "
                        "documents put two or more there")  # fmt: skip
+    without_pairs = sorted({row["doc_id"] for row in candidates} - {pair["doc_id"] for pair in kept})
+    if without_pairs:
+        names = document_names(config.input, without_pairs[:5])
+        logger.warning("%d document(s) gave no pair: every question proposed for their chunks was dropped "
+                       "(_candidates says why for each): %s%s", len(without_pairs), ", ".join(names),
+                       ", ..." if len(without_pairs) > len(names) else "")  # fmt: skip
     return {
         "generated_valid": len(generated),
+        "documents_without_pairs": len(without_pairs),
         "user_pairs": len(user_pairs),
         "user_rows_rejected": len(user_errors),
         "dropped": dict(sorted(dropped.items())),
         "pairs": {split: len(pairs) for split, pairs in by_split.items()},
         "documents": {split: len({pair["doc_id"] for pair in pairs}) for split, pairs in by_split.items()},
     }
+
+
+def document_names(chunks_uri: str, doc_ids: list[str]) -> list[str]:
+    """How a person knows these documents: their files (the chunks' ``source``), else their ids."""
+    if not storage.exists(chunks_uri):
+        return doc_ids
+    wanted = set(doc_ids)
+    rows = read_input_folder(chunks_uri, ["doc_id"], ["source"]).to_pylist()
+    sources = {row["doc_id"]: row["source"] for row in rows if row["source"] and row["doc_id"] in wanted}
+    return [sources.get(doc_id, doc_id) for doc_id in doc_ids]
 
 
 def main(config: MakeQaConfig) -> dict:

@@ -92,3 +92,27 @@ def test_a_test_split_of_one_document_is_warned_of_since_no_gain_on_it_can_be_pr
     with caplog.at_level("WARNING"):
         assert build_dataset(config, "r2", set())["documents"]["test"] == 2
     assert "the test split holds one" not in caplog.text
+
+
+def test_documents_whose_proposals_were_all_dropped_are_counted_and_named_by_their_files(tmp_path, caplog):
+    config = load_config(MakeQaConfig, [f"input={tmp_path}/chunks", f"output={tmp_path}/qa"])
+    write_table(f"{tmp_path}/chunks/part-1.parquet", pa.table({
+        "chunk_id": ["a-0", "b-0", "c-0"], "doc_id": ["a", "b", "c"], "text": ["..."] * 3, "token_count": [30] * 3,
+        "source": ["s3://docs/handbook.md", "s3://docs/products.csv", "s3://docs/old.md"]}))  # fmt: skip
+    now = datetime.datetime.now(datetime.timezone.utc)
+    rows = [
+        {"chunk_id": "a-0", "doc_id": "a", "question": "Who approves leave?", "answer": "The team lead approves it.",
+         "status": "valid"},
+        {"chunk_id": "b-0", "doc_id": "b", "question": None, "answer": None, "status": "dropped",
+         "reason": "no_answer_sentence"},
+        {"chunk_id": "c-0", "doc_id": "c", "question": "What is it?", "answer": "Old.", "status": "dropped",
+         "reason": "off_topic"},
+    ]  # fmt: skip
+    candidates = [{**row, "model": "m", "run_id": "r", "created_at": now} for row in rows]
+    write_table(f"{tmp_path}/qa/_candidates/r.parquet", pa.Table.from_pylist(candidates, QA_CANDIDATES_SCHEMA))
+
+    with caplog.at_level("WARNING"):
+        report = build_dataset(config, "r", {"c"})  # c: a version its file no longer holds
+    assert report["documents_without_pairs"] == 1
+    assert "1 document(s) gave no pair" in caplog.text and "s3://docs/products.csv" in caplog.text
+    assert "old.md" not in caplog.text
