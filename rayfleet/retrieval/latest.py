@@ -2,9 +2,12 @@
 
 ``jobs.build_index`` writes each version whole and then points ``LATEST`` at it, so a
 server that loaded the index at start can pick up documents ingested since without a
-redeploy: :class:`LatestRetriever` looks at ``LATEST`` at most every ``refresh_s``
-seconds, loads a new version in a background thread (queries go on with the old one),
-and swaps it in whole. A failed check or load is logged and the version in hand stays.
+redeploy: :class:`LatestRetriever` looks at ``LATEST`` every ``refresh_s`` seconds from a
+background thread, whether queries come or not, loads a new version there (queries go on
+with the old one) and swaps it in whole. (It used to look only when a query found a look
+due, and answered that query from the old version: on a quiet server the first question
+about a new document was told the documents do not cover it.) A failed check or load is
+logged and the version in hand stays.
 A root with no version yet is followed too: :meth:`LatestRetriever.current` gives None
 until the first version appears (a server can start before any document is indexed).
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
+import weakref
 from typing import Callable
 
 from rayfleet.retrieval import store
@@ -29,7 +32,8 @@ class LatestRetriever:
     """A :class:`Retriever` over the newest version of the index at ``root``.
 
     Args:
-        refresh_s: least time between two looks at ``LATEST``; 0 never looks again.
+        refresh_s: time between two looks at ``LATEST``; 0 never looks again. The thread that looks
+            ends with the object (it holds it weakly) or at :meth:`close`.
         hybrid: build a new version's BM25 before it is swapped in, so no query pays for it.
         prepare: called with each newly loaded retriever before it is swapped in (work that
             belongs to a version, done off the query path).
@@ -47,7 +51,11 @@ class LatestRetriever:
         self._refreshing = threading.Lock()
         if not self.refresh():
             logger.warning("no index version at %s yet: following it for the first one", root)
-        self._last_look = time.monotonic()  # after the load, which may take a while
+        self._closed = threading.Event()
+        if refresh_s:
+            follower = threading.Thread(target=_follow, args=(weakref.ref(self), self._closed, refresh_s),
+                                        name="index-refresh", daemon=True)  # fmt: skip
+            follower.start()
 
     @property
     def version(self) -> str | None:
@@ -55,12 +63,12 @@ class LatestRetriever:
         return self.retriever.manifest.version if self.retriever else None
 
     def current(self) -> Retriever | None:
-        """The retriever to query now (None while the root has no version); starts a background
-        refresh when one is due."""
-        if self.refresh_s and time.monotonic() - self._last_look >= self.refresh_s and not self._refreshing.locked():
-            self._last_look = time.monotonic()
-            threading.Thread(target=self._refresh_logged, name="index-refresh", daemon=True).start()
+        """The retriever to query now (None while the root has no version); never waits for a load."""
         return self.retriever
+
+    def close(self) -> None:
+        """Stop looking for new versions (the one in hand still answers)."""
+        self._closed.set()
 
     def refresh(self) -> bool:
         """Load and swap in the latest version if it is not the one in hand (blocking); whether it did."""
@@ -90,3 +98,13 @@ class LatestRetriever:
             self.refresh()
         except Exception:  # a half-written or unreadable version must not take the index away
             logger.exception("index %s: refresh failed; still serving version %s", self.root, self.version)
+
+
+def _follow(index_ref: "weakref.ref[LatestRetriever]", closed: threading.Event, every_s: float) -> None:
+    """The background look at ``LATEST`` every ``every_s`` seconds, until the index is closed or gone."""
+    while not closed.wait(every_s):
+        index = index_ref()
+        if index is None:
+            return
+        index._refresh_logged()
+        del index  # not held between looks: the index can be collected
