@@ -34,6 +34,42 @@ class ConfigError(ValueError):
     """A config file or override that cannot be turned into a valid config."""
 
 
+def validation_problems(error: ValidationError, values: Any, renames: dict[str, str] | None = None) -> str:
+    """``error``'s problems, one line each, at the keys as the user wrote them: without the tag pydantic
+    adds for the branch of a union chosen by ``kind`` (``paths.rag.rag.indx`` was ``paths.rag.indx``), its
+    error codes and its documentation links. ``renames`` turns a location's start into the user's spelling
+    (``{"applications.0.args": "app"}``)."""
+    lines = []
+    for problem in error.errors():
+        location = user_location(values, problem["loc"])
+        for start, spelling in (renames or {}).items():
+            if location == start or location.startswith(start + "."):
+                location = spelling + location[len(start) :]
+        message = problem["msg"].removeprefix("Value error, ")
+        given = problem.get("input")
+        if problem["type"] != "missing" and isinstance(given, (str, int, float, bool)) and given is not None:
+            message += f" (given {given!r})"
+        lines.append(f"  {location or '(the whole config)'}: {message}")
+    return "\n".join(lines)
+
+
+def user_location(values: Any, location: Sequence[Any]) -> str:
+    """``location`` (a pydantic error's ``loc``) without the union tags: a part that is no key of the
+    value it is met in but that value's ``kind``."""
+    parts, node = [], values
+    for part in location:
+        if isinstance(node, dict) and part not in node and node.get("kind") == part:
+            continue
+        parts.append(str(part))
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return ".".join(parts)
+
+
 class InputError(ValueError):
     """Input data a job cannot use (a table without the columns it needs, nothing usable in it): the
     message says what is wrong and :func:`run_job` ends the command with it, not a traceback."""
@@ -164,7 +200,7 @@ def load_config(config_class: type[ConfigT], arguments: Sequence[str] = ()) -> C
     try:
         return config_class.model_validate(values)
     except ValidationError as error:
-        raise ConfigError(f"invalid {config_class.__name__}:\n{error}") from error
+        raise ConfigError(f"invalid {config_class.__name__}:\n{validation_problems(error, values)}") from error
 
 
 def with_section_defaults(config_class: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:

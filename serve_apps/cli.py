@@ -28,9 +28,17 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
-from rayfleet.config import BaseConfig, ConfigError, load_config, parse_override, read_yaml, set_nested
+from rayfleet.config import (
+    BaseConfig,
+    ConfigError,
+    load_config,
+    parse_override,
+    read_yaml,
+    set_nested,
+    validation_problems,
+)
 from serve_apps.config import ServeAppConfig, ServeConfigFile
 
 KEYS_ENV = "RAYFLEET_API_KEYS"
@@ -73,8 +81,9 @@ def serve_file(path: str, app_overrides: list[str] = ()) -> ServeConfigFile:
         set_nested(args, key_path, value)
     try:
         return ServeConfigFile.model_validate(raw)
-    except ValueError as error:  # pydantic's ValidationError is one
-        raise ConfigError(f"invalid serve config {path} with {list(app_overrides)}:\n{error}") from error
+    except ValidationError as error:
+        problems = validation_problems(error, raw, {"applications.0.args": APP_PREFIX.rstrip(".")})
+        raise ConfigError(f"invalid serve config {path} with {list(app_overrides)}:\n{problems}") from error
 
 
 def wait_until_healthy(url: str, timeout_s: float) -> None:
@@ -160,11 +169,14 @@ def main(argv: list[str]) -> None:
     app_overrides = [word for word in argv[1:] if word.startswith(APP_PREFIX)]
     try:
         options = load_config(ServeCliConfig, [word for word in argv[1:] if not word.startswith(APP_PREFIX)])
+    except ConfigError as error:  # a setting of the app given without its prefix lands here
+        hint = f"the app's settings take the prefix {APP_PREFIX} (e.g. {APP_PREFIX}paths.rag.index=...)"
+        sys.exit(f"error: {error}\n({hint})")
+    try:
         if argv[0] == "up":
             serve_file(options.serve_config, app_overrides)  # the app's config checked before anything starts
     except ConfigError as error:
-        hint = f"the app's settings take the prefix {APP_PREFIX} (e.g. {APP_PREFIX}paths.rag.index=...)"
-        sys.exit(f"error: {error}\n({hint})")
+        sys.exit(f"error: {error}")
     if argv[0] == "up":
         up(options, app_overrides)
     elif app_overrides:

@@ -84,6 +84,17 @@ def test_typo_fails_loudly():
         load_config(SummarizeConfig, ["input=in", "output=out", "engine.max_model_lenn=1024"])
 
 
+def test_each_problem_is_one_line_at_the_key_as_typed_without_pydantics_codes_and_links():
+    with pytest.raises(ConfigError) as refused:
+        load_config(SummarizeConfig, ["output=out", "engine.max_model_lenn=1024", "batch_size=0"])
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "invalid SummarizeConfig:" and len(lines) == 4, lines
+    assert "  input: Field required" in lines
+    assert "  engine.max_model_lenn: Extra inputs are not permitted (given 1024)" in lines
+    assert any(line.startswith("  batch_size: Input should be greater than or equal to 1 (given 0)") for line in lines)
+    assert "errors.pydantic.dev" not in str(refused.value) and "type=" not in str(refused.value)
+
+
 def test_a_command_with_a_typo_ends_with_the_message_and_status_2_not_a_traceback():
     result = subprocess.run(
         [sys.executable, "-m", "jobs.summarize", "input=in", "output=out", "engine.max_model_lenn=1024"],

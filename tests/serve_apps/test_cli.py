@@ -55,6 +55,20 @@ def test_a_mistake_in_the_app_is_one_line_before_anything_starts():
     assert "Traceback" not in message
 
 
+def test_a_typo_in_the_app_is_named_as_typed_and_the_prefix_hint_is_kept_for_keys_without_it():
+    from serve_apps.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["up", "address=127.0.0.1:9", "app.paths.rag.indx=/tmp/index"])
+    message = str(ended.value.code)
+    # pydantic says applications.0.args.paths.rag.rag.indx: the second "rag" is the kind of path it tried
+    assert "\n  app.paths.rag.indx: Extra inputs are not permitted (given '/tmp/index')" in message
+    assert "rag.rag" not in message and "errors.pydantic.dev" not in message and "prefix app." not in message
+    with pytest.raises(SystemExit) as ended:
+        main(["up", "address=127.0.0.1:9", "paths.rag.index=/tmp/index"])
+    assert "the app's settings take the prefix app." in str(ended.value.code)
+
+
 def test_stopping_serve_where_no_ray_head_answers_says_so_at_once(capsys):
     """``ray.init`` waits for a head that is not there for ever: ``make serve-down`` after ``make ray-down`` hung."""
     down(ServeCliConfig(address="127.0.0.1:9"))  # nothing listens there
