@@ -602,7 +602,14 @@ def invalid_request_message(error: RequestValidationError) -> str:
     if problems and problems[0].get("type") == "json_invalid":
         reason, position = problems[0]["ctx"]["error"], problems[0]["loc"][-1]
         return f"invalid request: the body is not valid JSON ({reason} at character {position})"
-    return "invalid request: " + "; ".join(f"{field_location(e['loc'])}: {e['msg']}" for e in problems)
+    return "invalid request: " + "; ".join(
+        f"{field_location(request_field(e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in problems
+    )
+
+
+def request_field(location: tuple) -> tuple:
+    """A validation error's location in the request's body (FastAPI puts ``body`` before it)."""
+    return location[1:] if location[:1] == ("body",) else location
 
 
 def http_error(request: Request, error: HTTPException) -> RequestError:

@@ -336,7 +336,7 @@ def test_ingress_reads_what_newer_clients_send_and_honours_stop(server):
 
 
 @pytest.mark.parametrize("options, complaint", [
-    ({"n": 2}, "not supported by this server: n=2"),
+    ({"n": 2}, "invalid request: n: not supported by this server: n=2"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
      "not supported by this server: tools="),
     ({"logprobs": True}, "not supported by this server: logprobs=True"),
@@ -347,8 +347,8 @@ def test_ingress_reads_what_newer_clients_send_and_honours_stop(server):
         {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]},
      "a message with tool_calls is for tool calling"),
     ({"messages": [{"role": "user", "content": None}]}, "messages.0.content"),
-    ({"seed": 2**63}, "body.seed: Input should be less than 9223372036854775808"),
-    ({"seed": -1}, "body.seed: Input should be greater than or equal to 0"),
+    ({"seed": 2**63}, "invalid request: seed: Input should be less than 9223372036854775808"),
+    ({"seed": -1}, "invalid request: seed: Input should be greater than or equal to 0"),
     ({"stream_options": {"include_usage": True}}, "stream_options is only allowed when stream is true"),
     ({"function_call": {"name": "get_weather"}}, "not supported by this server: function_call="),
     ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}},
@@ -1004,7 +1004,7 @@ def test_refusals_name_the_field_and_are_counted_before_any_path_is_asked(server
     assert params == [
         "n", "messages.0.content", "max_tokens", "max_completion_tokens", "model", "messages", "stream_options", "stop"
     ]  # fmt: skip
-    assert answers[7].json()["error"]["message"].startswith("invalid request: body.stop: Input should be a valid")
+    assert answers[7].json()["error"]["message"].startswith("invalid request: stop: Input should be a valid")
     assert "max_completion_tokens 17 is above" in answers[3].json()["error"]["message"]
     assert rejected(server) == {
         "invalid_request": 4,
