@@ -47,7 +47,7 @@ def validation_problems(error: ValidationError, values: Any, renames: dict[str, 
                 location = spelling + location[len(start) :]
         message = problem["msg"].removeprefix("Value error, ")
         given = problem.get("input")
-        if problem["type"] != "missing" and isinstance(given, (str, int, float, bool)) and given is not None:
+        if problem["type"] != "missing" and isinstance(given, (str, int, float, bool)):
             message += f" (given {given!r})"
         lines.append(f"  {location or '(the whole config)'}: {message}")
     return "\n".join(lines)
