@@ -45,12 +45,17 @@ def validation_problems(error: ValidationError, values: Any, renames: dict[str, 
         for start, spelling in (renames or {}).items():
             if location == start or location.startswith(start + "."):
                 location = spelling + location[len(start) :]
-        message = problem["msg"].removeprefix("Value error, ")
+        message = problem_message(problem)
         given = problem.get("input")
         if problem["type"] != "missing" and isinstance(given, (str, int, float, bool)):
             message += f" (given {given!r})"
         lines.append(f"  {location or '(the whole config)'}: {message}")
     return "\n".join(lines)
+
+
+def problem_message(problem: dict) -> str:
+    """A pydantic problem's message without the ``Value error, `` our own validators' messages get."""
+    return problem["msg"].removeprefix("Value error, ")
 
 
 def user_location(values: Any, location: Sequence[Any]) -> str:

@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException
 from transformers import AutoTokenizer
 
 from rayfleet.assets import resolve_model
+from rayfleet.config import problem_message
 from rayfleet.engines.base import SamplingConfig
 from rayfleet.engines.templates import render_prompt_ids
 from rayfleet.tables import utc_now
@@ -603,7 +604,7 @@ def invalid_request_message(error: RequestValidationError) -> str:
         reason, position = problems[0]["ctx"]["error"], problems[0]["loc"][-1]
         return f"invalid request: the body is not valid JSON ({reason} at character {position})"
     return "invalid request: " + "; ".join(
-        f"{field_location(request_field(e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in problems
+        f"{field_location(request_field(e['loc']))}: {problem_message(e)}" for e in problems
     )
 
 
