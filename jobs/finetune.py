@@ -72,7 +72,14 @@ from rayfleet.training.data import (
     sft_files,
     shared_token_share,
 )
-from rayfleet.training.loop import StepReport, TrainSettings, make_optimizer, make_scheduler, train
+from rayfleet.training.loop import (
+    StepReport,
+    TrainSettings,
+    make_optimizer,
+    make_scheduler,
+    schedule_warning,
+    train,
+)
 from rayfleet.training.model import (
     LoraSettings,
     build_lora_model,
@@ -712,6 +719,8 @@ def main(config: FinetuneConfig) -> dict:
     model_path = str(resolve_model(config.model))
     check_target_modules(model_path, config.lora)
     check_example_length(model_path, config.data.max_seq_len)
+    if warning := schedule_warning(config.train):
+        logger.warning(warning)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     train_uri, validation_uri = data_uris(config, tokenizer)
     train_rows, train_report = packed_rows(train_uri, tokenizer, config)

@@ -83,6 +83,17 @@ def learning_rate_factor(step: int, settings: TrainSettings) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def schedule_warning(settings: TrainSettings) -> str | None:
+    """What is wrong with a warmup as long as the whole run, if it is: the rate never reaches its peak
+    and never decays."""
+    if settings.warmup_steps < settings.max_steps:
+        return None
+    peak = learning_rate_factor(settings.max_steps - 1, settings) * settings.learning_rate
+    return (f"train.warmup_steps {settings.warmup_steps} is not below train.max_steps {settings.max_steps}: the "
+            f"learning rate climbs to {peak:.3g} at the last step, never its peak {settings.learning_rate:g}, and "
+            f"{settings.schedule} decay never starts; lower train.warmup_steps")  # fmt: skip
+
+
 def make_scheduler(optimizer, settings: TrainSettings) -> torch.optim.lr_scheduler.LambdaLR:
     """The warmup + decay schedule as a LambdaLR (its state goes into checkpoints)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, settings))

@@ -9,7 +9,15 @@ from transformers import AutoTokenizer
 
 from rayfleet.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from rayfleet.training.data import pack_examples, prepare_examples
-from rayfleet.training.loop import TrainSettings, learning_rate_factor, loss_sum, make_optimizer, make_scheduler, train
+from rayfleet.training.loop import (
+    TrainSettings,
+    learning_rate_factor,
+    loss_sum,
+    make_optimizer,
+    make_scheduler,
+    schedule_warning,
+    train,
+)
 from rayfleet.training.model import LoraSettings, QuantizationUnavailableError, build_lora_model
 
 FACTS = [("Which valve leaks?", "Valve 7 on the north pump."), ("Who checks the valves?", "The night shift, weekly."),
@@ -40,6 +48,13 @@ def test_warmup_then_cosine_decay():
     factors = [learning_rate_factor(step, settings) for step in range(10)]
     assert factors[:4] == [0.2, 0.4, 0.6, 0.8] and factors[4] == 1.0
     assert all(a > b for a, b in zip(factors[4:], factors[5:])) and factors[-1] > 0
+
+
+def test_a_warmup_as_long_as_the_run_is_warned_of_with_the_rate_it_reaches():
+    assert schedule_warning(TrainSettings(max_steps=10, warmup_steps=9)) is None
+    warning = schedule_warning(TrainSettings(max_steps=4, warmup_steps=9, learning_rate=1e-3))
+    assert "warmup_steps 9 is not below train.max_steps 4" in warning
+    assert "0.0004" in warning  # step 3 of a 9-step warmup: 4/10 of the peak
 
 
 def test_training_loss_falls_and_validation_is_recorded(tiny_llama_path):
