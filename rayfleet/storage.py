@@ -419,20 +419,50 @@ def ensure_bucket(uri: str) -> None:
 def check_writable(uri: str) -> None:
     """Fail now, not after hours of work, when nothing can be written under ``uri``: make the folder (or
     the bucket, as :func:`ensure_bucket` does), then write and delete a small hidden probe file in it.
+    The local folders it made are removed again while still empty (a job that ends up writing nothing,
+    a refused publication, leaves no trace); a bucket it made stays.
 
     Raises:
         OutputLocationError: the folder cannot be made or written (a file in the way, no permission, a
             read-only filesystem, S3 refusing the write), named with the reason.
         OSError: S3 cannot be reached at all (:func:`s3_failure` says so in one line).
     """
-    ensure_bucket(uri)
-    probe = join(uri, f".write-probe-{uuid.uuid4().hex}")
+    location = resolve(uri)
+    folder = None if location.is_s3 else os.path.normpath(location.path)
+    first_made = folder and first_missing_folder(folder)
     try:
-        write_bytes(probe, b"")
-    except OSError as error:
-        reason = s3_failure(error) or error.strerror or str(error)
-        raise OutputLocationError(f"cannot write under {uri}: {reason}") from error
-    delete(probe)
+        ensure_bucket(uri)
+        probe = join(uri, f".write-probe-{uuid.uuid4().hex}")
+        try:
+            write_bytes(probe, b"")
+        except OSError as error:
+            reason = s3_failure(error) or error.strerror or str(error)
+            raise OutputLocationError(f"cannot write under {uri}: {reason}") from error
+        delete(probe)
+    finally:
+        if first_made:
+            remove_empty_folders(folder, up_to=first_made)
+
+
+def remove_empty_folders(path: str, up_to: str) -> None:
+    """Remove ``path`` and its parents up to ``up_to`` (included) while they are empty: what another
+    writer put there meanwhile stays."""
+    while True:
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        if path == up_to or not path.startswith(up_to):
+            return
+        path = os.path.dirname(path)
+
+
+def first_missing_folder(path: str) -> str | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet; None if it does."""
+    missing = None
+    while path and not os.path.exists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
 
 
 def _to_uri(location: Location, path: str) -> str:

@@ -130,6 +130,20 @@ def test_contains_tells_a_folder_from_a_sibling_with_the_same_prefix(tmp_path):
     )
 
 
+def test_the_write_check_leaves_no_folder_it_made_but_keeps_what_was_there(tmp_path):
+    storage.check_writable(str(tmp_path / "registry" / "models"))
+    assert list(tmp_path.iterdir()) == [], "the probe and the two folders made for it are gone"
+
+    (tmp_path / "registry").mkdir()
+    storage.check_writable(str(tmp_path / "registry" / "models") + "/")
+    assert [path.name for path in tmp_path.rglob("*")] == ["registry"], "a folder that was there stays"
+
+    with pytest.raises(storage.OutputLocationError, match="a file is in the way"):
+        (tmp_path / "registry" / "taken").write_text("a file")
+        storage.check_writable(str(tmp_path / "registry" / "taken" / "models"))
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["registry", "taken"]
+
+
 def test_a_missing_bucket_is_created(s3_prefix):
     bucket = f"new-bucket-{uuid.uuid4().hex[:8]}"
     assert not storage.exists(f"s3://{bucket}")
