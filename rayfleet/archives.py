@@ -1,53 +1,106 @@
-"""Zip archives among the files to ingest: each file inside is a document of its own.
+"""Zip and tar archives among the files to ingest: each file inside is a document of its own.
 
-Document sets often arrive zipped (an export of a shared drive, ``handbook.zip`` dropped into
-the bucket). Ingestion lists a ``.zip`` as the files it holds, each named
-``<archive URI>!/<path inside>`` (the JAR URL convention), so a member has its own ledger row,
-``doc_id`` and citations, and is skipped, updated or recorded deleted like any listed file::
+Document sets often arrive packed (an export of a shared drive, ``handbook.zip`` or
+``export.tar.gz`` dropped into the bucket). Ingestion lists an archive as the files it holds,
+each named ``<archive URI>!/<path inside>`` (the JAR URL convention), so a member has its own
+ledger row, ``doc_id`` and citations, and is skipped, updated or recorded deleted like any listed
+file::
 
     entries = with_archives_unpacked(storage.list_entries("s3://bucket/incoming"))
     # FileEntry("s3://bucket/incoming/handbook.zip!/hr/leave.pdf", 48213, "<the archive's mtime>")
     data = ListedFileReader().read(entries[0].uri, max_bytes=100 * 2**20)
 
-Only the archive's central directory (once while the archive stays open in a
-:class:`ListedFileReader`) and the members read are fetched (ranged reads on S3). A member is
-``modified`` when its archive is, so a replaced archive is listed anew (members whose bytes did
-not change keep their ``doc_id`` and are not parsed again). Folders inside, hidden
-files (``.DS_Store``) and macOS's ``__MACOSX/`` copies are passed over; an archive inside an
-archive is not opened (its member is set aside as an unknown type). A ``.zip`` that is really
-a DOCX, XLSX, PPTX, OpenDocument or EPUB file is a document, not an archive; one that does not
-open stays listed as itself and is set aside with the reason.
+Archives are known by name: ``.zip``; ``.tar``, ``.tar.gz``/``.tgz``, ``.tar.bz2``/``.tbz2``/``.tbz``,
+``.tar.xz``/``.txz`` (any case; a tar's compression is read from its first bytes, whatever the name
+says). A gzip, bzip2 or xz file whose name leaves what it holds open (``export.gz``, not
+``report.txt.gz``) is looked into as well (one read at listing time): it is a tar when its first
+block, decompressed, says so.
+
+What it costs to read them:
+
+- zip: only the central directory (once while the archive stays open in a
+  :class:`ListedFileReader`) and the members read are fetched (ranged reads on S3);
+- uncompressed tar: tar has no directory, so listing reads every member's header (one read of
+  at most 64 KiB per header: small members come with it); a member is a ranged read of its bytes,
+  after the headers before it (once while the archive stays open);
+- compressed tar: decompressed as it is read, through a 1 MiB buffer, never held whole. Listing
+  decompresses the whole archive once. Reading goes forward: members read in listing order cost
+  one more pass over the archive while it stays open; a member before the last one read costs
+  decompressing again from the start.
+
+A member is ``modified`` when its archive is, so a replaced archive is listed anew (members whose
+bytes did not change keep their ``doc_id`` and are not parsed again). Folders inside, hidden files
+(``.DS_Store``), macOS's ``__MACOSX/`` copies, absolute paths and paths with ``..`` are passed
+over, as are a tar's links, devices and pipes; a name a tar holds twice is read from its first
+copy. An archive inside an archive is not opened (its member is set aside as an unknown type).
+A ``.zip`` that is really a DOCX, XLSX, PPTX, OpenDocument or EPUB file is a document, not an
+archive; an archive that does not open, or a tar cut short (it does not end with its
+end-of-archive block), stays listed as itself and is set aside with the reason.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import logging
+import lzma
+import posixpath
 import re
+import tarfile
 import zipfile
 import zlib
 from collections import OrderedDict
-from contextlib import contextmanager
-from typing import Any, Iterator
+from contextlib import closing
+from typing import IO, Protocol
 
 from rayfleet import storage
+from rayfleet.text.compression import COMPRESSIONS, compression_of
 from rayfleet.text.document import ParseError
-from rayfleet.text.parsing import OOXML_MAIN_PARTS
+from rayfleet.text.parsing import OOXML_MAIN_PARTS, TAR_EXTENSIONS
 
 ARCHIVE_SEPARATOR = "!/"
-# An archive's name ends in .zip; the first such name followed by the separator is the archive.
-MEMBER_URI = re.compile(r"^(?P<archive>.*?\.zip)!/(?P<member>.+)$", re.IGNORECASE | re.DOTALL)
+COMPRESSED_EXTENSIONS = tuple(extension for compression in COMPRESSIONS for extension in compression.extensions)
+TAR_SUFFIXES = TAR_EXTENSIONS + tuple(f".tar{extension}" for extension in COMPRESSED_EXTENSIONS)
+# An archive's name ends in .zip, a tar's suffix, or a compression's (a tar known by its content);
+# the first such name followed by the separator is the archive.
+MEMBER_URI = re.compile(
+    r"^(?P<archive>.*?\.(?:zip|tar|tgz|tbz2?|txz|gz|gzip|bz2|xz))!/(?P<member>.+)$", re.IGNORECASE | re.DOTALL
+)
 # Package formats built on zip that are documents of their own (named .zip by mistake or by a download).
 PACKAGE_MEMBERS = {"mimetype", *OOXML_MAIN_PARTS}
 # What reading a damaged archive or member raises (a bad CRC, a truncated stream, a bad header).
 DAMAGED_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError)
+DAMAGED_TAR_ERRORS = (tarfile.TarError, gzip.BadGzipFile, zlib.error, lzma.LZMAError, EOFError)
+DAMAGED_ARCHIVE_ERRORS = DAMAGED_ZIP_ERRORS + DAMAGED_TAR_ERRORS
+# Reads of an uncompressed tar: a header, and the small members after it, in one ranged read.
+TAR_READ_BUFFER_BYTES = 64 * 1024
+# Reads of a compressed tar, decompressed as it streams past.
+COMPRESSED_TAR_READ_BUFFER_BYTES = 1024 * 1024
 
 logger = logging.getLogger(__name__)
 
 
 def is_archive(uri: str) -> bool:
-    """Whether the name is that of a zip archive (``.zip``, any case)."""
+    """Whether the name is that of a zip or tar archive (any case)."""
+    return is_zip(uri) or is_tar(uri)
+
+
+def is_zip(uri: str) -> bool:
+    """Whether the name is that of a zip archive (``.zip``)."""
     return uri.lower().endswith(".zip")
+
+
+def is_tar(uri: str) -> bool:
+    """Whether the name is that of a tar archive (``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.bz2``, ``.tar.xz``...)."""
+    return uri.lower().endswith(TAR_SUFFIXES)
+
+
+def may_hold_tar(uri: str) -> bool:
+    """Whether the name is a compressed file's that leaves what it holds open: ``export.gz``, not
+    ``report.txt.gz`` or ``app.log.gz`` (worth a look at its first bytes: :func:`holds_tar`; a folder
+    of compressed logs is not read at listing time)."""
+    stem, extension = posixpath.splitext(uri.lower())
+    return extension in COMPRESSED_EXTENSIONS and not posixpath.splitext(stem)[1]
 
 
 def member_uri(archive_uri: str, member: str) -> str:
@@ -67,118 +120,268 @@ def within_archive(uri: str, archive_uri: str) -> bool:
 
 
 def with_archives_unpacked(entries: list[storage.FileEntry]) -> list[storage.FileEntry]:
-    """The entries with each zip archive among them replaced by the files it holds; an archive that
-    does not open (damaged, or no zip at all) stays as itself."""
+    """The entries with each archive among them replaced by the files it holds; an archive that
+    does not open (damaged, cut short, or no archive at all) stays as itself."""
     listed: list[storage.FileEntry] = []
     for entry in entries:
-        members = archive_members(entry) if is_archive(entry.uri) else None
+        members = archive_members(entry) if is_archive(entry.uri) or is_content_tar(entry.uri) else None
         listed.extend([entry] if members is None else members)
     return listed
 
 
+def is_content_tar(uri: str) -> bool:
+    """Whether the file is a compressed tar known by its content, not its name (``export.gz``)."""
+    return may_hold_tar(uri) and not is_archive(uri) and holds_tar(uri)
+
+
 def archive_members(archive: storage.FileEntry) -> list[storage.FileEntry] | None:
-    """The files a zip archive holds, as listed entries; None when it is not an archive to unpack
+    """The files an archive holds, as listed entries; None when it is not an archive to unpack
     (it does not open, or it is a package format such as DOCX)."""
     try:
-        with open_zip(archive.uri) as package:
-            infos = package.infolist()
-    except (OSError, *DAMAGED_ZIP_ERRORS) as error:
-        logger.warning("%s does not open as a zip archive (%s: %s): set aside as it is",
-                       archive.uri, type(error).__name__, error)  # fmt: skip
+        with closing(open_archive(archive.uri)) as opened:
+            sizes = opened.documents()
+    except (OSError, *DAMAGED_ARCHIVE_ERRORS) as error:
+        logger.warning("%s does not open as a %s archive (%s: %s): set aside as it is",
+                       archive.uri, archive_kind(archive.uri), type(error).__name__, error)  # fmt: skip
         return None
-    if PACKAGE_MEMBERS & {info.filename for info in infos}:
+    if sizes is None:
         return None
-    members = [
-        storage.FileEntry(member_uri(archive.uri, info.filename), info.file_size, archive.modified)
-        for info in infos
-        if is_document_member(info)
-    ]
+    members = [storage.FileEntry(member_uri(archive.uri, name), size, archive.modified) for name, size in sizes.items()]
     logger.info("%s holds %d file(s) to ingest", archive.uri, len(members))
     return members
 
 
-def is_document_member(info: zipfile.ZipInfo) -> bool:
-    """A file in the archive (no folder, hidden file, macOS resource copy or path leaving the archive)."""
-    parts = info.filename.split("/")
-    if info.is_dir() or info.filename.startswith("/") or ".." in parts:
+def archive_kind(uri: str) -> str:
+    """``zip`` or ``tar``: how the archive at ``uri`` is read."""
+    return "zip" if is_zip(uri) else "tar"
+
+
+def is_document_name(name: str) -> bool:
+    """A path inside an archive that names a document: none that is absolute or leaves the archive,
+    no hidden file, no macOS resource copy."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or ".." in parts:
         return False
     return not any(part.startswith(".") or part == "__MACOSX" for part in parts)
 
 
-def zip_members(data: bytes, max_bytes: int) -> list[tuple[str, bytes]] | None:
-    """The files of a zip archive held in memory (an e-mail's attachment) and their bytes, as many as
-    inflate to ``max_bytes`` together; None when it is not an archive to unpack. A member that is
-    encrypted, damaged or past what is left of ``max_bytes`` is left out."""
+def holds_tar(uri: str) -> bool:
+    """Whether the compressed file at ``uri`` holds a tar: its first block, decompressed, carries
+    tar's ``ustar`` magic (one read of at most 1 MiB)."""
+    location = storage.resolve(uri)
     try:
-        package = zipfile.ZipFile(io.BytesIO(data))
-        infos = package.infolist()
-    except DAMAGED_ZIP_ERRORS:
-        return None
-    if PACKAGE_MEMBERS & {info.filename for info in infos}:
-        return None
-    members, left = [], max_bytes
-    for info in filter(is_document_member, infos):
+        with location.filesystem.open_input_file(location.path) as raw:
+            compressed = compression_of(raw.read(8)) is not None
+            raw.seek(0)
+            return compressed and decompressing(raw).read(tarfile.BLOCKSIZE)[257:262] == b"ustar"
+    except (OSError, *DAMAGED_TAR_ERRORS):
+        return False
+
+
+def decompressing(raw: IO[bytes]) -> IO[bytes]:
+    """``raw`` (seekable, at its start) read through a buffer; decompressed as it is read when its first
+    bytes are a gzip, bzip2 or xz file's."""
+    compression = compression_of(raw.read(8))
+    raw.seek(0)
+    if compression is None:
+        return io.BufferedReader(raw, TAR_READ_BUFFER_BYTES)
+    return compression.open(io.BufferedReader(raw, COMPRESSED_TAR_READ_BUFFER_BYTES))
+
+
+class OpenArchive(Protocol):
+    """An archive opened for listing and reading its members by name."""
+
+    def documents(self) -> dict[str, int] | None:
+        """Every document member's size, by name; None for a package format (DOCX...)."""
+        ...
+
+    def read(self, name: str, max_bytes: int) -> bytes:
+        """A member's bytes, read no further than one byte past ``max_bytes``.
+
+        Raises:
+            KeyError: no member has that name.
+            ParseError: the member is encrypted, damaged, or larger than ``max_bytes``.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_archive(uri: str) -> OpenArchive:
+    """The archive at ``uri``, opened for random access (on S3, ranged reads of what is used)."""
+    location = storage.resolve(uri)
+    raw = location.filesystem.open_input_file(location.path)
+    try:
+        return opened_archive(uri, raw)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def opened_archive(name: str, raw: IO[bytes]) -> OpenArchive:
+    """The archive in ``raw`` (seekable), read as a zip or a tar by its ``name``."""
+    return OpenZip(raw) if is_zip(name) else OpenTar(raw)
+
+
+class OpenZip:
+    """A zip archive, its central directory read once."""
+
+    def __init__(self, raw: IO[bytes]):
+        self.raw = raw
+        self.package = zipfile.ZipFile(raw)
+
+    def documents(self) -> dict[str, int] | None:
+        infos = self.package.infolist()
+        if PACKAGE_MEMBERS & {info.filename for info in infos}:
+            return None
+        documents = [info for info in infos if not info.is_dir() and is_document_name(info.filename)]
+        return {info.filename: info.file_size for info in documents}
+
+    def read(self, name: str, max_bytes: int) -> bytes:
+        return inflate_member(self.package, self.package.getinfo(name), max_bytes)
+
+    def close(self) -> None:
+        self.package.close()
+        self.raw.close()
+
+
+class OpenTar:
+    """A tar archive, its headers read only as far as the members asked for (tar has no directory)."""
+
+    def __init__(self, raw: IO[bytes]):
+        self.raw = raw
+        self.stream = decompressing(raw)
+        self.tar = tarfile.open(fileobj=self.stream, mode="r:")
+        self.members: dict[str, tarfile.TarInfo] = {}  # the document members met so far, by name
+        self.at_end = False
+
+    def documents(self) -> dict[str, int]:
+        """Raises ``tarfile.ReadError`` for an archive cut short or damaged after its first member."""
+        while self._next():
+            pass
+        if not ends_whole(self.tar):
+            raise tarfile.ReadError(f"cut short or damaged at byte {self.tar.offset}: no end-of-archive block there")
+        return {name: info.size for name, info in self.members.items()}
+
+    def read(self, name: str, max_bytes: int) -> bytes:
         try:
-            content = inflate_member(package, info, left)
+            info = self._find(name)
+            with self.tar.extractfile(info) as stream:
+                data = stream.read(max_bytes + 1)
+        except DAMAGED_TAR_ERRORS as error:
+            raise ParseError(f"corrupt tar member: {type(error).__name__}: {error}") from error
+        if len(data) > max_bytes:
+            raise ParseError(f"oversize: tar member is larger than max_file_bytes={max_bytes}")
+        return data
+
+    def close(self) -> None:
+        self.tar.close()
+        self.stream.close()
+        self.raw.close()
+
+    def _find(self, name: str) -> tarfile.TarInfo:
+        while name not in self.members:
+            if not self._next():
+                raise KeyError(name)
+        return self.members[name]
+
+    def _next(self) -> bool:
+        """Read the next header (False at the end); a document member's is kept, its name's first copy."""
+        info = None if self.at_end else self.tar.next()
+        self.at_end = info is None
+        if info is not None and info.isfile() and is_document_name(name := tar_member_name(info)):
+            self.members.setdefault(name, info)
+        return info is not None
+
+
+def tar_member_name(info: tarfile.TarInfo) -> str:
+    """A member's path inside the archive, without the ``./`` that ``tar -c .`` puts before it."""
+    name = info.name
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def ends_whole(tar: tarfile.TarFile) -> bool:
+    """Whether the archive, read to its last member, goes on with its end-of-archive (zero) block; one
+    cut short or damaged does not (tarfile takes a bad header after the first for the end)."""
+    tar.fileobj.seek(tar.offset)
+    return tar.fileobj.read(tarfile.BLOCKSIZE) == tarfile.NUL * tarfile.BLOCKSIZE
+
+
+def archived_files(name: str, data: bytes, max_bytes: int) -> list[tuple[str, bytes]] | None:
+    """The files of an archive held in memory (an e-mail's attachment named ``name``) and their bytes,
+    as many as inflate to ``max_bytes`` together; None when it is not an archive to unpack. A member
+    that is encrypted, damaged or past what is left of ``max_bytes`` is left out."""
+    if not is_archive(name):
+        return None
+    try:
+        opened = opened_archive(name, io.BytesIO(data))
+        sizes = opened.documents()
+    except DAMAGED_ARCHIVE_ERRORS:
+        return None
+    return None if sizes is None else read_in_turn(opened, list(sizes), max_bytes)
+
+
+def read_in_turn(opened: OpenArchive, names: list[str], max_bytes: int) -> list[tuple[str, bytes]]:
+    """The named members and their bytes, as many as come to ``max_bytes`` together; one that is
+    encrypted, damaged or past what is left is left out."""
+    members, left = [], max_bytes
+    for name in names:
+        try:
+            content = opened.read(name, left)
         except ParseError:
             continue
-        members.append((info.filename, content))
+        members.append((name, content))
         left -= len(content)
     return members
 
 
 class ListedFileReader:
-    """Reads listed files: a plain file whole, a member of an archive inflated from it. The last
-    ``keep_open`` archives stay open, so an archive's directory is fetched once for all the files
-    read from it (files of one archive come one after another in a listing), not once per file."""
+    """Reads listed files: a plain file whole, a member of an archive from it. The last ``keep_open``
+    archives stay open, so a zip's directory, or a tar's headers, are read once for all the files read
+    from it (files of one archive come one after another in a listing), not once per file."""
 
     def __init__(self, keep_open: int = 4):
         self.keep_open = keep_open
-        self.archives: OrderedDict[str, tuple[Any, zipfile.ZipFile]] = OrderedDict()
+        self.archives: OrderedDict[str, OpenArchive] = OrderedDict()
 
     def read(self, uri: str, max_bytes: int) -> bytes:
         """The bytes of the listed file at ``uri``.
 
         Raises:
             OSError: the file or its archive cannot be read (FileNotFoundError: the member is gone).
-            ParseError: the member is encrypted, damaged, or inflates past ``max_bytes``.
+            ParseError: the archive is damaged; the member is encrypted, damaged, or inflates past ``max_bytes``.
         """
         member = split_member_uri(uri)
         if member is None:
             return storage.read_bytes(uri)
         archive_uri, name = member
-        package = self.archive(archive_uri)
         try:
-            info = package.getinfo(name)
+            return self.archive(archive_uri).read(name, max_bytes)
         except KeyError:
             raise FileNotFoundError(f"{name} is no longer in {archive_uri}") from None
-        return inflate_member(package, info, max_bytes)
 
-    def archive(self, uri: str) -> zipfile.ZipFile:
-        """The archive at ``uri``, opened once while it is among the last ``keep_open`` used."""
+    def archive(self, uri: str) -> OpenArchive:
+        """The archive at ``uri``, opened once while it is among the last ``keep_open`` used.
+
+        Raises:
+            ParseError: it no longer opens as an archive.
+        """
         if uri in self.archives:
             self.archives.move_to_end(uri)
-            return self.archives[uri][1]
-        location = storage.resolve(uri)
-        raw = location.filesystem.open_input_file(location.path)
+            return self.archives[uri]
         try:
-            package = zipfile.ZipFile(raw)
-        except BaseException:
-            raw.close()
-            raise
-        self.archives[uri] = (raw, package)
+            self.archives[uri] = open_archive(uri)
+        except DAMAGED_ARCHIVE_ERRORS as error:
+            raise ParseError(f"corrupt {archive_kind(uri)} archive: {type(error).__name__}: {error}") from error
         while len(self.archives) > self.keep_open:
-            self._close(*self.archives.popitem(last=False)[1])
-        return package
+            self.archives.popitem(last=False)[1].close()
+        return self.archives[uri]
 
     def close(self) -> None:
         while self.archives:
-            self._close(*self.archives.popitem()[1])
-
-    @staticmethod
-    def _close(raw, package: zipfile.ZipFile) -> None:
-        package.close()
-        raw.close()
+            self.archives.popitem()[1].close()
 
 
 def inflate_member(package: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -> bytes:
@@ -194,11 +397,3 @@ def inflate_member(package: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: i
     if len(data) > max_bytes:
         raise ParseError(f"oversize: zip member inflates past max_file_bytes={max_bytes}")
     return data
-
-
-@contextmanager
-def open_zip(uri: str) -> Iterator[zipfile.ZipFile]:
-    """A zip archive opened for random access: on S3, ranged reads of what is used, not the whole object."""
-    location = storage.resolve(uri)
-    with location.filesystem.open_input_file(location.path) as raw, zipfile.ZipFile(raw) as package:
-        yield package

@@ -1,6 +1,6 @@
 """One file in, one document and its chunks out: the plain per-file step of ingestion.
 
-:class:`FileIngester` reads a file (a file inside a zip archive from the archive,
+:class:`FileIngester` reads a file (a file inside a zip or tar archive from the archive,
 :mod:`rayfleet.archives`), names it by the sha256 of its bytes (so the same content always
 gets the same ``doc_id``, wherever it lies), parses it (:mod:`rayfleet.text.parsing`; a gzip,
 bzip2 or xz file as the file inside, :mod:`rayfleet.text.compression`) and chunks it with the
@@ -104,7 +104,7 @@ class FileIngester:
         self.text_extensions = frozenset(text_extensions)  # read as plain text (parse_file)
         self.tokenizer = FastTokenizer(resolve_model(chunking.tokenizer))
         self.parsed_sources: dict[str, str] = {}  # doc_id -> the file this ingester parsed it from
-        self.reader = ListedFileReader()  # keeps the last zip archives read from open
+        self.reader = ListedFileReader()  # keeps the last archives read from open
 
     def ingest(self, file: storage.FileEntry, known_sources: dict[str, str]) -> FileResult:
         """Ingest one file.
@@ -124,7 +124,7 @@ class FileIngester:
             data = self.reader.read(file.uri, self.max_file_bytes)
         except OSError as error:
             return self._failed(file, None, "read", f"unreadable: {type(error).__name__}: {error}")
-        except ParseError as error:  # a member of a zip archive that is encrypted, damaged or a bomb
+        except ParseError as error:  # a member of an archive that is encrypted, damaged or a bomb
             return self._failed(file, None, "read", str(error))
         doc_id = content_id(data)
         holder = known_sources.get(doc_id) or self.parsed_sources.get(doc_id)

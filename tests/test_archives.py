@@ -1,14 +1,16 @@
-"""Zip archives listed as the files they hold and read member by member, locally and on a real S3 API."""
+"""Zip and tar archives listed as the files they hold and read member by member, locally and on a real S3 API."""
 
 from __future__ import annotations
 
+import gzip
 import io
+import tarfile
 import zipfile
 
 import pytest
 
 from rayfleet import storage
-from rayfleet.archives import ListedFileReader, split_member_uri, with_archives_unpacked
+from rayfleet.archives import ListedFileReader, is_archive, split_member_uri, with_archives_unpacked
 from rayfleet.ingestion import ChunkingConfig, FileIngester
 from rayfleet.text.document import ParseError
 from tests.text.samples import docx_bytes
@@ -70,7 +72,7 @@ def test_an_archive_stays_open_for_the_files_read_from_it_and_the_least_recent_i
     assert reader.read(f"{tmp_path}/a.zip!/two.txt", 100) == b"aa"
     assert reader.archive(f"{tmp_path}/a.zip") is first, "its directory is not read again"
     assert [reader.read(f"{tmp_path}/{name}.zip!/one.txt", 100) for name in "bc"] == [b"b", b"c"]
-    assert first.fp is None and list(reader.archives) == [f"{tmp_path}/b.zip", f"{tmp_path}/c.zip"]
+    assert first.package.fp is None and list(reader.archives) == [f"{tmp_path}/b.zip", f"{tmp_path}/c.zip"]
     reader.close()
     assert not reader.archives
 
@@ -118,3 +120,175 @@ def test_the_ingester_reads_members_and_sets_aside_a_bad_one_with_its_reason(tmp
     refused = ingester.ingest(storage.FileEntry(zeros.uri, 10, zeros.modified), {})  # a declared size that lies
     assert refused.error["error"] == "oversize: zip member inflates past max_file_bytes=2000"
     assert refused.ledger["outcome"] == "error" and refused.ledger["source"] == zeros.uri
+
+
+def tarred(members: dict[str, bytes], compression: str = "", extra: tuple[tarfile.TarInfo, ...] = ()) -> bytes:
+    """A tar archive (``compression``: "", "gz", "bz2" or "xz") of the files, then the ``extra`` entries
+    (folders, links, devices: no data)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=f"w:{compression}") as package:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            package.addfile(info, io.BytesIO(data))
+        for info in extra:
+            package.addfile(info)
+    return buffer.getvalue()
+
+
+def tar_entry(name: str, kind: bytes, target: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+INNER_ZIP = zipped({"deep.txt": b"not opened"})  # once: a zip made again may differ in its timestamps
+
+
+def tar_handbook(compression: str = "") -> bytes:
+    """The handbook as ``tar -c .`` packs it (``./`` names), with what is no document: a folder, links,
+    devices, a pipe, macOS copies, hidden files and paths leaving the archive."""
+    return tarred(
+        {"./hr/leave.md": GUIDE, "./hr/contract.docx": CONTRACT, "./memo.txt": MEMO,
+         "./__MACOSX/hr/._leave.md": b"\x00\x05\x16\x07", "./.DS_Store": b"\x00\x00\x00\x01Bud1",
+         "./old/archive.zip": INNER_ZIP, "../escape.txt": MEMO, "/etc/abs.txt": MEMO},
+        compression,
+        extra=(tar_entry("./hr", tarfile.DIRTYPE), tar_entry("./link.md", tarfile.SYMTYPE, "hr/leave.md"),
+               tar_entry("./hard.md", tarfile.LNKTYPE, "./hr/leave.md"), tar_entry("./dev/null", tarfile.CHRTYPE),
+               tar_entry("./dev/sda", tarfile.BLKTYPE), tar_entry("./pipe", tarfile.FIFOTYPE)),
+    )  # fmt: skip
+
+
+TAR_NAMES = [("handbook.tar", ""), ("handbook.tar.gz", "gz"), ("HANDBOOK.TGZ", "gz"), ("handbook.tar.bz2", "bz2"),
+             ("handbook.tbz2", "bz2"), ("handbook.tar.xz", "xz"), ("handbook.txz", "xz"),
+             ("handbook.gz", "gz"),  # a compressed tar known by its content
+             ("handbook.tar", "gz")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "compression"), TAR_NAMES)
+def test_a_tar_is_listed_as_its_regular_files_and_each_is_read_from_it(name, compression, tmp_path):
+    check_tar_listed_and_read(str(tmp_path), name, compression)
+
+
+@pytest.mark.parametrize(("name", "compression"), [("handbook.tar", ""), ("handbook.tar.gz", "gz")])
+def test_a_tar_on_s3_is_listed_and_read(name, compression, s3_prefix):
+    check_tar_listed_and_read(s3_prefix, name, compression)
+
+
+def check_tar_listed_and_read(root: str, name: str, compression: str) -> None:
+    archive = storage.join(root, name)
+    storage.write_bytes(archive, tar_handbook(compression))
+    storage.write_bytes(storage.join(root, "plain.txt"), MEMO)
+
+    entries = with_archives_unpacked(storage.list_entries(root))
+
+    modified = storage.list_entries(archive)[0].modified
+    assert [entry.uri for entry in entries] == [
+        f"{archive}!/hr/leave.md", f"{archive}!/hr/contract.docx", f"{archive}!/memo.txt",
+        f"{archive}!/old/archive.zip", storage.join(root, "plain.txt"),
+    ], "folders, links, devices, macOS copies, hidden files and paths outside are passed over"  # fmt: skip
+    assert {entry.modified for entry in entries[:4]} == {modified}, "a member changes when its archive does"
+    assert [entry.size for entry in entries[:3]] == [len(GUIDE), len(CONTRACT), len(MEMO)]
+    reader = ListedFileReader()
+    assert [reader.read(entry.uri, 100_000) for entry in reversed(entries)][1:] == [
+        INNER_ZIP, MEMO, CONTRACT, GUIDE,
+    ], "read in any order"  # fmt: skip
+    assert split_member_uri(entries[0].uri) == (archive, "hr/leave.md")
+
+
+def test_tar_member_uris_name_their_archive_whatever_its_suffix():
+    assert split_member_uri("s3://b/in/Hand Book.TAR.GZ!/a/b!/c.md") == ("s3://b/in/Hand Book.TAR.GZ", "a/b!/c.md")
+    for suffix in ("tar", "tgz", "tar.bz2", "tbz2", "tbz", "tar.xz", "txz", "gz"):
+        assert split_member_uri(f"/data/export.{suffix}!/notes.md") == (f"/data/export.{suffix}", "notes.md")
+    assert [is_archive(name) for name in ("a.tar", "a.TAR.GZ", "a.tgz", "a.tar.bz2", "a.txz", "a.gz", "a.txt")] == [
+        True, True, True, True, True, False, False,
+    ], "a compressed file is an archive by its name only when it is a tar's"  # fmt: skip
+
+
+def test_a_compressed_tar_is_read_forward_in_one_pass_in_listing_order(tmp_path, monkeypatch):
+    import _compression
+
+    rewinds = []
+    rewind = _compression.DecompressReader._rewind
+    monkeypatch.setattr(_compression.DecompressReader, "_rewind", lambda self: rewinds.append(1) or rewind(self))
+    files = {f"part{index}.txt": f"part {index} ".encode() * 5_000 for index in range(5)}
+    (tmp_path / "parts.tar.xz").write_bytes(tarred(files, "xz"))
+    entries = with_archives_unpacked(storage.list_entries(str(tmp_path)))
+    reader = ListedFileReader()
+    opened = reader.archive(f"{tmp_path}/parts.tar.xz")
+
+    assert [reader.read(entry.uri, 100_000) for entry in entries] == list(files.values())
+    assert reader.archive(f"{tmp_path}/parts.tar.xz") is opened and not rewinds, "one forward pass"
+    assert reader.read(entries[1].uri, 100_000) == files["part1.txt"] and rewinds, "one behind: read again"
+    reader.close()
+    assert not reader.archives and opened.raw.closed
+
+
+def test_a_tar_that_is_cut_short_damaged_or_no_tar_stays_itself_and_is_set_aside_with_the_reason(tmp_path):
+    whole = tarred({"guide.md": GUIDE, "memo.txt": MEMO * 100})
+    damaged = {
+        "cut-in-data.tar": whole[: 512 * 3 + 100],  # inside memo.txt's bytes
+        "cut-at-header.tar": whole[: 512 * 2],  # after guide.md: memo.txt and the end are gone
+        "cut-in-header.tar": whole[: 512 * 2 + 300],
+        "bad-header.tar": whole[: 512 * 2] + b"x" * 512 + whole[512 * 3 :],  # memo.txt's header overwritten
+        "no-tar.tar": b"just some words, not a tar at all " * 40,
+        "cut.tar.gz": tarred({"guide.md": GUIDE, "memo.txt": MEMO * 100}, "gz")[:-20],
+        "no-tar.tgz": gzip.compress(b"just some words, not a tar at all " * 40),
+    }
+    for name, data in damaged.items():
+        (tmp_path / name).write_bytes(data)
+
+    entries = with_archives_unpacked(storage.list_entries(str(tmp_path)))
+
+    assert [entry.uri for entry in entries] == [str(tmp_path / name) for name in sorted(damaged)]
+    ingester = FileIngester(ChunkingConfig(), max_file_bytes=100_000, run_id="r1")
+    reasons = {entry.uri.rsplit("/", 1)[1]: ingester.ingest(entry, {}).error["error"] for entry in entries}
+    assert reasons["cut.tar.gz"].startswith("corrupt gzip file")
+    assert {name: reason for name, reason in reasons.items() if name != "cut.tar.gz"} == dict.fromkeys(
+        set(damaged) - {"cut.tar.gz"},
+        "tar archive that does not open (damaged, cut short, or not a tar file): its files cannot be listed",
+    )
+
+
+def test_a_tar_bomb_a_cut_and_a_missing_member_are_refused_with_the_reason(tmp_path):
+    (tmp_path / "bomb.tar.gz").write_bytes(tarred({"zeros.txt": bytes(5_000_000)}, "gz"))
+    reader = ListedFileReader()
+    with pytest.raises(ParseError, match="oversize: tar member is larger than max_file_bytes=1000000"):
+        reader.read(f"{tmp_path}/bomb.tar.gz!/zeros.txt", 1_000_000)
+    with pytest.raises(FileNotFoundError, match="gone.txt is no longer in"):
+        reader.read(f"{tmp_path}/bomb.tar.gz!/gone.txt", 10_000)
+    (tmp_path / "cut.tar").write_bytes(tarred({"guide.md": GUIDE, "memo.txt": MEMO * 100})[: 512 * 3 + 100])
+    with pytest.raises(ParseError, match="corrupt tar member: ReadError: unexpected end of data"):
+        reader.read(f"{tmp_path}/cut.tar!/memo.txt", 10_000)  # listed whole, cut short since
+
+
+def test_a_tar_member_is_read_no_further_than_one_byte_past_max_bytes(tmp_path, monkeypatch):
+    (tmp_path / "big.tar").write_bytes(tarred({"words.txt": b"word " * 200_000}))
+    asked = []
+    read = tarfile.ExFileObject.read
+    monkeypatch.setattr(tarfile.ExFileObject, "read", lambda self, size=-1: asked.append(size) or read(self, size))
+    with pytest.raises(ParseError, match="oversize"):
+        ListedFileReader().read(f"{tmp_path}/big.tar!/words.txt", 10_000)
+    assert asked == [10_001]
+
+
+def test_the_ingester_reads_tar_members_with_their_own_doc_ids(tmp_path):
+    (tmp_path / "pack.tgz").write_bytes(tarred({"guide.md": GUIDE, "copy/guide.md": GUIDE}, "gz"))
+    ingester = FileIngester(ChunkingConfig(), max_file_bytes=2_000, run_id="r1")
+    guide, copy = with_archives_unpacked(storage.list_entries(str(tmp_path)))
+
+    result = ingester.ingest(guide, {})
+    assert result.document["source"] == f"{tmp_path}/pack.tgz!/guide.md"
+    assert "two weeks ahead" in result.document["text"] and result.document["title"] == "Leave"
+    assert {chunk["source"] for chunk in result.chunks} == {guide.uri}
+    assert ingester.ingest(copy, {}).ledger["outcome"] == "duplicate", "same bytes, same document"
+
+
+def test_only_a_compressed_file_whose_name_leaves_its_content_open_is_looked_into(tmp_path):
+    (tmp_path / "export.gz").write_bytes(tarred({"guide.md": GUIDE}, "gz"))
+    (tmp_path / "notes.gz").write_bytes(gzip.compress(GUIDE))  # no tar: the compressed file it is
+    (tmp_path / "app.log.gz").write_bytes(tarred({"guide.md": GUIDE}, "gz"))  # not opened to look
+    entries = with_archives_unpacked(storage.list_entries(str(tmp_path)))
+    assert [entry.uri for entry in entries] == [
+        f"{tmp_path}/app.log.gz", f"{tmp_path}/export.gz!/guide.md", f"{tmp_path}/notes.gz",
+    ]  # fmt: skip

@@ -120,6 +120,9 @@ IMAGE_MAGIC = (
 )  # fmt: skip
 # Binary formats no parser here reads, with what to save them as instead.
 LEGACY_FORMATS = {".doc": "DOCX", ".xls": "XLSX", ".ppt": "PPTX", ".msg": "an .eml file"}
+# Tar archives' own extensions (``.tar.gz`` is a ``.tar`` once inflated); one that opens is unpacked
+# before parsing (rayfleet.archives).
+TAR_EXTENSIONS = (".tar", ".tgz", ".tbz", ".tbz2", ".txz")
 EMAIL_HEADER = re.compile(
     rb"^(return-path|received|delivered-to|message-id|mime-version|from|to|date|subject|x-[\w-]+):", re.IGNORECASE
 )
@@ -214,6 +217,10 @@ def _unknown_type_error(name: str, data: bytes) -> ParseError:
         )
     if extension == ".zip":  # one that opens is unpacked before parsing (rayfleet.archives)
         return ParseError("zip archive that does not open (damaged, or not a zip file): its files cannot be listed")
+    if extension in TAR_EXTENSIONS or (not extension and data[257:262] == b"ustar"):
+        return ParseError(
+            "tar archive that does not open (damaged, cut short, or not a tar file): its files cannot be listed"
+        )
     supported = ", ".join(sorted(EXTENSIONS))
     hint = "; to read it as plain text, name its extension in text_extensions" if extension else ""
     return ParseError(

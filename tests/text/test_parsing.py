@@ -443,6 +443,29 @@ def test_email_attachments_compressed_or_zipped_are_read_as_the_files_inside():
     assert "Valve 7 leaks." in document.text
 
 
+def test_email_attachments_that_are_tar_archives_are_read_as_the_files_inside():
+    from email.message import EmailMessage
+
+    from tests.test_archives import tarred
+
+    message = EmailMessage()
+    message["Subject"], message["From"] = "Minutes", "ann@example.com"
+    message.set_content("Minutes attached.")
+    notes = b"# Decisions\n\nThe pump is replaced in May.\n"
+    minutes = tarred({"./notes.md": notes, "./pump.docx": docx_bytes()}, "gz")
+    message.add_attachment(minutes, maintype="application", subtype="gzip", filename="minutes.tar.gz")
+    message.add_attachment(tarred({"log.txt": b"Valve 7 leaks."}), maintype="application", subtype="x-tar",
+                           filename="log.tar")  # fmt: skip
+    message.add_attachment(b"not a tar " * 100, maintype="application", subtype="x-tar", filename="broken.tar")
+
+    document = parse_file("minutes.eml", message.as_bytes())
+
+    headings = [h.title for h in document.headings if h.level == 2]
+    assert headings == ["minutes.tar/notes.md", "minutes.tar/pump.docx", "log.tar/log.txt"]
+    assert "The pump is replaced in May." in document.text and "impeller | yearly" in document.text
+    assert "Valve 7 leaks." in document.text
+
+
 def test_email_with_only_an_html_body_gives_its_text():
     from email.message import EmailMessage
 
@@ -594,6 +617,9 @@ def test_bytes_that_leave_no_doubt_win_over_a_wrong_extension():
         ("noise.txt", bytes(random.Random(0).randrange(256) for _ in range(4000)) + bytes(4), "binary content"),
         ("broken.docx", b"PK\x03\x04 not a zip", "corrupt DOCX"),
         ("export.zip", b"PK\x03\x04 not a zip", "zip archive that does not open"),  # good ones: test_archives.py
+        ("export.tar", b"not a tar " * 100, "tar archive that does not open"),  # good ones: test_archives.py
+        ("export.tgz", b"not a tar " * 100, "tar archive that does not open"),  # as inflated: still .tgz
+        ("export", bytes(257) + b"ustar\x0000" + bytes(250), "tar archive that does not open"),  # export.gz inflated
         ("broken.pptx", pptx_bytes()[:2000], "corrupt PPTX"),
         ("locked.pptx", OLE_MAGIC + bytes(500), "password-protected file or a legacy binary Office file"),
         ("broken.xlsx", b"PK\x03\x04 not a zip", "corrupt XLSX"),

@@ -8,7 +8,7 @@ from rayfleet.text.formats.markup import parse_html
 from rayfleet.text.ocr import OcrConfig
 
 EMAIL_SHOWN_HEADERS = ("From", "To", "Cc", "Date")
-# What one attachment may inflate to (a compressed file, or a zip archive's files together).
+# What one attachment may inflate to (a compressed file, or an archive's files together).
 ATTACHMENT_MAX_INFLATED_BYTES = 100 * 2**20
 
 
@@ -16,7 +16,7 @@ def parse_email(data: bytes, ocr: OcrConfig | None = None) -> ParsedDocument:
     """An e-mail (``.eml``) through the standard library: its subject as a heading, sender, recipients
     and date, the body (plain text, else its HTML as text), then each attachment in a format read here
     (forwarded messages too) under a heading of its file name; a compressed attachment as the file
-    inside, a zip archive as each of its files (``minutes.zip/notes.md``)."""
+    inside, a zip or tar archive as each of its files (``minutes.zip/notes.md``)."""
     from email import policy
     from email.parser import BytesParser
 
@@ -75,17 +75,17 @@ def _attachment(part, index: int) -> tuple[str, bytes]:
 
 
 def _unpacked(name: str, data: bytes) -> list[tuple[str, bytes]]:
-    """An attachment as the files to read: a gzip, bzip2 or xz file as the file inside, a zip archive
-    as its files, each named under the archive's name; any other as it is (one that does not inflate
-    too, to be passed over as unreadable)."""
-    from rayfleet.archives import is_archive, zip_members
+    """An attachment as the files to read: a gzip, bzip2 or xz file as the file inside, a zip or tar
+    archive (``.tar.gz`` too) as its files, each named under the archive's name; any other as it is
+    (one that does not inflate too, to be passed over as unreadable)."""
+    from rayfleet.archives import archived_files
     from rayfleet.text.compression import decompressed
 
     try:
         name, data, _ = decompressed(name, data, ATTACHMENT_MAX_INFLATED_BYTES)
     except ParseError:
         return [(name, data)]
-    members = zip_members(data, ATTACHMENT_MAX_INFLATED_BYTES) if is_archive(name) else None
+    members = archived_files(name, data, ATTACHMENT_MAX_INFLATED_BYTES)
     return [(name, data)] if members is None else [(f"{name}/{member}", content) for member, content in members]
 
 
