@@ -21,8 +21,8 @@ complete Parquet files under ``output``:
 - ``_files/``: the ledger of every file handled (``schemas.FILES_SCHEMA``).
 
 Scanned PDF pages and pictures of text (PNG, JPEG, TIFF...) are read by OCR (``ocr.*``,
-:mod:`rayfleet.text.ocr`). A zip archive is listed as the files it holds, each a file of its own
-(``handbook.zip!/hr/leave.pdf``, :mod:`rayfleet.archives`).
+:mod:`rayfleet.text.ocr`). A zip or tar archive (``.tar.gz`` and the like too) is listed as the files
+it holds, each a file of its own (``handbook.zip!/hr/leave.pdf``, :mod:`rayfleet.archives`).
 
 Exact duplicates (same bytes) are kept once and counted. A rerun skips every file in
 the ledger with the same size and modification time, so it does no work twice and
@@ -98,7 +98,7 @@ class IngestConfig(BaseConfig):
     max_file_bytes: int = Field(
         100 * 2**20,
         ge=1,
-        description="Files larger than this, or inflating past it (compressed, or in a zip archive), are set aside.",
+        description="Files larger than this, or inflating past it (compressed, or in an archive), are set aside.",
     )
     files_per_batch: int = Field(
         4, ge=1, description="Files per worker batch (and per committed output file until merged)."
@@ -231,11 +231,12 @@ def list_input_files(config: IngestConfig) -> InputListing:
         except FileNotFoundError:
             missing.append(resolved.rstrip("/"))
             continue
+        listed = with_archives_unpacked(entries)
         if not (len(entries) == 1 and entries[0].uri == resolved):
             folders.append(resolved.rstrip("/") + "/")
-        elif is_archive(resolved):
+        elif is_archive(resolved) or listed != entries:  # a tar known by its content (export.gz) too
             folders.append(resolved)  # its members are the files it lists (within: "<archive>!/...")
-        for entry in with_archives_unpacked(entries):
+        for entry in listed:
             if not storage.contains(config.output, entry.uri):
                 found.setdefault(entry.uri, entry)
     documents = [entry for entry in found.values() if not is_system_file(entry.uri)]
@@ -244,7 +245,7 @@ def list_input_files(config: IngestConfig) -> InputListing:
 
 def within(source: str, places: list[str]) -> bool:
     """Whether ``source`` is one of ``places`` or under one (a folder's ``uri/`` prefix, or a missing input),
-    or a file inside one that is a zip archive."""
+    or a file inside one that is an archive."""
     return any(
         source == place or source.startswith(place.rstrip("/") + "/") or within_archive(source, place)
         for place in places

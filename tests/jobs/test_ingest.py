@@ -238,12 +238,17 @@ def test_ingest_brings_an_index_up_to_date_so_new_files_are_retrievable(ray_clus
     assert {source.rsplit("/", 1)[-1] for source in documents} == {"notes.html", "pump.docx", "tips.md"}
 
 
-def test_a_zip_archive_is_ingested_file_by_file_and_kept_up_to_date_as_it_changes(ray_cluster, s3_prefix):
+# A tar known by its name, and one known by its content only (export.gz).
+@pytest.mark.parametrize("name", ["handbook.zip", "handbook.tar.gz", "handbook.gz"])
+def test_an_archive_is_ingested_file_by_file_and_kept_up_to_date_as_it_changes(ray_cluster, s3_prefix, name):
     """As the dispatcher runs it: the job given the one archive that arrived, changed, then was deleted."""
-    from tests.test_archives import zipped
+    from tests.test_archives import tarred, zipped
 
-    archive, pump = f"{s3_prefix}/incoming/handbook.zip", docx_bytes()
-    storage.write_bytes(archive, zipped({"notes/tips.md": MARKDOWN, "web/notes.html": HTML, "pump.docx": pump}))
+    def packed(files: dict[str, bytes]) -> bytes:
+        return zipped(files) if name.endswith(".zip") else tarred(files, "gz")
+
+    archive, pump = f"{s3_prefix}/incoming/{name}", docx_bytes()
+    storage.write_bytes(archive, packed({"notes/tips.md": MARKDOWN, "web/notes.html": HTML, "pump.docx": pump}))
     overrides = [f"input={archive}", f"output={s3_prefix}/corpus", "missing_ok=true"]
 
     def sources() -> dict[str, str]:
@@ -259,7 +264,7 @@ def test_a_zip_archive_is_ingested_file_by_file_and_kept_up_to_date_as_it_change
 
     time.sleep(1)  # the archive replaced: tips.md edited, notes.html taken out, pump.docx as it was
     before = sources()
-    storage.write_bytes(archive, zipped({"notes/tips.md": EDITED_MARKDOWN, "pump.docx": pump}))
+    storage.write_bytes(archive, packed({"notes/tips.md": EDITED_MARKDOWN, "pump.docx": pump}))
     changed = main(load_config(IngestConfig, overrides))
     assert (changed["files"], changed["documents"], changed["deleted"]) == (2, 1, 1)
     latest = latest_rows(read_folder(f"{s3_prefix}/corpus/_files", LEDGER_COLUMNS).to_pylist())
