@@ -1,10 +1,12 @@
 """Pydantic models of the OpenAI-compatible API the serving app speaks (the subset it implements).
 
 Requests accept the fields the official ``openai`` client sends; unknown fields are
-ignored as OpenAI does. Fields this server knows but cannot honour (``n`` above 1, tools,
-log probabilities, JSON response formats, ``logit_bias``, ``echo``, ``suffix``,
-``best_of``) are refused with a 400 that names them when they ask for something, never
-silently dropped: an answer that ignored them would look right and be wrong. Text holding a
+ignored as OpenAI does. A chat's ``response_format`` may ask for any JSON object or for JSON
+valid against a schema (checked here to be a JSON Schema); the engine decodes every reply to
+match (vLLM structured outputs). Fields this server knows but cannot honour (``n`` above 1,
+tools, log probabilities, ``logit_bias``, ``echo``, ``suffix``, ``best_of``) are refused with
+a 400 that names them when they ask for something, never silently dropped: an answer that
+ignored them would look right and be wrong. Text holding a
 lone UTF-16 surrogate (a JSON escape like ``\ud83d`` without its pair, as a client that cut an
 emoji in half sends) is not Unicode and is refused naming where it is. An explicit
 ``null`` means the field's default, as in OpenAI. Message content may be a string or a list
@@ -119,6 +121,55 @@ class StreamOptions(BaseModel):
         return False if value is None else value
 
 
+class JsonSchemaFormat(BaseModel):
+    """``response_format.json_schema``: the JSON Schema every reply must satisfy."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str | None = Field(None, max_length=64, description="The schema's name (OpenAI requires one; not used).")
+    description: str | None = Field(None, description="What the reply is for (not used).")
+    json_schema: dict[str, Any] = Field(
+        default_factory=dict, alias="schema", description="A JSON Schema; without one, any JSON value."
+    )
+    strict: bool | None = Field(None, description="Always strict here: the reply is decoded to match the schema.")
+
+    @field_validator("json_schema")
+    @classmethod
+    def a_json_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        from jsonschema import SchemaError
+        from jsonschema.validators import validator_for
+
+        try:
+            validator_for(schema).check_schema(schema)
+        except SchemaError as error:
+            where = ".".join(map(str, error.relative_path)) or "its top"
+            raise ValueError(f"not a valid JSON Schema at {where}: {error.message}") from None
+        return schema
+
+
+class ResponseFormat(BaseModel):
+    """``response_format``: free text, any JSON object, or JSON matching a schema (decoded to match)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "json_object", "json_schema"] = Field(..., description="What every reply must be.")
+    json_schema: JsonSchemaFormat | None = Field(None, description="The schema, for type json_schema.")
+
+    @model_validator(mode="after")
+    def schema_with_its_type(self):
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs json_schema: {name, schema}")
+        return self
+
+    def constraint(self) -> dict[str, Any]:
+        """The SamplingConfig fields that hold every reply to this format."""
+        if self.type == "json_object":
+            return {"json_object": True}
+        if self.type == "json_schema":
+            return {"json_schema": self.json_schema.json_schema}
+        return {}
+
+
 class SamplingFields(BaseModel):
     """Sampling fields shared by chat and text completions."""
 
@@ -210,7 +261,9 @@ class ChatCompletionRequest(SamplingFields):
     tools: list[dict] | None = Field(None, description="Not supported: refused unless empty.")
     functions: list[dict] | None = Field(None, description="Not supported (deprecated tools): refused unless empty.")
     tool_choice: str | dict | None = Field(None, description="Only none or auto without tools.")
-    response_format: dict | None = Field(None, description="Only {type: text}.")
+    response_format: ResponseFormat | None = Field(
+        None, description="text, json_object (any JSON object) or json_schema (JSON valid against its schema)."
+    )
     function_call: str | dict | None = Field(None, description="Only none or auto (deprecated tool_choice).")
     modalities: list[str] | None = Field(None, description="Only text.")
     audio: dict | None = Field(None, description="Not supported: refused when set.")
@@ -221,7 +274,6 @@ class ChatCompletionRequest(SamplingFields):
         "function_call": lambda choice: choice not in (None, "none", "auto"),
         "modalities": lambda modalities: any(modality != "text" for modality in modalities or []),
         "audio": lambda audio: audio is not None,
-        "response_format": lambda response_format: (response_format or {"type": "text"}).get("type") != "text",
     }  # fmt: skip
 
 

@@ -236,6 +236,8 @@ class OpenAIServer:
             self.check_prompt(len(render_prompt_ids(self.tokenizer, conversation)), "messages")
             field_name = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
             sampling = self.sampling(body, body.max_completion_tokens or body.max_tokens, field_name)
+            if body.response_format is not None:
+                sampling = sampling.model_copy(update=body.response_format.constraint())
             request = PathRequest(sampling, conversation=conversation)
         return await self.answer("chat.completions", body, request, headers)
 

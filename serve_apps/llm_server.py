@@ -21,10 +21,11 @@ from typing import AsyncIterator, Callable
 
 from rayfleet.assets import resolve_model
 from rayfleet.engines.async_vllm import AdapterRef, AsyncVllmEngine, TextDelta
-from rayfleet.engines.base import SamplingConfig
+from rayfleet.engines.base import EngineRequestError, SamplingConfig
 from rayfleet.quantization.lora import require_lora_capable_engine
 from rayfleet.registry import Registry
 from serve_apps.config import LLMEngineConfig
+from serve_apps.errors import RequestError
 from serve_apps.paths import AdapterSource
 
 
@@ -76,6 +77,9 @@ class LLMServer:
             async for delta in self.engine.stream(prompt_ids, sampling, lora):
                 yield delta
             outcome = "finished"
+        except EngineRequestError as error:
+            outcome = "failed"
+            raise refused_request(error, sampling) from None
         except Exception:
             outcome = "failed"
             raise
@@ -94,3 +98,12 @@ class LLMServer:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def refused_request(error: EngineRequestError, sampling: SamplingConfig) -> RequestError:
+    """The client error for a request the engine refused: a 400 blaming ``response_format`` when the request
+    constrained its reply (in serving, only a response format does), with the engine's reason."""
+    if sampling.output_constraint() is not None:
+        return RequestError(400, f"response_format: the engine cannot decode to it: {error}", "invalid_response_format",
+                            "response_format")  # fmt: skip
+    return RequestError(400, f"the engine refused the request: {error}", "invalid_request")

@@ -23,7 +23,7 @@ from typing import AsyncIterator
 from transformers import AutoTokenizer
 
 from rayfleet.assets import resolve_model
-from rayfleet.engines.base import EngineConfig, SamplingConfig
+from rayfleet.engines.base import EngineConfig, EngineRequestError, SamplingConfig
 from rayfleet.engines.templates import count_tokens
 from rayfleet.engines.vllm_engine import (
     configure_cpu_environment,
@@ -96,7 +96,12 @@ class AsyncVllmEngine:
     async def stream(
         self, prompt_ids: list[int], sampling: SamplingConfig, adapter: AdapterRef | None = None
     ) -> AsyncIterator[TextDelta]:
-        """Generate for one prompt, yielding the new text as the engine produces it."""
+        """Generate for one prompt, yielding the new text as the engine produces it.
+
+        Raises:
+            EngineRequestError: vLLM refuses the request as the caller's mistake (its reason said).
+        """
+        from vllm.exceptions import VLLMClientError
         from vllm.inputs import TokensPrompt
         from vllm.lora.request import LoRARequest
         from vllm.sampling_params import RequestOutputKind
@@ -105,17 +110,19 @@ class AsyncVllmEngine:
         lora = LoRARequest(adapter.name, adapter.lora_id, adapter.path) if adapter else None
         completion_tokens = 0
         request_id = uuid.uuid4().hex
-        async for output in self.engine.generate(
-            TokensPrompt(prompt_token_ids=prompt_ids), params, request_id, lora_request=lora
-        ):
-            completion = output.outputs[0]
-            completion_tokens += len(completion.token_ids)
-            yield TextDelta(
-                text=completion.text,
-                prompt_tokens=len(prompt_ids),
-                completion_tokens=completion_tokens,
-                finish_reason=completion.finish_reason if output.finished else None,
-            )
+        outputs = self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id, lora_request=lora)
+        try:
+            async for output in outputs:
+                completion = output.outputs[0]
+                completion_tokens += len(completion.token_ids)
+                yield TextDelta(
+                    text=completion.text,
+                    prompt_tokens=len(prompt_ids),
+                    completion_tokens=completion_tokens,
+                    finish_reason=completion.finish_reason if output.finished else None,
+                )
+        except VLLMClientError as error:
+            raise EngineRequestError(str(error)) from error
 
     def close(self) -> None:
         self.engine.shutdown()

@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from transformers import PreTrainedTokenizerBase
 
 from rayfleet.config import BaseConfig
 
 ChatMessage = dict[str, str]
 Conversation = list[ChatMessage]
+# The SamplingConfig fields that constrain a reply's form (vLLM structured outputs): at most one is set.
+OUTPUT_CONSTRAINTS = ("regex", "json_object", "json_schema")
+
+
+class EngineRequestError(ValueError):
+    """A request the engine refuses as the caller's mistake, not its own failure (vLLM's client errors:
+    a JSON schema its grammar compilers cannot take)."""
 
 
 class SamplingConfig(BaseConfig):
@@ -50,6 +57,30 @@ class SamplingConfig(BaseConfig):
         description="Constrain every reply to this regular expression "
         "(vLLM structured outputs; the transformers engine refuses it).",
     )
+    json_object: bool = Field(
+        False,
+        description="Constrain every reply to a JSON object (vLLM structured outputs; the transformers engine "
+        "refuses it). A reply cut by max_tokens is no whole object.",
+    )
+    json_schema: dict[str, Any] | None = Field(
+        None,
+        description="Constrain every reply to JSON valid against this JSON Schema (vLLM structured outputs; the "
+        "transformers engine refuses it). A reply cut by max_tokens is no whole value.",
+    )
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> "SamplingConfig":
+        named = [name for name in OUTPUT_CONSTRAINTS if getattr(self, name) not in (None, False)]
+        if len(named) > 1:
+            raise ValueError(f"set at most one of {', '.join(OUTPUT_CONSTRAINTS)} (got {' and '.join(named)})")
+        return self
+
+    def output_constraint(self) -> tuple[str, Any] | None:
+        """The constraint on every reply, as its field's name and value (``("regex", "[0-9]+")``), if any."""
+        for name in OUTPUT_CONSTRAINTS:
+            if getattr(self, name) not in (None, False):
+                return name, getattr(self, name)
+        return None
 
 
 class EngineConfig(BaseConfig):

@@ -9,6 +9,7 @@ before the first stop string, and the penalties count generated tokens only.
 from __future__ import annotations
 
 import logging
+import reprlib
 from typing import Sequence
 
 import torch
@@ -57,10 +58,11 @@ class TransformersEngine:
         return render_prompt_ids(self.tokenizer, conversation)
 
     def generate(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
-        if sampling.regex is not None:
+        if (constraint := sampling.output_constraint()) is not None:
+            name, value = constraint
             raise ValueError(
-                f"sampling.regex ({sampling.regex!r}) needs the vLLM engine: the transformers engine cannot constrain "
-                "its output; use engine kind vllm or set sampling.regex to null"
+                f"sampling.{name} ({reprlib.repr(value)}) needs the vLLM engine: the transformers engine cannot "
+                f"constrain its output; use engine kind vllm or leave sampling.{name} unset"
             )
         prompts = [self.prompt_token_ids(conversation) for conversation in conversations]
         order = sorted(range(len(prompts)), key=lambda index: len(prompts[index]))

@@ -68,7 +68,6 @@ def configure_cpu_environment(config: EngineConfig) -> None:
 def sampling_params(sampling: SamplingConfig, **options):
     """vLLM's ``SamplingParams`` for ``sampling`` (``options``: vLLM-only extras such as ``output_kind``)."""
     from vllm import SamplingParams
-    from vllm.sampling_params import StructuredOutputsParams
 
     return SamplingParams(
         max_tokens=sampling.max_tokens,
@@ -79,9 +78,20 @@ def sampling_params(sampling: SamplingConfig, **options):
         frequency_penalty=sampling.frequency_penalty,
         stop=sampling.stop or None,
         seed=sampling.seed if sampling.temperature > 0 else None,
-        structured_outputs=StructuredOutputsParams(regex=sampling.regex) if sampling.regex else None,
+        structured_outputs=structured_outputs(sampling),
         **options,
     )
+
+
+def structured_outputs(sampling: SamplingConfig):
+    """vLLM's ``StructuredOutputsParams`` for the sampling's output constraint, None without one."""
+    from vllm.sampling_params import StructuredOutputsParams
+
+    constraint = sampling.output_constraint()
+    if constraint is None:
+        return None
+    name, value = constraint
+    return StructuredOutputsParams(**{"json" if name == "json_schema" else name: value})
 
 
 def cpu_has_amx() -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from rayfleet.engines import EngineConfig, SamplingConfig, create_engine, vllm_available
@@ -80,6 +82,34 @@ def test_a_regex_holds_the_reply_to_the_judges_format_and_transformers_refuses_o
     assert all(parse_verdict(reply.text).score is not None for reply in replies)
     with pytest.raises(ValueError, match="needs the vLLM engine"):
         transformers_engine.generate(conversations[:1], judge.sampling)
+
+
+CITY_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "population": {"type": "integer", "minimum": 0}},
+    "required": ["city", "population"],
+    "additionalProperties": False,
+}
+
+
+def test_a_json_schema_or_json_object_holds_the_reply_to_json_and_transformers_refuses_one(engines):
+    engine, transformers_engine = engines
+    question = [{"role": "user", "content": "Which is the largest city of France, and how many people live there?"}]
+    by_schema = engine.generate([question], SamplingConfig(max_tokens=64, json_schema=CITY_SCHEMA))[0]
+    assert by_schema.finish_reason == "stop", by_schema.text
+    jsonschema.validate(json.loads(by_schema.text), CITY_SCHEMA)
+    free = engine.generate([question], SamplingConfig(max_tokens=64))[0].text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(free)  # unconstrained, this model answers in prose: the schema is what made it JSON
+
+    ask_json = [{"role": "user", "content": 'Reply with a JSON object whose key "answer" holds the capital of Italy.'}]
+    by_object = engine.generate([ask_json], SamplingConfig(max_tokens=96, json_object=True))[0]
+    assert by_object.finish_reason == "stop" and isinstance(json.loads(by_object.text), dict), by_object.text
+
+    with pytest.raises(ValueError, match="sampling.json_schema .* needs the vLLM engine"):
+        transformers_engine.generate([question], SamplingConfig(json_schema=CITY_SCHEMA))
+    with pytest.raises(ValueError, match="set at most one of regex, json_object, json_schema"):
+        SamplingConfig(json_object=True, regex="[0-9]+")
 
 
 def test_an_int8_checkpoint_runs_with_bf16_activations_on_cpus_with_amx(tmp_path, tiny_llama_path):

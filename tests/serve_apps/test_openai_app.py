@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import jsonschema
 import openai
 import pyarrow.parquet as pq
 import pytest
@@ -106,6 +107,33 @@ def chat(client, model, text="What is the capital of France?", max_tokens=8, **o
     return client.chat.completions.with_raw_response.create(
         model=model, messages=[{"role": "user", "content": text}], max_tokens=max_tokens, **options
     )
+
+
+CITY_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "population": {"type": "integer", "minimum": 0}},
+    "required": ["city", "population"],
+    "additionalProperties": False,
+}
+
+
+def test_a_json_schema_response_format_holds_the_answer_streamed_or_not_and_one_the_engine_cannot_take_is_a_400(
+    client,
+):
+    question = "Which is the largest city of France, and how many people live there?"
+    response_format = {"type": "json_schema", "json_schema": {"name": "city", "schema": CITY_SCHEMA, "strict": True}}
+    answer = chat(client, "rayfleet-base", question, max_tokens=48, response_format=response_format).parse().choices[0]
+    assert answer.finish_reason == "stop", answer.message.content
+    jsonschema.validate(json.loads(answer.message.content), CITY_SCHEMA)
+    stream = client.chat.completions.create(model="rayfleet-base", messages=[{"role": "user", "content": question}],
+                                            max_tokens=48, response_format=response_format, stream=True)  # fmt: skip
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == answer.message.content
+
+    unknown_format = {"type": "string", "format": "zip-code"}  # a valid JSON Schema no grammar compiler here takes
+    refused_format = {"type": "json_schema", "json_schema": {"name": "code", "schema": unknown_format}}
+    with pytest.raises(openai.BadRequestError, match="the engine cannot decode to it: .*zip-code") as no:
+        chat(client, "rayfleet-base", response_format=refused_format)
+    assert no.value.param == "response_format" and no.value.code == "invalid_response_format"
 
 
 def test_models_lists_every_path(client):

@@ -340,7 +340,11 @@ def test_ingress_reads_what_newer_clients_send_and_honours_stop(server):
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
      "not supported by this server: tools="),
     ({"logprobs": True}, "not supported by this server: logprobs=True"),
-    ({"response_format": {"type": "json_object"}}, "response_format="),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": {
+        "type": "object", "properties": {"population": {"type": "int"}}}}}},
+     "invalid request: response_format.json_schema.schema: not a valid JSON Schema at properties.population.type"),
+    ({"response_format": {"type": "json_schema"}}, "response_format: type json_schema needs json_schema"),
+    ({"response_format": {"type": "xml"}}, "response_format.type: Input should be 'text', 'json_object' or"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "at most 4 stop sequences"),
     ({"messages": [{"role": "tool", "content": "42", "tool_call_id": "1"}]}, "tool calling"),
     ({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": None, "tool_calls": [
