@@ -231,12 +231,11 @@ def list_input_files(config: IngestConfig) -> InputListing:
         except FileNotFoundError:
             missing.append(resolved.rstrip("/"))
             continue
-        listed = with_archives_unpacked(entries)
         if not (len(entries) == 1 and entries[0].uri == resolved):
             folders.append(resolved.rstrip("/") + "/")
-        elif is_archive(resolved) or listed != entries:  # a tar known by its content (export.gz) too
+        elif is_archive(resolved):
             folders.append(resolved)  # its members are the files it lists (within: "<archive>!/...")
-        for entry in listed:
+        for entry in with_archives_unpacked(entries):
             if not storage.contains(config.output, entry.uri):
                 found.setdefault(entry.uri, entry)
     documents = [entry for entry in found.values() if not is_system_file(entry.uri)]

@@ -10,11 +10,11 @@ file::
     # FileEntry("s3://bucket/incoming/handbook.zip!/hr/leave.pdf", 48213, "<the archive's mtime>")
     data = ListedFileReader().read(entries[0].uri, max_bytes=100 * 2**20)
 
-Archives are known by name: ``.zip``; ``.tar``, ``.tar.gz``/``.tgz``, ``.tar.bz2``/``.tbz2``/``.tbz``,
-``.tar.xz``/``.txz`` (any case; a tar's compression is read from its first bytes, whatever the name
-says). A gzip, bzip2 or xz file whose name leaves what it holds open (``export.gz``, not
-``report.txt.gz``) is looked into as well (one read at listing time): it is a tar when its first
-block, decompressed, says so.
+Archives are known by name only: ``.zip``; ``.tar``, ``.tar.gz``/``.tar.gzip``/``.tgz``,
+``.tar.bz2``/``.tbz2``/``.tbz``, ``.tar.xz``/``.txz`` (any case; a tar's compression is read from its
+first bytes, whatever the name says). No other file is opened at listing time: a tar compressed
+under another name (``export.gz``) is one compressed file, set aside as a tar that is not named as
+one (name it ``export.tar.gz`` to have its files listed).
 
 What it costs to read them:
 
@@ -44,7 +44,6 @@ import gzip
 import io
 import logging
 import lzma
-import posixpath
 import re
 import tarfile
 import zipfile
@@ -61,10 +60,11 @@ from rayfleet.text.parsing import OOXML_MAIN_PARTS, TAR_EXTENSIONS
 ARCHIVE_SEPARATOR = "!/"
 COMPRESSED_EXTENSIONS = tuple(extension for compression in COMPRESSIONS for extension in compression.extensions)
 TAR_SUFFIXES = TAR_EXTENSIONS + tuple(f".tar{extension}" for extension in COMPRESSED_EXTENSIONS)
-# An archive's name ends in .zip, a tar's suffix, or a compression's (a tar known by its content);
-# the first such name followed by the separator is the archive.
+ARCHIVE_SUFFIXES = (".zip", *TAR_SUFFIXES)
+# An archive's name ends in .zip or a tar's suffix; the first such name followed by the separator is
+# the archive (``raw.xz!/notes.md`` is a plain file under a folder named ``raw.xz!``).
 MEMBER_URI = re.compile(
-    r"^(?P<archive>.*?\.(?:zip|tar|tgz|tbz2?|txz|gz|gzip|bz2|xz))!/(?P<member>.+)$", re.IGNORECASE | re.DOTALL
+    rf"^(?P<archive>.*?(?:{'|'.join(map(re.escape, ARCHIVE_SUFFIXES))}))!/(?P<member>.+)$", re.IGNORECASE | re.DOTALL
 )
 # Package formats built on zip that are documents of their own (named .zip by mistake or by a download).
 PACKAGE_MEMBERS = {"mimetype", *OOXML_MAIN_PARTS}
@@ -95,14 +95,6 @@ def is_tar(uri: str) -> bool:
     return uri.lower().endswith(TAR_SUFFIXES)
 
 
-def may_hold_tar(uri: str) -> bool:
-    """Whether the name is a compressed file's that leaves what it holds open: ``export.gz``, not
-    ``report.txt.gz`` or ``app.log.gz`` (worth a look at its first bytes: :func:`holds_tar`; a folder
-    of compressed logs is not read at listing time)."""
-    stem, extension = posixpath.splitext(uri.lower())
-    return extension in COMPRESSED_EXTENSIONS and not posixpath.splitext(stem)[1]
-
-
 def member_uri(archive_uri: str, member: str) -> str:
     """The URI of a file inside an archive."""
     return f"{archive_uri}{ARCHIVE_SEPARATOR}{member}"
@@ -124,14 +116,9 @@ def with_archives_unpacked(entries: list[storage.FileEntry]) -> list[storage.Fil
     does not open (damaged, cut short, or no archive at all) stays as itself."""
     listed: list[storage.FileEntry] = []
     for entry in entries:
-        members = archive_members(entry) if is_archive(entry.uri) or is_content_tar(entry.uri) else None
+        members = archive_members(entry) if is_archive(entry.uri) else None
         listed.extend([entry] if members is None else members)
     return listed
-
-
-def is_content_tar(uri: str) -> bool:
-    """Whether the file is a compressed tar known by its content, not its name (``export.gz``)."""
-    return may_hold_tar(uri) and not is_archive(uri) and holds_tar(uri)
 
 
 def archive_members(archive: storage.FileEntry) -> list[storage.FileEntry] | None:
@@ -163,19 +150,6 @@ def is_document_name(name: str) -> bool:
     if not name or name.startswith("/") or ".." in parts:
         return False
     return not any(part.startswith(".") or part == "__MACOSX" for part in parts)
-
-
-def holds_tar(uri: str) -> bool:
-    """Whether the compressed file at ``uri`` holds a tar: its first block, decompressed, carries
-    tar's ``ustar`` magic (one read of at most 1 MiB)."""
-    location = storage.resolve(uri)
-    try:
-        with location.filesystem.open_input_file(location.path) as raw:
-            compressed = compression_of(raw.read(8)) is not None
-            raw.seek(0)
-            return compressed and decompressing(raw).read(tarfile.BLOCKSIZE)[257:262] == b"ustar"
-    except (OSError, *DAMAGED_TAR_ERRORS):
-        return False
 
 
 def decompressing(raw: IO[bytes]) -> IO[bytes]:

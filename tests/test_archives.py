@@ -159,9 +159,9 @@ def tar_handbook(compression: str = "") -> bytes:
     )  # fmt: skip
 
 
-TAR_NAMES = [("handbook.tar", ""), ("handbook.tar.gz", "gz"), ("HANDBOOK.TGZ", "gz"), ("handbook.tar.bz2", "bz2"),
-             ("handbook.tbz2", "bz2"), ("handbook.tar.xz", "xz"), ("handbook.txz", "xz"),
-             ("handbook.gz", "gz"),  # a compressed tar known by its content
+TAR_NAMES = [("handbook.tar", ""), ("handbook.tar.gz", "gz"), ("handbook.tar.gzip", "gz"), ("HANDBOOK.TGZ", "gz"),
+             ("handbook.tar.bz2", "bz2"), ("handbook.tbz2", "bz2"), ("handbook.tbz", "bz2"), ("handbook.tar.xz", "xz"),
+             ("handbook.txz", "xz"),
              ("handbook.tar", "gz")]  # fmt: skip
 
 
@@ -198,8 +198,13 @@ def check_tar_listed_and_read(root: str, name: str, compression: str) -> None:
 
 def test_tar_member_uris_name_their_archive_whatever_its_suffix():
     assert split_member_uri("s3://b/in/Hand Book.TAR.GZ!/a/b!/c.md") == ("s3://b/in/Hand Book.TAR.GZ", "a/b!/c.md")
-    for suffix in ("tar", "tgz", "tar.bz2", "tbz2", "tbz", "tar.xz", "txz", "gz"):
+    for suffix in ("tar", "tgz", "tar.gz", "tar.gzip", "tar.bz2", "tbz2", "tbz", "tar.xz", "txz", "TXZ"):
         assert split_member_uri(f"/data/export.{suffix}!/notes.md") == (f"/data/export.{suffix}", "notes.md")
+    for suffix in ("gz", "gzip", "bz2", "xz", "txt.gz"):  # a compressed file is no archive: a folder named "raw.xz!"
+        assert split_member_uri(f"/data/raw.{suffix}!/notes.md") is None
+    assert split_member_uri("s3://b/Q3 backup.gz!/handbook.zip!/hr/leave.md") == (
+        "s3://b/Q3 backup.gz!/handbook.zip", "hr/leave.md",
+    )  # fmt: skip
     assert [is_archive(name) for name in ("a.tar", "a.TAR.GZ", "a.tgz", "a.tar.bz2", "a.txz", "a.gz", "a.txt")] == [
         True, True, True, True, True, False, False,
     ], "a compressed file is an archive by its name only when it is a tar's"  # fmt: skip
@@ -284,11 +289,18 @@ def test_the_ingester_reads_tar_members_with_their_own_doc_ids(tmp_path):
     assert ingester.ingest(copy, {}).ledger["outcome"] == "duplicate", "same bytes, same document"
 
 
-def test_only_a_compressed_file_whose_name_leaves_its_content_open_is_looked_into(tmp_path):
+def test_a_compressed_file_is_not_opened_at_listing_even_when_it_holds_a_tar(tmp_path, monkeypatch):
+    """Tars are known by name: a folder of compressed part files is listed without a read."""
     (tmp_path / "export.gz").write_bytes(tarred({"guide.md": GUIDE}, "gz"))
-    (tmp_path / "notes.gz").write_bytes(gzip.compress(GUIDE))  # no tar: the compressed file it is
-    (tmp_path / "app.log.gz").write_bytes(tarred({"guide.md": GUIDE}, "gz"))  # not opened to look
-    entries = with_archives_unpacked(storage.list_entries(str(tmp_path)))
-    assert [entry.uri for entry in entries] == [
-        f"{tmp_path}/app.log.gz", f"{tmp_path}/export.gz!/guide.md", f"{tmp_path}/notes.gz",
-    ]  # fmt: skip
+    (tmp_path / "part-00000.gz").write_bytes(gzip.compress(GUIDE))
+    (tmp_path / "raw.xz!").mkdir()  # a folder whose name ends like a compressed file's, then "!"
+    (tmp_path / "raw.xz!" / "notes.md").write_bytes(GUIDE)
+    entries = storage.list_entries(str(tmp_path))
+    opened, resolve = [], storage.resolve
+    monkeypatch.setattr(storage, "resolve", lambda uri: opened.append(uri) or resolve(uri))
+
+    assert with_archives_unpacked(entries) == entries and not opened, "no file opened to look inside"
+    monkeypatch.undo()
+    assert ListedFileReader().read(f"{tmp_path}/raw.xz!/notes.md", 10_000) == GUIDE, "a plain file in that folder"
+    ingester = FileIngester(ChunkingConfig(), max_file_bytes=100_000, run_id="r1")
+    assert ingester.ingest(entries[0], {}).error["error"].startswith("tar archive under a name that is not a tar's")

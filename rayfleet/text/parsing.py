@@ -217,9 +217,14 @@ def _unknown_type_error(name: str, data: bytes) -> ParseError:
         )
     if extension == ".zip":  # one that opens is unpacked before parsing (rayfleet.archives)
         return ParseError("zip archive that does not open (damaged, or not a zip file): its files cannot be listed")
-    if extension in TAR_EXTENSIONS or (not extension and data[257:262] == b"ustar"):
+    if extension in TAR_EXTENSIONS:
         return ParseError(
             "tar archive that does not open (damaged, cut short, or not a tar file): its files cannot be listed"
+        )
+    if data[257:262] == b"ustar":  # archives are known by name only (a compressed one: export.gz inflated)
+        return ParseError(
+            "tar archive under a name that is not a tar's: its files are listed only when it is named "
+            ".tar, .tar.gz, .tgz, .tar.bz2 or .tar.xz"
         )
     supported = ", ".join(sorted(EXTENSIONS))
     hint = "; to read it as plain text, name its extension in text_extensions" if extension else ""

@@ -619,7 +619,7 @@ def test_bytes_that_leave_no_doubt_win_over_a_wrong_extension():
         ("export.zip", b"PK\x03\x04 not a zip", "zip archive that does not open"),  # good ones: test_archives.py
         ("export.tar", b"not a tar " * 100, "tar archive that does not open"),  # good ones: test_archives.py
         ("export.tgz", b"not a tar " * 100, "tar archive that does not open"),  # as inflated: still .tgz
-        ("export", bytes(257) + b"ustar\x0000" + bytes(250), "tar archive that does not open"),  # export.gz inflated
+        ("export", bytes(257) + b"ustar\x0000" + bytes(250), "tar archive under a name that is not"),  # export.gz
         ("broken.pptx", pptx_bytes()[:2000], "corrupt PPTX"),
         ("locked.pptx", OLE_MAGIC + bytes(500), "password-protected file or a legacy binary Office file"),
         ("broken.xlsx", b"PK\x03\x04 not a zip", "corrupt XLSX"),
