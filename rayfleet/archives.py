@@ -32,7 +32,7 @@ A member is ``modified`` when its archive is, so a replaced archive is listed an
 bytes did not change keep their ``doc_id`` and are not parsed again). Folders inside, hidden files
 (``.DS_Store``), macOS's ``__MACOSX/`` copies, absolute paths and paths with ``..`` are passed
 over, as are a tar's links, devices and pipes; a name a tar holds twice is read from its first
-copy. An archive inside an archive is not opened (its member is set aside as an unknown type).
+copy; a tar's name that is not UTF-8 (made on a Latin-1 system) is read as Latin-1. An archive inside an archive is not opened (its member is set aside as an unknown type).
 A ``.zip`` that is really a DOCX, XLSX, PPTX, OpenDocument or EPUB file is a document, not an
 archive; an archive that does not open, or a tar cut short (it does not end with its
 end-of-archive block), stays listed as itself and is set aside with the reason.
@@ -225,7 +225,8 @@ class OpenTar:
     def __init__(self, raw: IO[bytes]):
         self.raw = raw
         self.stream = decompressing(raw)
-        self.tar = tarfile.open(fileobj=self.stream, mode="r:")
+        # Names are decoded the same way on every machine; one that is not UTF-8: tar_member_name.
+        self.tar = tarfile.open(fileobj=self.stream, mode="r:", encoding="utf-8")
         self.members: dict[str, tarfile.TarInfo] = {}  # the document members met so far, by name
         self.at_end = False
 
@@ -269,8 +270,14 @@ class OpenTar:
 
 
 def tar_member_name(info: tarfile.TarInfo) -> str:
-    """A member's path inside the archive, without the ``./`` that ``tar -c .`` puts before it."""
-    name = info.name
+    """A member's path inside the archive, without the ``./`` that ``tar -c .`` puts before it. A name
+    that is not UTF-8 (a tar made on a Latin-1 system) is read as Latin-1: tarfile holds its bytes as
+    lone surrogates, which no Parquet file or Arrow column takes."""
+    stored = info.name.encode("utf-8", "surrogateescape")
+    try:
+        name = stored.decode("utf-8")
+    except UnicodeDecodeError:
+        name = stored.decode("latin-1")  # every byte a character: two names stay two names
     while name.startswith("./"):
         name = name[2:]
     return name

@@ -7,6 +7,7 @@ import io
 import tarfile
 import zipfile
 
+import pyarrow as pa
 import pytest
 
 from rayfleet import storage
@@ -304,3 +305,31 @@ def test_a_compressed_file_is_not_opened_at_listing_even_when_it_holds_a_tar(tmp
     assert ListedFileReader().read(f"{tmp_path}/raw.xz!/notes.md", 10_000) == GUIDE, "a plain file in that folder"
     ingester = FileIngester(ChunkingConfig(), max_file_bytes=100_000, run_id="r1")
     assert ingester.ingest(entries[0], {}).error["error"].startswith("tar archive under a name that is not a tar's")
+
+
+def test_a_tar_member_named_in_latin1_is_listed_read_and_committed(tmp_path):
+    """A tar made on a Latin-1 system: its names' bytes are no UTF-8; the batch's tables must still be written."""
+    from jobs.ingest import IngestConfig, IngestWorker
+    from rayfleet.config import load_config
+    from rayfleet.tables import read_folder
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT, encoding="latin-1") as package:
+        for name, data in [("café.md", GUIDE), ("menu.txt", MEMO)]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            package.addfile(info, io.BytesIO(data))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "export.tar").write_bytes(buffer.getvalue())
+    archive = f"{tmp_path}/in/export.tar"
+
+    entries = with_archives_unpacked(storage.list_entries(archive))
+
+    assert [entry.uri for entry in entries] == [f"{archive}!/café.md", f"{archive}!/menu.txt"]
+    assert ListedFileReader().read(entries[0].uri, 10_000) == GUIDE
+    config = load_config(IngestConfig, [f"input={tmp_path}/in", f"output={tmp_path}/out"])
+    batch = pa.Table.from_pylist([{"uri": e.uri, "size": e.size, "modified": e.modified} for e in entries])
+    assert IngestWorker(config, "r1", {})(batch)["documents"] == [2]  # ingested, and committed
+    assert sorted(read_folder(config.table("documents"), ["source"])["source"].to_pylist()) == [
+        entry.uri for entry in entries
+    ]  # fmt: skip
