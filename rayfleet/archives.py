@@ -20,19 +20,22 @@ What it costs to read them:
 
 - zip: only the central directory (once while the archive stays open in a
   :class:`ListedFileReader`) and the members read are fetched (ranged reads on S3);
-- uncompressed tar: tar has no directory, so listing reads every member's header (one read of
-  at most 64 KiB per header: small members come with it); a member is a ranged read of its bytes,
-  after the headers before it (once while the archive stays open);
-- compressed tar: decompressed as it is read, through a 1 MiB buffer, never held whole. Listing
-  decompresses the whole archive once. Reading goes forward: members read in listing order cost
-  one more pass over the archive while it stays open; a member before the last one read costs
-  decompressing again from the start.
+- tar: tar has no directory, and a name appended again (``tar -r``) is held twice, its last copy
+  the file (as ``tar -x`` leaves it). So listing reads every member's header, and so does a worker,
+  once, when it opens the archive, before it reads a member: then the recorded member is read.
+- uncompressed tar: each header is one read of at most 64 KiB (small members come with it); a
+  member is a ranged read of its bytes;
+- compressed tar: decompressed as it is read, through a 1 MiB buffer, never held whole: listing
+  decompresses the whole archive once, and so does a worker when it opens it; its reads then go
+  forward in listing order, one more pass over the archive while it stays open; a member before
+  the last one read costs decompressing again from the start.
 
 A member is ``modified`` when its archive is, so a replaced archive is listed anew (members whose
 bytes did not change keep their ``doc_id`` and are not parsed again). Folders inside, hidden files
 (``.DS_Store``), macOS's ``__MACOSX/`` copies, absolute paths and paths with ``..`` are passed
-over, as are a tar's links, devices and pipes; a name a tar holds twice is read from its first
-copy; a tar's name that is not UTF-8 (made on a Latin-1 system) is read as Latin-1. An archive inside an archive is not opened (its member is set aside as an unknown type).
+over, as are a tar's links, devices and pipes; a name a tar holds twice is its last copy; a tar's
+name that is not UTF-8 (made on a Latin-1 system) is read as Latin-1. An archive inside an
+archive is not opened (its member is set aside as an unknown type).
 A ``.zip`` that is really a DOCX, XLSX, PPTX, OpenDocument or EPUB file is a document, not an
 archive; an archive that does not open, or a tar cut short (it does not end with its
 end-of-archive block), stays listed as itself and is set aside with the reason.
@@ -220,27 +223,33 @@ class OpenZip:
 
 
 class OpenTar:
-    """A tar archive, its headers read only as far as the members asked for (tar has no directory)."""
+    """A tar archive, every header read once before its first member is (tar has no directory, and a
+    name appended again with ``tar -r`` is held twice: the last copy is the file, as ``tar -x`` leaves it)."""
 
     def __init__(self, raw: IO[bytes]):
         self.raw = raw
         self.stream = decompressing(raw)
         # Names are decoded the same way on every machine; one that is not UTF-8: tar_member_name.
         self.tar = tarfile.open(fileobj=self.stream, mode="r:", encoding="utf-8")
-        self.members: dict[str, tarfile.TarInfo] = {}  # the document members met so far, by name
-        self.at_end = False
+        self.members: dict[str, tarfile.TarInfo] | None = None  # the document members by name, once walked
+        self.damage = ""  # why the walk failed, once it did
 
     def documents(self) -> dict[str, int]:
         """Raises ``tarfile.ReadError`` for an archive cut short or damaged after its first member."""
-        while self._next():
-            pass
-        if not ends_whole(self.tar):
-            raise tarfile.ReadError(f"cut short or damaged at byte {self.tar.offset}: no end-of-archive block there")
+        if self.members is None:
+            self.members = self._walk()
         return {name: info.size for name, info in self.members.items()}
 
     def read(self, name: str, max_bytes: int) -> bytes:
+        if self.members is None and not self.damage:
+            try:
+                self.documents()
+            except DAMAGED_TAR_ERRORS as error:
+                self.damage = f"corrupt tar archive: {type(error).__name__}: {error}"
+        if self.damage:
+            raise ParseError(self.damage)
+        info = self.members[name]  # KeyError: no such member
         try:
-            info = self._find(name)
             with self.tar.extractfile(info) as stream:
                 data = stream.read(max_bytes + 1)
         except DAMAGED_TAR_ERRORS as error:
@@ -254,19 +263,17 @@ class OpenTar:
         self.stream.close()
         self.raw.close()
 
-    def _find(self, name: str) -> tarfile.TarInfo:
-        while name not in self.members:
-            if not self._next():
-                raise KeyError(name)
-        return self.members[name]
-
-    def _next(self) -> bool:
-        """Read the next header (False at the end); a document member's is kept, its name's first copy."""
-        info = None if self.at_end else self.tar.next()
-        self.at_end = info is None
-        if info is not None and info.isfile() and is_document_name(name := tar_member_name(info)):
-            self.members.setdefault(name, info)
-        return info is not None
+    def _walk(self) -> dict[str, tarfile.TarInfo]:
+        """Every document member's header, by name, in the order of the archive; a name held twice as its
+        last copy, in that copy's place (so reading in listing order goes forward)."""
+        members: dict[str, tarfile.TarInfo] = {}
+        while (info := self.tar.next()) is not None:
+            if info.isfile() and is_document_name(name := tar_member_name(info)):
+                members.pop(name, None)
+                members[name] = info
+        if not ends_whole(self.tar):
+            raise tarfile.ReadError(f"cut short or damaged at byte {self.tar.offset}: no end-of-archive block there")
+        return members
 
 
 def tar_member_name(info: tarfile.TarInfo) -> str:

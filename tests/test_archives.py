@@ -211,7 +211,7 @@ def test_tar_member_uris_name_their_archive_whatever_its_suffix():
     ], "a compressed file is an archive by its name only when it is a tar's"  # fmt: skip
 
 
-def test_a_compressed_tar_is_read_forward_in_one_pass_in_listing_order(tmp_path, monkeypatch):
+def test_a_compressed_tar_is_walked_once_then_read_forward_in_listing_order(tmp_path, monkeypatch):
     import _compression
 
     rewinds = []
@@ -224,8 +224,9 @@ def test_a_compressed_tar_is_read_forward_in_one_pass_in_listing_order(tmp_path,
     opened = reader.archive(f"{tmp_path}/parts.tar.xz")
 
     assert [reader.read(entry.uri, 100_000) for entry in entries] == list(files.values())
-    assert reader.archive(f"{tmp_path}/parts.tar.xz") is opened and not rewinds, "one forward pass"
-    assert reader.read(entries[1].uri, 100_000) == files["part1.txt"] and rewinds, "one behind: read again"
+    assert reader.archive(f"{tmp_path}/parts.tar.xz") is opened
+    assert len(rewinds) == 1, "its headers walked once, then one forward pass"
+    assert reader.read(entries[1].uri, 100_000) == files["part1.txt"] and len(rewinds) == 2, "one behind: read again"
     reader.close()
     assert not reader.archives and opened.raw.closed
 
@@ -264,8 +265,32 @@ def test_a_tar_bomb_a_cut_and_a_missing_member_are_refused_with_the_reason(tmp_p
     with pytest.raises(FileNotFoundError, match="gone.txt is no longer in"):
         reader.read(f"{tmp_path}/bomb.tar.gz!/gone.txt", 10_000)
     (tmp_path / "cut.tar").write_bytes(tarred({"guide.md": GUIDE, "memo.txt": MEMO * 100})[: 512 * 3 + 100])
-    with pytest.raises(ParseError, match="corrupt tar member: ReadError: unexpected end of data"):
+    with pytest.raises(ParseError, match="corrupt tar archive: ReadError: unexpected end of data"):
         reader.read(f"{tmp_path}/cut.tar!/memo.txt", 10_000)  # listed whole, cut short since
+    with pytest.raises(ParseError, match="corrupt tar archive: ReadError: unexpected end of data"):
+        reader.read(f"{tmp_path}/cut.tar!/guide.md", 10_000)  # before the cut, but a later copy may be lost
+
+
+@pytest.mark.parametrize("compression", ["", "gz"])
+def test_a_name_a_tar_holds_twice_is_its_last_copy_as_tar_x_leaves_it(compression, tmp_path):
+    """``tar -r`` appends a file again under its name: listing and reading alike take the last copy."""
+    (tmp_path / "pack.tar").write_bytes(tarred({"notes.md": b"# Notes\n\nold", "memo.txt": MEMO}))
+    with tarfile.open(tmp_path / "pack.tar", "a") as package:  # as tar -r does
+        info = tarfile.TarInfo("./notes.md")
+        info.size = len(b"# Notes\n\nnew, longer")
+        package.addfile(info, io.BytesIO(b"# Notes\n\nnew, longer"))
+    if compression:
+        (tmp_path / "pack.tar").write_bytes(gzip.compress((tmp_path / "pack.tar").read_bytes()))
+    archive = f"{tmp_path}/pack.tar"
+
+    entries = with_archives_unpacked(storage.list_entries(archive))
+
+    assert [(entry.uri, entry.size) for entry in entries] == [
+        (f"{archive}!/memo.txt", len(MEMO)), (f"{archive}!/notes.md", len(b"# Notes\n\nnew, longer")),
+    ], "once, in the last copy's place and size"  # fmt: skip
+    assert ListedFileReader().read(entries[1].uri, 10_000) == b"# Notes\n\nnew, longer", "a worker's first read"
+    reader = ListedFileReader()
+    assert [reader.read(entry.uri, 10_000) for entry in entries] == [MEMO, b"# Notes\n\nnew, longer"]
 
 
 def test_a_tar_member_is_read_no_further_than_one_byte_past_max_bytes(tmp_path, monkeypatch):
