@@ -23,12 +23,16 @@ What it costs to read them:
 - tar: tar has no directory, and a name appended again (``tar -r``) is held twice, its last copy
   the file (as ``tar -x`` leaves it). So listing reads every member's header, and so does a worker,
   once, when it opens the archive, before it reads a member: then the recorded member is read.
-- uncompressed tar: each header is one read of at most 64 KiB (small members come with it); a
-  member is a ranged read of its bytes;
-- compressed tar: decompressed as it is read, through a 1 MiB buffer, never held whole: listing
-  decompresses the whole archive once, and so does a worker when it opens it; its reads then go
-  forward in listing order, one more pass over the archive while it stays open; a member before
-  the last one read costs decompressing again from the start.
+- uncompressed tar: read in reads of 8 MiB (ranged reads on S3), so the headers of many small
+  members come a few reads for all; a header past a member larger than that is one more read of
+  8 MiB; a member is then a ranged read of its bytes;
+- compressed tar: decompressed as it is read, the compressed bytes read 8 MiB at a time, never
+  held whole: listing decompresses the whole archive once (there is no cap on what it inflates
+  to at listing time: members are bounded when read), and so does a worker when it opens it; its
+  reads then go forward in listing order, one more pass over the archive while it stays open; a
+  member before the last one read costs decompressing again from the start.
+
+An open tar holds an 8 MiB buffer (a :class:`ListedFileReader` keeps four archives open).
 
 A member is ``modified`` when its archive is, so a replaced archive is listed anew (members whose
 bytes did not change keep their ``doc_id`` and are not parsed again). Folders inside, hidden files
@@ -75,10 +79,10 @@ PACKAGE_MEMBERS = {"mimetype", *OOXML_MAIN_PARTS}
 DAMAGED_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError)
 DAMAGED_TAR_ERRORS = (tarfile.TarError, gzip.BadGzipFile, zlib.error, lzma.LZMAError, EOFError)
 DAMAGED_ARCHIVE_ERRORS = DAMAGED_ZIP_ERRORS + DAMAGED_TAR_ERRORS
-# Reads of an uncompressed tar: a header, and the small members after it, in one ranged read.
-TAR_READ_BUFFER_BYTES = 64 * 1024
-# Reads of a compressed tar, decompressed as it streams past.
-COMPRESSED_TAR_READ_BUFFER_BYTES = 1024 * 1024
+# Reads of a tar, compressed or not, go through a buffer this large: on S3 one ranged read (GET) each,
+# so walking a tar's headers (the small members between them come along) is a few large reads, not
+# one per header. Held by each open tar (a ListedFileReader keeps four open).
+TAR_READ_BUFFER_BYTES = 8 * 2**20
 
 logger = logging.getLogger(__name__)
 
@@ -156,13 +160,11 @@ def is_document_name(name: str) -> bool:
 
 
 def decompressing(raw: IO[bytes]) -> IO[bytes]:
-    """``raw`` (seekable, at its start) read through a buffer; decompressed as it is read when its first
-    bytes are a gzip, bzip2 or xz file's."""
-    compression = compression_of(raw.read(8))
-    raw.seek(0)
-    if compression is None:
-        return io.BufferedReader(raw, TAR_READ_BUFFER_BYTES)
-    return compression.open(io.BufferedReader(raw, COMPRESSED_TAR_READ_BUFFER_BYTES))
+    """``raw`` (seekable, at its start) read through a buffer of :data:`TAR_READ_BUFFER_BYTES`;
+    decompressed as it is read when its first bytes are a gzip, bzip2 or xz file's."""
+    buffered = io.BufferedReader(raw, TAR_READ_BUFFER_BYTES)
+    compression = compression_of(buffered.peek(8))  # the first read fills the buffer: no read of its own
+    return buffered if compression is None else compression.open(buffered)
 
 
 class OpenArchive(Protocol):

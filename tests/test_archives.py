@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import random
 import tarfile
 import zipfile
 
@@ -11,7 +12,13 @@ import pyarrow as pa
 import pytest
 
 from rayfleet import storage
-from rayfleet.archives import ListedFileReader, is_archive, split_member_uri, with_archives_unpacked
+from rayfleet.archives import (
+    ListedFileReader,
+    is_archive,
+    opened_archive,
+    split_member_uri,
+    with_archives_unpacked,
+)
 from rayfleet.ingestion import ChunkingConfig, FileIngester
 from rayfleet.text.document import ParseError
 from tests.text.samples import docx_bytes
@@ -291,6 +298,36 @@ def test_a_name_a_tar_holds_twice_is_its_last_copy_as_tar_x_leaves_it(compressio
     assert ListedFileReader().read(entries[1].uri, 10_000) == b"# Notes\n\nnew, longer", "a worker's first read"
     reader = ListedFileReader()
     assert [reader.read(entry.uri, 10_000) for entry in entries] == [MEMO, b"# Notes\n\nnew, longer"]
+
+
+class CountedReads(io.BytesIO):
+    """An archive's bytes, counting the reads that fetch some (on S3, each is one ranged GET; pyarrow
+    answers a read at the end without one)."""
+
+    reads = 0
+
+    def readinto(self, buffer) -> int:
+        count = super().readinto(buffer)
+        self.reads += count > 0
+        return count
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.reads += len(data) > 0
+        return data
+
+
+@pytest.mark.parametrize("compression", ["", "gz"])
+def test_walking_a_tar_of_many_small_members_is_a_few_large_reads_not_one_per_header(compression):
+    noise = random.Random(0)  # bytes that do not compress: a .tar.gz as large as its tar
+    files = {f"docs/{index:03d}.txt": noise.randbytes(80_000) for index in range(150)}
+    raw = CountedReads(tarred(files, compression))
+    opened = opened_archive("export.tar", raw)
+
+    assert list(opened.documents()) == list(files)
+    assert raw.reads <= 3, f"{raw.reads} reads for {len(raw.getvalue()) / 2**20:.1f} MiB"
+    assert opened.read("docs/100.txt", 1_000_000) == files["docs/100.txt"]
+    assert opened.read("docs/101.txt", 1_000_000) == files["docs/101.txt"] and raw.reads <= 6
 
 
 def test_a_tar_member_is_read_no_further_than_one_byte_past_max_bytes(tmp_path, monkeypatch):
