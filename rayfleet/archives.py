@@ -42,7 +42,9 @@ name that is not UTF-8 (made on a Latin-1 system) is read as Latin-1. An archive
 archive is not opened (its member is set aside as an unknown type).
 A ``.zip`` that is really a DOCX, XLSX, PPTX, OpenDocument or EPUB file is a document, not an
 archive; an archive that does not open, or a tar cut short (it does not end with its
-end-of-archive block), stays listed as itself and is set aside with the reason.
+end-of-archive block), stays listed as itself and is set aside with the reason. A tar found damaged
+when a worker reads it (replaced since it was listed) sets each member read aside as ``corrupt tar
+archive``; a read from storage that fails there is no damage: the member is ``unreadable``.
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ import tarfile
 import zipfile
 import zlib
 from collections import OrderedDict
-from contextlib import closing
-from typing import IO, Protocol
+from contextlib import closing, contextmanager
+from typing import IO, Iterator, Protocol
 
 from rayfleet import storage
 from rayfleet.text.compression import COMPRESSIONS, compression_of
@@ -77,6 +79,8 @@ MEMBER_URI = re.compile(
 PACKAGE_MEMBERS = {"mimetype", *OOXML_MAIN_PARTS}
 # What reading a damaged archive or member raises (a bad CRC, a truncated stream, a bad header).
 DAMAGED_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError)
+# (bz2 raises a plain OSError for bad data, taken for damage only when no read from storage failed:
+# bad_data_as_damage.)
 DAMAGED_TAR_ERRORS = (tarfile.TarError, gzip.BadGzipFile, zlib.error, lzma.LZMAError, EOFError)
 DAMAGED_ARCHIVE_ERRORS = DAMAGED_ZIP_ERRORS + DAMAGED_TAR_ERRORS
 # Reads of a tar, compressed or not, go through a buffer this large: on S3 one ranged read (GET) each,
@@ -224,22 +228,70 @@ class OpenZip:
         self.raw.close()
 
 
+class StorageReadError(OSError):
+    """A read from storage failed (the network, S3): no damage in the archive."""
+
+
+class StorageReads(io.RawIOBase):
+    """A file opened in storage, a failed read raised as :class:`StorageReadError`, so that it is told
+    apart from the plain OSError bz2 raises for bad data."""
+
+    def __init__(self, file: IO[bytes]):
+        self.file = file
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def readinto(self, buffer) -> int:
+        try:
+            return self.file.readinto(buffer)
+        except OSError as error:
+            raise StorageReadError(f"{type(error).__name__}: {error}") from error
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
+@contextmanager
+def bad_data_as_damage() -> Iterator[None]:
+    """A plain OSError while a tar is read (bz2's "Invalid data stream") raised as ``tarfile.ReadError``:
+    damage, set aside as corrupt; a failed read from storage goes on as the OSError it is (unreadable)."""
+    try:
+        yield
+    except (StorageReadError, *DAMAGED_TAR_ERRORS):
+        raise
+    except OSError as error:
+        raise tarfile.ReadError(f"{type(error).__name__}: {error}") from error
+
+
 class OpenTar:
     """A tar archive, every header read once before its first member is (tar has no directory, and a
     name appended again with ``tar -r`` is held twice: the last copy is the file, as ``tar -x`` leaves it)."""
 
     def __init__(self, raw: IO[bytes]):
         self.raw = raw
-        self.stream = decompressing(raw)
-        # Names are decoded the same way on every machine; one that is not UTF-8: tar_member_name.
-        self.tar = tarfile.open(fileobj=self.stream, mode="r:", encoding="utf-8")
+        self.stream = decompressing(StorageReads(raw))
+        with bad_data_as_damage():
+            # Names are decoded the same way on every machine; one that is not UTF-8: tar_member_name.
+            self.tar = tarfile.open(fileobj=self.stream, mode="r:", encoding="utf-8")
         self.members: dict[str, tarfile.TarInfo] | None = None  # the document members by name, once walked
         self.damage = ""  # why the walk failed, once it did
 
     def documents(self) -> dict[str, int]:
         """Raises ``tarfile.ReadError`` for an archive cut short or damaged after its first member."""
         if self.members is None:
-            self.members = self._walk()
+            with bad_data_as_damage():
+                self.members = self._walk()
         return {name: info.size for name, info in self.members.items()}
 
     def read(self, name: str, max_bytes: int) -> bytes:
@@ -252,7 +304,7 @@ class OpenTar:
             raise ParseError(self.damage)
         info = self.members[name]  # KeyError: no such member
         try:
-            with self.tar.extractfile(info) as stream:
+            with bad_data_as_damage(), self.tar.extractfile(info) as stream:
                 data = stream.read(max_bytes + 1)
         except DAMAGED_TAR_ERRORS as error:
             raise ParseError(f"corrupt tar member: {type(error).__name__}: {error}") from error

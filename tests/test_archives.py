@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import random
@@ -328,6 +329,45 @@ def test_walking_a_tar_of_many_small_members_is_a_few_large_reads_not_one_per_he
     assert raw.reads <= 3, f"{raw.reads} reads for {len(raw.getvalue()) / 2**20:.1f} MiB"
     assert opened.read("docs/100.txt", 1_000_000) == files["docs/100.txt"]
     assert opened.read("docs/101.txt", 1_000_000) == files["docs/101.txt"] and raw.reads <= 6
+
+
+def test_bad_data_in_a_bzip2_tar_is_damage_but_a_failed_read_from_storage_is_not(tmp_path, monkeypatch):
+    """bz2 raises a plain OSError for bad data: the archive is corrupt. A read from storage that fails
+    (the network) must stay an OSError: the file is unreadable, not damaged."""
+    noise = random.Random(1)
+    good = tarred({f"part{index}.txt": noise.randbytes(300_000) for index in range(6)}, "bz2")
+    archive = tmp_path / "export.tar.bz2"
+    archive.write_bytes(good)
+    entries = with_archives_unpacked(storage.list_entries(str(archive)))
+    damaged = bytearray(good)
+    damaged[len(good) // 2 : len(good) // 2 + 64] = bytes(64)  # replaced since it was listed
+    archive.write_bytes(bytes(damaged))
+
+    ingester = FileIngester(ChunkingConfig(), max_file_bytes=1_000_000, run_id="r1")
+    assert ingester.ingest(entries[0], {}).error["error"] == (
+        "corrupt tar archive: ReadError: OSError: Invalid data stream"
+    )  # fmt: skip
+
+    class DroppedConnection(io.BytesIO):  # fault injection: storage fails every read after the first
+        def readinto(self, buffer) -> int:
+            if self.tell():
+                raise OSError("AWS Error NETWORK_CONNECTION during GetObject operation: connection reset")
+            return super().readinto(buffer)
+
+    class DroppingFilesystem:  # fault injection
+        def open_input_file(self, path: str) -> DroppedConnection:
+            return DroppedConnection(good)
+
+    archive.write_bytes(good)
+    resolve = storage.resolve
+    monkeypatch.setattr(
+        storage, "resolve", lambda uri: dataclasses.replace(resolve(uri), filesystem=DroppingFilesystem())
+    )
+    with pytest.raises(OSError, match="NETWORK_CONNECTION") as raised:
+        ListedFileReader().read(entries[0].uri, 1_000_000)
+    assert not isinstance(raised.value, ParseError)
+    ingester = FileIngester(ChunkingConfig(), max_file_bytes=1_000_000, run_id="r1")  # no archive open
+    assert ingester.ingest(entries[0], {}).error["error"].startswith("unreadable: StorageReadError: OSError: AWS")
 
 
 def test_a_tar_member_is_read_no_further_than_one_byte_past_max_bytes(tmp_path, monkeypatch):
