@@ -22,9 +22,10 @@ What it costs to read them:
   :class:`ListedFileReader`) and the members read are fetched (ranged reads on S3);
 - tar: tar has no directory, and a name appended again (``tar -r``) is held twice, its last copy
   the file (as ``tar -x`` leaves it). So listing reads every member's header, and so does a worker,
-  once, when it opens the archive, before it reads a member: then the recorded member is read.
+  once, when it opens the archive, before it reads a member; then each member is read at the place
+  its header recorded;
 - uncompressed tar: read in reads of 8 MiB (ranged reads on S3), so the headers of many small
-  members come a few reads for all; a header past a member larger than that is one more read of
+  members take a few reads in all; a header past a member larger than that is one more read of
   8 MiB; a member is then a ranged read of its bytes;
 - compressed tar: decompressed as it is read, the compressed bytes read 8 MiB at a time, never
   held whole: listing decompresses the whole archive once (there is no cap on what it inflates
