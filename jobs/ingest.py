@@ -265,13 +265,14 @@ def require_known(missing: list[str], ledger: list[dict]) -> None:
 def plan_files(
     config: IngestConfig, files: list[storage.FileEntry], ledger: list[dict]
 ) -> tuple[list[storage.FileEntry], int]:
-    """The files this run must handle, and how many are skipped as already done by the ``ledger`` rows
-    (a file deleted and put back is done again)."""
-    deleted = {source for source, row in latest_rows(ledger).items() if row["outcome"] == OUTCOME_DELETED}
+    """The files this run must handle, and how many are skipped as already done: as big and as old as in
+    their latest ``ledger`` row. A file deleted and put back is done again, and so is one put back as an
+    earlier version (a backup restored with its times, ``cp -p``, ``rsync -a``): an older row is no
+    longer the file's state."""
     done = {
         (row["source"], row["bytes"], row["modified"])
-        for row in ledger
-        if not (config.retry_errors and row["outcome"] == OUTCOME_ERROR) and row["source"] not in deleted
+        for row in latest_rows(ledger).values()
+        if row["outcome"] != OUTCOME_DELETED and not (config.retry_errors and row["outcome"] == OUTCOME_ERROR)
     }
     todo = [entry for entry in files if (entry.uri, entry.size, entry.modified) not in done]
     return todo, len(files) - len(todo)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from jobs.ingest import IngestConfig, exit_status, main
+from jobs.ingest import IngestConfig, exit_status, main, plan_files
 from rayfleet import storage
 from rayfleet.config import ConfigError, load_config
 from rayfleet.documents import plan_input
@@ -307,6 +307,21 @@ def test_underscore_names_are_documents_hidden_ones_are_counted_and_a_link_to_th
     latest = latest_rows(read_folder(f"{site}/corpus/_files", LEDGER_COLUMNS).to_pylist())
     assert latest[f"{tmp_path}/alias/.draft.md"]["outcome"] == "ingested", "still there: not deleted"
     assert not [source for source in latest if "/corpus/" in source], "the output's own tables are never input"
+
+
+def test_a_file_put_back_as_an_earlier_version_with_its_times_is_ingested_again(tmp_path):
+    """A backup restored with its modification time (``cp -p``, ``rsync -a``, ``tar x``) matches a ledger row of
+    an older version: only the file's latest row says whether it is done."""
+    config = load_config(IngestConfig, [f"input={tmp_path / 'docs'}", f"output={tmp_path / 'corpus'}"])
+    source = str(tmp_path / "docs" / "prices.md")
+    first = storage.FileEntry(source, 40, "2026-12-01T10:00:00+00:00")
+    edited = storage.FileEntry(source, 40, "2026-12-02T10:00:00+00:00")
+    ledger = [{"source": source, "bytes": entry.size, "modified": entry.modified, "doc_id": doc_id,
+               "outcome": "ingested", "run_id": run_id, "created_at": created_at}
+              for entry, doc_id, run_id, created_at in [(first, "v1", "r1", "2026-12-01T10:01:00"),
+                                                        (edited, "v2", "r2", "2026-12-02T10:01:00")]]  # fmt: skip
+    assert plan_files(config, [edited], ledger) == ([], 1)
+    assert plan_files(config, [first], ledger) == ([first], 0), "the restored first version is the file now"
 
 
 def test_an_input_that_never_existed_fails_the_run_and_is_named(tmp_path):
