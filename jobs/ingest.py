@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -49,7 +50,7 @@ import pyarrow.compute as pc
 from pydantic import Field, field_validator, model_validator
 
 from rayfleet import storage
-from rayfleet.archives import is_archive, with_archives_unpacked, within_archive
+from rayfleet.archives import is_archive, split_member_uri, with_archives_unpacked, within_archive
 from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.ingestion import (
     LEDGER_COLUMNS,
@@ -262,6 +263,32 @@ def require_known(missing: list[str], ledger: list[dict]) -> None:
         raise FileNotFoundError(f"no file or folder at {', '.join(unknown)} (and no earlier run ingested one there)")
 
 
+def warn_of_vanished_files_elsewhere(listing: InputListing, ledger: list[dict]) -> list[str]:
+    """Warn of local files the ledger holds as current, outside this run's inputs, that no longer exist (their
+    folder was moved or renamed): no run records them deleted, so their documents stay in the corpus and the
+    index. Returns them. (Files on S3 are not looked up: one request each.)"""
+    places = listing.folders + listing.missing
+    vanished = [
+        source for source, row in sorted(latest_rows(ledger).items())
+        if row["outcome"] != OUTCOME_DELETED and not within(source, places) and not storage.is_s3_uri(source)
+        and not os.path.exists(local_file_of(source))
+    ]  # fmt: skip
+    if vanished:
+        logger.warning(
+            "%d file(s) ingested before from outside this run's input no longer exist (%s): their documents stay "
+            "in the corpus and the index; if their folder was moved, give the old one as an input too "
+            "(input=[<new>, <old>]) and its files are recorded deleted",
+            len(vanished), ", ".join(vanished[:3]) + (", ..." if len(vanished) > 3 else ""),
+        )  # fmt: skip
+    return vanished
+
+
+def local_file_of(source: str) -> str:
+    """The local file a ledger source lies in: the archive for a member of one."""
+    member = split_member_uri(source)
+    return member[0] if member else source
+
+
 def plan_files(
     config: IngestConfig, files: list[storage.FileEntry], ledger: list[dict]
 ) -> tuple[list[storage.FileEntry], int]:
@@ -366,6 +393,7 @@ def main(config: IngestConfig) -> dict:
         require_known(listing.missing, ledger)
     storage.ensure_bucket(config.output)  # after the input is known: a mistyped one leaves no output behind
     deleted = record_deleted_files(config, listing, ledger, run_id)
+    warn_of_vanished_files_elsewhere(listing, ledger)
     todo, already_done = plan_files(config, listing.files, ledger)  # the rows just recorded are of files not listed
     logger.info("%d files: %d to ingest, %d already done (%d system files and %d hidden ones passed over%s)",
                 len(listing.files), len(todo), already_done, listing.system_files, len(listing.hidden),

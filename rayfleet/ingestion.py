@@ -73,14 +73,18 @@ class FileResult:
 
 
 # Files an operating system or Office leaves beside documents (thumbnail caches, folder settings);
-# with names starting "~$", the owner files Office writes while a document is open.
+# with names starting "~$", the owner files Office writes while a document is open, and with "._", the
+# AppleDouble files macOS writes beside each file copied to a volume or archive without resource forks.
 SYSTEM_FILE_NAMES = {"thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store"}
+SYSTEM_FILE_PREFIXES = ("~$", "._")
 
 
 def is_system_file(uri: str) -> bool:
-    """A file no one means to ingest: an Office owner (lock) file, a thumbnail cache, folder settings."""
+    """A file no one means to ingest: an Office owner (lock) file, a macOS AppleDouble file, a thumbnail
+    cache, folder settings. (An upload of one such file alone, as the dispatcher submits it, is passed over
+    as one met in a folder is.)"""
     name = uri.rstrip("/").rsplit("/", 1)[-1]
-    return name.startswith("~$") or name.lower() in SYSTEM_FILE_NAMES
+    return name.startswith(SYSTEM_FILE_PREFIXES) or name.lower() in SYSTEM_FILE_NAMES
 
 
 def content_id(data: bytes) -> str:

@@ -18,6 +18,8 @@ from rayfleet.ingestion import is_system_file
         ("s3://b/raw/quarterly report.docx", False),
         ("s3://b/raw/thumbs.db.pdf", False),
         ("s3://b/raw/notes~$.md", False),
+        ("s3://b/incoming/hr/._Leave policy.md", True),  # macOS's AppleDouble copy beside "Leave policy.md"
+        ("s3://b/incoming/hr/notes._draft.md", False),
     ],
 )
 def test_system_files_are_told_from_documents(uri, system):

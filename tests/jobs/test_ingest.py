@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from jobs.ingest import IngestConfig, exit_status, main, plan_files
+from jobs.ingest import IngestConfig, InputListing, exit_status, main, plan_files, warn_of_vanished_files_elsewhere
 from rayfleet import storage
 from rayfleet.config import ConfigError, load_config
 from rayfleet.documents import plan_input
@@ -322,6 +322,26 @@ def test_a_file_put_back_as_an_earlier_version_with_its_times_is_ingested_again(
                                                         (edited, "v2", "r2", "2026-12-02T10:01:00")]]  # fmt: skip
     assert plan_files(config, [edited], ledger) == ([], 1)
     assert plan_files(config, [first], ledger) == ([first], 0), "the restored first version is the file now"
+
+
+def test_files_of_a_folder_moved_away_from_the_inputs_are_warned_of_with_the_remedy(tmp_path, caplog):
+    (tmp_path / "new").mkdir()
+    (tmp_path / "elsewhere.md").write_text("still here")
+    (tmp_path / "pack.zip").write_bytes(b"")
+    sources = {str(tmp_path / "old" / "prices.md"): "ingested", str(tmp_path / "old" / "gone.md"): "deleted",
+               str(tmp_path / "elsewhere.md"): "ingested", f"{tmp_path / 'pack.zip'}!/a.md": "ingested",
+               f"{tmp_path / 'old.zip'}!/b.md": "duplicate", "s3://bucket/raw/x.md": "ingested",
+               str(tmp_path / "new" / "prices.md"): "ingested"}  # fmt: skip
+    ledger = [{"source": source, "bytes": 1, "modified": "m", "doc_id": "d", "outcome": outcome, "run_id": "r1",
+               "created_at": "2026-12-01T10:00:00"} for source, outcome in sources.items()]  # fmt: skip
+    listing = InputListing([], 0, [str(tmp_path / "new") + "/"], [])
+    with caplog.at_level("WARNING", logger="jobs.ingest"):
+        vanished = warn_of_vanished_files_elsewhere(listing, ledger)
+    assert vanished == [f"{tmp_path / 'old.zip'}!/b.md", str(tmp_path / "old" / "prices.md")]
+    assert "2 file(s) ingested before from outside this run's input no longer exist" in caplog.text
+    assert "input=[<new>, <old>]" in caplog.text
+    with_old = InputListing([], 0, [str(tmp_path / "new") + "/"], [str(tmp_path / "old"), str(tmp_path / "old.zip")])
+    assert warn_of_vanished_files_elsewhere(with_old, ledger) == [], "the old folder given: its files get deleted"
 
 
 def test_an_input_that_never_existed_fails_the_run_and_is_named(tmp_path):
