@@ -76,6 +76,11 @@ class BuildIndexConfig(BaseConfig):
 
     input: str = Field(..., description="Parquet file or folder/prefix of chunks (local path or s3://).")
     output: str = Field(..., description="Index root folder/prefix: embeddings, versions and LATEST (local or s3://).")
+    keep_versions: int = Field(
+        10, ge=0,
+        description="Index versions kept after a build (the newest, LATEST's among them; older ones to roll back "
+        "to); older ones are deleted. 0 keeps every version.",
+    )  # fmt: skip
     errors_output: str | None = Field(None, description="Errors table folder; default <output>/_errors.")
     embedding_model: str = Field(
         "all-minilm-l6-v2", description="Sentence-transformers model: provisioned name or local folder."
@@ -403,6 +408,11 @@ def update_index(config: BuildIndexConfig) -> dict:
             rows=manifest.row_count,
             removed_documents=len(removed),
         )
+    pruned = store.prune_versions(config.output, config.keep_versions)
+    if pruned:
+        logger.info("deleted %d index version(s) older than the newest %d: %s", len(pruned), config.keep_versions,
+                    ", ".join(pruned[:3]) + (", ..." if len(pruned) > 3 else ""))  # fmt: skip
+    report["pruned_versions"] = len(pruned)
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
 

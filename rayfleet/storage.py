@@ -379,6 +379,22 @@ def delete(uri: str) -> None:
         pass
 
 
+def delete_folder(uri: str) -> None:
+    """Delete a folder (an S3 prefix) and everything under it; a missing one is not an error."""
+    location = resolve(uri)
+    try:
+        location.filesystem.delete_dir(location.path)
+    except FileNotFoundError:
+        pass
+
+
+def subfolder_names(uri: str) -> list[str]:
+    """The names of the folders right under ``uri`` (an S3 prefix's common prefixes), sorted; none if it is missing."""
+    location = resolve(uri)
+    infos = location.filesystem.get_file_info(pafs.FileSelector(location.path, allow_not_found=True))
+    return sorted(posixpath.basename(info.path) for info in infos if info.type == pafs.FileType.Directory)
+
+
 class OutputLocationError(OSError):
     """A job's output cannot be made where it was asked for (a file in the way, no permission, a bucket
     these credentials may not create): the user must change the path or the rights."""

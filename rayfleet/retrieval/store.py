@@ -8,7 +8,10 @@ Layout under an index root::
     <root>/LATEST                             the current version's name, written last
 
 A version folder is complete before ``LATEST`` names it, so a reader never sees half an
-index; older versions stay until someone deletes them (a rollback is one small write).
+index; the newest older versions stay (a rollback is one small write) and
+:func:`prune_versions` deletes the rest (a build per new file, as the dispatcher runs it, would
+otherwise keep a whole index per file ever added). A reader loads a version whole, so deleting
+one a server has loaded takes nothing from it.
 """
 
 from __future__ import annotations
@@ -75,6 +78,18 @@ def save_version(root: str, index: VectorIndex, rows: pa.Table, manifest: IndexM
     storage.write_bytes(storage.join(folder, "manifest.json"), manifest.model_dump_json(indent=2).encode())
     storage.write_bytes(storage.join(root, LATEST), manifest.version.encode())
     return folder
+
+
+def prune_versions(root: str, keep: int) -> list[str]:
+    """Delete every version but the newest ``keep`` (version names are run ids: they sort by time) and the
+    one ``LATEST`` names; ``keep`` 0 deletes none. Returns the deleted versions' names, oldest first."""
+    if keep <= 0:
+        return []
+    names = storage.subfolder_names(storage.join(root, "versions"))
+    pruned = [name for name in names[:-keep] if name != latest_version(root)]
+    for name in pruned:
+        storage.delete_folder(version_uri(root, name))
+    return pruned
 
 
 def index_in_process(

@@ -134,9 +134,12 @@ def test_build_rerun_grow_and_shrink(ray_cluster, s3_prefix, acl_chunks, caplog,
     assert (back["build_mode"], back["embedded"], back["rows"]) == ("full", 0, len(acl_chunks))
     assert store.load_manifest(index_uri).dimension == 384
 
+    versions = storage.join(index_uri, "versions")
+    assert len(storage.subfolder_names(versions)) == 4 and back["pruned_versions"] == 0  # built, grown, static, back
     storage.delete(storage.join(chunks_uri, "part-1.parquet"))
     caplog.clear()
-    shrunk = main(config)
+    shrunk = main(config.model_copy(update={"keep_versions": 2}))
+    assert shrunk["pruned_versions"] == 3 and storage.subfolder_names(versions) == [back["version"], shrunk["version"]]
     assert (shrunk["build_mode"], shrunk["embedded"], shrunk["rows"]) == ("full", 0, len(later))
     assert shrunk["removed_documents"] == 8 and grown["removed_documents"] == 0
     assert set(Retriever.load(index_uri).rows["doc_id"].to_pylist()) == set(papers[8:])
