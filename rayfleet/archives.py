@@ -60,7 +60,7 @@ import zipfile
 import zlib
 from collections import OrderedDict
 from contextlib import closing, contextmanager
-from typing import IO, Iterator, Protocol
+from typing import IO, Callable, ContextManager, Iterator, Protocol
 
 from rayfleet import storage
 from rayfleet.text.compression import COMPRESSIONS, compression_of
@@ -304,14 +304,12 @@ class OpenTar:
         if self.damage:
             raise ParseError(self.damage)
         info = self.members[name]  # KeyError: no such member
-        try:
-            with bad_data_as_damage(), self.tar.extractfile(info) as stream:
-                data = stream.read(max_bytes + 1)
-        except DAMAGED_TAR_ERRORS as error:
-            raise ParseError(f"corrupt tar member: {type(error).__name__}: {error}") from error
-        if len(data) > max_bytes:
-            raise ParseError(f"oversize: tar member is larger than max_file_bytes={max_bytes}")
-        return data
+        return bounded_member_read(lambda: self._member_stream(info), "tar", DAMAGED_TAR_ERRORS, max_bytes)
+
+    @contextmanager
+    def _member_stream(self, info: tarfile.TarInfo) -> Iterator[IO[bytes]]:
+        with bad_data_as_damage(), self.tar.extractfile(info) as stream:
+            yield stream
 
     def close(self) -> None:
         self.tar.close()
@@ -432,11 +430,22 @@ def inflate_member(package: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: i
     size may lie)."""
     if info.flag_bits & 0x1:
         raise ParseError("encrypted zip member: it needs a password (unzip it, or zip it again without one)")
+    return bounded_member_read(lambda: package.open(info), "zip", DAMAGED_ZIP_ERRORS, max_bytes)
+
+
+def bounded_member_read(
+    open_member: Callable[[], ContextManager[IO[bytes]]], kind: str, damage: tuple[type, ...], max_bytes: int
+) -> bytes:
+    """The bytes of the member ``open_member`` opens, read no further than one byte past ``max_bytes``.
+
+    Raises:
+        ParseError: the member is damaged (one of ``damage`` raised), or its bytes go past ``max_bytes``.
+    """
     try:
-        with package.open(info) as stream:
+        with open_member() as stream:
             data = stream.read(max_bytes + 1)
-    except DAMAGED_ZIP_ERRORS as error:
-        raise ParseError(f"corrupt zip member: {type(error).__name__}: {error}") from error
+    except damage as error:
+        raise ParseError(f"corrupt {kind} member: {type(error).__name__}: {error}") from error
     if len(data) > max_bytes:
-        raise ParseError(f"oversize: zip member inflates past max_file_bytes={max_bytes}")
+        raise ParseError(f"oversize: {kind} member inflates past max_file_bytes={max_bytes}")
     return data

@@ -268,7 +268,7 @@ def test_a_tar_that_is_cut_short_damaged_or_no_tar_stays_itself_and_is_set_aside
 def test_a_tar_bomb_a_cut_and_a_missing_member_are_refused_with_the_reason(tmp_path):
     (tmp_path / "bomb.tar.gz").write_bytes(tarred({"zeros.txt": bytes(5_000_000)}, "gz"))
     reader = ListedFileReader()
-    with pytest.raises(ParseError, match="oversize: tar member is larger than max_file_bytes=1000000"):
+    with pytest.raises(ParseError, match="oversize: tar member inflates past max_file_bytes=1000000"):
         reader.read(f"{tmp_path}/bomb.tar.gz!/zeros.txt", 1_000_000)
     with pytest.raises(FileNotFoundError, match="gone.txt is no longer in"):
         reader.read(f"{tmp_path}/bomb.tar.gz!/gone.txt", 10_000)
