@@ -45,6 +45,7 @@ from rayfleet.ingestion import (
     LEDGER_COLUMNS,
     current_files,
     document_holders,
+    files_behind,
     ingest_ledger_beside,
     superseded_documents,
     table_of_ingest_output,
@@ -234,12 +235,16 @@ def current_chunks(config: BuildIndexConfig, chunks: pa.Table) -> tuple[pa.Table
         return chunks, set()
     rows = read_folder(ledger, LEDGER_COLUMNS).to_pylist()
     chunks = citing_files_that_hold_them(chunks, rows)
+    if behind := files_behind(rows):
+        logger.warning("%d file(s) changed into something that could not be read (%s): the index keeps their last "
+                       "good version; the reasons are in the ingest output's errors table",
+                       len(behind), ", ".join(behind[:3]) + (", ..." if len(behind) > 3 else ""))  # fmt: skip
     superseded = superseded_documents(rows) & set(chunks["doc_id"].to_pylist())
     if not superseded:
         return chunks, superseded
     current = chunks.filter(pa.array([doc_id not in superseded for doc_id in chunks["doc_id"].to_pylist()]))
-    logger.info("left out %d chunks of %d superseded document version(s): their files changed since (ledger %s)",
-                chunks.num_rows - current.num_rows, len(superseded), ledger)  # fmt: skip
+    logger.info("left out %d chunks of %d superseded document version(s): their files changed or were deleted "
+                "since (ledger %s)", chunks.num_rows - current.num_rows, len(superseded), ledger)  # fmt: skip
     return current, superseded
 
 
@@ -302,15 +307,15 @@ def build_version(
     superseded: set[str] = frozenset(),
 ) -> tuple[IndexManifest, list[str]]:
     """Build the next index version from stored embeddings and write it; returns its manifest and the documents
-    of the previous version it no longer holds."""
+    of the previous version it no longer holds though no file's change or deletion explains it (a superseded
+    version is meant to go: counted apart, not warned of)."""
     index, previous_keys, removed = None, [], []
     if previous is not None:
         previous_index, previous_rows, _ = store.load_version(config.output, previous.version)
         previous_keys = previous_rows["embedding_key"].to_pylist()
-        removed = removed_documents(previous_rows, chunks)
-        missing = [doc_id for doc_id in removed if doc_id not in superseded]  # a superseded version is meant to go
-        if missing:
-            warn_of_removed_documents(missing, previous, config)
+        removed = [doc_id for doc_id in removed_documents(previous_rows, chunks) if doc_id not in superseded]
+        if removed:
+            warn_of_removed_documents(removed, previous, config)
     mode = plan_build(previous, previous_keys, keys, config, model_hash)
     if mode == "incremental":
         known = set(previous_keys)

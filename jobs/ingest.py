@@ -484,10 +484,22 @@ def exit_status(report: dict) -> int:
     by an earlier run), so a scheduler, and a dispatcher's retries, see the run failed each time; else 0."""
     listed = report["files"] + report["already_done"]
     if listed and report["files_in_error"] == listed:
-        logger.error("no file of the input was ingested: all %d are set aside as errors (see %s)", listed,
-                     storage.join(report["output"], "errors"))  # fmt: skip
+        errors_uri = storage.join(report["output"], "errors")
+        logger.error("no file of the input was ingested: all %d are set aside as errors (see %s): %s", listed,
+                     errors_uri, why_set_aside(errors_uri, report["run_id"]))  # fmt: skip
         return 1
     return 0
+
+
+def why_set_aside(errors_uri: str, run_id: str, shown: int = 3) -> str:
+    """The reasons of the files run ``run_id`` set aside (the first ``shown``), or, when it set none aside (all
+    were by earlier runs), that they are not read again: what a scheduler's log tail or a dead letter shows."""
+    errors = read_folder(errors_uri, ["source", "error", "run_id"]).to_pylist()
+    rows = [row for row in errors if row["run_id"] == run_id]
+    if not rows:
+        return "set aside by earlier runs (their reasons are in the errors table); retry_errors=true reads them again"
+    reasons = "; ".join(f"{row['source']}: {row['error']}" for row in rows[:shown])
+    return reasons + (f"; and {len(rows) - shown} more" if len(rows) > shown else "")
 
 
 if __name__ == "__main__":

@@ -246,6 +246,15 @@ def current_files(ledger: list[dict]) -> dict[str, str]:
     return current
 
 
+def files_behind(ledger: list[dict]) -> list[str]:
+    """The files whose latest read failed while an earlier version of theirs is current: what they hold now
+    is not what is served (their last good version is), sorted."""
+    current = current_files(ledger)
+    return sorted(
+        source for source, row in latest_rows(ledger).items() if row["outcome"] == OUTCOME_ERROR and source in current
+    )
+
+
 def document_holders(current: dict[str, str]) -> dict[str, str]:
     """For each document some file holds now (``current``: :func:`current_files`), the first such file
     by name: where to cite it from once the file it was read from is renamed, changed or deleted while

@@ -29,7 +29,7 @@ def test_system_files_are_told_from_documents(uri, system):
 def test_a_file_ingested_again_after_a_change_supersedes_its_earlier_versions():
     from datetime import datetime, timezone
 
-    from rayfleet.ingestion import superseded_documents
+    from rayfleet.ingestion import files_behind, superseded_documents
 
     def row(source, doc_id, outcome, minute, run="r"):
         return {"source": source, "doc_id": doc_id, "outcome": outcome, "run_id": run,
@@ -42,6 +42,8 @@ def test_a_file_ingested_again_after_a_change_supersedes_its_earlier_versions():
               row("d.md", "a1", "duplicate", 7)]  # a copy of a.md's first version, still on disk  # fmt: skip
     assert superseded_documents(ledger) == {"c2"}
     assert superseded_documents(ledger[:-1]) == {"a1", "c2"}
+    assert files_behind(ledger) == ["b.md"], "b.md's unreadable change leaves b1 served"
+    assert files_behind(ledger + [row("b.md", None, "deleted", 8)]) == []
 
 
 def test_a_deleted_file_holds_no_document_until_it_is_put_back():
