@@ -81,15 +81,26 @@ def save_version(root: str, index: VectorIndex, rows: pa.Table, manifest: IndexM
 
 
 def prune_versions(root: str, keep: int) -> list[str]:
-    """Delete every version but the newest ``keep`` (version names are run ids: they sort by time) and the
-    one ``LATEST`` names; ``keep`` 0 deletes none. Returns the deleted versions' names, oldest first."""
-    if keep <= 0:
+    """Delete every version but the newest ``keep`` (by their manifests' ``created_at``: run ids name the
+    second only) and the one ``LATEST`` names; ``keep`` 0 deletes none. Returns the deleted versions' names,
+    oldest first."""
+    names = storage.subfolder_names(storage.join(root, "versions")) if keep > 0 else []
+    if len(names) <= keep:
         return []
-    names = storage.subfolder_names(storage.join(root, "versions"))
-    pruned = [name for name in names[:-keep] if name != latest_version(root)]
+    newest_first = sorted(names, key=lambda name: version_created_at(root, name), reverse=True)
+    pruned = [name for name in reversed(newest_first[keep:]) if name != latest_version(root)]
     for name in pruned:
         storage.delete_folder(version_uri(root, name))
     return pruned
+
+
+def version_created_at(root: str, version: str) -> str:
+    """When a version was written (its manifest's ``created_at``); "" for a folder without a readable manifest
+    (a build that failed part-way), which counts as the oldest."""
+    try:
+        return json.loads(storage.read_bytes(storage.join(version_uri(root, version), "manifest.json")))["created_at"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def index_in_process(

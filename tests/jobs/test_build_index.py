@@ -139,7 +139,10 @@ def test_build_rerun_grow_and_shrink(ray_cluster, s3_prefix, acl_chunks, caplog,
     storage.delete(storage.join(chunks_uri, "part-1.parquet"))
     caplog.clear()
     shrunk = main(config.model_copy(update={"keep_versions": 2}))
-    assert shrunk["pruned_versions"] == 3 and storage.subfolder_names(versions) == [back["version"], shrunk["version"]]
+    assert shrunk["pruned_versions"] == 3 and set(storage.subfolder_names(versions)) == {
+        back["version"],
+        shrunk["version"],
+    }
     assert (shrunk["build_mode"], shrunk["embedded"], shrunk["rows"]) == ("full", 0, len(later))
     assert shrunk["removed_documents"] == 8 and grown["removed_documents"] == 0
     assert set(Retriever.load(index_uri).rows["doc_id"].to_pylist()) == set(papers[8:])
