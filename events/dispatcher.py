@@ -40,7 +40,7 @@ from events.ledger import (
     CLAIMED, DEAD_LETTER, RETRY_WAIT, SUBMITTED, SUCCEEDED, DynamoLedger, Ledger, LedgerEntry, SqliteLedger,
 )  # fmt: skip
 from events.ray_jobs import FINISHED_FAILED, FINISHED_OK, RayJobs, runtime_environment, submission_id
-from events.rules import ObjectEvent, Rule, entrypoint, first_match
+from events.rules import ObjectEvent, Rule, entrypoint, first_match, sized_out
 from events.sources import BucketPoller, EventSource, SqsSource
 from rayfleet import storage
 
@@ -202,7 +202,13 @@ class Dispatcher:
         """Claim one event (it is submitted from the queue); returns ``claimed``, ``duplicates`` or ``unmatched``."""
         rule = first_match(self.config.rules, event)
         if rule is None:
-            logger.info("no rule for %s (%d bytes): skipped", event.uri, event.size)
+            sized = sized_out(self.config.rules, event)
+            if sized is None:
+                logger.info("no rule for %s (%d bytes): skipped", event.uri, event.size)
+            else:
+                logger.warning("%s is %d bytes, outside rule %s's sizes (min_size %d, max_size %s): no job runs; what "
+                               "was made of an earlier version of it stays", event.uri, event.size, sized.name,
+                               sized.min_size, sized.max_size)  # fmt: skip
             return "unmatched"
         now = self.clock()
         entry = LedgerEntry(

@@ -158,11 +158,14 @@ class Rule(BaseConfig):
         if event.key.endswith("/"):
             return False
         if event.removed:
-            return self.on_removed and self._names(event)
-        fits = event.size >= self.min_size and (self.max_size is None or event.size <= self.max_size)
-        return fits and self._names(event)
+            return self.on_removed and self.names(event)
+        return self.fits_size(event) and self.names(event)
 
-    def _names(self, event: ObjectEvent) -> bool:
+    def fits_size(self, event: ObjectEvent) -> bool:
+        return event.size >= self.min_size and (self.max_size is None or event.size <= self.max_size)
+
+    def names(self, event: ObjectEvent) -> bool:
+        """True when ``event``'s bucket and key are this rule's, whatever its size."""
         return (
             (self.bucket is None or event.bucket == self.bucket)
             and event.key.startswith(self.prefix)
@@ -173,6 +176,14 @@ class Rule(BaseConfig):
 def first_match(rules: list[Rule], event: ObjectEvent) -> Rule | None:
     """The first rule that matches ``event``, or None."""
     return next((rule for rule in rules if rule.matches(event)), None)
+
+
+def sized_out(rules: list[Rule], event: ObjectEvent) -> Rule | None:
+    """The first rule that names ``event``'s object but not its size (an empty upload, where ``min_size`` is
+    1): no job runs for it, and what was made of an earlier version of the object stays."""
+    if event.removed or event.key.endswith("/"):
+        return None
+    return next((rule for rule in rules if rule.names(event) and not rule.fits_size(event)), None)
 
 
 def without_extension(path: str) -> str:

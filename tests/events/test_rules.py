@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from events.config import DispatchConfig
-from events.rules import ObjectEvent, Rule, entrypoint, first_match, placeholder_values, yaml_exact
+from events.rules import ObjectEvent, Rule, entrypoint, first_match, placeholder_values, sized_out, yaml_exact
 from jobs.fault_injection import FaultInjectionJobConfig
 from rayfleet.config import ConfigError, load_config, parse_override
 
@@ -33,6 +33,17 @@ def test_rule_matches_prefix_suffix_bucket_and_size():
     assert not rule.matches(ObjectEvent("data", "incoming/a.csv", 10, "e1"))
     assert not rule.matches(ObjectEvent("data", "incoming/a.parquet", 0, "e1")), "empty objects are skipped"
     assert not rule.matches(ObjectEvent("data", "incoming/a.parquet", 1001, "e1"))
+
+
+def test_an_object_a_rule_names_but_cannot_take_for_its_size_is_told_from_one_no_rule_names():
+    rules = [summarize_rule(name="big", prefix="incoming/big/", min_size=100), summarize_rule(max_size=1000)]
+    empty = ObjectEvent("data", "incoming/a.parquet", 0, "e")
+    huge = ObjectEvent("data", "incoming/a.parquet", 5000, "e")
+    assert first_match(rules, empty) is None and sized_out(rules, empty).name == "summarize"
+    assert sized_out(rules, huge).name == "summarize"
+    assert sized_out(rules, ObjectEvent("data", "incoming/a.csv", 0, "e")) is None, "no rule names a .csv"
+    assert sized_out(rules, ObjectEvent("data", "incoming/a.parquet", 10, "e")) is None, "a rule takes it"
+    assert sized_out(rules, ObjectEvent("data", "incoming/a.parquet", 0, "e", removed=True)) is None
 
 
 def test_a_folder_marker_matches_no_rule_created_or_deleted():
