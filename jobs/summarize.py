@@ -320,6 +320,10 @@ def main(config: SummarizeConfig) -> dict:
     storage.ensure_bucket(config.output)
     done_ids = read_column_values(config.output, "doc_id", SUMMARY_SIGNATURE)
     superseded = superseded_beside(config.input) if config.follow_ingest_ledger else set()
+    if stale := done_ids & superseded:
+        logger.warning("%d summaries in %s are of document versions their files no longer hold (changed or deleted "
+                       "since): they stay beside the current versions' summaries; a reader keeps the doc_ids the "
+                       "ingest ledger holds (rayfleet.ingestion.current_files)", len(stale), config.output)  # fmt: skip
     plan = plan_input(sources, config.id_column, config.text_column, done_ids, run_id, config.rows_per_read_task,
                       left_out=superseded)  # fmt: skip
     write_errors(config.errors_uri, plan.errors)
@@ -344,6 +348,7 @@ def main(config: SummarizeConfig) -> dict:
     compact_output(config.errors_uri, run_id, config.output_file_bytes)  # a file per batch with bad rows
     report = run_report(config, run_id, plan.already_done, time.monotonic() - started)
     report["superseded_documents"] = plan.left_out
+    report["superseded_summaries"] = len(stale)
     print(json.dumps(report), flush=True)
     return report
 

@@ -136,6 +136,8 @@ def test_an_ingest_documents_table_is_summarized_at_its_files_current_versions(r
     assert set(read_folder(f"{tmp_path}/from_root", ["doc_id"])["doc_id"].to_pylist()) == summarized, "not its chunks"
     every_version = config(tiny_llama_path, f"{tmp_path}/corpus/documents", f"{tmp_path}/all")
     assert main(every_version.model_copy(update={"follow_ingest_ledger": False}))["summarized"] == 4
+    again = main(every_version)
+    assert (again["summarized"], again["superseded_summaries"]) == (0, 2), "the old budget's and the roster's"
 
 
 def test_killed_job_resumes_with_nothing_lost_or_doubled(ray_cluster, s3_prefix, smollm2_path):
