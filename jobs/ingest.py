@@ -24,9 +24,9 @@ Scanned PDF pages and pictures of text (PNG, JPEG, TIFF...) are read by OCR (``o
 :mod:`rayfleet.text.ocr`). A zip or tar archive (``.tar.gz`` and the like too) is listed as the files
 it holds, each a file of its own (``handbook.zip!/hr/leave.pdf``, :mod:`rayfleet.archives`).
 
-Exact duplicates (same bytes) are kept once and counted. A rerun skips every file in
-the ledger with the same size and modification time, so it does no work twice and
-picks up new or changed files incrementally. A file gone from a folder the job is given, or
+Exact duplicates (same bytes) are kept once and counted. A rerun skips every file whose
+latest ledger row has its size and modification time, so it does no work twice and
+picks up new, changed or restored files incrementally. A file gone from a folder the job is given, or
 an input file an earlier run ingested that no longer exists (the dispatcher runs the job on a
 deleted file's name), is recorded as deleted (``prune_deleted``), and an index built from this
 output leaves it out,
