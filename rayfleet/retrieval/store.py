@@ -88,7 +88,8 @@ def prune_versions(root: str, keep: int) -> list[str]:
     if len(names) <= keep:
         return []
     newest_first = sorted(names, key=lambda name: version_created_at(root, name), reverse=True)
-    pruned = [name for name in reversed(newest_first[keep:]) if name != latest_version(root)]
+    latest = latest_version(root)
+    pruned = [name for name in reversed(newest_first[keep:]) if name != latest]
     for name in pruned:
         storage.delete_folder(version_uri(root, name))
     return pruned
