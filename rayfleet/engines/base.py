@@ -70,17 +70,17 @@ class SamplingConfig(BaseConfig):
 
     @model_validator(mode="after")
     def _one_constraint(self) -> "SamplingConfig":
-        named = [name for name in OUTPUT_CONSTRAINTS if getattr(self, name) not in (None, False)]
+        named = [name for name, _ in self._constraints()]
         if len(named) > 1:
             raise ValueError(f"set at most one of {', '.join(OUTPUT_CONSTRAINTS)} (got {' and '.join(named)})")
         return self
 
     def output_constraint(self) -> tuple[str, Any] | None:
         """The constraint on every reply, as its field's name and value (``("regex", "[0-9]+")``), if any."""
-        for name in OUTPUT_CONSTRAINTS:
-            if getattr(self, name) not in (None, False):
-                return name, getattr(self, name)
-        return None
+        return next(iter(self._constraints()), None)
+
+    def _constraints(self) -> list[tuple[str, Any]]:
+        return [(name, getattr(self, name)) for name in OUTPUT_CONSTRAINTS if getattr(self, name) not in (None, False)]
 
 
 class EngineConfig(BaseConfig):
