@@ -216,6 +216,7 @@ class InputListing:
     folders: list[str]  # the inputs that are folders, as ``uri/`` prefixes: where deleted files are looked for
     missing: list[str]  # the inputs that no longer exist (a deleted file or folder)
     hidden: list[str] = field(default_factory=list)  # files under a name starting with ".": passed over
+    unread: list[str] = field(default_factory=list)  # archives a read from storage failed to list: left as they were
 
 
 DOCUMENT_FOLDERS_HIDE = (".",)  # .git/, .DS_Store; a "_" name is a document's (Hugo's _index.md, Jekyll's _posts/)
@@ -224,7 +225,7 @@ DOCUMENT_FOLDERS_HIDE = (".",)  # .git/, .DS_Store; a "_" name is a document's (
 def list_input_files(config: IngestConfig) -> InputListing:
     """Every file under the inputs, and which inputs are folders or gone."""
     found: dict[str, storage.FileEntry] = {}
-    folders, missing, hidden = [], [], []
+    folders, missing, hidden, unread = [], [], [], []
     for uri in config.input:
         resolved = storage.resolve(uri).uri
         try:
@@ -236,11 +237,11 @@ def list_input_files(config: IngestConfig) -> InputListing:
             folders.append(resolved.rstrip("/") + "/")
         elif is_archive(resolved):
             folders.append(resolved)  # its members are the files it lists (within: "<archive>!/...")
-        for entry in with_archives_unpacked(entries):
+        for entry in with_archives_unpacked(entries, unread):
             if not storage.contains(config.output, entry.uri):
                 found.setdefault(entry.uri, entry)
     documents = [entry for entry in found.values() if not is_system_file(entry.uri)]
-    return InputListing(documents, len(found) - len(documents), folders, missing, hidden)
+    return InputListing(documents, len(found) - len(documents), folders, missing, hidden, unread)
 
 
 def within(source: str, places: list[str]) -> bool:
@@ -252,24 +253,24 @@ def within(source: str, places: list[str]) -> bool:
     )
 
 
-def require_known(missing: list[str], ledger: list[dict]) -> None:
+def require_known(missing: list[str], latest: dict[str, dict]) -> None:
     """Fail on an input that does not exist and never held an ingested file (a wrong path, not a deletion).
 
     Raises:
         FileNotFoundError: naming those inputs.
     """
-    unknown = [uri for uri in missing if not any(within(row["source"], [uri]) for row in ledger)]
+    unknown = [uri for uri in missing if not any(within(source, [uri]) for source in latest)]
     if unknown:
         raise FileNotFoundError(f"no file or folder at {', '.join(unknown)} (and no earlier run ingested one there)")
 
 
-def warn_of_vanished_files_elsewhere(listing: InputListing, ledger: list[dict]) -> list[str]:
-    """Warn of local files the ledger holds as current, outside this run's inputs, that no longer exist (their
-    folder was moved or renamed): no run records them deleted, so their documents stay in the corpus and the
-    index. Returns them. (Files on S3 are not looked up: one request each.)"""
+def warn_of_vanished_files_elsewhere(listing: InputListing, latest: dict[str, dict]) -> list[str]:
+    """Warn of local files whose ``latest`` ledger row holds them current, outside this run's inputs, that no
+    longer exist (their folder was moved or renamed): no run records them deleted, so their documents stay in
+    the corpus and the index. Returns them. (Files on S3 are not looked up: one request each.)"""
     places = listing.folders + listing.missing
     vanished = [
-        source for source, row in sorted(latest_rows(ledger).items())
+        source for source, row in sorted(latest.items())
         if row["outcome"] != OUTCOME_DELETED and not within(source, places) and not storage.is_s3_uri(source)
         and not os.path.exists(local_file_of(source))
     ]  # fmt: skip
@@ -290,32 +291,33 @@ def local_file_of(source: str) -> str:
 
 
 def plan_files(
-    config: IngestConfig, files: list[storage.FileEntry], ledger: list[dict]
+    config: IngestConfig, files: list[storage.FileEntry], latest: dict[str, dict]
 ) -> tuple[list[storage.FileEntry], int]:
     """The files this run must handle, and how many are skipped as already done: as big and as old as in
-    their latest ``ledger`` row. A file deleted and put back is done again, and so is one put back as an
+    their ``latest`` ledger row. A file deleted and put back is done again, and so is one put back as an
     earlier version (a backup restored with its times, ``cp -p``, ``rsync -a``): an older row is no
     longer the file's state."""
     done = {
         (row["source"], row["bytes"], row["modified"])
-        for row in latest_rows(ledger).values()
+        for row in latest.values()
         if row["outcome"] != OUTCOME_DELETED and not (config.retry_errors and row["outcome"] == OUTCOME_ERROR)
     }
     todo = [entry for entry in files if (entry.uri, entry.size, entry.modified) not in done]
     return todo, len(files) - len(todo)
 
 
-def record_deleted_files(config: IngestConfig, listing: InputListing, ledger: list[dict], run_id: str) -> int:
-    """Ledger rows ``deleted`` for files the ``ledger`` rows hold under the listing's folders, or at its missing
-    inputs, that the listing no longer has; returns how many."""
+def record_deleted_files(config: IngestConfig, listing: InputListing, latest: dict[str, dict], run_id: str) -> int:
+    """Ledger rows ``deleted`` for files whose ``latest`` row holds them current under the listing's folders, or
+    at its missing inputs, that the listing no longer has (but not those of an archive it could not read);
+    returns how many."""
     places = listing.folders + listing.missing
     if not (config.prune_deleted and places):
         return 0
     present = {entry.uri for entry in listing.files} | set(listing.hidden)  # a hidden file named itself is still there
-    latest = latest_rows(ledger)
     gone = [
         row for source, row in sorted(latest.items())
         if row["outcome"] != OUTCOME_DELETED and source not in present and within(source, places)
+        and not within(source, listing.unread)
     ]  # fmt: skip
     if gone:
         now = utc_now()
@@ -388,13 +390,13 @@ def main(config: IngestConfig) -> dict:
     started = time.monotonic()
     logger.info("run %s with config:\n%s", run_id, describe(config))
     listing = list_input_files(config)
-    ledger = read_folder(config.table("_files"), LEDGER_COLUMNS).to_pylist()  # read once for all three
+    latest = latest_rows(read_folder(config.table("_files"), LEDGER_COLUMNS).to_pylist())  # each file's, once
     if not config.missing_ok:
-        require_known(listing.missing, ledger)
+        require_known(listing.missing, latest)
     storage.ensure_bucket(config.output)  # after the input is known: a mistyped one leaves no output behind
-    deleted = record_deleted_files(config, listing, ledger, run_id)
-    warn_of_vanished_files_elsewhere(listing, ledger)
-    todo, already_done = plan_files(config, listing.files, ledger)  # the rows just recorded are of files not listed
+    deleted = record_deleted_files(config, listing, latest, run_id)
+    warn_of_vanished_files_elsewhere(listing, latest)
+    todo, already_done = plan_files(config, listing.files, latest)  # the rows just recorded are of files not listed
     logger.info("%d files: %d to ingest, %d already done (%d system files and %d hidden ones passed over%s)",
                 len(listing.files), len(todo), already_done, listing.system_files, len(listing.hidden),
                 f": {', '.join(listing.hidden[:3])}{', ...' if len(listing.hidden) > 3 else ''}"
@@ -410,7 +412,8 @@ def main(config: IngestConfig) -> dict:
     report = run_report(config, run_id, already_done, removed, listing.system_files, time.monotonic() - started)
     report["deleted"] = deleted
     report["hidden_files_skipped"] = len(listing.hidden)
-    report["files_in_error"] = report["errors"] + set_aside_before(ledger, listing.files, todo)
+    report["files_in_error"] = report["errors"] + set_aside_before(latest, listing.files, todo)
+    report["unread_archives"] = len(listing.unread)
     if config.index_output:
         report["index"] = update_index_after_ingest(config)
     print(json.dumps(report), flush=True)
@@ -470,18 +473,24 @@ def run_report(
     }
 
 
-def set_aside_before(ledger: list[dict], files: list[storage.FileEntry], todo: list[storage.FileEntry]) -> int:
+def set_aside_before(latest: dict[str, dict], files: list[storage.FileEntry], todo: list[storage.FileEntry]) -> int:
     """How many of the input's ``files`` that this run skipped (not in ``todo``) stand set aside by an earlier
-    run (their latest row in the ``ledger`` read at the start an error); with this run's errors, the files
-    in error now."""
-    latest, handled = latest_rows(ledger), {file.uri for file in todo}
+    run (their ``latest`` ledger row, read at the start, an error); with this run's errors, the files in
+    error now."""
+    handled = {file.uri for file in todo}
     skipped = [latest.get(file.uri) for file in files if file.uri not in handled]
     return sum(1 for row in skipped if row is not None and row["outcome"] == OUTCOME_ERROR)
 
 
 def exit_status(report: dict) -> int:
     """The command's exit status: 1 when the input holds files and every one of them stands set aside (now or
-    by an earlier run), so a scheduler, and a dispatcher's retries, see the run failed each time; else 0."""
+    by an earlier run), so a scheduler, and a dispatcher's retries, see the run failed each time, or when an
+    archive of the input could not be read from storage to list its files (a rerun lists it again); else 0."""
+    if report["unread_archives"]:
+        logger.error("%d archive(s) of the input could not be read from storage to list their files (see the "
+                     "errors above): their files were left as they were; run again to ingest them",
+                     report["unread_archives"])  # fmt: skip
+        return 1
     listed = report["files"] + report["already_done"]
     if listed and report["files_in_error"] == listed:
         errors_uri = storage.join(report["output"], "errors")

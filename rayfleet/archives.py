@@ -45,7 +45,10 @@ A ``.zip`` that is really a DOCX, XLSX, PPTX, OpenDocument or EPUB file is a doc
 archive; an archive that does not open, or a tar cut short (it does not end with its
 end-of-archive block), stays listed as itself and is set aside with the reason. A tar found damaged
 when a worker reads it (replaced since it was listed) sets each member read aside as ``corrupt tar
-archive``; a read from storage that fails there is no damage: the member is ``unreadable``.
+archive``; a read from storage that fails there is no damage: the member is ``unreadable``. Nor is
+one that fails while the archive is listed: what it holds is not known this time, so the archive is
+left out of that listing (``with_archives_unpacked``'s ``unread``) and none of its files is taken
+for deleted.
 """
 
 from __future__ import annotations
@@ -123,23 +126,43 @@ def within_archive(uri: str, archive_uri: str) -> bool:
     return uri.startswith(archive_uri + ARCHIVE_SEPARATOR)
 
 
-def with_archives_unpacked(entries: list[storage.FileEntry]) -> list[storage.FileEntry]:
+def with_archives_unpacked(
+    entries: list[storage.FileEntry], unread: list[str] | None = None
+) -> list[storage.FileEntry]:
     """The entries with each archive among them replaced by the files it holds; an archive that
-    does not open (damaged, cut short, or no archive at all) stays as itself."""
+    does not open (damaged, cut short, or no archive at all) stays as itself.
+
+    Args:
+        unread: where to add the URI of an archive whose read from storage fails (the network, S3, the
+            archive deleted meanwhile): it is left out, since what it holds is not known this time (not
+            damage: its files must not be taken for deleted). Without it, that failure is raised.
+    """
     listed: list[storage.FileEntry] = []
     for entry in entries:
-        members = archive_members(entry) if is_archive(entry.uri) else None
+        try:
+            members = archive_members(entry) if is_archive(entry.uri) else None
+        except OSError as error:
+            if unread is None:
+                raise
+            logger.error("%s could not be read from storage to list its files (%s: %s): left out of this run",
+                         entry.uri, type(error).__name__, error)  # fmt: skip
+            unread.append(entry.uri)
+            continue
         listed.extend([entry] if members is None else members)
     return listed
 
 
 def archive_members(archive: storage.FileEntry) -> list[storage.FileEntry] | None:
     """The files an archive holds, as listed entries; None when it is not an archive to unpack
-    (it does not open, or it is a package format such as DOCX)."""
+    (it does not open, or it is a package format such as DOCX).
+
+    Raises:
+        OSError: a read from storage failed.
+    """
     try:
         with closing(open_archive(archive.uri)) as opened:
             sizes = opened.documents()
-    except (OSError, *DAMAGED_ARCHIVE_ERRORS) as error:
+    except DAMAGED_ARCHIVE_ERRORS as error:
         logger.warning("%s does not open as a %s archive (%s: %s): set aside as it is",
                        archive.uri, archive_kind(archive.uri), type(error).__name__, error)  # fmt: skip
         return None

@@ -89,8 +89,32 @@ def test_an_archive_stays_open_for_the_files_read_from_it_and_the_least_recent_i
 def test_a_zip_that_is_a_document_or_does_not_open_stays_itself(tmp_path):
     (tmp_path / "report.zip").write_bytes(CONTRACT)  # a DOCX saved as .zip
     (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 not a zip at all")
-    entries = with_archives_unpacked(storage.list_entries(str(tmp_path)))
-    assert [entry.uri for entry in entries] == [str(tmp_path / "broken.zip"), str(tmp_path / "report.zip")]
+    (tmp_path / "empty.zip").write_bytes(b"")  # shorter than a zip's end record: damage, not a failed read
+    (tmp_path / "short.zip").write_bytes(b"PK")
+    entries = with_archives_unpacked(storage.list_entries(str(tmp_path)), unread := [])
+    assert [entry.uri for entry in entries] == [str(tmp_path / name) for name in
+                                                ("broken.zip", "empty.zip", "report.zip", "short.zip")]  # fmt: skip
+    assert unread == []
+
+
+def test_an_archive_storage_fails_to_read_at_listing_is_left_out_not_listed_as_itself(tmp_path, monkeypatch):
+    """What an archive holds is unknown when its read fails: listing it as itself would ingest it as a
+    document and take its files for deleted."""
+    archive = tmp_path / "handbook.zip"
+    archive.write_bytes(handbook())
+    (tmp_path / "memo.txt").write_bytes(MEMO)
+    entries = storage.list_entries(str(tmp_path))
+
+    class FailingOpen:  # fault injection: storage fails to open the archive
+        def open_input_file(self, path: str):
+            raise OSError("AWS Error NETWORK_CONNECTION during GetObject operation: connection reset")
+
+    resolve = storage.resolve
+    monkeypatch.setattr(storage, "resolve", lambda uri: dataclasses.replace(resolve(uri), filesystem=FailingOpen()))
+    with pytest.raises(OSError, match="NETWORK_CONNECTION"):
+        with_archives_unpacked(entries)
+    unread: list[str] = []
+    assert with_archives_unpacked(entries, unread) == [entries[1]] and unread == [str(archive)]
 
 
 def test_a_bomb_an_encrypted_and_a_missing_member_are_refused_with_the_reason(tmp_path):

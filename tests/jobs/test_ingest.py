@@ -7,7 +7,9 @@ for content, error reasons, exactly-once output and incremental reruns.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import zipfile
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -320,8 +322,8 @@ def test_a_file_put_back_as_an_earlier_version_with_its_times_is_ingested_again(
                "outcome": "ingested", "run_id": run_id, "created_at": created_at}
               for entry, doc_id, run_id, created_at in [(first, "v1", "r1", "2026-12-01T10:01:00"),
                                                         (edited, "v2", "r2", "2026-12-02T10:01:00")]]  # fmt: skip
-    assert plan_files(config, [edited], ledger) == ([], 1)
-    assert plan_files(config, [first], ledger) == ([first], 0), "the restored first version is the file now"
+    assert plan_files(config, [edited], latest_rows(ledger)) == ([], 1)
+    assert plan_files(config, [first], latest_rows(ledger)) == ([first], 0), "the restored first version is current"
 
 
 def test_files_of_a_folder_moved_away_from_the_inputs_are_warned_of_with_the_remedy(tmp_path, caplog):
@@ -336,12 +338,49 @@ def test_files_of_a_folder_moved_away_from_the_inputs_are_warned_of_with_the_rem
                "created_at": "2026-12-01T10:00:00"} for source, outcome in sources.items()]  # fmt: skip
     listing = InputListing([], 0, [str(tmp_path / "new") + "/"], [])
     with caplog.at_level("WARNING", logger="jobs.ingest"):
-        vanished = warn_of_vanished_files_elsewhere(listing, ledger)
+        vanished = warn_of_vanished_files_elsewhere(listing, latest_rows(ledger))
     assert vanished == [f"{tmp_path / 'old.zip'}!/b.md", str(tmp_path / "old" / "prices.md")]
     assert "2 file(s) ingested before from outside this run's input no longer exist" in caplog.text
     assert "input=[<new>, <old>]" in caplog.text
     with_old = InputListing([], 0, [str(tmp_path / "new") + "/"], [str(tmp_path / "old"), str(tmp_path / "old.zip")])
-    assert warn_of_vanished_files_elsewhere(with_old, ledger) == [], "the old folder given: its files get deleted"
+    assert warn_of_vanished_files_elsewhere(with_old, latest_rows(ledger)) == [], "the old folder given: deleted"
+
+
+def test_an_archive_storage_fails_to_list_keeps_its_files_and_fails_the_run_for_a_rerun(
+    ray_cluster, tmp_path, monkeypatch, caplog
+):
+    """A read from storage that fails while an archive is listed says nothing of what it holds: its files are
+    neither recorded deleted (out of the corpus and the index until the next run) nor is it ingested as itself."""
+    (tmp_path / "raw").mkdir()
+    archive = tmp_path / "raw" / "handbook.zip"
+    with zipfile.ZipFile(archive, "w") as package:
+        package.writestr("leave.md", MARKDOWN)
+        package.writestr("canteen.md", EDITED_MARKDOWN)
+    (tmp_path / "raw" / "notes.md").write_bytes(b"# Notes\n\nThe printer is on the second floor.\n")
+    overrides = [f"input={tmp_path}/raw", f"output={tmp_path}/corpus"]
+    first = main(load_config(IngestConfig, overrides))
+    assert (first["documents"], first["unread_archives"], exit_status(first)) == (3, 0, 0)
+
+    class FailingOpen:  # fault injection: storage fails to open the archive (S3 down, after its retries)
+        def open_input_file(self, path: str):
+            raise OSError("AWS Error NETWORK_CONNECTION during GetObject operation: connection reset")
+
+    resolve = storage.resolve
+    monkeypatch.setattr(storage, "resolve", lambda uri: dataclasses.replace(resolve(uri), filesystem=FailingOpen())
+                        if uri == str(archive) else resolve(uri))  # fmt: skip
+    with caplog.at_level("ERROR"):
+        failed = main(load_config(IngestConfig, overrides))
+        assert exit_status(failed) == 1
+    assert (failed["files"], failed["already_done"], failed["deleted"], failed["unread_archives"]) == (0, 1, 0, 1)
+    assert f"{archive} could not be read from storage to list its files" in caplog.text
+    assert "run again to ingest them" in caplog.text
+    latest = latest_rows(read_folder(f"{tmp_path}/corpus/_files", LEDGER_COLUMNS).to_pylist())
+    assert {latest[f"{archive}!/{name}"]["outcome"] for name in ("leave.md", "canteen.md")} == {"ingested"}
+    assert str(archive) not in latest, "not ingested as a document of its own"
+
+    monkeypatch.undo()
+    rerun = main(load_config(IngestConfig, overrides))
+    assert (rerun["already_done"], rerun["deleted"], rerun["unread_archives"], exit_status(rerun)) == (3, 0, 0, 0)
 
 
 def test_an_input_that_never_existed_fails_the_run_and_is_named(tmp_path):
