@@ -159,7 +159,9 @@ class SummarizeWorker:
         started = time.monotonic()
         readable = [not aside for aside in batch["set_aside"]]
         documents = [(doc_id, text) for doc_id, text, ok in zip(batch["doc_id"], batch["text"], readable) if ok]
-        sources = dict(zip(batch["doc_id"], batch["source"]))
+        # The summary's source: the document's own (its file, in jobs.ingest's documents), else the Parquet file.
+        sources = {doc_id: document_source or source for doc_id, source, document_source
+                   in zip(batch["doc_id"], batch["source"], batch["document_source"])}  # fmt: skip
         committed: dict[str, SummaryResult] = {}
 
         def commit(results: list[SummaryResult]) -> None:
@@ -233,7 +235,7 @@ class SummarizeWorker:
 # What read tasks hand the engine pool: each planned row once, those set aside marked (their
 # error rows are already written) so that progress counts them as done.
 ROWS_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.large_string()), ("source", pa.string()),
-                         ("row", pa.int64()), ("set_aside", pa.bool_())])  # fmt: skip
+                         ("row", pa.int64()), ("document_source", pa.string()), ("set_aside", pa.bool_())])  # fmt: skip
 
 
 def read_rows(batch: pa.Table, config: SummarizeConfig, run_id: str) -> Iterator[pa.Table]:

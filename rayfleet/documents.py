@@ -6,8 +6,10 @@ id and repeated ids, each with a reason, and skips ids already done by an earlie
 What remains is a list of :class:`WorkItem` (a row group, or a run of small consecutive ones
 read together, and the rows to take from it)
 that :func:`read_work_item` streams, a slice at a time, as validated ``(doc_id, text)``
-rows, setting aside empty and non-UTF-8 texts; a row group that fails to decode part-way
-sets aside the rows not yet read instead of failing the run.
+rows (with the row's own ``source`` when the file has that text column, as ``jobs.ingest``'s
+documents do: the file the document was ingested from), setting aside empty and non-UTF-8
+texts; a row group that fails to decode part-way sets aside the rows not yet read instead of
+failing the run.
 
 Column types as writers produce them are read as text: ids may be strings or integers,
 and either column may be dictionary-encoded (a pandas ``category``) or a string view (Polars);
@@ -33,6 +35,8 @@ from schemas import DOCUMENT_INPUT_COLUMNS, check_columns
 logger = logging.getLogger(__name__)
 
 PLAN_THREADS = 8
+# A text column carried along with each row when a file has it: where the document came from.
+DOCUMENT_SOURCE_COLUMN = "source"
 
 
 @dataclass(frozen=True)
@@ -200,15 +204,18 @@ def read_work_item(
     """Stream the rows of one work item, ``slice_rows`` rows of its row groups at a time.
 
     Yields:
-        ``(rows, errors)`` per slice: rows as ``{doc_id, text, source, row}`` dicts, and error
+        ``(rows, errors)`` per slice: rows as ``{doc_id, text, source, row, document_source}`` dicts
+        (``source``: the Parquet file; ``document_source``: the row's own ``source`` text, None when the file
+        has no such column), and error
         rows for texts that are null, empty or not valid UTF-8. If the row group fails to
         read part-way (damaged data, a file changed since planning), the rows not yet read
         come back as errors with the reason, and the item ends there.
     """
     wanted, pending = set(item.rows), set(item.rows)
     try:
-        columns = [id_column, text_column]
-        batches = _open(item.source).iter_batches(slice_rows, row_groups=list(item.row_groups), columns=columns)
+        parquet = _open(item.source)
+        columns = [id_column, text_column, *carried_columns(parquet.schema_arrow, id_column, text_column)]
+        batches = parquet.iter_batches(slice_rows, row_groups=list(item.row_groups), columns=columns)
         position = item.first_row
         for batch in batches:
             taken = [row for row in range(position, position + batch.num_rows) if row in wanted]
@@ -245,13 +252,26 @@ def _single_groups(item: WorkItem, pending: set[int]) -> list[WorkItem] | None:
     return groups
 
 
+def carried_columns(schema: pa.Schema, id_column: str, text_column: str) -> list[str]:
+    """The columns read along with id and text: :data:`DOCUMENT_SOURCE_COLUMN` where it holds text."""
+    name = DOCUMENT_SOURCE_COLUMN
+    index = schema.get_field_index(name)
+    if name in (id_column, text_column) or index < 0:
+        return []
+    return [name] if plain_type(schema.field(index).type) in (pa.string(), pa.large_string()) else []
+
+
 def _validated(
     slice_: pa.RecordBatch, rows: list[int], source: str, id_column: str, text_column: str, run_id: str
 ) -> tuple[list[dict], list[dict]]:
     """The slice's rows with a usable text, and an error row for each of the others."""
     ids = pc.cast(slice_.column(id_column), pa.string()).to_pylist()
+    carried = DOCUMENT_SOURCE_COLUMN in slice_.schema.names and DOCUMENT_SOURCE_COLUMN not in (id_column, text_column)
+    document_sources = slice_.column(DOCUMENT_SOURCE_COLUMN).to_pylist() if carried else [None] * len(rows)
     found, errors = [], []
-    for row, doc_id, text in zip(rows, ids, decode_texts(slice_.column(text_column))):
+    for row, doc_id, text, document_source in zip(
+        rows, ids, decode_texts(slice_.column(text_column)), document_sources
+    ):
         if isinstance(text, UnicodeDecodeError):
             errors.append(
                 error_row(source, f"{text_column!r} is not valid UTF-8: {text}", "validate", run_id, row, doc_id)
@@ -259,7 +279,9 @@ def _validated(
         elif text is None or is_blank(text):
             errors.append(error_row(source, f"empty {text_column!r}", "validate", run_id, row, doc_id))
         else:
-            found.append({"doc_id": doc_id, "text": text, "source": source, "row": row})
+            found.append(
+                {"doc_id": doc_id, "text": text, "source": source, "row": row, "document_source": document_source}
+            )
     return found, errors
 
 

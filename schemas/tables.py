@@ -102,7 +102,7 @@ SUMMARIES_SCHEMA = pa.schema(
         pa.field("llm_calls", pa.int32(), nullable=False),
         pa.field("reduce_levels", pa.int32(), nullable=False),
         pa.field("finish_reason", pa.string()),
-        pa.field("source", pa.string()),
+        pa.field("source", pa.string()),  # the input row's own source text (the ingested file), else its Parquet file
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ],

@@ -143,6 +143,24 @@ def test_columns_as_writers_store_them_are_read_as_text(tmp_path):
                                                                      "z1": "empty 'text'"}  # fmt: skip
 
 
+def test_a_rows_own_source_text_is_carried_and_the_parquet_file_stays_its_source(tmp_path):
+    """jobs.ingest's documents name the file each was read from: a summary of one says which document it is."""
+    pq.write_table(pa.table({"doc_id": ["d1", "d2"], "text": ["one", "two"],
+                             "source": pa.array(["s3://b/raw/a.pdf", None]).dictionary_encode()}),
+                   tmp_path / "documents.parquet")  # fmt: skip
+    pq.write_table(pa.table({"doc_id": ["n1"], "text": ["three"], "source": pa.array([7], pa.int64())}),
+                   tmp_path / "numbered.parquet")  # fmt: skip
+    pq.write_table(pa.table({"source": ["s1"], "text": ["four"]}), tmp_path / "keyed.parquet")
+    plan = plan_input(list_parquet_files(str(tmp_path)), "doc_id", "text", done_ids=set(), run_id="r")
+    rows, _ = read_all(plan)
+    assert {row["doc_id"]: row["document_source"] for row in rows} == {"d1": "s3://b/raw/a.pdf", "d2": None,
+                                                                       "n1": None}  # fmt: skip
+    assert {row["source"] for row in rows} == {str(tmp_path / "documents.parquet"), str(tmp_path / "numbered.parquet")}
+    keyed = plan_input([str(tmp_path / "keyed.parquet")], "source", "text", done_ids=set(), run_id="r")
+    (keyed_rows, _), *_ = [read for item in keyed.items for read in read_work_item(item, "source", "text", "r")]
+    assert [(row["doc_id"], row["document_source"]) for row in keyed_rows] == [("s1", None)], "an id, not carried"
+
+
 def test_text_with_nothing_visible_is_blank_and_any_visible_character_is_not():
     for blank in ["", "  \n\t", "\x00\x00", "\x07\x1b\x08", "\u200b\ufeff", "\u200e\u00a0\u2028"]:
         assert is_blank(blank), repr(blank)

@@ -132,6 +132,9 @@ def test_an_ingest_documents_table_is_summarized_at_its_files_current_versions(r
                    if "amended" in row["text"])  # fmt: skip
     assert summarized == {amended, current["Minutes"]}
     assert (report["summarized"], report["superseded_documents"]) == (2, 2)
+    sources = {row["doc_id"]: row["source"] for row in read_folder(f"{tmp_path}/summaries", ["doc_id", "source"])
+               .to_pylist()}  # fmt: skip
+    assert sources == {amended: str(raw / "budget.md"), current["Minutes"]: str(raw / "minutes.md")}, "the files"
     main(config(tiny_llama_path, f"{tmp_path}/corpus", f"{tmp_path}/from_root"))  # the ingest output as the input
     assert set(read_folder(f"{tmp_path}/from_root", ["doc_id"])["doc_id"].to_pylist()) == summarized, "not its chunks"
     every_version = config(tiny_llama_path, f"{tmp_path}/corpus/documents", f"{tmp_path}/all")
@@ -194,7 +197,7 @@ def test_a_batch_commits_its_short_documents_before_its_long_one_is_reduced(tiny
     watcher = worker.summarizer.engine = OutputWatchingEngine(worker.summarizer.engine, output)
     ids = ["short-1", "long", "short-2"]
     batch = {"doc_id": ids, "text": ["Two words.", LONG_TEXT, "Three more words."], "source": ["in.parquet"] * 3,
-             "row": [0, 1, 2], "set_aside": [False] * 3}  # fmt: skip
+             "row": [0, 1, 2], "document_source": [None] * 3, "set_aside": [False] * 3}  # fmt: skip
 
     figures = worker(batch)
 
@@ -228,7 +231,7 @@ def test_a_batch_that_fails_after_an_early_commit_retries_only_the_rest(tiny_lla
     worker = SummarizeWorker(config(tiny_llama_path, str(tmp_path / "in"), output), "R1")
     faulty = worker.summarizer.engine = FaultAfterFirstCallEngine(worker.summarizer.engine)
     batch = {"doc_id": ["short", "long"], "text": ["Two words.", LONG_TEXT], "source": ["in.parquet"] * 2,
-             "row": [0, 1], "set_aside": [False] * 2}  # fmt: skip
+             "row": [0, 1], "document_source": [None] * 2, "set_aside": [False] * 2}  # fmt: skip
 
     figures = worker(batch)
 
