@@ -30,7 +30,8 @@ picks up new, changed or restored files incrementally. A file gone from a folder
 an input file an earlier run ingested that no longer exists (the dispatcher runs the job on a
 deleted file's name), is recorded as deleted (``prune_deleted``), and an index built from this
 output leaves it out,
-as it leaves out a changed file's earlier versions. With ``index_output=`` the job then brings
+as it leaves out a changed file's earlier versions. Their text stays in ``documents/`` and ``chunks/``
+(the corpus's history) unless ``purge_superseded=true`` removes it. With ``index_output=`` the job then brings
 that retrieval index up to date with every chunk (``jobs.build_index``: only new chunks are
 embedded), so one event-triggered run takes new files all the way to the serving RAG path.
 """
@@ -62,11 +63,13 @@ from rayfleet.ingestion import (
     FileResult,
     is_system_file,
     latest_rows,
+    superseded_documents,
 )
 from rayfleet.ray_setup import WorkerPoolConfig, cluster_pool_size, init_ray
 from rayfleet.tables import (
     compact_output,
     drop_duplicate_ids,
+    drop_rows_of,
     new_run_id,
     output_file_bytes_field,
     read_folder,
@@ -116,6 +119,12 @@ class IngestConfig(BaseConfig):
         description="Record as deleted the files an earlier run ingested under a folder of `input` that it no longer "
         "holds, or at an `input` that no longer exists (a deleted file): an index built from this output leaves "
         "their documents out.",
+    )
+    purge_superseded: bool = Field(
+        False,
+        description="Remove from documents/ and chunks/ the rows of documents no file holds any more (deleted "
+        "files, the earlier versions of changed ones) instead of keeping them as history; run it alone, not "
+        "beside another ingest run on the same output.",
     )
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Chunk size, overlap and tokenizer.")
     ocr: OcrConfig = Field(default_factory=OcrConfig, description="OCR of scanned PDF pages and image files.")
@@ -330,6 +339,18 @@ def record_deleted_files(config: IngestConfig, listing: InputListing, latest: di
     return len(gone)
 
 
+def purge_superseded_documents(config: IngestConfig) -> int:
+    """Remove the rows of superseded documents (no file holds them now) from ``chunks/``, then ``documents/``
+    (a run killed in between purges the rest next time); returns how many documents were removed."""
+    superseded = superseded_documents(read_folder(config.table("_files"), LEDGER_COLUMNS).to_pylist())
+    chunks = drop_rows_of(config.table("chunks"), "doc_id", superseded)
+    documents = drop_rows_of(config.table("documents"), "doc_id", superseded)
+    if documents or chunks:
+        logger.info("purged %d superseded document(s) and %d of their chunks from %s (no file holds them now)",
+                    documents, chunks, config.output)  # fmt: skip
+    return documents
+
+
 def known_documents(config: IngestConfig) -> dict[str, str]:
     """``doc_id -> source`` of every document already ingested."""
     table = read_folder(config.table("documents"), ["doc_id", "source"])
@@ -407,6 +428,7 @@ def main(config: IngestConfig) -> dict:
     # Two copies of one content in the same run were both parsed; keep the first.
     removed = drop_duplicate_ids(config.table("documents"), "doc_id", expected=True)
     drop_duplicate_ids(config.table("chunks"), "chunk_id", expected=True)
+    purged = purge_superseded_documents(config) if config.purge_superseded else 0
     for table in ("documents", "chunks", "_files", "errors"):
         compact_output(config.table(table), run_id, config.output_file_bytes)
     report = run_report(config, run_id, already_done, removed, listing.system_files, time.monotonic() - started)
@@ -414,6 +436,7 @@ def main(config: IngestConfig) -> dict:
     report["hidden_files_skipped"] = len(listing.hidden)
     report["files_in_error"] = report["errors"] + set_aside_before(latest, listing.files, todo)
     report["unread_archives"] = len(listing.unread)
+    report["purged_documents"] = purged
     if config.index_output:
         report["index"] = update_index_after_ingest(config)
     print(json.dumps(report), flush=True)

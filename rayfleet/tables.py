@@ -19,7 +19,7 @@ import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Collection, Iterable, Iterator, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -433,17 +433,38 @@ def drop_duplicate_ids(folder_uri: str, column: str, signature: Iterable[str] = 
         values = ours.column(column).to_pylist()
         keep = [value not in seen for value in values]
         seen.update(values)
-        if all(keep):
-            continue
-        try:
-            kept = read_table(file_uri).filter(pa.array(keep))
-        except FileNotFoundError:  # its run merged it into a new file since (a later pass prunes that one)
-            continue
-        removed += keep.count(False)
-        logger.log(logging.INFO if expected else logging.WARNING, "removing %d duplicate %s rows from %s",
-                   keep.count(False), column, file_uri)  # fmt: skip
-        if kept.num_rows:
-            write_table(file_uri, kept)
-        else:
-            storage.delete(file_uri)
+        if not all(keep):
+            logger.log(logging.INFO if expected else logging.WARNING, "removing %d duplicate %s rows from %s",
+                       keep.count(False), column, file_uri)  # fmt: skip
+            removed += rewrite_keeping(file_uri, keep)
     return removed
+
+
+def drop_rows_of(folder_uri: str, column: str, values: Collection[str]) -> int:
+    """Remove from a folder's files every row whose ``column`` is one of ``values``; returns rows removed.
+    Each file holding some is rewritten atomically without them (deleted when none is left); files
+    without ``column`` are not ours and are left alone, and so are subfolders."""
+    if not values or not storage.exists(folder_uri):
+        return 0
+    removed = 0
+    files = storage.list_files(folder_uri, suffixes=(".parquet",), recursive=False)
+    for file_uri, ours in zip(files, _read_all_if_ours(files, [column])):
+        if ours is not None:
+            removed += rewrite_keeping(file_uri, [value not in values for value in ours.column(column).to_pylist()])
+    return removed
+
+
+def rewrite_keeping(file_uri: str, keep: list[bool]) -> int:
+    """Rewrite a file with only the rows ``keep`` marks (delete it when none is); returns rows removed, 0 when
+    the file is gone (its run merged it into a new file since: a later pass does that one)."""
+    if all(keep):
+        return 0
+    try:
+        kept = read_table(file_uri).filter(pa.array(keep))
+    except FileNotFoundError:
+        return 0
+    if kept.num_rows:
+        write_table(file_uri, kept)
+    else:
+        storage.delete(file_uri)
+    return keep.count(False)

@@ -15,6 +15,7 @@ from rayfleet.tables import (
     compact_output,
     compact_run_files,
     drop_duplicate_ids,
+    drop_rows_of,
     new_run_id,
     read_column_values,
     read_folder,
@@ -32,6 +33,18 @@ def test_duplicates_across_files_keep_the_earliest(tmp_path):
     table = read_folder(str(tmp_path), ["doc_id", "v"])
     assert sorted(zip(table["doc_id"].to_pylist(), table["v"].to_pylist())) == [("a", 1), ("b", 2), ("c", 4)]
     assert not (tmp_path / "part-3.parquet").exists()
+
+
+def test_rows_of_given_ids_are_removed_and_a_file_left_empty_is_deleted(tmp_path):
+    write_table(str(tmp_path / "part-1.parquet"), pa.table({"doc_id": ["a", "b", "c"], "v": [1, 2, 3]}))
+    write_table(str(tmp_path / "part-2.parquet"), pa.table({"doc_id": ["b"], "v": [4]}))
+    write_table(str(tmp_path / "theirs.parquet"), pa.table({"id": ["b"]}))  # not ours: left alone
+    assert drop_rows_of(str(tmp_path), "doc_id", {"b", "z"}) == 2
+    table = read_folder(str(tmp_path / "part-1.parquet"), ["doc_id", "v"])
+    assert (table["doc_id"].to_pylist(), table["v"].to_pylist()) == (["a", "c"], [1, 3])
+    assert not (tmp_path / "part-2.parquet").exists() and (tmp_path / "theirs.parquet").exists()
+    assert drop_rows_of(str(tmp_path), "doc_id", set()) == 0
+    assert drop_rows_of(str(tmp_path / "none"), "doc_id", {"a"}) == 0
 
 
 @pytest.mark.parametrize("expected, level", [(False, "WARNING"), (True, "INFO")])

@@ -383,6 +383,33 @@ def test_an_archive_storage_fails_to_list_keeps_its_files_and_fails_the_run_for_
     assert (rerun["already_done"], rerun["deleted"], rerun["unread_archives"], exit_status(rerun)) == (3, 0, 0, 0)
 
 
+def test_purge_superseded_removes_deleted_and_earlier_versions_text_and_keeps_the_current(ray_cluster, tmp_path):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "tips.md").write_bytes(MARKDOWN)
+    (tmp_path / "raw" / "notice.txt").write_text(NOTICE[0])
+    (tmp_path / "raw" / "copy.txt").write_text(NOTICE[0])  # the notice's bytes: it keeps that document
+    (tmp_path / "raw" / "plots.html").write_bytes(HTML)
+    overrides = [f"input={tmp_path}/raw", f"output={tmp_path}/corpus"]
+    main(load_config(IngestConfig, overrides))
+    time.sleep(1)
+    (tmp_path / "raw" / "tips.md").write_bytes(EDITED_MARKDOWN)
+    (tmp_path / "raw" / "notice.txt").unlink()
+    (tmp_path / "raw" / "plots.html").unlink()
+
+    kept = main(load_config(IngestConfig, overrides))
+    assert (kept["deleted"], kept["purged_documents"]) == (2, 0)
+    assert len(read_folder(f"{tmp_path}/corpus/documents", ["doc_id"])) == 4, "history kept by default"
+    purged = main(load_config(IngestConfig, [*overrides, "purge_superseded=true"]))
+    documents = read_folder(f"{tmp_path}/corpus/documents", ["text"])["text"].to_pylist()
+    chunks = read_folder(f"{tmp_path}/corpus/chunks", ["text"])["text"].to_pylist()
+    assert purged["purged_documents"] == 2, "the first tips.md and plots.html"
+    assert len(documents) == 2, "the edited tips.md, and the notice its copy holds"
+    assert not [text for text in documents + chunks if "logscale" in text or "--eval" in text]
+    assert [text for text in chunks if "--no-gui" in text] and [text for text in chunks if "valve 7" in text]
+    again = main(load_config(IngestConfig, [*overrides, "purge_superseded=true"]))
+    assert (again["purged_documents"], again["already_done"]) == (0, 2)
+
+
 def test_an_input_that_never_existed_fails_the_run_and_is_named(tmp_path):
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "tips.md").write_bytes(MARKDOWN)
