@@ -51,7 +51,13 @@ import pyarrow.compute as pc
 from pydantic import Field, field_validator, model_validator
 
 from rayfleet import storage
-from rayfleet.archives import is_archive, split_member_uri, with_archives_unpacked, within_archive
+from rayfleet.archives import (
+    MAX_INFLATED_TAR_BYTES,
+    is_archive,
+    split_member_uri,
+    with_archives_unpacked,
+    within_archive,
+)
 from rayfleet.config import BaseConfig, describe, run_job
 from rayfleet.ingestion import (
     LEDGER_COLUMNS,
@@ -107,6 +113,13 @@ class IngestConfig(BaseConfig):
     files_per_batch: int = Field(
         4, ge=1, description="Files per worker batch (and per committed output file until merged)."
     )
+    max_archive_bytes: int = Field(
+        MAX_INFLATED_TAR_BYTES,
+        ge=1,
+        description="A compressed tar (.tar.gz, .tgz, .tar.bz2, .tar.xz) whose contents inflate past this is not "
+        "listed but set aside: listing decompresses it whole, a tar bomb too. Zips and plain tars are listed "
+        "from their directory or headers, whatever their size.",
+    )
     output_file_bytes: int = output_file_bytes_field("files of each table")
     retry_errors: bool = Field(False, description="Try again files that an earlier run set aside as errors.")
     missing_ok: bool = Field(
@@ -157,6 +170,14 @@ class IngestConfig(BaseConfig):
         if bad:
             raise ValueError(f"text_extensions {bad} are not file extensions (e.g. .cfg)")
         return ["." + item.strip().lstrip(".").lower() for item in extensions]
+
+    @model_validator(mode="after")
+    def _archive_holds_a_file(self) -> "IngestConfig":
+        """An archive set aside for inflating past ``max_archive_bytes`` is then ``oversize`` for ``max_file_bytes``."""
+        if self.max_archive_bytes < self.max_file_bytes:
+            raise ValueError(f"max_archive_bytes ({self.max_archive_bytes}) is below max_file_bytes "
+                             f"({self.max_file_bytes}): an archive must be able to hold the largest file")  # fmt: skip
+        return self
 
     @model_validator(mode="after")
     def _input_outside_output(self) -> "IngestConfig":
@@ -246,7 +267,7 @@ def list_input_files(config: IngestConfig) -> InputListing:
             folders.append(resolved.rstrip("/") + "/")
         elif is_archive(resolved):
             folders.append(resolved)  # its members are the files it lists (within: "<archive>!/...")
-        for entry in with_archives_unpacked(entries, unread):
+        for entry in with_archives_unpacked(entries, unread, config.max_archive_bytes):
             if not storage.contains(config.output, entry.uri):
                 found.setdefault(entry.uri, entry)
     documents = [entry for entry in found.values() if not is_system_file(entry.uri)]

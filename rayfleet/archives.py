@@ -28,8 +28,9 @@ What it costs to read them:
   members take a few reads in all; a header past a member larger than that is one more read of
   8 MiB; a member is then a ranged read of its bytes;
 - compressed tar: decompressed as it is read, the compressed bytes read 8 MiB at a time, never
-  held whole: listing decompresses the whole archive once (there is no cap on what it inflates
-  to at listing time: members are bounded when read), and so does a worker when it opens it; its
+  held whole: listing decompresses the whole archive once (no further than ``max_inflated_bytes``,
+  16 GiB by default: one that goes on past that, a tar bomb, stays listed as itself and is set aside;
+  members are bounded when read), and so does a worker when it opens it; its
   reads then go forward in listing order, one more pass over the archive while it stays open; a
   member before the last one read costs decompressing again from the start.
 
@@ -91,6 +92,8 @@ DAMAGED_ARCHIVE_ERRORS = DAMAGED_ZIP_ERRORS + DAMAGED_TAR_ERRORS
 # so walking a tar's headers (the small members between them come along) is a few large reads, not
 # one per header. Held by each open tar (a ListedFileReader keeps four open).
 TAR_READ_BUFFER_BYTES = 8 * 2**20
+# How far listing a compressed tar may decompress it (its members and headers together, all walked).
+MAX_INFLATED_TAR_BYTES = 16 * 2**30
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +130,13 @@ def within_archive(uri: str, archive_uri: str) -> bool:
 
 
 def with_archives_unpacked(
-    entries: list[storage.FileEntry], unread: list[str] | None = None
+    entries: list[storage.FileEntry],
+    unread: list[str] | None = None,
+    max_inflated_bytes: int = MAX_INFLATED_TAR_BYTES,
 ) -> list[storage.FileEntry]:
     """The entries with each archive among them replaced by the files it holds; an archive that
-    does not open (damaged, cut short, or no archive at all) stays as itself.
+    does not open (damaged, cut short, or no archive at all), or a compressed tar whose contents
+    inflate past ``max_inflated_bytes`` (a tar bomb), stays as itself.
 
     Args:
         unread: where to add the URI of an archive whose read from storage fails (the network, S3, the
@@ -140,7 +146,7 @@ def with_archives_unpacked(
     listed: list[storage.FileEntry] = []
     for entry in entries:
         try:
-            members = archive_members(entry) if is_archive(entry.uri) else None
+            members = archive_members(entry, max_inflated_bytes) if is_archive(entry.uri) else None
         except OSError as error:
             if unread is None:
                 raise
@@ -152,16 +158,22 @@ def with_archives_unpacked(
     return listed
 
 
-def archive_members(archive: storage.FileEntry) -> list[storage.FileEntry] | None:
+def archive_members(
+    archive: storage.FileEntry, max_inflated_bytes: int = MAX_INFLATED_TAR_BYTES
+) -> list[storage.FileEntry] | None:
     """The files an archive holds, as listed entries; None when it is not an archive to unpack
-    (it does not open, or it is a package format such as DOCX).
+    (it does not open, a compressed tar inflates past ``max_inflated_bytes``, or it is a package
+    format such as DOCX).
 
     Raises:
         OSError: a read from storage failed.
     """
     try:
-        with closing(open_archive(archive.uri)) as opened:
+        with closing(open_archive(archive.uri, max_inflated_bytes)) as opened:
             sizes = opened.documents()
+    except InflatesTooFar as error:
+        logger.warning("%s is not listed: %s; set aside as it is", archive.uri, error)
+        return None
     except DAMAGED_ARCHIVE_ERRORS as error:
         logger.warning("%s does not open as a %s archive (%s: %s): set aside as it is",
                        archive.uri, archive_kind(archive.uri), type(error).__name__, error)  # fmt: skip
@@ -214,20 +226,21 @@ class OpenArchive(Protocol):
     def close(self) -> None: ...
 
 
-def open_archive(uri: str) -> OpenArchive:
-    """The archive at ``uri``, opened for random access (on S3, ranged reads of what is used)."""
+def open_archive(uri: str, max_inflated_bytes: int | None = None) -> OpenArchive:
+    """The archive at ``uri``, opened for random access (on S3, ranged reads of what is used);
+    ``max_inflated_bytes``: see :class:`OpenTar`."""
     location = storage.resolve(uri)
     raw = location.filesystem.open_input_file(location.path)
     try:
-        return opened_archive(uri, raw)
+        return opened_archive(uri, raw, max_inflated_bytes)
     except BaseException:
         raw.close()
         raise
 
 
-def opened_archive(name: str, raw: IO[bytes]) -> OpenArchive:
+def opened_archive(name: str, raw: IO[bytes], max_inflated_bytes: int | None = None) -> OpenArchive:
     """The archive in ``raw`` (seekable), read as a zip or a tar by its ``name``."""
-    return OpenZip(raw) if is_zip(name) else OpenTar(raw)
+    return OpenZip(raw) if is_zip(name) else OpenTar(raw, max_inflated_bytes)
 
 
 class OpenZip:
@@ -298,13 +311,24 @@ def bad_data_as_damage() -> Iterator[None]:
         raise tarfile.ReadError(f"{type(error).__name__}: {error}") from error
 
 
+class InflatesTooFar(tarfile.ReadError):
+    """A compressed tar whose contents run past the bytes it may inflate to while its headers are walked."""
+
+
 class OpenTar:
     """A tar archive, every header read once before its first member is (tar has no directory, and a
-    name appended again with ``tar -r`` is held twice: the last copy is the file, as ``tar -x`` leaves it)."""
+    name appended again with ``tar -r`` is held twice: the last copy is the file, as ``tar -x`` leaves it).
 
-    def __init__(self, raw: IO[bytes]):
+    Walking a compressed tar's headers decompresses every member between them: with ``max_inflated_bytes``,
+    the walk stops with :class:`InflatesTooFar` at the first header whose member would take it past that
+    (the header gives the size: nothing past the cap is decompressed). An uncompressed tar is walked by
+    seeking over its members, whatever their size."""
+
+    def __init__(self, raw: IO[bytes], max_inflated_bytes: int | None = None):
         self.raw = raw
         self.stream = decompressing(StorageReads(raw))
+        compressed = not isinstance(self.stream, io.BufferedReader)  # decompressing's plain stream
+        self.max_inflated_bytes = max_inflated_bytes if compressed else None
         with bad_data_as_damage():
             # Names are decoded the same way on every machine; one that is not UTF-8: tar_member_name.
             self.tar = tarfile.open(fileobj=self.stream, mode="r:", encoding="utf-8")
@@ -347,6 +371,11 @@ class OpenTar:
             if info.isfile() and is_document_name(name := tar_member_name(info)):
                 members.pop(name, None)
                 members[name] = info
+            if self.max_inflated_bytes is not None and self.tar.offset > self.max_inflated_bytes:
+                raise InflatesTooFar(
+                    f"its contents inflate past {self.max_inflated_bytes} bytes (at {tar_member_name(info)!r}, "
+                    f"which ends at byte {self.tar.offset}): a tar bomb, or an export to split into smaller archives"
+                )
         if not ends_whole(self.tar):
             raise tarfile.ReadError(f"cut short or damaged at byte {self.tar.offset}: no end-of-archive block there")
         return members
@@ -380,7 +409,7 @@ def archived_files(name: str, data: bytes, max_bytes: int) -> list[tuple[str, by
     if not is_archive(name):
         return None
     try:
-        opened = opened_archive(name, io.BytesIO(data))
+        opened = opened_archive(name, io.BytesIO(data), MAX_INFLATED_TAR_BYTES)
         sizes = opened.documents()
     except DAMAGED_ARCHIVE_ERRORS:
         return None

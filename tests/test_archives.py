@@ -14,6 +14,7 @@ import pytest
 
 from rayfleet import storage
 from rayfleet.archives import (
+    InflatesTooFar,
     ListedFileReader,
     is_archive,
     opened_archive,
@@ -287,6 +288,26 @@ def test_a_tar_that_is_cut_short_damaged_or_no_tar_stays_itself_and_is_set_aside
         set(damaged) - {"cut.tar.gz"},
         "tar archive that does not open (damaged, cut short, or not a tar file): its files cannot be listed",
     )
+
+
+def test_a_compressed_tar_inflating_past_the_cap_is_not_walked_past_it_and_is_set_aside(tmp_path, caplog):
+    """Listing walks a compressed tar's headers by decompressing all between them: a bomb would take hours."""
+    members = {"guide.md": GUIDE, "zeros.txt": bytes(3_000_000), "memo.txt": MEMO}
+    (tmp_path / "bomb.tar.gz").write_bytes(tarred(members, "gz"))
+    (tmp_path / "plain.tar").write_bytes(tarred(members))  # walked by seeking: no cap
+    with caplog.at_level("WARNING", logger="rayfleet.archives"):
+        entries = with_archives_unpacked(storage.list_entries(str(tmp_path)), max_inflated_bytes=1_000_000)
+    bomb = str(tmp_path / "bomb.tar.gz")
+    assert {entry.uri for entry in entries} == {bomb} | {f"{tmp_path / 'plain.tar'}!/{name}" for name in members}
+    assert f"{bomb} is not listed: its contents inflate past 1000000 bytes (at 'zeros.txt'" in caplog.text
+
+    opened = opened_archive("bomb.tar.gz", io.BytesIO(tarred(members, "gz")), max_inflated_bytes=1_000_000)
+    with pytest.raises(InflatesTooFar):
+        opened.documents()
+    assert opened.stream.tell() < 10_000, "stopped at the header, before decompressing the member"
+    ingester = FileIngester(ChunkingConfig(), max_file_bytes=2_000_000, run_id="r1")
+    bomb_entry = next(entry for entry in entries if entry.uri == bomb)
+    assert ingester.ingest(bomb_entry, {}).error["error"] == "oversize: gzip file inflates past max_file_bytes=2000000"
 
 
 def test_a_tar_bomb_a_cut_and_a_missing_member_are_refused_with_the_reason(tmp_path):

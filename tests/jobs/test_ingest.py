@@ -431,6 +431,13 @@ def test_text_extensions_are_taken_with_or_without_a_dot_and_anything_else_is_re
         load_config(IngestConfig, [*base, "text_extensions=[notes/cfg]"])
 
 
+def test_an_archive_cap_below_the_file_cap_is_refused(tmp_path):
+    base = [f"input={tmp_path}/raw", f"output={tmp_path}/corpus"]
+    with pytest.raises(ConfigError, match=r"max_archive_bytes \(1000\) is below max_file_bytes \(2000\)"):
+        load_config(IngestConfig, [*base, "max_archive_bytes=1000", "max_file_bytes=2000"])
+    assert load_config(IngestConfig, [*base, "max_archive_bytes=2000", "max_file_bytes=2000"]).max_archive_bytes == 2000
+
+
 @pytest.mark.parametrize("inside", ["corpus", "corpus/raw"])
 def test_an_input_in_the_output_folder_is_refused_not_silently_empty(tmp_path, inside):
     with pytest.raises(ConfigError, match=r"lies in output .*whose files are never ingested"):
