@@ -279,10 +279,10 @@ def long_enough(token_counts: pa.ChunkedArray, min_chunk_tokens: int) -> list[bo
     return pc.fill_null(pc.greater_equal(token_counts, min_chunk_tokens), False).to_pylist()
 
 
-def plan_chunks(config: MakeQaConfig, done: set[str], superseded: set[str]) -> tuple[list[str], int, int]:
-    """The chunk files to read (every Parquet naming :func:`storage.list_parquet_files` finds), the chunks to
-    generate for (not of a ``superseded`` document), and how many are skipped as too short (or without a
-    ``token_count``)."""
+def plan_chunks(config: MakeQaConfig, done: set[str], superseded: set[str]) -> tuple[list[str], int, int, int]:
+    """The chunk files to read (every Parquet naming :func:`storage.list_parquet_files` finds), then, of the
+    chunks of current documents (not ``superseded``): how many to generate for, how many are skipped as too
+    short (or without a ``token_count``), and how many are done already."""
     sources = storage.list_parquet_files(config.input)
     for source in sources:
         missing = [column for column in CHUNK_COLUMNS if column not in read_schema(source).names]
@@ -291,8 +291,10 @@ def plan_chunks(config: MakeQaConfig, done: set[str], superseded: set[str]) -> t
     table = pa.concat_tables(
         [read_table(source, ["chunk_id", "doc_id", "token_count"]) for source in sources], promote_options="permissive"
     )
+    table = table.filter(pa.array([doc_id not in superseded for doc_id in table["doc_id"].to_pylist()], pa.bool_()))
     too_short = long_enough(table["token_count"], config.min_chunk_tokens).count(False)
-    return sources, sum(to_generate(table, config, done, superseded)), too_short
+    already_done = sum(chunk_id in done for chunk_id in table["chunk_id"].to_pylist())
+    return sources, sum(to_generate(table, config, done, superseded)), too_short, already_done
 
 
 def generate_candidates(
@@ -338,8 +340,9 @@ def generate_candidates(
 def build_dataset(config: MakeQaConfig, run_id: str, superseded: set[str]) -> dict:
     """Merge valid candidates (of current documents) and user pairs, drop near-duplicates, split by document,
     write SFT and QA sets."""
-    candidates = read_folder(config.table("_candidates"), ["chunk_id", "doc_id", "question", "answer", "status"])
-    candidates = [row for row in candidates.to_pylist() if row["doc_id"] not in superseded]
+    columns = ["chunk_id", "doc_id", "question", "answer", "status", "reason"]
+    candidates = [row for row in read_folder(config.table("_candidates"), columns).to_pylist()
+                  if row["doc_id"] not in superseded]  # fmt: skip
     generated = [{**row, "origin": "generated"} for row in candidates if row["status"] == "valid"]
     user_pairs, user_errors = read_user_qa(config.user_qa, run_id) if config.user_qa else ([], [])
     write_errors(config.table("errors"), user_errors)
@@ -357,9 +360,7 @@ def build_dataset(config: MakeQaConfig, run_id: str, superseded: set[str]) -> di
                     for p in pairs]  # fmt: skip
         write_table(storage.join(config.table("qa"), f"{split}.parquet"), pa.Table.from_pylist(qa_rows, QA_SCHEMA))
         write_table(storage.join(config.table("sft"), f"{split}.parquet"), pa.Table.from_pylist(sft_rows, SFT_SCHEMA))
-    dropped = collections.Counter(row["reason"]
-                                  for row in read_folder(config.table("_candidates"), ["status", "reason"]).to_pylist()
-                                  if row["status"] == "dropped")  # fmt: skip
+    dropped = collections.Counter(row["reason"] for row in candidates if row["status"] == "dropped")
     dropped["near_duplicate"] = len(duplicates)
     shares = config.splits.model_dump()
     empty = [split for split, pairs in by_split.items() if not pairs and shares.get(split, 1) > 0]
@@ -414,9 +415,9 @@ def main(config: MakeQaConfig) -> dict:
     if superseded:
         logger.info("left out %d document version(s) their files no longer hold (changed or deleted since ingested)",
                     len(superseded))  # fmt: skip
-    sources, todo, too_short = plan_chunks(config, done, superseded)
+    sources, todo, too_short, already_done = plan_chunks(config, done, superseded)
     storage.ensure_bucket(config.output)  # after the input is checked: a refused one leaves no output behind
-    logger.info("%d chunks to generate for, %d already done, %d too short to use", todo, len(done), too_short)
+    logger.info("%d chunks to generate for, %d already done, %d too short to use", todo, already_done, too_short)
     if todo:
         check_model(config.engine.model)
         if config.validation.answer_match_model:
@@ -427,7 +428,7 @@ def main(config: MakeQaConfig) -> dict:
     report = {
         "run_id": run_id,
         "chunks_generated": todo,
-        "chunks_already_done": len(done),
+        "chunks_already_done": already_done,
         "chunks_too_short": too_short,
         "superseded_documents": len(superseded),
     }

@@ -158,8 +158,10 @@ def test_a_chunk_without_a_token_count_is_skipped_like_a_short_one_and_other_par
         "token_count": pa.array([None], pa.int64())}))  # fmt: skip
     config = load_config(MakeQaConfig, [f"input={tmp_path}/chunks", f"output={tmp_path}/qa"])
 
-    sources, todo, too_short = plan_chunks(config, set(), set())
-    assert len(sources) == 3 and (todo, too_short) == (2, 2)
+    sources, todo, too_short, already_done = plan_chunks(config, set(), set())
+    assert len(sources) == 3 and (todo, too_short, already_done) == (2, 2, 0)
+    # Counted over current documents only: b's version was superseded, a-0 done by an earlier run.
+    assert plan_chunks(config, {"a-0", "b-0"}, {"b"})[1:] == (0, 2, 1)
     read = [
         read_chunks(pa.table({"source": [source]}), config, set(), set())["chunk_id"].to_pylist() for source in sources
     ]

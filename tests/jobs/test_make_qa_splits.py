@@ -62,9 +62,13 @@ def test_pairs_of_a_document_its_file_no_longer_holds_leave_the_sets(tmp_path):
     rows = [{"chunk_id": f"{doc_id}-0", "doc_id": doc_id, "question": f"What is checked in {doc_id}?",
              "answer": "Valve 3.", "status": "valid", "model": "m", "run_id": "r", "created_at": now}
             for doc_id in ("old", "new", "gone")]  # fmt: skip
+    rows += [{"chunk_id": f"{doc_id}-1", "doc_id": doc_id, "question": "Why?", "answer": "Because.",
+              "status": "dropped", "reason": "off_topic", "model": "m", "run_id": "r", "created_at": now}
+             for doc_id in ("old", "new", "gone")]  # fmt: skip
     write_table(f"{tmp_path}/qa/_candidates/r.parquet", pa.Table.from_pylist(rows, QA_CANDIDATES_SCHEMA))
-    build_dataset(config, "r", superseded)
+    report = build_dataset(config, "r", superseded)
     assert set(read_folder(f"{tmp_path}/qa/qa", ["doc_id"])["doc_id"].to_pylist()) == {"new"}
+    assert report["dropped"] == {"near_duplicate": 0, "off_topic": 1}, "the current documents' drops only"
 
 
 def test_a_test_split_of_one_document_is_warned_of_since_no_gain_on_it_can_be_promoted(tmp_path, caplog):
