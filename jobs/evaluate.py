@@ -60,6 +60,7 @@ from rayfleet.retrieval.rag import (
     grounded_conversation,
 )
 from rayfleet.tables import new_run_id, read_input_folder
+from rayfleet.training.data import DOCUMENT_ID_PREFIX
 from schemas import USER_QA_REQUIRED
 
 logger = logging.getLogger("jobs.evaluate")
@@ -233,7 +234,11 @@ def load_questions(config: EvaluateConfig) -> list[dict]:
         )
     if not items:
         found = ", ".join(f"{'no split' if split is None else repr(split)}: {count}" for split, count in splits.items())
-        raise InputError(f"the Q&A set at {config.qa} has no usable {config.split!r} pairs (pairs by split: {found})")
+        raise InputError(
+            f"the Q&A set at {config.qa} has no usable {config.split!r} pairs (pairs by split: {found}); "
+            "jobs.make_qa splits by document, so a few documents may fill one split only: give it larger "
+            "splits.validation and splits.test (e.g. 0.3 each), then fine-tune on its new train split"
+        )
     items.sort(key=lambda row: hashlib.sha256(row["question"].encode()).hexdigest())
     return items[: config.max_items] if config.max_items else items
 
@@ -342,6 +347,23 @@ def unusable_pair(row: dict, references: list[str]) -> str | None:
 def references_of_any_text(answer: str | list | None) -> bool:
     """Whether ``answer`` holds any non-blank text at all."""
     return any(isinstance(text, str) and text.strip() for text in (answer if isinstance(answer, list) else [answer]))
+
+
+def held_out_documents_trained_on(items: list[dict], adapters: dict[str, ArtifactVersion]) -> dict[str, int | None]:
+    """For each adapter candidate, how many documents of the held-out ``items`` its training set held (the
+    document ids jobs.finetune records); None where that is not known (an SFT set without ``doc_id``, an
+    adapter published before they were recorded). Each found is warned of."""
+    held_out = {str(item["doc_id"])[:DOCUMENT_ID_PREFIX] for item in items if item.get("doc_id")}
+    counts: dict[str, int | None] = {}
+    for name, version in adapters.items():
+        trained = (version.metadata.get("dataset") or {}).get("train_documents")
+        counts[name] = None if trained is None else len(held_out & set(trained))
+        if counts[name]:
+            logger.warning("candidate %r (%s) was trained on %d of the %d held-out documents: its scores on them "
+                           "are not held-out, and the gate refuses it; split the Q&A set before fine-tuning and "
+                           "keep jobs.make_qa's splits.* from then on (a change moves documents between splits)",
+                           name, version.ref, counts[name], len(held_out))  # fmt: skip
+    return counts
 
 
 def resolve_adapters(config: EvaluateConfig) -> dict[str, ArtifactVersion]:
@@ -511,13 +533,19 @@ def means(intervals: dict[str, dict]) -> dict[str, dict[str, float | None]]:
 
 
 def apply_gate(
-    config: EvaluateConfig, adapters: dict[str, ArtifactVersion], records: list[dict], scores: dict[str, dict]
+    config: EvaluateConfig,
+    adapters: dict[str, ArtifactVersion],
+    records: list[dict],
+    scores: dict[str, dict],
+    trained_on: dict[str, int] | None = None,
 ) -> list[dict]:
     """Decide, record and (when it passes) promote each evaluated adapter version against its incumbent.
 
     The best-scoring versions are gated first, so the order of the candidates never decides
-    which of two versions goes live. A decision that cannot be made (a metric missing) is a refusal, recorded.
+    which of two versions goes live. A decision that cannot be made (a metric missing), or one on held-out
+    documents the version was trained on (``trained_on``: how many, by candidate), is a refusal, recorded.
     """
+    trained_on = trained_on or {}
     if not config.gate.enabled:
         return []
     registry = Registry(config.registry, kind="adapters")
@@ -541,7 +569,12 @@ def apply_gate(
             ),  # fmt: skip
             None,
         )
-        if promoted is not None and incumbent is None:
+        if trained_on.get(candidate.name):
+            leaked = trained_on[candidate.name]
+            decision = {"promote": False,
+                        "reason": f"it was trained on {leaked} of the held-out documents: its scores there are "
+                        "not held-out (jobs.make_qa's splits changed after it was trained?)"}  # fmt: skip
+        elif promoted is not None and incumbent is None:
             decision = {"promote": False,
                         "reason": f"the promoted version {promoted.ref} was not evaluated in this run; "
                         f"add it as a candidate ({version.name}@promoted) to compare"}  # fmt: skip
@@ -644,6 +677,7 @@ def main(config: EvaluateConfig) -> dict:
     logger.info("evaluation %s with\n%s", run_id, describe(config))
     items = load_questions(config)
     adapters = resolve_adapters(config)
+    trained_on = held_out_documents_trained_on(items, adapters)
     init_ray(config.ray_address)
     conversations, citations = build_conversations(config, items)
     answers = generate_answers(config, conversations, adapters)
@@ -657,7 +691,11 @@ def main(config: EvaluateConfig) -> dict:
         "split": config.split,
         "items": len(items),
         "candidates": {
-            c.name: {"kind": c.kind, "adapter": adapters[c.name].ref if c.name in adapters else None}
+            c.name: {
+                "kind": c.kind,
+                "adapter": adapters[c.name].ref if c.name in adapters else None,
+                "held_out_documents_trained_on": trained_on.get(c.name),
+            }
             for c in config.candidates
         },  # fmt: skip
         "intervals": intervals,
@@ -665,7 +703,7 @@ def main(config: EvaluateConfig) -> dict:
         "judge_model": config.judge.engine.model if config.judge.enabled else None,
     }
     write_outputs(config, result, records)  # the answers and scores are kept, whatever happens next
-    result["promotion"] = apply_gate(config, adapters, records, scores)
+    result["promotion"] = apply_gate(config, adapters, records, scores, trained_on)
     if config.summaries:
         result["summaries"] = score_summaries(config)
     if config.harness.tasks:

@@ -71,6 +71,7 @@ from rayfleet.training.data import (
     rows_fingerprint,
     sft_files,
     shared_token_share,
+    trained_documents,
 )
 from rayfleet.training.loop import (
     StepReport,
@@ -775,6 +776,7 @@ def main(config: FinetuneConfig) -> dict:
         metadata = {
             "base_model": {"name": config.model, "path": model_path, "hash": model_hash},
             "dataset": {"train_uri": train_uri, "train_hash": dataset_fingerprint(train_uri),
+                        "train_documents": trained_documents(train_uri),
                         "validation_uri": validation_uri,
                         "validation_hash": dataset_fingerprint(validation_uri) if validation_uri else None,
                         "train_rows": train_report.as_dict(), "validation_rows": validation_report.as_dict(),

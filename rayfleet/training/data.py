@@ -110,6 +110,23 @@ def read_sft_rows(uri: str) -> list[dict]:
     return rows
 
 
+# Documents are named by this many hex digits of their id (a content sha256): enough to tell them apart,
+# small enough for the registry metadata of an adapter trained on many thousands.
+DOCUMENT_ID_PREFIX = 16
+
+
+def trained_documents(uri: str) -> list[str] | None:
+    """The documents an SFT set's rows come from (the ``doc_id`` column jobs.make_qa writes, each as its first
+    :data:`DOCUMENT_ID_PREFIX` characters), sorted; None when its files have no such column."""
+    ids: set[str] = set()
+    for path in sft_files(uri):
+        table = read_table(path)
+        if "doc_id" not in table.column_names:
+            return None
+        ids.update(str(doc_id)[:DOCUMENT_ID_PREFIX] for doc_id in table["doc_id"].to_pylist() if doc_id)
+    return sorted(ids)
+
+
 def dataset_fingerprint(uri: str) -> str:
     """A short sha256 over the SFT set's file names and bytes, recorded with the adapter."""
     digest = hashlib.sha256()

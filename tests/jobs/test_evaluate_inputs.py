@@ -10,6 +10,7 @@ import pytest
 from jobs.evaluate import (
     EvaluateConfig,
     apply_gate,
+    held_out_documents_trained_on,
     judge_agreement,
     load_questions,
     rag_prompts,
@@ -246,6 +247,33 @@ def test_a_gain_on_questions_from_one_document_is_refused(tmp_path):
     (decision,) = apply_gate(config, {"tuned": registry.resolve(first)}, records_of(values, documents=1), scores)
     assert decision["promote"] is False and decision["gain_interval"]["documents"] == 1
     assert "1 document(s)" in decision["reason"] and registry.promoted("qa") is None
+
+
+def test_an_adapter_trained_on_held_out_documents_is_warned_of_counted_and_refused_by_the_gate(tmp_path, caplog):
+    """A change of jobs.make_qa's splits after fine-tuning moves trained documents into the test split."""
+    registry = Registry(str(tmp_path / "registry"))
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    leaked_id, clean_id = "a" * 64, "b" * 64
+    leaked = registry.publish("qa", str(tmp_path / "adapter"), {"dataset": {"train_documents": [leaked_id[:16]]}})
+    clean = registry.publish("qa", str(tmp_path / "adapter"), {"dataset": {"train_documents": ["c" * 16]}})
+    unknown = registry.publish("qa", str(tmp_path / "adapter"), {})
+    items = [{"doc_id": leaked_id, "question": "q1"}, {"doc_id": clean_id, "question": "q2"}]
+    with caplog.at_level("WARNING"):
+        counts = held_out_documents_trained_on(items, {"leaked": leaked, "clean": clean, "unknown": unknown})
+    assert counts == {"leaked": 1, "clean": 0, "unknown": None}
+    assert "candidate 'leaked' (qa@1) was trained on 1 of the 2 held-out documents" in caplog.text
+
+    candidates = [{"name": "base", "kind": "base"}, {"name": "leaked", "kind": "adapter", "adapter": leaked.ref}]
+    config = config_for(tmp_path, f"candidates={candidates}")
+    values = {"base": [0.2, 0.25] * 20, "leaked": [0.6, 0.65] * 20}  # far better: it saw the answers
+    scores = {name: {"exact_match": 0.0, "f1": sum(v) / len(v), "rouge_l": sum(v) / len(v), "judge": None}
+              for name, v in values.items()}  # fmt: skip
+    (decision,) = apply_gate(config, {"leaked": leaked}, records_of(values), scores, counts)
+    assert decision["promote"] is False and "trained on 1 of the held-out documents" in decision["reason"]
+    assert registry.promoted("qa") is None
+    (passed,) = apply_gate(config, {"leaked": leaked}, records_of(values), scores, {"leaked": 0})
+    assert passed["promote"] is True, "the same figures, nothing trained on: promoted"
 
 
 def test_summaries_are_scored_only_against_documents_with_references(tmp_path):

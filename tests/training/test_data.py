@@ -16,6 +16,7 @@ from rayfleet.training.data import (
     BadExampleError,
     TokenizedExample,
     dataset_fingerprint,
+    trained_documents,
     common_prefix_length,
     first_label,
     pack_examples,
@@ -364,6 +365,15 @@ def test_reads_sft_parquet_and_fingerprints_its_bytes(tmp_path):
     before = dataset_fingerprint(str(tmp_path / "sft"))
     write_table(str(tmp_path / "sft" / "more.parquet"), pa.Table.from_pylist(rows, SFT_SCHEMA))
     assert dataset_fingerprint(str(tmp_path / "sft")) != before
+
+
+def test_the_documents_an_sft_set_comes_from_are_named_by_their_id_prefix_and_unknown_without_doc_ids(tmp_path):
+    rows = [{"messages": [*QUESTION, ANSWER], "chunk_id": f"c{n}", "doc_id": doc_id, "origin": "generated"}
+            for n, doc_id in enumerate(["f" * 64, "0" * 64, "f" * 64])]  # fmt: skip
+    write_table(str(tmp_path / "sft" / "train.parquet"), pa.Table.from_pylist(rows, SFT_SCHEMA))
+    assert trained_documents(str(tmp_path / "sft")) == ["0" * 16, "f" * 16]
+    write_table(str(tmp_path / "chat" / "train.parquet"), pa.table({"messages": [[*QUESTION, ANSWER]]}))
+    assert trained_documents(str(tmp_path / "chat")) is None, "a hand-made chat set without doc_id: not known"
 
 
 def test_the_rows_fingerprint_changes_with_the_rows_their_order_and_their_packing():
