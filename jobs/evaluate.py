@@ -60,7 +60,7 @@ from rayfleet.retrieval.rag import (
     grounded_conversation,
 )
 from rayfleet.tables import new_run_id, read_input_folder
-from rayfleet.training.data import DOCUMENT_ID_PREFIX
+from rayfleet.training.data import document_key
 from schemas import USER_QA_REQUIRED
 
 logger = logging.getLogger("jobs.evaluate")
@@ -353,7 +353,7 @@ def held_out_documents_trained_on(items: list[dict], adapters: dict[str, Artifac
     """For each adapter candidate, how many documents of the held-out ``items`` its training set held (the
     document ids jobs.finetune records); None where that is not known (an SFT set without ``doc_id``, an
     adapter published before they were recorded). Each found is warned of."""
-    held_out = {str(item["doc_id"])[:DOCUMENT_ID_PREFIX] for item in items if item.get("doc_id")}
+    held_out = {document_key(str(item["doc_id"])) for item in items if item.get("doc_id")}
     counts: dict[str, int | None] = {}
     for name, version in adapters.items():
         trained = (version.metadata.get("dataset") or {}).get("train_documents")

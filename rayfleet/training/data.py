@@ -35,6 +35,7 @@ import collections
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
@@ -110,20 +111,27 @@ def read_sft_rows(uri: str) -> list[dict]:
     return rows
 
 
-# Documents are named by this many hex digits of their id (a content sha256): enough to tell them apart,
-# small enough for the registry metadata of an adapter trained on many thousands.
-DOCUMENT_ID_PREFIX = 16
+# A content id (jobs.ingest's doc_id: a sha256 in hex) is recorded by this many of its digits: enough to
+# tell documents apart, small enough for the registry metadata of an adapter trained on many thousands.
+CONTENT_ID_PREFIX = 16
+CONTENT_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def document_key(doc_id: str) -> str:
+    """How a document is recorded among those an adapter trained on: a content id by its first
+    :data:`CONTENT_ID_PREFIX` digits, any other id (``acl-P19-1001``, a user's) whole."""
+    return doc_id[:CONTENT_ID_PREFIX] if CONTENT_ID.fullmatch(doc_id) else doc_id
 
 
 def trained_documents(uri: str) -> list[str] | None:
-    """The documents an SFT set's rows come from (the ``doc_id`` column jobs.make_qa writes, each as its first
-    :data:`DOCUMENT_ID_PREFIX` characters), sorted; None when its files have no such column."""
+    """The documents an SFT set's rows come from (the ``doc_id`` column jobs.make_qa writes, each as its
+    :func:`document_key`), sorted; None when its files have no such column."""
     ids: set[str] = set()
     for path in sft_files(uri):
         table = read_table(path)
         if "doc_id" not in table.column_names:
             return None
-        ids.update(str(doc_id)[:DOCUMENT_ID_PREFIX] for doc_id in table["doc_id"].to_pylist() if doc_id)
+        ids.update(document_key(str(doc_id)) for doc_id in table["doc_id"].to_pylist() if doc_id)
     return sorted(ids)
 
 

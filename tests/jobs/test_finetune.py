@@ -41,7 +41,7 @@ from rayfleet.engines import EngineConfig, SamplingConfig
 from rayfleet.registry import Registry
 from rayfleet.tables import read_folder, read_table, write_table
 from rayfleet.training.checkpoint import OPTIMIZER_FILE, STATE_FILE
-from rayfleet.training.data import dataset_fingerprint
+from rayfleet.training.data import dataset_fingerprint, document_key
 from rayfleet.training.model import QuantizationUnavailableError
 from schemas import SFT_SCHEMA
 
@@ -112,7 +112,7 @@ def test_overfit_on_two_workers_lowers_validation_loss_and_publishes_the_adapter
     assert metadata["dataset"]["train_uri"] == qa_set["train"]
     assert metadata["dataset"]["train_hash"] == dataset_fingerprint(qa_set["train"])
     train_ids = read_folder(qa_set["train"], ["doc_id"])["doc_id"].to_pylist()
-    assert metadata["dataset"]["train_documents"] == sorted({doc_id[:16] for doc_id in train_ids if doc_id})
+    assert metadata["dataset"]["train_documents"] == sorted({document_key(doc_id) for doc_id in train_ids if doc_id})
     assert metadata["dataset"]["train_rows"] == {
         "rows": 14,
         "kept": 12,

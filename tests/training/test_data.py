@@ -368,10 +368,17 @@ def test_reads_sft_parquet_and_fingerprints_its_bytes(tmp_path):
 
 
 def test_the_documents_an_sft_set_comes_from_are_named_by_their_id_prefix_and_unknown_without_doc_ids(tmp_path):
-    rows = [{"messages": [*QUESTION, ANSWER], "chunk_id": f"c{n}", "doc_id": doc_id, "origin": "generated"}
-            for n, doc_id in enumerate(["f" * 64, "0" * 64, "f" * 64])]  # fmt: skip
+    rows = [
+        {"messages": [*QUESTION, ANSWER], "chunk_id": f"c{n}", "doc_id": doc_id, "origin": "generated"}
+        for n, doc_id in enumerate(["f" * 64, "0" * 64, "f" * 64, "acl-2020.acl-main.1", "acl-2020.acl-main.10"])
+    ]
     write_table(str(tmp_path / "sft" / "train.parquet"), pa.Table.from_pylist(rows, SFT_SCHEMA))
-    assert trained_documents(str(tmp_path / "sft")) == ["0" * 16, "f" * 16]
+    assert trained_documents(str(tmp_path / "sft")) == [
+        "0" * 16,
+        "acl-2020.acl-main.1",
+        "acl-2020.acl-main.10",
+        "f" * 16,
+    ], "content ids shortened, other ids whole"
     write_table(str(tmp_path / "chat" / "train.parquet"), pa.table({"messages": [[*QUESTION, ANSWER]]}))
     assert trained_documents(str(tmp_path / "chat")) is None, "a hand-made chat set without doc_id: not known"
 
