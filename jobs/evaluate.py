@@ -14,7 +14,7 @@ match, token F1, ROUGE-L and an LLM-judge score; means come with bootstrap inter
 the judge's rank agreement with F1 is reported. Optionally, summaries are scored against
 human references (ROUGE-L and judge), and local lm-evaluation-harness tasks run on the
 base and adapter candidates (``harness.tasks``). Under ``output/<run_id>/`` the job writes
-``result.json``, ``items.jsonl`` (every answer and score) and ``report.html``, and prints
+``result.json``, ``items.jsonl`` (every answer, score and judge reply) and ``report.html``, and prints
 one JSON line with each candidate's means and the report's location.
 
 When an adapter candidate was evaluated and the gate is enabled, the adapter is promoted
@@ -460,35 +460,40 @@ def generate_answers(
     return answers
 
 
-def judge_answers(config: EvaluateConfig, items: list[dict], answers: dict[str, list]) -> dict[str, list]:
-    """The judge's score (0-1, or None when its reply had no grades) of every answer."""
+def judge_answers(
+    config: EvaluateConfig, items: list[dict], answers: dict[str, list]
+) -> dict[str, list[tuple[float | None, str | None]]]:
+    """The judge's score (0-1, or None when its reply had no grades) of every answer, with its reply (kept
+    in items.jsonl, so a score can be checked); ``(None, None)`` each without the judge."""
     names = list(answers)
     if not config.judge.enabled:
-        return {name: [None] * len(items) for name in names}
+        return {name: [(None, None)] * len(items) for name in names}
     batch = [
         config.judge.conversation(item["question"], " | ".join(item["references"]), answer)
         for name in names
         for item, answer in zip(items, answers[name])
     ]
     replies = generate_on_ray(batch, config.judge.engine, config.judge.sampling, config.workers, config.batch_size)
-    scores = [parse_verdict(reply.text).score for reply in replies]
-    return {name: scores[index * len(items) : (index + 1) * len(items)] for index, name in enumerate(names)}
+    verdicts = [(parse_verdict(reply.text).score, reply.text) for reply in replies]
+    return {name: verdicts[index * len(items) : (index + 1) * len(items)] for index, name in enumerate(names)}
 
 
 def score_items(
-    items: list[dict], answers: dict[str, list], judged: dict[str, list], citations: dict[str, list]
+    items: list[dict],
+    answers: dict[str, list],
+    judged: dict[str, list[tuple[float | None, str | None]]],
+    citations: dict[str, list],
 ) -> list[dict]:
-    """One record per question: the reference, every candidate's answer and its scores."""
+    """One record per question: the reference, every candidate's answer, its scores and the judge's reply."""
     records = []
     for index, item in enumerate(items):
         record = {"question": item["question"], "reference": " | ".join(item["references"]), "doc_id": item["doc_id"],
-                  "chunk_id": item["chunk_id"], "answers": {}, "scores": {}, "citations": {}}  # fmt: skip
+                  "chunk_id": item["chunk_id"], "answers": {}, "scores": {}, "judge_replies": {},
+                  "citations": {}}  # fmt: skip
         for name in answers:
+            judge_score, record["judge_replies"][name] = judged[name][index]
             record["answers"][name] = answers[name][index]
-            record["scores"][name] = {
-                **score_answer(answers[name][index], item["references"]),
-                "judge": judged[name][index],
-            }
+            record["scores"][name] = {**score_answer(answers[name][index], item["references"]), "judge": judge_score}
             if name in citations:
                 record["citations"][name] = citations[name][index]
         records.append(record)

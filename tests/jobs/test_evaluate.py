@@ -97,6 +97,8 @@ def test_base_adapters_and_rag_are_scored_the_best_adapter_promoted_and_a_worse_
     items = [json.loads(line) for line in storage.read_bytes(items_uri).decode().splitlines()]
     cited = sum(item["chunk_id"] in {c["chunk_id"] for c in item["citations"]["rag"]} for item in items)
     assert cited >= len(items) // 2, "retrieval finds the passage of most questions"
+    replies = [item["judge_replies"][name] for item in items for name in ("base", "garbled", "harmless", "rag")]
+    assert len(replies) == 4 * len(pairs) and all(reply and reply.strip() for reply in replies), "each score checkable"
     report = storage.read_bytes(result["report"]).decode()
     assert "data:image/png;base64," in report and "Worst examples" in report and pairs[0]["doc_id"] in report
 
