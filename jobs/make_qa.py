@@ -376,9 +376,13 @@ def build_dataset(config: MakeQaConfig, run_id: str, superseded: set[str]) -> di
     without_pairs = sorted({row["doc_id"] for row in candidates} - {pair["doc_id"] for pair in kept})
     if without_pairs:
         names = document_names(config.input, without_pairs[:5])
-        logger.warning("%d document(s) gave no pair: every question proposed for their chunks was dropped "
-                       "(_candidates says why for each): %s%s", len(without_pairs), ", ".join(names),
-                       ", ..." if len(without_pairs) > len(names) else "")  # fmt: skip
+        unpaired = set(without_pairs)
+        reasons = collections.Counter(row["reason"] for row in candidates
+                                      if row["doc_id"] in unpaired and row["status"] == "dropped")  # fmt: skip
+        logger.warning("%d document(s) gave no pair: %s%s; what their chunks' candidates were dropped for "
+                       "(_candidates has each): %s", len(without_pairs), ", ".join(names),
+                       ", ..." if len(without_pairs) > len(names) else "",
+                       dict(reasons.most_common()) or "none kept past near-duplicate removal")  # fmt: skip
     return {
         "generated_valid": len(generated),
         "documents_without_pairs": len(without_pairs),

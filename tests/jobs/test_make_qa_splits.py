@@ -119,4 +119,5 @@ def test_documents_whose_proposals_were_all_dropped_are_counted_and_named_by_the
         report = build_dataset(config, "r", {"c"})  # c: a version its file no longer holds
     assert report["documents_without_pairs"] == 1
     assert "1 document(s) gave no pair" in caplog.text and "s3://docs/products.csv" in caplog.text
-    assert "old.md" not in caplog.text
+    assert "dropped for (_candidates has each): {'no_answer_sentence': 1}" in caplog.text, "why, not a guess"
+    assert "old.md" not in caplog.text and "off_topic" not in caplog.text
