@@ -361,11 +361,14 @@ def record_deleted_files(config: IngestConfig, listing: InputListing, latest: di
 
 
 def purge_superseded_documents(config: IngestConfig) -> int:
-    """Remove the rows of superseded documents (no file holds them now) from ``chunks/``, then ``documents/``
-    (a run killed in between purges the rest next time); returns how many documents were removed."""
+    """Remove the rows of superseded documents (no file holds them now) from ``documents/``, then ``chunks/``;
+    returns how many documents were removed. In that order a run killed in between leaves chunks without
+    their document, still superseded, which the next purge removes; a file put back meanwhile is parsed
+    again (its document is gone) and keeps its chunks. The other order would leave a document without
+    chunks that a file put back takes as already ingested, never indexed."""
     superseded = superseded_documents(read_folder(config.table("_files"), LEDGER_COLUMNS).to_pylist())
-    chunks = drop_rows_of(config.table("chunks"), "doc_id", superseded)
     documents = drop_rows_of(config.table("documents"), "doc_id", superseded)
+    chunks = drop_rows_of(config.table("chunks"), "doc_id", superseded)
     if documents or chunks:
         logger.info("purged %d superseded document(s) and %d of their chunks from %s (no file holds them now)",
                     documents, chunks, config.output)  # fmt: skip
@@ -529,9 +532,9 @@ def set_aside_before(latest: dict[str, dict], files: list[storage.FileEntry], to
 def exit_status(report: dict) -> int:
     """The command's exit status: 1 when the input holds files and every one of them stands set aside (now or
     by an earlier run), so a scheduler, and a dispatcher's retries, see the run failed each time, or when an
-    archive of the input could not be read from storage to list its files (a rerun lists it again); else 0."""
+    archive of the input could not be read to list its files (a rerun lists it again); else 0."""
     if report["unread_archives"]:
-        logger.error("%d archive(s) of the input could not be read from storage to list their files (see the "
+        logger.error("%d archive(s) of the input could not be read to list their files (see the "
                      "errors above): their files were left as they were; run again to ingest them",
                      report["unread_archives"])  # fmt: skip
         return 1

@@ -94,6 +94,8 @@ DAMAGED_ARCHIVE_ERRORS = DAMAGED_ZIP_ERRORS + DAMAGED_TAR_ERRORS
 TAR_READ_BUFFER_BYTES = 8 * 2**20
 # How far listing a compressed tar may decompress it (its members and headers together, all walked).
 MAX_INFLATED_TAR_BYTES = 16 * 2**30
+# An archive attached to a mail is walked no further than this many times what its files may come to.
+ATTACHMENT_WALK_FACTOR = 4
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +152,7 @@ def with_archives_unpacked(
         except OSError as error:
             if unread is None:
                 raise
-            logger.error("%s could not be read from storage to list its files (%s: %s): left out of this run",
+            logger.error("%s could not be read to list its files (%s: %s): left out of this run",
                          entry.uri, type(error).__name__, error)  # fmt: skip
             unread.append(entry.uri)
             continue
@@ -199,12 +201,12 @@ def is_document_name(name: str) -> bool:
     return not any(part.startswith(".") or part == "__MACOSX" for part in parts)
 
 
-def decompressing(raw: IO[bytes]) -> IO[bytes]:
-    """``raw`` (seekable, at its start) read through a buffer of :data:`TAR_READ_BUFFER_BYTES`;
-    decompressed as it is read when its first bytes are a gzip, bzip2 or xz file's."""
+def decompressing(raw: IO[bytes]) -> tuple[IO[bytes], bool]:
+    """``raw`` (seekable, at its start) read through a buffer of :data:`TAR_READ_BUFFER_BYTES`, and
+    whether it is decompressed as it is read (its first bytes are a gzip, bzip2 or xz file's)."""
     buffered = io.BufferedReader(raw, TAR_READ_BUFFER_BYTES)
     compression = compression_of(buffered.peek(8))  # the first read fills the buffer: no read of its own
-    return buffered if compression is None else compression.open(buffered)
+    return (buffered, False) if compression is None else (compression.open(buffered), True)
 
 
 class OpenArchive(Protocol):
@@ -248,7 +250,12 @@ class OpenZip:
 
     def __init__(self, raw: IO[bytes]):
         self.raw = raw
-        self.package = zipfile.ZipFile(raw)
+        try:
+            self.package = zipfile.ZipFile(StorageReads(raw))
+        except zipfile.BadZipFile as error:  # zipfile takes any OSError reading the directory for damage
+            if isinstance(error.__context__, StorageReadError):
+                raise error.__context__ from None
+            raise
 
     def documents(self) -> dict[str, int] | None:
         infos = self.package.infolist()
@@ -315,20 +322,59 @@ class InflatesTooFar(tarfile.ReadError):
     """A compressed tar whose contents run past the bytes it may inflate to while its headers are walked."""
 
 
+class CappedInflation(io.RawIOBase):
+    """A decompressed stream that refuses to go past ``max_bytes``: a read or a seek that would raises
+    :class:`InflatesTooFar` having decompressed at most one byte more (a seek, none)."""
+
+    def __init__(self, stream: IO[bytes], max_bytes: int):
+        self.stream, self.max_bytes = stream, max_bytes
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self.tell() + offset if whence == io.SEEK_CUR else None
+        if target is None or target > self.max_bytes:
+            raise self.past_the_cap()
+        return self.stream.seek(target)
+
+    def read(self, size: int = -1) -> bytes:
+        left = self.max_bytes - self.tell()
+        data = self.stream.read(left + 1 if size is None or size < 0 or size > left else size)
+        if self.tell() > self.max_bytes:
+            raise self.past_the_cap()
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def past_the_cap(self) -> InflatesTooFar:
+        return InflatesTooFar(f"its contents inflate past {self.max_bytes} bytes: a tar bomb, or an export to split "
+                              "into smaller archives")  # fmt: skip
+
+
 class OpenTar:
     """A tar archive, every header read once before its first member is (tar has no directory, and a
     name appended again with ``tar -r`` is held twice: the last copy is the file, as ``tar -x`` leaves it).
 
     Walking a compressed tar's headers decompresses every member between them: with ``max_inflated_bytes``,
-    the walk stops with :class:`InflatesTooFar` at the first header whose member would take it past that
-    (the header gives the size: nothing past the cap is decompressed). An uncompressed tar is walked by
+    reading it stops with :class:`InflatesTooFar` where it would go past that (skipping a member seeks: the
+    header gives its size, and nothing past the cap is decompressed). An uncompressed tar is walked by
     seeking over its members, whatever their size."""
 
     def __init__(self, raw: IO[bytes], max_inflated_bytes: int | None = None):
         self.raw = raw
-        self.stream = decompressing(StorageReads(raw))
-        compressed = not isinstance(self.stream, io.BufferedReader)  # decompressing's plain stream
-        self.max_inflated_bytes = max_inflated_bytes if compressed else None
+        self.stream, compressed = decompressing(StorageReads(raw))
+        if compressed and max_inflated_bytes is not None:
+            self.stream = CappedInflation(self.stream, max_inflated_bytes)
         with bad_data_as_damage():
             # Names are decoded the same way on every machine; one that is not UTF-8: tar_member_name.
             self.tar = tarfile.open(fileobj=self.stream, mode="r:", encoding="utf-8")
@@ -371,11 +417,6 @@ class OpenTar:
             if info.isfile() and is_document_name(name := tar_member_name(info)):
                 members.pop(name, None)
                 members[name] = info
-            if self.max_inflated_bytes is not None and self.tar.offset > self.max_inflated_bytes:
-                raise InflatesTooFar(
-                    f"its contents inflate past {self.max_inflated_bytes} bytes (at {tar_member_name(info)!r}, "
-                    f"which ends at byte {self.tar.offset}): a tar bomb, or an export to split into smaller archives"
-                )
         if not ends_whole(self.tar):
             raise tarfile.ReadError(f"cut short or damaged at byte {self.tar.offset}: no end-of-archive block there")
         return members
@@ -409,7 +450,7 @@ def archived_files(name: str, data: bytes, max_bytes: int) -> list[tuple[str, by
     if not is_archive(name):
         return None
     try:
-        opened = opened_archive(name, io.BytesIO(data), MAX_INFLATED_TAR_BYTES)
+        opened = opened_archive(name, io.BytesIO(data), ATTACHMENT_WALK_FACTOR * max_bytes)
         sizes = opened.documents()
     except DAMAGED_ARCHIVE_ERRORS:
         return None

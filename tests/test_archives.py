@@ -118,6 +118,33 @@ def test_an_archive_storage_fails_to_read_at_listing_is_left_out_not_listed_as_i
     assert with_archives_unpacked(entries, unread) == [entries[1]] and unread == [str(archive)]
 
 
+@pytest.mark.parametrize("name", ["handbook.zip", "export.tar.gz"])
+def test_a_read_that_fails_part_way_through_listing_an_archive_is_no_damage(tmp_path, monkeypatch, name):
+    """zipfile takes any OSError while it reads the directory for a bad zip: a dropped connection there must
+    still leave the archive unread, not listed as itself (its files would be recorded deleted)."""
+    data = handbook() if name.endswith(".zip") else tarred({"a.md": GUIDE}, "gz")
+    (tmp_path / name).write_bytes(data)
+    entries = storage.list_entries(str(tmp_path))
+
+    class DroppedConnection(io.BytesIO):  # fault injection: every read fails, the open succeeded
+        def readinto(self, buffer) -> int:
+            raise OSError("AWS Error NETWORK_CONNECTION during GetObject operation: connection reset")
+
+        def read(self, size=-1) -> bytes:
+            raise OSError("AWS Error NETWORK_CONNECTION during GetObject operation: connection reset")
+
+    class DroppingFilesystem:  # fault injection
+        def open_input_file(self, path: str) -> DroppedConnection:
+            return DroppedConnection(data)
+
+    resolve = storage.resolve
+    monkeypatch.setattr(
+        storage, "resolve", lambda uri: dataclasses.replace(resolve(uri), filesystem=DroppingFilesystem())
+    )
+    unread: list[str] = []
+    assert with_archives_unpacked(entries, unread) == [] and unread == [str(tmp_path / name)]
+
+
 def test_a_bomb_an_encrypted_and_a_missing_member_are_refused_with_the_reason(tmp_path):
     bomb = zipped({"zeros.txt": bytes(5_000_000)})
     (tmp_path / "bomb.zip").write_bytes(bomb)
@@ -299,12 +326,17 @@ def test_a_compressed_tar_inflating_past_the_cap_is_not_walked_past_it_and_is_se
         entries = with_archives_unpacked(storage.list_entries(str(tmp_path)), max_inflated_bytes=1_000_000)
     bomb = str(tmp_path / "bomb.tar.gz")
     assert {entry.uri for entry in entries} == {bomb} | {f"{tmp_path / 'plain.tar'}!/{name}" for name in members}
-    assert f"{bomb} is not listed: its contents inflate past 1000000 bytes (at 'zeros.txt'" in caplog.text
+    assert f"{bomb} is not listed: its contents inflate past 1000000 bytes: a tar bomb" in caplog.text
 
     opened = opened_archive("bomb.tar.gz", io.BytesIO(tarred(members, "gz")), max_inflated_bytes=1_000_000)
     with pytest.raises(InflatesTooFar):
         opened.documents()
     assert opened.stream.tell() < 10_000, "stopped at the header, before decompressing the member"
+    long_name = io.BytesIO()  # a GNU long-name header holds its name as data, read whole by tarfile
+    with tarfile.open(fileobj=long_name, mode="w:gz", format=tarfile.GNU_FORMAT) as package:
+        package.addfile(tarfile.TarInfo("x" * 3_000_000))
+    with pytest.raises(InflatesTooFar):  # at its first header, which tarfile reads on opening
+        opened_archive("names.tar.gz", io.BytesIO(long_name.getvalue()), max_inflated_bytes=1_000_000).documents()
     ingester = FileIngester(ChunkingConfig(), max_file_bytes=2_000_000, run_id="r1")
     bomb_entry = next(entry for entry in entries if entry.uri == bomb)
     assert ingester.ingest(bomb_entry, {}).error["error"] == "oversize: gzip file inflates past max_file_bytes=2000000"

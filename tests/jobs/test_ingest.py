@@ -372,7 +372,7 @@ def test_an_archive_storage_fails_to_list_keeps_its_files_and_fails_the_run_for_
         failed = main(load_config(IngestConfig, overrides))
         assert exit_status(failed) == 1
     assert (failed["files"], failed["already_done"], failed["deleted"], failed["unread_archives"]) == (0, 1, 0, 1)
-    assert f"{archive} could not be read from storage to list its files" in caplog.text
+    assert f"{archive} could not be read to list its files" in caplog.text
     assert "run again to ingest them" in caplog.text
     latest = latest_rows(read_folder(f"{tmp_path}/corpus/_files", LEDGER_COLUMNS).to_pylist())
     assert {latest[f"{archive}!/{name}"]["outcome"] for name in ("leave.md", "canteen.md")} == {"ingested"}
