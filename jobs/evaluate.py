@@ -542,7 +542,7 @@ def apply_gate(
     adapters: dict[str, ArtifactVersion],
     records: list[dict],
     scores: dict[str, dict],
-    trained_on: dict[str, int] | None = None,
+    trained_on: dict[str, int | None] | None = None,
 ) -> list[dict]:
     """Decide, record and (when it passes) promote each evaluated adapter version against its incumbent.
 
@@ -585,6 +585,11 @@ def apply_gate(
                         f"add it as a candidate ({version.name}@promoted) to compare"}  # fmt: skip
         elif incumbent is None and base_name is None:
             decision = {"promote": False, "reason": "no incumbent to compare with: evaluate the base model too"}
+        elif incumbent is not None and trained_on.get(incumbent):
+            decision = {"promote": False, "incumbent": incumbent,
+                        "reason": f"the promoted version {promoted.ref} was trained on {trained_on[incumbent]} of the "
+                        "held-out documents: its scores there are inflated, so no comparison with it is fair; "
+                        "evaluate on a test split it did not train on"}  # fmt: skip
         else:
             incumbent = incumbent or base_name
             try:

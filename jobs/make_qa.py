@@ -379,10 +379,12 @@ def build_dataset(config: MakeQaConfig, run_id: str, superseded: set[str]) -> di
         unpaired = set(without_pairs)
         reasons = collections.Counter(row["reason"] for row in candidates
                                       if row["doc_id"] in unpaired and row["status"] == "dropped")  # fmt: skip
+        reasons["near_duplicate"] = sum(pair["doc_id"] in unpaired for pair in duplicates)
+        reasons = +reasons  # the reasons that dropped some
         logger.warning("%d document(s) gave no pair: %s%s; what their chunks' candidates were dropped for "
                        "(_candidates has each): %s", len(without_pairs), ", ".join(names),
                        ", ..." if len(without_pairs) > len(names) else "",
-                       dict(reasons.most_common()) or "none kept past near-duplicate removal")  # fmt: skip
+                       dict(reasons.most_common()))  # fmt: skip
     return {
         "generated_valid": len(generated),
         "documents_without_pairs": len(without_pairs),

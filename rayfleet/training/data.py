@@ -45,7 +45,7 @@ from transformers import PreTrainedTokenizerBase
 from rayfleet import storage
 from rayfleet.config import InputError
 from rayfleet.engines.templates import TEMPLATE_OPTIONS, content_holds_special_tokens
-from rayfleet.tables import read_table
+from rayfleet.tables import read_schema, read_table
 from schemas.openai_api import ROLE_ALIASES
 
 IGNORE_INDEX = -100
@@ -128,10 +128,9 @@ def trained_documents(uri: str) -> list[str] | None:
     :func:`document_key`), sorted; None when its files have no such column."""
     ids: set[str] = set()
     for path in sft_files(uri):
-        table = read_table(path)
-        if "doc_id" not in table.column_names:
+        if "doc_id" not in read_schema(path).names:
             return None
-        ids.update(document_key(str(doc_id)) for doc_id in table["doc_id"].to_pylist() if doc_id)
+        ids.update(document_key(str(doc_id)) for doc_id in read_table(path, ["doc_id"])["doc_id"].to_pylist() if doc_id)
     return sorted(ids)
 
 

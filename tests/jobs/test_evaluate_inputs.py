@@ -275,6 +275,15 @@ def test_an_adapter_trained_on_held_out_documents_is_warned_of_counted_and_refus
     (passed,) = apply_gate(config, {"leaked": leaked}, records_of(values), scores, {"leaked": 0})
     assert passed["promote"] is True, "the same figures, nothing trained on: promoted"
 
+    # Now promoted, it is the incumbent: had it trained on held-out documents, no version compares fairly with it.
+    both = [*candidates, {"name": "clean", "kind": "adapter", "adapter": clean.ref}]
+    values["clean"] = [0.3, 0.35] * 20
+    scores["clean"] = {"exact_match": 0.0, "f1": 0.325, "rouge_l": 0.325, "judge": None}
+    decisions = apply_gate(config_for(tmp_path, f"candidates={both}"), {"leaked": leaked, "clean": clean},
+                           records_of(values), scores, {"leaked": 1, "clean": 0})  # fmt: skip
+    refused = next(decision for decision in decisions if decision["candidate"] == clean.ref)
+    assert refused["promote"] is False and "qa@1 was trained on 1 of the held-out documents" in refused["reason"]
+
 
 def test_summaries_are_scored_only_against_documents_with_references(tmp_path):
     write_table(str(tmp_path / "summaries.parquet"), pa.Table.from_pylist(

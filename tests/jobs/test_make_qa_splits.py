@@ -120,4 +120,5 @@ def test_documents_whose_proposals_were_all_dropped_are_counted_and_named_by_the
     assert report["documents_without_pairs"] == 1
     assert "1 document(s) gave no pair" in caplog.text and "s3://docs/products.csv" in caplog.text
     assert "dropped for (_candidates has each): {'no_answer_sentence': 1}" in caplog.text, "why, not a guess"
+    assert "near_duplicate" not in caplog.text.split("dropped for")[-1], "only reasons that dropped some"
     assert "old.md" not in caplog.text and "off_topic" not in caplog.text
