@@ -20,7 +20,7 @@ from rayfleet import storage
 from rayfleet.config import ConfigError, load_config
 from rayfleet.documents import plan_input
 from rayfleet.ingestion import LEDGER_COLUMNS, latest_rows
-from rayfleet.tables import read_folder
+from rayfleet.tables import drop_rows_of, read_folder
 from tests.text.samples import (
     PDFS, blank_pdf, docx_bytes, eml_bytes, encrypted_pdf, picture_bytes, pptx_bytes, scanned_pdf, xlsx_bytes,
 )  # fmt: skip
@@ -408,6 +408,37 @@ def test_purge_superseded_removes_deleted_and_earlier_versions_text_and_keeps_th
     assert [text for text in chunks if "--no-gui" in text] and [text for text in chunks if "valve 7" in text]
     again = main(load_config(IngestConfig, [*overrides, "purge_superseded=true"]))
     assert (again["purged_documents"], again["already_done"]) == (0, 2)
+
+
+def test_a_purge_killed_between_its_tables_leaves_a_file_put_back_whole(ray_cluster, tmp_path, monkeypatch):
+    """The purge removes documents, then chunks: killed in between, a file put back is parsed again and
+    indexed, not taken as already ingested with its chunks gone."""
+    import jobs.ingest as ingest_job
+
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "plots.html").write_bytes(HTML)
+    (tmp_path / "raw" / "tips.md").write_bytes(MARKDOWN)
+    overrides = [f"input={tmp_path}/raw", f"output={tmp_path}/corpus"]
+    main(load_config(IngestConfig, overrides))
+    (tmp_path / "raw" / "plots.html").unlink()
+    purged_tables = []
+
+    def killed_after_one_table(folder: str, column: str, values) -> int:  # fault injection: the run dies there
+        purged_tables.append(folder.rsplit("/", 1)[-1])
+        drop_rows_of(folder, column, values)
+        raise RuntimeError("fault injection: killed mid-purge")
+
+    monkeypatch.setattr(ingest_job, "drop_rows_of", killed_after_one_table)
+    with pytest.raises(RuntimeError, match="killed mid-purge"):
+        main(load_config(IngestConfig, [*overrides, "purge_superseded=true"]))
+    monkeypatch.undo()
+    (tmp_path / "raw" / "plots.html").write_bytes(HTML)  # put back
+
+    main(load_config(IngestConfig, overrides))
+    chunks = read_folder(f"{tmp_path}/corpus/chunks", ["text"])["text"].to_pylist()
+    assert [text for text in chunks if "logscale" in text], "the file put back has its chunks: indexable again"
+    assert purged_tables == ["documents"]
+    assert main(load_config(IngestConfig, [*overrides, "purge_superseded=true"]))["purged_documents"] == 0
 
 
 def test_an_input_that_never_existed_fails_the_run_and_is_named(tmp_path):
