@@ -214,14 +214,16 @@ def read_work_item(
     wanted, pending = set(item.rows), set(item.rows)
     try:
         parquet = _open(item.source)
-        columns = [id_column, text_column, *carried_columns(parquet.schema_arrow, id_column, text_column)]
+        carried = carried_columns(parquet.schema_arrow, id_column, text_column)
+        columns = [id_column, text_column, *carried]
         batches = parquet.iter_batches(slice_rows, row_groups=list(item.row_groups), columns=columns)
         position = item.first_row
         for batch in batches:
             taken = [row for row in range(position, position + batch.num_rows) if row in wanted]
             if taken:
                 local = pa.array([row - position for row in taken], pa.int64())
-                yield _validated(plain_batch(batch).take(local), taken, item.source, id_column, text_column, run_id)
+                slice_ = plain_batch(batch).take(local)
+                yield _validated(slice_, taken, item.source, id_column, text_column, run_id, bool(carried))
                 pending.difference_update(taken)
             position += batch.num_rows
             if not pending:
@@ -262,11 +264,17 @@ def carried_columns(schema: pa.Schema, id_column: str, text_column: str) -> list
 
 
 def _validated(
-    slice_: pa.RecordBatch, rows: list[int], source: str, id_column: str, text_column: str, run_id: str
+    slice_: pa.RecordBatch,
+    rows: list[int],
+    source: str,
+    id_column: str,
+    text_column: str,
+    run_id: str,
+    carried: bool,
 ) -> tuple[list[dict], list[dict]]:
-    """The slice's rows with a usable text, and an error row for each of the others."""
+    """The slice's rows with a usable text, and an error row for each of the others (``carried``: the slice
+    holds :data:`DOCUMENT_SOURCE_COLUMN`, as :func:`carried_columns` chose)."""
     ids = pc.cast(slice_.column(id_column), pa.string()).to_pylist()
-    carried = DOCUMENT_SOURCE_COLUMN in slice_.schema.names and DOCUMENT_SOURCE_COLUMN not in (id_column, text_column)
     document_sources = slice_.column(DOCUMENT_SOURCE_COLUMN).to_pylist() if carried else [None] * len(rows)
     found, errors = [], []
     for row, doc_id, text, document_source in zip(
