@@ -208,7 +208,8 @@ class IngestWorker:
         their content already in ``documents`` (no duplicate is made).
         """
         started = time.monotonic()
-        results = [self.ingester.ingest(storage.FileEntry(**row), self.known_sources) for row in batch.to_pylist()]
+        files = [storage.FileEntry(**row) for row in batch.to_pylist()]
+        results = [self.ingester.ingest(file, self.known_sources) for file in files]
         commit(self.config, self.run_id, results)
         documents = [result.document for result in results if result.document]
         return {
@@ -216,8 +217,9 @@ class IngestWorker:
             "documents": [len(documents)],
             "pages": [sum(document["page_count"] for document in documents)],
             "chunks": [sum(len(result.chunks) for result in results)],
-            "duplicates": [sum(result.ledger["outcome"] == OUTCOME_DUPLICATE for result in results)],
+            "duplicates": [sum(bool(r.ledger) and r.ledger["outcome"] == OUTCOME_DUPLICATE for r in results)],
             "errors": [sum(result.error is not None for result in results)],
+            "unread": [json.dumps([f"{file.uri} ({r.unread})" for file, r in zip(files, results) if r.unread])],
             "seconds": [time.monotonic() - started],
         }
 
@@ -232,9 +234,9 @@ def commit(config: IngestConfig, run_id: str, results: list[FileResult]) -> None
     if documents:
         write_table(storage.join(config.table("documents"), name), pa.Table.from_pylist(documents, DOCUMENTS_SCHEMA))
     write_errors(config.table("errors"), [result.error for result in results if result.error])
-    write_table(
-        storage.join(config.table("_files"), name), pa.Table.from_pylist([r.ledger for r in results], FILES_SCHEMA)
-    )
+    ledger = [result.ledger for result in results if result.ledger]  # none for a file whose read failed
+    if ledger:
+        write_table(storage.join(config.table("_files"), name), pa.Table.from_pylist(ledger, FILES_SCHEMA))
 
 
 @dataclass
@@ -413,15 +415,18 @@ class Progress:
     def __init__(self, total: int):
         self.total, self.started = total, time.monotonic()
         self.counts = dict.fromkeys(self.FIGURES, 0)
+        self.unread: list[str] = []  # "uri (why)" of the files whose read from storage failed
 
     def add(self, figures: dict) -> None:
         for name in self.FIGURES:
             self.counts[name] += int(figures[name])
+        self.unread += json.loads(figures["unread"])
         elapsed = time.monotonic() - self.started
         logger.info(
-            "progress: %d/%d files, %d documents, %d pages (%.1f pages/s), %d chunks, %d duplicates, %d errors",
+            "progress: %d/%d files, %d documents, %d pages (%.1f pages/s), %d chunks, %d duplicates, %d errors%s",
             self.counts["files"], self.total, self.counts["documents"], self.counts["pages"],
             self.counts["pages"] / elapsed, self.counts["chunks"], self.counts["duplicates"], self.counts["errors"],
+            f", {len(self.unread)} unread" if self.unread else "",
         )  # fmt: skip
 
 
@@ -446,9 +451,10 @@ def main(config: IngestConfig) -> dict:
                 len(listing.files), len(todo), already_done, listing.system_files, len(listing.hidden),
                 f": {', '.join(listing.hidden[:3])}{', ...' if len(listing.hidden) > 3 else ''}"
                 if listing.hidden else "")  # fmt: skip
+    unread = []
     if todo:
         init_ray(config.ray_address)
-        ingest_dataset(config, todo, run_id, known_documents(config))
+        unread = ingest_dataset(config, todo, run_id, known_documents(config)).unread
     # Two copies of one content in the same run were both parsed; keep the first.
     removed = drop_duplicate_ids(config.table("documents"), "doc_id", expected=True)
     drop_duplicate_ids(config.table("chunks"), "chunk_id", expected=True)
@@ -460,6 +466,10 @@ def main(config: IngestConfig) -> dict:
     report["hidden_files_skipped"] = len(listing.hidden)
     report["files_in_error"] = report["errors"] + set_aside_before(latest, listing.files, todo)
     report["unread_archives"] = len(listing.unread)
+    report["unread_files"] = len(unread)
+    if unread:
+        logger.error("%d file(s) could not be read from storage, left as they were for the next run: %s",
+                     len(unread), "; ".join(unread[:5]) + ("; ..." if len(unread) > 5 else ""))  # fmt: skip
     report["purged_documents"] = purged
     if config.index_output:
         report["index"] = update_index_after_ingest(config)
@@ -532,11 +542,16 @@ def set_aside_before(latest: dict[str, dict], files: list[storage.FileEntry], to
 def exit_status(report: dict) -> int:
     """The command's exit status: 1 when the input holds files and every one of them stands set aside (now or
     by an earlier run), so a scheduler, and a dispatcher's retries, see the run failed each time, or when an
-    archive of the input could not be read to list its files (a rerun lists it again); else 0."""
+    archive of the input could not be read to list its files, or a file to ingest it (a rerun reads them
+    again); else 0."""
     if report["unread_archives"]:
         logger.error("%d archive(s) of the input could not be read to list their files (see the "
                      "errors above): their files were left as they were; run again to ingest them",
                      report["unread_archives"])  # fmt: skip
+        return 1
+    if report["unread_files"]:
+        logger.error("%d file(s) of the input could not be read (see the errors above): nothing was recorded "
+                     "of them; run again to ingest them", report["unread_files"])  # fmt: skip
         return 1
     listed = report["files"] + report["already_done"]
     if listed and report["files_in_error"] == listed:

@@ -64,12 +64,15 @@ class ChunkingConfig(BaseConfig):
 
 @dataclass
 class FileResult:
-    """What became of one file: its ledger row, and its document and chunks or its error."""
+    """What became of one file: its ledger row, and its document and chunks or its error; or, when its read
+    from storage failed, no ledger row and why (``unread``): nothing is known of the file, so nothing is
+    recorded and the next run reads it again."""
 
-    ledger: dict
+    ledger: dict | None
     document: dict | None = None
     chunks: list[dict] = field(default_factory=list)
     error: dict | None = None
+    unread: str | None = None
 
 
 # Files an operating system or Office leaves beside documents (thumbnail caches, folder settings);
@@ -126,8 +129,9 @@ class FileIngester:
             )
         try:
             data = self.reader.read(file.uri, self.max_file_bytes)
-        except OSError as error:
-            return self._failed(file, None, "read", f"unreadable: {type(error).__name__}: {error}")
+        except OSError as error:  # storage's failure (S3 down past its retries, no permission), not the file's
+            logger.warning("%s could not be read: %s: %s; left for the next run", file.uri, type(error).__name__, error)
+            return FileResult(None, unread=f"{type(error).__name__}: {error}")
         except ParseError as error:  # a member of an archive that is encrypted, damaged or a bomb
             return self._failed(file, None, "read", str(error))
         doc_id = content_id(data)

@@ -444,7 +444,8 @@ def test_bad_data_in_a_bzip2_tar_is_damage_but_a_failed_read_from_storage_is_not
         ListedFileReader().read(entries[0].uri, 1_000_000)
     assert not isinstance(raised.value, ParseError)
     ingester = FileIngester(ChunkingConfig(), max_file_bytes=1_000_000, run_id="r1")  # no archive open
-    assert ingester.ingest(entries[0], {}).error["error"].startswith("unreadable: StorageReadError: OSError: AWS")
+    unread = ingester.ingest(entries[0], {})
+    assert unread.unread.startswith("StorageReadError: OSError: AWS") and unread.ledger is unread.error is None
 
 
 def test_a_tar_member_is_read_no_further_than_one_byte_past_max_bytes(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ from rayfleet.config import ConfigError, load_config
 from rayfleet.documents import plan_input
 from rayfleet.ingestion import LEDGER_COLUMNS, latest_rows
 from rayfleet.tables import drop_rows_of, read_folder
+from tests.jobs.storage_faults import ray_workers_failing_to_open
 from tests.text.samples import (
     PDFS, blank_pdf, docx_bytes, eml_bytes, encrypted_pdf, picture_bytes, pptx_bytes, scanned_pdf, xlsx_bytes,
 )  # fmt: skip
@@ -381,6 +382,34 @@ def test_an_archive_storage_fails_to_list_keeps_its_files_and_fails_the_run_for_
     monkeypatch.undo()
     rerun = main(load_config(IngestConfig, overrides))
     assert (rerun["already_done"], rerun["deleted"], rerun["unread_archives"], exit_status(rerun)) == (3, 0, 0, 0)
+
+
+def test_a_file_storage_fails_to_read_is_left_unrecorded_and_fails_the_run_for_a_rerun(ray_cluster, tmp_path, caplog):
+    """A failed read says nothing of the file: it is not set aside as an error (then only retry_errors=true
+    would read it again), its last good version stays current, and the run exits 1 so that a rerun (the
+    dispatcher's retry) ingests it."""
+    (tmp_path / "raw").mkdir()
+    tips, notes = tmp_path / "raw" / "tips.md", tmp_path / "raw" / "notes.md"
+    tips.write_bytes(MARKDOWN)
+    notes.write_bytes(b"# Notes\n\nThe printer is on the second floor.\n")
+    overrides = [f"input={tmp_path}/raw", f"output={tmp_path}/corpus"]
+    first = main(load_config(IngestConfig, overrides))
+    tips.write_bytes(EDITED_MARKDOWN)
+
+    with ray_workers_failing_to_open([str(tips)], ray_cluster), caplog.at_level("ERROR"):
+        failed = main(load_config(IngestConfig, overrides))
+        assert exit_status(failed) == 1
+    assert (failed["files"], failed["already_done"], failed["errors"], failed["unread_files"]) == (0, 1, 0, 1)
+    assert f"{tips} (OSError: AWS Error NETWORK_CONNECTION" in caplog.text
+    assert "run again to ingest them" in caplog.text
+    latest = latest_rows(read_folder(f"{tmp_path}/corpus/_files", LEDGER_COLUMNS).to_pylist())
+    assert latest[str(tips)]["run_id"] == first["run_id"], "nothing recorded of the file: its last version stays"
+    assert not read_folder(f"{tmp_path}/corpus/errors", ["source"]).num_rows, "nothing set aside"
+
+    rerun = main(load_config(IngestConfig, overrides))
+    assert (rerun["files"], rerun["documents"], rerun["unread_files"], exit_status(rerun)) == (1, 1, 0, 0)
+    texts = read_folder(f"{tmp_path}/corpus/documents", ["source", "text", "run_id"]).to_pylist()
+    assert [row["text"] for row in texts if row["run_id"] == rerun["run_id"]] == [EDITED_MARKDOWN.decode()]
 
 
 def test_purge_superseded_removes_deleted_and_earlier_versions_text_and_keeps_the_current(ray_cluster, tmp_path):
