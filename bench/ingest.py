@@ -76,9 +76,8 @@ def run_baseline(config: IngestBenchConfig, corpus: Path, output: Path) -> dict:
     write_table(str(output / "documents" / "part.parquet"), pa.Table.from_pylist(documents, DOCUMENTS_SCHEMA))
     write_table(str(output / "chunks" / "part.parquet"), pa.Table.from_pylist(chunks, CHUNKS_SCHEMA))
     write_errors(str(output / "errors"), [result.error for result in results if result.error])
-    write_table(
-        str(output / "_files" / "part.parquet"), pa.Table.from_pylist([r.ledger for r in results], FILES_SCHEMA)
-    )
+    ledger = [result.ledger for result in results if result.ledger]  # none for a file whose read failed
+    write_table(str(output / "_files" / "part.parquet"), pa.Table.from_pylist(ledger, FILES_SCHEMA))
     pages = sum(document["page_count"] for document in documents)
     return figures(pages, len(chunks), time.monotonic() - started)
 

@@ -18,7 +18,8 @@ complete Parquet files under ``output``:
   title for citations (``schemas.CHUNKS_SCHEMA``);
 - ``errors/``: files that gave no document (corrupt, encrypted, no text, legacy or unknown
   type, oversize) with the reason; the run finishes the rest;
-- ``_files/``: the ledger of every file handled (``schemas.FILES_SCHEMA``).
+- ``_files/``: the ledger of every file handled (``schemas.FILES_SCHEMA``); a file whose read from
+  storage failed is not in it (the run reports it as ``unread_files`` and exits 1; the next reads it again).
 
 Scanned PDF pages and pictures of text (PNG, JPEG, TIFF...) are read by OCR (``ocr.*``,
 :mod:`rayfleet.text.ocr`). A zip or tar archive (``.tar.gz`` and the like too) is listed as the files

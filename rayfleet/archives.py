@@ -46,7 +46,8 @@ A ``.zip`` that is really a DOCX, XLSX, PPTX, OpenDocument or EPUB file is a doc
 archive; an archive that does not open, or a tar cut short (it does not end with its
 end-of-archive block), stays listed as itself and is set aside with the reason. A tar found damaged
 when a worker reads it (replaced since it was listed) sets each member read aside as ``corrupt tar
-archive``; a read from storage that fails there is no damage: the member is ``unreadable``. Nor is
+archive``; a read from storage that fails there is no damage: the member is left unread for the next
+run (:class:`StorageReadError`). Nor is
 one that fails while the archive is listed: what it holds is not known this time, so the archive is
 left out of that listing (``with_archives_unpacked``'s ``unread``) and none of its files is taken
 for deleted.
@@ -83,9 +84,9 @@ MEMBER_URI = re.compile(
 # Package formats built on zip that are documents of their own (named .zip by mistake or by a download).
 PACKAGE_MEMBERS = {"mimetype", *OOXML_MAIN_PARTS}
 # What reading a damaged archive or member raises (a bad CRC, a truncated stream, a bad header).
-DAMAGED_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError)
+DAMAGED_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, ValueError, NotImplementedError)
 # (bz2 raises a plain OSError for bad data, taken for damage only when no read from storage failed:
-# bad_data_as_damage.)
+# bad_data_as_damage, bounded_member_read.)
 DAMAGED_TAR_ERRORS = (tarfile.TarError, gzip.BadGzipFile, zlib.error, lzma.LZMAError, EOFError)
 DAMAGED_ARCHIVE_ERRORS = DAMAGED_ZIP_ERRORS + DAMAGED_TAR_ERRORS
 # Reads of a tar, compressed or not, go through a buffer this large: on S3 one ranged read (GET) each,
@@ -309,7 +310,7 @@ class StorageReads(io.RawIOBase):
 @contextmanager
 def bad_data_as_damage() -> Iterator[None]:
     """A plain OSError while a tar is read (bz2's "Invalid data stream") raised as ``tarfile.ReadError``:
-    damage, set aside as corrupt; a failed read from storage goes on as the OSError it is (unreadable)."""
+    damage, set aside as corrupt; a failed read from storage goes on as the OSError it is (left unread)."""
     try:
         yield
     except (StorageReadError, *DAMAGED_TAR_ERRORS):
@@ -537,7 +538,9 @@ def bounded_member_read(
     try:
         with open_member() as stream:
             data = stream.read(max_bytes + 1)
-    except damage as error:
+    except StorageReadError:
+        raise  # storage failed, not the member: read it again in the next run
+    except (*damage, OSError) as error:  # OSError: bz2's bad data, a seek past the archive's end
         raise ParseError(f"corrupt {kind} member: {type(error).__name__}: {error}") from error
     if len(data) > max_bytes:
         raise ParseError(f"oversize: {kind} member inflates past max_file_bytes={max_bytes}")

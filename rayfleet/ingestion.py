@@ -5,7 +5,8 @@
 gets the same ``doc_id``, wherever it lies), parses it (:mod:`rayfleet.text.parsing`; a gzip,
 bzip2 or xz file as the file inside, :mod:`rayfleet.text.compression`) and chunks it with the
 model's tokenizer (:mod:`rayfleet.text.chunking`). Every outcome, good or bad, is a :class:`FileResult`
-with a ledger row; bad files carry an errors-table row with the reason. It knows
+with a ledger row; bad files carry an errors-table row with the reason. A file whose read from storage
+fails gets neither (``unread``): the failure is storage's, so the next run reads it again. It knows
 nothing of Ray: ``jobs.ingest`` runs it in an actor pool, ``bench.ingest`` in a loop.
 """
 

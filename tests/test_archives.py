@@ -408,6 +408,28 @@ def test_walking_a_tar_of_many_small_members_is_a_few_large_reads_not_one_per_he
     assert opened.read("docs/101.txt", 1_000_000) == files["docs/101.txt"] and raw.reads <= 6
 
 
+@pytest.mark.parametrize("compression", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_bad_data_in_a_bzip2_or_lzma_zip_member_is_damage_set_aside_not_a_read_to_retry(tmp_path, compression):
+    """bz2 raises a plain OSError for bad data, lzma an LZMAError: the member is corrupt, for good. Taken
+    for a failed read from storage, it would fail every run, never set aside."""
+    text = random.Random(2).randbytes(200_000).hex().encode()
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w", compression=compression) as package:
+        package.writestr("report.txt", text)
+    with zipfile.ZipFile(archive) as package:
+        info = package.getinfo("report.txt")
+    data = bytearray(archive.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start + info.compress_size // 2 : start + info.compress_size // 2 + 64] = bytes(64)
+    archive.write_bytes(bytes(data))
+    [entry] = with_archives_unpacked(storage.list_entries(str(archive)))
+
+    result = FileIngester(ChunkingConfig(), max_file_bytes=1_000_000, run_id="r1").ingest(entry, {})
+
+    assert result.unread is None and result.ledger["outcome"] == "error"
+    assert result.error["error"].startswith("corrupt zip member: "), result.error["error"]
+
+
 def test_bad_data_in_a_bzip2_tar_is_damage_but_a_failed_read_from_storage_is_not(tmp_path, monkeypatch):
     """bz2 raises a plain OSError for bad data: the archive is corrupt. A read from storage that fails
     (the network) must stay an OSError: the file is unreadable, not damaged."""

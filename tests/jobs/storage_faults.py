@@ -39,9 +39,9 @@ def ray_workers_failing_to_open(uris: list[str], cluster) -> Iterator[None]:
     address = cluster.address_info["gcs_address"]
     ray.shutdown()
     hook = f"{__name__}.{fail_opening_named_files.__name__}"
-    ray.init(address=address, logging_level="WARNING",
-             runtime_env={"worker_process_setup_hook": hook, "env_vars": {UNREADABLE: ",".join(uris)}})  # fmt: skip
     try:
+        ray.init(address=address, logging_level="WARNING",
+                 runtime_env={"worker_process_setup_hook": hook, "env_vars": {UNREADABLE: ",".join(uris)}})  # fmt: skip
         yield
     finally:
         ray.shutdown()
