@@ -186,9 +186,14 @@ WESTERN_ENCODING, CLOSE_CHAOS = "cp1252", 0.1
 
 
 def decode_text(data: bytes) -> str:
-    """Bytes to text: by its byte order mark (UTF-8, UTF-16, UTF-32), else UTF-8, else UTF-16 without
-    a mark (every other byte zero), else the encoding charset-normalizer detects (Windows-1252 when it
-    fits as well as the detector's pick).
+    """Bytes to text (see :func:`decode_text_and_encoding`)."""
+    return decode_text_and_encoding(data)[0]
+
+
+def decode_text_and_encoding(data: bytes) -> tuple[str, str]:
+    """Bytes to text, and the encoding it was read in: by its byte order mark (UTF-8, UTF-16, UTF-32),
+    else UTF-8, else UTF-16 without a mark (every other byte zero), else the encoding charset-normalizer
+    detects (Windows-1252 when it fits as well as the detector's pick).
 
     Raises:
         ParseError: binary content, or no encoding fits.
@@ -196,16 +201,16 @@ def decode_text(data: bytes) -> str:
     for mark, codec in BYTE_ORDER_MARKS:
         if data.startswith(mark):
             try:
-                return data.decode(codec)
+                return data.decode(codec), codec
             except UnicodeDecodeError as error:
                 raise ParseError(f"text marked as {codec.upper()} that does not decode as such: {error}") from error
     if b"\x00" in data[:8192]:
-        text = utf16_without_mark(data)
-        if text is None:
+        decoded = utf16_without_mark(data)
+        if decoded is None:
             raise ParseError("binary content in a text file")
-        return text
+        return decoded
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
     from charset_normalizer import from_bytes
@@ -218,18 +223,20 @@ def decode_text(data: bytes) -> str:
         (match for match in matches if match.encoding == WESTERN_ENCODING and match.chaos <= best.chaos + CLOSE_CHAOS),
         None,
     )
-    return str(western or best)
+    chosen = western or best
+    return str(chosen), chosen.encoding
 
 
-def utf16_without_mark(data: bytes) -> str | None:
-    """UTF-16 text without a byte order mark, or None: Latin text (the high byte of every character
-    zero), else text of any script that decodes strictly as one byte order and reads as text (no control
-    characters, unassigned code points or private-use ones, which binary data decoded as UTF-16 is full of)."""
+def utf16_without_mark(data: bytes) -> tuple[str, str] | None:
+    """UTF-16 text without a byte order mark and its byte order, or None: Latin text (the high byte of every
+    character zero), else text of any script that decodes strictly as one byte order and reads as text (no
+    control characters, unassigned code points or private-use ones, which binary data decoded as UTF-16 is
+    full of)."""
     head = data[:8192]
     for codec, zeros, others in (("utf-16-le", head[1::2], head[0::2]), ("utf-16-be", head[0::2], head[1::2])):
         if zeros.count(0) >= 0.3 * len(zeros) and others.count(0) <= 0.02 * len(others):
             try:
-                return data.decode(codec)
+                return data.decode(codec), codec
             except UnicodeDecodeError:
                 return None
     for codec in ("utf-16-le", "utf-16-be"):
@@ -238,7 +245,7 @@ def utf16_without_mark(data: bytes) -> str | None:
         except UnicodeDecodeError:
             continue
         if text and reads_as_text(text[:4096]):
-            return text
+            return text, codec
     return None
 
 

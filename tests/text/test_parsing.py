@@ -275,8 +275,16 @@ def test_docx_text_boxes_follow_their_paragraph_once_and_footnotes_follow_the_bo
         ("没有字节顺序标记的UTF-16中文文本，第二句话在这里。\n第二行。\n", "utf-16-be"),
     ],
 )  # fmt: skip
-def test_text_in_a_legacy_encoding_is_decoded(text, encoding):
-    assert parse_file("notes.txt", text.encode(encoding)).text == text.lstrip("\ufeff")
+def test_text_in_a_legacy_encoding_is_decoded_and_the_encoding_named(text, encoding):
+    data = text.encode(encoding)
+    document = parse_file("notes.txt", data)
+    assert document.text == text.lstrip("\ufeff")
+    kind, _, read_as = document.parser.partition(":")
+    assert kind == "text" and data.decode(read_as) == document.text, f"{document.parser} is how it was read"
+
+
+def test_plain_utf8_text_is_named_as_such():
+    assert parse_file("notes.txt", "Café notes\n".encode()).parser == "text:utf-8"
 
 
 def test_docx_paragraphs_tables_and_headings():

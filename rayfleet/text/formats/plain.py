@@ -1,5 +1,5 @@
-"""Plain formats: text in any encoding (``charset-normalizer``), CSV and TSV (the standard library's
-``csv``) and RTF (``striprtf``)."""
+"""Plain formats: text in any encoding (the byte order mark, UTF-8 or ``charset-normalizer``), CSV and TSV
+(the standard library's ``csv``) and RTF (``striprtf``)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from rayfleet.text.document import (
     TextBuilder,
     corrupt_error,
     decode_text,
+    decode_text_and_encoding,
     first_line,
     normalize_text,
     table_row,
@@ -24,9 +25,11 @@ from rayfleet.text.document import (
 
 
 def parse_text(data: bytes) -> ParsedDocument:
-    """Plain text, in whatever encoding it came."""
-    text = normalize_text(decode_text(data))
-    return ParsedDocument(text, first_line(text), MIME_TEXT, "charset-normalizer", [0], [])
+    """Plain text, in whatever encoding it came; the parser named is the encoding it was read in
+    (``text:utf-8``, ``text:cp1252``)."""
+    text, encoding = decode_text_and_encoding(data)
+    text = normalize_text(text)
+    return ParsedDocument(text, first_line(text), MIME_TEXT, f"text:{encoding}", [0], [])
 
 
 def parse_delimited(data: bytes, delimiter: str, mime_type: str) -> ParsedDocument:
