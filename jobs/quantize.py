@@ -22,7 +22,8 @@ them with ``quality_gate``; check each listed LoRA adapter against the quantized
 (``rayfleet.quantization.lora``); publish the checkpoint as the next version of ``name``
 with all of it in its metadata, unless the quality gate failed (then nothing is published,
 the report says why and the job exits with status 1; ``quality_gate.publish_anyway=true``
-publishes it with the failed verdict recorded). Serve it with
+publishes it with the failed verdict recorded). A rerun of a published job (the same source, settings
+and held-out pairs: ``job_fingerprint`` in the metadata) publishes no copy of it. Serve it with
 ``engine.model=<registry>/models/<name>@<version>`` (see ``rayfleet.assets.resolve_model``).
 
 A single-process job: it needs no Ray cluster, and under ``ray job submit`` the
@@ -31,6 +32,7 @@ entrypoint runs where the job's resources put it (``entrypointNumGpus`` for the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -64,7 +66,7 @@ from rayfleet.quantization.quality import (
     quality_verdict,
     read_qa_pairs,
 )
-from rayfleet.registry import NAME_RULE, Registry, RegistryError, check_name
+from rayfleet.registry import NAME_RULE, ArtifactVersion, Registry, RegistryError, check_name
 
 logger = logging.getLogger("jobs.quantize")
 
@@ -254,7 +256,9 @@ def main(config: QuantizeConfig) -> dict:
     """Quantize, verify, gate, check adapters and publish; returns the report (also printed as one JSON line).
 
     The report's ``published`` is the published reference, or None when the quality gate
-    refused it (``refused`` then says why).
+    refused it (``refused`` then says why). A rerun (same source, settings and held-out pairs:
+    :func:`job_fingerprint`) publishes no copy: ``already_published`` is then true, and without
+    ``output`` it does no work, reporting the figures that version was published with.
     """
     started = time.monotonic()
     logger.info("config:\n%s", describe(config))
@@ -272,6 +276,12 @@ def main(config: QuantizeConfig) -> dict:
         reference: resolve_adapter(reference, config.registry, source_folder) for reference in config.adapters
     }
     calibration = calibration_for(config.method, config.calibration, source_folder)
+    fingerprint = job_fingerprint(config, folder_fingerprint(source_folder), pairs, calibration, adapter_folders)
+    if config.registry is not None and config.output is None:  # with an output, the checkpoint is written there
+        if earlier := published_with(config, source, fingerprint):
+            report = already_published_report(config, earlier, time.monotonic() - started)
+            print(json.dumps(report), flush=True)
+            return report
     with tempfile.TemporaryDirectory(prefix="quantize-") as scratch:
         output = Path(config.output or Path(scratch) / "checkpoint")
         manifest = quantize_model(source_folder, output, config.method, calibration, overwrite=config.overwrite)
@@ -299,6 +309,7 @@ def main(config: QuantizeConfig) -> dict:
             "metrics": metrics,
             "quality_gate": verdict,
             "lora_compatibility": adapters,
+            "job_fingerprint": fingerprint,
         }
         report = {"method": config.method, "calibration_sha256": calibration_sha256, **metrics, "quality_gate": verdict}
         if config.registry is not None:
@@ -331,8 +342,61 @@ def publish_if_passed(config: QuantizeConfig, source: dict, output: Path, metada
         )
         logger.error(refused)
         return {"published": None, "refused": refused}
+    fingerprint = metadata.get("job_fingerprint")  # None: no run's settings to match
+    if fingerprint and (earlier := published_with(config, source, fingerprint)):
+        return {"published": reference_of(config, earlier), "already_published": True}
     published = Registry(config.registry, kind="models").publish(publish_name(config, source), str(output), metadata)
-    return {"published": f"{config.registry.rstrip('/')}/models/{published.ref}"}
+    return {"published": reference_of(config, published), "already_published": False}
+
+
+def reference_of(config: QuantizeConfig, artifact: ArtifactVersion) -> str:
+    return f"{config.registry.rstrip('/')}/models/{artifact.ref}"
+
+
+def job_fingerprint(
+    config: QuantizeConfig,
+    source_fingerprint: str,
+    pairs: list[QaPair],
+    calibration: CalibrationSample | None,
+    adapter_folders: dict[str, str],
+) -> str:
+    """A hash of what decides the checkpoint and its verdict: the source's weights, the method, the calibration
+    sample, the held-out pairs, the engine that verifies, the gate and the adapters checked (by their files).
+    Where a copy is kept (``output``) and the registry's name and root are not in it."""
+    settings = config.model_dump(mode="json", include={"method", "calibration", "heldout", "engine", "quality_gate",
+                                                       "lora_check"})  # fmt: skip
+    record = {
+        "source": source_fingerprint,
+        "settings": settings,
+        "heldout_pairs": [[pair.question, pair.answer, pair.context] for pair in pairs],
+        "calibration": calibration.sha256 if calibration else None,
+        "adapters": {reference: folder_fingerprint(Path(folder)) for reference, folder in adapter_folders.items()},
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def published_with(config: QuantizeConfig, source: dict, fingerprint: str) -> ArtifactVersion | None:
+    """The version of the checkpoint's registry name that a run with the same ``fingerprint`` published, if any:
+    a rerun (a resubmitted job, an event delivered twice) publishes no copy of it."""
+    registry, name = Registry(config.registry, kind="models"), publish_name(config, source)
+    for version in reversed(registry.versions(name)):
+        artifact = registry.get(name, version)
+        if artifact.metadata.get("job_fingerprint") == fingerprint:
+            logger.info("%s was published by a run with these settings on this source: nothing new to publish",
+                        artifact.ref)  # fmt: skip
+            return artifact
+    return None
+
+
+def already_published_report(config: QuantizeConfig, earlier: ArtifactVersion, seconds: float) -> dict:
+    """The report of a rerun that found its checkpoint published: the figures that version was published with."""
+    metadata = earlier.metadata
+    return {
+        "method": config.method, "calibration_sha256": metadata["calibration_sha256"], **metadata["metrics"],
+        "quality_gate": metadata["quality_gate"], "published": reference_of(config, earlier), "already_published": True,
+        "adapters_refused": [a["reference"] for a in metadata["lora_compatibility"] if not a["compatible"]],
+        "seconds": round(seconds, 1),
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

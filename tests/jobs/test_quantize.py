@@ -15,7 +15,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from jobs.quantize import QuantizeConfig, main, publish_if_passed
+import jobs.quantize as quantize_job
+from jobs.quantize import QuantizeConfig, job_fingerprint, main, publish_if_passed
 from rayfleet.assets import ModelNotFoundError, folder_fingerprint, resolve_model
 from rayfleet.config import InputError, load_config
 from rayfleet.quantization import AlreadyQuantizedError, OutputFolderError, quantize_model
@@ -40,7 +41,7 @@ def test_gpu_method_stops_at_once_on_cpu_and_says_what_it_needs(tmp_path):
 
 
 @pytest.mark.slow
-def test_quantize_verify_and_publish_to_s3_registry(s3_prefix):
+def test_quantize_verify_and_publish_to_s3_registry(s3_prefix, monkeypatch):
     registry_root = f"{s3_prefix}/registry"
     config = load_config(QuantizeConfig, [
         f"config={CPU_PRESET}", f"registry={registry_root}", "calibration.papers=4", "calibration.samples=16",
@@ -64,6 +65,18 @@ def test_quantize_verify_and_publish_to_s3_registry(s3_prefix):
     served = resolve_model(report["published"])  # what engine.model=<reference> loads
     quantization = json.loads((served / "config.json").read_text())["quantization_config"]
     assert quantization["format"] == "int-quantized"
+
+    # The same job resubmitted (an event delivered twice): no work, no copy, the published version's figures.
+    def quantizing_that_must_not_start(*arguments, **options):
+        raise AssertionError("a published checkpoint was quantized again")
+
+    monkeypatch.setattr(quantize_job, "quantize_model", quantizing_that_must_not_start)
+    again = main(config)
+    assert again["published"] == report["published"] and again["already_published"] is True
+    assert {key: again[key] for key in report if key != "seconds"} == {
+        key: value for key, value in report.items() if key != "seconds"
+    } | {"already_published": True}
+    assert Registry(registry_root, kind="models").versions("smollm2-135m-instruct-w8a8-int8") == [1]
 
 
 def test_registry_reference_as_source_needs_a_registry():
@@ -91,6 +104,29 @@ def test_w8a8_job_reads_no_calibration_data_and_publishes_the_gates_verdict(tmp_
     assert metadata["quality_gate"] == report["quality_gate"] and metadata["quality_gate"]["passed"] is True
     assert metadata["quality_gate"]["min_prefix_agreement"] == 0.0 and metadata["quality_gate"]["max_f1_drop"] == 0.05
     assert metadata["source"]["fingerprint"] == folder_fingerprint(tiny_llama_path)
+
+    # Rerun with a folder to keep the checkpoint in: written there, but no copy published.
+    kept = main(tiny_job(tiny_llama_path, tmp_path, f"calibration.chunks={tmp_path / 'no-such-chunks'}",
+                         "name=tiny-w8a8", f"output={tmp_path / 'kept'}"))  # fmt: skip
+    assert kept["published"] == report["published"] and kept["already_published"] is True
+    assert (tmp_path / "kept" / "config.json").exists()
+    assert Registry(str(tmp_path / "registry"), kind="models").versions("tiny-w8a8") == [1]
+
+
+def test_the_job_fingerprint_follows_what_decides_the_checkpoint_and_its_verdict_not_where_it_goes(tmp_path):
+    from rayfleet.quantization.quality import QaPair
+
+    pairs = [QaPair("Which dataset?", "Penn Treebank.")]
+
+    def fingerprint(*overrides: str, source: str = "f00d", qa: list = pairs) -> str:
+        return job_fingerprint(load_config(QuantizeConfig, list(overrides)), source, qa, None, {})
+
+    same = fingerprint()
+    assert fingerprint(f"output={tmp_path}", "overwrite=true", "name=other", f"registry={tmp_path}") == same
+    changed = [fingerprint(source="beef"), fingerprint(qa=[QaPair("Which dataset?", "WSJ.")]),
+               fingerprint("heldout.max_tokens=12"), fingerprint("quality_gate.max_f1_drop=0.2"),
+               fingerprint("engine.kind=transformers"), fingerprint("lora_check.max_f1_drop=0.3")]  # fmt: skip
+    assert same not in changed and len(set(changed)) == len(changed)
 
 
 def test_a_failed_quality_gate_publishes_nothing_unless_told_to(tmp_path, tiny_llama_path):
