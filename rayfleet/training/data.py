@@ -74,14 +74,17 @@ class TokenizedExample:
 
 @dataclass
 class DataReport:
-    """How many rows were read, kept and dropped (by reason)."""
+    """How many rows were read, kept and dropped (by reason), and how many kept rows repeat an earlier one's
+    conversation word for word (kept: a repeat may be meant, to weigh a pair more)."""
 
     rows: int = 0
     kept: int = 0
     dropped: collections.Counter = field(default_factory=collections.Counter)
+    repeated: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "kept": self.kept, "dropped": dict(sorted(self.dropped.items()))}
+        return {"rows": self.rows, "kept": self.kept, "dropped": dict(sorted(self.dropped.items())),
+                "repeated": self.repeated}  # fmt: skip
 
 
 def sft_files(uri: str) -> list[str]:
@@ -302,7 +305,7 @@ def prepare_examples(
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("the model's tokenizer has no chat template, so chat rows cannot be rendered: fine-tune an "
                          "instruct/chat model, or give the tokenizer a chat_template")  # fmt: skip
-    examples, report = [], DataReport()
+    examples, report, conversations = [], DataReport(), set()
     for number, row in enumerate(rows):
         report.rows += 1
         row_examples, reason, detail = tokenized_row(tokenizer, row.get("messages"))
@@ -318,6 +321,9 @@ def prepare_examples(
             continue
         examples.extend(row_examples)
         report.kept += 1
+        conversation = tuple((tuple(example.input_ids), tuple(example.labels)) for example in row_examples)
+        report.repeated += conversation in conversations  # as rendered: a JSON text and its list are one
+        conversations.add(conversation)
     return examples, report
 
 
