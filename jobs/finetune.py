@@ -429,10 +429,10 @@ def packed_rows(uri: str, tokenizer, config: FinetuneConfig) -> tuple[list[dict]
         logger.warning(
             "%s: dropped %d of %d rows: %s", uri, sum(report.dropped.values()), report.rows, dict(report.dropped)
         )
-    if report.repeated:
-        logger.warning("%s: %d of the %d rows kept repeat an earlier row's conversation word for word: each is "
-                       "trained on as often as it appears (remove the copies unless that is meant)", uri,
-                       report.repeated, report.kept)  # fmt: skip
+    if report.duplicate_conversations:
+        logger.warning("%s: %d of the %d rows kept repeat an earlier row's conversation word for word: each counts "
+                       "as often as it appears (remove the copies unless that is meant)", uri,
+                       report.duplicate_conversations, report.kept)  # fmt: skip
     return pack_examples(examples, config.data.pack_length, config.train.seed, shares_prefix(config)), report
 
 

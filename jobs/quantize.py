@@ -33,6 +33,7 @@ entrypoint runs where the job's resources put it (``entrypointNumGpus`` for the 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import sys
@@ -361,13 +362,16 @@ def job_fingerprint(
     adapter_folders: dict[str, str],
 ) -> str:
     """A hash of what decides the checkpoint and its verdict: the source's weights, the method, the calibration
-    sample, the held-out pairs, the engine that verifies, the gate and the adapters checked (by their files).
-    Where a copy is kept (``output``) and the registry's name and root are not in it."""
+    sample, the held-out pairs, the engine that verifies (and whether a GPU runs it), the gate, the adapters
+    checked (by their files) and the versions of the libraries that quantize and serve. Where a copy is kept
+    (``output``) and the registry's name and root are not in it."""
     settings = config.model_dump(mode="json", include={"method", "calibration", "heldout", "engine", "quality_gate",
                                                        "lora_check"})  # fmt: skip
     record = {
         "source": source_fingerprint,
         "settings": settings,
+        "gpu": torch.cuda.is_available(),
+        "libraries": {name: installed_version(name) for name in FINGERPRINTED_LIBRARIES},
         "heldout_pairs": [[pair.question, pair.answer, pair.context] for pair in pairs],
         "calibration": calibration.sha256 if calibration else None,
         "adapters": {reference: folder_fingerprint(Path(folder)) for reference, folder in adapter_folders.items()},
@@ -375,12 +379,27 @@ def job_fingerprint(
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# The libraries whose upgrade may change a checkpoint or its figures: a rerun after one is new work.
+FINGERPRINTED_LIBRARIES = ("torch", "transformers", "compressed-tensors", "llmcompressor", "vllm", "peft")
+
+
+def installed_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def published_with(config: QuantizeConfig, source: dict, fingerprint: str) -> ArtifactVersion | None:
     """The version of the checkpoint's registry name that a run with the same ``fingerprint`` published, if any:
     a rerun (a resubmitted job, an event delivered twice) publishes no copy of it."""
     registry, name = Registry(config.registry, kind="models"), publish_name(config, source)
     for version in reversed(registry.versions(name)):
-        artifact = registry.get(name, version)
+        try:
+            artifact = registry.get(name, version)
+        except (RegistryError, ValueError) as error:  # deleted meanwhile, or its metadata damaged
+            logger.warning("%s@%d could not be read (%s): not compared", name, version, error)
+            continue
         if artifact.metadata.get("job_fingerprint") == fingerprint:
             logger.info("%s was published by a run with these settings on this source: nothing new to publish",
                         artifact.ref)  # fmt: skip

@@ -80,11 +80,11 @@ class DataReport:
     rows: int = 0
     kept: int = 0
     dropped: collections.Counter = field(default_factory=collections.Counter)
-    repeated: int = 0
+    duplicate_conversations: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "kept": self.kept, "dropped": dict(sorted(self.dropped.items())),
-                "repeated": self.repeated}  # fmt: skip
+                "duplicate_conversations": self.duplicate_conversations}  # fmt: skip
 
 
 def sft_files(uri: str) -> list[str]:
@@ -321,8 +321,9 @@ def prepare_examples(
             continue
         examples.extend(row_examples)
         report.kept += 1
-        conversation = tuple((tuple(example.input_ids), tuple(example.labels)) for example in row_examples)
-        report.repeated += conversation in conversations  # as rendered: a JSON text and its list are one
+        # As rendered (a JSON text and its list are one), kept as a hash: no second copy of every row's tokens.
+        conversation = hash(tuple((tuple(example.input_ids), tuple(example.labels)) for example in row_examples))
+        report.duplicate_conversations += conversation in conversations
         conversations.add(conversation)
     return examples, report
 

@@ -117,7 +117,7 @@ def test_overfit_on_two_workers_lowers_validation_loss_and_publishes_the_adapter
         "rows": 14,
         "kept": 12,
         "dropped": {"empty_answer": 1, "missing_messages": 1},
-        "repeated": 0,
+        "duplicate_conversations": 0,
     }
     assert metadata["config"]["lora"]["rank"] == 8 and metadata["config"]["train"]["max_steps"] == 8
     assert metadata["git_revision"] and metadata["created_at"] and metadata["version"] == adapter.version

@@ -113,7 +113,9 @@ def test_w8a8_job_reads_no_calibration_data_and_publishes_the_gates_verdict(tmp_
     assert Registry(str(tmp_path / "registry"), kind="models").versions("tiny-w8a8") == [1]
 
 
-def test_the_job_fingerprint_follows_what_decides_the_checkpoint_and_its_verdict_not_where_it_goes(tmp_path):
+def test_the_job_fingerprint_follows_what_decides_the_checkpoint_and_its_verdict_not_where_it_goes(
+    tmp_path, monkeypatch
+):
     from rayfleet.quantization.quality import QaPair
 
     pairs = [QaPair("Which dataset?", "Penn Treebank.")]
@@ -126,6 +128,8 @@ def test_the_job_fingerprint_follows_what_decides_the_checkpoint_and_its_verdict
     changed = [fingerprint(source="beef"), fingerprint(qa=[QaPair("Which dataset?", "WSJ.")]),
                fingerprint("heldout.max_tokens=12"), fingerprint("quality_gate.max_f1_drop=0.2"),
                fingerprint("engine.kind=transformers"), fingerprint("lora_check.max_f1_drop=0.3")]  # fmt: skip
+    monkeypatch.setattr(quantize_job, "installed_version", lambda name: "9.9" if name == "vllm" else None)
+    changed.append(fingerprint())  # a library upgraded: the rerun is new work
     assert same not in changed and len(set(changed)) == len(changed)
 
 

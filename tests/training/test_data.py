@@ -133,8 +133,8 @@ def test_bad_rows_are_dropped_and_counted_by_reason(tokenizer):
     assert len(examples) == 1
     assert report.as_dict() == {"rows": 13, "kept": 1, "dropped": {
         "empty_answer": 1, "empty_question": 1, "malformed_messages": 1, "missing_messages": 2, "no_assistant_turn": 1,
-        "no_trained_turn": 1,
-        "non_text_content": 1, "too_long": 1, "tool_call_turn": 2, "unknown_role": 1}, "repeated": 0}  # fmt: skip
+        "no_trained_turn": 1, "non_text_content": 1, "too_long": 1, "tool_call_turn": 2, "unknown_role": 1},
+        "duplicate_conversations": 0}  # fmt: skip
 
 
 def test_rows_repeating_a_conversation_are_kept_and_counted(tokenizer):
@@ -145,7 +145,7 @@ def test_rows_repeating_a_conversation_are_kept_and_counted(tokenizer):
     rows = [{"messages": pair, "doc_id": "a"}, {"messages": other, "doc_id": "b"},
             {"messages": pair, "doc_id": "c"}, {"messages": json.dumps(pair), "doc_id": "d"}]  # fmt: skip
     examples, report = prepare_examples(rows, tokenizer, max_seq_len=128, on_bad_example="drop")
-    assert (len(examples), report.kept, report.repeated) == (4, 4, 2), "trained on as often as they appear"
+    assert (len(examples), report.kept, report.duplicate_conversations) == (4, 4, 2), "kept, and counted"
 
 
 @pytest.mark.parametrize("row, reason", BAD_ROWS, ids=[reason for _, reason in BAD_ROWS])
