@@ -9,7 +9,7 @@ same work per file (read, hash, parse with PDFium, chunk with the tokenizer) and
 the same Parquet tables:
 
 - ``baseline``: a plain loop calling :class:`rayfleet.ingestion.FileIngester` file by
-  file in this process, writing each table once at the end;
+  file in this process, writing each table once at the end (``jobs.ingest.commit``);
 - ``ray``: ``jobs.ingest.main`` (actor pool sized from the cluster, per-batch commits)
   on a local Ray started before the clock (a standing cluster), actor start-up included.
 
@@ -28,14 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow as pa
 from pydantic import Field
 
 from rayfleet import storage
 from rayfleet.config import BaseConfig, config_or_exit
 from rayfleet.ingestion import ChunkingConfig, FileIngester
-from rayfleet.tables import new_run_id, write_errors, write_table
-from schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, FILES_SCHEMA
+from rayfleet.tables import new_run_id
 
 PDFS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pdfs"
 
@@ -67,19 +65,15 @@ def build_corpus(config: IngestBenchConfig, folder: Path) -> int:
 
 
 def run_baseline(config: IngestBenchConfig, corpus: Path, output: Path) -> dict:
+    from jobs.ingest import IngestConfig, commit
+
     started = time.monotonic()
     run_id = new_run_id()
     ingester = FileIngester(config.chunking, 100 * 2**20, run_id)
     results = [ingester.ingest(entry, {}) for entry in storage.list_entries(str(corpus))]
-    documents = [result.document for result in results if result.document]
-    chunks = [chunk for result in results for chunk in result.chunks]
-    write_table(str(output / "documents" / "part.parquet"), pa.Table.from_pylist(documents, DOCUMENTS_SCHEMA))
-    write_table(str(output / "chunks" / "part.parquet"), pa.Table.from_pylist(chunks, CHUNKS_SCHEMA))
-    write_errors(str(output / "errors"), [result.error for result in results if result.error])
-    ledger = [result.ledger for result in results if result.ledger]  # none for a file whose read failed
-    write_table(str(output / "_files" / "part.parquet"), pa.Table.from_pylist(ledger, FILES_SCHEMA))
-    pages = sum(document["page_count"] for document in documents)
-    return figures(pages, len(chunks), time.monotonic() - started)
+    commit(IngestConfig(input=[str(corpus)], output=str(output), chunking=config.chunking), run_id, results)
+    pages = sum(result.document["page_count"] for result in results if result.document)
+    return figures(pages, sum(len(result.chunks) for result in results), time.monotonic() - started)
 
 
 def run_ray(config: IngestBenchConfig, corpus: Path, output: Path) -> dict:
