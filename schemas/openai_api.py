@@ -3,8 +3,9 @@
 Requests accept the fields the official ``openai`` client sends; unknown fields are
 ignored as OpenAI does. A chat's ``response_format`` may ask for any JSON object or for JSON
 valid against a schema (checked here to be a JSON Schema); the engine decodes every reply to
-match (vLLM structured outputs). Fields this server knows but cannot honour (``n`` above 1,
-tools, log probabilities, ``logit_bias``, ``echo``, ``suffix``, ``best_of``) are refused with
+match (vLLM structured outputs). Log probabilities are returned as OpenAI shapes them (a chat's
+``logprobs`` / ``top_logprobs``, a completion's ``logprobs``). Fields this server knows but cannot
+honour (``n`` above 1, tools, ``logit_bias``, ``echo``, ``suffix``, ``best_of``) are refused with
 a 400 that names them when they ask for something, never silently dropped: an answer that
 ignored them would look right and be wrong. Text holding a
 lone UTF-16 surrogate (a JSON escape like ``\ud83d`` without its pair, as a client that cut an
@@ -28,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 MAX_STOP_SEQUENCES = 4  # as OpenAI
+MAX_TOP_LOGPROBS = 20  # a chat's top_logprobs, as OpenAI
+MAX_COMPLETION_LOGPROBS = 5  # a completion's logprobs, as OpenAI
 SEED_LIMIT = 2**63  # seeds reach torch generators as signed 64-bit integers
 NO_TOOL_CALLING = "is for tool calling, which this server does not support"
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -256,8 +259,12 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(
         None, ge=1, description="Newer name of max_tokens; wins when both are set."
     )
-    logprobs: bool | None = Field(None, description="Not supported: refused when true.")
-    top_logprobs: int | None = Field(None, description="Not supported: refused above 0.")
+    logprobs: bool | None = Field(
+        None, description="Return each answer token's log probability (choices[].logprobs.content)."
+    )
+    top_logprobs: int | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS, description="With logprobs: this many likeliest tokens at each place."
+    )
     tools: list[dict] | None = Field(None, description="Not supported: refused unless empty.")
     functions: list[dict] | None = Field(None, description="Not supported (deprecated tools): refused unless empty.")
     tool_choice: str | dict | None = Field(None, description="Only none or auto without tools.")
@@ -269,12 +276,22 @@ class ChatCompletionRequest(SamplingFields):
     audio: dict | None = Field(None, description="Not supported: refused when set.")
 
     UNSUPPORTED = SamplingFields.UNSUPPORTED | {
-        "logprobs": bool, "top_logprobs": bool, "tools": bool, "functions": bool,
+        "tools": bool, "functions": bool,
         "tool_choice": lambda choice: choice not in (None, "none", "auto"),
         "function_call": lambda choice: choice not in (None, "none", "auto"),
         "modalities": lambda modalities: any(modality != "text" for modality in modalities or []),
         "audio": lambda audio: audio is not None,
     }  # fmt: skip
+
+    @model_validator(mode="after")
+    def top_logprobs_only_with_logprobs(self):
+        if self.top_logprobs and not self.logprobs:
+            raise PydanticCustomError(FIELD_ERROR, "top_logprobs needs logprobs: true", {"where": "top_logprobs"})
+        return self
+
+    def logprobs_asked(self) -> int | None:
+        """How many likeliest tokens to list at each place when log probabilities are asked for, else None."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(SamplingFields):
@@ -291,7 +308,12 @@ class CompletionRequest(SamplingFields):
     echo: bool | None = Field(None, description="Not supported: refused when true.")
     suffix: str | None = Field(None, description="Not supported: refused unless empty.")
     best_of: int | None = Field(None, description="Only 1.")
-    logprobs: int | None = Field(None, description="Not supported: refused above 0.")
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_COMPLETION_LOGPROBS,
+        description="Return each generated token's log probability and this many likeliest tokens at its place.",
+    )
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -305,8 +327,12 @@ class CompletionRequest(SamplingFields):
         return prompt
 
     UNSUPPORTED = SamplingFields.UNSUPPORTED | {
-        "echo": bool, "suffix": bool, "best_of": lambda best_of: best_of not in (None, 1), "logprobs": bool,
+        "echo": bool, "suffix": bool, "best_of": lambda best_of: best_of not in (None, 1),
     }  # fmt: skip
+
+    def logprobs_asked(self) -> int | None:
+        """How many likeliest tokens to list at each place when log probabilities are asked for, else None."""
+        return self.logprobs
 
 
 class Citation(BaseModel):
@@ -330,10 +356,32 @@ def completion_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
+class TopLogprob(BaseModel):
+    token: str = Field(..., description="The token's text.")
+    logprob: float = Field(..., description="Its log probability under the model, before sampling settings.")
+    bytes: list[int] = Field(..., description="The token's text as UTF-8 bytes.")
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(..., description="The likeliest tokens at this place, likeliest first.")
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[ChatTokenLogprob] | None = Field(..., description="One entry per generated token, in order.")
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int] = Field(..., description="Where each token's text starts in the answer.")
+
+
 class ChatChoice(BaseModel):
     index: int = 0
     message: ChatMessage
     finish_reason: str | None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -355,6 +403,7 @@ class ChatChunkChoice(BaseModel):
     index: int = 0
     delta: ChatDelta
     finish_reason: str | None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -371,7 +420,7 @@ class TextChoice(BaseModel):
     index: int = 0
     text: str
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class CompletionResponse(BaseModel):

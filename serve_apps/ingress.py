@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import logging
 import time
@@ -24,7 +25,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 import anyio
 from fastapi import FastAPI, Request
@@ -35,7 +36,7 @@ from transformers import AutoTokenizer
 
 from rayfleet.assets import resolve_model
 from rayfleet.config import problem_message
-from rayfleet.engines.base import SamplingConfig
+from rayfleet.engines.async_vllm import StreamSampling, TokenLogprob
 from rayfleet.engines.templates import render_prompt_ids
 from rayfleet.tables import utc_now
 from schemas.openai_api import (
@@ -48,6 +49,9 @@ from schemas.openai_api import (
     ChatCompletionResponse,
     ChatDelta,
     ChatMessage,
+    ChatTokenLogprob,
+    ChoiceLogprobs,
+    CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
     ErrorDetail,
@@ -56,6 +60,7 @@ from schemas.openai_api import (
     ModelList,
     SamplingFields,
     TextChoice,
+    TopLogprob,
     Usage,
     completion_id,
 )
@@ -113,6 +118,8 @@ class Outcome:
     completion_tokens: int | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     finished: bool = False  # released and recorded (once, however the request ended)
+    logprobs: int | None = None  # the likeliest tokens to list at each place, when log probabilities were asked for
+    text_offset: int = 0  # a streamed completion's characters of token text sent so far (its logprobs' text_offset)
 
     def headers(self) -> dict[str, str]:
         decision = self.decision
@@ -263,17 +270,18 @@ class OpenAIServer:
             self.metrics.rejected("server_error")
             raise
 
-    def sampling(self, body: SamplingFields, max_tokens: int | None, field_name: str = "max_tokens") -> SamplingConfig:
+    def sampling(self, body: SamplingFields, max_tokens: int | None, field_name: str = "max_tokens") -> StreamSampling:
         limits = self.config.ingress.limits
         max_tokens = max_tokens or limits.default_max_tokens
         if max_tokens > limits.max_tokens:
             message = f"{field_name} {max_tokens} is above this server's limit of {limits.max_tokens}"
             raise RequestError(400, message, "max_tokens_too_large", field_name)
         greedy = body.top_p == 0  # OpenAI's top_p 0 keeps only the likeliest token; vLLM wants top_p > 0
-        return self.config.sampling.model_copy(update=dict(
+        return StreamSampling(**self.config.sampling.model_dump() | dict(
             max_tokens=max_tokens, temperature=0.0 if greedy else body.temperature, top_p=1.0 if greedy else body.top_p,
             stop=body.stop, presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
             seed=body.seed,  # none: each request samples afresh (SamplingConfig's 0 is for reproducible batch jobs)
+            logprobs=body.logprobs_asked(),
         ))  # fmt: skip
 
     def check_prompt_chars(self, chars: int, field_name: str) -> None:
@@ -306,7 +314,7 @@ class OpenAIServer:
         outcome = Outcome(
             endpoint, body.model, body.stream,
             sha256_hex(request.prompt if request.prompt is not None else json.dumps(request.conversation)),
-            sha256_hex(user_id) if user_id else None,
+            sha256_hex(user_id) if user_id else None, logprobs=request.sampling.logprobs,
         )  # fmt: skip
         try:
             outcome.decision = await self.decide(body.model, request.routing_text(), user_id)
@@ -486,14 +494,19 @@ class OpenAIServer:
         citations = outcome.citations if opening else None
         if outcome.endpoint == "chat.completions":
             delta = ChatDelta(role="assistant" if opening else None, content=chunk.text)
+            logprobs = chat_logprobs(chunk.logprobs) if outcome.logprobs is not None else None
             body = ChatCompletionChunk(
                 id=stream_id, created=created, model=model, citations=citations,
-                choices=[ChatChunkChoice(delta=delta, finish_reason=chunk.finish_reason)],
+                choices=[ChatChunkChoice(delta=delta, finish_reason=chunk.finish_reason, logprobs=logprobs)],
             )  # fmt: skip
         else:
+            logprobs = None
+            if outcome.logprobs is not None:
+                logprobs = completion_logprobs(chunk.logprobs, outcome.text_offset)
+                outcome.text_offset += sum(len(token.token) for token in chunk.logprobs)
             body = CompletionResponse(
                 id=stream_id, created=created, model=model, citations=citations,
-                choices=[TextChoice(text=chunk.text, finish_reason=chunk.finish_reason)],
+                choices=[TextChoice(text=chunk.text, finish_reason=chunk.finish_reason, logprobs=logprobs)],
             )  # fmt: skip
         return f"data: {body.model_dump_json()}\n\n"
 
@@ -513,14 +526,19 @@ class OpenAIServer:
         text = "".join(chunk.text for chunk in chunks)  # as generated, the same text as the stream
         finish_reason = chunks[-1].finish_reason if chunks else "stop"
         model, citations = self.served_model(outcome), outcome.citations
+        tokens = [token for chunk in chunks for token in chunk.logprobs]
+        asked = outcome.logprobs is not None
         if outcome.endpoint == "chat.completions":
+            message = ChatMessage(role="assistant", content=text)
+            logprobs = chat_logprobs(tokens) if asked else None
             return ChatCompletionResponse(
                 model=model, usage=outcome.usage(), citations=citations,
-                choices=[ChatChoice(message=ChatMessage(role="assistant", content=text), finish_reason=finish_reason)],
+                choices=[ChatChoice(message=message, finish_reason=finish_reason, logprobs=logprobs)],
             )  # fmt: skip
         return CompletionResponse(
             model=model, usage=outcome.usage(), citations=citations,
-            choices=[TextChoice(text=text, finish_reason=finish_reason)],
+            choices=[TextChoice(text=text, finish_reason=finish_reason,
+                                logprobs=completion_logprobs(tokens, 0) if asked else None)],
         )  # fmt: skip
 
     # -- accounting -----------------------------------------------------------------------------
@@ -567,6 +585,28 @@ class OpenAIServer:
 
 
 # -- HTTP ------------------------------------------------------------------------------------------
+
+
+def chat_logprobs(tokens: Sequence[TokenLogprob]) -> ChoiceLogprobs:
+    """A chat choice's ``logprobs``: one entry per token, with its likeliest alternatives."""
+
+    def entry(text: str, logprob: float) -> dict:
+        return dict(token=text, logprob=logprob, bytes=list(text.encode()))
+
+    return ChoiceLogprobs(content=[
+        ChatTokenLogprob(**entry(token.token, token.logprob),
+                         top_logprobs=[TopLogprob(**entry(*alternative)) for alternative in token.top])
+        for token in tokens
+    ])  # fmt: skip
+
+
+def completion_logprobs(tokens: Sequence[TokenLogprob], offset: int) -> CompletionLogprobs:
+    """A completion choice's ``logprobs``, the tokens' text offsets counted from ``offset``."""
+    offsets = list(itertools.accumulate((len(token.token) for token in tokens), initial=offset))[:-1]
+    return CompletionLogprobs(
+        tokens=[token.token for token in tokens], token_logprobs=[token.logprob for token in tokens],
+        top_logprobs=[dict(token.top) for token in tokens], text_offset=offsets,
+    )  # fmt: skip
 
 
 def error_response(status: int, message: str, error_type: str, code: str | None = None, headers=None,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Callable
 from transformers import AutoTokenizer
 
 from rayfleet.assets import resolve_model
-from rayfleet.engines.async_vllm import TextDelta
+from rayfleet.engines.async_vllm import TextDelta, TokenLogprob
 from rayfleet.engines.base import Conversation, SamplingConfig
 from rayfleet.engines.templates import render_prompt_ids
 from rayfleet.registry import ArtifactVersion, Registry, RegistryError
@@ -90,6 +90,7 @@ class PathChunk:
     finish_reason: str | None = None
     adapter: str | None = None
     citations: list[dict] | None = field(default=None)
+    logprobs: tuple[TokenLogprob, ...] = ()  # the chunk's tokens', when the request asked for them
 
 
 Generate = Callable[[list[int], SamplingConfig, AdapterSource | None], AsyncIterator[TextDelta]]
@@ -115,7 +116,7 @@ class GeneratingPath:
         async for delta in self.generate(self.prompt_ids(request), request.sampling, adapter):
             yield PathChunk(
                 delta.text, delta.prompt_tokens, delta.completion_tokens, delta.finish_reason,
-                adapter=adapter.name if adapter and first else None,
+                adapter=adapter.name if adapter and first else None, logprobs=delta.logprobs,
             )  # fmt: skip
             first = False
 
@@ -248,6 +249,7 @@ class RagPath(GeneratingPath):
             yield PathChunk(
                 delta.text, delta.prompt_tokens, delta.completion_tokens, delta.finish_reason,
                 adapter=adapter.name if adapter and first else None, citations=citations if first else None,
+                logprobs=delta.logprobs,
             )  # fmt: skip
             first = False
 

@@ -9,6 +9,10 @@ request may name an adapter folder, which the engine loads on its first use.
     async for delta in engine.stream(prompt_ids, SamplingConfig(max_tokens=32), adapter=None):
         print(delta.text, end="")
 
+A request may ask for each generated token's log probability (``StreamSampling.logprobs``): the
+model's own, before temperature, penalties and output constraints (vLLM's ``raw_logprobs``), with
+the likeliest tokens at each place; the deltas carry them, token by token.
+
 On CPU machines it uses the environment measured for the batch engine
 (:func:`rayfleet.engines.vllm_engine.configure_cpu_environment`).
 """
@@ -20,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 from typing import AsyncIterator
 
+from pydantic import Field
 from transformers import AutoTokenizer
 
 from rayfleet.assets import resolve_model
@@ -34,6 +39,20 @@ from rayfleet.engines.vllm_engine import (
 
 logger = logging.getLogger(__name__)
 
+MAX_TOP_LOGPROBS = 20  # vLLM's default max_logprobs, and OpenAI's top_logprobs limit
+
+
+class StreamSampling(SamplingConfig):
+    """Sampling for one served request: the batch settings, plus what only a served request asks for."""
+
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="Return each generated token's log probability and this many likeliest tokens at its "
+        "place (0: the token's own only); None returns none.",
+    )
+
 
 @dataclass(frozen=True)
 class AdapterRef:
@@ -45,13 +64,39 @@ class AdapterRef:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token (its text) and its log probability, with the likeliest tokens at its place
+    (text and log probability, likeliest first) when they were asked for."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class TextDelta:
-    """New text since the previous delta of one request, with running token counts."""
+    """New text since the previous delta of one request, with running token counts (and, when asked
+    for, the log probabilities of the delta's tokens)."""
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None  # set on the last delta only
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+def token_logprobs(token_ids, positions, top: int) -> tuple[TokenLogprob, ...]:
+    """vLLM's sample log probabilities (one ``{token id: Logprob}`` per generated token) as
+    :class:`TokenLogprob` objects, each with the ``top`` likeliest tokens at its place."""
+    if positions is None:
+        return ()
+    result = []
+    for token_id, candidates in zip(token_ids, positions):
+        chosen = candidates[token_id]
+        ranked = sorted((c for c in candidates.values() if c.rank is not None and c.rank <= top), key=lambda c: c.rank)
+        result.append(TokenLogprob(chosen.decoded_token or "", chosen.logprob,
+                                   tuple((c.decoded_token or "", c.logprob) for c in ranked)))  # fmt: skip
+    return tuple(result)
 
 
 class AsyncVllmEngine:
@@ -106,7 +151,8 @@ class AsyncVllmEngine:
         from vllm.lora.request import LoRARequest
         from vllm.sampling_params import RequestOutputKind
 
-        params = sampling_params(sampling, output_kind=RequestOutputKind.DELTA)
+        logprobs = sampling.logprobs if isinstance(sampling, StreamSampling) else None
+        params = sampling_params(sampling, output_kind=RequestOutputKind.DELTA, logprobs=logprobs)
         lora = LoRARequest(adapter.name, adapter.lora_id, adapter.path) if adapter else None
         completion_tokens = 0
         request_id = uuid.uuid4().hex
@@ -120,6 +166,7 @@ class AsyncVllmEngine:
                     prompt_tokens=len(prompt_ids),
                     completion_tokens=completion_tokens,
                     finish_reason=completion.finish_reason if output.finished else None,
+                    logprobs=token_logprobs(completion.token_ids, completion.logprobs, logprobs or 0),
                 )
         except VLLMClientError as error:
             raise EngineRequestError(str(error)) from error

@@ -256,6 +256,64 @@ def test_stop_sequences_end_answers_streamed_or_not(client):
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
+def reference_logprobs(model_path, prompt: str, answer_pieces: list[bytes]):
+    """Each place's log probabilities as transformers computes them (fp32), teacher-forced on the answer's
+    tokens, and the token ids of the answer (read back from their UTF-8 bytes through the byte-level vocabulary)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    byte_symbol = bytes_to_unicode()
+    answer_ids = [tokenizer.convert_tokens_to_ids("".join(byte_symbol[b] for b in piece)) for piece in answer_pieces]
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + answer_ids])).logits[0, len(prompt_ids) - 1 : -1]
+    return torch.log_softmax(logits, dim=-1), answer_ids, tokenizer
+
+
+def test_log_probabilities_are_the_models_own_streamed_or_not(client, smollm2_path):
+    prompt = "The three largest cities of France are"
+    whole = client.completions.create(model="rayfleet-base", prompt=prompt, max_tokens=8, logprobs=3)
+    [choice] = whole.choices
+    logprobs = choice.logprobs
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == whole.usage.completion_tokens == 8
+    assert "".join(logprobs.tokens) == choice.text and choice.finish_reason == "length"
+    assert logprobs.text_offset == [len("".join(logprobs.tokens[:place])) for place in range(8)]
+    reference, answer_ids, tokenizer = reference_logprobs(smollm2_path, prompt, [t.encode() for t in logprobs.tokens])
+    for place, token_id in enumerate(answer_ids):
+        assert logprobs.token_logprobs[place] == pytest.approx(reference[place, token_id].item(), abs=5e-3)
+        top = reference[place].topk(3)
+        expected = {tokenizer.decode([i]): value for i, value in zip(top.indices.tolist(), top.values.tolist())}
+        assert logprobs.top_logprobs[place] == pytest.approx(expected, abs=5e-3)
+
+    streamed = [c.choices[0] for c in client.completions.create(
+        model="rayfleet-base", prompt=prompt, max_tokens=8, logprobs=3, stream=True) if c.choices]  # fmt: skip
+    assert [t for c in streamed for t in c.logprobs.tokens] == logprobs.tokens
+    assert [o for c in streamed for o in c.logprobs.text_offset] == logprobs.text_offset
+    assert [v for c in streamed for v in c.logprobs.token_logprobs] == pytest.approx(logprobs.token_logprobs, abs=1e-4)
+
+    answer = chat(client, "rayfleet-base", max_tokens=6, logprobs=True, top_logprobs=2).parse()
+    content = answer.choices[0].logprobs.content
+    assert len(content) == answer.usage.completion_tokens
+    assert b"".join(bytes(entry.bytes) for entry in content).decode().startswith(answer.choices[0].message.content)
+    assert all(len(entry.top_logprobs) == 2 and entry.logprob <= 0 for entry in content)
+    assert all(entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob for entry in content)
+    chunks = list(client.chat.completions.create(
+        model="rayfleet-base", messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=6,
+        logprobs=True, top_logprobs=2, stream=True))  # fmt: skip
+    assert [e.token for c in chunks if c.choices for e in c.choices[0].logprobs.content] == [e.token for e in content]
+
+    tuned = chat(client, "rayfleet-finetuned:qa@1", max_tokens=6, logprobs=True).parse()
+    assert len(tuned.choices[0].logprobs.content) == tuned.usage.completion_tokens
+    assert all(entry.top_logprobs == [] for entry in tuned.choices[0].logprobs.content)
+    assert chat(client, "rayfleet-base", max_tokens=2).parse().choices[0].logprobs is None  # none unless asked
+    with pytest.raises(openai.BadRequestError, match="logprobs") as too_many:
+        client.completions.create(model="rayfleet-base", prompt=prompt, max_tokens=2, logprobs=6)
+    assert too_many.value.param == "logprobs"
+
+
 def test_rag_streaming_sends_citations_first(client):
     stream = client.chat.completions.create(
         model="rayfleet-rag", messages=[{"role": "user", "content": PAPER_QUESTION}], max_tokens=6, stream=True

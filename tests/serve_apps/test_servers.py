@@ -339,7 +339,8 @@ def test_ingress_reads_what_newer_clients_send_and_honours_stop(server):
     ({"n": 2}, "invalid request: n: not supported by this server: n=2"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
      "not supported by this server: tools="),
-    ({"logprobs": True}, "not supported by this server: logprobs=True"),
+    ({"top_logprobs": 3}, "top_logprobs needs logprobs: true"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs: Input should be less than or equal to 20"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": {
         "type": "object", "properties": {"population": {"type": "int"}}}}}},
      "invalid request: response_format.json_schema.schema: not a valid JSON Schema at properties.population.type"),
