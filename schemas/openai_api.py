@@ -5,7 +5,7 @@ ignored as OpenAI does. A chat's ``response_format`` may ask for any JSON object
 valid against a schema (checked here to be a JSON Schema); the engine decodes every reply to
 match (vLLM structured outputs). Log probabilities are returned as OpenAI shapes them (a chat's
 ``logprobs`` / ``top_logprobs``, a completion's ``logprobs``). Fields this server knows but cannot
-honour (``n`` above 1, tools, ``logit_bias``, ``echo``, ``suffix``, ``best_of``) are refused with
+honour (``n`` above 1, tools, ``echo``, ``suffix``, ``best_of``) are refused with
 a 400 that names them when they ask for something, never silently dropped: an answer that
 ignored them would look right and be wrong. Text holding a
 lone UTF-16 surrogate (a JSON escape like ``\ud83d`` without its pair, as a client that cut an
@@ -31,6 +31,7 @@ from pydantic_core import PydanticCustomError
 MAX_STOP_SEQUENCES = 4  # as OpenAI
 MAX_TOP_LOGPROBS = 20  # a chat's top_logprobs, as OpenAI
 MAX_COMPLETION_LOGPROBS = 5  # a completion's logprobs, as OpenAI
+MAX_LOGIT_BIAS = 100  # as OpenAI
 SEED_LIMIT = 2**63  # seeds reach torch generators as signed 64-bit integers
 NO_TOOL_CALLING = "is for tool calling, which this server does not support"
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -178,7 +179,7 @@ class SamplingFields(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     # Fields this server knows but cannot honour, and when a value asks for them (refused by name).
-    UNSUPPORTED: ClassVar[dict[str, Callable[[Any], bool]]] = {"n": lambda n: n not in (None, 1), "logit_bias": bool}
+    UNSUPPORTED: ClassVar[dict[str, Callable[[Any], bool]]] = {"n": lambda n: n not in (None, 1)}
 
     model: str = Field(
         ..., min_length=1, description="rayfleet (routed), rayfleet-<path> or rayfleet-<path>:<adapter>@<version>."
@@ -204,7 +205,11 @@ class SamplingFields(BaseModel):
         0.0, ge=-2.0, le=2.0, description="Penalty on tokens already generated, per occurrence."
     )
     n: int | None = Field(None, description="Choices per request: only 1 is served (send several requests for more).")
-    logit_bias: dict[str, float] | None = Field(None, description="Not supported: refused unless empty.")
+    logit_bias: dict[str, float] | None = Field(
+        None,
+        description=f"Token id (as text) to a bias added to its logit before sampling, within ±{MAX_LOGIT_BIAS} "
+        f"(-{MAX_LOGIT_BIAS} bans the token, {MAX_LOGIT_BIAS} forces it).",
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -237,6 +242,20 @@ class SamplingFields(BaseModel):
     @classmethod
     def null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
         return cls.model_fields[info.field_name].default if value is None else value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def token_biases(cls, biases: dict[str, float] | None) -> dict[str, float] | None:
+        for token, bias in (biases or {}).items():
+            if not token.isascii() or not token.isdigit():
+                raise ValueError(f'keys are token ids written as text, such as "1234"; got {reprlib.repr(token)}')
+            if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
+                raise ValueError(f"biases are within ±{MAX_LOGIT_BIAS}; token {token} has {bias}")
+        return biases or None
+
+    def token_biases_by_id(self) -> dict[int, float] | None:
+        """``logit_bias`` with integer token ids."""
+        return {int(token): bias for token, bias in self.logit_bias.items()} if self.logit_bias else None
 
     @field_validator("stop")
     @classmethod
@@ -358,7 +377,11 @@ def completion_id(prefix: str) -> str:
 
 class TopLogprob(BaseModel):
     token: str = Field(..., description="The token's text.")
-    logprob: float = Field(..., description="Its log probability under the model, before sampling settings.")
+    logprob: float = Field(
+        ...,
+        description="Its log probability under the model, before temperature, penalties and logit_bias "
+        "(-9999: a token the response format forbids).",
+    )
     bytes: list[int] = Field(..., description="The token's text as UTF-8 bytes.")
 
 
@@ -367,7 +390,7 @@ class ChatTokenLogprob(TopLogprob):
 
 
 class ChoiceLogprobs(BaseModel):
-    content: list[ChatTokenLogprob] | None = Field(..., description="One entry per generated token, in order.")
+    content: list[ChatTokenLogprob] = Field(..., description="One entry per generated token, in order.")
 
 
 class CompletionLogprobs(BaseModel):

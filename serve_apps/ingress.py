@@ -118,7 +118,7 @@ class Outcome:
     completion_tokens: int | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     finished: bool = False  # released and recorded (once, however the request ended)
-    logprobs: int | None = None  # the likeliest tokens to list at each place, when log probabilities were asked for
+    logprobs: bool = False  # whether log probabilities were asked for
     text_offset: int = 0  # a streamed completion's characters of token text sent so far (its logprobs' text_offset)
 
     def headers(self) -> dict[str, str]:
@@ -281,8 +281,19 @@ class OpenAIServer:
             max_tokens=max_tokens, temperature=0.0 if greedy else body.temperature, top_p=1.0 if greedy else body.top_p,
             stop=body.stop, presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
             seed=body.seed,  # none: each request samples afresh (SamplingConfig's 0 is for reproducible batch jobs)
-            logprobs=body.logprobs_asked(),
+            logprobs=body.logprobs_asked(), logit_bias=self.token_biases(body),
         ))  # fmt: skip
+
+    def token_biases(self, body: SamplingFields) -> dict[int, float] | None:
+        """The request's ``logit_bias`` by token id; 400 naming an id this model's vocabulary does not hold."""
+        biases = body.token_biases_by_id()
+        unknown = sorted(token for token in biases or {} if token >= len(self.tokenizer))
+        if unknown:
+            message = (
+                f"logit_bias: token ids {unknown} are not in this model's vocabulary (0 to {len(self.tokenizer) - 1})"
+            )
+            raise RequestError(400, message, "invalid_request", "logit_bias")
+        return biases
 
     def check_prompt_chars(self, chars: int, field_name: str) -> None:
         """Refuses a prompt too long to be worth tokenizing (tokenizing runs on the replica's event loop)."""
@@ -314,7 +325,7 @@ class OpenAIServer:
         outcome = Outcome(
             endpoint, body.model, body.stream,
             sha256_hex(request.prompt if request.prompt is not None else json.dumps(request.conversation)),
-            sha256_hex(user_id) if user_id else None, logprobs=request.sampling.logprobs,
+            sha256_hex(user_id) if user_id else None, logprobs=request.sampling.logprobs is not None,
         )  # fmt: skip
         try:
             outcome.decision = await self.decide(body.model, request.routing_text(), user_id)
@@ -494,14 +505,14 @@ class OpenAIServer:
         citations = outcome.citations if opening else None
         if outcome.endpoint == "chat.completions":
             delta = ChatDelta(role="assistant" if opening else None, content=chunk.text)
-            logprobs = chat_logprobs(chunk.logprobs) if outcome.logprobs is not None else None
+            logprobs = chat_logprobs(chunk.logprobs) if outcome.logprobs else None
             body = ChatCompletionChunk(
                 id=stream_id, created=created, model=model, citations=citations,
                 choices=[ChatChunkChoice(delta=delta, finish_reason=chunk.finish_reason, logprobs=logprobs)],
             )  # fmt: skip
         else:
             logprobs = None
-            if outcome.logprobs is not None:
+            if outcome.logprobs:
                 logprobs = completion_logprobs(chunk.logprobs, outcome.text_offset)
                 outcome.text_offset += sum(len(token.token) for token in chunk.logprobs)
             body = CompletionResponse(
@@ -527,10 +538,9 @@ class OpenAIServer:
         finish_reason = chunks[-1].finish_reason if chunks else "stop"
         model, citations = self.served_model(outcome), outcome.citations
         tokens = [token for chunk in chunks for token in chunk.logprobs]
-        asked = outcome.logprobs is not None
         if outcome.endpoint == "chat.completions":
             message = ChatMessage(role="assistant", content=text)
-            logprobs = chat_logprobs(tokens) if asked else None
+            logprobs = chat_logprobs(tokens) if outcome.logprobs else None
             return ChatCompletionResponse(
                 model=model, usage=outcome.usage(), citations=citations,
                 choices=[ChatChoice(message=message, finish_reason=finish_reason, logprobs=logprobs)],
@@ -538,7 +548,7 @@ class OpenAIServer:
         return CompletionResponse(
             model=model, usage=outcome.usage(), citations=citations,
             choices=[TextChoice(text=text, finish_reason=finish_reason,
-                                logprobs=completion_logprobs(tokens, 0) if asked else None)],
+                                logprobs=completion_logprobs(tokens, 0) if outcome.logprobs else None)],
         )  # fmt: skip
 
     # -- accounting -----------------------------------------------------------------------------
@@ -601,11 +611,12 @@ def chat_logprobs(tokens: Sequence[TokenLogprob]) -> ChoiceLogprobs:
 
 
 def completion_logprobs(tokens: Sequence[TokenLogprob], offset: int) -> CompletionLogprobs:
-    """A completion choice's ``logprobs``, the tokens' text offsets counted from ``offset``."""
+    """A completion choice's ``logprobs``, the tokens' text offsets counted from ``offset``; each place's
+    ``top_logprobs`` holds the token chosen there too, as OpenAI's completions do."""
     offsets = list(itertools.accumulate((len(token.token) for token in tokens), initial=offset))[:-1]
     return CompletionLogprobs(
         tokens=[token.token for token in tokens], token_logprobs=[token.logprob for token in tokens],
-        top_logprobs=[dict(token.top) for token in tokens], text_offset=offsets,
+        top_logprobs=[dict(token.top) | {token.token: token.logprob} for token in tokens], text_offset=offsets,
     )  # fmt: skip
 
 

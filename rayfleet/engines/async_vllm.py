@@ -9,9 +9,10 @@ request may name an adapter folder, which the engine loads on its first use.
     async for delta in engine.stream(prompt_ids, SamplingConfig(max_tokens=32), adapter=None):
         print(delta.text, end="")
 
-A request may ask for each generated token's log probability (``StreamSampling.logprobs``): the
-model's own, before temperature, penalties and output constraints (vLLM's ``raw_logprobs``), with
-the likeliest tokens at each place; the deltas carry them, token by token.
+A request may ask for each generated token's log probability (``StreamSampling.logprobs``), with
+the likeliest tokens at each place; the deltas carry them, token by token. They are vLLM's
+``raw_logprobs``: the model's own, before temperature, penalties and ``logit_bias``, but after an
+output constraint's mask (a token it forbids has -inf, reported as :data:`FORBIDDEN_LOGPROB`).
 
 On CPU machines it uses the environment measured for the batch engine
 (:func:`rayfleet.engines.vllm_engine.configure_cpu_environment`).
@@ -39,7 +40,8 @@ from rayfleet.engines.vllm_engine import (
 
 logger = logging.getLogger(__name__)
 
-MAX_TOP_LOGPROBS = 20  # vLLM's default max_logprobs, and OpenAI's top_logprobs limit
+VLLM_MAX_LOGPROBS = 20  # vLLM's default max_logprobs: the most likeliest tokens a request may ask for
+FORBIDDEN_LOGPROB = -9999.0  # a token an output constraint forbids (-inf is no JSON number), as vLLM's server says it
 
 
 class StreamSampling(SamplingConfig):
@@ -48,9 +50,12 @@ class StreamSampling(SamplingConfig):
     logprobs: int | None = Field(
         None,
         ge=0,
-        le=MAX_TOP_LOGPROBS,
+        le=VLLM_MAX_LOGPROBS,
         description="Return each generated token's log probability and this many likeliest tokens at its "
         "place (0: the token's own only); None returns none.",
+    )
+    logit_bias: dict[int, float] | None = Field(
+        None, description="Added to these token ids' logits before sampling (-100 bans a token, 100 forces it)."
     )
 
 
@@ -94,9 +99,14 @@ def token_logprobs(token_ids, positions, top: int) -> tuple[TokenLogprob, ...]:
     for token_id, candidates in zip(token_ids, positions):
         chosen = candidates[token_id]
         ranked = sorted((c for c in candidates.values() if c.rank is not None and c.rank <= top), key=lambda c: c.rank)
-        result.append(TokenLogprob(chosen.decoded_token or "", chosen.logprob,
-                                   tuple((c.decoded_token or "", c.logprob) for c in ranked)))  # fmt: skip
+        result.append(TokenLogprob(chosen.decoded_token or "", reportable(chosen.logprob),
+                                   tuple((c.decoded_token or "", reportable(c.logprob)) for c in ranked)))  # fmt: skip
     return tuple(result)
+
+
+def reportable(logprob: float) -> float:
+    """A log probability as a finite number: a forbidden token's -inf becomes :data:`FORBIDDEN_LOGPROB`."""
+    return max(logprob, FORBIDDEN_LOGPROB)
 
 
 class AsyncVllmEngine:
@@ -151,8 +161,11 @@ class AsyncVllmEngine:
         from vllm.lora.request import LoRARequest
         from vllm.sampling_params import RequestOutputKind
 
-        logprobs = sampling.logprobs if isinstance(sampling, StreamSampling) else None
-        params = sampling_params(sampling, output_kind=RequestOutputKind.DELTA, logprobs=logprobs)
+        served = isinstance(sampling, StreamSampling)  # a plain SamplingConfig asks for neither
+        logprobs, logit_bias = (sampling.logprobs, sampling.logit_bias) if served else (None, None)
+        params = sampling_params(
+            sampling, output_kind=RequestOutputKind.DELTA, logprobs=logprobs, logit_bias=logit_bias
+        )
         lora = LoRARequest(adapter.name, adapter.lora_id, adapter.path) if adapter else None
         completion_tokens = 0
         request_id = uuid.uuid4().hex

@@ -256,17 +256,22 @@ def test_stop_sequences_end_answers_streamed_or_not(client):
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
+def token_id(tokenizer, piece: bytes) -> int:
+    """The id of the token whose text is ``piece`` (UTF-8), through the byte-level vocabulary."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return tokenizer.convert_tokens_to_ids("".join(bytes_to_unicode()[byte] for byte in piece))
+
+
 def reference_logprobs(model_path, prompt: str, answer_pieces: list[bytes]):
     """Each place's log probabilities as transformers computes them (fp32), teacher-forced on the answer's
     tokens, and the token ids of the answer (read back from their UTF-8 bytes through the byte-level vocabulary)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    byte_symbol = bytes_to_unicode()
-    answer_ids = [tokenizer.convert_tokens_to_ids("".join(byte_symbol[b] for b in piece)) for piece in answer_pieces]
+    answer_ids = [token_id(tokenizer, piece) for piece in answer_pieces]
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         logits = model(torch.tensor([prompt_ids + answer_ids])).logits[0, len(prompt_ids) - 1 : -1]
@@ -283,9 +288,11 @@ def test_log_probabilities_are_the_models_own_streamed_or_not(client, smollm2_pa
     assert logprobs.text_offset == [len("".join(logprobs.tokens[:place])) for place in range(8)]
     reference, answer_ids, tokenizer = reference_logprobs(smollm2_path, prompt, [t.encode() for t in logprobs.tokens])
     for place, token_id in enumerate(answer_ids):
-        assert logprobs.token_logprobs[place] == pytest.approx(reference[place, token_id].item(), abs=5e-3)
+        own = reference[place, token_id].item()
+        assert logprobs.token_logprobs[place] == pytest.approx(own, abs=5e-3)
         top = reference[place].topk(3)
         expected = {tokenizer.decode([i]): value for i, value in zip(top.indices.tolist(), top.values.tolist())}
+        expected[logprobs.tokens[place]] = own  # the chosen token is listed too, as OpenAI's completions do
         assert logprobs.top_logprobs[place] == pytest.approx(expected, abs=5e-3)
 
     streamed = [c.choices[0] for c in client.completions.create(
@@ -308,10 +315,42 @@ def test_log_probabilities_are_the_models_own_streamed_or_not(client, smollm2_pa
     tuned = chat(client, "rayfleet-finetuned:qa@1", max_tokens=6, logprobs=True).parse()
     assert len(tuned.choices[0].logprobs.content) == tuned.usage.completion_tokens
     assert all(entry.top_logprobs == [] for entry in tuned.choices[0].logprobs.content)
+    assert abs(tuned.choices[0].logprobs.content[0].logprob - content[0].logprob) > 1e-3  # the adapter's own
     assert chat(client, "rayfleet-base", max_tokens=2).parse().choices[0].logprobs is None  # none unless asked
+
+    # a stop sequence: the tokens generated up to the one that completed it, which the text leaves out
+    stop = logprobs.tokens[4]
+    cut = choice.text.index(stop)
+    stopped = client.completions.create(model="rayfleet-base", prompt=prompt, max_tokens=8, logprobs=0, stop=stop)
+    assert stopped.choices[0].text == choice.text[:cut] and stopped.choices[0].finish_reason == "stop"
+    reached = next(k for k in range(1, 9) if len("".join(logprobs.tokens[:k])) >= cut + len(stop))
+    assert stopped.choices[0].logprobs.tokens == logprobs.tokens[:reached]
+    assert len(stopped.choices[0].logprobs.tokens) == stopped.usage.completion_tokens
+
+    # a response format's mask: the tokens it forbids are -9999, a number JSON can carry
+    schema = {"type": "json_schema", "json_schema": {"name": "city", "schema": CITY_SCHEMA}}
+    shaped = chat(client, "rayfleet-base", max_tokens=6, logprobs=True, top_logprobs=20, response_format=schema)
+    places = shaped.parse().choices[0].logprobs.content
+    assert any(top.logprob == -9999 for place in places for top in place.top_logprobs)
     with pytest.raises(openai.BadRequestError, match="logprobs") as too_many:
         client.completions.create(model="rayfleet-base", prompt=prompt, max_tokens=2, logprobs=6)
     assert too_many.value.param == "logprobs"
+
+
+def test_logit_bias_bans_and_forces_tokens(client, smollm2_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    prompt = "The capital of France is"
+    free = client.completions.create(model="rayfleet-base", prompt=prompt, max_tokens=3, logprobs=0).choices[0]
+    likeliest = free.logprobs.tokens[0]
+    ban = {str(token_id(tokenizer, likeliest.encode())): -100}
+    banned = client.completions.create(model="rayfleet-base", prompt=prompt, max_tokens=3, logprobs=0, logit_bias=ban)
+    assert banned.choices[0].logprobs.tokens[0] != likeliest
+    [zebra] = tokenizer(" zebra", add_special_tokens=False)["input_ids"][:1]
+    forced = client.chat.completions.create(model="rayfleet-base", messages=[{"role": "user", "content": "Hi"}],
+                                            max_tokens=3, logit_bias={str(zebra): 100})  # fmt: skip
+    assert forced.choices[0].message.content == tokenizer.decode([zebra]) * 3
 
 
 def test_rag_streaming_sends_citations_first(client):

@@ -23,7 +23,7 @@ import torch
 from ray.serve.schema import ServeDeploySchema
 
 from rayfleet.config import read_yaml
-from rayfleet.engines.async_vllm import TextDelta
+from rayfleet.engines.async_vllm import TextDelta, TokenLogprob
 from rayfleet.engines.base import EngineConfig, SamplingConfig
 from rayfleet.engines.transformers_engine import TransformersEngine
 from rayfleet.quantization import quantize_model
@@ -39,7 +39,7 @@ from serve_apps.config import (
     ServeAppConfig,
     ServeConfigFile,
 )
-from serve_apps.ingress import OpenAIServer, build_http_app
+from serve_apps.ingress import OpenAIServer, build_http_app, chat_logprobs, completion_logprobs
 from serve_apps.llm_server import LLMServer
 from serve_apps.errors import RequestError
 from serve_apps.paths import AdapterResolver, BasePath, FaultInjectionPath, FineTunedPath, PathChunk
@@ -340,6 +340,9 @@ def test_ingress_reads_what_newer_clients_send_and_honours_stop(server):
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
      "not supported by this server: tools="),
     ({"top_logprobs": 3}, "top_logprobs needs logprobs: true"),
+    ({"logit_bias": {"the": 5}}, "invalid request: logit_bias: keys are token ids written as text"),
+    ({"logit_bias": {"5": 101}}, "invalid request: logit_bias: biases are within ±100; token 5 has 101"),
+    ({"logit_bias": {"5": 1, "1000000000": -100}}, "logit_bias: token ids [1000000000] are not in this model's"),
     ({"logprobs": True, "top_logprobs": 21}, "top_logprobs: Input should be less than or equal to 20"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": {
         "type": "object", "properties": {"population": {"type": "int"}}}}}},
@@ -373,6 +376,25 @@ def test_requests_for_what_the_server_cannot_do_are_refused_by_name(server, opti
 
     asyncio.run(scenario())
     assert "rayfleet_requests_total{" not in server.metrics.exposition().decode()  # no model work was done
+
+
+def test_log_probabilities_take_openais_shapes():
+    from openai.types import CompletionChoice
+    from openai.types.chat.chat_completion import ChoiceLogprobs
+
+    tokens = [TokenLogprob(" Paris", -0.25, ((" Paris", -0.25), (" Lyon", -2.0))), TokenLogprob("é", -3.0, ())]
+    chat = ChoiceLogprobs.model_validate(chat_logprobs(tokens).model_dump())
+    assert [(entry.token, entry.logprob, entry.bytes) for entry in chat.content] == [
+        (" Paris", -0.25, list(b" Paris")), ("é", -3.0, [0xC3, 0xA9])]  # fmt: skip
+    assert [(top.token, top.bytes) for top in chat.content[0].top_logprobs] == [(" Paris", list(b" Paris")),
+                                                                               (" Lyon", list(b" Lyon"))]  # fmt: skip
+    assert chat.content[1].top_logprobs == []
+    # a streamed completion's second chunk counts its offsets on from the text sent before it
+    logprobs = completion_logprobs(tokens, offset=10).model_dump()
+    choice = CompletionChoice.model_validate({"index": 0, "text": " Parisé", "finish_reason": "length",
+                                              "logprobs": logprobs})  # fmt: skip
+    assert choice.logprobs.text_offset == [10, 16] and choice.logprobs.tokens == [" Paris", "é"]
+    assert choice.logprobs.top_logprobs == [{" Paris": -0.25, " Lyon": -2.0}, {"é": -3.0}]  # the chosen one too
 
 
 def test_completions_take_a_list_of_one_prompt_and_refuse_more(server):
