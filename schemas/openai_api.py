@@ -5,7 +5,7 @@ ignored as OpenAI does. A chat's ``response_format`` may ask for any JSON object
 valid against a schema (checked here to be a JSON Schema); the engine decodes every reply to
 match (vLLM structured outputs). Log probabilities are returned as OpenAI shapes them (a chat's
 ``logprobs`` / ``top_logprobs``, a completion's ``logprobs``). Fields this server knows but cannot
-honour (``n`` above 1, tools, ``echo``, ``suffix``, ``best_of``) are refused with
+honour (tools, ``echo``, ``suffix``, ``best_of``) are refused with
 a 400 that names them when they ask for something, never silently dropped: an answer that
 ignored them would look right and be wrong. Text holding a
 lone UTF-16 surrogate (a JSON escape like ``\ud83d`` without its pair, as a client that cut an
@@ -179,7 +179,7 @@ class SamplingFields(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     # Fields this server knows but cannot honour, and when a value asks for them (refused by name).
-    UNSUPPORTED: ClassVar[dict[str, Callable[[Any], bool]]] = {"n": lambda n: n not in (None, 1)}
+    UNSUPPORTED: ClassVar[dict[str, Callable[[Any], bool]]] = {}
 
     model: str = Field(
         ..., min_length=1, description="rayfleet (routed), rayfleet-<path> or rayfleet-<path>:<adapter>@<version>."
@@ -204,7 +204,9 @@ class SamplingFields(BaseModel):
     frequency_penalty: float = Field(
         0.0, ge=-2.0, le=2.0, description="Penalty on tokens already generated, per occurrence."
     )
-    n: int | None = Field(None, description="Choices per request: only 1 is served (send several requests for more).")
+    n: int | None = Field(
+        None, ge=1, description="Answers to generate (up to the server's limit); above 1 needs temperature above 0."
+    )
     logit_bias: dict[str, float] | None = Field(
         None,
         description=f"Token id (as text) to a bias added to its logit before sampling, within ±{MAX_LOGIT_BIAS} "

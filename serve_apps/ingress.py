@@ -115,11 +115,13 @@ class Outcome:
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    completion_tokens: int | None = None  # of every answer (n of them)
+    answer_tokens: dict[int, int] = field(default_factory=dict)  # by answer index
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     finished: bool = False  # released and recorded (once, however the request ended)
     logprobs: bool = False  # whether log probabilities were asked for
-    text_offset: int = 0  # a streamed completion's characters of token text sent so far (its logprobs' text_offset)
+    opened: set[int] = field(default_factory=set)  # the answers a stream has sent a chunk of
+    text_offsets: dict[int, int] = field(default_factory=dict)  # a streamed completion's token text sent, by answer
 
     def headers(self) -> dict[str, str]:
         decision = self.decision
@@ -281,8 +283,19 @@ class OpenAIServer:
             max_tokens=max_tokens, temperature=0.0 if greedy else body.temperature, top_p=1.0 if greedy else body.top_p,
             stop=body.stop, presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
             seed=body.seed,  # none: each request samples afresh (SamplingConfig's 0 is for reproducible batch jobs)
-            logprobs=body.logprobs_asked(), logit_bias=self.token_biases(body),
+            logprobs=body.logprobs_asked(), logit_bias=self.token_biases(body), n=self.answers(body, greedy),
         ))  # fmt: skip
+
+    def answers(self, body: SamplingFields, greedy: bool) -> int:
+        """How many answers the request asks for (``n``): 400 past ``max_choices``, or above 1 with greedy decoding."""
+        n, limit = body.n or 1, self.config.ingress.limits.max_choices
+        if n > limit:
+            raise RequestError(400, f"n {n} is above this server's limit of {limit}", "invalid_request", "n")
+        if n > 1 and (greedy or body.temperature == 0):
+            message = (f"n {n} needs sampling: greedy decoding (temperature 0, this server's default, or top_p 0) "
+                       "gives one answer n times; set temperature above 0")  # fmt: skip
+            raise RequestError(400, message, "invalid_request", "n")
+        return n
 
     def token_biases(self, body: SamplingFields) -> dict[int, float] | None:
         """The request's ``logit_bias`` by token id; 400 naming an id this model's vocabulary does not hold."""
@@ -438,7 +451,8 @@ class OpenAIServer:
         outcome.path = path
         outcome.adapter = outcome.adapter or chunk.adapter
         outcome.citations = outcome.citations or chunk.citations
-        outcome.prompt_tokens, outcome.completion_tokens = chunk.prompt_tokens, chunk.completion_tokens
+        outcome.answer_tokens[chunk.index] = chunk.completion_tokens
+        outcome.prompt_tokens, outcome.completion_tokens = chunk.prompt_tokens, sum(outcome.answer_tokens.values())
 
     def path_failed(self, outcome: Outcome, path: str, error: BaseException) -> None:
         client_error = as_request_error(error)
@@ -455,6 +469,7 @@ class OpenAIServer:
         outcome.first_token_at = outcome.adapter = outcome.citations = outcome.prompt_tokens = (
             outcome.completion_tokens
         ) = None
+        outcome.answer_tokens = {}
 
     def all_failed(self, outcome: Outcome) -> RequestError:
         tried = "; ".join(f"{name}: {reason}" for name, reason in outcome.failures)
@@ -501,24 +516,26 @@ class OpenAIServer:
             self.finish(outcome)
 
     def sse_chunk(self, outcome: Outcome, stream_id: str, created: int, chunk: PathChunk, opening: bool) -> str:
-        model = self.served_model(outcome)
+        """One event: a chunk of answer ``chunk.index`` (its first names the role; the stream's first, the
+        citations)."""
+        model, index = self.served_model(outcome), chunk.index
         citations = outcome.citations if opening else None
         if outcome.endpoint == "chat.completions":
-            delta = ChatDelta(role="assistant" if opening else None, content=chunk.text)
+            delta = ChatDelta(role=None if index in outcome.opened else "assistant", content=chunk.text)
+            outcome.opened.add(index)
             logprobs = chat_logprobs(chunk.logprobs) if outcome.logprobs else None
+            choice = ChatChunkChoice(index=index, delta=delta, finish_reason=chunk.finish_reason, logprobs=logprobs)
             body = ChatCompletionChunk(
-                id=stream_id, created=created, model=model, citations=citations,
-                choices=[ChatChunkChoice(delta=delta, finish_reason=chunk.finish_reason, logprobs=logprobs)],
-            )  # fmt: skip
+                id=stream_id, created=created, model=model, citations=citations, choices=[choice]
+            )
         else:
             logprobs = None
             if outcome.logprobs:
-                logprobs = completion_logprobs(chunk.logprobs, outcome.text_offset)
-                outcome.text_offset += sum(len(token.token) for token in chunk.logprobs)
-            body = CompletionResponse(
-                id=stream_id, created=created, model=model, citations=citations,
-                choices=[TextChoice(text=chunk.text, finish_reason=chunk.finish_reason, logprobs=logprobs)],
-            )  # fmt: skip
+                offset = outcome.text_offsets.get(index, 0)
+                logprobs = completion_logprobs(chunk.logprobs, offset)
+                outcome.text_offsets[index] = offset + sum(len(token.token) for token in chunk.logprobs)
+            choice = TextChoice(index=index, text=chunk.text, finish_reason=chunk.finish_reason, logprobs=logprobs)
+            body = CompletionResponse(id=stream_id, created=created, model=model, citations=citations, choices=[choice])
         return f"data: {body.model_dump_json()}\n\n"
 
     def sse_usage(self, outcome: Outcome, stream_id: str, created: int) -> str:
@@ -534,22 +551,25 @@ class OpenAIServer:
         return target.model
 
     def response_body(self, outcome: Outcome, chunks: list[PathChunk]) -> ChatCompletionResponse | CompletionResponse:
-        text = "".join(chunk.text for chunk in chunks)  # as generated, the same text as the stream
-        finish_reason = chunks[-1].finish_reason if chunks else "stop"
-        model, citations = self.served_model(outcome), outcome.citations
+        """The whole answer: one choice per answer index, in index order."""
+        indices = sorted({chunk.index for chunk in chunks}) or [0]
+        choices = [self.whole_choice(outcome, index, [c for c in chunks if c.index == index]) for index in indices]
+        body = ChatCompletionResponse if outcome.endpoint == "chat.completions" else CompletionResponse
+        return body(model=self.served_model(outcome), usage=outcome.usage(), citations=outcome.citations,
+                    choices=choices)  # fmt: skip
+
+    @staticmethod
+    def whole_choice(outcome: Outcome, index: int, chunks: list[PathChunk]) -> ChatChoice | TextChoice:
+        """One answer from its chunks: the text as generated (the same text as the stream)."""
+        text = "".join(chunk.text for chunk in chunks)
+        finish_reason = next((chunk.finish_reason for chunk in reversed(chunks) if chunk.finish_reason), "stop")
         tokens = [token for chunk in chunks for token in chunk.logprobs]
         if outcome.endpoint == "chat.completions":
-            message = ChatMessage(role="assistant", content=text)
             logprobs = chat_logprobs(tokens) if outcome.logprobs else None
-            return ChatCompletionResponse(
-                model=model, usage=outcome.usage(), citations=citations,
-                choices=[ChatChoice(message=message, finish_reason=finish_reason, logprobs=logprobs)],
-            )  # fmt: skip
-        return CompletionResponse(
-            model=model, usage=outcome.usage(), citations=citations,
-            choices=[TextChoice(text=text, finish_reason=finish_reason,
-                                logprobs=completion_logprobs(tokens, 0) if outcome.logprobs else None)],
-        )  # fmt: skip
+            message = ChatMessage(role="assistant", content=text)
+            return ChatChoice(index=index, message=message, finish_reason=finish_reason, logprobs=logprobs)
+        logprobs = completion_logprobs(tokens, 0) if outcome.logprobs else None
+        return TextChoice(index=index, text=text, finish_reason=finish_reason, logprobs=logprobs)
 
     # -- accounting -----------------------------------------------------------------------------
 

@@ -91,6 +91,7 @@ class PathChunk:
     adapter: str | None = None
     citations: list[dict] | None = field(default=None)
     logprobs: tuple[TokenLogprob, ...] = ()  # the chunk's tokens', when the request asked for them
+    index: int = 0  # which of the request's n answers
 
 
 Generate = Callable[[list[int], SamplingConfig, AdapterSource | None], AsyncIterator[TextDelta]]
@@ -116,7 +117,7 @@ class GeneratingPath:
         async for delta in self.generate(self.prompt_ids(request), request.sampling, adapter):
             yield PathChunk(
                 delta.text, delta.prompt_tokens, delta.completion_tokens, delta.finish_reason,
-                adapter=adapter.name if adapter and first else None, logprobs=delta.logprobs,
+                adapter=adapter.name if adapter and first else None, logprobs=delta.logprobs, index=delta.index,
             )  # fmt: skip
             first = False
 
@@ -249,7 +250,7 @@ class RagPath(GeneratingPath):
             yield PathChunk(
                 delta.text, delta.prompt_tokens, delta.completion_tokens, delta.finish_reason,
                 adapter=adapter.name if adapter and first else None, citations=citations if first else None,
-                logprobs=delta.logprobs,
+                logprobs=delta.logprobs, index=delta.index,
             )  # fmt: skip
             first = False
 

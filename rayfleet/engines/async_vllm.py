@@ -47,6 +47,8 @@ FORBIDDEN_LOGPROB = -9999.0  # a token an output constraint forbids (-inf is no 
 class StreamSampling(SamplingConfig):
     """Sampling for one served request: the batch settings, plus what only a served request asks for."""
 
+    n: int = Field(1, ge=1, description="Answers to generate for the prompt (each from its own seed, seed + index).")
+
     logprobs: int | None = Field(
         None,
         ge=0,
@@ -86,8 +88,9 @@ class TextDelta:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str | None  # set on the last delta only
+    finish_reason: str | None  # set on the answer's last delta only
     logprobs: tuple[TokenLogprob, ...] = ()
+    index: int = 0  # which of the request's n answers
 
 
 def token_logprobs(token_ids, positions, top: int) -> tuple[TokenLogprob, ...]:
@@ -151,7 +154,8 @@ class AsyncVllmEngine:
     async def stream(
         self, prompt_ids: list[int], sampling: SamplingConfig, adapter: AdapterRef | None = None
     ) -> AsyncIterator[TextDelta]:
-        """Generate for one prompt, yielding the new text as the engine produces it.
+        """Generate for one prompt, yielding the new text as the engine produces it (of each of its ``n``
+        answers, told apart by the deltas' ``index``, when ``sampling`` is a :class:`StreamSampling`).
 
         Raises:
             EngineRequestError: vLLM refuses the request as the caller's mistake (its reason said).
@@ -161,26 +165,32 @@ class AsyncVllmEngine:
         from vllm.lora.request import LoRARequest
         from vllm.sampling_params import RequestOutputKind
 
-        served = isinstance(sampling, StreamSampling)  # a plain SamplingConfig asks for neither
-        logprobs, logit_bias = (sampling.logprobs, sampling.logit_bias) if served else (None, None)
-        params = sampling_params(
-            sampling, output_kind=RequestOutputKind.DELTA, logprobs=logprobs, logit_bias=logit_bias
-        )
+        served = isinstance(sampling, StreamSampling)  # a plain SamplingConfig asks for one answer, nothing more
+        extras = dict(n=sampling.n, logprobs=sampling.logprobs, logit_bias=sampling.logit_bias) if served else {}
+        params = sampling_params(sampling, output_kind=RequestOutputKind.DELTA, **extras)
+        top = extras.get("logprobs") or 0
         lora = LoRARequest(adapter.name, adapter.lora_id, adapter.path) if adapter else None
-        completion_tokens = 0
+        completion_tokens: dict[int, int] = {}  # by answer
+        finished: set[int] = set()
         request_id = uuid.uuid4().hex
         outputs = self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id, lora_request=lora)
         try:
             async for output in outputs:
-                completion = output.outputs[0]
-                completion_tokens += len(completion.token_ids)
-                yield TextDelta(
-                    text=completion.text,
-                    prompt_tokens=len(prompt_ids),
-                    completion_tokens=completion_tokens,
-                    finish_reason=completion.finish_reason if output.finished else None,
-                    logprobs=token_logprobs(completion.token_ids, completion.logprobs, logprobs or 0),
-                )
+                for completion in output.outputs:
+                    if completion.index in finished:
+                        continue
+                    tokens = completion_tokens.get(completion.index, 0) + len(completion.token_ids)
+                    completion_tokens[completion.index] = tokens
+                    if completion.finish_reason is not None:
+                        finished.add(completion.index)
+                    yield TextDelta(
+                        text=completion.text,
+                        prompt_tokens=len(prompt_ids),
+                        completion_tokens=tokens,
+                        finish_reason=completion.finish_reason,
+                        logprobs=token_logprobs(completion.token_ids, completion.logprobs, top),
+                        index=completion.index,
+                    )
         except VLLMClientError as error:
             raise EngineRequestError(str(error)) from error
 

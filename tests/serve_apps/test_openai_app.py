@@ -353,6 +353,27 @@ def test_logit_bias_bans_and_forces_tokens(client, smollm2_path):
     assert forced.choices[0].message.content == tokenizer.decode([zebra]) * 3
 
 
+def test_n_answers_come_as_indexed_choices_streamed_or_not(client):
+    asked = dict(model="rayfleet-base", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=6, n=3,
+                 temperature=1.0, seed=11, logprobs=True)  # fmt: skip
+    whole = client.chat.completions.create(**asked)
+    assert [choice.index for choice in whole.choices] == [0, 1, 2]
+    assert len({choice.message.content for choice in whole.choices}) > 1  # each answer samples with its own seed
+    assert whole.usage.completion_tokens == sum(len(choice.logprobs.content) for choice in whole.choices)
+    streamed: dict[int, str] = {}
+    roles: dict[int, list] = {}
+    for chunk in client.chat.completions.create(**asked, stream=True):
+        for choice in chunk.choices:
+            streamed[choice.index] = streamed.get(choice.index, "") + (choice.delta.content or "")
+            roles.setdefault(choice.index, []).append(choice.delta.role)
+    assert streamed == {choice.index: choice.message.content for choice in whole.choices}  # the same seeds
+    assert all(said[0] == "assistant" and set(said[1:]) <= {None} for said in roles.values())
+
+    completions = client.completions.create(model="rayfleet-rag", prompt=PAPER_QUESTION, max_tokens=4, n=2,
+                                            temperature=1.0)  # fmt: skip
+    assert [choice.index for choice in completions.choices] == [0, 1] and completions.model_extra["citations"]
+
+
 def test_rag_streaming_sends_citations_first(client):
     stream = client.chat.completions.create(
         model="rayfleet-rag", messages=[{"role": "user", "content": PAPER_QUESTION}], max_tokens=6, stream=True

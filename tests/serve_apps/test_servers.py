@@ -336,7 +336,10 @@ def test_ingress_reads_what_newer_clients_send_and_honours_stop(server):
 
 
 @pytest.mark.parametrize("options, complaint", [
-    ({"n": 2}, "invalid request: n: not supported by this server: n=2"),
+    ({"n": 2}, "n 2 needs sampling: greedy decoding (temperature 0, this server's default, or top_p 0)"),
+    ({"n": 2, "temperature": 1, "top_p": 0}, "n 2 needs sampling"),
+    ({"n": 9, "temperature": 1}, "n 9 is above this server's limit of 8"),
+    ({"n": 0, "temperature": 1}, "invalid request: n: Input should be greater than or equal to 1"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
      "not supported by this server: tools="),
     ({"top_logprobs": 3}, "top_logprobs needs logprobs: true"),
