@@ -64,6 +64,7 @@ LOG_COLUMNS = [
 ]
 EMBEDDING_COLUMN = "prompt_embedding"
 RELEVANCE_COLUMN = "relevance"  # the router's relevance gate (logs before it, or without it, lack it)
+ANSWERS_COLUMN = "answer_tokens"  # each of a request's n answers' length (logs before n was served lack it)
 
 
 class DriftThresholds(BaseConfig):
@@ -123,7 +124,7 @@ def read_logs(config: MonitorConfig) -> pa.Table:
             f"no request logs at {config.logs}: point `logs` at the serving app's request_log folder"
         )
     try:
-        logs = read_input_folder(config.logs, LOG_COLUMNS, [EMBEDDING_COLUMN, RELEVANCE_COLUMN])
+        logs = read_input_folder(config.logs, LOG_COLUMNS, [EMBEDDING_COLUMN, RELEVANCE_COLUMN, ANSWERS_COLUMN])
     except FileNotFoundError:
         raise
     except ValueError as error:
@@ -183,10 +184,12 @@ def drift_report(config: MonitorConfig, baseline: pa.Table, recent: pa.Table) ->
                              "flagged": route is not None and route > limits.route_psi and route_p < limits.alpha,
                              "baseline": category_shares(routes_before),
                              "recent": category_shares(routes_after)}  # fmt: skip
-    for column in ("prompt_tokens", "completion_tokens"):
-        measures[f"{column}_psi"] = numeric_measure(
-            baseline[column], recent[column], limits.length_psi, config.min_requests
-        )
+    measures["prompt_tokens_psi"] = numeric_measure(
+        baseline["prompt_tokens"], recent["prompt_tokens"], limits.length_psi, config.min_requests
+    )
+    measures["completion_tokens_psi"] = numeric_measure(
+        answer_lengths(baseline), answer_lengths(recent), limits.length_psi, config.min_requests
+    )
     if recent[EMBEDDING_COLUMN].null_count < recent.num_rows:
         measures["prompt_embedding_psi"] = embedding_measure(
             baseline, recent, limits.embedding_psi, config.min_requests
@@ -210,6 +213,15 @@ def drift_report(config: MonitorConfig, baseline: pa.Table, recent: pa.Table) ->
         if "flagged" not in measure:
             measure["flagged"] = measure["value"] is not None and measure["value"] > measure["threshold"]
     return measures
+
+
+def answer_lengths(logs: pa.Table) -> pa.ChunkedArray:
+    """Every answer's length in tokens, so that clients asking for several answers (n) do not read as longer
+    answers: each answer of a request that logged them one by one, else (logs from before n was served)
+    the request's completion tokens."""
+    listed = pc.cast(logs[ANSWERS_COLUMN], pa.list_(pa.int64()))
+    unlisted = pc.filter(logs["completion_tokens"], pc.is_null(listed))
+    return pa.chunked_array([pc.list_flatten(listed), pc.cast(unlisted, pa.int64())], pa.int64())
 
 
 def numeric_measure(baseline: pa.ChunkedArray, recent: pa.ChunkedArray, threshold: float, minimum: int) -> dict:

@@ -32,6 +32,7 @@ MAX_STOP_SEQUENCES = 4  # as OpenAI
 MAX_TOP_LOGPROBS = 20  # a chat's top_logprobs, as OpenAI
 MAX_COMPLETION_LOGPROBS = 5  # a completion's logprobs, as OpenAI
 MAX_LOGIT_BIAS = 100  # as OpenAI
+MAX_BIASED_TOKENS = 1024  # entries of one logit_bias
 SEED_LIMIT = 2**63  # seeds reach torch generators as signed 64-bit integers
 NO_TOOL_CALLING = "is for tool calling, which this server does not support"
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -205,7 +206,10 @@ class SamplingFields(BaseModel):
         0.0, ge=-2.0, le=2.0, description="Penalty on tokens already generated, per occurrence."
     )
     n: int | None = Field(
-        None, ge=1, description="Answers to generate (up to the server's limit); above 1 needs temperature above 0."
+        None,
+        ge=1,
+        description="Answers to generate (up to the server's limit); above 1 needs sampling (temperature above 0, "
+        "top_p above 0).",
     )
     logit_bias: dict[str, float] | None = Field(
         None,
@@ -248,9 +252,15 @@ class SamplingFields(BaseModel):
     @field_validator("logit_bias")
     @classmethod
     def token_biases(cls, biases: dict[str, float] | None) -> dict[str, float] | None:
+        if len(biases or {}) > MAX_BIASED_TOKENS:
+            raise ValueError(f"at most {MAX_BIASED_TOKENS} tokens, got {len(biases)}")
+        seen: set[int] = set()
         for token, bias in (biases or {}).items():
-            if not token.isascii() or not token.isdigit():
+            if not token.isascii() or not token.isdigit() or len(token) > 10:
                 raise ValueError(f'keys are token ids written as text, such as "1234"; got {reprlib.repr(token)}')
+            if int(token) in seen:
+                raise ValueError(f"token {int(token)} is given twice ({token!r})")
+            seen.add(int(token))
             if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
                 raise ValueError(f"biases are within ±{MAX_LOGIT_BIAS}; token {token} has {bias}")
         return biases or None

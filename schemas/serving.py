@@ -32,7 +32,8 @@ REQUEST_LOG_SCHEMA = pa.schema(
         pa.field("latency_ms", pa.float64(), nullable=False),
         pa.field("ttft_ms", pa.float64()),
         pa.field("prompt_tokens", pa.int64()),
-        pa.field("completion_tokens", pa.int64()),
+        pa.field("completion_tokens", pa.int64()),  # of all the request's answers
+        pa.field("answer_tokens", pa.list_(pa.int64())),  # each answer's tokens, in index order (n of them)
         pa.field("prompt_sha256", pa.string(), nullable=False),
         pa.field("user_sha256", pa.string()),
         pa.field("prompt_embedding", pa.list_(pa.float32())),  # routed requests only

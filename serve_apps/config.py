@@ -289,7 +289,12 @@ class LimitsConfig(BaseConfig):
     max_tokens: int = Field(256, ge=1, description="Largest max_tokens accepted.")
     default_max_tokens: int = Field(64, ge=1, description="max_tokens when a request sets none.")
     max_choices: int = Field(8, ge=1, description="Largest n (answers per request) accepted.")
-    max_in_flight: int = Field(64, ge=1, description="Requests one ingress replica admits at once; more get 503.")
+    max_in_flight: int = Field(
+        64,
+        ge=1,
+        description="Answers one ingress replica admits at once (a request counts its n; one alone is always "
+        "admitted); more get 503.",
+    )
     max_body_bytes: int = Field(
         1 << 20,
         ge=1024,

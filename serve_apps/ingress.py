@@ -115,6 +115,7 @@ class Outcome:
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     prompt_tokens: int | None = None
+    answers: int = 1  # n
     completion_tokens: int | None = None  # of every answer (n of them)
     answer_tokens: dict[int, int] = field(default_factory=dict)  # by answer index
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -321,24 +322,27 @@ class OpenAIServer:
             message = f"the prompt is {prompt_tokens} tokens, above this server's limit of {limit}"
             raise RequestError(400, message, "context_length_exceeded", field_name)
 
-    def admit(self) -> None:
-        if self.in_flight >= self.config.ingress.limits.max_in_flight:
+    def admit(self, answers: int) -> None:
+        """Takes ``answers`` of the ``max_in_flight`` slots (a request of n answers is n sequences in the engine);
+        503 when they are not free (a request is admitted alone whatever its n)."""
+        if self.in_flight and self.in_flight + answers > self.config.ingress.limits.max_in_flight:
             self.metrics.rejected("overload")
             raise RequestError(503, "the server is at capacity; retry shortly", "overloaded")
-        self.in_flight += 1
+        self.in_flight += answers
         self.metrics.in_flight(self.in_flight)
 
-    def release(self) -> None:
-        self.in_flight -= 1
+    def release(self, answers: int) -> None:
+        self.in_flight -= answers
         self.metrics.in_flight(self.in_flight)
 
     async def answer(self, endpoint: str, body: SamplingFields, request: PathRequest, headers) -> Response:
-        self.admit()
+        answers = request.sampling.n
+        self.admit(answers)
         user_id = headers.get(self.config.ingress.user_header) or body.user
         outcome = Outcome(
             endpoint, body.model, body.stream,
             sha256_hex(request.prompt if request.prompt is not None else json.dumps(request.conversation)),
-            sha256_hex(user_id) if user_id else None, logprobs=request.sampling.logprobs is not None,
+            sha256_hex(user_id) if user_id else None, answers=answers, logprobs=request.sampling.logprobs is not None,
         )  # fmt: skip
         try:
             outcome.decision = await self.decide(body.model, request.routing_text(), user_id)
@@ -481,7 +485,12 @@ class OpenAIServer:
             int(time.time()),
         )
         try:
-            yield self.sse_chunk(outcome, stream_id, created, first, opening=True)
+            if outcome.endpoint == "chat.completions" and outcome.answers > 1:
+                # every answer's role first, in index order, as the openai client's stream helper expects
+                for index in range(outcome.answers):
+                    role = PathChunk("", first.prompt_tokens, 0, index=index)
+                    yield self.sse_chunk(outcome, stream_id, created, role, opening=index == 0)
+            yield self.sse_chunk(outcome, stream_id, created, first, opening=not outcome.opened)
             while True:
                 try:
                     chunk = await self.next_chunk(outcome.path, rest)
@@ -578,7 +587,7 @@ class OpenAIServer:
         if outcome.finished:
             return
         outcome.finished = True
-        self.release()
+        self.release(outcome.answers)
         client_error = None if error is None else as_request_error(error)
         if isinstance(error, asyncio.CancelledError):  # Serve cancels a request whose client disconnected
             outcome.status, outcome.error = CLIENT_CLOSED, CLIENT_CLOSED_REASON
@@ -609,6 +618,7 @@ class OpenAIServer:
             ttft_ms=None if outcome.first_token_at is None
             else round((outcome.first_token_at - outcome.started) * 1000, 3),
             prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
+            answer_tokens=[outcome.answer_tokens[index] for index in sorted(outcome.answer_tokens)] or None,
             prompt_sha256=outcome.prompt_sha256, user_sha256=outcome.user_sha256,
             prompt_embedding=decision.prompt_embedding, relevance=decision.relevance,
         )  # fmt: skip

@@ -170,19 +170,14 @@ class AsyncVllmEngine:
         params = sampling_params(sampling, output_kind=RequestOutputKind.DELTA, **extras)
         top = extras.get("logprobs") or 0
         lora = LoRARequest(adapter.name, adapter.lora_id, adapter.path) if adapter else None
-        completion_tokens: dict[int, int] = {}  # by answer
-        finished: set[int] = set()
+        completion_tokens: dict[int, int] = {}  # by answer (vLLM sends nothing more of an answer once it ends)
         request_id = uuid.uuid4().hex
         outputs = self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id, lora_request=lora)
         try:
             async for output in outputs:
                 for completion in output.outputs:
-                    if completion.index in finished:
-                        continue
                     tokens = completion_tokens.get(completion.index, 0) + len(completion.token_ids)
                     completion_tokens[completion.index] = tokens
-                    if completion.finish_reason is not None:
-                        finished.add(completion.index)
                     yield TextDelta(
                         text=completion.text,
                         prompt_tokens=len(prompt_ids),

@@ -124,6 +124,24 @@ def test_logs_from_before_a_column_was_logged_are_read_beside_newer_ones(tmp_pat
     assert report["drift_verdict"] == "stable"
 
 
+def test_output_length_is_measured_per_answer_so_requests_for_several_answers_are_no_drift(tmp_path):
+    rng = np.random.default_rng(7)
+    baseline = log_rows(rng, 300, NOW - dt.timedelta(hours=30), 24, ["rag", "base"], [0.5, 0.5], 40)  # before `n`
+    recent = log_rows(rng, 300, NOW - dt.timedelta(hours=5), 5, ["rag", "base"], [0.5, 0.5], 40)
+    for row in recent:  # four answers of the same lengths each
+        row["answer_tokens"] = [int(rng.poisson(60)) for _ in range(4)]
+        row["completion_tokens"] = sum(row["answer_tokens"])
+    write_logs(str(tmp_path / "logs" / "old.parquet"), baseline)
+    write_logs(str(tmp_path / "logs" / "new.parquet"), recent)
+    lengths = monitor(tmp_path)["drift"]["completion_tokens_psi"]
+    assert lengths["recent_mean"] == pytest.approx(60, abs=3) and lengths["value"] < 0.2
+
+    for row in recent:  # four times longer single answers are drift
+        row["answer_tokens"] = [row["completion_tokens"]]
+    write_logs(str(tmp_path / "logs" / "new.parquet"), recent)
+    assert "completion_tokens_psi" in monitor(tmp_path)["drift_flags"]
+
+
 def test_a_changed_embedding_size_is_reported_as_not_comparable(tmp_path):
     rng = np.random.default_rng(4)
     baseline = log_rows(rng, 200, NOW - dt.timedelta(hours=30), 24, ["rag", "base"], [0.5, 0.5], 40)

@@ -362,12 +362,30 @@ def test_n_answers_come_as_indexed_choices_streamed_or_not(client):
     assert whole.usage.completion_tokens == sum(len(choice.logprobs.content) for choice in whole.choices)
     streamed: dict[int, str] = {}
     roles: dict[int, list] = {}
-    for chunk in client.chat.completions.create(**asked, stream=True):
+    chunks = list(client.chat.completions.create(**asked, stream=True, stream_options={"include_usage": True}))
+    for chunk in chunks:
         for choice in chunk.choices:
             streamed[choice.index] = streamed.get(choice.index, "") + (choice.delta.content or "")
             roles.setdefault(choice.index, []).append(choice.delta.role)
     assert streamed == {choice.index: choice.message.content for choice in whole.choices}  # the same seeds
     assert all(said[0] == "assistant" and set(said[1:]) <= {None} for said in roles.values())
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    # the openai client's stream helper assembles the answers (it needs each answer's first chunk in index order)
+    with client.chat.completions.stream(**asked) as stream:
+        for _ in stream:
+            pass
+        final = stream.current_completion_snapshot
+    assert [(c.message.content, c.finish_reason) for c in final.choices] == [
+        (c.message.content, c.finish_reason) for c in whole.choices]  # fmt: skip
+
+    prompted = dict(model="rayfleet-base", prompt="Once upon a time", max_tokens=5, n=2, temperature=1.0, seed=3,
+                    logprobs=1)  # fmt: skip
+    texts = client.completions.create(**prompted).choices
+    offsets: dict[int, list[int]] = {}
+    for chunk in client.completions.create(**prompted, stream=True):
+        for choice in chunk.choices:
+            offsets.setdefault(choice.index, []).extend(choice.logprobs.text_offset)
+    assert offsets == {c.index: c.logprobs.text_offset for c in texts} and all(o[0] == 0 for o in offsets.values())
 
     completions = client.completions.create(model="rayfleet-rag", prompt=PAPER_QUESTION, max_tokens=4, n=2,
                                             temperature=1.0)  # fmt: skip
@@ -550,6 +568,8 @@ def test_request_logs_land_in_parquet_without_secrets(client, serve_artifacts):
         "x-rayfleet-request-id"
     ]
     ids.add(routed)
+    several = chat(client, "rayfleet-base", max_tokens=3, n=2, temperature=1.0)
+    ids.add(several.headers["x-rayfleet-request-id"])
     rows, deadline = [], time.monotonic() + 30
     while time.monotonic() < deadline and not ids <= {row["request_id"] for row in rows}:
         time.sleep(1)
@@ -560,7 +580,10 @@ def test_request_logs_land_in_parquet_without_secrets(client, serve_artifacts):
             for row in pq.read_table(storage.resolve(uri).path, filesystem=storage.resolve(uri).filesystem).to_pylist()
         ]
     mine = {row["request_id"]: row for row in rows if row["request_id"] in ids}
-    assert len(mine) == 4
+    assert len(mine) == 5
+    answers = mine.pop(several.headers["x-rayfleet-request-id"])
+    assert len(answers["answer_tokens"]) == 2 and sum(answers["answer_tokens"]) == answers["completion_tokens"]
+    assert answers["completion_tokens"] == several.parse().usage.completion_tokens
     assert mine[routed]["selected_by"] == "router" and len(mine[routed]["prompt_embedding"]) == 16  # for drift
     assert all(row["prompt_embedding"] is None for key, row in mine.items() if key != routed)
     assert -1.0 <= mine[routed]["relevance"] <= 1.0, "the relevance gate's score, for tuning its threshold"

@@ -306,6 +306,10 @@ def test_ingress_refuses_clearly(server):
         with pytest.raises(openai.InternalServerError) as failed:  # every path of the chain failed: 503
             await ask(client, model="rayfleet-lonely")
         assert failed.value.status_code == 503 and failed.value.response.headers["retry-after"] == "1"
+        server.in_flight = 1  # one answer in flight: a request for two more is over capacity (max_in_flight 2)
+        with pytest.raises(openai.InternalServerError, match="capacity") as overloaded:
+            await ask(client, n=2, temperature=1.0)
+        assert overloaded.value.status_code == 503
         server.in_flight = 2  # two requests in flight already: the next one is over capacity
         with pytest.raises(openai.InternalServerError, match="capacity") as overloaded:
             await ask(client)
@@ -313,6 +317,10 @@ def test_ingress_refuses_clearly(server):
 
     asyncio.run(scenario())
     assert server.in_flight == 2  # refusals hold no slot
+    server.in_flight = 0
+    server.admit(3)  # alone, a request for more answers than max_in_flight is admitted
+    assert server.in_flight == 3
+    server.release(3)
 
 
 def test_ingress_reads_what_newer_clients_send_and_honours_stop(server):
@@ -346,6 +354,9 @@ def test_ingress_reads_what_newer_clients_send_and_honours_stop(server):
     ({"logit_bias": {"the": 5}}, "invalid request: logit_bias: keys are token ids written as text"),
     ({"logit_bias": {"5": 101}}, "invalid request: logit_bias: biases are within ±100; token 5 has 101"),
     ({"logit_bias": {"5": 1, "1000000000": -100}}, "logit_bias: token ids [1000000000] are not in this model's"),
+    ({"logit_bias": {"9" * 5000: 1}}, "logit_bias: keys are token ids written as text"),
+    ({"logit_bias": {"7": 1, "007": 2}}, "logit_bias: token 7 is given twice ('007')"),
+    ({"logit_bias": {str(token): 1 for token in range(1025)}}, "logit_bias: at most 1024 tokens, got 1025"),
     ({"logprobs": True, "top_logprobs": 21}, "top_logprobs: Input should be less than or equal to 20"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": {
         "type": "object", "properties": {"population": {"type": "int"}}}}}},
@@ -379,6 +390,19 @@ def test_requests_for_what_the_server_cannot_do_are_refused_by_name(server, opti
 
     asyncio.run(scenario())
     assert "rayfleet_requests_total{" not in server.metrics.exposition().decode()  # no model work was done
+
+
+def test_logit_bias_takes_every_id_of_the_vocabulary_and_no_other(server):
+    last = len(server.tokenizer) - 1
+
+    async def scenario():
+        client = openai_client(server)
+        assert (await ask(client, logit_bias={str(last): 0})).parse().choices[0].message.content is not None
+        with pytest.raises(openai.BadRequestError, match=rf"token ids \[{last + 1}\] are not in") as refused:
+            await ask(client, logit_bias={str(last + 1): 0})
+        assert refused.value.param == "logit_bias"
+
+    asyncio.run(scenario())
 
 
 def test_log_probabilities_take_openais_shapes():
