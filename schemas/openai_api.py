@@ -4,8 +4,9 @@ Requests accept the fields the official ``openai`` client sends; unknown fields 
 ignored as OpenAI does. A chat's ``response_format`` may ask for any JSON object or for JSON
 valid against a schema (checked here to be a JSON Schema); the engine decodes every reply to
 match (vLLM structured outputs). Log probabilities are returned as OpenAI shapes them (a chat's
-``logprobs`` / ``top_logprobs``, a completion's ``logprobs``). Fields this server knows but cannot
-honour (tools, ``echo``, ``suffix``, ``best_of``) are refused with
+``logprobs`` / ``top_logprobs``, a completion's ``logprobs``); a completion's prompt may be token ids, and
+``echo`` answers with it first. Fields this server knows but cannot honour (tools, ``suffix``,
+``best_of``) are refused with
 a 400 that names them when they ask for something, never silently dropped: an answer that
 ignored them would look right and be wrong. Text holding a
 lone UTF-16 surrogate (a JSON escape like ``\ud83d`` without its pair, as a client that cut an
@@ -39,6 +40,10 @@ LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 LONE_SURROGATE_ERROR = "lone_surrogate"  # its context holds where the text is, for the error's param
 FIELD_ERROR = "invalid_field"  # a check of the whole request that blames one field (``where`` in its context)
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for system instructions (serving and training read it so)
+
+
+def is_token_id(item: Any) -> bool:
+    return isinstance(item, int) and not isinstance(item, bool) and item >= 0
 
 
 def lone_surrogate_at(value: Any, where: str) -> str | None:
@@ -331,12 +336,14 @@ class CompletionRequest(SamplingFields):
     model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
         {"model": "rayfleet-base", "prompt": "The capital of France is", "max_tokens": 4}]})  # fmt: skip
 
-    prompt: str = Field(
+    prompt: str | list[int] = Field(
         ...,
-        min_length=1,
-        description="The prompt text, continued as is (no chat template); a list of one string is read as that string.",
+        description="The prompt, continued as is (no chat template): text, or the token ids of this model's "
+        "tokenizer; a list of one of either is read as that one.",
     )
-    echo: bool | None = Field(None, description="Not supported: refused when true.")
+    echo: bool | None = Field(
+        None, description="Answer with the prompt before the continuation (and, with logprobs, its tokens' too)."
+    )
     suffix: str | None = Field(None, description="Not supported: refused unless empty.")
     best_of: int | None = Field(None, description="Only 1.")
     logprobs: int | None = Field(
@@ -349,16 +356,19 @@ class CompletionRequest(SamplingFields):
     @field_validator("prompt", mode="before")
     @classmethod
     def one_prompt(cls, prompt: Any) -> Any:
-        if isinstance(prompt, list) and all(isinstance(item, str) for item in prompt):
-            if len(prompt) != 1:
-                raise ValueError(f"one prompt per request, got a list of {len(prompt)}")
-            return prompt[0]
-        if isinstance(prompt, list):
-            raise ValueError("token-id prompts are not supported: send the prompt as text")
+        several = isinstance(prompt, list) and prompt and all(isinstance(item, (str, list)) for item in prompt)
+        prompts = prompt if several else [prompt]
+        if len(prompts) != 1:
+            raise ValueError(f"one prompt per request, got a list of {len(prompts)}")
+        [prompt] = prompts
+        if isinstance(prompt, list) and not (prompt and all(is_token_id(item) for item in prompt)):
+            raise ValueError("a prompt of token ids is a non-empty list of integers from 0")
+        if isinstance(prompt, str) and not prompt:
+            raise ValueError("the prompt is empty")
         return prompt
 
     UNSUPPORTED = SamplingFields.UNSUPPORTED | {
-        "echo": bool, "suffix": bool, "best_of": lambda best_of: best_of not in (None, 1),
+        "suffix": bool, "best_of": lambda best_of: best_of not in (None, 1),
     }  # fmt: skip
 
     def logprobs_asked(self) -> int | None:
@@ -407,8 +417,8 @@ class ChoiceLogprobs(BaseModel):
 
 class CompletionLogprobs(BaseModel):
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]]
+    token_logprobs: list[float | None] = Field(..., description="None for an echoed prompt's first token.")
+    top_logprobs: list[dict[str, float] | None]
     text_offset: list[int] = Field(..., description="Where each token's text starts in the answer.")
 
 

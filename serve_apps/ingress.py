@@ -20,12 +20,13 @@ import hashlib
 import itertools
 import json
 import logging
+import reprlib
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import AsyncIterator, Awaitable, Callable, Sequence
+from typing import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 import anyio
 from fastapi import FastAPI, Request
@@ -122,6 +123,7 @@ class Outcome:
     finished: bool = False  # released and recorded (once, however the request ended)
     logprobs: bool = False  # whether log probabilities were asked for
     opened: set[int] = field(default_factory=set)  # the answers a stream has sent a chunk of
+    echo: str | None = None  # a completion's prompt text, to answer before the continuation (``echo``)
     text_offsets: dict[int, int] = field(default_factory=dict)  # a streamed completion's token text sent, by answer
 
     def headers(self) -> dict[str, str]:
@@ -253,10 +255,19 @@ class OpenAIServer:
 
     async def complete(self, body: CompletionRequest, headers) -> Response:
         with self.refusals():
-            self.check_prompt_chars(len(body.prompt), "prompt")
-            self.check_prompt(len(self.tokenizer(body.prompt, add_special_tokens=False)["input_ids"]), "prompt")
-            request = PathRequest(self.sampling(body, body.max_tokens), prompt=body.prompt)
-        return await self.answer("completions", body, request, headers)
+            if isinstance(body.prompt, str):
+                text, ids = body.prompt, None
+                self.check_prompt_chars(len(text), "prompt")
+                self.check_prompt(len(self.tokenizer(text, add_special_tokens=False)["input_ids"]), "prompt")
+            else:
+                self.check_prompt(len(body.prompt), "prompt")
+                self.check_token_ids(body.prompt, "prompt")
+                text, ids = self.tokenizer.decode(body.prompt), body.prompt
+            sampling = self.sampling(body, body.max_tokens)
+            if body.echo and sampling.logprobs is not None:
+                sampling = sampling.model_copy(update={"prompt_logprobs": sampling.logprobs})
+            request = PathRequest(sampling, prompt=text, prompt_ids=ids)
+        return await self.answer("completions", body, request, headers, echo=text if body.echo else None)
 
     # -- one request --------------------------------------------------------------------------
 
@@ -301,13 +312,17 @@ class OpenAIServer:
     def token_biases(self, body: SamplingFields) -> dict[int, float] | None:
         """The request's ``logit_bias`` by token id; 400 naming an id this model's vocabulary does not hold."""
         biases = body.token_biases_by_id()
-        unknown = sorted(token for token in biases or {} if token >= len(self.tokenizer))
-        if unknown:
-            message = (
-                f"logit_bias: token ids {unknown} are not in this model's vocabulary (0 to {len(self.tokenizer) - 1})"
-            )
-            raise RequestError(400, message, "invalid_request", "logit_bias")
+        self.check_token_ids(biases or {}, "logit_bias")
         return biases
+
+    def check_token_ids(self, token_ids: Iterable[int], field_name: str) -> None:
+        """400 naming the ids this model's vocabulary does not hold."""
+        vocabulary = len(self.tokenizer)
+        unknown = sorted({token for token in token_ids if token >= vocabulary})
+        if unknown:
+            message = (f"{field_name}: token ids {reprlib.repr(unknown)} are not in this model's vocabulary "
+                       f"(0 to {vocabulary - 1})")  # fmt: skip
+            raise RequestError(400, message, "invalid_request", field_name)
 
     def check_prompt_chars(self, chars: int, field_name: str) -> None:
         """Refuses a prompt too long to be worth tokenizing (tokenizing runs on the replica's event loop)."""
@@ -335,7 +350,9 @@ class OpenAIServer:
         self.in_flight -= answers
         self.metrics.in_flight(self.in_flight)
 
-    async def answer(self, endpoint: str, body: SamplingFields, request: PathRequest, headers) -> Response:
+    async def answer(
+        self, endpoint: str, body: SamplingFields, request: PathRequest, headers, echo: str | None = None
+    ) -> Response:
         answers = request.sampling.n
         self.admit(answers)
         user_id = headers.get(self.config.ingress.user_header) or body.user
@@ -343,6 +360,7 @@ class OpenAIServer:
             endpoint, body.model, body.stream,
             sha256_hex(request.prompt if request.prompt is not None else json.dumps(request.conversation)),
             sha256_hex(user_id) if user_id else None, answers=answers, logprobs=request.sampling.logprobs is not None,
+            echo=echo,
         )  # fmt: skip
         try:
             outcome.decision = await self.decide(body.model, request.routing_text(), user_id)
@@ -538,12 +556,15 @@ class OpenAIServer:
                 id=stream_id, created=created, model=model, citations=citations, choices=[choice]
             )
         else:
-            logprobs = None
+            text, tokens, logprobs = chunk.text, chunk.logprobs, None
+            if outcome.echo is not None and index not in outcome.opened:  # the answer's first chunk: the prompt first
+                text, tokens = outcome.echo + text, chunk.prompt_logprobs + tokens
+            outcome.opened.add(index)
             if outcome.logprobs:
                 offset = outcome.text_offsets.get(index, 0)
-                logprobs = completion_logprobs(chunk.logprobs, offset)
-                outcome.text_offsets[index] = offset + sum(len(token.token) for token in chunk.logprobs)
-            choice = TextChoice(index=index, text=chunk.text, finish_reason=chunk.finish_reason, logprobs=logprobs)
+                logprobs = completion_logprobs(tokens, offset)
+                outcome.text_offsets[index] = offset + sum(len(token.token) for token in tokens)
+            choice = TextChoice(index=index, text=text, finish_reason=chunk.finish_reason, logprobs=logprobs)
             body = CompletionResponse(id=stream_id, created=created, model=model, citations=citations, choices=[choice])
         return f"data: {body.model_dump_json()}\n\n"
 
@@ -569,7 +590,8 @@ class OpenAIServer:
 
     @staticmethod
     def whole_choice(outcome: Outcome, index: int, chunks: list[PathChunk]) -> ChatChoice | TextChoice:
-        """One answer from its chunks: the text as generated (the same text as the stream)."""
+        """One answer from its chunks: the text as generated (the same text as the stream), after the prompt's
+        when it is echoed."""
         text = "".join(chunk.text for chunk in chunks)
         finish_reason = next((chunk.finish_reason for chunk in reversed(chunks) if chunk.finish_reason), "stop")
         tokens = [token for chunk in chunks for token in chunk.logprobs]
@@ -577,6 +599,9 @@ class OpenAIServer:
             logprobs = chat_logprobs(tokens) if outcome.logprobs else None
             message = ChatMessage(role="assistant", content=text)
             return ChatChoice(index=index, message=message, finish_reason=finish_reason, logprobs=logprobs)
+        if outcome.echo is not None:
+            text = outcome.echo + text
+            tokens = [token for chunk in chunks for token in chunk.prompt_logprobs] + tokens
         logprobs = completion_logprobs(tokens, 0) if outcome.logprobs else None
         return TextChoice(index=index, text=text, finish_reason=finish_reason, logprobs=logprobs)
 
@@ -642,11 +667,14 @@ def chat_logprobs(tokens: Sequence[TokenLogprob]) -> ChoiceLogprobs:
 
 def completion_logprobs(tokens: Sequence[TokenLogprob], offset: int) -> CompletionLogprobs:
     """A completion choice's ``logprobs``, the tokens' text offsets counted from ``offset``; each place's
-    ``top_logprobs`` holds the token chosen there too, as OpenAI's completions do."""
+    ``top_logprobs`` holds the token chosen there too, as OpenAI's completions do (an echoed prompt's first
+    token has no log probability: None for both)."""
     offsets = list(itertools.accumulate((len(token.token) for token in tokens), initial=offset))[:-1]
     return CompletionLogprobs(
         tokens=[token.token for token in tokens], token_logprobs=[token.logprob for token in tokens],
-        top_logprobs=[dict(token.top) | {token.token: token.logprob} for token in tokens], text_offset=offsets,
+        top_logprobs=[None if token.logprob is None else dict(token.top) | {token.token: token.logprob}
+                      for token in tokens],
+        text_offset=offsets,
     )  # fmt: skip
 
 

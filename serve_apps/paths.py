@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Callable
 from transformers import AutoTokenizer
 
 from rayfleet.assets import resolve_model
-from rayfleet.engines.async_vllm import TextDelta, TokenLogprob
+from rayfleet.engines.async_vllm import StreamSampling, TextDelta, TokenLogprob
 from rayfleet.engines.base import Conversation, SamplingConfig
 from rayfleet.engines.templates import render_prompt_ids
 from rayfleet.registry import ArtifactVersion, Registry, RegistryError
@@ -51,6 +51,7 @@ class PathRequest:
     sampling: SamplingConfig
     conversation: Conversation | None = None
     prompt: str | None = None
+    prompt_ids: list[int] | None = None  # the prompt as the client sent it in token ids (``prompt`` is their text)
     adapter: str | None = None  # registry reference, fine-tuned paths only
 
     def routing_text(self) -> str:
@@ -92,6 +93,7 @@ class PathChunk:
     citations: list[dict] | None = field(default=None)
     logprobs: tuple[TokenLogprob, ...] = ()  # the chunk's tokens', when the request asked for them
     index: int = 0  # which of the request's n answers
+    prompt_logprobs: tuple[TokenLogprob, ...] = ()  # the prompt's tokens', on each answer's first chunk, when asked
 
 
 Generate = Callable[[list[int], SamplingConfig, AdapterSource | None], AsyncIterator[TextDelta]]
@@ -106,6 +108,8 @@ class GeneratingPath:
         self.tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(model)))
 
     def prompt_ids(self, request: PathRequest) -> list[int]:
+        if request.prompt_ids is not None:
+            return request.prompt_ids
         if request.prompt is not None:
             return self.tokenizer(request.prompt, add_special_tokens=False)["input_ids"]
         system = [{"role": "system", "content": self.config.system_prompt}] if self.config.system_prompt else []
@@ -118,6 +122,7 @@ class GeneratingPath:
             yield PathChunk(
                 delta.text, delta.prompt_tokens, delta.completion_tokens, delta.finish_reason,
                 adapter=adapter.name if adapter and first else None, logprobs=delta.logprobs, index=delta.index,
+                prompt_logprobs=delta.prompt_logprobs,
             )  # fmt: skip
             first = False
 
@@ -232,6 +237,10 @@ class RagPath(GeneratingPath):
                 "model_not_found",
                 "model",
             )
+        if isinstance(request.sampling, StreamSampling) and request.sampling.prompt_logprobs is not None:
+            message = ("echo with logprobs scores the prompt as sent, and the RAG path answers from a prompt of its "
+                       "own (the passages and the question): ask rayfleet-base or rayfleet-finetuned")  # fmt: skip
+            raise RequestError(400, message, "invalid_request", "echo")
         question, query, system, history = self.thread(request)
         retriever = self.index.current()
         if retriever is None:  # a server-side gap, not the client's fault: the fallback chain answers

@@ -56,6 +56,13 @@ class StreamSampling(SamplingConfig):
         description="Return each generated token's log probability and this many likeliest tokens at its "
         "place (0: the token's own only); None returns none.",
     )
+    prompt_logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=VLLM_MAX_LOGPROBS,
+        description="Return each prompt token's log probability (the first has none) and this many likeliest "
+        "tokens at its place, on each answer's first delta; None returns none.",
+    )
     logit_bias: dict[int, float] | None = Field(
         None, description="Added to these token ids' logits before sampling (-100 bans a token, 100 forces it)."
     )
@@ -72,11 +79,11 @@ class AdapterRef:
 
 @dataclass(frozen=True)
 class TokenLogprob:
-    """A generated token (its text) and its log probability, with the likeliest tokens at its place
-    (text and log probability, likeliest first) when they were asked for."""
+    """A token (its text) and its log probability, with the likeliest tokens at its place (text and log
+    probability, likeliest first) when they were asked for. A prompt's first token has none (None)."""
 
     token: str
-    logprob: float
+    logprob: float | None
     top: tuple[tuple[str, float], ...] = ()
 
 
@@ -91,15 +98,20 @@ class TextDelta:
     finish_reason: str | None  # set on the answer's last delta only
     logprobs: tuple[TokenLogprob, ...] = ()
     index: int = 0  # which of the request's n answers
+    prompt_logprobs: tuple[TokenLogprob, ...] = ()  # on each answer's first delta, when asked for
 
 
-def token_logprobs(token_ids, positions, top: int) -> tuple[TokenLogprob, ...]:
-    """vLLM's sample log probabilities (one ``{token id: Logprob}`` per generated token) as
-    :class:`TokenLogprob` objects, each with the ``top`` likeliest tokens at its place."""
+def token_logprobs(token_ids, positions, top: int, text_of=None) -> tuple[TokenLogprob, ...]:
+    """vLLM's log probabilities (one ``{token id: Logprob}`` per token, generated or of the prompt) as
+    :class:`TokenLogprob` objects, each with the ``top`` likeliest tokens at its place; a place without any
+    (a prompt's first) is the token's text, ``text_of(token_id)``, and None."""
     if positions is None:
         return ()
     result = []
     for token_id, candidates in zip(token_ids, positions):
+        if candidates is None:
+            result.append(TokenLogprob(text_of(token_id), None))
+            continue
         chosen = candidates[token_id]
         ranked = sorted((c for c in candidates.values() if c.rank is not None and c.rank <= top), key=lambda c: c.rank)
         result.append(TokenLogprob(chosen.decoded_token or "", reportable(chosen.logprob),
@@ -166,16 +178,21 @@ class AsyncVllmEngine:
         from vllm.sampling_params import RequestOutputKind
 
         served = isinstance(sampling, StreamSampling)  # a plain SamplingConfig asks for one answer, nothing more
-        extras = dict(n=sampling.n, logprobs=sampling.logprobs, logit_bias=sampling.logit_bias) if served else {}
+        extras = dict(n=sampling.n, logprobs=sampling.logprobs, prompt_logprobs=sampling.prompt_logprobs,
+                      logit_bias=sampling.logit_bias) if served else {}  # fmt: skip
         params = sampling_params(sampling, output_kind=RequestOutputKind.DELTA, **extras)
-        top = extras.get("logprobs") or 0
+        top, prompt_top = extras.get("logprobs") or 0, extras.get("prompt_logprobs") or 0
         lora = LoRARequest(adapter.name, adapter.lora_id, adapter.path) if adapter else None
         completion_tokens: dict[int, int] = {}  # by answer (vLLM sends nothing more of an answer once it ends)
+        prompt_logprobs: tuple[TokenLogprob, ...] = ()
         request_id = uuid.uuid4().hex
         outputs = self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id, lora_request=lora)
         try:
             async for output in outputs:
+                if output.prompt_logprobs:  # the first output's only
+                    prompt_logprobs = token_logprobs(prompt_ids, output.prompt_logprobs, prompt_top, self._text_of)
                 for completion in output.outputs:
+                    first = completion.index not in completion_tokens
                     tokens = completion_tokens.get(completion.index, 0) + len(completion.token_ids)
                     completion_tokens[completion.index] = tokens
                     yield TextDelta(
@@ -185,9 +202,13 @@ class AsyncVllmEngine:
                         finish_reason=completion.finish_reason,
                         logprobs=token_logprobs(completion.token_ids, completion.logprobs, top),
                         index=completion.index,
+                        prompt_logprobs=prompt_logprobs if first else (),
                     )
         except VLLMClientError as error:
             raise EngineRequestError(str(error)) from error
+
+    def _text_of(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id])
 
     def close(self) -> None:
         self.engine.shutdown()

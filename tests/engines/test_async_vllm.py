@@ -28,6 +28,14 @@ def test_each_token_keeps_its_own_log_probability_and_the_likeliest_in_rank_orde
     assert token_logprobs([7], None, top=2) == ()  # none asked for
 
 
+def test_a_prompts_first_token_has_its_text_and_no_log_probability():
+    positions = [None, {5: Logprob(-3.0, 4, " cat"), 6: Logprob(-0.2, 1, " dog")}]
+    assert token_logprobs([4, 5], positions, top=1, text_of={4: "The"}.get) == (
+        TokenLogprob("The", None),
+        TokenLogprob(" cat", -3.0, ((" dog", -0.2),)),
+    )
+
+
 def test_a_token_an_output_constraint_forbids_is_reported_as_a_finite_number():
     positions = [{1: Logprob(0.0, 1, "{"), 2: Logprob(-math.inf, 2, "x")}]
     [token] = token_logprobs([1], positions, top=2)

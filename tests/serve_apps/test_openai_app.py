@@ -332,9 +332,64 @@ def test_log_probabilities_are_the_models_own_streamed_or_not(client, smollm2_pa
     shaped = chat(client, "rayfleet-base", max_tokens=6, logprobs=True, top_logprobs=20, response_format=schema)
     places = shaped.parse().choices[0].logprobs.content
     assert any(top.logprob == -9999 for place in places for top in place.top_logprobs)
+    echoed = client.completions.create(model="rayfleet-base", prompt=prompt, max_tokens=2, logprobs=1, echo=True)
+    [echo] = echoed.choices
+    assert echo.text.startswith(prompt) and "".join(echo.logprobs.tokens) == echo.text
+    assert echo.logprobs.token_logprobs[0] is None and echo.logprobs.top_logprobs[0] is None
+    assert len(echo.logprobs.tokens) == echoed.usage.prompt_tokens + echoed.usage.completion_tokens
+    with pytest.raises(openai.BadRequestError, match="the RAG path answers from a prompt of its own") as rag:
+        client.completions.create(model="rayfleet-rag", prompt=prompt, max_tokens=1, logprobs=1, echo=True)
+    assert rag.value.param == "echo"
     with pytest.raises(openai.BadRequestError, match="logprobs") as too_many:
         client.completions.create(model="rayfleet-base", prompt=prompt, max_tokens=2, logprobs=6)
     assert too_many.value.param == "logprobs"
+
+
+MULTIPLE_CHOICE_TASK = """task: rayfleet_served_choice
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{label}}}}"
+metric_list:
+  - metric: acc
+"""
+
+
+def test_lm_evaluation_harness_scores_the_served_model_as_it_scores_the_model_itself(
+    app, smollm2_path, tmp_path, monkeypatch
+):
+    """lm-evaluation-harness's local-completions client (token-id prompts, echo with logprobs) against the served
+    base path gives every choice the log-likelihood its own transformers run of the model gives."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    rows = [
+        {"question": "What is the capital of France?", "choices": [" Paris", " Berlin", " a banana"], "label": 0},
+        {"question": "How many legs does a spider have?", "choices": [" two", " eight", " blue"], "label": 1},
+        {"question": "What colour is the sky on a clear day?", "choices": [" green", " loud", " blue"], "label": 2},
+    ]
+    (tmp_path / "choices.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "choice.yaml").write_text(MULTIPLE_CHOICE_TASK.format(data=tmp_path / "choices.jsonl"))
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+
+    def loglikelihoods(model: str, model_args: dict) -> list[float]:
+        results = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=["rayfleet_served_choice"],
+                                          task_manager=TaskManager(include_path=str(tmp_path / "tasks")),
+                                          log_samples=True, batch_size=1)  # fmt: skip
+        samples = sorted(results["samples"]["rayfleet_served_choice"], key=lambda sample: sample["doc_id"])
+        return [float(response[0][0]) for sample in samples for response in sample["resps"]]
+
+    served = loglikelihoods("local-completions", {
+        "base_url": f"{app[1]}/v1/completions", "model": "rayfleet-base", "tokenizer": str(smollm2_path),
+        "tokenizer_backend": "huggingface", "num_concurrent": 1, "max_retries": 1})  # fmt: skip
+    own = loglikelihoods("hf", {"pretrained": str(smollm2_path), "dtype": "float32", "device": "cpu"})
+    assert len(served) == 9 and served == pytest.approx(own, abs=1e-2)
 
 
 def test_logit_bias_bans_and_forces_tokens(client, smollm2_path):

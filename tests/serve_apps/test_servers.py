@@ -424,16 +424,27 @@ def test_log_probabilities_take_openais_shapes():
     assert choice.logprobs.top_logprobs == [{" Paris": -0.25, " Lyon": -2.0}, {"é": -3.0}]  # the chosen one too
 
 
-def test_completions_take_a_list_of_one_prompt_and_refuse_more(server):
+def test_completions_take_one_prompt_as_text_or_token_ids_and_echo_it(server):
+    ids = server.tokenizer("Hello there", add_special_tokens=False)["input_ids"]
+
     async def scenario():
         client = openai_client(server)
-        one = await client.completions.create(model="rayfleet-base", prompt=["Hello there"], max_tokens=4)
         plain = await client.completions.create(model="rayfleet-base", prompt="Hello there", max_tokens=4)
-        assert one.choices[0].text == plain.choices[0].text and one.usage.prompt_tokens == plain.usage.prompt_tokens
+        for same in (["Hello there"], ids, [ids]):
+            one = await client.completions.create(model="rayfleet-base", prompt=same, max_tokens=4)
+            assert one.choices[0].text == plain.choices[0].text and one.usage.prompt_tokens == plain.usage.prompt_tokens
+        echoed = await client.completions.create(model="rayfleet-base", prompt=ids, max_tokens=4, echo=True)
+        assert echoed.choices[0].text == "Hello there" + plain.choices[0].text
+        streamed = [chunk.choices[0].text async for chunk in await client.completions.create(
+            model="rayfleet-base", prompt="Hello there", max_tokens=4, echo=True, stream=True)]  # fmt: skip
+        assert streamed[0].startswith("Hello there") and "".join(streamed) == echoed.choices[0].text
         with pytest.raises(openai.BadRequestError, match="one prompt per request"):
             await client.completions.create(model="rayfleet-base", prompt=["a", "b"], max_tokens=4)
-        with pytest.raises(openai.BadRequestError, match="echo=True"):
-            await client.completions.create(model="rayfleet-base", prompt="a", max_tokens=4, echo=True)
+        with pytest.raises(openai.BadRequestError, match="one prompt per request"):
+            await client.completions.create(model="rayfleet-base", prompt=[ids, ids], max_tokens=4)
+        with pytest.raises(openai.BadRequestError, match=r"prompt: token ids \[1000000\] are not in") as unknown:
+            await client.completions.create(model="rayfleet-base", prompt=[*ids, 1000000], max_tokens=4)
+        assert unknown.value.param == "prompt"
 
     asyncio.run(scenario())
 
