@@ -79,6 +79,9 @@ logger = logging.getLogger(__name__)
 Route = Callable[[str], Awaitable[RouteChoice]]
 CallPath = Callable[[PathRequest], AsyncIterator[PathChunk]]
 NO_ARM = "none"
+# A path's refusals that say it cannot serve the request, not that the request is wrong: when the server chose
+# that path (the router, an A/B arm), its fallback answers instead of the client getting the refusal.
+NOT_THIS_PATH = {"model_not_found", "unsupported_on_path"}
 CLIENT_CLOSED = 499  # nginx's status for a request whose client went away first: neither a server error nor an answer
 CLIENT_CLOSED_REASON = "cancelled: the client closed the connection"
 
@@ -358,7 +361,7 @@ class OpenAIServer:
         user_id = headers.get(self.config.ingress.user_header) or body.user
         outcome = Outcome(
             endpoint, body.model, body.stream,
-            sha256_hex(request.prompt if request.prompt is not None else json.dumps(request.conversation)),
+            sha256_hex(prompt_identity(request)),
             sha256_hex(user_id) if user_id else None, answers=answers, logprobs=request.sampling.logprobs is not None,
             echo=echo,
         )  # fmt: skip
@@ -478,10 +481,11 @@ class OpenAIServer:
 
     def path_failed(self, outcome: Outcome, path: str, error: BaseException) -> None:
         client_error = as_request_error(error)
-        # A path the router chose that finds no adapter to answer with (its default unset) is the server's
-        # fault, not the client's, who named none: its fallback answers. Every other client error stands.
+        # A path the server chose (router, A/B arm) that cannot serve the request (the fine-tuned path without a
+        # default adapter, the RAG path asked to score an echoed prompt) is the server's choice, not the client's
+        # mistake: its fallback answers. Every other client error stands.
         server_chose = outcome.decision.selected_by != "model"
-        if client_error is not None and not (server_chose and client_error.code == "model_not_found"):
+        if client_error is not None and not (server_chose and client_error.code in NOT_THIS_PATH):
             raise client_error from None
         reason = failure_reason(error)
         logger.warning("path %s failed for request %s: %s", path, outcome.request_id, reason)
@@ -650,6 +654,13 @@ class OpenAIServer:
 
 
 # -- HTTP ------------------------------------------------------------------------------------------
+
+
+def prompt_identity(request: PathRequest) -> str:
+    """What a request's prompt hash is taken of: the prompt as sent (its token ids, its text) or the conversation."""
+    if request.prompt_ids is not None:
+        return json.dumps(request.prompt_ids)
+    return request.prompt if request.prompt is not None else json.dumps(request.conversation)
 
 
 def chat_logprobs(tokens: Sequence[TokenLogprob]) -> ChoiceLogprobs:

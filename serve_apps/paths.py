@@ -240,7 +240,7 @@ class RagPath(GeneratingPath):
         if isinstance(request.sampling, StreamSampling) and request.sampling.prompt_logprobs is not None:
             message = ("echo with logprobs scores the prompt as sent, and the RAG path answers from a prompt of its "
                        "own (the passages and the question): ask rayfleet-base or rayfleet-finetuned")  # fmt: skip
-            raise RequestError(400, message, "invalid_request", "echo")
+            raise RequestError(400, message, "unsupported_on_path", "echo")
         question, query, system, history = self.thread(request)
         retriever = self.index.current()
         if retriever is None:  # a server-side gap, not the client's fault: the fallback chain answers

@@ -337,6 +337,15 @@ def test_log_probabilities_are_the_models_own_streamed_or_not(client, smollm2_pa
     assert echo.text.startswith(prompt) and "".join(echo.logprobs.tokens) == echo.text
     assert echo.logprobs.token_logprobs[0] is None and echo.logprobs.top_logprobs[0] is None
     assert len(echo.logprobs.tokens) == echoed.usage.prompt_tokens + echoed.usage.completion_tokens
+    echo_stream = client.completions.create(model="rayfleet-base", prompt=prompt, max_tokens=2, logprobs=1, echo=True,
+                                            stream=True)  # fmt: skip
+    streamed_echo = [chunk.choices[0] for chunk in echo_stream if chunk.choices]
+    assert "".join(c.text for c in streamed_echo) == echo.text
+    assert [o for c in streamed_echo for o in c.logprobs.text_offset] == echo.logprobs.text_offset
+    tuned_echo = client.completions.create(model="rayfleet-finetuned:qa@1", prompt=prompt, max_tokens=1, logprobs=0,
+                                           echo=True).choices[0]  # fmt: skip
+    assert tuned_echo.logprobs.tokens[: len(echo.logprobs.tokens) - 2] == echo.logprobs.tokens[:-2]
+    assert abs(tuned_echo.logprobs.token_logprobs[1] - echo.logprobs.token_logprobs[1]) > 1e-3  # the adapter's
     with pytest.raises(openai.BadRequestError, match="the RAG path answers from a prompt of its own") as rag:
         client.completions.create(model="rayfleet-rag", prompt=prompt, max_tokens=1, logprobs=1, echo=True)
     assert rag.value.param == "echo"

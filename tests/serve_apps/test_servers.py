@@ -39,7 +39,7 @@ from serve_apps.config import (
     ServeAppConfig,
     ServeConfigFile,
 )
-from serve_apps.ingress import OpenAIServer, build_http_app, chat_logprobs, completion_logprobs
+from serve_apps.ingress import Decision, OpenAIServer, Outcome, build_http_app, chat_logprobs, completion_logprobs
 from serve_apps.llm_server import LLMServer
 from serve_apps.errors import RequestError
 from serve_apps.paths import AdapterResolver, BasePath, FaultInjectionPath, FineTunedPath, PathChunk
@@ -392,6 +392,18 @@ def test_requests_for_what_the_server_cannot_do_are_refused_by_name(server, opti
     assert "rayfleet_requests_total{" not in server.metrics.exposition().decode()  # no model work was done
 
 
+@pytest.mark.parametrize("selected_by, falls_back", [("router", True), ("model", False)])
+def test_a_path_that_cannot_serve_what_the_server_sent_it_hands_it_to_its_fallback(server, selected_by, falls_back):
+    outcome = Outcome("completions", "rayfleet", False, "0" * 64, None, Decision(Target("rag"), selected_by))
+    refusal = RequestError(400, "the RAG path answers from a prompt of its own", "unsupported_on_path", "echo")
+    if falls_back:
+        server.path_failed(outcome, "rag", refusal)
+        assert outcome.failures == [("rag", "RequestError: the RAG path answers from a prompt of its own")]
+    else:  # the client named the path: the refusal is theirs
+        with pytest.raises(RequestError, match="a prompt of its own"):
+            server.path_failed(outcome, "rag", refusal)
+
+
 def test_logit_bias_takes_every_id_of_the_vocabulary_and_no_other(server):
     last = len(server.tokenizer) - 1
 
@@ -433,6 +445,10 @@ def test_completions_take_one_prompt_as_text_or_token_ids_and_echo_it(server):
         for same in (["Hello there"], ids, [ids]):
             one = await client.completions.create(model="rayfleet-base", prompt=same, max_tokens=4)
             assert one.choices[0].text == plain.choices[0].text and one.usage.prompt_tokens == plain.usage.prompt_tokens
+        split = server.tokenizer("Hel", add_special_tokens=False)["input_ids"] + server.tokenizer(
+            "lo there", add_special_tokens=False)["input_ids"]  # fmt: skip
+        as_sent = await client.completions.create(model="rayfleet-base", prompt=split, max_tokens=4)
+        assert as_sent.usage.prompt_tokens == len(split) != len(ids)  # the ids as sent, not the text's own
         echoed = await client.completions.create(model="rayfleet-base", prompt=ids, max_tokens=4, echo=True)
         assert echoed.choices[0].text == "Hello there" + plain.choices[0].text
         streamed = [chunk.choices[0].text async for chunk in await client.completions.create(
