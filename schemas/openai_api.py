@@ -4,9 +4,9 @@ Requests accept the fields the official ``openai`` client sends; unknown fields 
 ignored as OpenAI does. A chat's ``response_format`` may ask for any JSON object or for JSON
 valid against a schema (checked here to be a JSON Schema); the engine decodes every reply to
 match (vLLM structured outputs). Log probabilities are returned as OpenAI shapes them (a chat's
-``logprobs`` / ``top_logprobs``, a completion's ``logprobs``); a completion's prompt may be token ids, and
-``echo`` answers with it first. Fields this server knows but cannot honour (tools, ``suffix``,
-``best_of``) are refused with
+``logprobs`` / ``top_logprobs``, a completion's ``logprobs``); a completion's prompt may be token ids
+or several prompts, and ``echo`` answers with it first. Fields this server knows but cannot honour
+(tools, ``suffix``, ``best_of``) are refused with
 a 400 that names them when they ask for something, never silently dropped: an answer that
 ignored them would look right and be wrong. Text holding a
 lone UTF-16 surrogate (a JSON escape like ``\ud83d`` without its pair, as a client that cut an
@@ -40,6 +40,13 @@ LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 LONE_SURROGATE_ERROR = "lone_surrogate"  # its context holds where the text is, for the error's param
 FIELD_ERROR = "invalid_field"  # a check of the whole request that blames one field (``where`` in its context)
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for system instructions (serving and training read it so)
+
+
+def as_prompts(prompt: Any) -> list:
+    """The prompts a completion's ``prompt`` holds: a list of texts or of token-id lists is several, anything else
+    (a text, a list of token ids) one."""
+    several = isinstance(prompt, list) and prompt and all(isinstance(item, (str, list)) for item in prompt)
+    return list(prompt) if several else [prompt]
 
 
 def is_token_id(item: Any) -> bool:
@@ -336,10 +343,10 @@ class CompletionRequest(SamplingFields):
     model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
         {"model": "rayfleet-base", "prompt": "The capital of France is", "max_tokens": 4}]})  # fmt: skip
 
-    prompt: str | list[int] = Field(
+    prompt: str | list[int] | list[str | list[int]] = Field(
         ...,
         description="The prompt, continued as is (no chat template): text, or the token ids of this model's "
-        "tokenizer; a list of one of either is read as that one.",
+        "tokenizer; or a list of prompts, each answered (not streamed; choices run prompt by prompt).",
     )
     echo: bool | None = Field(
         None, description="Answer with the prompt before the continuation (and, with logprobs, its tokens' too)."
@@ -355,17 +362,18 @@ class CompletionRequest(SamplingFields):
 
     @field_validator("prompt", mode="before")
     @classmethod
-    def one_prompt(cls, prompt: Any) -> Any:
-        several = isinstance(prompt, list) and prompt and all(isinstance(item, (str, list)) for item in prompt)
-        prompts = prompt if several else [prompt]
-        if len(prompts) != 1:
-            raise ValueError(f"one prompt per request, got a list of {len(prompts)}")
-        [prompt] = prompts
-        if isinstance(prompt, list) and not (prompt and all(is_token_id(item) for item in prompt)):
-            raise ValueError("a prompt of token ids is a non-empty list of integers from 0")
-        if isinstance(prompt, str) and not prompt:
-            raise ValueError("the prompt is empty")
-        return prompt
+    def prompts_as_sent(cls, prompt: Any) -> Any:
+        prompts = as_prompts(prompt)
+        for prompt in prompts:
+            if isinstance(prompt, list) and not (prompt and all(is_token_id(item) for item in prompt)):
+                raise ValueError("a prompt of token ids is a non-empty list of integers from 0")
+            if isinstance(prompt, str) and not prompt:
+                raise ValueError("a prompt is empty")
+        return prompts[0] if len(prompts) == 1 else prompts
+
+    def prompts(self) -> list[str | list[int]]:
+        """Every prompt, in order (one, for a request of one)."""
+        return as_prompts(self.prompt)
 
     UNSUPPORTED = SamplingFields.UNSUPPORTED | {
         "suffix": bool, "best_of": lambda best_of: best_of not in (None, 1),

@@ -288,7 +288,7 @@ class LimitsConfig(BaseConfig):
     max_prompt_tokens: int = Field(1024, ge=1, description="Longest prompt (rendered, in tokens) accepted.")
     max_tokens: int = Field(256, ge=1, description="Largest max_tokens accepted.")
     default_max_tokens: int = Field(64, ge=1, description="max_tokens when a request sets none.")
-    max_choices: int = Field(8, ge=1, description="Largest n (answers per request) accepted.")
+    max_choices: int = Field(8, ge=1, description="Most answers one request may ask for: its n times its prompts.")
     max_in_flight: int = Field(
         64,
         ge=1,

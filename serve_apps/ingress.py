@@ -258,19 +258,25 @@ class OpenAIServer:
 
     async def complete(self, body: CompletionRequest, headers) -> Response:
         with self.refusals():
-            if isinstance(body.prompt, str):
-                text, ids = body.prompt, None
-                self.check_prompt_chars(len(text), "prompt")
-                self.check_prompt(len(self.tokenizer(text, add_special_tokens=False)["input_ids"]), "prompt")
-            else:
-                self.check_prompt(len(body.prompt), "prompt")
-                self.check_token_ids(body.prompt, "prompt")
-                text, ids = self.tokenizer.decode(body.prompt), body.prompt
-            sampling = self.sampling(body, body.max_tokens)
+            prompts = body.prompts()
+            sampling = self.sampling(body, body.max_tokens, prompts=len(prompts))
             if body.echo and sampling.logprobs is not None:
                 sampling = sampling.model_copy(update={"prompt_logprobs": sampling.logprobs})
-            request = PathRequest(sampling, prompt=text, prompt_ids=ids)
-        return await self.answer("completions", body, request, headers, echo=text if body.echo else None)
+            requests = [self.prompt_request(prompt, sampling) for prompt in prompts]
+        echoes = [request.prompt if body.echo else None for request in requests]
+        if len(requests) > 1:
+            return await self.answer_prompts(body, requests, headers, echoes)
+        return await self.answer("completions", body, requests[0], headers, echoes[0])
+
+    def prompt_request(self, prompt: str | list[int], sampling: StreamSampling) -> PathRequest:
+        """One prompt of a completion (text, or token ids read as their text too), checked against the limits."""
+        if isinstance(prompt, str):
+            self.check_prompt_chars(len(prompt), "prompt")
+            self.check_prompt(len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"]), "prompt")
+            return PathRequest(sampling, prompt=prompt)
+        self.check_prompt(len(prompt), "prompt")
+        self.check_token_ids(prompt, "prompt")
+        return PathRequest(sampling, prompt=self.tokenizer.decode(prompt), prompt_ids=prompt)
 
     # -- one request --------------------------------------------------------------------------
 
@@ -287,7 +293,9 @@ class OpenAIServer:
             self.metrics.rejected("server_error")
             raise
 
-    def sampling(self, body: SamplingFields, max_tokens: int | None, field_name: str = "max_tokens") -> StreamSampling:
+    def sampling(
+        self, body: SamplingFields, max_tokens: int | None, field_name: str = "max_tokens", prompts: int = 1
+    ) -> StreamSampling:
         limits = self.config.ingress.limits
         max_tokens = max_tokens or limits.default_max_tokens
         if max_tokens > limits.max_tokens:
@@ -298,14 +306,20 @@ class OpenAIServer:
             max_tokens=max_tokens, temperature=0.0 if greedy else body.temperature, top_p=1.0 if greedy else body.top_p,
             stop=body.stop, presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
             seed=body.seed,  # none: each request samples afresh (SamplingConfig's 0 is for reproducible batch jobs)
-            logprobs=body.logprobs_asked(), logit_bias=self.token_biases(body), n=self.answers(body, greedy),
+            logprobs=body.logprobs_asked(), logit_bias=self.token_biases(body), n=self.answers(body, greedy, prompts),
         ))  # fmt: skip
 
-    def answers(self, body: SamplingFields, greedy: bool) -> int:
-        """How many answers the request asks for (``n``): 400 past ``max_choices``, or above 1 with greedy decoding."""
+    def answers(self, body: SamplingFields, greedy: bool, prompts: int = 1) -> int:
+        """How many answers the request asks for of each prompt (``n``): 400 when all its prompts' answers are past
+        ``max_choices``, or above 1 with greedy decoding."""
         n, limit = body.n or 1, self.config.ingress.limits.max_choices
-        if n > limit:
-            raise RequestError(400, f"n {n} is above this server's limit of {limit}", "invalid_request", "n")
+        if n * prompts > limit:
+            asked = f"n {n}" if prompts == 1 else f"{prompts} prompts of n {n} ask for {n * prompts} answers, which"
+            raise RequestError(400, f"{asked} is above this server's limit of {limit}", "invalid_request",
+                               "n" if prompts == 1 else "prompt")  # fmt: skip
+        if prompts > 1 and body.stream:
+            raise RequestError(400, "stream one prompt per request (a list of prompts is answered whole)",
+                               "invalid_request", "stream")  # fmt: skip
         if n > 1 and (greedy or body.temperature == 0):
             message = (f"n {n} needs sampling: greedy decoding (temperature 0, this server's default, or top_p 0) "
                        "gives one answer n times; set temperature above 0")  # fmt: skip
@@ -356,31 +370,83 @@ class OpenAIServer:
     async def answer(
         self, endpoint: str, body: SamplingFields, request: PathRequest, headers, echo: str | None = None
     ) -> Response:
-        answers = request.sampling.n
-        self.admit(answers)
-        user_id = headers.get(self.config.ingress.user_header) or body.user
-        outcome = Outcome(
-            endpoint, body.model, body.stream,
-            sha256_hex(prompt_identity(request)),
-            sha256_hex(user_id) if user_id else None, answers=answers, logprobs=request.sampling.logprobs is not None,
-            echo=echo,
-        )  # fmt: skip
+        if not body.stream:
+            outcome, chunks = await self.whole_answer(endpoint, body, request, headers, echo)
+            return JSONResponse(self.response_body(outcome, chunks).model_dump(mode="json"), headers=outcome.headers())
+        outcome = self.admitted(endpoint, body, request, headers, echo)
         try:
-            outcome.decision = await self.decide(body.model, request.routing_text(), user_id)
-            request = replace(request, adapter=outcome.decision.target.adapter)
-            if body.stream:
-                first, rest = await self.open_stream(outcome, request)
-                include_usage = bool(body.stream_options and body.stream_options.include_usage)
-                events = self.sse_events(outcome, first, rest, include_usage)
-                return EventStream(events, partial(self.stream_sent, outcome, rest), outcome.headers())
+            request = await self.decided(outcome, body, request, headers)
+            first, rest = await self.open_stream(outcome, request)
+        except BaseException as error:
+            self.failed(outcome, error)
+            raise
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = self.sse_events(outcome, first, rest, include_usage)
+        return EventStream(events, partial(self.stream_sent, outcome, rest), outcome.headers())
+
+    async def whole_answer(
+        self, endpoint: str, body: SamplingFields, request: PathRequest, headers, echo: str | None = None
+    ) -> tuple[Outcome, list[PathChunk]]:
+        """One request answered to the end: what happened, and the chunks of its answers."""
+        outcome = self.admitted(endpoint, body, request, headers, echo)
+        try:
+            request = await self.decided(outcome, body, request, headers)
             chunks = await self.run_to_end(outcome, request)
         except BaseException as error:
-            self.finish(outcome, error)
-            if isinstance(error, RequestError) and outcome.decision is not None:
-                error.request_id = outcome.request_id  # its log row's id, in the error's headers
+            self.failed(outcome, error)
             raise
         self.finish(outcome)
-        return JSONResponse(self.response_body(outcome, chunks).model_dump(mode="json"), headers=outcome.headers())
+        return outcome, chunks
+
+    async def answer_prompts(
+        self, body: CompletionRequest, requests: list[PathRequest], headers, echoes: list[str | None]
+    ) -> Response:
+        """A completion of several prompts: each answered as a request of its own (admitted, routed, logged), all at
+        once; its choices run prompt by prompt (index: prompt times n plus answer), usage adds up, and the headers
+        are the first prompt's but ``x-rayfleet-request-id``, which lists every prompt's. One that fails fails all."""
+        tasks = [asyncio.ensure_future(self.whole_answer("completions", body, request, headers, echo))
+                 for request, echo in zip(requests, echoes)]  # fmt: skip
+        try:
+            answered = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        bodies = [self.response_body(outcome, chunks) for outcome, chunks in answered]
+        n = requests[0].sampling.n
+        choices = [choice.model_copy(update={"index": prompt * n + choice.index})
+                   for prompt, answer in enumerate(bodies) for choice in answer.choices]  # fmt: skip
+        usage = Usage(**{name: sum(getattr(answer.usage, name) for answer in bodies) for name in Usage.model_fields})
+        citations = [citation for answer in bodies for citation in answer.citations or []] or None
+        response = CompletionResponse(model=bodies[0].model, usage=usage, citations=citations, choices=choices)
+        ids = ",".join(outcome.request_id for outcome, _ in answered)
+        return JSONResponse(response.model_dump(mode="json"), headers=answered[0][0].headers() | {
+            "x-rayfleet-request-id": ids})  # fmt: skip
+
+    def admitted(self, endpoint: str, body: SamplingFields, request: PathRequest, headers, echo: str | None) -> Outcome:
+        """A request taken in (its answers' admission slots held) and the record of what answering it does."""
+        self.admit(request.sampling.n)
+        user_id = self.user_of(body, headers)
+        return Outcome(
+            endpoint, body.model, body.stream,
+            sha256_hex(prompt_identity(request)),
+            sha256_hex(user_id) if user_id else None, answers=request.sampling.n,
+            logprobs=request.sampling.logprobs is not None, echo=echo,
+        )  # fmt: skip
+
+    async def decided(self, outcome: Outcome, body: SamplingFields, request: PathRequest, headers) -> PathRequest:
+        """Where the request goes (``model``, else the router; an A/B arm), and the request for that target."""
+        outcome.decision = await self.decide(body.model, request.routing_text(), self.user_of(body, headers))
+        return replace(request, adapter=outcome.decision.target.adapter)
+
+    def user_of(self, body: SamplingFields, headers) -> str | None:
+        return headers.get(self.config.ingress.user_header) or body.user
+
+    def failed(self, outcome: Outcome, error: BaseException) -> None:
+        self.finish(outcome, error)
+        if isinstance(error, RequestError) and outcome.decision is not None:
+            error.request_id = outcome.request_id  # its log row's id, in the error's headers
 
     async def decide(self, model: str, text: str, user_id: str | None) -> Decision:
         try:

@@ -30,6 +30,7 @@ from transformers import AutoTokenizer
 
 from rayfleet.assets import resolve_model
 from rayfleet.engines.base import EngineConfig, EngineRequestError, SamplingConfig
+from rayfleet.engines.exclusive import ExclusiveGate
 from rayfleet.engines.templates import count_tokens
 from rayfleet.engines.vllm_engine import (
     configure_cpu_environment,
@@ -147,6 +148,8 @@ class AsyncVllmEngine:
 
         model_path = str(resolve_model(config.model))
         self.config = config
+        self.lora = bool(max_loras)
+        self.gate = ExclusiveGate()  # a prompt's log probabilities on a LoRA engine are computed alone (.exclusive)
         self.model_name = config.model
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         lora_options = (
@@ -172,7 +175,6 @@ class AsyncVllmEngine:
         Raises:
             EngineRequestError: vLLM refuses the request as the caller's mistake (its reason said).
         """
-        from vllm.exceptions import VLLMClientError
         from vllm.inputs import TokensPrompt
         from vllm.lora.request import LoRARequest
         from vllm.sampling_params import RequestOutputKind
@@ -183,10 +185,19 @@ class AsyncVllmEngine:
         params = sampling_params(sampling, output_kind=RequestOutputKind.DELTA, **extras)
         top, prompt_top = extras.get("logprobs") or 0, extras.get("prompt_logprobs") or 0
         lora = LoRARequest(adapter.name, adapter.lora_id, adapter.path) if adapter else None
+        alone = self.lora and extras.get("prompt_logprobs") is not None
+        async with self.gate.hold(exclusive=alone):
+            prompt = TokensPrompt(prompt_token_ids=prompt_ids)
+            outputs = self.engine.generate(prompt, params, uuid.uuid4().hex, lora_request=lora)
+            async for delta in self._deltas(outputs, prompt_ids, top, prompt_top):
+                yield delta
+
+    async def _deltas(self, outputs, prompt_ids: list[int], top: int, prompt_top: int) -> AsyncIterator[TextDelta]:
+        """vLLM's outputs of one request as deltas per answer."""
+        from vllm.exceptions import VLLMClientError
+
         completion_tokens: dict[int, int] = {}  # by answer (vLLM sends nothing more of an answer once it ends)
         prompt_logprobs: tuple[TokenLogprob, ...] = ()
-        request_id = uuid.uuid4().hex
-        outputs = self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id, lora_request=lora)
         try:
             async for output in outputs:
                 if output.prompt_logprobs:  # the first output's only

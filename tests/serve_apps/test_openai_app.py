@@ -372,8 +372,8 @@ metric_list:
 def test_lm_evaluation_harness_scores_the_served_model_as_it_scores_the_model_itself(
     app, smollm2_path, tmp_path, monkeypatch
 ):
-    """lm-evaluation-harness's local-completions client (token-id prompts, echo with logprobs) against the served
-    base path gives every choice the log-likelihood its own transformers run of the model gives."""
+    """lm-evaluation-harness's local-completions client (token-id prompts, four to a request, echo with logprobs)
+    against the served base path gives every choice the log-likelihood its own transformers run of the model gives."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -387,17 +387,17 @@ def test_lm_evaluation_harness_scores_the_served_model_as_it_scores_the_model_it
     (tmp_path / "tasks" / "choice.yaml").write_text(MULTIPLE_CHOICE_TASK.format(data=tmp_path / "choices.jsonl"))
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
 
-    def loglikelihoods(model: str, model_args: dict) -> list[float]:
+    def loglikelihoods(model: str, model_args: dict, batch_size: int) -> list[float]:
         results = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=["rayfleet_served_choice"],
                                           task_manager=TaskManager(include_path=str(tmp_path / "tasks")),
-                                          log_samples=True, batch_size=1)  # fmt: skip
+                                          log_samples=True, batch_size=batch_size)  # fmt: skip
         samples = sorted(results["samples"]["rayfleet_served_choice"], key=lambda sample: sample["doc_id"])
         return [float(response[0][0]) for sample in samples for response in sample["resps"]]
 
     served = loglikelihoods("local-completions", {
         "base_url": f"{app[1]}/v1/completions", "model": "rayfleet-base", "tokenizer": str(smollm2_path),
-        "tokenizer_backend": "huggingface", "num_concurrent": 1, "max_retries": 1})  # fmt: skip
-    own = loglikelihoods("hf", {"pretrained": str(smollm2_path), "dtype": "float32", "device": "cpu"})
+        "tokenizer_backend": "huggingface", "num_concurrent": 1, "max_retries": 1}, batch_size=4)  # fmt: skip
+    own = loglikelihoods("hf", {"pretrained": str(smollm2_path), "dtype": "float32", "device": "cpu"}, batch_size=1)
     assert len(served) == 9 and served == pytest.approx(own, abs=1e-2)
 
 

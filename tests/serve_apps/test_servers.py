@@ -436,7 +436,7 @@ def test_log_probabilities_take_openais_shapes():
     assert choice.logprobs.top_logprobs == [{" Paris": -0.25, " Lyon": -2.0}, {"é": -3.0}]  # the chosen one too
 
 
-def test_completions_take_one_prompt_as_text_or_token_ids_and_echo_it(server):
+def test_completions_take_prompts_as_text_or_token_ids_and_echo_them(server):
     ids = server.tokenizer("Hello there", add_special_tokens=False)["input_ids"]
 
     async def scenario():
@@ -454,10 +454,18 @@ def test_completions_take_one_prompt_as_text_or_token_ids_and_echo_it(server):
         streamed = [chunk.choices[0].text async for chunk in await client.completions.create(
             model="rayfleet-base", prompt="Hello there", max_tokens=4, echo=True, stream=True)]  # fmt: skip
         assert streamed[0].startswith("Hello there") and "".join(streamed) == echoed.choices[0].text
-        with pytest.raises(openai.BadRequestError, match="one prompt per request"):
-            await client.completions.create(model="rayfleet-base", prompt=["a", "b"], max_tokens=4)
-        with pytest.raises(openai.BadRequestError, match="one prompt per request"):
-            await client.completions.create(model="rayfleet-base", prompt=[ids, ids], max_tokens=4)
+        morning = await client.completions.create(model="rayfleet-base", prompt="Good morning", max_tokens=4)
+        raw = await client.completions.with_raw_response.create(
+            model="rayfleet-base", prompt=[ids, "Good morning"], max_tokens=4, echo=True)  # fmt: skip
+        several = raw.parse()
+        assert [(choice.index, choice.text) for choice in several.choices] == [
+            (0, echoed.choices[0].text), (1, "Good morning" + morning.choices[0].text)]  # fmt: skip
+        assert several.usage.prompt_tokens == plain.usage.prompt_tokens + morning.usage.prompt_tokens
+        assert len(raw.headers["x-rayfleet-request-id"].split(",")) == 2  # each prompt its own logged request
+        with pytest.raises(openai.BadRequestError, match="stream one prompt per request"):
+            await client.completions.create(model="rayfleet-base", prompt=["a", "b"], max_tokens=4, stream=True)
+        with pytest.raises(openai.BadRequestError, match="9 prompts of n 1 ask for 9 answers, which is above"):
+            await client.completions.create(model="rayfleet-base", prompt=[ids] * 9, max_tokens=4)
         with pytest.raises(openai.BadRequestError, match=r"prompt: token ids \[1000000\] are not in") as unknown:
             await client.completions.create(model="rayfleet-base", prompt=[*ids, 1000000], max_tokens=4)
         assert unknown.value.param == "prompt"
